@@ -1,0 +1,14 @@
+//! Pure domain types of Modelyard. No IO, no async, no HTTP types.
+//!
+//! - [`model_id`]: composite `provider/model` ids and provider names (DESIGN.md §2).
+//! - [`resolve`]: the one function that turns a requested model string into a
+//!   provider and upstream model name, including legacy bare ids.
+//! - [`usage`]: token usage arithmetic.
+
+pub mod model_id;
+pub mod resolve;
+pub mod usage;
+
+pub use model_id::{ModelId, ModelIdError, ModelRef, ProviderName};
+pub use resolve::{resolve_model, ProviderView, Resolution, ResolveError, ResolvedFrom};
+pub use usage::Usage;

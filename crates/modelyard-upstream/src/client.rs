@@ -1,0 +1,528 @@
+//! One HTTP client per provider.
+//!
+//! Base URLs: a provider's `base_url` is either its server root
+//! (`http://127.0.0.1:8080`) or its OpenAI API base ending in `/v1`
+//! (`https://openrouter.ai/api/v1`). The API base is the URL ending in `/v1`;
+//! the server root (for `/health`) is the same URL without it.
+//!
+//! Timeouts ([`Timeouts`], all in milliseconds):
+//! - `connect_ms`: TCP + TLS connect.
+//! - `first_token_ms`: streaming only; from sending the request to the first
+//!   body chunk.
+//! - `idle_ms`: streaming only; the longest gap between two body chunks.
+//! - `total_ms`: the whole exchange, streaming or not.
+//!
+//! Credentials are sent only to the provider's own origin: redirects are
+//! never followed, and error messages never contain the key or a URL query.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::time::{timeout_at, Instant};
+use url::Url;
+
+use crate::kind::ProviderKind;
+
+/// Timeouts of one provider, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP (+ TLS) connect, ms.
+    pub connect_ms: u64,
+    /// Streaming: request sent → first body chunk, ms.
+    pub first_token_ms: u64,
+    /// Streaming: longest silence between body chunks, ms.
+    pub idle_ms: u64,
+    /// Whole exchange, ms.
+    pub total_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect_ms: 5_000,
+            first_token_ms: 120_000,
+            idle_ms: 60_000,
+            total_ms: 600_000,
+        }
+    }
+}
+
+/// Everything needed to talk to one provider.
+#[derive(Debug, Clone)]
+pub struct ProviderEndpoint {
+    /// Provider name (for messages).
+    pub name: String,
+    /// Server kind.
+    pub kind: ProviderKind,
+    /// Server root or API base (see the module docs).
+    pub base_url: Url,
+    /// API key sent as `Authorization: Bearer`, resolved from the environment.
+    pub api_key: Option<SecretString>,
+    /// Extra headers sent with every request (non-secret).
+    pub headers: Vec<(String, String)>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// Which deadline expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    /// `connect_ms`.
+    Connect,
+    /// `first_token_ms`.
+    FirstToken,
+    /// `idle_ms`.
+    Idle,
+    /// `total_ms`.
+    Total,
+}
+
+impl TimeoutPhase {
+    fn describe(self) -> &'static str {
+        match self {
+            TimeoutPhase::Connect => "connect",
+            TimeoutPhase::FirstToken => "first token",
+            TimeoutPhase::Idle => "idle between chunks",
+            TimeoutPhase::Total => "total",
+        }
+    }
+}
+
+/// Failures talking to a provider. Messages name the provider and a
+/// redacted URL (no query, no credentials).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// The provider's configuration cannot produce a request.
+    #[error("provider '{provider}': {reason}")]
+    Config {
+        /// Provider name.
+        provider: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Could not connect or send the request.
+    #[error("provider '{provider}' is unreachable at {url}: {reason}")]
+    Unreachable {
+        /// Provider name.
+        provider: String,
+        /// Redacted URL.
+        url: String,
+        /// Cause, without the URL.
+        reason: String,
+    },
+    /// A deadline expired.
+    #[error("provider '{provider}' timed out ({} timeout of {limit_ms} ms)", phase.describe())]
+    Timeout {
+        /// Provider name.
+        provider: String,
+        /// Which deadline.
+        phase: TimeoutPhase,
+        /// The limit, ms.
+        limit_ms: u64,
+    },
+    /// The connection failed while reading the body.
+    #[error("provider '{provider}' connection failed while reading the response: {reason}")]
+    Body {
+        /// Provider name.
+        provider: String,
+        /// Cause.
+        reason: String,
+    },
+    /// The provider answered something the gateway cannot read.
+    #[error("provider '{provider}' sent an invalid response: {reason}")]
+    InvalidResponse {
+        /// Provider name.
+        provider: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The provider answered with a non-success status (probes only; the
+    /// gateway passes statuses through).
+    #[error("provider '{provider}' answered HTTP {status} at {url}")]
+    Status {
+        /// Provider name.
+        provider: String,
+        /// HTTP status.
+        status: u16,
+        /// Redacted URL.
+        url: String,
+    },
+}
+
+impl UpstreamError {
+    /// Whether this is a timeout (HTTP 504 at the gateway) rather than a
+    /// connection problem (502).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, UpstreamError::Timeout { .. })
+    }
+}
+
+/// A model as listed by the provider's `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamModel {
+    /// Upstream model name (`data[].id`).
+    pub id: String,
+    /// Context window in tokens when the listing reports it
+    /// (llama.cpp `meta.n_ctx`, OpenRouter `context_length`, vLLM `max_model_len`).
+    pub context_window: Option<u64>,
+}
+
+/// HTTP client for one provider.
+#[derive(Debug, Clone)]
+pub struct ProviderClient {
+    endpoint: ProviderEndpoint,
+    http: reqwest::Client,
+    api_base: String,
+    server_root: String,
+    chat_url: String,
+}
+
+/// Strips userinfo and query from a URL for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "<invalid url>".to_owned(),
+    }
+}
+
+impl ProviderClient {
+    /// Builds the client: connect timeout, no redirects, `TCP_NODELAY`,
+    /// default headers (key and configured headers).
+    ///
+    /// # Errors
+    /// [`UpstreamError::Config`] for a header that is not valid HTTP or a
+    /// client that cannot be built.
+    pub fn new(endpoint: ProviderEndpoint) -> Result<Self, UpstreamError> {
+        let config_err = |reason: String| UpstreamError::Config {
+            provider: endpoint.name.clone(),
+            reason,
+        };
+        let mut headers = HeaderMap::new();
+        for (name, value) in &endpoint.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| config_err(format!("header name {name:?}: {e}")))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| config_err(format!("header {name}: {e}")))?;
+            headers.insert(name, value);
+        }
+        if let Some(key) = &endpoint.api_key {
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
+                .map_err(|_| config_err("API key is not a valid header value".into()))?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(Duration::from_millis(endpoint.timeouts.connect_ms))
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| config_err(format!("cannot build HTTP client: {e}")))?;
+        let base = endpoint.base_url.as_str().trim_end_matches('/').to_owned();
+        let (api_base, server_root) = match base.strip_suffix("/v1") {
+            Some(root) => (base.clone(), root.to_owned()),
+            None => (format!("{base}/v1"), base.clone()),
+        };
+        let chat_url = format!("{api_base}/chat/completions");
+        Ok(Self {
+            endpoint,
+            http,
+            api_base,
+            server_root,
+            chat_url,
+        })
+    }
+
+    /// The endpoint this client was built from.
+    pub fn endpoint(&self) -> &ProviderEndpoint {
+        &self.endpoint
+    }
+
+    /// The OpenAI API base (ends in `/v1`).
+    pub fn api_base(&self) -> &str {
+        &self.api_base
+    }
+
+    fn name(&self) -> String {
+        self.endpoint.name.clone()
+    }
+
+    fn send_error(&self, url: &str, err: reqwest::Error) -> UpstreamError {
+        if err.is_timeout() {
+            return UpstreamError::Timeout {
+                provider: self.name(),
+                phase: TimeoutPhase::Connect,
+                limit_ms: self.endpoint.timeouts.connect_ms,
+            };
+        }
+        UpstreamError::Unreachable {
+            provider: self.name(),
+            url: redact_url(url),
+            reason: error_chain(&err.without_url()),
+        }
+    }
+
+    /// `POST {api_base}/chat/completions` with `body` as is.
+    ///
+    /// For `stream == true`, the response must arrive and its first chunk be
+    /// read within `first_token_ms`; otherwise only `total_ms` applies.
+    ///
+    /// # Errors
+    /// [`UpstreamError::Unreachable`] or [`UpstreamError::Timeout`]; a
+    /// non-success HTTP status is *not* an error here (see
+    /// [`UpstreamResponse::status`]).
+    pub async fn chat_completions(
+        &self,
+        body: Bytes,
+        stream: bool,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let t = self.endpoint.timeouts;
+        let started = Instant::now();
+        let total_deadline = started + Duration::from_millis(t.total_ms);
+        let (first_deadline, phase, limit_ms) = if stream && t.first_token_ms < t.total_ms {
+            (
+                started + Duration::from_millis(t.first_token_ms),
+                TimeoutPhase::FirstToken,
+                t.first_token_ms,
+            )
+        } else {
+            (total_deadline, TimeoutPhase::Total, t.total_ms)
+        };
+        let request = self
+            .http
+            .post(&self.chat_url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send();
+        let response = match timeout_at(first_deadline, request).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => return Err(self.send_error(&self.chat_url, err)),
+            Err(_) => {
+                return Err(UpstreamError::Timeout {
+                    provider: self.name(),
+                    phase,
+                    limit_ms,
+                })
+            }
+        };
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        Ok(UpstreamResponse {
+            provider: self.name(),
+            status: response.status().as_u16(),
+            content_type,
+            response,
+            first_chunk: Some((first_deadline, phase, limit_ms)),
+            idle: Duration::from_millis(t.idle_ms),
+            idle_ms: t.idle_ms,
+            total_deadline,
+            total_ms: t.total_ms,
+        })
+    }
+
+    /// `GET {api_base}/models`: the provider's model listing.
+    ///
+    /// # Errors
+    /// Any [`UpstreamError`]; a non-success status is [`UpstreamError::Status`].
+    pub async fn list_models(&self) -> Result<Vec<UpstreamModel>, UpstreamError> {
+        let url = format!("{}/models", self.api_base);
+        let body = self.get_json(&url).await?;
+        let data = body.get("data").and_then(|d| d.as_array()).ok_or_else(|| {
+            UpstreamError::InvalidResponse {
+                provider: self.name(),
+                reason: "model listing has no `data` array".into(),
+            }
+        })?;
+        Ok(data
+            .iter()
+            .filter_map(|m| {
+                let id = m.get("id")?.as_str()?.to_owned();
+                let context_window = m
+                    .pointer("/meta/n_ctx")
+                    .or_else(|| m.get("context_length"))
+                    .or_else(|| m.get("max_model_len"))
+                    .and_then(|v| v.as_u64());
+                Some(UpstreamModel { id, context_window })
+            })
+            .collect())
+    }
+
+    /// Health probe: the kind's health endpoint when it has one, else the
+    /// model listing.
+    ///
+    /// # Errors
+    /// Any [`UpstreamError`].
+    pub async fn health(&self) -> Result<(), UpstreamError> {
+        match self.endpoint.kind.health_path() {
+            Some(path) => {
+                let url = format!("{}{}", self.server_root, path);
+                self.get_json(&url).await.map(|_| ())
+            }
+            None => self.list_models().await.map(|_| ()),
+        }
+    }
+
+    async fn get_json(&self, url: &str) -> Result<serde_json::Value, UpstreamError> {
+        let limit_ms = self
+            .endpoint
+            .timeouts
+            .connect_ms
+            .saturating_mul(2)
+            .max(2_000);
+        let deadline = Instant::now() + Duration::from_millis(limit_ms);
+        let exchange = async {
+            let response = self
+                .http
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| self.send_error(url, e))?;
+            if !response.status().is_success() {
+                return Err(UpstreamError::Status {
+                    provider: self.name(),
+                    status: response.status().as_u16(),
+                    url: redact_url(url),
+                });
+            }
+            let bytes = response.bytes().await.map_err(|e| UpstreamError::Body {
+                provider: self.name(),
+                reason: error_chain(&e.without_url()),
+            })?;
+            serde_json::from_slice(&bytes).map_err(|e| UpstreamError::InvalidResponse {
+                provider: self.name(),
+                reason: format!("not JSON: {e}"),
+            })
+        };
+        timeout_at(deadline, exchange).await.unwrap_or_else(|_| {
+            Err(UpstreamError::Timeout {
+                provider: self.name(),
+                phase: TimeoutPhase::Total,
+                limit_ms,
+            })
+        })
+    }
+}
+
+/// A response from the provider whose body is read chunk by chunk under the
+/// provider's deadlines. Dropping it closes the upstream connection, which
+/// cancels the generation on servers that watch for it (llama.cpp does).
+#[derive(Debug)]
+pub struct UpstreamResponse {
+    provider: String,
+    status: u16,
+    content_type: String,
+    response: reqwest::Response,
+    first_chunk: Option<(Instant, TimeoutPhase, u64)>,
+    idle: Duration,
+    idle_ms: u64,
+    total_deadline: Instant,
+    total_ms: u64,
+}
+
+impl UpstreamResponse {
+    /// HTTP status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The `Content-Type` header, or "" when absent.
+    pub fn content_type(&self) -> &str {
+        &self.content_type
+    }
+
+    /// Whether the body is an SSE stream.
+    pub fn is_event_stream(&self) -> bool {
+        self.content_type.starts_with("text/event-stream")
+    }
+
+    /// The next body chunk; `Ok(None)` at the clean end of the body.
+    ///
+    /// # Errors
+    /// [`UpstreamError::Timeout`] (first token, idle or total) or
+    /// [`UpstreamError::Body`] when the connection breaks.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        let (deadline, phase, limit_ms) = match self.first_chunk.take() {
+            Some(first) => first,
+            None => {
+                let idle_deadline = Instant::now() + self.idle;
+                if idle_deadline < self.total_deadline {
+                    (idle_deadline, TimeoutPhase::Idle, self.idle_ms)
+                } else {
+                    (self.total_deadline, TimeoutPhase::Total, self.total_ms)
+                }
+            }
+        };
+        match timeout_at(deadline, self.response.chunk()).await {
+            Ok(Ok(chunk)) => Ok(chunk),
+            Ok(Err(err)) => Err(UpstreamError::Body {
+                provider: self.provider.clone(),
+                reason: error_chain(&err.without_url()),
+            }),
+            Err(_) => Err(UpstreamError::Timeout {
+                provider: self.provider.clone(),
+                phase,
+                limit_ms,
+            }),
+        }
+    }
+
+    /// Reads the whole body (at most `max_bytes`) under the total deadline.
+    ///
+    /// # Errors
+    /// As [`Self::next_chunk`], plus [`UpstreamError::InvalidResponse`] when
+    /// the body exceeds `max_bytes`.
+    pub async fn bytes(mut self, max_bytes: usize) -> Result<Bytes, UpstreamError> {
+        self.first_chunk = Some((self.total_deadline, TimeoutPhase::Total, self.total_ms));
+        self.idle = Duration::from_millis(self.total_ms);
+        self.idle_ms = self.total_ms;
+        let mut first = match self.next_chunk().await? {
+            Some(chunk) => chunk,
+            None => return Ok(Bytes::new()),
+        };
+        let Some(second) = self.next_chunk().await? else {
+            return Ok(first);
+        };
+        let mut all = Vec::with_capacity(first.len() + second.len());
+        all.extend_from_slice(&first);
+        all.extend_from_slice(&second);
+        first.clear();
+        while let Some(chunk) = self.next_chunk().await? {
+            if all.len() + chunk.len() > max_bytes {
+                return Err(UpstreamError::InvalidResponse {
+                    provider: self.provider.clone(),
+                    reason: format!("response body larger than {max_bytes} bytes"),
+                });
+            }
+            all.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(all))
+    }
+}
+
+/// `err` and its sources joined with ": ".
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}

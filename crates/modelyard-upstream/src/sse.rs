@@ -1,0 +1,232 @@
+//! Incremental Server-Sent Events decoder, after the WHATWG HTML
+//! "event stream" parsing rules (§9.2.6): lines end in `\n`, `\r\n` or `\r`;
+//! `data:` lines accumulate (joined by `\n`); a blank line dispatches the
+//! event; lines starting with `:` are comments; `event:` sets the type;
+//! other fields (`id`, `retry`) are ignored by the gateway.
+//!
+//! The common case — one `data:` line per event — yields a zero-copy slice of
+//! the received bytes.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// One dispatched event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event:` field, if any.
+    pub event: Option<String>,
+    /// The joined `data:` lines (without the trailing newline).
+    pub data: Bytes,
+}
+
+/// Feeds bytes in, gets whole events out.
+#[derive(Debug, Default)]
+pub struct SseDecoder {
+    buf: BytesMut,
+    /// Bytes of `buf` already scanned for an event boundary.
+    scanned: usize,
+}
+
+impl SseDecoder {
+    /// A decoder with an empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// Bytes received but not yet part of a dispatched event.
+    pub fn pending_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether undispatched, non-blank bytes remain (an event cut off by the
+    /// end of the stream).
+    pub fn has_partial_event(&self) -> bool {
+        self.buf.iter().any(|b| !matches!(b, b'\n' | b'\r' | b' '))
+    }
+
+    /// The next complete event, if the buffer holds one.
+    pub fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            let end = self.find_event_end()?;
+            let block = self.buf.split_to(end.block_len).freeze();
+            self.buf.advance(end.terminator_len);
+            self.scanned = 0;
+            if let Some(event) = parse_block(block) {
+                return Some(event);
+            }
+        }
+    }
+
+    /// Finds the first blank line: returns the length of the event block
+    /// before it and the length of the line terminators to skip.
+    fn find_event_end(&mut self) -> Option<EventEnd> {
+        let bytes = &self.buf[..];
+        let mut i = self.scanned;
+        // Start at a line boundary: step back one byte so a terminator split
+        // across pushes is seen whole.
+        i = i.saturating_sub(1);
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\n' | b'\r' => {
+                    let first = line_terminator(bytes, i)?;
+                    let next = i + first;
+                    if next < bytes.len() && matches!(bytes[next], b'\n' | b'\r') {
+                        let second = line_terminator(bytes, next)?;
+                        return Some(EventEnd {
+                            block_len: i,
+                            terminator_len: first + second,
+                        });
+                    }
+                    if next >= bytes.len() {
+                        self.scanned = i;
+                        return None;
+                    }
+                    // A blank line at the very start of the buffer.
+                    if i == 0 {
+                        return Some(EventEnd {
+                            block_len: 0,
+                            terminator_len: first,
+                        });
+                    }
+                    i = next;
+                }
+                _ => i += 1,
+            }
+        }
+        self.scanned = bytes.len();
+        None
+    }
+}
+
+struct EventEnd {
+    block_len: usize,
+    terminator_len: usize,
+}
+
+/// Length of the line terminator at `i`, or None when a `\r` ends the buffer
+/// (a `\n` may follow in the next push).
+fn line_terminator(bytes: &[u8], i: usize) -> Option<usize> {
+    match bytes[i] {
+        b'\r' => match bytes.get(i + 1) {
+            Some(b'\n') => Some(2),
+            Some(_) => Some(1),
+            None => None,
+        },
+        _ => Some(1),
+    }
+}
+
+fn parse_block(block: Bytes) -> Option<SseEvent> {
+    let mut event = None;
+    let mut data: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut start = 0;
+    let len = block.len();
+    while start <= len {
+        let mut end = start;
+        while end < len && !matches!(block[end], b'\n' | b'\r') {
+            end += 1;
+        }
+        let line = block.slice(start..end);
+        let skip = if end < len && block[end] == b'\r' && block.get(end + 1) == Some(&b'\n') {
+            2
+        } else {
+            1
+        };
+        start = end + skip;
+        if line.is_empty() || line[0] == b':' {
+            continue;
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(colon) => {
+                let mut value = line.slice(colon + 1..);
+                if value.first() == Some(&b' ') {
+                    value.advance(1);
+                }
+                (line.slice(..colon), value)
+            }
+            None => (line.clone(), Bytes::new()),
+        };
+        match &field[..] {
+            b"data" => match (&mut joined, &data) {
+                (Some(acc), _) => {
+                    acc.extend_from_slice(b"\n");
+                    acc.extend_from_slice(&value);
+                }
+                (None, Some(first)) => {
+                    let mut acc = BytesMut::from(&first[..]);
+                    acc.extend_from_slice(b"\n");
+                    acc.extend_from_slice(&value);
+                    joined = Some(acc);
+                }
+                (None, None) => data = Some(value),
+            },
+            b"event" => event = Some(String::from_utf8_lossy(&value).into_owned()),
+            _ => {}
+        }
+    }
+    let data = match joined {
+        Some(acc) => acc.freeze(),
+        None => data?,
+    };
+    Some(SseEvent { event, data })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(chunks: &[&[u8]]) -> Vec<String> {
+        let mut decoder = SseDecoder::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            decoder.push(chunk);
+            while let Some(event) = decoder.next_event() {
+                out.push(String::from_utf8(event.data.to_vec()).unwrap());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn single_and_multi_line_events() {
+        let out = decode_all(&[b"data: {\"a\":1}\n\ndata: x\ndata: y\n\ndata: [DONE]\n\n"]);
+        assert_eq!(out, vec!["{\"a\":1}", "x\ny", "[DONE]"]);
+    }
+
+    #[test]
+    fn events_split_across_every_byte_boundary() {
+        let input: &[u8] =
+            b": comment\r\nevent: message\r\ndata: one\r\n\r\ndata:two\r\rdata: three\n\n";
+        for split in 0..input.len() {
+            let (a, b) = input.split_at(split);
+            assert_eq!(
+                decode_all(&[a, b]),
+                vec!["one", "two", "three"],
+                "split at {split}"
+            );
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(decode_all(&bytes), vec!["one", "two", "three"]);
+    }
+
+    #[test]
+    fn comments_and_blank_events_are_skipped() {
+        assert_eq!(
+            decode_all(&[b": keep-alive\n\n\n\nid: 3\n\ndata: z\n\n"]),
+            vec!["z"]
+        );
+    }
+
+    #[test]
+    fn partial_event_is_reported() {
+        let mut decoder = SseDecoder::new();
+        decoder.push(b"data: {\"trunc");
+        assert!(decoder.next_event().is_none());
+        assert!(decoder.has_partial_event());
+    }
+}
