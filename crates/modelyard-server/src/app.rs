@@ -1,0 +1,214 @@
+//! Application state, the route table, and the server's life cycle.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use axum::Router;
+use modelyard_store::{ProjectId, Store};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::recorder::Recorder;
+use crate::registry::ProviderRegistry;
+use crate::{api, gateway};
+
+/// How often providers are re-probed.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Shared state of every handler. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<AppInner>);
+
+/// What [`AppState`] holds.
+#[derive(Debug)]
+pub struct AppInner {
+    /// The loaded configuration.
+    pub config: Config,
+    /// Providers and what discovery saw.
+    pub registry: Arc<ProviderRegistry>,
+    /// The call log writer.
+    pub recorder: Recorder,
+    /// The database.
+    pub store: Store,
+    /// The project requests act for (`default` until API keys exist).
+    pub project: ProjectId,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+/// Server start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The store could not be opened or migrated.
+    #[error("storage {url}: {source}")]
+    Store {
+        /// Redacted storage URL.
+        url: String,
+        /// Cause.
+        #[source]
+        source: modelyard_store::StoreError,
+    },
+    /// A provider client could not be built.
+    #[error(transparent)]
+    Provider(#[from] modelyard_upstream::UpstreamError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The route table.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.server.max_body_bytes;
+    Router::new()
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/v1/chat/completions", post(gateway::chat_completions))
+        .route("/v1/models", get(gateway::list_models))
+        .route("/v1/calls", get(api::calls::list))
+        .route("/v1/calls/{id}", get(api::calls::show))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// A started server.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, lets open requests finish, flushes the call log.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops (after [`RunningServer::shutdown`] or a
+    /// fatal error).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    /// A handle that triggers shutdown from elsewhere (a signal handler).
+    pub fn shutdown_handle(&self) -> tokio::sync::watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+fn redact_storage_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Opens the store, probes providers once, binds and serves in the
+/// background.
+///
+/// # Errors
+/// [`ServerError`].
+pub async fn start(
+    config: Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RunningServer, ServerError> {
+    let store = Store::connect(&config.storage.url)
+        .await
+        .map_err(|source| ServerError::Store {
+            url: redact_storage_url(&config.storage.url),
+            source,
+        })?;
+    let registry = Arc::new(ProviderRegistry::new(&config, env)?);
+    registry.refresh_all().await;
+    let refresh = registry.spawn_refresh(REFRESH_INTERVAL);
+    let project = ProjectId::default_project();
+    let (recorder, recorder_task) = if config.storage.call_log {
+        let (recorder, task) = Recorder::spawn(store.clone(), project.clone());
+        (recorder, Some(task))
+    } else {
+        (Recorder::disabled(), None)
+    };
+    let listen = config.server.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let state = AppState(Arc::new(AppInner {
+        config,
+        registry,
+        recorder,
+        store: store.clone(),
+        project,
+    }));
+    let app = router(state);
+    let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown_rx.wait_for(|stop| *stop).await;
+            })
+            .await;
+        if let Err(err) = served {
+            tracing::error!(error = %err, "server stopped with an error");
+        }
+        refresh.abort();
+        // The router (and its recorder handle) is gone: the writer drains and exits.
+        if let Some(task) = recorder_task {
+            if tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("call log did not flush within 10 s");
+            }
+        }
+        store.close().await;
+    });
+    Ok(RunningServer {
+        addr,
+        shutdown,
+        task,
+    })
+}

@@ -1,0 +1,523 @@
+//! Configuration: one typed struct, loaded once at start-up.
+//!
+//! Sources, later ones winning: built-in defaults, the TOML file
+//! (`--config`, else `MODELYARD_CONFIG`, else `./modelyard.toml` if present),
+//! then environment overrides `MODELYARD_<SECTION>_<KEY>` for the scalar keys
+//! of `[server]`, `[storage]` and `[defaults]` (for example
+//! `MODELYARD_SERVER_LISTEN=127.0.0.1:4100`). Unknown keys are errors; every
+//! error names the file (or variable), the key path and the reason.
+//!
+//! Secrets are never in the file: a provider names the environment variable
+//! that holds its key (`api_key_env`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use modelyard_core::ProviderName;
+use modelyard_upstream::{ProviderKind, Timeouts};
+use serde::Deserialize;
+use url::Url;
+
+/// Default listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from, if any.
+    pub source: Option<PathBuf>,
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[storage]`.
+    pub storage: StorageConfig,
+    /// `[[providers]]`, in file order.
+    pub providers: Vec<ProviderConfig>,
+    /// `[defaults]`.
+    pub defaults: DefaultsConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Listen address (`listen`, default `127.0.0.1:4000`).
+    pub listen: SocketAddr,
+    /// Largest accepted request body, bytes (`max_body_bytes`, default 32 MiB).
+    pub max_body_bytes: usize,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// Database URL (`url`): `sqlite://PATH` or `postgres://...`; default
+    /// `sqlite://<data_dir>/modelyard.db`.
+    pub url: String,
+    /// Data directory (`data_dir`; default `$XDG_DATA_HOME/modelyard` or
+    /// `~/.local/share/modelyard`).
+    pub data_dir: PathBuf,
+    /// Whether gateway calls are recorded (`call_log`, default true). Records
+    /// are written asynchronously after the response: a crash can lose the
+    /// last few hundred milliseconds of call rows, never a proxied token.
+    pub call_log: bool,
+}
+
+/// `[defaults]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DefaultsConfig {
+    /// Model used when a request names none (`model`, a model id).
+    pub model: Option<String>,
+    /// Provider that bare model ids try first (`provider`; default the first provider).
+    pub provider: Option<String>,
+}
+
+/// One `[[providers]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderConfig {
+    /// Unique name, the prefix of composite model ids.
+    pub name: ProviderName,
+    /// `openai` or `llama-cpp`.
+    pub kind: ProviderKind,
+    /// Server root or API base ending in `/v1`.
+    pub base_url: Url,
+    /// Name of the environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    /// Extra request headers (non-secret).
+    pub headers: BTreeMap<String, String>,
+    /// Timeouts (`[providers.timeouts]`, ms).
+    pub timeouts: Timeouts,
+    /// Declared models and per-model overrides (`[[providers.models]]`).
+    pub models: Vec<ModelConfig>,
+}
+
+/// A declared model of a provider, with overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelConfig {
+    /// Upstream model name.
+    pub id: String,
+    /// Context window in tokens; overrides what the provider reports.
+    pub context_window: Option<u64>,
+}
+
+/// A configuration error: where, which key, why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file or environment variable at fault.
+    pub source_name: String,
+    /// Dotted key path (`providers[0].base_url`), empty for the whole file.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.source_name, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.source_name, self.key, self.reason)
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    providers: Vec<RawProvider>,
+    #[serde(default)]
+    defaults: RawDefaults,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    max_body_bytes: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    url: Option<String>,
+    data_dir: Option<PathBuf>,
+    call_log: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    model: Option<String>,
+    provider: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    name: String,
+    kind: String,
+    base_url: String,
+    api_key_env: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    #[serde(default)]
+    models: Vec<RawModel>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    connect_ms: Option<u64>,
+    first_token_ms: Option<u64>,
+    idle_ms: Option<u64>,
+    total_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    id: String,
+    context_window: Option<u64>,
+}
+
+/// Environment overrides: variable → (section, key, is_bool).
+const ENV_OVERRIDES: [(&str, &str, &str, bool); 7] = [
+    ("MODELYARD_SERVER_LISTEN", "server", "listen", false),
+    (
+        "MODELYARD_SERVER_MAX_BODY_BYTES",
+        "server",
+        "max_body_bytes",
+        false,
+    ),
+    ("MODELYARD_STORAGE_URL", "storage", "url", false),
+    ("MODELYARD_STORAGE_DATA_DIR", "storage", "data_dir", false),
+    ("MODELYARD_STORAGE_CALL_LOG", "storage", "call_log", true),
+    ("MODELYARD_DEFAULTS_MODEL", "defaults", "model", false),
+    ("MODELYARD_DEFAULTS_PROVIDER", "defaults", "provider", false),
+];
+
+/// Headers that carry credentials and so may not be written in the file.
+const SECRET_HEADERS: [&str; 4] = [
+    "authorization",
+    "api-key",
+    "x-api-key",
+    "proxy-authorization",
+];
+
+impl Config {
+    /// Finds the config file: `explicit` (from `--config`), else
+    /// `MODELYARD_CONFIG`, else `./modelyard.toml` when it exists.
+    pub fn locate(
+        explicit: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<PathBuf> {
+        if let Some(path) = explicit {
+            return Some(path.to_owned());
+        }
+        if let Some(path) = env("MODELYARD_CONFIG").filter(|p| !p.is_empty()) {
+            return Some(PathBuf::from(path));
+        }
+        let local = PathBuf::from("modelyard.toml");
+        local.exists().then_some(local)
+    }
+
+    /// Loads the file at `path` (or only defaults when `None`), applies the
+    /// environment overrides read through `env`, and validates.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file or variable, the key and the reason.
+    pub fn load(
+        path: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let (source_name, text) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                    source_name: path.display().to_string(),
+                    key: String::new(),
+                    reason: format!("cannot read: {e}"),
+                })?;
+                (path.display().to_string(), text)
+            }
+            None => ("<defaults>".to_owned(), String::new()),
+        };
+        Self::from_toml(&text, &source_name, path, env)
+    }
+
+    /// Parses and validates TOML text; `source_name` labels errors.
+    ///
+    /// # Errors
+    /// [`ConfigError`].
+    pub fn from_toml(
+        text: &str,
+        source_name: &str,
+        path: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let err = |key: &str, reason: String| ConfigError {
+            source_name: source_name.to_owned(),
+            key: key.to_owned(),
+            reason,
+        };
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            err("", e.message().to_owned() + &line_of(text, e.span()))
+        })?;
+        for (var, section, key, is_bool) in ENV_OVERRIDES {
+            let Some(value) = env(var) else { continue };
+            let env_err = |reason: String| ConfigError {
+                source_name: format!("environment variable {var}"),
+                key: format!("{section}.{key}"),
+                reason,
+            };
+            let value = if is_bool {
+                match value.as_str() {
+                    "1" | "true" | "yes" | "on" => toml::Value::Boolean(true),
+                    "0" | "false" | "no" | "off" => toml::Value::Boolean(false),
+                    other => return Err(env_err(format!("expected true or false, got {other:?}"))),
+                }
+            } else if key == "max_body_bytes" {
+                toml::Value::Integer(
+                    value
+                        .parse()
+                        .map_err(|_| env_err(format!("expected a number, got {value:?}")))?,
+                )
+            } else {
+                toml::Value::String(value)
+            };
+            let entry = table
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => {
+                    t.insert(key.to_owned(), value);
+                }
+                _ => return Err(err(section, "must be a table".into())),
+            }
+        }
+        let raw: RawConfig = serde_path_to_error::deserialize(table)
+            .map_err(|e| err(&e.path().to_string(), e.inner().message().to_owned()))?;
+        validate(raw, source_name, path, env)
+    }
+}
+
+fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(span) => format!(
+            " (line {})",
+            text[..span.start.min(text.len())].lines().count().max(1)
+        ),
+        None => String::new(),
+    }
+}
+
+fn default_data_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    if let Some(xdg) = env("XDG_DATA_HOME").filter(|p| !p.is_empty()) {
+        return PathBuf::from(xdg).join("modelyard");
+    }
+    match env("HOME").filter(|p| !p.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/modelyard"),
+        None => PathBuf::from(".modelyard"),
+    }
+}
+
+fn validate(
+    raw: RawConfig,
+    source_name: &str,
+    path: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let err = |key: String, reason: String| ConfigError {
+        source_name: source_name.to_owned(),
+        key,
+        reason,
+    };
+    let listen_text = raw
+        .server
+        .listen
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        err(
+            "server.listen".into(),
+            format!("{listen_text:?} is not an address like 127.0.0.1:4000"),
+        )
+    })?;
+    let max_body_bytes = raw.server.max_body_bytes.unwrap_or(32 * 1024 * 1024);
+    if max_body_bytes < 1024 {
+        return Err(err(
+            "server.max_body_bytes".into(),
+            "must be at least 1024".into(),
+        ));
+    }
+
+    let data_dir = raw
+        .storage
+        .data_dir
+        .unwrap_or_else(|| default_data_dir(env));
+    let url = match raw.storage.url {
+        Some(url) => {
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
+                return Err(err(
+                    "storage.url".into(),
+                    "must start with sqlite: or postgres://".into(),
+                ));
+            }
+            url
+        }
+        None => format!("sqlite://{}", data_dir.join("modelyard.db").display()),
+    };
+
+    let mut providers: Vec<ProviderConfig> = Vec::with_capacity(raw.providers.len());
+    for (i, p) in raw.providers.into_iter().enumerate() {
+        let key = |field: &str| format!("providers[{i}].{field}");
+        let name =
+            ProviderName::new(p.name.clone()).map_err(|e| err(key("name"), e.to_string()))?;
+        if providers.iter().any(|other| other.name == name) {
+            return Err(err(
+                key("name"),
+                format!("duplicate provider name {:?}", p.name),
+            ));
+        }
+        let kind: ProviderKind = p
+            .kind
+            .parse()
+            .map_err(|e: modelyard_upstream::kind::UnknownKind| err(key("kind"), e.to_string()))?;
+        let base_url = Url::parse(&p.base_url).map_err(|e| {
+            err(
+                key("base_url"),
+                format!("{:?} is not a URL: {e}", p.base_url),
+            )
+        })?;
+        if !matches!(base_url.scheme(), "http" | "https") || base_url.host().is_none() {
+            return Err(err(
+                key("base_url"),
+                "must be an http:// or https:// URL with a host".into(),
+            ));
+        }
+        if !base_url.username().is_empty() || base_url.password().is_some() {
+            return Err(err(
+                key("base_url"),
+                "must not contain credentials; use api_key_env".into(),
+            ));
+        }
+        if base_url.query().is_some() {
+            return Err(err(
+                key("base_url"),
+                "must not contain a query string".into(),
+            ));
+        }
+        if let Some(var) = &p.api_key_env {
+            let valid = !var.is_empty()
+                && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !var.starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                return Err(err(key("api_key_env"), format!("{var:?} is not an environment variable name (the key itself never goes in the file)")));
+            }
+        }
+        for header in p.headers.keys() {
+            if SECRET_HEADERS.contains(&header.to_ascii_lowercase().as_str()) {
+                return Err(err(
+                    format!("providers[{i}].headers.{header}"),
+                    "credentials may not be written in the config; use api_key_env".into(),
+                ));
+            }
+        }
+        let defaults = Timeouts::default();
+        let timeouts = Timeouts {
+            connect_ms: p.timeouts.connect_ms.unwrap_or(defaults.connect_ms),
+            first_token_ms: p.timeouts.first_token_ms.unwrap_or(defaults.first_token_ms),
+            idle_ms: p.timeouts.idle_ms.unwrap_or(defaults.idle_ms),
+            total_ms: p.timeouts.total_ms.unwrap_or(defaults.total_ms),
+        };
+        for (field, value) in [
+            ("connect_ms", timeouts.connect_ms),
+            ("first_token_ms", timeouts.first_token_ms),
+            ("idle_ms", timeouts.idle_ms),
+            ("total_ms", timeouts.total_ms),
+        ] {
+            if value == 0 {
+                return Err(err(
+                    key(&format!("timeouts.{field}")),
+                    "must be greater than 0".into(),
+                ));
+            }
+        }
+        let mut models: Vec<ModelConfig> = Vec::with_capacity(p.models.len());
+        for (j, m) in p.models.into_iter().enumerate() {
+            if m.id.is_empty() {
+                return Err(err(
+                    key(&format!("models[{j}].id")),
+                    "must not be empty".into(),
+                ));
+            }
+            if models.iter().any(|other| other.id == m.id) {
+                return Err(err(
+                    key(&format!("models[{j}].id")),
+                    format!("duplicate model {:?}", m.id),
+                ));
+            }
+            if m.context_window == Some(0) {
+                return Err(err(
+                    key(&format!("models[{j}].context_window")),
+                    "must be greater than 0".into(),
+                ));
+            }
+            models.push(ModelConfig {
+                id: m.id,
+                context_window: m.context_window,
+            });
+        }
+        providers.push(ProviderConfig {
+            name,
+            kind,
+            base_url,
+            api_key_env: p.api_key_env,
+            headers: p.headers,
+            timeouts,
+            models,
+        });
+    }
+
+    if let Some(provider) = &raw.defaults.provider {
+        if !providers.iter().any(|p| p.name.as_str() == provider) {
+            return Err(err(
+                "defaults.provider".into(),
+                format!("no provider named {provider:?}"),
+            ));
+        }
+    }
+    if let Some(model) = &raw.defaults.model {
+        if model.is_empty() {
+            return Err(err("defaults.model".into(), "must not be empty".into()));
+        }
+    }
+
+    Ok(Config {
+        source: path.map(Path::to_owned),
+        server: ServerConfig {
+            listen,
+            max_body_bytes,
+        },
+        storage: StorageConfig {
+            url,
+            data_dir,
+            call_log: raw.storage.call_log.unwrap_or(true),
+        },
+        providers,
+        defaults: DefaultsConfig {
+            model: raw.defaults.model,
+            provider: raw.defaults.provider,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,127 @@
+//! Error responses, one shape per surface:
+//!
+//! - OpenAI-compatible endpoints (`/v1/chat/completions`, `/v1/models`)
+//!   answer with OpenAI's error envelope
+//!   `{"error": {"message", "type", "param", "code"}}` ([`OpenAiError`]).
+//! - Modelyard's own API answers with RFC 9457 `application/problem+json`
+//!   `{"type", "title", "status", "detail"}` ([`Problem`]).
+//!
+//! Handlers return these types; nothing else builds error bodies.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+/// An error in OpenAI's envelope.
+#[derive(Debug, Clone)]
+pub struct OpenAiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Human-readable message.
+    pub message: String,
+    /// `type`, e.g. `invalid_request_error`, `not_found_error`, `upstream_error`.
+    pub kind: String,
+    /// `param`: the request field at fault, if any.
+    pub param: Option<&'static str>,
+    /// `code`: a machine-readable code, if any.
+    pub code: Option<Value>,
+}
+
+impl OpenAiError {
+    /// An error with no `param` or `code`.
+    pub fn new(status: StatusCode, kind: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            kind: kind.to_owned(),
+            param: None,
+            code: None,
+        }
+    }
+
+    /// Sets `param`.
+    pub fn param(mut self, param: &'static str) -> Self {
+        self.param = Some(param);
+        self
+    }
+
+    /// Sets `code`.
+    pub fn code(mut self, code: impl Into<Value>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    /// The envelope as JSON.
+    pub fn body(&self) -> Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }})
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body())).into_response()
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Short, stable summary (`title`).
+    pub title: &'static str,
+    /// What exactly went wrong (`detail`).
+    pub detail: String,
+}
+
+impl Problem {
+    /// 404 Not Found.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            title: "Not Found",
+            detail: detail.into(),
+        }
+    }
+
+    /// 400 Bad Request.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            title: "Bad Request",
+            detail: detail.into(),
+        }
+    }
+
+    /// 500, for store failures; the detail is logged, not shown.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            title: "Internal Server Error",
+            detail: "the server failed to complete the request; see its log".into(),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}

@@ -1,0 +1,251 @@
+//! The OpenAI-compatible gateway: `POST /v1/chat/completions` and
+//! `GET /v1/models` (OpenAI API reference shapes).
+//!
+//! Request flow: read the body head ([`ChatRequestHead`]) → resolve the model
+//! ([`crate::registry`]) → rewrite `model` to the upstream name (and, when
+//! streaming, force `stream_options.include_usage`) → send → pass the answer
+//! back with `model` set to the composite id → hand the call record to the
+//! [`crate::recorder`]. Nothing else in the body is touched.
+
+mod call;
+mod stream;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use modelyard_upstream::openai::{
+    rewrite_completion, upstream_error_message, ChatRequestHead, RequestError,
+};
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::error::OpenAiError;
+use crate::registry::RouteError;
+
+use call::CallDraft;
+
+/// Largest non-streamed upstream answer read, bytes.
+const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
+/// Largest upstream error body read, bytes.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Characters of an upstream error message kept.
+const MAX_ERROR_CHARS: usize = 2_000;
+
+fn request_error(err: RequestError) -> OpenAiError {
+    let param = match &err {
+        RequestError::FieldType { field, .. } => Some(*field),
+        RequestError::Missing(field) => Some(*field),
+        RequestError::NotJson(_) => None,
+    };
+    let error = OpenAiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        err.to_string(),
+    );
+    match param {
+        Some(p) => error.param(p),
+        None => error,
+    }
+}
+
+fn route_error(err: RouteError) -> OpenAiError {
+    match err {
+        RouteError::NoModel => OpenAiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            err.to_string(),
+        )
+        .param("model"),
+        RouteError::Resolve(modelyard_core::ResolveError::Invalid(e)) => OpenAiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            e.to_string(),
+        )
+        .param("model"),
+        RouteError::Resolve(modelyard_core::ResolveError::Ambiguous { .. }) => OpenAiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            err.to_string(),
+        )
+        .param("model")
+        .code("model_ambiguous"),
+        RouteError::Resolve(_) => OpenAiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            err.to_string(),
+        )
+        .param("model")
+        .code("model_not_found"),
+        RouteError::Disabled { .. } => OpenAiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "provider_disabled",
+            err.to_string(),
+        )
+        .param("model"),
+    }
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(app): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match chat(app, body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn chat(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, OpenAiError> {
+    let body = body.map_err(|rejection| {
+        OpenAiError::new(
+            rejection.status(),
+            "invalid_request_error",
+            rejection.body_text(),
+        )
+    })?;
+    let head = ChatRequestHead::parse(&body).map_err(request_error)?;
+    let target = app
+        .registry
+        .resolve(head.model.as_deref())
+        .map_err(route_error)?;
+    let Some(client) = target.provider.client.as_ref() else {
+        return Err(OpenAiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "provider_disabled",
+            "provider is disabled",
+        ));
+    };
+    let client_model = target.resolution.model_id.to_string();
+    let upstream_body = Bytes::from(head.upstream_body(&body, target.resolution.model_id.model()));
+    let draft = CallDraft::start(&app, &target, head.stream, upstream_body.clone());
+
+    let upstream = match client.chat_completions(upstream_body, head.stream).await {
+        Ok(upstream) => upstream,
+        Err(err) => {
+            let (status, kind) = if err.is_timeout() {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
+            } else {
+                (StatusCode::BAD_GATEWAY, "upstream_unreachable")
+            };
+            let message = err.to_string();
+            draft.fail(None, Default::default(), None, message.clone());
+            return Err(OpenAiError::new(status, kind, message));
+        }
+    };
+
+    let status = upstream.status();
+    if !(200..300).contains(&status) {
+        let body = upstream.bytes(MAX_ERROR_BODY).await.unwrap_or_default();
+        let (message, kind, code) = upstream_error_message(&body, MAX_ERROR_CHARS);
+        let message = format!(
+            "provider '{}' answered HTTP {status}: {message}",
+            target.provider.name()
+        );
+        draft.fail(Some(status), Default::default(), None, message.clone());
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut error =
+            OpenAiError::new(status, kind.as_deref().unwrap_or("upstream_error"), message);
+        error.code = code;
+        return Err(error);
+    }
+
+    if head.stream {
+        if !upstream.is_event_stream() {
+            let message = format!(
+                "provider '{}' answered a streaming request with content type {:?} instead of text/event-stream",
+                target.provider.name(),
+                upstream.content_type()
+            );
+            draft.fail(Some(status), Default::default(), None, message.clone());
+            return Err(OpenAiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_invalid_response",
+                message,
+            ));
+        }
+        let body = stream::proxy(
+            upstream,
+            draft,
+            target.provider.name().to_owned(),
+            client_model,
+            head.client_include_usage,
+        );
+        let mut response = Response::new(Body::from_stream(body));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        return Ok(response);
+    }
+
+    let bytes = match upstream.bytes(MAX_UPSTREAM_BODY).await {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            let status = if err.is_timeout() {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            let message = err.to_string();
+            draft.fail(
+                Some(status.as_u16()),
+                Default::default(),
+                None,
+                message.clone(),
+            );
+            return Err(OpenAiError::new(status, "upstream_error", message));
+        }
+    };
+    match rewrite_completion(&bytes, &client_model) {
+        Ok(rewritten) => {
+            // A non-streamed answer has no observable first token.
+            draft.complete(status, rewritten.summary, None);
+            let mut response = Response::new(Body::from(rewritten.body));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(response)
+        }
+        Err(reason) => {
+            let message = format!(
+                "provider '{}' sent a completion that is not a JSON object: {reason}",
+                target.provider.name()
+            );
+            draft.fail(Some(status), Default::default(), None, message.clone());
+            Err(OpenAiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_invalid_response",
+                message,
+            ))
+        }
+    }
+}
+
+/// `GET /v1/models`: every known model of every enabled provider as
+/// composite ids, in OpenAI's list shape plus `provider` and
+/// `context_window` (tokens, `null` when unknown).
+pub async fn list_models(State(app): State<AppState>) -> Response {
+    let data: Vec<serde_json::Value> = app
+        .registry
+        .models()
+        .into_iter()
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "object": "model",
+                "created": 0,
+                "owned_by": m.provider,
+                "provider": m.provider,
+                "context_window": m.context_window,
+            })
+        })
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}

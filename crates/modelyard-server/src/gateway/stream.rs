@@ -1,0 +1,187 @@
+//! Streaming pass-through: upstream SSE in, client SSE out.
+//!
+//! Each upstream network chunk is decoded into events; every event's JSON
+//! gets its `model` rewritten and is forwarded in one output chunk per
+//! upstream chunk. The usage-only chunk that Modelyard asked for is dropped
+//! unless the client asked for it too. Faults are never silent: an upstream
+//! that drops, times out, sends malformed data or an in-band `{"error": ...}`
+//! produces one `data: {"error": ...}` event and the stream ends without
+//! `[DONE]`. Dropping the body (client gone) drops the upstream response,
+//! which closes that connection and cancels the generation.
+
+use std::convert::Infallible;
+
+use axum::body::Bytes;
+use futures_util::Stream;
+use modelyard_upstream::openai::{upstream_error_message, ChunkKind, StreamAccumulator};
+use modelyard_upstream::sse::SseDecoder;
+use modelyard_upstream::UpstreamResponse;
+use serde_json::json;
+
+use super::call::{CallDraft, CLIENT_GONE};
+use super::MAX_ERROR_CHARS;
+use crate::clock::now_ms;
+
+struct StreamState {
+    upstream: UpstreamResponse,
+    decoder: SseDecoder,
+    acc: StreamAccumulator,
+    client_model: String,
+    provider: String,
+    forward_usage: bool,
+    draft: Option<CallDraft>,
+    first_token_at_ms: Option<i64>,
+    status: u16,
+}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        if let Some(draft) = self.draft.take() {
+            draft.fail(
+                Some(self.status),
+                self.acc.summary(),
+                self.first_token_at_ms,
+                CLIENT_GONE.to_owned(),
+            );
+        }
+    }
+}
+
+enum Step {
+    /// Keep reading.
+    Continue,
+    /// The stream ended (with `[DONE]` or an error event already written).
+    Done,
+}
+
+impl StreamState {
+    fn error_event(&mut self, out: &mut Vec<u8>, kind: &str, message: String) {
+        let body =
+            json!({"error": {"message": message, "type": kind, "param": null, "code": null}});
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(body.to_string().as_bytes());
+        out.extend_from_slice(b"\n\n");
+        if let Some(draft) = self.draft.take() {
+            draft.fail(
+                Some(self.status),
+                self.acc.summary(),
+                self.first_token_at_ms,
+                message,
+            );
+        }
+    }
+
+    /// Forwards every complete event in the decoder into `out`.
+    fn drain_events(&mut self, out: &mut Vec<u8>) -> Step {
+        while let Some(event) = self.decoder.next_event() {
+            if event.data.as_ref() == b"[DONE]" {
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                if let Some(draft) = self.draft.take() {
+                    draft.complete(self.status, self.acc.summary(), self.first_token_at_ms);
+                }
+                return Step::Done;
+            }
+            match self.acc.accept(&event.data, &self.client_model) {
+                Ok(ChunkKind::Forward(body)) => {
+                    if self.first_token_at_ms.is_none() && self.acc.has_output() {
+                        self.first_token_at_ms = Some(now_ms());
+                    }
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(&body);
+                    out.extend_from_slice(b"\n\n");
+                }
+                Ok(ChunkKind::UsageOnly(body)) => {
+                    if self.forward_usage {
+                        out.extend_from_slice(b"data: ");
+                        out.extend_from_slice(&body);
+                        out.extend_from_slice(b"\n\n");
+                    }
+                }
+                Ok(ChunkKind::Error(error)) => {
+                    let (message, _, _) = upstream_error_message(error.as_bytes(), MAX_ERROR_CHARS);
+                    let message = format!(
+                        "provider '{}' reported an error mid-stream: {message}",
+                        self.provider
+                    );
+                    self.error_event(out, "upstream_error", message);
+                    return Step::Done;
+                }
+                Err(reason) => {
+                    let message = format!(
+                        "provider '{}' sent malformed stream data: {reason}",
+                        self.provider
+                    );
+                    self.error_event(out, "upstream_invalid_response", message);
+                    return Step::Done;
+                }
+            }
+        }
+        Step::Continue
+    }
+
+    /// Produces the next output chunk, or `None` when the stream is over.
+    async fn next_output(&mut self) -> Option<Bytes> {
+        self.draft.as_ref()?;
+        let mut out = Vec::new();
+        loop {
+            if let Step::Done = self.drain_events(&mut out) {
+                return Some(Bytes::from(out));
+            }
+            if !out.is_empty() {
+                return Some(Bytes::from(out));
+            }
+            match self.upstream.next_chunk().await {
+                Ok(Some(chunk)) => self.decoder.push(&chunk),
+                Ok(None) => {
+                    let message = if self.decoder.has_partial_event() {
+                        format!(
+                            "provider '{}' ended the stream in the middle of an event",
+                            self.provider
+                        )
+                    } else {
+                        format!(
+                            "provider '{}' closed the stream before [DONE]",
+                            self.provider
+                        )
+                    };
+                    self.error_event(&mut out, "upstream_error", message);
+                    return Some(Bytes::from(out));
+                }
+                Err(err) => {
+                    let kind = if err.is_timeout() {
+                        "upstream_timeout"
+                    } else {
+                        "upstream_error"
+                    };
+                    self.error_event(&mut out, kind, err.to_string());
+                    return Some(Bytes::from(out));
+                }
+            }
+        }
+    }
+}
+
+/// The client body for a streamed answer.
+pub fn proxy(
+    upstream: UpstreamResponse,
+    draft: CallDraft,
+    provider: String,
+    client_model: String,
+    client_include_usage: bool,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    let state = StreamState {
+        status: upstream.status(),
+        upstream,
+        decoder: SseDecoder::new(),
+        acc: StreamAccumulator::default(),
+        client_model,
+        provider,
+        forward_usage: client_include_usage,
+        draft: Some(draft),
+        first_token_at_ms: None,
+    };
+    futures_util::stream::unfold(state, |mut state| async move {
+        let chunk = state.next_output().await?;
+        Some((Ok(chunk), state))
+    })
+}

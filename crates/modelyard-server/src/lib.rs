@@ -1,0 +1,20 @@
+//! The Modelyard HTTP server. The only crate that knows axum.
+//!
+//! - [`config`]: the typed configuration, loaded once.
+//! - [`registry`]: providers, their clients, discovery and model resolution.
+//! - [`gateway`]: the OpenAI-compatible endpoints.
+//! - [`api`]: Modelyard's own API (call log).
+//! - [`recorder`]: writes call records off the hot path.
+//! - [`app`]: state, routes, start and shutdown.
+
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod recorder;
+pub mod registry;
+
+pub use app::{router, start, AppState, RunningServer, ServerError};
+pub use config::{Config, ConfigError};

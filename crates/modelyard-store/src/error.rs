@@ -1,0 +1,158 @@
+//! The error type of the store.
+
+use std::path::PathBuf;
+
+use crate::Backend;
+
+/// Everything that can go wrong in the store.
+///
+/// The `Display` text of each variant names the failing operation; the
+/// underlying driver error is available through [`std::error::Error::source`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database URL could not be understood: unknown scheme (only
+    /// `sqlite:`, `postgres://` and `postgresql://` are accepted) or an option
+    /// the driver rejects. `url` has any password replaced by `***`.
+    #[error("invalid database URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL as given, password redacted.
+        url: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// The parent directory of the SQLite file did not exist and could not be
+    /// created.
+    #[error("cannot create database directory `{}`", path.display())]
+    CreateDir {
+        /// The directory that could not be created.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Opening the connection pool failed (server unreachable, file not
+    /// openable, authentication refused, ...).
+    #[error("cannot connect to the {backend} database")]
+    Connect {
+        /// Which backend was being connected.
+        backend: Backend,
+        /// The driver error.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// Applying the embedded migrations failed (e.g. the database holds a
+    /// migration this build does not know, or a migration was modified).
+    #[error("cannot apply the {backend} migrations")]
+    Migrate {
+        /// Which backend was being migrated.
+        backend: Backend,
+        /// The migrator error.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+
+    /// A write violated a unique constraint: a row with the same id (or a
+    /// project with the same name) already exists. Nothing of the failing
+    /// transaction was written.
+    #[error("{op}: a row with the same key already exists")]
+    Duplicate {
+        /// The store operation that failed, e.g. `"record_sessions"`.
+        op: &'static str,
+        /// The driver error.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// A write referenced a row that does not exist in the same project (e.g.
+    /// a call whose session is unknown or belongs to another project, or an
+    /// unknown project id). Nothing of the failing transaction was written.
+    #[error("{op}: references a row that does not exist in this project")]
+    MissingReference {
+        /// The store operation that failed.
+        op: &'static str,
+        /// The driver error.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// Any other database error while running a statement.
+    #[error("{op}: database query failed")]
+    Query {
+        /// The store operation that failed.
+        op: &'static str,
+        /// The driver error.
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl StoreError {
+    /// Classifies a driver error raised while running statement(s) of `op`.
+    pub(crate) fn query(op: &'static str, source: sqlx::Error) -> Self {
+        let kind = match &source {
+            sqlx::Error::Database(db) => Some(db.kind()),
+            _ => None,
+        };
+        match kind {
+            Some(sqlx::error::ErrorKind::UniqueViolation) => StoreError::Duplicate { op, source },
+            Some(sqlx::error::ErrorKind::ForeignKeyViolation) => {
+                StoreError::MissingReference { op, source }
+            }
+            _ => StoreError::Query { op, source },
+        }
+    }
+
+    /// Returns a closure for `map_err` that classifies errors of `op`.
+    pub(crate) fn op(op: &'static str) -> impl Fn(sqlx::Error) -> Self {
+        move |source| Self::query(op, source)
+    }
+}
+
+/// Replaces the password of a `scheme://user:password@host/...` URL by `***`
+/// so URLs can be put in errors and logs.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let rest = &url[authority_start..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let Some(colon) = userinfo.find(':') else {
+        return url.to_owned();
+    };
+    format!(
+        "{}{}:***{}",
+        &url[..authority_start],
+        &userinfo[..colon],
+        &url[authority_start + at..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db?x=1"),
+            "postgres://u:***@h:5432/db?x=1"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+        assert_eq!(redact_url("sqlite:data/x.db"), "sqlite:data/x.db");
+        assert_eq!(
+            redact_url("postgresql://u:p@ss@h/db"),
+            "postgresql://u:***@h/db"
+        );
+    }
+}

@@ -1,0 +1,910 @@
+//! Behaviour tests of the store. Every test runs on SQLite (a fresh temp
+//! file) and, when `MODELYARD_TEST_POSTGRES_URL` is set, also on PostgreSQL
+//! (a fresh database on that server, dropped afterwards).
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use modelyard_store::{
+    Backend, CallFilter, LlmCallRow, NewLlmCall, NewLlmSession, ProjectId, RecordedSession, Store,
+    StoreError, UsageRow,
+};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor};
+
+const PG_ENV: &str = "MODELYARD_TEST_POSTGRES_URL";
+
+// ---------------------------------------------------------------- harness
+
+/// One fresh database for one test.
+struct TestDb {
+    url: String,
+    store: Store,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Sqlite(SqliteFile),
+    Postgres(Box<PgDatabase>),
+}
+
+/// Removes the SQLite file (and its WAL side files) when dropped, so files
+/// are removed even when a test fails.
+struct SqliteFile(PathBuf);
+
+impl Drop for SqliteFile {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Drops the PostgreSQL test database when dropped (best effort), so it is
+/// removed even when a test fails. Runs on its own thread and runtime because
+/// `Drop` cannot await.
+struct PgDatabase {
+    admin: PgConnectOptions,
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(mut conn) = admin.connect().await {
+                    let _ = conn.execute(sql.as_str()).await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+impl TestDb {
+    /// Closes the store, then removes the database (best effort).
+    async fn finish(self) {
+        self.store.close().await;
+        match self.cleanup {
+            Cleanup::Sqlite(file) => drop(file),
+            Cleanup::Postgres(database) => drop(database),
+        }
+    }
+}
+
+/// The databases every test body runs on: SQLite always, PostgreSQL when
+/// `MODELYARD_TEST_POSTGRES_URL` is set.
+async fn test_dbs() -> Vec<TestDb> {
+    let mut dbs = vec![sqlite_db().await];
+    if let Ok(url) = std::env::var(PG_ENV) {
+        if !url.is_empty() {
+            dbs.push(postgres_db(&url).await);
+        }
+    }
+    let backends: Vec<Backend> = dbs.iter().map(|db| db.store.backend()).collect();
+    eprintln!("running on {backends:?}");
+    dbs
+}
+
+async fn sqlite_db() -> TestDb {
+    // A not-yet-existing directory, to exercise parent directory creation.
+    let dir = std::env::temp_dir().join(format!("modelyard-store-{}", uuid::Uuid::now_v7()));
+    let file = dir.join("store.db");
+    let guard = SqliteFile(file.clone());
+    let url = format!("sqlite:{}", file.display());
+    let store = Store::connect(&url).await.expect("connect sqlite");
+    assert_eq!(store.backend(), Backend::Sqlite);
+    TestDb {
+        url,
+        store,
+        cleanup: Cleanup::Sqlite(guard),
+    }
+}
+
+async fn postgres_db(server_url: &str) -> TestDb {
+    let admin = PgConnectOptions::from_str(server_url)
+        .expect("parse MODELYARD_TEST_POSTGRES_URL")
+        .database("postgres");
+    let database = format!("modelyard_t_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = admin.connect().await.expect("connect postgres admin db");
+    conn.execute(format!("CREATE DATABASE \"{database}\"").as_str())
+        .await
+        .expect("create test database");
+    let _ = conn.close().await;
+    let guard = PgDatabase {
+        admin,
+        name: database,
+    };
+
+    let url = with_database(server_url, &guard.name);
+    let store = Store::connect(&url).await.expect("connect postgres store");
+    assert_eq!(store.backend(), Backend::Postgres);
+    TestDb {
+        url,
+        store,
+        cleanup: Cleanup::Postgres(Box::new(guard)),
+    }
+}
+
+/// `url` with its database path replaced by `database` (query kept).
+fn with_database(url: &str, database: &str) -> String {
+    let (main, query) = match url.split_once('?') {
+        Some((main, query)) => (main, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = main.find("://").map_or(0, |i| i + 3);
+    let base = match main[authority_start..].find('/') {
+        Some(slash) => &main[..authority_start + slash],
+        None => main,
+    };
+    match query {
+        Some(q) => format!("{base}/{database}?{q}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+// ---------------------------------------------------------------- fixtures
+
+/// `n` UUIDv7 ids in ascending (= time) order.
+fn ordered_ids(n: usize) -> Vec<String> {
+    let mut ids: Vec<String> = (0..n).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n);
+    ids
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn session(id: &str, operation: &str) -> NewLlmSession {
+    NewLlmSession {
+        id: id.to_owned(),
+        operation: operation.to_owned(),
+        parent_session_id: None,
+        conversation_id: None,
+        created_at_ms: 1_700_000_000_000,
+    }
+}
+
+/// A call with every optional field `None`.
+fn bare_call(id: &str, session_id: &str, model_id: &str) -> NewLlmCall {
+    let (provider, model) = model_id.split_once('/').unwrap_or(("p", model_id));
+    NewLlmCall {
+        id: id.to_owned(),
+        session_id: session_id.to_owned(),
+        model_id: model_id.to_owned(),
+        provider: provider.to_owned(),
+        upstream_model: model.to_owned(),
+        stream: false,
+        request_json: r#"{"messages":[]}"#.to_owned(),
+        response_text: None,
+        reasoning_text: None,
+        tool_calls_json: None,
+        finish_reason: None,
+        usage: UsageRow::default(),
+        sent_at_ms: 1_700_000_000_123,
+        first_token_at_ms: None,
+        completed_at_ms: None,
+        http_status: None,
+        error: None,
+    }
+}
+
+/// A call with every optional field set, unicode included.
+fn full_call(id: &str, session_id: &str) -> NewLlmCall {
+    NewLlmCall {
+        id: id.to_owned(),
+        session_id: session_id.to_owned(),
+        model_id: "openai/gpt-4o-mini".to_owned(),
+        provider: "openai".to_owned(),
+        upstream_model: "gpt-4o-mini-2024-07-18".to_owned(),
+        stream: true,
+        request_json: r#"{"messages":[{"role":"user","content":"Grüß dich, 世界 🌍 \"quoted\"\n"}],"temperature":0.2}"#.to_owned(),
+        response_text: Some("Привет! こんにちは 👋\ttab\nnewline 'single' \"double\" \\ backslash".to_owned()),
+        reasoning_text: Some("thinking… ∑ ≠ ∞".to_owned()),
+        tool_calls_json: Some(r#"[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"x\":\"é\"}"}}]"#.to_owned()),
+        finish_reason: Some("tool_calls".to_owned()),
+        usage: UsageRow {
+            prompt_tokens: Some(1_234),
+            completion_tokens: Some(5_678),
+            reasoning_tokens: Some(42),
+            cached_prompt_tokens: Some(0),
+            total_tokens: Some(6_912_000_000_000), // larger than i32
+        },
+        sent_at_ms: 1_733_000_000_001,
+        first_token_at_ms: Some(1_733_000_000_250),
+        completed_at_ms: Some(1_733_000_001_999),
+        http_status: Some(200),
+        error: Some("upstream closed the stream — partial".to_owned()),
+    }
+}
+
+/// What reading `call` back under `project`, in a session of `operation`,
+/// must give.
+fn expected(project: &ProjectId, operation: &str, call: &NewLlmCall) -> LlmCallRow {
+    LlmCallRow {
+        id: call.id.clone(),
+        project_id: project.as_str().to_owned(),
+        session_id: call.session_id.clone(),
+        operation: operation.to_owned(),
+        model_id: call.model_id.clone(),
+        provider: call.provider.clone(),
+        upstream_model: call.upstream_model.clone(),
+        stream: call.stream,
+        request_json: call.request_json.clone(),
+        response_text: call.response_text.clone(),
+        reasoning_text: call.reasoning_text.clone(),
+        tool_calls_json: call.tool_calls_json.clone(),
+        finish_reason: call.finish_reason.clone(),
+        usage: call.usage.clone(),
+        sent_at_ms: call.sent_at_ms,
+        first_token_at_ms: call.first_token_at_ms,
+        completed_at_ms: call.completed_at_ms,
+        http_status: call.http_status,
+        error: call.error.clone(),
+    }
+}
+
+fn ids_of(rows: &[LlmCallRow]) -> Vec<&str> {
+    rows.iter().map(|r| r.id.as_str()).collect()
+}
+
+/// Records one session holding one bare call per id (all with `model_id`).
+async fn record_bare(
+    store: &Store,
+    project: &ProjectId,
+    operation: &str,
+    model_id: &str,
+    call_ids: &[String],
+) -> String {
+    let sid = new_id();
+    let calls = call_ids
+        .iter()
+        .map(|id| bare_call(id, &sid, model_id))
+        .collect();
+    store
+        .record_sessions(
+            project,
+            &[RecordedSession {
+                session: session(&sid, operation),
+                calls,
+            }],
+        )
+        .await
+        .expect("record");
+    sid
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn round_trips_every_field() {
+    for db in test_dbs().await {
+        let store = &db.store;
+        let project = ProjectId::default_project();
+        let sid = new_id();
+        let ids = ordered_ids(2);
+        let full = full_call(&ids[0], &sid);
+        let bare = bare_call(&ids[1], &sid, "local/llama-3.1-8b");
+        let mut sess = session(&sid, "chat");
+        sess.parent_session_id = Some(new_id());
+        sess.conversation_id = Some("conv-ü".to_owned());
+        store
+            .record_sessions(
+                &project,
+                &[RecordedSession {
+                    session: sess,
+                    calls: vec![full.clone(), bare.clone()],
+                }],
+            )
+            .await
+            .expect("record");
+
+        let got_full = store.get_call(&project, &full.id).await.expect("get full");
+        assert_eq!(got_full, Some(expected(&project, "chat", &full)));
+        let got_bare = store.get_call(&project, &bare.id).await.expect("get bare");
+        assert_eq!(got_bare, Some(expected(&project, "chat", &bare)));
+
+        // Oldest first within the session.
+        let in_session = store.session_calls(&project, &sid).await.expect("session");
+        assert_eq!(
+            in_session,
+            vec![
+                expected(&project, "chat", &full),
+                expected(&project, "chat", &bare)
+            ]
+        );
+        // Newest first in the listing, identical rows.
+        let listed = store
+            .list_calls(&project, &CallFilter::default())
+            .await
+            .expect("list");
+        assert_eq!(
+            listed,
+            vec![
+                expected(&project, "chat", &bare),
+                expected(&project, "chat", &full)
+            ]
+        );
+
+        assert_eq!(
+            store.get_call(&project, &new_id()).await.expect("get"),
+            None
+        );
+        assert!(store
+            .session_calls(&project, &new_id())
+            .await
+            .expect("session")
+            .is_empty());
+        db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn lists_newest_first_and_pages_with_before_id() {
+    for db in test_dbs().await {
+        let store = &db.store;
+        let project = ProjectId::default_project();
+        let ids = ordered_ids(7);
+        // Record in scrambled order across two batches: order must come from ids.
+        let scrambled: Vec<String> = [3, 0, 6, 1, 5, 2, 4]
+            .iter()
+            .map(|&i| ids[i].clone())
+            .collect();
+        record_bare(store, &project, "gateway", "a/m", &scrambled[..4]).await;
+        record_bare(store, &project, "gateway", "a/m", &scrambled[4..]).await;
+
+        let newest_first: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
+        let all = store
+            .list_calls(&project, &CallFilter::default())
+            .await
+            .expect("list");
+        assert_eq!(ids_of(&all), newest_first);
+
+        let mut filter = CallFilter {
+            limit: 3,
+            ..CallFilter::default()
+        };
+        let mut pages = Vec::new();
+        loop {
+            let page = store.list_calls(&project, &filter).await.expect("page");
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 3);
+            filter.before_id = page.last().map(|r| r.id.clone());
+            pages.push(
+                ids_of(&page)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(
+            pages.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![3, 3, 1]
+        );
+        assert_eq!(pages.concat(), newest_first);
+
+        // before_id is strict and need not name an existing call.
+        let before_oldest = store
+            .list_calls(
+                &project,
+                &CallFilter {
+                    before_id: Some(ids[0].clone()),
+                    ..CallFilter::default()
+                },
+            )
+            .await
+            .expect("list");
+        assert!(before_oldest.is_empty());
+        let before_4 = store
+            .list_calls(
+                &project,
+                &CallFilter {
+                    before_id: Some(ids[4].clone()),
+                    ..CallFilter::default()
+                },
+            )
+            .await
+            .expect("list");
+        assert_eq!(
+            ids_of(&before_4),
+            vec![
+                ids[3].as_str(),
+                ids[2].as_str(),
+                ids[1].as_str(),
+                ids[0].as_str()
+            ]
+        );
+        db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn limit_defaults_to_50_and_is_capped_at_500() {
+    for db in test_dbs().await {
+        let store = &db.store;
+        let project = ProjectId::default_project();
+        let ids = ordered_ids(510);
+        record_bare(store, &project, "gateway", "a/m", &ids).await;
+
+        let count = |limit: u32| {
+            let project = project.clone();
+            async move {
+                store
+                    .list_calls(
+                        &project,
+                        &CallFilter {
+                            limit,
+                            ..CallFilter::default()
+                        },
+                    )
+                    .await
+                    .expect("list")
+                    .len()
+            }
+        };
+        assert_eq!(count(0).await, 50);
+        assert_eq!(count(1).await, 1);
+        assert_eq!(count(499).await, 499);
+        assert_eq!(count(500).await, 500);
+        assert_eq!(count(501).await, 500);
+        assert_eq!(count(u32::MAX).await, 500);
+
+        let first = store
+            .list_calls(&project, &CallFilter::default())
+            .await
+            .expect("list");
+        assert_eq!(first[0].id, ids[509]);
+        assert_eq!(first[49].id, ids[460]);
+        db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn filters_by_model_and_operation() {
+    for db in test_dbs().await {
+        let store = &db.store;
+        let project = ProjectId::default_project();
+        let ids = ordered_ids(6);
+        record_bare(store, &project, "gateway", "openai/gpt", &ids[0..2]).await;
+        record_bare(store, &project, "chat", "openai/gpt", &ids[2..3]).await;
+        record_bare(store, &project, "chat", "local/llama", &ids[3..5]).await;
+        record_bare(store, &project, "gateway", "local/llama", &ids[5..6]).await;
+
+        let list = |model_id: Option<&str>, operation: Option<&str>, before: Option<&str>| {
+            let filter = CallFilter {
+                limit: 0,
+                before_id: before.map(str::to_owned),
+                model_id: model_id.map(str::to_owned),
+                operation: operation.map(str::to_owned),
+            };
+            let project = project.clone();
+            async move {
+                store
+                    .list_calls(&project, &filter)
+                    .await
+                    .expect("list")
+                    .into_iter()
+                    .map(|r| r.id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        let pick = |is: &[usize]| is.iter().map(|&i| ids[i].clone()).collect::<Vec<_>>();
+
+        assert_eq!(list(Some("openai/gpt"), None, None).await, pick(&[2, 1, 0]));
+        assert_eq!(
+            list(Some("local/llama"), None, None).await,
+            pick(&[5, 4, 3])
+        );
+        assert_eq!(list(None, Some("chat"), None).await, pick(&[4, 3, 2]));
+        assert_eq!(list(None, Some("gateway"), None).await, pick(&[5, 1, 0]));
+        assert_eq!(
+            list(Some("local/llama"), Some("chat"), None).await,
+            pick(&[4, 3])
+        );
+        assert_eq!(
+            list(Some("openai/gpt"), Some("gateway"), Some(&ids[1])).await,
+            pick(&[0])
+        );
+        assert_eq!(list(Some("nope/none"), None, None).await, pick(&[]));
+        assert_eq!(list(None, Some("embed"), None).await, pick(&[]));
+        // Model filter is exact, not a prefix match.
+        assert_eq!(list(Some("openai"), None, None).await, pick(&[]));
+
+        let rows = store
+            .list_calls(
+                &project,
+                &CallFilter {
+                    operation: Some("chat".to_owned()),
+                    ..CallFilter::default()
+                },
+            )
+            .await
+            .expect("list");
+        assert!(rows.iter().all(|r| r.operation == "chat"));
+        db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn projects_are_isolated() {
+    for db in test_dbs().await {
+        let store = &db.store;
+        let default = ProjectId::default_project();
+        assert_eq!(default.as_str(), "default");
+        assert_eq!(
+            store.project_by_name("default").await.expect("lookup"),
+            Some(default.clone())
+        );
+
+        let other = store.create_project("other").await.expect("create project");
+        assert_ne!(other, default);
+        assert_eq!(
+            store.project_by_name("other").await.expect("lookup"),
+            Some(other.clone())
+        );
+        assert_eq!(
+            store.project_by_name("missing").await.expect("lookup"),
+            None
+        );
+        let dup = store.create_project("other").await;
+        assert!(
+            matches!(dup, Err(StoreError::Duplicate { .. })),
+            "duplicate project name: {dup:?}"
+        );
+
+        let ids = ordered_ids(2);
+        let default_sid = record_bare(store, &default, "gateway", "a/m", &ids[..1]).await;
+        let other_sid = record_bare(store, &other, "gateway", "a/m", &ids[1..]).await;
+
+        // Each project sees exactly its own call.
+        let in_default = store
+            .list_calls(&default, &CallFilter::default())
+            .await
+            .expect("list");
+        assert_eq!(ids_of(&in_default), vec![ids[0].as_str()]);
+        assert_eq!(in_default[0].project_id, "default");
+        let in_other = store
+            .list_calls(&other, &CallFilter::default())
+            .await
+            .expect("list");
+        assert_eq!(ids_of(&in_other), vec![ids[1].as_str()]);
+        assert_eq!(in_other[0].project_id, other.as_str());
+
+        // Direct lookups across projects find nothing.
+        assert_eq!(store.get_call(&other, &ids[0]).await.expect("get"), None);
+        assert_eq!(store.get_call(&default, &ids[1]).await.expect("get"), None);
+        assert!(store
+            .session_calls(&other, &default_sid)
+            .await
+            .expect("session")
+            .is_empty());
+        assert!(store
+            .session_calls(&default, &other_sid)
+            .await
+            .expect("session")
+            .is_empty());
+        // Filters do not leak either.
+        let filtered = store
+            .list_calls(
+                &other,
+                &CallFilter {
+                    model_id: Some("a/m".to_owned()),
+                    operation: Some("gateway".to_owned()),
+                    ..CallFilter::default()
+                },
+            )
+            .await
+            .expect("list");
+        assert_eq!(ids_of(&filtered), vec![ids[1].as_str()]);
+
+        // An unknown project id sees nothing and cannot be written to.
+        let ghost = ProjectId::new("no-such-project".to_owned());
+        assert!(store
+            .list_calls(&ghost, &CallFilter::default())
+            .await
+            .expect("list")
+            .is_empty());
+        let sid = new_id();
+        let res = store
+            .record_sessions(
+                &ghost,
+                &[RecordedSession {
+                    session: session(&sid, "gateway"),
+                    calls: vec![bare_call(&new_id(), &sid, "a/m")],
+                }],
+            )
+            .await;
+        assert!(
+            matches!(res, Err(StoreError::MissingReference { .. })),
+            "unknown project: {res:?}"
+        );
+
+        // A call cannot be attached to a session of another project.
+        let res = store
+            .record_sessions(
+                &other,
+                &[RecordedSession {
+                    session: session(&new_id(), "gateway"),
+                    calls: vec![bare_call(&new_id(), &default_sid, "a/m")],
+                }],
+            )
+            .await;
+        assert!(
+            matches!(res, Err(StoreError::MissingReference { .. })),
+            "cross-project session: {res:?}"
+        );
+        assert_eq!(
+            store
+                .list_calls(&other, &CallFilter::default())
+                .await
+                .expect("list")
+                .len(),
+            1
+        );
+        db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn a_failing_batch_writes_nothing() {
+    for db in test_dbs().await {
+        let store = &db.store;
+        let project = ProjectId::default_project();
+        let existing = ordered_ids(1);
+        record_bare(store, &project, "gateway", "a/m", &existing).await;
+
+        // Duplicate call id inside the batch (second session repeats it).
+        let (s1, s2) = (new_id(), new_id());
+        let dup = new_id();
+        let batch = vec![
+            RecordedSession {
+                session: session(&s1, "gateway"),
+                calls: vec![
+                    bare_call(&new_id(), &s1, "a/m"),
+                    bare_call(&dup, &s1, "a/m"),
+                ],
+            },
+            RecordedSession {
+                session: session(&s2, "gateway"),
+                calls: vec![bare_call(&dup, &s2, "a/m")],
+            },
+        ];
+        let res = store.record_sessions(&project, &batch).await;
+        assert!(
+            matches!(res, Err(StoreError::Duplicate { .. })),
+            "in-batch duplicate: {res:?}"
+        );
+
+        // Duplicate of an already stored call id, placed last in the batch.
+        let s3 = new_id();
+        let batch = vec![RecordedSession {
+            session: session(&s3, "chat"),
+            calls: vec![
+                bare_call(&new_id(), &s3, "b/m"),
+                bare_call(&existing[0], &s3, "b/m"),
+            ],
+        }];
+        let res = store.record_sessions(&project, &batch).await;
+        assert!(
+            matches!(res, Err(StoreError::Duplicate { .. })),
+            "stored duplicate: {res:?}"
+        );
+
+        // Only the pre-existing call is there; no session of the failed
+        // batches was kept (their ids can be recorded now).
+        let all = store
+            .list_calls(&project, &CallFilter::default())
+            .await
+            .expect("list");
+        assert_eq!(ids_of(&all), vec![existing[0].as_str()]);
+        for sid in [&s1, &s2, &s3] {
+            assert!(store
+                .session_calls(&project, sid)
+                .await
+                .expect("session")
+                .is_empty());
+        }
+        store
+            .record_sessions(
+                &project,
+                &[
+                    RecordedSession {
+                        session: session(&s1, "gateway"),
+                        calls: vec![bare_call(&dup, &s1, "a/m")],
+                    },
+                    RecordedSession {
+                        session: session(&s2, "gateway"),
+                        calls: vec![],
+                    },
+                    RecordedSession {
+                        session: session(&s3, "gateway"),
+                        calls: vec![],
+                    },
+                ],
+            )
+            .await
+            .expect("the same ids record fine once the failed batches are gone");
+        assert_eq!(
+            store
+                .list_calls(&project, &CallFilter::default())
+                .await
+                .expect("list")
+                .len(),
+            2
+        );
+
+        // An empty batch is a no-op.
+        store.record_sessions(&project, &[]).await.expect("empty");
+        db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_batches_all_land() {
+    for db in test_dbs().await {
+        let project = ProjectId::default_project();
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let store = db.store.clone();
+            let project = project.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..5 {
+                    let ids = ordered_ids(3);
+                    record_bare(&store, &project, "gateway", "a/m", &ids).await;
+                    // Read while others write.
+                    store
+                        .list_calls(&project, &CallFilter::default())
+                        .await
+                        .expect("list");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("task");
+        }
+        let all = db
+            .store
+            .list_calls(
+                &project,
+                &CallFilter {
+                    limit: 500,
+                    ..CallFilter::default()
+                },
+            )
+            .await
+            .expect("list");
+        assert_eq!(all.len(), 8 * 5 * 3);
+        db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent() {
+    for db in test_dbs().await {
+        let project = ProjectId::default_project();
+        let ids = ordered_ids(1);
+        record_bare(&db.store, &project, "gateway", "a/m", &ids).await;
+
+        // Connect again to the same database, while the first store is open
+        // and after it is closed: migrations are not re-applied, data stays.
+        for close_first in [false, true] {
+            if close_first {
+                db.store.close().await;
+            }
+            let again = Store::connect(&db.url).await.expect("reconnect");
+            let rows = again
+                .list_calls(&project, &CallFilter::default())
+                .await
+                .expect("list");
+            assert_eq!(ids_of(&rows), vec![ids[0].as_str()]);
+            assert_eq!(
+                again.project_by_name("default").await.expect("lookup"),
+                Some(project.clone())
+            );
+            again.close().await;
+        }
+        db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn in_memory_sqlite_works() {
+    let store = Store::connect("sqlite::memory:").await.expect("connect");
+    assert_eq!(store.backend(), Backend::Sqlite);
+    let project = ProjectId::default_project();
+    let sid = new_id();
+    let call = full_call(&new_id(), &sid);
+    store
+        .record_sessions(
+            &project,
+            &[RecordedSession {
+                session: session(&sid, "gateway"),
+                calls: vec![call.clone()],
+            }],
+        )
+        .await
+        .expect("record");
+    assert_eq!(
+        store.get_call(&project, &call.id).await.expect("get"),
+        Some(expected(&project, "gateway", &call))
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn bad_urls_are_invalid_url_errors() {
+    for url in [
+        "",
+        "nonsense",
+        "mysql://root@localhost/db",
+        "http://example.com/db",
+        "sqlite:x.db?mode=bogus",
+        "postgres://user:hunter2@host:notaport/db",
+    ] {
+        match Store::connect(url).await {
+            Err(StoreError::InvalidUrl { url: shown, .. }) => {
+                assert!(!shown.contains("hunter2"), "password leaked: {shown}");
+            }
+            other => panic!("{url:?}: expected InvalidUrl, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn unreachable_postgres_is_a_connect_error() {
+    // Port 1 on localhost: nothing listens there.
+    let res = Store::connect("postgres://nobody@127.0.0.1:1/db?connect_timeout=2").await;
+    assert!(
+        matches!(
+            res,
+            Err(StoreError::Connect {
+                backend: Backend::Postgres,
+                ..
+            })
+        ),
+        "{res:?}"
+    );
+}
+
+#[test]
+fn project_id_basics() {
+    let p = ProjectId::default_project();
+    assert_eq!(p.as_str(), "default");
+    assert_eq!(p.to_string(), "default");
+    assert_eq!(ProjectId::new("x".to_owned()).as_str(), "x");
+    assert_eq!(
+        CallFilter {
+            limit: 0,
+            ..CallFilter::default()
+        }
+        .effective_limit(),
+        50
+    );
+    assert_eq!(
+        CallFilter {
+            limit: 10_000,
+            ..CallFilter::default()
+        }
+        .effective_limit(),
+        500
+    );
+}

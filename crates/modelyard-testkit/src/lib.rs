@@ -1,0 +1,887 @@
+//! Test support for Modelyard: a mock OpenAI-compatible upstream whose behaviour is chosen by
+//! model name.
+//!
+//! [`MockUpstream::start`] binds `127.0.0.1:0` and serves a llama.cpp-flavoured
+//! OpenAI-compatible API on a spawned tokio task. It adds no latency unless asked to, so it
+//! doubles as the baseline of the gateway overhead benchmark, and it records what it receives
+//! ([`MockUpstream::requests`]) and how clients went away ([`MockUpstream::cancelled_streams`],
+//! [`MockUpstream::cancelled_requests`], [`MockUpstream::in_flight`]).
+//!
+//! # Routes
+//!
+//! | Route                       | Response |
+//! |-----------------------------|----------|
+//! | `GET /health`               | `200 {"status":"ok"}` |
+//! | `GET /v1/models`            | `{"object":"list","data":[…]}` listing [`MODEL_IDS`] (each with `owned_by:"mock"`, `meta.n_ctx:4096`) |
+//! | `GET /props`                | `{"default_generation_settings":{"n_ctx":4096},"total_slots":1,"model_alias":"mock-model"}` |
+//! | `POST /v1/chat/completions` | behaviour chosen by the request's `model` (table below) |
+//! | anything else               | `404` with an OpenAI error envelope |
+//!
+//! A chat body that is not valid JSON gets `400` with
+//! `{"error":{"message":…,"type":"invalid_request_error","param":null,"code":null}}`.
+//!
+//! # Chat behaviours
+//!
+//! The `model` field is split at the first `:`; the part before selects the behaviour, the part
+//! after is its parameter (`<ms>` defaults to 100 when missing or unparseable; `<code>` to 500).
+//!
+//! | `model`            | `"stream": true` | non-stream |
+//! |--------------------|------------------|------------|
+//! | anything else (`mock-model`, `echo`, …) | normal stream (below) | normal completion (below) |
+//! | `slow:<ms>`        | sleeps `<ms>` between every two SSE events | sleeps `<ms>` before the response headers |
+//! | `slow-first:<ms>`  | sleeps `<ms>` before sending anything (headers included), then normal | same |
+//! | `stall:<ms>`       | role chunk + first word chunk, sleeps `<ms>`, then the rest | sleeps `<ms>`, then normal |
+//! | `drop`             | role chunk + one content chunk, then the connection is aborted (no `[DONE]`) | headers + the first half of the JSON, then aborted |
+//! | `malformed`        | role chunk, `data: {this is not json`, `data: [DONE]` | `200` with body `{this is not json` |
+//! | `inband-error`     | role chunk, one content chunk, `data: {"error":{"message":"mock upstream failed mid-stream","type":"server_error","code":500}}`, end without `[DONE]` | `200` with that error object as body |
+//! | `status:<code>`    | status `<code>`, body `{"error":{"message":"mock upstream status <code>","type":"mock_error","param":null,"code":<code>}}`, plus `retry-after: 1` for 429 | same |
+//! | `tools`            | role chunk (`content:null`), `delta.tool_calls` pieces (id+type+name with `""` arguments, then `{"city": ` and `"Paris"}`), finish `tool_calls`, usage chunk if `include_usage`, `[DONE]` | `message.tool_calls=[{"id":"call_mock_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\": \"Paris\"}"}}]`, `content:null`, finish `tool_calls` |
+//! | `reasoning`        | normal, with two `delta.reasoning_content` chunks (`thinking`, `...`) before the content | normal plus `message.reasoning_content:"thinking..."` |
+//! | `hang`             | never responds (sleeps an hour); counts in [`MockUpstream::cancelled_requests`] when dropped | same |
+//!
+//! **Normal completion**: content is `"echo: "` + the text of the last `user` message (string
+//! content, or its `text` parts concatenated). The response `model` is always
+//! [`UPSTREAM_MODEL`] (`"mock-upstream-model"`) whatever was requested, `id` is
+//! `"chatcmpl-mock"`, `created` `1700000000`, `system_fingerprint` `"fp_mock"`, and there is an
+//! unknown extra top-level field `"x_mock_extra":{"kept":true}`. `finish_reason` is `"stop"`.
+//! `usage` = `{prompt_tokens, completion_tokens, total_tokens,
+//! prompt_tokens_details:{cached_tokens:0}, completion_tokens_details:{reasoning_tokens}}` where
+//! `prompt_tokens` is the number of whitespace-separated words across all message contents and
+//! `completion_tokens` the number of words of the content (`tools`: words of the arguments;
+//! `reasoning`: content words + 2, with `reasoning_tokens: 2`).
+//!
+//! **Normal stream**: `text/event-stream`, every event exactly `data: <json>\n\n`: a
+//! `chat.completion.chunk` with `delta {"role":"assistant","content":""}`, one chunk per
+//! word of the content (the word plus a trailing space, except the last word), a chunk with
+//! `delta:{}` and `finish_reason:"stop"`, then — only if the request had
+//! `stream_options.include_usage == true` — a usage chunk with `"choices":[]` and `usage`,
+//! then `data: [DONE]\n\n`. Every chunk carries `"x_mock_extra":{"kept":true}`.
+//!
+//! A stream counts as cancelled ([`MockUpstream::cancelled_streams`]) when its body is dropped
+//! before the mock produced its last event (client went away). A handler dropped before it
+//! produced a response (e.g. `hang`, `slow:<ms>` non-stream, `slow-first:<ms>`) counts in
+//! [`MockUpstream::cancelled_requests`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use axum::serve::ListenerExt;
+use axum::Router;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::{oneshot, Notify};
+
+/// The `model` reported in every completion, whatever the request asked for (llama.cpp ignores
+/// the requested name too).
+pub const UPSTREAM_MODEL: &str = "mock-upstream-model";
+
+/// Model ids listed by `GET /v1/models`: the plain models plus one example of each behaviour.
+pub const MODEL_IDS: &[&str] = &[
+    "mock-model",
+    "echo",
+    "slow:100",
+    "slow-first:100",
+    "stall:1000",
+    "drop",
+    "malformed",
+    "inband-error",
+    "status:429",
+    "status:500",
+    "tools",
+    "reasoning",
+    "hang",
+];
+
+const DEFAULT_MS: u64 = 100;
+const MAX_BODY: usize = 64 * 1024 * 1024;
+const HEALTH_BODY: &str = r#"{"status":"ok"}"#;
+const PROPS_BODY: &str =
+    r#"{"default_generation_settings":{"n_ctx":4096},"total_slots":1,"model_alias":"mock-model"}"#;
+const DONE_EVENT: &str = "data: [DONE]\n\n";
+const INBAND_ERROR: &str =
+    r#"{"error":{"message":"mock upstream failed mid-stream","type":"server_error","code":500}}"#;
+const TOOL_ARGUMENTS: &str = r#"{"city": "Paris"}"#;
+
+/// One HTTP request received by the mock, as recorded by [`MockUpstream::requests`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// HTTP method, e.g. `"POST"`.
+    pub method: String,
+    /// Request path without the query string, e.g. `"/v1/chat/completions"`.
+    pub path: String,
+    /// Headers in received order; names lower-case, values lossily decoded as UTF-8.
+    pub headers: Vec<(String, String)>,
+    /// The complete request body.
+    pub body: Bytes,
+}
+
+impl RecordedRequest {
+    /// The first value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body parsed as JSON, if it is valid JSON.
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    record: AtomicBool,
+    log: Mutex<Vec<RecordedRequest>>,
+    in_flight: AtomicUsize,
+    cancelled_streams: AtomicUsize,
+    streams_notify: Notify,
+    cancelled_requests: AtomicUsize,
+    requests_notify: Notify,
+    listed: Mutex<Option<Vec<String>>>,
+}
+
+/// An in-process mock OpenAI-compatible (llama.cpp-flavoured) upstream; see the crate docs for
+/// its routes and behaviours. The server shuts down (gracefully) when this value is dropped.
+pub struct MockUpstream {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for MockUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockUpstream")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MockUpstream {
+    /// Binds `127.0.0.1:0`, serves on a spawned tokio task (with `TCP_NODELAY` on accepted
+    /// sockets) and returns once the listener is bound.
+    ///
+    /// # Panics
+    /// If the socket cannot be bound.
+    pub async fn start() -> MockUpstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("mock upstream: bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("mock upstream: local address");
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let shared = Arc::new(Shared {
+            record: AtomicBool::new(true),
+            ..Shared::default()
+        });
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        MockUpstream {
+            addr,
+            shared,
+            shutdown: Some(tx),
+        }
+    }
+
+    /// The bound address (`127.0.0.1:<port>`).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `"http://127.0.0.1:<port>"`: no trailing slash, no `/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received while recording was on, in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.shared.log).clone()
+    }
+
+    /// The most recent recorded request.
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        lock(&self.shared.log).last().cloned()
+    }
+
+    /// Streamed responses whose body was dropped (client went away) before the mock produced
+    /// its last event.
+    pub fn cancelled_streams(&self) -> usize {
+        self.shared.cancelled_streams.load(Ordering::SeqCst)
+    }
+
+    /// Waits until [`cancelled_streams`](Self::cancelled_streams) `>= n`; returns `false` if
+    /// `timeout` elapsed first.
+    pub async fn wait_cancelled(&self, n: usize, timeout: Duration) -> bool {
+        wait_count(
+            &self.shared.cancelled_streams,
+            &self.shared.streams_notify,
+            n,
+            timeout,
+        )
+        .await
+    }
+
+    /// Requests whose handler was dropped before it produced a response (client went away
+    /// during `hang`, a non-stream `slow:<ms>`, `slow-first:<ms>`, …).
+    pub fn cancelled_requests(&self) -> usize {
+        self.shared.cancelled_requests.load(Ordering::SeqCst)
+    }
+
+    /// Waits until [`cancelled_requests`](Self::cancelled_requests) `>= n`; returns `false` if
+    /// `timeout` elapsed first.
+    pub async fn wait_cancelled_requests(&self, n: usize, timeout: Duration) -> bool {
+        wait_count(
+            &self.shared.cancelled_requests,
+            &self.shared.requests_notify,
+            n,
+            timeout,
+        )
+        .await
+    }
+
+    /// Requests currently being served, including streams whose body is still open.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Replaces the ids `GET /v1/models` lists (default [`MODEL_IDS`]); `None` restores the
+    /// default. Tests use it to list the exact behaviour names (`slow-first:3000`) they call.
+    pub fn set_listed_models(&self, ids: Option<Vec<String>>) {
+        *lock(&self.shared.listed) = ids;
+    }
+
+    /// Turns request recording on or off (default on). The benchmark turns it off so that the
+    /// mock takes no lock and keeps no memory per request.
+    pub fn set_record_requests(&self, on: bool) {
+        self.shared.record.store(on, Ordering::SeqCst);
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn wait_count(counter: &AtomicUsize, notify: &Notify, n: usize, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        // Register before checking so that a notification in between is not lost.
+        notified.as_mut().enable();
+        if counter.load(Ordering::SeqCst) >= n {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return counter.load(Ordering::SeqCst) >= n;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Guards
+
+/// Counts a request in `in_flight` until dropped (moved into stream bodies).
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts a cancelled request if dropped before `done`.
+struct RequestGuard<'a> {
+    shared: &'a Shared,
+    done: bool,
+}
+
+impl Drop for RequestGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared
+                .cancelled_requests
+                .fetch_add(1, Ordering::SeqCst);
+            self.shared.requests_notify.notify_waiters();
+        }
+    }
+}
+
+/// Counts a cancelled stream if the body is dropped before its last event was produced.
+struct StreamGuard {
+    finished: bool,
+    in_flight: InFlight,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            let shared = &self.in_flight.0;
+            shared.cancelled_streams.fetch_add(1, Ordering::SeqCst);
+            shared.streams_notify.notify_waiters();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch
+
+async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let in_flight = InFlight::new(&shared);
+    let mut guard = RequestGuard {
+        shared: &shared,
+        done: false,
+    };
+    let resp = dispatch(&shared, req, in_flight).await;
+    guard.done = true;
+    resp
+}
+
+async fn dispatch(shared: &Arc<Shared>, req: Request, in_flight: InFlight) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("failed to read request body: {e}"),
+                "invalid_request_error",
+                Value::Null,
+            )
+        }
+    };
+    if shared.record.load(Ordering::Relaxed) {
+        let recorded = RecordedRequest {
+            method: parts.method.as_str().to_owned(),
+            path: parts.uri.path().to_owned(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: body.clone(),
+        };
+        lock(&shared.log).push(recorded);
+    }
+
+    match (&parts.method, parts.uri.path()) {
+        (&Method::POST, "/v1/chat/completions") => chat(body, in_flight).await,
+        (&Method::GET, "/health") => {
+            json_response(StatusCode::OK, Bytes::from_static(HEALTH_BODY.as_bytes()))
+        }
+        (&Method::GET, "/v1/models") => {
+            let listed = lock(&shared.listed).clone();
+            match listed {
+                Some(ids) => json_response(StatusCode::OK, listing(ids.iter().map(String::as_str))),
+                None => json_response(StatusCode::OK, models_body()),
+            }
+        }
+        (&Method::GET, "/props") => {
+            json_response(StatusCode::OK, Bytes::from_static(PROPS_BODY.as_bytes()))
+        }
+        (method, path) => error_response(
+            StatusCode::NOT_FOUND,
+            &format!("mock upstream: no route for {method} {path}"),
+            "invalid_request_error",
+            Value::Null,
+        ),
+    }
+}
+
+fn models_body() -> Bytes {
+    static BODY: OnceLock<Bytes> = OnceLock::new();
+    BODY.get_or_init(|| listing(MODEL_IDS.iter().copied()))
+        .clone()
+}
+
+fn listing<'a>(ids: impl Iterator<Item = &'a str>) -> Bytes {
+    {
+        let data: Vec<Value> = ids
+            .map(|id| {
+                json!({
+                    "id": id,
+                    "object": "model",
+                    "created": 1_700_000_000u64,
+                    "owned_by": "mock",
+                    "meta": {"n_ctx": 4096},
+                })
+            })
+            .collect();
+        Bytes::from(serde_json::to_vec(&json!({"object": "list", "data": data})).unwrap())
+    }
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn error_response(status: StatusCode, message: &str, kind: &str, code: Value) -> Response {
+    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+    json_response(status, Bytes::from(serde_json::to_vec(&body).unwrap()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chat completions
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    Normal,
+    Slow(Duration),
+    SlowFirst(Duration),
+    Stall(Duration),
+    Drop,
+    Malformed,
+    InbandError,
+    Status(u16),
+    Tools,
+    Reasoning,
+    Hang,
+}
+
+impl Behaviour {
+    fn parse(model: &str) -> Behaviour {
+        let (name, param) = match model.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (model, None),
+        };
+        let ms = || {
+            Duration::from_millis(
+                param
+                    .and_then(|p| p.trim().parse().ok())
+                    .unwrap_or(DEFAULT_MS),
+            )
+        };
+        match name {
+            "slow" => Behaviour::Slow(ms()),
+            "slow-first" => Behaviour::SlowFirst(ms()),
+            "stall" => Behaviour::Stall(ms()),
+            "drop" => Behaviour::Drop,
+            "malformed" => Behaviour::Malformed,
+            "inband-error" => Behaviour::InbandError,
+            "status" => Behaviour::Status(param.and_then(|p| p.trim().parse().ok()).unwrap_or(500)),
+            "tools" => Behaviour::Tools,
+            "reasoning" => Behaviour::Reasoning,
+            "hang" => Behaviour::Hang,
+            _ => Behaviour::Normal,
+        }
+    }
+}
+
+/// Text of a message `content`: a string, or the `text` parts of an array concatenated.
+fn content_text(content: Option<&Value>) -> std::borrow::Cow<'_, str> {
+    match content {
+        Some(Value::String(s)) => s.as_str().into(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<String>()
+            .into(),
+        _ => "".into(),
+    }
+}
+
+fn count_words(content: Option<&Value>) -> usize {
+    match content {
+        Some(Value::String(s)) => s.split_whitespace().count(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .map(|t| t.split_whitespace().count())
+            .sum(),
+        _ => 0,
+    }
+}
+
+struct Usage {
+    prompt: usize,
+    completion: usize,
+    reasoning: usize,
+}
+
+impl Usage {
+    fn to_json(&self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.completion,
+            "total_tokens": self.prompt + self.completion,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning},
+        })
+    }
+}
+
+async fn chat(body: Bytes, in_flight: InFlight) -> Response {
+    let req: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid JSON body: {e}"),
+                "invalid_request_error",
+                Value::Null,
+            )
+        }
+    };
+    let behaviour = Behaviour::parse(req.get("model").and_then(Value::as_str).unwrap_or(""));
+    let stream = req.get("stream").and_then(Value::as_bool) == Some(true);
+    let include_usage = req
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        == Some(true);
+
+    match behaviour {
+        Behaviour::Hang => tokio::time::sleep(Duration::from_secs(3600)).await,
+        Behaviour::SlowFirst(d) => tokio::time::sleep(d).await,
+        Behaviour::Slow(d) | Behaviour::Stall(d) if !stream => tokio::time::sleep(d).await,
+        Behaviour::Status(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut resp = error_response(
+                status,
+                &format!("mock upstream status {}", status.as_u16()),
+                "mock_error",
+                Value::from(status.as_u16()),
+            );
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            return resp;
+        }
+        _ => {}
+    }
+
+    let messages = req.get("messages").and_then(Value::as_array);
+    let last_user = messages.and_then(|m| {
+        m.iter()
+            .rev()
+            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+    });
+    let content = format!(
+        "echo: {}",
+        content_text(last_user.and_then(|m| m.get("content")))
+    );
+    let prompt = messages.map_or(0, |m| m.iter().map(|m| count_words(m.get("content"))).sum());
+    let usage = match behaviour {
+        Behaviour::Tools => Usage {
+            prompt,
+            completion: TOOL_ARGUMENTS.split_whitespace().count(),
+            reasoning: 0,
+        },
+        Behaviour::Reasoning => Usage {
+            prompt,
+            completion: content.split_whitespace().count() + 2,
+            reasoning: 2,
+        },
+        _ => Usage {
+            prompt,
+            completion: content.split_whitespace().count(),
+            reasoning: 0,
+        },
+    };
+
+    if stream {
+        stream_response(behaviour, &content, &usage, include_usage, in_flight)
+    } else {
+        drop(in_flight);
+        complete_response(behaviour, content, &usage)
+    }
+}
+
+fn complete_response(behaviour: Behaviour, content: String, usage: &Usage) -> Response {
+    let (message, finish) = match behaviour {
+        Behaviour::Malformed => {
+            return json_response(StatusCode::OK, Bytes::from_static(b"{this is not json"))
+        }
+        Behaviour::InbandError => {
+            return json_response(StatusCode::OK, Bytes::from_static(INBAND_ERROR.as_bytes()))
+        }
+        Behaviour::Tools => (
+            json!({
+                "role": "assistant",
+                "content": null,
+                "tool_calls": [{
+                    "id": "call_mock_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": TOOL_ARGUMENTS},
+                }],
+            }),
+            "tool_calls",
+        ),
+        Behaviour::Reasoning => (
+            json!({"role": "assistant", "content": content, "reasoning_content": "thinking..."}),
+            "stop",
+        ),
+        _ => (json!({"role": "assistant", "content": content}), "stop"),
+    };
+    let body = json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": 1_700_000_000u64,
+        "model": UPSTREAM_MODEL,
+        "system_fingerprint": "fp_mock",
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+        "usage": usage.to_json(),
+        "x_mock_extra": {"kept": true},
+    });
+    let bytes = Bytes::from(serde_json::to_vec(&body).unwrap());
+    if behaviour == Behaviour::Drop {
+        // Headers and the first half of the JSON, then abort the connection.
+        let half = bytes.slice(..bytes.len() / 2);
+        let steps = vec![Step::Data(half), Step::Flush, Step::Fail];
+        let mut resp = Response::new(step_body(steps, None));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return resp;
+    }
+    json_response(StatusCode::OK, bytes)
+}
+
+/// One `data: <chat.completion.chunk>\n\n` event; `delta` is already-serialised JSON.
+fn chunk_event(delta: &str, finish_reason: Option<&str>) -> Bytes {
+    const HEAD: &str = r#"data: {"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1700000000,"model":"mock-upstream-model","system_fingerprint":"fp_mock","choices":[{"index":0,"delta":"#;
+    const TAIL: &str = "}],\"x_mock_extra\":{\"kept\":true}}\n\n";
+    let mut s = String::with_capacity(HEAD.len() + delta.len() + 64 + TAIL.len());
+    s.push_str(HEAD);
+    s.push_str(delta);
+    s.push_str(r#","logprobs":null,"finish_reason":"#);
+    match finish_reason {
+        Some(r) => {
+            s.push('"');
+            s.push_str(r);
+            s.push('"');
+        }
+        None => s.push_str("null"),
+    }
+    s.push_str(TAIL);
+    Bytes::from(s)
+}
+
+fn usage_event(usage: &Usage) -> Bytes {
+    let body = json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000u64,
+        "model": UPSTREAM_MODEL,
+        "system_fingerprint": "fp_mock",
+        "choices": [],
+        "usage": usage.to_json(),
+        "x_mock_extra": {"kept": true},
+    });
+    let mut v = Vec::with_capacity(320);
+    v.extend_from_slice(b"data: ");
+    serde_json::to_writer(&mut v, &body).unwrap();
+    v.extend_from_slice(b"\n\n");
+    Bytes::from(v)
+}
+
+fn content_delta(key: &str, text: &str) -> String {
+    // `{"<key>":<json string>}`; serde_json escapes the text.
+    let mut s = String::with_capacity(text.len() + key.len() + 8);
+    s.push_str("{\"");
+    s.push_str(key);
+    s.push_str("\":");
+    s.push_str(&serde_json::to_string(text).unwrap());
+    s.push('}');
+    s
+}
+
+fn stream_response(
+    behaviour: Behaviour,
+    content: &str,
+    usage: &Usage,
+    include_usage: bool,
+    in_flight: InFlight,
+) -> Response {
+    let role = r#"{"role":"assistant","content":""}"#;
+    let word_events = || -> Vec<Bytes> {
+        let mut words = content.split_whitespace().peekable();
+        let mut out = Vec::new();
+        while let Some(w) = words.next() {
+            let piece = if words.peek().is_some() {
+                format!("{w} ")
+            } else {
+                w.to_owned()
+            };
+            out.push(chunk_event(&content_delta("content", &piece), None));
+        }
+        out
+    };
+    let mut events: Vec<Bytes> = Vec::new();
+    let mut tail_fail = false;
+    match behaviour {
+        Behaviour::Drop => {
+            events.push(chunk_event(role, None));
+            events.extend(word_events().into_iter().take(1));
+            tail_fail = true;
+        }
+        Behaviour::Malformed => {
+            events.push(chunk_event(role, None));
+            events.push(Bytes::from_static(b"data: {this is not json\n\n"));
+            events.push(Bytes::from_static(DONE_EVENT.as_bytes()));
+        }
+        Behaviour::InbandError => {
+            events.push(chunk_event(role, None));
+            events.extend(word_events().into_iter().take(1));
+            events.push(Bytes::from(format!("data: {INBAND_ERROR}\n\n")));
+        }
+        Behaviour::Tools => {
+            events.push(chunk_event(r#"{"role":"assistant","content":null}"#, None));
+            events.push(chunk_event(
+                r#"{"tool_calls":[{"index":0,"id":"call_mock_1","type":"function","function":{"name":"get_weather","arguments":""}}]}"#,
+                None,
+            ));
+            events.push(chunk_event(
+                r#"{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\": "}}]}"#,
+                None,
+            ));
+            events.push(chunk_event(
+                r#"{"tool_calls":[{"index":0,"function":{"arguments":"\"Paris\"}"}}]}"#,
+                None,
+            ));
+            events.push(chunk_event("{}", Some("tool_calls")));
+        }
+        _ => {
+            events.push(chunk_event(role, None));
+            if behaviour == Behaviour::Reasoning {
+                events.push(chunk_event(r#"{"reasoning_content":"thinking"}"#, None));
+                events.push(chunk_event(r#"{"reasoning_content":"..."}"#, None));
+            }
+            events.extend(word_events());
+            events.push(chunk_event("{}", Some("stop")));
+        }
+    }
+    if !matches!(
+        behaviour,
+        Behaviour::Drop | Behaviour::Malformed | Behaviour::InbandError
+    ) {
+        if include_usage {
+            events.push(usage_event(usage));
+        }
+        events.push(Bytes::from_static(DONE_EVENT.as_bytes()));
+    }
+
+    let mut steps = Vec::with_capacity(events.len() * 2 + 2);
+    for (i, ev) in events.into_iter().enumerate() {
+        match behaviour {
+            Behaviour::Slow(d) if i > 0 => steps.push(Step::Sleep(d)),
+            Behaviour::Stall(d) if i == 2 => steps.push(Step::Sleep(d)),
+            _ => {}
+        }
+        steps.push(Step::Data(ev));
+    }
+    if tail_fail {
+        steps.push(Step::Flush);
+        steps.push(Step::Fail);
+    }
+
+    let mut resp = Response::new(step_body(steps, Some(in_flight)));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scripted bodies
+
+enum Step {
+    Data(Bytes),
+    Sleep(Duration),
+    /// Return `Pending` once so hyper flushes what it has buffered.
+    Flush,
+    /// Yield an error: hyper aborts the connection mid-body.
+    Fail,
+}
+
+struct BodyState {
+    steps: std::vec::IntoIter<Step>,
+    guard: Option<StreamGuard>,
+}
+
+impl BodyState {
+    fn finish(&mut self) {
+        if let Some(g) = self.guard.as_mut() {
+            g.finished = true;
+        }
+    }
+}
+
+/// A body that plays `steps`; with a guard, dropping it early counts a cancelled stream.
+fn step_body(steps: Vec<Step>, in_flight: Option<InFlight>) -> Body {
+    let state = BodyState {
+        steps: steps.into_iter(),
+        guard: in_flight.map(|in_flight| StreamGuard {
+            finished: false,
+            in_flight,
+        }),
+    };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            match st.steps.next() {
+                None => {
+                    st.finish();
+                    return None;
+                }
+                Some(Step::Data(b)) => {
+                    if st.steps.len() == 0 {
+                        st.finish();
+                    }
+                    return Some((Ok::<Bytes, io::Error>(b), st));
+                }
+                Some(Step::Sleep(d)) => tokio::time::sleep(d).await,
+                Some(Step::Flush) => tokio::task::yield_now().await,
+                Some(Step::Fail) => {
+                    st.finish();
+                    return Some((Err(io::Error::other("mock upstream: aborted mid-body")), st));
+                }
+            }
+        }
+    });
+    Body::from_stream(stream)
+}

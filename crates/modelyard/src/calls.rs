@@ -1,0 +1,136 @@
+//! `modelyard calls` and `modelyard calls show ID`.
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::client::Client;
+
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("-")
+}
+
+fn number(v: &Value, pointer: &str) -> String {
+    v.pointer(pointer)
+        .and_then(Value::as_i64)
+        .map(|n| n.to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Prints recent calls: time, model, tokens, latency, status.
+pub async fn list(client: &Client, limit: u32, model: Option<&str>) -> anyhow::Result<()> {
+    let mut path = format!("/v1/calls?limit={limit}");
+    if let Some(model) = model {
+        path.push_str("&model=");
+        path.push_str(&urlencode(model));
+    }
+    let page = client.get_json(&path).await?;
+    let calls = page
+        .get("data")
+        .and_then(Value::as_array)
+        .context("unexpected response: no data array")?;
+    if calls.is_empty() {
+        println!("no calls recorded yet");
+        return Ok(());
+    }
+    println!(
+        "{:<24}  {:<36}  {:>7}  {:>7}  {:>8}  {:>7}  {:<6}  ID",
+        "TIME", "MODEL", "PROMPT", "COMPL", "LATENCY", "TTFT", "STATUS"
+    );
+    for c in calls {
+        let status = match text(c, "status") {
+            "ok" => "ok".to_owned(),
+            _ => format!("error {}", number(c, "/httpStatus")),
+        };
+        println!(
+            "{:<24}  {:<36}  {:>7}  {:>7}  {:>6}ms  {:>5}ms  {:<6}  {}",
+            text(c, "sentAt"),
+            text(c, "modelId"),
+            number(c, "/usage/promptTokens"),
+            number(c, "/usage/completionTokens"),
+            number(c, "/latencyMs"),
+            number(c, "/timeToFirstTokenMs"),
+            status,
+            text(c, "id"),
+        );
+    }
+    Ok(())
+}
+
+/// Prints one call.
+pub async fn show(client: &Client, id: &str, json: bool) -> anyhow::Result<()> {
+    let call = client
+        .get_json(&format!("/v1/calls/{}", urlencode(id)))
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&call)?);
+        return Ok(());
+    }
+    println!("call       {}", text(&call, "id"));
+    println!("operation  {}", text(&call, "operation"));
+    println!(
+        "model      {} (provider {}, upstream {})",
+        text(&call, "modelId"),
+        text(&call, "provider"),
+        text(&call, "upstreamModel")
+    );
+    println!(
+        "status     {} (HTTP {})",
+        text(&call, "status"),
+        number(&call, "/httpStatus")
+    );
+    if let Some(error) = call.get("error").and_then(Value::as_str) {
+        println!("error      {error}");
+    }
+    println!("sent       {}", text(&call, "sentAt"));
+    println!(
+        "latency    {} ms (first token after {} ms)",
+        number(&call, "/latencyMs"),
+        number(&call, "/timeToFirstTokenMs")
+    );
+    println!(
+        "usage      {} prompt + {} completion = {} tokens (cached {}, reasoning {})",
+        number(&call, "/usage/promptTokens"),
+        number(&call, "/usage/completionTokens"),
+        number(&call, "/usage/totalTokens"),
+        number(&call, "/usage/cachedPromptTokens"),
+        number(&call, "/usage/reasoningTokens"),
+    );
+    println!("finish     {}", text(&call, "finishReason"));
+    if let Some(messages) = call.pointer("/request/messages").and_then(Value::as_array) {
+        println!("--- request messages");
+        for m in messages {
+            let content = m
+                .get("content")
+                .map(|c| {
+                    c.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| c.to_string())
+                })
+                .unwrap_or_default();
+            println!("[{}] {}", text(m, "role"), content);
+        }
+    }
+    println!("--- response");
+    println!(
+        "{}",
+        call.get("responseText")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    );
+    if let Some(tools) = call.get("toolCalls").filter(|t| !t.is_null()) {
+        println!("--- tool calls\n{}", serde_json::to_string_pretty(tools)?);
+    }
+    Ok(())
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

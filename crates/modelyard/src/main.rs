@@ -1,0 +1,260 @@
+//! `modelyard`: the server and a CLI over its HTTP API.
+//!
+//! `serve` runs the server; every other command is an HTTP client of a
+//! running server (`--server`, default the configured listen address).
+
+mod calls;
+mod chat;
+mod client;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use modelyard_server::Config;
+
+/// Modelyard: one self-hosted model layer for agent and chat apps.
+#[derive(Parser, Debug)]
+#[command(name = "modelyard", version, about)]
+struct Cli {
+    /// Config file (default: $MODELYARD_CONFIG, else ./modelyard.toml if present).
+    #[arg(long, global = true, env = "MODELYARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Server base URL for client commands (default: http:// + the configured listen address).
+    #[arg(long, global = true, env = "MODELYARD_SERVER_URL")]
+    server: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// List every model of every provider (composite ids).
+    Models {
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Chat with a model, streaming the answer to the terminal.
+    Chat {
+        /// Model id (`provider/model`); default: the server's default model.
+        #[arg(short, long)]
+        model: Option<String>,
+        /// System prompt.
+        #[arg(short, long)]
+        system: Option<String>,
+        /// Maximum tokens to generate.
+        #[arg(long)]
+        max_tokens: Option<u32>,
+        /// Sampling temperature.
+        #[arg(long)]
+        temperature: Option<f64>,
+        /// Wait for the whole answer instead of streaming.
+        #[arg(long)]
+        no_stream: bool,
+        /// The prompt; read from stdin when omitted.
+        prompt: Vec<String>,
+    },
+    /// Recent LLM calls, newest first; `calls show ID` for one.
+    Calls {
+        #[command(subcommand)]
+        command: Option<CallsCommand>,
+        /// How many calls to list.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: u32,
+        /// Only calls to this model id.
+        #[arg(short, long)]
+        model: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Validate a config file and print what it configures.
+    Check {
+        /// File to check (default: --config / $MODELYARD_CONFIG / ./modelyard.toml).
+        path: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CallsCommand {
+    /// One call with its request and response.
+    Show {
+        /// Call id.
+        id: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn load_config(explicit: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let path = Config::locate(explicit, &env);
+    Ok(Config::load(path.as_deref(), &env)?)
+}
+
+fn server_url(cli: &Cli) -> anyhow::Result<String> {
+    if let Some(url) = &cli.server {
+        return Ok(url.trim_end_matches('/').to_owned());
+    }
+    let config = load_config(cli.config.as_deref())
+        .context("reading the config to find the server address (or pass --server)")?;
+    let mut addr = config.server.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    Ok(format!("http://{addr}"))
+}
+
+async fn serve(cli: &Cli) -> anyhow::Result<()> {
+    let config = load_config(cli.config.as_deref())?;
+    if config.providers.is_empty() {
+        tracing::warn!("no providers configured; add [[providers]] to the config file");
+    }
+    let server = modelyard_server::start(config, &env).await?;
+    tracing::info!(address = %server.local_addr(), "modelyard listening");
+    let stop = server.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    server.wait().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn config_check(cli: &Cli, path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let path = Config::locate(path.or(cli.config.as_deref()), &env)
+        .context("no config file given and ./modelyard.toml does not exist")?;
+    let config = Config::load(Some(&path), &env)?;
+    println!("{}: OK", path.display());
+    println!("  listen   {}", config.server.listen);
+    println!("  storage  {}", config.storage.url);
+    for p in &config.providers {
+        let key = match &p.api_key_env {
+            Some(var) if env(var).is_some_and(|v| !v.is_empty()) => format!("key from ${var}"),
+            Some(var) => format!("disabled: ${var} is not set"),
+            None => "no key".to_owned(),
+        };
+        println!("  provider {} ({}) {} [{key}]", p.name, p.kind, p.base_url);
+    }
+    if let Some(model) = &config.defaults.model {
+        println!("  default model {model}");
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Serve => serve(&cli).await.map(|()| ExitCode::SUCCESS),
+        Command::Config {
+            command: ConfigCommand::Check { path },
+        } => config_check(&cli, path.as_deref()).map(|()| ExitCode::SUCCESS),
+        Command::Models { json } => {
+            let client = client::Client::new(server_url(&cli)?)?;
+            client::print_models(&client, *json)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Chat {
+            model,
+            system,
+            max_tokens,
+            temperature,
+            no_stream,
+            prompt,
+        } => {
+            let client = client::Client::new(server_url(&cli)?)?;
+            let prompt = chat::read_prompt(prompt)?;
+            let options = chat::ChatOptions {
+                model: model.clone(),
+                system: system.clone(),
+                max_tokens: *max_tokens,
+                temperature: *temperature,
+                stream: !no_stream,
+            };
+            chat::run(&client, &options, &prompt).await
+        }
+        Command::Calls {
+            command,
+            limit,
+            model,
+        } => {
+            let client = client::Client::new(server_url(&cli)?)?;
+            match command {
+                None => calls::list(&client, *limit, model.as_deref()).await,
+                Some(CallsCommand::Show { id, json }) => calls::show(&client, id, *json).await,
+            }
+            .map(|()| ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_filter = if matches!(cli.command, Command::Serve) {
+        "info"
+    } else {
+        "warn"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MODELYARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
