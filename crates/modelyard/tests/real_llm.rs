@@ -1,0 +1,391 @@
+//! End to end against the real local model: llama.cpp `llama-server` with
+//! SmolLM2-135M, started by `scripts/test.sh` (`MODELYARD_TEST_LLM_URL`).
+//! The `modelyard` binary itself is started and driven over HTTP and
+//! through its CLI. Assertions are on shapes and invariants, never on the
+//! model's wording.
+//!
+//! Without `MODELYARD_TEST_LLM_URL` these tests fail, unless
+//! `MODELYARD_SKIP_REAL_LLM=1` says to skip them on purpose.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const MODEL: &str = "local/smollm2-135m-instruct";
+
+fn llm_url() -> Option<String> {
+    match std::env::var("MODELYARD_TEST_LLM_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("MODELYARD_SKIP_REAL_LLM").as_deref() == Ok("1") => {
+            eprintln!("skipped: MODELYARD_SKIP_REAL_LLM=1");
+            None
+        }
+        _ => panic!(
+            "MODELYARD_TEST_LLM_URL is not set: run scripts/test.sh (it starts the real model), \
+             or set MODELYARD_SKIP_REAL_LLM=1 to skip the real-model tests"
+        ),
+    }
+}
+
+/// A `modelyard serve` child process with its own config and database.
+struct Server {
+    child: Child,
+    base_url: String,
+    config: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    fn start(llm_url: &str) -> Server {
+        let dir = std::env::temp_dir().join(format!(
+            "modelyard-e2e-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let config = dir.join("modelyard.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\nurl = \"sqlite://{}/e2e.db\"\n\
+                 [defaults]\nmodel = \"{MODEL}\"\n[[providers]]\nname = \"local\"\nkind = \"llama-cpp\"\nbase_url = \"{llm_url}\"\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_modelyard"))
+            .arg("--config")
+            .arg(&config)
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn modelyard serve");
+        let server = Server {
+            child,
+            base_url: format!("http://127.0.0.1:{port}"),
+            config,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(response) = reqwest::blocking_get(&format!("{}/health", server.base_url)) {
+                if response {
+                    return server;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "modelyard did not become healthy"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_modelyard"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run modelyard CLI")
+    }
+}
+
+/// Tiny blocking health probe without pulling in reqwest's blocking feature.
+mod reqwest {
+    pub fn blocking_get(url: &str) -> std::io::Result<bool> {
+        use std::io::{Read, Write};
+        let rest = url.trim_start_matches("http://");
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let mut stream = std::net::TcpStream::connect(host)?;
+        write!(
+            stream,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut out = String::new();
+        stream.read_to_string(&mut out)?;
+        Ok(out.starts_with("HTTP/1.1 200"))
+    }
+}
+
+async fn wait_for_calls(client: &::reqwest::Client, base: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page: Value = client
+            .get(format!("{base}/v1/calls"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let data = page["data"].as_array().cloned().unwrap_or_default();
+        if data.len() >= n {
+            return data;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} calls recorded",
+            data.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn chat_completions_through_modelyard_reach_the_real_model_and_are_logged() {
+    let Some(llm) = llm_url() else { return };
+    let server = Server::start(&llm);
+    let client = ::reqwest::Client::new();
+    let base = &server.base_url;
+
+    // /v1/models lists the real model under its composite id, with the
+    // context window llama-server reports.
+    let models: Value = client
+        .get(format!("{base}/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entry = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == MODEL)
+        .unwrap_or_else(|| panic!("{MODEL} missing from {models}"))
+        .clone();
+    assert_eq!(entry["provider"], "local");
+    assert!(
+        entry["context_window"].as_u64().unwrap_or(0) >= 2048,
+        "{entry}"
+    );
+
+    // Non-streamed.
+    let response = client
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&json!({"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16, "temperature": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let completion: Value = response.json().await.unwrap();
+    assert_eq!(completion["model"], MODEL);
+    assert_eq!(completion["object"], "chat.completion");
+    assert!(
+        !completion["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty(),
+        "{completion}"
+    );
+    assert!(completion["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+
+    // Streamed, without include_usage: no usage chunk reaches the client.
+    let mut response = client
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&json!({"model": MODEL, "messages": [{"role": "user", "content": "Count to five."}], "max_tokens": 24, "temperature": 0, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut raw = Vec::new();
+    let mut chunks_received = 0;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        chunks_received += 1;
+        raw.extend_from_slice(&chunk);
+    }
+    assert!(
+        chunks_received > 2,
+        "the answer arrived in {chunks_received} network chunk(s), not streamed"
+    );
+    let text = String::from_utf8(raw).unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.last(), Some(&"data: [DONE]"), "{text}");
+    let mut streamed = String::new();
+    for event in &events[..events.len() - 1] {
+        let chunk: Value = serde_json::from_str(event.strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(chunk["model"], MODEL);
+        assert!(
+            chunk["usage"].is_null() || !chunk["choices"].as_array().unwrap().is_empty(),
+            "usage chunk leaked: {chunk}"
+        );
+        streamed.push_str(
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap_or(""),
+        );
+    }
+    assert!(!streamed.is_empty());
+
+    // Both calls are on record with usage and timings.
+    let calls = wait_for_calls(&client, base, 2).await;
+    for call in &calls {
+        assert_eq!(call["status"], "ok", "{call}");
+        assert_eq!(call["modelId"], MODEL);
+        assert_eq!(call["provider"], "local");
+        assert_eq!(call["operation"], "gateway");
+        assert!(
+            call["usage"]["promptTokens"].as_i64().unwrap() > 0,
+            "{call}"
+        );
+        assert!(
+            call["usage"]["completionTokens"].as_i64().unwrap() > 0,
+            "{call}"
+        );
+        assert!(call["latencyMs"].as_i64().unwrap() > 0, "{call}");
+    }
+    let stream_call = calls
+        .iter()
+        .find(|c| c["stream"] == true)
+        .expect("streamed call");
+    assert!(stream_call["timeToFirstTokenMs"].as_i64().unwrap() > 0);
+    let detail: Value = client
+        .get(format!(
+            "{base}/v1/calls/{}",
+            stream_call["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["responseText"], streamed.as_str());
+    assert_eq!(detail["request"]["model"], "smollm2-135m-instruct");
+    assert_eq!(
+        detail["request"]["messages"][0]["content"],
+        "Count to five."
+    );
+}
+
+#[tokio::test]
+async fn cli_chats_lists_models_and_shows_calls() {
+    let Some(llm) = llm_url() else { return };
+    let server = Server::start(&llm);
+
+    let models = server.cli(&["models"]);
+    assert!(models.status.success(), "{models:?}");
+    assert!(String::from_utf8_lossy(&models.stdout).contains(MODEL));
+
+    let chat = server.cli(&["chat", "-m", MODEL, "--max-tokens", "12", "Say hi"]);
+    assert!(chat.status.success(), "{chat:?}");
+    assert!(!String::from_utf8_lossy(&chat.stdout).trim().is_empty());
+    let stderr = String::from_utf8_lossy(&chat.stderr);
+    assert!(
+        stderr.contains(&format!("[{MODEL} · ")) && stderr.contains("completion tokens]"),
+        "{stderr}"
+    );
+
+    // The prompt can come from stdin.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_modelyard"))
+        .arg("--config")
+        .arg(&server.config)
+        .args(["chat", "--max-tokens", "8"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"What is the capital of France?")
+            .unwrap();
+    }
+    let piped = child.wait_with_output().unwrap();
+    assert!(piped.status.success(), "{piped:?}");
+
+    let client = ::reqwest::Client::new();
+    let calls = wait_for_calls(&client, &server.base_url, 2).await;
+    let listing = server.cli(&["calls"]);
+    assert!(listing.status.success());
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let id = calls[0]["id"].as_str().unwrap();
+    assert!(listing.contains(id) && listing.contains(MODEL), "{listing}");
+
+    let show = server.cli(&["calls", "show", id]);
+    assert!(show.status.success());
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(show.contains("What is the capital of France?"), "{show}");
+
+    let missing = server.cli(&["chat", "-m", "local/nope", "hi"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr)
+        .contains("model 'nope' is not served by provider 'local'"));
+}
+
+#[tokio::test]
+async fn client_disconnect_stops_the_real_generation() {
+    let Some(llm) = llm_url() else { return };
+    let server = Server::start(&llm);
+    let client = ::reqwest::Client::new();
+    let mut response = client
+        .post(format!("{}/v1/chat/completions", server.base_url))
+        .json(&json!({"model": MODEL, "messages": [{"role": "user", "content": "Write a long story about a dragon."}], "max_tokens": 2000, "ignore_eos": true, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    response.chunk().await.unwrap().expect("first chunk");
+    drop(response);
+    let calls = wait_for_calls(&client, &server.base_url, 1).await;
+    assert_eq!(calls[0]["status"], "error");
+    assert_eq!(
+        calls[0]["error"],
+        "client disconnected before the response completed"
+    );
+    // llama-server stopped generating: 2000 tokens take ~30 s at this model's
+    // speed, so all slots idle within 10 s means the story was cancelled
+    // (other tests' requests are short and may occupy a slot briefly).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let slots: Value = client
+            .get(format!("{llm}/slots"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let slots = slots
+            .as_array()
+            .expect("llama-server /slots lists its slots")
+            .clone();
+        if slots.iter().all(|s| s["is_processing"] == false) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a slot is still generating: {slots:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# test.sh - the whole test suite: unit, integration (mock upstream), store on
+# SQLite (and PostgreSQL when MODELYARD_TEST_POSTGRES_URL is set), end-to-end
+# against the real local model, and the official openai Python SDK.
+#
+#   scripts/test.sh
+#
+# The first run builds llama-server (~8 minutes on 2 cores; cached under
+# ~/.cache/real-llm). Env: MODELYARD_TEST_LLM_PORT (18181).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+LLM_PORT="${MODELYARD_TEST_LLM_PORT:-18181}"
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/modelyard"
+OPENAI_SDK_VERSION="${OPENAI_SDK_VERSION:-3.51.0}"
+
+say() { printf '\033[1m[test]\033[0m %s\n' "$*" >&2; }
+
+SERVER_PID=""
+TMP="$(mktemp -d)"
+cleanup() {
+    [ -n "$SERVER_PID" ] && kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+    scripts/llm-stop.sh --port "$LLM_PORT" >/dev/null 2>&1 || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+say "real local model (llama-server + SmolLM2-135M) on port $LLM_PORT"
+# Two slots: the end-to-end tests and the SDK check may overlap with other
+# requests; --threads 1 keeps generation steady while cargo compiles.
+MODELYARD_TEST_LLM_URL="$(scripts/llm-start.sh --port "$LLM_PORT")"
+export MODELYARD_TEST_LLM_URL
+
+say "cargo test --workspace"
+cargo test --workspace --all-targets
+
+say "openai Python SDK $OPENAI_SDK_VERSION against modelyard"
+VENV="$CACHE/sdk-venv-$OPENAI_SDK_VERSION"
+if [ ! -f "$VENV/.complete" ]; then
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "openai==$OPENAI_SDK_VERSION"
+    touch "$VENV/.complete"
+fi
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+cat >"$TMP/sdk.toml" <<TOML
+[server]
+listen = "127.0.0.1:$PORT"
+[storage]
+url = "sqlite://$TMP/sdk.db"
+[[providers]]
+name = "local"
+kind = "llama-cpp"
+base_url = "$MODELYARD_TEST_LLM_URL"
+TOML
+cargo build -q -p modelyard
+"$ROOT/target/debug/modelyard" --config "$TMP/sdk.toml" serve 2>"$TMP/serve.log" &
+SERVER_PID=$!
+for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$TMP/serve.log" >&2; exit 1; }
+    sleep 0.1
+done
+"$VENV/bin/python" scripts/sdk_smoke.py "http://127.0.0.1:$PORT" local/smollm2-135m-instruct
+
+say "all tests passed"
