@@ -17,9 +17,6 @@ use crate::recorder::Recorder;
 use crate::registry::ProviderRegistry;
 use crate::{api, gateway};
 
-/// How often providers are re-probed.
-pub const REFRESH_INTERVAL: Duration = Duration::from_secs(60);
-
 /// Shared state of every handler. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AppState(Arc<AppInner>);
@@ -84,6 +81,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(gateway::list_models))
         .route("/v1/calls", get(api::calls::list))
         .route("/v1/calls/{id}", get(api::calls::show))
+        .route("/v1/catalog", get(api::catalog::catalog))
+        .route("/v1/providers", get(api::providers::list))
+        .route("/v1/providers/{name}", get(api::providers::show))
+        .route("/v1/providers/{name}/refresh", post(api::providers::refresh))
+        .route(
+            "/v1/favorites",
+            get(api::favorites::list).put(api::favorites::replace).post(api::favorites::add),
+        )
+        .route("/v1/favorites/{*model_id}", axum::routing::delete(api::favorites::remove))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
@@ -152,7 +158,7 @@ pub async fn start(
         })?;
     let registry = Arc::new(ProviderRegistry::new(&config, env)?);
     registry.refresh_all().await;
-    let refresh = registry.spawn_refresh(REFRESH_INTERVAL);
+    let refresh = registry.spawn_refresh();
     let project = ProjectId::default_project();
     let (recorder, recorder_task) = if config.storage.call_log {
         let (recorder, task) = Recorder::spawn(store.clone(), project.clone());
@@ -194,7 +200,7 @@ pub async fn start(
         if let Err(err) = served {
             tracing::error!(error = %err, "server stopped with an error");
         }
-        refresh.abort();
+        refresh.iter().for_each(|task| task.abort());
         // The router (and its recorder handle) is gone: the writer drains and exits.
         if let Some(task) = recorder_task {
             if tokio::time::timeout(Duration::from_secs(10), task)

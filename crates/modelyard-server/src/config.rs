@@ -76,10 +76,22 @@ pub struct DefaultsConfig {
 pub struct ProviderConfig {
     /// Unique name, the prefix of composite model ids.
     pub name: ProviderName,
-    /// `openai` or `llama-cpp`.
+    /// `openai`, `llama-cpp`, `llama-swap`, `vllm`, `ollama`, `openrouter` or `deepseek`.
     pub kind: ProviderKind,
-    /// Server root or API base ending in `/v1`.
+    /// `false` disables the provider (`enabled`, default true).
+    pub enabled: bool,
+    /// Server root or API base ending in `/v1` (preset kinds have a default).
     pub base_url: Url,
+    /// Forward proxy for this provider only (`proxy_url`).
+    pub proxy_url: Option<Url>,
+    /// How often the provider is probed, ms (`probe_interval_ms`, default 30 000).
+    pub probe_interval_ms: u64,
+    /// Top-level request fields set on every request to this provider
+    /// (`set_params`, JSON values), overriding the client's.
+    pub set_params: serde_json::Map<String, serde_json::Value>,
+    /// Top-level request fields removed from every request to this provider
+    /// (`strip_params`).
+    pub strip_params: Vec<String>,
     /// Name of the environment variable holding the API key.
     pub api_key_env: Option<String>,
     /// Extra request headers (non-secret).
@@ -97,6 +109,8 @@ pub struct ModelConfig {
     pub id: String,
     /// Context window in tokens; overrides what the provider reports.
     pub context_window: Option<u64>,
+    /// Display name for pickers.
+    pub display_name: Option<String>,
 }
 
 /// A configuration error: where, which key, why.
@@ -160,7 +174,15 @@ struct RawDefaults {
 struct RawProvider {
     name: String,
     kind: String,
-    base_url: String,
+    #[serde(default = "yes")]
+    enabled: bool,
+    base_url: Option<String>,
+    proxy_url: Option<String>,
+    probe_interval_ms: Option<u64>,
+    #[serde(default)]
+    set_params: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    strip_params: Vec<String>,
     api_key_env: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
@@ -173,6 +195,7 @@ struct RawProvider {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawTimeouts {
+    probe_ms: Option<u64>,
     connect_ms: Option<u64>,
     first_token_ms: Option<u64>,
     idle_ms: Option<u64>,
@@ -184,7 +207,15 @@ struct RawTimeouts {
 struct RawModel {
     id: String,
     context_window: Option<u64>,
+    display_name: Option<String>,
 }
+
+fn yes() -> bool {
+    true
+}
+
+/// Request fields that routing owns and `set_params` / `strip_params` may not touch.
+const RESERVED_PARAMS: [&str; 4] = ["model", "messages", "stream", "stream_options"];
 
 /// Environment overrides: variable → (section, key, is_bool).
 const ENV_OVERRIDES: [(&str, &str, &str, bool); 7] = [
@@ -390,12 +421,13 @@ fn validate(
             .kind
             .parse()
             .map_err(|e: modelyard_upstream::kind::UnknownKind| err(key("kind"), e.to_string()))?;
-        let base_url = Url::parse(&p.base_url).map_err(|e| {
-            err(
-                key("base_url"),
-                format!("{:?} is not a URL: {e}", p.base_url),
-            )
-        })?;
+        let base_text = match (&p.base_url, kind.default_base_url()) {
+            (Some(url), _) => url.clone(),
+            (None, Some(default)) => default.to_owned(),
+            (None, None) => return Err(err(key("base_url"), format!("is required for kind {kind}"))),
+        };
+        let base_url = Url::parse(&base_text)
+            .map_err(|e| err(key("base_url"), format!("{base_text:?} is not a URL: {e}")))?;
         if !matches!(base_url.scheme(), "http" | "https") || base_url.host().is_none() {
             return Err(err(
                 key("base_url"),
@@ -430,14 +462,46 @@ fn validate(
                 ));
             }
         }
+        let proxy_url = match &p.proxy_url {
+            None => None,
+            Some(text) => {
+                let url = Url::parse(text).map_err(|e| err(key("proxy_url"), format!("{text:?} is not a URL: {e}")))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(err(key("proxy_url"), "must be an http:// or https:// proxy URL".into()));
+                }
+                if !url.username().is_empty() || url.password().is_some() {
+                    return Err(err(key("proxy_url"), "must not contain credentials".into()));
+                }
+                Some(url)
+            }
+        };
+        let mut set_params = serde_json::Map::new();
+        for (param, value) in p.set_params {
+            if RESERVED_PARAMS.contains(&param.as_str()) {
+                return Err(err(format!("providers[{i}].set_params.{param}"), "is set by routing and cannot be overridden".into()));
+            }
+            let value = serde_json::to_value(&value).map_err(|e| err(format!("providers[{i}].set_params.{param}"), e.to_string()))?;
+            set_params.insert(param, value);
+        }
+        for (j, param) in p.strip_params.iter().enumerate() {
+            if RESERVED_PARAMS.contains(&param.as_str()) {
+                return Err(err(key(&format!("strip_params[{j}]")), format!("{param:?} is needed by routing and cannot be stripped")));
+            }
+        }
+        let probe_interval_ms = p.probe_interval_ms.unwrap_or(30_000);
+        if probe_interval_ms < 1_000 {
+            return Err(err(key("probe_interval_ms"), "must be at least 1000".into()));
+        }
         let defaults = Timeouts::default();
         let timeouts = Timeouts {
+            probe_ms: p.timeouts.probe_ms.unwrap_or(defaults.probe_ms),
             connect_ms: p.timeouts.connect_ms.unwrap_or(defaults.connect_ms),
             first_token_ms: p.timeouts.first_token_ms.unwrap_or(defaults.first_token_ms),
             idle_ms: p.timeouts.idle_ms.unwrap_or(defaults.idle_ms),
             total_ms: p.timeouts.total_ms.unwrap_or(defaults.total_ms),
         };
         for (field, value) in [
+            ("probe_ms", timeouts.probe_ms),
             ("connect_ms", timeouts.connect_ms),
             ("first_token_ms", timeouts.first_token_ms),
             ("idle_ms", timeouts.idle_ms),
@@ -473,12 +537,18 @@ fn validate(
             models.push(ModelConfig {
                 id: m.id,
                 context_window: m.context_window,
+                display_name: m.display_name,
             });
         }
         providers.push(ProviderConfig {
             name,
             kind,
+            enabled: p.enabled,
             base_url,
+            proxy_url,
+            probe_interval_ms,
+            set_params,
+            strip_params: p.strip_params,
             api_key_env: p.api_key_env,
             headers: p.headers,
             timeouts,

@@ -77,46 +77,63 @@ pub struct Problem {
     pub title: &'static str,
     /// What exactly went wrong (`detail`).
     pub detail: String,
+    /// Extension members (RFC 9457 §3.2), e.g. `suggestions`.
+    pub extensions: serde_json::Map<String, Value>,
 }
 
 impl Problem {
+    /// Adds an extension member.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extensions.insert(key.to_owned(), value.into());
+        self
+    }
+
+    fn new(status: StatusCode, title: &'static str, detail: String) -> Self {
+        Self { status, title, detail, extensions: serde_json::Map::new() }
+    }
+
     /// 404 Not Found.
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            title: "Not Found",
-            detail: detail.into(),
-        }
+        Self::new(StatusCode::NOT_FOUND, "Not Found", detail.into())
     }
 
     /// 400 Bad Request.
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            title: "Bad Request",
-            detail: detail.into(),
-        }
+        Self::new(StatusCode::BAD_REQUEST, "Bad Request", detail.into())
+    }
+
+    /// 409 Conflict.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "Conflict", detail.into())
+    }
+
+    /// 422 Unprocessable Content.
+    pub fn unprocessable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Unprocessable Content", detail.into())
     }
 
     /// 500, for store failures; the detail is logged, not shown.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
-        Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            title: "Internal Server Error",
-            detail: "the server failed to complete the request; see its log".into(),
-        }
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+            "the server failed to complete the request; see its log".into(),
+        )
     }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = json!({
+        let mut body = json!({
             "type": "about:blank",
             "title": self.title,
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
+        if let Value::Object(members) = &mut body {
+            members.extend(self.extensions);
+        }
         let mut response = (self.status, axum::Json(body)).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,

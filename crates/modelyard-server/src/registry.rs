@@ -3,11 +3,12 @@
 //! interval in the background; requests only read the last snapshot, so a
 //! slow or dead provider never delays a request for another one.
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use modelyard_core::{resolve_model, ProviderView, Resolution, ResolveError};
-use modelyard_upstream::{ProviderClient, ProviderEndpoint, UpstreamModel};
+use modelyard_upstream::{DiscoveredModel, ProviderClient, ProviderEndpoint};
 use secrecy::SecretString;
 
 use crate::clock::now_ms;
@@ -46,14 +47,51 @@ pub struct ProviderState {
     /// Upstream model names: configured ones plus discovered ones; `None`
     /// while unknown (nothing configured, never discovered).
     pub models: Option<Arc<Vec<String>>>,
-    /// Discovered models with what the listing reported.
-    pub discovered: Arc<Vec<UpstreamModel>>,
+    /// The provider's models as the catalog shows them (discovered in the
+    /// provider's order, then declared-only ones).
+    pub catalog: Arc<Vec<CatalogModel>>,
     /// Last probe error (redacted), if the last probe failed.
     pub last_error: Option<String>,
     /// Last probe time, unix ms.
     pub last_checked_at_ms: Option<i64>,
     /// Last successful probe time, unix ms.
     pub last_ok_at_ms: Option<i64>,
+}
+
+/// Where a context window number came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextWindowSource {
+    /// The provider's `models` entry in the config file.
+    Config,
+    /// The serving process reported it.
+    Provider,
+}
+
+impl ContextWindowSource {
+    /// `config` or `provider`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContextWindowSource::Config => "config",
+            ContextWindowSource::Provider => "provider",
+        }
+    }
+}
+
+/// One model of one provider, as the catalog shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogModel {
+    /// Upstream model name.
+    pub model: String,
+    /// Display name: the config's, else the provider's, else the upstream name.
+    pub display_name: String,
+    /// Context window, tokens; `None` when neither config nor provider says.
+    pub context_window: Option<u64>,
+    /// Where `context_window` came from.
+    pub context_window_source: Option<ContextWindowSource>,
+    /// The provider endpoint and field that reported it (`/props n_ctx`).
+    pub context_window_from: Option<&'static str>,
+    /// Loaded state, for kinds that report it.
+    pub loaded: Option<bool>,
 }
 
 /// One configured provider.
@@ -66,6 +104,8 @@ pub struct Provider {
     /// Why it is disabled, if it is.
     pub disabled_reason: Option<String>,
     state: RwLock<ProviderState>,
+    /// Upstream names listed or declared at any time since start-up.
+    seen: RwLock<HashSet<String>>,
 }
 
 impl Provider {
@@ -76,83 +116,88 @@ impl Provider {
 
     /// A copy of the last observed state.
     pub fn state(&self) -> ProviderState {
-        self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.read_state().clone()
     }
 
-    fn configured_ids(&self) -> Vec<String> {
-        self.config.models.iter().map(|m| m.id.clone()).collect()
+    fn read_state(&self) -> RwLockReadGuard<'_, ProviderState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Context window of `model` in tokens: the config override, else what
-    /// the provider reported, else `None`. Returns the source too
-    /// (`config` or `provider`).
-    pub fn context_window(
-        &self,
-        model: &str,
-        state: &ProviderState,
-    ) -> (Option<u64>, Option<&'static str>) {
-        if let Some(n) = self
-            .config
-            .models
-            .iter()
-            .find(|m| m.id == model)
-            .and_then(|m| m.context_window)
-        {
-            return (Some(n), Some("config"));
+    /// Whether the provider listed or declared `model` at any time since start-up.
+    pub fn has_seen(&self, model: &str) -> bool {
+        self.seen.read().unwrap_or_else(|e| e.into_inner()).contains(model)
+    }
+
+    /// Whether the last probe succeeded.
+    pub fn is_online(&self) -> bool {
+        self.read_state().status == ProviderStatus::Online
+    }
+
+
+    /// Builds the catalog entries from a discovery: discovered models in the
+    /// provider's order, then models only declared in the config. Config
+    /// overrides (context window, display name) win over what was reported.
+    fn catalog_from(&self, discovered: &[DiscoveredModel]) -> Vec<CatalogModel> {
+        let mut out: Vec<CatalogModel> = discovered.iter().map(|d| self.catalog_entry(&d.id, Some(d))).collect();
+        for declared in &self.config.models {
+            if !discovered.iter().any(|d| d.id == declared.id) {
+                out.push(self.catalog_entry(&declared.id, None));
+            }
         }
-        match state
-            .discovered
-            .iter()
-            .find(|m| m.id == model)
-            .and_then(|m| m.context_window)
-        {
-            Some(n) => (Some(n), Some("provider")),
-            None => (None, None),
+        out
+    }
+
+    fn catalog_entry(&self, model: &str, discovered: Option<&DiscoveredModel>) -> CatalogModel {
+        let declared = self.config.models.iter().find(|m| m.id == model);
+        let (context_window, context_window_source, context_window_from) =
+            match (declared.and_then(|m| m.context_window), discovered.and_then(|d| d.context_window)) {
+                (Some(n), _) => (Some(n), Some(ContextWindowSource::Config), None),
+                (None, Some(n)) => (Some(n), Some(ContextWindowSource::Provider), discovered.and_then(|d| d.context_window_from)),
+                (None, None) => (None, None, None),
+            };
+        CatalogModel {
+            model: model.to_owned(),
+            display_name: declared
+                .and_then(|m| m.display_name.clone())
+                .or_else(|| discovered.and_then(|d| d.display_name.clone()))
+                .unwrap_or_else(|| model.to_owned()),
+            context_window,
+            context_window_source,
+            context_window_from,
+            loaded: discovered.and_then(|d| d.loaded),
         }
     }
 
-    /// Probes the provider (model listing, plus health for kinds that have
-    /// it) and stores the result.
+    /// Probes the provider (see `modelyard_upstream::discovery`) and stores
+    /// the result. A failed probe keeps the last known models (shown as
+    /// offline) and records the error.
     pub async fn refresh(&self) {
         let Some(client) = &self.client else { return };
-        let result = async {
-            let models = client.list_models().await?;
-            if self.config.kind.health_path().is_some() {
-                client.health().await?;
-            }
-            Ok::<_, modelyard_upstream::UpstreamError>(models)
-        }
-        .await;
+        let result = client.discover().await;
         let now = now_ms();
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         state.last_checked_at_ms = Some(now);
         match result {
-            Ok(discovered) => {
-                let mut ids = self.configured_ids();
-                for model in &discovered {
-                    if !ids.contains(&model.id) {
-                        ids.push(model.id.clone());
-                    }
-                }
+            Ok(discovery) => {
+                let catalog = self.catalog_from(&discovery.models);
+                self.seen
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(catalog.iter().map(|m| m.model.clone()));
+                let ids: Vec<String> = catalog.iter().map(|m| m.model.clone()).collect();
                 if state.status != ProviderStatus::Online {
-                    tracing::info!(
-                        provider = self.name(),
-                        models = ids.len(),
-                        "provider online"
-                    );
+                    tracing::info!(provider = self.name(), models = ids.len(), "provider online");
                 }
                 state.status = ProviderStatus::Online;
                 state.models = Some(Arc::new(ids));
-                state.discovered = Arc::new(discovered);
+                state.catalog = Arc::new(catalog);
                 state.last_error = None;
                 state.last_ok_at_ms = Some(now);
             }
             Err(err) => {
                 let message = err.to_string();
                 // Log transitions only, so a flapping host does not flood logs.
-                if state.status != ProviderStatus::Offline
-                    || state.last_error.as_deref() != Some(&message)
-                {
+                if state.status != ProviderStatus::Offline || state.last_error.as_deref() != Some(&message) {
                     tracing::warn!(provider = self.name(), error = %message, "provider offline");
                 }
                 state.status = ProviderStatus::Offline;
@@ -190,17 +235,6 @@ pub enum RouteError {
     },
 }
 
-/// A model as listed by `GET /v1/models`.
-#[derive(Debug, Clone)]
-pub struct ListedModel {
-    /// Composite id.
-    pub id: String,
-    /// Provider name.
-    pub provider: String,
-    /// Context window, tokens.
-    pub context_window: Option<u64>,
-}
-
 /// All providers.
 #[derive(Debug)]
 pub struct ProviderRegistry {
@@ -210,8 +244,9 @@ pub struct ProviderRegistry {
 }
 
 impl ProviderRegistry {
-    /// Builds clients for every provider. A provider whose `api_key_env`
-    /// variable is unset is disabled with that reason, not an error.
+    /// Builds clients for every provider. A provider with `enabled = false`,
+    /// or whose `api_key_env` variable is unset, is disabled with that
+    /// reason — shown, not an error.
     ///
     /// # Errors
     /// A provider whose client cannot be built (invalid header values).
@@ -221,12 +256,13 @@ impl ProviderRegistry {
     ) -> Result<Self, modelyard_upstream::UpstreamError> {
         let mut providers = Vec::with_capacity(config.providers.len());
         for p in &config.providers {
-            let (api_key, disabled_reason) = match &p.api_key_env {
-                Some(var) => match env(var).filter(|v| !v.is_empty()) {
+            let (api_key, disabled_reason) = match (&p.api_key_env, p.enabled) {
+                (_, false) => (None, Some("disabled in the config (enabled = false)".to_owned())),
+                (Some(var), true) => match env(var).filter(|v| !v.is_empty()) {
                     Some(key) => (Some(SecretString::from(key)), None),
                     None => (None, Some(format!("environment variable {var} is not set"))),
                 },
-                None => (None, None),
+                (None, true) => (None, None),
             };
             let client = match disabled_reason {
                 Some(_) => None,
@@ -235,36 +271,32 @@ impl ProviderRegistry {
                     kind: p.kind,
                     base_url: p.base_url.clone(),
                     api_key,
-                    headers: p
-                        .headers
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
+                    headers: p.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    proxy_url: p.proxy_url.clone(),
                     timeouts: p.timeouts,
                 })?),
             };
             let configured: Vec<String> = p.models.iter().map(|m| m.id.clone()).collect();
-            let state = ProviderState {
-                status: if disabled_reason.is_some() {
-                    ProviderStatus::Disabled
-                } else {
-                    ProviderStatus::Unknown
-                },
-                models: (!configured.is_empty()).then(|| Arc::new(configured)),
-                discovered: Arc::new(Vec::new()),
-                last_error: None,
-                last_checked_at_ms: None,
-                last_ok_at_ms: None,
+            let mut provider = Provider {
+                config: p.clone(),
+                client,
+                disabled_reason: disabled_reason.clone(),
+                state: RwLock::new(ProviderState {
+                    status: if disabled_reason.is_some() { ProviderStatus::Disabled } else { ProviderStatus::Unknown },
+                    models: (!configured.is_empty()).then(|| Arc::new(configured.clone())),
+                    catalog: Arc::new(Vec::new()),
+                    last_error: None,
+                    last_checked_at_ms: None,
+                    last_ok_at_ms: None,
+                }),
+                seen: RwLock::new(configured.into_iter().collect()),
             };
+            let catalog = provider.catalog_from(&[]);
+            provider.state.get_mut().unwrap_or_else(|e| e.into_inner()).catalog = Arc::new(catalog);
             if let Some(reason) = &disabled_reason {
                 tracing::warn!(provider = %p.name, reason = %reason, "provider disabled");
             }
-            providers.push(Arc::new(Provider {
-                config: p.clone(),
-                client,
-                disabled_reason,
-                state: RwLock::new(state),
-            }));
+            providers.push(Arc::new(provider));
         }
         let default_provider = config
             .defaults
@@ -283,26 +315,41 @@ impl ProviderRegistry {
         &self.providers
     }
 
-    /// Probes every provider concurrently.
+    /// The provider called `name`.
+    pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
+        self.providers.iter().find(|p| p.name() == name)
+    }
+
+    /// Probes every enabled provider concurrently.
     pub async fn refresh_all(&self) {
         futures_util::future::join_all(self.providers.iter().map(|p| p.refresh())).await;
     }
 
-    /// Re-probes every `interval` until the returned task is aborted.
-    pub fn spawn_refresh(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
-        let registry = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker.tick().await;
-            loop {
-                ticker.tick().await;
-                registry.refresh_all().await;
-            }
-        })
+    /// Starts one probe loop per enabled provider, each on its own
+    /// `probe_interval_ms`. Abort the handles to stop them.
+    pub fn spawn_refresh(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.providers
+            .iter()
+            .filter(|p| p.client.is_some())
+            .map(|provider| {
+                let provider = Arc::clone(provider);
+                tokio::spawn(async move {
+                    let interval = Duration::from_millis(provider.config.probe_interval_ms);
+                    let mut ticker = tokio::time::interval(interval);
+                    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    ticker.tick().await;
+                    loop {
+                        ticker.tick().await;
+                        provider.refresh().await;
+                    }
+                })
+            })
+            .collect()
     }
 
-    /// Resolves the request's model (or `defaults.model` when it names none).
+    /// Resolves the request's model (or `defaults.model` when it names none)
+    /// against the last discovery snapshot. Takes read locks only, never
+    /// across IO.
     ///
     /// # Errors
     /// [`RouteError`].
@@ -311,22 +358,22 @@ impl ProviderRegistry {
             .filter(|m| !m.is_empty())
             .or(self.default_model.as_deref())
             .ok_or(RouteError::NoModel)?;
-        let states: Vec<ProviderState> = self.providers.iter().map(|p| p.state()).collect();
-        let views: Vec<ProviderView<'_>> = self
-            .providers
-            .iter()
-            .zip(&states)
-            .map(|(p, s)| ProviderView {
-                name: p.name(),
-                online: s.status == ProviderStatus::Online,
-                models: s.models.as_deref().map(Vec::as_slice),
-            })
-            .collect();
-        let resolution = resolve_model(requested, &views, self.default_provider.as_deref())?;
+        let resolution = {
+            let states: Vec<RwLockReadGuard<'_, ProviderState>> = self.providers.iter().map(|p| p.read_state()).collect();
+            let views: Vec<ProviderView<'_>> = self
+                .providers
+                .iter()
+                .zip(&states)
+                .map(|(p, s)| ProviderView {
+                    name: p.name(),
+                    online: s.status == ProviderStatus::Online,
+                    models: s.models.as_deref().map(Vec::as_slice),
+                })
+                .collect();
+            resolve_model(requested, &views, self.default_provider.as_deref())?
+        };
         let provider = self
-            .providers
-            .iter()
-            .find(|p| p.name() == resolution.model_id.provider().as_str())
+            .provider(resolution.model_id.provider().as_str())
             .cloned()
             .ok_or(RouteError::NoModel)?;
         if let Some(reason) = &provider.disabled_reason {
@@ -335,29 +382,24 @@ impl ProviderRegistry {
                 reason: reason.clone(),
             });
         }
-        Ok(Target {
-            resolution,
-            provider,
-        })
+        Ok(Target { resolution, provider })
     }
 
-    /// Every known model of every enabled provider, as composite ids.
-    pub fn models(&self) -> Vec<ListedModel> {
+    /// Whether `model_id` (composite) names a model its provider has listed
+    /// or declared at any time since start-up.
+    pub fn has_seen(&self, model_id: &str) -> bool {
+        let Some((provider, model)) = model_id.split_once('/') else { return false };
+        self.provider(provider).is_some_and(|p| p.has_seen(model))
+    }
+
+    /// Every composite id seen since start-up, for suggestions.
+    pub fn seen_ids(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for provider in &self.providers {
-            if provider.disabled_reason.is_some() {
-                continue;
-            }
-            let state = provider.state();
-            for model in state.models.iter().flat_map(|m| m.iter()) {
-                let (context_window, _) = provider.context_window(model, &state);
-                out.push(ListedModel {
-                    id: format!("{}/{}", provider.name(), model),
-                    provider: provider.name().to_owned(),
-                    context_window,
-                });
-            }
+        for p in &self.providers {
+            let seen = p.seen.read().unwrap_or_else(|e| e.into_inner());
+            out.extend(seen.iter().map(|m| format!("{}/{}", p.name(), m)));
         }
+        out.sort();
         out
     }
 }

@@ -79,6 +79,15 @@ pub enum StoreError {
         source: sqlx::Error,
     },
 
+    /// The arguments were rejected before the database was touched (e.g. the
+    /// same model id twice in a favorites list, or an empty model id).
+    /// Nothing was written.
+    #[error("invalid input: {reason}")]
+    InvalidInput {
+        /// What is wrong with the input, for humans.
+        reason: String,
+    },
+
     /// Any other database error while running a statement.
     #[error("{op}: database query failed")]
     Query {

@@ -39,11 +39,13 @@ macro_rules! on_pool {
 
 mod calls;
 mod error;
+mod favorites;
 mod projects;
 mod store;
 mod types;
 
 pub use error::StoreError;
+pub use favorites::FavoriteRow;
 pub use store::Store;
 pub use types::{
     Backend, CallFilter, LlmCallRow, NewLlmCall, NewLlmSession, ProjectId, RecordedSession,

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use modelyard_store::{
-    Backend, CallFilter, LlmCallRow, NewLlmCall, NewLlmSession, ProjectId, RecordedSession, Store,
-    StoreError, UsageRow,
+    Backend, CallFilter, FavoriteRow, LlmCallRow, NewLlmCall, NewLlmSession, ProjectId,
+    RecordedSession, Store, StoreError, UsageRow,
 };
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor};
@@ -883,6 +883,417 @@ async fn unreachable_postgres_is_a_connect_error() {
         ),
         "{res:?}"
     );
+}
+
+// ---------------------------------------------------------------- favorites
+
+fn strings(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|&id| id.to_owned()).collect()
+}
+
+/// Model ids of `rows`, after checking their positions are exactly `0..n`.
+fn favorite_ids(rows: &[FavoriteRow]) -> Vec<&str> {
+    let positions: Vec<i64> = rows.iter().map(|r| r.position).collect();
+    let expected: Vec<i64> = (0..).take(rows.len()).collect();
+    assert_eq!(positions, expected, "positions not contiguous: {rows:?}");
+    rows.iter().map(|r| r.model_id.as_str()).collect()
+}
+
+async fn listed_favorites(store: &Store, project: &ProjectId) -> Vec<FavoriteRow> {
+    store.list_favorites(project).await.expect("list favorites")
+}
+
+#[tokio::test]
+async fn favorites_keep_order_and_replace_is_atomic() {
+    for db in test_dbs().await {
+        let store = &db.store;
+        let project = ProjectId::default_project();
+        assert!(listed_favorites(store, &project).await.is_empty());
+
+        let first = strings(&["zeta/z", "alpha/a", "mid"]);
+        let returned = store
+            .replace_favorites(&project, &first, 100)
+            .await
+            .expect("replace");
+        assert_eq!(
+            returned,
+            vec![
+                FavoriteRow {
+                    model_id: "zeta/z".to_owned(),
+                    position: 0,
+                    created_at_ms: 100
+                },
+                FavoriteRow {
+                    model_id: "alpha/a".to_owned(),
+                    position: 1,
+                    created_at_ms: 100
+                },
+                FavoriteRow {
+                    model_id: "mid".to_owned(),
+                    position: 2,
+                    created_at_ms: 100
+                },
+            ]
+        );
+        // Order is the given one, not alphabetical or insertion order.
+        assert_eq!(listed_favorites(store, &project).await, returned);
+
+        // Reorder, drop one, add one: kept ids keep created_at_ms.
+        let second = strings(&["mid", "new/n", "zeta/z"]);
+        let returned = store
+            .replace_favorites(&project, &second, 200)
+            .await
+            .expect("replace");
+        assert_eq!(favorite_ids(&returned), vec!["mid", "new/n", "zeta/z"]);
+        let created: Vec<i64> = returned.iter().map(|r| r.created_at_ms).collect();
+        assert_eq!(created, vec![100, 200, 100]);
+        assert_eq!(listed_favorites(store, &project).await, returned);
+
+        // Invalid lists are rejected and change nothing.
+        for bad in [
+            strings(&["a/x", "b/y", "a/x"]),
+            strings(&["mid", "mid"]),
+            strings(&["a/x", ""]),
+            strings(&["a/x", "nul\0byte"]),
+        ] {
+            let res = store.replace_favorites(&project, &bad, 300).await;
+            assert!(
+                matches!(res, Err(StoreError::InvalidInput { .. })),
+                "{bad:?}: {res:?}"
+            );
+            assert_eq!(listed_favorites(store, &project).await, returned);
+        }
+
+        // An empty list clears the favorites.
+        assert!(store
+            .replace_favorites(&project, &[], 400)
+            .await
+            .expect("clear")
+            .is_empty());
+        assert!(listed_favorites(store, &project).await.is_empty());
+        db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn add_favorite_appends_and_is_idempotent() {
+    for db in test_dbs().await {
+        let store = &db.store;
+        let project = ProjectId::default_project();
+
+        let (rows, added) = store
+            .add_favorite(&project, "local/smollm2", 10)
+            .await
+            .expect("add");
+        assert!(added);
+        assert_eq!(
+            rows,
+            vec![FavoriteRow {
+                model_id: "local/smollm2".to_owned(),
+                position: 0,
+                created_at_ms: 10
+            }]
+        );
+        let (rows, added) = store
+            .add_favorite(&project, "openai/gpt-4o", 20)
+            .await
+            .expect("add");
+        assert!(added);
+        assert_eq!(favorite_ids(&rows), vec!["local/smollm2", "openai/gpt-4o"]);
+
+        // Adding again changes nothing: same position, same created_at_ms.
+        let (again, added) = store
+            .add_favorite(&project, "local/smollm2", 30)
+            .await
+            .expect("add again");
+        assert!(!added);
+        assert_eq!(again, rows);
+        assert_eq!(listed_favorites(store, &project).await, rows);
+
+        // Appends after a replace too.
+        store
+            .replace_favorites(&project, &strings(&["b", "a"]), 40)
+            .await
+            .expect("replace");
+        let (rows, added) = store.add_favorite(&project, "c", 50).await.expect("add");
+        assert!(added);
+        assert_eq!(favorite_ids(&rows), vec!["b", "a", "c"]);
+        assert_eq!(rows[2].created_at_ms, 50);
+
+        for bad in ["", "x\0y"] {
+            let res = store.add_favorite(&project, bad, 60).await;
+            assert!(
+                matches!(res, Err(StoreError::InvalidInput { .. })),
+                "{bad:?}: {res:?}"
+            );
+        }
+        assert_eq!(listed_favorites(store, &project).await, rows);
+        db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn remove_favorite_closes_the_gap() {
+    for db in test_dbs().await {
+        let store = &db.store;
+        let project = ProjectId::default_project();
+        store
+            .replace_favorites(&project, &strings(&["a", "b", "c", "d", "e"]), 1)
+            .await
+            .expect("replace");
+
+        assert!(store.remove_favorite(&project, "b").await.expect("remove"));
+        let rows = listed_favorites(store, &project).await;
+        assert_eq!(favorite_ids(&rows), vec!["a", "c", "d", "e"]);
+        assert!(rows.iter().all(|r| r.created_at_ms == 1));
+
+        assert!(!store
+            .remove_favorite(&project, "b")
+            .await
+            .expect("remove again"));
+        assert!(!store
+            .remove_favorite(&project, "never/there")
+            .await
+            .expect("remove unknown"));
+        assert!(store.remove_favorite(&project, "e").await.expect("last"));
+        assert!(store.remove_favorite(&project, "a").await.expect("first"));
+        let rows = listed_favorites(store, &project).await;
+        assert_eq!(favorite_ids(&rows), vec!["c", "d"]);
+
+        // The next add goes right after the last one.
+        let (rows, _) = store.add_favorite(&project, "f", 2).await.expect("add");
+        assert_eq!(favorite_ids(&rows), vec!["c", "d", "f"]);
+
+        for id in ["c", "d", "f"] {
+            assert!(store.remove_favorite(&project, id).await.expect("remove"));
+        }
+        assert!(listed_favorites(store, &project).await.is_empty());
+        db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn favorites_are_per_project() {
+    for db in test_dbs().await {
+        let store = &db.store;
+        let default = ProjectId::default_project();
+        let other = store.create_project("other").await.expect("create project");
+
+        store
+            .replace_favorites(&default, &strings(&["shared/m", "only/default"]), 1)
+            .await
+            .expect("replace default");
+        let before = listed_favorites(store, &default).await;
+
+        // The same id is independent per project.
+        let (rows, added) = store
+            .add_favorite(&other, "shared/m", 2)
+            .await
+            .expect("add other");
+        assert!(added);
+        assert_eq!(favorite_ids(&rows), vec!["shared/m"]);
+        assert_eq!(rows[0].created_at_ms, 2);
+        store
+            .replace_favorites(&other, &strings(&["only/other", "shared/m"]), 3)
+            .await
+            .expect("replace other");
+        assert!(store
+            .remove_favorite(&other, "shared/m")
+            .await
+            .expect("remove other"));
+        assert!(!store
+            .remove_favorite(&other, "only/default")
+            .await
+            .expect("remove foreign"));
+
+        assert_eq!(
+            favorite_ids(&listed_favorites(store, &other).await),
+            vec!["only/other"]
+        );
+        assert_eq!(listed_favorites(store, &default).await, before);
+
+        // Clearing one project leaves the other alone.
+        store
+            .replace_favorites(&default, &[], 4)
+            .await
+            .expect("clear");
+        assert_eq!(
+            favorite_ids(&listed_favorites(store, &other).await),
+            vec!["only/other"]
+        );
+
+        // An unknown project has no favorites and cannot get any.
+        let ghost = ProjectId::new("no-such-project".to_owned());
+        assert!(listed_favorites(store, &ghost).await.is_empty());
+        let res = store.add_favorite(&ghost, "a/m", 5).await;
+        assert!(
+            matches!(res, Err(StoreError::MissingReference { .. })),
+            "add to unknown project: {res:?}"
+        );
+        let res = store.replace_favorites(&ghost, &strings(&["a/m"]), 5).await;
+        assert!(
+            matches!(res, Err(StoreError::MissingReference { .. })),
+            "replace in unknown project: {res:?}"
+        );
+        assert!(!store.remove_favorite(&ghost, "a/m").await.expect("remove"));
+        assert!(listed_favorites(store, &ghost).await.is_empty());
+        db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn favorite_ids_are_stored_verbatim() {
+    for db in test_dbs().await {
+        let store = &db.store;
+        let project = ProjectId::default_project();
+        let ids = strings(&[
+            "vllm/meta-llama/Llama-3-8B",
+            "local/smollm2",
+            "gpt-4o",
+            "a/b/c/d/e/",
+            "/leading-slash",
+            "ollama/qwen2.5:7b-instruct-q4_K_M",
+            "lmstudio/Grüß/模型-🌍",
+            "Local/SmolLM2",
+            "caf\u{e9}/m",
+            "cafe\u{301}/m",
+            " spaced id ",
+            "quote'\"back\\slash%_",
+        ]);
+        let rows = store
+            .replace_favorites(&project, &ids, 7)
+            .await
+            .expect("replace");
+        let expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+        assert_eq!(favorite_ids(&rows), expected);
+        assert_eq!(
+            favorite_ids(&listed_favorites(store, &project).await),
+            expected
+        );
+
+        // Exact matching: adding any of them again is a no-op, a case or
+        // normalization variant is a different id.
+        for id in &ids {
+            let (_, added) = store.add_favorite(&project, id, 8).await.expect("re-add");
+            assert!(!added, "{id:?} re-added");
+        }
+        let (rows, added) = store
+            .add_favorite(&project, "vllm/meta-llama/llama-3-8b", 9)
+            .await
+            .expect("add variant");
+        assert!(added);
+        assert_eq!(rows.len(), ids.len() + 1);
+        assert!(store
+            .remove_favorite(&project, "lmstudio/Grüß/模型-🌍")
+            .await
+            .expect("remove unicode"));
+        assert!(!store
+            .remove_favorite(&project, "lmstudio")
+            .await
+            .expect("remove prefix"));
+        let rows = listed_favorites(store, &project).await;
+        assert_eq!(rows.len(), ids.len());
+        assert!(rows.iter().all(|r| r.model_id != "lmstudio/Grüß/模型-🌍"));
+        db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_favorite_writes_keep_positions_contiguous() {
+    for db in test_dbs().await {
+        let project = ProjectId::default_project();
+
+        // 20 distinct ids, each added by two tasks at once.
+        let ids: Vec<String> = (0..20).map(|i| format!("prov/model-{i:02}")).collect();
+        let mut tasks = Vec::new();
+        for id in ids.iter().chain(ids.iter()) {
+            let store = db.store.clone();
+            let project = project.clone();
+            let id = id.clone();
+            tasks.push(tokio::spawn(async move {
+                let (rows, added) = store.add_favorite(&project, &id, 1).await.expect("add");
+                assert!(rows.iter().any(|r| r.model_id == id));
+                favorite_ids(&rows);
+                added
+            }));
+        }
+        let mut added = 0;
+        for task in tasks {
+            if task.await.expect("task") {
+                added += 1;
+            }
+        }
+        assert_eq!(added, 20, "each id is added exactly once");
+        let rows = listed_favorites(&db.store, &project).await;
+        let mut got: Vec<&str> = favorite_ids(&rows);
+        assert_eq!(got.len(), 20);
+        got.sort_unstable();
+        assert_eq!(got, ids.iter().map(String::as_str).collect::<Vec<_>>());
+
+        // Removes and adds racing each other.
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let store = db.store.clone();
+            let project = project.clone();
+            tasks.push(tokio::spawn(async move {
+                let removed = store
+                    .remove_favorite(&project, &format!("prov/model-{:02}", i * 2))
+                    .await
+                    .expect("remove");
+                assert!(removed);
+                store
+                    .add_favorite(&project, &format!("late/model-{i}"), 2)
+                    .await
+                    .expect("add");
+            }));
+        }
+        for task in tasks {
+            task.await.expect("task");
+        }
+        let rows = listed_favorites(&db.store, &project).await;
+        let mut got = favorite_ids(&rows);
+        got.sort_unstable();
+        let mut want: Vec<String> = (0..10)
+            .map(|i| format!("prov/model-{:02}", i * 2 + 1))
+            .chain((0..10).map(|i| format!("late/model-{i}")))
+            .collect();
+        want.sort_unstable();
+        assert_eq!(got, want.iter().map(String::as_str).collect::<Vec<_>>());
+        db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn favorites_survive_reconnect() {
+    for db in test_dbs().await {
+        let project = ProjectId::default_project();
+        let ids = strings(&["vllm/meta-llama/Llama-3-8B", "local/smollm2", "gpt-4o"]);
+        let written = db
+            .store
+            .replace_favorites(&project, &ids, 42)
+            .await
+            .expect("replace");
+        db.store.close().await;
+
+        let again = Store::connect(&db.url).await.expect("reconnect");
+        assert_eq!(listed_favorites(&again, &project).await, written);
+        let (rows, added) = again
+            .add_favorite(&project, "late/one", 43)
+            .await
+            .expect("add after reconnect");
+        assert!(added);
+        assert_eq!(
+            favorite_ids(&rows),
+            vec![
+                "vllm/meta-llama/Llama-3-8B",
+                "local/smollm2",
+                "gpt-4o",
+                "late/one"
+            ]
+        );
+        again.close().await;
+        db.finish().await;
+    }
 }
 
 #[test]

@@ -7,15 +7,54 @@
 //! ([`MockUpstream::requests`]) and how clients went away ([`MockUpstream::cancelled_streams`],
 //! [`MockUpstream::cancelled_requests`], [`MockUpstream::in_flight`]).
 //!
+//! [`MockUpstream::start_with`] picks another [`Flavour`] (the discovery endpoints of one
+//! provider kind: OpenAI, llama-swap, vLLM, Ollama, OpenRouter) and the [`MockModel`]s it
+//! serves, so provider discovery can be tested against several mocks at once. At run time
+//! [`MockUpstream::set_models`] changes the models (appear/disappear, load/unload),
+//! [`MockUpstream::set_down`] takes the whole host offline and
+//! [`MockUpstream::set_discovery_delay_ms`] makes discovery slow.
+//!
 //! # Routes
 //!
-//! | Route                       | Response |
-//! |-----------------------------|----------|
-//! | `GET /health`               | `200 {"status":"ok"}` |
-//! | `GET /v1/models`            | `{"object":"list","data":[…]}` listing [`MODEL_IDS`] (each with `owned_by:"mock"`, `meta.n_ctx:4096`) |
-//! | `GET /props`                | `{"default_generation_settings":{"n_ctx":4096},"total_slots":1,"model_alias":"mock-model"}` |
-//! | `POST /v1/chat/completions` | behaviour chosen by the request's `model` (table below) |
-//! | anything else               | `404` with an OpenAI error envelope |
+//! Every flavour serves chat completions at `POST /v1/chat/completions` (OpenRouter also at
+//! `POST /api/v1/chat/completions`), with the behaviour chosen by the request's `model` (table
+//! below) whatever the model list says. Anything not listed answers `404` with an OpenAI error
+//! envelope (`{"error":{"message":…,"type":"invalid_request_error","param":null,"code":null}}`).
+//! `<ctx>` is the model's [`MockModel::context_window`]; when that is `None` the field is
+//! left out (OpenRouter: `null`), as a server that does not know it would.
+//!
+//! | Flavour | Route | Response |
+//! |---------|-------|----------|
+//! | [`LlamaCpp`](Flavour::LlamaCpp) (default, [`MockUpstream::start`]) | `GET /health` | `200 {"status":"ok"}` |
+//! | | `GET /v1/models` | `{"object":"list","data":[{"id","object":"model","created":1700000000,"owned_by":"llamacpp","meta":{"n_ctx":<ctx>,"n_ctx_train":<ctx>}}]}` (`meta` left out when `<ctx>` is unknown) |
+//! | | `GET /props` | `{"default_generation_settings":{"n_ctx":<ctx>},"total_slots":1,"model_alias":<id>,"model_path":"/models/<id>.gguf"}` of the first model; with no models `503 {"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}` |
+//! | [`OpenAi`](Flavour::OpenAi) | `GET /v1/models` | `{"object":"list","data":[{"id","object":"model","created":1700000000,"owned_by":"openai"}]}` (no context window, no `/health`) |
+//! | [`LlamaSwap`](Flavour::LlamaSwap) | `GET /v1/models` | every model: `{"object":"list","data":[{"id","object":"model","created":1700000000,"owned_by":"llama-swap"}]}` |
+//! | | `GET /running` | `{"running":[{"model":<id>,"state":"ready"}]}` for the models with `loaded` |
+//! | | `GET /upstream/<id>/props` | llama.cpp `/props` (above) of `<id>` when it is loaded; `<id>` is the rest of the path minus the trailing `/props`, so it may contain `/` (`%XX` is decoded). `404` when `<id>` is unknown **or not loaded**: real llama-swap would start the model, the mock never does |
+//! | | `GET /health` | `200` `text/plain` `OK` |
+//! | [`Vllm`](Flavour::Vllm) | `GET /v1/models` | `{"object":"list","data":[{"id","object":"model","created":1700000000,"owned_by":"vllm","root":<id>,"parent":null,"max_model_len":<ctx>}]}` |
+//! | | `GET /health` | `200` with an empty body |
+//! | [`Ollama`](Flavour::Ollama) | `GET /` (and `HEAD /`) | `200` `text/plain` `Ollama is running` |
+//! | | `GET /api/tags` | `{"models":[{"name":<id>,"model":<id>,"modified_at":"2026-01-01T00:00:00Z","size":1,"digest":"x","details":{"parent_model":"","format":"gguf","family":"llama","families":["llama"],"parameter_size":"8B","quantization_level":"Q4_K_M"}}]}` (every model) |
+//! | | `POST /api/show` `{"model":<id>}` (or `{"name":<id>}`) | `{"details":{…},"model_info":{"general.architecture":"llama","llama.context_length":<ctx>},"parameters":"","template":"{{ .Prompt }}","capabilities":["completion"],"modified_at":…}` for any listed model (loaded or not; `x` also finds `x:latest`); unknown: `404 {"error":"model 'x' not found"}`; no name / bad JSON: `400 {"error":…}` |
+//! | | `GET /api/ps` | `{"models":[{"name":<id>,"model":<id>,"size":1,"digest":"x","details":{…},"expires_at":"2026-01-01T00:00:00Z","size_vram":1,"context_length":<ctx>}]}` for the models with `loaded` |
+//! | | `GET /v1/models` | as OpenAI, with `owned_by:"library"` |
+//! | [`OpenRouter`](Flavour::OpenRouter) | `GET /v1/models`, `GET /api/v1/models` | `{"data":[{"id","name":"Display <id>","context_length":<ctx>\|null,"created":1700000000}]}` |
+//!
+//! [`MockModel::loaded`] only matters to llama-swap (`/running`, `/upstream/<id>/props`) and
+//! Ollama (`/api/ps`); the other flavours list every model.
+//!
+//! The discovery routes are every route above except chat. [`MockUpstream::set_discovery_delay_ms`]
+//! delays their answers (after recording the request; a client hanging up during the delay
+//! counts in [`MockUpstream::cancelled_requests`]); chat is never delayed by it. While
+//! [`MockUpstream::set_down`] is on, **every** request (chat, discovery, unknown routes) is
+//! recorded and then answered at once, undelayed, with `503`
+//! `{"error":{"message":"mock upstream is down","type":"unavailable_error","param":null,"code":503}}`;
+//! responses already streaming are not cut.
+//!
+//! The default model list ([`MockOptions::default`], used by [`MockUpstream::start`]) is
+//! [`MODEL_IDS`], each with context window 4096 and loaded.
 //!
 //! A chat body that is not valid JSON gets `400` with
 //! `{"error":{"message":…,"type":"invalid_request_error","param":null,"code":null}}`.
@@ -64,8 +103,8 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -102,8 +141,13 @@ pub const MODEL_IDS: &[&str] = &[
 const DEFAULT_MS: u64 = 100;
 const MAX_BODY: usize = 64 * 1024 * 1024;
 const HEALTH_BODY: &str = r#"{"status":"ok"}"#;
-const PROPS_BODY: &str =
-    r#"{"default_generation_settings":{"n_ctx":4096},"total_slots":1,"model_alias":"mock-model"}"#;
+const LOADING_BODY: &str =
+    r#"{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}"#;
+/// `created` of every listed model.
+const CREATED: u64 = 1_700_000_000;
+/// Context window of the default models (and of [`MockUpstream::set_listed_models`] ids).
+const DEFAULT_CONTEXT: u64 = 4096;
+const OLLAMA_TIME: &str = "2026-01-01T00:00:00Z";
 const DONE_EVENT: &str = "data: [DONE]\n\n";
 const INBAND_ERROR: &str =
     r#"{"error":{"message":"mock upstream failed mid-stream","type":"server_error","code":500}}"#;
@@ -137,7 +181,99 @@ impl RecordedRequest {
     }
 }
 
-#[derive(Default)]
+/// Which provider kind's discovery endpoints the mock speaks (see the crate docs for the routes
+/// of each). Chat completions are the same for every flavour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Flavour {
+    /// llama.cpp `llama-server`: `/health`, `/v1/models` with `meta.n_ctx`, `/props`. The
+    /// default, and what [`MockUpstream::start`] serves.
+    #[default]
+    LlamaCpp,
+    /// A plain OpenAI-compatible server: `/v1/models` only, no context windows, no health.
+    OpenAi,
+    /// llama-swap: `/v1/models`, `/running`, `/upstream/<model>/props`, `/health`.
+    LlamaSwap,
+    /// vLLM: `/v1/models` with `max_model_len`, `/health`.
+    Vllm,
+    /// Ollama: `/`, `/api/tags`, `/api/show`, `/api/ps`, and `/v1/models`.
+    Ollama,
+    /// OpenRouter: `/v1/models` and `/api/v1/models` with `context_length`; chat also at
+    /// `/api/v1/chat/completions`.
+    OpenRouter,
+}
+
+impl Flavour {
+    /// Every flavour, in declaration order.
+    pub const ALL: [Flavour; 6] = [
+        Flavour::LlamaCpp,
+        Flavour::OpenAi,
+        Flavour::LlamaSwap,
+        Flavour::Vllm,
+        Flavour::Ollama,
+        Flavour::OpenRouter,
+    ];
+}
+
+/// One model the mock reports through its discovery endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MockModel {
+    /// The model id (may contain `/` and `:`; chat behaviour still follows the crate docs'
+    /// table, so an id like `qwen3-8b` or `meta-llama/Llama-3-8B` gets the normal echo).
+    pub id: String,
+    /// Context window in tokens; `None` leaves it out of the discovery answers.
+    pub context_window: Option<u64>,
+    /// Whether the model is loaded (llama-swap `/running`, Ollama `/api/ps`).
+    pub loaded: bool,
+}
+
+impl MockModel {
+    /// A loaded model.
+    pub fn new(id: impl Into<String>, context_window: Option<u64>) -> MockModel {
+        MockModel {
+            id: id.into(),
+            context_window,
+            loaded: true,
+        }
+    }
+
+    /// The same model with `loaded` set.
+    #[must_use]
+    pub fn with_loaded(mut self, loaded: bool) -> MockModel {
+        self.loaded = loaded;
+        self
+    }
+}
+
+/// Options for [`MockUpstream::start_with`].
+#[derive(Clone, Debug)]
+pub struct MockOptions {
+    /// Which discovery endpoints to serve.
+    pub flavour: Flavour,
+    /// The initial models (replaced at run time by [`MockUpstream::set_models`]).
+    pub models: Vec<MockModel>,
+}
+
+impl MockOptions {
+    /// Options with the given flavour and models.
+    pub fn new(flavour: Flavour, models: Vec<MockModel>) -> MockOptions {
+        MockOptions { flavour, models }
+    }
+}
+
+impl Default for MockOptions {
+    /// [`Flavour::LlamaCpp`] with [`MODEL_IDS`], each loaded with context window 4096: what
+    /// [`MockUpstream::start`] serves.
+    fn default() -> MockOptions {
+        MockOptions {
+            flavour: Flavour::LlamaCpp,
+            models: MODEL_IDS
+                .iter()
+                .map(|id| MockModel::new(*id, Some(DEFAULT_CONTEXT)))
+                .collect(),
+        }
+    }
+}
+
 struct Shared {
     record: AtomicBool,
     log: Mutex<Vec<RecordedRequest>>,
@@ -146,11 +282,16 @@ struct Shared {
     streams_notify: Notify,
     cancelled_requests: AtomicUsize,
     requests_notify: Notify,
-    listed: Mutex<Option<Vec<String>>>,
+    flavour: Flavour,
+    /// The models given at start, restored by `set_listed_models(None)`.
+    initial_models: Vec<MockModel>,
+    models: Mutex<Arc<Vec<MockModel>>>,
+    down: AtomicBool,
+    discovery_delay_ms: AtomicU64,
 }
 
-/// An in-process mock OpenAI-compatible (llama.cpp-flavoured) upstream; see the crate docs for
-/// its routes and behaviours. The server shuts down (gracefully) when this value is dropped.
+/// An in-process mock OpenAI-compatible upstream (llama.cpp-flavoured unless started with
+/// another [`Flavour`]); see the crate docs for its routes and behaviours. The server shuts down (gracefully) when this value is dropped.
 pub struct MockUpstream {
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -172,6 +313,15 @@ impl MockUpstream {
     /// # Panics
     /// If the socket cannot be bound.
     pub async fn start() -> MockUpstream {
+        MockUpstream::start_with(MockOptions::default()).await
+    }
+
+    /// Like [`start`](Self::start), serving `options.flavour`'s discovery endpoints for
+    /// `options.models`.
+    ///
+    /// # Panics
+    /// If the socket cannot be bound.
+    pub async fn start_with(options: MockOptions) -> MockUpstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("mock upstream: bind 127.0.0.1:0");
@@ -181,7 +331,17 @@ impl MockUpstream {
         });
         let shared = Arc::new(Shared {
             record: AtomicBool::new(true),
-            ..Shared::default()
+            log: Mutex::default(),
+            in_flight: AtomicUsize::new(0),
+            cancelled_streams: AtomicUsize::new(0),
+            streams_notify: Notify::new(),
+            cancelled_requests: AtomicUsize::new(0),
+            requests_notify: Notify::new(),
+            flavour: options.flavour,
+            models: Mutex::new(Arc::new(options.models.clone())),
+            initial_models: options.models,
+            down: AtomicBool::new(false),
+            discovery_delay_ms: AtomicU64::new(0),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let (tx, rx) = oneshot::channel::<()>();
@@ -260,10 +420,49 @@ impl MockUpstream {
         self.shared.in_flight.load(Ordering::SeqCst)
     }
 
-    /// Replaces the ids `GET /v1/models` lists (default [`MODEL_IDS`]); `None` restores the
-    /// default. Tests use it to list the exact behaviour names (`slow-first:3000`) they call.
+    /// Replaces the listed models by `ids`, each loaded with context window 4096 (shorthand for
+    /// [`set_models`](Self::set_models)); `None` restores the models the mock started with
+    /// (for [`start`](Self::start): [`MODEL_IDS`]). Tests use it to list the exact behaviour
+    /// names (`slow-first:3000`) they call.
     pub fn set_listed_models(&self, ids: Option<Vec<String>>) {
-        *lock(&self.shared.listed) = ids;
+        let models = match ids {
+            Some(ids) => ids
+                .into_iter()
+                .map(|id| MockModel::new(id, Some(DEFAULT_CONTEXT)))
+                .collect(),
+            None => self.shared.initial_models.clone(),
+        };
+        self.set_models(models);
+    }
+
+    /// Replaces the model list at run time (models appear/disappear, load/unload); discovery
+    /// requests arriving afterwards see the new list.
+    pub fn set_models(&self, models: Vec<MockModel>) {
+        *lock(&self.shared.models) = Arc::new(models);
+    }
+
+    /// The current model list.
+    pub fn models(&self) -> Vec<MockModel> {
+        lock(&self.shared.models).as_ref().clone()
+    }
+
+    /// The flavour the mock was started with.
+    pub fn flavour(&self) -> Flavour {
+        self.shared.flavour
+    }
+
+    /// While down, every request (any route, chat included) is answered at once with `503`
+    /// `{"error":{"message":"mock upstream is down",…}}` (simulates a host going offline);
+    /// `false` restores normal service. Responses already streaming are not cut.
+    pub fn set_down(&self, down: bool) {
+        self.shared.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Adds a delay of `ms` milliseconds before answering the discovery endpoints (models,
+    /// props, health, tags, show, ps, running; not chat), to test that slow probes never block
+    /// chat requests. `0` (the default) removes it.
+    pub fn set_discovery_delay_ms(&self, ms: u64) {
+        self.shared.discovery_delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Turns request recording on or off (default on). The benchmark turns it off so that the
@@ -399,51 +598,320 @@ async fn dispatch(shared: &Arc<Shared>, req: Request, in_flight: InFlight) -> Re
         lock(&shared.log).push(recorded);
     }
 
-    match (&parts.method, parts.uri.path()) {
-        (&Method::POST, "/v1/chat/completions") => chat(body, in_flight).await,
-        (&Method::GET, "/health") => {
-            json_response(StatusCode::OK, Bytes::from_static(HEALTH_BODY.as_bytes()))
+    if shared.down.load(Ordering::SeqCst) {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mock upstream is down",
+            "unavailable_error",
+            Value::from(503),
+        );
+    }
+
+    let route = Route::parse(shared.flavour, &parts.method, parts.uri.path());
+    if route.is_discovery() {
+        let ms = shared.discovery_delay_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        (&Method::GET, "/v1/models") => {
-            let listed = lock(&shared.listed).clone();
-            match listed {
-                Some(ids) => json_response(StatusCode::OK, listing(ids.iter().map(String::as_str))),
-                None => json_response(StatusCode::OK, models_body()),
+    }
+    let models = lock(&shared.models).clone();
+    match route {
+        Route::Chat => chat(body, in_flight).await,
+        Route::Health => match shared.flavour {
+            Flavour::LlamaCpp => {
+                json_response(StatusCode::OK, Bytes::from_static(HEALTH_BODY.as_bytes()))
             }
+            Flavour::LlamaSwap => text_response(StatusCode::OK, "OK"),
+            // vLLM: 200 with an empty body.
+            _ => Response::new(Body::empty()),
+        },
+        Route::Models => json_value(StatusCode::OK, &models_listing(shared.flavour, &models)),
+        Route::Props => match models.first() {
+            Some(m) => json_value(StatusCode::OK, &props(m)),
+            None => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Bytes::from_static(LOADING_BODY.as_bytes()),
+            ),
+        },
+        Route::Running => {
+            let running: Vec<Value> = models
+                .iter()
+                .filter(|m| m.loaded)
+                .map(|m| json!({"model": m.id, "state": "ready"}))
+                .collect();
+            json_value(StatusCode::OK, &json!({ "running": running }))
         }
-        (&Method::GET, "/props") => {
-            json_response(StatusCode::OK, Bytes::from_static(PROPS_BODY.as_bytes()))
+        Route::UpstreamProps(id) => match models.iter().find(|m| m.id == id) {
+            Some(m) if m.loaded => json_value(StatusCode::OK, &props(m)),
+            Some(_) => error_response(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "mock upstream: model '{id}' is not loaded (the mock never starts models)"
+                ),
+                "invalid_request_error",
+                Value::Null,
+            ),
+            None => error_response(
+                StatusCode::NOT_FOUND,
+                &format!("mock upstream: model '{id}' not found"),
+                "invalid_request_error",
+                Value::Null,
+            ),
+        },
+        Route::OllamaRoot => text_response(StatusCode::OK, "Ollama is running"),
+        Route::Tags => {
+            let list: Vec<Value> = models
+                .iter()
+                .map(|m| {
+                    json!({
+                        "name": m.id,
+                        "model": m.id,
+                        "modified_at": OLLAMA_TIME,
+                        "size": 1,
+                        "digest": "x",
+                        "details": ollama_details(),
+                    })
+                })
+                .collect();
+            json_value(StatusCode::OK, &json!({ "models": list }))
         }
-        (method, path) => error_response(
+        Route::Show => ollama_show(&body, &models),
+        Route::Ps => {
+            let list: Vec<Value> = models
+                .iter()
+                .filter(|m| m.loaded)
+                .map(|m| {
+                    let mut v = json!({
+                        "name": m.id,
+                        "model": m.id,
+                        "size": 1,
+                        "digest": "x",
+                        "details": ollama_details(),
+                        "expires_at": OLLAMA_TIME,
+                        "size_vram": 1,
+                    });
+                    if let Some(ctx) = m.context_window {
+                        v["context_length"] = Value::from(ctx);
+                    }
+                    v
+                })
+                .collect();
+            json_value(StatusCode::OK, &json!({ "models": list }))
+        }
+        Route::NotFound => error_response(
             StatusCode::NOT_FOUND,
-            &format!("mock upstream: no route for {method} {path}"),
+            &format!(
+                "mock upstream: no route for {} {}",
+                parts.method,
+                parts.uri.path()
+            ),
             "invalid_request_error",
             Value::Null,
         ),
     }
 }
 
-fn models_body() -> Bytes {
-    static BODY: OnceLock<Bytes> = OnceLock::new();
-    BODY.get_or_init(|| listing(MODEL_IDS.iter().copied()))
-        .clone()
+// ---------------------------------------------------------------------------------------------
+// Discovery
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    Chat,
+    Health,
+    Models,
+    Props,
+    Running,
+    /// llama-swap `/upstream/<id>/props`, with the decoded model id.
+    UpstreamProps(String),
+    OllamaRoot,
+    Tags,
+    Show,
+    Ps,
+    NotFound,
 }
 
-fn listing<'a>(ids: impl Iterator<Item = &'a str>) -> Bytes {
-    {
-        let data: Vec<Value> = ids
-            .map(|id| {
-                json!({
-                    "id": id,
-                    "object": "model",
-                    "created": 1_700_000_000u64,
-                    "owned_by": "mock",
-                    "meta": {"n_ctx": 4096},
-                })
-            })
-            .collect();
-        Bytes::from(serde_json::to_vec(&json!({"object": "list", "data": data})).unwrap())
+impl Route {
+    fn parse(flavour: Flavour, method: &Method, path: &str) -> Route {
+        use Flavour::{LlamaCpp, LlamaSwap, Ollama, OpenRouter, Vllm};
+        let get = *method == Method::GET;
+        let post = *method == Method::POST;
+        match (flavour, path) {
+            (_, "/v1/chat/completions") | (OpenRouter, "/api/v1/chat/completions") if post => {
+                Route::Chat
+            }
+            (_, "/v1/models") | (OpenRouter, "/api/v1/models") if get => Route::Models,
+            (LlamaCpp | LlamaSwap | Vllm, "/health") if get => Route::Health,
+            (LlamaCpp, "/props") if get => Route::Props,
+            (LlamaSwap, "/running") if get => Route::Running,
+            (LlamaSwap, p) if get => match p
+                .strip_prefix("/upstream/")
+                .and_then(|rest| rest.strip_suffix("/props"))
+            {
+                Some(id) => Route::UpstreamProps(percent_decode(id)),
+                None => Route::NotFound,
+            },
+            (Ollama, "/") if get || *method == Method::HEAD => Route::OllamaRoot,
+            (Ollama, "/api/tags") if get => Route::Tags,
+            (Ollama, "/api/show") if post => Route::Show,
+            (Ollama, "/api/ps") if get => Route::Ps,
+            _ => Route::NotFound,
+        }
     }
+
+    fn is_discovery(&self) -> bool {
+        !matches!(self, Route::Chat | Route::NotFound)
+    }
+}
+
+/// Decodes `%XX` escapes (invalid ones are kept as they are).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        if let Some(b) = escaped {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn models_listing(flavour: Flavour, models: &[MockModel]) -> Value {
+    let data: Vec<Value> = models
+        .iter()
+        .map(|m| {
+            let mut v = match flavour {
+                Flavour::OpenRouter => {
+                    return json!({
+                        "id": m.id,
+                        "name": format!("Display {}", m.id),
+                        "context_length": m.context_window,
+                        "created": CREATED,
+                    })
+                }
+                Flavour::LlamaCpp => openai_model(&m.id, "llamacpp"),
+                Flavour::OpenAi => openai_model(&m.id, "openai"),
+                Flavour::LlamaSwap => openai_model(&m.id, "llama-swap"),
+                Flavour::Vllm => openai_model(&m.id, "vllm"),
+                Flavour::Ollama => openai_model(&m.id, "library"),
+            };
+            match (flavour, m.context_window) {
+                (Flavour::LlamaCpp, Some(ctx)) => {
+                    v["meta"] = json!({"n_ctx": ctx, "n_ctx_train": ctx});
+                }
+                (Flavour::Vllm, ctx) => {
+                    v["root"] = Value::from(m.id.as_str());
+                    v["parent"] = Value::Null;
+                    if let Some(ctx) = ctx {
+                        v["max_model_len"] = Value::from(ctx);
+                    }
+                }
+                _ => {}
+            }
+            v
+        })
+        .collect();
+    if flavour == Flavour::OpenRouter {
+        json!({ "data": data })
+    } else {
+        json!({"object": "list", "data": data})
+    }
+}
+
+fn openai_model(id: &str, owned_by: &str) -> Value {
+    json!({"id": id, "object": "model", "created": CREATED, "owned_by": owned_by})
+}
+
+/// llama.cpp `GET /props` for `model`.
+fn props(model: &MockModel) -> Value {
+    let mut settings = json!({});
+    if let Some(ctx) = model.context_window {
+        settings["n_ctx"] = Value::from(ctx);
+    }
+    json!({
+        "default_generation_settings": settings,
+        "total_slots": 1,
+        "model_alias": model.id,
+        "model_path": format!("/models/{}.gguf", model.id),
+    })
+}
+
+fn ollama_details() -> Value {
+    json!({
+        "parent_model": "",
+        "format": "gguf",
+        "family": "llama",
+        "families": ["llama"],
+        "parameter_size": "8B",
+        "quantization_level": "Q4_K_M",
+    })
+}
+
+/// Ollama `POST /api/show` with `{"model": <id>}` or `{"name": <id>}`.
+fn ollama_show(body: &[u8], models: &[MockModel]) -> Response {
+    let ollama_error =
+        |status: StatusCode, message: String| json_value(status, &json!({ "error": message }));
+    let req: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return ollama_error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
+    };
+    let Some(name) = ["model", "name"]
+        .iter()
+        .find_map(|k| req.get(*k).and_then(Value::as_str))
+        .filter(|n| !n.is_empty())
+    else {
+        return ollama_error(StatusCode::BAD_REQUEST, "model is required".to_owned());
+    };
+    // Ollama's default tag: `llama3` names `llama3:latest`.
+    let found = models.iter().find(|m| m.id == name).or_else(|| {
+        if name.contains(':') {
+            return None;
+        }
+        let tagged = format!("{name}:latest");
+        models.iter().find(|m| m.id == tagged)
+    });
+    let Some(model) = found else {
+        return ollama_error(StatusCode::NOT_FOUND, format!("model '{name}' not found"));
+    };
+    let mut info = json!({"general.architecture": "llama"});
+    if let Some(ctx) = model.context_window {
+        info["llama.context_length"] = Value::from(ctx);
+    }
+    json_value(
+        StatusCode::OK,
+        &json!({
+            "parameters": "",
+            "template": "{{ .Prompt }}",
+            "details": ollama_details(),
+            "model_info": info,
+            "capabilities": ["completion"],
+            "modified_at": OLLAMA_TIME,
+        }),
+    )
+}
+
+fn json_value(status: StatusCode, body: &Value) -> Response {
+    json_response(status, Bytes::from(serde_json::to_vec(body).unwrap()))
+}
+
+fn text_response(status: StatusCode, body: &'static str) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
 }
 
 fn json_response(status: StatusCode, body: Bytes) -> Response {

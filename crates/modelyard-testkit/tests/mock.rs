@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use modelyard_testkit::MockUpstream;
+use modelyard_testkit::{Flavour, MockModel, MockOptions, MockUpstream};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -209,6 +209,8 @@ async fn normal_completion_shape() {
     assert_eq!(models["object"], "list");
     assert_eq!(models["data"][0]["id"], "mock-model");
     assert_eq!(models["data"][0]["meta"]["n_ctx"], 4096);
+    assert_eq!(models["data"][0]["owned_by"], "llamacpp");
+    assert_eq!(models["data"].as_array().unwrap().len(), 13);
     let r = request(mock.addr(), "GET", "/props", None).await;
     assert_eq!(r.json()["default_generation_settings"]["n_ctx"], 4096);
 }
@@ -432,4 +434,498 @@ async fn delays_are_applied() {
         (mock.cancelled_streams(), mock.cancelled_requests()),
         (0, 0)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flavours
+
+/// `qwen3-8b` (8192, loaded), `meta-llama/Llama-3-8B` (no context window, loaded),
+/// `gemma:2b` (2048, not loaded).
+fn three_models() -> Vec<MockModel> {
+    vec![
+        MockModel::new("qwen3-8b", Some(8192)),
+        MockModel::new("meta-llama/Llama-3-8B", None),
+        MockModel::new("gemma:2b", Some(2048)).with_loaded(false),
+    ]
+}
+
+async fn start(flavour: Flavour) -> MockUpstream {
+    let mock = MockUpstream::start_with(MockOptions::new(flavour, three_models())).await;
+    assert_eq!(mock.flavour(), flavour);
+    mock
+}
+
+async fn get(mock: &MockUpstream, path: &str) -> Resp {
+    request(mock.addr(), "GET", path, None).await
+}
+
+/// `(status, body as JSON)`.
+async fn get_json(mock: &MockUpstream, path: &str) -> (u16, Value) {
+    let r = get(mock, path).await;
+    assert_eq!(r.header("content-type"), Some("application/json"), "{path}");
+    (r.status, r.json())
+}
+
+fn ids(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn default_options_match_start() {
+    let options = MockOptions::default();
+    assert_eq!(options.flavour, Flavour::LlamaCpp);
+    assert_eq!(options.models.len(), modelyard_testkit::MODEL_IDS.len());
+    assert!(options
+        .models
+        .iter()
+        .all(|m| m.loaded && m.context_window == Some(4096)));
+    let mock = MockUpstream::start().await;
+    assert_eq!(mock.flavour(), Flavour::LlamaCpp);
+    assert_eq!(mock.models(), options.models);
+}
+
+#[tokio::test]
+async fn llamacpp_discovery() {
+    let mock = start(Flavour::LlamaCpp).await;
+    assert_eq!(
+        get_json(&mock, "/health").await,
+        (200, json!({"status": "ok"}))
+    );
+    let (status, v) = get_json(&mock, "/v1/models").await;
+    assert_eq!(status, 200);
+    assert_eq!(v["object"], "list");
+    assert_eq!(
+        v["data"][0],
+        json!({"id": "qwen3-8b", "object": "model", "created": 1_700_000_000u64, "owned_by": "llamacpp",
+               "meta": {"n_ctx": 8192, "n_ctx_train": 8192}})
+    );
+    assert_eq!(v["data"][1]["id"], "meta-llama/Llama-3-8B");
+    assert!(v["data"][1].get("meta").is_none(), "{v}");
+    assert_eq!(ids(&v["data"]).len(), 3);
+    let (status, v) = get_json(&mock, "/props").await;
+    assert_eq!(status, 200);
+    assert_eq!(v["default_generation_settings"]["n_ctx"], 8192);
+    assert_eq!(v["total_slots"], 1);
+    assert_eq!(v["model_alias"], "qwen3-8b");
+    // Other flavours' routes are not served.
+    for path in ["/running", "/api/tags", "/"] {
+        assert_eq!(get(&mock, path).await.status, 404, "{path}");
+    }
+
+    // No model: /props answers like llama.cpp while loading.
+    mock.set_models(Vec::new());
+    let (status, v) = get_json(&mock, "/props").await;
+    assert_eq!(status, 503);
+    assert_eq!(v["error"]["message"], "Loading model");
+    assert_eq!(get_json(&mock, "/v1/models").await.1["data"], json!([]));
+}
+
+#[tokio::test]
+async fn openai_discovery() {
+    let mock = start(Flavour::OpenAi).await;
+    let (status, v) = get_json(&mock, "/v1/models").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        v,
+        json!({"object": "list", "data": [
+            {"id": "qwen3-8b", "object": "model", "created": 1_700_000_000u64, "owned_by": "openai"},
+            {"id": "meta-llama/Llama-3-8B", "object": "model", "created": 1_700_000_000u64, "owned_by": "openai"},
+            {"id": "gemma:2b", "object": "model", "created": 1_700_000_000u64, "owned_by": "openai"},
+        ]})
+    );
+    for path in ["/health", "/props", "/api/tags", "/running"] {
+        assert_eq!(get(&mock, path).await.status, 404, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn llama_swap_discovery() {
+    let mock = start(Flavour::LlamaSwap).await;
+    let (status, v) = get_json(&mock, "/v1/models").await;
+    assert_eq!(status, 200);
+    assert_eq!(v["object"], "list");
+    assert_eq!(
+        ids(&v["data"]),
+        ["qwen3-8b", "meta-llama/Llama-3-8B", "gemma:2b"]
+    );
+    assert!(v["data"].as_array().unwrap().iter().all(|m| m
+        == &json!({"id": m["id"], "object": "model", "created": 1_700_000_000u64, "owned_by": "llama-swap"})));
+
+    assert_eq!(
+        get_json(&mock, "/running").await,
+        (
+            200,
+            json!({"running": [
+                {"model": "qwen3-8b", "state": "ready"},
+                {"model": "meta-llama/Llama-3-8B", "state": "ready"},
+            ]})
+        )
+    );
+
+    let (status, v) = get_json(&mock, "/upstream/qwen3-8b/props").await;
+    assert_eq!(status, 200);
+    assert_eq!(v["default_generation_settings"]["n_ctx"], 8192);
+    assert_eq!(v["model_alias"], "qwen3-8b");
+    // An id with `/`; its context window is unknown.
+    let (status, v) = get_json(&mock, "/upstream/meta-llama/Llama-3-8B/props").await;
+    assert_eq!(status, 200);
+    assert_eq!(v["model_alias"], "meta-llama/Llama-3-8B");
+    assert_eq!(v["default_generation_settings"], json!({}));
+    // Percent-encoded ids are decoded.
+    let (status, v) = get_json(&mock, "/upstream/meta-llama%2FLlama-3-8B/props").await;
+    assert_eq!(
+        (status, &v["model_alias"]),
+        (200, &json!("meta-llama/Llama-3-8B"))
+    );
+    // Not loaded (the mock never starts it) and unknown: 404.
+    assert_eq!(get(&mock, "/upstream/gemma:2b/props").await.status, 404);
+    assert_eq!(get(&mock, "/upstream/nope/props").await.status, 404);
+    assert_eq!(get(&mock, "/upstream/props").await.status, 404);
+
+    let r = get(&mock, "/health").await;
+    assert_eq!((r.status, r.text()), (200, "OK".to_owned()));
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+    assert_eq!(get(&mock, "/props").await.status, 404);
+
+    // Loading gemma makes it run.
+    let mut models = three_models();
+    models[2].loaded = true;
+    mock.set_models(models);
+    let (status, v) = get_json(&mock, "/upstream/gemma:2b/props").await;
+    assert_eq!(
+        (status, &v["default_generation_settings"]["n_ctx"]),
+        (200, &json!(2048))
+    );
+    assert_eq!(
+        get_json(&mock, "/running").await.1["running"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn vllm_discovery() {
+    let mock = start(Flavour::Vllm).await;
+    let (status, v) = get_json(&mock, "/v1/models").await;
+    assert_eq!(status, 200);
+    assert_eq!(v["object"], "list");
+    let m = &v["data"][0];
+    assert_eq!(
+        (
+            &m["id"],
+            &m["object"],
+            &m["owned_by"],
+            &m["root"],
+            &m["max_model_len"]
+        ),
+        (
+            &json!("qwen3-8b"),
+            &json!("model"),
+            &json!("vllm"),
+            &json!("qwen3-8b"),
+            &json!(8192)
+        )
+    );
+    assert_eq!(v["data"][1]["root"], "meta-llama/Llama-3-8B");
+    assert!(v["data"][1].get("max_model_len").is_none(), "{v}");
+    assert_eq!(v["data"][2]["max_model_len"], 2048);
+
+    let r = get(&mock, "/health").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    assert_eq!(get(&mock, "/props").await.status, 404);
+}
+
+#[tokio::test]
+async fn ollama_discovery() {
+    let mock = start(Flavour::Ollama).await;
+    let r = get(&mock, "/").await;
+    assert_eq!((r.status, r.text()), (200, "Ollama is running".to_owned()));
+
+    let (status, v) = get_json(&mock, "/api/tags").await;
+    assert_eq!(status, 200);
+    let tags = v["models"].as_array().unwrap();
+    assert_eq!(tags.len(), 3);
+    assert_eq!(tags[0]["name"], "qwen3-8b");
+    assert_eq!(tags[0]["model"], "qwen3-8b");
+    assert_eq!(tags[0]["modified_at"], "2026-01-01T00:00:00Z");
+    assert_eq!(tags[0]["size"], 1);
+    assert_eq!(tags[0]["digest"], "x");
+    assert_eq!(tags[0]["details"]["family"], "llama");
+    assert_eq!(tags[0]["details"]["parameter_size"], "8B");
+    assert_eq!(tags[2]["name"], "gemma:2b");
+
+    let show = |body: &'static str| request(mock.addr(), "POST", "/api/show", Some(body));
+    let r = show(r#"{"model":"qwen3-8b"}"#).await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(
+        v["model_info"],
+        json!({"general.architecture": "llama", "llama.context_length": 8192})
+    );
+    assert_eq!(v["details"]["family"], "llama");
+    assert_eq!(v["parameters"], "");
+    assert_eq!(v["capabilities"], json!(["completion"]));
+    // `name` works too, and shows models that are not loaded.
+    let v = show(r#"{"name":"gemma:2b"}"#).await.json();
+    assert_eq!(v["model_info"]["llama.context_length"], 2048);
+    let v = show(r#"{"model":"meta-llama/Llama-3-8B"}"#).await.json();
+    assert_eq!(v["model_info"], json!({"general.architecture": "llama"}));
+    let r = show(r#"{"model":"nope"}"#).await;
+    assert_eq!(
+        (r.status, r.json()),
+        (404, json!({"error": "model 'nope' not found"}))
+    );
+    assert_eq!(show(r#"{}"#).await.status, 400);
+    assert_eq!(show("{nope").await.status, 400);
+    assert_eq!(get(&mock, "/api/show").await.status, 404);
+
+    let (status, v) = get_json(&mock, "/api/ps").await;
+    assert_eq!(status, 200);
+    let ps = v["models"].as_array().unwrap();
+    assert_eq!(ps.len(), 2, "{v}");
+    assert_eq!(
+        (
+            &ps[0]["name"],
+            &ps[0]["model"],
+            &ps[0]["size"],
+            &ps[0]["expires_at"],
+            &ps[0]["context_length"]
+        ),
+        (
+            &json!("qwen3-8b"),
+            &json!("qwen3-8b"),
+            &json!(1),
+            &json!("2026-01-01T00:00:00Z"),
+            &json!(8192)
+        )
+    );
+    assert_eq!(ps[1]["name"], "meta-llama/Llama-3-8B");
+    assert!(ps[1].get("context_length").is_none());
+
+    let (status, v) = get_json(&mock, "/v1/models").await;
+    assert_eq!(status, 200);
+    assert_eq!(v["object"], "list");
+    assert_eq!(
+        ids(&v["data"]),
+        ["qwen3-8b", "meta-llama/Llama-3-8B", "gemma:2b"]
+    );
+    assert_eq!(v["data"][0]["object"], "model");
+    assert_eq!(get(&mock, "/health").await.status, 404);
+
+    // `x` finds `x:latest`.
+    mock.set_models(vec![MockModel::new("llama3:latest", Some(4096))]);
+    let v = show(r#"{"model":"llama3"}"#).await.json();
+    assert_eq!(v["model_info"]["llama.context_length"], 4096);
+}
+
+#[tokio::test]
+async fn openrouter_discovery() {
+    let mock = start(Flavour::OpenRouter).await;
+    let expected = json!({"data": [
+        {"id": "qwen3-8b", "name": "Display qwen3-8b", "context_length": 8192, "created": 1_700_000_000u64},
+        {"id": "meta-llama/Llama-3-8B", "name": "Display meta-llama/Llama-3-8B", "context_length": null, "created": 1_700_000_000u64},
+        {"id": "gemma:2b", "name": "Display gemma:2b", "context_length": 2048, "created": 1_700_000_000u64},
+    ]});
+    assert_eq!(get_json(&mock, "/v1/models").await, (200, expected.clone()));
+    assert_eq!(get_json(&mock, "/api/v1/models").await, (200, expected));
+    let body = chat_body("meta-llama/Llama-3-8B", false, false);
+    let r = request(mock.addr(), "POST", "/api/v1/chat/completions", Some(&body)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        "echo: hello there world"
+    );
+    assert_eq!(get(&mock, "/health").await.status, 404);
+}
+
+#[tokio::test]
+async fn chat_is_the_same_for_every_flavour() {
+    for flavour in Flavour::ALL {
+        let mock = start(flavour).await;
+        for model in ["qwen3-8b", "meta-llama/Llama-3-8B", "gemma:2b"] {
+            let r = chat(&mock, model, false, false).await;
+            assert_eq!(r.status, 200, "{flavour:?} {model}");
+            let v = r.json();
+            assert_eq!(
+                v["choices"][0]["message"]["content"],
+                "echo: hello there world"
+            );
+            assert_eq!(v["model"], "mock-upstream-model");
+            let data = chat(&mock, model, true, true).await.sse_data();
+            assert_eq!(data.len(), 8, "{flavour:?} {model}");
+            assert_eq!(data[7], "[DONE]");
+        }
+        assert_eq!(chat(&mock, "status:429", false, false).await.status, 429);
+        if flavour != Flavour::OpenRouter {
+            let body = chat_body("echo", false, false);
+            let r = request(mock.addr(), "POST", "/api/v1/chat/completions", Some(&body)).await;
+            assert_eq!(r.status, 404, "{flavour:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn set_down_answers_503_everywhere() {
+    for flavour in Flavour::ALL {
+        let mock = start(flavour).await;
+        mock.set_down(true);
+        let paths = [
+            "/v1/models",
+            "/health",
+            "/props",
+            "/running",
+            "/api/tags",
+            "/api/ps",
+            "/",
+            "/nope",
+        ];
+        for path in paths {
+            let (status, v) = get_json(&mock, path).await;
+            assert_eq!(status, 503, "{flavour:?} {path}");
+            assert_eq!(v["error"]["message"], "mock upstream is down");
+            assert_eq!(v["error"]["code"], 503);
+        }
+        let r = chat(&mock, "echo", true, false).await;
+        assert_eq!(r.status, 503);
+        assert_eq!(r.json()["error"]["message"], "mock upstream is down");
+        let show = request(
+            mock.addr(),
+            "POST",
+            "/api/show",
+            Some(r#"{"model":"qwen3-8b"}"#),
+        )
+        .await;
+        assert_eq!(show.status, 503);
+        // Requests are still recorded.
+        assert_eq!(mock.requests().len(), paths.len() + 2);
+
+        mock.set_down(false);
+        assert_eq!(chat(&mock, "echo", false, false).await.status, 200);
+        let models = if flavour == Flavour::Ollama {
+            "/api/tags"
+        } else {
+            "/v1/models"
+        };
+        assert_eq!(get(&mock, models).await.status, 200, "{flavour:?}");
+    }
+}
+
+#[tokio::test]
+async fn set_models_at_run_time() {
+    let mock = start(Flavour::LlamaSwap).await;
+    assert_eq!(mock.models(), three_models());
+    mock.set_models(vec![
+        MockModel::new("new-model", Some(16384)).with_loaded(false),
+        MockModel::new("qwen3-8b", Some(8192)).with_loaded(false),
+    ]);
+    let v = get_json(&mock, "/v1/models").await.1;
+    assert_eq!(ids(&v["data"]), ["new-model", "qwen3-8b"]);
+    assert_eq!(get_json(&mock, "/running").await.1, json!({"running": []}));
+    assert_eq!(get(&mock, "/upstream/qwen3-8b/props").await.status, 404);
+
+    // set_listed_models: loaded, context window 4096; None restores the initial models.
+    mock.set_listed_models(Some(vec!["a".to_owned(), "b/c".to_owned()]));
+    assert_eq!(
+        mock.models(),
+        [
+            MockModel::new("a", Some(4096)),
+            MockModel::new("b/c", Some(4096))
+        ]
+    );
+    let v = get_json(&mock, "/upstream/b/c/props").await.1;
+    assert_eq!(v["default_generation_settings"]["n_ctx"], 4096);
+    mock.set_listed_models(None);
+    assert_eq!(mock.models(), three_models());
+
+    // The default mock restores MODEL_IDS.
+    let mock = MockUpstream::start().await;
+    mock.set_listed_models(Some(vec!["slow-first:3000".to_owned()]));
+    let v = get_json(&mock, "/v1/models").await.1;
+    assert_eq!(ids(&v["data"]), ["slow-first:3000"]);
+    assert_eq!(v["data"][0]["meta"]["n_ctx"], 4096);
+    mock.set_listed_models(None);
+    let v = get_json(&mock, "/v1/models").await.1;
+    assert_eq!(ids(&v["data"]), modelyard_testkit::MODEL_IDS);
+}
+
+async fn discovery_delay_case(flavour: Flavour) {
+    const DELAY: Duration = Duration::from_millis(1000);
+    let mock = start(flavour).await;
+    mock.set_discovery_delay_ms(1000);
+    let probe = match flavour {
+        Flavour::Ollama => "/api/tags",
+        Flavour::LlamaSwap => "/running",
+        Flavour::LlamaCpp => "/props",
+        _ => "/v1/models",
+    };
+    let t = std::time::Instant::now();
+    let addr = mock.addr();
+    let slow = tokio::spawn(async move { request(addr, "GET", probe, None).await });
+    // Wait until the probe is being served, then chat (stream and not) alongside it.
+    while mock.in_flight() == 0 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(chat(&mock, "echo", false, false).await.status, 200);
+    let data = chat(&mock, "echo", true, false).await.sse_data();
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    assert!(
+        t.elapsed() < DELAY,
+        "{flavour:?}: chat waited for the probe"
+    );
+    assert!(!slow.is_finished(), "{flavour:?}");
+    assert_eq!(slow.await.unwrap().status, 200);
+    assert!(t.elapsed() >= DELAY, "{flavour:?}");
+    // Unknown routes are not delayed.
+    let t = std::time::Instant::now();
+    assert_eq!(get(&mock, "/nope").await.status, 404);
+    assert!(t.elapsed() < DELAY);
+
+    mock.set_discovery_delay_ms(0);
+    let t = std::time::Instant::now();
+    assert_eq!(get(&mock, probe).await.status, 200);
+    assert!(t.elapsed() < DELAY, "{flavour:?}");
+}
+
+#[tokio::test]
+async fn discovery_delay_never_delays_chat() {
+    futures_util::future::join_all(Flavour::ALL.map(discovery_delay_case)).await;
+}
+
+#[tokio::test]
+async fn discovery_delay_applies_to_every_discovery_route() {
+    const DELAY: Duration = Duration::from_millis(50);
+    let cases: &[(Flavour, &str, &str, Option<&str>)] = &[
+        (Flavour::LlamaCpp, "GET", "/health", None),
+        (Flavour::LlamaCpp, "GET", "/v1/models", None),
+        (Flavour::LlamaCpp, "GET", "/props", None),
+        (Flavour::LlamaSwap, "GET", "/running", None),
+        (Flavour::LlamaSwap, "GET", "/upstream/qwen3-8b/props", None),
+        (Flavour::LlamaSwap, "GET", "/health", None),
+        (Flavour::Vllm, "GET", "/health", None),
+        (Flavour::Ollama, "GET", "/", None),
+        (Flavour::Ollama, "GET", "/api/tags", None),
+        (
+            Flavour::Ollama,
+            "POST",
+            "/api/show",
+            Some(r#"{"model":"qwen3-8b"}"#),
+        ),
+        (Flavour::Ollama, "GET", "/api/ps", None),
+        (Flavour::OpenRouter, "GET", "/api/v1/models", None),
+    ];
+    for &(flavour, method, path, body) in cases {
+        let mock = start(flavour).await;
+        mock.set_discovery_delay_ms(50);
+        let t = std::time::Instant::now();
+        let r = request(mock.addr(), method, path, body).await;
+        assert_eq!(r.status, 200, "{flavour:?} {path}");
+        assert!(t.elapsed() >= DELAY, "{flavour:?} {path}");
+    }
 }

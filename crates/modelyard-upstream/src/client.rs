@@ -36,6 +36,8 @@ pub struct Timeouts {
     pub idle_ms: u64,
     /// Whole exchange, ms.
     pub total_ms: u64,
+    /// One discovery or health probe, ms.
+    pub probe_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -45,6 +47,7 @@ impl Default for Timeouts {
             first_token_ms: 120_000,
             idle_ms: 60_000,
             total_ms: 600_000,
+            probe_ms: 5_000,
         }
     }
 }
@@ -62,6 +65,8 @@ pub struct ProviderEndpoint {
     pub api_key: Option<SecretString>,
     /// Extra headers sent with every request (non-secret).
     pub headers: Vec<(String, String)>,
+    /// Forward proxy for this provider only (`http://`, `https://`).
+    pub proxy_url: Option<Url>,
     /// Timeouts.
     pub timeouts: Timeouts,
 }
@@ -77,6 +82,8 @@ pub enum TimeoutPhase {
     Idle,
     /// `total_ms`.
     Total,
+    /// `probe_ms`.
+    Probe,
 }
 
 impl TimeoutPhase {
@@ -86,6 +93,7 @@ impl TimeoutPhase {
             TimeoutPhase::FirstToken => "first token",
             TimeoutPhase::Idle => "idle between chunks",
             TimeoutPhase::Total => "total",
+            TimeoutPhase::Probe => "probe",
         }
     }
 }
@@ -159,16 +167,6 @@ impl UpstreamError {
     }
 }
 
-/// A model as listed by the provider's `GET /v1/models`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamModel {
-    /// Upstream model name (`data[].id`).
-    pub id: String,
-    /// Context window in tokens when the listing reports it
-    /// (llama.cpp `meta.n_ctx`, OpenRouter `context_length`, vLLM `max_model_len`).
-    pub context_window: Option<u64>,
-}
-
 /// HTTP client for one provider.
 #[derive(Debug, Clone)]
 pub struct ProviderClient {
@@ -219,7 +217,16 @@ impl ProviderClient {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        builder = match &endpoint.proxy_url {
+            Some(proxy) => builder.proxy(
+                reqwest::Proxy::all(proxy.as_str())
+                    .map_err(|e| config_err(format!("proxy_url: {e}")))?,
+            ),
+            // Only a configured proxy is used: never pick one up from the environment.
+            None => builder.no_proxy(),
+        };
+        let http = builder
             .default_headers(headers)
             .connect_timeout(Duration::from_millis(endpoint.timeouts.connect_ms))
             .redirect(reqwest::redirect::Policy::none())
@@ -333,63 +340,29 @@ impl ProviderClient {
         })
     }
 
-    /// `GET {api_base}/models`: the provider's model listing.
-    ///
-    /// # Errors
-    /// Any [`UpstreamError`]; a non-success status is [`UpstreamError::Status`].
-    pub async fn list_models(&self) -> Result<Vec<UpstreamModel>, UpstreamError> {
-        let url = format!("{}/models", self.api_base);
-        let body = self.get_json(&url).await?;
-        let data = body.get("data").and_then(|d| d.as_array()).ok_or_else(|| {
-            UpstreamError::InvalidResponse {
-                provider: self.name(),
-                reason: "model listing has no `data` array".into(),
-            }
-        })?;
-        Ok(data
-            .iter()
-            .filter_map(|m| {
-                let id = m.get("id")?.as_str()?.to_owned();
-                let context_window = m
-                    .pointer("/meta/n_ctx")
-                    .or_else(|| m.get("context_length"))
-                    .or_else(|| m.get("max_model_len"))
-                    .and_then(|v| v.as_u64());
-                Some(UpstreamModel { id, context_window })
-            })
-            .collect())
+    /// The server root (the base URL without a trailing `/v1`).
+    pub fn server_root(&self) -> &str {
+        &self.server_root
     }
 
-    /// Health probe: the kind's health endpoint when it has one, else the
-    /// model listing.
+    /// A discovery probe: `GET` (or `POST` with a JSON body) under the
+    /// provider's `probe_ms` deadline. Returns the body of a 2xx answer.
     ///
     /// # Errors
-    /// Any [`UpstreamError`].
-    pub async fn health(&self) -> Result<(), UpstreamError> {
-        match self.endpoint.kind.health_path() {
-            Some(path) => {
-                let url = format!("{}{}", self.server_root, path);
-                self.get_json(&url).await.map(|_| ())
-            }
-            None => self.list_models().await.map(|_| ()),
-        }
-    }
-
-    async fn get_json(&self, url: &str) -> Result<serde_json::Value, UpstreamError> {
-        let limit_ms = self
-            .endpoint
-            .timeouts
-            .connect_ms
-            .saturating_mul(2)
-            .max(2_000);
+    /// Any [`UpstreamError`]; a non-2xx status is [`UpstreamError::Status`].
+    pub(crate) async fn probe(
+        &self,
+        url: &str,
+        json_body: Option<&serde_json::Value>,
+    ) -> Result<Bytes, UpstreamError> {
+        let limit_ms = self.endpoint.timeouts.probe_ms;
         let deadline = Instant::now() + Duration::from_millis(limit_ms);
         let exchange = async {
-            let response = self
-                .http
-                .get(url)
-                .send()
-                .await
-                .map_err(|e| self.send_error(url, e))?;
+            let request = match json_body {
+                Some(body) => self.http.post(url).json(body),
+                None => self.http.get(url),
+            };
+            let response = request.send().await.map_err(|e| self.send_error(url, e))?;
             if !response.status().is_success() {
                 return Err(UpstreamError::Status {
                     provider: self.name(),
@@ -397,21 +370,30 @@ impl ProviderClient {
                     url: redact_url(url),
                 });
             }
-            let bytes = response.bytes().await.map_err(|e| UpstreamError::Body {
+            response.bytes().await.map_err(|e| UpstreamError::Body {
                 provider: self.name(),
                 reason: error_chain(&e.without_url()),
-            })?;
-            serde_json::from_slice(&bytes).map_err(|e| UpstreamError::InvalidResponse {
-                provider: self.name(),
-                reason: format!("not JSON: {e}"),
             })
         };
         timeout_at(deadline, exchange).await.unwrap_or_else(|_| {
             Err(UpstreamError::Timeout {
                 provider: self.name(),
-                phase: TimeoutPhase::Total,
+                phase: TimeoutPhase::Probe,
                 limit_ms,
             })
+        })
+    }
+
+    /// [`Self::probe`] and parse the answer as JSON.
+    pub(crate) async fn probe_json(
+        &self,
+        url: &str,
+        json_body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, UpstreamError> {
+        let bytes = self.probe(url, json_body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| UpstreamError::InvalidResponse {
+            provider: self.name(),
+            reason: format!("{} is not JSON: {e}", redact_url(url)),
         })
     }
 }

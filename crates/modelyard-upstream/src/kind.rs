@@ -1,7 +1,8 @@
 //! Provider kinds. Every kind speaks the OpenAI chat-completions protocol;
-//! a kind adds what else its server offers (health, context-window props).
-//! New kinds (llama-swap, vLLM, Ollama, ...) are new variants here plus their
-//! probes in [`crate::client`].
+//! a kind adds how its server is discovered (model listing, health, loaded
+//! state, context windows — see [`crate::discovery`]) and, for cloud
+//! presets, a default base URL. A new kind is a new variant here plus its
+//! discovery in `discovery.rs`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,28 +12,65 @@ use std::str::FromStr;
 pub enum ProviderKind {
     /// Any OpenAI-compatible server, cloud or local (`/v1/chat/completions`, `/v1/models`).
     OpenAi,
-    /// llama.cpp `llama-server`: OpenAI protocol plus `GET /health` and `GET /props`
+    /// llama.cpp `llama-server`: plus `GET /health` and `GET /props`
     /// (`default_generation_settings.n_ctx`).
     LlamaCpp,
+    /// llama-swap: `/v1/models` lists configured models, `/running` the
+    /// loaded ones, `/upstream/{model}/props` a loaded model's llama.cpp props.
+    LlamaSwap,
+    /// vLLM: `/v1/models` with `max_model_len`, `GET /health`.
+    Vllm,
+    /// Ollama: `/api/tags`, `/api/show` (`model_info.*.context_length`),
+    /// `/api/ps` (loaded models, `context_length`).
+    Ollama,
+    /// OpenRouter (preset of `openai`; `/models` with `context_length`).
+    OpenRouter,
+    /// DeepSeek (preset of `openai`).
+    DeepSeek,
 }
 
 impl ProviderKind {
     /// Every kind, in documentation order.
-    pub const ALL: [ProviderKind; 2] = [ProviderKind::OpenAi, ProviderKind::LlamaCpp];
+    pub const ALL: [ProviderKind; 7] = [
+        ProviderKind::OpenAi,
+        ProviderKind::LlamaCpp,
+        ProviderKind::LlamaSwap,
+        ProviderKind::Vllm,
+        ProviderKind::Ollama,
+        ProviderKind::OpenRouter,
+        ProviderKind::DeepSeek,
+    ];
 
-    /// The name used in config files and the API (`openai`, `llama-cpp`).
+    /// The name used in config files and the API.
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
             ProviderKind::LlamaCpp => "llama-cpp",
+            ProviderKind::LlamaSwap => "llama-swap",
+            ProviderKind::Vllm => "vllm",
+            ProviderKind::Ollama => "ollama",
+            ProviderKind::OpenRouter => "openrouter",
+            ProviderKind::DeepSeek => "deepseek",
+        }
+    }
+
+    /// The base URL a preset kind uses when the config gives none.
+    pub fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::OpenRouter => Some("https://openrouter.ai/api/v1"),
+            ProviderKind::DeepSeek => Some("https://api.deepseek.com/v1"),
+            _ => None,
         }
     }
 
     /// Path of a health endpoint relative to the server root, if the kind has one.
     pub fn health_path(self) -> Option<&'static str> {
         match self {
-            ProviderKind::OpenAi => None,
-            ProviderKind::LlamaCpp => Some("/health"),
+            ProviderKind::LlamaCpp | ProviderKind::LlamaSwap | ProviderKind::Vllm => {
+                Some("/health")
+            }
+            ProviderKind::Ollama => Some("/"),
+            ProviderKind::OpenAi | ProviderKind::OpenRouter | ProviderKind::DeepSeek => None,
         }
     }
 }
@@ -45,7 +83,7 @@ impl fmt::Display for ProviderKind {
 
 /// Error for an unknown kind name; lists the valid ones.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown provider kind {0:?}; expected one of: openai, llama-cpp")]
+#[error("unknown provider kind {0:?}; expected one of: openai, llama-cpp, llama-swap, vllm, ollama, openrouter, deepseek")]
 pub struct UnknownKind(pub String);
 
 impl FromStr for ProviderKind {

@@ -4,17 +4,19 @@
 //! - [`client`]: one HTTP client per provider, with its timeouts and
 //!   credentials; returns [`client::UpstreamResponse`] whose chunks are read
 //!   under idle and total deadlines.
+//! - [`discovery`]: per-kind probes: model listing, health, loaded state,
+//!   context windows.
 //! - [`sse`]: an incremental Server-Sent Events decoder (WHATWG HTML §9.2).
 //! - [`openai`]: OpenAI chat-completion wire helpers: read the few fields the
 //!   gateway needs without re-serializing the rest, splice the `model` field,
 //!   accumulate a streamed answer for the call log.
 
 pub mod client;
+pub mod discovery;
 pub mod kind;
 pub mod openai;
 pub mod sse;
 
-pub use client::{
-    ProviderClient, ProviderEndpoint, Timeouts, UpstreamError, UpstreamModel, UpstreamResponse,
-};
+pub use client::{ProviderClient, ProviderEndpoint, Timeouts, UpstreamError, UpstreamResponse};
+pub use discovery::{DiscoveredModel, Discovery};
 pub use kind::ProviderKind;

@@ -57,7 +57,19 @@ pub async fn read_json(response: reqwest::Response) -> anyhow::Result<Value> {
     let value: Value = serde_json::from_slice(&body)
         .with_context(|| format!("HTTP {status}: the response is not JSON"))?;
     if !status.is_success() {
-        bail!("HTTP {status}: {}", error_message(&value));
+        let suggestions: Vec<&str> = value
+            .get("suggestions")
+            .and_then(Value::as_array)
+            .map(|s| s.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if suggestions.is_empty() {
+            bail!("HTTP {status}: {}", error_message(&value));
+        }
+        bail!(
+            "HTTP {status}: {} (did you mean: {}?)",
+            error_message(&value),
+            suggestions.join(", ")
+        );
     }
     Ok(value)
 }
@@ -70,41 +82,4 @@ pub fn error_message(value: &Value) -> String {
         .and_then(Value::as_str)
         .map(str::to_owned)
         .unwrap_or_else(|| value.to_string())
-}
-
-/// Prints `GET /v1/models` as a table (or JSON).
-pub async fn print_models(client: &Client, json: bool) -> anyhow::Result<()> {
-    let models = client.get_json("/v1/models").await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&models)?);
-        return Ok(());
-    }
-    let data = models
-        .get("data")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if data.is_empty() {
-        println!("no models (are providers configured and online?)");
-        return Ok(());
-    }
-    let width = data
-        .iter()
-        .filter_map(|m| m.get("id").and_then(Value::as_str))
-        .map(str::len)
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    println!("{:<width$}  {:<12}  CONTEXT", "MODEL", "PROVIDER");
-    for m in &data {
-        let id = m.get("id").and_then(Value::as_str).unwrap_or("?");
-        let provider = m.get("provider").and_then(Value::as_str).unwrap_or("?");
-        let context = m
-            .get("context_window")
-            .and_then(Value::as_u64)
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| "unknown".into());
-        println!("{id:<width$}  {provider:<12}  {context}");
-    }
-    Ok(())
 }

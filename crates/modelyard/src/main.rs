@@ -4,6 +4,7 @@
 //! running server (`--server`, default the configured listen address).
 
 mod calls;
+mod catalog;
 mod chat;
 mod client;
 
@@ -37,11 +38,25 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// List every model of every provider (composite ids).
+    /// The model catalog: favorites first, then one group per provider.
     Models {
+        /// Include the models of offline and disabled providers.
+        #[arg(long)]
+        all: bool,
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Providers: status, last error, model count, last check.
+    Providers {
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Favorite models (stored on the server, shared by every client).
+    Favorites {
+        #[command(subcommand)]
+        command: Option<FavoritesCommand>,
     },
     /// Chat with a model, streaming the answer to the terminal.
     Chat {
@@ -82,6 +97,29 @@ enum ConfigCommand {
     Check {
         /// File to check (default: --config / $MODELYARD_CONFIG / ./modelyard.toml).
         path: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FavoritesCommand {
+    /// List favorites in order.
+    Ls,
+    /// Add a model at the end.
+    Add {
+        /// Model id (`provider/model`).
+        model: String,
+    },
+    /// Remove a model.
+    Rm {
+        /// Model id (`provider/model`).
+        model: String,
+    },
+    /// Move a model to a position (1 = first).
+    Move {
+        /// Model id (`provider/model`).
+        model: String,
+        /// New position, 1-based.
+        position: usize,
     },
 }
 
@@ -186,11 +224,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config {
             command: ConfigCommand::Check { path },
         } => config_check(&cli, path.as_deref()).map(|()| ExitCode::SUCCESS),
-        Command::Models { json } => {
+        Command::Models { all, json } => {
             let client = client::Client::new(server_url(&cli)?)?;
-            client::print_models(&client, *json)
+            catalog::models(&client, *all, *json)
                 .await
                 .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Providers { json } => {
+            let client = client::Client::new(server_url(&cli)?)?;
+            catalog::providers(&client, *json)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Favorites { command } => {
+            let client = client::Client::new(server_url(&cli)?)?;
+            match command {
+                None | Some(FavoritesCommand::Ls) => catalog::favorites_ls(&client).await,
+                Some(FavoritesCommand::Add { model }) => {
+                    catalog::favorites_add(&client, model).await
+                }
+                Some(FavoritesCommand::Rm { model }) => catalog::favorites_rm(&client, model).await,
+                Some(FavoritesCommand::Move { model, position }) => {
+                    catalog::favorites_move(&client, model, *position).await
+                }
+            }
+            .map(|()| ExitCode::SUCCESS)
         }
         Command::Chat {
             model,

@@ -1,3 +1,6 @@
 //! Modelyard's own API (camelCase JSON, RFC 9457 problem documents).
 
 pub mod calls;
+pub mod catalog;
+pub mod favorites;
+pub mod providers;

@@ -187,21 +187,29 @@ async fn chat(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Resp
     let bytes = match upstream.bytes(MAX_UPSTREAM_BODY).await {
         Ok(bytes) => bytes,
         Err(err) => {
-            let status = if err.is_timeout() {
-                StatusCode::GATEWAY_TIMEOUT
+            let (client_status, kind) = if err.is_timeout() {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
             } else {
-                StatusCode::BAD_GATEWAY
+                (StatusCode::BAD_GATEWAY, "upstream_error")
             };
             let message = err.to_string();
-            draft.fail(
-                Some(status.as_u16()),
-                Default::default(),
-                None,
-                message.clone(),
-            );
-            return Err(OpenAiError::new(status, "upstream_error", message));
+            // The record keeps the status the upstream answered with.
+            draft.fail(Some(status), Default::default(), None, message.clone());
+            return Err(OpenAiError::new(client_status, kind, message));
         }
     };
+    // A success status whose body is an error object is an error, not an answer.
+    if has_inband_error(&bytes) {
+        let (message, _, code) = upstream_error_message(&bytes, MAX_ERROR_CHARS);
+        let message = format!(
+            "provider '{}' answered HTTP {status} with an error: {message}",
+            target.provider.name()
+        );
+        draft.fail(Some(status), Default::default(), None, message.clone());
+        let mut error = OpenAiError::new(StatusCode::BAD_GATEWAY, "upstream_error", message);
+        error.code = code;
+        return Err(error);
+    }
     match rewrite_completion(&bytes, &client_model) {
         Ok(rewritten) => {
             // A non-streamed answer has no observable first token.
@@ -228,24 +236,45 @@ async fn chat(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Resp
     }
 }
 
-/// `GET /v1/models`: every known model of every enabled provider as
-/// composite ids, in OpenAI's list shape plus `provider` and
-/// `context_window` (tokens, `null` when unknown).
+/// Whether a completion body is a JSON object with a non-null top-level
+/// `error` member (some servers answer failures with HTTP 200).
+fn has_inband_error(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow, default)]
+        error: Option<&'a serde_json::value::RawValue>,
+    }
+    // Skip the second parse unless the key can be there at all.
+    if !body.windows(7).any(|w| w == b"\"error\"") {
+        return false;
+    }
+    serde_json::from_slice::<Probe<'_>>(body)
+        .ok()
+        .and_then(|p| p.error)
+        .is_some_and(|e| e.get() != "null")
+}
+
+/// `GET /v1/models`: the models of every online provider as composite ids,
+/// in OpenAI's list shape plus `provider` and `context_window` (tokens,
+/// `null` when unknown; snake_case like OpenAI's own fields).
 pub async fn list_models(State(app): State<AppState>) -> Response {
-    let data: Vec<serde_json::Value> = app
-        .registry
-        .models()
-        .into_iter()
-        .map(|m| {
-            json!({
-                "id": m.id,
+    let mut data: Vec<serde_json::Value> = Vec::new();
+    for provider in app.registry.providers() {
+        let state = provider.state();
+        if state.status != crate::registry::ProviderStatus::Online {
+            continue;
+        }
+        let created = state.last_ok_at_ms.unwrap_or(0) / 1000;
+        for model in state.catalog.iter() {
+            data.push(json!({
+                "id": format!("{}/{}", provider.name(), model.model),
                 "object": "model",
-                "created": 0,
-                "owned_by": m.provider,
-                "provider": m.provider,
-                "context_window": m.context_window,
-            })
-        })
-        .collect();
+                "created": created,
+                "owned_by": provider.name(),
+                "provider": provider.name(),
+                "context_window": model.context_window,
+            }));
+        }
+    }
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }

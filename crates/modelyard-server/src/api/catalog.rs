@@ -1,0 +1,92 @@
+//! The catalog: `GET /v1/catalog[?includeOffline=true]`.
+//!
+//! ```text
+//! {
+//!   "favorites": [model],          // in favorite order; only models of online providers
+//!   "providers": [{                // config order
+//!     ...provider (see providers.rs),
+//!     "models": [model]            // offline/disabled providers: [] unless includeOffline
+//!   }]
+//! }
+//! model = {id, provider, model, displayName, contextWindow (tokens | null),
+//!          contextWindowSource ("config" | "provider" | null),
+//!          contextWindowFrom (e.g. "/props n_ctx" | null), loaded (bool | null),
+//!          favorite, online}
+//! ```
+//! A favorited model also stays in its provider group. Favorites of an
+//! offline provider are hidden from `favorites`, never deleted.
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::app::AppState;
+use crate::error::Problem;
+use crate::registry::{CatalogModel, Provider, ProviderStatus};
+
+/// Query of `GET /v1/catalog`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CatalogQuery {
+    /// Include the models of offline and disabled providers, flagged `online: false`.
+    #[serde(default)]
+    include_offline: bool,
+}
+
+/// One catalog model as JSON.
+pub fn model_json(provider: &Provider, model: &CatalogModel, online: bool, favorites: &[String]) -> Value {
+    let id = format!("{}/{}", provider.name(), model.model);
+    let favorite = favorites.iter().any(|f| *f == id);
+    json!({
+        "id": id,
+        "provider": provider.name(),
+        "model": model.model,
+        "displayName": model.display_name,
+        "contextWindow": model.context_window,
+        "contextWindowSource": model.context_window_source.map(|s| s.as_str()),
+        "contextWindowFrom": model.context_window_from,
+        "loaded": model.loaded,
+        "favorite": favorite,
+        "online": online,
+    })
+}
+
+/// `GET /v1/catalog`.
+pub async fn catalog(
+    State(app): State<AppState>,
+    query: Result<Query<CatalogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
+    };
+    let favorites = match super::favorites::favorite_ids(&app).await {
+        Ok(f) => f,
+        Err(problem) => return problem.into_response(),
+    };
+    let mut groups = Vec::with_capacity(app.registry.providers().len());
+    // Favorites in their order, filled from the online groups below.
+    let mut favorite_entries: Vec<Option<Value>> = vec![None; favorites.len()];
+    for provider in app.registry.providers() {
+        let state = provider.state();
+        let online = state.status == ProviderStatus::Online;
+        let mut group = super::providers::provider_json(provider, &state);
+        let mut models = Vec::new();
+        for model in state.catalog.iter() {
+            let entry = model_json(provider, model, online, &favorites);
+            if online {
+                if let Some(i) = favorites.iter().position(|f| *f == entry["id"]) {
+                    favorite_entries[i] = Some(entry.clone());
+                }
+            }
+            if online || query.include_offline {
+                models.push(entry);
+            }
+        }
+        group["models"] = Value::Array(models);
+        groups.push(group);
+    }
+    let favorites: Vec<Value> = favorite_entries.into_iter().flatten().collect();
+    axum::Json(json!({"favorites": favorites, "providers": groups})).into_response()
+}

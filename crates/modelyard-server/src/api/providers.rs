@@ -1,0 +1,90 @@
+//! Providers: `GET /v1/providers`, `GET /v1/providers/{name}`,
+//! `POST /v1/providers/{name}/refresh`.
+//!
+//! A provider as JSON: `{name, kind, baseUrl, status ("online" | "offline" |
+//! "disabled" | "unknown"), lastError, disabledReason, lastCheckedAt,
+//! lastOkAt (RFC 3339 or null), probeIntervalMs, modelCount}`; the single
+//! view adds `models` (catalog entries, see [`super::catalog`]).
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::catalog::model_json;
+use crate::app::AppState;
+use crate::clock::rfc3339;
+use crate::error::Problem;
+use crate::registry::{Provider, ProviderState};
+
+/// A provider's JSON (without models).
+pub fn provider_json(provider: &Provider, state: &ProviderState) -> Value {
+    json!({
+        "name": provider.name(),
+        "kind": provider.config.kind.as_str(),
+        "baseUrl": modelyard_upstream::client::redact_url(provider.config.base_url.as_str()),
+        "status": state.status.as_str(),
+        "lastError": state.last_error,
+        "disabledReason": provider.disabled_reason,
+        "lastCheckedAt": state.last_checked_at_ms.map(rfc3339),
+        "lastOkAt": state.last_ok_at_ms.map(rfc3339),
+        "probeIntervalMs": provider.config.probe_interval_ms,
+        "modelCount": state.catalog.len(),
+    })
+}
+
+fn detail(provider: &Provider, favorites: &[String]) -> Value {
+    let state = provider.state();
+    let mut value = provider_json(provider, &state);
+    let online = state.status == crate::registry::ProviderStatus::Online;
+    value["models"] = state
+        .catalog
+        .iter()
+        .map(|m| model_json(provider, m, online, favorites))
+        .collect();
+    value
+}
+
+/// `GET /v1/providers`: `{data: [provider]}` in config order.
+pub async fn list(State(app): State<AppState>) -> Response {
+    let data: Vec<Value> = app
+        .registry
+        .providers()
+        .iter()
+        .map(|p| provider_json(p, &p.state()))
+        .collect();
+    axum::Json(json!({ "data": data })).into_response()
+}
+
+fn unknown(app: &AppState, name: &str) -> Problem {
+    let names: Vec<&str> = app.registry.providers().iter().map(|p| p.name()).collect();
+    Problem::not_found(format!("no provider named {name:?}; providers: {}", names.join(", ")))
+}
+
+/// `GET /v1/providers/{name}`: the provider with its models.
+pub async fn show(State(app): State<AppState>, Path(name): Path<String>) -> Response {
+    let Some(provider) = app.registry.provider(&name).cloned() else {
+        return unknown(&app, &name).into_response();
+    };
+    let favorites = match super::favorites::favorite_ids(&app).await {
+        Ok(f) => f,
+        Err(problem) => return problem.into_response(),
+    };
+    axum::Json(detail(&provider, &favorites)).into_response()
+}
+
+/// `POST /v1/providers/{name}/refresh`: probes now (bounded by the
+/// provider's `probe_ms`) and answers with the result.
+pub async fn refresh(State(app): State<AppState>, Path(name): Path<String>) -> Response {
+    let Some(provider) = app.registry.provider(&name).cloned() else {
+        return unknown(&app, &name).into_response();
+    };
+    if let Some(reason) = &provider.disabled_reason {
+        return Problem::conflict(format!("provider {name:?} is disabled: {reason}")).into_response();
+    }
+    provider.refresh().await;
+    let favorites = match super::favorites::favorite_ids(&app).await {
+        Ok(f) => f,
+        Err(problem) => return problem.into_response(),
+    };
+    axum::Json(detail(&provider, &favorites)).into_response()
+}

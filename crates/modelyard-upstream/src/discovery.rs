@@ -1,0 +1,248 @@
+//! Discovery: what a provider serves, whether it is up, which models are
+//! loaded, and each model's context window as the serving process reports it.
+//!
+//! | kind | models | health | loaded | context window (first found) |
+//! |---|---|---|---|---|
+//! | `llama-cpp` | `/v1/models` | `/health` | always | `/props` `default_generation_settings.n_ctx`, else `/v1/models` `meta.n_ctx` |
+//! | `llama-swap` | `/v1/models` | `/health` | `/running` | loaded: `/upstream/{model}/props` `n_ctx`; else `/v1/models` metadata |
+//! | `vllm` | `/v1/models` | `/health` | always | `/v1/models` `max_model_len` |
+//! | `ollama` | `/api/tags` | `/` | `/api/ps` | loaded: `/api/ps` `context_length`; else `/api/show` `model_info.<arch>.context_length` |
+//! | `openrouter` | `/models` | — | — | `/models` `context_length` |
+//! | `openai`, `deepseek` | `/models` | — | — | `/models` `context_length` / `context_window` when present |
+//!
+//! A number never crosses providers: each [`DiscoveredModel`] carries what
+//! its own server said, and `None` when it said nothing.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use crate::client::{ProviderClient, UpstreamError};
+use crate::kind::ProviderKind;
+
+/// One model as discovered on its provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveredModel {
+    /// Upstream model name.
+    pub id: String,
+    /// A human-readable name when the provider has one (OpenRouter `name`).
+    pub display_name: Option<String>,
+    /// Context window in tokens, as reported by the provider.
+    pub context_window: Option<u64>,
+    /// Which endpoint and field gave `context_window` (e.g. `/props n_ctx`).
+    pub context_window_from: Option<&'static str>,
+    /// Whether the model is loaded, for kinds that report it.
+    pub loaded: Option<bool>,
+}
+
+impl DiscoveredModel {
+    fn new(id: String) -> Self {
+        Self {
+            id,
+            display_name: None,
+            context_window: None,
+            context_window_from: None,
+            loaded: None,
+        }
+    }
+
+    fn set_context(&mut self, n: Option<u64>, from: &'static str) {
+        if self.context_window.is_none() {
+            if let Some(n) = n.filter(|n| *n > 0) {
+                self.context_window = Some(n);
+                self.context_window_from = Some(from);
+            }
+        }
+    }
+}
+
+/// The result of probing a provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Discovery {
+    /// Models in the provider's order.
+    pub models: Vec<DiscoveredModel>,
+}
+
+fn as_u64(v: Option<&Value>) -> Option<u64> {
+    v.and_then(Value::as_u64)
+}
+
+impl ProviderClient {
+    /// Probes the provider according to its kind (see the module table).
+    ///
+    /// # Errors
+    /// The first failing required probe (listing or health). Optional probes
+    /// (`/props`, `/running`, `/api/ps`, `/api/show`) that fail only leave
+    /// their fields unknown.
+    pub async fn discover(&self) -> Result<Discovery, UpstreamError> {
+        let kind = self.endpoint().kind;
+        if let Some(path) = kind.health_path() {
+            self.probe(&format!("{}{path}", self.server_root()), None)
+                .await?;
+        }
+        match kind {
+            ProviderKind::Ollama => self.discover_ollama().await,
+            _ => {
+                let mut models = self.openai_listing().await?;
+                match kind {
+                    ProviderKind::LlamaCpp => self.llama_cpp_props(&mut models).await,
+                    ProviderKind::LlamaSwap => self.llama_swap_running(&mut models).await,
+                    ProviderKind::Vllm => models.iter_mut().for_each(|m| m.loaded = Some(true)),
+                    _ => {}
+                }
+                Ok(Discovery { models })
+            }
+        }
+    }
+
+    /// `GET {api_base}/models` in OpenAI shape, with the context fields the
+    /// various servers add.
+    async fn openai_listing(&self) -> Result<Vec<DiscoveredModel>, UpstreamError> {
+        let url = format!("{}/models", self.api_base());
+        let body = self.probe_json(&url, None).await?;
+        let data = body.get("data").and_then(Value::as_array).ok_or_else(|| {
+            UpstreamError::InvalidResponse {
+                provider: self.endpoint().name.clone(),
+                reason: "model listing has no `data` array".into(),
+            }
+        })?;
+        Ok(data
+            .iter()
+            .filter_map(|m| {
+                let mut model = DiscoveredModel::new(m.get("id")?.as_str()?.to_owned());
+                model.display_name = m.get("name").and_then(Value::as_str).map(str::to_owned);
+                model.set_context(as_u64(m.get("max_model_len")), "/v1/models max_model_len");
+                model.set_context(as_u64(m.get("context_length")), "/v1/models context_length");
+                model.set_context(as_u64(m.get("context_window")), "/v1/models context_window");
+                model.set_context(as_u64(m.pointer("/meta/n_ctx")), "/v1/models meta.n_ctx");
+                Some(model)
+            })
+            .collect())
+    }
+
+    /// llama.cpp serves one model; `/props` gives the context each request
+    /// may actually use, which wins over the listing's `meta.n_ctx`.
+    async fn llama_cpp_props(&self, models: &mut [DiscoveredModel]) {
+        let props = self
+            .probe_json(&format!("{}/props", self.server_root()), None)
+            .await;
+        let n_ctx = props
+            .ok()
+            .and_then(|p| as_u64(p.pointer("/default_generation_settings/n_ctx")))
+            .filter(|n| *n > 0);
+        for model in models.iter_mut() {
+            model.loaded = Some(true);
+            if let Some(n) = n_ctx {
+                model.context_window = Some(n);
+                model.context_window_from = Some("/props n_ctx");
+            }
+        }
+    }
+
+    /// llama-swap: `/running` says which models are loaded; each loaded
+    /// model's own llama-server reports its `n_ctx` through
+    /// `/upstream/{model}/props`. Unloaded models are not started by a probe.
+    async fn llama_swap_running(&self, models: &mut [DiscoveredModel]) {
+        let running: HashSet<String> = self
+            .probe_json(&format!("{}/running", self.server_root()), None)
+            .await
+            .ok()
+            .and_then(|r| r.get("running").and_then(Value::as_array).cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| {
+                r.get("state")
+                    .and_then(Value::as_str)
+                    .is_none_or(|s| s == "ready")
+            })
+            .filter_map(|r| r.get("model").and_then(Value::as_str).map(str::to_owned))
+            .collect();
+        let props = futures_util::future::join_all(models.iter().map(|m| {
+            let loaded = running.contains(&m.id);
+            let url = format!("{}/upstream/{}/props", self.server_root(), m.id);
+            async move {
+                if !loaded {
+                    return None;
+                }
+                self.probe_json(&url, None)
+                    .await
+                    .ok()
+                    .and_then(|p| as_u64(p.pointer("/default_generation_settings/n_ctx")))
+            }
+        }))
+        .await;
+        for (model, n_ctx) in models.iter_mut().zip(props) {
+            let loaded = running.contains(&model.id);
+            model.loaded = Some(loaded);
+            if let Some(n) = n_ctx.filter(|n| *n > 0) {
+                model.context_window = Some(n);
+                model.context_window_from = Some("/upstream/{model}/props n_ctx");
+            }
+        }
+    }
+
+    /// Ollama: `/api/tags` lists, `/api/ps` says what is loaded (with the
+    /// context it was loaded with), `/api/show` gives the model's context
+    /// length otherwise.
+    async fn discover_ollama(&self) -> Result<Discovery, UpstreamError> {
+        let root = self.server_root();
+        let tags = self.probe_json(&format!("{root}/api/tags"), None).await?;
+        let names: Vec<String> = tags
+            .get("models")
+            .and_then(Value::as_array)
+            .ok_or_else(|| UpstreamError::InvalidResponse {
+                provider: self.endpoint().name.clone(),
+                reason: "/api/tags has no `models` array".into(),
+            })?
+            .iter()
+            .filter_map(|m| {
+                m.get("name")
+                    .or_else(|| m.get("model"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .collect();
+        let ps = self.probe_json(&format!("{root}/api/ps"), None).await.ok();
+        let loaded: Vec<(String, Option<u64>)> = ps
+            .as_ref()
+            .and_then(|p| p.get("models").and_then(Value::as_array))
+            .into_iter()
+            .flatten()
+            .filter_map(|m| {
+                let name = m
+                    .get("name")
+                    .or_else(|| m.get("model"))
+                    .and_then(Value::as_str)?;
+                Some((name.to_owned(), as_u64(m.get("context_length"))))
+            })
+            .collect();
+        let shows = futures_util::future::join_all(names.iter().map(|name| {
+            let url = format!("{root}/api/show");
+            let body = serde_json::json!({"model": name});
+            async move { self.probe_json(&url, Some(&body)).await.ok() }
+        }))
+        .await;
+        let models = names
+            .into_iter()
+            .zip(shows)
+            .map(|(name, show)| {
+                let mut model = DiscoveredModel::new(name);
+                let running = loaded.iter().find(|(n, _)| *n == model.id);
+                model.loaded = Some(running.is_some());
+                model.set_context(running.and_then(|(_, ctx)| *ctx), "/api/ps context_length");
+                let trained = show
+                    .as_ref()
+                    .and_then(|s| s.get("model_info"))
+                    .and_then(Value::as_object)
+                    .and_then(|info| {
+                        info.iter()
+                            .find(|(k, _)| k.ends_with(".context_length"))
+                            .and_then(|(_, v)| v.as_u64())
+                    });
+                model.set_context(trained, "/api/show model_info.context_length");
+                model
+            })
+            .collect();
+        Ok(Discovery { models })
+    }
+}
