@@ -84,12 +84,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/catalog", get(api::catalog::catalog))
         .route("/v1/providers", get(api::providers::list))
         .route("/v1/providers/{name}", get(api::providers::show))
-        .route("/v1/providers/{name}/refresh", post(api::providers::refresh))
+        .route(
+            "/v1/providers/{name}/refresh",
+            post(api::providers::refresh),
+        )
         .route(
             "/v1/favorites",
-            get(api::favorites::list).put(api::favorites::replace).post(api::favorites::add),
+            get(api::favorites::list)
+                .put(api::favorites::replace)
+                .post(api::favorites::add),
         )
-        .route("/v1/favorites/{*model_id}", axum::routing::delete(api::favorites::remove))
+        .route(
+            "/v1/favorites/{*model_id}",
+            axum::routing::delete(api::favorites::remove),
+        )
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }

@@ -424,7 +424,9 @@ fn validate(
         let base_text = match (&p.base_url, kind.default_base_url()) {
             (Some(url), _) => url.clone(),
             (None, Some(default)) => default.to_owned(),
-            (None, None) => return Err(err(key("base_url"), format!("is required for kind {kind}"))),
+            (None, None) => {
+                return Err(err(key("base_url"), format!("is required for kind {kind}")))
+            }
         };
         let base_url = Url::parse(&base_text)
             .map_err(|e| err(key("base_url"), format!("{base_text:?} is not a URL: {e}")))?;
@@ -465,9 +467,13 @@ fn validate(
         let proxy_url = match &p.proxy_url {
             None => None,
             Some(text) => {
-                let url = Url::parse(text).map_err(|e| err(key("proxy_url"), format!("{text:?} is not a URL: {e}")))?;
+                let url = Url::parse(text)
+                    .map_err(|e| err(key("proxy_url"), format!("{text:?} is not a URL: {e}")))?;
                 if !matches!(url.scheme(), "http" | "https") {
-                    return Err(err(key("proxy_url"), "must be an http:// or https:// proxy URL".into()));
+                    return Err(err(
+                        key("proxy_url"),
+                        "must be an http:// or https:// proxy URL".into(),
+                    ));
                 }
                 if !url.username().is_empty() || url.password().is_some() {
                     return Err(err(key("proxy_url"), "must not contain credentials".into()));
@@ -478,19 +484,29 @@ fn validate(
         let mut set_params = serde_json::Map::new();
         for (param, value) in p.set_params {
             if RESERVED_PARAMS.contains(&param.as_str()) {
-                return Err(err(format!("providers[{i}].set_params.{param}"), "is set by routing and cannot be overridden".into()));
+                return Err(err(
+                    format!("providers[{i}].set_params.{param}"),
+                    "is set by routing and cannot be overridden".into(),
+                ));
             }
-            let value = serde_json::to_value(&value).map_err(|e| err(format!("providers[{i}].set_params.{param}"), e.to_string()))?;
+            let value = serde_json::to_value(&value)
+                .map_err(|e| err(format!("providers[{i}].set_params.{param}"), e.to_string()))?;
             set_params.insert(param, value);
         }
         for (j, param) in p.strip_params.iter().enumerate() {
             if RESERVED_PARAMS.contains(&param.as_str()) {
-                return Err(err(key(&format!("strip_params[{j}]")), format!("{param:?} is needed by routing and cannot be stripped")));
+                return Err(err(
+                    key(&format!("strip_params[{j}]")),
+                    format!("{param:?} is needed by routing and cannot be stripped"),
+                ));
             }
         }
         let probe_interval_ms = p.probe_interval_ms.unwrap_or(30_000);
         if probe_interval_ms < 1_000 {
-            return Err(err(key("probe_interval_ms"), "must be at least 1000".into()));
+            return Err(err(
+                key("probe_interval_ms"),
+                "must be at least 1000".into(),
+            ));
         }
         let defaults = Timeouts::default();
         let timeouts = Timeouts {

@@ -25,6 +25,8 @@ pub struct OpenAiError {
     pub param: Option<&'static str>,
     /// `code`: a machine-readable code, if any.
     pub code: Option<Value>,
+    /// A `Retry-After` header to pass on (from an upstream 429 or 503).
+    pub retry_after: Option<String>,
 }
 
 impl OpenAiError {
@@ -36,6 +38,7 @@ impl OpenAiError {
             kind: kind.to_owned(),
             param: None,
             code: None,
+            retry_after: None,
         }
     }
 
@@ -64,7 +67,14 @@ impl OpenAiError {
 
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(value) = self
+            .retry_after
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
     }
 }
 
@@ -89,7 +99,12 @@ impl Problem {
     }
 
     fn new(status: StatusCode, title: &'static str, detail: String) -> Self {
-        Self { status, title, detail, extensions: serde_json::Map::new() }
+        Self {
+            status,
+            title,
+            detail,
+            extensions: serde_json::Map::new(),
+        }
     }
 
     /// 404 Not Found.
@@ -109,7 +124,11 @@ impl Problem {
 
     /// 422 Unprocessable Content.
     pub fn unprocessable(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Unprocessable Content", detail.into())
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Unprocessable Content",
+            detail.into(),
+        )
     }
 
     /// 500, for store failures; the detail is logged, not shown.

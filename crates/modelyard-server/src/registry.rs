@@ -125,7 +125,10 @@ impl Provider {
 
     /// Whether the provider listed or declared `model` at any time since start-up.
     pub fn has_seen(&self, model: &str) -> bool {
-        self.seen.read().unwrap_or_else(|e| e.into_inner()).contains(model)
+        self.seen
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(model)
     }
 
     /// Whether the last probe succeeded.
@@ -133,12 +136,14 @@ impl Provider {
         self.read_state().status == ProviderStatus::Online
     }
 
-
     /// Builds the catalog entries from a discovery: discovered models in the
     /// provider's order, then models only declared in the config. Config
     /// overrides (context window, display name) win over what was reported.
     fn catalog_from(&self, discovered: &[DiscoveredModel]) -> Vec<CatalogModel> {
-        let mut out: Vec<CatalogModel> = discovered.iter().map(|d| self.catalog_entry(&d.id, Some(d))).collect();
+        let mut out: Vec<CatalogModel> = discovered
+            .iter()
+            .map(|d| self.catalog_entry(&d.id, Some(d)))
+            .collect();
         for declared in &self.config.models {
             if !discovered.iter().any(|d| d.id == declared.id) {
                 out.push(self.catalog_entry(&declared.id, None));
@@ -149,12 +154,18 @@ impl Provider {
 
     fn catalog_entry(&self, model: &str, discovered: Option<&DiscoveredModel>) -> CatalogModel {
         let declared = self.config.models.iter().find(|m| m.id == model);
-        let (context_window, context_window_source, context_window_from) =
-            match (declared.and_then(|m| m.context_window), discovered.and_then(|d| d.context_window)) {
-                (Some(n), _) => (Some(n), Some(ContextWindowSource::Config), None),
-                (None, Some(n)) => (Some(n), Some(ContextWindowSource::Provider), discovered.and_then(|d| d.context_window_from)),
-                (None, None) => (None, None, None),
-            };
+        let (context_window, context_window_source, context_window_from) = match (
+            declared.and_then(|m| m.context_window),
+            discovered.and_then(|d| d.context_window),
+        ) {
+            (Some(n), _) => (Some(n), Some(ContextWindowSource::Config), None),
+            (None, Some(n)) => (
+                Some(n),
+                Some(ContextWindowSource::Provider),
+                discovered.and_then(|d| d.context_window_from),
+            ),
+            (None, None) => (None, None, None),
+        };
         CatalogModel {
             model: model.to_owned(),
             display_name: declared
@@ -186,7 +197,11 @@ impl Provider {
                     .extend(catalog.iter().map(|m| m.model.clone()));
                 let ids: Vec<String> = catalog.iter().map(|m| m.model.clone()).collect();
                 if state.status != ProviderStatus::Online {
-                    tracing::info!(provider = self.name(), models = ids.len(), "provider online");
+                    tracing::info!(
+                        provider = self.name(),
+                        models = ids.len(),
+                        "provider online"
+                    );
                 }
                 state.status = ProviderStatus::Online;
                 state.models = Some(Arc::new(ids));
@@ -197,7 +212,9 @@ impl Provider {
             Err(err) => {
                 let message = err.to_string();
                 // Log transitions only, so a flapping host does not flood logs.
-                if state.status != ProviderStatus::Offline || state.last_error.as_deref() != Some(&message) {
+                if state.status != ProviderStatus::Offline
+                    || state.last_error.as_deref() != Some(&message)
+                {
                     tracing::warn!(provider = self.name(), error = %message, "provider offline");
                 }
                 state.status = ProviderStatus::Offline;
@@ -257,7 +274,10 @@ impl ProviderRegistry {
         let mut providers = Vec::with_capacity(config.providers.len());
         for p in &config.providers {
             let (api_key, disabled_reason) = match (&p.api_key_env, p.enabled) {
-                (_, false) => (None, Some("disabled in the config (enabled = false)".to_owned())),
+                (_, false) => (
+                    None,
+                    Some("disabled in the config (enabled = false)".to_owned()),
+                ),
                 (Some(var), true) => match env(var).filter(|v| !v.is_empty()) {
                     Some(key) => (Some(SecretString::from(key)), None),
                     None => (None, Some(format!("environment variable {var} is not set"))),
@@ -271,7 +291,11 @@ impl ProviderRegistry {
                     kind: p.kind,
                     base_url: p.base_url.clone(),
                     api_key,
-                    headers: p.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    headers: p
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
                     proxy_url: p.proxy_url.clone(),
                     timeouts: p.timeouts,
                 })?),
@@ -282,7 +306,11 @@ impl ProviderRegistry {
                 client,
                 disabled_reason: disabled_reason.clone(),
                 state: RwLock::new(ProviderState {
-                    status: if disabled_reason.is_some() { ProviderStatus::Disabled } else { ProviderStatus::Unknown },
+                    status: if disabled_reason.is_some() {
+                        ProviderStatus::Disabled
+                    } else {
+                        ProviderStatus::Unknown
+                    },
                     models: (!configured.is_empty()).then(|| Arc::new(configured.clone())),
                     catalog: Arc::new(Vec::new()),
                     last_error: None,
@@ -292,7 +320,11 @@ impl ProviderRegistry {
                 seen: RwLock::new(configured.into_iter().collect()),
             };
             let catalog = provider.catalog_from(&[]);
-            provider.state.get_mut().unwrap_or_else(|e| e.into_inner()).catalog = Arc::new(catalog);
+            provider
+                .state
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .catalog = Arc::new(catalog);
             if let Some(reason) = &disabled_reason {
                 tracing::warn!(provider = %p.name, reason = %reason, "provider disabled");
             }
@@ -359,7 +391,8 @@ impl ProviderRegistry {
             .or(self.default_model.as_deref())
             .ok_or(RouteError::NoModel)?;
         let resolution = {
-            let states: Vec<RwLockReadGuard<'_, ProviderState>> = self.providers.iter().map(|p| p.read_state()).collect();
+            let states: Vec<RwLockReadGuard<'_, ProviderState>> =
+                self.providers.iter().map(|p| p.read_state()).collect();
             let views: Vec<ProviderView<'_>> = self
                 .providers
                 .iter()
@@ -382,13 +415,18 @@ impl ProviderRegistry {
                 reason: reason.clone(),
             });
         }
-        Ok(Target { resolution, provider })
+        Ok(Target {
+            resolution,
+            provider,
+        })
     }
 
     /// Whether `model_id` (composite) names a model its provider has listed
     /// or declared at any time since start-up.
     pub fn has_seen(&self, model_id: &str) -> bool {
-        let Some((provider, model)) = model_id.split_once('/') else { return false };
+        let Some((provider, model)) = model_id.split_once('/') else {
+            return false;
+        };
         self.provider(provider).is_some_and(|p| p.has_seen(model))
     }
 

@@ -425,6 +425,14 @@ impl UpstreamResponse {
         &self.content_type
     }
 
+    /// The `Retry-After` header, if the provider sent one.
+    pub fn retry_after(&self) -> Option<&str> {
+        self.response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+    }
+
     /// Whether the body is an SSE stream.
     pub fn is_event_stream(&self) -> bool {
         self.content_type.starts_with("text/event-stream")

@@ -53,14 +53,20 @@ pub struct ChatRequestHead {
 
 #[derive(Deserialize)]
 struct RawHead<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     model: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     stream: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     stream_options: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     messages: Option<&'a RawValue>,
+}
+
+/// `Some(raw)` for a member that is present, even when its value is `null`
+/// (plain `Option` would turn `null` into `None` and lose its span).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 fn span_of(body: &str, raw: &RawValue) -> Range<usize> {
@@ -85,16 +91,16 @@ impl ChatRequestHead {
             .find('{')
             .map(|i| i + 1)
             .ok_or_else(|| RequestError::NotJson("expected an object".into()))?;
+        // A `null` value still has a span: it is replaced, never duplicated.
+        let model_span = raw.model.map(|value| span_of(text, value));
         let model = match is_null(raw.model) {
             None => None,
-            Some(value) => {
-                let name: String =
-                    serde_json::from_str(value.get()).map_err(|_| RequestError::FieldType {
-                        field: "model",
-                        expected: "a string",
-                    })?;
-                Some((name, span_of(text, value)))
-            }
+            Some(value) => Some(serde_json::from_str::<String>(value.get()).map_err(|_| {
+                RequestError::FieldType {
+                    field: "model",
+                    expected: "a string",
+                }
+            })?),
         };
         let stream = match is_null(raw.stream) {
             None => false,
@@ -115,8 +121,11 @@ impl ChatRequestHead {
             }
             Some(_) => {}
         }
-        let stream_options = match is_null(raw.stream_options) {
+        let stream_options = match raw.stream_options {
             None => None,
+            Some(value) if value.get() == "null" => {
+                Some((serde_json::Map::new(), span_of(text, value)))
+            }
             Some(value) => {
                 let map: serde_json::Map<String, serde_json::Value> =
                     serde_json::from_str(value.get()).map_err(|_| RequestError::FieldType {
@@ -131,10 +140,6 @@ impl ChatRequestHead {
             .and_then(|(map, _)| map.get("include_usage"))
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
-        let (model, model_span) = match model {
-            Some((name, span)) => (Some(name), Some(span)),
-            None => (None, None),
-        };
         Ok(Self {
             model,
             model_span,
@@ -183,6 +188,29 @@ impl ChatRequestHead {
         }
         splice(body, edits)
     }
+}
+
+/// Applies a provider's parameter rules to a request body: removes the
+/// top-level fields named in `strip`, then sets those in `set`. The body is
+/// re-serialized (member order kept), so this runs only for providers that
+/// have rules.
+///
+/// # Errors
+/// A message when the body is not a JSON object.
+pub fn apply_param_rules(
+    body: &[u8],
+    set: &serde_json::Map<String, serde_json::Value>,
+    strip: &[String],
+) -> Result<Vec<u8>, String> {
+    let mut object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    for key in strip {
+        object.shift_remove(key);
+    }
+    for (key, value) in set {
+        object.insert(key.clone(), value.clone());
+    }
+    serde_json::to_vec(&object).map_err(|e| e.to_string())
 }
 
 /// Replaces byte ranges of `input`; ranges must not overlap.
@@ -253,6 +281,8 @@ pub struct AnswerSummary {
 struct RawCompletion<'a> {
     #[serde(borrow, default)]
     model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
     #[serde(default)]
     choices: Vec<CompletionChoice>,
     #[serde(default)]
@@ -286,14 +316,33 @@ pub struct RewrittenCompletion {
     pub summary: AnswerSummary,
 }
 
+/// Why a non-streamed completion body is not an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompletionError {
+    /// Not a JSON object.
+    #[error("not a JSON object: {0}")]
+    NotJson(String),
+    /// A success status whose body is an error object (`{"error": ...}`);
+    /// holds the error member's JSON.
+    #[error("error object in a success response: {0}")]
+    InBand(String),
+}
+
 /// Rewrites the `model` of a non-streamed completion to `client_model` and
 /// summarizes it.
 ///
 /// # Errors
-/// A message when the body is not a JSON object.
-pub fn rewrite_completion(body: &[u8], client_model: &str) -> Result<RewrittenCompletion, String> {
-    let text = std::str::from_utf8(body).map_err(|e| e.to_string())?;
-    let raw: RawCompletion<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+/// [`CompletionError`].
+pub fn rewrite_completion(
+    body: &[u8],
+    client_model: &str,
+) -> Result<RewrittenCompletion, CompletionError> {
+    let text = std::str::from_utf8(body).map_err(|e| CompletionError::NotJson(e.to_string()))?;
+    let raw: RawCompletion<'_> =
+        serde_json::from_str(text).map_err(|e| CompletionError::NotJson(e.to_string()))?;
+    if let Some(error) = raw.error.filter(|e| e.get() != "null") {
+        return Err(CompletionError::InBand(error.get().to_owned()));
+    }
     let body = rewrite_model_at(text, raw.model, client_model);
     let mut summary = AnswerSummary {
         usage: raw.usage.map(Usage::from).unwrap_or_default(),

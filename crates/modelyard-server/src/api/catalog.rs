@@ -35,9 +35,14 @@ pub struct CatalogQuery {
 }
 
 /// One catalog model as JSON.
-pub fn model_json(provider: &Provider, model: &CatalogModel, online: bool, favorites: &[String]) -> Value {
+pub fn model_json(
+    provider: &Provider,
+    model: &CatalogModel,
+    online: bool,
+    favorites: &[String],
+) -> Value {
     let id = format!("{}/{}", provider.name(), model.model);
-    let favorite = favorites.iter().any(|f| *f == id);
+    let favorite = favorites.contains(&id);
     json!({
         "id": id,
         "provider": provider.name(),

@@ -83,15 +83,19 @@ fn validate(app: &AppState, id: &str, existing: &[String]) -> Result<String, Pro
                     }
                     _ => format!("model {id:?} cannot be added: {err}"),
                 };
-                return Err(Problem::unprocessable(detail).with("suggestions", suggestions(app, id)));
+                return Err(
+                    Problem::unprocessable(detail).with("suggestions", suggestions(app, id))
+                );
             }
         },
     };
     if existing.contains(&composite) || app.registry.has_seen(&composite) {
         Ok(composite)
     } else {
-        Err(Problem::unprocessable(format!("the catalog has never seen model {composite:?}"))
-            .with("suggestions", suggestions(app, &composite)))
+        Err(
+            Problem::unprocessable(format!("the catalog has never seen model {composite:?}"))
+                .with("suggestions", suggestions(app, &composite)),
+        )
     }
 }
 
@@ -125,7 +129,10 @@ pub async fn list(State(app): State<AppState>) -> Response {
 
 /// `PUT /v1/favorites`: replaces the ordered list; every id is validated
 /// before anything is written.
-pub async fn replace(State(app): State<AppState>, body: Result<Json<ReplaceBody>, JsonRejection>) -> Response {
+pub async fn replace(
+    State(app): State<AppState>,
+    body: Result<Json<ReplaceBody>, JsonRejection>,
+) -> Response {
     let Json(body) = match body {
         Ok(b) => b,
         Err(rejection) => return json_problem(rejection).into_response(),
@@ -138,13 +145,18 @@ pub async fn replace(State(app): State<AppState>, body: Result<Json<ReplaceBody>
     for id in &body.favorites {
         match validate(&app, id, &existing) {
             Ok(id) if ids.contains(&id) => {
-                return Problem::unprocessable(format!("model {id:?} appears twice in favorites")).into_response()
+                return Problem::unprocessable(format!("model {id:?} appears twice in favorites"))
+                    .into_response()
             }
             Ok(id) => ids.push(id),
             Err(problem) => return problem.into_response(),
         }
     }
-    match app.store.replace_favorites(&app.project, &ids, now_ms()).await {
+    match app
+        .store
+        .replace_favorites(&app.project, &ids, now_ms())
+        .await
+    {
         Ok(rows) => Json(favorites_json(&app, &rows)).into_response(),
         Err(err) => Problem::internal(err).into_response(),
     }
@@ -152,7 +164,10 @@ pub async fn replace(State(app): State<AppState>, body: Result<Json<ReplaceBody>
 
 /// `POST /v1/favorites`: appends one; 201 when added, 200 when it was
 /// already there.
-pub async fn add(State(app): State<AppState>, body: Result<Json<AddBody>, JsonRejection>) -> Response {
+pub async fn add(
+    State(app): State<AppState>,
+    body: Result<Json<AddBody>, JsonRejection>,
+) -> Response {
     let Json(body) = match body {
         Ok(b) => b,
         Err(rejection) => return json_problem(rejection).into_response(),
@@ -167,7 +182,11 @@ pub async fn add(State(app): State<AppState>, body: Result<Json<AddBody>, JsonRe
     };
     match app.store.add_favorite(&app.project, &id, now_ms()).await {
         Ok((rows, added)) => {
-            let status = if added { StatusCode::CREATED } else { StatusCode::OK };
+            let status = if added {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             (status, Json(favorites_json(&app, &rows))).into_response()
         }
         Err(err) => Problem::internal(err).into_response(),
@@ -178,7 +197,9 @@ pub async fn add(State(app): State<AppState>, body: Result<Json<AddBody>, JsonRe
 pub async fn remove(State(app): State<AppState>, Path(model_id): Path<String>) -> Response {
     match app.store.remove_favorite(&app.project, &model_id).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => Problem::not_found(format!("model {model_id:?} is not a favorite")).into_response(),
+        Ok(false) => {
+            Problem::not_found(format!("model {model_id:?} is not a favorite")).into_response()
+        }
         Err(err) => Problem::internal(err).into_response(),
     }
 }

@@ -57,7 +57,10 @@ pub async fn list(State(app): State<AppState>) -> Response {
 
 fn unknown(app: &AppState, name: &str) -> Problem {
     let names: Vec<&str> = app.registry.providers().iter().map(|p| p.name()).collect();
-    Problem::not_found(format!("no provider named {name:?}; providers: {}", names.join(", ")))
+    Problem::not_found(format!(
+        "no provider named {name:?}; providers: {}",
+        names.join(", ")
+    ))
 }
 
 /// `GET /v1/providers/{name}`: the provider with its models.
@@ -79,7 +82,8 @@ pub async fn refresh(State(app): State<AppState>, Path(name): Path<String>) -> R
         return unknown(&app, &name).into_response();
     };
     if let Some(reason) = &provider.disabled_reason {
-        return Problem::conflict(format!("provider {name:?} is disabled: {reason}")).into_response();
+        return Problem::conflict(format!("provider {name:?} is disabled: {reason}"))
+            .into_response();
     }
     provider.refresh().await;
     let favorites = match super::favorites::favorite_ids(&app).await {

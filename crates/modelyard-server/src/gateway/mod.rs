@@ -16,7 +16,8 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use modelyard_upstream::openai::{
-    rewrite_completion, upstream_error_message, ChatRequestHead, RequestError,
+    apply_param_rules, rewrite_completion, upstream_error_message, ChatRequestHead,
+    CompletionError, RequestError,
 };
 use serde_json::json;
 
@@ -65,7 +66,7 @@ fn route_error(err: RouteError) -> OpenAiError {
         )
         .param("model"),
         RouteError::Resolve(modelyard_core::ResolveError::Ambiguous { .. }) => OpenAiError::new(
-            StatusCode::BAD_REQUEST,
+            StatusCode::CONFLICT,
             "invalid_request_error",
             err.to_string(),
         )
@@ -119,7 +120,15 @@ async fn chat(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Resp
         ));
     };
     let client_model = target.resolution.model_id.to_string();
-    let upstream_body = Bytes::from(head.upstream_body(&body, target.resolution.model_id.model()));
+    let mut upstream_body = head.upstream_body(&body, target.resolution.model_id.model());
+    let rules = &target.provider.config;
+    if !rules.set_params.is_empty() || !rules.strip_params.is_empty() {
+        upstream_body = apply_param_rules(&upstream_body, &rules.set_params, &rules.strip_params)
+            .map_err(|e| {
+            OpenAiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", e)
+        })?;
+    }
+    let upstream_body = Bytes::from(upstream_body);
     let draft = CallDraft::start(&app, &target, head.stream, upstream_body.clone());
 
     let upstream = match client.chat_completions(upstream_body, head.stream).await {
@@ -138,6 +147,7 @@ async fn chat(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Resp
 
     let status = upstream.status();
     if !(200..300).contains(&status) {
+        let retry_after = upstream.retry_after().map(str::to_owned);
         let body = upstream.bytes(MAX_ERROR_BODY).await.unwrap_or_default();
         let (message, kind, code) = upstream_error_message(&body, MAX_ERROR_CHARS);
         let message = format!(
@@ -149,6 +159,7 @@ async fn chat(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Resp
         let mut error =
             OpenAiError::new(status, kind.as_deref().unwrap_or("upstream_error"), message);
         error.code = code;
+        error.retry_after = retry_after;
         return Err(error);
     }
 
@@ -198,18 +209,6 @@ async fn chat(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Resp
             return Err(OpenAiError::new(client_status, kind, message));
         }
     };
-    // A success status whose body is an error object is an error, not an answer.
-    if has_inband_error(&bytes) {
-        let (message, _, code) = upstream_error_message(&bytes, MAX_ERROR_CHARS);
-        let message = format!(
-            "provider '{}' answered HTTP {status} with an error: {message}",
-            target.provider.name()
-        );
-        draft.fail(Some(status), Default::default(), None, message.clone());
-        let mut error = OpenAiError::new(StatusCode::BAD_GATEWAY, "upstream_error", message);
-        error.code = code;
-        return Err(error);
-    }
     match rewrite_completion(&bytes, &client_model) {
         Ok(rewritten) => {
             // A non-streamed answer has no observable first token.
@@ -221,7 +220,19 @@ async fn chat(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Resp
             );
             Ok(response)
         }
-        Err(reason) => {
+        // A success status whose body is an error object is an error, not an answer.
+        Err(CompletionError::InBand(error)) => {
+            let (message, _, code) = upstream_error_message(error.as_bytes(), MAX_ERROR_CHARS);
+            let message = format!(
+                "provider '{}' answered HTTP {status} with an error: {message}",
+                target.provider.name()
+            );
+            draft.fail(Some(status), Default::default(), None, message.clone());
+            let mut error = OpenAiError::new(StatusCode::BAD_GATEWAY, "upstream_error", message);
+            error.code = code;
+            Err(error)
+        }
+        Err(CompletionError::NotJson(reason)) => {
             let message = format!(
                 "provider '{}' sent a completion that is not a JSON object: {reason}",
                 target.provider.name()
@@ -234,24 +245,6 @@ async fn chat(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Resp
             ))
         }
     }
-}
-
-/// Whether a completion body is a JSON object with a non-null top-level
-/// `error` member (some servers answer failures with HTTP 200).
-fn has_inband_error(body: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Probe<'a> {
-        #[serde(borrow, default)]
-        error: Option<&'a serde_json::value::RawValue>,
-    }
-    // Skip the second parse unless the key can be there at all.
-    if !body.windows(7).any(|w| w == b"\"error\"") {
-        return false;
-    }
-    serde_json::from_slice::<Probe<'_>>(body)
-        .ok()
-        .and_then(|p| p.error)
-        .is_some_and(|e| e.get() != "null")
 }
 
 /// `GET /v1/models`: the models of every online provider as composite ids,

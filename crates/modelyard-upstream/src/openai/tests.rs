@@ -138,3 +138,41 @@ fn upstream_error_messages() {
     let (message, _, _) = upstream_error_message(b"plain text failure that is long", 10);
     assert_eq!(message, "plain text… (truncated)");
 }
+
+#[test]
+fn null_model_and_stream_options_are_replaced_not_duplicated() {
+    let body = br#"{"model":null,"stream":true,"stream_options":null,"messages":[]}"#;
+    let head = ChatRequestHead::parse(body).unwrap();
+    assert_eq!(head.model, None);
+    let out = String::from_utf8(head.upstream_body(body, "m")).unwrap();
+    assert_eq!(
+        out,
+        r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#
+    );
+}
+
+#[test]
+fn in_band_errors_in_completions_are_errors() {
+    let err = rewrite_completion(br#"{"error":{"message":"boom"}}"#, "p/m").unwrap_err();
+    assert_eq!(err, CompletionError::InBand(r#"{"message":"boom"}"#.into()));
+    assert!(matches!(
+        rewrite_completion(b"nope", "p/m"),
+        Err(CompletionError::NotJson(_))
+    ));
+}
+
+#[test]
+fn param_rules_strip_then_set_keeping_order() {
+    let set: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(r#"{"temperature":0.2,"top_k":40}"#).unwrap();
+    let out = apply_param_rules(
+        br#"{"model":"m","messages":[],"temperature":1,"seed":7,"logit_bias":{}}"#,
+        &set,
+        &["seed".to_owned(), "logit_bias".to_owned()],
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        r#"{"model":"m","messages":[],"temperature":0.2,"top_k":40}"#
+    );
+}
