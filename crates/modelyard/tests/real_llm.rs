@@ -389,3 +389,43 @@ async fn client_disconnect_stops_the_real_generation() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn catalog_reports_the_context_window_llama_server_serves_with() {
+    let Some(llm) = llm_url() else { return };
+    let server = Server::start(&llm);
+    let client = ::reqwest::Client::new();
+    let props: Value = client.get(format!("{llm}/props")).send().await.unwrap().json().await.unwrap();
+    let n_ctx = props["default_generation_settings"]["n_ctx"].as_u64().expect("llama-server reports n_ctx");
+
+    let catalog: Value = client
+        .get(format!("{}/v1/catalog", server.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let group = &catalog["providers"][0];
+    assert_eq!(group["name"], "local");
+    assert_eq!(group["kind"], "llama-cpp");
+    assert_eq!(group["status"], "online");
+    let model = group["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == MODEL)
+        .unwrap_or_else(|| panic!("{MODEL} missing from {catalog}"));
+    assert_eq!(model["contextWindow"].as_u64(), Some(n_ctx));
+    assert_eq!(model["contextWindowSource"], "provider");
+    assert_eq!(model["contextWindowFrom"], "/props n_ctx");
+    assert_eq!(model["loaded"], true);
+
+    // A favorite shows first, through the CLI too.
+    let added = server.cli(&["favorites", "add", MODEL]);
+    assert!(added.status.success(), "{added:?}");
+    let listing = server.cli(&["models"]);
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.starts_with("★ favorites"), "{listing}");
+    assert!(listing.contains(&format!("{n_ctx} (provider)")), "{listing}");
+}
