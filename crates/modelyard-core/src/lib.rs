@@ -4,9 +4,13 @@
 //! - [`resolve`]: the one function that turns a requested model string into a
 //!   provider and upstream model name, including legacy bare ids.
 //! - [`usage`]: token usage arithmetic.
+//! - [`conversation`]: conversation events and the fold that materializes them.
+//! - [`turn_model`]: which model a conversation turn uses (DESIGN.md §3).
 
+pub mod conversation;
 pub mod model_id;
 pub mod resolve;
+pub mod turn_model;
 pub mod usage;
 
 pub use model_id::{ModelId, ModelIdError, ModelRef, ProviderName};

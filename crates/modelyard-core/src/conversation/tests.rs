@@ -1,0 +1,192 @@
+use serde_json::json;
+
+use super::*;
+
+fn ev(seq: i64, payload: EventPayload) -> Event {
+    Event {
+        conversation_id: "c1".into(),
+        seq,
+        at_ms: 1_000 + seq,
+        payload,
+    }
+}
+
+fn created() -> EventPayload {
+    EventPayload::ConversationCreated {
+        title: Some("t".into()),
+        parent_id: None,
+        model: Some("a/x".into()),
+        cwd: None,
+        reasoning_effort: None,
+        metadata: json!({"k": 1}),
+    }
+}
+
+fn turn(seq: i64, id: &str) -> Event {
+    ev(
+        seq,
+        EventPayload::TurnStarted {
+            turn_id: id.into(),
+            operation: "chat".into(),
+            model_id: "a/x".into(),
+            resolved_from: ResolvedFrom::Conversation,
+            llm_config_id: None,
+        },
+    )
+}
+
+fn answer(seq: i64, turn: &str, model: &str, tokens: u64) -> Event {
+    ev(
+        seq,
+        EventPayload::AssistantMessage {
+            message_id: format!("m{seq}"),
+            turn_id: turn.into(),
+            parts: vec![
+                Part::Reasoning { text: "hm".into() },
+                Part::Text {
+                    text: "Hello".into(),
+                },
+            ],
+            model_id: model.into(),
+            usage: TokenUsage {
+                prompt_tokens: Some(tokens),
+                completion_tokens: Some(2),
+                total_tokens: Some(tokens + 2),
+                ..Default::default()
+            },
+            finish_reason: Some("stop".into()),
+        },
+    )
+}
+
+#[test]
+fn fold_materializes_turns_messages_and_totals() {
+    let log = vec![
+        ev(1, created()),
+        turn(2, "t1"),
+        ev(
+            3,
+            EventPayload::UserMessage {
+                message_id: "u1".into(),
+                turn_id: "t1".into(),
+                content: json!("hi"),
+            },
+        ),
+        answer(4, "t1", "a/x", 10),
+        ev(
+            5,
+            EventPayload::TurnCompleted {
+                turn_id: "t1".into(),
+            },
+        ),
+        ev(
+            6,
+            EventPayload::ModelSelected {
+                model: "b/y".into(),
+                previous: Some("a/x".into()),
+                source: SelectionSource::TurnOverride,
+            },
+        ),
+        turn(7, "t2"),
+        answer(8, "t2", "b/y", 20),
+        ev(
+            9,
+            EventPayload::TurnFailed {
+                turn_id: "t2".into(),
+                error: "boom".into(),
+            },
+        ),
+    ];
+    let (c, turns, messages) = fold(&log).unwrap();
+    let c = c.unwrap();
+    assert_eq!(c.model.as_deref(), Some("b/y"));
+    assert_eq!(c.latest_model_id.as_deref(), Some("b/y"));
+    assert_eq!(
+        c.totals,
+        TokenTotals {
+            input: 30,
+            output: 4,
+            reasoning: 0,
+            cached_input: 0,
+            total: 34
+        }
+    );
+    assert_eq!(c.running_turn_id, None);
+    assert_eq!(c.last_seq, 9);
+    assert_eq!(
+        turns.iter().map(|t| t.status).collect::<Vec<_>>(),
+        vec![TurnStatus::Completed, TurnStatus::Failed]
+    );
+    assert_eq!(turns[1].error.as_deref(), Some("boom"));
+    assert_eq!(turns[1].totals.input, 20);
+    assert_eq!(messages.len(), 3);
+    assert_eq!(messages[1].content, json!("Hello"));
+    assert_eq!(messages[1].model_id.as_deref(), Some("a/x"));
+}
+
+#[test]
+fn invariants_are_enforced() {
+    let mut c = None;
+    assert_eq!(
+        apply(&mut c, None, &turn(1, "t")),
+        Err(ApplyError::NoConversation("c1".into()))
+    );
+    apply(&mut c, None, &ev(1, created())).unwrap();
+    assert!(matches!(
+        apply(&mut c, None, &ev(1, created())),
+        Err(ApplyError::AlreadyExists(_))
+    ));
+    assert_eq!(
+        apply(&mut c, None, &turn(3, "t")),
+        Err(ApplyError::SeqGap { last: 1, got: 3 })
+    );
+    let changes = apply(&mut c, None, &turn(2, "t")).unwrap();
+    let running = changes.turn.unwrap();
+    assert_eq!(
+        apply(&mut c, Some(&running), &turn(3, "u")),
+        Err(ApplyError::TurnRunning {
+            running: "t".into()
+        })
+    );
+    assert_eq!(
+        apply(
+            &mut c,
+            Some(&running),
+            &ev(
+                3,
+                EventPayload::TurnCompleted {
+                    turn_id: "other".into()
+                }
+            )
+        ),
+        Err(ApplyError::TurnNotRunning("other".into()))
+    );
+}
+
+#[test]
+fn payloads_round_trip_with_dotted_types_and_old_payloads_stay_readable() {
+    let event = answer(4, "t1", "a/x", 1);
+    let text = serde_json::to_string(&event.payload).unwrap();
+    assert!(
+        text.starts_with(r#"{"type":"message.assistant","messageId":"m4","turnId":"t1""#),
+        "{text}"
+    );
+    let back: EventPayload = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, event.payload);
+    // A version-1 payload without the optional fields still reads.
+    let old: EventPayload = serde_json::from_str(r#"{"type":"turn.started","turnId":"t","operation":"chat","modelId":"a/x","resolvedFrom":"request"}"#).unwrap();
+    assert_eq!(old.turn_id(), Some("t"));
+    let settings: EventPayload =
+        serde_json::from_str(r#"{"type":"settings.changed","cwd":null}"#).unwrap();
+    assert_eq!(
+        settings,
+        EventPayload::SettingsChanged {
+            cwd: Some(None),
+            reasoning_effort: None
+        }
+    );
+    assert_eq!(
+        serde_json::to_string(&settings).unwrap(),
+        r#"{"type":"settings.changed","cwd":null}"#
+    );
+}
