@@ -724,20 +724,19 @@ pub fn apply(
     Ok(changes)
 }
 
+/// What a whole log folds into: the conversation (if created), its turns
+/// and its messages.
+pub type Folded = (
+    Option<ConversationRecord>,
+    Vec<TurnRecord>,
+    Vec<MessageRecord>,
+);
+
 /// The fold of a whole log: the records the tables must hold.
 ///
 /// # Errors
 /// [`ApplyError`] for a log that does not fit together.
-pub fn fold(
-    events: &[Event],
-) -> Result<
-    (
-        Option<ConversationRecord>,
-        Vec<TurnRecord>,
-        Vec<MessageRecord>,
-    ),
-    ApplyError,
-> {
+pub fn fold(events: &[Event]) -> Result<Folded, ApplyError> {
     let mut conversation = None;
     let mut turns: Vec<TurnRecord> = Vec::new();
     let mut messages = Vec::new();

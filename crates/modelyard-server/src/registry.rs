@@ -400,7 +400,13 @@ impl ProviderRegistry {
                 .map(|(p, s)| ProviderView {
                     name: p.name(),
                     online: s.status == ProviderStatus::Online,
-                    models: s.models.as_deref().map(Vec::as_slice),
+                    // A disabled provider serves nothing: bare ids never go to
+                    // it (not even as the default); a composite id for it is
+                    // accepted and answered with `RouteError::Disabled` below.
+                    models: match s.status {
+                        ProviderStatus::Disabled => None,
+                        _ => s.models.as_deref().map(Vec::as_slice),
+                    },
                 })
                 .collect();
             resolve_model(requested, &views, self.default_provider.as_deref())?

@@ -4,9 +4,10 @@
 //! (the id URL-encoded, or as a trailing path: `/v1/favorites/local/qwen`).
 //!
 //! A favorite as JSON: `{modelId, position (0-based), createdAt, provider,
-//! visible}`; `visible` is false while the provider is not online (the
-//! favorite is kept and returns by itself). Adding a model the catalog has
-//! never seen is a 422 whose `suggestions` lists close ids.
+//! visible}`; `visible` is false while the provider is not online or no
+//! longer lists the model (the favorite is kept and returns by itself).
+//! Adding a model the catalog has never seen is a 422 whose `suggestions`
+//! lists close ids.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -35,10 +36,17 @@ fn favorites_json(app: &AppState, rows: &[FavoriteRow]) -> Value {
     let data: Vec<Value> = rows
         .iter()
         .map(|row| {
-            let provider = row.model_id.split_once('/').map(|(p, _)| p);
-            let visible = provider
-                .and_then(|p| app.registry.provider(p))
-                .is_some_and(|p| p.is_online());
+            let split = row.model_id.split_once('/');
+            let provider = split.map(|(p, _)| p);
+            // Visible exactly when the catalog's `favorites` shows it: the
+            // provider is online and still lists the model.
+            let visible = split.is_some_and(|(p, model)| {
+                app.registry.provider(p).is_some_and(|p| {
+                    let state = p.state();
+                    state.status == crate::registry::ProviderStatus::Online
+                        && state.catalog.iter().any(|m| m.model == model)
+                })
+            });
             json!({
                 "modelId": row.model_id,
                 "position": row.position,

@@ -10,11 +10,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use modelyard_server::{Config, RunningServer};
-use modelyard_testkit::MockUpstream;
+use modelyard_testkit::{MockOptions, MockUpstream};
 use serde_json::Value;
 
 /// Placeholder in provider TOML replaced by the mock's base URL.
 pub const MOCK_URL: &str = "{mock}";
+
+/// Placeholder of a named mock ([`Builder::mock`]): `{mock:NAME}`.
+pub fn named_mock_url(name: &str) -> String {
+    format!("{{mock:{name}}}")
+}
 
 /// How long [`TestServer::wait_calls`] polls before giving up.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(5);
@@ -78,6 +83,7 @@ pub struct Builder {
     listed: Option<Vec<String>>,
     call_log: bool,
     dir: Option<TempDir>,
+    mocks: Vec<(String, MockOptions)>,
 }
 
 impl Default for Builder {
@@ -90,6 +96,7 @@ impl Default for Builder {
             listed: None,
             call_log: true,
             dir: None,
+            mocks: Vec::new(),
         }
     }
 }
@@ -140,10 +147,28 @@ impl Builder {
         self
     }
 
-    /// Starts the mock, then the server.
+    /// Adds a named mock upstream started with `options`; `{mock:NAME}` in
+    /// the provider TOML (and [`Builder::extra`]) becomes its base URL, and
+    /// [`TestServer::named`] returns it.
+    pub fn mock(mut self, name: &str, options: MockOptions) -> Self {
+        self.mocks.push((name.to_owned(), options));
+        self
+    }
+
+    /// Starts the mocks, then the server.
     pub async fn start(self) -> TestServer {
         let mock = MockUpstream::start().await;
         mock.set_listed_models(self.listed.clone());
+        let mut providers = self.providers.clone();
+        let mut extra = self.extra.clone();
+        let mut mocks = Vec::with_capacity(self.mocks.len());
+        for (name, options) in self.mocks {
+            let named = MockUpstream::start_with(options).await;
+            let placeholder = named_mock_url(&name);
+            providers = providers.replace(&placeholder, &named.base_url());
+            extra = extra.replace(&placeholder, &named.base_url());
+            mocks.push((name, named));
+        }
         let dir = self.dir.unwrap_or_default();
         let toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\n[storage]\nurl = \"sqlite://{db}\"\ndata_dir = \"{data}\"\ncall_log = {call_log}\n\n{providers}\n{extra}\n",
@@ -151,8 +176,8 @@ impl Builder {
             data = dir.path().display(),
             server = self.server,
             call_log = self.call_log,
-            providers = self.providers.replace(MOCK_URL, &mock.base_url()),
-            extra = self.extra,
+            providers = providers.replace(MOCK_URL, &mock.base_url()),
+            extra = extra,
         );
         let vars = self.env;
         let env = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
@@ -167,6 +192,7 @@ impl Builder {
         TestServer {
             base_url: server.base_url(),
             mock,
+            mocks,
             http,
             server: Some(server),
             dir: Some(dir),
@@ -181,6 +207,8 @@ pub struct TestServer {
     pub base_url: String,
     /// The mock upstream the `mock` provider points at.
     pub mock: MockUpstream,
+    /// The named mocks of [`Builder::mock`], in the order they were added.
+    pub mocks: Vec<(String, MockUpstream)>,
     /// A plain client for requests to the gateway.
     pub http: reqwest::Client,
     server: Option<RunningServer>,
@@ -196,6 +224,15 @@ impl TestServer {
     /// A builder for anything else.
     pub fn builder() -> Builder {
         Builder::default()
+    }
+
+    /// The named mock `name` ([`Builder::mock`]).
+    pub fn named(&self, name: &str) -> &MockUpstream {
+        self.mocks
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, m)| m)
+            .unwrap_or_else(|| panic!("no mock named {name:?}"))
     }
 
     /// `base_url + path`.
