@@ -12,6 +12,7 @@ use modelyard_store::{ProjectId, Store};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::api::conversations as conv;
 use crate::config::Config;
 use crate::recorder::Recorder;
 use crate::registry::ProviderRegistry;
@@ -34,6 +35,10 @@ pub struct AppInner {
     pub store: Store,
     /// The project requests act for (`default` until API keys exist).
     pub project: ProjectId,
+    /// Fan-out of conversation events.
+    pub bus: Arc<dyn crate::conversations::bus::EventBus>,
+    /// Running turns of this process.
+    pub live: crate::conversations::live::LiveTurns,
 }
 
 impl std::ops::Deref for AppState {
@@ -98,6 +103,33 @@ pub fn router(state: AppState) -> Router {
             "/v1/favorites/{*model_id}",
             axum::routing::delete(api::favorites::remove),
         )
+        .route("/v1/conversations", get(conv::list).post(conv::create))
+        .route(
+            "/v1/conversations/{id}",
+            get(conv::show).patch(conv::patch).delete(conv::delete),
+        )
+        .route("/v1/conversations/{id}/messages", get(conv::messages))
+        .route(
+            "/v1/conversations/{id}/model",
+            get(conv::get_model).put(conv::put_model),
+        )
+        .route(
+            "/v1/conversations/{id}/settings",
+            get(conv::get_settings).patch(conv::patch_settings),
+        )
+        .route(
+            "/v1/conversations/{id}/model-history",
+            get(conv::model_history),
+        )
+        .route(
+            "/v1/conversations/{id}/turns",
+            get(conv::turns).post(conv::start_turn),
+        )
+        .route(
+            "/v1/conversations/{id}/turns/{turn_id}/cancel",
+            post(conv::cancel_turn),
+        )
+        .route("/v1/conversations/{id}/events", get(conv::events))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
@@ -185,13 +217,21 @@ pub async fn start(
         addr: listen,
         source,
     })?;
+    let bus: Arc<dyn crate::conversations::bus::EventBus> =
+        Arc::new(crate::conversations::bus::InProcessBus::default());
+    crate::conversations::engine::recover_interrupted(&store, bus.as_ref()).await;
     let state = AppState(Arc::new(AppInner {
         config,
         registry,
         recorder,
         store: store.clone(),
         project,
+        bus,
+        live: crate::conversations::live::LiveTurns::new(
+            crate::conversations::live::DEFAULT_MAX_EVENTS,
+        ),
     }));
+    let live_state = state.clone();
     let app = router(state);
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let listener = listener.tap_io(|tcp| {
@@ -208,6 +248,15 @@ pub async fn start(
         if let Err(err) = served {
             tracing::error!(error = %err, "server stopped with an error");
         }
+        // Running turns end `interrupted` (with their partial answer) before the store closes.
+        live_state.live.interrupt_all();
+        for _ in 0..250 {
+            if live_state.live.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(live_state);
         refresh.iter().for_each(|task| task.abort());
         // The router (and its recorder handle) is gone: the writer drains and exits.
         if let Some(task) = recorder_task {

@@ -4,6 +4,7 @@
 //! - [`registry`]: providers, their clients, discovery and model resolution.
 //! - [`gateway`]: the OpenAI-compatible endpoints.
 //! - [`api`]: Modelyard's own API (call log).
+//! - [`conversations`]: the turn engine, live event buffers and bus.
 //! - [`recorder`]: writes call records off the hot path.
 //! - [`app`]: state, routes, start and shutdown.
 
@@ -11,6 +12,7 @@ pub mod api;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod conversations;
 pub mod error;
 pub mod gateway;
 pub mod recorder;

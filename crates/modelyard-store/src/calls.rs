@@ -6,8 +6,8 @@ use crate::types::CallRecord;
 use crate::{CallFilter, LlmCallRow, ProjectId, RecordedSession, Store, StoreError};
 
 const INSERT_SESSION: &str = "INSERT INTO llm_sessions \
-     (id, project_id, operation, parent_session_id, conversation_id, created_at_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6)";
+     (id, project_id, operation, parent_session_id, conversation_id, turn_id, created_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 const INSERT_CALL: &str = "INSERT INTO llm_calls \
      (id, project_id, session_id, model_id, provider, upstream_model, stream, request_json, \
@@ -19,6 +19,7 @@ const INSERT_CALL: &str = "INSERT INTO llm_calls \
 
 /// Columns of [`CallRecord`], from `llm_calls c` joined with `llm_sessions s`.
 const SELECT_CALLS: &str = "SELECT c.id, c.project_id, c.session_id, s.operation, \
+     s.conversation_id, s.turn_id, \
      c.model_id, c.provider, c.upstream_model, c.stream, c.request_json, \
      c.response_text, c.reasoning_text, c.tool_calls_json, c.finish_reason, \
      c.prompt_tokens, c.completion_tokens, c.reasoning_tokens, c.cached_prompt_tokens, \
@@ -61,6 +62,7 @@ impl Store {
                     .bind(&s.operation)
                     .bind(&s.parent_session_id)
                     .bind(&s.conversation_id)
+                    .bind(&s.turn_id)
                     .bind(s.created_at_ms)
                     .execute(&mut *tx)
                     .await
@@ -122,6 +124,7 @@ impl Store {
             (filter.before_id.is_some(), "c.id <"),
             (filter.model_id.is_some(), "c.model_id ="),
             (filter.operation.is_some(), "s.operation ="),
+            (filter.conversation_id.is_some(), "s.conversation_id ="),
         ] {
             if set {
                 n += 1;
@@ -133,9 +136,14 @@ impl Store {
 
         let records: Vec<CallRecord> = on_pool!(self, reader, |pool| {
             let mut query = sqlx::query_as(&sql).bind(project.as_str());
-            for value in [&filter.before_id, &filter.model_id, &filter.operation]
-                .into_iter()
-                .flatten()
+            for value in [
+                &filter.before_id,
+                &filter.model_id,
+                &filter.operation,
+                &filter.conversation_id,
+            ]
+            .into_iter()
+            .flatten()
             {
                 query = query.bind(value.as_str());
             }

@@ -88,6 +88,26 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// The write does not fit the current state of the row(s) it changes
+    /// (e.g. a `turn.started` event while another turn runs, or a
+    /// `conversation.created` event for a conversation that exists). Nothing
+    /// was written.
+    #[error("conflict: {reason}")]
+    Conflict {
+        /// What conflicts, for humans.
+        reason: String,
+    },
+
+    /// The row the operation needs does not exist in this project (e.g.
+    /// events appended to an unknown conversation). Nothing was written.
+    #[error("{kind} `{id}` not found")]
+    NotFound {
+        /// What was looked for: `"conversation"`, `"running turn"`, ...
+        kind: &'static str,
+        /// Its id.
+        id: String,
+    },
+
     /// Any other database error while running a statement.
     #[error("{op}: database query failed")]
     Query {

@@ -51,7 +51,7 @@ const INSERT_FAVORITE: &str = "INSERT INTO favorites \
 /// single writer connection already serializes this process; this also covers
 /// another process on the same file), on PostgreSQL a plain `BEGIN` followed
 /// by [`PROJECT_LOCK_SQL`].
-fn begin_sql(backend: Backend) -> &'static str {
+pub(crate) fn begin_sql(backend: Backend) -> &'static str {
     match backend {
         Backend::Sqlite => "BEGIN IMMEDIATE",
         Backend::Postgres => "BEGIN",

@@ -38,12 +38,16 @@ macro_rules! on_pool {
 }
 
 mod calls;
+mod conversations;
 mod error;
 mod favorites;
 mod projects;
 mod store;
 mod types;
 
+pub use conversations::{
+    ConversationFilter, DEFAULT_CONVERSATION_LIMIT, DEFAULT_EVENTS_LIMIT, MAX_CONVERSATION_LIMIT,
+};
 pub use error::StoreError;
 pub use favorites::FavoriteRow;
 pub use store::Store;

@@ -107,6 +107,9 @@ pub struct NewLlmSession {
     pub parent_session_id: Option<String>,
     /// Conversation the session belongs to, if any.
     pub conversation_id: Option<String>,
+    /// Turn of that conversation the session ran for, if any (`None` for
+    /// gateway sessions).
+    pub turn_id: Option<String>,
     /// Creation time, unix milliseconds.
     pub created_at_ms: i64,
 }
@@ -165,7 +168,8 @@ pub struct RecordedSession {
 }
 
 /// A stored call as read back: every [`NewLlmCall`] field plus the project id
-/// and the operation of the call's session. Units as in [`NewLlmCall`].
+/// and the operation, conversation and turn of the call's session. Units as in
+/// [`NewLlmCall`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LlmCallRow {
     /// Call id (UUIDv7 string).
@@ -176,6 +180,10 @@ pub struct LlmCallRow {
     pub session_id: String,
     /// Operation of the session (`"gateway"`, `"chat"`, ...).
     pub operation: String,
+    /// Conversation of the session, if any.
+    pub conversation_id: Option<String>,
+    /// Turn of the session, if any.
+    pub turn_id: Option<String>,
     /// Composite `"provider/model"` id the client used.
     pub model_id: String,
     /// Provider name.
@@ -222,6 +230,8 @@ pub struct CallFilter {
     pub model_id: Option<String>,
     /// Only calls whose session has exactly this operation.
     pub operation: Option<String>,
+    /// Only calls whose session belongs to exactly this conversation.
+    pub conversation_id: Option<String>,
 }
 
 impl CallFilter {
@@ -242,6 +252,8 @@ pub(crate) struct CallRecord {
     project_id: String,
     session_id: String,
     operation: String,
+    conversation_id: Option<String>,
+    turn_id: Option<String>,
     model_id: String,
     provider: String,
     upstream_model: String,
@@ -270,6 +282,8 @@ impl From<CallRecord> for LlmCallRow {
             project_id: r.project_id,
             session_id: r.session_id,
             operation: r.operation,
+            conversation_id: r.conversation_id,
+            turn_id: r.turn_id,
             model_id: r.model_id,
             provider: r.provider,
             upstream_model: r.upstream_model,

@@ -1,161 +1,14 @@
 //! Behaviour tests of the store. Every test runs on SQLite (a fresh temp
 //! file) and, when `MODELYARD_TEST_POSTGRES_URL` is set, also on PostgreSQL
-//! (a fresh database on that server, dropped afterwards).
+//! (a fresh database on that server, dropped afterwards); see `common`.
 
-use std::path::PathBuf;
-use std::str::FromStr;
+mod common;
 
+use common::test_dbs;
 use modelyard_store::{
     Backend, CallFilter, FavoriteRow, LlmCallRow, NewLlmCall, NewLlmSession, ProjectId,
     RecordedSession, Store, StoreError, UsageRow,
 };
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, Executor};
-
-const PG_ENV: &str = "MODELYARD_TEST_POSTGRES_URL";
-
-// ---------------------------------------------------------------- harness
-
-/// One fresh database for one test.
-struct TestDb {
-    url: String,
-    store: Store,
-    cleanup: Cleanup,
-}
-
-enum Cleanup {
-    Sqlite(SqliteFile),
-    Postgres(Box<PgDatabase>),
-}
-
-/// Removes the SQLite file (and its WAL side files) when dropped, so files
-/// are removed even when a test fails.
-struct SqliteFile(PathBuf);
-
-impl Drop for SqliteFile {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.0.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
-        if let Some(dir) = self.0.parent() {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
-}
-
-/// Drops the PostgreSQL test database when dropped (best effort), so it is
-/// removed even when a test fails. Runs on its own thread and runtime because
-/// `Drop` cannot await.
-struct PgDatabase {
-    admin: PgConnectOptions,
-    name: String,
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let admin = self.admin.clone();
-        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(mut conn) = admin.connect().await {
-                    let _ = conn.execute(sql.as_str()).await;
-                    let _ = conn.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-impl TestDb {
-    /// Closes the store, then removes the database (best effort).
-    async fn finish(self) {
-        self.store.close().await;
-        match self.cleanup {
-            Cleanup::Sqlite(file) => drop(file),
-            Cleanup::Postgres(database) => drop(database),
-        }
-    }
-}
-
-/// The databases every test body runs on: SQLite always, PostgreSQL when
-/// `MODELYARD_TEST_POSTGRES_URL` is set.
-async fn test_dbs() -> Vec<TestDb> {
-    let mut dbs = vec![sqlite_db().await];
-    if let Ok(url) = std::env::var(PG_ENV) {
-        if !url.is_empty() {
-            dbs.push(postgres_db(&url).await);
-        }
-    }
-    let backends: Vec<Backend> = dbs.iter().map(|db| db.store.backend()).collect();
-    eprintln!("running on {backends:?}");
-    dbs
-}
-
-async fn sqlite_db() -> TestDb {
-    // A not-yet-existing directory, to exercise parent directory creation.
-    let dir = std::env::temp_dir().join(format!("modelyard-store-{}", uuid::Uuid::now_v7()));
-    let file = dir.join("store.db");
-    let guard = SqliteFile(file.clone());
-    let url = format!("sqlite:{}", file.display());
-    let store = Store::connect(&url).await.expect("connect sqlite");
-    assert_eq!(store.backend(), Backend::Sqlite);
-    TestDb {
-        url,
-        store,
-        cleanup: Cleanup::Sqlite(guard),
-    }
-}
-
-async fn postgres_db(server_url: &str) -> TestDb {
-    let admin = PgConnectOptions::from_str(server_url)
-        .expect("parse MODELYARD_TEST_POSTGRES_URL")
-        .database("postgres");
-    let database = format!("modelyard_t_{}", uuid::Uuid::now_v7().simple());
-    let mut conn = admin.connect().await.expect("connect postgres admin db");
-    conn.execute(format!("CREATE DATABASE \"{database}\"").as_str())
-        .await
-        .expect("create test database");
-    let _ = conn.close().await;
-    let guard = PgDatabase {
-        admin,
-        name: database,
-    };
-
-    let url = with_database(server_url, &guard.name);
-    let store = Store::connect(&url).await.expect("connect postgres store");
-    assert_eq!(store.backend(), Backend::Postgres);
-    TestDb {
-        url,
-        store,
-        cleanup: Cleanup::Postgres(Box::new(guard)),
-    }
-}
-
-/// `url` with its database path replaced by `database` (query kept).
-fn with_database(url: &str, database: &str) -> String {
-    let (main, query) = match url.split_once('?') {
-        Some((main, query)) => (main, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = main.find("://").map_or(0, |i| i + 3);
-    let base = match main[authority_start..].find('/') {
-        Some(slash) => &main[..authority_start + slash],
-        None => main,
-    };
-    match query {
-        Some(q) => format!("{base}/{database}?{q}"),
-        None => format!("{base}/{database}"),
-    }
-}
 
 // ---------------------------------------------------------------- fixtures
 
@@ -178,6 +31,7 @@ fn session(id: &str, operation: &str) -> NewLlmSession {
         operation: operation.to_owned(),
         parent_session_id: None,
         conversation_id: None,
+        turn_id: None,
         created_at_ms: 1_700_000_000_000,
     }
 }
@@ -235,14 +89,16 @@ fn full_call(id: &str, session_id: &str) -> NewLlmCall {
     }
 }
 
-/// What reading `call` back under `project`, in a session of `operation`,
-/// must give.
+/// What reading `call` back under `project`, in a session of `operation`
+/// without conversation and turn, must give.
 fn expected(project: &ProjectId, operation: &str, call: &NewLlmCall) -> LlmCallRow {
     LlmCallRow {
         id: call.id.clone(),
         project_id: project.as_str().to_owned(),
         session_id: call.session_id.clone(),
         operation: operation.to_owned(),
+        conversation_id: None,
+        turn_id: None,
         model_id: call.model_id.clone(),
         provider: call.provider.clone(),
         upstream_model: call.upstream_model.clone(),
@@ -305,16 +161,22 @@ async fn round_trips_every_field() {
         let mut sess = session(&sid, "chat");
         sess.parent_session_id = Some(new_id());
         sess.conversation_id = Some("conv-ü".to_owned());
+        sess.turn_id = Some(new_id());
         store
             .record_sessions(
                 &project,
                 &[RecordedSession {
-                    session: sess,
+                    session: sess.clone(),
                     calls: vec![full.clone(), bare.clone()],
                 }],
             )
             .await
             .expect("record");
+        let expected = |project: &ProjectId, operation: &str, call: &NewLlmCall| LlmCallRow {
+            conversation_id: sess.conversation_id.clone(),
+            turn_id: sess.turn_id.clone(),
+            ..expected(project, operation, call)
+        };
 
         let got_full = store.get_call(&project, &full.id).await.expect("get full");
         assert_eq!(got_full, Some(expected(&project, "chat", &full)));
@@ -495,6 +357,7 @@ async fn filters_by_model_and_operation() {
                 before_id: before.map(str::to_owned),
                 model_id: model_id.map(str::to_owned),
                 operation: operation.map(str::to_owned),
+                conversation_id: None,
             };
             let project = project.clone();
             async move {

@@ -501,6 +501,16 @@ impl StreamAccumulator {
         })
     }
 
+    /// The answer text accumulated so far.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The reasoning text accumulated so far.
+    pub fn reasoning(&self) -> &str {
+        &self.reasoning
+    }
+
     /// Whether any content, reasoning or tool call has arrived.
     pub fn has_output(&self) -> bool {
         !self.text.is_empty() || !self.reasoning.is_empty() || !self.tool_calls.is_empty()

@@ -7,6 +7,7 @@ mod calls;
 mod catalog;
 mod chat;
 mod client;
+mod conversations;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,8 +59,16 @@ enum Command {
         #[command(subcommand)]
         command: Option<FavoritesCommand>,
     },
+    /// Conversations: stored chats that remember their model.
+    Conversations {
+        #[command(subcommand)]
+        command: ConversationsCommand,
+    },
     /// Chat with a model, streaming the answer to the terminal.
     Chat {
+        /// Continue this conversation (uses and persists its model; -m overrides).
+        #[arg(short, long)]
+        conversation: Option<String>,
         /// Model id (`provider/model`); default: the server's default model.
         #[arg(short, long)]
         model: Option<String>,
@@ -97,6 +106,74 @@ enum ConfigCommand {
     Check {
         /// File to check (default: --config / $MODELYARD_CONFIG / ./modelyard.toml).
         path: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConversationsCommand {
+    /// Recent conversations.
+    Ls {
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// A conversation and its messages (with the model of every answer).
+    Show {
+        /// Conversation id.
+        id: String,
+    },
+    /// Create a conversation; prints its id.
+    New {
+        /// Title.
+        #[arg(short, long)]
+        title: Option<String>,
+        /// Initial model selection.
+        #[arg(short, long)]
+        model: Option<String>,
+        /// Parent conversation (a subtask starts with its model).
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    /// Delete (soft).
+    Rm {
+        /// Conversation id.
+        id: String,
+    },
+    /// The conversation's model selection.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+    /// Model history: every selection change and every turn's model.
+    History {
+        /// Conversation id.
+        id: String,
+    },
+    /// Live events of a conversation (after replaying the log).
+    Watch {
+        /// Conversation id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelCommand {
+    /// Print the selection.
+    Get {
+        /// Conversation id.
+        id: String,
+    },
+    /// Set the selection.
+    Set {
+        /// Conversation id.
+        id: String,
+        /// Model id (`provider/model`).
+        model: String,
+    },
+    /// Clear the selection.
+    Clear {
+        /// Conversation id.
+        id: String,
     },
 }
 
@@ -251,6 +328,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .map(|()| ExitCode::SUCCESS)
         }
         Command::Chat {
+            conversation,
             model,
             system,
             max_tokens,
@@ -260,6 +338,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let client = client::Client::new(server_url(&cli)?)?;
             let prompt = chat::read_prompt(prompt)?;
+            if let Some(id) = conversation {
+                return conversations::turn(&client, id, model.as_deref(), &prompt).await;
+            }
             let options = chat::ChatOptions {
                 model: model.clone(),
                 system: system.clone(),
@@ -268,6 +349,41 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 stream: !no_stream,
             };
             chat::run(&client, &options, &prompt).await
+        }
+        Command::Conversations { command } => {
+            let client = client::Client::new(server_url(&cli)?)?;
+            match command {
+                ConversationsCommand::Ls { limit } => conversations::list(&client, *limit).await,
+                ConversationsCommand::Show { id } => conversations::show(&client, id).await,
+                ConversationsCommand::New {
+                    title,
+                    model,
+                    parent,
+                } => {
+                    conversations::create(
+                        &client,
+                        title.as_deref(),
+                        model.as_deref(),
+                        parent.as_deref(),
+                    )
+                    .await
+                }
+                ConversationsCommand::Rm { id } => conversations::remove(&client, id).await,
+                ConversationsCommand::Model { command } => match command {
+                    ModelCommand::Get { id } => conversations::model(&client, id, None).await,
+                    ModelCommand::Set { id, model } => {
+                        conversations::model(&client, id, Some(Some(model))).await
+                    }
+                    ModelCommand::Clear { id } => {
+                        conversations::model(&client, id, Some(None)).await
+                    }
+                },
+                ConversationsCommand::History { id } => conversations::history(&client, id).await,
+                ConversationsCommand::Watch { id } => {
+                    return conversations::watch(&client, id).await
+                }
+            }
+            .map(|()| ExitCode::SUCCESS)
         }
         Command::Calls {
             command,

@@ -95,6 +95,7 @@ pub async fn list(
         before_id: query.before,
         model_id: query.model,
         operation: query.operation,
+        conversation_id: None,
     };
     match app.store.list_calls(&app.project, &filter).await {
         Ok(rows) => {

@@ -2,5 +2,6 @@
 
 pub mod calls;
 pub mod catalog;
+pub mod conversations;
 pub mod favorites;
 pub mod providers;

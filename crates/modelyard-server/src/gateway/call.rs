@@ -126,6 +126,7 @@ impl Draft {
                 operation: "gateway".to_owned(),
                 parent_session_id: None,
                 conversation_id: None,
+                turn_id: None,
                 created_at_ms: self.sent_at_ms,
             },
             calls: vec![call],

@@ -1,0 +1,1030 @@
+//! Conversations (tasks): `/v1/conversations` and everything under it.
+//!
+//! A conversation as JSON (camelCase; times RFC 3339; tokens):
+//! `{id, parentId, title, model, cwd, reasoningEffort, metadata,
+//! status ("idle" | "running"), runningTurnId, latestModelId,
+//! usage {inputTokens, outputTokens, reasoningTokens, cachedInputTokens,
+//! totalTokens}, lastSeq, createdAt, updatedAt}`.
+//!
+//! Settings are one resource: `GET/PATCH /v1/conversations/{id}/settings`
+//! with `{cwd, reasoningEffort}`; the model selection has its own contract:
+//! `GET/PUT /v1/conversations/{id}/model` ↔ `{conversationId, model}` (PUT
+//! answers `verified` too).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use modelyard_core::conversation::{
+    ConversationRecord, Event, EventPayload, MessageRecord, SelectionSource, TurnRecord,
+};
+use modelyard_core::turn_model::{resolve_turn_model, ConfigRef, TurnModelInput};
+use modelyard_core::{ModelRef, ResolveError};
+use modelyard_store::{ConversationFilter, StoreError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::app::AppState;
+use crate::clock::rfc3339;
+use crate::conversations::bus::BusMessage;
+use crate::conversations::engine::{append_and_publish, run_turn, TurnJob};
+use crate::error::Problem;
+use crate::registry::{ProviderStatus, RouteError};
+
+fn store_problem(err: StoreError) -> Problem {
+    match err {
+        StoreError::Conflict { reason } => Problem::conflict(reason),
+        StoreError::NotFound { .. } => Problem::not_found(err.to_string()),
+        other => Problem::internal(other),
+    }
+}
+
+fn conversation_json(c: &ConversationRecord) -> Value {
+    json!({
+        "id": c.id,
+        "parentId": c.parent_id,
+        "title": c.title,
+        "model": c.model,
+        "cwd": c.cwd,
+        "reasoningEffort": c.reasoning_effort,
+        "metadata": c.metadata,
+        "status": if c.running_turn_id.is_some() { "running" } else { "idle" },
+        "runningTurnId": c.running_turn_id,
+        "latestModelId": c.latest_model_id,
+        "usage": {
+            "inputTokens": c.totals.input,
+            "outputTokens": c.totals.output,
+            "reasoningTokens": c.totals.reasoning,
+            "cachedInputTokens": c.totals.cached_input,
+            "totalTokens": c.totals.total,
+        },
+        "lastSeq": c.last_seq,
+        "createdAt": rfc3339(c.created_at_ms),
+        "updatedAt": rfc3339(c.updated_at_ms),
+    })
+}
+
+fn message_json(m: &MessageRecord) -> Value {
+    json!({
+        "id": m.id,
+        "turnId": m.turn_id,
+        "role": m.role,
+        "content": m.content,
+        "parts": m.parts,
+        "modelId": m.model_id,
+        "usage": m.usage,
+        "finishReason": m.finish_reason,
+        "seq": m.seq,
+        "createdAt": rfc3339(m.created_at_ms),
+    })
+}
+
+fn turn_json(t: &TurnRecord) -> Value {
+    json!({
+        "id": t.id,
+        "conversationId": t.conversation_id,
+        "operation": t.operation,
+        "modelId": t.model_id,
+        "resolvedFrom": t.resolved_from,
+        "llmConfigId": t.llm_config_id,
+        "status": t.status.as_str(),
+        "error": t.error,
+        "usage": t.totals,
+        "startedAt": rfc3339(t.started_at_ms),
+        "endedAt": t.ended_at_ms.map(rfc3339),
+    })
+}
+
+/// Event JSON for the SSE stream and history: `{seq, at, type, ...payload}`.
+pub fn event_json(e: &Event) -> Value {
+    let mut value = serde_json::to_value(&e.payload).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.insert("seq".into(), json!(e.seq));
+        map.insert("at".into(), json!(rfc3339(e.at_ms)));
+        map.insert("conversationId".into(), json!(e.conversation_id));
+    }
+    value
+}
+
+async fn load(app: &AppState, id: &str) -> Result<ConversationRecord, Problem> {
+    match app.store.get_conversation(&app.project, id).await {
+        Ok(Some(c)) if !c.deleted => Ok(c),
+        Ok(_) => Err(Problem::not_found(format!(
+            "no conversation with id {id:?}"
+        ))),
+        Err(err) => Err(store_problem(err)),
+    }
+}
+
+/// Result of checking a model id for a selection.
+struct Checked {
+    /// The composite id to store.
+    model: String,
+    /// False when the provider is offline and the model could not be checked.
+    verified: bool,
+}
+
+/// Validates a model selection: unknown provider → 422; a model an online
+/// provider does not serve → 422 with suggestions; an offline provider's
+/// model is accepted unverified.
+fn check_model(app: &AppState, id: &str) -> Result<Checked, Problem> {
+    let parsed = ModelRef::parse(id, |p| app.registry.provider(p).is_some())
+        .map_err(|e| Problem::unprocessable(format!("invalid model id: {e}")))?;
+    let provider_name = match &parsed {
+        ModelRef::Composite(m) => m.provider().as_str().to_owned(),
+        ModelRef::Bare(_) => match app.registry.resolve(Some(id)) {
+            Ok(target) => target.provider.name().to_owned(),
+            Err(err) => {
+                let detail = match id.split_once('/') {
+                    Some((prefix, _)) => format!("unknown provider {prefix:?} in model id {id:?}"),
+                    None => err.to_string(),
+                };
+                return Err(Problem::unprocessable(detail).with("suggestions", suggest(app, id)));
+            }
+        },
+    };
+    let provider = app.registry.provider(&provider_name).cloned();
+    let online = provider
+        .as_ref()
+        .is_some_and(|p| p.state().status == ProviderStatus::Online);
+    match app.registry.resolve(Some(id)) {
+        Ok(target) => Ok(Checked {
+            model: target.resolution.model_id.to_string(),
+            verified: online,
+        }),
+        Err(RouteError::Resolve(ResolveError::UnknownModel { .. })) if !online => Ok(Checked {
+            model: id.to_owned(),
+            verified: false,
+        }),
+        Err(err @ RouteError::Disabled { .. }) => Err(Problem::unprocessable(err.to_string())),
+        Err(err) => {
+            Err(Problem::unprocessable(err.to_string()).with("suggestions", suggest(app, id)))
+        }
+    }
+}
+
+fn suggest(app: &AppState, wanted: &str) -> Vec<String> {
+    let mut scored: Vec<(f64, String)> = app
+        .registry
+        .seen_ids()
+        .into_iter()
+        .map(|id| (strsim::normalized_levenshtein(&id, wanted), id))
+        .filter(|(score, _)| *score >= 0.4)
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    scored.into_iter().take(5).map(|(_, id)| id).collect()
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Body of `POST /v1/conversations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateBody {
+    title: Option<String>,
+    parent_id: Option<String>,
+    model: Option<String>,
+    cwd: Option<String>,
+    reasoning_effort: Option<String>,
+    metadata: Option<Value>,
+}
+
+/// `POST /v1/conversations` → 201 with the conversation.
+pub async fn create(
+    State(app): State<AppState>,
+    body: Result<Json<CreateBody>, JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
+    };
+    if let Some(metadata) = &body.metadata {
+        if !metadata.is_object() {
+            return Problem::unprocessable("metadata must be a JSON object").into_response();
+        }
+    }
+    let mut model = match &body.model {
+        Some(id) => match check_model(&app, id) {
+            Ok(checked) => Some(checked.model),
+            Err(problem) => return problem.into_response(),
+        },
+        None => None,
+    };
+    if let Some(parent_id) = &body.parent_id {
+        match load(&app, parent_id).await {
+            // A subtask starts with its parent's selected model.
+            Ok(parent) => model = model.or(parent.model),
+            Err(_) => {
+                return Problem::unprocessable(format!(
+                    "parentId: no conversation with id {parent_id:?}"
+                ))
+                .into_response()
+            }
+        }
+    }
+    let id = new_id();
+    let payload = EventPayload::ConversationCreated {
+        title: body.title,
+        parent_id: body.parent_id,
+        model,
+        cwd: body.cwd,
+        reasoning_effort: body.reasoning_effort,
+        metadata: body.metadata.unwrap_or_else(|| json!({})),
+    };
+    if let Err(err) =
+        append_and_publish(&app.store, app.bus.as_ref(), &app.project, &id, &[payload]).await
+    {
+        return store_problem(err).into_response();
+    }
+    match load(&app, &id).await {
+        Ok(c) => (StatusCode::CREATED, Json(conversation_json(&c))).into_response(),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+/// Query of `GET /v1/conversations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListQuery {
+    limit: Option<u32>,
+    before: Option<String>,
+    parent_id: Option<String>,
+}
+
+/// `GET /v1/conversations`: `{data, nextBefore}`, most recently updated first.
+pub async fn list(
+    State(app): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
+    };
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Problem::bad_request(format!("limit must be between 1 and 200, got {limit}"))
+            .into_response();
+    }
+    let before = match query.before.as_deref().map(parse_cursor) {
+        Some(Some(cursor)) => Some(cursor),
+        Some(None) => {
+            return Problem::bad_request("before: not a cursor from nextBefore").into_response()
+        }
+        None => None,
+    };
+    let filter = ConversationFilter {
+        limit,
+        before,
+        include_deleted: false,
+        parent_id: query.parent_id,
+    };
+    match app.store.list_conversations(&app.project, &filter).await {
+        Ok(rows) => {
+            let next = (rows.len() == limit as usize)
+                .then(|| rows.last().map(|c| format!("{}_{}", c.updated_at_ms, c.id)))
+                .flatten();
+            let data: Vec<Value> = rows.iter().map(conversation_json).collect();
+            Json(json!({"data": data, "nextBefore": next})).into_response()
+        }
+        Err(err) => store_problem(err).into_response(),
+    }
+}
+
+fn parse_cursor(text: &str) -> Option<(i64, String)> {
+    let (ms, id) = text.split_once('_')?;
+    Some((ms.parse().ok()?, id.to_owned()))
+}
+
+/// `GET /v1/conversations/{id}`.
+pub async fn show(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+    match load(&app, &id).await {
+        Ok(c) => Json(conversation_json(&c)).into_response(),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+/// Body of `PATCH /v1/conversations/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBody {
+    title: Option<String>,
+    metadata: Option<Value>,
+}
+
+/// `PATCH /v1/conversations/{id}`: title and metadata.
+pub async fn patch(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<PatchBody>, JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
+    };
+    if body.metadata.as_ref().is_some_and(|m| !m.is_object()) {
+        return Problem::unprocessable("metadata must be a JSON object").into_response();
+    }
+    if let Err(problem) = load(&app, &id).await {
+        return problem.into_response();
+    }
+    if body.title.is_some() || body.metadata.is_some() {
+        let payload = EventPayload::ConversationUpdated {
+            title: body.title,
+            metadata: body.metadata,
+        };
+        if let Err(err) =
+            append_and_publish(&app.store, app.bus.as_ref(), &app.project, &id, &[payload]).await
+        {
+            return store_problem(err).into_response();
+        }
+    }
+    show(State(app), Path(id)).await
+}
+
+/// `DELETE /v1/conversations/{id}`: soft delete, 204.
+pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+    if let Err(problem) = load(&app, &id).await {
+        return problem.into_response();
+    }
+    match append_and_publish(
+        &app.store,
+        app.bus.as_ref(),
+        &app.project,
+        &id,
+        &[EventPayload::ConversationDeleted {}],
+    )
+    .await
+    {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(err) => store_problem(err).into_response(),
+    }
+}
+
+/// `GET /v1/conversations/{id}/messages`: `{data: [message]}` in order; each
+/// assistant message has its `modelId` and `usage`.
+pub async fn messages(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+    if let Err(problem) = load(&app, &id).await {
+        return problem.into_response();
+    }
+    match app.store.list_messages(&app.project, &id).await {
+        Ok(rows) => {
+            Json(json!({"data": rows.iter().map(message_json).collect::<Vec<_>>()})).into_response()
+        }
+        Err(err) => store_problem(err).into_response(),
+    }
+}
+
+/// `GET /v1/conversations/{id}/turns`: `{data: [turn]}`.
+pub async fn turns(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+    if let Err(problem) = load(&app, &id).await {
+        return problem.into_response();
+    }
+    match app.store.list_turns(&app.project, &id).await {
+        Ok(rows) => {
+            Json(json!({"data": rows.iter().map(turn_json).collect::<Vec<_>>()})).into_response()
+        }
+        Err(err) => store_problem(err).into_response(),
+    }
+}
+
+/// `GET /v1/conversations/{id}/model` → `{conversationId, model}`.
+pub async fn get_model(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+    match load(&app, &id).await {
+        Ok(c) => Json(json!({"conversationId": c.id, "model": c.model})).into_response(),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+/// Body of `PUT /v1/conversations/{id}/model`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelBody {
+    /// A model id, or `null` to clear.
+    model: Option<String>,
+}
+
+/// `PUT /v1/conversations/{id}/model` with `{model}` → `{conversationId,
+/// model, verified}`; `null` clears.
+pub async fn put_model(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<ModelBody>, JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
+    };
+    let conversation = match load(&app, &id).await {
+        Ok(c) => c,
+        Err(problem) => return problem.into_response(),
+    };
+    let (payload, verified) = match body.model {
+        None => (
+            EventPayload::ModelCleared {
+                previous: conversation.model.clone(),
+                source: SelectionSource::Api,
+            },
+            true,
+        ),
+        Some(model) => match check_model(&app, &model) {
+            Ok(checked) => (
+                EventPayload::ModelSelected {
+                    model: checked.model,
+                    previous: conversation.model.clone(),
+                    source: SelectionSource::Api,
+                },
+                checked.verified,
+            ),
+            Err(problem) => return problem.into_response(),
+        },
+    };
+    if let Err(err) =
+        append_and_publish(&app.store, app.bus.as_ref(), &app.project, &id, &[payload]).await
+    {
+        return store_problem(err).into_response();
+    }
+    match load(&app, &id).await {
+        Ok(c) => Json(json!({"conversationId": c.id, "model": c.model, "verified": verified}))
+            .into_response(),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+/// `GET /v1/conversations/{id}/settings` → `{conversationId, cwd, reasoningEffort}`.
+pub async fn get_settings(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+    match load(&app, &id).await {
+        Ok(c) => Json(
+            json!({"conversationId": c.id, "cwd": c.cwd, "reasoningEffort": c.reasoning_effort}),
+        )
+        .into_response(),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+/// `PATCH /v1/conversations/{id}/settings` with `{cwd?, reasoningEffort?}`
+/// (`null` clears a setting; absent leaves it).
+pub async fn patch_settings(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
+    };
+    let Some(object) = body.as_object() else {
+        return Problem::bad_request("expected a JSON object").into_response();
+    };
+    let mut cwd = None;
+    let mut reasoning_effort = None;
+    for (key, value) in object {
+        let parsed = match value {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            _ => {
+                return Problem::unprocessable(format!("{key} must be a string or null"))
+                    .into_response()
+            }
+        };
+        match key.as_str() {
+            "cwd" => cwd = Some(parsed),
+            "reasoningEffort" => {
+                if let Some(effort) = &parsed {
+                    if !["none", "minimal", "low", "medium", "high", "xhigh"]
+                        .contains(&effort.as_str())
+                    {
+                        return Problem::unprocessable(format!("reasoningEffort must be one of none, minimal, low, medium, high, xhigh; got {effort:?}")).into_response();
+                    }
+                }
+                reasoning_effort = Some(parsed)
+            }
+            other => {
+                return Problem::unprocessable(format!(
+                    "unknown setting {other:?}; settings are cwd and reasoningEffort"
+                ))
+                .into_response()
+            }
+        }
+    }
+    if let Err(problem) = load(&app, &id).await {
+        return problem.into_response();
+    }
+    if cwd.is_some() || reasoning_effort.is_some() {
+        let payload = EventPayload::SettingsChanged {
+            cwd,
+            reasoning_effort,
+        };
+        if let Err(err) =
+            append_and_publish(&app.store, app.bus.as_ref(), &app.project, &id, &[payload]).await
+        {
+            return store_problem(err).into_response();
+        }
+    }
+    get_settings(State(app), Path(id)).await
+}
+
+/// `GET /v1/conversations/{id}/model-history`: every selection change and
+/// every turn's resolved model, oldest first.
+pub async fn model_history(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+    if let Err(problem) = load(&app, &id).await {
+        return problem.into_response();
+    }
+    let mut entries = Vec::new();
+    let mut after = 0;
+    loop {
+        let events = match app.store.events_after(&app.project, &id, after, 1000).await {
+            Ok(e) => e,
+            Err(err) => return store_problem(err).into_response(),
+        };
+        let done = events.len() < 1000;
+        for e in &events {
+            after = e.seq;
+            let entry = match &e.payload {
+                EventPayload::ConversationCreated {
+                    model: Some(model),
+                    parent_id,
+                    ..
+                } => {
+                    json!({"kind": "selected", "model": model, "previous": null, "source": if parent_id.is_some() { "parent" } else { "api" }})
+                }
+                EventPayload::ModelSelected {
+                    model,
+                    previous,
+                    source,
+                } => {
+                    json!({"kind": "selected", "model": model, "previous": previous, "source": source})
+                }
+                EventPayload::ModelCleared { previous, source } => {
+                    json!({"kind": "cleared", "model": null, "previous": previous, "source": source})
+                }
+                EventPayload::TurnStarted {
+                    turn_id,
+                    operation,
+                    model_id,
+                    resolved_from,
+                    llm_config_id,
+                } => json!({
+                    "kind": "turn", "turnId": turn_id, "operation": operation, "model": model_id,
+                    "resolvedFrom": resolved_from, "llmConfigId": llm_config_id,
+                }),
+                _ => continue,
+            };
+            let mut entry = entry;
+            entry["seq"] = json!(e.seq);
+            entry["at"] = json!(rfc3339(e.at_ms));
+            entries.push(entry);
+        }
+        if done {
+            break;
+        }
+    }
+    Json(json!({"conversationId": id, "data": entries})).into_response()
+}
+
+/// Body of `POST /v1/conversations/{id}/turns`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnBody {
+    /// The user's message: a string or OpenAI content parts.
+    content: Value,
+    /// Per-turn model override (persisted as the selection for `chat`).
+    model: Option<String>,
+    /// Operation, default `chat`.
+    operation: Option<String>,
+    /// Answer with the turn's events as SSE instead of 202.
+    #[serde(default)]
+    stream: bool,
+}
+
+fn valid_operation(op: &str) -> bool {
+    let bytes = op.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 32
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
+}
+
+/// `POST /v1/conversations/{id}/turns` → 202 `{turnId, conversationId,
+/// modelId, resolvedFrom}`, or with `"stream": true` the conversation's
+/// events as SSE until the turn ends. 409 while another turn runs.
+pub async fn start_turn(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<TurnBody>, JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
+    };
+    let content_ok = match &body.content {
+        Value::String(s) => !s.is_empty(),
+        Value::Array(parts) => !parts.is_empty(),
+        _ => false,
+    };
+    if !content_ok {
+        return Problem::unprocessable(
+            "content must be a non-empty string or array of content parts",
+        )
+        .into_response();
+    }
+    let operation = body.operation.unwrap_or_else(|| "chat".to_owned());
+    if !valid_operation(&operation) {
+        return Problem::unprocessable(format!(
+            "operation {operation:?} must match [a-z][a-z0-9_-]{{0,31}}"
+        ))
+        .into_response();
+    }
+    let conversation = match load(&app, &id).await {
+        Ok(c) => c,
+        Err(problem) => return problem.into_response(),
+    };
+    if let Some(running) = &conversation.running_turn_id {
+        return Problem::conflict(format!(
+            "turn {running} is still running; cancel it or wait"
+        ))
+        .into_response();
+    }
+    let default_model = app.config.defaults.model.clone();
+    let resolved = resolve_turn_model(&TurnModelInput {
+        operation: &operation,
+        request_model: body.model.as_deref(),
+        conversation_model: conversation.model.as_deref(),
+        server_default: default_model
+            .as_deref()
+            .map(|m| ConfigRef { id: None, model: m }),
+        ..TurnModelInput::default()
+    });
+    let Some(resolved) = resolved else {
+        return Problem::unprocessable(
+            "no model: pass `model`, select one for the conversation, or configure defaults.model",
+        )
+        .into_response();
+    };
+    let target = match app.registry.resolve(Some(&resolved.model)) {
+        Ok(target) => target,
+        Err(err) => {
+            return Problem::unprocessable(err.to_string())
+                .with("suggestions", suggest(&app, &resolved.model))
+                .into_response()
+        }
+    };
+    let model_id = target.resolution.model_id.to_string();
+    let turn_id = new_id();
+    let mut payloads = Vec::with_capacity(3);
+    if resolved.persist_selection {
+        payloads.push(EventPayload::ModelSelected {
+            model: model_id.clone(),
+            previous: conversation.model.clone(),
+            source: SelectionSource::TurnOverride,
+        });
+    }
+    payloads.push(EventPayload::TurnStarted {
+        turn_id: turn_id.clone(),
+        operation: operation.clone(),
+        model_id: model_id.clone(),
+        resolved_from: resolved.resolved_from,
+        llm_config_id: resolved.llm_config_id.clone(),
+    });
+    payloads.push(EventPayload::UserMessage {
+        message_id: new_id(),
+        turn_id: turn_id.clone(),
+        content: body.content,
+    });
+    // Subscribe before appending, so a streaming caller misses nothing.
+    let subscription = body.stream.then(|| app.bus.subscribe(&id));
+    let events = match app
+        .store
+        .append_events(&app.project, &id, &payloads, crate::clock::now_ms())
+        .await
+    {
+        Ok(events) => events,
+        Err(err) => return store_problem(err).into_response(),
+    };
+    let turn_seq = events
+        .iter()
+        .find(|e| matches!(e.payload, EventPayload::TurnStarted { .. }))
+        .map(|e| e.seq)
+        .unwrap_or_default();
+    let live = app.live.start(&id, &turn_id, turn_seq);
+    for event in &events {
+        app.bus
+            .publish(&id, BusMessage::Persisted(Arc::new(event.clone())));
+    }
+    tokio::spawn(run_turn(TurnJob {
+        app: app.clone(),
+        live,
+        target,
+        operation,
+        reasoning_effort: conversation.reasoning_effort.clone(),
+    }));
+    match subscription {
+        Some(rx) => {
+            let after = events.first().map(|e| e.seq - 1).unwrap_or(0);
+            sse_response(
+                app,
+                id,
+                Position {
+                    seq: after,
+                    transient: None,
+                },
+                rx,
+                Some(turn_id),
+            )
+        }
+        None => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "turnId": turn_id,
+                "conversationId": id,
+                "modelId": model_id,
+                "resolvedFrom": resolved.resolved_from,
+            })),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /v1/conversations/{id}/turns/{turn_id}/cancel` → 202; the turn
+/// ends with `turn.cancelled` and its upstream request is dropped.
+pub async fn cancel_turn(
+    State(app): State<AppState>,
+    Path((id, turn_id)): Path<(String, String)>,
+) -> Response {
+    if let Err(problem) = load(&app, &id).await {
+        return problem.into_response();
+    }
+    match app.live.get(&turn_id) {
+        Some(turn) if turn.conversation_id == id => {
+            turn.cancel.cancel();
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"turnId": turn_id, "cancelling": true})),
+            )
+                .into_response()
+        }
+        _ => match app.store.get_turn(&app.project, &turn_id).await {
+            Ok(Some(turn)) if turn.conversation_id == id => Problem::conflict(format!(
+                "turn {turn_id} is not running (status {})",
+                turn.status.as_str()
+            ))
+            .into_response(),
+            Ok(_) => Problem::not_found(format!("no turn {turn_id:?} in conversation {id:?}"))
+                .into_response(),
+            Err(err) => store_problem(err).into_response(),
+        },
+    }
+}
+
+/// Where a subscriber is: last persisted seq seen, and within the running
+/// turn `(turn_seq, index)` of the last transient event seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    seq: i64,
+    transient: Option<(i64, u64)>,
+}
+
+/// Parses an SSE id: `seq` for persisted events, `seq.turnSeq.index` for
+/// transient ones.
+fn parse_position(text: &str) -> Option<Position> {
+    let mut parts = text.split('.');
+    let seq = parts.next()?.parse().ok()?;
+    match (parts.next(), parts.next(), parts.next()) {
+        (None, _, _) => Some(Position {
+            seq,
+            transient: None,
+        }),
+        (Some(turn_seq), Some(index), None) => Some(Position {
+            seq,
+            transient: Some((turn_seq.parse().ok()?, index.parse().ok()?)),
+        }),
+        _ => None,
+    }
+}
+
+/// Query of the events stream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Resume after this position (same format as SSE ids); `Last-Event-ID` wins.
+    after: Option<String>,
+}
+
+/// `GET /v1/conversations/{id}/events`: SSE. Persisted events carry
+/// `id: <seq>` and `event: <type>`; transient ones `id: <seq>.<turnSeq>.<index>`.
+/// After the replay a `caught-up` event (no id) marks the switch to live.
+/// Keep-alive comments every 15 s.
+pub async fn events(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
+    };
+    if let Err(problem) = load(&app, &id).await {
+        return problem.into_response();
+    }
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(query.after);
+    let position = match resume.as_deref().map(parse_position) {
+        None => Position {
+            seq: 0,
+            transient: None,
+        },
+        Some(Some(p)) => p,
+        Some(None) => {
+            return Problem::bad_request(format!(
+                "cannot resume from {resume:?}: expected an event id like 12 or 12.10.3"
+            ))
+            .into_response()
+        }
+    };
+    let rx = app.bus.subscribe(&id);
+    sse_response(app, id, position, rx, None)
+}
+
+fn sse_response(
+    app: AppState,
+    conversation_id: String,
+    from: Position,
+    rx: broadcast::Receiver<BusMessage>,
+    until_turn: Option<String>,
+) -> Response {
+    let (tx, out) = mpsc::channel::<SseEvent>(256);
+    tokio::spawn(feed(app, conversation_id, from, rx, tx, until_turn));
+    let stream = futures_util::stream::unfold(out, |mut out| async move {
+        out.recv()
+            .await
+            .map(|event| (Ok::<_, Infallible>(event), out))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+fn persisted_sse(e: &Event) -> SseEvent {
+    SseEvent::default()
+        .id(e.seq.to_string())
+        .event(e.payload.event_type())
+        .data(event_json(e).to_string())
+}
+
+fn ends_turn(e: &Event, turn_id: &str) -> bool {
+    matches!(&e.payload,
+        EventPayload::TurnCompleted { turn_id: t }
+        | EventPayload::TurnFailed { turn_id: t, .. }
+        | EventPayload::TurnCancelled { turn_id: t }
+        | EventPayload::TurnInterrupted { turn_id: t, .. } if t == turn_id)
+}
+
+/// Replays what the subscriber missed, then forwards live events, without
+/// gaps or duplicates: persisted events are ordered by seq (a gap is filled
+/// from the store), transient ones by (turn, index). A lagging subscriber
+/// re-reads from the store and the turn buffer.
+async fn feed(
+    app: AppState,
+    conversation_id: String,
+    from: Position,
+    mut rx: broadcast::Receiver<BusMessage>,
+    tx: mpsc::Sender<SseEvent>,
+    until_turn: Option<String>,
+) {
+    let mut seq = from.seq;
+    let mut transient = from.transient;
+    let mut caught_up_sent = false;
+    loop {
+        // Replay persisted events from the store.
+        loop {
+            let events = match app
+                .store
+                .events_after(&app.project, &conversation_id, seq, 1000)
+                .await
+            {
+                Ok(events) => events,
+                Err(err) => {
+                    tracing::warn!(conversation = %conversation_id, error = %err, "event replay failed");
+                    return;
+                }
+            };
+            let done = events.len() < 1000;
+            for e in &events {
+                seq = e.seq;
+                if tx.send(persisted_sse(e)).await.is_err() {
+                    return;
+                }
+                if until_turn.as_deref().is_some_and(|t| ends_turn(e, t)) {
+                    return;
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        // Replay the running turn's partial output.
+        if let Some(live) = app.live.of_conversation(&conversation_id) {
+            let after = match transient {
+                Some((turn_seq, index)) if turn_seq == live.turn_seq => index,
+                _ => 0,
+            };
+            for t in live.since(after) {
+                transient = Some((t.turn_seq, t.index));
+                if tx.send(transient_sse(seq, &t)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if !caught_up_sent {
+            caught_up_sent = true;
+            let marker = SseEvent::default()
+                .event("caught-up")
+                .data(json!({"lastSeq": seq}).to_string());
+            if tx.send(marker).await.is_err() {
+                return;
+            }
+        }
+        // Live.
+        loop {
+            match rx.recv().await {
+                Ok(BusMessage::Persisted(e)) => {
+                    if e.seq <= seq {
+                        continue;
+                    }
+                    if e.seq > seq + 1 {
+                        break; // a gap: fill it from the store
+                    }
+                    seq = e.seq;
+                    if tx.send(persisted_sse(&e)).await.is_err() {
+                        return;
+                    }
+                    if until_turn.as_deref().is_some_and(|t| ends_turn(&e, t)) {
+                        return;
+                    }
+                }
+                Ok(BusMessage::Transient(t)) => {
+                    if transient
+                        .is_some_and(|(turn_seq, index)| (t.turn_seq, t.index) <= (turn_seq, index))
+                    {
+                        continue;
+                    }
+                    transient = Some((t.turn_seq, t.index));
+                    if tx.send(transient_sse(seq, &t)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+fn transient_sse(seq: i64, t: &crate::conversations::bus::TransientEvent) -> SseEvent {
+    let mut data = t.data.clone();
+    data["index"] = json!(t.index);
+    SseEvent::default()
+        .id(format!("{seq}.{}.{}", t.turn_seq, t.index))
+        .event(t.event_type)
+        .data(data.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_parse() {
+        assert_eq!(
+            parse_position("12"),
+            Some(Position {
+                seq: 12,
+                transient: None
+            })
+        );
+        assert_eq!(
+            parse_position("12.10.3"),
+            Some(Position {
+                seq: 12,
+                transient: Some((10, 3))
+            })
+        );
+        assert_eq!(parse_position("x"), None);
+        assert_eq!(parse_position("1.2"), None);
+        assert_eq!(parse_position("1.2.3.4"), None);
+    }
+}

@@ -1,0 +1,396 @@
+//! The turn engine.
+//!
+//! Starting a turn appends, in one transaction, the per-turn model override
+//! (`model.selected`, for `chat`), `turn.started` and `message.user`; a
+//! second turn while one runs is refused by the fold (409). The turn then
+//! runs in its own task: it sends the conversation's messages to the
+//! resolved model (streaming), publishes `text.delta` / `reasoning.delta` /
+//! `tool_call.delta` transient events, checkpoints the partial text to the
+//! store at most every [`CHECKPOINT_EVERY`], and ends by appending
+//! `message.assistant` (with model id and usage) and `turn.completed` —
+//! or, with the partial answer kept, `turn.failed` / `turn.cancelled`.
+//! Every turn is one LLM session of its operation in the call log.
+//!
+//! At start-up, turns left `running` by a stopped process are closed with
+//! `turn.interrupted`, keeping the last checkpointed text.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use modelyard_core::conversation::{EventPayload, Part, TokenUsage};
+use modelyard_store::{NewLlmCall, NewLlmSession, ProjectId, RecordedSession, Store, UsageRow};
+use modelyard_upstream::openai::{ChunkKind, StreamAccumulator};
+use modelyard_upstream::sse::SseDecoder;
+use serde_json::{json, Value};
+
+use super::bus::{BusMessage, EventBus};
+use super::live::LiveTurn;
+use crate::app::AppState;
+use crate::clock::now_ms;
+use crate::registry::Target;
+
+/// Longest interval between two checkpoints of a running turn's text.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Appends events and publishes them once committed.
+///
+/// # Errors
+/// The store's error (conflict, not found, database).
+pub async fn append_and_publish(
+    store: &Store,
+    bus: &dyn EventBus,
+    project: &ProjectId,
+    conversation_id: &str,
+    payloads: &[EventPayload],
+) -> Result<Vec<modelyard_core::conversation::Event>, modelyard_store::StoreError> {
+    let events = store
+        .append_events(project, conversation_id, payloads, now_ms())
+        .await?;
+    for event in &events {
+        bus.publish(
+            conversation_id,
+            BusMessage::Persisted(Arc::new(event.clone())),
+        );
+    }
+    Ok(events)
+}
+
+/// What a running turn needs.
+pub struct TurnJob {
+    /// App state.
+    pub app: AppState,
+    /// The live turn (buffer, cancel).
+    pub live: Arc<LiveTurn>,
+    /// Where to send it.
+    pub target: Target,
+    /// Operation.
+    pub operation: String,
+    /// Reasoning effort setting, passed as `reasoning_effort`.
+    pub reasoning_effort: Option<String>,
+}
+
+fn openai_messages(messages: &[modelyard_core::conversation::MessageRecord]) -> Vec<Value> {
+    messages
+        .iter()
+        .map(|m| json!({"role": m.role, "content": m.content}))
+        .collect()
+}
+
+enum Ending {
+    Completed,
+    Failed(String),
+    Cancelled,
+    Interrupted,
+}
+
+/// Runs a started turn to its end. Never panics; every way out appends the
+/// closing events.
+pub async fn run_turn(job: TurnJob) {
+    let TurnJob {
+        app,
+        live,
+        target,
+        operation,
+        reasoning_effort,
+    } = job;
+    let conversation_id = live.conversation_id.clone();
+    let turn_id = live.turn_id.clone();
+    let model_id = target.resolution.model_id.to_string();
+    let sent_at_ms = now_ms();
+    let mut acc = StreamAccumulator::default();
+    let mut status: Option<u16> = None;
+    let mut first_token_at_ms = None;
+    let mut request_json = String::new();
+
+    let ending = match app
+        .store
+        .list_messages(&app.project, &conversation_id)
+        .await
+    {
+        Err(err) => Ending::Failed(format!("cannot read the conversation: {err}")),
+        Ok(messages) => {
+            let mut body = json!({
+                "model": target.resolution.model_id.model(),
+                "messages": openai_messages(&messages),
+                "stream": true,
+                "stream_options": {"include_usage": true},
+            });
+            if let Some(effort) = &reasoning_effort {
+                body["reasoning_effort"] = json!(effort);
+            }
+            request_json = body.to_string();
+            tokio::select! {
+                ending = stream_answer(&app, &live, &target, Bytes::from(request_json.clone()), &mut acc, &mut status, &mut first_token_at_ms) => ending,
+                () = live.cancel.cancelled() => {
+                    if live.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+                        Ending::Interrupted
+                    } else {
+                        Ending::Cancelled
+                    }
+                }
+            }
+        }
+    };
+
+    let summary = acc.summary();
+    let mut parts = Vec::new();
+    if let Some(reasoning) = &summary.reasoning {
+        parts.push(Part::Reasoning {
+            text: reasoning.clone(),
+        });
+    }
+    if let Some(text) = &summary.text {
+        parts.push(Part::Text { text: text.clone() });
+    }
+    if let Some(calls) = summary.tool_calls.as_ref().and_then(Value::as_array) {
+        for call in calls {
+            parts.push(Part::ToolCall {
+                id: call["id"].as_str().unwrap_or_default().to_owned(),
+                name: call["function"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                arguments: call["function"]["arguments"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            });
+        }
+    }
+    let usage = TokenUsage::from(summary.usage);
+    let mut payloads = Vec::with_capacity(2);
+    // A partial answer is kept on failure and cancel: the record stays readable.
+    if !parts.is_empty() || matches!(ending, Ending::Completed) {
+        payloads.push(EventPayload::AssistantMessage {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            turn_id: turn_id.clone(),
+            parts,
+            model_id: model_id.clone(),
+            usage,
+            finish_reason: summary.finish_reason.clone(),
+        });
+    }
+    let error = match &ending {
+        Ending::Completed => None,
+        Ending::Failed(e) => Some(e.clone()),
+        Ending::Cancelled => Some("turn cancelled".to_owned()),
+        Ending::Interrupted => Some("server shut down during the turn".to_owned()),
+    };
+    payloads.push(match ending {
+        Ending::Completed => EventPayload::TurnCompleted {
+            turn_id: turn_id.clone(),
+        },
+        Ending::Failed(error) => EventPayload::TurnFailed {
+            turn_id: turn_id.clone(),
+            error,
+        },
+        Ending::Cancelled => EventPayload::TurnCancelled {
+            turn_id: turn_id.clone(),
+        },
+        Ending::Interrupted => EventPayload::TurnInterrupted {
+            turn_id: turn_id.clone(),
+            partial_text: summary.text.clone(),
+        },
+    });
+    if let Err(err) = append_and_publish(
+        &app.store,
+        app.bus.as_ref(),
+        &app.project,
+        &conversation_id,
+        &payloads,
+    )
+    .await
+    {
+        tracing::error!(conversation = %conversation_id, turn = %turn_id, error = %err, "cannot close turn");
+    }
+    app.live.finish(&turn_id);
+
+    let session_id = uuid::Uuid::now_v7().to_string();
+    let tokens = |n: Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    app.recorder.record(RecordedSession {
+        session: NewLlmSession {
+            id: session_id.clone(),
+            operation,
+            parent_session_id: None,
+            conversation_id: Some(conversation_id),
+            turn_id: Some(turn_id),
+            created_at_ms: sent_at_ms,
+        },
+        calls: vec![NewLlmCall {
+            id: uuid::Uuid::now_v7().to_string(),
+            session_id,
+            model_id,
+            provider: target.provider.name().to_owned(),
+            upstream_model: target.resolution.model_id.model().to_owned(),
+            stream: true,
+            request_json,
+            response_text: summary.text,
+            reasoning_text: summary.reasoning,
+            tool_calls_json: summary.tool_calls.map(|v| v.to_string()),
+            finish_reason: summary.finish_reason,
+            usage: UsageRow {
+                prompt_tokens: tokens(summary.usage.prompt_tokens),
+                completion_tokens: tokens(summary.usage.completion_tokens),
+                reasoning_tokens: tokens(summary.usage.reasoning_tokens),
+                cached_prompt_tokens: tokens(summary.usage.cached_prompt_tokens),
+                total_tokens: tokens(summary.usage.total_tokens),
+            },
+            sent_at_ms,
+            first_token_at_ms,
+            completed_at_ms: Some(now_ms()),
+            http_status: status.map(i32::from),
+            error,
+        }],
+    });
+}
+
+async fn stream_answer(
+    app: &AppState,
+    live: &LiveTurn,
+    target: &Target,
+    body: Bytes,
+    acc: &mut StreamAccumulator,
+    status: &mut Option<u16>,
+    first_token_at_ms: &mut Option<i64>,
+) -> Ending {
+    let Some(client) = target.provider.client.as_ref() else {
+        return Ending::Failed(format!("provider '{}' is disabled", target.provider.name()));
+    };
+    let mut upstream = match client.chat_completions(body, true).await {
+        Ok(upstream) => upstream,
+        Err(err) => return Ending::Failed(err.to_string()),
+    };
+    *status = Some(upstream.status());
+    if !(200..300).contains(&upstream.status()) {
+        let code = upstream.status();
+        let body = upstream.bytes(64 * 1024).await.unwrap_or_default();
+        let (message, _, _) = modelyard_upstream::openai::upstream_error_message(&body, 2_000);
+        return Ending::Failed(format!(
+            "provider '{}' answered HTTP {code}: {message}",
+            target.provider.name()
+        ));
+    }
+    let client_model = target.resolution.model_id.to_string();
+    let mut decoder = SseDecoder::new();
+    let mut last_checkpoint = tokio::time::Instant::now();
+    let mut checkpointed_len = 0;
+    loop {
+        let chunk = match upstream.next_chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => {
+                return Ending::Failed(format!(
+                    "provider '{}' closed the stream before [DONE]",
+                    target.provider.name()
+                ))
+            }
+            Err(err) => return Ending::Failed(err.to_string()),
+        };
+        decoder.push(&chunk);
+        while let Some(event) = decoder.next_event() {
+            if event.data.as_ref() == b"[DONE]" {
+                return Ending::Completed;
+            }
+            let (text_before, reasoning_before, tools_before) =
+                (acc.text().len(), acc.reasoning().len(), acc.has_output());
+            match acc.accept(&event.data, &client_model) {
+                Ok(ChunkKind::Forward(_)) | Ok(ChunkKind::UsageOnly(_)) => {}
+                Ok(ChunkKind::Error(error)) => {
+                    let (message, _, _) =
+                        modelyard_upstream::openai::upstream_error_message(error.as_bytes(), 2_000);
+                    return Ending::Failed(format!(
+                        "provider '{}' reported an error mid-stream: {message}",
+                        target.provider.name()
+                    ));
+                }
+                Err(reason) => {
+                    return Ending::Failed(format!(
+                        "provider '{}' sent malformed stream data: {reason}",
+                        target.provider.name()
+                    ))
+                }
+            }
+            if first_token_at_ms.is_none() && acc.has_output() {
+                *first_token_at_ms = Some(now_ms());
+            }
+            if acc.reasoning().len() > reasoning_before {
+                let delta = acc.reasoning()[reasoning_before..].to_owned();
+                publish(
+                    app,
+                    live,
+                    "reasoning.delta",
+                    json!({"turnId": live.turn_id, "delta": delta}),
+                );
+            }
+            if acc.text().len() > text_before {
+                let delta = acc.text()[text_before..].to_owned();
+                publish(
+                    app,
+                    live,
+                    "text.delta",
+                    json!({"turnId": live.turn_id, "delta": delta}),
+                );
+            }
+            if !tools_before
+                && acc.has_output()
+                && acc.text().is_empty()
+                && acc.reasoning().is_empty()
+            {
+                publish(
+                    app,
+                    live,
+                    "tool_call.delta",
+                    json!({"turnId": live.turn_id}),
+                );
+            }
+        }
+        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY && acc.text().len() != checkpointed_len {
+            checkpointed_len = acc.text().len();
+            last_checkpoint = tokio::time::Instant::now();
+            if let Err(err) = app
+                .store
+                .checkpoint_turn(&app.project, &live.turn_id, acc.text(), now_ms())
+                .await
+            {
+                tracing::warn!(turn = %live.turn_id, error = %err, "cannot checkpoint turn");
+            }
+        }
+    }
+}
+
+fn publish(app: &AppState, live: &LiveTurn, event_type: &'static str, data: Value) {
+    let event = live.push(event_type, data);
+    app.bus
+        .publish(&live.conversation_id, BusMessage::Transient(event));
+}
+
+/// Closes turns that a stopped process left `running` with
+/// `turn.interrupted`, keeping their checkpointed text.
+pub async fn recover_interrupted(store: &Store, bus: &dyn EventBus) {
+    let running = match store.running_turns().await {
+        Ok(running) => running,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot look for interrupted turns");
+            return;
+        }
+    };
+    for (project, turn) in running {
+        let partial_text = store
+            .turn_partial_text(&project, &turn.id)
+            .await
+            .ok()
+            .flatten();
+        let payload = EventPayload::TurnInterrupted {
+            turn_id: turn.id.clone(),
+            partial_text,
+        };
+        match append_and_publish(store, bus, &project, &turn.conversation_id, &[payload]).await {
+            Ok(_) => {
+                tracing::warn!(conversation = %turn.conversation_id, turn = %turn.id, "turn interrupted by a restart")
+            }
+            Err(err) => {
+                tracing::error!(turn = %turn.id, error = %err, "cannot close interrupted turn")
+            }
+        }
+    }
+}

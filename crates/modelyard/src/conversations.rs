@@ -1,0 +1,296 @@
+//! `modelyard conversations ...` and `modelyard chat -c ID`: clients of
+//! `/v1/conversations`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use modelyard_upstream::sse::SseDecoder;
+use serde_json::{json, Value};
+
+use crate::client::{read_json, Client};
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("-")
+}
+
+async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    let response = request
+        .send()
+        .await
+        .context("cannot reach the Modelyard server")?;
+    if response.status() == reqwest::StatusCode::NO_CONTENT {
+        return Ok(Value::Null);
+    }
+    read_json(response).await
+}
+
+/// `conversations ls`.
+pub async fn list(client: &Client, limit: u32) -> anyhow::Result<()> {
+    let page = client
+        .get_json(&format!("/v1/conversations?limit={limit}"))
+        .await?;
+    let data = page["data"].as_array().cloned().unwrap_or_default();
+    if data.is_empty() {
+        println!("no conversations (create one with `modelyard conversations new`)");
+        return Ok(());
+    }
+    println!(
+        "{:<36}  {:<24}  {:<30}  {:<30}  {:>7}  {:<7}  TITLE",
+        "ID", "UPDATED", "MODEL", "LATEST MODEL", "TOKENS", "STATUS"
+    );
+    for c in data {
+        println!(
+            "{:<36}  {:<24}  {:<30}  {:<30}  {:>7}  {:<7}  {}",
+            s(&c, "id"),
+            s(&c, "updatedAt"),
+            s(&c, "model"),
+            s(&c, "latestModelId"),
+            c["usage"]["totalTokens"].as_u64().unwrap_or(0),
+            s(&c, "status"),
+            s(&c, "title"),
+        );
+    }
+    Ok(())
+}
+
+/// `conversations show ID`: the conversation and its messages.
+pub async fn show(client: &Client, id: &str) -> anyhow::Result<()> {
+    let c = client.get_json(&format!("/v1/conversations/{id}")).await?;
+    println!("conversation {}  ({})", s(&c, "id"), s(&c, "status"));
+    println!("title        {}", s(&c, "title"));
+    println!(
+        "model        {}  (latest answer: {})",
+        s(&c, "model"),
+        s(&c, "latestModelId")
+    );
+    println!(
+        "tokens       {} in / {} out / {} total",
+        c["usage"]["inputTokens"], c["usage"]["outputTokens"], c["usage"]["totalTokens"]
+    );
+    let messages = client
+        .get_json(&format!("/v1/conversations/{id}/messages"))
+        .await?;
+    for m in messages["data"].as_array().cloned().unwrap_or_default() {
+        let content = m["content"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| m["content"].to_string());
+        match s(&m, "role") {
+            "assistant" => println!(
+                "\n[assistant · {} · {} tokens]\n{content}",
+                s(&m, "modelId"),
+                m["usage"]["totalTokens"]
+                    .as_u64()
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "?".into())
+            ),
+            role => println!("\n[{role}]\n{content}"),
+        }
+    }
+    Ok(())
+}
+
+/// `conversations new`.
+pub async fn create(
+    client: &Client,
+    title: Option<&str>,
+    model: Option<&str>,
+    parent: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut body = json!({});
+    if let Some(title) = title {
+        body["title"] = json!(title);
+    }
+    if let Some(model) = model {
+        body["model"] = json!(model);
+    }
+    if let Some(parent) = parent {
+        body["parentId"] = json!(parent);
+    }
+    let c = send(
+        client
+            .http()
+            .post(client.url("/v1/conversations"))
+            .json(&body),
+    )
+    .await?;
+    println!("{}", s(&c, "id"));
+    Ok(())
+}
+
+/// `conversations rm ID`.
+pub async fn remove(client: &Client, id: &str) -> anyhow::Result<()> {
+    send(
+        client
+            .http()
+            .delete(client.url(&format!("/v1/conversations/{id}"))),
+    )
+    .await?;
+    Ok(())
+}
+
+/// `conversations model get|set|clear`.
+pub async fn model(client: &Client, id: &str, set: Option<Option<&str>>) -> anyhow::Result<()> {
+    let value = match set {
+        None => {
+            client
+                .get_json(&format!("/v1/conversations/{id}/model"))
+                .await?
+        }
+        Some(model) => {
+            send(
+                client
+                    .http()
+                    .put(client.url(&format!("/v1/conversations/{id}/model")))
+                    .json(&json!({"model": model})),
+            )
+            .await?
+        }
+    };
+    let model = value["model"].as_str().unwrap_or("(none)");
+    if value["verified"] == false {
+        println!("{model} (not verified: its provider is offline)");
+    } else {
+        println!("{model}");
+    }
+    Ok(())
+}
+
+/// `conversations history ID`: the model history.
+pub async fn history(client: &Client, id: &str) -> anyhow::Result<()> {
+    let history = client
+        .get_json(&format!("/v1/conversations/{id}/model-history"))
+        .await?;
+    for e in history["data"].as_array().cloned().unwrap_or_default() {
+        match s(&e, "kind") {
+            "turn" => println!(
+                "{:>5}  {}  turn {} ({}) used {} [{}]",
+                e["seq"],
+                s(&e, "at"),
+                s(&e, "turnId"),
+                s(&e, "operation"),
+                s(&e, "model"),
+                s(&e, "resolvedFrom")
+            ),
+            kind => println!(
+                "{:>5}  {}  {kind} {} (was {}, by {})",
+                e["seq"],
+                s(&e, "at"),
+                s(&e, "model"),
+                s(&e, "previous"),
+                s(&e, "source")
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Prints a conversation's event stream. With `first_turn`, follows the
+/// first turn that starts and returns when it ends (failure unless it
+/// completed); otherwise runs until the stream closes.
+async fn follow(mut response: reqwest::Response, first_turn: bool) -> anyhow::Result<ExitCode> {
+    let mut decoder = SseDecoder::new();
+    let mut stdout = std::io::stdout();
+    let mut in_text = false;
+    let mut turn: Option<String> = None;
+    while let Some(chunk) = response.chunk().await.context("the event stream broke")? {
+        decoder.push(&chunk);
+        while let Some(event) = decoder.next_event() {
+            let kind = event.event.as_deref().unwrap_or("message");
+            let data: Value = serde_json::from_slice(&event.data).unwrap_or(Value::Null);
+            if kind == "text.delta" {
+                stdout.write_all(s(&data, "delta").as_bytes())?;
+                stdout.flush()?;
+                in_text = true;
+                continue;
+            }
+            if matches!(kind, "reasoning.delta" | "tool_call.delta" | "caught-up") {
+                continue;
+            }
+            if in_text {
+                writeln!(stdout)?;
+                in_text = false;
+            }
+            let event_turn = data.get("turnId").and_then(Value::as_str);
+            match kind {
+                "turn.started" => {
+                    if first_turn && turn.is_none() {
+                        turn = event_turn.map(str::to_owned);
+                    }
+                    eprintln!(
+                        "[turn {} · {} · {}]",
+                        event_turn.unwrap_or("?"),
+                        s(&data, "modelId"),
+                        s(&data, "resolvedFrom")
+                    );
+                }
+                "message.assistant" => eprintln!(
+                    "[{} · {} prompt + {} completion tokens]",
+                    s(&data, "modelId"),
+                    data["usage"]["promptTokens"].as_u64().unwrap_or(0),
+                    data["usage"]["completionTokens"].as_u64().unwrap_or(0)
+                ),
+                "turn.failed" => eprintln!("error: {}", s(&data, "error")),
+                "turn.cancelled" => eprintln!("(turn cancelled)"),
+                "turn.interrupted" => eprintln!("(turn interrupted)"),
+                _ if !first_turn => eprintln!("[{}] {kind}", data["seq"]),
+                _ => {}
+            }
+            if first_turn && turn.is_some() && event_turn == turn.as_deref() {
+                match kind {
+                    "turn.completed" => return Ok(ExitCode::SUCCESS),
+                    "turn.failed" | "turn.cancelled" | "turn.interrupted" => {
+                        return Ok(ExitCode::FAILURE)
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    if first_turn {
+        bail!("the event stream ended before the turn did");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `conversations watch ID`: replay, then live events until interrupted.
+pub async fn watch(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
+    let response = client
+        .http()
+        .get(client.url(&format!("/v1/conversations/{id}/events")))
+        .send()
+        .await
+        .context("cannot reach the Modelyard server")?;
+    if !response.status().is_success() {
+        read_json(response).await?;
+        bail!("cannot watch {id}");
+    }
+    follow(response, false).await
+}
+
+/// `chat -c ID`: one turn in a conversation, streamed. `model` overrides
+/// (and, for chat, persists) the conversation's model.
+pub async fn turn(
+    client: &Client,
+    id: &str,
+    model: Option<&str>,
+    prompt: &str,
+) -> anyhow::Result<ExitCode> {
+    let mut body = json!({"content": prompt, "stream": true});
+    if let Some(model) = model {
+        body["model"] = json!(model);
+    }
+    let response = client
+        .http()
+        .post(client.url(&format!("/v1/conversations/{id}/turns")))
+        .json(&body)
+        .send()
+        .await
+        .context("cannot reach the Modelyard server")?;
+    if !response.status().is_success() {
+        read_json(response).await?;
+        bail!("the turn did not start");
+    }
+    follow(response, true).await
+}
