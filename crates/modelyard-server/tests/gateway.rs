@@ -418,7 +418,11 @@ async fn upstream_error_statuses_pass_through_and_are_recorded() {
         let (status, body) = json_of(response).await;
         assert_eq!(status, code, "{model} stream={stream}: {body}");
         // The upstream's Retry-After reaches the client (the mock sends it with 429 only).
-        assert_eq!(retry_after.as_deref(), (code == 429).then_some("1"), "{model}");
+        assert_eq!(
+            retry_after.as_deref(),
+            (code == 429).then_some("1"),
+            "{model}"
+        );
         let error = error_envelope(&body);
         let message = error["message"].as_str().unwrap();
         assert!(

@@ -395,8 +395,17 @@ async fn catalog_reports_the_context_window_llama_server_serves_with() {
     let Some(llm) = llm_url() else { return };
     let server = Server::start(&llm);
     let client = ::reqwest::Client::new();
-    let props: Value = client.get(format!("{llm}/props")).send().await.unwrap().json().await.unwrap();
-    let n_ctx = props["default_generation_settings"]["n_ctx"].as_u64().expect("llama-server reports n_ctx");
+    let props: Value = client
+        .get(format!("{llm}/props"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let n_ctx = props["default_generation_settings"]["n_ctx"]
+        .as_u64()
+        .expect("llama-server reports n_ctx");
 
     let catalog: Value = client
         .get(format!("{}/v1/catalog", server.base_url))
@@ -427,5 +436,8 @@ async fn catalog_reports_the_context_window_llama_server_serves_with() {
     let listing = server.cli(&["models"]);
     let listing = String::from_utf8_lossy(&listing.stdout);
     assert!(listing.starts_with("★ favorites"), "{listing}");
-    assert!(listing.contains(&format!("{n_ctx} (provider)")), "{listing}");
+    assert!(
+        listing.contains(&format!("{n_ctx} (provider)")),
+        "{listing}"
+    );
 }
