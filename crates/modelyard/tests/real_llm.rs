@@ -67,7 +67,8 @@ impl Server {
             &config,
             format!(
                 "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\nurl = \"sqlite://{}/e2e.db\"\n\
-                 [defaults]\nmodel = \"{MODEL}\"\n[[providers]]\nname = \"local\"\nkind = \"llama-cpp\"\nbase_url = \"{llm_url}\"\n",
+                 [defaults]\nmodel = \"{MODEL}\"\n[[providers]]\nname = \"local\"\nkind = \"llama-cpp\"\nbase_url = \"{llm_url}\"\n\
+                 [[providers]]\nname = \"twin\"\nkind = \"openai\"\nbase_url = \"{llm_url}/v1\"\n",
                 dir.display()
             ),
         )
@@ -440,4 +441,77 @@ async fn catalog_reports_the_context_window_llama_server_serves_with() {
         listing.contains(&format!("{n_ctx} (provider)")),
         "{listing}"
     );
+}
+
+#[tokio::test]
+async fn a_conversation_remembers_its_model_and_each_answer_names_its_model() {
+    let Some(llm) = llm_url() else { return };
+    let server = Server::start(&llm);
+    let client = ::reqwest::Client::new();
+    let base = &server.base_url;
+    const TWIN: &str = "twin/smollm2-135m-instruct";
+
+    let created: Value = client
+        .post(format!("{base}/v1/conversations"))
+        .json(&json!({"title": "two models", "model": MODEL}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["model"], MODEL);
+
+    // Turn one: the conversation's model, through the CLI.
+    let first = server.cli(&["chat", "-c", &id, "Name a color."]);
+    assert!(first.status.success(), "{first:?}");
+    assert!(!String::from_utf8_lossy(&first.stdout).trim().is_empty());
+
+    // Turn two overrides the model: it wins and becomes the selection.
+    let second = server.cli(&["chat", "-c", &id, "-m", TWIN, "Name another color."]);
+    assert!(second.status.success(), "{second:?}");
+
+    let messages: Value = client.get(format!("{base}/v1/conversations/{id}/messages")).send().await.unwrap().json().await.unwrap();
+    let answers: Vec<&Value> = messages["data"].as_array().unwrap().iter().filter(|m| m["role"] == "assistant").collect();
+    assert_eq!(answers.len(), 2, "{messages}");
+    assert_eq!(answers[0]["modelId"], MODEL);
+    assert_eq!(answers[1]["modelId"], TWIN);
+    for answer in &answers {
+        assert!(answer["usage"]["completionTokens"].as_u64().unwrap() > 0, "{answer}");
+        assert!(!answer["content"].as_str().unwrap().is_empty());
+    }
+
+    let conversation: Value = client.get(format!("{base}/v1/conversations/{id}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(conversation["model"], TWIN, "the override persisted");
+    assert_eq!(conversation["latestModelId"], TWIN);
+    let total: u64 = answers.iter().map(|a| a["usage"]["totalTokens"].as_u64().unwrap()).sum();
+    assert_eq!(conversation["usage"]["totalTokens"].as_u64(), Some(total));
+
+    let history: Value = client.get(format!("{base}/v1/conversations/{id}/model-history")).send().await.unwrap().json().await.unwrap();
+    let kinds: Vec<(String, String)> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap().to_owned(), e["model"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("selected".to_owned(), MODEL.to_owned()),
+            ("turn".to_owned(), MODEL.to_owned()),
+            ("selected".to_owned(), TWIN.to_owned()),
+            ("turn".to_owned(), TWIN.to_owned()),
+        ]
+    );
+
+    // Turn two sent the whole conversation: its call has both user messages.
+    let calls = wait_for_calls(&client, base, 2).await;
+    let last = &calls[0];
+    assert_eq!(last["operation"], "chat");
+    assert_eq!(last["modelId"], TWIN);
+    let detail: Value = client.get(format!("{base}/v1/calls/{}", last["id"].as_str().unwrap())).send().await.unwrap().json().await.unwrap();
+    let sent = detail["request"]["messages"].as_array().unwrap();
+    assert_eq!(sent.len(), 3, "user, assistant, user: {sent:?}");
+    assert_eq!(sent[2]["content"], "Name another color.");
 }
