@@ -24,7 +24,7 @@ pub const MAX_BATCH: usize = 256;
 /// Handle to the recorder. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Recorder {
-    tx: Option<mpsc::Sender<RecordedSession>>,
+    tx: Option<mpsc::Sender<Pending>>,
     dropped: Arc<AtomicU64>,
     last_drop_log_ms: Arc<std::sync::atomic::AtomicI64>,
 }
@@ -53,8 +53,18 @@ impl Recorder {
 
     /// Queues a session for writing; never waits.
     pub fn record(&self, session: RecordedSession) {
+        self.send(Pending::Ready(Box::new(session)));
+    }
+
+    /// Queues a session that the writer task builds: copying bodies and
+    /// serializing happen there, off the request's path. Never waits.
+    pub fn record_with(&self, build: impl FnOnce() -> RecordedSession + Send + 'static) {
+        self.send(Pending::Build(Box::new(build)));
+    }
+
+    fn send(&self, pending: Pending) {
         let Some(tx) = &self.tx else { return };
-        if tx.try_send(session).is_err() {
+        if tx.try_send(pending).is_err() {
             let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             let now = now_ms();
             let last = self.last_drop_log_ms.load(Ordering::Relaxed);
@@ -74,9 +84,29 @@ impl Recorder {
     }
 }
 
-async fn write_loop(store: Store, project: ProjectId, mut rx: mpsc::Receiver<RecordedSession>) {
+/// A queued record: ready, or built by the writer task.
+enum Pending {
+    Ready(Box<RecordedSession>),
+    Build(Box<dyn FnOnce() -> RecordedSession + Send>),
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pending::Ready(_) => "Pending::Ready",
+            Pending::Build(_) => "Pending::Build",
+        })
+    }
+}
+
+async fn write_loop(store: Store, project: ProjectId, mut rx: mpsc::Receiver<Pending>) {
+    let mut pending = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
+        batch.extend(pending.drain(..).map(|p| match p {
+            Pending::Ready(session) => *session,
+            Pending::Build(build) => build(),
+        }));
         if let Err(err) = store.record_sessions(&project, &batch).await {
             tracing::error!(error = %err, sessions = batch.len(), "failed to write call records");
         }

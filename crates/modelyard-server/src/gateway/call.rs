@@ -93,6 +93,21 @@ impl Draft {
         first_token_at_ms: Option<i64>,
         error: Option<String>,
     ) {
+        let recorder = self.recorder.clone();
+        let completed_at_ms = now_ms();
+        recorder.record_with(move || {
+            self.build(status, summary, first_token_at_ms, error, completed_at_ms)
+        });
+    }
+
+    fn build(
+        self,
+        status: Option<u16>,
+        summary: AnswerSummary,
+        first_token_at_ms: Option<i64>,
+        error: Option<String>,
+        completed_at_ms: i64,
+    ) -> RecordedSession {
         let session_id = uuid::Uuid::now_v7().to_string();
         let usage = summary.usage;
         let call = NewLlmCall {
@@ -116,11 +131,11 @@ impl Draft {
             },
             sent_at_ms: self.sent_at_ms,
             first_token_at_ms,
-            completed_at_ms: Some(now_ms()),
+            completed_at_ms: Some(completed_at_ms),
             http_status: status.map(i32::from),
             error,
         };
-        self.recorder.record(RecordedSession {
+        RecordedSession {
             session: NewLlmSession {
                 id: session_id,
                 operation: "gateway".to_owned(),
@@ -130,6 +145,6 @@ impl Draft {
                 created_at_ms: self.sent_at_ms,
             },
             calls: vec![call],
-        });
+        }
     }
 }
