@@ -232,6 +232,7 @@ pub async fn start(
         ),
     }));
     let live_state = state.clone();
+    let stopping_state = state.clone();
     let app = router(state);
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let listener = listener.tap_io(|tcp| {
@@ -243,6 +244,10 @@ pub async fn start(
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = shutdown_rx.wait_for(|stop| *stop).await;
+                // Interrupt turns and end events streams now: open streams
+                // would otherwise keep the graceful shutdown waiting forever.
+                stopping_state.live.begin_shutdown();
+                drop(stopping_state);
             })
             .await;
         if let Err(err) = served {

@@ -1,7 +1,7 @@
 //! The call log: `GET /v1/calls` and `GET /v1/calls/{id}`.
 //!
 //! A call as JSON (camelCase; times RFC 3339 UTC; durations ms; tokens):
-//! `{id, sessionId, operation, modelId, provider, upstreamModel, stream,
+//! `{id, sessionId, operation, conversationId, turnId, modelId, provider, upstreamModel, stream,
 //! status ("ok" | "error"), httpStatus, error, finishReason, usage
 //! {promptTokens, completionTokens, reasoningTokens, cachedPromptTokens,
 //! totalTokens}, sentAt, firstTokenAt, completedAt, latencyMs,
@@ -30,6 +30,8 @@ pub struct ListQuery {
     model: Option<String>,
     /// Only calls of this operation.
     operation: Option<String>,
+    /// Only calls made for this conversation.
+    conversation_id: Option<String>,
 }
 
 fn call_json(row: &LlmCallRow, full: bool) -> Value {
@@ -39,6 +41,8 @@ fn call_json(row: &LlmCallRow, full: bool) -> Value {
         "id": row.id,
         "sessionId": row.session_id,
         "operation": row.operation,
+        "conversationId": row.conversation_id,
+        "turnId": row.turn_id,
         "modelId": row.model_id,
         "provider": row.provider,
         "upstreamModel": row.upstream_model,
@@ -95,7 +99,7 @@ pub async fn list(
         before_id: query.before,
         model_id: query.model,
         operation: query.operation,
-        conversation_id: None,
+        conversation_id: query.conversation_id,
     };
     match app.store.list_calls(&app.project, &filter).await {
         Ok(rows) => {

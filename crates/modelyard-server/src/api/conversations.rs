@@ -682,7 +682,8 @@ pub async fn start_turn(
     let model_id = target.resolution.model_id.to_string();
     let turn_id = new_id();
     let mut payloads = Vec::with_capacity(3);
-    if resolved.persist_selection {
+    // Compare the resolved id: a bare id naming the selected model is no change.
+    if resolved.persist_selection && conversation.model.as_deref() != Some(model_id.as_str()) {
         payloads.push(EventPayload::ModelSelected {
             model: model_id.clone(),
             previous: conversation.model.clone(),
@@ -867,7 +868,14 @@ fn sse_response(
     until_turn: Option<String>,
 ) -> Response {
     let (tx, out) = mpsc::channel::<SseEvent>(256);
-    tokio::spawn(feed(app, conversation_id, from, rx, tx, until_turn));
+    // A shutdown ends every stream, so graceful shutdown does not wait on them.
+    let shutdown = app.live.shutdown_token();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = feed(app, conversation_id, from, rx, tx, until_turn) => {}
+            () = shutdown.cancelled() => {}
+        }
+    });
     let stream = futures_util::stream::unfold(out, |mut out| async move {
         out.recv()
             .await
@@ -893,10 +901,27 @@ fn ends_turn(e: &Event, turn_id: &str) -> bool {
         | EventPayload::TurnInterrupted { turn_id: t, .. } if t == turn_id)
 }
 
+fn ends_any_turn(e: &Event) -> bool {
+    matches!(
+        e.payload,
+        EventPayload::TurnCompleted { .. }
+            | EventPayload::TurnFailed { .. }
+            | EventPayload::TurnCancelled { .. }
+            | EventPayload::TurnInterrupted { .. }
+    )
+}
+
 /// Replays what the subscriber missed, then forwards live events, without
 /// gaps or duplicates: persisted events are ordered by seq (a gap is filled
 /// from the store), transient ones by (turn, index). A lagging subscriber
 /// re-reads from the store and the turn buffer.
+///
+/// A turn's transient events are sent only while the subscriber is inside
+/// that turn (its `turn.started` sent, its end not yet), as one run without
+/// holes: from the turn buffer, then live. A turn that ends while the
+/// subscriber replays is caught either way: its buffer is taken before the
+/// store is read (it outlives the turn), and once its end has been sent its
+/// late deltas are dropped (the log holds the text).
 async fn feed(
     app: AppState,
     conversation_id: String,
@@ -907,8 +932,14 @@ async fn feed(
 ) {
     let mut seq = from.seq;
     let mut transient = from.transient;
+    // Seq of the last turn end sent: transient events of turns started
+    // before it are stale.
+    let mut last_end_seq = 0;
     let mut caught_up_sent = false;
     loop {
+        // The running turn before the store is read: if it ends during the
+        // replay, its buffer still holds the deltas up to its end.
+        let running_before = app.live.of_conversation(&conversation_id);
         // Replay persisted events from the store.
         loop {
             let events = match app
@@ -925,6 +956,9 @@ async fn feed(
             let done = events.len() < 1000;
             for e in &events {
                 seq = e.seq;
+                if ends_any_turn(e) {
+                    last_end_seq = e.seq;
+                }
                 if tx.send(persisted_sse(e)).await.is_err() {
                     return;
                 }
@@ -936,8 +970,13 @@ async fn feed(
                 break;
             }
         }
-        // Replay the running turn's partial output.
-        if let Some(live) = app.live.of_conversation(&conversation_id) {
+        // Replay the running turn's partial output: a turn whose start was
+        // sent and whose end was not.
+        let live = [app.live.of_conversation(&conversation_id), running_before]
+            .into_iter()
+            .flatten()
+            .find(|live| live.turn_seq <= seq && live.turn_seq >= last_end_seq);
+        if let Some(live) = live {
             let after = match transient {
                 Some((turn_seq, index)) if turn_seq == live.turn_seq => index,
                 _ => 0,
@@ -969,6 +1008,9 @@ async fn feed(
                         break; // a gap: fill it from the store
                     }
                     seq = e.seq;
+                    if ends_any_turn(&e) {
+                        last_end_seq = e.seq;
+                    }
                     if tx.send(persisted_sse(&e)).await.is_err() {
                         return;
                     }
@@ -977,10 +1019,20 @@ async fn feed(
                     }
                 }
                 Ok(BusMessage::Transient(t)) => {
-                    if transient
-                        .is_some_and(|(turn_seq, index)| (t.turn_seq, t.index) <= (turn_seq, index))
-                    {
-                        continue;
+                    if t.turn_seq < last_end_seq {
+                        continue; // its turn ended: the log holds the text
+                    }
+                    let next = match transient {
+                        Some((turn_seq, index)) if turn_seq == t.turn_seq => index + 1,
+                        _ => 1,
+                    };
+                    if t.index < next {
+                        continue; // already sent
+                    }
+                    if t.index > next || t.turn_seq > seq {
+                        // A hole, or a turn whose start was not sent: fill
+                        // from the store and the turn buffer.
+                        break;
                     }
                     transient = Some((t.turn_seq, t.index));
                     if tx.send(transient_sse(seq, &t)).await.is_err() {

@@ -193,18 +193,25 @@ pub async fn run_turn(job: TurnJob) {
             partial_text: summary.text.clone(),
         },
     });
-    if let Err(err) = append_and_publish(
-        &app.store,
-        app.bus.as_ref(),
-        &app.project,
-        &conversation_id,
-        &payloads,
-    )
-    .await
-    {
-        tracing::error!(conversation = %conversation_id, turn = %turn_id, error = %err, "cannot close turn");
-    }
+    let closed = app
+        .store
+        .append_events(&app.project, &conversation_id, &payloads, now_ms())
+        .await;
+    // Forget the turn once its end is committed and before it is published:
+    // a subscriber that has the end never finds the turn's buffer, and one
+    // that took the buffer before still gets every delta.
     app.live.finish(&turn_id);
+    match closed {
+        Ok(events) => {
+            for event in events {
+                app.bus
+                    .publish(&conversation_id, BusMessage::Persisted(Arc::new(event)));
+            }
+        }
+        Err(err) => {
+            tracing::error!(conversation = %conversation_id, turn = %turn_id, error = %err, "cannot close turn");
+        }
+    }
 
     let session_id = uuid::Uuid::now_v7().to_string();
     let tokens = |n: Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));

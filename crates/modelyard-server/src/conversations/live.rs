@@ -108,6 +108,7 @@ fn coalesce(events: &mut Vec<Arc<TransientEvent>>) {
 pub struct LiveTurns {
     turns: Mutex<HashMap<String, Arc<LiveTurn>>>,
     max_events: usize,
+    shutdown: CancellationToken,
 }
 
 impl LiveTurns {
@@ -116,6 +117,7 @@ impl LiveTurns {
         Self {
             turns: Mutex::default(),
             max_events: max_events.max(16),
+            shutdown: CancellationToken::new(),
         }
     }
 
@@ -161,6 +163,18 @@ impl LiveTurns {
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             turn.cancel.cancel();
         }
+    }
+
+    /// Starts a shutdown: running turns end `interrupted` and every events
+    /// stream ends (so a graceful shutdown does not wait for them).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+        self.interrupt_all();
+    }
+
+    /// Cancelled when a shutdown begins ([`Self::begin_shutdown`]).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 
     /// Whether no turn is running.

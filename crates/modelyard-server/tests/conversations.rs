@@ -1,0 +1,1644 @@
+//! End-to-end tests of conversations (`/v1/conversations`): model
+//! resolution, the model contract, turns, streaming, the events feed with
+//! replay and resume, and the event-log invariants, against the mock
+//! upstream.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use modelyard_testkit::MockOptions;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+/// Bound of every wait in this file.
+const LIMIT: Duration = Duration::from_secs(15);
+
+/// The models the mock lists in these tests.
+const LISTED: &[&str] = &[
+    "mock-model",
+    "echo",
+    "slow:30",
+    "slow:200",
+    "slow:100",
+    "slow:1",
+    "drop",
+    "status:500",
+    "hang",
+];
+
+/// A long user message: many words, so `slow:*` streams many chunks.
+fn long_text(words: usize) -> String {
+    (0..words)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn server() -> TestServer {
+    TestServer::builder()
+        .listed(LISTED)
+        .extra("[defaults]\nmodel = \"mock/mock-model\"\n")
+        .start()
+        .await
+}
+
+// ------------------------------------------------------------------ HTTP
+
+async fn send(server: &TestServer, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = server.http.request(method.clone(), server.url(path));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("send");
+    let status = response.status().as_u16();
+    let problem = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"));
+    let text = response.text().await.expect("body");
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
+    };
+    if status >= 400 {
+        assert!(problem, "{method} {path} → {status} is a problem document");
+        assert_eq!(value["status"], status, "problem status: {value}");
+        assert!(value["title"].is_string() && value["detail"].is_string());
+    }
+    (status, value)
+}
+
+async fn get(server: &TestServer, path: &str) -> Value {
+    let (status, body) = send(server, "GET", path, None).await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
+}
+
+async fn create(server: &TestServer, body: Value) -> String {
+    let (status, c) = send(server, "POST", "/v1/conversations", Some(body)).await;
+    assert_eq!(status, 201, "create: {c}");
+    c["id"].as_str().expect("id").to_owned()
+}
+
+async fn start_turn(server: &TestServer, conv: &str, body: Value) -> Value {
+    let (status, turn) = send(
+        server,
+        "POST",
+        &format!("/v1/conversations/{conv}/turns"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 202, "start turn: {turn}");
+    assert_eq!(turn["conversationId"], conv);
+    assert!(turn["turnId"].is_string(), "{turn}");
+    turn
+}
+
+/// Polls the turn until it is no longer running; returns it.
+async fn wait_turn(server: &TestServer, conv: &str, turn_id: &str) -> Value {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let turns = get(server, &format!("/v1/conversations/{conv}/turns")).await;
+        let turn = turns["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == turn_id)
+            .cloned()
+            .unwrap_or_else(|| panic!("turn {turn_id} listed: {turns}"));
+        if turn["status"] != "running" {
+            let c = get(server, &format!("/v1/conversations/{conv}")).await;
+            assert_eq!(c["status"], "idle", "{c}");
+            return turn;
+        }
+        assert!(Instant::now() < deadline, "turn {turn_id} still running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn run_turn(server: &TestServer, conv: &str, body: Value) -> (Value, Value) {
+    let started = start_turn(server, conv, body).await;
+    let turn = wait_turn(server, conv, started["turnId"].as_str().unwrap()).await;
+    (started, turn)
+}
+
+async fn messages(server: &TestServer, conv: &str) -> Vec<Value> {
+    get(server, &format!("/v1/conversations/{conv}/messages")).await["data"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn history(server: &TestServer, conv: &str) -> Vec<Value> {
+    let h = get(server, &format!("/v1/conversations/{conv}/model-history")).await;
+    assert_eq!(h["conversationId"], conv);
+    h["data"].as_array().unwrap().clone()
+}
+
+// ------------------------------------------------------------------ SSE
+
+/// One SSE event as the client sees it.
+#[derive(Debug, Clone, PartialEq)]
+struct Ev {
+    id: Option<String>,
+    event: String,
+    data: Value,
+}
+
+impl Ev {
+    fn persisted(&self) -> bool {
+        self.id.as_deref().is_some_and(|id| !id.contains('.'))
+    }
+    fn transient(&self) -> bool {
+        self.id.as_deref().is_some_and(|id| id.contains('.'))
+    }
+    fn seq(&self) -> i64 {
+        self.data["seq"].as_i64().expect("seq")
+    }
+}
+
+/// An open SSE response, parsed incrementally.
+struct Sse {
+    response: reqwest::Response,
+    buf: String,
+    ended: bool,
+}
+
+impl Sse {
+    fn new(response: reqwest::Response) -> Sse {
+        assert_eq!(response.status(), 200, "SSE status");
+        let ct = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        assert!(ct.starts_with("text/event-stream"), "content type {ct}");
+        Sse {
+            response,
+            buf: String::new(),
+            ended: false,
+        }
+    }
+
+    /// `GET /events`, resuming from `last_id` if given.
+    async fn open(server: &TestServer, conv: &str, last_id: Option<&str>) -> Sse {
+        let mut request = server
+            .http
+            .get(server.url(&format!("/v1/conversations/{conv}/events")));
+        if let Some(id) = last_id {
+            request = request.header("last-event-id", id);
+        }
+        Sse::new(request.send().await.expect("open events"))
+    }
+
+    /// The next event (keep-alive comments skipped); `None` at the end of
+    /// the body. Panics after [`LIMIT`].
+    async fn next(&mut self) -> Option<Ev> {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                let mut ev = Ev {
+                    id: None,
+                    event: "message".into(),
+                    data: Value::Null,
+                };
+                let mut data = String::new();
+                let mut any = false;
+                for line in frame.lines() {
+                    if line.starts_with(':') || line.is_empty() {
+                        continue;
+                    }
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    any = true;
+                    match field {
+                        "id" => ev.id = Some(value.to_owned()),
+                        "event" => ev.event = value.to_owned(),
+                        "data" => {
+                            if !data.is_empty() {
+                                data.push('\n');
+                            }
+                            data.push_str(value);
+                        }
+                        other => panic!("unexpected SSE field {other:?} in {frame:?}"),
+                    }
+                }
+                if !any {
+                    continue;
+                }
+                ev.data = serde_json::from_str(&data)
+                    .unwrap_or_else(|e| panic!("SSE data is JSON ({e}): {data:?}"));
+                return Some(ev);
+            }
+            if self.ended {
+                assert!(
+                    self.buf.trim().is_empty(),
+                    "trailing SSE bytes {:?}",
+                    self.buf
+                );
+                return None;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.response.chunk()).await {
+                Err(_) => panic!("no SSE event within {LIMIT:?}; buffered {:?}", self.buf),
+                Ok(Ok(Some(chunk))) => self.buf.push_str(std::str::from_utf8(&chunk).unwrap()),
+                Ok(Ok(None)) => self.ended = true,
+                Ok(Err(e)) => panic!("SSE body failed: {e}"),
+            }
+        }
+    }
+
+    async fn next_some(&mut self) -> Ev {
+        self.next().await.expect("SSE stream ended early")
+    }
+
+    /// Events up to and including the first that matches `stop`.
+    async fn until(&mut self, stop: impl Fn(&Ev) -> bool) -> Vec<Ev> {
+        let mut out = Vec::new();
+        loop {
+            let ev = self.next_some().await;
+            let done = stop(&ev);
+            out.push(ev);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    /// Events before the `caught-up` marker (the marker is checked, not returned).
+    async fn replay(&mut self) -> Vec<Ev> {
+        let mut out = self.until(|e| e.event == "caught-up").await;
+        let marker = out.pop().unwrap();
+        assert_eq!(marker.id, None, "caught-up has no id");
+        let last = out.iter().rev().find(|e| e.persisted()).map(Ev::seq);
+        if let Some(last) = last {
+            assert_eq!(marker.data["lastSeq"], last, "{marker:?}");
+        }
+        out
+    }
+}
+
+fn ends_turn(e: &Ev, turn_id: &str) -> bool {
+    matches!(
+        e.event.as_str(),
+        "turn.completed" | "turn.failed" | "turn.cancelled" | "turn.interrupted"
+    ) && e.data["turnId"] == turn_id
+}
+
+fn delta_text(events: &[Ev]) -> String {
+    events
+        .iter()
+        .filter(|e| e.event == "text.delta")
+        .map(|e| e.data["delta"].as_str().expect("delta text"))
+        .collect()
+}
+
+fn assistant_text(events: &[Ev]) -> String {
+    let msg = events
+        .iter()
+        .find(|e| e.event == "message.assistant")
+        .expect("message.assistant");
+    msg.data["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] == "text")
+        .map(|p| p["text"].as_str().unwrap())
+        .collect()
+}
+
+/// Every event of the conversation's log, via a fresh replay.
+async fn log(server: &TestServer, conv: &str) -> Vec<Ev> {
+    let mut sse = Sse::open(server, conv, None).await;
+    let events = sse.replay().await;
+    assert!(events.iter().all(Ev::persisted), "no live turn: {events:?}");
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq(), i as i64 + 1, "seq gap-free: {events:#?}");
+        assert_eq!(e.id.as_deref(), Some((i + 1).to_string().as_str()));
+        assert_eq!(e.data["type"], e.event);
+        assert_eq!(e.data["conversationId"], conv);
+    }
+    events
+}
+
+// ------------------------------------------------------------------ 1. resolution
+
+#[tokio::test]
+async fn chat_model_resolution_order_through_the_api() {
+    let server = server().await;
+    let conv = create(&server, json!({"title": "resolution"})).await;
+
+    // 1. The request's model wins and becomes the selection.
+    let (started, turn) = run_turn(
+        &server,
+        &conv,
+        json!({"content": "one", "model": "mock/echo"}),
+    )
+    .await;
+    assert_eq!(started["modelId"], "mock/echo");
+    assert_eq!(started["resolvedFrom"], "request");
+    assert_eq!(turn["status"], "completed", "{turn}");
+    assert_eq!(turn["resolvedFrom"], "request");
+    assert_eq!(
+        get(&server, &format!("/v1/conversations/{conv}/model")).await,
+        json!({"conversationId": conv, "model": "mock/echo"})
+    );
+    let h = history(&server, &conv).await;
+    assert_eq!(h.len(), 2, "{h:#?}");
+    assert_eq!(h[0]["kind"], "selected");
+    assert_eq!(h[0]["model"], "mock/echo");
+    assert_eq!(h[0]["previous"], Value::Null);
+    assert_eq!(h[0]["source"], "turnOverride");
+    assert_eq!(h[1]["kind"], "turn");
+    assert_eq!(h[1]["turnId"], started["turnId"]);
+    assert_eq!(h[1]["model"], "mock/echo");
+    assert_eq!(h[1]["operation"], "chat");
+    assert_eq!(h[1]["resolvedFrom"], "request");
+    assert!(h[0]["seq"].as_i64() < h[1]["seq"].as_i64());
+
+    // 2. No model: the persisted selection.
+    let (started, _) = run_turn(&server, &conv, json!({"content": "two"})).await;
+    assert_eq!(started["modelId"], "mock/echo");
+    assert_eq!(started["resolvedFrom"], "conversation");
+
+    // Naming the selected model again (even as a bare id) changes nothing.
+    let (started, _) = run_turn(&server, &conv, json!({"content": "2b", "model": "echo"})).await;
+    assert_eq!(started["modelId"], "mock/echo");
+    assert_eq!(started["resolvedFrom"], "request");
+    let h = history(&server, &conv).await;
+    assert_eq!(
+        h.iter().filter(|e| e["kind"] == "selected").count(),
+        1,
+        "no selection change, no model.selected: {h:#?}"
+    );
+
+    // A non-chat operation with a request model does not touch the selection.
+    let (started, turn) = run_turn(
+        &server,
+        &conv,
+        json!({"content": "name it", "model": "mock/mock-model", "operation": "title"}),
+    )
+    .await;
+    assert_eq!(started["modelId"], "mock/mock-model");
+    assert_eq!(started["resolvedFrom"], "request");
+    assert_eq!(turn["operation"], "title");
+    assert_eq!(
+        get(&server, &format!("/v1/conversations/{conv}/model")).await["model"],
+        "mock/echo"
+    );
+    // Nor does a non-chat operation use the chat selection.
+    let (started, _) = run_turn(
+        &server,
+        &conv,
+        json!({"content": "name it", "operation": "title"}),
+    )
+    .await;
+    assert_eq!(started["modelId"], "mock/mock-model");
+    assert_eq!(started["resolvedFrom"], "serverDefault");
+    let h = history(&server, &conv).await;
+    assert_eq!(h.iter().filter(|e| e["kind"] == "selected").count(), 1);
+    assert_eq!(h.iter().filter(|e| e["kind"] == "turn").count(), 5);
+
+    // 3. Cleared selection: the server default.
+    let (status, body) = send(
+        &server,
+        "PUT",
+        &format!("/v1/conversations/{conv}/model"),
+        Some(json!({"model": null})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (started, turn) = run_turn(&server, &conv, json!({"content": "three"})).await;
+    assert_eq!(started["modelId"], "mock/mock-model");
+    assert_eq!(started["resolvedFrom"], "serverDefault");
+    assert_eq!(turn["status"], "completed");
+    assert_eq!(
+        get(&server, &format!("/v1/conversations/{conv}/model")).await["model"],
+        Value::Null,
+        "a server default is not persisted"
+    );
+    let h = history(&server, &conv).await;
+    let cleared = h.iter().find(|e| e["kind"] == "cleared").expect("cleared");
+    assert_eq!(cleared["previous"], "mock/echo");
+    assert_eq!(cleared["source"], "api");
+    assert_eq!(h.last().unwrap()["resolvedFrom"], "serverDefault");
+
+    // 4. No default and no selection: 422, and nothing appended.
+    let bare = TestServer::builder().listed(LISTED).start().await;
+    let conv = create(&bare, json!({})).await;
+    let (status, problem) = send(
+        &bare,
+        "POST",
+        &format!("/v1/conversations/{conv}/turns"),
+        Some(json!({"content": "hello"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(
+        log(&bare, &conv).await.len(),
+        1,
+        "only conversation.created"
+    );
+    // With a request model it works there too.
+    let (started, turn) =
+        run_turn(&bare, &conv, json!({"content": "x", "model": "mock/echo"})).await;
+    assert_eq!(started["resolvedFrom"], "request");
+    assert_eq!(turn["status"], "completed");
+}
+
+// ------------------------------------------------------------------ 2. model contract
+
+#[tokio::test]
+async fn model_selection_contract() {
+    let server = TestServer::builder()
+        .listed(LISTED)
+        .providers(
+            "[[providers]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{mock}\"\n\n\
+             [[providers]]\nname = \"far\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9\"\n",
+        )
+        .start()
+        .await;
+    let conv = create(&server, json!({})).await;
+    let path = format!("/v1/conversations/{conv}/model");
+
+    assert_eq!(
+        get(&server, &path).await,
+        json!({"conversationId": conv, "model": null})
+    );
+    let (status, body) = send(&server, "PUT", &path, Some(json!({"model": "mock/echo"}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"conversationId": conv, "model": "mock/echo", "verified": true})
+    );
+    assert_eq!(
+        get(&server, &path).await,
+        json!({"conversationId": conv, "model": "mock/echo"})
+    );
+    // A bare id is stored as its composite id.
+    let (status, body) = send(&server, "PUT", &path, Some(json!({"model": "mock-model"}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "mock/mock-model");
+
+    // null clears.
+    let (status, body) = send(&server, "PUT", &path, Some(json!({"model": null}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["conversationId"], conv);
+    assert_eq!(body["model"], Value::Null);
+    assert_eq!(
+        get(&server, &path).await,
+        json!({"conversationId": conv, "model": null})
+    );
+
+    // Unknown provider: 422.
+    let (status, problem) =
+        send(&server, "PUT", &path, Some(json!({"model": "nosuch/echo"}))).await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("nosuch"),
+        "{problem}"
+    );
+    // A model the online provider does not list: 422 with suggestions.
+    let (status, problem) = send(&server, "PUT", &path, Some(json!({"model": "mock/ecko"}))).await;
+    assert_eq!(status, 422, "{problem}");
+    let suggestions = problem["suggestions"].as_array().expect("suggestions");
+    assert!(
+        suggestions.contains(&json!("mock/echo")),
+        "suggestions: {problem}"
+    );
+    assert_eq!(get(&server, &path).await["model"], Value::Null, "unchanged");
+    // Malformed bodies.
+    let (status, _) = send(&server, "PUT", &path, Some(json!({"modell": "x"}))).await;
+    assert_eq!(status, 400);
+    let (status, _) = send(&server, "PUT", &path, Some(json!({"model": 5}))).await;
+    assert!(status == 400 || status == 422, "{status}");
+    // Unknown conversation.
+    let (status, _) = send(&server, "GET", "/v1/conversations/nope/model", None).await;
+    assert_eq!(status, 404);
+    let (status, _) = send(
+        &server,
+        "PUT",
+        "/v1/conversations/nope/model",
+        Some(json!({"model": "mock/echo"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // A provider at a closed port: accepted unverified, persisted.
+    let (status, body) = send(
+        &server,
+        "PUT",
+        &path,
+        Some(json!({"model": "far/some-model"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"conversationId": conv, "model": "far/some-model", "verified": false})
+    );
+    assert_eq!(get(&server, &path).await["model"], "far/some-model");
+
+    // The online provider goes down: its unlisted model is accepted unverified.
+    server.mock.set_down(true);
+    let (status, _) = send(&server, "POST", "/v1/providers/mock/refresh", None).await;
+    assert_eq!(status, 200);
+    let (status, body) = send(
+        &server,
+        "PUT",
+        &path,
+        Some(json!({"model": "mock/not-listed"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"conversationId": conv, "model": "mock/not-listed", "verified": false})
+    );
+    assert_eq!(get(&server, &path).await["model"], "mock/not-listed");
+    // A listed one is also unverified while the provider is down.
+    let (_, body) = send(&server, "PUT", &path, Some(json!({"model": "mock/echo"}))).await;
+    assert_eq!(body["verified"], false, "{body}");
+
+    let h = history(&server, &conv).await;
+    let models: Vec<&Value> = h.iter().map(|e| &e["model"]).collect();
+    assert_eq!(
+        models,
+        [
+            &json!("mock/echo"),
+            &json!("mock/mock-model"),
+            &Value::Null,
+            &json!("far/some-model"),
+            &json!("mock/not-listed"),
+            &json!("mock/echo"),
+        ],
+        "{h:#?}"
+    );
+    assert!(h.iter().all(|e| e["source"] == "api"));
+}
+
+// ------------------------------------------------------------------ 3. turns
+
+#[tokio::test]
+async fn turns_messages_usage_and_model_switch() {
+    let server = TestServer::builder()
+        .listed(LISTED)
+        .mock("b", MockOptions::default())
+        .providers(
+            "[[providers]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{mock}\"\n\n\
+             [[providers]]\nname = \"b\"\nkind = \"openai\"\nbase_url = \"{mock:b}\"\n",
+        )
+        .start()
+        .await;
+    let conv = create(&server, json!({})).await;
+
+    let (started, turn) = run_turn(
+        &server,
+        &conv,
+        json!({"content": "hello there", "model": "mock/echo"}),
+    )
+    .await;
+    assert_eq!(turn["status"], "completed", "{turn}");
+    assert_eq!(turn["modelId"], "mock/echo");
+    let c = get(&server, &format!("/v1/conversations/{conv}")).await;
+    assert_eq!(c["latestModelId"], "mock/echo");
+
+    let (_, turn2) = run_turn(
+        &server,
+        &conv,
+        json!({"content": [{"type": "text", "text": "second question"}], "model": "b/echo"}),
+    )
+    .await;
+    assert_eq!(turn2["status"], "completed", "{turn2}");
+    let c = get(&server, &format!("/v1/conversations/{conv}")).await;
+    assert_eq!(c["latestModelId"], "b/echo");
+    assert_eq!(c["model"], "b/echo");
+
+    let msgs = messages(&server, &conv).await;
+    assert_eq!(msgs.len(), 4, "{msgs:#?}");
+    let roles: Vec<&str> = msgs.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
+    assert_eq!(msgs[0]["content"], "hello there");
+    assert_eq!(msgs[0]["turnId"], started["turnId"]);
+    assert_eq!(msgs[1]["content"], "echo: hello there");
+    assert_eq!(msgs[1]["modelId"], "mock/echo");
+    assert_eq!(msgs[1]["finishReason"], "stop");
+    assert_eq!(msgs[3]["content"], "echo: second question");
+    assert_eq!(msgs[3]["modelId"], "b/echo");
+    // The second call saw the whole conversation.
+    let req = server.named("b").last_request().unwrap().json().unwrap();
+    assert_eq!(req["messages"].as_array().unwrap().len(), 3, "{req}");
+    assert_eq!(req["model"], "echo");
+
+    // Usage per message and totals.
+    let mut sums = [0u64; 3];
+    for m in msgs.iter().filter(|m| m["role"] == "assistant") {
+        let u = &m["usage"];
+        assert!(u["promptTokens"].as_u64().unwrap() > 0, "{m}");
+        sums[0] += u["promptTokens"].as_u64().unwrap();
+        sums[1] += u["completionTokens"].as_u64().unwrap();
+        sums[2] += u["totalTokens"].as_u64().unwrap();
+    }
+    assert_eq!(msgs[1]["usage"]["promptTokens"], 2);
+    assert_eq!(msgs[1]["usage"]["completionTokens"], 3);
+    let usage = &c["usage"];
+    assert_eq!(usage["inputTokens"], sums[0], "{c}");
+    assert_eq!(usage["outputTokens"], sums[1], "{c}");
+    assert_eq!(usage["totalTokens"], sums[2], "{c}");
+    assert_eq!(
+        turn2["usage"]["total"], msgs[3]["usage"]["totalTokens"],
+        "{turn2}"
+    );
+
+    // Each turn is a `chat` call in the log.
+    let calls = server.wait_calls(2).await;
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    assert!(calls.iter().all(|c| c["operation"] == "chat"), "{calls:#?}");
+    assert!(calls.iter().all(|c| c["status"] == "ok"), "{calls:#?}");
+    // Each call is linked to its conversation and turn.
+    assert!(
+        calls.iter().all(|c| c["conversationId"] == json!(conv)),
+        "{calls:#?}"
+    );
+    let turn_ids: Vec<&Value> = calls.iter().map(|c| &c["turnId"]).collect();
+    assert_eq!(turn_ids, [&turn2["id"], &turn["id"]], "{calls:#?}");
+    let models: Vec<&Value> = calls.iter().map(|c| &c["modelId"]).collect();
+    assert_eq!(models, [&json!("b/echo"), &json!("mock/echo")]);
+    let full = server.call(calls[0]["id"].as_str().unwrap()).await;
+    assert_eq!(full["responseText"], "echo: second question");
+    assert_eq!(
+        full["usage"]["totalTokens"],
+        msgs[3]["usage"]["totalTokens"]
+    );
+
+    // The events log matches the tables.
+    let events = log(&server, &conv).await;
+    let types: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "conversation.created",
+            "model.selected",
+            "turn.started",
+            "message.user",
+            "message.assistant",
+            "turn.completed",
+            "model.selected",
+            "turn.started",
+            "message.user",
+            "message.assistant",
+            "turn.completed",
+        ]
+    );
+    assert_eq!(c["lastSeq"], 11);
+}
+
+#[tokio::test]
+async fn second_turn_conflicts_and_cancel_keeps_partial_text() {
+    let server = server().await;
+    let conv = create(&server, json!({"model": "mock/slow:200"})).await;
+    let mut sse = Sse::open(&server, &conv, None).await;
+    assert_eq!(sse.replay().await.len(), 1);
+
+    let started = start_turn(&server, &conv, json!({"content": long_text(30)})).await;
+    let turn_id = started["turnId"].as_str().unwrap().to_owned();
+    assert_eq!(started["resolvedFrom"], "conversation");
+    let c = get(&server, &format!("/v1/conversations/{conv}")).await;
+    assert_eq!(c["status"], "running");
+    assert_eq!(c["runningTurnId"], turn_id.as_str());
+
+    // A second turn while one runs: 409, and nothing appended.
+    let before = c["lastSeq"].clone();
+    let (status, problem) = send(
+        &server,
+        "POST",
+        &format!("/v1/conversations/{conv}/turns"),
+        Some(json!({"content": "again"})),
+    )
+    .await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(
+        get(&server, &format!("/v1/conversations/{conv}")).await["lastSeq"],
+        before
+    );
+
+    // Let some text stream, then cancel.
+    let seen = sse
+        .until(|e| e.event == "text.delta" && delta_text(std::slice::from_ref(e)).contains("w0"))
+        .await;
+    let streamed = delta_text(&seen);
+    let (status, body) = send(
+        &server,
+        "POST",
+        &format!("/v1/conversations/{conv}/turns/{turn_id}/cancel"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["turnId"], turn_id.as_str());
+    let rest = sse.until(|e| ends_turn(e, &turn_id)).await;
+    assert_eq!(rest.last().unwrap().event, "turn.cancelled");
+    assert!(
+        server.mock.wait_cancelled(1, LIMIT).await,
+        "the upstream stream was cancelled"
+    );
+    let turn = wait_turn(&server, &conv, &turn_id).await;
+    assert_eq!(turn["status"], "cancelled", "{turn}");
+
+    let all: Vec<Ev> = seen.iter().chain(&rest).cloned().collect();
+    let partial = assistant_text(&all);
+    assert!(
+        partial.starts_with(&streamed),
+        "{partial:?} vs {streamed:?}"
+    );
+    assert!(partial.starts_with("echo: w0"), "{partial:?}");
+    assert_eq!(delta_text(&all), partial, "the kept text is what streamed");
+    let msgs = messages(&server, &conv).await;
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[1]["role"], "assistant");
+    assert_eq!(msgs[1]["content"], partial.as_str());
+    assert_eq!(msgs[1]["modelId"], "mock/slow:200");
+    assert!(
+        partial.len() < format!("echo: {}", long_text(30)).len(),
+        "cancelled before the end"
+    );
+
+    // Cancelling again: 409; unknown turn: 404.
+    let (status, _) = send(
+        &server,
+        "POST",
+        &format!("/v1/conversations/{conv}/turns/{turn_id}/cancel"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 409);
+    let (status, _) = send(
+        &server,
+        "POST",
+        &format!("/v1/conversations/{conv}/turns/nope/cancel"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // The call is recorded, as an error.
+    let calls = server.wait_calls(1).await;
+    assert_eq!(calls[0]["operation"], "chat");
+    assert_eq!(calls[0]["status"], "error", "{calls:#?}");
+
+    // The conversation goes on.
+    let (_, turn) = run_turn(
+        &server,
+        &conv,
+        json!({"content": "after", "model": "mock/echo"}),
+    )
+    .await;
+    assert_eq!(turn["status"], "completed");
+    let msgs = messages(&server, &conv).await;
+    assert_eq!(msgs.last().unwrap()["content"], "echo: after");
+    log(&server, &conv).await;
+}
+
+#[tokio::test]
+async fn failing_upstreams_fail_the_turn_with_a_readable_record() {
+    let server = server().await;
+    let conv = create(&server, json!({})).await;
+
+    let (_, turn) = run_turn(
+        &server,
+        &conv,
+        json!({"content": "a b", "model": "mock/status:500"}),
+    )
+    .await;
+    assert_eq!(turn["status"], "failed", "{turn}");
+    let error = turn["error"].as_str().expect("error");
+    assert!(error.contains("500"), "{error}");
+
+    let (_, turn) = run_turn(
+        &server,
+        &conv,
+        json!({"content": "c d e", "model": "mock/drop"}),
+    )
+    .await;
+    assert_eq!(turn["status"], "failed", "{turn}");
+    assert!(turn["error"].as_str().is_some_and(|e| !e.is_empty()));
+
+    let events = log(&server, &conv).await;
+    let failed: Vec<&Ev> = events.iter().filter(|e| e.event == "turn.failed").collect();
+    assert_eq!(failed.len(), 2);
+    assert!(failed[0].data["error"].as_str().unwrap().contains("500"));
+    let msgs = messages(&server, &conv).await;
+    // status:500: user only; drop: user + the partial answer.
+    let roles: Vec<&str> = msgs.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["user", "user", "assistant"], "{msgs:#?}");
+    assert_eq!(msgs[2]["content"], "echo: ", "{msgs:#?}");
+
+    let calls = server.wait_calls(2).await;
+    assert_eq!(calls.len(), 2);
+    for call in &calls {
+        assert_eq!(call["operation"], "chat");
+        assert_eq!(call["status"], "error", "{call}");
+    }
+    let status_call = calls
+        .iter()
+        .find(|c| c["modelId"] == "mock/status:500")
+        .unwrap();
+    assert_eq!(status_call["httpStatus"], 500);
+
+    // A model that does not resolve: 422 before anything is appended.
+    let before = events.len();
+    let (status, problem) = send(
+        &server,
+        "POST",
+        &format!("/v1/conversations/{conv}/turns"),
+        Some(json!({"content": "x", "model": "mock/ecko"})),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(problem["suggestions"].is_array(), "{problem}");
+    assert_eq!(log(&server, &conv).await.len(), before);
+
+    // Bad turn bodies.
+    for body in [
+        json!({"content": ""}),
+        json!({"content": []}),
+        json!({"content": 5}),
+        json!({"content": "x", "operation": "Bad Op"}),
+    ] {
+        let (status, _) = send(
+            &server,
+            "POST",
+            &format!("/v1/conversations/{conv}/turns"),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(status, 422, "{body}");
+    }
+    let (status, _) = send(
+        &server,
+        "POST",
+        &format!("/v1/conversations/{conv}/turns"),
+        Some(json!({"content": "x", "bogus": 1})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = send(
+        &server,
+        "POST",
+        "/v1/conversations/nope/turns",
+        Some(json!({"content": "x"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+// ------------------------------------------------------------------ 4. streaming turns
+
+#[tokio::test]
+async fn streaming_turn_answers_with_its_events() {
+    let server = server().await;
+    let conv = create(&server, json!({})).await;
+    run_turn(
+        &server,
+        &conv,
+        json!({"content": "warm up", "model": "mock/echo"}),
+    )
+    .await;
+    let before = get(&server, &format!("/v1/conversations/{conv}")).await["lastSeq"]
+        .as_i64()
+        .unwrap();
+
+    let response = server
+        .http
+        .post(server.url(&format!("/v1/conversations/{conv}/turns")))
+        .json(&json!({"content": long_text(12), "model": "mock/slow:30", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let mut sse = Sse::new(response);
+    let mut events = Vec::new();
+    while let Some(ev) = sse.next().await {
+        events.push(ev);
+    }
+    let persisted: Vec<&Ev> = events.iter().filter(|e| e.persisted()).collect();
+    assert_eq!(
+        persisted[0].seq(),
+        before + 1,
+        "starts at this turn's first event: {events:#?}"
+    );
+    assert_eq!(persisted[0].event, "model.selected");
+    assert_eq!(persisted[1].event, "turn.started");
+    let turn_id = persisted[1].data["turnId"].as_str().unwrap().to_owned();
+    assert_eq!(persisted.last().unwrap().event, "turn.completed");
+    assert!(
+        ends_turn(events.last().unwrap(), &turn_id),
+        "ends after turn.completed"
+    );
+    for w in persisted.windows(2) {
+        assert_eq!(w[1].seq(), w[0].seq() + 1);
+    }
+    let deltas = events.iter().filter(|e| e.event == "text.delta").count();
+    assert!(deltas >= 10, "{deltas} deltas");
+    let text = assistant_text(&events);
+    assert_eq!(text, format!("echo: {}", long_text(12)));
+    let before_assistant: Vec<Ev> = events
+        .iter()
+        .take_while(|e| e.event != "message.assistant")
+        .cloned()
+        .collect();
+    assert_eq!(delta_text(&before_assistant), text);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.event != "text.delta" || e.data["turnId"] == turn_id.as_str()),
+        "{events:#?}"
+    );
+    assert_eq!(
+        events.iter().filter(|e| e.event == "caught-up").count(),
+        1,
+        "{events:#?}"
+    );
+
+    // Streaming conflicts like the JSON form.
+    let response = server
+        .http
+        .post(server.url(&format!("/v1/conversations/{conv}/turns")))
+        .json(&json!({"content": "x", "model": "mock/slow:200", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let mut first = Sse::new(response);
+    first.until(|e| e.event == "turn.started").await;
+    let (status, _) = send(
+        &server,
+        "POST",
+        &format!("/v1/conversations/{conv}/turns"),
+        Some(json!({"content": "y", "stream": true})),
+    )
+    .await;
+    assert_eq!(status, 409);
+    while first.next().await.is_some() {}
+}
+
+// ------------------------------------------------------------------ 5. reconnect
+
+fn check_ids_increase(events: &[Ev]) {
+    // Persisted ids strictly increase; transient ids strictly increase within a turn.
+    let mut last_seq = 0;
+    let mut last_transient: Option<(i64, u64)> = None;
+    for e in events.iter().filter(|e| e.id.is_some()) {
+        let id = e.id.as_deref().unwrap();
+        let parts: Vec<&str> = id.split('.').collect();
+        match parts.as_slice() {
+            [seq] => {
+                let seq: i64 = seq.parse().unwrap();
+                assert!(seq > last_seq, "persisted id {id} after {last_seq}");
+                last_seq = seq;
+            }
+            [seq, turn_seq, index] => {
+                assert_eq!(seq.parse::<i64>().unwrap(), last_seq, "transient id {id}");
+                let t = (turn_seq.parse().unwrap(), index.parse().unwrap());
+                assert!(
+                    last_transient < Some(t),
+                    "transient id {id} after {last_transient:?}"
+                );
+                last_transient = Some(t);
+            }
+            _ => panic!("bad id {id}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn resuming_from_every_event_after_the_turn() {
+    let server = server().await;
+    let conv = create(&server, json!({"title": "resume"})).await;
+    let mut reference = Sse::open(&server, &conv, Some("1")).await;
+    assert!(reference.replay().await.is_empty());
+    let started = start_turn(
+        &server,
+        &conv,
+        json!({"content": long_text(15), "model": "mock/slow:30"}),
+    )
+    .await;
+    let turn_id = started["turnId"].as_str().unwrap().to_owned();
+    let events = reference.until(|e| ends_turn(e, &turn_id)).await;
+    check_ids_increase(&events);
+    assert!(events.iter().filter(|e| e.transient()).count() >= 15);
+    let text = assistant_text(&events);
+    let before_assistant: Vec<Ev> = events
+        .iter()
+        .take_while(|e| e.event != "message.assistant")
+        .cloned()
+        .collect();
+    assert_eq!(delta_text(&before_assistant), text);
+    wait_turn(&server, &conv, &turn_id).await;
+    let full = log(&server, &conv).await;
+    assert_eq!(
+        full[1..].to_vec(),
+        events
+            .iter()
+            .filter(|e| e.persisted())
+            .cloned()
+            .collect::<Vec<_>>(),
+        "the live persisted events equal the replayed log"
+    );
+
+    // Resume from every id seen: the rest of the log, once, with no
+    // transient events (the turn is over; the log holds its text).
+    let mut ids: Vec<String> = vec!["0".into(), "1".into()];
+    ids.extend(events.iter().filter_map(|e| e.id.clone()));
+    for (i, id) in ids.iter().enumerate() {
+        let seq: i64 = id.split('.').next().unwrap().parse().unwrap();
+        let expected: Vec<Ev> = full.iter().filter(|e| e.seq() > seq).cloned().collect();
+        let mut sse = Sse::open(&server, &conv, Some(id)).await;
+        let got = sse.replay().await;
+        assert_eq!(got, expected, "resume from {id}");
+        if i % 4 == 0 {
+            // `?after=` is the same.
+            let response = server
+                .http
+                .get(server.url(&format!("/v1/conversations/{conv}/events?after={id}")))
+                .send()
+                .await
+                .unwrap();
+            let got = Sse::new(response).replay().await;
+            assert_eq!(got, expected, "after={id}");
+        }
+    }
+    // Last-Event-ID wins over ?after=.
+    let response = server
+        .http
+        .get(server.url(&format!("/v1/conversations/{conv}/events?after=0")))
+        .header("last-event-id", "3")
+        .send()
+        .await
+        .unwrap();
+    let got = Sse::new(response).replay().await;
+    assert_eq!(got.first().map(Ev::seq), Some(4));
+
+    // Bad ids: 400 problem.
+    for bad in ["x", "1.2", "1.2.3.4", "-", "1.x.3", ""] {
+        let (status, problem) = send(
+            &server,
+            "GET",
+            &format!("/v1/conversations/{conv}/events?after={bad}"),
+            None,
+        )
+        .await;
+        if bad.is_empty() {
+            // An empty `after` is not a position either.
+            assert_eq!(status, 400, "after={bad:?}: {problem}");
+            continue;
+        }
+        assert_eq!(status, 400, "after={bad:?}: {problem}");
+        let response = server
+            .http
+            .get(server.url(&format!("/v1/conversations/{conv}/events")))
+            .header("last-event-id", bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "Last-Event-ID {bad:?}");
+    }
+    let (status, _) = send(&server, "GET", "/v1/conversations/nope/events", None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn reconnecting_mid_turn_at_many_points_loses_and_repeats_nothing() {
+    let server = server().await;
+    let conv = create(&server, json!({})).await;
+    let plans: Vec<Vec<usize>> = vec![
+        vec![1],
+        vec![2],
+        vec![3],
+        vec![5],
+        vec![9],
+        vec![14],
+        vec![20],
+        vec![1; 40],
+        vec![2; 40],
+        vec![3, 1, 4, 1, 5, 9, 2, 6, 5, 3],
+        vec![7; 10],
+    ];
+    for (round, plan) in plans.iter().enumerate() {
+        let from = get(&server, &format!("/v1/conversations/{conv}")).await["lastSeq"]
+            .as_i64()
+            .unwrap();
+        let mut reference = Sse::open(&server, &conv, Some(&from.to_string())).await;
+        assert!(reference.replay().await.is_empty());
+        let (tx, rx) = tokio::sync::watch::channel(None::<String>);
+        // The dropping subscriber starts before the turn too.
+        let reader = {
+            let server_url = server.base_url.clone();
+            let conv = conv.clone();
+            let plan = plan.clone();
+            let from = from.to_string();
+            let http = server.http.clone();
+            tokio::spawn(async move {
+                let shim = Shim {
+                    base_url: server_url,
+                    http,
+                };
+                read_with_drops(&shim, &conv, &from, &rx, &plan).await
+            })
+        };
+        let started = start_turn(
+            &server,
+            &conv,
+            json!({"content": long_text(25), "model": "mock/slow:30"}),
+        )
+        .await;
+        let turn_id = started["turnId"].as_str().unwrap().to_owned();
+        tx.send(Some(turn_id.clone())).unwrap();
+        let expected = reference.until(|e| ends_turn(e, &turn_id)).await;
+        let joined = tokio::time::timeout(LIMIT, reader)
+            .await
+            .expect("reader finishes")
+            .expect("reader task");
+        check_ids_increase(&joined);
+        let persisted = |v: &[Ev]| {
+            v.iter()
+                .filter(|e| e.persisted())
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            persisted(&joined),
+            persisted(&expected),
+            "round {round} plan {plan:?}"
+        );
+        let before_assistant = |v: &[Ev]| {
+            v.iter()
+                .take_while(|e| e.event != "message.assistant")
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let text = assistant_text(&expected);
+        assert_eq!(delta_text(&before_assistant(&expected)), text);
+        assert_eq!(
+            delta_text(&before_assistant(&joined)),
+            text,
+            "round {round} plan {plan:?}: joined deltas"
+        );
+        // No coalescing here, so the transient events are identical too.
+        assert_eq!(joined, expected, "round {round} plan {plan:?}");
+    }
+    log(&server, &conv).await;
+}
+
+/// What [`read_with_drops`] needs of a [`TestServer`] (which is not `Clone`).
+struct Shim {
+    base_url: String,
+    http: reqwest::Client,
+}
+
+/// Reads one turn through a subscriber that drops its connection after
+/// `drops[i]` events on its i-th connection (then reads to the end) and
+/// resumes with the last id it saw; returns the joined events.
+async fn read_with_drops(
+    shim: &Shim,
+    conv: &str,
+    from: &str,
+    turn_id_of: &tokio::sync::watch::Receiver<Option<String>>,
+    drops: &[usize],
+) -> Vec<Ev> {
+    let mut joined: Vec<Ev> = Vec::new();
+    let mut last_id = from.to_owned();
+    let mut drops = drops.iter().copied();
+    loop {
+        let response = shim
+            .http
+            .get(format!("{}/v1/conversations/{conv}/events", shim.base_url))
+            .header("last-event-id", &last_id)
+            .send()
+            .await
+            .expect("open events");
+        let mut sse = Sse::new(response);
+        let limit = drops.next();
+        let mut read = 0;
+        let mut markers = 0;
+        loop {
+            let ev = sse.next_some().await;
+            if ev.event == "caught-up" {
+                markers += 1;
+                assert_eq!(markers, 1, "one caught-up per connection");
+                continue;
+            }
+            if let Some(id) = &ev.id {
+                last_id = id.clone();
+            }
+            read += 1;
+            let done = turn_id_of
+                .borrow()
+                .as_deref()
+                .is_some_and(|t| ends_turn(&ev, t));
+            joined.push(ev);
+            if done {
+                return joined;
+            }
+            if limit == Some(read) {
+                break;
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ 6. many subscribers
+
+#[tokio::test]
+async fn twenty_subscribers_see_the_same_sequence() {
+    let server = server().await;
+    let conv = create(&server, json!({"model": "mock/slow:30"})).await;
+    let mut tasks = Vec::new();
+    let (tx, rx) = tokio::sync::watch::channel(None::<String>);
+    for _ in 0..20 {
+        let response = server
+            .http
+            .get(server.url(&format!("/v1/conversations/{conv}/events")))
+            .send()
+            .await
+            .unwrap();
+        let rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut sse = Sse::new(response);
+            let mut events = sse.replay().await;
+            let mut rx = rx;
+            let turn_id = rx.wait_for(Option::is_some).await.unwrap().clone().unwrap();
+            events.extend(sse.until(|e| ends_turn(e, &turn_id)).await);
+            events
+        }));
+    }
+    let started = start_turn(&server, &conv, json!({"content": long_text(20)})).await;
+    tx.send(Some(started["turnId"].as_str().unwrap().to_owned()))
+        .unwrap();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.push(
+            tokio::time::timeout(LIMIT, task)
+                .await
+                .expect("subscriber finishes")
+                .unwrap(),
+        );
+    }
+    let full = log(&server, &conv).await;
+    for events in &all {
+        check_ids_increase(events);
+        let persisted: Vec<Ev> = events.iter().filter(|e| e.persisted()).cloned().collect();
+        assert_eq!(persisted, full);
+        assert_eq!(events, &all[0], "every subscriber saw the same events");
+    }
+    assert_eq!(
+        delta_text(&all[0]),
+        format!("echo: {}", long_text(20)),
+        "deltas carry the whole answer"
+    );
+}
+
+// ------------------------------------------------------------------ 7. invariants
+
+#[tokio::test]
+async fn conversation_crud_settings_paging_and_subtasks() {
+    let server = server().await;
+
+    // Create with everything; PATCH title and metadata.
+    let (status, c) = send(
+        &server,
+        "POST",
+        "/v1/conversations",
+        Some(json!({"title": "t0", "metadata": {"a": 1}, "cwd": "/srv", "reasoningEffort": "low"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = c["id"].as_str().unwrap().to_owned();
+    assert_eq!(c["title"], "t0");
+    assert_eq!(c["metadata"], json!({"a": 1}));
+    assert_eq!(c["status"], "idle");
+    assert_eq!(c["lastSeq"], 1);
+    assert_eq!(c["usage"]["totalTokens"], 0);
+    let (status, _) = send(
+        &server,
+        "POST",
+        "/v1/conversations",
+        Some(json!({"metadata": [1]})),
+    )
+    .await;
+    assert_eq!(status, 422);
+
+    let path = format!("/v1/conversations/{id}");
+    let (status, c) = send(&server, "PATCH", &path, Some(json!({"title": "t1"}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (c["title"].clone(), c["metadata"].clone()),
+        (json!("t1"), json!({"a": 1}))
+    );
+    let (status, c) = send(
+        &server,
+        "PATCH",
+        &path,
+        Some(json!({"metadata": {"b": [2]}})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (c["title"].clone(), c["metadata"].clone()),
+        (json!("t1"), json!({"b": [2]}))
+    );
+    let (status, _) = send(&server, "PATCH", &path, Some(json!({"metadata": "x"}))).await;
+    assert_eq!(status, 422);
+    let (status, _) = send(&server, "PATCH", &path, Some(json!({"nope": 1}))).await;
+    assert_eq!(status, 400);
+    let (status, c) = send(&server, "PATCH", &path, Some(json!({}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(c["lastSeq"], 3, "an empty patch appends nothing");
+
+    // Settings.
+    let settings = format!("{path}/settings");
+    assert_eq!(
+        get(&server, &settings).await,
+        json!({"conversationId": id, "cwd": "/srv", "reasoningEffort": "low"})
+    );
+    let (status, s) = send(
+        &server,
+        "PATCH",
+        &settings,
+        Some(json!({"cwd": "/work/x", "reasoningEffort": "high"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        s,
+        json!({"conversationId": id, "cwd": "/work/x", "reasoningEffort": "high"})
+    );
+    for bad in [
+        json!({"reasoningEffort": "extreme"}),
+        json!({"reasoningEffort": 3}),
+        json!({"cwd": 1}),
+        json!({"color": "red"}),
+    ] {
+        let (status, problem) = send(&server, "PATCH", &settings, Some(bad.clone())).await;
+        assert_eq!(status, 422, "{bad}: {problem}");
+    }
+    assert_eq!(get(&server, &settings).await["reasoningEffort"], "high");
+    // A turn passes the effort upstream.
+    run_turn(&server, &id, json!({"content": "hi", "model": "mock/echo"})).await;
+    let req = server.mock.last_request().unwrap().json().unwrap();
+    assert_eq!(req["reasoning_effort"], "high", "{req}");
+    let (status, s) = send(
+        &server,
+        "PATCH",
+        &settings,
+        Some(json!({"reasoningEffort": null})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        s,
+        json!({"conversationId": id, "cwd": "/work/x", "reasoningEffort": null})
+    );
+    run_turn(&server, &id, json!({"content": "hi again"})).await;
+    let req = server.mock.last_request().unwrap().json().unwrap();
+    assert!(req.get("reasoning_effort").is_none(), "{req}");
+    let c = get(&server, &path).await;
+    assert_eq!(c["cwd"], "/work/x");
+    assert_eq!(c["reasoningEffort"], Value::Null);
+
+    // Subtasks inherit the parent's model.
+    let (status, child) = send(
+        &server,
+        "POST",
+        "/v1/conversations",
+        Some(json!({"parentId": id, "title": "sub"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{child}");
+    let child_id = child["id"].as_str().unwrap().to_owned();
+    assert_eq!(child["parentId"], id.as_str());
+    assert_eq!(child["model"], "mock/echo");
+    let h = history(&server, &child_id).await;
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0]["source"], "parent");
+    let (_, child_turn) = run_turn(&server, &child_id, json!({"content": "sub work"})).await;
+    assert_eq!(child_turn["modelId"], "mock/echo");
+    assert_eq!(child_turn["resolvedFrom"], "conversation");
+    let (status, own) = send(
+        &server,
+        "POST",
+        "/v1/conversations",
+        Some(json!({"parentId": id, "model": "mock/mock-model"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(own["model"], "mock/mock-model", "an explicit model wins");
+    let (status, problem) = send(
+        &server,
+        "POST",
+        "/v1/conversations",
+        Some(json!({"parentId": "no-such-parent"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    let children = get(&server, &format!("/v1/conversations?parentId={id}")).await;
+    let child_ids: Vec<&str> = children["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(child_ids.len(), 2);
+    assert!(child_ids.contains(&child_id.as_str()));
+
+    // Paging: every conversation once, newest first.
+    for i in 0..5 {
+        create(&server, json!({"title": format!("p{i}")})).await;
+    }
+    let mut seen: Vec<Value> = Vec::new();
+    let mut before: Option<String> = None;
+    for _ in 0..10 {
+        let mut url = "/v1/conversations?limit=2".to_owned();
+        if let Some(b) = &before {
+            url.push_str(&format!("&before={b}"));
+        }
+        let page = get(&server, &url).await;
+        let data = page["data"].as_array().unwrap();
+        assert!(data.len() <= 2);
+        seen.extend(data.iter().cloned());
+        match page["nextBefore"].as_str() {
+            Some(next) => before = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let all = get(&server, "/v1/conversations?limit=200").await["data"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(all.len(), 8);
+    let ids = |v: &[Value]| v.iter().map(|c| c["id"].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&seen), ids(&all), "paged = unpaged");
+    let times: Vec<&str> = all
+        .iter()
+        .map(|c| c["updatedAt"].as_str().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+    for bad in ["limit=0", "limit=201", "before=zzz", "bogus=1"] {
+        let (status, _) = send(&server, "GET", &format!("/v1/conversations?{bad}"), None).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+
+    // The log is gap-free and folds to what the API shows.
+    let events = log(&server, &id).await;
+    assert_eq!(get(&server, &path).await["lastSeq"], events.len() as i64);
+
+    // DELETE: 204, then 404 everywhere, hidden from the list.
+    let mut watcher = Sse::open(&server, &id, Some(&events.len().to_string())).await;
+    assert!(watcher.replay().await.is_empty());
+    let (status, _) = send(&server, "DELETE", &path, None).await;
+    assert_eq!(status, 204);
+    let deleted = watcher.next_some().await;
+    assert_eq!(deleted.event, "conversation.deleted");
+    for sub in [
+        "",
+        "/messages",
+        "/turns",
+        "/model",
+        "/settings",
+        "/model-history",
+        "/events",
+    ] {
+        let (status, _) = send(&server, "GET", &format!("{path}{sub}"), None).await;
+        assert_eq!(status, 404, "GET {sub}");
+    }
+    let (status, _) = send(&server, "DELETE", &path, None).await;
+    assert_eq!(status, 404);
+    let (status, _) = send(&server, "PATCH", &path, Some(json!({"title": "x"}))).await;
+    assert_eq!(status, 404);
+    let (status, _) = send(
+        &server,
+        "POST",
+        &format!("{path}/turns"),
+        Some(json!({"content": "x"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let all = get(&server, "/v1/conversations?limit=200").await["data"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(all.len(), 7);
+    assert!(all.iter().all(|c| c["id"] != id.as_str()));
+}
+
+#[tokio::test]
+async fn shutdown_interrupts_running_turns_and_restart_keeps_the_log() {
+    let server = server().await;
+    let conv = create(&server, json!({"model": "mock/slow:100"})).await;
+    let mut sse = Sse::open(&server, &conv, None).await;
+    sse.replay().await;
+    let started = start_turn(&server, &conv, json!({"content": long_text(40)})).await;
+    let turn_id = started["turnId"].as_str().unwrap().to_owned();
+    let seen = sse
+        .until(|e| delta_text(std::slice::from_ref(e)).contains("w1"))
+        .await;
+    let streamed = delta_text(&seen);
+    // A subscriber is still connected while the server shuts down.
+    let dir = tokio::time::timeout(LIMIT, server.shutdown())
+        .await
+        .expect("shutdown with an open events stream");
+    drop(sse);
+
+    let server = TestServer::builder().listed(LISTED).dir(dir).start().await;
+    let turn = wait_turn(&server, &conv, &turn_id).await;
+    assert_eq!(turn["status"], "interrupted", "{turn}");
+    let events = log(&server, &conv).await;
+    let last = events.last().unwrap();
+    assert_eq!(last.event, "turn.interrupted");
+    let partial = last.data["partialText"].as_str().expect("partialText");
+    assert!(partial.starts_with(&streamed), "{partial:?} / {streamed:?}");
+    let (_, turn) = run_turn(
+        &server,
+        &conv,
+        json!({"content": "next", "model": "mock/echo"}),
+    )
+    .await;
+    assert_eq!(turn["status"], "completed");
+}
+
+#[tokio::test]
+async fn subscribers_joining_around_the_end_of_a_turn_see_all_or_none_of_its_deltas() {
+    let server = server().await;
+    let conv = create(&server, json!({"model": "mock/slow:1"})).await;
+    let words = 30;
+    let full_text = format!("echo: {}", long_text(words));
+    let mut joined_mid_turn = 0;
+    for _round in 0..30 {
+        let started = start_turn(&server, &conv, json!({"content": long_text(words)})).await;
+        let turn_id = started["turnId"].as_str().unwrap().to_owned();
+        let mut readers = Vec::new();
+        // Keep joining until a subscriber's replay already holds the end.
+        loop {
+            let response = server
+                .http
+                .get(server.url(&format!("/v1/conversations/{conv}/events")))
+                .send()
+                .await
+                .unwrap();
+            let mut sse = Sse::new(response);
+            let replay = sse.replay().await;
+            let ended = replay.iter().any(|e| ends_turn(e, &turn_id));
+            let turn_id = turn_id.clone();
+            readers.push(tokio::spawn(async move {
+                let mut events = replay;
+                if !events.iter().any(|e| ends_turn(e, &turn_id)) {
+                    events.extend(sse.until(|e| ends_turn(e, &turn_id)).await);
+                }
+                events
+            }));
+            if ended {
+                break;
+            }
+        }
+        for reader in readers {
+            let events = tokio::time::timeout(LIMIT, reader).await.unwrap().unwrap();
+            check_ids_increase(&events);
+            let turn_events: Vec<Ev> = events
+                .iter()
+                .filter(|e| e.data["turnId"] == turn_id.as_str())
+                .cloned()
+                .collect();
+            let before_assistant: Vec<Ev> = turn_events
+                .iter()
+                .take_while(|e| e.event != "message.assistant")
+                .cloned()
+                .collect();
+            let deltas = delta_text(&before_assistant);
+            assert!(
+                deltas.is_empty() || deltas == full_text,
+                "a subscriber saw part of the turn's deltas: {deltas:?}"
+            );
+            assert_eq!(
+                turn_events
+                    .iter()
+                    .filter(|e| e.event == "text.delta")
+                    .count(),
+                before_assistant
+                    .iter()
+                    .filter(|e| e.event == "text.delta")
+                    .count(),
+                "no delta after message.assistant"
+            );
+            if !deltas.is_empty() {
+                joined_mid_turn += 1;
+            }
+        }
+    }
+    assert!(joined_mid_turn > 0, "some subscribers joined mid-turn");
+}
