@@ -472,28 +472,65 @@ async fn a_conversation_remembers_its_model_and_each_answer_names_its_model() {
     let second = server.cli(&["chat", "-c", &id, "-m", TWIN, "Name another color."]);
     assert!(second.status.success(), "{second:?}");
 
-    let messages: Value = client.get(format!("{base}/v1/conversations/{id}/messages")).send().await.unwrap().json().await.unwrap();
-    let answers: Vec<&Value> = messages["data"].as_array().unwrap().iter().filter(|m| m["role"] == "assistant").collect();
+    let messages: Value = client
+        .get(format!("{base}/v1/conversations/{id}/messages"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let answers: Vec<&Value> = messages["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .collect();
     assert_eq!(answers.len(), 2, "{messages}");
     assert_eq!(answers[0]["modelId"], MODEL);
     assert_eq!(answers[1]["modelId"], TWIN);
     for answer in &answers {
-        assert!(answer["usage"]["completionTokens"].as_u64().unwrap() > 0, "{answer}");
+        assert!(
+            answer["usage"]["completionTokens"].as_u64().unwrap() > 0,
+            "{answer}"
+        );
         assert!(!answer["content"].as_str().unwrap().is_empty());
     }
 
-    let conversation: Value = client.get(format!("{base}/v1/conversations/{id}")).send().await.unwrap().json().await.unwrap();
+    let conversation: Value = client
+        .get(format!("{base}/v1/conversations/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(conversation["model"], TWIN, "the override persisted");
     assert_eq!(conversation["latestModelId"], TWIN);
-    let total: u64 = answers.iter().map(|a| a["usage"]["totalTokens"].as_u64().unwrap()).sum();
+    let total: u64 = answers
+        .iter()
+        .map(|a| a["usage"]["totalTokens"].as_u64().unwrap())
+        .sum();
     assert_eq!(conversation["usage"]["totalTokens"].as_u64(), Some(total));
 
-    let history: Value = client.get(format!("{base}/v1/conversations/{id}/model-history")).send().await.unwrap().json().await.unwrap();
+    let history: Value = client
+        .get(format!("{base}/v1/conversations/{id}/model-history"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let kinds: Vec<(String, String)> = history["data"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["kind"].as_str().unwrap().to_owned(), e["model"].as_str().unwrap_or("").to_owned()))
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_owned(),
+                e["model"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         kinds,
@@ -510,7 +547,14 @@ async fn a_conversation_remembers_its_model_and_each_answer_names_its_model() {
     let last = &calls[0];
     assert_eq!(last["operation"], "chat");
     assert_eq!(last["modelId"], TWIN);
-    let detail: Value = client.get(format!("{base}/v1/calls/{}", last["id"].as_str().unwrap())).send().await.unwrap().json().await.unwrap();
+    let detail: Value = client
+        .get(format!("{base}/v1/calls/{}", last["id"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let sent = detail["request"]["messages"].as_array().unwrap();
     assert_eq!(sent.len(), 3, "user, assistant, user: {sent:?}");
     assert_eq!(sent[2]["content"], "Name another color.");
