@@ -3,19 +3,20 @@
 use std::fmt::Write as _;
 
 use crate::types::CallRecord;
-use crate::{CallFilter, LlmCallRow, ProjectId, RecordedSession, Store, StoreError};
+use crate::{CallFilter, LlmCallRow, NewLlmCall, ProjectId, RecordedSession, Store, StoreError};
 
-const INSERT_SESSION: &str = "INSERT INTO llm_sessions \
-     (id, project_id, operation, parent_session_id, conversation_id, turn_id, created_at_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+const INSERT_SESSIONS: &str = "INSERT INTO llm_sessions \
+     (id, project_id, operation, parent_session_id, conversation_id, turn_id, created_at_ms) ";
 
-const INSERT_CALL: &str = "INSERT INTO llm_calls \
+const INSERT_CALLS: &str = "INSERT INTO llm_calls \
      (id, project_id, session_id, model_id, provider, upstream_model, stream, request_json, \
       response_text, reasoning_text, tool_calls_json, finish_reason, \
       prompt_tokens, completion_tokens, reasoning_tokens, cached_prompt_tokens, total_tokens, \
-      sent_at_ms, first_token_at_ms, completed_at_ms, http_status, error) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20, $21, $22)";
+      sent_at_ms, first_token_at_ms, completed_at_ms, http_status, error) ";
+
+/// Rows per multi-row INSERT: 22 columns × 200 rows stays far below the bind
+/// limits of SQLite (32 766) and PostgreSQL (65 535).
+const ROWS_PER_INSERT: usize = 200;
 
 /// Columns of [`CallRecord`], from `llm_calls c` joined with `llm_sessions s`.
 const SELECT_CALLS: &str = "SELECT c.id, c.project_id, c.session_id, s.operation, \
@@ -54,47 +55,56 @@ impl Store {
         let err = StoreError::op(OP);
         on_pool!(self, writer, |pool| {
             let mut tx = pool.begin().await.map_err(&err)?;
-            for recorded in batch {
-                let s = &recorded.session;
-                sqlx::query(INSERT_SESSION)
-                    .bind(&s.id)
-                    .bind(project.as_str())
-                    .bind(&s.operation)
-                    .bind(&s.parent_session_id)
-                    .bind(&s.conversation_id)
-                    .bind(&s.turn_id)
-                    .bind(s.created_at_ms)
+            // Multi-row INSERTs: one statement per ROWS_PER_INSERT rows
+            // instead of one per row (the call log's main write cost).
+            for chunk in batch.chunks(ROWS_PER_INSERT) {
+                sqlx::QueryBuilder::new(INSERT_SESSIONS)
+                    .push_values(chunk, |mut row, recorded| {
+                        let s = &recorded.session;
+                        row.push_bind(&s.id)
+                            .push_bind(project.as_str())
+                            .push_bind(&s.operation)
+                            .push_bind(&s.parent_session_id)
+                            .push_bind(&s.conversation_id)
+                            .push_bind(&s.turn_id)
+                            .push_bind(s.created_at_ms);
+                    })
+                    .build()
                     .execute(&mut *tx)
                     .await
                     .map_err(&err)?;
-                for c in &recorded.calls {
-                    sqlx::query(INSERT_CALL)
-                        .bind(&c.id)
-                        .bind(project.as_str())
-                        .bind(&c.session_id)
-                        .bind(&c.model_id)
-                        .bind(&c.provider)
-                        .bind(&c.upstream_model)
-                        .bind(c.stream)
-                        .bind(&c.request_json)
-                        .bind(&c.response_text)
-                        .bind(&c.reasoning_text)
-                        .bind(&c.tool_calls_json)
-                        .bind(&c.finish_reason)
-                        .bind(c.usage.prompt_tokens)
-                        .bind(c.usage.completion_tokens)
-                        .bind(c.usage.reasoning_tokens)
-                        .bind(c.usage.cached_prompt_tokens)
-                        .bind(c.usage.total_tokens)
-                        .bind(c.sent_at_ms)
-                        .bind(c.first_token_at_ms)
-                        .bind(c.completed_at_ms)
-                        .bind(c.http_status)
-                        .bind(&c.error)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(&err)?;
-                }
+            }
+            let calls: Vec<&NewLlmCall> = batch.iter().flat_map(|r| &r.calls).collect();
+            for chunk in calls.chunks(ROWS_PER_INSERT) {
+                sqlx::QueryBuilder::new(INSERT_CALLS)
+                    .push_values(chunk, |mut row, c| {
+                        row.push_bind(&c.id)
+                            .push_bind(project.as_str())
+                            .push_bind(&c.session_id)
+                            .push_bind(&c.model_id)
+                            .push_bind(&c.provider)
+                            .push_bind(&c.upstream_model)
+                            .push_bind(c.stream)
+                            .push_bind(&c.request_json)
+                            .push_bind(&c.response_text)
+                            .push_bind(&c.reasoning_text)
+                            .push_bind(&c.tool_calls_json)
+                            .push_bind(&c.finish_reason)
+                            .push_bind(c.usage.prompt_tokens)
+                            .push_bind(c.usage.completion_tokens)
+                            .push_bind(c.usage.reasoning_tokens)
+                            .push_bind(c.usage.cached_prompt_tokens)
+                            .push_bind(c.usage.total_tokens)
+                            .push_bind(c.sent_at_ms)
+                            .push_bind(c.first_token_at_ms)
+                            .push_bind(c.completed_at_ms)
+                            .push_bind(c.http_status)
+                            .push_bind(&c.error);
+                    })
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(&err)?;
             }
             tx.commit().await.map_err(&err)?;
             Ok::<(), StoreError>(())
