@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use crate::client::{read_json, Client};
+use crate::client::{send, Client};
 
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("-")
@@ -130,17 +130,6 @@ async fn favorite_ids(client: &Client) -> anyhow::Result<Vec<String>> {
         .iter()
         .filter_map(|f| f.get("modelId").and_then(Value::as_str).map(str::to_owned))
         .collect())
-}
-
-async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-    let response = request
-        .send()
-        .await
-        .context("cannot reach the Modelyard server")?;
-    if response.status() == reqwest::StatusCode::NO_CONTENT {
-        return Ok(Value::Null);
-    }
-    read_json(response).await
 }
 
 /// `favorites ls`.

@@ -83,3 +83,15 @@ pub fn error_message(value: &Value) -> String {
         .map(str::to_owned)
         .unwrap_or_else(|| value.to_string())
 }
+
+/// Sends a request; 204 gives `null`, other answers go through [`read_json`].
+pub async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    let response = request
+        .send()
+        .await
+        .context("cannot reach the Modelyard server")?;
+    if response.status() == reqwest::StatusCode::NO_CONTENT {
+        return Ok(Value::Null);
+    }
+    read_json(response).await
+}

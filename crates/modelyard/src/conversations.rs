@@ -8,21 +8,10 @@ use anyhow::{bail, Context};
 use modelyard_upstream::sse::SseDecoder;
 use serde_json::{json, Value};
 
-use crate::client::{read_json, Client};
+use crate::client::{read_json, send, Client};
 
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("-")
-}
-
-async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-    let response = request
-        .send()
-        .await
-        .context("cannot reach the Modelyard server")?;
-    if response.status() == reqwest::StatusCode::NO_CONTENT {
-        return Ok(Value::Null);
-    }
-    read_json(response).await
 }
 
 /// `conversations ls`.

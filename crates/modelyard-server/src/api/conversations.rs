@@ -146,7 +146,8 @@ fn check_model(app: &AppState, id: &str) -> Result<Checked, Problem> {
                     Some((prefix, _)) => format!("unknown provider {prefix:?} in model id {id:?}"),
                     None => err.to_string(),
                 };
-                return Err(Problem::unprocessable(detail).with("suggestions", suggest(app, id)));
+                return Err(Problem::unprocessable(detail)
+                    .with("suggestions", super::favorites::suggestions(app, id)));
             }
         },
     };
@@ -164,22 +165,9 @@ fn check_model(app: &AppState, id: &str) -> Result<Checked, Problem> {
             verified: false,
         }),
         Err(err @ RouteError::Disabled { .. }) => Err(Problem::unprocessable(err.to_string())),
-        Err(err) => {
-            Err(Problem::unprocessable(err.to_string()).with("suggestions", suggest(app, id)))
-        }
+        Err(err) => Err(Problem::unprocessable(err.to_string())
+            .with("suggestions", super::favorites::suggestions(app, id))),
     }
-}
-
-fn suggest(app: &AppState, wanted: &str) -> Vec<String> {
-    let mut scored: Vec<(f64, String)> = app
-        .registry
-        .seen_ids()
-        .into_iter()
-        .map(|id| (strsim::normalized_levenshtein(&id, wanted), id))
-        .filter(|(score, _)| *score >= 0.4)
-        .collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    scored.into_iter().take(5).map(|(_, id)| id).collect()
 }
 
 fn new_id() -> String {
@@ -675,7 +663,10 @@ pub async fn start_turn(
         Ok(target) => target,
         Err(err) => {
             return Problem::unprocessable(err.to_string())
-                .with("suggestions", suggest(&app, &resolved.model))
+                .with(
+                    "suggestions",
+                    super::favorites::suggestions(&app, &resolved.model),
+                )
                 .into_response()
         }
     };

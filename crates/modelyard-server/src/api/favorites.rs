@@ -59,7 +59,9 @@ fn favorites_json(app: &AppState, rows: &[FavoriteRow]) -> Value {
     json!({ "data": data })
 }
 
-fn suggestions(app: &AppState, wanted: &str) -> Vec<String> {
+/// Up to five ids the registry has seen that are close to `wanted`
+/// (normalized Levenshtein ≥ 0.4), closest first.
+pub(crate) fn suggestions(app: &AppState, wanted: &str) -> Vec<String> {
     let mut scored: Vec<(f64, String)> = app
         .registry
         .seen_ids()
