@@ -12,6 +12,8 @@
 //! [`MessageRecord`]). The store calls it inside the transaction that appends
 //! the event, so the tables always equal the fold of the log.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -202,6 +204,12 @@ pub enum EventPayload {
         /// Free-form metadata object.
         #[serde(default)]
         metadata: Value,
+        /// Default LLM config id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        llm_id: Option<String>,
+        /// Per-operation LLM config ids.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        llm_overrides: BTreeMap<String, String>,
     },
     /// Title or metadata changed.
     #[serde(rename = "conversation.updated", rename_all = "camelCase")]
@@ -216,6 +224,20 @@ pub enum EventPayload {
     /// Soft-deleted.
     #[serde(rename = "conversation.deleted")]
     ConversationDeleted {},
+    /// The conversation's LLM configs changed; absent fields did not change.
+    #[serde(rename = "llm.changed", rename_all = "camelCase")]
+    LlmChanged {
+        /// New default config id (`Some(None)` clears).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "double_option"
+        )]
+        llm_id: Option<Option<String>>,
+        /// The new whole map of operation → config id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        llm_overrides: Option<BTreeMap<String, String>>,
+    },
     /// The model selection was set.
     #[serde(rename = "model.selected", rename_all = "camelCase")]
     ModelSelected {
@@ -356,6 +378,7 @@ impl EventPayload {
             EventPayload::ConversationCreated { .. } => "conversation.created",
             EventPayload::ConversationUpdated { .. } => "conversation.updated",
             EventPayload::ConversationDeleted {} => "conversation.deleted",
+            EventPayload::LlmChanged { .. } => "llm.changed",
             EventPayload::ModelSelected { .. } => "model.selected",
             EventPayload::ModelCleared { .. } => "model.cleared",
             EventPayload::SettingsChanged { .. } => "settings.changed",
@@ -416,6 +439,12 @@ pub struct ConversationRecord {
     pub reasoning_effort: Option<String>,
     /// Metadata object.
     pub metadata: Value,
+    /// Default LLM config id.
+    #[serde(default)]
+    pub llm_id: Option<String>,
+    /// Per-operation LLM config ids (operation → config id).
+    #[serde(default)]
+    pub llm_overrides: BTreeMap<String, String>,
     /// Model id of the latest assistant message.
     pub latest_model_id: Option<String>,
     /// Token totals over every assistant message.
@@ -544,6 +573,8 @@ pub fn apply(
         cwd,
         reasoning_effort,
         metadata,
+        llm_id,
+        llm_overrides,
     } = &event.payload
     {
         if conversation.is_some() {
@@ -567,6 +598,8 @@ pub fn apply(
             } else {
                 metadata.clone()
             },
+            llm_id: llm_id.clone(),
+            llm_overrides: llm_overrides.clone(),
             latest_model_id: None,
             totals: TokenTotals::default(),
             running_turn_id: None,
@@ -604,6 +637,17 @@ pub fn apply(
             }
         }
         EventPayload::ConversationDeleted {} => c.deleted = true,
+        EventPayload::LlmChanged {
+            llm_id,
+            llm_overrides,
+        } => {
+            if let Some(llm_id) = llm_id {
+                c.llm_id = llm_id.clone();
+            }
+            if let Some(overrides) = llm_overrides {
+                c.llm_overrides = overrides.clone();
+            }
+        }
         EventPayload::ModelSelected { model, .. } => c.model = Some(model.clone()),
         EventPayload::ModelCleared { .. } => c.model = None,
         EventPayload::SettingsChanged {

@@ -73,7 +73,8 @@ macro_rules! conversation_columns {
     () => {
         "id, parent_id, title, model, cwd, reasoning_effort, metadata_json, latest_model_id, \
          input_tokens, output_tokens, reasoning_tokens, cached_input_tokens, total_tokens, \
-         running_turn_id, deleted, last_seq, created_at_ms, updated_at_ms"
+         running_turn_id, deleted, last_seq, created_at_ms, updated_at_ms, llm_id, \
+         llm_overrides_json"
     };
 }
 
@@ -117,14 +118,15 @@ const INSERT_CONVERSATION: &str = concat!(
     "INSERT INTO conversations (project_id, ",
     conversation_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-     $18, $19)"
+     $18, $19, $20, $21)"
 );
 
 const UPDATE_CONVERSATION: &str = "UPDATE conversations SET parent_id = $3, title = $4, \
      model = $5, cwd = $6, reasoning_effort = $7, metadata_json = $8, latest_model_id = $9, \
      input_tokens = $10, output_tokens = $11, reasoning_tokens = $12, \
      cached_input_tokens = $13, total_tokens = $14, running_turn_id = $15, deleted = $16, \
-     last_seq = $17, created_at_ms = $18, updated_at_ms = $19 \
+     last_seq = $17, created_at_ms = $18, updated_at_ms = $19, llm_id = $20, \
+     llm_overrides_json = $21 \
      WHERE project_id = $1 AND id = $2";
 
 const INSERT_EVENT: &str = "INSERT INTO conversation_events \
@@ -275,6 +277,8 @@ struct ConversationRow {
     last_seq: i64,
     created_at_ms: i64,
     updated_at_ms: i64,
+    llm_id: Option<String>,
+    llm_overrides_json: String,
 }
 
 impl ConversationRow {
@@ -294,6 +298,8 @@ impl ConversationRow {
             last_seq: c.last_seq,
             created_at_ms: c.created_at_ms,
             updated_at_ms: c.updated_at_ms,
+            llm_id: c.llm_id.clone(),
+            llm_overrides_json: to_json(&c.llm_overrides, "conversation LLM overrides")?,
         })
     }
 
@@ -313,6 +319,8 @@ impl ConversationRow {
             last_seq: self.last_seq,
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
+            llm_id: self.llm_id,
+            llm_overrides: serde_json::from_str(&self.llm_overrides_json)?,
         })
     }
 }
@@ -341,6 +349,8 @@ macro_rules! bind_conversation {
             .bind($row.last_seq)
             .bind($row.created_at_ms)
             .bind($row.updated_at_ms)
+            .bind(&$row.llm_id)
+            .bind(&$row.llm_overrides_json)
     };
 }
 

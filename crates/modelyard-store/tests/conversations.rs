@@ -29,6 +29,8 @@ fn created(title: &str) -> EventPayload {
         cwd: None,
         reasoning_effort: None,
         metadata: Value::Null,
+        llm_id: None,
+        llm_overrides: Default::default(),
     }
 }
 
@@ -40,6 +42,8 @@ fn created_child(parent_id: &str) -> EventPayload {
         cwd: None,
         reasoning_effort: None,
         metadata: json!({}),
+        llm_id: None,
+        llm_overrides: Default::default(),
     }
 }
 
@@ -101,6 +105,8 @@ fn scripted_batches() -> Vec<(i64, Vec<EventPayload>)> {
                 cwd: Some("/home/u/project".to_owned()),
                 reasoning_effort: None,
                 metadata: json!({"k": 1, "nested": {"ü": [1.5, null, "x"]}, "b": true}),
+                llm_id: None,
+                llm_overrides: Default::default(),
             }],
         ),
         (

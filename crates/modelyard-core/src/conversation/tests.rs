@@ -19,6 +19,8 @@ fn created() -> EventPayload {
         cwd: None,
         reasoning_effort: None,
         metadata: json!({"k": 1}),
+        llm_id: None,
+        llm_overrides: Default::default(),
     }
 }
 

@@ -227,6 +227,8 @@ pub async fn create(
         cwd: body.cwd,
         reasoning_effort: body.reasoning_effort,
         metadata: body.metadata.unwrap_or_else(|| json!({})),
+        llm_id: None,
+        llm_overrides: Default::default(),
     };
     if let Err(err) =
         append_and_publish(&app.store, app.bus.as_ref(), &app.project, &id, &[payload]).await
