@@ -6,8 +6,11 @@
 //! - [`usage`]: token usage arithmetic.
 //! - [`conversation`]: conversation events and the fold that materializes them.
 //! - [`turn_model`]: which model a conversation turn uses (DESIGN.md §3).
+//! - [`llm_config`]: LLM config provider options, their validation and
+//!   request fields.
 
 pub mod conversation;
+pub mod llm_config;
 pub mod model_id;
 pub mod resolve;
 pub mod turn_model;

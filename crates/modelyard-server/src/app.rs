@@ -86,6 +86,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(gateway::list_models))
         .route("/v1/calls", get(api::calls::list))
         .route("/v1/calls/{id}", get(api::calls::show))
+        .route("/v1/llm-calls/{id}", get(api::calls::show))
+        .route("/v1/llm-sessions", get(api::sessions::list))
+        .route("/v1/llm-sessions/{id}", get(api::sessions::show))
+        .route("/v1/usage", get(api::sessions::usage))
         .route("/v1/catalog", get(api::catalog::catalog))
         .route("/v1/providers", get(api::providers::list))
         .route("/v1/providers/{name}", get(api::providers::show))
@@ -103,6 +107,14 @@ pub fn router(state: AppState) -> Router {
             "/v1/favorites/{*model_id}",
             axum::routing::delete(api::favorites::remove),
         )
+        .route("/v1/llms", get(api::llms::list).post(api::llms::create))
+        .route(
+            "/v1/llms/{id}",
+            get(api::llms::show)
+                .patch(api::llms::patch)
+                .delete(api::llms::delete),
+        )
+        .route("/v1/llms/{id}/copy", post(api::llms::copy))
         .route("/v1/conversations", get(conv::list).post(conv::create))
         .route(
             "/v1/conversations/{id}",

@@ -9,12 +9,17 @@
 //!
 //! Secrets are never in the file: a provider names the environment variable
 //! that holds its key (`api_key_env`).
+//!
+//! `[defaults.presets.<name>]` are the server's default LLM configs (`default`
+//! for every operation, or an operation's name); each has a `version`, and
+//! each version is materialized once as a `system-default` config.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use modelyard_core::llm_config::{is_operation_name, ProviderOptions};
 use modelyard_core::ProviderName;
 use modelyard_upstream::{ProviderKind, Timeouts};
 use serde::Deserialize;
@@ -63,12 +68,45 @@ pub struct StorageConfig {
 }
 
 /// `[defaults]`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DefaultsConfig {
     /// Model used when a request names none (`model`, a model id).
     pub model: Option<String>,
     /// Provider that bare model ids try first (`provider`; default the first provider).
     pub provider: Option<String>,
+    /// `[defaults.presets.<name>]`: the server's default LLM configs, for
+    /// every operation (`default`) or one operation (its name). Materialized
+    /// as `system-default` configs once per version.
+    pub presets: BTreeMap<String, PresetConfig>,
+}
+
+impl DefaultsConfig {
+    /// The server default model: the `default` preset's, else `model`.
+    pub fn default_model(&self) -> Option<&str> {
+        self.presets
+            .get(DEFAULT_PRESET)
+            .map(|p| p.model.as_str())
+            .or(self.model.as_deref())
+    }
+}
+
+/// Name of the preset that applies to every operation.
+pub const DEFAULT_PRESET: &str = "default";
+
+/// One `[defaults.presets.<name>]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresetConfig {
+    /// Version (`version`, ≥ 1, required). Bump it when the preset changes:
+    /// each version is materialized once, and turns keep the id they used.
+    pub version: u32,
+    /// Model id (`model`, required).
+    pub model: String,
+    /// Display name (`display_name`).
+    pub display_name: Option<String>,
+    /// System prompt (`system_prompt`).
+    pub system_prompt: Option<String>,
+    /// `[defaults.presets.<name>.provider_options]`.
+    pub provider_options: ProviderOptions,
 }
 
 /// One `[[providers]]` entry.
@@ -167,6 +205,31 @@ struct RawStorage {
 struct RawDefaults {
     model: Option<String>,
     provider: Option<String>,
+    #[serde(default)]
+    presets: BTreeMap<String, RawPreset>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPreset {
+    version: Option<i64>,
+    model: Option<String>,
+    display_name: Option<String>,
+    system_prompt: Option<String>,
+    #[serde(default)]
+    provider_options: RawProviderOptions,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawProviderOptions {
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    max_tokens: Option<i64>,
+    reasoning_effort: Option<String>,
+    stop: Option<Vec<String>>,
+    seed: Option<i64>,
+    extra: Option<toml::Table>,
 }
 
 #[derive(Deserialize)]
@@ -585,6 +648,78 @@ fn validate(
             return Err(err("defaults.model".into(), "must not be empty".into()));
         }
     }
+    let mut presets = BTreeMap::new();
+    for (name, p) in raw.defaults.presets {
+        let key = |field: &str| format!("defaults.presets.{name}.{field}");
+        if !is_operation_name(&name) {
+            return Err(err(
+                format!("defaults.presets.{name}"),
+                "a preset is named `default` or after an operation ([a-z][a-z0-9_-]{0,31})".into(),
+            ));
+        }
+        let version = match p.version {
+            None => {
+                return Err(err(
+                    key("version"),
+                    "is required (an integer ≥ 1; bump it when the preset changes)".into(),
+                ))
+            }
+            Some(v) if v < 1 => {
+                return Err(err(key("version"), format!("must be at least 1, got {v}")))
+            }
+            Some(v) => {
+                u32::try_from(v).map_err(|_| err(key("version"), format!("{v} is too large")))?
+            }
+        };
+        let model = match p.model {
+            None => return Err(err(key("model"), "is required (a model id)".into())),
+            Some(m) if m.is_empty() => return Err(err(key("model"), "must not be empty".into())),
+            Some(m) => m,
+        };
+        if p.display_name.as_deref() == Some("") {
+            return Err(err(key("display_name"), "must not be empty".into()));
+        }
+        let raw_options = p.provider_options;
+        let extra = match raw_options.extra {
+            None => None,
+            Some(table) => Some(
+                serde_json::to_value(&table)
+                    .map_err(|e| err(key("provider_options.extra"), e.to_string()))?,
+            ),
+        };
+        let provider_options = ProviderOptions {
+            temperature: raw_options.temperature,
+            top_p: raw_options.top_p,
+            max_tokens: raw_options.max_tokens,
+            reasoning_effort: raw_options.reasoning_effort,
+            stop: raw_options.stop,
+            seed: raw_options.seed,
+            extra,
+        };
+        if let Err(invalid) = provider_options.validate() {
+            return Err(err(
+                key(&format!("provider_options.{}", invalid.field.snake())),
+                invalid.reason,
+            ));
+        }
+        presets.insert(
+            name,
+            PresetConfig {
+                version,
+                model,
+                display_name: p.display_name,
+                system_prompt: p.system_prompt,
+                provider_options,
+            },
+        );
+    }
+    if presets.contains_key(DEFAULT_PRESET) && raw.defaults.model.is_some() {
+        return Err(err(
+            "defaults.model".into(),
+            "conflicts with [defaults.presets.default], which sets the server default; keep one"
+                .into(),
+        ));
+    }
 
     Ok(Config {
         source: path.map(Path::to_owned),
@@ -601,6 +736,7 @@ fn validate(
         defaults: DefaultsConfig {
             model: raw.defaults.model,
             provider: raw.defaults.provider,
+            presets,
         },
     })
 }

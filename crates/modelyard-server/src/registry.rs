@@ -224,6 +224,41 @@ impl Provider {
     }
 }
 
+/// Response bodies rendered from the discovery snapshot (`/v1/models`,
+/// `/v1/catalog`), reused until what they show changes: a probe ran (its
+/// check time moves) or the favorites differ. Keeps catalog reads of large
+/// fleets to a lookup instead of re-serializing thousands of models.
+#[derive(Debug, Default)]
+pub struct RenderedBodies {
+    entries: std::sync::Mutex<std::collections::HashMap<&'static str, (u64, bytes::Bytes)>>,
+}
+
+impl RenderedBodies {
+    /// The body cached under `name` for `key`, else `render()` (cached).
+    pub fn get_or_render(
+        &self,
+        name: &'static str,
+        key: u64,
+        render: impl FnOnce() -> bytes::Bytes,
+    ) -> bytes::Bytes {
+        if let Some((cached_key, body)) = self.lock().get(name) {
+            if *cached_key == key {
+                return body.clone();
+            }
+        }
+        let body = render();
+        self.lock().insert(name, (key, body.clone()));
+        body
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<&'static str, (u64, bytes::Bytes)>>
+    {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// A resolved request target.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -256,6 +291,8 @@ pub enum RouteError {
 #[derive(Debug)]
 pub struct ProviderRegistry {
     providers: Vec<Arc<Provider>>,
+    /// Catalog response bodies rendered from the current snapshot.
+    pub rendered: RenderedBodies,
     default_provider: Option<String>,
     default_model: Option<String>,
 }
@@ -337,8 +374,9 @@ impl ProviderRegistry {
             .or_else(|| config.providers.first().map(|p| p.name.to_string()));
         Ok(Self {
             providers,
+            rendered: RenderedBodies::default(),
             default_provider,
-            default_model: config.defaults.model.clone(),
+            default_model: config.defaults.default_model().map(str::to_owned),
         })
     }
 
@@ -425,6 +463,18 @@ impl ProviderRegistry {
             resolution,
             provider,
         })
+    }
+
+    /// A fingerprint of every provider's snapshot: it changes whenever a
+    /// probe stores a result, so rendered bodies keyed by it stay true.
+    pub fn snapshot_key(&self, hasher: &mut impl std::hash::Hasher) {
+        use std::hash::Hash;
+        for provider in &self.providers {
+            let state = provider.read_state();
+            state.last_checked_at_ms.hash(hasher);
+            state.status.as_str().hash(hasher);
+            (Arc::as_ptr(&state.catalog) as usize).hash(hasher);
+        }
     }
 
     /// Whether `model_id` (composite) names a model its provider has listed

@@ -108,6 +108,18 @@ pub enum StoreError {
         id: String,
     },
 
+    /// The row is still referred to by other rows (e.g. an LLM config that
+    /// conversations name), so it cannot be deleted. Nothing was written.
+    #[error("{kind} `{id}` is in use by {}", referrers.join(", "))]
+    InUse {
+        /// What was to be deleted: `"LLM config"`, ...
+        kind: &'static str,
+        /// Its id.
+        id: String,
+        /// Ids of the rows that refer to it, sorted.
+        referrers: Vec<String>,
+    },
+
     /// Any other database error while running a statement.
     #[error("{op}: database query failed")]
     Query {

@@ -41,7 +41,9 @@ mod calls;
 mod conversations;
 mod error;
 mod favorites;
+mod llms;
 mod projects;
+mod sessions;
 mod store;
 mod types;
 
@@ -50,6 +52,12 @@ pub use conversations::{
 };
 pub use error::StoreError;
 pub use favorites::FavoriteRow;
+pub use llms::{
+    LlmConfigFields, LlmConfigFilter, LlmConfigRow, DEFAULT_LLM_CONFIG_LIMIT, MAX_LLM_CONFIG_LIMIT,
+};
+pub use sessions::{
+    SessionFilter, SessionRow, SessionStatus, TokenSums, UsageGroup, UsageGroupRow,
+};
 pub use store::Store;
 pub use types::{
     Backend, CallFilter, LlmCallRow, NewLlmCall, NewLlmSession, ProjectId, RecordedSession,

@@ -53,6 +53,14 @@ pub async fn show(client: &Client, id: &str) -> anyhow::Result<()> {
         s(&c, "model"),
         s(&c, "latestModelId")
     );
+    if let Some(llm) = c["llmId"].as_str() {
+        println!("llm config   {llm}");
+    }
+    if let Some(overrides) = c["llmOverrides"].as_object() {
+        for (op, id) in overrides {
+            println!("{:<13}{}", format!("llm[{op}]"), id.as_str().unwrap_or("-"));
+        }
+    }
     println!(
         "tokens       {} in / {} out / {} total",
         c["usage"]["inputTokens"], c["usage"]["outputTokens"], c["usage"]["totalTokens"]

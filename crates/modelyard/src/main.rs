@@ -8,6 +8,8 @@ mod catalog;
 mod chat;
 mod client;
 mod conversations;
+mod llms;
+mod sessions;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -87,6 +89,11 @@ enum Command {
         /// The prompt; read from stdin when omitted.
         prompt: Vec<String>,
     },
+    /// LLM configs: reusable model + system prompt + options.
+    Llms {
+        #[command(subcommand)]
+        command: LlmsCommand,
+    },
     /// Recent LLM calls, newest first; `calls show ID` for one.
     Calls {
         #[command(subcommand)]
@@ -97,6 +104,45 @@ enum Command {
         /// Only calls to this model id.
         #[arg(short, long)]
         model: Option<String>,
+    },
+    /// LLM sessions (a gateway request, a conversation turn, ...) with their
+    /// calls' totals, newest first; `sessions show ID` for one.
+    #[command(args_conflicts_with_subcommands = true)]
+    Sessions {
+        #[command(subcommand)]
+        command: Option<SessionsCommand>,
+        #[command(flatten)]
+        list: sessions::ListArgs,
+    },
+    /// Token usage per model, provider, operation or UTC day.
+    Usage {
+        /// Grouping.
+        #[arg(long, value_name = "GROUP", default_value = "model",
+              value_parser = ["model", "provider", "operation", "day"])]
+        by: String,
+        /// Only calls sent at or after this time (RFC 3339, or a UTC date YYYY-MM-DD).
+        #[arg(long, value_name = "RFC3339")]
+        from: Option<String>,
+        /// Only calls sent before this time (RFC 3339, or a UTC date YYYY-MM-DD).
+        #[arg(long, value_name = "RFC3339")]
+        to: Option<String>,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SessionsCommand {
+    /// Sessions, newest first.
+    Ls(sessions::ListArgs),
+    /// One session: its calls, with its child sessions indented under it.
+    Show {
+        /// Session id.
+        id: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -152,6 +198,87 @@ enum ConversationsCommand {
     /// Live events of a conversation (after replaying the log).
     Watch {
         /// Conversation id.
+        id: String,
+    },
+    /// Set the conversation's LLM config (default, or for one operation).
+    SetLlm {
+        /// Conversation id.
+        id: String,
+        /// Only for this operation (`chat`, `title`, ...).
+        #[arg(long)]
+        op: Option<String>,
+        /// LLM config id; `none` clears.
+        config_id: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct LlmFields {
+    /// Model id (`provider/model`).
+    #[arg(short, long)]
+    model: Option<String>,
+    /// Display name.
+    #[arg(long)]
+    name: Option<String>,
+    /// System prompt.
+    #[arg(short, long)]
+    system: Option<String>,
+    /// Sampling temperature (0..2).
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Maximum tokens to generate.
+    #[arg(long)]
+    max_tokens: Option<u32>,
+}
+
+impl LlmFields {
+    fn args(&self) -> llms::LlmArgs {
+        llms::LlmArgs {
+            model: self.model.clone(),
+            name: self.name.clone(),
+            system: self.system.clone(),
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum LlmsCommand {
+    /// List configs, newest first.
+    Ls {
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// One config.
+    Show {
+        /// Config id.
+        id: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a config (`--model` required); prints its id.
+    Create {
+        #[command(flatten)]
+        fields: LlmFields,
+    },
+    /// Change a user config (system defaults: copy them first).
+    Edit {
+        /// Config id.
+        id: String,
+        #[command(flatten)]
+        fields: LlmFields,
+    },
+    /// Delete a user config (refused while conversations use it).
+    Rm {
+        /// Config id.
+        id: String,
+    },
+    /// Copy a config (e.g. a system default) into a new user config; prints its id.
+    Copy {
+        /// Config id.
         id: String,
     },
 }
@@ -292,6 +419,9 @@ fn config_check(cli: &Cli, path: Option<&std::path::Path>) -> anyhow::Result<()>
     if let Some(model) = &config.defaults.model {
         println!("  default model {model}");
     }
+    for (name, preset) in &config.defaults.presets {
+        println!("  preset {name} v{} → {}", preset.version, preset.model);
+    }
     Ok(())
 }
 
@@ -382,6 +512,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ConversationsCommand::Watch { id } => {
                     return conversations::watch(&client, id).await
                 }
+                ConversationsCommand::SetLlm { id, op, config_id } => {
+                    llms::set_conversation_llm(&client, id, op.as_deref(), config_id).await
+                }
+            }
+            .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Llms { command } => {
+            let client = client::Client::new(server_url(&cli)?)?;
+            match command {
+                LlmsCommand::Ls { limit } => llms::list(&client, *limit).await,
+                LlmsCommand::Show { id, json } => llms::show(&client, id, *json).await,
+                LlmsCommand::Create { fields } => {
+                    if fields.model.is_none() {
+                        anyhow::bail!("--model is required");
+                    }
+                    llms::create(&client, &fields.args()).await
+                }
+                LlmsCommand::Edit { id, fields } => llms::edit(&client, id, &fields.args()).await,
+                LlmsCommand::Rm { id } => llms::remove(&client, id).await,
+                LlmsCommand::Copy { id } => llms::copy(&client, id).await,
             }
             .map(|()| ExitCode::SUCCESS)
         }
@@ -396,6 +546,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(CallsCommand::Show { id, json }) => calls::show(&client, id, *json).await,
             }
             .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Sessions { command, list } => {
+            let client = client::Client::new(server_url(&cli)?)?;
+            match command {
+                None => sessions::list(&client, list).await,
+                Some(SessionsCommand::Ls(args)) => sessions::list(&client, args).await,
+                Some(SessionsCommand::Show { id, json }) => {
+                    sessions::show(&client, id, *json).await
+                }
+            }
+            .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Usage { by, from, to, json } => {
+            let client = client::Client::new(server_url(&cli)?)?;
+            sessions::usage(&client, by, from.as_deref(), to.as_deref(), *json)
+                .await
+                .map(|()| ExitCode::SUCCESS)
         }
     }
 }

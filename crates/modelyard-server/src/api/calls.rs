@@ -34,7 +34,8 @@ pub struct ListQuery {
     conversation_id: Option<String>,
 }
 
-fn call_json(row: &LlmCallRow, full: bool) -> Value {
+/// A call as JSON (see the module docs); `full` adds the request and response.
+pub(crate) fn call_json(row: &LlmCallRow, full: bool) -> Value {
     let latency_ms = row.completed_at_ms.map(|done| done - row.sent_at_ms);
     let ttft_ms = row.first_token_at_ms.map(|first| first - row.sent_at_ms);
     let mut value = json!({

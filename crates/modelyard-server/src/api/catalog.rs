@@ -70,6 +70,31 @@ pub async fn catalog(
         Ok(f) => f,
         Err(problem) => return problem.into_response(),
     };
+    let mut key = std::hash::DefaultHasher::new();
+    app.registry.snapshot_key(&mut key);
+    std::hash::Hash::hash(&favorites, &mut key);
+    std::hash::Hash::hash(&query.include_offline, &mut key);
+    let name = if query.include_offline {
+        "catalog-all"
+    } else {
+        "catalog"
+    };
+    let body = app
+        .registry
+        .rendered
+        .get_or_render(name, std::hash::Hasher::finish(&key), || {
+            render(&app, &favorites, query.include_offline)
+        });
+    let mut response = axum::response::Response::new(axum::body::Body::from(body));
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Renders the catalog document (see the module docs).
+fn render(app: &AppState, favorites: &[String], include_offline: bool) -> bytes::Bytes {
     let mut groups = Vec::with_capacity(app.registry.providers().len());
     // Favorites in their order, filled from the online groups below.
     let mut favorite_entries: Vec<Option<Value>> = vec![None; favorites.len()];
@@ -79,13 +104,13 @@ pub async fn catalog(
         let mut group = super::providers::provider_json(provider, &state);
         let mut models = Vec::new();
         for model in state.catalog.iter() {
-            let entry = model_json(provider, model, online, &favorites);
+            let entry = model_json(provider, model, online, favorites);
             if online {
                 if let Some(i) = favorites.iter().position(|f| *f == entry["id"]) {
                     favorite_entries[i] = Some(entry.clone());
                 }
             }
-            if online || query.include_offline {
+            if online || include_offline {
                 models.push(entry);
             }
         }
@@ -93,5 +118,5 @@ pub async fn catalog(
         groups.push(group);
     }
     let favorites: Vec<Value> = favorite_entries.into_iter().flatten().collect();
-    axum::Json(json!({"favorites": favorites, "providers": groups})).into_response()
+    bytes::Bytes::from(json!({"favorites": favorites, "providers": groups}).to_string())
 }

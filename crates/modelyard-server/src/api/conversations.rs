@@ -1,8 +1,8 @@
 //! Conversations (tasks): `/v1/conversations` and everything under it.
 //!
 //! A conversation as JSON (camelCase; times RFC 3339; tokens):
-//! `{id, parentId, title, model, cwd, reasoningEffort, metadata,
-//! status ("idle" | "running"), runningTurnId, latestModelId,
+//! `{id, parentId, title, model, cwd, reasoningEffort, metadata, llmId,
+//! llmOverrides, status ("idle" | "running"), runningTurnId, latestModelId,
 //! usage {inputTokens, outputTokens, reasoningTokens, cachedInputTokens,
 //! totalTokens}, lastSeq, createdAt, updatedAt}`.
 //!
@@ -11,6 +11,7 @@
 //! `GET/PUT /v1/conversations/{id}/model` ↔ `{conversationId, model}` (PUT
 //! answers `verified` too).
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,8 @@ use axum::Json;
 use modelyard_core::conversation::{
     ConversationRecord, Event, EventPayload, MessageRecord, SelectionSource, TurnRecord,
 };
-use modelyard_core::turn_model::{resolve_turn_model, ConfigRef, TurnModelInput};
+use modelyard_core::llm_config::is_operation_name;
+use modelyard_core::turn_model::resolve_turn_model;
 use modelyard_core::{ModelRef, ResolveError};
 use modelyard_store::{ConversationFilter, StoreError};
 use serde::Deserialize;
@@ -34,11 +36,12 @@ use tokio::sync::{broadcast, mpsc};
 use crate::app::AppState;
 use crate::clock::rfc3339;
 use crate::conversations::bus::BusMessage;
+use crate::conversations::configs::TurnConfigs;
 use crate::conversations::engine::{append_and_publish, run_turn, TurnJob};
 use crate::error::Problem;
 use crate::registry::{ProviderStatus, RouteError};
 
-fn store_problem(err: StoreError) -> Problem {
+pub(crate) fn store_problem(err: StoreError) -> Problem {
     match err {
         StoreError::Conflict { reason } => Problem::conflict(reason),
         StoreError::NotFound { .. } => Problem::not_found(err.to_string()),
@@ -55,6 +58,8 @@ fn conversation_json(c: &ConversationRecord) -> Value {
         "cwd": c.cwd,
         "reasoningEffort": c.reasoning_effort,
         "metadata": c.metadata,
+        "llmId": c.llm_id,
+        "llmOverrides": c.llm_overrides,
         "status": if c.running_turn_id.is_some() { "running" } else { "idle" },
         "runningTurnId": c.running_turn_id,
         "latestModelId": c.latest_model_id,
@@ -124,17 +129,17 @@ async fn load(app: &AppState, id: &str) -> Result<ConversationRecord, Problem> {
 }
 
 /// Result of checking a model id for a selection.
-struct Checked {
+pub(crate) struct Checked {
     /// The composite id to store.
-    model: String,
+    pub(crate) model: String,
     /// False when the provider is offline and the model could not be checked.
-    verified: bool,
+    pub(crate) verified: bool,
 }
 
 /// Validates a model selection: unknown provider → 422; a model an online
 /// provider does not serve → 422 with suggestions; an offline provider's
 /// model is accepted unverified.
-fn check_model(app: &AppState, id: &str) -> Result<Checked, Problem> {
+pub(crate) fn check_model(app: &AppState, id: &str) -> Result<Checked, Problem> {
     let parsed = ModelRef::parse(id, |p| app.registry.provider(p).is_some())
         .map_err(|e| Problem::unprocessable(format!("invalid model id: {e}")))?;
     let provider_name = match &parsed {
@@ -170,7 +175,7 @@ fn check_model(app: &AppState, id: &str) -> Result<Checked, Problem> {
     }
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
@@ -184,6 +189,36 @@ pub struct CreateBody {
     cwd: Option<String>,
     reasoning_effort: Option<String>,
     metadata: Option<Value>,
+    llm_id: Option<String>,
+    llm_overrides: Option<BTreeMap<String, String>>,
+}
+
+fn operation_problem(op: &str) -> Problem {
+    Problem::unprocessable(format!(
+        "llmOverrides: operation {op:?} must match [a-z][a-z0-9_-]{{0,31}}"
+    ))
+    .with("field", "llmOverrides")
+}
+
+/// Checks every config id of a conversation's `llmId` / `llmOverrides`
+/// (operation names too) before anything is written: reads only.
+async fn check_llm_ids(
+    app: &AppState,
+    llm_id: Option<&str>,
+    overrides: &[(&str, Option<&str>)],
+) -> Result<(), Problem> {
+    if let Some(id) = llm_id {
+        super::llms::check_config_id(app, "llmId", id).await?;
+    }
+    for &(op, id) in overrides {
+        if !is_operation_name(op) {
+            return Err(operation_problem(op));
+        }
+        if let Some(id) = id {
+            super::llms::check_config_id(app, &format!("llmOverrides.{op}"), id).await?;
+        }
+    }
+    Ok(())
 }
 
 /// `POST /v1/conversations` → 201 with the conversation.
@@ -219,6 +254,14 @@ pub async fn create(
             }
         }
     }
+    let llm_overrides = body.llm_overrides.unwrap_or_default();
+    let ids: Vec<(&str, Option<&str>)> = llm_overrides
+        .iter()
+        .map(|(op, id)| (op.as_str(), Some(id.as_str())))
+        .collect();
+    if let Err(problem) = check_llm_ids(&app, body.llm_id.as_deref(), &ids).await {
+        return problem.into_response();
+    }
     let id = new_id();
     let payload = EventPayload::ConversationCreated {
         title: body.title,
@@ -227,8 +270,8 @@ pub async fn create(
         cwd: body.cwd,
         reasoning_effort: body.reasoning_effort,
         metadata: body.metadata.unwrap_or_else(|| json!({})),
-        llm_id: None,
-        llm_overrides: Default::default(),
+        llm_id: body.llm_id,
+        llm_overrides,
     };
     if let Err(err) =
         append_and_publish(&app.store, app.bus.as_ref(), &app.project, &id, &[payload]).await
@@ -302,15 +345,29 @@ pub async fn show(State(app): State<AppState>, Path(id): Path<String>) -> Respon
     }
 }
 
+fn double<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
 /// Body of `PATCH /v1/conversations/{id}`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PatchBody {
     title: Option<String>,
     metadata: Option<Value>,
+    /// The default LLM config; `null` clears.
+    #[serde(default, deserialize_with = "double")]
+    llm_id: Option<Option<String>>,
+    /// Merged into the overrides: a `null` value removes that operation's
+    /// override; `null` for the whole map clears them all.
+    #[serde(default, deserialize_with = "double")]
+    llm_overrides: Option<Option<BTreeMap<String, Option<String>>>>,
 }
 
-/// `PATCH /v1/conversations/{id}`: title and metadata.
+/// `PATCH /v1/conversations/{id}`: title, metadata, `llmId` and
+/// `llmOverrides`. Every config id is checked before anything is written.
 pub async fn patch(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -323,19 +380,60 @@ pub async fn patch(
     if body.metadata.as_ref().is_some_and(|m| !m.is_object()) {
         return Problem::unprocessable("metadata must be a JSON object").into_response();
     }
-    if let Err(problem) = load(&app, &id).await {
+    let conversation = match load(&app, &id).await {
+        Ok(c) => c,
+        Err(problem) => return problem.into_response(),
+    };
+    let empty = BTreeMap::new();
+    let override_changes = match &body.llm_overrides {
+        Some(Some(changes)) => changes,
+        _ => &empty,
+    };
+    let ids: Vec<(&str, Option<&str>)> = override_changes
+        .iter()
+        .map(|(op, id)| (op.as_str(), id.as_deref()))
+        .collect();
+    if let Err(problem) =
+        check_llm_ids(&app, body.llm_id.as_ref().and_then(Option::as_deref), &ids).await
+    {
         return problem.into_response();
     }
+    let mut payloads = Vec::with_capacity(2);
     if body.title.is_some() || body.metadata.is_some() {
-        let payload = EventPayload::ConversationUpdated {
+        payloads.push(EventPayload::ConversationUpdated {
             title: body.title,
             metadata: body.metadata,
-        };
-        if let Err(err) =
-            append_and_publish(&app.store, app.bus.as_ref(), &app.project, &id, &[payload]).await
-        {
-            return store_problem(err).into_response();
-        }
+        });
+    }
+    let llm_id = body.llm_id.filter(|new| *new != conversation.llm_id);
+    let llm_overrides = body
+        .llm_overrides
+        .map(|changes| {
+            let mut merged = conversation.llm_overrides.clone();
+            match changes {
+                None => merged.clear(),
+                Some(changes) => {
+                    for (op, config) in changes {
+                        match config {
+                            Some(config) => merged.insert(op, config),
+                            None => merged.remove(&op),
+                        };
+                    }
+                }
+            }
+            merged
+        })
+        .filter(|merged| *merged != conversation.llm_overrides);
+    if llm_id.is_some() || llm_overrides.is_some() {
+        payloads.push(EventPayload::LlmChanged {
+            llm_id,
+            llm_overrides,
+        });
+    }
+    if let Err(err) =
+        append_and_publish(&app.store, app.bus.as_ref(), &app.project, &id, &payloads).await
+    {
+        return store_problem(err).into_response();
     }
     show(State(app), Path(id)).await
 }
@@ -595,16 +693,6 @@ pub struct TurnBody {
     stream: bool,
 }
 
-fn valid_operation(op: &str) -> bool {
-    let bytes = op.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 32
-        && bytes[0].is_ascii_lowercase()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
-}
-
 /// `POST /v1/conversations/{id}/turns` → 202 `{turnId, conversationId,
 /// modelId, resolvedFrom}`, or with `"stream": true` the conversation's
 /// events as SSE until the turn ends. 409 while another turn runs.
@@ -629,7 +717,7 @@ pub async fn start_turn(
         .into_response();
     }
     let operation = body.operation.unwrap_or_else(|| "chat".to_owned());
-    if !valid_operation(&operation) {
+    if !is_operation_name(&operation) {
         return Problem::unprocessable(format!(
             "operation {operation:?} must match [a-z][a-z0-9_-]{{0,31}}"
         ))
@@ -645,22 +733,25 @@ pub async fn start_turn(
         ))
         .into_response();
     }
-    let default_model = app.config.defaults.model.clone();
-    let resolved = resolve_turn_model(&TurnModelInput {
-        operation: &operation,
-        request_model: body.model.as_deref(),
-        conversation_model: conversation.model.as_deref(),
-        server_default: default_model
-            .as_deref()
-            .map(|m| ConfigRef { id: None, model: m }),
-        ..TurnModelInput::default()
-    });
+    let configs = match TurnConfigs::load(&app, &conversation, &operation).await {
+        Ok(configs) => configs,
+        Err(problem) => return problem.into_response(),
+    };
+    let resolved = resolve_turn_model(&configs.input(
+        &operation,
+        body.model.as_deref(),
+        conversation.model.as_deref(),
+    ));
     let Some(resolved) = resolved else {
         return Problem::unprocessable(
-            "no model: pass `model`, select one for the conversation, or configure defaults.model",
+            "no model: pass `model`, select one for the conversation, give it an LLM config \
+             (llmId / llmOverrides), or configure [defaults.presets.default] or defaults.model",
         )
         .into_response();
     };
+    let llm_config = configs
+        .supplying(resolved.llm_config_id.as_deref())
+        .cloned();
     let target = match app.registry.resolve(Some(&resolved.model)) {
         Ok(target) => target,
         Err(err) => {
@@ -721,6 +812,7 @@ pub async fn start_turn(
         target,
         operation,
         reasoning_effort: conversation.reasoning_effort.clone(),
+        llm_config,
     }));
     match subscription {
         Some(rx) => {

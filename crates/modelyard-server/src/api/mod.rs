@@ -4,4 +4,6 @@ pub mod calls;
 pub mod catalog;
 pub mod conversations;
 pub mod favorites;
+pub mod llms;
 pub mod providers;
+pub mod sessions;

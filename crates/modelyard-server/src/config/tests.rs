@@ -133,3 +133,93 @@ fn missing_file_is_a_clear_error() {
         "{err}"
     );
 }
+
+const PRESETS: &str = r#"
+[defaults.presets.default]
+version = 3
+model = "local/smollm2"
+display_name = "House default"
+system_prompt = "Be brief."
+provider_options = { temperature = 0.2, max_tokens = 256, stop = ["END"], extra = { min_p = 0.05 } }
+
+[defaults.presets.title]
+version = 1
+model = "local/tiny"
+
+[defaults.presets.title.provider_options]
+temperature = 1
+top_p = 0.9
+reasoning_effort = "none"
+seed = 7
+"#;
+
+#[test]
+fn presets_parse() {
+    let config = parse(PRESETS).unwrap();
+    let presets = &config.defaults.presets;
+    assert_eq!(presets.len(), 2);
+    let default = &presets["default"];
+    assert_eq!(default.version, 3);
+    assert_eq!(default.model, "local/smollm2");
+    assert_eq!(default.display_name.as_deref(), Some("House default"));
+    assert_eq!(default.system_prompt.as_deref(), Some("Be brief."));
+    assert_eq!(default.provider_options.temperature, Some(0.2));
+    assert_eq!(default.provider_options.max_tokens, Some(256));
+    assert_eq!(default.provider_options.stop, Some(vec!["END".to_owned()]));
+    assert_eq!(
+        default.provider_options.extra,
+        Some(serde_json::json!({"min_p": 0.05}))
+    );
+    let title = &presets["title"];
+    assert_eq!(title.provider_options.temperature, Some(1.0));
+    assert_eq!(title.provider_options.top_p, Some(0.9));
+    assert_eq!(
+        title.provider_options.reasoning_effort.as_deref(),
+        Some("none")
+    );
+    assert_eq!(title.provider_options.seed, Some(7));
+    assert_eq!(config.defaults.default_model(), Some("local/smollm2"));
+}
+
+#[test]
+fn defaults_model_still_works_without_a_default_preset() {
+    let config = parse("[defaults]\nmodel = \"local/m\"\n[defaults.presets.title]\nversion = 1\nmodel = \"local/t\"\n").unwrap();
+    assert_eq!(config.defaults.model.as_deref(), Some("local/m"));
+    assert_eq!(config.defaults.default_model(), Some("local/m"));
+    assert!(!config.defaults.presets.contains_key("default"));
+    assert_eq!(parse("").unwrap().defaults.default_model(), None);
+}
+
+#[test]
+fn invalid_presets_name_key_and_reason() {
+    let preset = |name: &str, body: &str| format!("[defaults.presets.{name}]\n{body}\n");
+    let ok = "version = 1\nmodel = \"local/m\"\n";
+    let cases = [
+        (preset("Chat", ok), "test.toml: defaults.presets.Chat: a preset is named `default` or after an operation ([a-z][a-z0-9_-]{0,31})"),
+        (preset("\"a/b\"", ok), "test.toml: defaults.presets.a/b: a preset is named"),
+        (preset("chat", "model = \"local/m\""), "test.toml: defaults.presets.chat.version: is required"),
+        (preset("chat", "version = 0\nmodel = \"local/m\""), "test.toml: defaults.presets.chat.version: must be at least 1, got 0"),
+        (preset("chat", "version = \"2\"\nmodel = \"local/m\""), "test.toml: defaults.presets.chat.version: invalid type"),
+        (preset("chat", "version = 1"), "test.toml: defaults.presets.chat.model: is required"),
+        (preset("chat", "version = 1\nmodel = \"\""), "test.toml: defaults.presets.chat.model: must not be empty"),
+        (preset("chat", &format!("{ok}temperature = 1")), "test.toml: defaults.presets.chat.temperature: unknown field `temperature`"),
+        (preset("chat", &format!("{ok}api_key = \"sk-x\"")), "test.toml: defaults.presets.chat.api_key: unknown field `api_key`"),
+        (preset("chat", &format!("{ok}provider_options = {{ temperature = 2.5 }}")), "test.toml: defaults.presets.chat.provider_options.temperature: must be between 0 and 2, got 2.5"),
+        (preset("chat", &format!("{ok}provider_options = {{ top_p = 1.5 }}")), "test.toml: defaults.presets.chat.provider_options.top_p: must be between 0 and 1"),
+        (preset("chat", &format!("{ok}provider_options = {{ max_tokens = 0 }}")), "test.toml: defaults.presets.chat.provider_options.max_tokens: must be at least 1, got 0"),
+        (preset("chat", &format!("{ok}provider_options = {{ reasoning_effort = \"max\" }}")), "test.toml: defaults.presets.chat.provider_options.reasoning_effort: must be one of none, minimal, low, medium, high, xhigh"),
+        (preset("chat", &format!("{ok}provider_options = {{ stop = [\"a\", \"b\", \"c\", \"d\", \"e\"] }}")), "test.toml: defaults.presets.chat.provider_options.stop: at most 4 sequences, got 5"),
+        (preset("chat", &format!("{ok}provider_options = {{ extra = {{ model = \"x\" }} }}")), "test.toml: defaults.presets.chat.provider_options.extra: \"model\" is set by routing"),
+        (preset("chat", &format!("{ok}provider_options = {{ extra = {{ api_key = \"x\" }} }}")), "test.toml: defaults.presets.chat.provider_options.extra: \"api_key\" looks like a credential"),
+        (preset("chat", &format!("{ok}provider_options = {{ extra = 3 }}")), "test.toml: defaults.presets.chat.provider_options.extra: invalid type"),
+        (preset("chat", &format!("{ok}provider_options = {{ temprature = 1 }}")), "test.toml: defaults.presets.chat.provider_options.temprature: unknown field `temprature`"),
+        (format!("[defaults]\nmodel = \"local/x\"\n{}", preset("default", ok)), "test.toml: defaults.model: conflicts with [defaults.presets.default]"),
+    ];
+    for (text, want) in cases {
+        let got = error(&text);
+        assert!(
+            got.starts_with(want),
+            "config:\n{text}\ngot:  {got}\nwant: {want}"
+        );
+    }
+}

@@ -19,10 +19,12 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use modelyard_core::conversation::{EventPayload, Part, TokenUsage};
-use modelyard_store::{NewLlmCall, NewLlmSession, ProjectId, RecordedSession, Store, UsageRow};
+use modelyard_store::{
+    LlmConfigRow, NewLlmCall, NewLlmSession, ProjectId, RecordedSession, Store, UsageRow,
+};
 use modelyard_upstream::openai::{ChunkKind, StreamAccumulator};
 use modelyard_upstream::sse::SseDecoder;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::bus::{BusMessage, EventBus};
 use super::live::LiveTurn;
@@ -68,13 +70,45 @@ pub struct TurnJob {
     pub operation: String,
     /// Reasoning effort setting, passed as `reasoning_effort`.
     pub reasoning_effort: Option<String>,
+    /// The LLM config that supplies options and system prompt, if any.
+    pub llm_config: Option<LlmConfigRow>,
 }
 
-fn openai_messages(messages: &[modelyard_core::conversation::MessageRecord]) -> Vec<Value> {
-    messages
-        .iter()
-        .map(|m| json!({"role": m.role, "content": m.content}))
-        .collect()
+/// The upstream request of a turn: the config's provider options (snake_case
+/// OpenAI fields, `extra` merged at the top level), the conversation's
+/// reasoning effort setting over them, the config's system prompt as the
+/// first message, then the conversation's messages; routing's own fields
+/// (`model`, `messages`, `stream`, `stream_options`) last, so nothing
+/// overrides them.
+fn request_body(
+    upstream_model: &str,
+    messages: &[modelyard_core::conversation::MessageRecord],
+    config: Option<&LlmConfigRow>,
+    reasoning_effort: Option<&str>,
+) -> Value {
+    let mut body = Map::new();
+    if let Some(config) = config {
+        config.fields.provider_options.apply_to(&mut body);
+    }
+    if let Some(effort) = reasoning_effort {
+        body.insert("reasoning_effort".into(), json!(effort));
+    }
+    let system = config
+        .and_then(|c| c.fields.system_prompt.as_deref())
+        .map(|prompt| json!({"role": "system", "content": prompt}));
+    let messages: Vec<Value> = system
+        .into_iter()
+        .chain(
+            messages
+                .iter()
+                .map(|m| json!({"role": m.role, "content": m.content})),
+        )
+        .collect();
+    body.insert("model".into(), json!(upstream_model));
+    body.insert("messages".into(), Value::Array(messages));
+    body.insert("stream".into(), json!(true));
+    body.insert("stream_options".into(), json!({"include_usage": true}));
+    Value::Object(body)
 }
 
 enum Ending {
@@ -93,6 +127,7 @@ pub async fn run_turn(job: TurnJob) {
         target,
         operation,
         reasoning_effort,
+        llm_config,
     } = job;
     let conversation_id = live.conversation_id.clone();
     let turn_id = live.turn_id.clone();
@@ -110,15 +145,12 @@ pub async fn run_turn(job: TurnJob) {
     {
         Err(err) => Ending::Failed(format!("cannot read the conversation: {err}")),
         Ok(messages) => {
-            let mut body = json!({
-                "model": target.resolution.model_id.model(),
-                "messages": openai_messages(&messages),
-                "stream": true,
-                "stream_options": {"include_usage": true},
-            });
-            if let Some(effort) = &reasoning_effort {
-                body["reasoning_effort"] = json!(effort);
-            }
+            let body = request_body(
+                target.resolution.model_id.model(),
+                &messages,
+                llm_config.as_ref(),
+                reasoning_effort.as_deref(),
+            );
             request_json = body.to_string();
             tokio::select! {
                 ending = stream_answer(&app, &live, &target, Bytes::from(request_json.clone()), &mut acc, &mut status, &mut first_token_at_ms) => ending,
@@ -399,5 +431,76 @@ pub async fn recover_interrupted(store: &Store, bus: &dyn EventBus) {
                 tracing::error!(turn = %turn.id, error = %err, "cannot close interrupted turn")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use modelyard_core::conversation::{MessageRecord, TokenUsage};
+    use modelyard_core::llm_config::{LlmSource, ProviderOptions};
+    use modelyard_store::LlmConfigFields;
+
+    use super::*;
+
+    fn user(text: &str) -> MessageRecord {
+        MessageRecord {
+            id: "m".into(),
+            conversation_id: "c".into(),
+            turn_id: "t".into(),
+            role: "user".into(),
+            content: json!(text),
+            parts: Vec::new(),
+            model_id: None,
+            usage: TokenUsage::default(),
+            finish_reason: None,
+            seq: 1,
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_config_supplies_system_prompt_and_options() {
+        let config = LlmConfigRow {
+            id: "cfg".into(),
+            source: LlmSource::User,
+            fields: LlmConfigFields {
+                display_name: "x".into(),
+                model: "p/m".into(),
+                system_prompt: Some("Be terse.".into()),
+                provider_options: ProviderOptions {
+                    temperature: Some(0.1),
+                    max_tokens: Some(9),
+                    reasoning_effort: Some("low".into()),
+                    extra: Some(json!({"min_p": 0.2, "stream": false})),
+                    ..ProviderOptions::default()
+                },
+                base_url: None,
+            },
+            preset_name: None,
+            preset_version: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            deleted: false,
+        };
+        let body = request_body("m", &[user("hi")], Some(&config), None);
+        assert_eq!(
+            body,
+            json!({
+                "min_p": 0.2, "temperature": 0.1, "max_tokens": 9, "reasoning_effort": "low",
+                "model": "m",
+                "messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}],
+                "stream": true, "stream_options": {"include_usage": true},
+            })
+        );
+        // The conversation's own setting wins over the config's.
+        let body = request_body("m", &[user("hi")], Some(&config), Some("high"));
+        assert_eq!(body["reasoning_effort"], "high");
+        // Without a config: only routing's fields and the messages.
+        let body = request_body("m", &[user("hi")], None, None);
+        assert_eq!(
+            body,
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                   "stream": true, "stream_options": {"include_usage": true}})
+        );
     }
 }

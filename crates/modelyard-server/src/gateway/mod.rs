@@ -251,23 +251,36 @@ async fn chat(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Resp
 /// in OpenAI's list shape plus `provider` and `context_window` (tokens,
 /// `null` when unknown; snake_case like OpenAI's own fields).
 pub async fn list_models(State(app): State<AppState>) -> Response {
-    let mut data: Vec<serde_json::Value> = Vec::new();
-    for provider in app.registry.providers() {
-        let state = provider.state();
-        if state.status != crate::registry::ProviderStatus::Online {
-            continue;
-        }
-        let created = state.last_ok_at_ms.unwrap_or(0) / 1000;
-        for model in state.catalog.iter() {
-            data.push(json!({
-                "id": format!("{}/{}", provider.name(), model.model),
-                "object": "model",
-                "created": created,
-                "owned_by": provider.name(),
-                "provider": provider.name(),
-                "context_window": model.context_window,
-            }));
-        }
-    }
-    axum::Json(json!({"object": "list", "data": data})).into_response()
+    let mut key = std::hash::DefaultHasher::new();
+    app.registry.snapshot_key(&mut key);
+    let body =
+        app.registry
+            .rendered
+            .get_or_render("models", std::hash::Hasher::finish(&key), || {
+                let mut data: Vec<serde_json::Value> = Vec::new();
+                for provider in app.registry.providers() {
+                    let state = provider.state();
+                    if state.status != crate::registry::ProviderStatus::Online {
+                        continue;
+                    }
+                    let created = state.last_ok_at_ms.unwrap_or(0) / 1000;
+                    for model in state.catalog.iter() {
+                        data.push(json!({
+                            "id": format!("{}/{}", provider.name(), model.model),
+                            "object": "model",
+                            "created": created,
+                            "owned_by": provider.name(),
+                            "provider": provider.name(),
+                            "context_window": model.context_window,
+                        }));
+                    }
+                }
+                Bytes::from(json!({"object": "list", "data": data}).to_string())
+            });
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }

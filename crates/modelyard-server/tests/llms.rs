@@ -1,0 +1,861 @@
+//! End-to-end tests of LLM configs (`/v1/llms`): CRUD and validation, the
+//! no-secrets rules, system defaults materialized from presets, conversations
+//! naming configs (validated before anything is written), delete protection,
+//! and turn resolution through configs reaching the upstream request.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TempDir, TestServer};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+const LISTED: &[&str] = &["mock-model", "echo"];
+
+/// Presets: `default` (every operation) and `title`.
+fn presets(default_version: u32, default_model: &str) -> String {
+    format!(
+        r#"
+[defaults.presets.default]
+version = {default_version}
+model = "{default_model}"
+system_prompt = "DEFAULT PROMPT v{default_version}"
+provider_options = {{ temperature = 0.5 }}
+
+[defaults.presets.title]
+version = 1
+model = "mock/echo"
+display_name = "Titles"
+system_prompt = "TITLE PROMPT"
+provider_options = {{ temperature = 0.1, max_tokens = 20 }}
+"#
+    )
+}
+
+async fn server_with(extra: &str, dir: Option<TempDir>) -> TestServer {
+    let mut builder = TestServer::builder().listed(LISTED).extra(extra);
+    if let Some(dir) = dir {
+        builder = builder.dir(dir);
+    }
+    builder.start().await
+}
+
+async fn preset_server() -> TestServer {
+    server_with(&presets(1, "mock/mock-model"), None).await
+}
+
+// ------------------------------------------------------------------ HTTP
+
+async fn send(server: &TestServer, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = server.http.request(method.clone(), server.url(path));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("send");
+    let status = response.status().as_u16();
+    let problem = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"));
+    let text = response.text().await.expect("body");
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
+    };
+    if status >= 400 {
+        assert!(problem, "{method} {path} → {status} is a problem document");
+        assert_eq!(value["status"], status, "problem status: {value}");
+    }
+    (status, value)
+}
+
+async fn get(server: &TestServer, path: &str) -> Value {
+    let (status, body) = send(server, "GET", path, None).await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
+}
+
+async fn post(server: &TestServer, path: &str, body: Value) -> (u16, Value) {
+    send(server, "POST", path, Some(body)).await
+}
+
+async fn patch(server: &TestServer, path: &str, body: Value) -> (u16, Value) {
+    send(server, "PATCH", path, Some(body)).await
+}
+
+async fn create_llm(server: &TestServer, body: Value) -> Value {
+    let (status, llm) = post(server, "/v1/llms", body.clone()).await;
+    assert_eq!(status, 201, "create {body}: {llm}");
+    llm
+}
+
+fn id(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_owned()
+}
+
+async fn llms(server: &TestServer) -> Vec<Value> {
+    get(server, "/v1/llms?limit=200").await["data"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn conversations(server: &TestServer) -> Vec<Value> {
+    get(server, "/v1/conversations?limit=200").await["data"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn create_conv(server: &TestServer, body: Value) -> String {
+    let (status, c) = post(server, "/v1/conversations", body.clone()).await;
+    assert_eq!(status, 201, "create conversation {body}: {c}");
+    id(&c)
+}
+
+/// Asserts a 422 whose `field` is `field` and whose detail starts with it.
+fn assert_invalid(status: u16, problem: &Value, field: &str) {
+    assert_eq!(status, 422, "{field}: {problem}");
+    assert_eq!(problem["field"], field, "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.starts_with(&format!("{field}: ")), "{detail}");
+}
+
+async fn start_turn(server: &TestServer, conv: &str, body: Value) -> Value {
+    let (status, turn) = post(
+        server,
+        &format!("/v1/conversations/{conv}/turns"),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(status, 202, "start turn {body}: {turn}");
+    turn
+}
+
+async fn wait_turn(server: &TestServer, conv: &str, turn_id: &str) -> Value {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let turns = get(server, &format!("/v1/conversations/{conv}/turns")).await;
+        let turn = turns["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == turn_id)
+            .cloned()
+            .unwrap_or_else(|| panic!("turn {turn_id} listed: {turns}"));
+        if turn["status"] != "running" {
+            assert_eq!(turn["status"], "completed", "{turn}");
+            return turn;
+        }
+        assert!(Instant::now() < deadline, "turn {turn_id} still running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs a turn to its end; returns the turn (with `llmConfigId`) and the
+/// upstream request the mock received for it.
+async fn run_turn(server: &TestServer, conv: &str, body: Value) -> (Value, Value) {
+    let before = chat_requests(server).len();
+    let started = start_turn(server, conv, body).await;
+    let turn = wait_turn(server, conv, started["turnId"].as_str().unwrap()).await;
+    assert_eq!(turn["resolvedFrom"], started["resolvedFrom"]);
+    let requests = chat_requests(server);
+    assert_eq!(requests.len(), before + 1, "one upstream request per turn");
+    (turn, requests.last().cloned().unwrap())
+}
+
+fn chat_requests(server: &TestServer) -> Vec<Value> {
+    server
+        .mock
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .map(|r| r.json().expect("JSON request"))
+        .collect()
+}
+
+/// The persisted events of a conversation (replayed over SSE up to `caught-up`).
+async fn events(server: &TestServer, conv: &str) -> Vec<Value> {
+    let mut response = server
+        .http
+        .get(server.url(&format!("/v1/conversations/{conv}/events")))
+        .send()
+        .await
+        .expect("open events");
+    assert_eq!(response.status(), 200);
+    let mut text = String::new();
+    let deadline = Instant::now() + LIMIT;
+    while !text.contains("event: caught-up") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => text.push_str(std::str::from_utf8(&chunk).unwrap()),
+            other => panic!("events replay did not finish: {other:?}; {text:?}"),
+        }
+    }
+    text.split("\n\n")
+        .filter(|frame| frame.lines().any(|l| l.starts_with("id: ")))
+        .map(|frame| {
+            let data = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .expect("data line");
+            serde_json::from_str(data).expect("event JSON")
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------ CRUD
+
+#[tokio::test]
+async fn crud_validation_and_no_secrets() {
+    let server = server_with("", None).await;
+
+    // Minimal: the model names it.
+    let minimal = create_llm(&server, json!({"model": "echo"})).await;
+    assert_eq!(minimal["model"], "mock/echo", "stored in composite form");
+    assert_eq!(minimal["displayName"], "echo");
+    assert_eq!(minimal["source"], "user");
+    assert_eq!(minimal["projectId"], "default");
+    assert_eq!(minimal["systemPrompt"], Value::Null);
+    assert_eq!(minimal["baseUrl"], Value::Null);
+    assert_eq!(minimal["presetVersion"], Value::Null);
+    assert_eq!(
+        minimal["providerOptions"],
+        json!({"temperature": null, "topP": null, "maxTokens": null,
+               "reasoningEffort": null, "stop": null, "seed": null, "extra": null})
+    );
+    assert!(minimal["createdAt"].as_str().unwrap().ends_with('Z'));
+
+    // Full.
+    let full_body = json!({
+        "displayName": "Careful",
+        "model": "mock/mock-model",
+        "systemPrompt": "Think first.",
+        "providerOptions": {"temperature": 0.2, "topP": 0.9, "maxTokens": 64,
+            "reasoningEffort": "low", "stop": ["END"], "seed": 42, "extra": {"min_p": 0.05}},
+    });
+    let full = create_llm(&server, full_body.clone()).await;
+    for key in ["displayName", "model", "systemPrompt", "providerOptions"] {
+        assert_eq!(full[key], full_body[key], "{key}");
+    }
+    assert_eq!(get(&server, &format!("/v1/llms/{}", id(&full))).await, full);
+
+    // List: newest first, paged.
+    let page = get(&server, "/v1/llms?limit=1").await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 1);
+    assert_eq!(page["data"][0]["id"], full["id"]);
+    let next = page["nextBefore"].as_str().expect("nextBefore");
+    let page = get(&server, &format!("/v1/llms?limit=1&before={next}")).await;
+    assert_eq!(page["data"][0]["id"], minimal["id"]);
+    let (status, _) = send(&server, "GET", "/v1/llms?before=nonsense", None).await;
+    assert_eq!(status, 400);
+
+    // PATCH: absent fields stay, options merge key by key, null clears.
+    let (status, patched) = patch(
+        &server,
+        &format!("/v1/llms/{}", id(&full)),
+        json!({"displayName": "Careful 2", "systemPrompt": null,
+               "providerOptions": {"temperature": 1.5, "maxTokens": null}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["displayName"], "Careful 2");
+    assert_eq!(patched["systemPrompt"], Value::Null);
+    assert_eq!(patched["model"], "mock/mock-model");
+    assert_eq!(patched["providerOptions"]["temperature"], 1.5);
+    assert_eq!(patched["providerOptions"]["maxTokens"], Value::Null);
+    assert_eq!(patched["providerOptions"]["topP"], 0.9);
+    assert_eq!(patched["providerOptions"]["stop"], json!(["END"]));
+    assert_eq!(patched["createdAt"], full["createdAt"]);
+
+    // Each validation error names its field, on create and on patch.
+    let count = llms(&server).await.len();
+    let cases = [
+        (json!({}), "model"),
+        (json!({"model": "nope/x"}), "model"),
+        (json!({"model": "mock/not-served"}), "model"),
+        (json!({"model": "echo", "displayName": " "}), "displayName"),
+        (json!({"model": "echo", "systemPrompt": ""}), "systemPrompt"),
+        (
+            json!({"model": "echo", "providerOptions": {"temperature": 2.01}}),
+            "providerOptions.temperature",
+        ),
+        (
+            json!({"model": "echo", "providerOptions": {"temperature": -1}}),
+            "providerOptions.temperature",
+        ),
+        (
+            json!({"model": "echo", "providerOptions": {"topP": 1.5}}),
+            "providerOptions.topP",
+        ),
+        (
+            json!({"model": "echo", "providerOptions": {"maxTokens": 0}}),
+            "providerOptions.maxTokens",
+        ),
+        (
+            json!({"model": "echo", "providerOptions": {"reasoningEffort": "max"}}),
+            "providerOptions.reasoningEffort",
+        ),
+        (
+            json!({"model": "echo", "providerOptions": {"stop": ["a", "b", "c", "d", "e"]}}),
+            "providerOptions.stop",
+        ),
+        (
+            json!({"model": "echo", "providerOptions": {"extra": [1]}}),
+            "providerOptions.extra",
+        ),
+        (
+            json!({"model": "echo", "providerOptions": {"extra": {"model": "x"}}}),
+            "providerOptions.extra",
+        ),
+        (
+            json!({"model": "echo", "providerOptions": {"extra": {"api_key": "sk-x"}}}),
+            "providerOptions.extra",
+        ),
+        (
+            json!({"model": "echo", "baseUrl": "http://evil.example/v1"}),
+            "baseUrl",
+        ),
+    ];
+    for (body, field) in &cases {
+        let (status, problem) = post(&server, "/v1/llms", body.clone()).await;
+        assert_invalid(status, &problem, field);
+    }
+    let (status, problem) = post(&server, "/v1/llms", json!({"model": "mock/not-served"})).await;
+    assert_invalid(status, &problem, "model");
+    assert!(problem["suggestions"].is_array(), "{problem}");
+    for (body, field) in cases.iter().skip(1) {
+        let (status, problem) =
+            patch(&server, &format!("/v1/llms/{}", id(&full)), body.clone()).await;
+        assert_invalid(status, &problem, field);
+    }
+    let (status, problem) = post(
+        &server,
+        "/v1/llms",
+        json!({"model": "echo", "baseUrl": "http://evil.example/v1"}),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not the base URL of a configured provider"),
+        "{problem}"
+    );
+    assert_eq!(llms(&server).await.len(), count, "nothing created");
+    assert_eq!(
+        get(&server, &format!("/v1/llms/{}", id(&full))).await,
+        patched,
+        "nothing changed"
+    );
+
+    // baseUrl: a configured provider's base URL is fine (trailing slash or not).
+    let mock_url = server.mock.base_url();
+    for url in [mock_url.clone(), format!("{mock_url}/")] {
+        let llm = create_llm(&server, json!({"model": "echo", "baseUrl": url})).await;
+        assert_eq!(llm["baseUrl"], mock_url);
+    }
+
+    // Never secrets: unknown fields are 400, and the value is not echoed.
+    let count = llms(&server).await.len();
+    for body in [
+        json!({"model": "echo", "apiKey": "sk-secret-123"}),
+        json!({"model": "echo", "providerOptions": {"apiKey": "sk-secret-123"}}),
+        json!({"model": "echo", "headers": {"Authorization": "Bearer sk-secret-123"}}),
+    ] {
+        let (status, problem) = post(&server, "/v1/llms", body.clone()).await;
+        assert_eq!(status, 400, "{body}: {problem}");
+        assert!(!problem.to_string().contains("sk-secret-123"), "{problem}");
+    }
+    for body in [
+        json!({"apiKey": "sk-secret-123"}),
+        json!({"providerOptions": {"apiKey": "sk-secret-123"}}),
+    ] {
+        let (status, problem) = patch(&server, &format!("/v1/llms/{}", id(&full)), body).await;
+        assert_eq!(status, 400, "{problem}");
+    }
+    assert_eq!(llms(&server).await.len(), count);
+
+    // Delete: 204, then gone.
+    let (status, _) = send(
+        &server,
+        "DELETE",
+        &format!("/v1/llms/{}", id(&minimal)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    for method in ["GET", "DELETE"] {
+        let (status, _) = send(&server, method, &format!("/v1/llms/{}", id(&minimal)), None).await;
+        assert_eq!(status, 404, "{method} after delete");
+    }
+    let (status, _) = patch(
+        &server,
+        &format!("/v1/llms/{}", id(&minimal)),
+        json!({"displayName": "x"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(llms(&server).await.iter().all(|l| l["id"] != minimal["id"]));
+    let (status, _) = send(&server, "GET", "/v1/llms/nope", None).await;
+    assert_eq!(status, 404);
+}
+
+// ------------------------------------------------------------------ system defaults
+
+#[tokio::test]
+async fn system_defaults_materialize_once_per_version_and_are_read_only() {
+    let server = preset_server().await;
+    assert!(
+        llms(&server).await.is_empty(),
+        "nothing before the first turn"
+    );
+
+    // Two simultaneous first turns: one system default.
+    let a = create_conv(&server, json!({})).await;
+    let b = create_conv(&server, json!({})).await;
+    let (ta, tb) = tokio::join!(
+        start_turn(&server, &a, json!({"content": "one"})),
+        start_turn(&server, &b, json!({"content": "two"})),
+    );
+    let ta = wait_turn(&server, &a, ta["turnId"].as_str().unwrap()).await;
+    let tb = wait_turn(&server, &b, tb["turnId"].as_str().unwrap()).await;
+    assert_eq!(ta["resolvedFrom"], "serverDefault");
+    assert_eq!(ta["modelId"], "mock/mock-model");
+    assert_eq!(ta["llmConfigId"], tb["llmConfigId"]);
+    let default_v1 = ta["llmConfigId"].as_str().expect("config id").to_owned();
+    let listed = llms(&server).await;
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    let row = &listed[0];
+    assert_eq!(row["id"], default_v1);
+    assert_eq!(row["source"], "system-default");
+    assert_eq!(row["presetName"], "default");
+    assert_eq!(row["presetVersion"], 1);
+    assert_eq!(row["model"], "mock/mock-model");
+    assert_eq!(row["systemPrompt"], "DEFAULT PROMPT v1");
+    assert_eq!(row["providerOptions"]["temperature"], 0.5);
+
+    // More turns reuse it.
+    let (turn, _) = run_turn(&server, &a, json!({"content": "again"})).await;
+    assert_eq!(turn["llmConfigId"], default_v1);
+    assert_eq!(llms(&server).await.len(), 1);
+
+    // System defaults are read-only: 409 pointing at copy.
+    for (method, body) in [
+        ("PATCH", Some(json!({"displayName": "mine"}))),
+        ("DELETE", None),
+    ] {
+        let (status, problem) =
+            send(&server, method, &format!("/v1/llms/{default_v1}"), body).await;
+        assert_eq!(status, 409, "{method}: {problem}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains("copy it"), "{detail}");
+        assert!(
+            detail.contains(&format!("POST /v1/llms/{default_v1}/copy")),
+            "{detail}"
+        );
+    }
+    assert_eq!(&llms(&server).await[0], row, "unchanged");
+
+    // Copy: a user config saying the same, editable.
+    let (status, copy) = post(&server, &format!("/v1/llms/{default_v1}/copy"), json!({})).await;
+    assert_eq!(status, 201, "{copy}");
+    assert_eq!(copy["source"], "user");
+    assert_ne!(copy["id"], default_v1);
+    assert_eq!(copy["presetVersion"], Value::Null);
+    for key in ["model", "systemPrompt", "providerOptions"] {
+        assert_eq!(copy[key], row[key], "{key}");
+    }
+    assert!(copy["displayName"].as_str().unwrap().ends_with("(copy)"));
+    let (status, edited) = patch(
+        &server,
+        &format!("/v1/llms/{}", id(&copy)),
+        json!({"providerOptions": {"temperature": 0.9}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{edited}");
+    let (status, _) = post(&server, "/v1/llms/nope/copy", json!({})).await;
+    assert_eq!(status, 404);
+
+    // A new preset version: a new row; old turns keep the old id.
+    let dir = server.shutdown().await;
+    let server = server_with(&presets(2, "mock/echo"), Some(dir)).await;
+    let (turn, request) = run_turn(&server, &a, json!({"content": "v2"})).await;
+    let default_v2 = turn["llmConfigId"].as_str().unwrap().to_owned();
+    assert_ne!(default_v2, default_v1);
+    assert_eq!(turn["modelId"], "mock/echo");
+    assert_eq!(turn["resolvedFrom"], "serverDefault");
+    assert_eq!(request["messages"][0]["content"], "DEFAULT PROMPT v2");
+    let turns = get(&server, &format!("/v1/conversations/{a}/turns")).await;
+    let ids: Vec<&str> = turns["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["llmConfigId"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            default_v1.as_str(),
+            default_v1.as_str(),
+            default_v2.as_str()
+        ]
+    );
+    let listed = llms(&server).await;
+    assert_eq!(listed.len(), 3, "v1, its copy and v2: {listed:#?}");
+    let v1 = get(&server, &format!("/v1/llms/{default_v1}")).await;
+    assert_eq!(&v1, row, "the old version stays as it was");
+    let v2 = get(&server, &format!("/v1/llms/{default_v2}")).await;
+    assert_eq!(v2["presetVersion"], 2);
+    assert_eq!(v2["model"], "mock/echo");
+}
+
+// ------------------------------------------------------------------ conversations
+
+#[tokio::test]
+async fn conversations_name_configs_and_bad_ids_write_nothing() {
+    let server = preset_server().await;
+    let g1 = id(&create_llm(&server, json!({"model": "echo"})).await);
+    let g2 = id(&create_llm(&server, json!({"model": "mock/mock-model"})).await);
+    let gone = id(&create_llm(&server, json!({"model": "echo"})).await);
+    let (status, _) = send(&server, "DELETE", &format!("/v1/llms/{gone}"), None).await;
+    assert_eq!(status, 204);
+
+    // Creation: every id is checked before anything is written.
+    let bad_creates = [
+        (json!({"llmId": "bogus"}), "llmId"),
+        (json!({"llmId": gone}), "llmId"),
+        (
+            json!({"llmId": g1, "llmOverrides": {"chat": g2, "title": "bogus"}}),
+            "llmOverrides.title",
+        ),
+        (
+            json!({"title": "x", "llmOverrides": {"title": gone}}),
+            "llmOverrides.title",
+        ),
+        (json!({"llmOverrides": {"Bad Op": g1}}), "llmOverrides"),
+        (json!({"llmOverrides": {"": g1}}), "llmOverrides"),
+    ];
+    for (body, field) in &bad_creates {
+        let (status, problem) = post(&server, "/v1/conversations", body.clone()).await;
+        assert_eq!(status, 422, "{body}: {problem}");
+        assert_eq!(problem["field"], *field, "{problem}");
+        if *field != "llmOverrides" {
+            let detail = problem["detail"].as_str().unwrap();
+            assert!(
+                detail.starts_with(&format!("{field}: no LLM config with id")),
+                "{detail}"
+            );
+        }
+    }
+    assert!(
+        conversations(&server).await.is_empty(),
+        "no conversation row"
+    );
+    assert_eq!(
+        llms(&server).await.len(),
+        2,
+        "no config row (no system default either)"
+    );
+
+    let conv = create_conv(&server, json!({"llmId": g1, "llmOverrides": {"title": g2}})).await;
+    let c = get(&server, &format!("/v1/conversations/{conv}")).await;
+    assert_eq!(c["llmId"], g1);
+    assert_eq!(c["llmOverrides"], json!({"title": g2}));
+    let log = events(&server, &conv).await;
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0]["type"], "conversation.created");
+    assert_eq!(log[0]["llmId"], g1);
+    assert_eq!(log[0]["llmOverrides"], json!({"title": g2}));
+
+    // A bad PATCH changes nothing, not even the valid parts of it.
+    let bad_patches = [
+        (
+            json!({"title": "new", "llmId": g2, "llmOverrides": {"chat": "bogus"}}),
+            "llmOverrides.chat",
+        ),
+        (json!({"title": "new", "llmId": "bogus"}), "llmId"),
+        (
+            json!({"llmOverrides": {"chat": g1, "Nope": g2}}),
+            "llmOverrides",
+        ),
+        (
+            json!({"metadata": {"a": 1}, "llmOverrides": {"chat": gone}}),
+            "llmOverrides.chat",
+        ),
+    ];
+    for (body, field) in &bad_patches {
+        let (status, problem) =
+            patch(&server, &format!("/v1/conversations/{conv}"), body.clone()).await;
+        assert_eq!(status, 422, "{body}: {problem}");
+        assert_eq!(problem["field"], *field, "{problem}");
+    }
+    assert_eq!(get(&server, &format!("/v1/conversations/{conv}")).await, c);
+    assert_eq!(events(&server, &conv).await.len(), 1, "no event");
+    assert_eq!(llms(&server).await.len(), 2);
+    assert_eq!(conversations(&server).await.len(), 1);
+
+    // Overrides merge per operation; null removes one.
+    let (status, c) = patch(
+        &server,
+        &format!("/v1/conversations/{conv}"),
+        json!({"title": "named", "llmOverrides": {"chat": g2, "title": null}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["title"], "named");
+    assert_eq!(c["llmId"], g1);
+    assert_eq!(c["llmOverrides"], json!({"chat": g2}));
+    let log = events(&server, &conv).await;
+    assert_eq!(log.len(), 3, "{log:#?}");
+    assert_eq!(log[1]["type"], "conversation.updated");
+    assert_eq!(log[2]["type"], "llm.changed");
+    assert_eq!(log[2]["llmOverrides"], json!({"chat": g2}));
+    assert!(
+        log[2].get("llmId").is_none(),
+        "llmId did not change: {}",
+        log[2]
+    );
+
+    // null clears llmId; the same values again append nothing.
+    let (status, c) = patch(
+        &server,
+        &format!("/v1/conversations/{conv}"),
+        json!({"llmId": null}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(c["llmId"], Value::Null);
+    let log = events(&server, &conv).await;
+    assert_eq!(log.len(), 4);
+    assert_eq!(log[3]["type"], "llm.changed");
+    assert_eq!(log[3]["llmId"], Value::Null);
+    assert!(log[3].get("llmOverrides").is_none());
+    let (status, _) = patch(
+        &server,
+        &format!("/v1/conversations/{conv}"),
+        json!({"llmId": null, "llmOverrides": {"chat": g2}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(events(&server, &conv).await.len(), 4, "no change, no event");
+    let (status, c) = patch(
+        &server,
+        &format!("/v1/conversations/{conv}"),
+        json!({"llmOverrides": null}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(c["llmOverrides"], json!({}));
+}
+
+#[tokio::test]
+async fn deleting_a_referenced_config_names_the_conversations() {
+    let server = server_with("", None).await;
+    let a = id(&create_llm(&server, json!({"model": "echo"})).await);
+    let by_default = create_conv(&server, json!({"llmId": a})).await;
+    let by_override = create_conv(&server, json!({"llmOverrides": {"title": a}})).await;
+    let _unrelated = create_conv(&server, json!({})).await;
+
+    let (status, problem) = send(&server, "DELETE", &format!("/v1/llms/{a}"), None).await;
+    assert_eq!(status, 409, "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&by_default) && detail.contains(&by_override),
+        "{detail}"
+    );
+    let mut want = vec![by_default.clone(), by_override.clone()];
+    want.sort();
+    assert_eq!(problem["conversations"], json!(want));
+    assert_eq!(get(&server, &format!("/v1/llms/{a}")).await["id"], a);
+
+    // Once nothing names it, it can go.
+    let (status, _) = patch(
+        &server,
+        &format!("/v1/conversations/{by_default}"),
+        json!({"llmId": null}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, problem) = send(&server, "DELETE", &format!("/v1/llms/{a}"), None).await;
+    assert_eq!(status, 409);
+    assert_eq!(problem["conversations"], json!([by_override]));
+    let (status, _) = send(
+        &server,
+        "DELETE",
+        &format!("/v1/conversations/{by_override}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = send(&server, "DELETE", &format!("/v1/llms/{a}"), None).await;
+    assert_eq!(status, 204);
+}
+
+// ------------------------------------------------------------------ resolution
+
+fn system_prompt(request: &Value) -> Option<&str> {
+    let first = &request["messages"][0];
+    (first["role"] == "system").then(|| first["content"].as_str().unwrap())
+}
+
+#[tokio::test]
+async fn turns_resolve_through_configs_and_send_their_options() {
+    let server = preset_server().await;
+    let op_cfg = id(&create_llm(
+        &server,
+        json!({"model": "echo", "systemPrompt": "OP PROMPT",
+               "providerOptions": {"temperature": 0.7, "extra": {"min_p": 0.2}}}),
+    )
+    .await);
+    let conv_cfg = id(&create_llm(
+        &server,
+        json!({"model": "mock/mock-model", "systemPrompt": "CONV PROMPT",
+               "providerOptions": {"temperature": 0.3, "maxTokens": 50}}),
+    )
+    .await);
+
+    // chat: operationConfig.
+    let c = create_conv(
+        &server,
+        json!({"llmId": conv_cfg, "llmOverrides": {"chat": op_cfg}}),
+    )
+    .await;
+    let (turn, request) = run_turn(&server, &c, json!({"content": "hi"})).await;
+    assert_eq!(turn["resolvedFrom"], "operationConfig");
+    assert_eq!(turn["llmConfigId"], op_cfg);
+    assert_eq!(turn["modelId"], "mock/echo");
+    assert_eq!(request["model"], "echo");
+    assert_eq!(system_prompt(&request), Some("OP PROMPT"));
+    assert_eq!(request["temperature"], 0.7);
+    assert_eq!(request["min_p"], 0.2);
+    assert_eq!(
+        request["messages"][1],
+        json!({"role": "user", "content": "hi"})
+    );
+    assert_eq!(request["stream"], true);
+
+    // chat: conversationConfig.
+    let c = create_conv(&server, json!({"llmId": conv_cfg})).await;
+    let (turn, request) = run_turn(&server, &c, json!({"content": "hi"})).await;
+    assert_eq!(turn["resolvedFrom"], "conversationConfig");
+    assert_eq!(turn["llmConfigId"], conv_cfg);
+    assert_eq!(turn["modelId"], "mock/mock-model");
+    assert_eq!(system_prompt(&request), Some("CONV PROMPT"));
+    assert_eq!(request["temperature"], 0.3);
+    assert_eq!(request["max_tokens"], 50);
+
+    // chat: request (options still from the conversation's config) ...
+    let (turn, request) =
+        run_turn(&server, &c, json!({"content": "x", "model": "mock/echo"})).await;
+    assert_eq!(turn["resolvedFrom"], "request");
+    assert_eq!(turn["llmConfigId"], conv_cfg);
+    assert_eq!(request["model"], "echo");
+    assert_eq!(system_prompt(&request), Some("CONV PROMPT"));
+    assert_eq!(request["temperature"], 0.3);
+    // ... then conversation (the persisted selection).
+    let (turn, request) = run_turn(&server, &c, json!({"content": "y"})).await;
+    assert_eq!(turn["resolvedFrom"], "conversation");
+    assert_eq!(turn["llmConfigId"], conv_cfg);
+    assert_eq!(request["model"], "echo");
+    assert_eq!(system_prompt(&request), Some("CONV PROMPT"));
+
+    // chat: serverDefault (the `default` preset).
+    let plain = create_conv(&server, json!({})).await;
+    let (turn, request) = run_turn(&server, &plain, json!({"content": "hi"})).await;
+    assert_eq!(turn["resolvedFrom"], "serverDefault");
+    assert_eq!(turn["modelId"], "mock/mock-model");
+    let default_id = turn["llmConfigId"].as_str().unwrap().to_owned();
+    assert_eq!(system_prompt(&request), Some("DEFAULT PROMPT v1"));
+    assert_eq!(request["temperature"], 0.5);
+
+    // title: serverDefault from the `title` preset, not `default`.
+    let (turn, request) = run_turn(
+        &server,
+        &plain,
+        json!({"content": "t", "operation": "title"}),
+    )
+    .await;
+    assert_eq!(turn["resolvedFrom"], "serverDefault");
+    assert_eq!(turn["operation"], "title");
+    assert_eq!(turn["modelId"], "mock/echo");
+    let title_id = turn["llmConfigId"].as_str().unwrap().to_owned();
+    assert_ne!(title_id, default_id);
+    assert_eq!(system_prompt(&request), Some("TITLE PROMPT"));
+    assert_eq!(request["temperature"], 0.1);
+    assert_eq!(request["max_tokens"], 20);
+    let title_row = get(&server, &format!("/v1/llms/{title_id}")).await;
+    assert_eq!(title_row["presetName"], "title");
+    assert_eq!(title_row["displayName"], "Titles");
+
+    // title: operationConfig, conversationConfig, request.
+    let c = create_conv(
+        &server,
+        json!({"llmId": conv_cfg, "llmOverrides": {"title": op_cfg}}),
+    )
+    .await;
+    let (turn, request) =
+        run_turn(&server, &c, json!({"content": "t", "operation": "title"})).await;
+    assert_eq!(turn["resolvedFrom"], "operationConfig");
+    assert_eq!(turn["llmConfigId"], op_cfg);
+    assert_eq!(system_prompt(&request), Some("OP PROMPT"));
+    assert_eq!(request["temperature"], 0.7);
+    // The chat override of another conversation does not apply to title.
+    let c2 = create_conv(
+        &server,
+        json!({"llmId": conv_cfg, "llmOverrides": {"chat": op_cfg}}),
+    )
+    .await;
+    let (turn, request) =
+        run_turn(&server, &c2, json!({"content": "t", "operation": "title"})).await;
+    assert_eq!(turn["resolvedFrom"], "conversationConfig");
+    assert_eq!(turn["llmConfigId"], conv_cfg);
+    assert_eq!(system_prompt(&request), Some("CONV PROMPT"));
+    let (turn, request) = run_turn(
+        &server,
+        &c2,
+        json!({"content": "t", "operation": "title", "model": "mock/echo"}),
+    )
+    .await;
+    assert_eq!(turn["resolvedFrom"], "request");
+    assert_eq!(turn["llmConfigId"], conv_cfg);
+    assert_eq!(request["model"], "echo");
+    assert_eq!(request["temperature"], 0.3);
+
+    // turn.started records the config too.
+    let log = events(&server, &c2).await;
+    let started: Vec<&Value> = log.iter().filter(|e| e["type"] == "turn.started").collect();
+    assert_eq!(started.len(), 2);
+    assert!(started
+        .iter()
+        .all(|e| e["llmConfigId"] == conv_cfg.as_str()));
+    assert_eq!(started[1]["resolvedFrom"], "request");
+
+    // Only the two presets' system defaults were materialized.
+    let system: Vec<Value> = llms(&server)
+        .await
+        .into_iter()
+        .filter(|l| l["source"] == "system-default")
+        .collect();
+    assert_eq!(system.len(), 2, "{system:#?}");
+}
+
+#[tokio::test]
+async fn defaults_model_without_presets_is_a_server_default_without_config() {
+    let server = server_with("[defaults]\nmodel = \"mock/mock-model\"\n", None).await;
+    let c = create_conv(&server, json!({})).await;
+    let (turn, request) = run_turn(&server, &c, json!({"content": "hi"})).await;
+    assert_eq!(turn["resolvedFrom"], "serverDefault");
+    assert_eq!(turn["llmConfigId"], Value::Null);
+    assert_eq!(system_prompt(&request), None);
+    assert!(request.get("temperature").is_none());
+    assert!(llms(&server).await.is_empty());
+}

@@ -1,0 +1,623 @@
+//! LLM configs: reusable, non-secret model + system prompt + provider
+//! options (DESIGN.md §2), in the `llm_configs` table.
+//!
+//! A config's `source` is `user` (created through the API; can be updated
+//! and soft-deleted) or `system-default` (materialized from a server preset
+//! by [`Store::ensure_system_default`], once per `(preset_name,
+//! preset_version)`; never updated or deleted, so turns that recorded its id
+//! keep pointing at what they used).
+//!
+//! Deleting a config that a conversation still names (as `llm_id` or in
+//! `llm_overrides`) is refused with [`StoreError::InUse`], checked in the
+//! deleting transaction.
+
+use modelyard_core::llm_config::{LlmSource, ProviderOptions};
+
+use crate::favorites::begin_sql;
+use crate::{Backend, ProjectId, Store, StoreError};
+
+/// Page size of [`Store::list_llm_configs`] when [`LlmConfigFilter::limit`] is 0.
+pub const DEFAULT_LLM_CONFIG_LIMIT: u32 = 50;
+
+/// Largest page of [`Store::list_llm_configs`].
+pub const MAX_LLM_CONFIG_LIMIT: u32 = 200;
+
+/// What a config says: everything a caller chooses.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct LlmConfigFields {
+    /// Name shown in pickers.
+    pub display_name: String,
+    /// Model id (`provider/model`).
+    pub model: String,
+    /// System prompt, sent as the first message.
+    pub system_prompt: Option<String>,
+    /// Provider options (stored as camelCase JSON).
+    pub provider_options: ProviderOptions,
+    /// A configured provider's base URL (never a credential).
+    pub base_url: Option<String>,
+}
+
+/// A stored config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlmConfigRow {
+    /// Id (UUIDv7 text chosen by the caller).
+    pub id: String,
+    /// `system-default` or `user`.
+    pub source: LlmSource,
+    /// What the config says.
+    pub fields: LlmConfigFields,
+    /// The preset it was materialized from (system defaults only).
+    pub preset_name: Option<String>,
+    /// The preset's version (system defaults only).
+    pub preset_version: Option<i64>,
+    /// Creation time, unix ms.
+    pub created_at_ms: i64,
+    /// Last update time, unix ms.
+    pub updated_at_ms: i64,
+    /// Soft-deleted.
+    pub deleted: bool,
+}
+
+/// Paging of [`Store::list_llm_configs`].
+#[derive(Clone, Debug, Default)]
+pub struct LlmConfigFilter {
+    /// Page size: 0 means [`DEFAULT_LLM_CONFIG_LIMIT`]; capped at
+    /// [`MAX_LLM_CONFIG_LIMIT`].
+    pub limit: u32,
+    /// Cursor: `(created_at_ms, id)` of the last config of the previous page.
+    pub before: Option<(i64, String)>,
+}
+
+impl LlmConfigFilter {
+    /// The page size actually used.
+    pub fn effective_limit(&self) -> u32 {
+        match self.limit {
+            0 => DEFAULT_LLM_CONFIG_LIMIT,
+            n => n.min(MAX_LLM_CONFIG_LIMIT),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- SQL
+
+macro_rules! llm_columns {
+    () => {
+        "id, source, display_name, model, system_prompt, provider_options_json, base_url, \
+         preset_name, CAST(preset_version AS BIGINT) AS preset_version, created_at_ms, \
+         updated_at_ms, deleted"
+    };
+}
+
+const SELECT_LLM: &str = concat!(
+    "SELECT ",
+    llm_columns!(),
+    " FROM llm_configs WHERE project_id = $1 AND id = $2"
+);
+
+const SELECT_PRESET: &str = concat!(
+    "SELECT ",
+    llm_columns!(),
+    " FROM llm_configs WHERE project_id = $1 AND preset_name = $2 AND preset_version = $3"
+);
+
+const INSERT_LLM: &str = "INSERT INTO llm_configs (project_id, id, source, display_name, model, \
+     system_prompt, provider_options_json, base_url, preset_name, preset_version, \
+     created_at_ms, updated_at_ms, deleted) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)";
+
+/// Materializes a preset: a concurrent twin collides on the unique
+/// `(project_id, preset_name, preset_version)` index and inserts nothing.
+const INSERT_PRESET: &str = "INSERT INTO llm_configs (project_id, id, source, display_name, \
+     model, system_prompt, provider_options_json, base_url, preset_name, preset_version, \
+     created_at_ms, updated_at_ms, deleted) \
+     VALUES ($1, $2, 'system-default', $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) \
+     ON CONFLICT DO NOTHING";
+
+const UPDATE_LLM: &str = "UPDATE llm_configs SET display_name = $3, model = $4, \
+     system_prompt = $5, provider_options_json = $6, base_url = $7, updated_at_ms = $8 \
+     WHERE project_id = $1 AND id = $2 AND source = 'user' AND NOT deleted";
+
+const DELETE_LLM: &str = "UPDATE llm_configs SET deleted = $3, updated_at_ms = $4 \
+     WHERE project_id = $1 AND id = $2 AND NOT deleted";
+
+/// PostgreSQL: the row lock that orders a delete after a concurrent update.
+const LOCK_LLM_PG: &str = "SELECT source FROM llm_configs \
+     WHERE project_id = $1 AND id = $2 AND NOT deleted FOR UPDATE";
+
+/// SQLite: no row locks (`BEGIN IMMEDIATE` already serializes writers).
+const LOCK_LLM_SQLITE: &str =
+    "SELECT source FROM llm_configs WHERE project_id = $1 AND id = $2 AND NOT deleted";
+
+/// Candidate referrers: `llm_id` is the id, or the overrides' JSON text
+/// contains it as a JSON string (checked exactly in Rust).
+const SELECT_REFERRERS: &str = "SELECT id, llm_id, llm_overrides_json FROM conversations \
+     WHERE project_id = $1 AND NOT deleted \
+     AND (llm_id = $2 OR llm_overrides_json LIKE $3 ESCAPE '\\') ORDER BY id";
+
+// ---------------------------------------------------------------- rows
+
+#[derive(sqlx::FromRow)]
+struct LlmRow {
+    id: String,
+    source: String,
+    display_name: String,
+    model: String,
+    system_prompt: Option<String>,
+    provider_options_json: String,
+    base_url: Option<String>,
+    preset_name: Option<String>,
+    preset_version: Option<i64>,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    deleted: bool,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl LlmRow {
+    fn into_row(self) -> Result<LlmConfigRow, BoxError> {
+        Ok(LlmConfigRow {
+            source: LlmSource::parse(&self.source)
+                .ok_or_else(|| format!("unknown LLM config source {:?}", self.source))?,
+            fields: LlmConfigFields {
+                display_name: self.display_name,
+                model: self.model,
+                system_prompt: self.system_prompt,
+                provider_options: serde_json::from_str(&self.provider_options_json)?,
+                base_url: self.base_url,
+            },
+            id: self.id,
+            preset_name: self.preset_name,
+            preset_version: self.preset_version,
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+            deleted: self.deleted,
+        })
+    }
+}
+
+fn decode(op: &'static str) -> impl Fn(BoxError) -> StoreError {
+    move |e| StoreError::Query {
+        op,
+        source: sqlx::Error::Decode(e),
+    }
+}
+
+fn options_json(fields: &LlmConfigFields) -> Result<String, StoreError> {
+    serde_json::to_string(&fields.provider_options).map_err(|e| StoreError::InvalidInput {
+        reason: format!("provider options cannot be serialized as JSON: {e}"),
+    })
+}
+
+fn check_fields(fields: &LlmConfigFields) -> Result<(), StoreError> {
+    let reason = if fields.model.is_empty() {
+        "empty model id"
+    } else if fields.display_name.is_empty() {
+        "empty display name"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::InvalidInput {
+        reason: reason.to_owned(),
+    })
+}
+
+/// The LIKE pattern matching an overrides JSON text that holds `id` as a
+/// string value (or key; the exact check follows in Rust).
+fn referrer_pattern(id: &str) -> String {
+    let json = serde_json::Value::String(id.to_owned()).to_string();
+    let mut pattern = String::with_capacity(json.len() + 2);
+    pattern.push('%');
+    for c in json.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// The ids of candidate rows that really refer to `id`.
+fn referrers(id: &str, candidates: Vec<(String, Option<String>, String)>) -> Vec<String> {
+    candidates
+        .into_iter()
+        .filter(|(_, llm_id, overrides)| {
+            llm_id.as_deref() == Some(id)
+                || serde_json::from_str::<std::collections::BTreeMap<String, String>>(overrides)
+                    .is_ok_and(|map| map.values().any(|v| v == id))
+        })
+        .map(|(conversation, _, _)| conversation)
+        .collect()
+}
+
+fn not_found(id: &str) -> StoreError {
+    StoreError::NotFound {
+        kind: "LLM config",
+        id: id.to_owned(),
+    }
+}
+
+fn system_default_conflict(id: &str) -> StoreError {
+    StoreError::Conflict {
+        reason: format!("LLM config {id} is a system default and cannot be changed"),
+    }
+}
+
+// ---------------------------------------------------------------- API
+
+impl Store {
+    /// Creates a `user` config `id` of `project` at `now_ms` and returns it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidInput`] for an empty model or display name;
+    /// [`StoreError::Duplicate`] when `id` exists; [`StoreError::MissingReference`]
+    /// for an unknown project; [`StoreError::Query`] otherwise.
+    pub async fn create_llm_config(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        fields: &LlmConfigFields,
+        now_ms: i64,
+    ) -> Result<LlmConfigRow, StoreError> {
+        const OP: &str = "create_llm_config";
+        check_fields(fields)?;
+        let options = options_json(fields)?;
+        on_pool!(self, writer, |pool| {
+            sqlx::query(INSERT_LLM)
+                .bind(project.as_str())
+                .bind(id)
+                .bind(LlmSource::User.as_str())
+                .bind(&fields.display_name)
+                .bind(&fields.model)
+                .bind(&fields.system_prompt)
+                .bind(&options)
+                .bind(&fields.base_url)
+                .bind(None::<String>)
+                .bind(None::<i64>)
+                .bind(now_ms)
+                .bind(false)
+                .execute(pool)
+                .await
+                .map(|_| ())
+                .map_err(StoreError::op(OP))
+        })?;
+        Ok(LlmConfigRow {
+            id: id.to_owned(),
+            source: LlmSource::User,
+            fields: fields.clone(),
+            preset_name: None,
+            preset_version: None,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            deleted: false,
+        })
+    }
+
+    /// Config `id` of `project` (soft-deleted ones too, with `deleted:
+    /// true`); `None` if there is none in this project.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`] on database failure.
+    pub async fn get_llm_config(
+        &self,
+        project: &ProjectId,
+        id: &str,
+    ) -> Result<Option<LlmConfigRow>, StoreError> {
+        const OP: &str = "get_llm_config";
+        let row: Option<LlmRow> = on_pool!(self, reader, |pool| {
+            sqlx::query_as(SELECT_LLM)
+                .bind(project.as_str())
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+                .map_err(StoreError::op(OP))
+        })?;
+        row.map(LlmRow::into_row).transpose().map_err(decode(OP))
+    }
+
+    /// Configs of `project` that are not deleted, newest first (`created_at_ms`,
+    /// then id, descending), one page of [`LlmConfigFilter::effective_limit`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`] on database failure.
+    pub async fn list_llm_configs(
+        &self,
+        project: &ProjectId,
+        filter: &LlmConfigFilter,
+    ) -> Result<Vec<LlmConfigRow>, StoreError> {
+        const OP: &str = "list_llm_configs";
+        let mut sql = concat!(
+            "SELECT ",
+            llm_columns!(),
+            " FROM llm_configs WHERE project_id = $1 AND NOT deleted"
+        )
+        .to_owned();
+        if filter.before.is_some() {
+            sql.push_str(
+                " AND (created_at_ms, id) < ($2, $3) ORDER BY created_at_ms DESC, id DESC LIMIT $4",
+            );
+        } else {
+            sql.push_str(" ORDER BY created_at_ms DESC, id DESC LIMIT $2");
+        }
+        let limit = i64::from(filter.effective_limit());
+        let rows: Vec<LlmRow> = on_pool!(self, reader, |pool| {
+            let mut query = sqlx::query_as(&sql).bind(project.as_str());
+            if let Some((created_at_ms, id)) = &filter.before {
+                query = query.bind(*created_at_ms).bind(id.as_str());
+            }
+            query
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .map_err(StoreError::op(OP))
+        })?;
+        rows.into_iter()
+            .map(LlmRow::into_row)
+            .collect::<Result<_, _>>()
+            .map_err(decode(OP))
+    }
+
+    /// Replaces what `user` config `id` of `project` says, at `now_ms`, and
+    /// returns it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] (`kind: "LLM config"`) when there is no such
+    /// config (or it is deleted); [`StoreError::Conflict`] for a system
+    /// default; [`StoreError::InvalidInput`] for an empty model or display
+    /// name; [`StoreError::Query`] otherwise. Nothing is written on error.
+    pub async fn update_llm_config(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        fields: &LlmConfigFields,
+        now_ms: i64,
+    ) -> Result<LlmConfigRow, StoreError> {
+        const OP: &str = "update_llm_config";
+        check_fields(fields)?;
+        let options = options_json(fields)?;
+        let updated = on_pool!(self, writer, |pool| {
+            sqlx::query(UPDATE_LLM)
+                .bind(project.as_str())
+                .bind(id)
+                .bind(&fields.display_name)
+                .bind(&fields.model)
+                .bind(&fields.system_prompt)
+                .bind(&options)
+                .bind(&fields.base_url)
+                .bind(now_ms)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+                .map_err(StoreError::op(OP))
+        })?;
+        let row = self
+            .get_llm_config_on_writer(project, id, OP)
+            .await?
+            .filter(|row| !row.deleted)
+            .ok_or_else(|| not_found(id))?;
+        if updated == 0 {
+            return Err(if row.source == LlmSource::SystemDefault {
+                system_default_conflict(id)
+            } else {
+                not_found(id)
+            });
+        }
+        Ok(row)
+    }
+
+    /// Soft-deletes `user` config `id` of `project` at `now_ms`, unless a
+    /// conversation that is not deleted still names it (checked in the same
+    /// transaction).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when there is no such config (or it is
+    /// deleted already); [`StoreError::Conflict`] for a system default;
+    /// [`StoreError::InUse`] with the referring conversation ids;
+    /// [`StoreError::Query`] otherwise. Nothing is written on error.
+    pub async fn delete_llm_config(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "delete_llm_config";
+        let err = StoreError::op(OP);
+        let backend = self.backend();
+        let lock = match backend {
+            Backend::Sqlite => LOCK_LLM_SQLITE,
+            Backend::Postgres => LOCK_LLM_PG,
+        };
+        let pattern = referrer_pattern(id);
+        on_pool!(self, writer, |pool| {
+            let mut tx = pool.begin_with(begin_sql(backend)).await.map_err(&err)?;
+            let source: Option<String> = sqlx::query_scalar(lock)
+                .bind(project.as_str())
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(&err)?;
+            match source.as_deref().and_then(LlmSource::parse) {
+                None => return Err(not_found(id)),
+                Some(LlmSource::SystemDefault) => return Err(system_default_conflict(id)),
+                Some(LlmSource::User) => {}
+            }
+            let candidates: Vec<(String, Option<String>, String)> =
+                sqlx::query_as(SELECT_REFERRERS)
+                    .bind(project.as_str())
+                    .bind(id)
+                    .bind(&pattern)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(&err)?;
+            let referrers = referrers(id, candidates);
+            if !referrers.is_empty() {
+                return Err(StoreError::InUse {
+                    kind: "LLM config",
+                    id: id.to_owned(),
+                    referrers,
+                });
+            }
+            sqlx::query(DELETE_LLM)
+                .bind(project.as_str())
+                .bind(id)
+                .bind(true)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(&err)?;
+            tx.commit().await.map_err(&err)?;
+        });
+        tracing::trace!(project = %project, id, "deleted LLM config");
+        Ok(())
+    }
+
+    /// The system default of preset `preset_name` at `preset_version` in
+    /// `project`, created from `fields` (with id `new_id`, at `now_ms`) if it
+    /// does not exist yet. Once per `(preset_name, preset_version)`: a later
+    /// call returns the stored row as it is, whatever `fields` say, and
+    /// concurrent first calls create one row (the unique index decides) and
+    /// all return it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidInput`] for an empty preset name, model or display
+    /// name; [`StoreError::MissingReference`] for an unknown project;
+    /// [`StoreError::Query`] otherwise.
+    pub async fn ensure_system_default(
+        &self,
+        project: &ProjectId,
+        preset_name: &str,
+        preset_version: i64,
+        new_id: &str,
+        fields: &LlmConfigFields,
+        now_ms: i64,
+    ) -> Result<LlmConfigRow, StoreError> {
+        const OP: &str = "ensure_system_default";
+        check_fields(fields)?;
+        if preset_name.is_empty() {
+            return Err(StoreError::InvalidInput {
+                reason: "empty preset name".to_owned(),
+            });
+        }
+        // Usually it exists: read first, write only the first time.
+        let existing: Option<LlmRow> = on_pool!(self, reader, |pool| {
+            sqlx::query_as(SELECT_PRESET)
+                .bind(project.as_str())
+                .bind(preset_name)
+                .bind(preset_version)
+                .fetch_optional(pool)
+                .await
+                .map_err(StoreError::op(OP))
+        })?;
+        if let Some(row) = existing {
+            return row.into_row().map_err(decode(OP));
+        }
+        let options = options_json(fields)?;
+        // Insert and read back on the writer: on SQLite the single writer
+        // connection orders them, on PostgreSQL a concurrent twin's insert
+        // waits for ours to commit and then inserts nothing.
+        let row: LlmRow = on_pool!(self, writer, |pool| {
+            let inserted = sqlx::query(INSERT_PRESET)
+                .bind(project.as_str())
+                .bind(new_id)
+                .bind(&fields.display_name)
+                .bind(&fields.model)
+                .bind(&fields.system_prompt)
+                .bind(&options)
+                .bind(&fields.base_url)
+                .bind(preset_name)
+                .bind(preset_version)
+                .bind(now_ms)
+                .bind(false)
+                .execute(pool)
+                .await
+                .map_err(StoreError::op(OP))?
+                .rows_affected();
+            if inserted > 0 {
+                tracing::info!(project = %project, preset = preset_name, version = preset_version, id = new_id, "materialized system default LLM config");
+            }
+            sqlx::query_as(SELECT_PRESET)
+                .bind(project.as_str())
+                .bind(preset_name)
+                .bind(preset_version)
+                .fetch_one(pool)
+                .await
+                .map_err(StoreError::op(OP))?
+        });
+        row.into_row().map_err(decode(OP))
+    }
+
+    /// Ids of the conversations of `project` that are not deleted and name
+    /// config `id` as their `llm_id` or in their `llm_overrides`, sorted.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`] on database failure.
+    pub async fn config_referrers(
+        &self,
+        project: &ProjectId,
+        id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let pattern = referrer_pattern(id);
+        let candidates: Vec<(String, Option<String>, String)> = on_pool!(self, reader, |pool| {
+            sqlx::query_as(SELECT_REFERRERS)
+                .bind(project.as_str())
+                .bind(id)
+                .bind(&pattern)
+                .fetch_all(pool)
+                .await
+                .map_err(StoreError::op("config_referrers"))
+        })?;
+        Ok(referrers(id, candidates))
+    }
+
+    async fn get_llm_config_on_writer(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        op: &'static str,
+    ) -> Result<Option<LlmConfigRow>, StoreError> {
+        let row: Option<LlmRow> = on_pool!(self, writer, |pool| {
+            sqlx::query_as(SELECT_LLM)
+                .bind(project.as_str())
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+                .map_err(StoreError::op(op))
+        })?;
+        row.map(LlmRow::into_row).transpose().map_err(decode(op))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn referrer_patterns_escape_like_wildcards() {
+        assert_eq!(referrer_pattern("abc-1"), "%\"abc-1\"%");
+        assert_eq!(referrer_pattern("a%b_c"), "%\"a\\%b\\_c\"%");
+        assert_eq!(referrer_pattern("a\"b"), "%\"a\\\\\"b\"%");
+    }
+
+    #[test]
+    fn referrers_check_values_exactly() {
+        let rows = vec![
+            ("c1".to_owned(), Some("x".to_owned()), "{}".to_owned()),
+            ("c2".to_owned(), None, r#"{"title":"x"}"#.to_owned()),
+            ("c3".to_owned(), None, r#"{"x":"y"}"#.to_owned()),
+            (
+                "c4".to_owned(),
+                Some("xy".to_owned()),
+                r#"{"chat":"xy"}"#.to_owned(),
+            ),
+        ];
+        assert_eq!(referrers("x", rows), vec!["c1", "c2"]);
+    }
+}

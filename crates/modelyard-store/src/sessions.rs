@@ -1,0 +1,600 @@
+//! The LLM-call audit: sessions with their aggregated calls, and token usage
+//! totals grouped by model, provider, operation or day.
+//!
+//! A session's aggregates (call count, status, last model, times, token
+//! sums) are computed by one `GROUP BY` query over `llm_sessions` LEFT JOIN
+//! `llm_calls`, so a session without calls is listed with zero calls and zero
+//! tokens. Token sums count a `NULL` (not reported) usage as 0.
+
+use std::fmt;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::{
+    Backend, LlmCallRow, ProjectId, Store, StoreError, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
+};
+
+// ---------------------------------------------------------------- types
+
+/// Outcome of a session: [`SessionStatus::Ok`] when none of its calls has an
+/// error (so also for a session without calls), [`SessionStatus::Error`]
+/// otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStatus {
+    /// Every call of the session has no error.
+    Ok,
+    /// At least one call of the session has an error.
+    Error,
+}
+
+impl SessionStatus {
+    /// Every status, in the order of their names in messages.
+    pub const ALL: [SessionStatus; 2] = [SessionStatus::Ok, SessionStatus::Error];
+
+    /// `"ok"` or `"error"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Ok => "ok",
+            SessionStatus::Error => "error",
+        }
+    }
+
+    /// The status named exactly `name` (`"ok"` or `"error"`), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for SessionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Selection and paging for [`Store::list_sessions`]. All set criteria must
+/// match (AND).
+#[derive(Clone, Debug, Default)]
+pub struct SessionFilter {
+    /// Page size: 0 means [`DEFAULT_LIST_LIMIT`] (50); values above
+    /// [`MAX_LIST_LIMIT`] (500) are capped.
+    pub limit: u32,
+    /// Cursor: only sessions strictly older than this id (ids are UUIDv7, so
+    /// id order = time order). Pass the id of the last row of the previous
+    /// page.
+    pub before_id: Option<String>,
+    /// Only sessions of exactly this conversation.
+    pub conversation_id: Option<String>,
+    /// Only sessions of exactly this operation (`"gateway"`, `"chat"`, ...).
+    pub operation: Option<String>,
+    /// Only sessions with at least one call to exactly this composite
+    /// `"provider/model"` id.
+    pub model_id: Option<String>,
+    /// Only sessions with at least one call to exactly this provider.
+    pub provider: Option<String>,
+    /// Only sessions with this outcome (see [`SessionStatus`]).
+    pub status: Option<SessionStatus>,
+    /// Only sessions created at or after this time (`created_at_ms >=`), unix
+    /// milliseconds.
+    pub from_ms: Option<i64>,
+    /// Only sessions created strictly before this time (`created_at_ms <`),
+    /// unix milliseconds.
+    pub to_ms: Option<i64>,
+}
+
+impl SessionFilter {
+    /// The page size actually used: `limit` with 0 mapped to
+    /// [`DEFAULT_LIST_LIMIT`] and capped at [`MAX_LIST_LIMIT`].
+    pub fn effective_limit(&self) -> u32 {
+        match self.limit {
+            0 => DEFAULT_LIST_LIMIT,
+            n => n.min(MAX_LIST_LIMIT),
+        }
+    }
+}
+
+/// Token sums over a set of calls, in tokens; a usage count a call did not
+/// report (`NULL`) counts as 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct TokenSums {
+    /// Sum of the prompt (input) tokens.
+    pub input: i64,
+    /// Sum of the completion (output) tokens.
+    pub output: i64,
+    /// Sum of the reasoning tokens.
+    pub reasoning: i64,
+    /// Sum of the cached prompt tokens.
+    pub cached_input: i64,
+    /// Sum of the total tokens as reported by the upstreams.
+    pub total: i64,
+}
+
+/// A session of the audit log with the aggregates of its calls. Times are
+/// unix milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SessionRow {
+    /// Session id (UUIDv7 string).
+    pub id: String,
+    /// Project the session belongs to.
+    pub project_id: String,
+    /// What produced the session: `"gateway"`, `"chat"`, ...
+    pub operation: String,
+    /// Session that started this one, if any.
+    pub parent_session_id: Option<String>,
+    /// Conversation of the session, if any.
+    pub conversation_id: Option<String>,
+    /// Turn of the session, if any.
+    pub turn_id: Option<String>,
+    /// Creation time of the session.
+    pub created_at_ms: i64,
+    /// Number of calls of the session (0 for a session without calls).
+    pub call_count: i64,
+    /// Composite `"provider/model"` id of the last call (highest id); `None`
+    /// without calls.
+    pub model_id: Option<String>,
+    /// Provider of the last call; `None` without calls.
+    pub provider: Option<String>,
+    /// [`SessionStatus::Ok`] if no call has an error, else
+    /// [`SessionStatus::Error`].
+    pub status: SessionStatus,
+    /// Error of the last call (highest id) that has one; `None` if none has.
+    pub last_error: Option<String>,
+    /// Earliest `sent_at_ms` of the calls; `None` without calls.
+    pub started_at_ms: Option<i64>,
+    /// Latest `completed_at_ms` of the calls; `None` without calls or if no
+    /// call completed.
+    pub finished_at_ms: Option<i64>,
+    /// Token sums over the calls.
+    pub totals: TokenSums,
+}
+
+/// How [`Store::usage`] groups calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsageGroup {
+    /// By composite `"provider/model"` id.
+    Model,
+    /// By provider name.
+    Provider,
+    /// By the operation of the call's session.
+    Operation,
+    /// By the UTC date (`YYYY-MM-DD`) of the call's `sent_at_ms`.
+    Day,
+}
+
+impl UsageGroup {
+    /// Every grouping, in the order of their names in messages.
+    pub const ALL: [UsageGroup; 4] = [
+        UsageGroup::Model,
+        UsageGroup::Provider,
+        UsageGroup::Operation,
+        UsageGroup::Day,
+    ];
+
+    /// `"model"`, `"provider"`, `"operation"` or `"day"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageGroup::Model => "model",
+            UsageGroup::Provider => "provider",
+            UsageGroup::Operation => "operation",
+            UsageGroup::Day => "day",
+        }
+    }
+
+    /// The grouping named exactly `name` (see [`UsageGroup::as_str`]), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|g| g.as_str() == name)
+    }
+}
+
+impl fmt::Display for UsageGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One group of [`Store::usage`]: the number of calls in it and their token
+/// sums (tokens; `NULL` usage counted as 0).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct UsageGroupRow {
+    /// The group: a model id, a provider, an operation, or a UTC date
+    /// `YYYY-MM-DD`.
+    pub key: String,
+    /// Number of calls in the group.
+    pub calls: i64,
+    /// Sum of the prompt (input) tokens.
+    pub input: i64,
+    /// Sum of the completion (output) tokens.
+    pub output: i64,
+    /// Sum of the reasoning tokens.
+    pub reasoning: i64,
+    /// Sum of the cached prompt tokens.
+    pub cached_input: i64,
+    /// Sum of the total tokens.
+    pub total: i64,
+}
+
+// ---------------------------------------------------------------- SQL
+
+/// The aggregating query over the sessions selected by `inner` (the tail of
+/// `SELECT ... FROM llm_sessions i`, i.e. its WHERE / ORDER BY / LIMIT), its
+/// result ordered by `order` (`ASC` or `DESC` on the session id).
+///
+/// Sessions are selected (and paged) first, then joined with their calls and
+/// aggregated, so the work is bounded by the page. The last call's model and
+/// provider and the last error are correlated subqueries on the
+/// `(project_id, session_id, id)` index of `llm_calls`. `SUM` of BIGINT is
+/// NUMERIC on PostgreSQL, hence the casts back to BIGINT.
+fn select_sessions(inner: &str, order: &str) -> String {
+    let last = |column: &str, extra: &str| {
+        format!(
+            "(SELECT l.{column} FROM llm_calls l \
+             WHERE l.project_id = s.project_id AND l.session_id = s.id{extra} \
+             ORDER BY l.id DESC LIMIT 1)"
+        )
+    };
+    let sum = |column: &str, alias: &str| {
+        format!("CAST(COALESCE(SUM(c.{column}), 0) AS BIGINT) AS {alias}")
+    };
+    format!(
+        "SELECT s.id, s.project_id, s.operation, s.parent_session_id, s.conversation_id, \
+         s.turn_id, s.created_at_ms, \
+         COUNT(c.id) AS call_count, \
+         CAST(COALESCE(SUM(CASE WHEN c.error IS NULL THEN 0 ELSE 1 END), 0) AS BIGINT) \
+         AS error_count, \
+         {model} AS model_id, {provider} AS provider, {error} AS last_error, \
+         MIN(c.sent_at_ms) AS started_at_ms, MAX(c.completed_at_ms) AS finished_at_ms, \
+         {input}, {output}, {reasoning}, {cached}, {total} \
+         FROM (SELECT i.id, i.project_id, i.operation, i.parent_session_id, i.conversation_id, \
+         i.turn_id, i.created_at_ms FROM llm_sessions i {inner}) s \
+         LEFT JOIN llm_calls c ON c.project_id = s.project_id AND c.session_id = s.id \
+         GROUP BY s.id, s.project_id, s.operation, s.parent_session_id, s.conversation_id, \
+         s.turn_id, s.created_at_ms \
+         ORDER BY s.id {order}",
+        model = last("model_id", ""),
+        provider = last("provider", ""),
+        error = last("error", " AND l.error IS NOT NULL"),
+        input = sum("prompt_tokens", "input_tokens"),
+        output = sum("completion_tokens", "output_tokens"),
+        reasoning = sum("reasoning_tokens", "reasoning_tokens"),
+        cached = sum("cached_prompt_tokens", "cached_input_tokens"),
+        total = sum("total_tokens", "total_tokens"),
+    )
+}
+
+/// `EXISTS` over the calls of the inner session `i`, with `condition` on the
+/// call `x`.
+fn exists_call(condition: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM llm_calls x \
+         WHERE x.project_id = i.project_id AND x.session_id = i.id AND {condition})"
+    )
+}
+
+/// Flat database shape of a [`select_sessions`] row; decodes on both
+/// backends.
+#[derive(sqlx::FromRow)]
+struct SessionRecord {
+    id: String,
+    project_id: String,
+    operation: String,
+    parent_session_id: Option<String>,
+    conversation_id: Option<String>,
+    turn_id: Option<String>,
+    created_at_ms: i64,
+    call_count: i64,
+    error_count: i64,
+    model_id: Option<String>,
+    provider: Option<String>,
+    last_error: Option<String>,
+    started_at_ms: Option<i64>,
+    finished_at_ms: Option<i64>,
+    input_tokens: i64,
+    output_tokens: i64,
+    reasoning_tokens: i64,
+    cached_input_tokens: i64,
+    total_tokens: i64,
+}
+
+impl From<SessionRecord> for SessionRow {
+    fn from(r: SessionRecord) -> Self {
+        SessionRow {
+            id: r.id,
+            project_id: r.project_id,
+            operation: r.operation,
+            parent_session_id: r.parent_session_id,
+            conversation_id: r.conversation_id,
+            turn_id: r.turn_id,
+            created_at_ms: r.created_at_ms,
+            call_count: r.call_count,
+            model_id: r.model_id,
+            provider: r.provider,
+            status: if r.error_count == 0 {
+                SessionStatus::Ok
+            } else {
+                SessionStatus::Error
+            },
+            last_error: r.last_error,
+            started_at_ms: r.started_at_ms,
+            finished_at_ms: r.finished_at_ms,
+            totals: TokenSums {
+                input: r.input_tokens,
+                output: r.output_tokens,
+                reasoning: r.reasoning_tokens,
+                cached_input: r.cached_input_tokens,
+                total: r.total_tokens,
+            },
+        }
+    }
+}
+
+/// Flat database shape of a [`Store::usage`] row.
+#[derive(sqlx::FromRow)]
+struct UsageRecord {
+    group_key: String,
+    calls: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    reasoning_tokens: i64,
+    cached_input_tokens: i64,
+    total_tokens: i64,
+}
+
+/// How many times [`Store::get_session`] re-reads a session whose calls
+/// changed between its two reads before giving up on a consistent pair.
+const GET_SESSION_ATTEMPTS: usize = 3;
+
+impl Store {
+    /// Lists the sessions of `project` matching `filter` with the aggregates
+    /// of their calls, newest first (by id, which for UUIDv7 ids is time
+    /// order), at most [`SessionFilter::effective_limit`] rows. Sessions
+    /// without calls are included (zero calls and tokens, status ok) unless a
+    /// call criterion (`model_id`, `provider`, `status` error) excludes them.
+    /// For the next page, pass the id of the last row returned as
+    /// [`SessionFilter::before_id`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`] on database failure.
+    pub async fn list_sessions(
+        &self,
+        project: &ProjectId,
+        filter: &SessionFilter,
+    ) -> Result<Vec<SessionRow>, StoreError> {
+        // Conditions are appended only for the criteria that are set; the
+        // binds follow in the same order. `?` in a condition is its
+        // placeholder (possibly inside an EXISTS), numbered here.
+        let mut inner = String::from("WHERE i.project_id = $1");
+        let mut n = 1;
+        let has_model = exists_call("x.model_id = ?");
+        let has_provider = exists_call("x.provider = ?");
+        for (set, condition) in [
+            (filter.before_id.is_some(), "i.id < ?"),
+            (filter.conversation_id.is_some(), "i.conversation_id = ?"),
+            (filter.operation.is_some(), "i.operation = ?"),
+            (filter.model_id.is_some(), has_model.as_str()),
+            (filter.provider.is_some(), has_provider.as_str()),
+            (filter.from_ms.is_some(), "i.created_at_ms >= ?"),
+            (filter.to_ms.is_some(), "i.created_at_ms < ?"),
+        ] {
+            if set {
+                n += 1;
+                let _ = write!(inner, " AND {}", condition.replace('?', &format!("${n}")));
+            }
+        }
+        match filter.status {
+            Some(SessionStatus::Ok) => {
+                let _ = write!(inner, " AND NOT {}", exists_call("x.error IS NOT NULL"));
+            }
+            Some(SessionStatus::Error) => {
+                let _ = write!(inner, " AND {}", exists_call("x.error IS NOT NULL"));
+            }
+            None => {}
+        }
+        let _ = write!(inner, " ORDER BY i.id DESC LIMIT ${}", n + 1);
+        let sql = select_sessions(&inner, "DESC");
+        let limit = i64::from(filter.effective_limit());
+
+        let records: Vec<SessionRecord> = on_pool!(self, reader, |pool| {
+            let mut query = sqlx::query_as(&sql).bind(project.as_str());
+            for value in [
+                &filter.before_id,
+                &filter.conversation_id,
+                &filter.operation,
+                &filter.model_id,
+                &filter.provider,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                query = query.bind(value.as_str());
+            }
+            for value in [filter.from_ms, filter.to_ms].into_iter().flatten() {
+                query = query.bind(value);
+            }
+            query
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .map_err(StoreError::op("list_sessions"))
+        })?;
+        Ok(records.into_iter().map(SessionRow::from).collect())
+    }
+
+    /// Fetches one session of `project` with the aggregates of its calls, and
+    /// its calls oldest first (by id); `None` if there is no such session in
+    /// this project (sessions of other projects are never returned).
+    ///
+    /// The row and the calls are two reads; if calls of the session were
+    /// recorded in between (the call count differs from the calls read), the
+    /// row is read again, so the aggregates match the calls returned.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`] on database failure.
+    pub async fn get_session(
+        &self,
+        project: &ProjectId,
+        id: &str,
+    ) -> Result<Option<(SessionRow, Vec<LlmCallRow>)>, StoreError> {
+        let sql = select_sessions("WHERE i.project_id = $1 AND i.id = $2", "ASC");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let record: Option<SessionRecord> = on_pool!(self, reader, |pool| {
+                sqlx::query_as(&sql)
+                    .bind(project.as_str())
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(StoreError::op("get_session"))
+            })?;
+            let Some(record) = record else {
+                return Ok(None);
+            };
+            let row = SessionRow::from(record);
+            let calls = self.session_calls(project, id).await?;
+            let consistent = usize::try_from(row.call_count).is_ok_and(|n| n == calls.len());
+            if consistent || attempt >= GET_SESSION_ATTEMPTS {
+                return Ok(Some((row, calls)));
+            }
+        }
+    }
+
+    /// The sessions of `project` whose parent is `parent_id`, with the
+    /// aggregates of their calls, oldest first (by id). Empty if there are
+    /// none (or the parent does not exist in this project).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`] on database failure.
+    pub async fn child_sessions(
+        &self,
+        project: &ProjectId,
+        parent_id: &str,
+    ) -> Result<Vec<SessionRow>, StoreError> {
+        let sql = select_sessions(
+            "WHERE i.project_id = $1 AND i.parent_session_id = $2",
+            "ASC",
+        );
+        let records: Vec<SessionRecord> = on_pool!(self, reader, |pool| {
+            sqlx::query_as(&sql)
+                .bind(project.as_str())
+                .bind(parent_id)
+                .fetch_all(pool)
+                .await
+                .map_err(StoreError::op("child_sessions"))
+        })?;
+        Ok(records.into_iter().map(SessionRow::from).collect())
+    }
+
+    /// Token usage of the calls of `project` sent in `[from_ms, to_ms)` (each
+    /// bound optional; unix milliseconds on `sent_at_ms`), one row per group
+    /// of `group_by`, ordered by key. Every call is in exactly one group, so
+    /// the sums over the rows are the totals of the range. Groups without
+    /// calls are not listed.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`] on database failure (e.g. a sum overflowing
+    /// BIGINT).
+    pub async fn usage(
+        &self,
+        project: &ProjectId,
+        group_by: UsageGroup,
+        from_ms: Option<i64>,
+        to_ms: Option<i64>,
+    ) -> Result<Vec<UsageGroupRow>, StoreError> {
+        let key = match group_by {
+            UsageGroup::Model => "c.model_id",
+            UsageGroup::Provider => "c.provider",
+            UsageGroup::Operation => "s.operation",
+            // The one backend-specific expression: the UTC date of
+            // `sent_at_ms` as `YYYY-MM-DD`. SQLite's `unixepoch` modifier
+            // takes fractional seconds (rounded to the millisecond); on
+            // PostgreSQL, `timestamp` (without time zone) arithmetic is exact
+            // and independent of the session's TimeZone.
+            UsageGroup::Day => match self.backend() {
+                Backend::Sqlite => "strftime('%Y-%m-%d', c.sent_at_ms / 1000.0, 'unixepoch')",
+                Backend::Postgres => {
+                    "to_char(TIMESTAMP '1970-01-01 00:00:00' \
+                     + c.sent_at_ms * INTERVAL '1 millisecond', 'YYYY-MM-DD')"
+                }
+            },
+        };
+        let join = if group_by == UsageGroup::Operation {
+            " JOIN llm_sessions s ON s.project_id = c.project_id AND s.id = c.session_id"
+        } else {
+            ""
+        };
+        let mut sql = format!(
+            "SELECT {key} AS group_key, COUNT(*) AS calls, \
+             CAST(COALESCE(SUM(c.prompt_tokens), 0) AS BIGINT) AS input_tokens, \
+             CAST(COALESCE(SUM(c.completion_tokens), 0) AS BIGINT) AS output_tokens, \
+             CAST(COALESCE(SUM(c.reasoning_tokens), 0) AS BIGINT) AS reasoning_tokens, \
+             CAST(COALESCE(SUM(c.cached_prompt_tokens), 0) AS BIGINT) AS cached_input_tokens, \
+             CAST(COALESCE(SUM(c.total_tokens), 0) AS BIGINT) AS total_tokens \
+             FROM llm_calls c{join} WHERE c.project_id = $1"
+        );
+        let mut n = 1;
+        for (value, condition) in [(from_ms, "c.sent_at_ms >="), (to_ms, "c.sent_at_ms <")] {
+            if value.is_some() {
+                n += 1;
+                let _ = write!(sql, " AND {condition} ${n}");
+            }
+        }
+        sql.push_str(" GROUP BY 1 ORDER BY 1");
+
+        let records: Vec<UsageRecord> = on_pool!(self, reader, |pool| {
+            let mut query = sqlx::query_as(&sql).bind(project.as_str());
+            for value in [from_ms, to_ms].into_iter().flatten() {
+                query = query.bind(value);
+            }
+            query.fetch_all(pool).await.map_err(StoreError::op("usage"))
+        })?;
+        Ok(records
+            .into_iter()
+            .map(|r| UsageGroupRow {
+                key: r.group_key,
+                calls: r.calls,
+                input: r.input_tokens,
+                output: r.output_tokens,
+                reasoning: r.reasoning_tokens,
+                cached_input: r.cached_input_tokens,
+                total: r.total_tokens,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for g in UsageGroup::ALL {
+            assert_eq!(UsageGroup::from_name(g.as_str()), Some(g));
+        }
+        for s in SessionStatus::ALL {
+            assert_eq!(SessionStatus::from_name(s.as_str()), Some(s));
+        }
+        assert_eq!(UsageGroup::from_name("Model"), None);
+        assert_eq!(SessionStatus::from_name("failed"), None);
+    }
+
+    #[test]
+    fn session_filter_limits() {
+        let limit = |limit| {
+            SessionFilter {
+                limit,
+                ..SessionFilter::default()
+            }
+            .effective_limit()
+        };
+        assert_eq!(limit(0), DEFAULT_LIST_LIMIT);
+        assert_eq!(limit(7), 7);
+        assert_eq!(limit(10_000), MAX_LIST_LIMIT);
+    }
+}
