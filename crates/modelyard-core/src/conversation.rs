@@ -224,6 +224,19 @@ pub enum EventPayload {
     /// Soft-deleted.
     #[serde(rename = "conversation.deleted")]
     ConversationDeleted {},
+    /// The messages up to `up_to_seq` were summarized: later turns send the
+    /// summary instead of them.
+    #[serde(rename = "conversation.compacted", rename_all = "camelCase")]
+    ConversationCompacted {
+        /// Id of the summary (the compaction's result).
+        summary_message_id: String,
+        /// The summary text.
+        summary: String,
+        /// Seq of the last message the summary covers.
+        up_to_seq: i64,
+        /// The model that wrote the summary.
+        model_id: String,
+    },
     /// The conversation's LLM configs changed; absent fields did not change.
     #[serde(rename = "llm.changed", rename_all = "camelCase")]
     LlmChanged {
@@ -378,6 +391,7 @@ impl EventPayload {
             EventPayload::ConversationCreated { .. } => "conversation.created",
             EventPayload::ConversationUpdated { .. } => "conversation.updated",
             EventPayload::ConversationDeleted {} => "conversation.deleted",
+            EventPayload::ConversationCompacted { .. } => "conversation.compacted",
             EventPayload::LlmChanged { .. } => "llm.changed",
             EventPayload::ModelSelected { .. } => "model.selected",
             EventPayload::ModelCleared { .. } => "model.cleared",
@@ -453,6 +467,13 @@ pub struct ConversationRecord {
     pub running_turn_id: Option<String>,
     /// Soft-deleted.
     pub deleted: bool,
+    /// Seq of the last message covered by the compaction summary, if any.
+    #[serde(default)]
+    pub compacted_through_seq: Option<i64>,
+    /// The compaction summary that replaces messages up to
+    /// `compacted_through_seq` in later turns.
+    #[serde(default)]
+    pub summary: Option<String>,
     /// Seq of the last applied event.
     pub last_seq: i64,
     /// Creation time, unix ms.
@@ -604,6 +625,8 @@ pub fn apply(
             totals: TokenTotals::default(),
             running_turn_id: None,
             deleted: false,
+            compacted_through_seq: None,
+            summary: None,
             last_seq: 1,
             created_at_ms: event.at_ms,
             updated_at_ms: event.at_ms,
@@ -637,6 +660,12 @@ pub fn apply(
             }
         }
         EventPayload::ConversationDeleted {} => c.deleted = true,
+        EventPayload::ConversationCompacted {
+            summary, up_to_seq, ..
+        } => {
+            c.compacted_through_seq = Some(*up_to_seq);
+            c.summary = Some(summary.clone());
+        }
         EventPayload::LlmChanged {
             llm_id,
             llm_overrides,

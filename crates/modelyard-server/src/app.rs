@@ -142,6 +142,11 @@ pub fn router(state: AppState) -> Router {
             post(conv::cancel_turn),
         )
         .route("/v1/conversations/{id}/events", get(conv::events))
+        .route("/v1/conversations/{id}/title", post(api::operations::title))
+        .route(
+            "/v1/conversations/{id}/compact",
+            post(api::operations::compact),
+        )
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }

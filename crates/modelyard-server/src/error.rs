@@ -131,6 +131,11 @@ impl Problem {
         )
     }
 
+    /// 502 Bad Gateway: the provider failed a server-side call.
+    pub fn bad_gateway(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, "Bad Gateway", detail.into())
+    }
+
     /// 500, for store failures; the detail is logged, not shown.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");

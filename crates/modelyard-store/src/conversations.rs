@@ -74,7 +74,7 @@ macro_rules! conversation_columns {
         "id, parent_id, title, model, cwd, reasoning_effort, metadata_json, latest_model_id, \
          input_tokens, output_tokens, reasoning_tokens, cached_input_tokens, total_tokens, \
          running_turn_id, deleted, last_seq, created_at_ms, updated_at_ms, llm_id, \
-         llm_overrides_json"
+         llm_overrides_json, compacted_through_seq, summary"
     };
 }
 
@@ -118,7 +118,7 @@ const INSERT_CONVERSATION: &str = concat!(
     "INSERT INTO conversations (project_id, ",
     conversation_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-     $18, $19, $20, $21)"
+     $18, $19, $20, $21, $22, $23)"
 );
 
 const UPDATE_CONVERSATION: &str = "UPDATE conversations SET parent_id = $3, title = $4, \
@@ -126,7 +126,7 @@ const UPDATE_CONVERSATION: &str = "UPDATE conversations SET parent_id = $3, titl
      input_tokens = $10, output_tokens = $11, reasoning_tokens = $12, \
      cached_input_tokens = $13, total_tokens = $14, running_turn_id = $15, deleted = $16, \
      last_seq = $17, created_at_ms = $18, updated_at_ms = $19, llm_id = $20, \
-     llm_overrides_json = $21 \
+     llm_overrides_json = $21, compacted_through_seq = $22, summary = $23 \
      WHERE project_id = $1 AND id = $2";
 
 const INSERT_EVENT: &str = "INSERT INTO conversation_events \
@@ -279,6 +279,8 @@ struct ConversationRow {
     updated_at_ms: i64,
     llm_id: Option<String>,
     llm_overrides_json: String,
+    compacted_through_seq: Option<i64>,
+    summary: Option<String>,
 }
 
 impl ConversationRow {
@@ -300,6 +302,8 @@ impl ConversationRow {
             updated_at_ms: c.updated_at_ms,
             llm_id: c.llm_id.clone(),
             llm_overrides_json: to_json(&c.llm_overrides, "conversation LLM overrides")?,
+            compacted_through_seq: c.compacted_through_seq,
+            summary: c.summary.clone(),
         })
     }
 
@@ -321,6 +325,8 @@ impl ConversationRow {
             updated_at_ms: self.updated_at_ms,
             llm_id: self.llm_id,
             llm_overrides: serde_json::from_str(&self.llm_overrides_json)?,
+            compacted_through_seq: self.compacted_through_seq,
+            summary: self.summary,
         })
     }
 }
@@ -351,6 +357,8 @@ macro_rules! bind_conversation {
             .bind($row.updated_at_ms)
             .bind(&$row.llm_id)
             .bind(&$row.llm_overrides_json)
+            .bind($row.compacted_through_seq)
+            .bind(&$row.summary)
     };
 }
 

@@ -9,6 +9,7 @@ mod chat;
 mod client;
 mod conversations;
 mod llms;
+mod operations;
 mod sessions;
 
 use std::path::PathBuf;
@@ -209,6 +210,26 @@ enum ConversationsCommand {
         op: Option<String>,
         /// LLM config id; `none` clears.
         config_id: String,
+    },
+    /// Generate a title with the `title` operation's model.
+    Title {
+        /// Conversation id.
+        id: String,
+        /// Model for this call only (not persisted).
+        #[arg(short, long)]
+        model: Option<String>,
+    },
+    /// Summarize all but the last messages with the `compaction` model;
+    /// later turns send the summary instead.
+    Compact {
+        /// Conversation id.
+        id: String,
+        /// Messages left as they are (default 2).
+        #[arg(long)]
+        keep_last: Option<u32>,
+        /// Model for this call only (not persisted).
+        #[arg(short, long)]
+        model: Option<String>,
     },
 }
 
@@ -515,6 +536,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ConversationsCommand::SetLlm { id, op, config_id } => {
                     llms::set_conversation_llm(&client, id, op.as_deref(), config_id).await
                 }
+                ConversationsCommand::Title { id, model } => {
+                    operations::title(&client, id, model.as_deref()).await
+                }
+                ConversationsCommand::Compact {
+                    id,
+                    keep_last,
+                    model,
+                } => operations::compact(&client, id, *keep_last, model.as_deref()).await,
             }
             .map(|()| ExitCode::SUCCESS)
         }

@@ -559,3 +559,132 @@ async fn a_conversation_remembers_its_model_and_each_answer_names_its_model() {
     assert_eq!(sent.len(), 3, "user, assistant, user: {sent:?}");
     assert_eq!(sent[2]["content"], "Name another color.");
 }
+
+#[tokio::test]
+async fn title_and_compaction_are_their_own_sessions_and_later_turns_send_the_summary() {
+    let Some(llm) = llm_url() else { return };
+    let server = Server::start(&llm);
+    let client = ::reqwest::Client::new();
+    let base = &server.base_url;
+    const TWIN: &str = "twin/smollm2-135m-instruct";
+    const FIRST: &str = "My cat is called Pixel. Say hello to Pixel.";
+
+    // A config that bounds every answer, so the test stays fast under load.
+    let config: Value = client
+        .post(format!("{base}/v1/llms"))
+        .json(&json!({"model": MODEL, "providerOptions": {"maxTokens": 48}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let created: Value = client
+        .post(format!("{base}/v1/conversations"))
+        .json(&json!({"llmId": config["id"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    for prompt in [FIRST, "Name a color."] {
+        let out = server.cli(&["chat", "-c", &id, prompt]);
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    // Title: the `title` operation, the default model.
+    let out = server.cli(&["conversations", "title", &id]);
+    assert!(out.status.success(), "{out:?}");
+    let title = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        !title.is_empty() && title.chars().count() <= 80,
+        "{title:?}"
+    );
+    let conversation: Value = client
+        .get(format!("{base}/v1/conversations/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(conversation["title"], title.as_str());
+
+    // Compaction of the first turn, with a per-call model.
+    let out = server.cli(&[
+        "conversations",
+        "compact",
+        &id,
+        "--keep-last",
+        "2",
+        "-m",
+        TWIN,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let summary = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(!summary.is_empty());
+
+    let sessions = |operation: &'static str| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let page: Value = client
+                .get(format!("{base}/v1/calls?operation={operation}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            page["data"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    wait_for_calls(&client, base, 4).await;
+    let titles = sessions("title").await;
+    assert_eq!(titles.len(), 1, "{titles:?}");
+    assert_eq!(titles[0]["modelId"], MODEL);
+    assert_eq!(titles[0]["conversationId"], id.as_str());
+    let compactions = sessions("compaction").await;
+    assert_eq!(compactions.len(), 1, "{compactions:?}");
+    assert_eq!(compactions[0]["modelId"], TWIN);
+    for call in titles.iter().chain(&compactions) {
+        assert!(
+            call["usage"]["promptTokens"].as_u64().unwrap() > 0,
+            "{call}"
+        );
+        assert!(
+            call["usage"]["completionTokens"].as_u64().unwrap() > 0,
+            "{call}"
+        );
+        assert_ne!(call["sessionId"], Value::Null);
+    }
+
+    // A later turn sends the summary instead of the first turn.
+    let out = server.cli(&["chat", "-c", &id, "Name a fruit."]);
+    assert!(out.status.success(), "{out:?}");
+    let calls = wait_for_calls(&client, base, 5).await;
+    let last = &calls[0];
+    assert_eq!(last["operation"], "chat");
+    let detail: Value = client
+        .get(format!("{base}/v1/calls/{}", last["id"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sent = detail["request"]["messages"].as_array().unwrap();
+    assert_eq!(sent[0]["role"], "system", "{sent:?}");
+    assert_eq!(
+        sent[0]["content"],
+        format!("Summary of the earlier conversation: {summary}")
+    );
+    assert!(
+        !sent.iter().any(|m| m["content"] == FIRST),
+        "the compacted user message is not sent: {sent:?}"
+    );
+    assert_eq!(sent.last().unwrap()["content"], "Name a fruit.");
+    assert_eq!(sent.len(), 4, "summary, user, assistant, user: {sent:?}");
+}

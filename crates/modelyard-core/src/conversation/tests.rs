@@ -192,3 +192,48 @@ fn payloads_round_trip_with_dotted_types_and_old_payloads_stay_readable() {
         r#"{"type":"settings.changed","cwd":null}"#
     );
 }
+
+#[test]
+fn compaction_records_summary_and_covered_seq() {
+    let compacted = EventPayload::ConversationCompacted {
+        summary_message_id: "s1".into(),
+        summary: "they said hi".into(),
+        up_to_seq: 3,
+        model_id: "a/x".into(),
+    };
+    assert_eq!(compacted.event_type(), "conversation.compacted");
+    assert_eq!(compacted.turn_id(), None);
+    let text = serde_json::to_string(&compacted).unwrap();
+    assert_eq!(
+        text,
+        r#"{"type":"conversation.compacted","summaryMessageId":"s1","summary":"they said hi","upToSeq":3,"modelId":"a/x"}"#
+    );
+    assert_eq!(
+        serde_json::from_str::<EventPayload>(&text).unwrap(),
+        compacted
+    );
+    let (c, _, _) = fold(&[
+        ev(1, created()),
+        turn(2, "t1"),
+        answer(3, "t1", "a/x", 1),
+        ev(
+            4,
+            EventPayload::TurnCompleted {
+                turn_id: "t1".into(),
+            },
+        ),
+        ev(5, compacted),
+    ])
+    .unwrap();
+    let c = c.unwrap();
+    assert_eq!(c.compacted_through_seq, Some(3));
+    assert_eq!(c.summary.as_deref(), Some("they said hi"));
+    assert_eq!(c.last_seq, 5);
+    // Records stored before compaction existed still read.
+    let (fresh, _, _) = fold(&[ev(1, created())]).unwrap();
+    let mut value = serde_json::to_value(fresh.unwrap()).unwrap();
+    value.as_object_mut().unwrap().remove("compactedThroughSeq");
+    value.as_object_mut().unwrap().remove("summary");
+    let back: ConversationRecord = serde_json::from_value(value).unwrap();
+    assert_eq!(back.compacted_through_seq, None);
+}

@@ -118,7 +118,7 @@ pub fn event_json(e: &Event) -> Value {
     value
 }
 
-async fn load(app: &AppState, id: &str) -> Result<ConversationRecord, Problem> {
+pub(crate) async fn load(app: &AppState, id: &str) -> Result<ConversationRecord, Problem> {
     match app.store.get_conversation(&app.project, id).await {
         Ok(Some(c)) if !c.deleted => Ok(c),
         Ok(_) => Err(Problem::not_found(format!(

@@ -5,5 +5,6 @@ pub mod catalog;
 pub mod conversations;
 pub mod favorites;
 pub mod llms;
+pub mod operations;
 pub mod providers;
 pub mod sessions;

@@ -77,7 +77,9 @@ pub struct TurnJob {
 /// The upstream request of a turn: the config's provider options (snake_case
 /// OpenAI fields, `extra` merged at the top level), the conversation's
 /// reasoning effort setting over them, the config's system prompt as the
-/// first message, then the conversation's messages; routing's own fields
+/// first message, then the conversation's messages — after a compaction, one
+/// system message `Summary of the earlier conversation: …` in place of the
+/// messages it covers ([`compacted`]); routing's own fields
 /// (`model`, `messages`, `stream`, `stream_options`) last, so nothing
 /// overrides them.
 fn request_body(
@@ -85,6 +87,7 @@ fn request_body(
     messages: &[modelyard_core::conversation::MessageRecord],
     config: Option<&LlmConfigRow>,
     reasoning_effort: Option<&str>,
+    summary: Option<(i64, &str)>,
 ) -> Value {
     let mut body = Map::new();
     if let Some(config) = config {
@@ -98,8 +101,10 @@ fn request_body(
         .map(|prompt| json!({"role": "system", "content": prompt}));
     let messages: Vec<Value> = system
         .into_iter()
+        .chain(compacted(messages, summary).0)
         .chain(
-            messages
+            compacted(messages, summary)
+                .1
                 .iter()
                 .map(|m| json!({"role": m.role, "content": m.content})),
         )
@@ -109,6 +114,30 @@ fn request_body(
     body.insert("stream".into(), json!(true));
     body.insert("stream_options".into(), json!({"include_usage": true}));
     Value::Object(body)
+}
+
+/// The summary system message (when the conversation was compacted through
+/// seq `through`) and the messages after it.
+pub fn compacted<'a>(
+    messages: &'a [modelyard_core::conversation::MessageRecord],
+    summary: Option<(i64, &str)>,
+) -> (
+    Option<Value>,
+    &'a [modelyard_core::conversation::MessageRecord],
+) {
+    match summary {
+        None => (None, messages),
+        Some((through, text)) => {
+            let start = messages.partition_point(|m| m.seq <= through);
+            (
+                Some(json!({
+                    "role": "system",
+                    "content": format!("Summary of the earlier conversation: {text}"),
+                })),
+                &messages[start..],
+            )
+        }
+    }
 }
 
 enum Ending {
@@ -145,11 +174,21 @@ pub async fn run_turn(job: TurnJob) {
     {
         Err(err) => Ending::Failed(format!("cannot read the conversation: {err}")),
         Ok(messages) => {
+            let conversation = app
+                .store
+                .get_conversation(&app.project, &conversation_id)
+                .await
+                .ok()
+                .flatten();
+            let summary = conversation
+                .as_ref()
+                .and_then(|c| Some((c.compacted_through_seq?, c.summary.as_deref()?)));
             let body = request_body(
                 target.resolution.model_id.model(),
                 &messages,
                 llm_config.as_ref(),
                 reasoning_effort.as_deref(),
+                summary,
             );
             request_json = body.to_string();
             tokio::select! {
@@ -482,7 +521,7 @@ mod tests {
             updated_at_ms: 0,
             deleted: false,
         };
-        let body = request_body("m", &[user("hi")], Some(&config), None);
+        let body = request_body("m", &[user("hi")], Some(&config), None, None);
         assert_eq!(
             body,
             json!({
@@ -493,10 +532,19 @@ mod tests {
             })
         );
         // The conversation's own setting wins over the config's.
-        let body = request_body("m", &[user("hi")], Some(&config), Some("high"));
+        let body = request_body("m", &[user("hi")], Some(&config), Some("high"), None);
         assert_eq!(body["reasoning_effort"], "high");
+        // After a compaction through seq 1: the summary replaces message 1.
+        let mut later = user("later");
+        later.seq = 2;
+        let body = request_body("m", &[user("hi"), later], None, None, Some((1, "S")));
+        assert_eq!(
+            body["messages"],
+            json!([{"role": "system", "content": "Summary of the earlier conversation: S"},
+                   {"role": "user", "content": "later"}])
+        );
         // Without a config: only routing's fields and the messages.
-        let body = request_body("m", &[user("hi")], None, None);
+        let body = request_body("m", &[user("hi")], None, None, None);
         assert_eq!(
             body,
             json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],

@@ -1,0 +1,70 @@
+//! `modelyard conversations title ID` and `modelyard conversations compact
+//! ID [--keep-last N]`: server-side operations on a conversation.
+
+use serde_json::{json, Value};
+
+use crate::client::{send, Client};
+
+fn text(v: &Value, key: &str) -> String {
+    v[key]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| v[key].to_string())
+}
+
+/// Generates a title with the `title` operation's model; prints it and the
+/// model that wrote it.
+pub async fn title(client: &Client, id: &str, model: Option<&str>) -> anyhow::Result<()> {
+    let mut body = json!({});
+    if let Some(model) = model {
+        body["model"] = json!(model);
+    }
+    let answer = send(
+        client
+            .http()
+            .post(client.url(&format!("/v1/conversations/{id}/title")))
+            .json(&body),
+    )
+    .await?;
+    println!("{}", text(&answer, "title"));
+    eprintln!(
+        "model {} [{}], session {}",
+        text(&answer, "modelId"),
+        text(&answer, "resolvedFrom"),
+        text(&answer, "sessionId")
+    );
+    Ok(())
+}
+
+/// Summarizes all but the last `keep_last` messages with the `compaction`
+/// operation's model; prints the summary.
+pub async fn compact(
+    client: &Client,
+    id: &str,
+    keep_last: Option<u32>,
+    model: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut body = json!({});
+    if let Some(n) = keep_last {
+        body["keepLast"] = json!(n);
+    }
+    if let Some(model) = model {
+        body["model"] = json!(model);
+    }
+    let answer = send(
+        client
+            .http()
+            .post(client.url(&format!("/v1/conversations/{id}/compact")))
+            .json(&body),
+    )
+    .await?;
+    println!("{}", text(&answer, "summary"));
+    eprintln!(
+        "covers messages through seq {}; model {} [{}], session {}",
+        answer["upToSeq"],
+        text(&answer, "modelId"),
+        text(&answer, "resolvedFrom"),
+        text(&answer, "sessionId")
+    );
+    Ok(())
+}
