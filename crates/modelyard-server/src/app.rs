@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::api::conversations as conv;
-use crate::config::Config;
+use crate::config::{Config, RetentionConfig};
 use crate::recorder::Recorder;
 use crate::registry::ProviderRegistry;
 use crate::{api, gateway};
@@ -198,6 +198,33 @@ fn redact_storage_url(url: &str) -> String {
     }
 }
 
+/// How often the call-log retention runs (after once at start-up).
+pub const PRUNE_EVERY: Duration = Duration::from_secs(10 * 60);
+
+/// Starts the call-log pruner: applies `retention` at once, then every
+/// [`PRUNE_EVERY`], across all projects.
+fn spawn_pruner(store: Store, retention: RetentionConfig) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PRUNE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let cutoff = retention
+                .max_age_days
+                .map(|days| crate::clock::now_ms() - i64::from(days) * 86_400_000);
+            match store.prune_calls(cutoff, retention.max_calls).await {
+                Ok(deleted) => tracing::info!(
+                    deleted_calls = deleted,
+                    max_age_days = retention.max_age_days,
+                    max_calls = retention.max_calls,
+                    "call-log retention applied"
+                ),
+                Err(err) => tracing::error!(error = %err, "call-log retention failed"),
+            }
+        }
+    })
+}
+
 /// Opens the store, probes providers once, binds and serves in the
 /// background.
 ///
@@ -218,11 +245,17 @@ pub async fn start(
     let refresh = registry.spawn_refresh();
     let project = ProjectId::default_project();
     let (recorder, recorder_task) = if config.storage.call_log {
-        let (recorder, task) = Recorder::spawn(store.clone(), project.clone());
+        let (recorder, task) =
+            Recorder::spawn(store.clone(), project.clone(), config.storage.content);
         (recorder, Some(task))
     } else {
         (Recorder::disabled(), None)
     };
+    let pruner = config
+        .storage
+        .retention
+        .is_configured()
+        .then(|| spawn_pruner(store.clone(), config.storage.retention));
     let listen = config.server.listen;
     let listener = TcpListener::bind(listen)
         .await
@@ -280,6 +313,9 @@ pub async fn start(
         }
         drop(live_state);
         refresh.iter().for_each(|task| task.abort());
+        if let Some(task) = &pruner {
+            task.abort();
+        }
         // The router (and its recorder handle) is gone: the writer drains and exits.
         if let Some(task) = recorder_task {
             if tokio::time::timeout(Duration::from_secs(10), task)

@@ -65,6 +65,39 @@ pub struct StorageConfig {
     /// are written asynchronously after the response: a crash can lose the
     /// last few hundred milliseconds of call rows, never a proxied token.
     pub call_log: bool,
+    /// What a call record keeps (`content`, default `full`).
+    pub content: ContentPolicy,
+    /// `[storage.retention]`: how long call records are kept.
+    pub retention: RetentionConfig,
+}
+
+/// What a call record keeps (`storage.content`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContentPolicy {
+    /// Everything: request, response, reasoning and tool calls (`full`).
+    #[default]
+    Full,
+    /// No message text: the request without its `messages` (replaced by
+    /// `messagesOmitted`, their count), no response, reasoning or tool
+    /// calls; usage, timings, status and error stay (`metadata`).
+    Metadata,
+}
+
+/// `[storage.retention]`: both limits optional, applied across all projects
+/// at start-up and every 10 minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionConfig {
+    /// Calls older than this many days are deleted (`max_age_days`, ≥ 1).
+    pub max_age_days: Option<u32>,
+    /// Per project, calls beyond the newest this many are deleted (`max_calls`, ≥ 1).
+    pub max_calls: Option<u64>,
+}
+
+impl RetentionConfig {
+    /// Whether any limit is set.
+    pub fn is_configured(&self) -> bool {
+        self.max_age_days.is_some() || self.max_calls.is_some()
+    }
 }
 
 /// `[defaults]`.
@@ -198,6 +231,16 @@ struct RawStorage {
     url: Option<String>,
     data_dir: Option<PathBuf>,
     call_log: Option<bool>,
+    content: Option<String>,
+    #[serde(default)]
+    retention: RawRetention,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    max_age_days: Option<i64>,
+    max_calls: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -281,7 +324,7 @@ fn yes() -> bool {
 const RESERVED_PARAMS: [&str; 4] = ["model", "messages", "stream", "stream_options"];
 
 /// Environment overrides: variable → (section, key, is_bool).
-const ENV_OVERRIDES: [(&str, &str, &str, bool); 7] = [
+const ENV_OVERRIDES: [(&str, &str, &str, bool); 8] = [
     ("MODELYARD_SERVER_LISTEN", "server", "listen", false),
     (
         "MODELYARD_SERVER_MAX_BODY_BYTES",
@@ -292,6 +335,7 @@ const ENV_OVERRIDES: [(&str, &str, &str, bool); 7] = [
     ("MODELYARD_STORAGE_URL", "storage", "url", false),
     ("MODELYARD_STORAGE_DATA_DIR", "storage", "data_dir", false),
     ("MODELYARD_STORAGE_CALL_LOG", "storage", "call_log", true),
+    ("MODELYARD_STORAGE_CONTENT", "storage", "content", false),
     ("MODELYARD_DEFAULTS_MODEL", "defaults", "model", false),
     ("MODELYARD_DEFAULTS_PROVIDER", "defaults", "provider", false),
 ];
@@ -467,6 +511,40 @@ fn validate(
             url
         }
         None => format!("sqlite://{}", data_dir.join("modelyard.db").display()),
+    };
+
+    let content = match raw.storage.content.as_deref() {
+        None | Some("full") => ContentPolicy::Full,
+        Some("metadata") => ContentPolicy::Metadata,
+        Some(other) => {
+            return Err(err(
+                "storage.content".into(),
+                format!("must be \"full\" or \"metadata\", got {other:?}"),
+            ))
+        }
+    };
+    let retention_limit = |field: &str, value: Option<i64>| match value {
+        Some(v) if v < 1 => Err(err(
+            format!("storage.retention.{field}"),
+            format!("must be at least 1, got {v}"),
+        )),
+        _ => Ok(value),
+    };
+    let max_age_days = retention_limit("max_age_days", raw.storage.retention.max_age_days)?
+        .map(|days| {
+            u32::try_from(days).map_err(|_| {
+                err(
+                    "storage.retention.max_age_days".into(),
+                    format!("{days} is too large"),
+                )
+            })
+        })
+        .transpose()?;
+    let max_calls =
+        retention_limit("max_calls", raw.storage.retention.max_calls)?.map(|n| n.unsigned_abs());
+    let retention = RetentionConfig {
+        max_age_days,
+        max_calls,
     };
 
     let mut providers: Vec<ProviderConfig> = Vec::with_capacity(raw.providers.len());
@@ -731,6 +809,8 @@ fn validate(
             url,
             data_dir,
             call_log: raw.storage.call_log.unwrap_or(true),
+            content,
+            retention,
         },
         providers,
         defaults: DefaultsConfig {

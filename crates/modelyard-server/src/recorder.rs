@@ -6,15 +6,19 @@
 //!
 //! Durability: records are written after the response ends; a crash loses
 //! at most what was still queued. Shutdown drains the queue.
+//!
+//! With `storage.content = "metadata"` the writer task strips message text
+//! from every record before it is written (see [`strip_content`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use modelyard_store::{ProjectId, RecordedSession, Store};
+use modelyard_store::{NewLlmCall, ProjectId, RecordedSession, Store};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::clock::now_ms;
+use crate::config::ContentPolicy;
 
 /// Queue capacity, in sessions.
 pub const QUEUE_CAPACITY: usize = 8_192;
@@ -39,10 +43,15 @@ impl Recorder {
         }
     }
 
-    /// Starts the writer task for `project`.
-    pub fn spawn(store: Store, project: ProjectId) -> (Self, JoinHandle<()>) {
+    /// Starts the writer task for `project`, which applies `content` to
+    /// every record before writing it.
+    pub fn spawn(
+        store: Store,
+        project: ProjectId,
+        content: ContentPolicy,
+    ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let task = tokio::spawn(write_loop(store, project, rx));
+        let task = tokio::spawn(write_loop(store, project, content, rx));
         let recorder = Self {
             tx: Some(tx),
             dropped: Arc::default(),
@@ -99,17 +108,97 @@ impl std::fmt::Debug for Pending {
     }
 }
 
-async fn write_loop(store: Store, project: ProjectId, mut rx: mpsc::Receiver<Pending>) {
+async fn write_loop(
+    store: Store,
+    project: ProjectId,
+    content: ContentPolicy,
+    mut rx: mpsc::Receiver<Pending>,
+) {
     let mut pending = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
-        batch.extend(pending.drain(..).map(|p| match p {
-            Pending::Ready(session) => *session,
-            Pending::Build(build) => build(),
+        batch.extend(pending.drain(..).map(|p| {
+            let mut session = match p {
+                Pending::Ready(session) => *session,
+                Pending::Build(build) => build(),
+            };
+            if content == ContentPolicy::Metadata {
+                session.calls.iter_mut().for_each(strip_content);
+            }
+            session
         }));
         if let Err(err) = store.record_sessions(&project, &batch).await {
             tracing::error!(error = %err, sessions = batch.len(), "failed to write call records");
         }
         batch.clear();
+    }
+}
+
+/// Removes the message text of `call` (content policy `metadata`): the
+/// request keeps its top-level parameters but `messages` becomes
+/// `"messagesOmitted": <count>`; response, reasoning and tool calls become
+/// NULL. Usage, timings, status and error stay. A request that is not a JSON
+/// object is replaced by `{}`.
+pub fn strip_content(call: &mut NewLlmCall) {
+    let stripped = match serde_json::from_str::<serde_json::Value>(&call.request_json) {
+        Ok(serde_json::Value::Object(mut request)) => {
+            if let Some(messages) = request.remove("messages") {
+                let count = messages.as_array().map_or(0, Vec::len);
+                request.insert("messagesOmitted".to_owned(), count.into());
+            }
+            serde_json::Value::Object(request).to_string()
+        }
+        _ => "{}".to_owned(),
+    };
+    call.request_json = stripped;
+    call.response_text = None;
+    call.reasoning_text = None;
+    call.tool_calls_json = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_content_keeps_parameters_and_usage() {
+        let mut call = NewLlmCall {
+            id: "c".into(),
+            session_id: "s".into(),
+            model_id: "p/m".into(),
+            provider: "p".into(),
+            upstream_model: "m".into(),
+            stream: true,
+            request_json: r#"{"model":"p/m","temperature":0.5,"messages":[{"role":"user","content":"secret"},{"role":"assistant","content":"x"}]}"#.into(),
+            response_text: Some("secret answer".into()),
+            reasoning_text: Some("thinking".into()),
+            tool_calls_json: Some("[]".into()),
+            finish_reason: Some("stop".into()),
+            usage: modelyard_store::UsageRow {
+                total_tokens: Some(7),
+                ..Default::default()
+            },
+            sent_at_ms: 1,
+            first_token_at_ms: Some(2),
+            completed_at_ms: Some(3),
+            http_status: Some(200),
+            error: None,
+        };
+        strip_content(&mut call);
+        let request: serde_json::Value = serde_json::from_str(&call.request_json).unwrap();
+        assert_eq!(
+            request,
+            serde_json::json!({"model": "p/m", "temperature": 0.5, "messagesOmitted": 2})
+        );
+        assert!(!call.request_json.contains("secret"));
+        assert_eq!(call.response_text, None);
+        assert_eq!(call.reasoning_text, None);
+        assert_eq!(call.tool_calls_json, None);
+        assert_eq!(call.usage.total_tokens, Some(7));
+        assert_eq!(call.finish_reason.as_deref(), Some("stop"));
+
+        call.request_json = "not json secret".into();
+        strip_content(&mut call);
+        assert_eq!(call.request_json, "{}");
     }
 }

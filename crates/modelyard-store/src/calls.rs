@@ -214,3 +214,154 @@ impl Store {
         Ok(records.into_iter().map(LlmCallRow::from).collect())
     }
 }
+
+/// Most rows one prune statement selects or deletes.
+const PRUNE_BATCH: usize = 5_000;
+
+impl Store {
+    /// Applies the call-log retention policy across ALL projects (it is an
+    /// operator policy): deletes calls sent before `older_than_ms` and, per
+    /// project, every call beyond the newest `keep_newest` (by id, which is
+    /// time order); then deletes the sessions left without calls that either
+    /// had calls pruned here or were created before `older_than_ms`.
+    ///
+    /// Works in statements of at most 5 000 rows, each its own transaction,
+    /// so it never holds a long write lock; an interrupted prune leaves a
+    /// consistent database and the next run finishes it. Returns how many
+    /// calls were deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`] on database failure.
+    pub async fn prune_calls(
+        &self,
+        older_than_ms: Option<i64>,
+        keep_newest: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        if let Some(cutoff) = older_than_ms {
+            loop {
+                let batch: Vec<(String, String)> = on_pool!(self, reader, |pool| {
+                    sqlx::query_as(
+                        "SELECT id, session_id FROM llm_calls WHERE sent_at_ms < $1 LIMIT $2",
+                    )
+                    .bind(cutoff)
+                    .bind(PRUNE_BATCH as i64)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(StoreError::op("prune_calls"))
+                })?;
+                deleted += self.delete_call_batch(&batch).await?;
+                if batch.len() < PRUNE_BATCH {
+                    break;
+                }
+            }
+        }
+        if let Some(keep) = keep_newest {
+            let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+            let projects: Vec<String> = on_pool!(self, reader, |pool| {
+                sqlx::query_scalar("SELECT id FROM projects ORDER BY id")
+                    .fetch_all(pool)
+                    .await
+                    .map_err(StoreError::op("prune_calls"))
+            })?;
+            for project in projects {
+                // The newest call beyond the kept ones: it and all older go.
+                let boundary: Option<String> = on_pool!(self, reader, |pool| {
+                    sqlx::query_scalar(
+                        "SELECT id FROM llm_calls WHERE project_id = $1 \
+                         ORDER BY id DESC LIMIT 1 OFFSET $2",
+                    )
+                    .bind(project.as_str())
+                    .bind(keep)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(StoreError::op("prune_calls"))
+                })?;
+                let Some(boundary) = boundary else { continue };
+                loop {
+                    let batch: Vec<(String, String)> = on_pool!(self, reader, |pool| {
+                        sqlx::query_as(
+                            "SELECT id, session_id FROM llm_calls \
+                             WHERE project_id = $1 AND id <= $2 ORDER BY id LIMIT $3",
+                        )
+                        .bind(project.as_str())
+                        .bind(boundary.as_str())
+                        .bind(PRUNE_BATCH as i64)
+                        .fetch_all(pool)
+                        .await
+                        .map_err(StoreError::op("prune_calls"))
+                    })?;
+                    deleted += self.delete_call_batch(&batch).await?;
+                    if batch.len() < PRUNE_BATCH {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(cutoff) = older_than_ms {
+            loop {
+                let removed = on_pool!(self, writer, |pool| {
+                    sqlx::query(
+                        "DELETE FROM llm_sessions WHERE id IN (\
+                         SELECT s.id FROM llm_sessions s WHERE s.created_at_ms < $1 \
+                         AND NOT EXISTS (SELECT 1 FROM llm_calls c \
+                         WHERE c.project_id = s.project_id AND c.session_id = s.id) \
+                         LIMIT $2)",
+                    )
+                    .bind(cutoff)
+                    .bind(PRUNE_BATCH as i64)
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected())
+                    .map_err(StoreError::op("prune_calls"))
+                })?;
+                if removed < PRUNE_BATCH as u64 {
+                    break;
+                }
+            }
+        }
+        if deleted > 0 {
+            tracing::debug!(deleted, "pruned calls");
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes the calls `(id, session_id)` of `batch`, then those of their
+    /// sessions that have no call left. Returns the calls deleted.
+    async fn delete_call_batch(&self, batch: &[(String, String)]) -> Result<u64, StoreError> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let err = StoreError::op("prune_calls");
+        let mut sessions: Vec<&str> = batch.iter().map(|(_, s)| s.as_str()).collect();
+        sessions.sort_unstable();
+        sessions.dedup();
+        on_pool!(self, writer, |pool| {
+            let mut delete_calls = sqlx::QueryBuilder::new("DELETE FROM llm_calls WHERE id IN (");
+            let mut ids = delete_calls.separated(", ");
+            for (id, _) in batch {
+                ids.push_bind(id.as_str());
+            }
+            delete_calls.push(")");
+            let deleted = delete_calls
+                .build()
+                .execute(pool)
+                .await
+                .map_err(&err)?
+                .rows_affected();
+            let mut delete_sessions =
+                sqlx::QueryBuilder::new("DELETE FROM llm_sessions WHERE id IN (");
+            let mut ids = delete_sessions.separated(", ");
+            for id in &sessions {
+                ids.push_bind(*id);
+            }
+            delete_sessions.push(
+                ") AND NOT EXISTS (SELECT 1 FROM llm_calls c \
+                 WHERE c.project_id = llm_sessions.project_id AND c.session_id = llm_sessions.id)",
+            );
+            delete_sessions.build().execute(pool).await.map_err(&err)?;
+            Ok::<u64, StoreError>(deleted)
+        })
+    }
+}

@@ -223,3 +223,69 @@ fn invalid_presets_name_key_and_reason() {
         );
     }
 }
+
+#[test]
+fn storage_content_and_retention_parse() {
+    let config = parse("").unwrap();
+    assert_eq!(config.storage.content, ContentPolicy::Full);
+    assert_eq!(config.storage.retention, RetentionConfig::default());
+    assert!(!config.storage.retention.is_configured());
+
+    let config = parse(
+        "[storage]\ncontent = \"metadata\"\n\n[storage.retention]\nmax_age_days = 30\nmax_calls = 100000\n",
+    )
+    .unwrap();
+    assert_eq!(config.storage.content, ContentPolicy::Metadata);
+    assert_eq!(
+        config.storage.retention,
+        RetentionConfig {
+            max_age_days: Some(30),
+            max_calls: Some(100_000),
+        }
+    );
+    assert!(config.storage.retention.is_configured());
+    let only_count = parse("[storage.retention]\nmax_calls = 1\n").unwrap();
+    assert_eq!(only_count.storage.retention.max_age_days, None);
+    assert_eq!(only_count.storage.retention.max_calls, Some(1));
+
+    let env = |name: &str| (name == "MODELYARD_STORAGE_CONTENT").then(|| "metadata".to_owned());
+    let config = Config::from_toml("", "test.toml", None, &env).unwrap();
+    assert_eq!(config.storage.content, ContentPolicy::Metadata);
+}
+
+#[test]
+fn invalid_storage_content_and_retention_name_key_and_reason() {
+    let cases = [
+        (
+            "[storage]\ncontent = \"none\"",
+            "test.toml: storage.content: must be \"full\" or \"metadata\", got \"none\"",
+        ),
+        (
+            "[storage]\ncontent = 1",
+            "test.toml: storage.content: invalid type: integer `1`, expected a string",
+        ),
+        (
+            "[storage.retention]\nmax_age_days = 0",
+            "test.toml: storage.retention.max_age_days: must be at least 1, got 0",
+        ),
+        (
+            "[storage.retention]\nmax_calls = -5",
+            "test.toml: storage.retention.max_calls: must be at least 1, got -5",
+        ),
+        (
+            "[storage.retention]\nmax_age_days = 99999999999",
+            "test.toml: storage.retention.max_age_days: 99999999999 is too large",
+        ),
+        (
+            "[storage.retention]\nmax_days = 3",
+            "test.toml: storage.retention.max_days: unknown field `max_days`, expected `max_age_days` or `max_calls`",
+        ),
+        (
+            "[storage.retention]\nmax_calls = \"10\"",
+            "test.toml: storage.retention.max_calls: invalid type: string \"10\", expected i64",
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(error(text), want, "config:\n{text}");
+    }
+}

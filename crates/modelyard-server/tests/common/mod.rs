@@ -78,6 +78,7 @@ impl Drop for TempDir {
 pub struct Builder {
     providers: String,
     server: String,
+    storage: String,
     extra: String,
     env: Vec<(String, String)>,
     listed: Option<Vec<String>>,
@@ -91,6 +92,7 @@ impl Default for Builder {
         Self {
             providers: MOCK_PROVIDER.to_owned(),
             server: String::new(),
+            storage: String::new(),
             extra: String::new(),
             env: Vec::new(),
             listed: None,
@@ -111,6 +113,13 @@ impl Builder {
     /// Extra keys of the `[server]` table (`listen` is always `127.0.0.1:0`).
     pub fn server(mut self, toml: &str) -> Self {
         self.server = toml.to_owned();
+        self
+    }
+
+    /// Extra keys of the `[storage]` table (`url`, `data_dir` and `call_log`
+    /// are always set).
+    pub fn storage(mut self, toml: &str) -> Self {
+        self.storage = toml.to_owned();
         self
     }
 
@@ -171,11 +180,12 @@ impl Builder {
         }
         let dir = self.dir.unwrap_or_default();
         let toml = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\n[storage]\nurl = \"sqlite://{db}\"\ndata_dir = \"{data}\"\ncall_log = {call_log}\n\n{providers}\n{extra}\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\n[storage]\nurl = \"sqlite://{db}\"\ndata_dir = \"{data}\"\ncall_log = {call_log}\n{storage}\n\n{providers}\n{extra}\n",
             db = dir.path().join("modelyard.db").display(),
             data = dir.path().display(),
             server = self.server,
             call_log = self.call_log,
+            storage = self.storage,
             providers = providers.replace(MOCK_URL, &mock.base_url()),
             extra = extra,
         );
