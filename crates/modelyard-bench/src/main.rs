@@ -82,7 +82,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The full plan (about 80 s) or the `--quick` one (about 15 s).
+    /// The full plan (about 70 s in release) or the `--quick` one (about 14 s).
     fn new(quick: bool) -> Self {
         let secs = Duration::from_secs(if quick { 1 } else { 5 });
         Plan {
