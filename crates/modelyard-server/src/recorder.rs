@@ -13,12 +13,95 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use modelyard_store::{NewLlmCall, ProjectId, RecordedSession, Store};
+use modelyard_store::{NewLlmCall, NewLlmSession, ProjectId, RecordedSession, Store, UsageRow};
+use modelyard_upstream::openai::AnswerSummary;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::clock::now_ms;
 use crate::config::ContentPolicy;
+
+/// One finished LLM call, as every caller (gateway, turns, title,
+/// compaction) describes it; [`CallRecord::into_session`] turns it into the
+/// stored session with its one call.
+#[derive(Debug, Clone)]
+pub struct CallRecord {
+    /// Operation (`gateway`, `chat`, `title`, ...).
+    pub operation: String,
+    /// Conversation, for conversation operations.
+    pub conversation_id: Option<String>,
+    /// Turn, for turns.
+    pub turn_id: Option<String>,
+    /// Composite model id.
+    pub model_id: String,
+    /// Provider name.
+    pub provider: String,
+    /// Upstream model name.
+    pub upstream_model: String,
+    /// Whether the call streamed.
+    pub stream: bool,
+    /// The request body as sent upstream.
+    pub request_json: String,
+    /// What came back.
+    pub summary: AnswerSummary,
+    /// Send time, unix ms.
+    pub sent_at_ms: i64,
+    /// First output token, unix ms (streams only).
+    pub first_token_at_ms: Option<i64>,
+    /// End time, unix ms.
+    pub completed_at_ms: i64,
+    /// The upstream's HTTP status, if it answered.
+    pub http_status: Option<u16>,
+    /// The error, `None` for success.
+    pub error: Option<String>,
+}
+
+fn tokens(n: Option<u64>) -> Option<i64> {
+    n.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+impl CallRecord {
+    /// The session (new UUIDv7 id) holding this one call.
+    pub fn into_session(self) -> RecordedSession {
+        let session_id = uuid::Uuid::now_v7().to_string();
+        let usage = self.summary.usage;
+        RecordedSession {
+            session: NewLlmSession {
+                id: session_id.clone(),
+                operation: self.operation,
+                parent_session_id: None,
+                conversation_id: self.conversation_id,
+                turn_id: self.turn_id,
+                created_at_ms: self.sent_at_ms,
+            },
+            calls: vec![NewLlmCall {
+                id: uuid::Uuid::now_v7().to_string(),
+                session_id,
+                model_id: self.model_id,
+                provider: self.provider,
+                upstream_model: self.upstream_model,
+                stream: self.stream,
+                request_json: self.request_json,
+                response_text: self.summary.text,
+                reasoning_text: self.summary.reasoning,
+                tool_calls_json: self.summary.tool_calls.map(|v| v.to_string()),
+                finish_reason: self.summary.finish_reason,
+                usage: UsageRow {
+                    prompt_tokens: tokens(usage.prompt_tokens),
+                    completion_tokens: tokens(usage.completion_tokens),
+                    reasoning_tokens: tokens(usage.reasoning_tokens),
+                    cached_prompt_tokens: tokens(usage.cached_prompt_tokens),
+                    total_tokens: tokens(usage.total_tokens),
+                },
+                sent_at_ms: self.sent_at_ms,
+                first_token_at_ms: self.first_token_at_ms,
+                completed_at_ms: Some(self.completed_at_ms),
+                http_status: self.http_status.map(i32::from),
+                error: self.error,
+            }],
+        }
+    }
+}
 
 /// Queue capacity, in sessions.
 pub const QUEUE_CAPACITY: usize = 8_192;

@@ -31,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use modelyard_core::conversation::{ConversationRecord, EventPayload, MessageRecord, Part};
 use modelyard_core::turn_model::{resolve_turn_model, TurnModel};
-use modelyard_store::{LlmConfigRow, NewLlmCall, NewLlmSession, RecordedSession, UsageRow};
+use modelyard_store::LlmConfigRow;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -41,6 +41,7 @@ use crate::clock::now_ms;
 use crate::conversations::configs::TurnConfigs;
 use crate::conversations::engine::append_and_publish;
 use crate::error::Problem;
+use crate::recorder::CallRecord;
 use crate::registry::Target;
 
 /// How much of the conversation's text (the end of it) a title sees.
@@ -260,44 +261,26 @@ async fn complete(
         Ok(summary.text.clone().unwrap_or_default())
     }
     .await;
-    let session_id = new_id();
-    let tokens = |n: Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     let completed_at_ms = now_ms();
-    app.recorder.record(RecordedSession {
-        session: NewLlmSession {
-            id: session_id.clone(),
-            operation: operation.to_owned(),
-            parent_session_id: None,
-            conversation_id: Some(conversation_id.to_owned()),
-            turn_id: None,
-            created_at_ms: sent_at_ms,
-        },
-        calls: vec![NewLlmCall {
-            id: new_id(),
-            session_id: session_id.clone(),
-            model_id: model_id.clone(),
-            provider: target.provider.name().to_owned(),
-            upstream_model: target.resolution.model_id.model().to_owned(),
-            stream: false,
-            request_json,
-            response_text: summary.text.clone(),
-            reasoning_text: summary.reasoning.clone(),
-            tool_calls_json: summary.tool_calls.as_ref().map(Value::to_string),
-            finish_reason: summary.finish_reason.clone(),
-            usage: UsageRow {
-                prompt_tokens: tokens(summary.usage.prompt_tokens),
-                completion_tokens: tokens(summary.usage.completion_tokens),
-                reasoning_tokens: tokens(summary.usage.reasoning_tokens),
-                cached_prompt_tokens: tokens(summary.usage.cached_prompt_tokens),
-                total_tokens: tokens(summary.usage.total_tokens),
-            },
-            sent_at_ms,
-            first_token_at_ms: None,
-            completed_at_ms: Some(completed_at_ms),
-            http_status: status.map(i32::from),
-            error: outcome.as_ref().err().cloned(),
-        }],
-    });
+    let session = CallRecord {
+        operation: operation.to_owned(),
+        conversation_id: Some(conversation_id.to_owned()),
+        turn_id: None,
+        model_id: model_id.clone(),
+        provider: target.provider.name().to_owned(),
+        upstream_model: target.resolution.model_id.model().to_owned(),
+        stream: false,
+        request_json,
+        summary,
+        sent_at_ms,
+        first_token_at_ms: None,
+        completed_at_ms,
+        http_status: status,
+        error: outcome.as_ref().err().cloned(),
+    }
+    .into_session();
+    let session_id = session.session.id.clone();
+    app.recorder.record(session);
     match outcome {
         Ok(text) => Ok(Answer { text, session_id }),
         Err(error) => Err(Problem::bad_gateway(error).with("sessionId", session_id)),

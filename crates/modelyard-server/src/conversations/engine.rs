@@ -19,9 +19,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use modelyard_core::conversation::{EventPayload, Part, TokenUsage};
-use modelyard_store::{
-    LlmConfigRow, NewLlmCall, NewLlmSession, ProjectId, RecordedSession, Store, UsageRow,
-};
+use modelyard_store::{LlmConfigRow, ProjectId, Store};
 use modelyard_upstream::openai::{ChunkKind, StreamAccumulator};
 use modelyard_upstream::sse::SseDecoder;
 use serde_json::{json, Map, Value};
@@ -30,6 +28,7 @@ use super::bus::{BusMessage, EventBus};
 use super::live::LiveTurn;
 use crate::app::AppState;
 use crate::clock::now_ms;
+use crate::recorder::CallRecord;
 use crate::registry::Target;
 
 /// Longest interval between two checkpoints of a running turn's text.
@@ -284,43 +283,25 @@ pub async fn run_turn(job: TurnJob) {
         }
     }
 
-    let session_id = uuid::Uuid::now_v7().to_string();
-    let tokens = |n: Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
-    app.recorder.record(RecordedSession {
-        session: NewLlmSession {
-            id: session_id.clone(),
+    app.recorder.record(
+        CallRecord {
             operation,
-            parent_session_id: None,
             conversation_id: Some(conversation_id),
             turn_id: Some(turn_id),
-            created_at_ms: sent_at_ms,
-        },
-        calls: vec![NewLlmCall {
-            id: uuid::Uuid::now_v7().to_string(),
-            session_id,
             model_id,
             provider: target.provider.name().to_owned(),
             upstream_model: target.resolution.model_id.model().to_owned(),
             stream: true,
             request_json,
-            response_text: summary.text,
-            reasoning_text: summary.reasoning,
-            tool_calls_json: summary.tool_calls.map(|v| v.to_string()),
-            finish_reason: summary.finish_reason,
-            usage: UsageRow {
-                prompt_tokens: tokens(summary.usage.prompt_tokens),
-                completion_tokens: tokens(summary.usage.completion_tokens),
-                reasoning_tokens: tokens(summary.usage.reasoning_tokens),
-                cached_prompt_tokens: tokens(summary.usage.cached_prompt_tokens),
-                total_tokens: tokens(summary.usage.total_tokens),
-            },
+            summary,
             sent_at_ms,
             first_token_at_ms,
-            completed_at_ms: Some(now_ms()),
-            http_status: status.map(i32::from),
+            completed_at_ms: now_ms(),
+            http_status: status,
             error,
-        }],
-    });
+        }
+        .into_session(),
+    );
 }
 
 async fn stream_answer(

@@ -3,12 +3,11 @@
 //! one session with one call is handed to the recorder.
 
 use axum::body::Bytes;
-use modelyard_store::{NewLlmCall, NewLlmSession, RecordedSession, UsageRow};
 use modelyard_upstream::openai::AnswerSummary;
 
 use crate::app::AppState;
 use crate::clock::now_ms;
-use crate::recorder::Recorder;
+use crate::recorder::{CallRecord, Recorder};
 use crate::registry::Target;
 
 /// Message recorded when the client goes away before the answer ends.
@@ -81,10 +80,6 @@ impl Drop for CallDraft {
     }
 }
 
-fn tokens(n: Option<u64>) -> Option<i64> {
-    n.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
-}
-
 impl Draft {
     fn finish(
         self,
@@ -93,58 +88,27 @@ impl Draft {
         first_token_at_ms: Option<i64>,
         error: Option<String>,
     ) {
-        let recorder = self.recorder.clone();
         let completed_at_ms = now_ms();
+        let recorder = self.recorder.clone();
+        // Copying the request body happens in the writer task.
         recorder.record_with(move || {
-            self.build(status, summary, first_token_at_ms, error, completed_at_ms)
-        });
-    }
-
-    fn build(
-        self,
-        status: Option<u16>,
-        summary: AnswerSummary,
-        first_token_at_ms: Option<i64>,
-        error: Option<String>,
-        completed_at_ms: i64,
-    ) -> RecordedSession {
-        let session_id = uuid::Uuid::now_v7().to_string();
-        let usage = summary.usage;
-        let call = NewLlmCall {
-            id: uuid::Uuid::now_v7().to_string(),
-            session_id: session_id.clone(),
-            model_id: self.model_id,
-            provider: self.provider,
-            upstream_model: self.upstream_model,
-            stream: self.stream,
-            request_json: String::from_utf8_lossy(&self.request).into_owned(),
-            response_text: summary.text,
-            reasoning_text: summary.reasoning,
-            tool_calls_json: summary.tool_calls.map(|v| v.to_string()),
-            finish_reason: summary.finish_reason,
-            usage: UsageRow {
-                prompt_tokens: tokens(usage.prompt_tokens),
-                completion_tokens: tokens(usage.completion_tokens),
-                reasoning_tokens: tokens(usage.reasoning_tokens),
-                cached_prompt_tokens: tokens(usage.cached_prompt_tokens),
-                total_tokens: tokens(usage.total_tokens),
-            },
-            sent_at_ms: self.sent_at_ms,
-            first_token_at_ms,
-            completed_at_ms: Some(completed_at_ms),
-            http_status: status.map(i32::from),
-            error,
-        };
-        RecordedSession {
-            session: NewLlmSession {
-                id: session_id,
+            CallRecord {
                 operation: "gateway".to_owned(),
-                parent_session_id: None,
                 conversation_id: None,
                 turn_id: None,
-                created_at_ms: self.sent_at_ms,
-            },
-            calls: vec![call],
-        }
+                model_id: self.model_id,
+                provider: self.provider,
+                upstream_model: self.upstream_model,
+                stream: self.stream,
+                request_json: String::from_utf8_lossy(&self.request).into_owned(),
+                summary,
+                sent_at_ms: self.sent_at_ms,
+                first_token_at_ms,
+                completed_at_ms,
+                http_status: status,
+                error,
+            }
+            .into_session()
+        });
     }
 }
