@@ -64,6 +64,9 @@ pub enum TurnStatus {
     Cancelled,
     /// The server stopped while it ran (found at restart).
     Interrupted,
+    /// Waits for the results of client-side tool calls
+    /// (`POST .../turns/{id}/tool-results` resumes it).
+    RequiresAction,
 }
 
 impl TurnStatus {
@@ -75,6 +78,7 @@ impl TurnStatus {
             TurnStatus::Failed => "failed",
             TurnStatus::Cancelled => "cancelled",
             TurnStatus::Interrupted => "interrupted",
+            TurnStatus::RequiresAction => "requires_action",
         }
     }
 
@@ -86,6 +90,7 @@ impl TurnStatus {
             TurnStatus::Failed,
             TurnStatus::Cancelled,
             TurnStatus::Interrupted,
+            TurnStatus::RequiresAction,
         ]
         .into_iter()
         .find(|t| t.as_str() == s)
@@ -115,6 +120,30 @@ pub enum Part {
         /// Arguments as the model wrote them (JSON text).
         arguments: String,
     },
+    /// What a tool message answers (the message's content is the result).
+    #[serde(rename_all = "camelCase")]
+    ToolResult {
+        /// The call it answers.
+        tool_call_id: String,
+        /// Function name.
+        name: String,
+        /// Whether the result is an error the model sees.
+        #[serde(default)]
+        is_error: bool,
+    },
+}
+
+/// A pending client-side tool call of a turn in `requires_action`
+/// (OpenAI function-call shape).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolCallRef {
+    /// Call id.
+    pub id: String,
+    /// Function name.
+    pub name: String,
+    /// Arguments as the model wrote them (JSON text).
+    pub arguments: String,
 }
 
 /// Token usage as stored in events (all tokens; absent = not reported).
@@ -201,6 +230,9 @@ pub enum EventPayload {
         /// Reasoning effort setting.
         #[serde(default)]
         reasoning_effort: Option<String>,
+        /// Whether the advisor tool is offered in this conversation's turns.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        advisor: bool,
         /// Free-form metadata object.
         #[serde(default)]
         metadata: Value,
@@ -289,6 +321,9 @@ pub enum EventPayload {
             with = "double_option"
         )]
         reasoning_effort: Option<Option<String>>,
+        /// Whether the advisor tool is offered (absent: unchanged).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        advisor: Option<bool>,
     },
     /// A turn began.
     #[serde(rename = "turn.started", rename_all = "camelCase")]
@@ -304,6 +339,10 @@ pub enum EventPayload {
         /// The LLM config that supplied options, if any.
         #[serde(default)]
         llm_config_id: Option<String>,
+        /// Client-side tools offered to the model (OpenAI `tools` array);
+        /// calls to them end the turn in `requires_action`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_tools: Option<Value>,
     },
     /// The user's input for a turn.
     #[serde(rename = "message.user", rename_all = "camelCase")]
@@ -332,6 +371,46 @@ pub enum EventPayload {
         /// OpenAI finish reason.
         #[serde(default)]
         finish_reason: Option<String>,
+    },
+    /// A tool's result, answering one tool call of the turn's last
+    /// assistant message. For the advisor, `model_id` and `usage` are the
+    /// advisor model's: its tokens count in the turn's and conversation's
+    /// totals.
+    #[serde(rename = "message.tool", rename_all = "camelCase")]
+    ToolMessage {
+        /// Message id.
+        message_id: String,
+        /// Turn id.
+        turn_id: String,
+        /// The call it answers.
+        tool_call_id: String,
+        /// Function name.
+        name: String,
+        /// The result as the model receives it (text, often JSON).
+        content: String,
+        /// Whether the result reports an error.
+        #[serde(default)]
+        is_error: bool,
+        /// The model a server-side tool consulted, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model_id: Option<String>,
+        /// That model's usage.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<TokenUsage>,
+    },
+    /// The turn waits for the results of client-side tool calls.
+    #[serde(rename = "turn.requires_action", rename_all = "camelCase")]
+    TurnRequiresAction {
+        /// Turn id.
+        turn_id: String,
+        /// The calls to answer.
+        tool_calls: Vec<ToolCallRef>,
+    },
+    /// A `requires_action` turn runs again (its tool results follow).
+    #[serde(rename = "turn.resumed", rename_all = "camelCase")]
+    TurnResumed {
+        /// Turn id.
+        turn_id: String,
     },
     /// The turn ended with an answer.
     #[serde(rename = "turn.completed", rename_all = "camelCase")]
@@ -399,6 +478,9 @@ impl EventPayload {
             EventPayload::TurnStarted { .. } => "turn.started",
             EventPayload::UserMessage { .. } => "message.user",
             EventPayload::AssistantMessage { .. } => "message.assistant",
+            EventPayload::ToolMessage { .. } => "message.tool",
+            EventPayload::TurnRequiresAction { .. } => "turn.requires_action",
+            EventPayload::TurnResumed { .. } => "turn.resumed",
             EventPayload::TurnCompleted { .. } => "turn.completed",
             EventPayload::TurnFailed { .. } => "turn.failed",
             EventPayload::TurnCancelled { .. } => "turn.cancelled",
@@ -412,6 +494,9 @@ impl EventPayload {
             EventPayload::TurnStarted { turn_id, .. }
             | EventPayload::UserMessage { turn_id, .. }
             | EventPayload::AssistantMessage { turn_id, .. }
+            | EventPayload::ToolMessage { turn_id, .. }
+            | EventPayload::TurnRequiresAction { turn_id, .. }
+            | EventPayload::TurnResumed { turn_id }
             | EventPayload::TurnCompleted { turn_id }
             | EventPayload::TurnFailed { turn_id, .. }
             | EventPayload::TurnCancelled { turn_id }
@@ -451,6 +536,9 @@ pub struct ConversationRecord {
     pub cwd: Option<String>,
     /// Reasoning effort setting.
     pub reasoning_effort: Option<String>,
+    /// Whether the advisor tool is offered in turns.
+    #[serde(default)]
+    pub advisor: bool,
     /// Metadata object.
     pub metadata: Value,
     /// Default LLM config id.
@@ -522,13 +610,15 @@ pub struct MessageRecord {
     pub conversation_id: String,
     /// Turn id.
     pub turn_id: String,
-    /// `user` or `assistant`.
+    /// `user`, `assistant` or `tool`.
     pub role: String,
     /// User: the OpenAI content value. Assistant: the text (parts joined).
+    /// Tool: the result text.
     pub content: Value,
-    /// Assistant parts (empty for user messages).
+    /// Assistant parts; one `toolResult` part for tool messages; empty for
+    /// user messages.
     pub parts: Vec<Part>,
-    /// The model that produced it (assistant only).
+    /// The model that produced it (assistant; tool when a model was consulted).
     pub model_id: Option<String>,
     /// Usage (assistant only).
     pub usage: TokenUsage,
@@ -566,6 +656,9 @@ pub enum ApplyError {
     /// A turn event for a turn that is not running.
     #[error("turn {0} is not running")]
     TurnNotRunning(String),
+    /// `turn.resumed` for a turn that does not wait for tool results.
+    #[error("turn {0} is not waiting for tool results")]
+    TurnNotWaiting(String),
 }
 
 /// What applying one event changes; the store writes exactly these rows.
@@ -593,6 +686,7 @@ pub fn apply(
         model,
         cwd,
         reasoning_effort,
+        advisor,
         metadata,
         llm_id,
         llm_overrides,
@@ -614,6 +708,7 @@ pub fn apply(
             model: model.clone(),
             cwd: cwd.clone(),
             reasoning_effort: reasoning_effort.clone(),
+            advisor: *advisor,
             metadata: if metadata.is_null() {
                 Value::Object(Default::default())
             } else {
@@ -682,7 +777,11 @@ pub fn apply(
         EventPayload::SettingsChanged {
             cwd,
             reasoning_effort,
+            advisor,
         } => {
+            if let Some(advisor) = advisor {
+                c.advisor = *advisor;
+            }
             if let Some(cwd) = cwd {
                 c.cwd = cwd.clone();
             }
@@ -696,6 +795,7 @@ pub fn apply(
             model_id,
             resolved_from,
             llm_config_id,
+            ..
         } => {
             if let Some(running) = &c.running_turn_id {
                 return Err(ApplyError::TurnRunning {
@@ -772,11 +872,66 @@ pub fn apply(
             });
             changes.turn = Some(turn);
         }
+        EventPayload::ToolMessage {
+            message_id,
+            turn_id,
+            tool_call_id,
+            name,
+            content,
+            is_error,
+            model_id,
+            usage,
+        } => {
+            let mut turn = running(turn_id)?;
+            if let Some(usage) = usage {
+                turn.totals.add(usage);
+                c.totals.add(usage);
+            }
+            changes.message = Some(MessageRecord {
+                id: message_id.clone(),
+                conversation_id: c.id.clone(),
+                turn_id: turn_id.clone(),
+                role: "tool".into(),
+                content: Value::String(content.clone()),
+                parts: vec![Part::ToolResult {
+                    tool_call_id: tool_call_id.clone(),
+                    name: name.clone(),
+                    is_error: *is_error,
+                }],
+                model_id: model_id.clone(),
+                usage: usage.unwrap_or_default(),
+                finish_reason: None,
+                seq: event.seq,
+                created_at_ms: event.at_ms,
+            });
+            changes.turn = Some(turn);
+        }
+        EventPayload::TurnRequiresAction { turn_id, .. } => {
+            let mut turn = running(turn_id)?;
+            turn.status = TurnStatus::RequiresAction;
+            changes.turn = Some(turn);
+        }
+        EventPayload::TurnResumed { turn_id } => {
+            let mut turn = match running_turn {
+                Some(t) if &t.id == turn_id && t.status == TurnStatus::RequiresAction => t.clone(),
+                _ => return Err(ApplyError::TurnNotWaiting(turn_id.clone())),
+            };
+            turn.status = TurnStatus::Running;
+            changes.turn = Some(turn);
+        }
         EventPayload::TurnCompleted { turn_id }
         | EventPayload::TurnFailed { turn_id, .. }
         | EventPayload::TurnCancelled { turn_id }
         | EventPayload::TurnInterrupted { turn_id, .. } => {
-            let mut turn = running(turn_id)?;
+            let mut turn = match (&event.payload, running_turn) {
+                // A turn waiting for tool results can be cancelled too.
+                (EventPayload::TurnCancelled { .. }, Some(t))
+                    if &t.id == turn_id && t.status == TurnStatus::RequiresAction =>
+                {
+                    t.clone()
+                }
+                _ => running(turn_id)?,
+            };
             turn.status = match &event.payload {
                 EventPayload::TurnCompleted { .. } => TurnStatus::Completed,
                 EventPayload::TurnFailed { .. } => TurnStatus::Failed,

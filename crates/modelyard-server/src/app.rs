@@ -141,6 +141,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/conversations/{id}/turns/{turn_id}/cancel",
             post(conv::cancel_turn),
         )
+        .route(
+            "/v1/conversations/{id}/turns/{turn_id}/tool-results",
+            post(conv::tool_results),
+        )
         .route("/v1/conversations/{id}/events", get(conv::events))
         .route("/v1/conversations/{id}/title", post(api::operations::title))
         .route(
@@ -270,6 +274,10 @@ pub async fn start(
     let bus: Arc<dyn crate::conversations::bus::EventBus> =
         Arc::new(crate::conversations::bus::InProcessBus::default());
     crate::conversations::engine::recover_interrupted(&store, bus.as_ref()).await;
+    let live = crate::conversations::live::LiveTurns::new(
+        crate::conversations::live::DEFAULT_MAX_EVENTS,
+        config.turns.tool_output_buffer_bytes,
+    );
     let state = AppState(Arc::new(AppInner {
         config,
         registry,
@@ -277,9 +285,7 @@ pub async fn start(
         store: store.clone(),
         project,
         bus,
-        live: crate::conversations::live::LiveTurns::new(
-            crate::conversations::live::DEFAULT_MAX_EVENTS,
-        ),
+        live,
     }));
     let live_state = state.clone();
     let stopping_state = state.clone();

@@ -41,6 +41,38 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// `[defaults]`.
     pub defaults: DefaultsConfig,
+    /// `[turns]`.
+    pub turns: TurnsConfig,
+}
+
+/// `[turns]`: tools in conversation turns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TurnsConfig {
+    /// Most model calls in one turn while the model keeps calling tools
+    /// (`max_tool_steps`, default 8, 1..=64); the turn fails past it.
+    pub max_tool_steps: u32,
+    /// Advisor consultations allowed per turn (`advisor_max_uses`, default
+    /// 3, 0..=32); a call beyond it gets a tool error result.
+    pub advisor_max_uses: u32,
+    /// `max_tokens` of an advisor call whose LLM config sets none
+    /// (`advisor_max_tokens`, default 1024).
+    pub advisor_max_tokens: u32,
+    /// Bytes of streamed text one tool call keeps in the turn's transient
+    /// buffer for reconnecting clients (`tool_output_buffer_bytes`, default
+    /// 64 KiB, at least 1024); older text is replaced by a marker counting
+    /// the omitted bytes. The tool's persisted result always has all of it.
+    pub tool_output_buffer_bytes: usize,
+}
+
+impl Default for TurnsConfig {
+    fn default() -> Self {
+        Self {
+            max_tool_steps: 8,
+            advisor_max_uses: 3,
+            advisor_max_tokens: 1024,
+            tool_output_buffer_bytes: 64 * 1024,
+        }
+    }
 }
 
 /// `[server]`.
@@ -216,6 +248,17 @@ struct RawConfig {
     providers: Vec<RawProvider>,
     #[serde(default)]
     defaults: RawDefaults,
+    #[serde(default)]
+    turns: RawTurns,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTurns {
+    max_tool_steps: Option<i64>,
+    advisor_max_uses: Option<i64>,
+    advisor_max_tokens: Option<i64>,
+    tool_output_buffer_bytes: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -799,6 +842,38 @@ fn validate(
         ));
     }
 
+    let defaults = TurnsConfig::default();
+    let in_range = |field: &str, value: Option<i64>, min: i64, max: i64, default: i64| {
+        let v = value.unwrap_or(default);
+        if (min..=max).contains(&v) {
+            Ok(v)
+        } else {
+            Err(err(
+                format!("turns.{field}"),
+                format!("must be between {min} and {max}, got {v}"),
+            ))
+        }
+    };
+    let turns = TurnsConfig {
+        max_tool_steps: in_range("max_tool_steps", raw.turns.max_tool_steps, 1, 64, 8)? as u32,
+        advisor_max_uses: in_range("advisor_max_uses", raw.turns.advisor_max_uses, 0, 32, 3)?
+            as u32,
+        advisor_max_tokens: in_range(
+            "advisor_max_tokens",
+            raw.turns.advisor_max_tokens,
+            1,
+            1_000_000,
+            1024,
+        )? as u32,
+        tool_output_buffer_bytes: in_range(
+            "tool_output_buffer_bytes",
+            raw.turns.tool_output_buffer_bytes,
+            1024,
+            64 * 1024 * 1024,
+            defaults.tool_output_buffer_bytes as i64,
+        )? as usize,
+    };
+
     Ok(Config {
         source: path.map(Path::to_owned),
         server: ServerConfig {
@@ -818,6 +893,7 @@ fn validate(
             provider: raw.defaults.provider,
             presets,
         },
+        turns,
     })
 }
 

@@ -64,41 +64,48 @@ impl CallRecord {
     /// The session (new UUIDv7 id) holding this one call.
     pub fn into_session(self) -> RecordedSession {
         let session_id = uuid::Uuid::now_v7().to_string();
-        let usage = self.summary.usage;
+        let session = NewLlmSession {
+            id: session_id.clone(),
+            operation: self.operation.clone(),
+            parent_session_id: None,
+            conversation_id: self.conversation_id.clone(),
+            turn_id: self.turn_id.clone(),
+            created_at_ms: self.sent_at_ms,
+        };
         RecordedSession {
-            session: NewLlmSession {
-                id: session_id.clone(),
-                operation: self.operation,
-                parent_session_id: None,
-                conversation_id: self.conversation_id,
-                turn_id: self.turn_id,
-                created_at_ms: self.sent_at_ms,
+            session,
+            calls: vec![self.into_call(&session_id)],
+        }
+    }
+
+    /// The call row (new UUIDv7 id) in session `session_id`; the session's
+    /// own fields (operation, conversation, turn) are the caller's.
+    pub fn into_call(self, session_id: &str) -> NewLlmCall {
+        let usage = self.summary.usage;
+        NewLlmCall {
+            id: uuid::Uuid::now_v7().to_string(),
+            session_id: session_id.to_owned(),
+            model_id: self.model_id,
+            provider: self.provider,
+            upstream_model: self.upstream_model,
+            stream: self.stream,
+            request_json: self.request_json,
+            response_text: self.summary.text,
+            reasoning_text: self.summary.reasoning,
+            tool_calls_json: self.summary.tool_calls.map(|v| v.to_string()),
+            finish_reason: self.summary.finish_reason,
+            usage: UsageRow {
+                prompt_tokens: tokens(usage.prompt_tokens),
+                completion_tokens: tokens(usage.completion_tokens),
+                reasoning_tokens: tokens(usage.reasoning_tokens),
+                cached_prompt_tokens: tokens(usage.cached_prompt_tokens),
+                total_tokens: tokens(usage.total_tokens),
             },
-            calls: vec![NewLlmCall {
-                id: uuid::Uuid::now_v7().to_string(),
-                session_id,
-                model_id: self.model_id,
-                provider: self.provider,
-                upstream_model: self.upstream_model,
-                stream: self.stream,
-                request_json: self.request_json,
-                response_text: self.summary.text,
-                reasoning_text: self.summary.reasoning,
-                tool_calls_json: self.summary.tool_calls.map(|v| v.to_string()),
-                finish_reason: self.summary.finish_reason,
-                usage: UsageRow {
-                    prompt_tokens: tokens(usage.prompt_tokens),
-                    completion_tokens: tokens(usage.completion_tokens),
-                    reasoning_tokens: tokens(usage.reasoning_tokens),
-                    cached_prompt_tokens: tokens(usage.cached_prompt_tokens),
-                    total_tokens: tokens(usage.total_tokens),
-                },
-                sent_at_ms: self.sent_at_ms,
-                first_token_at_ms: self.first_token_at_ms,
-                completed_at_ms: Some(self.completed_at_ms),
-                http_status: self.http_status.map(i32::from),
-                error: self.error,
-            }],
+            sent_at_ms: self.sent_at_ms,
+            first_token_at_ms: self.first_token_at_ms,
+            completed_at_ms: Some(self.completed_at_ms),
+            http_status: self.http_status.map(i32::from),
+            error: self.error,
         }
     }
 }

@@ -1363,9 +1363,11 @@ async fn conversation_crud_settings_paging_and_subtasks() {
 
     // Settings.
     let settings = format!("{path}/settings");
+    let s = get(&server, &settings).await;
     assert_eq!(
-        get(&server, &settings).await,
-        json!({"conversationId": id, "cwd": "/srv", "reasoningEffort": "low"})
+        (&s["conversationId"], &s["cwd"], &s["reasoningEffort"], &s["advisor"]),
+        (&json!(id), &json!("/srv"), &json!("low"), &json!(false)),
+        "{s}"
     );
     let (status, s) = send(
         &server,
@@ -1376,8 +1378,9 @@ async fn conversation_crud_settings_paging_and_subtasks() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(
-        s,
-        json!({"conversationId": id, "cwd": "/work/x", "reasoningEffort": "high"})
+        (&s["conversationId"], &s["cwd"], &s["reasoningEffort"]),
+        (&json!(id), &json!("/work/x"), &json!("high")),
+        "{s}"
     );
     for bad in [
         json!({"reasoningEffort": "extreme"}),

@@ -74,7 +74,7 @@ macro_rules! conversation_columns {
         "id, parent_id, title, model, cwd, reasoning_effort, metadata_json, latest_model_id, \
          input_tokens, output_tokens, reasoning_tokens, cached_input_tokens, total_tokens, \
          running_turn_id, deleted, last_seq, created_at_ms, updated_at_ms, llm_id, \
-         llm_overrides_json, compacted_through_seq, summary"
+         llm_overrides_json, compacted_through_seq, summary, advisor"
     };
 }
 
@@ -118,7 +118,7 @@ const INSERT_CONVERSATION: &str = concat!(
     "INSERT INTO conversations (project_id, ",
     conversation_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-     $18, $19, $20, $21, $22, $23)"
+     $18, $19, $20, $21, $22, $23, $24)"
 );
 
 const UPDATE_CONVERSATION: &str = "UPDATE conversations SET parent_id = $3, title = $4, \
@@ -126,7 +126,7 @@ const UPDATE_CONVERSATION: &str = "UPDATE conversations SET parent_id = $3, titl
      input_tokens = $10, output_tokens = $11, reasoning_tokens = $12, \
      cached_input_tokens = $13, total_tokens = $14, running_turn_id = $15, deleted = $16, \
      last_seq = $17, created_at_ms = $18, updated_at_ms = $19, llm_id = $20, \
-     llm_overrides_json = $21, compacted_through_seq = $22, summary = $23 \
+     llm_overrides_json = $21, compacted_through_seq = $22, summary = $23, advisor = $24 \
      WHERE project_id = $1 AND id = $2";
 
 const INSERT_EVENT: &str = "INSERT INTO conversation_events \
@@ -281,6 +281,7 @@ struct ConversationRow {
     llm_overrides_json: String,
     compacted_through_seq: Option<i64>,
     summary: Option<String>,
+    advisor: bool,
 }
 
 impl ConversationRow {
@@ -304,6 +305,7 @@ impl ConversationRow {
             llm_overrides_json: to_json(&c.llm_overrides, "conversation LLM overrides")?,
             compacted_through_seq: c.compacted_through_seq,
             summary: c.summary.clone(),
+            advisor: c.advisor,
         })
     }
 
@@ -327,6 +329,7 @@ impl ConversationRow {
             llm_overrides: serde_json::from_str(&self.llm_overrides_json)?,
             compacted_through_seq: self.compacted_through_seq,
             summary: self.summary,
+            advisor: self.advisor,
         })
     }
 }
@@ -359,6 +362,7 @@ macro_rules! bind_conversation {
             .bind(&$row.llm_overrides_json)
             .bind($row.compacted_through_seq)
             .bind(&$row.summary)
+            .bind($row.advisor)
     };
 }
 

@@ -23,6 +23,7 @@ fn new_id() -> String {
 
 fn created(title: &str) -> EventPayload {
     EventPayload::ConversationCreated {
+        advisor: false,
         title: Some(title.to_owned()),
         parent_id: None,
         model: None,
@@ -36,6 +37,7 @@ fn created(title: &str) -> EventPayload {
 
 fn created_child(parent_id: &str) -> EventPayload {
     EventPayload::ConversationCreated {
+        advisor: false,
         title: None,
         parent_id: Some(parent_id.to_owned()),
         model: Some("openai/gpt-4o".to_owned()),
@@ -56,6 +58,7 @@ fn updated(title: &str) -> EventPayload {
 
 fn turn_started(turn_id: &str) -> EventPayload {
     EventPayload::TurnStarted {
+        client_tools: None,
         turn_id: turn_id.to_owned(),
         operation: "chat".to_owned(),
         model_id: "local/llama".to_owned(),
@@ -99,6 +102,7 @@ fn scripted_batches() -> Vec<(i64, Vec<EventPayload>)> {
         (
             1_000,
             vec![EventPayload::ConversationCreated {
+                advisor: false,
                 title: Some("Grüß dich 🌍".to_owned()),
                 parent_id: None,
                 model: Some("openai/gpt-4o".to_owned()),
@@ -121,6 +125,7 @@ fn scripted_batches() -> Vec<(i64, Vec<EventPayload>)> {
             1_002,
             vec![
                 EventPayload::TurnStarted {
+                    client_tools: None,
                     turn_id: t1.clone(),
                     operation: "chat".to_owned(),
                     model_id: "local/llama".to_owned(),
@@ -167,6 +172,7 @@ fn scripted_batches() -> Vec<(i64, Vec<EventPayload>)> {
             1_005,
             vec![
                 EventPayload::TurnStarted {
+                    client_tools: None,
                     turn_id: t2.clone(),
                     operation: "chat".to_owned(),
                     model_id: "openai/gpt-4o".to_owned(),
@@ -207,6 +213,7 @@ fn scripted_batches() -> Vec<(i64, Vec<EventPayload>)> {
         (
             1_008,
             vec![EventPayload::SettingsChanged {
+                advisor: None,
                 cwd: Some(None),
                 reasoning_effort: Some(Some("high".to_owned())),
             }],
@@ -400,6 +407,7 @@ async fn payloads_are_stored_as_json_with_the_dotted_type() {
                     created("t"),
                     turn_started(&turn),
                     EventPayload::SettingsChanged {
+                        advisor: None,
                         cwd: Some(None),
                         reasoning_effort: None,
                     },

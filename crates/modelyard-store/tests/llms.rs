@@ -45,6 +45,7 @@ async fn create_conversation(
             project,
             &id,
             &[EventPayload::ConversationCreated {
+                advisor: false,
                 title: None,
                 parent_id: None,
                 model: None,

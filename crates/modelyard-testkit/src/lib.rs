@@ -63,6 +63,11 @@
 //!
 //! The `model` field is split at the first `:`; the part before selects the behaviour, the part
 //! after is its parameter (`<ms>` defaults to 100 when missing or unparseable; `<code>` to 500).
+//! For `tool-call` the parameter is `<name>`, optionally followed by `*<n>` (`n >= 1`; missing,
+//! `0` or unparseable means 1) and/or `@<ms>`; `<name>` is everything before the first `*` or
+//! `@` (`tool` when empty). Examples: `tool-call:advisor`, `tool-call:advisor*3`,
+//! `tool-call:get_weather*2@50`. The arguments are serialised with `serde_json` (compact, so
+//! escaped), e.g. `{"question":"hello there world"}`.
 //!
 //! | `model`            | `"stream": true` | non-stream |
 //! |--------------------|------------------|------------|
@@ -77,6 +82,7 @@
 //! | `tools`            | role chunk (`content:null`), `delta.tool_calls` pieces (id+type+name with `""` arguments, then `{"city": ` and `"Paris"}`), finish `tool_calls`, usage chunk if `include_usage`, `[DONE]` | `message.tool_calls=[{"id":"call_mock_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\": \"Paris\"}"}}]`, `content:null`, finish `tool_calls` |
 //! | `reasoning`        | normal, with two `delta.reasoning_content` chunks (`thinking`, `...`) before the content | normal plus `message.reasoning_content:"thinking..."` |
 //! | `hang`             | never responds (sleeps an hour); counts in [`MockUpstream::cancelled_requests`] when dropped | same |
+//! | `tool-call:<name>[*<n>][@<ms>]` | while fewer than `<n>` (default 1) `tool` messages follow the last `user` message: role chunk (`content:null`), a `delta.tool_calls` chunk with `id` `call_mock_<k>` (`<k>` = that count + 1), `type:"function"`, `function:{"name":<name>,"arguments":""}`, then the arguments `{"question":<last user text>}` in two pieces (first/second half by chars), finish `tool_calls`, usage chunk if `include_usage`, `[DONE]`; otherwise a normal stream of `"tool said: "` + the content of the last `tool` message. With `@<ms>`, sleeps `<ms>` between every two SSE events (either way) | the same tool call as `message.tool_calls=[{"id":"call_mock_<k>","type":"function","function":{"name":<name>,"arguments":"{\"question\":…}"}}]`, `content:null`, finish `tool_calls`; otherwise a normal completion with content `"tool said: <tool content>"`. Never delayed |
 //!
 //! **Normal completion**: content is `"echo: "` + the text of the last `user` message (string
 //! content, or its `text` parts concatenated). The response `model` is always
@@ -86,8 +92,8 @@
 //! `usage` = `{prompt_tokens, completion_tokens, total_tokens,
 //! prompt_tokens_details:{cached_tokens:0}, completion_tokens_details:{reasoning_tokens}}` where
 //! `prompt_tokens` is the number of whitespace-separated words across all message contents and
-//! `completion_tokens` the number of words of the content (`tools`: words of the arguments;
-//! `reasoning`: content words + 2, with `reasoning_tokens: 2`).
+//! `completion_tokens` the number of words of the content (`tools` and a `tool-call` that calls:
+//! words of the arguments; `reasoning`: content words + 2, with `reasoning_tokens: 2`).
 //!
 //! **Normal stream**: `text/event-stream`, every event exactly `data: <json>\n\n`: a
 //! `chat.completion.chunk` with `delta {"role":"assistant","content":""}`, one chunk per
@@ -932,7 +938,7 @@ fn error_response(status: StatusCode, message: &str, kind: &str, code: Value) ->
 // ---------------------------------------------------------------------------------------------
 // Chat completions
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Behaviour {
     Normal,
     Slow(Duration),
@@ -945,6 +951,13 @@ enum Behaviour {
     Tools,
     Reasoning,
     Hang,
+    /// `tool-call:<name>[*<times>][@<ms>]`: calls `name` until `times` tool results follow the
+    /// last user message, then answers with the last tool result.
+    ToolCall {
+        name: String,
+        times: usize,
+        delay: Option<Duration>,
+    },
 }
 
 impl Behaviour {
@@ -971,9 +984,66 @@ impl Behaviour {
             "tools" => Behaviour::Tools,
             "reasoning" => Behaviour::Reasoning,
             "hang" => Behaviour::Hang,
+            "tool-call" => Behaviour::parse_tool_call(param.unwrap_or("")),
             _ => Behaviour::Normal,
         }
     }
+
+    /// `<name>[*<times>][@<ms>]` (the `*` and `@` parts in either order).
+    fn parse_tool_call(param: &str) -> Behaviour {
+        let name_end = param.find(['*', '@']).unwrap_or(param.len());
+        let name = match param[..name_end].trim() {
+            "" => "tool",
+            n => n,
+        };
+        // The text after `marker` up to the next `*`/`@` (or the end).
+        let part = |marker: char| {
+            param[name_end..].find(marker).map(|i| {
+                let rest = &param[name_end + i + 1..];
+                rest[..rest.find(['*', '@']).unwrap_or(rest.len())].trim()
+            })
+        };
+        let times = part('*')
+            .and_then(|t| t.parse::<usize>().ok())
+            .filter(|&n| n >= 1)
+            .unwrap_or(1);
+        let delay = part('@').map(|ms| Duration::from_millis(ms.parse().unwrap_or(DEFAULT_MS)));
+        Behaviour::ToolCall {
+            name: name.to_owned(),
+            times,
+            delay,
+        }
+    }
+}
+
+/// The one tool call a `tool-call` behaviour answers with.
+struct ToolCallOut {
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+/// What a `tool-call:<name>*<times>` request gets: `Ok(call)` while fewer than `times` `tool`
+/// messages follow the last `user` message, else `Err(answer content)`.
+fn tool_call_turn(name: &str, times: usize, messages: &[Value]) -> Result<ToolCallOut, String> {
+    let is = |m: &Value, r: &str| m.get("role").and_then(Value::as_str) == Some(r);
+    let last_user = messages.iter().rposition(|m| is(m, "user"));
+    let after = last_user.map_or(messages, |i| &messages[i + 1..]);
+    let results = after.iter().filter(|m| is(m, "tool")).count();
+    if results < times {
+        let question = content_text(last_user.and_then(|i| messages[i].get("content")));
+        let arguments = serde_json::to_string(&json!({ "question": question })).unwrap();
+        return Ok(ToolCallOut {
+            id: format!("call_mock_{}", results + 1),
+            name: name.to_owned(),
+            arguments,
+        });
+    }
+    let last_tool = messages.iter().rev().find(|m| is(m, "tool"));
+    Err(format!(
+        "tool said: {}",
+        content_text(last_tool.and_then(|m| m.get("content")))
+    ))
 }
 
 /// Text of a message `content`: a string, or the `text` parts of an array concatenated.
@@ -1038,12 +1108,12 @@ async fn chat(body: Bytes, in_flight: InFlight) -> Response {
         .and_then(Value::as_bool)
         == Some(true);
 
-    match behaviour {
+    match &behaviour {
         Behaviour::Hang => tokio::time::sleep(Duration::from_secs(3600)).await,
-        Behaviour::SlowFirst(d) => tokio::time::sleep(d).await,
-        Behaviour::Slow(d) | Behaviour::Stall(d) if !stream => tokio::time::sleep(d).await,
+        Behaviour::SlowFirst(d) => tokio::time::sleep(*d).await,
+        Behaviour::Slow(d) | Behaviour::Stall(d) if !stream => tokio::time::sleep(*d).await,
         Behaviour::Status(code) => {
-            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut resp = error_response(
                 status,
                 &format!("mock upstream status {}", status.as_u16()),
@@ -1065,18 +1135,30 @@ async fn chat(body: Bytes, in_flight: InFlight) -> Response {
             .rev()
             .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
     });
-    let content = format!(
+    let mut content = format!(
         "echo: {}",
         content_text(last_user.and_then(|m| m.get("content")))
     );
+    let mut tool_call = None;
+    if let Behaviour::ToolCall { name, times, .. } = &behaviour {
+        match tool_call_turn(name, *times, messages.map_or(&[], Vec::as_slice)) {
+            Ok(call) => tool_call = Some(call),
+            Err(answer) => content = answer,
+        }
+    }
     let prompt = messages.map_or(0, |m| m.iter().map(|m| count_words(m.get("content"))).sum());
-    let usage = match behaviour {
-        Behaviour::Tools => Usage {
+    let usage = match (&behaviour, &tool_call) {
+        (_, Some(call)) => Usage {
+            prompt,
+            completion: call.arguments.split_whitespace().count(),
+            reasoning: 0,
+        },
+        (Behaviour::Tools, None) => Usage {
             prompt,
             completion: TOOL_ARGUMENTS.split_whitespace().count(),
             reasoning: 0,
         },
-        Behaviour::Reasoning => Usage {
+        (Behaviour::Reasoning, None) => Usage {
             prompt,
             completion: content.split_whitespace().count() + 2,
             reasoning: 2,
@@ -1089,38 +1171,65 @@ async fn chat(body: Bytes, in_flight: InFlight) -> Response {
     };
 
     if stream {
-        stream_response(behaviour, &content, &usage, include_usage, in_flight)
+        stream_response(
+            &behaviour,
+            &content,
+            tool_call.as_ref(),
+            &usage,
+            include_usage,
+            in_flight,
+        )
     } else {
         drop(in_flight);
-        complete_response(behaviour, content, &usage)
+        complete_response(&behaviour, content, tool_call.as_ref(), &usage)
     }
 }
 
-fn complete_response(behaviour: Behaviour, content: String, usage: &Usage) -> Response {
-    let (message, finish) = match behaviour {
-        Behaviour::Malformed => {
-            return json_response(StatusCode::OK, Bytes::from_static(b"{this is not json"))
-        }
-        Behaviour::InbandError => {
-            return json_response(StatusCode::OK, Bytes::from_static(INBAND_ERROR.as_bytes()))
-        }
-        Behaviour::Tools => (
+fn complete_response(
+    behaviour: &Behaviour,
+    content: String,
+    tool_call: Option<&ToolCallOut>,
+    usage: &Usage,
+) -> Response {
+    let (message, finish) = if let Some(call) = tool_call {
+        (
             json!({
                 "role": "assistant",
                 "content": null,
                 "tool_calls": [{
-                    "id": "call_mock_1",
+                    "id": call.id,
                     "type": "function",
-                    "function": {"name": "get_weather", "arguments": TOOL_ARGUMENTS},
+                    "function": {"name": call.name, "arguments": call.arguments},
                 }],
             }),
             "tool_calls",
-        ),
-        Behaviour::Reasoning => (
-            json!({"role": "assistant", "content": content, "reasoning_content": "thinking..."}),
-            "stop",
-        ),
-        _ => (json!({"role": "assistant", "content": content}), "stop"),
+        )
+    } else {
+        match behaviour {
+            Behaviour::Malformed => {
+                return json_response(StatusCode::OK, Bytes::from_static(b"{this is not json"))
+            }
+            Behaviour::InbandError => {
+                return json_response(StatusCode::OK, Bytes::from_static(INBAND_ERROR.as_bytes()))
+            }
+            Behaviour::Tools => (
+                json!({
+                    "role": "assistant",
+                    "content": null,
+                    "tool_calls": [{
+                        "id": "call_mock_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": TOOL_ARGUMENTS},
+                    }],
+                }),
+                "tool_calls",
+            ),
+            Behaviour::Reasoning => (
+                json!({"role": "assistant", "content": content, "reasoning_content": "thinking..."}),
+                "stop",
+            ),
+            _ => (json!({"role": "assistant", "content": content}), "stop"),
+        }
     };
     let body = json!({
         "id": "chatcmpl-mock",
@@ -1133,7 +1242,7 @@ fn complete_response(behaviour: Behaviour, content: String, usage: &Usage) -> Re
         "x_mock_extra": {"kept": true},
     });
     let bytes = Bytes::from(serde_json::to_vec(&body).unwrap());
-    if behaviour == Behaviour::Drop {
+    if *behaviour == Behaviour::Drop {
         // Headers and the first half of the JSON, then abort the connection.
         let half = bytes.slice(..bytes.len() / 2);
         let steps = vec![Step::Data(half), Step::Flush, Step::Fail];
@@ -1197,8 +1306,9 @@ fn content_delta(key: &str, text: &str) -> String {
 }
 
 fn stream_response(
-    behaviour: Behaviour,
+    behaviour: &Behaviour,
     content: &str,
+    tool_call: Option<&ToolCallOut>,
     usage: &Usage,
     include_usage: bool,
     in_flight: InFlight,
@@ -1219,46 +1329,69 @@ fn stream_response(
     };
     let mut events: Vec<Bytes> = Vec::new();
     let mut tail_fail = false;
-    match behaviour {
-        Behaviour::Drop => {
-            events.push(chunk_event(role, None));
-            events.extend(word_events().into_iter().take(1));
-            tail_fail = true;
+    if let Some(call) = tool_call {
+        events.push(chunk_event(r#"{"role":"assistant","content":null}"#, None));
+        let head = json!({"tool_calls": [{
+            "index": 0,
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }]});
+        events.push(chunk_event(&head.to_string(), None));
+        let half = call.arguments.chars().count() / 2;
+        let split = call
+            .arguments
+            .char_indices()
+            .nth(half)
+            .map_or(call.arguments.len(), |(i, _)| i);
+        let (first, second) = call.arguments.split_at(split);
+        for piece in [first, second] {
+            let delta = json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]});
+            events.push(chunk_event(&delta.to_string(), None));
         }
-        Behaviour::Malformed => {
-            events.push(chunk_event(role, None));
-            events.push(Bytes::from_static(b"data: {this is not json\n\n"));
-            events.push(Bytes::from_static(DONE_EVENT.as_bytes()));
-        }
-        Behaviour::InbandError => {
-            events.push(chunk_event(role, None));
-            events.extend(word_events().into_iter().take(1));
-            events.push(Bytes::from(format!("data: {INBAND_ERROR}\n\n")));
-        }
-        Behaviour::Tools => {
-            events.push(chunk_event(r#"{"role":"assistant","content":null}"#, None));
-            events.push(chunk_event(
+        events.push(chunk_event("{}", Some("tool_calls")));
+    } else {
+        match behaviour {
+            Behaviour::Drop => {
+                events.push(chunk_event(role, None));
+                events.extend(word_events().into_iter().take(1));
+                tail_fail = true;
+            }
+            Behaviour::Malformed => {
+                events.push(chunk_event(role, None));
+                events.push(Bytes::from_static(b"data: {this is not json\n\n"));
+                events.push(Bytes::from_static(DONE_EVENT.as_bytes()));
+            }
+            Behaviour::InbandError => {
+                events.push(chunk_event(role, None));
+                events.extend(word_events().into_iter().take(1));
+                events.push(Bytes::from(format!("data: {INBAND_ERROR}\n\n")));
+            }
+            Behaviour::Tools => {
+                events.push(chunk_event(r#"{"role":"assistant","content":null}"#, None));
+                events.push(chunk_event(
                 r#"{"tool_calls":[{"index":0,"id":"call_mock_1","type":"function","function":{"name":"get_weather","arguments":""}}]}"#,
                 None,
             ));
-            events.push(chunk_event(
-                r#"{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\": "}}]}"#,
-                None,
-            ));
-            events.push(chunk_event(
-                r#"{"tool_calls":[{"index":0,"function":{"arguments":"\"Paris\"}"}}]}"#,
-                None,
-            ));
-            events.push(chunk_event("{}", Some("tool_calls")));
-        }
-        _ => {
-            events.push(chunk_event(role, None));
-            if behaviour == Behaviour::Reasoning {
-                events.push(chunk_event(r#"{"reasoning_content":"thinking"}"#, None));
-                events.push(chunk_event(r#"{"reasoning_content":"..."}"#, None));
+                events.push(chunk_event(
+                    r#"{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\": "}}]}"#,
+                    None,
+                ));
+                events.push(chunk_event(
+                    r#"{"tool_calls":[{"index":0,"function":{"arguments":"\"Paris\"}"}}]}"#,
+                    None,
+                ));
+                events.push(chunk_event("{}", Some("tool_calls")));
             }
-            events.extend(word_events());
-            events.push(chunk_event("{}", Some("stop")));
+            _ => {
+                events.push(chunk_event(role, None));
+                if *behaviour == Behaviour::Reasoning {
+                    events.push(chunk_event(r#"{"reasoning_content":"thinking"}"#, None));
+                    events.push(chunk_event(r#"{"reasoning_content":"..."}"#, None));
+                }
+                events.extend(word_events());
+                events.push(chunk_event("{}", Some("stop")));
+            }
         }
     }
     if !matches!(
@@ -1274,8 +1407,10 @@ fn stream_response(
     let mut steps = Vec::with_capacity(events.len() * 2 + 2);
     for (i, ev) in events.into_iter().enumerate() {
         match behaviour {
-            Behaviour::Slow(d) if i > 0 => steps.push(Step::Sleep(d)),
-            Behaviour::Stall(d) if i == 2 => steps.push(Step::Sleep(d)),
+            Behaviour::Slow(d) | Behaviour::ToolCall { delay: Some(d), .. } if i > 0 => {
+                steps.push(Step::Sleep(*d))
+            }
+            Behaviour::Stall(d) if i == 2 => steps.push(Step::Sleep(*d)),
             _ => {}
         }
         steps.push(Step::Data(ev));
@@ -1352,4 +1487,299 @@ fn step_body(steps: Vec<Step>, in_flight: Option<InFlight>) -> Body {
         }
     });
     Body::from_stream(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// POSTs `body` to `/v1/chat/completions` (`Connection: close`) and returns the status and
+    /// the de-chunked body.
+    async fn post_chat(mock: &MockUpstream, body: &Value) -> (u16, String) {
+        let body = body.to_string();
+        let mut s = tokio::net::TcpStream::connect(mock.addr()).await.unwrap();
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            mock.addr(),
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        let raw = String::from_utf8(raw).unwrap();
+        let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
+        if !chunked {
+            return (status, rest.to_owned());
+        }
+        let mut out = String::new();
+        let mut rest = rest;
+        loop {
+            let (size, after) = rest.split_once("\r\n").unwrap();
+            let size = usize::from_str_radix(size.trim(), 16).unwrap();
+            if size == 0 {
+                return (status, out);
+            }
+            out.push_str(&after[..size]);
+            rest = &after[size + 2..];
+        }
+    }
+
+    fn request(model: &str, messages: Value, stream: bool) -> Value {
+        let mut v = json!({"model": model, "messages": messages});
+        if stream {
+            v["stream"] = json!(true);
+            v["stream_options"] = json!({"include_usage": true});
+        }
+        v
+    }
+
+    /// The chunks of an SSE body (must end with `[DONE]`).
+    fn sse_chunks(body: &str) -> Vec<Value> {
+        let data: Vec<&str> = body
+            .split_terminator("\n\n")
+            .map(|ev| ev.strip_prefix("data: ").unwrap())
+            .collect();
+        assert_eq!(data.last(), Some(&"[DONE]"), "{body}");
+        data[..data.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
+    /// Asserts a non-stream tool call.
+    fn assert_tool_call(v: &Value, id: &str, name: &str, arguments: &str) {
+        assert_eq!(
+            v["choices"][0]["message"],
+            json!({
+                "role": "assistant",
+                "content": null,
+                "tool_calls": [{
+                    "id": id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments},
+                }],
+            })
+        );
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(
+            v["usage"]["completion_tokens"],
+            arguments.split_whitespace().count()
+        );
+    }
+
+    /// Asserts a streamed tool call (framing as `tools`), with usage.
+    fn assert_streamed_tool_call(chunks: &[Value], id: &str, name: &str, arguments: &str) {
+        // role, head, two argument pieces, finish, usage
+        assert_eq!(chunks.len(), 6, "{chunks:?}");
+        let delta = |i: usize| &chunks[i]["choices"][0]["delta"];
+        assert_eq!(*delta(0), json!({"role": "assistant", "content": null}));
+        assert_eq!(
+            *delta(1),
+            json!({"tool_calls": [{
+                "index": 0,
+                "id": id,
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }]})
+        );
+        let pieces: Vec<&str> = (2..4)
+            .map(|i| {
+                assert_eq!(delta(i)["tool_calls"][0]["index"], 0);
+                assert!(delta(i)["tool_calls"][0].get("id").is_none());
+                delta(i)["tool_calls"][0]["function"]["arguments"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        let half = arguments.chars().count() / 2;
+        assert_eq!(pieces[0].chars().count(), half);
+        assert_eq!(pieces.concat(), arguments);
+        assert_eq!(*delta(4), json!({}));
+        assert_eq!(chunks[4]["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(chunks[5]["choices"], json!([]));
+        assert_eq!(
+            chunks[5]["usage"]["completion_tokens"],
+            arguments.split_whitespace().count()
+        );
+    }
+
+    /// Asserts a normal answer `content`, non-stream and stream.
+    async fn assert_answer(mock: &MockUpstream, model: &str, messages: &Value, content: &str) {
+        let (status, body) = post_chat(mock, &request(model, messages.clone(), false)).await;
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["choices"][0]["message"],
+            json!({"role": "assistant", "content": content})
+        );
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        let words = content.split_whitespace().count();
+        assert_eq!(v["usage"]["completion_tokens"], words);
+
+        let (status, body) = post_chat(mock, &request(model, messages.clone(), true)).await;
+        assert_eq!(status, 200);
+        let chunks = sse_chunks(&body);
+        // role + one chunk per word + finish + usage
+        assert_eq!(chunks.len(), words + 3, "{body}");
+        assert_eq!(
+            chunks[0]["choices"][0]["delta"],
+            json!({"role": "assistant", "content": ""})
+        );
+        let text: String = chunks[1..=words]
+            .iter()
+            .map(|c| c["choices"][0]["delta"]["content"].as_str().unwrap())
+            .collect();
+        assert_eq!(text, content);
+        assert_eq!(chunks[words + 1]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(chunks[words + 2]["usage"]["completion_tokens"], words);
+    }
+
+    #[test]
+    fn parse_tool_call() {
+        let tc = |name: &str, times: usize, delay: Option<u64>| Behaviour::ToolCall {
+            name: name.to_owned(),
+            times,
+            delay: delay.map(Duration::from_millis),
+        };
+        assert_eq!(
+            Behaviour::parse("tool-call:advisor"),
+            tc("advisor", 1, None)
+        );
+        assert_eq!(
+            Behaviour::parse("tool-call:advisor*3"),
+            tc("advisor", 3, None)
+        );
+        assert_eq!(
+            Behaviour::parse("tool-call:get_weather*2@50"),
+            tc("get_weather", 2, Some(50))
+        );
+        assert_eq!(Behaviour::parse("tool-call:a@7*2"), tc("a", 2, Some(7)));
+        assert_eq!(Behaviour::parse("tool-call:a@20"), tc("a", 1, Some(20)));
+        assert_eq!(Behaviour::parse("tool-call:a*0"), tc("a", 1, None));
+        assert_eq!(Behaviour::parse("tool-call:a*x@y"), tc("a", 1, Some(100)));
+        assert_eq!(Behaviour::parse("tool-call"), tc("tool", 1, None));
+        // The other behaviours are unchanged.
+        assert_eq!(Behaviour::parse("tools"), Behaviour::Tools);
+        assert_eq!(
+            Behaviour::parse("slow:5"),
+            Behaviour::Slow(Duration::from_millis(5))
+        );
+        assert_eq!(Behaviour::parse("tool"), Behaviour::Normal);
+    }
+
+    #[tokio::test]
+    async fn tool_call_without_tool_result_calls_the_tool() {
+        let mock = MockUpstream::start().await;
+        // A quote in the question checks the arguments are escaped JSON.
+        let messages = json!([
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "earlier question"},
+            {"role": "tool", "tool_call_id": "old", "content": "old result"},
+            {"role": "user", "content": "what is \"up\" today"},
+        ]);
+        let args = r#"{"question":"what is \"up\" today"}"#;
+        assert_eq!(
+            serde_json::from_str::<Value>(args).unwrap(),
+            json!({"question": "what is \"up\" today"})
+        );
+
+        let (status, body) = post_chat(
+            &mock,
+            &request("tool-call:advisor", messages.clone(), false),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_tool_call(&v, "call_mock_1", "advisor", args);
+        assert_eq!(v["model"], UPSTREAM_MODEL);
+        // prompt: 2 + 2 + 2 + 4 words
+        assert_eq!(v["usage"]["prompt_tokens"], 10);
+
+        let (status, body) = post_chat(&mock, &request("tool-call:advisor", messages, true)).await;
+        assert_eq!(status, 200);
+        assert_streamed_tool_call(&sse_chunks(&body), "call_mock_1", "advisor", args);
+        assert_eq!(mock.cancelled_streams(), 0);
+    }
+
+    #[tokio::test]
+    async fn tool_call_with_tool_result_answers() {
+        let mock = MockUpstream::start().await;
+        let messages = json!([
+            {"role": "user", "content": "hello there"},
+            {"role": "assistant", "content": null, "tool_calls": [{
+                "id": "call_mock_1", "type": "function",
+                "function": {"name": "advisor", "arguments": "{\"question\":\"hello there\"}"},
+            }]},
+            {"role": "tool", "tool_call_id": "call_mock_1", "content": "sunny and warm"},
+        ]);
+        assert_answer(
+            &mock,
+            "tool-call:advisor",
+            &messages,
+            "tool said: sunny and warm",
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn tool_call_times_two() {
+        let mock = MockUpstream::start().await;
+        let model = "tool-call:get_weather*2";
+        let args = r#"{"question":"weather in Paris"}"#;
+        let mut messages = vec![json!({"role": "user", "content": "weather in Paris"})];
+
+        // No result yet: first call.
+        let (_, body) = post_chat(&mock, &request(model, json!(messages), false)).await;
+        assert_tool_call(
+            &serde_json::from_str(&body).unwrap(),
+            "call_mock_1",
+            "get_weather",
+            args,
+        );
+
+        // One result: calls again, with the next id.
+        messages.push(json!({"role": "tool", "tool_call_id": "call_mock_1", "content": "rain"}));
+        let (_, body) = post_chat(&mock, &request(model, json!(messages), false)).await;
+        assert_tool_call(
+            &serde_json::from_str(&body).unwrap(),
+            "call_mock_2",
+            "get_weather",
+            args,
+        );
+        let (_, body) = post_chat(&mock, &request(model, json!(messages), true)).await;
+        assert_streamed_tool_call(&sse_chunks(&body), "call_mock_2", "get_weather", args);
+
+        // Two results: answers with the last one.
+        messages
+            .push(json!({"role": "tool", "tool_call_id": "call_mock_2", "content": "sun later"}));
+        assert_answer(&mock, model, &json!(messages), "tool said: sun later").await;
+    }
+
+    #[tokio::test]
+    async fn tool_call_stream_delay() {
+        let mock = MockUpstream::start().await;
+        let messages = json!([{"role": "user", "content": "hi"}]);
+        // 6 events without usage (role, head, 2 pieces, finish, [DONE]): 5 gaps of 20ms.
+        let mut req = request("tool-call:advisor@20", messages.clone(), true);
+        req["stream_options"] = json!({"include_usage": false});
+        let t = std::time::Instant::now();
+        let (_, body) = post_chat(&mock, &req).await;
+        assert!(
+            t.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(body.matches("\n\n").count(), 6, "{body}");
+        // Non-stream is not delayed.
+        let t = std::time::Instant::now();
+        let (status, _) =
+            post_chat(&mock, &request("tool-call:advisor@500", messages, false)).await;
+        assert_eq!(status, 200);
+        assert!(t.elapsed() < Duration::from_millis(500));
+    }
 }

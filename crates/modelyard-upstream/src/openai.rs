@@ -511,6 +511,19 @@ impl StreamAccumulator {
         &self.reasoning
     }
 
+    /// Number of tool calls (choice 0) begun so far.
+    pub fn tool_call_count(&self) -> usize {
+        self.tool_calls.len()
+    }
+
+    /// Tool call `index` so far: `(id, function name, arguments)`, each as
+    /// accumulated from the deltas (possibly still empty or partial).
+    pub fn tool_call(&self, index: usize) -> Option<(&str, &str, &str)> {
+        self.tool_calls
+            .get(index)
+            .map(|c| (c.id.as_str(), c.name.as_str(), c.arguments.as_str()))
+    }
+
     /// Whether any content, reasoning or tool call has arrived.
     pub fn has_output(&self) -> bool {
         !self.text.is_empty() || !self.reasoning.is_empty() || !self.tool_calls.is_empty()

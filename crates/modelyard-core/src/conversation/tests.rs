@@ -18,6 +18,7 @@ fn created() -> EventPayload {
         model: Some("a/x".into()),
         cwd: None,
         reasoning_effort: None,
+        advisor: false,
         metadata: json!({"k": 1}),
         llm_id: None,
         llm_overrides: Default::default(),
@@ -33,6 +34,7 @@ fn turn(seq: i64, id: &str) -> Event {
             model_id: "a/x".into(),
             resolved_from: ResolvedFrom::Conversation,
             llm_config_id: None,
+            client_tools: None,
         },
     )
 }
@@ -184,7 +186,8 @@ fn payloads_round_trip_with_dotted_types_and_old_payloads_stay_readable() {
         settings,
         EventPayload::SettingsChanged {
             cwd: Some(None),
-            reasoning_effort: None
+            reasoning_effort: None,
+            advisor: None,
         }
     );
     assert_eq!(
@@ -236,4 +239,130 @@ fn compaction_records_summary_and_covered_seq() {
     value.as_object_mut().unwrap().remove("summary");
     let back: ConversationRecord = serde_json::from_value(value).unwrap();
     assert_eq!(back.compacted_through_seq, None);
+}
+
+#[test]
+fn tool_steps_requires_action_and_resume() {
+    let call = |id: &str, name: &str| Part::ToolCall {
+        id: id.into(),
+        name: name.into(),
+        arguments: "{}".into(),
+    };
+    let tool = |seq: i64, id: &str, name: &str, usage: Option<u64>| {
+        ev(
+            seq,
+            EventPayload::ToolMessage {
+                message_id: format!("m{seq}"),
+                turn_id: "t1".into(),
+                tool_call_id: id.into(),
+                name: name.into(),
+                content: "{\"type\":\"advice\"}".into(),
+                is_error: false,
+                model_id: usage.map(|_| "b/advisor".into()),
+                usage: usage.map(|n| TokenUsage {
+                    prompt_tokens: Some(n),
+                    completion_tokens: Some(1),
+                    ..Default::default()
+                }),
+            },
+        )
+    };
+    let mut log = vec![ev(1, created()), turn(2, "t1")];
+    log.push(ev(
+        3,
+        EventPayload::AssistantMessage {
+            message_id: "m3".into(),
+            turn_id: "t1".into(),
+            parts: vec![call("c1", "advisor"), call("c2", "get_weather")],
+            model_id: "a/x".into(),
+            usage: TokenUsage {
+                prompt_tokens: Some(10),
+                completion_tokens: Some(2),
+                ..Default::default()
+            },
+            finish_reason: Some("tool_calls".into()),
+        },
+    ));
+    log.push(tool(4, "c1", "advisor", Some(100)));
+    log.push(ev(
+        5,
+        EventPayload::TurnRequiresAction {
+            turn_id: "t1".into(),
+            tool_calls: vec![ToolCallRef {
+                id: "c2".into(),
+                name: "get_weather".into(),
+                arguments: "{}".into(),
+            }],
+        },
+    ));
+    let (c, turns, messages) = fold(&log).unwrap();
+    let c = c.unwrap();
+    assert_eq!(turns[0].status, TurnStatus::RequiresAction);
+    // The turn still holds the conversation: a new turn is refused.
+    assert_eq!(c.running_turn_id.as_deref(), Some("t1"));
+    let mut refused = log.clone();
+    refused.push(turn(6, "t2"));
+    assert!(matches!(
+        fold(&refused),
+        Err(ApplyError::TurnRunning { .. })
+    ));
+    // A result cannot arrive before the turn is resumed.
+    let mut early = log.clone();
+    early.push(tool(6, "c2", "get_weather", None));
+    assert!(matches!(fold(&early), Err(ApplyError::TurnNotRunning(_))));
+    // The advisor's tokens count in both totals; its model does not become
+    // the conversation's latest model.
+    assert_eq!(c.totals.input, 110);
+    assert_eq!(c.totals.output, 3);
+    assert_eq!(turns[0].totals.input, 110);
+    assert_eq!(c.latest_model_id.as_deref(), Some("a/x"));
+    assert_eq!(messages[1].role, "tool");
+    assert_eq!(messages[1].model_id.as_deref(), Some("b/advisor"));
+    assert_eq!(
+        messages[1].parts,
+        vec![Part::ToolResult {
+            tool_call_id: "c1".into(),
+            name: "advisor".into(),
+            is_error: false
+        }]
+    );
+
+    log.push(ev(
+        6,
+        EventPayload::TurnResumed {
+            turn_id: "t1".into(),
+        },
+    ));
+    log.push(tool(7, "c2", "get_weather", None));
+    log.push(answer(8, "t1", "a/x", 5));
+    log.push(ev(
+        9,
+        EventPayload::TurnCompleted {
+            turn_id: "t1".into(),
+        },
+    ));
+    let (c, turns, messages) = fold(&log).unwrap();
+    assert_eq!(turns[0].status, TurnStatus::Completed);
+    assert_eq!(c.unwrap().running_turn_id, None);
+    assert_eq!(messages.len(), 4);
+    // Resuming a turn that does not wait is refused.
+    let mut twice = log[..7].to_vec();
+    twice.push(ev(
+        8,
+        EventPayload::TurnResumed {
+            turn_id: "t1".into(),
+        },
+    ));
+    assert!(matches!(fold(&twice), Err(ApplyError::TurnNotWaiting(_))));
+    // A waiting turn can be cancelled.
+    let mut cancelled = log[..5].to_vec();
+    cancelled.push(ev(
+        6,
+        EventPayload::TurnCancelled {
+            turn_id: "t1".into(),
+        },
+    ));
+    let (c, turns, _) = fold(&cancelled).unwrap();
+    assert_eq!(turns[0].status, TurnStatus::Cancelled);
+    assert_eq!(c.unwrap().running_turn_id, None);
 }

@@ -23,7 +23,8 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use modelyard_core::conversation::{
-    ConversationRecord, Event, EventPayload, MessageRecord, SelectionSource, TurnRecord,
+    ConversationRecord, Event, EventPayload, MessageRecord, Part, SelectionSource, TurnRecord,
+    TurnStatus,
 };
 use modelyard_core::llm_config::is_operation_name;
 use modelyard_core::turn_model::resolve_turn_model;
@@ -35,6 +36,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::app::AppState;
 use crate::clock::rfc3339;
+use crate::conversations::advisor;
 use crate::conversations::bus::BusMessage;
 use crate::conversations::configs::TurnConfigs;
 use crate::conversations::engine::{append_and_publish, run_turn, TurnJob};
@@ -57,6 +59,7 @@ fn conversation_json(c: &ConversationRecord) -> Value {
         "model": c.model,
         "cwd": c.cwd,
         "reasoningEffort": c.reasoning_effort,
+        "advisor": c.advisor,
         "metadata": c.metadata,
         "llmId": c.llm_id,
         "llmOverrides": c.llm_overrides,
@@ -188,6 +191,8 @@ pub struct CreateBody {
     model: Option<String>,
     cwd: Option<String>,
     reasoning_effort: Option<String>,
+    /// Offer the advisor tool in turns (default false).
+    advisor: Option<bool>,
     metadata: Option<Value>,
     llm_id: Option<String>,
     llm_overrides: Option<BTreeMap<String, String>>,
@@ -269,6 +274,7 @@ pub async fn create(
         model,
         cwd: body.cwd,
         reasoning_effort: body.reasoning_effort,
+        advisor: body.advisor.unwrap_or(false),
         metadata: body.metadata.unwrap_or_else(|| json!({})),
         llm_id: body.llm_id,
         llm_overrides,
@@ -547,13 +553,27 @@ pub async fn put_model(
     }
 }
 
-/// `GET /v1/conversations/{id}/settings` → `{conversationId, cwd, reasoningEffort}`.
+/// `GET /v1/conversations/{id}/settings` → `{conversationId, cwd,
+/// reasoningEffort, advisor, advisorModel, advisorError}`: `advisorModel`
+/// is the model the advisor tool would consult now (null, with
+/// `advisorError` saying why, when none resolves).
 pub async fn get_settings(State(app): State<AppState>, Path(id): Path<String>) -> Response {
     match load(&app, &id).await {
-        Ok(c) => Json(
-            json!({"conversationId": c.id, "cwd": c.cwd, "reasoningEffort": c.reasoning_effort}),
-        )
-        .into_response(),
+        Ok(c) => {
+            let (advisor_model, advisor_error) = match advisor::resolve(&app, &c).await {
+                Ok(a) => (Some(a.target.resolution.model_id.to_string()), None),
+                Err(reason) => (None, Some(reason)),
+            };
+            Json(json!({
+                "conversationId": c.id,
+                "cwd": c.cwd,
+                "reasoningEffort": c.reasoning_effort,
+                "advisor": c.advisor,
+                "advisorModel": advisor_model,
+                "advisorError": advisor_error,
+            }))
+            .into_response()
+        }
         Err(problem) => problem.into_response(),
     }
 }
@@ -574,7 +594,17 @@ pub async fn patch_settings(
     };
     let mut cwd = None;
     let mut reasoning_effort = None;
+    let mut advisor_setting = None;
     for (key, value) in object {
+        if key == "advisor" {
+            match value {
+                Value::Bool(on) => advisor_setting = Some(*on),
+                _ => {
+                    return Problem::unprocessable("advisor must be true or false").into_response()
+                }
+            }
+            continue;
+        }
         let parsed = match value {
             Value::Null => None,
             Value::String(s) => Some(s.clone()),
@@ -597,19 +627,27 @@ pub async fn patch_settings(
             }
             other => {
                 return Problem::unprocessable(format!(
-                    "unknown setting {other:?}; settings are cwd and reasoningEffort"
+                    "unknown setting {other:?}; settings are cwd, reasoningEffort and advisor"
                 ))
                 .into_response()
             }
         }
     }
-    if let Err(problem) = load(&app, &id).await {
-        return problem.into_response();
+    let conversation = match load(&app, &id).await {
+        Ok(c) => c,
+        Err(problem) => return problem.into_response(),
+    };
+    if advisor_setting == Some(true) {
+        if let Err(reason) = advisor::resolve(&app, &conversation).await {
+            return Problem::unprocessable(format!("cannot enable the advisor: {reason}"))
+                .into_response();
+        }
     }
-    if cwd.is_some() || reasoning_effort.is_some() {
+    if cwd.is_some() || reasoning_effort.is_some() || advisor_setting.is_some() {
         let payload = EventPayload::SettingsChanged {
             cwd,
             reasoning_effort,
+            advisor: advisor_setting,
         };
         if let Err(err) =
             append_and_publish(&app.store, app.bus.as_ref(), &app.project, &id, &[payload]).await
@@ -660,6 +698,7 @@ pub async fn model_history(State(app): State<AppState>, Path(id): Path<String>) 
                     model_id,
                     resolved_from,
                     llm_config_id,
+                    ..
                 } => json!({
                     "kind": "turn", "turnId": turn_id, "operation": operation, "model": model_id,
                     "resolvedFrom": resolved_from, "llmConfigId": llm_config_id,
@@ -691,6 +730,55 @@ pub struct TurnBody {
     /// Answer with the turn's events as SSE instead of 202.
     #[serde(default)]
     stream: bool,
+    /// Client-side tools (OpenAI `tools` entries, `type: function`): when
+    /// the model calls one, the turn ends in `requires_action`.
+    tools: Option<Vec<Value>>,
+}
+
+/// Most client tools a turn may offer.
+pub const MAX_CLIENT_TOOLS: usize = 128;
+
+/// Checks client tools: OpenAI function tools with distinct names
+/// (`[a-zA-Z0-9_-]{1,64}`) that do not shadow a server tool.
+fn check_tools(tools: &[Value], advisor_on: bool) -> Result<(), Problem> {
+    if tools.len() > MAX_CLIENT_TOOLS {
+        return Err(Problem::unprocessable(format!(
+            "tools: at most {MAX_CLIENT_TOOLS} tools, got {}",
+            tools.len()
+        )));
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, tool) in tools.iter().enumerate() {
+        if tool.get("type").and_then(Value::as_str) != Some("function") {
+            return Err(Problem::unprocessable(format!(
+                "tools[{i}].type must be \"function\""
+            )));
+        }
+        let name = tool
+            .pointer("/function/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let valid = (1..=64).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            return Err(Problem::unprocessable(format!(
+                "tools[{i}].function.name must match [a-zA-Z0-9_-]{{1,64}}, got {name:?}"
+            )));
+        }
+        if advisor_on && name == advisor::ADVISOR_TOOL {
+            return Err(Problem::unprocessable(format!(
+                "tools[{i}].function.name {name:?} is the server's advisor tool in this conversation"
+            )));
+        }
+        if !names.insert(name) {
+            return Err(Problem::unprocessable(format!(
+                "tools[{i}].function.name {name:?} appears twice"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `POST /v1/conversations/{id}/turns` → 202 `{turnId, conversationId,
@@ -732,6 +820,10 @@ pub async fn start_turn(
             "turn {running} is still running; cancel it or wait"
         ))
         .into_response();
+    }
+    let client_tools = body.tools.unwrap_or_default();
+    if let Err(problem) = check_tools(&client_tools, conversation.advisor) {
+        return problem.into_response();
     }
     let configs = match TurnConfigs::load(&app, &conversation, &operation).await {
         Ok(configs) => configs,
@@ -780,6 +872,7 @@ pub async fn start_turn(
         model_id: model_id.clone(),
         resolved_from: resolved.resolved_from,
         llm_config_id: resolved.llm_config_id.clone(),
+        client_tools: (!client_tools.is_empty()).then(|| Value::Array(client_tools.clone())),
     });
     payloads.push(EventPayload::UserMessage {
         message_id: new_id(),
@@ -813,6 +906,9 @@ pub async fn start_turn(
         operation,
         reasoning_effort: conversation.reasoning_effort.clone(),
         llm_config,
+        client_tools,
+        session_id: turn_id.clone(),
+        parent_session_id: None,
     }));
     match subscription {
         Some(rx) => {
@@ -860,6 +956,30 @@ pub async fn cancel_turn(
                 .into_response()
         }
         _ => match app.store.get_turn(&app.project, &turn_id).await {
+            // Waiting for tool results: nothing runs, so cancel it here.
+            Ok(Some(turn))
+                if turn.conversation_id == id && turn.status == TurnStatus::RequiresAction =>
+            {
+                let payload = EventPayload::TurnCancelled {
+                    turn_id: turn_id.clone(),
+                };
+                match append_and_publish(
+                    &app.store,
+                    app.bus.as_ref(),
+                    &app.project,
+                    &id,
+                    &[payload],
+                )
+                .await
+                {
+                    Ok(_) => (
+                        StatusCode::ACCEPTED,
+                        Json(json!({"turnId": turn_id, "cancelling": true})),
+                    )
+                        .into_response(),
+                    Err(err) => store_problem(err).into_response(),
+                }
+            }
             Ok(Some(turn)) if turn.conversation_id == id => Problem::conflict(format!(
                 "turn {turn_id} is not running (status {})",
                 turn.status.as_str()
@@ -869,6 +989,217 @@ pub async fn cancel_turn(
                 .into_response(),
             Err(err) => store_problem(err).into_response(),
         },
+    }
+}
+
+/// Body of `POST /v1/conversations/{id}/turns/{turn_id}/tool-results`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolResultsBody {
+    /// One result per pending tool call.
+    results: Vec<ToolResultBody>,
+    /// Answer with the turn's events as SSE instead of 202.
+    #[serde(default)]
+    stream: bool,
+}
+
+/// One client tool result.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ToolResultBody {
+    /// The call it answers.
+    tool_call_id: String,
+    /// The result: a string is sent as is, other JSON as its text.
+    content: Value,
+    /// Whether the result reports an error.
+    #[serde(default)]
+    is_error: bool,
+}
+
+/// `POST /v1/conversations/{id}/turns/{turn_id}/tool-results` with
+/// `{results: [{toolCallId, content, isError?}], stream?}`: answers every
+/// pending client tool call of a `requires_action` turn (exactly once each)
+/// and runs the turn again → 202 `{turnId, conversationId, status}`, or
+/// SSE like starting a turn. 404 unknown turn; 409 when the turn does not
+/// wait for tool results; 422 for a missing, unknown or repeated call id.
+pub async fn tool_results(
+    State(app): State<AppState>,
+    Path((id, turn_id)): Path<(String, String)>,
+    body: Result<Json<ToolResultsBody>, JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
+    };
+    let conversation = match load(&app, &id).await {
+        Ok(c) => c,
+        Err(problem) => return problem.into_response(),
+    };
+    let turn = match app.store.get_turn(&app.project, &turn_id).await {
+        Ok(Some(turn)) if turn.conversation_id == id => turn,
+        Ok(_) => {
+            return Problem::not_found(format!("no turn {turn_id:?} in conversation {id:?}"))
+                .into_response()
+        }
+        Err(err) => return store_problem(err).into_response(),
+    };
+    if turn.status != TurnStatus::RequiresAction {
+        return Problem::conflict(format!(
+            "turn {turn_id} is not waiting for tool results (status {})",
+            turn.status.as_str()
+        ))
+        .into_response();
+    }
+    let messages = match app.store.list_messages(&app.project, &id).await {
+        Ok(messages) => messages,
+        Err(err) => return store_problem(err).into_response(),
+    };
+    let answered: Vec<&str> = messages
+        .iter()
+        .filter(|m| m.turn_id == turn_id)
+        .flat_map(|m| &m.parts)
+        .filter_map(|p| match p {
+            Part::ToolResult { tool_call_id, .. } => Some(tool_call_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let pending: Vec<(&str, &str)> = messages
+        .iter()
+        .filter(|m| m.turn_id == turn_id)
+        .flat_map(|m| &m.parts)
+        .filter_map(|p| match p {
+            Part::ToolCall { id, name, .. } if !answered.contains(&id.as_str()) => {
+                Some((id.as_str(), name.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for (i, result) in body.results.iter().enumerate() {
+        if !pending.iter().any(|(p, _)| *p == result.tool_call_id) {
+            let ids: Vec<&str> = pending.iter().map(|(p, _)| *p).collect();
+            return Problem::unprocessable(format!(
+                "results[{i}].toolCallId {:?} is not a pending tool call of turn {turn_id};                  pending: {}",
+                result.tool_call_id,
+                ids.join(", ")
+            ))
+            .into_response();
+        }
+        if !seen.insert(result.tool_call_id.as_str()) {
+            return Problem::unprocessable(format!(
+                "results[{i}].toolCallId {:?} is answered twice",
+                result.tool_call_id
+            ))
+            .into_response();
+        }
+    }
+    let missing: Vec<&str> = pending
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !seen.contains(p))
+        .collect();
+    if !missing.is_empty() {
+        return Problem::unprocessable(format!(
+            "results must answer every pending tool call; missing: {}",
+            missing.join(", ")
+        ))
+        .with("pending", json!(missing))
+        .into_response();
+    }
+    // What the first run had: client tools (from turn.started), config, model.
+    let client_tools = match app
+        .store
+        .events_after(&app.project, &id, turn.started_seq - 1, 1)
+        .await
+    {
+        Ok(events) => match events.into_iter().next().map(|e| e.payload) {
+            Some(EventPayload::TurnStarted {
+                client_tools: Some(Value::Array(tools)),
+                ..
+            }) => tools,
+            _ => Vec::new(),
+        },
+        Err(err) => return store_problem(err).into_response(),
+    };
+    let target = match app.registry.resolve(Some(&turn.model_id)) {
+        Ok(target) => target,
+        Err(err) => {
+            return Problem::unprocessable(format!("cannot resume the turn: {err}")).into_response()
+        }
+    };
+    let llm_config = match &turn.llm_config_id {
+        Some(config_id) => match app.store.get_llm_config(&app.project, config_id).await {
+            Ok(row) => row,
+            Err(err) => return store_problem(err).into_response(),
+        },
+        None => None,
+    };
+    let mut payloads = vec![EventPayload::TurnResumed {
+        turn_id: turn_id.clone(),
+    }];
+    for result in &body.results {
+        let name = pending
+            .iter()
+            .find(|(p, _)| *p == result.tool_call_id)
+            .map(|(_, name)| (*name).to_owned())
+            .unwrap_or_default();
+        payloads.push(EventPayload::ToolMessage {
+            message_id: new_id(),
+            turn_id: turn_id.clone(),
+            tool_call_id: result.tool_call_id.clone(),
+            name,
+            content: match &result.content {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            },
+            is_error: result.is_error,
+            model_id: None,
+            usage: None,
+        });
+    }
+    let subscription = body.stream.then(|| app.bus.subscribe(&id));
+    let events = match app
+        .store
+        .append_events(&app.project, &id, &payloads, crate::clock::now_ms())
+        .await
+    {
+        Ok(events) => events,
+        Err(err) => return store_problem(err).into_response(),
+    };
+    let resumed_seq = events.first().map(|e| e.seq).unwrap_or_default();
+    // The resumed run's transient events are positioned after turn.resumed.
+    let live = app.live.start(&id, &turn_id, resumed_seq);
+    for event in &events {
+        app.bus
+            .publish(&id, BusMessage::Persisted(Arc::new(event.clone())));
+    }
+    tokio::spawn(run_turn(TurnJob {
+        app: app.clone(),
+        live,
+        target,
+        operation: turn.operation.clone(),
+        reasoning_effort: conversation.reasoning_effort.clone(),
+        llm_config,
+        client_tools,
+        session_id: new_id(),
+        parent_session_id: Some(turn_id.clone()),
+    }));
+    match subscription {
+        Some(rx) => sse_response(
+            app,
+            id,
+            Position {
+                seq: resumed_seq - 1,
+                transient: None,
+            },
+            rx,
+            Some(turn_id),
+        ),
+        None => (
+            StatusCode::ACCEPTED,
+            Json(json!({"turnId": turn_id, "conversationId": id, "status": "running"})),
+        )
+            .into_response(),
     }
 }
 
@@ -978,9 +1309,12 @@ fn persisted_sse(e: &Event) -> SseEvent {
         .data(event_json(e).to_string())
 }
 
+/// Whether `e` ends the turn's run (`turn.requires_action` too: the client
+/// has to act before it goes on).
 fn ends_turn(e: &Event, turn_id: &str) -> bool {
     matches!(&e.payload,
         EventPayload::TurnCompleted { turn_id: t }
+        | EventPayload::TurnRequiresAction { turn_id: t, .. }
         | EventPayload::TurnFailed { turn_id: t, .. }
         | EventPayload::TurnCancelled { turn_id: t }
         | EventPayload::TurnInterrupted { turn_id: t, .. } if t == turn_id)
@@ -990,6 +1324,7 @@ fn ends_any_turn(e: &Event) -> bool {
     matches!(
         e.payload,
         EventPayload::TurnCompleted { .. }
+            | EventPayload::TurnRequiresAction { .. }
             | EventPayload::TurnFailed { .. }
             | EventPayload::TurnCancelled { .. }
             | EventPayload::TurnInterrupted { .. }

@@ -3,36 +3,48 @@
 //! Starting a turn appends, in one transaction, the per-turn model override
 //! (`model.selected`, for `chat`), `turn.started` and `message.user`; a
 //! second turn while one runs is refused by the fold (409). The turn then
-//! runs in its own task: it sends the conversation's messages to the
-//! resolved model (streaming), publishes `text.delta` / `reasoning.delta` /
-//! `tool_call.delta` transient events, checkpoints the partial text to the
-//! store at most every [`CHECKPOINT_EVERY`], and ends by appending
-//! `message.assistant` (with model id and usage) and `turn.completed` —
-//! or, with the partial answer kept, `turn.failed` / `turn.cancelled`.
-//! Every turn is one LLM session of its operation in the call log.
+//! runs in its own task, in steps (the OpenAI tool-call protocol):
+//!
+//! 1. send the conversation's messages, the tools (the advisor when the
+//!    conversation enables it, plus the turn's client tools) and the
+//!    config's options to the resolved model (streaming), publishing
+//!    `text.delta` / `reasoning.delta` / `tool_call.started` /
+//!    `tool_call.delta` transient events and checkpointing the text;
+//! 2. without tool calls, end with `message.assistant` (model id, usage)
+//!    and `turn.completed` — or, keeping the partial answer, `turn.failed` /
+//!    `turn.cancelled`;
+//! 3. with tool calls, append `message.assistant`, run the server-side ones
+//!    (the advisor, [`super::advisor`]; an unknown name gets an error
+//!    result) and append each result as `message.tool`, then publish
+//!    `tool_call.completed`. If the model called client tools, end the run
+//!    with `turn.requires_action` (the pending calls); `POST
+//!    .../tool-results` appends their results and `turn.resumed` and runs
+//!    the turn again. Otherwise go back to 1, at most
+//!    `[turns] max_tool_steps` model calls per run.
+//!
+//! Each run of a turn is one LLM session of its operation (id = the turn id
+//! for the first run; a resumed run's session is a child of it), with one
+//! call per step; advisor consultations are child sessions of the run's.
 //!
 //! At start-up, turns left `running` by a stopped process are closed with
 //! `turn.interrupted`, keeping the last checkpointed text.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::Bytes;
-use modelyard_core::conversation::{EventPayload, Part, TokenUsage};
-use modelyard_store::{LlmConfigRow, ProjectId, Store};
-use modelyard_upstream::openai::{ChunkKind, StreamAccumulator};
-use modelyard_upstream::sse::SseDecoder;
+use modelyard_core::conversation::{EventPayload, MessageRecord, Part, TokenUsage, ToolCallRef};
+use modelyard_store::{LlmConfigRow, NewLlmCall, NewLlmSession, ProjectId, RecordedSession, Store};
+use modelyard_upstream::openai::StreamAccumulator;
 use serde_json::{json, Map, Value};
 
+use super::advisor::{self, Advisor, ADVISOR_TOOL};
 use super::bus::{BusMessage, EventBus};
+use super::call::{stream_call, CallEnd};
 use super::live::LiveTurn;
 use crate::app::AppState;
 use crate::clock::now_ms;
-use crate::recorder::CallRecord;
 use crate::registry::Target;
 
-/// Longest interval between two checkpoints of a running turn's text.
-pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+pub use super::call::CHECKPOINT_EVERY;
 
 /// Appends events and publishes them once committed.
 ///
@@ -71,22 +83,31 @@ pub struct TurnJob {
     pub reasoning_effort: Option<String>,
     /// The LLM config that supplies options and system prompt, if any.
     pub llm_config: Option<LlmConfigRow>,
+    /// Client-side tools (OpenAI `tools` entries) offered besides the
+    /// server's; calls to them end the run in `requires_action`.
+    pub client_tools: Vec<Value>,
+    /// LLM session of this run: the turn id for the first run.
+    pub session_id: String,
+    /// The turn's first session, for a resumed run.
+    pub parent_session_id: Option<String>,
 }
 
-/// The upstream request of a turn: the config's provider options (snake_case
-/// OpenAI fields, `extra` merged at the top level), the conversation's
-/// reasoning effort setting over them, the config's system prompt as the
-/// first message, then the conversation's messages — after a compaction, one
-/// system message `Summary of the earlier conversation: …` in place of the
-/// messages it covers ([`compacted`]); routing's own fields
+/// The upstream request of a turn step: the config's provider options
+/// (snake_case OpenAI fields, `extra` merged at the top level), the
+/// conversation's reasoning effort setting over them, the config's system
+/// prompt as the first message, then the conversation's messages
+/// ([`openai_messages`]) — after a compaction, one system message
+/// `Summary of the earlier conversation: …` in place of the messages it
+/// covers ([`compacted`]); `tools` when there are any; routing's own fields
 /// (`model`, `messages`, `stream`, `stream_options`) last, so nothing
 /// overrides them.
 fn request_body(
     upstream_model: &str,
-    messages: &[modelyard_core::conversation::MessageRecord],
+    messages: &[MessageRecord],
     config: Option<&LlmConfigRow>,
     reasoning_effort: Option<&str>,
     summary: Option<(i64, &str)>,
+    tools: &[Value],
 ) -> Value {
     let mut body = Map::new();
     if let Some(config) = config {
@@ -95,18 +116,17 @@ fn request_body(
     if let Some(effort) = reasoning_effort {
         body.insert("reasoning_effort".into(), json!(effort));
     }
+    if !tools.is_empty() {
+        body.insert("tools".into(), Value::Array(tools.to_vec()));
+    }
     let system = config
         .and_then(|c| c.fields.system_prompt.as_deref())
         .map(|prompt| json!({"role": "system", "content": prompt}));
+    let (summary_message, rest) = compacted(messages, summary);
     let messages: Vec<Value> = system
         .into_iter()
-        .chain(compacted(messages, summary).0)
-        .chain(
-            compacted(messages, summary)
-                .1
-                .iter()
-                .map(|m| json!({"role": m.role, "content": m.content})),
-        )
+        .chain(summary_message)
+        .chain(openai_messages(rest))
         .collect();
     body.insert("model".into(), json!(upstream_model));
     body.insert("messages".into(), Value::Array(messages));
@@ -115,19 +135,103 @@ fn request_body(
     Value::Object(body)
 }
 
+/// Text that stands in for the result of a tool call that never got one
+/// (the turn failed, was cancelled or interrupted first).
+pub const NO_TOOL_RESULT: &str = "(no result: the turn ended before this tool answered)";
+
+/// The stored messages as OpenAI chat messages: user content as is;
+/// assistant text with `tool_calls`; tool results as `role: tool` with
+/// `tool_call_id`. Reasoning is not sent back. A tool call without a result
+/// gets a [`NO_TOOL_RESULT`] one, and a tool result without its call is
+/// left out, so the history always satisfies the tool-call protocol.
+pub fn openai_messages(messages: &[MessageRecord]) -> Vec<Value> {
+    let answered: std::collections::HashSet<&str> = messages
+        .iter()
+        .flat_map(|m| &m.parts)
+        .filter_map(|p| match p {
+            Part::ToolResult { tool_call_id, .. } => Some(tool_call_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut called: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(messages.len());
+    for m in messages {
+        match m.role.as_str() {
+            "assistant" => {
+                let text: String = m
+                    .parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::Text { text } => Some(text.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                let calls: Vec<(&str, &str, &str)> = m
+                    .parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::ToolCall {
+                            id,
+                            name,
+                            arguments,
+                        } => Some((id.as_str(), name.as_str(), arguments.as_str())),
+                        _ => None,
+                    })
+                    .collect();
+                if calls.is_empty() {
+                    out.push(json!({"role": "assistant", "content": text}));
+                    continue;
+                }
+                let tool_calls: Vec<Value> = calls
+                    .iter()
+                    .map(|(id, name, arguments)| {
+                        json!({"id": id, "type": "function",
+                               "function": {"name": name, "arguments": arguments}})
+                    })
+                    .collect();
+                out.push(json!({
+                    "role": "assistant",
+                    "content": if text.is_empty() { Value::Null } else { Value::String(text) },
+                    "tool_calls": tool_calls,
+                }));
+                for (id, _, _) in calls {
+                    called.insert(id);
+                    if !answered.contains(id) {
+                        out.push(
+                            json!({"role": "tool", "tool_call_id": id, "content": NO_TOOL_RESULT}),
+                        );
+                    }
+                }
+            }
+            "tool" => {
+                let id = m.parts.iter().find_map(|p| match p {
+                    Part::ToolResult { tool_call_id, .. } => Some(tool_call_id.as_str()),
+                    _ => None,
+                });
+                if let Some(id) = id.filter(|id| called.contains(id)) {
+                    out.push(json!({"role": "tool", "tool_call_id": id, "content": m.content}));
+                }
+            }
+            role => out.push(json!({"role": role, "content": m.content})),
+        }
+    }
+    out
+}
+
 /// The summary system message (when the conversation was compacted through
-/// seq `through`) and the messages after it.
+/// seq `through`) and the messages after it (tool results whose call the
+/// summary covers are dropped with it).
 pub fn compacted<'a>(
-    messages: &'a [modelyard_core::conversation::MessageRecord],
+    messages: &'a [MessageRecord],
     summary: Option<(i64, &str)>,
-) -> (
-    Option<Value>,
-    &'a [modelyard_core::conversation::MessageRecord],
-) {
+) -> (Option<Value>, &'a [MessageRecord]) {
     match summary {
         None => (None, messages),
         Some((through, text)) => {
-            let start = messages.partition_point(|m| m.seq <= through);
+            let mut start = messages.partition_point(|m| m.seq <= through);
+            while messages.get(start).is_some_and(|m| m.role == "tool") {
+                start += 1;
+            }
             (
                 Some(json!({
                     "role": "system",
@@ -139,115 +243,62 @@ pub fn compacted<'a>(
     }
 }
 
+/// How a run of a turn ends.
 enum Ending {
     Completed,
     Failed(String),
     Cancelled,
     Interrupted,
+    RequiresAction(Vec<ToolCallRef>),
 }
 
-/// Runs a started turn to its end. Never panics; every way out appends the
-/// closing events.
+impl From<CallEnd> for Ending {
+    fn from(end: CallEnd) -> Self {
+        match end {
+            CallEnd::Done => Ending::Completed,
+            CallEnd::Failed(e) => Ending::Failed(e),
+            CallEnd::Cancelled => Ending::Cancelled,
+            CallEnd::Interrupted => Ending::Interrupted,
+        }
+    }
+}
+
+/// What a run leaves to its closing transaction: the last assistant
+/// message (not yet appended) and its text, for `turn.interrupted`.
+struct Outcome {
+    ending: Ending,
+    last_message: Option<EventPayload>,
+    last_text: Option<String>,
+}
+
+impl Outcome {
+    fn ended(ending: Ending) -> Self {
+        Self {
+            ending,
+            last_message: None,
+            last_text: None,
+        }
+    }
+}
+
+/// Runs a started (or resumed) turn to the end of this run. Never panics;
+/// every way out appends the closing events.
 pub async fn run_turn(job: TurnJob) {
+    let mut calls: Vec<NewLlmCall> = Vec::new();
+    let started_ms = now_ms();
+    let outcome = drive(&job, &mut calls).await;
     let TurnJob {
         app,
         live,
-        target,
         operation,
-        reasoning_effort,
-        llm_config,
+        session_id,
+        parent_session_id,
+        ..
     } = job;
     let conversation_id = live.conversation_id.clone();
     let turn_id = live.turn_id.clone();
-    let model_id = target.resolution.model_id.to_string();
-    let sent_at_ms = now_ms();
-    let mut acc = StreamAccumulator::default();
-    let mut status: Option<u16> = None;
-    let mut first_token_at_ms = None;
-    let mut request_json = String::new();
-
-    let ending = match app
-        .store
-        .list_messages(&app.project, &conversation_id)
-        .await
-    {
-        Err(err) => Ending::Failed(format!("cannot read the conversation: {err}")),
-        Ok(messages) => {
-            let conversation = app
-                .store
-                .get_conversation(&app.project, &conversation_id)
-                .await
-                .ok()
-                .flatten();
-            let summary = conversation
-                .as_ref()
-                .and_then(|c| Some((c.compacted_through_seq?, c.summary.as_deref()?)));
-            let body = request_body(
-                target.resolution.model_id.model(),
-                &messages,
-                llm_config.as_ref(),
-                reasoning_effort.as_deref(),
-                summary,
-            );
-            request_json = body.to_string();
-            tokio::select! {
-                ending = stream_answer(&app, &live, &target, Bytes::from(request_json.clone()), &mut acc, &mut status, &mut first_token_at_ms) => ending,
-                () = live.cancel.cancelled() => {
-                    if live.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
-                        Ending::Interrupted
-                    } else {
-                        Ending::Cancelled
-                    }
-                }
-            }
-        }
-    };
-
-    let summary = acc.summary();
-    let mut parts = Vec::new();
-    if let Some(reasoning) = &summary.reasoning {
-        parts.push(Part::Reasoning {
-            text: reasoning.clone(),
-        });
-    }
-    if let Some(text) = &summary.text {
-        parts.push(Part::Text { text: text.clone() });
-    }
-    if let Some(calls) = summary.tool_calls.as_ref().and_then(Value::as_array) {
-        for call in calls {
-            parts.push(Part::ToolCall {
-                id: call["id"].as_str().unwrap_or_default().to_owned(),
-                name: call["function"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                arguments: call["function"]["arguments"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            });
-        }
-    }
-    let usage = TokenUsage::from(summary.usage);
-    let mut payloads = Vec::with_capacity(2);
-    // A partial answer is kept on failure and cancel: the record stays readable.
-    if !parts.is_empty() || matches!(ending, Ending::Completed) {
-        payloads.push(EventPayload::AssistantMessage {
-            message_id: uuid::Uuid::now_v7().to_string(),
-            turn_id: turn_id.clone(),
-            parts,
-            model_id: model_id.clone(),
-            usage,
-            finish_reason: summary.finish_reason.clone(),
-        });
-    }
-    let error = match &ending {
-        Ending::Completed => None,
-        Ending::Failed(e) => Some(e.clone()),
-        Ending::Cancelled => Some("turn cancelled".to_owned()),
-        Ending::Interrupted => Some("server shut down during the turn".to_owned()),
-    };
-    payloads.push(match ending {
+    let mut payloads: Vec<EventPayload> = outcome.last_message.into_iter().collect();
+    payloads.push(match outcome.ending {
         Ending::Completed => EventPayload::TurnCompleted {
             turn_id: turn_id.clone(),
         },
@@ -260,7 +311,11 @@ pub async fn run_turn(job: TurnJob) {
         },
         Ending::Interrupted => EventPayload::TurnInterrupted {
             turn_id: turn_id.clone(),
-            partial_text: summary.text.clone(),
+            partial_text: outcome.last_text,
+        },
+        Ending::RequiresAction(tool_calls) => EventPayload::TurnRequiresAction {
+            turn_id: turn_id.clone(),
+            tool_calls,
         },
     });
     let closed = app
@@ -282,142 +337,360 @@ pub async fn run_turn(job: TurnJob) {
             tracing::error!(conversation = %conversation_id, turn = %turn_id, error = %err, "cannot close turn");
         }
     }
-
-    app.recorder.record(
-        CallRecord {
-            operation,
-            conversation_id: Some(conversation_id),
-            turn_id: Some(turn_id),
-            model_id,
-            provider: target.provider.name().to_owned(),
-            upstream_model: target.resolution.model_id.model().to_owned(),
-            stream: true,
-            request_json,
-            summary,
-            sent_at_ms,
-            first_token_at_ms,
-            completed_at_ms: now_ms(),
-            http_status: status,
-            error,
-        }
-        .into_session(),
-    );
+    if !calls.is_empty() {
+        let created_at_ms = calls.first().map_or(started_ms, |c| c.sent_at_ms);
+        app.recorder.record(RecordedSession {
+            session: NewLlmSession {
+                id: session_id,
+                operation,
+                parent_session_id,
+                conversation_id: Some(conversation_id),
+                turn_id: Some(turn_id),
+                created_at_ms,
+            },
+            calls,
+        });
+    }
 }
 
-async fn stream_answer(
-    app: &AppState,
-    live: &LiveTurn,
-    target: &Target,
-    body: Bytes,
-    acc: &mut StreamAccumulator,
-    status: &mut Option<u16>,
-    first_token_at_ms: &mut Option<i64>,
-) -> Ending {
-    let Some(client) = target.provider.client.as_ref() else {
-        return Ending::Failed(format!("provider '{}' is disabled", target.provider.name()));
+/// The run's steps; see the module docs.
+async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome {
+    let TurnJob {
+        app, live, target, ..
+    } = job;
+    let conversation = match app
+        .store
+        .get_conversation(&app.project, &live.conversation_id)
+        .await
+    {
+        Ok(Some(c)) => c,
+        Ok(None) => return Outcome::ended(Ending::Failed("the conversation is gone".into())),
+        Err(err) => {
+            return Outcome::ended(Ending::Failed(format!(
+                "cannot read the conversation: {err}"
+            )))
+        }
     };
-    let mut upstream = match client.chat_completions(body, true).await {
-        Ok(upstream) => upstream,
-        Err(err) => return Ending::Failed(err.to_string()),
-    };
-    *status = Some(upstream.status());
-    if !(200..300).contains(&upstream.status()) {
-        let code = upstream.status();
-        let body = upstream.bytes(64 * 1024).await.unwrap_or_default();
-        let (message, _, _) = modelyard_upstream::openai::upstream_error_message(&body, 2_000);
-        return Ending::Failed(format!(
-            "provider '{}' answered HTTP {code}: {message}",
-            target.provider.name()
-        ));
-    }
-    let client_model = target.resolution.model_id.to_string();
-    let mut decoder = SseDecoder::new();
-    let mut last_checkpoint = tokio::time::Instant::now();
-    let mut checkpointed_len = 0;
-    loop {
-        let chunk = match upstream.next_chunk().await {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => {
-                return Ending::Failed(format!(
-                    "provider '{}' closed the stream before [DONE]",
-                    target.provider.name()
-                ))
+    let advisor: Option<Advisor> = if conversation.advisor {
+        match advisor::resolve(app, &conversation).await {
+            Ok(advisor) => Some(advisor),
+            Err(reason) => {
+                tracing::warn!(conversation = %conversation.id, %reason, "advisor not offered");
+                None
             }
-            Err(err) => return Ending::Failed(err.to_string()),
+        }
+    } else {
+        None
+    };
+    let client_names: Vec<&str> = job
+        .client_tools
+        .iter()
+        .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
+        .collect();
+    let tools: Vec<Value> = advisor
+        .as_ref()
+        .map(|_| advisor::tool_definition())
+        .into_iter()
+        .chain(job.client_tools.iter().cloned())
+        .collect();
+    let max_steps = app.config.turns.max_tool_steps;
+    let max_uses = app.config.turns.advisor_max_uses;
+    let mut advisor_uses: Option<u32> = None;
+
+    for step in 1..=max_steps {
+        let messages = match app
+            .store
+            .list_messages(&app.project, &live.conversation_id)
+            .await
+        {
+            Ok(messages) => messages,
+            Err(err) => {
+                return Outcome::ended(Ending::Failed(format!(
+                    "cannot read the conversation: {err}"
+                )))
+            }
         };
-        decoder.push(&chunk);
-        while let Some(event) = decoder.next_event() {
-            if event.data.as_ref() == b"[DONE]" {
-                return Ending::Completed;
-            }
-            let (text_before, reasoning_before, tools_before) =
-                (acc.text().len(), acc.reasoning().len(), acc.has_output());
-            match acc.accept(&event.data, &client_model) {
-                Ok(ChunkKind::Forward(_)) | Ok(ChunkKind::UsageOnly(_)) => {}
-                Ok(ChunkKind::Error(error)) => {
-                    let (message, _, _) =
-                        modelyard_upstream::openai::upstream_error_message(error.as_bytes(), 2_000);
-                    return Ending::Failed(format!(
-                        "provider '{}' reported an error mid-stream: {message}",
-                        target.provider.name()
-                    ));
+        let summary = match app
+            .store
+            .get_conversation(&app.project, &live.conversation_id)
+            .await
+        {
+            Ok(Some(c)) => c.compacted_through_seq.zip(c.summary),
+            _ => None,
+        };
+        // Consultations earlier in this turn (before a requires_action).
+        let uses = advisor_uses.get_or_insert_with(|| {
+            messages
+                .iter()
+                .filter(|m| m.turn_id == live.turn_id && m.role == "tool" && m.model_id.is_some())
+                .filter(|m| {
+                    m.parts
+                        .iter()
+                        .any(|p| matches!(p, Part::ToolResult { name, .. } if name == ADVISOR_TOOL))
+                })
+                .count() as u32
+        });
+        let body = request_body(
+            target.resolution.model_id.model(),
+            &messages,
+            job.llm_config.as_ref(),
+            job.reasoning_effort.as_deref(),
+            summary.as_ref().map(|(seq, text)| (*seq, text.as_str())),
+            &tools,
+        );
+        let mut progress = Progress::default();
+        let mut on_chunk = |acc: &StreamAccumulator| progress.publish(app, live, acc);
+        let streamed = stream_call(app, live, target, &body, true, &mut on_chunk).await;
+        calls.push(
+            streamed
+                .record(target, &job.operation, live)
+                .into_call(&job.session_id),
+        );
+        let summary = streamed.acc.summary();
+        let (parts, tool_calls) = progress.parts(&summary);
+        let last_text = summary.text.clone();
+        let assistant = EventPayload::AssistantMessage {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            turn_id: live.turn_id.clone(),
+            parts,
+            model_id: target.resolution.model_id.to_string(),
+            usage: TokenUsage::from(summary.usage),
+            finish_reason: summary.finish_reason.clone(),
+        };
+        let has_parts =
+            matches!(&assistant, EventPayload::AssistantMessage { parts, .. } if !parts.is_empty());
+        let done = streamed.end == CallEnd::Done;
+        if !done || tool_calls.is_empty() {
+            // A partial answer is kept on failure and cancel: the record stays readable.
+            return Outcome {
+                ending: streamed.end.into(),
+                last_message: (has_parts || done).then_some(assistant),
+                last_text,
+            };
+        }
+        if step == max_steps {
+            return Outcome {
+                ending: Ending::Failed(format!(
+                    "the model still called tools after {max_steps} model calls \
+                     ([turns] max_tool_steps)"
+                )),
+                last_message: Some(assistant),
+                last_text,
+            };
+        }
+        if let Err(err) = append_and_publish(
+            &app.store,
+            app.bus.as_ref(),
+            &app.project,
+            &live.conversation_id,
+            &[assistant],
+        )
+        .await
+        {
+            return Outcome::ended(Ending::Failed(format!("cannot save the answer: {err}")));
+        }
+        let mut pending = Vec::new();
+        for call in tool_calls {
+            let (content, is_error, model_id, usage, stopped) = match &advisor {
+                Some(advisor) if call.name == ADVISOR_TOOL => {
+                    let c = advisor::consult(
+                        app,
+                        live,
+                        advisor,
+                        &call.id,
+                        &call.arguments,
+                        uses,
+                        max_uses,
+                        &job.session_id,
+                    )
+                    .await;
+                    (c.content, c.is_error, c.model_id, c.usage, c.stopped)
                 }
-                Err(reason) => {
-                    return Ending::Failed(format!(
-                        "provider '{}' sent malformed stream data: {reason}",
-                        target.provider.name()
-                    ))
+                _ if client_names.contains(&call.name.as_str()) => {
+                    pending.push(call);
+                    continue;
                 }
-            }
-            if first_token_at_ms.is_none() && acc.has_output() {
-                *first_token_at_ms = Some(now_ms());
-            }
-            if acc.reasoning().len() > reasoning_before {
-                let delta = acc.reasoning()[reasoning_before..].to_owned();
-                publish(
-                    app,
-                    live,
-                    "reasoning.delta",
-                    json!({"turnId": live.turn_id, "delta": delta}),
-                );
-            }
-            if acc.text().len() > text_before {
-                let delta = acc.text()[text_before..].to_owned();
-                publish(
-                    app,
-                    live,
-                    "text.delta",
-                    json!({"turnId": live.turn_id, "delta": delta}),
-                );
-            }
-            if !tools_before
-                && acc.has_output()
-                && acc.text().is_empty()
-                && acc.reasoning().is_empty()
+                _ => {
+                    let offered: Vec<&str> = tools
+                        .iter()
+                        .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
+                        .collect();
+                    let error = if offered.is_empty() {
+                        format!("unknown tool {:?}: no tools are available", call.name)
+                    } else {
+                        format!(
+                            "unknown tool {:?}; the tools are: {}",
+                            call.name,
+                            offered.join(", ")
+                        )
+                    };
+                    (
+                        json!({"type": "error", "error": error}).to_string(),
+                        true,
+                        None,
+                        None,
+                        None,
+                    )
+                }
+            };
+            let message = EventPayload::ToolMessage {
+                message_id: uuid::Uuid::now_v7().to_string(),
+                turn_id: live.turn_id.clone(),
+                tool_call_id: call.id.clone(),
+                name: call.name.clone(),
+                content,
+                is_error,
+                model_id,
+                usage,
+            };
+            if let Err(err) = append_and_publish(
+                &app.store,
+                app.bus.as_ref(),
+                &app.project,
+                &live.conversation_id,
+                &[message],
+            )
+            .await
             {
+                return Outcome::ended(Ending::Failed(format!(
+                    "cannot save the result of tool call {}: {err}",
+                    call.id
+                )));
+            }
+            publish(
+                app,
+                live,
+                "tool_call.completed",
+                json!({"turnId": live.turn_id, "toolCallId": call.id, "name": call.name,
+                       "isError": is_error}),
+            );
+            if let Some(end) = stopped {
+                return Outcome::ended(end.into());
+            }
+        }
+        if !pending.is_empty() {
+            return Outcome::ended(Ending::RequiresAction(pending));
+        }
+    }
+    Outcome::ended(Ending::Failed("no model call was made".into()))
+}
+
+/// What a chat step has published so far, and the ids of its tool calls.
+#[derive(Default)]
+struct Progress {
+    text: usize,
+    reasoning: usize,
+    /// Per tool call index: its id (the model's, else one made up) and
+    /// how many argument bytes were published.
+    calls: Vec<(String, usize)>,
+}
+
+impl Progress {
+    fn publish(&mut self, app: &AppState, live: &LiveTurn, acc: &StreamAccumulator) {
+        if acc.reasoning().len() > self.reasoning {
+            let delta = &acc.reasoning()[self.reasoning..];
+            publish(
+                app,
+                live,
+                "reasoning.delta",
+                json!({"turnId": live.turn_id, "delta": delta}),
+            );
+            self.reasoning = acc.reasoning().len();
+        }
+        if acc.text().len() > self.text {
+            let delta = &acc.text()[self.text..];
+            publish(
+                app,
+                live,
+                "text.delta",
+                json!({"turnId": live.turn_id, "delta": delta}),
+            );
+            self.text = acc.text().len();
+        }
+        for index in 0..acc.tool_call_count() {
+            let Some((id, name, arguments)) = acc.tool_call(index) else {
+                continue;
+            };
+            if index >= self.calls.len() {
+                if name.is_empty() {
+                    break; // announced once its name is known
+                }
+                let id = if id.is_empty() {
+                    format!("call_{}", uuid::Uuid::now_v7().simple())
+                } else {
+                    id.to_owned()
+                };
+                publish(
+                    app,
+                    live,
+                    "tool_call.started",
+                    json!({"turnId": live.turn_id, "toolCallId": id, "name": name}),
+                );
+                self.calls.push((id, 0));
+            }
+            let (id, sent) = &mut self.calls[index];
+            if arguments.len() > *sent {
                 publish(
                     app,
                     live,
                     "tool_call.delta",
-                    json!({"turnId": live.turn_id}),
+                    json!({"turnId": live.turn_id, "toolCallId": id,
+                           "delta": &arguments[*sent..]}),
                 );
-            }
-        }
-        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY && acc.text().len() != checkpointed_len {
-            checkpointed_len = acc.text().len();
-            last_checkpoint = tokio::time::Instant::now();
-            if let Err(err) = app
-                .store
-                .checkpoint_turn(&app.project, &live.turn_id, acc.text(), now_ms())
-                .await
-            {
-                tracing::warn!(turn = %live.turn_id, error = %err, "cannot checkpoint turn");
+                *sent = arguments.len();
             }
         }
     }
+
+    /// The assistant message's parts (reasoning, text, tool calls) and its
+    /// tool calls, with the ids announced in `tool_call.started`.
+    fn parts(
+        &self,
+        summary: &modelyard_upstream::openai::AnswerSummary,
+    ) -> (Vec<Part>, Vec<ToolCallRef>) {
+        let mut parts = Vec::new();
+        if let Some(reasoning) = &summary.reasoning {
+            parts.push(Part::Reasoning {
+                text: reasoning.clone(),
+            });
+        }
+        if let Some(text) = &summary.text {
+            parts.push(Part::Text { text: text.clone() });
+        }
+        let mut tool_calls = Vec::new();
+        if let Some(calls) = summary.tool_calls.as_ref().and_then(Value::as_array) {
+            for (index, call) in calls.iter().enumerate() {
+                let name = call["function"]["name"].as_str().unwrap_or_default();
+                if name.is_empty() {
+                    continue;
+                }
+                let id = match (call["id"].as_str(), self.calls.get(index)) {
+                    (_, Some((announced, _))) => announced.clone(),
+                    (Some(id), None) if !id.is_empty() => id.to_owned(),
+                    _ => format!("call_{}", uuid::Uuid::now_v7().simple()),
+                };
+                let arguments = call["function"]["arguments"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                parts.push(Part::ToolCall {
+                    id: id.clone(),
+                    name: name.to_owned(),
+                    arguments: arguments.clone(),
+                });
+                tool_calls.push(ToolCallRef {
+                    id,
+                    name: name.to_owned(),
+                    arguments,
+                });
+            }
+        }
+        (parts, tool_calls)
+    }
 }
 
-fn publish(app: &AppState, live: &LiveTurn, event_type: &'static str, data: Value) {
+/// Records a transient event in the turn's buffer and publishes it.
+pub fn publish(app: &AppState, live: &LiveTurn, event_type: &'static str, data: Value) {
     let event = live.push(event_type, data);
     app.bus
         .publish(&live.conversation_id, BusMessage::Transient(event));
@@ -502,7 +775,7 @@ mod tests {
             updated_at_ms: 0,
             deleted: false,
         };
-        let body = request_body("m", &[user("hi")], Some(&config), None, None);
+        let body = request_body("m", &[user("hi")], Some(&config), None, None, &[]);
         assert_eq!(
             body,
             json!({
@@ -513,19 +786,19 @@ mod tests {
             })
         );
         // The conversation's own setting wins over the config's.
-        let body = request_body("m", &[user("hi")], Some(&config), Some("high"), None);
+        let body = request_body("m", &[user("hi")], Some(&config), Some("high"), None, &[]);
         assert_eq!(body["reasoning_effort"], "high");
         // After a compaction through seq 1: the summary replaces message 1.
         let mut later = user("later");
         later.seq = 2;
-        let body = request_body("m", &[user("hi"), later], None, None, Some((1, "S")));
+        let body = request_body("m", &[user("hi"), later], None, None, Some((1, "S")), &[]);
         assert_eq!(
             body["messages"],
             json!([{"role": "system", "content": "Summary of the earlier conversation: S"},
                    {"role": "user", "content": "later"}])
         );
         // Without a config: only routing's fields and the messages.
-        let body = request_body("m", &[user("hi")], None, None, None);
+        let body = request_body("m", &[user("hi")], None, None, None, &[]);
         assert_eq!(
             body,
             json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],

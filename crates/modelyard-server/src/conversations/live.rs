@@ -6,6 +6,14 @@
 //! coalesced (their text joined) rather than dropped, so the text is never
 //! lost; the buffer is dropped when the turn ends (the log then holds the
 //! truth).
+//!
+//! Deltas that belong to one tool call (`toolCallId`: argument deltas,
+//! advisor output) are also capped in bytes per call and event type: past
+//! the cap, the oldest of them are replaced by one marker event of the same
+//! type with `"delta": ""` and `omittedBytes` (how many bytes of text it
+//! stands for), so a long advice keeps the buffer bounded and a client that
+//! reconnects sees that text is missing; the tool's persisted result holds
+//! all of it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,6 +48,9 @@ struct Buffer {
     events: Vec<Arc<TransientEvent>>,
     next_index: u64,
     max_events: usize,
+    /// Buffered delta bytes per (event type, tool call id).
+    call_bytes: HashMap<(&'static str, String), usize>,
+    max_call_bytes: usize,
 }
 
 impl LiveTurn {
@@ -54,11 +65,35 @@ impl LiveTurn {
             event_type,
             data,
         });
+        let call_delta = call_delta_len(&event);
         buffer.events.push(Arc::clone(&event));
+        if let Some((call, len)) = call_delta {
+            let max = buffer.max_call_bytes;
+            let key = (event_type, call.to_owned());
+            let bytes = buffer.call_bytes.entry(key.clone()).or_default();
+            *bytes += len;
+            if *bytes > max {
+                // Trim to three quarters of the cap, so trimming is rare.
+                let mut left = *bytes;
+                omit_oldest(&mut buffer.events, event_type, call, &mut left, max / 4 * 3);
+                buffer.call_bytes.insert(key, left);
+            }
+        }
         if buffer.events.len() > buffer.max_events {
             coalesce(&mut buffer.events);
         }
         event
+    }
+
+    /// Bytes of delta text buffered (all types and tool calls).
+    pub fn buffered_bytes(&self) -> usize {
+        let buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        buffer
+            .events
+            .iter()
+            .filter_map(|e| e.data.get("delta").and_then(Value::as_str))
+            .map(str::len)
+            .sum()
     }
 
     /// Buffered events with index greater than `after`.
@@ -73,6 +108,54 @@ impl LiveTurn {
     }
 }
 
+/// The tool call and delta length of an event that carries a tool call's
+/// delta text.
+fn call_delta_len(event: &TransientEvent) -> Option<(&str, usize)> {
+    let call = event.data.get("toolCallId")?.as_str()?;
+    let delta = event.data.get("delta")?.as_str()?;
+    Some((call, delta.len()))
+}
+
+/// Drops the oldest `event_type` deltas of tool call `call` until at most
+/// `target` bytes of them are left (`bytes` holds the current count and is
+/// updated); one marker event with `omittedBytes` takes the place of the
+/// last one dropped (an earlier marker is folded into it).
+fn omit_oldest(
+    events: &mut Vec<Arc<TransientEvent>>,
+    event_type: &'static str,
+    call: &str,
+    bytes: &mut usize,
+    target: usize,
+) {
+    let mut omitted: u64 = 0;
+    let mut marker: Option<(usize, TransientEvent)> = None;
+    let mut kept = Vec::with_capacity(events.len());
+    for event in events.drain(..) {
+        let droppable = *bytes > target
+            && event.event_type == event_type
+            && call_delta_len(&event).is_some_and(|(c, _)| c == call);
+        if !droppable {
+            kept.push(event);
+            continue;
+        }
+        let len = call_delta_len(&event).map_or(0, |(_, len)| len);
+        *bytes -= len;
+        omitted += len as u64
+            + event
+                .data
+                .get("omittedBytes")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+        marker = Some((kept.len(), (*event).clone()));
+    }
+    if let Some((position, mut event)) = marker {
+        event.data["delta"] = Value::String(String::new());
+        event.data["omittedBytes"] = Value::from(omitted);
+        kept.insert(position, Arc::new(event));
+    }
+    *events = kept;
+}
+
 /// Joins the older half of the buffer's deltas per type into one event each
 /// (text concatenated; the joined event keeps the highest index).
 fn coalesce(events: &mut Vec<Arc<TransientEvent>>) {
@@ -80,12 +163,16 @@ fn coalesce(events: &mut Vec<Arc<TransientEvent>>) {
     let older: Vec<Arc<TransientEvent>> = events.drain(..half).collect();
     let mut merged: Vec<TransientEvent> = Vec::new();
     for event in older {
-        let joinable = event.data.get("delta").and_then(Value::as_str).is_some();
+        // Deltas of one type (and tool call) join; omission markers do not.
+        let joinable = event.data.get("delta").and_then(Value::as_str).is_some()
+            && event.data.get("omittedBytes").is_none();
         match merged.last_mut() {
             Some(last)
                 if joinable
                     && last.event_type == event.event_type
-                    && last.data.get("delta").is_some() =>
+                    && last.data.get("delta").is_some()
+                    && last.data.get("omittedBytes").is_none()
+                    && last.data.get("toolCallId") == event.data.get("toolCallId") =>
             {
                 let text = format!(
                     "{}{}",
@@ -108,15 +195,18 @@ fn coalesce(events: &mut Vec<Arc<TransientEvent>>) {
 pub struct LiveTurns {
     turns: Mutex<HashMap<String, Arc<LiveTurn>>>,
     max_events: usize,
+    max_call_bytes: usize,
     shutdown: CancellationToken,
 }
 
 impl LiveTurns {
-    /// A registry whose buffers hold at most `max_events` each.
-    pub fn new(max_events: usize) -> Self {
+    /// A registry whose buffers hold at most `max_events` each, and at most
+    /// `max_call_bytes` of delta text per tool call and event type.
+    pub fn new(max_events: usize, max_call_bytes: usize) -> Self {
         Self {
             turns: Mutex::default(),
             max_events: max_events.max(16),
+            max_call_bytes: max_call_bytes.max(64),
             shutdown: CancellationToken::new(),
         }
     }
@@ -131,6 +221,7 @@ impl LiveTurns {
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             buffer: Mutex::new(Buffer {
                 max_events: self.max_events,
+                max_call_bytes: self.max_call_bytes,
                 ..Buffer::default()
             }),
         });
@@ -193,7 +284,7 @@ mod tests {
 
     #[test]
     fn overflow_coalesces_text_without_losing_it() {
-        let turns = LiveTurns::new(16);
+        let turns = LiveTurns::new(16, 1024);
         let turn = turns.start("c", "t", 3);
         for i in 0..100 {
             turn.push(
@@ -211,5 +302,59 @@ mod tests {
         assert_eq!(text, expected);
         assert_eq!(all.last().unwrap().index, 100);
         assert!(all.windows(2).all(|w| w[0].index < w[1].index));
+    }
+
+    #[test]
+    fn a_long_tool_output_is_capped_with_a_marker() {
+        let turns = LiveTurns::new(100_000, 1_000);
+        let turn = turns.start("c", "t", 3);
+        turn.push(
+            "advisor.phase",
+            serde_json::json!({"turnId": "t", "toolCallId": "a", "phase": "streaming"}),
+        );
+        let mut sent = 0;
+        for i in 0..2_000 {
+            let delta = format!("w{i} ");
+            sent += delta.len();
+            turn.push(
+                "advisor.output",
+                serde_json::json!({"turnId": "t", "toolCallId": "a", "delta": delta}),
+            );
+            // Another call's text is not touched.
+            if i < 10 {
+                turn.push(
+                    "advisor.output",
+                    serde_json::json!({"turnId": "t", "toolCallId": "b", "delta": "b"}),
+                );
+            }
+        }
+        assert!(
+            turn.buffered_bytes() <= 1_000 + 10,
+            "{}",
+            turn.buffered_bytes()
+        );
+        let all = turn.since(0);
+        assert_eq!(all[0].event_type, "advisor.phase");
+        assert!(all.windows(2).all(|w| w[0].index < w[1].index));
+        let of_a: Vec<_> = all
+            .iter()
+            .filter(|e| e.event_type == "advisor.output" && e.data["toolCallId"] == "a")
+            .collect();
+        let omitted = of_a[0].data["omittedBytes"].as_u64().unwrap() as usize;
+        let kept: usize = of_a
+            .iter()
+            .map(|e| e.data["delta"].as_str().unwrap().len())
+            .sum();
+        assert_eq!(omitted + kept, sent);
+        assert!(of_a[1..]
+            .iter()
+            .all(|e| e.data.get("omittedBytes").is_none()));
+        let tail: String = of_a
+            .iter()
+            .map(|e| e.data["delta"].as_str().unwrap())
+            .collect();
+        assert!(tail.ends_with("w1999 "));
+        let of_b = all.iter().filter(|e| e.data["toolCallId"] == "b").count();
+        assert_eq!(of_b, 10);
     }
 }
