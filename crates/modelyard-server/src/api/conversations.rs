@@ -894,7 +894,8 @@ pub async fn start_turn(
         .find(|e| matches!(e.payload, EventPayload::TurnStarted { .. }))
         .map(|e| e.seq)
         .unwrap_or_default();
-    let live = app.live.start(&id, &turn_id, turn_seq);
+    let last_seq = events.last().map(|e| e.seq).unwrap_or_default();
+    let live = app.live.start(&id, &turn_id, turn_seq, last_seq);
     for event in &events {
         app.bus
             .publish(&id, BusMessage::Persisted(Arc::new(event.clone())));
@@ -1168,7 +1169,8 @@ pub async fn tool_results(
     };
     let resumed_seq = events.first().map(|e| e.seq).unwrap_or_default();
     // The resumed run's transient events are positioned after turn.resumed.
-    let live = app.live.start(&id, &turn_id, resumed_seq);
+    let last_seq = events.last().map(|e| e.seq).unwrap_or_default();
+    let live = app.live.start(&id, &turn_id, resumed_seq, last_seq);
     for event in &events {
         app.bus
             .publish(&id, BusMessage::Persisted(Arc::new(event.clone())));
@@ -1302,9 +1304,35 @@ fn sse_response(
         .into_response()
 }
 
-fn persisted_sse(e: &Event) -> SseEvent {
+/// The subscriber's position in a turn run that is still running (its
+/// transient events sent so far), if any.
+fn running_position(
+    app: &AppState,
+    conversation_id: &str,
+    transient: Option<(i64, u64)>,
+    last_end_seq: i64,
+) -> Option<(i64, u64)> {
+    transient.filter(|(turn_seq, _)| {
+        *turn_seq > last_end_seq
+            && app
+                .live
+                .of_conversation(conversation_id)
+                .is_some_and(|live| live.turn_seq == *turn_seq)
+    })
+}
+
+/// A persisted event; its id is the subscriber's whole position: `seq`, or
+/// `seq.turnSeq.index` when it comes in the middle of a running turn run
+/// whose transient events were sent up to `index` (a tool step's
+/// `message.assistant`, `message.tool`), so a resume from it neither repeats
+/// nor skips them.
+fn persisted_sse(e: &Event, running: Option<(i64, u64)>) -> SseEvent {
+    let id = match running {
+        Some((turn_seq, index)) => format!("{}.{turn_seq}.{index}", e.seq),
+        None => e.seq.to_string(),
+    };
     SseEvent::default()
-        .id(e.seq.to_string())
+        .id(id)
         .event(e.payload.event_type())
         .data(event_json(e).to_string())
 }
@@ -1375,11 +1403,35 @@ async fn feed(
             };
             let done = events.len() < 1000;
             for e in &events {
+                // The running turn's deltas that went out live before this
+                // event go before it in the replay too.
+                if let Some(live) = running_before
+                    .as_ref()
+                    .filter(|live| live.turn_seq <= seq && live.turn_seq > last_end_seq)
+                {
+                    let after = match transient {
+                        Some((turn_seq, index)) if turn_seq == live.turn_seq => index,
+                        _ => 0,
+                    };
+                    for t in live.since(after).iter().filter(|t| t.after_seq < e.seq) {
+                        transient = Some((t.turn_seq, t.index));
+                        if tx.send(transient_sse(seq, t)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
                 seq = e.seq;
                 if ends_any_turn(e) {
                     last_end_seq = e.seq;
                 }
-                if tx.send(persisted_sse(e)).await.is_err() {
+                if tx
+                    .send(persisted_sse(
+                        e,
+                        running_position(&app, &conversation_id, transient, last_end_seq),
+                    ))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 if until_turn.as_deref().is_some_and(|t| ends_turn(e, t)) {
@@ -1431,7 +1483,14 @@ async fn feed(
                     if ends_any_turn(&e) {
                         last_end_seq = e.seq;
                     }
-                    if tx.send(persisted_sse(&e)).await.is_err() {
+                    if tx
+                        .send(persisted_sse(
+                            &e,
+                            running_position(&app, &conversation_id, transient, last_end_seq),
+                        ))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     if until_turn.as_deref().is_some_and(|t| ends_turn(&e, t)) {

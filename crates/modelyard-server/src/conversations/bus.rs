@@ -25,6 +25,10 @@ pub struct TransientEvent {
     pub turn_seq: i64,
     /// Position within the turn: 1, 2, 3, ...
     pub index: u64,
+    /// The conversation's last persisted seq the turn knew of when the
+    /// event was pushed (its own appends): a replay sends the event before
+    /// the persisted event `after_seq + 1`, as it went out live.
+    pub after_seq: i64,
     /// Event type: `text.delta`, `reasoning.delta`, `tool_call.delta`.
     pub event_type: &'static str,
     /// Event data (camelCase JSON; includes `turnId`).

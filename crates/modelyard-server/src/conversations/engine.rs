@@ -478,7 +478,7 @@ async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome {
                 last_text,
             };
         }
-        if let Err(err) = append_and_publish(
+        match append_and_publish(
             &app.store,
             app.bus.as_ref(),
             &app.project,
@@ -487,7 +487,10 @@ async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome {
         )
         .await
         {
-            return Outcome::ended(Ending::Failed(format!("cannot save the answer: {err}")));
+            Ok(events) => live.note_seq(events.last().map_or(0, |e| e.seq)),
+            Err(err) => {
+                return Outcome::ended(Ending::Failed(format!("cannot save the answer: {err}")));
+            }
         }
         let mut pending = Vec::new();
         for call in tool_calls {
@@ -543,7 +546,7 @@ async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome {
                 model_id,
                 usage,
             };
-            if let Err(err) = append_and_publish(
+            match append_and_publish(
                 &app.store,
                 app.bus.as_ref(),
                 &app.project,
@@ -552,10 +555,13 @@ async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome {
             )
             .await
             {
-                return Outcome::ended(Ending::Failed(format!(
-                    "cannot save the result of tool call {}: {err}",
-                    call.id
-                )));
+                Ok(events) => live.note_seq(events.last().map_or(0, |e| e.seq)),
+                Err(err) => {
+                    return Outcome::ended(Ending::Failed(format!(
+                        "cannot save the result of tool call {}: {err}",
+                        call.id
+                    )));
+                }
             }
             publish(
                 app,

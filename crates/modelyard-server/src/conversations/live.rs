@@ -40,6 +40,8 @@ pub struct LiveTurn {
     /// Set when the cancel comes from a server shutdown: the turn then ends
     /// `interrupted`, not `cancelled`.
     pub shutting_down: std::sync::atomic::AtomicBool,
+    /// The conversation's last persisted seq the turn knows of.
+    last_seq: std::sync::atomic::AtomicI64,
     buffer: Mutex<Buffer>,
 }
 
@@ -62,6 +64,7 @@ impl LiveTurn {
             turn_id: self.turn_id.clone(),
             turn_seq: self.turn_seq,
             index: buffer.next_index,
+            after_seq: self.last_seq.load(std::sync::atomic::Ordering::SeqCst),
             event_type,
             data,
         });
@@ -83,6 +86,13 @@ impl LiveTurn {
             coalesce(&mut buffer.events);
         }
         event
+    }
+
+    /// Notes that the turn appended (and published) events up to `seq`:
+    /// later transient events come after it.
+    pub fn note_seq(&self, seq: i64) {
+        self.last_seq
+            .fetch_max(seq, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Bytes of delta text buffered (all types and tool calls).
@@ -211,14 +221,22 @@ impl LiveTurns {
         }
     }
 
-    /// Registers a starting turn.
-    pub fn start(&self, conversation_id: &str, turn_id: &str, turn_seq: i64) -> Arc<LiveTurn> {
+    /// Registers a starting (or resumed) turn whose run starts at seq
+    /// `turn_seq` and whose own starting events end at `last_seq`.
+    pub fn start(
+        &self,
+        conversation_id: &str,
+        turn_id: &str,
+        turn_seq: i64,
+        last_seq: i64,
+    ) -> Arc<LiveTurn> {
         let turn = Arc::new(LiveTurn {
             turn_id: turn_id.to_owned(),
             conversation_id: conversation_id.to_owned(),
             turn_seq,
             cancel: CancellationToken::new(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            last_seq: std::sync::atomic::AtomicI64::new(last_seq),
             buffer: Mutex::new(Buffer {
                 max_events: self.max_events,
                 max_call_bytes: self.max_call_bytes,
@@ -285,7 +303,7 @@ mod tests {
     #[test]
     fn overflow_coalesces_text_without_losing_it() {
         let turns = LiveTurns::new(16, 1024);
-        let turn = turns.start("c", "t", 3);
+        let turn = turns.start("c", "t", 3, 4);
         for i in 0..100 {
             turn.push(
                 "text.delta",
@@ -307,7 +325,7 @@ mod tests {
     #[test]
     fn a_long_tool_output_is_capped_with_a_marker() {
         let turns = LiveTurns::new(100_000, 1_000);
-        let turn = turns.start("c", "t", 3);
+        let turn = turns.start("c", "t", 3, 4);
         turn.push(
             "advisor.phase",
             serde_json::json!({"turnId": "t", "toolCallId": "a", "phase": "streaming"}),

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod conv;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
