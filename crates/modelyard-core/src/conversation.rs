@@ -133,6 +133,21 @@ pub enum Part {
     },
 }
 
+/// One message of `messages.imported`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportedMessage {
+    /// Message id.
+    pub message_id: String,
+    /// `user`, `assistant` or `tool`.
+    pub role: String,
+    /// User: the OpenAI content value; assistant: its text; tool: the result.
+    pub content: Value,
+    /// Assistant: text and tool-call parts; tool: one `toolResult` part.
+    #[serde(default)]
+    pub parts: Vec<Part>,
+}
+
 /// A pending client-side tool call of a turn in `requires_action`
 /// (OpenAI function-call shape).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -412,6 +427,16 @@ pub enum EventPayload {
         /// Turn id.
         turn_id: String,
     },
+    /// Messages brought in from elsewhere (history of another app, an
+    /// example exchange that shows a model how to call a tool), between
+    /// turns. They have no model and no usage.
+    #[serde(rename = "messages.imported", rename_all = "camelCase")]
+    MessagesImported {
+        /// Groups the imported messages (their `turnId`; no turn row).
+        import_id: String,
+        /// The messages in order.
+        messages: Vec<ImportedMessage>,
+    },
     /// The turn ended with an answer.
     #[serde(rename = "turn.completed", rename_all = "camelCase")]
     TurnCompleted {
@@ -481,6 +506,7 @@ impl EventPayload {
             EventPayload::ToolMessage { .. } => "message.tool",
             EventPayload::TurnRequiresAction { .. } => "turn.requires_action",
             EventPayload::TurnResumed { .. } => "turn.resumed",
+            EventPayload::MessagesImported { .. } => "messages.imported",
             EventPayload::TurnCompleted { .. } => "turn.completed",
             EventPayload::TurnFailed { .. } => "turn.failed",
             EventPayload::TurnCancelled { .. } => "turn.cancelled",
@@ -666,8 +692,8 @@ pub enum ApplyError {
 pub struct Changes {
     /// The turn row to insert or update, if the event touched a turn.
     pub turn: Option<TurnRecord>,
-    /// A message row to insert.
-    pub message: Option<MessageRecord>,
+    /// Message rows to insert (one, or several for `messages.imported`).
+    pub message: Vec<MessageRecord>,
 }
 
 /// Applies one event to the conversation record (`None` before creation)
@@ -824,7 +850,7 @@ pub fn apply(
             content,
         } => {
             running(turn_id)?;
-            changes.message = Some(MessageRecord {
+            changes.message.push(MessageRecord {
                 id: message_id.clone(),
                 conversation_id: c.id.clone(),
                 turn_id: turn_id.clone(),
@@ -857,7 +883,7 @@ pub fn apply(
                     _ => None,
                 })
                 .collect();
-            changes.message = Some(MessageRecord {
+            changes.message.push(MessageRecord {
                 id: message_id.clone(),
                 conversation_id: c.id.clone(),
                 turn_id: turn_id.clone(),
@@ -887,7 +913,7 @@ pub fn apply(
                 turn.totals.add(usage);
                 c.totals.add(usage);
             }
-            changes.message = Some(MessageRecord {
+            changes.message.push(MessageRecord {
                 id: message_id.clone(),
                 conversation_id: c.id.clone(),
                 turn_id: turn_id.clone(),
@@ -905,6 +931,31 @@ pub fn apply(
                 created_at_ms: event.at_ms,
             });
             changes.turn = Some(turn);
+        }
+        EventPayload::MessagesImported {
+            import_id,
+            messages,
+        } => {
+            if let Some(running) = &c.running_turn_id {
+                return Err(ApplyError::TurnRunning {
+                    running: running.clone(),
+                });
+            }
+            for m in messages {
+                changes.message.push(MessageRecord {
+                    id: m.message_id.clone(),
+                    conversation_id: c.id.clone(),
+                    turn_id: import_id.clone(),
+                    role: m.role.clone(),
+                    content: m.content.clone(),
+                    parts: m.parts.clone(),
+                    model_id: None,
+                    usage: TokenUsage::default(),
+                    finish_reason: None,
+                    seq: event.seq,
+                    created_at_ms: event.at_ms,
+                });
+            }
         }
         EventPayload::TurnRequiresAction { turn_id, .. } => {
             let mut turn = running(turn_id)?;

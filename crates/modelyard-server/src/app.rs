@@ -120,7 +120,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/conversations/{id}",
             get(conv::show).patch(conv::patch).delete(conv::delete),
         )
-        .route("/v1/conversations/{id}/messages", get(conv::messages))
+        .route(
+            "/v1/conversations/{id}/messages",
+            get(conv::messages).post(crate::api::imports::import),
+        )
         .route(
             "/v1/conversations/{id}/model",
             get(conv::get_model).put(conv::put_model),

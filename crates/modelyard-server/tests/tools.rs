@@ -261,7 +261,10 @@ async fn the_advisor_streams_live_and_its_result_does_not_depend_on_watchers() {
     let turns = get(&server, &format!("/v1/conversations/{watched}/turns")).await;
     let turn_usage = &turns["data"][0]["usage"];
     assert_eq!(
-        (turn_usage["input"].as_i64().unwrap(), turn_usage["output"].as_i64().unwrap()),
+        (
+            turn_usage["input"].as_i64().unwrap(),
+            turn_usage["output"].as_i64().unwrap()
+        ),
         sum,
         "{turns}"
     );
@@ -346,8 +349,8 @@ async fn reconnecting_mid_advice_joins_to_what_a_steady_subscriber_saw() {
             .await
             .expect("reader finishes")
             .expect("reader task");
-        if let Some(i) = (0..joined.len().max(expected.len()))
-            .find(|&i| joined.get(i) != expected.get(i))
+        if let Some(i) =
+            (0..joined.len().max(expected.len())).find(|&i| joined.get(i) != expected.get(i))
         {
             panic!(
                 "round {round} plan {plan:?}: first difference at {i}:\n joined {:?}\n expected {:?}\n before {:?}",
@@ -703,4 +706,86 @@ async fn bad_tools_limits_failures_and_unknown_tools_are_tool_errors() {
     )
     .await;
     assert_eq!(status, 422);
+}
+
+#[tokio::test]
+async fn imported_messages_join_the_history_the_model_receives() {
+    let server = server_with("").await;
+    let conv = create(&server, json!({})).await;
+    let path = format!("/v1/conversations/{conv}/messages");
+    for (body, field) in [
+        (json!({"messages": []}), None),
+        (
+            json!({"messages": [{"role": "system", "content": "x"}]}),
+            Some("messages[0].role"),
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": ""}]}),
+            Some("messages[0].content"),
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "q"},
+                                {"role": "tool", "tool_call_id": "nope", "content": "r"}]}),
+            Some("messages[1].tool_call_id"),
+        ),
+        (
+            json!({"messages": [{"role": "assistant", "content": null}]}),
+            Some("messages[0].content"),
+        ),
+    ] {
+        let (status, problem) = send(&server, "POST", &path, Some(body.clone())).await;
+        assert_eq!(status, 422, "{body}: {problem}");
+        if let Some(field) = field {
+            assert_eq!(problem["field"], field, "{problem}");
+        }
+    }
+    let (status, _) = send(&server, "POST", &path, Some(json!({"nope": []}))).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        get(&server, &format!("/v1/conversations/{conv}")).await["lastSeq"],
+        1,
+        "nothing written"
+    );
+
+    let call = json!({"id": "call_1", "type": "function",
+                      "function": {"name": "lookup", "arguments": "{\"q\": 1}"}});
+    let (status, body) = send(
+        &server,
+        "POST",
+        &path,
+        Some(json!({"messages": [
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+            {"role": "assistant", "content": "It is 42."}
+        ]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["imported"], 4);
+    let msgs = messages(&server, &conv).await;
+    let roles: Vec<&str> = msgs.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["user", "assistant", "tool", "assistant"]);
+    assert!(msgs.iter().all(|m| m["modelId"].is_null()));
+    // The next turn sends them in the OpenAI tool-call shape.
+    run_turn(
+        &server,
+        &conv,
+        json!({"content": "second", "model": "mock/echo"}),
+    )
+    .await;
+    let sent = server.mock.last_request().unwrap().json().unwrap();
+    assert_eq!(
+        sent["messages"],
+        json!([
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+            {"role": "assistant", "content": "It is 42."},
+            {"role": "user", "content": "second"}
+        ])
+    );
+    let c = get(&server, &format!("/v1/conversations/{conv}")).await;
+    assert_eq!(c["latestModelId"], "mock/echo");
+    log(&server, &conv).await;
 }

@@ -184,7 +184,7 @@ const INSERT_MESSAGE: &str = concat!(
 const SELECT_MESSAGES: &str = concat!(
     "SELECT ",
     message_columns!(),
-    " FROM messages WHERE project_id = $1 AND conversation_id = $2 ORDER BY seq ASC"
+    " FROM messages WHERE project_id = $1 AND conversation_id = $2 ORDER BY seq ASC, id ASC"
 );
 
 // ---------------------------------------------------------------- rows

@@ -94,8 +94,12 @@ pub async fn create(
     title: Option<&str>,
     model: Option<&str>,
     parent: Option<&str>,
+    advisor: bool,
 ) -> anyhow::Result<()> {
     let mut body = json!({});
+    if advisor {
+        body["advisor"] = json!(true);
+    }
     if let Some(title) = title {
         body["title"] = json!(title);
     }
@@ -191,6 +195,8 @@ async fn follow(mut response: reqwest::Response, first_turn: bool) -> anyhow::Re
     let mut stdout = std::io::stdout();
     let mut in_text = false;
     let mut turn: Option<String> = None;
+    // The advisor's block on stderr: open while its output streams.
+    let mut advice_line_start = true;
     while let Some(chunk) = response.chunk().await.context("the event stream broke")? {
         decoder.push(&chunk);
         while let Some(event) = decoder.next_event() {
@@ -202,7 +208,23 @@ async fn follow(mut response: reqwest::Response, first_turn: bool) -> anyhow::Re
                 in_text = true;
                 continue;
             }
-            if matches!(kind, "reasoning.delta" | "tool_call.delta" | "caught-up") {
+            if kind == "advisor.output" {
+                // Set apart: every line of the advice starts with "│ ".
+                let mut out = String::new();
+                for c in s(&data, "delta").chars() {
+                    if advice_line_start {
+                        out.push_str("  │ ");
+                    }
+                    out.push(c);
+                    advice_line_start = c == '\n';
+                }
+                eprint!("{out}");
+                continue;
+            }
+            if matches!(
+                kind,
+                "reasoning.delta" | "tool_call.delta" | "caught-up" | "tool_call.started"
+            ) {
                 continue;
             }
             if in_text {
@@ -228,6 +250,52 @@ async fn follow(mut response: reqwest::Response, first_turn: bool) -> anyhow::Re
                     data["usage"]["promptTokens"].as_u64().unwrap_or(0),
                     data["usage"]["completionTokens"].as_u64().unwrap_or(0)
                 ),
+                "advisor.phase" => match s(&data, "phase") {
+                    "preparing_context" => eprintln!("  ╭─ advisor: preparing the context"),
+                    "waiting_for_response" => eprintln!("  │  (waiting for the advisor's model)"),
+                    "streaming" => advice_line_start = true,
+                    "finalizing_result" => {
+                        if !advice_line_start {
+                            eprintln!();
+                        }
+                        eprintln!("  ╰─");
+                    }
+                    _ => {}
+                },
+                "message.tool" => {
+                    let result: Value =
+                        serde_json::from_str(s(&data, "content")).unwrap_or(Value::Null);
+                    if data["isError"] == true {
+                        eprintln!(
+                            "  [{} → error: {}]",
+                            s(&data, "name"),
+                            result["error"].as_str().unwrap_or(s(&data, "content"))
+                        );
+                    } else if result["type"] == "advice" {
+                        eprintln!(
+                            "  [advice from {} · {} prompt + {} completion tokens · {} uses left]",
+                            s(&data, "modelId"),
+                            data["usage"]["promptTokens"].as_u64().unwrap_or(0),
+                            data["usage"]["completionTokens"].as_u64().unwrap_or(0),
+                            result["remainingUses"]
+                        );
+                    }
+                }
+                "turn.requires_action" => {
+                    let calls: Vec<String> = data["toolCalls"]
+                        .as_array()
+                        .map(Vec::as_slice)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|c| format!("{} {}({})", s(c, "id"), s(c, "name"), s(c, "arguments")))
+                        .collect();
+                    eprintln!(
+                        "the turn waits for client tool results ({}); answer with POST \
+                         /v1/conversations/{{id}}/turns/{}/tool-results",
+                        calls.join(", "),
+                        event_turn.unwrap_or("?")
+                    );
+                }
                 "turn.failed" => eprintln!("error: {}", s(&data, "error")),
                 "turn.cancelled" => eprintln!("(turn cancelled)"),
                 "turn.interrupted" => eprintln!("(turn interrupted)"),
@@ -237,9 +305,10 @@ async fn follow(mut response: reqwest::Response, first_turn: bool) -> anyhow::Re
             if first_turn && turn.is_some() && event_turn == turn.as_deref() {
                 match kind {
                     "turn.completed" => return Ok(ExitCode::SUCCESS),
-                    "turn.failed" | "turn.cancelled" | "turn.interrupted" => {
-                        return Ok(ExitCode::FAILURE)
-                    }
+                    "turn.failed"
+                    | "turn.cancelled"
+                    | "turn.interrupted"
+                    | "turn.requires_action" => return Ok(ExitCode::FAILURE),
                     _ => {}
                 }
             }
@@ -290,4 +359,27 @@ pub async fn turn(
         bail!("the turn did not start");
     }
     follow(response, true).await
+}
+
+/// `conversations advisor ID [on|off]`: shows or sets whether turns offer
+/// the advisor tool, and which model it would consult.
+pub async fn advisor(client: &Client, id: &str, set: Option<bool>) -> anyhow::Result<()> {
+    let url = client.url(&format!("/v1/conversations/{id}/settings"));
+    let settings = match set {
+        Some(on) => send(client.http().patch(url).json(&json!({"advisor": on}))).await?,
+        None => send(client.http().get(url)).await?,
+    };
+    let state = if settings["advisor"] == true {
+        "on"
+    } else {
+        "off"
+    };
+    match settings["advisorModel"].as_str() {
+        Some(model) => println!("advisor {state} · model {model}"),
+        None => println!(
+            "advisor {state} · no model: {}",
+            s(&settings, "advisorError")
+        ),
+    }
+    Ok(())
 }

@@ -180,6 +180,17 @@ enum ConversationsCommand {
         /// Parent conversation (a subtask starts with its model).
         #[arg(long)]
         parent: Option<String>,
+        /// Offer the advisor tool in its turns.
+        #[arg(long)]
+        advisor: bool,
+    },
+    /// Show, or turn on/off, the advisor tool of a conversation.
+    Advisor {
+        /// Conversation id.
+        id: String,
+        /// `on` or `off`; without it, show the setting and its model.
+        #[arg(value_parser = ["on", "off"])]
+        state: Option<String>,
     },
     /// Delete (soft).
     Rm {
@@ -510,14 +521,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     title,
                     model,
                     parent,
+                    advisor,
                 } => {
                     conversations::create(
                         &client,
                         title.as_deref(),
                         model.as_deref(),
                         parent.as_deref(),
+                        *advisor,
                     )
                     .await
+                }
+                ConversationsCommand::Advisor { id, state } => {
+                    conversations::advisor(&client, id, state.as_deref().map(|s| s == "on")).await
                 }
                 ConversationsCommand::Rm { id } => conversations::remove(&client, id).await,
                 ConversationsCommand::Model { command } => match command {

@@ -688,3 +688,189 @@ async fn title_and_compaction_are_their_own_sessions_and_later_turns_send_the_su
     assert_eq!(sent.last().unwrap()["content"], "Name a fruit.");
     assert_eq!(sent.len(), 4, "summary, user, assistant, user: {sent:?}");
 }
+
+/// The SSE events of a streamed response, as `(event, data)`.
+async fn sse_events(mut response: ::reqwest::Response) -> Vec<(String, Value)> {
+    assert!(response.status().is_success(), "{}", response.status());
+    let mut decoder = modelyard_upstream::sse::SseDecoder::new();
+    let mut events = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(120), response.chunk())
+        .await
+        .expect("an event within 120 s")
+        .unwrap()
+    {
+        decoder.push(&chunk);
+        while let Some(event) = decoder.next_event() {
+            let data = serde_json::from_slice(&event.data).unwrap_or(Value::Null);
+            events.push((event.event.unwrap_or_default(), data));
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn the_advisor_streams_its_answer_with_the_real_model() {
+    let Some(llm) = llm_url() else { return };
+    let server = Server::start(&llm);
+    let client = ::reqwest::Client::new();
+    let base = &server.base_url;
+    const TWIN: &str = "twin/smollm2-135m-instruct";
+    let post = |path: &str, body: Value| {
+        let request = client.post(format!("{base}{path}")).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    // Greedy decoding for the chat model; the advisor is the twin provider.
+    let (status, chat) = post(
+        "/v1/llms",
+        json!({"displayName": "chat", "model": MODEL,
+               "providerOptions": {"temperature": 0, "maxTokens": 80}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{chat}");
+    let (status, advisor) = post(
+        "/v1/llms",
+        json!({"displayName": "advisor", "model": TWIN,
+               "providerOptions": {"temperature": 0, "maxTokens": 48}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{advisor}");
+    let (status, conversation) = post(
+        "/v1/conversations",
+        json!({"advisor": true, "llmId": chat["id"], "llmOverrides": {"advisor": advisor["id"]}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{conversation}");
+    let id = conversation["id"].as_str().unwrap().to_owned();
+    // SmolLM2-135M calls a tool only after one example exchange.
+    let example_result = json!({"type": "advice", "advice": "Boil it for 8 minutes.",
+        "advisorModel": TWIN, "remainingUses": 2});
+    let (status, imported) = post(
+        &format!("/v1/conversations/{id}/messages"),
+        json!({"messages": [
+            {"role": "user", "content": "Ask the advisor: how do I boil an egg?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "advisor", "arguments": "{\"question\": \"How do I boil an egg?\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": example_result.to_string()},
+            {"role": "assistant", "content": "Boil it for 8 minutes."}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{imported}");
+    assert_eq!(imported["imported"], 4);
+
+    // A streamed turn: the advisor's answer arrives live, then as the result.
+    let response = client
+        .post(format!("{base}/v1/conversations/{id}/turns"))
+        .json(&json!({"content": "Ask the advisor: how do I make tea?", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let events = sse_events(response).await;
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds.last(), Some(&"turn.completed"), "{kinds:?}");
+    let started = events
+        .iter()
+        .find(|(k, _)| k == "tool_call.started")
+        .unwrap_or_else(|| panic!("the model called a tool: {kinds:?}"));
+    assert_eq!(started.1["name"], "advisor");
+    let call = started.1["toolCallId"].as_str().unwrap();
+    let phases: Vec<&str> = events
+        .iter()
+        .filter(|(k, _)| k == "advisor.phase")
+        .map(|(_, d)| d["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "preparing_context",
+            "waiting_for_response",
+            "streaming",
+            "finalizing_result"
+        ]
+    );
+    let live: String = events
+        .iter()
+        .filter(|(k, d)| k == "advisor.output" && d["toolCallId"] == call)
+        .map(|(_, d)| d["delta"].as_str().unwrap())
+        .collect();
+    let tool = &events
+        .iter()
+        .find(|(k, _)| k == "message.tool")
+        .expect("the advisor's result")
+        .1;
+    assert_eq!(tool["modelId"], TWIN);
+    assert_eq!(tool["isError"], false);
+    let result: Value = serde_json::from_str(tool["content"].as_str().unwrap()).unwrap();
+    assert_eq!(result["type"], "advice");
+    assert_eq!(result["advisorModel"], TWIN);
+    assert_eq!(result["remainingUses"], 2);
+    let advice = result["advice"].as_str().unwrap();
+    assert!(!advice.trim().is_empty());
+    assert_eq!(live, advice, "the live output joins into the result");
+    let answers: Vec<&Value> = events
+        .iter()
+        .filter(|(k, _)| k == "message.assistant")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(answers.len(), 2, "a tool step, then the answer");
+    assert_eq!(answers[1]["modelId"], MODEL);
+
+    // Usage: the turn's total is the chat steps plus the advisor.
+    let turn_id = started.1["turnId"].as_str().unwrap();
+    let step_total: u64 = answers
+        .iter()
+        .map(|a| a["usage"]["totalTokens"].as_u64().unwrap())
+        .sum::<u64>()
+        + tool["usage"]["totalTokens"].as_u64().unwrap();
+    let turns: Value = client
+        .get(format!("{base}/v1/conversations/{id}/turns"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        turns["data"][0]["usage"]["total"].as_u64(),
+        Some(step_total)
+    );
+    // The advisor's session is a child of the turn's.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sessions = loop {
+        let page: Value = client
+            .get(format!("{base}/v1/llm-sessions?conversationId={id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let data = page["data"].as_array().cloned().unwrap_or_default();
+        if data.len() >= 2 {
+            break data;
+        }
+        assert!(Instant::now() < deadline, "sessions: {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let advisor_session = sessions
+        .iter()
+        .find(|s| s["operation"] == "advisor")
+        .unwrap();
+    assert_eq!(advisor_session["parentSessionId"], turn_id);
+    assert_eq!(advisor_session["modelId"], TWIN);
+    assert_eq!(advisor_session["status"], "ok");
+    let chat_session = sessions.iter().find(|s| s["id"] == turn_id).unwrap();
+    assert_eq!(chat_session["callCount"], 2);
+
+    // The CLI shows the advisor set apart.
+    let out = server.cli(&["chat", "-c", &id, "Ask the advisor: how do I plant a tree?"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stderr.contains("╭─ advisor"), "{stderr}");
+    assert!(stderr.contains(&format!("advice from {TWIN}")), "{stderr}");
+    assert!(stderr.contains("  │ "), "{stderr}");
+}

@@ -50,8 +50,9 @@ struct Buffer {
     events: Vec<Arc<TransientEvent>>,
     next_index: u64,
     max_events: usize,
-    /// Buffered delta bytes per (event type, tool call id).
-    call_bytes: HashMap<(&'static str, String), usize>,
+    /// Buffered delta bytes per (event type, tool call id); a turn has few
+    /// tool calls, so a list (no key allocation per delta).
+    call_bytes: Vec<(&'static str, String, usize)>,
     max_call_bytes: usize,
 }
 
@@ -72,15 +73,29 @@ impl LiveTurn {
         buffer.events.push(Arc::clone(&event));
         if let Some((call, len)) = call_delta {
             let max = buffer.max_call_bytes;
-            let key = (event_type, call.to_owned());
-            let bytes = buffer.call_bytes.entry(key.clone()).or_default();
-            *bytes += len;
-            if *bytes > max {
+            let position = match buffer
+                .call_bytes
+                .iter()
+                .position(|(t, c, _)| *t == event_type && c == call)
+            {
+                Some(position) => position,
+                None => {
+                    buffer.call_bytes.push((event_type, call.to_owned(), 0));
+                    buffer.call_bytes.len() - 1
+                }
+            };
+            let mut bytes = buffer.call_bytes[position].2 + len;
+            if bytes > max {
                 // Trim to three quarters of the cap, so trimming is rare.
-                let mut left = *bytes;
-                omit_oldest(&mut buffer.events, event_type, call, &mut left, max / 4 * 3);
-                buffer.call_bytes.insert(key, left);
+                omit_oldest(
+                    &mut buffer.events,
+                    event_type,
+                    call,
+                    &mut bytes,
+                    max / 4 * 3,
+                );
             }
+            buffer.call_bytes[position].2 = bytes;
         }
         if buffer.events.len() > buffer.max_events {
             coalesce(&mut buffer.events);
