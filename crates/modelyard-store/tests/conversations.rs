@@ -1091,3 +1091,159 @@ async fn stored_records_decode_like_the_fold_after_reconnect() {
         db.finish().await;
     }
 }
+
+#[tokio::test]
+async fn tool_steps_imports_and_waiting_turns_are_stored_like_the_fold() {
+    use modelyard_core::conversation::{ImportedMessage, ToolCallRef};
+    for db in test_dbs().await {
+        let store = &db.store;
+        let project = ProjectId::default_project();
+        let cid = new_id();
+        let turn = new_id();
+        let import = new_id();
+        let call = |id: &str, name: &str| Part::ToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments: "{\"question\":\"q\"}".into(),
+        };
+        let tool = |id: &str, name: &str, model: Option<&str>| EventPayload::ToolMessage {
+            message_id: new_id(),
+            turn_id: turn.clone(),
+            tool_call_id: id.into(),
+            name: name.into(),
+            content: "{\"type\":\"advice\",\"advice\":\"ä\"}".into(),
+            is_error: model.is_none(),
+            model_id: model.map(str::to_owned),
+            usage: model.map(|_| TokenUsage {
+                prompt_tokens: Some(30),
+                completion_tokens: Some(4),
+                total_tokens: Some(34),
+                ..Default::default()
+            }),
+        };
+        let mut created = created("tools");
+        if let EventPayload::ConversationCreated { advisor, .. } = &mut created {
+            *advisor = true;
+        }
+        let batches: Vec<Vec<EventPayload>> = vec![
+            vec![created],
+            vec![EventPayload::MessagesImported {
+                import_id: import.clone(),
+                messages: vec![
+                    ImportedMessage {
+                        message_id: format!("{import}-0000"),
+                        role: "user".into(),
+                        content: json!("example"),
+                        parts: Vec::new(),
+                    },
+                    ImportedMessage {
+                        message_id: format!("{import}-0001"),
+                        role: "assistant".into(),
+                        content: json!(""),
+                        parts: vec![call("c0", "advisor")],
+                    },
+                    ImportedMessage {
+                        message_id: format!("{import}-0002"),
+                        role: "tool".into(),
+                        content: json!("r"),
+                        parts: vec![Part::ToolResult {
+                            tool_call_id: "c0".into(),
+                            name: "advisor".into(),
+                            is_error: false,
+                        }],
+                    },
+                ],
+            }],
+            vec![
+                EventPayload::TurnStarted {
+                    turn_id: turn.clone(),
+                    operation: "chat".into(),
+                    model_id: "a/x".into(),
+                    resolved_from: ResolvedFrom::Request,
+                    llm_config_id: None,
+                    client_tools: Some(json!([{"type": "function",
+                        "function": {"name": "get_weather"}}])),
+                },
+                user_message(&turn, json!("go")),
+            ],
+            vec![EventPayload::AssistantMessage {
+                message_id: new_id(),
+                turn_id: turn.clone(),
+                parts: vec![call("c1", "advisor"), call("c2", "get_weather")],
+                model_id: "a/x".into(),
+                usage: TokenUsage {
+                    prompt_tokens: Some(10),
+                    completion_tokens: Some(2),
+                    ..Default::default()
+                },
+                finish_reason: Some("tool_calls".into()),
+            }],
+            vec![tool("c1", "advisor", Some("b/advisor"))],
+            vec![EventPayload::TurnRequiresAction {
+                turn_id: turn.clone(),
+                tool_calls: vec![ToolCallRef {
+                    id: "c2".into(),
+                    name: "get_weather".into(),
+                    arguments: "{}".into(),
+                }],
+            }],
+        ];
+        for (i, batch) in batches.iter().enumerate() {
+            store
+                .append_events(&project, &cid, batch, 2_000 + i as i64)
+                .await
+                .expect("append");
+            assert_tables_equal_fold(store, &project, &cid).await;
+        }
+        let waiting = store.get_turn(&project, &turn).await.unwrap().unwrap();
+        assert_eq!(waiting.status, TurnStatus::RequiresAction);
+        assert_eq!(waiting.totals.input, 40, "chat step + advisor");
+        // A waiting turn is not an interrupted one after a restart.
+        let running = store.running_turns().await.unwrap();
+        assert!(running.iter().all(|(_, t)| t.id != turn));
+        let c = store
+            .get_conversation(&project, &cid)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(c.advisor);
+        assert_eq!(c.running_turn_id.as_deref(), Some(turn.as_str()));
+        let messages = store.list_messages(&project, &cid).await.unwrap();
+        let roles: Vec<&str> = messages.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(
+            roles,
+            ["user", "assistant", "tool", "user", "assistant", "tool"],
+            "imported messages keep their order"
+        );
+        for batch in [
+            vec![
+                EventPayload::TurnResumed {
+                    turn_id: turn.clone(),
+                },
+                tool("c2", "get_weather", None),
+            ],
+            vec![
+                assistant_message(&turn, "done", TokenUsage::default()),
+                turn_completed(&turn),
+            ],
+            vec![EventPayload::SettingsChanged {
+                cwd: None,
+                reasoning_effort: None,
+                advisor: Some(false),
+            }],
+        ] {
+            store
+                .append_events(&project, &cid, &batch, 3_000)
+                .await
+                .expect("append");
+            assert_tables_equal_fold(store, &project, &cid).await;
+        }
+        let c = store
+            .get_conversation(&project, &cid)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!c.advisor);
+        assert_eq!(c.running_turn_id, None);
+    }
+}
