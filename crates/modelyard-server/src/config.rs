@@ -43,6 +43,66 @@ pub struct Config {
     pub defaults: DefaultsConfig,
     /// `[turns]`.
     pub turns: TurnsConfig,
+    /// `[limits]`.
+    pub limits: LimitsConfig,
+    /// `[security]`.
+    pub security: SecurityConfig,
+}
+
+/// `[limits]`: caps checked before anything is forwarded or streamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Largest `n` (choices) a chat completion may ask for (`max_n`, default 8).
+    pub max_n: u32,
+    /// Largest `max_tokens` / `max_completion_tokens` (`max_output_tokens`,
+    /// default 131 072 tokens).
+    pub max_output_tokens: u32,
+    /// Most messages in one request (`max_messages`, default 2 048).
+    pub max_messages: u32,
+    /// Most tools in one request (`max_tools`, default 128).
+    pub max_tools: u32,
+    /// Time a client has to send its request headers (`header_read_timeout_ms`,
+    /// default 10 000 ms).
+    pub header_read_timeout_ms: u64,
+    /// Open SSE responses (streamed completions and event streams) in total
+    /// (`max_streams`, default 1 024); beyond it a fast 429.
+    pub max_streams: u32,
+    /// Open SSE responses per API key, or per client address without keys
+    /// (`max_streams_per_key`, default 64); beyond it a fast 429.
+    pub max_streams_per_key: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_n: 8,
+            max_output_tokens: 131_072,
+            max_messages: 2_048,
+            max_tools: 128,
+            header_read_timeout_ms: 10_000,
+            max_streams: 1_024,
+            max_streams_per_key: 64,
+        }
+    }
+}
+
+/// `[security]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SecurityConfig {
+    /// Whether LLM configs may name a `baseUrl` that is not a configured
+    /// provider's (`allow_custom_base_urls`, default false). Calls to such a
+    /// URL only connect to addresses `base_url_allowlist` allows, checked
+    /// after DNS resolution at connect time.
+    pub allow_custom_base_urls: bool,
+    /// Hosts (`models.internal`, `*.corp.example`) and CIDRs
+    /// (`10.0.0.0/8`, `fd00::/8`) custom base URLs may reach
+    /// (`base_url_allowlist`). Link-local and cloud metadata addresses
+    /// (169.254.0.0/16, fe80::/10, fd00:ec2::254) are refused whatever it says.
+    pub base_url_allowlist: Vec<String>,
+    /// Whether stored prompt and response text is scanned for common secret
+    /// shapes (API keys, bearer tokens, private keys), which are replaced by
+    /// `[REDACTED]` before they are written (`redact_secrets`, default false).
+    pub redact_secrets: bool,
 }
 
 /// `[turns]`: tools in conversation turns.
@@ -250,6 +310,31 @@ struct RawConfig {
     defaults: RawDefaults,
     #[serde(default)]
     turns: RawTurns,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    security: RawSecurity,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_n: Option<i64>,
+    max_output_tokens: Option<i64>,
+    max_messages: Option<i64>,
+    max_tools: Option<i64>,
+    header_read_timeout_ms: Option<i64>,
+    max_streams: Option<i64>,
+    max_streams_per_key: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    allow_custom_base_urls: Option<bool>,
+    #[serde(default)]
+    base_url_allowlist: Vec<String>,
+    redact_secrets: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -874,6 +959,64 @@ fn validate(
         )? as usize,
     };
 
+    let d = LimitsConfig::default();
+    let limit = |field: &str, value: Option<i64>, min: i64, max: i64, default: i64| {
+        let v = value.unwrap_or(default);
+        if (min..=max).contains(&v) {
+            Ok(v)
+        } else {
+            Err(err(
+                format!("limits.{field}"),
+                format!("must be between {min} and {max}, got {v}"),
+            ))
+        }
+    };
+    let limits = LimitsConfig {
+        max_n: limit("max_n", raw.limits.max_n, 1, 128, d.max_n.into())? as u32,
+        max_output_tokens: limit(
+            "max_output_tokens",
+            raw.limits.max_output_tokens,
+            1,
+            10_000_000,
+            d.max_output_tokens.into(),
+        )? as u32,
+        max_messages: limit(
+            "max_messages",
+            raw.limits.max_messages,
+            1,
+            1_000_000,
+            d.max_messages.into(),
+        )? as u32,
+        max_tools: limit("max_tools", raw.limits.max_tools, 0, 10_000, d.max_tools.into())?
+            as u32,
+        header_read_timeout_ms: limit(
+            "header_read_timeout_ms",
+            raw.limits.header_read_timeout_ms,
+            100,
+            600_000,
+            d.header_read_timeout_ms as i64,
+        )? as u64,
+        max_streams: limit(
+            "max_streams",
+            raw.limits.max_streams,
+            1,
+            1_000_000,
+            d.max_streams.into(),
+        )? as u32,
+        max_streams_per_key: limit(
+            "max_streams_per_key",
+            raw.limits.max_streams_per_key,
+            1,
+            1_000_000,
+            d.max_streams_per_key.into(),
+        )? as u32,
+    };
+    let security = SecurityConfig {
+        allow_custom_base_urls: raw.security.allow_custom_base_urls.unwrap_or(false),
+        base_url_allowlist: raw.security.base_url_allowlist,
+        redact_secrets: raw.security.redact_secrets.unwrap_or(false),
+    };
+
     Ok(Config {
         source: path.map(Path::to_owned),
         server: ServerConfig {
@@ -894,6 +1037,8 @@ fn validate(
             presets,
         },
         turns,
+        limits,
+        security,
     })
 }
 
