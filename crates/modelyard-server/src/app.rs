@@ -18,9 +18,25 @@ use crate::recorder::Recorder;
 use crate::registry::ProviderRegistry;
 use crate::{api, gateway};
 
-/// Shared state of every handler. Cheap to clone.
+/// Shared state of every handler, scoped to a project. Cheap to clone.
+/// The router holds it for the `default` project; handlers get it scoped to
+/// the caller's project through [`crate::auth::Scoped`].
 #[derive(Clone, Debug)]
-pub struct AppState(Arc<AppInner>);
+pub struct AppState {
+    inner: Arc<AppInner>,
+    /// The project requests act for: the caller's.
+    pub project: ProjectId,
+}
+
+impl AppState {
+    /// This state acting for `caller`'s project.
+    pub fn scoped(&self, caller: crate::auth::Caller) -> AppState {
+        AppState {
+            inner: Arc::clone(&self.inner),
+            project: caller.project,
+        }
+    }
+}
 
 /// What [`AppState`] holds.
 #[derive(Debug)]
@@ -33,18 +49,20 @@ pub struct AppInner {
     pub recorder: Recorder,
     /// The database.
     pub store: Store,
-    /// The project requests act for (`default` until API keys exist).
-    pub project: ProjectId,
+    /// API keys and whether they are required.
+    pub auth: crate::auth::Auth,
     /// Fan-out of conversation events.
     pub bus: Arc<dyn crate::conversations::bus::EventBus>,
     /// Running turns of this process.
     pub live: crate::conversations::live::LiveTurns,
+    /// Open SSE responses, capped by `[limits]`.
+    pub streams: crate::limits::StreamSlots,
 }
 
 impl std::ops::Deref for AppState {
     type Target = AppInner;
     fn deref(&self) -> &AppInner {
-        &self.0
+        &self.inner
     }
 }
 
@@ -63,6 +81,16 @@ pub enum ServerError {
     /// A provider client could not be built.
     #[error(transparent)]
     Provider(#[from] modelyard_upstream::UpstreamError),
+    /// A non-loopback listen address without any API key.
+    #[error(
+        "refusing to listen on {addr} without API keys: anyone who can reach it could use every \
+         model and read every conversation. Create a key first (`modelyard keys create --role \
+         admin`), or listen on 127.0.0.1"
+    )]
+    Unprotected {
+        /// The configured address.
+        addr: SocketAddr,
+    },
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -154,7 +182,20 @@ pub fn router(state: AppState) -> Router {
             "/v1/conversations/{id}/compact",
             post(api::operations::compact),
         )
+        .route("/v1/keys", get(api::keys::list).post(api::keys::create))
+        .route("/v1/keys/{id}", axum::routing::delete(api::keys::revoke))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::middleware,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(
+            tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+                axum::http::header::AUTHORIZATION,
+                axum::http::HeaderName::from_static("api-key"),
+                axum::http::HeaderName::from_static("x-api-key"),
+            ]),
+        )
         .with_state(state)
 }
 
@@ -232,6 +273,76 @@ fn spawn_pruner(store: Store, retention: RetentionConfig) -> JoinHandle<()> {
     })
 }
 
+/// Serves HTTP/1.1 on `listener` until `signal` completes, then stops
+/// accepting, lets every connection finish its open requests (idle ones close
+/// at once) and returns when all are closed — `axum::serve`'s graceful
+/// shutdown, plus: a connection whose request headers do not arrive within
+/// `header_read_timeout` is closed (`limits.header_read_timeout_ms`; this
+/// also bounds how long an idle keep-alive connection stays open), and every
+/// request carries `ConnectInfo<SocketAddr>`.
+async fn serve<L>(
+    mut listener: L,
+    app: Router,
+    header_read_timeout: Duration,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    // HTTP/1 only, like axum with its `http1` feature: no protocol sniffing
+    // before the header timeout starts.
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let builder = Arc::new(builder);
+    // Connection tasks watch `stop` (closed on the signal) and hold `open`
+    // (its sender sees every receiver gone once they all ended).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    tokio::spawn(async move {
+        signal.await;
+        drop(stop_rx);
+    });
+    let (open_tx, open_rx) = tokio::sync::watch::channel(());
+    loop {
+        let (io, remote) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop_tx.closed() => break,
+        };
+        let router = app.clone();
+        let service =
+            hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(remote));
+                tower_service::Service::call(&mut router.clone(), request)
+            });
+        let builder = Arc::clone(&builder);
+        let stop_tx = stop_tx.clone();
+        let open_rx = open_rx.clone();
+        tokio::spawn(async move {
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            tokio::pin!(conn);
+            let served = tokio::select! {
+                served = conn.as_mut() => served,
+                () = stop_tx.closed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(err) = served {
+                tracing::trace!(error = %err, %remote, "connection ended with an error");
+            }
+            drop(open_rx);
+        });
+    }
+    drop(open_rx);
+    drop(listener);
+    open_tx.closed().await;
+}
+
 /// Opens the store, probes providers once, binds and serves in the
 /// background.
 ///
@@ -252,8 +363,11 @@ pub async fn start(
     let refresh = registry.spawn_refresh();
     let project = ProjectId::default_project();
     let (recorder, recorder_task) = if config.storage.call_log {
-        let (recorder, task) =
-            Recorder::spawn(store.clone(), project.clone(), config.storage.content);
+        let (recorder, task) = Recorder::spawn(
+            store.clone(),
+            config.storage.content,
+            config.security.redact_secrets,
+        );
         (recorder, Some(task))
     } else {
         (Recorder::disabled(), None)
@@ -263,7 +377,17 @@ pub async fn start(
         .retention
         .is_configured()
         .then(|| spawn_pruner(store.clone(), config.storage.retention));
+    let auth = crate::auth::Auth::load(store.clone())
+        .await
+        .map_err(|source| ServerError::Store {
+            url: redact_storage_url(&config.storage.url),
+            source,
+        })?;
     let listen = config.server.listen;
+    // Without keys every request is the default project's admin: loopback only.
+    if !auth.required() && !listen.ip().is_loopback() {
+        return Err(ServerError::Unprotected { addr: listen });
+    }
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -281,18 +405,46 @@ pub async fn start(
         crate::conversations::live::DEFAULT_MAX_EVENTS,
         config.turns.tool_output_buffer_bytes,
     );
-    let state = AppState(Arc::new(AppInner {
-        config,
-        registry,
-        recorder,
-        store: store.clone(),
+    let streams = crate::limits::StreamSlots::new(
+        config.limits.max_streams,
+        config.limits.max_streams_per_key,
+    );
+    let header_read_timeout = Duration::from_millis(config.limits.header_read_timeout_ms);
+    let max_body = config.server.max_body_bytes;
+    let state = AppState {
+        inner: Arc::new(AppInner {
+            config,
+            registry,
+            recorder,
+            store: store.clone(),
+            auth,
+            bus,
+            live,
+            streams,
+        }),
         project,
-        bus,
-        live,
-    }));
+    };
+    // Keys created or revoked elsewhere (the CLI, another replica) take
+    // effect within KEY_COUNT_INTERVAL.
+    let auth_state = state.clone();
+    let auth_stop = state.live.shutdown_token();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(crate::auth::KEY_COUNT_INTERVAL) => {
+                    auth_state.auth.refresh().await;
+                }
+                () = auth_stop.cancelled() => return,
+            }
+        }
+    });
     let live_state = state.clone();
     let stopping_state = state.clone();
-    let app = router(state);
+    // Oversized bodies get 413 in each surface's error shape before any handler.
+    let app = router(state).layer(axum::middleware::from_fn_with_state(
+        max_body,
+        crate::limits::body_limit,
+    ));
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let listener = listener.tap_io(|tcp| {
         if let Err(err) = tcp.set_nodelay(true) {
@@ -300,18 +452,14 @@ pub async fn start(
         }
     });
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown_rx.wait_for(|stop| *stop).await;
-                // Interrupt turns and end events streams now: open streams
-                // would otherwise keep the graceful shutdown waiting forever.
-                stopping_state.live.begin_shutdown();
-                drop(stopping_state);
-            })
-            .await;
-        if let Err(err) = served {
-            tracing::error!(error = %err, "server stopped with an error");
-        }
+        serve(listener, app, header_read_timeout, async move {
+            let _ = shutdown_rx.wait_for(|stop| *stop).await;
+            // Interrupt turns and end events streams now: open streams
+            // would otherwise keep the graceful shutdown waiting forever.
+            stopping_state.live.begin_shutdown();
+            drop(stopping_state);
+        })
+        .await;
         // Running turns end `interrupted` (with their partial answer) before the store closes.
         live_state.live.interrupt_all();
         for _ in 0..250 {

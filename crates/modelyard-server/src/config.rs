@@ -987,8 +987,13 @@ fn validate(
             1_000_000,
             d.max_messages.into(),
         )? as u32,
-        max_tools: limit("max_tools", raw.limits.max_tools, 0, 10_000, d.max_tools.into())?
-            as u32,
+        max_tools: limit(
+            "max_tools",
+            raw.limits.max_tools,
+            0,
+            10_000,
+            d.max_tools.into(),
+        )? as u32,
         header_read_timeout_ms: limit(
             "header_read_timeout_ms",
             raw.limits.header_read_timeout_ms,

@@ -98,7 +98,7 @@ impl Problem {
         self
     }
 
-    fn new(status: StatusCode, title: &'static str, detail: String) -> Self {
+    pub(crate) fn new(status: StatusCode, title: &'static str, detail: String) -> Self {
         Self {
             status,
             title,

@@ -6,6 +6,7 @@
 //! - [`api`]: Modelyard's own API (call log).
 //! - [`conversations`]: the turn engine, live event buffers and bus.
 //! - [`recorder`]: writes call records off the hot path.
+//! - [`limits`]: stream slots and the body limit (`[limits]`).
 //! - [`app`]: state, routes, start and shutdown.
 
 pub mod api;
@@ -16,7 +17,9 @@ pub mod config;
 pub mod conversations;
 pub mod error;
 pub mod gateway;
+pub mod limits;
 pub mod recorder;
+pub mod redact;
 pub mod registry;
 
 pub use app::{router, start, AppState, RunningServer, ServerError};

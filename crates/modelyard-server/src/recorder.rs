@@ -133,15 +133,12 @@ impl Recorder {
         }
     }
 
-    /// Starts the writer task for `project`, which applies `content` to
-    /// every record before writing it.
-    pub fn spawn(
-        store: Store,
-        project: ProjectId,
-        content: ContentPolicy,
-    ) -> (Self, JoinHandle<()>) {
+    /// Starts the writer task, which applies `content` (and, with `redact`,
+    /// the secret redaction of [`crate::redact`]) to every record before
+    /// writing it under the record's project.
+    pub fn spawn(store: Store, content: ContentPolicy, redact: bool) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let task = tokio::spawn(write_loop(store, project, content, rx));
+        let task = tokio::spawn(write_loop(store, content, redact, rx));
         let recorder = Self {
             tx: Some(tx),
             dropped: Arc::default(),
@@ -150,15 +147,19 @@ impl Recorder {
         (recorder, task)
     }
 
-    /// Queues a session for writing; never waits.
-    pub fn record(&self, session: RecordedSession) {
-        self.send(Pending::Ready(Box::new(session)));
+    /// Queues a session of `project` for writing; never waits.
+    pub fn record(&self, project: &ProjectId, session: RecordedSession) {
+        self.send(Pending::Ready(project.clone(), Box::new(session)));
     }
 
     /// Queues a session that the writer task builds: copying bodies and
     /// serializing happen there, off the request's path. Never waits.
-    pub fn record_with(&self, build: impl FnOnce() -> RecordedSession + Send + 'static) {
-        self.send(Pending::Build(Box::new(build)));
+    pub fn record_with(
+        &self,
+        project: &ProjectId,
+        build: impl FnOnce() -> RecordedSession + Send + 'static,
+    ) {
+        self.send(Pending::Build(project.clone(), Box::new(build)));
     }
 
     fn send(&self, pending: Pending) {
@@ -185,42 +186,75 @@ impl Recorder {
 
 /// A queued record: ready, or built by the writer task.
 enum Pending {
-    Ready(Box<RecordedSession>),
-    Build(Box<dyn FnOnce() -> RecordedSession + Send>),
+    Ready(ProjectId, Box<RecordedSession>),
+    Build(ProjectId, Box<dyn FnOnce() -> RecordedSession + Send>),
 }
 
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Pending::Ready(_) => "Pending::Ready",
-            Pending::Build(_) => "Pending::Build",
+            Pending::Ready(..) => "Pending::Ready",
+            Pending::Build(..) => "Pending::Build",
         })
     }
 }
 
 async fn write_loop(
     store: Store,
-    project: ProjectId,
     content: ContentPolicy,
+    redact: bool,
     mut rx: mpsc::Receiver<Pending>,
 ) {
     let mut pending = Vec::with_capacity(MAX_BATCH);
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<RecordedSession> = Vec::with_capacity(MAX_BATCH);
+    let mut batch_project: Option<ProjectId> = None;
     while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
-        batch.extend(pending.drain(..).map(|p| {
-            let mut session = match p {
-                Pending::Ready(session) => *session,
-                Pending::Build(build) => build(),
+        for p in pending.drain(..) {
+            let (project, mut session) = match p {
+                Pending::Ready(project, session) => (project, *session),
+                Pending::Build(project, build) => (project, build()),
             };
             if content == ContentPolicy::Metadata {
                 session.calls.iter_mut().for_each(strip_content);
+            } else if redact {
+                session.calls.iter_mut().for_each(redact_call);
             }
-            session
-        }));
-        if let Err(err) = store.record_sessions(&project, &batch).await {
+            // One transaction per run of sessions of the same project.
+            if batch_project.as_ref().is_some_and(|p| *p != project) {
+                flush(&store, batch_project.as_ref(), &mut batch).await;
+            }
+            batch_project = Some(project);
+            batch.push(session);
+        }
+        flush(&store, batch_project.as_ref(), &mut batch).await;
+    }
+}
+
+async fn flush(store: &Store, project: Option<&ProjectId>, batch: &mut Vec<RecordedSession>) {
+    if let (Some(project), false) = (project, batch.is_empty()) {
+        if let Err(err) = store.record_sessions(project, batch).await {
             tracing::error!(error = %err, sessions = batch.len(), "failed to write call records");
         }
-        batch.clear();
+    }
+    batch.clear();
+}
+
+/// Replaces common secret shapes in a call's stored text
+/// (`[security] redact_secrets`; see [`crate::redact`]).
+fn redact_call(call: &mut NewLlmCall) {
+    call.request_json = crate::redact::redact(&call.request_json).into_owned();
+    for text in [
+        &mut call.response_text,
+        &mut call.reasoning_text,
+        &mut call.tool_calls_json,
+        &mut call.error,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let std::borrow::Cow::Owned(clean) = crate::redact::redact(text) {
+            *text = clean;
+        }
     }
 }
 

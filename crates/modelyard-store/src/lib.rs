@@ -41,6 +41,7 @@ mod calls;
 mod conversations;
 mod error;
 mod favorites;
+mod keys;
 mod llms;
 mod projects;
 mod sessions;
@@ -52,6 +53,7 @@ pub use conversations::{
 };
 pub use error::StoreError;
 pub use favorites::FavoriteRow;
+pub use keys::{ApiKeyRow, Role};
 pub use llms::{
     LlmConfigFields, LlmConfigFilter, LlmConfigRow, DEFAULT_LLM_CONFIG_LIMIT, MAX_LLM_CONFIG_LIMIT,
 };

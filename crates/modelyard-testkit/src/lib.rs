@@ -81,6 +81,7 @@
 //! | `status:<code>`    | status `<code>`, body `{"error":{"message":"mock upstream status <code>","type":"mock_error","param":null,"code":<code>}}`, plus `retry-after: 1` for 429 | same |
 //! | `tools`            | role chunk (`content:null`), `delta.tool_calls` pieces (id+type+name with `""` arguments, then `{"city": ` and `"Paris"}`), finish `tool_calls`, usage chunk if `include_usage`, `[DONE]` | `message.tool_calls=[{"id":"call_mock_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\": \"Paris\"}"}}]`, `content:null`, finish `tool_calls` |
 //! | `reasoning`        | normal, with two `delta.reasoning_content` chunks (`thinking`, `...`) before the content | normal plus `message.reasoning_content:"thinking..."` |
+//! | `leak-auth`        | status 401 whose error message echoes the request's `Authorization` header (`invalid credentials: Bearer …`), like a careless upstream | same |
 //! | `hang`             | never responds (sleeps an hour); counts in [`MockUpstream::cancelled_requests`] when dropped | same |
 //! | `tool-call:<name>[*<n>][@<ms>]` | while fewer than `<n>` (default 1) `tool` messages follow the last `user` message: role chunk (`content:null`), a `delta.tool_calls` chunk with `id` `call_mock_<k>` (`<k>` = that count + 1), `type:"function"`, `function:{"name":<name>,"arguments":""}`, then the arguments `{"question":<last user text>}` in two pieces (first/second half by chars), finish `tool_calls`, usage chunk if `include_usage`, `[DONE]`; otherwise a normal stream of `"tool said: "` + the content of the last `tool` message. With `@<ms>`, sleeps `<ms>` between every two SSE events (either way) | the same tool call as `message.tool_calls=[{"id":"call_mock_<k>","type":"function","function":{"name":<name>,"arguments":"{\"question\":…}"}}]`, `content:null`, finish `tool_calls`; otherwise a normal completion with content `"tool said: <tool content>"`. Never delayed |
 //!
@@ -622,7 +623,26 @@ async fn dispatch(shared: &Arc<Shared>, req: Request, in_flight: InFlight) -> Re
     }
     let models = lock(&shared.models).clone();
     match route {
-        Route::Chat => chat(body, in_flight).await,
+        Route::Chat => {
+            // `leak-auth`: a careless upstream that echoes the credential it got.
+            let model = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("model").and_then(Value::as_str).map(str::to_owned));
+            if model.as_deref() == Some("leak-auth") {
+                let auth = parts
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .unwrap_or_default();
+                return error_response(
+                    StatusCode::UNAUTHORIZED,
+                    &format!("invalid credentials: {auth}"),
+                    "authentication_error",
+                    Value::from(401),
+                );
+            }
+            chat(body, in_flight).await
+        }
         Route::Health => match shared.flavour {
             Flavour::LlamaCpp => {
                 json_response(StatusCode::OK, Bytes::from_static(HEALTH_BODY.as_bytes()))

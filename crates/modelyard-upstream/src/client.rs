@@ -14,7 +14,15 @@
 //!
 //! Credentials are sent only to the provider's own origin: redirects are
 //! never followed, and error messages never contain the key or a URL query.
+//!
+//! An LLM config's custom base URL gets its own client
+//! ([`ProviderClient::guarded`]): no key, no extra headers, no proxy (not
+//! even from the environment), no redirects (a 3xx is an upstream status like
+//! any other), and every host name is resolved through a
+//! [`GuardedResolver`] that only connects to addresses the
+//! [`crate::ssrf::AddressPolicy`] allows.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,6 +32,7 @@ use tokio::time::{timeout_at, Instant};
 use url::Url;
 
 use crate::kind::ProviderKind;
+use crate::ssrf::GuardedResolver;
 
 /// Timeouts of one provider, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +208,49 @@ impl ProviderClient {
     /// [`UpstreamError::Config`] for a header that is not valid HTTP or a
     /// client that cannot be built.
     pub fn new(endpoint: ProviderEndpoint) -> Result<Self, UpstreamError> {
+        Self::build(endpoint, None)
+    }
+
+    /// A client for a custom base URL (an LLM config's `baseUrl` that is no
+    /// configured provider's): kind `openai`, no credentials, no extra
+    /// headers, no proxy, no redirects, and every host name resolved through
+    /// `resolver`, which keeps only the addresses its policy allows (checked
+    /// at connect time, after DNS). The URL itself must pass the policy's
+    /// static check ([`crate::ssrf::AddressPolicy::check_url`]): reqwest does
+    /// not resolve IP-literal hosts.
+    ///
+    /// # Errors
+    /// [`UpstreamError::Config`] when the policy refuses `base_url` or the
+    /// client cannot be built.
+    pub fn guarded(
+        name: &str,
+        base_url: Url,
+        timeouts: Timeouts,
+        resolver: GuardedResolver,
+    ) -> Result<Self, UpstreamError> {
+        resolver
+            .policy()
+            .check_url(&base_url)
+            .map_err(|e| UpstreamError::Config {
+                provider: name.to_owned(),
+                reason: format!("base URL {}: {e}", redact_url(base_url.as_str())),
+            })?;
+        let endpoint = ProviderEndpoint {
+            name: name.to_owned(),
+            kind: ProviderKind::OpenAi,
+            base_url,
+            api_key: None,
+            headers: Vec::new(),
+            proxy_url: None,
+            timeouts,
+        };
+        Self::build(endpoint, Some(Arc::new(resolver)))
+    }
+
+    fn build(
+        endpoint: ProviderEndpoint,
+        resolver: Option<Arc<GuardedResolver>>,
+    ) -> Result<Self, UpstreamError> {
         let config_err = |reason: String| UpstreamError::Config {
             provider: endpoint.name.clone(),
             reason,
@@ -226,6 +278,9 @@ impl ProviderClient {
             // Only a configured proxy is used: never pick one up from the environment.
             None => builder.no_proxy(),
         };
+        if let Some(resolver) = resolver {
+            builder = builder.dns_resolver(resolver);
+        }
         let http = builder
             .default_headers(headers)
             .connect_timeout(Duration::from_millis(endpoint.timeouts.connect_ms))
@@ -337,6 +392,7 @@ impl ProviderClient {
             idle_ms: t.idle_ms,
             total_deadline,
             total_ms: t.total_ms,
+            secret: self.endpoint.api_key.clone(),
         })
     }
 
@@ -412,6 +468,8 @@ pub struct UpstreamResponse {
     idle_ms: u64,
     total_deadline: Instant,
     total_ms: u64,
+    /// The provider's key, to scrub from bodies read whole ([`Self::bytes`]).
+    secret: Option<SecretString>,
 }
 
 impl UpstreamResponse {
@@ -474,7 +532,19 @@ impl UpstreamResponse {
     /// # Errors
     /// As [`Self::next_chunk`], plus [`UpstreamError::InvalidResponse`] when
     /// the body exceeds `max_bytes`.
-    pub async fn bytes(mut self, max_bytes: usize) -> Result<Bytes, UpstreamError> {
+    /// An upstream that echoes the credential it received (some do, in
+    /// error messages) never gets it through: the provider's key is replaced
+    /// by `[REDACTED]` in the body.
+    pub async fn bytes(self, max_bytes: usize) -> Result<Bytes, UpstreamError> {
+        let secret = self.secret.clone();
+        let body = self.read_all(max_bytes).await?;
+        Ok(match secret {
+            Some(secret) => scrub(body, secret.expose_secret()),
+            None => body,
+        })
+    }
+
+    async fn read_all(mut self, max_bytes: usize) -> Result<Bytes, UpstreamError> {
         self.first_chunk = Some((self.total_deadline, TimeoutPhase::Total, self.total_ms));
         self.idle = Duration::from_millis(self.total_ms);
         self.idle_ms = self.total_ms;
@@ -500,6 +570,23 @@ impl UpstreamResponse {
         }
         Ok(Bytes::from(all))
     }
+}
+
+/// `body` with every occurrence of `secret` replaced by `[REDACTED]`.
+fn scrub(body: Bytes, secret: &str) -> Bytes {
+    let needle = secret.as_bytes();
+    if needle.len() < 4 || !body.windows(needle.len()).any(|w| w == needle) {
+        return body;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest: &[u8] = &body;
+    while let Some(i) = rest.windows(needle.len()).position(|w| w == needle) {
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(b"[REDACTED]");
+        rest = &rest[i + needle.len()..];
+    }
+    out.extend_from_slice(rest);
+    Bytes::from(out)
 }
 
 /// `err` and its sources joined with ": ".

@@ -10,13 +10,18 @@
 //! - [`openai`]: OpenAI chat-completion wire helpers: read the few fields the
 //!   gateway needs without re-serializing the rest, splice the `model` field,
 //!   accumulate a streamed answer for the call log.
+//! - [`ssrf`]: the address policy of custom base URLs (allowlist, always
+//!   refused link-local / metadata addresses, a resolver that checks
+//!   addresses at connect time).
 
 pub mod client;
 pub mod discovery;
 pub mod kind;
 pub mod openai;
 pub mod sse;
+pub mod ssrf;
 
 pub use client::{ProviderClient, ProviderEndpoint, Timeouts, UpstreamError, UpstreamResponse};
 pub use discovery::{DiscoveredModel, Discovery};
 pub use kind::ProviderKind;
+pub use ssrf::{AddressPolicy, GuardedResolver, SsrfError};

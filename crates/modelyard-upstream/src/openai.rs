@@ -49,6 +49,16 @@ pub struct ChatRequestHead {
     stream_options: Option<(serde_json::Map<String, serde_json::Value>, Range<usize>)>,
     /// Offset just after the opening `{`.
     object_start: usize,
+    /// `n`, if present and not `null` (numbers too large for `u64` saturate).
+    pub n: Option<u64>,
+    /// `max_tokens`, if present and not `null`.
+    pub max_tokens: Option<u64>,
+    /// `max_completion_tokens`, if present and not `null`.
+    pub max_completion_tokens: Option<u64>,
+    /// How many entries `messages` has.
+    pub message_count: usize,
+    /// How many entries `tools` has, if present and not `null`.
+    pub tool_count: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -59,8 +69,91 @@ struct RawHead<'a> {
     stream: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     stream_options: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "array_len")]
+    messages: Option<ArrayLen>,
+    #[serde(default, deserialize_with = "array_len")]
+    tools: Option<ArrayLen>,
     #[serde(borrow, default, deserialize_with = "present")]
-    messages: Option<&'a RawValue>,
+    n: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    max_completion_tokens: Option<&'a RawValue>,
+}
+
+/// What an array-valued member holds, read without building it: arrays are
+/// counted element by element (each skipped with `IgnoredAny`).
+enum ArrayLen {
+    Null,
+    Len(usize),
+    NotArray,
+}
+
+fn array_len<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ArrayLen>, D::Error> {
+    struct Visit;
+    impl<'de> serde::de::Visitor<'de> for Visit {
+        type Value = ArrayLen;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_unit<E>(self) -> Result<ArrayLen, E> {
+            Ok(ArrayLen::Null)
+        }
+        fn visit_none<E>(self) -> Result<ArrayLen, E> {
+            Ok(ArrayLen::Null)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ArrayLen, A::Error> {
+            let mut len = 0;
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                len += 1;
+            }
+            Ok(ArrayLen::Len(len))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ArrayLen, A::Error> {
+            while map
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(ArrayLen::NotArray)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<ArrayLen, E> {
+            Ok(ArrayLen::NotArray)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<ArrayLen, E> {
+            Ok(ArrayLen::NotArray)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<ArrayLen, E> {
+            Ok(ArrayLen::NotArray)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<ArrayLen, E> {
+            Ok(ArrayLen::NotArray)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<ArrayLen, E> {
+            Ok(ArrayLen::NotArray)
+        }
+    }
+    d.deserialize_any(Visit).map(Some)
+}
+
+/// A non-negative integer member (`n`, `max_tokens`): `None` when absent or
+/// `null`; integral floats are accepted and large values saturate.
+fn count_member(raw: Option<&RawValue>, field: &'static str) -> Result<Option<u64>, RequestError> {
+    let Some(raw) = is_null(raw) else {
+        return Ok(None);
+    };
+    let wrong = || RequestError::FieldType {
+        field,
+        expected: "a non-negative integer",
+    };
+    let number: serde_json::Number = serde_json::from_str(raw.get()).map_err(|_| wrong())?;
+    if let Some(value) = number.as_u64() {
+        return Ok(Some(value));
+    }
+    match number.as_f64() {
+        // `as` saturates: 1e30 reads as u64::MAX, which is over any cap.
+        Some(value) if value >= 0.0 && value.fract() == 0.0 => Ok(Some(value as u64)),
+        _ => Err(wrong()),
+    }
 }
 
 /// `Some(raw)` for a member that is present, even when its value is `null`
@@ -111,16 +204,30 @@ impl ChatRequestHead {
                 })?
             }
         };
-        match is_null(raw.messages) {
-            None => return Err(RequestError::Missing("messages")),
-            Some(value) if !value.get().starts_with('[') => {
+        let message_count = match raw.messages {
+            None | Some(ArrayLen::Null) => return Err(RequestError::Missing("messages")),
+            Some(ArrayLen::NotArray) => {
                 return Err(RequestError::FieldType {
                     field: "messages",
                     expected: "an array of messages",
                 })
             }
-            Some(_) => {}
-        }
+            Some(ArrayLen::Len(len)) => len,
+        };
+        let tool_count = match raw.tools {
+            None | Some(ArrayLen::Null) => None,
+            Some(ArrayLen::NotArray) => {
+                return Err(RequestError::FieldType {
+                    field: "tools",
+                    expected: "an array of tools",
+                })
+            }
+            Some(ArrayLen::Len(len)) => Some(len),
+        };
+        let n = count_member(raw.n, "n")?;
+        let max_tokens = count_member(raw.max_tokens, "max_tokens")?;
+        let max_completion_tokens =
+            count_member(raw.max_completion_tokens, "max_completion_tokens")?;
         let stream_options = match raw.stream_options {
             None => None,
             Some(value) if value.get() == "null" => {
@@ -147,6 +254,11 @@ impl ChatRequestHead {
             client_include_usage,
             stream_options,
             object_start,
+            n,
+            max_tokens,
+            max_completion_tokens,
+            message_count,
+            tool_count,
         })
     }
 

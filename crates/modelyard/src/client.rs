@@ -12,10 +12,23 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `base` (`http://127.0.0.1:4000`).
+    /// A client for `base` (`http://127.0.0.1:4000`); with
+    /// `MODELYARD_API_KEY` set, every request sends it as a bearer token
+    /// (marked sensitive, so it never shows in debug output).
     pub fn new(base: String) -> anyhow::Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = std::env::var("MODELYARD_API_KEY")
+            .ok()
+            .filter(|k| !k.is_empty())
+        {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                .context("MODELYARD_API_KEY is not a valid header value")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .default_headers(headers)
             .build()
             .context("building the HTTP client")?;
         Ok(Self { base, http })

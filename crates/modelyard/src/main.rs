@@ -8,6 +8,7 @@ mod catalog;
 mod chat;
 mod client;
 mod conversations;
+mod keys;
 mod llms;
 mod operations;
 mod sessions;
@@ -31,6 +32,37 @@ struct Cli {
     server: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Create a key; it is printed once, on stdout. Client commands send
+    /// `$MODELYARD_API_KEY`.
+    Create {
+        /// Project name (created if missing).
+        #[arg(long, default_value = "default")]
+        project: String,
+        /// `admin` (keys and configs too), `member` (uses the API), `read`.
+        #[arg(long, default_value = "admin", value_parser = ["admin", "member", "read"])]
+        role: String,
+        /// A label.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List a project's keys (never the secrets).
+    Ls {
+        /// Project name.
+        #[arg(long, default_value = "default")]
+        project: String,
+    },
+    /// Revoke a key.
+    Revoke {
+        /// Key id.
+        id: String,
+        /// Project name.
+        #[arg(long, default_value = "default")]
+        project: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -89,6 +121,12 @@ enum Command {
         no_stream: bool,
         /// The prompt; read from stdin when omitted.
         prompt: Vec<String>,
+    },
+    /// API keys (managed in the database named by the config; the first
+    /// admin key can be made before the server requires keys).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// LLM configs: reusable model + system prompt + options.
     Llms {
@@ -460,6 +498,19 @@ fn config_check(cli: &Cli, path: Option<&std::path::Path>) -> anyhow::Result<()>
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Serve => serve(&cli).await.map(|()| ExitCode::SUCCESS),
+        Command::Keys { command } => {
+            let config = load_config(cli.config.as_deref())?;
+            match command {
+                KeysCommand::Create {
+                    project,
+                    role,
+                    name,
+                } => keys::create(&config, project, role, name.as_deref()).await?,
+                KeysCommand::Ls { project } => keys::list(&config, project).await?,
+                KeysCommand::Revoke { id, project } => keys::revoke(&config, project, id).await?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config {
             command: ConfigCommand::Check { path },
         } => config_check(&cli, path.as_deref()).map(|()| ExitCode::SUCCESS),

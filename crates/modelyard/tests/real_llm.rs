@@ -67,7 +67,8 @@ impl Server {
             &config,
             format!(
                 "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\nurl = \"sqlite://{}/e2e.db\"\n\
-                 [defaults]\nmodel = \"{MODEL}\"\n[[providers]]\nname = \"local\"\nkind = \"llama-cpp\"\nbase_url = \"{llm_url}\"\n\
+                 [defaults.presets.default]\nversion = 1\nmodel = \"{MODEL}\"\n\
+                 [defaults.presets.default.provider_options]\ntemperature = 0\nmax_tokens = 64\n[[providers]]\nname = \"local\"\nkind = \"llama-cpp\"\nbase_url = \"{llm_url}\"\n\
                  [[providers]]\nname = \"twin\"\nkind = \"openai\"\nbase_url = \"{llm_url}/v1\"\n",
                 dir.display()
             ),

@@ -8,13 +8,13 @@
 //! timeToFirstTokenMs}`; the single-call view adds `request` (the JSON body
 //! sent upstream), `responseText`, `reasoningText` and `toolCalls`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::response::{IntoResponse, Response};
 use modelyard_store::{CallFilter, LlmCallRow};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::app::AppState;
+use crate::auth::Scoped;
 use crate::clock::rfc3339;
 use crate::error::Problem;
 
@@ -83,7 +83,7 @@ pub(crate) fn call_json(row: &LlmCallRow, full: bool) -> Value {
 
 /// `GET /v1/calls`: newest first, `{data: [call], nextBefore: id | null}`.
 pub async fn list(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Query(query) = match query {
@@ -115,7 +115,7 @@ pub async fn list(
 }
 
 /// `GET /v1/calls/{id}`: one call with its request and response.
-pub async fn show(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn show(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     match app.store.get_call(&app.project, &id).await {
         Ok(Some(row)) => axum::Json(call_json(&row, true)).into_response(),
         Ok(None) => Problem::not_found(format!("no call with id {id:?}")).into_response(),

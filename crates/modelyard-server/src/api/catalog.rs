@@ -16,12 +16,13 @@
 //! A favorited model also stays in its provider group. Favorites of an
 //! offline provider are hidden from `favorites`, never deleted.
 
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::AppState;
+use crate::auth::Scoped;
 use crate::error::Problem;
 use crate::registry::{CatalogModel, Provider, ProviderStatus};
 
@@ -59,7 +60,7 @@ pub fn model_json(
 
 /// `GET /v1/catalog`.
 pub async fn catalog(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     query: Result<Query<CatalogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Query(query) = match query {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -35,6 +35,7 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::app::AppState;
+use crate::auth::Scoped;
 use crate::clock::rfc3339;
 use crate::conversations::advisor;
 use crate::conversations::bus::BusMessage;
@@ -228,7 +229,7 @@ async fn check_llm_ids(
 
 /// `POST /v1/conversations` → 201 with the conversation.
 pub async fn create(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     body: Result<Json<CreateBody>, JsonRejection>,
 ) -> Response {
     let Json(body) = match body {
@@ -301,7 +302,7 @@ pub struct ListQuery {
 
 /// `GET /v1/conversations`: `{data, nextBefore}`, most recently updated first.
 pub async fn list(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
     let Query(query) = match query {
@@ -344,7 +345,7 @@ fn parse_cursor(text: &str) -> Option<(i64, String)> {
 }
 
 /// `GET /v1/conversations/{id}`.
-pub async fn show(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn show(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     match load(&app, &id).await {
         Ok(c) => Json(conversation_json(&c)).into_response(),
         Err(problem) => problem.into_response(),
@@ -375,7 +376,7 @@ pub struct PatchBody {
 /// `PATCH /v1/conversations/{id}`: title, metadata, `llmId` and
 /// `llmOverrides`. Every config id is checked before anything is written.
 pub async fn patch(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(id): Path<String>,
     body: Result<Json<PatchBody>, JsonRejection>,
 ) -> Response {
@@ -441,11 +442,11 @@ pub async fn patch(
     {
         return store_problem(err).into_response();
     }
-    show(State(app), Path(id)).await
+    show(Scoped(app), Path(id)).await
 }
 
 /// `DELETE /v1/conversations/{id}`: soft delete, 204.
-pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn delete(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     if let Err(problem) = load(&app, &id).await {
         return problem.into_response();
     }
@@ -465,7 +466,7 @@ pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> Resp
 
 /// `GET /v1/conversations/{id}/messages`: `{data: [message]}` in order; each
 /// assistant message has its `modelId` and `usage`.
-pub async fn messages(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn messages(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     if let Err(problem) = load(&app, &id).await {
         return problem.into_response();
     }
@@ -478,7 +479,7 @@ pub async fn messages(State(app): State<AppState>, Path(id): Path<String>) -> Re
 }
 
 /// `GET /v1/conversations/{id}/turns`: `{data: [turn]}`.
-pub async fn turns(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn turns(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     if let Err(problem) = load(&app, &id).await {
         return problem.into_response();
     }
@@ -491,7 +492,7 @@ pub async fn turns(State(app): State<AppState>, Path(id): Path<String>) -> Respo
 }
 
 /// `GET /v1/conversations/{id}/model` → `{conversationId, model}`.
-pub async fn get_model(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn get_model(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     match load(&app, &id).await {
         Ok(c) => Json(json!({"conversationId": c.id, "model": c.model})).into_response(),
         Err(problem) => problem.into_response(),
@@ -509,7 +510,7 @@ pub struct ModelBody {
 /// `PUT /v1/conversations/{id}/model` with `{model}` → `{conversationId,
 /// model, verified}`; `null` clears.
 pub async fn put_model(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(id): Path<String>,
     body: Result<Json<ModelBody>, JsonRejection>,
 ) -> Response {
@@ -557,7 +558,7 @@ pub async fn put_model(
 /// reasoningEffort, advisor, advisorModel, advisorError}`: `advisorModel`
 /// is the model the advisor tool would consult now (null, with
 /// `advisorError` saying why, when none resolves).
-pub async fn get_settings(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn get_settings(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     match load(&app, &id).await {
         Ok(c) => {
             let (advisor_model, advisor_error) = match advisor::resolve(&app, &c).await {
@@ -581,7 +582,7 @@ pub async fn get_settings(State(app): State<AppState>, Path(id): Path<String>) -
 /// `PATCH /v1/conversations/{id}/settings` with `{cwd?, reasoningEffort?}`
 /// (`null` clears a setting; absent leaves it).
 pub async fn patch_settings(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(id): Path<String>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Response {
@@ -655,12 +656,12 @@ pub async fn patch_settings(
             return store_problem(err).into_response();
         }
     }
-    get_settings(State(app), Path(id)).await
+    get_settings(Scoped(app), Path(id)).await
 }
 
 /// `GET /v1/conversations/{id}/model-history`: every selection change and
 /// every turn's resolved model, oldest first.
-pub async fn model_history(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn model_history(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     if let Err(problem) = load(&app, &id).await {
         return problem.into_response();
     }
@@ -735,15 +736,13 @@ pub struct TurnBody {
     tools: Option<Vec<Value>>,
 }
 
-/// Most client tools a turn may offer.
-pub const MAX_CLIENT_TOOLS: usize = 128;
-
-/// Checks client tools: OpenAI function tools with distinct names
-/// (`[a-zA-Z0-9_-]{1,64}`) that do not shadow a server tool.
-fn check_tools(tools: &[Value], advisor_on: bool) -> Result<(), Problem> {
-    if tools.len() > MAX_CLIENT_TOOLS {
+/// Checks client tools: at most `max_tools` (`limits.max_tools`), OpenAI
+/// function tools with distinct names (`[a-zA-Z0-9_-]{1,64}`) that do not
+/// shadow a server tool.
+fn check_tools(tools: &[Value], advisor_on: bool, max_tools: usize) -> Result<(), Problem> {
+    if tools.len() > max_tools {
         return Err(Problem::unprocessable(format!(
-            "tools: at most {MAX_CLIENT_TOOLS} tools, got {}",
+            "tools: at most {max_tools} tools (limits.max_tools), got {}",
             tools.len()
         )));
     }
@@ -785,13 +784,19 @@ fn check_tools(tools: &[Value], advisor_on: bool) -> Result<(), Problem> {
 /// modelId, resolvedFrom}`, or with `"stream": true` the conversation's
 /// events as SSE until the turn ends. 409 while another turn runs.
 pub async fn start_turn(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
+    identity: crate::limits::Identity,
     Path(id): Path<String>,
     body: Result<Json<TurnBody>, JsonRejection>,
 ) -> Response {
     let Json(body) = match body {
         Ok(b) => b,
         Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
+    };
+    // A stream slot before anything is written: beyond a cap, a fast 429.
+    let slot = match body.stream.then(|| app.streams.try_acquire(&identity)) {
+        Some(Err(limit)) => return limit.problem(),
+        slot => slot.and_then(Result::ok),
     };
     let content_ok = match &body.content {
         Value::String(s) => !s.is_empty(),
@@ -822,7 +827,8 @@ pub async fn start_turn(
         .into_response();
     }
     let client_tools = body.tools.unwrap_or_default();
-    if let Err(problem) = check_tools(&client_tools, conversation.advisor) {
+    let max_tools = app.config.limits.max_tools as usize;
+    if let Err(problem) = check_tools(&client_tools, conversation.advisor, max_tools) {
         return problem.into_response();
     }
     let configs = match TurnConfigs::load(&app, &conversation, &operation).await {
@@ -855,6 +861,11 @@ pub async fn start_turn(
                 .into_response()
         }
     };
+    // An LLM config's custom baseUrl ([security] allow_custom_base_urls).
+    let target = match app.registry.for_llm_config(target, llm_config.as_ref()) {
+        Ok(target) => target,
+        Err(err) => return Problem::unprocessable(err.to_string()).into_response(),
+    };
     let model_id = target.resolution.model_id.to_string();
     let turn_id = new_id();
     let mut payloads = Vec::with_capacity(3);
@@ -881,6 +892,7 @@ pub async fn start_turn(
     });
     // Subscribe before appending, so a streaming caller misses nothing.
     let subscription = body.stream.then(|| app.bus.subscribe(&id));
+    crate::redact::payloads(app.config.security.redact_secrets, &mut payloads);
     let events = match app
         .store
         .append_events(&app.project, &id, &payloads, crate::clock::now_ms())
@@ -923,6 +935,7 @@ pub async fn start_turn(
                 },
                 rx,
                 Some(turn_id),
+                slot,
             )
         }
         None => (
@@ -941,7 +954,7 @@ pub async fn start_turn(
 /// `POST /v1/conversations/{id}/turns/{turn_id}/cancel` → 202; the turn
 /// ends with `turn.cancelled` and its upstream request is dropped.
 pub async fn cancel_turn(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path((id, turn_id)): Path<(String, String)>,
 ) -> Response {
     if let Err(problem) = load(&app, &id).await {
@@ -1024,13 +1037,19 @@ pub struct ToolResultBody {
 /// SSE like starting a turn. 404 unknown turn; 409 when the turn does not
 /// wait for tool results; 422 for a missing, unknown or repeated call id.
 pub async fn tool_results(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
+    identity: crate::limits::Identity,
     Path((id, turn_id)): Path<(String, String)>,
     body: Result<Json<ToolResultsBody>, JsonRejection>,
 ) -> Response {
     let Json(body) = match body {
         Ok(b) => b,
         Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
+    };
+    // A stream slot before anything is written: beyond a cap, a fast 429.
+    let slot = match body.stream.then(|| app.streams.try_acquire(&identity)) {
+        Some(Err(limit)) => return limit.problem(),
+        slot => slot.and_then(Result::ok),
     };
     let conversation = match load(&app, &id).await {
         Ok(c) => c,
@@ -1135,6 +1154,12 @@ pub async fn tool_results(
         },
         None => None,
     };
+    let target = match app.registry.for_llm_config(target, llm_config.as_ref()) {
+        Ok(target) => target,
+        Err(err) => {
+            return Problem::unprocessable(format!("cannot resume the turn: {err}")).into_response()
+        }
+    };
     let mut payloads = vec![EventPayload::TurnResumed {
         turn_id: turn_id.clone(),
     }];
@@ -1159,6 +1184,7 @@ pub async fn tool_results(
         });
     }
     let subscription = body.stream.then(|| app.bus.subscribe(&id));
+    crate::redact::payloads(app.config.security.redact_secrets, &mut payloads);
     let events = match app
         .store
         .append_events(&app.project, &id, &payloads, crate::clock::now_ms())
@@ -1196,6 +1222,7 @@ pub async fn tool_results(
             },
             rx,
             Some(turn_id),
+            slot,
         ),
         None => (
             StatusCode::ACCEPTED,
@@ -1244,7 +1271,8 @@ pub struct EventsQuery {
 /// After the replay a `caught-up` event (no id) marks the switch to live.
 /// Keep-alive comments every 15 s.
 pub async fn events(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
+    identity: crate::limits::Identity,
     Path(id): Path<String>,
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, QueryRejection>,
@@ -1252,6 +1280,11 @@ pub async fn events(
     let Query(query) = match query {
         Ok(q) => q,
         Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
+    };
+    // Beyond a stream cap: a fast 429, before any store read.
+    let slot = match app.streams.try_acquire(&identity) {
+        Ok(slot) => slot,
+        Err(limit) => return limit.problem(),
     };
     if let Err(problem) = load(&app, &id).await {
         return problem.into_response();
@@ -1275,15 +1308,18 @@ pub async fn events(
         }
     };
     let rx = app.bus.subscribe(&id);
-    sse_response(app, id, position, rx, None)
+    sse_response(app, id, position, rx, None, Some(slot))
 }
 
+/// The SSE answer; `slot` (`[limits]` stream caps) is held until the stream
+/// ends or the client goes away.
 fn sse_response(
     app: AppState,
     conversation_id: String,
     from: Position,
     rx: broadcast::Receiver<BusMessage>,
     until_turn: Option<String>,
+    slot: Option<crate::limits::StreamSlot>,
 ) -> Response {
     let (tx, out) = mpsc::channel::<SseEvent>(256);
     // A shutdown ends every stream, so graceful shutdown does not wait on them.
@@ -1299,7 +1335,7 @@ fn sse_response(
             .await
             .map(|event| (Ok::<_, Infallible>(event), out))
     });
-    Sse::new(stream)
+    Sse::new(crate::limits::hold(stream, slot))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }

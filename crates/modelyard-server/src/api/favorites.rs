@@ -10,7 +10,7 @@
 //! lists close ids.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::AppState;
+use crate::auth::Scoped;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::Problem;
 
@@ -130,7 +131,7 @@ fn json_problem(rejection: JsonRejection) -> Problem {
 }
 
 /// `GET /v1/favorites`: `{data: [favorite]}`.
-pub async fn list(State(app): State<AppState>) -> Response {
+pub async fn list(Scoped(app): Scoped) -> Response {
     match app.store.list_favorites(&app.project).await {
         Ok(rows) => Json(favorites_json(&app, &rows)).into_response(),
         Err(err) => Problem::internal(err).into_response(),
@@ -140,7 +141,7 @@ pub async fn list(State(app): State<AppState>) -> Response {
 /// `PUT /v1/favorites`: replaces the ordered list; every id is validated
 /// before anything is written.
 pub async fn replace(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     body: Result<Json<ReplaceBody>, JsonRejection>,
 ) -> Response {
     let Json(body) = match body {
@@ -174,10 +175,7 @@ pub async fn replace(
 
 /// `POST /v1/favorites`: appends one; 201 when added, 200 when it was
 /// already there.
-pub async fn add(
-    State(app): State<AppState>,
-    body: Result<Json<AddBody>, JsonRejection>,
-) -> Response {
+pub async fn add(Scoped(app): Scoped, body: Result<Json<AddBody>, JsonRejection>) -> Response {
     let Json(body) = match body {
         Ok(b) => b,
         Err(rejection) => return json_problem(rejection).into_response(),
@@ -204,7 +202,7 @@ pub async fn add(
 }
 
 /// `DELETE /v1/favorites/{modelId}`: 204, or 404 when it was not a favorite.
-pub async fn remove(State(app): State<AppState>, Path(model_id): Path<String>) -> Response {
+pub async fn remove(Scoped(app): Scoped, Path(model_id): Path<String>) -> Response {
     match app.store.remove_favorite(&app.project, &model_id).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => {

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::conversations::{load, new_id, store_problem};
-use crate::app::AppState;
+use crate::auth::Scoped;
 use crate::conversations::engine::append_and_publish;
 use crate::error::Problem;
 
@@ -41,7 +41,7 @@ pub struct ImportBody {
 
 /// The handler; see the module docs.
 pub async fn import(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(id): Path<String>,
     body: Result<Json<ImportBody>, JsonRejection>,
 ) -> Response {
@@ -98,11 +98,12 @@ pub async fn import(
         }
     }
     let imported = messages.len();
-    let payload = EventPayload::MessagesImported {
+    let mut payload = [EventPayload::MessagesImported {
         import_id,
         messages,
-    };
-    match append_and_publish(&app.store, app.bus.as_ref(), &app.project, &id, &[payload]).await {
+    }];
+    crate::redact::payloads(app.config.security.redact_secrets, &mut payload);
+    match append_and_publish(&app.store, app.bus.as_ref(), &app.project, &id, &payload).await {
         Ok(events) => (
             StatusCode::CREATED,
             Json(json!({

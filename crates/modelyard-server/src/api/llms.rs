@@ -8,12 +8,17 @@
 //!
 //! Configs never hold secrets: unknown fields (an `apiKey`) are refused with
 //! 400, `extra` may not carry credential-like keys, and `baseUrl` must be a
-//! configured provider's base URL. Validation errors are 422 problems whose
+//! configured provider's base URL — or, with `[security]
+//! allow_custom_base_urls`, an `http(s)` URL without credentials or query
+//! whose host the address policy passes (`base_url_allowlist`; never a
+//! link-local / cloud metadata address, however it is spelled); turns of
+//! such a config are sent there (`registry::ProviderRegistry::for_llm_config`).
+//! Validation errors are 422 problems whose
 //! `field` member names the field. System defaults (materialized from the
 //! server's presets) are read-only: copy them (`POST /v1/llms/{id}/copy`).
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -24,8 +29,10 @@ use serde_json::{json, Map, Value};
 
 use super::conversations::{check_model, new_id, store_problem};
 use crate::app::AppState;
+use crate::auth::Scoped;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::Problem;
+use crate::registry::BaseUrlError;
 
 /// Longest display name, characters.
 const MAX_DISPLAY_NAME: usize = 200;
@@ -125,16 +132,15 @@ fn validate(app: &AppState, fields: &mut LlmConfigFields) -> Result<(), Problem>
         ));
     }
     if let Some(base_url) = &fields.base_url {
-        let wanted = base_url.trim_end_matches('/');
         let configured: Vec<String> = app
             .config
             .providers
             .iter()
             .map(|p| p.base_url.as_str().trim_end_matches('/').to_owned())
             .collect();
-        match configured.iter().find(|u| u.as_str() == wanted) {
-            Some(url) => fields.base_url = Some(url.clone()),
-            None => {
+        match app.registry.check_base_url(base_url) {
+            Ok(url) => fields.base_url = Some(url),
+            Err(BaseUrlError::NotConfigured { .. }) => {
                 return Err(invalid(
                     "baseUrl",
                     format!(
@@ -148,6 +154,7 @@ fn validate(app: &AppState, fields: &mut LlmConfigFields) -> Result<(), Problem>
                     ),
                 ));
             }
+            Err(err) => return Err(invalid("baseUrl", err)),
         }
     }
     Ok(())
@@ -166,7 +173,7 @@ pub struct CreateBody {
 
 /// `POST /v1/llms` → 201 with the config.
 pub async fn create(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     body: Result<Json<CreateBody>, JsonRejection>,
 ) -> Response {
     let Json(body) = match body {
@@ -206,7 +213,7 @@ pub struct ListQuery {
 
 /// `GET /v1/llms`: `{data, nextBefore}`, newest first, deleted ones left out.
 pub async fn list(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
     let Query(query) = match query {
@@ -244,7 +251,7 @@ pub async fn list(
 }
 
 /// `GET /v1/llms/{id}`.
-pub async fn show(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn show(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     match load(&app, &id).await {
         Ok(row) => Json(llm_json(&app, &row)).into_response(),
         Err(problem) => problem.into_response(),
@@ -275,7 +282,7 @@ pub struct PatchBody {
 
 /// `PATCH /v1/llms/{id}` → the config; 409 for a system default.
 pub async fn patch(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(id): Path<String>,
     body: Result<Json<PatchBody>, JsonRejection>,
 ) -> Response {
@@ -342,7 +349,7 @@ pub async fn patch(
 
 /// `DELETE /v1/llms/{id}` → 204 (soft); 409 for a system default or a
 /// config that conversations still name (listed in `conversations`).
-pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn delete(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     let row = match load(&app, &id).await {
         Ok(row) => row,
         Err(problem) => return problem.into_response(),
@@ -370,7 +377,7 @@ pub async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> Resp
 
 /// `POST /v1/llms/{id}/copy` → 201 with a new `user` config saying what
 /// `id` says (display name + " (copy)").
-pub async fn copy(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn copy(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     let row = match load(&app, &id).await {
         Ok(row) => row,
         Err(problem) => return problem.into_response(),

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod conversations;
 pub mod favorites;
 pub mod imports;
+pub mod keys;
 pub mod llms;
 pub mod operations;
 pub mod providers;

@@ -26,7 +26,7 @@
 //! recorded).
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use modelyard_core::conversation::{ConversationRecord, EventPayload, MessageRecord, Part};
@@ -37,6 +37,7 @@ use serde_json::{json, Map, Value};
 
 use super::conversations::{load, new_id, store_problem};
 use crate::app::AppState;
+use crate::auth::Scoped;
 use crate::clock::now_ms;
 use crate::conversations::configs::TurnConfigs;
 use crate::conversations::engine::append_and_publish;
@@ -280,7 +281,7 @@ async fn complete(
     }
     .into_session();
     let session_id = session.session.id.clone();
-    app.recorder.record(session);
+    app.recorder.record(&app.project, session);
     match outcome {
         Ok(text) => Ok(Answer { text, session_id }),
         Err(error) => Err(Problem::bad_gateway(error).with("sessionId", session_id)),
@@ -310,7 +311,7 @@ pub struct TitleBody {
 
 /// `POST /v1/conversations/{id}/title`.
 pub async fn title(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(id): Path<String>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Response {
@@ -391,7 +392,7 @@ pub struct CompactBody {
 
 /// `POST /v1/conversations/{id}/compact`.
 pub async fn compact(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(id): Path<String>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Response {

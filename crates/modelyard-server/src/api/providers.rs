@@ -6,12 +6,13 @@
 //! lastOkAt (RFC 3339 or null), probeIntervalMs, modelCount}`; the single
 //! view adds `models` (catalog entries, see [`super::catalog`]).
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::catalog::model_json;
 use crate::app::AppState;
+use crate::auth::Scoped;
 use crate::clock::rfc3339;
 use crate::error::Problem;
 use crate::registry::{Provider, ProviderState};
@@ -45,7 +46,7 @@ fn detail(provider: &Provider, favorites: &[String]) -> Value {
 }
 
 /// `GET /v1/providers`: `{data: [provider]}` in config order.
-pub async fn list(State(app): State<AppState>) -> Response {
+pub async fn list(Scoped(app): Scoped) -> Response {
     let data: Vec<Value> = app
         .registry
         .providers()
@@ -64,7 +65,7 @@ fn unknown(app: &AppState, name: &str) -> Problem {
 }
 
 /// `GET /v1/providers/{name}`: the provider with its models.
-pub async fn show(State(app): State<AppState>, Path(name): Path<String>) -> Response {
+pub async fn show(Scoped(app): Scoped, Path(name): Path<String>) -> Response {
     let Some(provider) = app.registry.provider(&name).cloned() else {
         return unknown(&app, &name).into_response();
     };
@@ -77,7 +78,7 @@ pub async fn show(State(app): State<AppState>, Path(name): Path<String>) -> Resp
 
 /// `POST /v1/providers/{name}/refresh`: probes now (bounded by the
 /// provider's `probe_ms`) and answers with the result.
-pub async fn refresh(State(app): State<AppState>, Path(name): Path<String>) -> Response {
+pub async fn refresh(Scoped(app): Scoped, Path(name): Path<String>) -> Response {
     let Some(provider) = app.registry.provider(&name).cloned() else {
         return unknown(&app, &name).into_response();
     };

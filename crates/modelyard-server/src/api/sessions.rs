@@ -20,7 +20,7 @@
 use std::time::UNIX_EPOCH;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use modelyard_store::{
@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::api::calls::call_json;
-use crate::app::AppState;
+use crate::auth::Scoped;
 use crate::clock::rfc3339;
 use crate::error::Problem;
 
@@ -206,7 +206,7 @@ fn session_filter(query: ListQuery) -> Result<SessionFilter, Problem> {
 /// `GET /v1/llm-sessions`: newest first, `{data: [session], nextBefore: id |
 /// null}`.
 pub async fn list(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
     let filter = match query
@@ -229,7 +229,7 @@ pub async fn list(
 }
 
 /// `GET /v1/llm-sessions/{id}`: the session with its `calls` and `children`.
-pub async fn show(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn show(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     let (row, calls) = match app.store.get_session(&app.project, &id).await {
         Ok(Some(found)) => found,
         Ok(None) => {
@@ -284,7 +284,7 @@ fn sums_of(r: &UsageGroupRow) -> [i64; 5] {
 /// outputTokens, reasoningTokens, cachedInputTokens, totalTokens}], total:
 /// {calls, ...same sums}}`.
 pub async fn usage(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     query: Result<Query<UsageQuery>, QueryRejection>,
 ) -> Response {
     let Query(query) = match query {

@@ -99,6 +99,10 @@ pub async fn resolve(app: &AppState, conversation: &ConversationRecord) -> Resul
         .registry
         .resolve(Some(&resolved.model))
         .map_err(|e| e.to_string())?;
+    let target = app
+        .registry
+        .for_llm_config(target, llm_config.as_ref())
+        .map_err(|e| e.to_string())?;
     Ok(Advisor { target, llm_config })
 }
 
@@ -210,17 +214,20 @@ pub async fn consult(
     let usage = TokenUsage::from(summary.usage);
     let record = streamed.record(&advisor.target, ADVISOR_OPERATION, live);
     let session_id = uuid::Uuid::now_v7().to_string();
-    app.recorder.record(RecordedSession {
-        session: NewLlmSession {
-            id: session_id.clone(),
-            operation: ADVISOR_OPERATION.to_owned(),
-            parent_session_id: Some(parent_session.to_owned()),
-            conversation_id: Some(live.conversation_id.clone()),
-            turn_id: Some(live.turn_id.clone()),
-            created_at_ms: streamed.sent_at_ms,
+    app.recorder.record(
+        &app.project,
+        RecordedSession {
+            session: NewLlmSession {
+                id: session_id.clone(),
+                operation: ADVISOR_OPERATION.to_owned(),
+                parent_session_id: Some(parent_session.to_owned()),
+                conversation_id: Some(live.conversation_id.clone()),
+                turn_id: Some(live.turn_id.clone()),
+                created_at_ms: streamed.sent_at_ms,
+            },
+            calls: vec![record.into_call(&session_id)],
         },
-        calls: vec![record.into_call(&session_id)],
-    });
+    );
 
     let (content, is_error, stopped) = match streamed.end {
         CallEnd::Done => (

@@ -318,6 +318,7 @@ pub async fn run_turn(job: TurnJob) {
             tool_calls,
         },
     });
+    crate::redact::payloads(app.config.security.redact_secrets, &mut payloads);
     let closed = app
         .store
         .append_events(&app.project, &conversation_id, &payloads, now_ms())
@@ -339,17 +340,20 @@ pub async fn run_turn(job: TurnJob) {
     }
     if !calls.is_empty() {
         let created_at_ms = calls.first().map_or(started_ms, |c| c.sent_at_ms);
-        app.recorder.record(RecordedSession {
-            session: NewLlmSession {
-                id: session_id,
-                operation,
-                parent_session_id,
-                conversation_id: Some(conversation_id),
-                turn_id: Some(turn_id),
-                created_at_ms,
+        app.recorder.record(
+            &app.project,
+            RecordedSession {
+                session: NewLlmSession {
+                    id: session_id,
+                    operation,
+                    parent_session_id,
+                    conversation_id: Some(conversation_id),
+                    turn_id: Some(turn_id),
+                    created_at_ms,
+                },
+                calls,
             },
-            calls,
-        });
+        );
     }
 }
 
@@ -478,12 +482,14 @@ async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome {
                 last_text,
             };
         }
+        let mut assistant = [assistant];
+        crate::redact::payloads(app.config.security.redact_secrets, &mut assistant);
         match append_and_publish(
             &app.store,
             app.bus.as_ref(),
             &app.project,
             &live.conversation_id,
-            &[assistant],
+            &assistant,
         )
         .await
         {
@@ -546,12 +552,14 @@ async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome {
                 model_id,
                 usage,
             };
+            let mut message = [message];
+            crate::redact::payloads(app.config.security.redact_secrets, &mut message);
             match append_and_publish(
                 &app.store,
                 app.bus.as_ref(),
                 &app.project,
                 &live.conversation_id,
-                &[message],
+                &message,
             )
             .await
             {

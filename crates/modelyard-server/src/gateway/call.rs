@@ -22,6 +22,7 @@ pub struct CallDraft {
 #[derive(Debug)]
 struct Draft {
     recorder: Recorder,
+    project: modelyard_store::ProjectId,
     model_id: String,
     provider: String,
     upstream_model: String,
@@ -36,6 +37,7 @@ impl CallDraft {
         Self {
             inner: Some(Draft {
                 recorder: app.recorder.clone(),
+                project: app.project.clone(),
                 model_id: target.resolution.model_id.to_string(),
                 provider: target.provider.name().to_owned(),
                 upstream_model: target.resolution.model_id.model().to_owned(),
@@ -90,8 +92,9 @@ impl Draft {
     ) {
         let completed_at_ms = now_ms();
         let recorder = self.recorder.clone();
+        let project = self.project.clone();
         // Copying the request body happens in the writer task.
-        recorder.record_with(move || {
+        recorder.record_with(&project, move || {
             CallRecord {
                 operation: "gateway".to_owned(),
                 conversation_id: None,

@@ -12,7 +12,6 @@ mod stream;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use modelyard_upstream::openai::{
@@ -22,6 +21,7 @@ use modelyard_upstream::openai::{
 use serde_json::json;
 
 use crate::app::AppState;
+use crate::auth::Scoped;
 use crate::error::OpenAiError;
 use crate::registry::RouteError;
 
@@ -88,18 +88,77 @@ fn route_error(err: RouteError) -> OpenAiError {
     }
 }
 
+/// `[limits]` request caps: the first one exceeded, as a 400 naming the
+/// field, the cap and the value.
+fn exceeded_cap(
+    head: &ChatRequestHead,
+    limits: &crate::config::LimitsConfig,
+) -> Option<OpenAiError> {
+    let over = |param: &'static str, what: String| {
+        Some(OpenAiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", what).param(param))
+    };
+    if let Some(n) = head.n.filter(|n| *n > u64::from(limits.max_n)) {
+        return over(
+            "n",
+            format!(
+                "`n` is {n}; this server allows at most {} choices (limits.max_n)",
+                limits.max_n
+            ),
+        );
+    }
+    for (param, value) in [
+        ("max_tokens", head.max_tokens),
+        ("max_completion_tokens", head.max_completion_tokens),
+    ] {
+        if let Some(value) = value.filter(|v| *v > u64::from(limits.max_output_tokens)) {
+            return over(
+                param,
+                format!(
+                    "`{param}` is {value}; this server allows at most {} output tokens \
+                     (limits.max_output_tokens)",
+                    limits.max_output_tokens
+                ),
+            );
+        }
+    }
+    if head.message_count > limits.max_messages as usize {
+        return over(
+            "messages",
+            format!(
+                "`messages` has {} entries; this server allows at most {} (limits.max_messages)",
+                head.message_count, limits.max_messages
+            ),
+        );
+    }
+    if let Some(tools) = head.tool_count.filter(|t| *t > limits.max_tools as usize) {
+        return over(
+            "tools",
+            format!(
+                "`tools` has {tools} entries; this server allows at most {} (limits.max_tools)",
+                limits.max_tools
+            ),
+        );
+    }
+    None
+}
+
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
+    identity: crate::limits::Identity,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match chat(app, body).await {
+    match chat(app, identity, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn chat(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Response, OpenAiError> {
+async fn chat(
+    app: AppState,
+    identity: crate::limits::Identity,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OpenAiError> {
     let body = body.map_err(|rejection| {
         OpenAiError::new(
             rejection.status(),
@@ -108,6 +167,15 @@ async fn chat(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Resp
         )
     })?;
     let head = ChatRequestHead::parse(&body).map_err(request_error)?;
+    if let Some(error) = exceeded_cap(&head, &app.config.limits) {
+        return Err(error);
+    }
+    // Taken before anything is sent, held by the SSE body until it ends.
+    let slot = if head.stream {
+        Some(app.streams.try_acquire(&identity).map_err(|e| e.openai())?)
+    } else {
+        None
+    };
     let target = app
         .registry
         .resolve(head.model.as_deref())
@@ -184,7 +252,7 @@ async fn chat(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Resp
             client_model,
             head.client_include_usage,
         );
-        let mut response = Response::new(Body::from_stream(body));
+        let mut response = Response::new(Body::from_stream(crate::limits::hold(body, slot)));
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -250,7 +318,7 @@ async fn chat(app: AppState, body: Result<Bytes, BytesRejection>) -> Result<Resp
 /// `GET /v1/models`: the models of every online provider as composite ids,
 /// in OpenAI's list shape plus `provider` and `context_window` (tokens,
 /// `null` when unknown; snake_case like OpenAI's own fields).
-pub async fn list_models(State(app): State<AppState>) -> Response {
+pub async fn list_models(Scoped(app): Scoped) -> Response {
     let mut key = std::hash::DefaultHasher::new();
     app.registry.snapshot_key(&mut key);
     let body =

@@ -32,6 +32,8 @@ struct StreamState {
     draft: Option<CallDraft>,
     first_token_at_ms: Option<i64>,
     status: u16,
+    /// Events decoded so far (data events, whether forwarded or not).
+    events: u64,
 }
 
 impl Drop for StreamState {
@@ -74,6 +76,7 @@ impl StreamState {
     /// Forwards every complete event in the decoder into `out`.
     fn drain_events(&mut self, out: &mut Vec<u8>) -> Step {
         while let Some(event) = self.decoder.next_event() {
+            self.events += 1;
             if event.data.as_ref() == b"[DONE]" {
                 out.extend_from_slice(b"data: [DONE]\n\n");
                 if let Some(draft) = self.draft.take() {
@@ -131,7 +134,25 @@ impl StreamState {
                 return Some(Bytes::from(out));
             }
             match self.upstream.next_chunk().await {
-                Ok(Some(chunk)) => self.decoder.push(&chunk),
+                Ok(Some(chunk)) => {
+                    self.decoder.push(&chunk);
+                    // A chunk that completed no data event and left nothing
+                    // pending was keep-alive comments (or blank / `id:`-only
+                    // blocks): pass one keep-alive on, so idle timeouts
+                    // between the client and us see the stream is alive.
+                    let events_before = self.events;
+                    match self.drain_events(&mut out) {
+                        Step::Done => return Some(Bytes::from(out)),
+                        Step::Continue
+                            if self.events == events_before
+                                && !chunk.is_empty()
+                                && !self.decoder.has_partial_event() =>
+                        {
+                            return Some(Bytes::from_static(b": keep-alive\n\n"));
+                        }
+                        Step::Continue => {}
+                    }
+                }
                 Ok(None) => {
                     let message = if self.decoder.has_partial_event() {
                         format!(
@@ -179,6 +200,7 @@ pub fn proxy(
         forward_usage: client_include_usage,
         draft: Some(draft),
         first_token_at_ms: None,
+        events: 0,
     };
     futures_util::stream::unfold(state, |mut state| async move {
         let chunk = state.next_output().await?;

@@ -247,6 +247,12 @@ impl TestServer {
             .unwrap_or_else(|| panic!("no mock named {name:?}"))
     }
 
+    /// The server's database URL (its SQLite file).
+    pub fn db_url(&self) -> String {
+        let dir = self.dir.as_ref().expect("the server has its directory");
+        format!("sqlite://{}", dir.path().join("modelyard.db").display())
+    }
+
     /// `base_url + path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)

@@ -1,0 +1,587 @@
+//! Projects, API keys and roles: a table-driven matrix over every route —
+//! {no key, read, member, admin} × {own project, other project} — plus the
+//! key life cycle (shown once, stored hashed, revoked → 401).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::TestServer;
+use modelyard_store::{ProjectId, Role, Store};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+/// Every route with the role it needs and whether it reads or changes a
+/// project's own resource (then another project's key gets 404) — written
+/// independently of the server's `ACCESS_RULES`, and compared with them.
+const MATRIX: &[(&str, &str, Role, bool)] = &[
+    ("POST", "/v1/chat/completions", Role::Member, false),
+    ("GET", "/v1/models", Role::Read, false),
+    ("GET", "/v1/calls", Role::Read, false),
+    ("GET", "/v1/calls/{id}", Role::Read, true),
+    ("GET", "/v1/llm-calls/{id}", Role::Read, true),
+    ("GET", "/v1/llm-sessions", Role::Read, false),
+    ("GET", "/v1/llm-sessions/{id}", Role::Read, true),
+    ("GET", "/v1/usage", Role::Read, false),
+    ("GET", "/v1/catalog", Role::Read, false),
+    ("GET", "/v1/providers", Role::Read, false),
+    ("GET", "/v1/providers/{name}", Role::Read, false),
+    ("POST", "/v1/providers/{name}/refresh", Role::Member, false),
+    ("GET", "/v1/favorites", Role::Read, false),
+    ("PUT", "/v1/favorites", Role::Member, false),
+    ("POST", "/v1/favorites", Role::Member, false),
+    // Favorites are per project: B removing "mock/echo" touches only its own list.
+    ("DELETE", "/v1/favorites/{*model_id}", Role::Member, false),
+    ("GET", "/v1/llms", Role::Read, false),
+    ("POST", "/v1/llms", Role::Admin, false),
+    ("GET", "/v1/llms/{id}", Role::Read, true),
+    ("PATCH", "/v1/llms/{id}", Role::Admin, true),
+    ("DELETE", "/v1/llms/{id}", Role::Admin, true),
+    ("POST", "/v1/llms/{id}/copy", Role::Admin, true),
+    ("GET", "/v1/keys", Role::Admin, false),
+    ("POST", "/v1/keys", Role::Admin, false),
+    ("DELETE", "/v1/keys/{id}", Role::Admin, true),
+    ("GET", "/v1/conversations", Role::Read, false),
+    ("POST", "/v1/conversations", Role::Member, false),
+    ("GET", "/v1/conversations/{id}", Role::Read, true),
+    ("PATCH", "/v1/conversations/{id}", Role::Member, true),
+    ("DELETE", "/v1/conversations/{id}", Role::Member, true),
+    ("GET", "/v1/conversations/{id}/messages", Role::Read, true),
+    (
+        "POST",
+        "/v1/conversations/{id}/messages",
+        Role::Member,
+        true,
+    ),
+    ("GET", "/v1/conversations/{id}/model", Role::Read, true),
+    ("PUT", "/v1/conversations/{id}/model", Role::Member, true),
+    ("GET", "/v1/conversations/{id}/settings", Role::Read, true),
+    (
+        "PATCH",
+        "/v1/conversations/{id}/settings",
+        Role::Member,
+        true,
+    ),
+    (
+        "GET",
+        "/v1/conversations/{id}/model-history",
+        Role::Read,
+        true,
+    ),
+    ("GET", "/v1/conversations/{id}/turns", Role::Read, true),
+    ("POST", "/v1/conversations/{id}/turns", Role::Member, true),
+    (
+        "POST",
+        "/v1/conversations/{id}/turns/{turn_id}/cancel",
+        Role::Member,
+        true,
+    ),
+    (
+        "POST",
+        "/v1/conversations/{id}/turns/{turn_id}/tool-results",
+        Role::Member,
+        true,
+    ),
+    ("GET", "/v1/conversations/{id}/events", Role::Read, true),
+    ("POST", "/v1/conversations/{id}/title", Role::Member, true),
+    ("POST", "/v1/conversations/{id}/compact", Role::Member, true),
+];
+
+#[test]
+fn the_matrix_covers_every_route_and_agrees_with_the_server() {
+    let ours: BTreeSet<(&str, &str, Role)> =
+        MATRIX.iter().map(|(m, p, r, _)| (*m, *p, *r)).collect();
+    let server: BTreeSet<(&str, &str, Role)> = modelyard_server::auth::ACCESS_RULES
+        .iter()
+        .copied()
+        .collect();
+    let missing: Vec<_> = server.difference(&ours).collect();
+    let extra: Vec<_> = ours.difference(&server).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "routes without a matrix entry: {missing:?}; entries without a route: {extra:?}"
+    );
+}
+
+struct Keys {
+    read: String,
+    member: String,
+    admin: String,
+    other_admin: String,
+    other_member: String,
+    other_read: String,
+}
+
+async fn call(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, String) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = server.http.request(method, server.url(path));
+    if let Some(key) = key.filter(|k| !k.is_empty()) {
+        request = request.bearer_auth(key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("send");
+    let status = response.status().as_u16();
+    // An SSE answer would never end: read only a little of it.
+    let is_sse = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap_or("").starts_with("text/event-stream"));
+    let text = if is_sse {
+        String::new()
+    } else {
+        response.text().await.unwrap_or_default()
+    };
+    (status, text)
+}
+
+async fn json_ok(server: &TestServer, method: &str, path: &str, key: &str, body: Value) -> Value {
+    let (status, text) = call(server, method, path, Some(key), Some(body)).await;
+    assert!(
+        (200..300).contains(&status),
+        "{method} {path} → {status}: {text}"
+    );
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// Project A's resources, made with A's admin key.
+struct Fixture {
+    conv: String,
+    turn: String,
+    llm: String,
+    session: String,
+    call: String,
+}
+
+async fn fixture(server: &TestServer, admin: &str) -> Fixture {
+    let conv = json_ok(
+        server,
+        "POST",
+        "/v1/conversations",
+        admin,
+        json!({"title": "A's secret plans"}),
+    )
+    .await;
+    let conv = conv["id"].as_str().unwrap().to_owned();
+    let turn = json_ok(
+        server,
+        "POST",
+        &format!("/v1/conversations/{conv}/turns"),
+        admin,
+        json!({"content": "hello", "model": "mock/echo"}),
+    )
+    .await;
+    let turn = turn["turnId"].as_str().unwrap().to_owned();
+    let llm = json_ok(
+        server,
+        "POST",
+        "/v1/llms",
+        admin,
+        json!({"model": "mock/echo"}),
+    )
+    .await;
+    let llm = llm["id"].as_str().unwrap().to_owned();
+    json_ok(
+        server,
+        "PUT",
+        "/v1/favorites",
+        admin,
+        json!({"favorites": ["mock/echo"]}),
+    )
+    .await;
+    // Wait for the turn to end and its session to be recorded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (session, call_id) = loop {
+        let (_, text) = call(server, "GET", "/v1/llm-sessions", Some(admin), None).await;
+        let page: Value = serde_json::from_str(&text).unwrap();
+        if let Some(s) = page["data"].as_array().and_then(|d| d.first()) {
+            let (_, text) = call(server, "GET", "/v1/calls", Some(admin), None).await;
+            let calls: Value = serde_json::from_str(&text).unwrap();
+            if let Some(c) = calls["data"].as_array().and_then(|d| d.first()) {
+                break (
+                    s["id"].as_str().unwrap().to_owned(),
+                    c["id"].as_str().unwrap().to_owned(),
+                );
+            }
+        }
+        assert!(Instant::now() < deadline, "no session recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    Fixture {
+        conv,
+        turn,
+        llm,
+        session,
+        call: call_id,
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    role.as_str()
+}
+
+/// A fresh resource for a destructive route, so every attempt has one.
+async fn target_path(
+    server: &TestServer,
+    admin: &str,
+    template: &str,
+    method: &str,
+    f: &Fixture,
+) -> String {
+    let mut path = template.to_owned();
+    if method == "DELETE" && template == "/v1/conversations/{id}" {
+        let c = json_ok(server, "POST", "/v1/conversations", admin, json!({})).await;
+        return format!("/v1/conversations/{}", c["id"].as_str().unwrap());
+    }
+    if method == "DELETE" && template == "/v1/llms/{id}" {
+        let l = json_ok(
+            server,
+            "POST",
+            "/v1/llms",
+            admin,
+            json!({"model": "mock/echo"}),
+        )
+        .await;
+        return format!("/v1/llms/{}", l["id"].as_str().unwrap());
+    }
+    if method == "DELETE" && template == "/v1/keys/{id}" {
+        let k = json_ok(server, "POST", "/v1/keys", admin, json!({"role": "read"})).await;
+        return format!("/v1/keys/{}", k["id"].as_str().unwrap());
+    }
+    if template == "/v1/favorites/{*model_id}" {
+        json_ok(
+            server,
+            "PUT",
+            "/v1/favorites",
+            admin,
+            json!({"favorites": ["mock/echo"]}),
+        )
+        .await;
+        return "/v1/favorites/mock/echo".to_owned();
+    }
+    let id = if template.starts_with("/v1/conversations/") {
+        f.conv.as_str()
+    } else if template.starts_with("/v1/llms/") {
+        f.llm.as_str()
+    } else if template.starts_with("/v1/llm-sessions/") {
+        f.session.as_str()
+    } else if template.starts_with("/v1/calls/") || template.starts_with("/v1/llm-calls/") {
+        f.call.as_str()
+    } else {
+        ""
+    };
+    path = path
+        .replace("{id}", id)
+        .replace("{turn_id}", &f.turn)
+        .replace("{name}", "mock");
+    path
+}
+
+fn body_for(method: &str, template: &str) -> Option<Value> {
+    let body = match (method, template) {
+        ("POST", "/v1/chat/completions") => {
+            json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]})
+        }
+        ("PUT", "/v1/favorites") => json!({"favorites": ["mock/echo"]}),
+        ("POST", "/v1/favorites") => json!({"modelId": "mock/echo"}),
+        ("POST", "/v1/llms") => json!({"model": "mock/echo"}),
+        ("PATCH", "/v1/llms/{id}") => json!({"displayName": "renamed"}),
+        ("POST", "/v1/keys") => json!({"role": "read"}),
+        ("POST", "/v1/conversations") => json!({}),
+        ("PATCH", "/v1/conversations/{id}") => json!({"title": "t"}),
+        ("POST", "/v1/conversations/{id}/messages") => {
+            json!({"messages": [{"role": "user", "content": "imported"}]})
+        }
+        ("PUT", "/v1/conversations/{id}/model") => json!({"model": "mock/echo"}),
+        ("PATCH", "/v1/conversations/{id}/settings") => json!({"cwd": "/tmp"}),
+        ("POST", "/v1/conversations/{id}/turns") => {
+            json!({"content": "again", "model": "mock/echo"})
+        }
+        ("POST", "/v1/conversations/{id}/turns/{turn_id}/tool-results") => json!({"results": []}),
+        ("POST", "/v1/conversations/{id}/title") | ("POST", "/v1/conversations/{id}/compact") => {
+            json!({"model": "mock/echo"})
+        }
+        (_, _) if method == "GET" || method == "DELETE" => return None,
+        _ => json!({}),
+    };
+    Some(body)
+}
+
+#[tokio::test]
+async fn every_route_answers_by_role_and_project() {
+    let server = TestServer::builder()
+        .listed(&["echo", "mock-model"])
+        .start()
+        .await;
+    // Open mode (no key yet, loopback): the first admin key over the API.
+    let first = json_ok(
+        &server,
+        "POST",
+        "/v1/keys",
+        "",
+        json!({"role": "admin", "name": "first"}),
+    )
+    .await;
+    let admin = first["key"].as_str().unwrap().to_owned();
+    assert!(admin.starts_with("mk_"));
+    assert_eq!(first["prefix"], admin[..11]);
+    let make = |role: &'static str| {
+        let admin = admin.clone();
+        let server = &server;
+        async move {
+            json_ok(server, "POST", "/v1/keys", &admin, json!({"role": role})).await["key"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let read = make("read").await;
+    let member = make("member").await;
+    // Project B's keys, made offline like `modelyard keys create --project b`.
+    let store = Store::connect(&server.db_url()).await.unwrap();
+    let b: ProjectId = store.create_project("b").await.unwrap();
+    let mut other = Vec::new();
+    for role in [Role::Admin, Role::Member, Role::Read] {
+        let (_, secret) = modelyard_server::api::keys::create_key(&store, &b, "b key", role)
+            .await
+            .unwrap();
+        other.push(secret);
+    }
+    let keys = Keys {
+        read,
+        member,
+        admin: admin.clone(),
+        other_admin: other[0].clone(),
+        other_member: other[1].clone(),
+        other_read: other[2].clone(),
+    };
+    // The key is stored hashed: the secret is nowhere in the database file.
+    let db = std::fs::read(server.db_url().trim_start_matches("sqlite://")).unwrap();
+    let haystack = String::from_utf8_lossy(&db);
+    assert!(!haystack.contains(&admin[3..]), "the secret is not stored");
+
+    let f = fixture(&server, &admin).await;
+    let mut failures = Vec::new();
+    for (method, template, needed, scoped) in MATRIX {
+        for (project, callers) in [
+            (
+                "own",
+                [
+                    (None, None),
+                    (Some(Role::Read), Some(&keys.read)),
+                    (Some(Role::Member), Some(&keys.member)),
+                    (Some(Role::Admin), Some(&keys.admin)),
+                ],
+            ),
+            (
+                "other",
+                [
+                    (None, None),
+                    (Some(Role::Read), Some(&keys.other_read)),
+                    (Some(Role::Member), Some(&keys.other_member)),
+                    (Some(Role::Admin), Some(&keys.other_admin)),
+                ],
+            ),
+        ] {
+            for (role, key) in callers {
+                let path = target_path(&server, &admin, template, method, &f).await;
+                let (status, text) = call(
+                    &server,
+                    method,
+                    &path,
+                    key.map(String::as_str),
+                    body_for(method, template),
+                )
+                .await;
+                let expected: &str = match role {
+                    None => "401",
+                    Some(r) if r < *needed => "403",
+                    Some(_) if project == "other" && *scoped => "404",
+                    Some(_) => "allowed",
+                };
+                let ok = match expected {
+                    "401" => status == 401,
+                    "403" => status == 403,
+                    "404" => status == 404,
+                    // Removing a model the caller's project has not pinned is a 404.
+                    _ if *template == "/v1/favorites/{*model_id}" => [204, 404].contains(&status),
+                    _ => ![401, 403, 404].contains(&status) && status < 500,
+                };
+                if !ok {
+                    failures.push(format!(
+                        "{method} {template} as {} of the {project} project: expected {expected}, got {status}: {}",
+                        role.map_or("no key", role_name),
+                        text.chars().take(200).collect::<String>()
+                    ));
+                }
+                // Another project never sees A's data in a listing.
+                if project == "other" && status == 200 {
+                    for secret in [
+                        f.conv.as_str(),
+                        f.llm.as_str(),
+                        f.session.as_str(),
+                        "A's secret plans",
+                    ] {
+                        if text.contains(secret) {
+                            failures.push(format!(
+                                "{method} {template} leaks {secret} to another project"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+
+    // Project A's data is intact after B's attempts.
+    let (status, text) = call(
+        &server,
+        "GET",
+        &format!("/v1/conversations/{}", f.conv),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let (_, favorites) = call(&server, "GET", "/v1/favorites", Some(&admin), None).await;
+    assert!(favorites.contains("mock/echo"), "{favorites}");
+
+    // Two keys of one project share its favorites; the other project's differ.
+    let (status, _) = call(
+        &server,
+        "PUT",
+        "/v1/favorites",
+        Some(&keys.member),
+        Some(json!({"favorites": ["mock/mock-model", "mock/echo"]})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, seen_by_read) = call(&server, "GET", "/v1/favorites", Some(&keys.read), None).await;
+    let seen: Value = serde_json::from_str(&seen_by_read).unwrap();
+    let ids: Vec<&str> = seen["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["modelId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["mock/mock-model", "mock/echo"], "{seen}");
+    let (_, seen_by_b) = call(
+        &server,
+        "GET",
+        "/v1/favorites",
+        Some(&keys.other_read),
+        None,
+    )
+    .await;
+    assert!(!seen_by_b.contains("mock/mock-model"), "{seen_by_b}");
+
+    // Errors: problem+json on our API, the OpenAI envelope on OpenAI routes.
+    let response = server
+        .http
+        .get(server.url("/v1/catalog"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    let response = server
+        .http
+        .post(server.url("/v1/chat/completions"))
+        .bearer_auth("mk_not-a-key")
+        .json(&json!({"model": "mock/echo", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_api_key", "{body}");
+    // /health needs no key.
+    let (status, _) = call(&server, "GET", "/health", None, None).await;
+    assert_eq!(status, 200);
+
+    // Revoking a key locks it out at once.
+    let listed = json_ok(&server, "GET", "/v1/keys", &admin, Value::Null).await;
+    let keys_json = listed["data"].as_array().unwrap();
+    assert!(keys_json
+        .iter()
+        .all(|k| k.get("key").is_none() && k["prefix"].is_string()));
+    let member_id = keys_json
+        .iter()
+        .find(|k| k["role"] == "member" && k["revokedAt"].is_null())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = call(
+        &server,
+        "GET",
+        "/v1/conversations",
+        Some(&keys.member),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        &server,
+        "DELETE",
+        &format!("/v1/keys/{member_id}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = call(
+        &server,
+        "GET",
+        "/v1/conversations",
+        Some(&keys.member),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401, "a revoked key is refused");
+    // Another project's key cannot be revoked from here.
+    let b_keys = store.list_api_keys(&b).await.unwrap();
+    let (status, _) = call(
+        &server,
+        "DELETE",
+        &format!("/v1/keys/{}", b_keys[0].id),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn without_keys_the_server_refuses_a_public_address() {
+    let dir = common::TempDir::new();
+    let toml = format!(
+        "[server]\nlisten = \"0.0.0.0:0\"\n[storage]\nurl = \"sqlite://{}\"\n",
+        dir.path().join("db.sqlite").display()
+    );
+    let config = modelyard_server::Config::from_toml(&toml, "<test>", None, &|_| None).unwrap();
+    let err = modelyard_server::start(config, &|_| None)
+        .await
+        .expect_err("refused");
+    let message = err.to_string();
+    assert!(message.contains("without API keys"), "{message}");
+    assert!(message.contains("modelyard keys create"), "{message}");
+}

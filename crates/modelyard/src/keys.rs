@@ -1,0 +1,88 @@
+//! `modelyard keys`: API keys, managed directly in the database named by the
+//! config (so the first admin key can be made before the server requires
+//! one). The server notices new and revoked keys within seconds.
+
+use anyhow::{bail, Context};
+use modelyard_server::config::Config;
+use modelyard_store::{ProjectId, Role, Store};
+
+async fn open(config: &Config) -> anyhow::Result<Store> {
+    Store::connect(&config.storage.url)
+        .await
+        .context("opening the database named by storage.url")
+}
+
+async fn project(store: &Store, name: &str, create: bool) -> anyhow::Result<ProjectId> {
+    if let Some(id) = store.project_by_name(name).await? {
+        return Ok(id);
+    }
+    if !create {
+        bail!("no project named {name:?}");
+    }
+    Ok(store.create_project(name).await?)
+}
+
+/// `keys create [--project NAME] [--role ROLE] [--name NAME]`: prints the
+/// key (shown only now) on stdout.
+pub async fn create(
+    config: &Config,
+    project_name: &str,
+    role: &str,
+    name: Option<&str>,
+) -> anyhow::Result<()> {
+    let role = Role::parse(role).context("--role must be admin, member or read")?;
+    let store = open(config).await?;
+    let project = project(&store, project_name, true).await?;
+    let name = name.map_or_else(|| format!("{} key", role.as_str()), str::to_owned);
+    let (row, secret) =
+        modelyard_server::api::keys::create_key(&store, &project, &name, role).await?;
+    eprintln!(
+        "created {} key {} ({}) in project {project_name}; it is shown only once:",
+        row.role.as_str(),
+        row.id,
+        row.prefix
+    );
+    println!("{secret}");
+    Ok(())
+}
+
+/// `keys ls [--project NAME]`.
+pub async fn list(config: &Config, project_name: &str) -> anyhow::Result<()> {
+    let store = open(config).await?;
+    let project = project(&store, project_name, false).await?;
+    let keys = store.list_api_keys(&project).await?;
+    println!(
+        "{:<36}  {:<11}  {:<6}  {:<8}  NAME",
+        "ID", "PREFIX", "ROLE", "STATE"
+    );
+    for key in keys {
+        let state = if key.revoked_at_ms.is_some() {
+            "revoked"
+        } else {
+            "active"
+        };
+        println!(
+            "{:<36}  {:<11}  {:<6}  {:<8}  {}",
+            key.id,
+            key.prefix,
+            key.role.as_str(),
+            state,
+            key.name
+        );
+    }
+    Ok(())
+}
+
+/// `keys revoke ID [--project NAME]`.
+pub async fn revoke(config: &Config, project_name: &str, id: &str) -> anyhow::Result<()> {
+    let store = open(config).await?;
+    let project = project(&store, project_name, false).await?;
+    if !store
+        .revoke_api_key(&project, id, modelyard_server::clock::now_ms())
+        .await?
+    {
+        bail!("no active key {id:?} in project {project_name}");
+    }
+    eprintln!("revoked {id}");
+    Ok(())
+}
