@@ -890,8 +890,61 @@ pub async fn start_turn(
         turn_id: turn_id.clone(),
         content: body.content,
     });
+    let accepted = json!({
+        "turnId": turn_id,
+        "conversationId": id,
+        "modelId": model_id,
+        "resolvedFrom": resolved.resolved_from,
+    });
+    let run = Run {
+        target,
+        operation,
+        reasoning_effort: conversation.reasoning_effort.clone(),
+        llm_config,
+        client_tools,
+        session_id: turn_id.clone(),
+        parent_session_id: None,
+    };
+    launch(
+        app,
+        id,
+        turn_id,
+        payloads,
+        run,
+        body.stream.then_some(slot),
+        accepted,
+    )
+    .await
+}
+
+/// What [`launch`] starts: a turn's run (see [`TurnJob`]).
+struct Run {
+    target: crate::registry::Target,
+    operation: String,
+    reasoning_effort: Option<String>,
+    llm_config: Option<modelyard_store::LlmConfigRow>,
+    client_tools: Vec<Value>,
+    session_id: String,
+    parent_session_id: Option<String>,
+}
+
+/// Appends the events that start (or resume) a run of `turn_id` — the run's
+/// transient events are positioned after the first `turn.started` /
+/// `turn.resumed` among them — registers the live turn, publishes the
+/// events and spawns the run. With `stream` (`Some(slot)`), answers with the
+/// conversation's events as SSE from the first appended one until the run
+/// ends; otherwise 202 with `accepted`.
+async fn launch(
+    app: AppState,
+    id: String,
+    turn_id: String,
+    mut payloads: Vec<EventPayload>,
+    run: Run,
+    stream: Option<Option<crate::limits::StreamSlot>>,
+    accepted: Value,
+) -> Response {
     // Subscribe before appending, so a streaming caller misses nothing.
-    let subscription = body.stream.then(|| app.bus.subscribe(&id));
+    let subscription = stream.is_some().then(|| app.bus.subscribe(&id));
     crate::redact::payloads(app.config.security.redact_secrets, &mut payloads);
     let events = match app
         .store
@@ -901,13 +954,18 @@ pub async fn start_turn(
         Ok(events) => events,
         Err(err) => return store_problem(err).into_response(),
     };
-    let turn_seq = events
+    let run_seq = events
         .iter()
-        .find(|e| matches!(e.payload, EventPayload::TurnStarted { .. }))
+        .find(|e| {
+            matches!(
+                e.payload,
+                EventPayload::TurnStarted { .. } | EventPayload::TurnResumed { .. }
+            )
+        })
         .map(|e| e.seq)
         .unwrap_or_default();
     let last_seq = events.last().map(|e| e.seq).unwrap_or_default();
-    let live = app.live.start(&id, &turn_id, turn_seq, last_seq);
+    let live = app.live.start(&id, &turn_id, run_seq, last_seq);
     for event in &events {
         app.bus
             .publish(&id, BusMessage::Persisted(Arc::new(event.clone())));
@@ -915,16 +973,16 @@ pub async fn start_turn(
     tokio::spawn(run_turn(TurnJob {
         app: app.clone(),
         live,
-        target,
-        operation,
-        reasoning_effort: conversation.reasoning_effort.clone(),
-        llm_config,
-        client_tools,
-        session_id: turn_id.clone(),
-        parent_session_id: None,
+        target: run.target,
+        operation: run.operation,
+        reasoning_effort: run.reasoning_effort,
+        llm_config: run.llm_config,
+        client_tools: run.client_tools,
+        session_id: run.session_id,
+        parent_session_id: run.parent_session_id,
     }));
-    match subscription {
-        Some(rx) => {
+    match (subscription, stream) {
+        (Some(rx), Some(slot)) => {
             let after = events.first().map(|e| e.seq - 1).unwrap_or(0);
             sse_response(
                 app,
@@ -938,16 +996,7 @@ pub async fn start_turn(
                 slot,
             )
         }
-        None => (
-            StatusCode::ACCEPTED,
-            Json(json!({
-                "turnId": turn_id,
-                "conversationId": id,
-                "modelId": model_id,
-                "resolvedFrom": resolved.resolved_from,
-            })),
-        )
-            .into_response(),
+        _ => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
     }
 }
 
@@ -1183,27 +1232,7 @@ pub async fn tool_results(
             usage: None,
         });
     }
-    let subscription = body.stream.then(|| app.bus.subscribe(&id));
-    crate::redact::payloads(app.config.security.redact_secrets, &mut payloads);
-    let events = match app
-        .store
-        .append_events(&app.project, &id, &payloads, crate::clock::now_ms())
-        .await
-    {
-        Ok(events) => events,
-        Err(err) => return store_problem(err).into_response(),
-    };
-    let resumed_seq = events.first().map(|e| e.seq).unwrap_or_default();
-    // The resumed run's transient events are positioned after turn.resumed.
-    let last_seq = events.last().map(|e| e.seq).unwrap_or_default();
-    let live = app.live.start(&id, &turn_id, resumed_seq, last_seq);
-    for event in &events {
-        app.bus
-            .publish(&id, BusMessage::Persisted(Arc::new(event.clone())));
-    }
-    tokio::spawn(run_turn(TurnJob {
-        app: app.clone(),
-        live,
+    let run = Run {
         target,
         operation: turn.operation.clone(),
         reasoning_effort: conversation.reasoning_effort.clone(),
@@ -1211,25 +1240,18 @@ pub async fn tool_results(
         client_tools,
         session_id: new_id(),
         parent_session_id: Some(turn_id.clone()),
-    }));
-    match subscription {
-        Some(rx) => sse_response(
-            app,
-            id,
-            Position {
-                seq: resumed_seq - 1,
-                transient: None,
-            },
-            rx,
-            Some(turn_id),
-            slot,
-        ),
-        None => (
-            StatusCode::ACCEPTED,
-            Json(json!({"turnId": turn_id, "conversationId": id, "status": "running"})),
-        )
-            .into_response(),
-    }
+    };
+    let accepted = json!({"turnId": turn_id, "conversationId": id, "status": "running"});
+    launch(
+        app,
+        id,
+        turn_id,
+        payloads,
+        run,
+        body.stream.then_some(slot),
+        accepted,
+    )
+    .await
 }
 
 /// Where a subscriber is: last persisted seq seen, and within the running
