@@ -276,9 +276,10 @@ fn spawn_pruner(store: Store, retention: RetentionConfig) -> JoinHandle<()> {
 /// Serves HTTP/1.1 on `listener` until `signal` completes, then stops
 /// accepting, lets every connection finish its open requests (idle ones close
 /// at once) and returns when all are closed — `axum::serve`'s graceful
-/// shutdown, plus: a connection whose request headers do not arrive within
-/// `header_read_timeout` is closed (`limits.header_read_timeout_ms`; this
-/// also bounds how long an idle keep-alive connection stays open), and every
+/// shutdown, plus: a request head that does not arrive within
+/// `header_read_timeout` of its first byte closes the connection
+/// (`limits.header_read_timeout_ms`), an idle keep-alive connection closes
+/// after [`crate::conn::IDLE_TIMEOUT`] (see [`crate::conn`]), and every
 /// request carries `ConnectInfo<SocketAddr>`.
 async fn serve<L>(
     mut listener: L,
@@ -288,16 +289,11 @@ async fn serve<L>(
 ) where
     L: axum::serve::Listener<Addr = SocketAddr>,
 {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
     // HTTP/1 only, like axum with its `http1` feature: no protocol sniffing
     // before the header timeout starts.
-    let mut builder =
-        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
-    let builder = Arc::new(builder);
+    let builder =
+        Arc::new(hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only());
     // Connection tasks watch `stop` (closed on the signal) and hold `open`
     // (its sender sees every receiver gone once they all ended).
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
@@ -312,12 +308,20 @@ async fn serve<L>(
             () = stop_tx.closed() => break,
         };
         let router = app.clone();
+        let conn_state = crate::conn::ConnState::new();
+        let io = crate::conn::GuardedIo::new(io, conn_state.clone(), header_read_timeout);
         let service =
             hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+                // The head is in: no deadline until the response is done.
+                let guard = conn_state.request();
                 request
                     .extensions_mut()
                     .insert(axum::extract::ConnectInfo(remote));
-                tower_service::Service::call(&mut router.clone(), request)
+                let call = tower_service::Service::call(&mut router.clone(), request);
+                async move {
+                    call.await
+                        .map(|response| response.map(|body| crate::conn::hold(body, guard)))
+                }
             });
         let builder = Arc::clone(&builder);
         let stop_tx = stop_tx.clone();

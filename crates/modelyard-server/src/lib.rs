@@ -14,6 +14,7 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod conversations;
 pub mod error;
 pub mod gateway;
