@@ -331,14 +331,23 @@ async fn slow_header_senders_are_disconnected_while_others_are_served() {
             .expect("answered in time")
             .unwrap();
         let answer = String::from_utf8_lossy(&answer[..n]);
-        assert!(answer.starts_with("HTTP/1.1 200"), "round {round}: {answer}");
-        assert!(answer.ends_with("{\"status\":\"ok\"}"), "round {round}: {answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "round {round}: {answer}"
+        );
+        assert!(
+            answer.ends_with("{\"status\":\"ok\"}"),
+            "round {round}: {answer}"
+        );
     }
     // A head that starts but does not finish in time closes the connection.
     prompt.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(WAIT, prompt.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "a stalled head on a keep-alive connection is closed");
+    assert!(
+        closed.is_ok(),
+        "a stalled head on a keep-alive connection is closed"
+    );
     server.shutdown().await;
 }
 
