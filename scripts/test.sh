@@ -32,6 +32,10 @@ say "real local model (llama-server + SmolLM2-135M) on port $LLM_PORT"
 MODELYARD_TEST_LLM_URL="$(scripts/llm-start.sh --port "$LLM_PORT")"
 export MODELYARD_TEST_LLM_URL
 
+say "Chromium + ChromeDriver for the browser tests"
+scripts/browser-setup.sh
+export MODELYARD_TEST_CHROMEDRIVER=/usr/bin/chromedriver MODELYARD_TEST_CHROMIUM=/usr/bin/chromium
+
 say "cargo test --workspace"
 cargo test --workspace --all-targets
 

@@ -188,6 +188,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::auth::middleware,
         ))
+        // The web UI shell: public, so merged after the auth route layer.
+        .merge(crate::ui::routes())
         .layer(DefaultBodyLimit::max(max_body))
         .layer(
             tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([

@@ -2,8 +2,9 @@
 //! access rules.
 //!
 //! - Without any active API key the server runs open: every request acts
-//!   for the `default` project with the `admin` role — allowed only while it
-//!   listens on a loopback address (`app::start` refuses other addresses).
+//!   for the `default` project with the `admin` role, whatever key it sends
+//!   (SDKs always send one) — allowed only while it listens on a loopback
+//!   address (`app::start` refuses other addresses).
 //! - Once a key exists, every route except `/health` needs
 //!   `Authorization: Bearer <key>`: a missing, unknown or revoked key is a
 //!   401, a role below the route's ([`required_role`]) a 403. The key's
@@ -279,6 +280,13 @@ pub async fn middleware(State(app): State<AppState>, mut request: Request, next:
         .map(str::trim)
         .map(str::to_owned);
     let caller = match bearer {
+        // Without keys the server is open (loopback only): clients such as
+        // the OpenAI SDKs always send some key, which is then ignored.
+        _ if !app.auth.required() => Caller {
+            project: ProjectId::default_project(),
+            role: Role::Admin,
+            key_id: None,
+        },
         Some(secret) => match app.auth.lookup(&secret).await {
             Ok(Some(key)) => Caller {
                 project: ProjectId::new(key.project_id),
@@ -294,18 +302,13 @@ pub async fn middleware(State(app): State<AppState>, mut request: Request, next:
             }
             Err(err) => return Problem::internal(err).into_response(),
         },
-        None if app.auth.required() => {
+        None => {
             return deny(
                 &path,
                 StatusCode::UNAUTHORIZED,
                 "an API key is required: send Authorization: Bearer <key>".into(),
             )
         }
-        None => Caller {
-            project: ProjectId::default_project(),
-            role: Role::Admin,
-            key_id: None,
-        },
     };
     if caller.role < needed {
         return deny(

@@ -8,6 +8,7 @@
 //! - [`recorder`]: writes call records off the hot path.
 //! - [`limits`]: stream slots and the body limit (`[limits]`).
 //! - [`app`]: state, routes, start and shutdown.
+//! - [`ui`]: the embedded web UI (`/ui`, public).
 
 pub mod api;
 pub mod app;
@@ -22,6 +23,7 @@ pub mod limits;
 pub mod recorder;
 pub mod redact;
 pub mod registry;
+pub mod ui;
 
 pub use app::{router, start, AppState, RunningServer, ServerError};
 pub use config::{Config, ConfigError};

@@ -321,7 +321,10 @@ async fn every_route_answers_by_role_and_project() {
         .listed(&["echo", "mock-model"])
         .start()
         .await;
-    // Open mode (no key yet, loopback): the first admin key over the API.
+    // Open mode (no key yet, loopback): any key an SDK sends is ignored.
+    let (status, _) = call(&server, "GET", "/v1/models", Some("sk-anything"), None).await;
+    assert_eq!(status, 200, "open mode ignores keys");
+    // The first admin key over the API.
     let first = json_ok(
         &server,
         "POST",

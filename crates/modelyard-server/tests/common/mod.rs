@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod conv;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

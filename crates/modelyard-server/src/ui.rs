@@ -1,0 +1,63 @@
+//! The web UI: a small single-page app in plain JavaScript, embedded in the
+//! binary (`ui/index.html`, `ui/app.js`, `ui/app.css`; no build step, no
+//! external URLs). Its DOM contract is `docs/ui.md`.
+//!
+//! - `GET /` redirects to `/ui`.
+//! - `GET /ui` is the HTML shell (`Cache-Control: no-cache`).
+//! - `GET /ui/assets/app.js`, `GET /ui/assets/app.css`: the script and the
+//!   style sheet (`no-cache` too, so a new binary's UI is picked up at once).
+//!
+//! These routes are **public**: they are merged into the router after the
+//! auth route layer (and are not in `app.rs`, so they need no entry in
+//! `auth::ACCESS_RULES`). They only serve static text; everything the UI
+//! shows comes from the `/v1/...` API, which asks for the API key (stored in
+//! the browser's `localStorage["modelyard.apiKey"]`, sent as
+//! `Authorization: Bearer`) whenever keys exist.
+
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::app::AppState;
+
+/// The HTML shell.
+pub const INDEX_HTML: &str = include_str!("../ui/index.html");
+/// The application script.
+pub const APP_JS: &str = include_str!("../ui/app.js");
+/// The style sheet.
+pub const APP_CSS: &str = include_str!("../ui/app.css");
+
+/// The UI's routes (public; see the module docs).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/ui") }))
+        .route(
+            "/ui",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
+        .route("/ui/", get(|| async { Redirect::to("/ui") }))
+        .route(
+            "/ui/assets/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/ui/assets/app.css",
+            get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
+        )
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (CONTENT_TYPE, content_type),
+            (CACHE_CONTROL, "no-cache"),
+            (
+                axum::http::HeaderName::from_static("x-content-type-options"),
+                "nosniff",
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,1239 @@
+//! Browser tests of the web UI (`/ui`) against its DOM contract (every
+//! element is found by `data-testid`): headless Chromium driven through
+//! chromedriver ([`common::webdriver`]) in front of the real server and its
+//! in-process mock upstream.
+//!
+//! Needs `MODELYARD_TEST_CHROMEDRIVER` (and usually `MODELYARD_TEST_CHROMIUM`;
+//! `scripts/browser-setup.sh` installs both, `scripts/test.sh` sets them);
+//! without it every test fails, unless `MODELYARD_SKIP_BROWSER=1` says to
+//! skip them on purpose. The real-model test also needs
+//! `MODELYARD_TEST_LLM_URL` (or `MODELYARD_SKIP_REAL_LLM=1`).
+//!
+//! Each test has its own server, chromedriver (own port) and browser profile,
+//! so they run in parallel. Every wait is a bounded poll ([`WAIT`]); a wait
+//! that times out saves `<test>-failure.png` and panics with the page's
+//! console log and a DOM excerpt. Screenshots of every scenario go to
+//! `target/ui-screenshots/<test>-<step>.png`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::conv::{create, get, messages, run_turn, send};
+use common::webdriver::{keys, Browser, Element};
+use common::TestServer;
+use modelyard_testkit::{Flavour, MockModel, MockOptions};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+/// Bound of every wait on the page.
+const WAIT: Duration = Duration::from_secs(15);
+/// Bound of the real model's answer (a 135M model on a busy 2-core machine).
+const REAL_WAIT: Duration = Duration::from_secs(90);
+const POLL: Duration = Duration::from_millis(50);
+
+/// The models the default `mock` provider lists.
+const LISTED: &[&str] = &[
+    "mock-model",
+    "echo",
+    "slow:20",
+    "slow:40",
+    "tool-call:advisor",
+    "tool-call:advisor@30",
+];
+
+const STREAMING: &str = r#"[data-testid="message"][data-role="assistant"][data-streaming="true"]"#;
+
+/// `[data-testid="<id>"]`.
+fn tid(id: &str) -> String {
+    format!("[data-testid=\"{id}\"]")
+}
+
+// ------------------------------------------------------------------ setup
+
+/// Where chromedriver and Chromium are.
+#[derive(Debug, Clone)]
+struct Paths {
+    driver: PathBuf,
+    chromium: Option<PathBuf>,
+}
+
+/// The browser to use, `None` when the browser tests are skipped on purpose.
+fn browser_paths() -> Option<Paths> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    match var("MODELYARD_TEST_CHROMEDRIVER") {
+        Some(driver) => Some(Paths {
+            driver: driver.into(),
+            chromium: var("MODELYARD_TEST_CHROMIUM").map(PathBuf::from),
+        }),
+        None if var("MODELYARD_SKIP_BROWSER").as_deref() == Some("1") => {
+            eprintln!("skipped: MODELYARD_SKIP_BROWSER=1");
+            None
+        }
+        None => panic!(
+            "MODELYARD_TEST_CHROMEDRIVER is not set: run scripts/browser-setup.sh, then \
+             MODELYARD_TEST_CHROMEDRIVER=/usr/bin/chromedriver MODELYARD_TEST_CHROMIUM=/usr/bin/chromium \
+             cargo test -p modelyard-server --test ui (scripts/test.sh does both), \
+             or set MODELYARD_SKIP_BROWSER=1 to skip the browser tests"
+        ),
+    }
+}
+
+/// The real model's URL, `None` when skipped on purpose (as in
+/// `crates/modelyard/tests/real_llm.rs`).
+fn llm_url() -> Option<String> {
+    match std::env::var("MODELYARD_TEST_LLM_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("MODELYARD_SKIP_REAL_LLM").as_deref() == Ok("1") => {
+            eprintln!("skipped: MODELYARD_SKIP_REAL_LLM=1");
+            None
+        }
+        _ => panic!(
+            "MODELYARD_TEST_LLM_URL is not set: run scripts/test.sh (it starts the real model), \
+             or set MODELYARD_SKIP_REAL_LLM=1 to skip the real-model tests"
+        ),
+    }
+}
+
+/// `target/ui-screenshots` (kept by CI as an artifact).
+fn screenshot_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .join("ui-screenshots")
+}
+
+/// A server whose `mock` provider lists [`LISTED`].
+async fn chat_server() -> TestServer {
+    let server = TestServer::builder()
+        .listed(LISTED)
+        .extra("[defaults]\nmodel = \"mock/mock-model\"\n")
+        .start()
+        .await;
+    wait_models(&server, "mock/echo").await;
+    server
+}
+
+/// Polls `GET /v1/models` until `id` is listed.
+async fn wait_models(server: &TestServer, id: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let list = server.get_json("/v1/models").await;
+        let found = list["data"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|m| m["id"] == id));
+        if found {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{id} not listed: {list}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A user LLM config for `model`; returns its id.
+async fn llm(server: &TestServer, model: &str) -> String {
+    let (status, body) = send(
+        server,
+        "POST",
+        "/v1/llms",
+        Some(json!({"displayName": format!("advisor {model}"), "model": model})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// `n` distinct words.
+fn words(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("word{i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+// ------------------------------------------------------------------ the page
+
+/// A browser on the server's UI, named after its test (screenshots).
+struct Ui {
+    b: Browser,
+    base: String,
+    name: &'static str,
+    /// At most [`BROWSERS`] browsers at once: on 2 cores more make every
+    /// wait slower than the streams they watch.
+    _permit: tokio::sync::SemaphorePermit<'static>,
+}
+
+/// Browsers running at once across this binary's tests.
+static BROWSERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Polls `$body` (an expression giving `Option<T>`, may `.await`) until it is
+/// `Some`, for up to [`WAIT`] (or `$limit`); then diagnoses the page and panics.
+macro_rules! wait_for {
+    ($ui:expr, $what:expr, $body:expr) => {
+        wait_for!($ui, $what, WAIT, $body)
+    };
+    ($ui:expr, $what:expr, $limit:expr, $body:expr) => {{
+        let deadline = Instant::now() + $limit;
+        loop {
+            if let Some(v) = $body {
+                break v;
+            }
+            if Instant::now() >= deadline {
+                let what = $what;
+                let report = $ui.diagnose(&format!("{what} (waited {:?})", $limit)).await;
+                panic!("{report}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }};
+}
+
+impl Ui {
+    async fn launch(paths: &Paths, server: &TestServer, name: &'static str) -> Ui {
+        let permit = BROWSERS
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let b = Browser::launch(&paths.driver, paths.chromium.as_deref())
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "start chromedriver {} / chromium {:?}: {e}",
+                    paths.driver.display(),
+                    paths.chromium
+                )
+            });
+        // A failure screenshot of an earlier run would mislead.
+        let _ = std::fs::remove_file(screenshot_dir().join(format!("{name}-failure.png")));
+        Ui {
+            b,
+            base: server.base_url.clone(),
+            name,
+            _permit: permit,
+        }
+    }
+
+    /// Opens `/ui#<route>` (`route` like `/chat/<id>`).
+    async fn open(&self, route: &str) {
+        let url = format!("{}/ui#{route}", self.base);
+        if let Err(e) = self.b.goto(&url).await {
+            panic!("{}", self.diagnose(&format!("open {url}: {e}")).await);
+        }
+    }
+
+    /// Runs a script; panics (with diagnostics) if it throws.
+    async fn js(&self, script: &str, args: Vec<Value>) -> Value {
+        match self.b.execute(script, args).await {
+            Ok(v) => v,
+            Err(e) => panic!(
+                "{}",
+                self.diagnose(&format!("script failed: {e}\n{script}"))
+                    .await
+            ),
+        }
+    }
+
+    /// Saves `target/ui-screenshots/<test>-<step>.png`.
+    async fn shot(&self, step: &str) {
+        let path = screenshot_dir().join(format!("{}-{step}.png", self.name));
+        if let Err(e) = self.b.screenshot(&path).await {
+            eprintln!("screenshot {}: {e}", path.display());
+        }
+    }
+
+    /// A failure report: what was awaited, the URL, the console and a DOM
+    /// excerpt; also saves `<test>-failure.png`.
+    async fn diagnose(&self, what: &str) -> String {
+        self.shot("failure").await;
+        let url = self.b.current_url().await.unwrap_or_default();
+        let console = self.b.console_log().await.unwrap_or_default().join("\n");
+        let dom = self
+            .b
+            .execute(
+                "return document.body ? document.body.outerHTML : '(no body)'",
+                vec![],
+            )
+            .await
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .unwrap_or_else(|e| format!("(DOM unavailable: {e})"));
+        let dom: String = dom.chars().take(6000).collect();
+        format!(
+            "[{}] {what}\nurl: {url}\nconsole:\n{console}\nDOM (first 6000 chars):\n{dom}\nscreenshot: {}",
+            self.name,
+            screenshot_dir()
+                .join(format!("{}-failure.png", self.name))
+                .display()
+        )
+    }
+
+    /// Polls a script until `pred` accepts its value; returns that value.
+    async fn wait_js(
+        &self,
+        what: &str,
+        script: &str,
+        args: Vec<Value>,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let mut last = Value::Null;
+        wait_for!(self, format!("{what}; last value: {last}"), {
+            match self.b.execute(script, args.clone()).await {
+                Ok(v) if pred(&v) => Some(v),
+                Ok(v) => {
+                    last = v;
+                    None
+                }
+                Err(e) => {
+                    last = Value::String(e.to_string());
+                    None
+                }
+            }
+        })
+    }
+
+    /// Waits for the first element matching `css`.
+    async fn el(&self, css: &str) -> Element {
+        wait_for!(
+            self,
+            format!("an element {css}"),
+            self.b.find(css).await.ok()
+        )
+    }
+
+    /// Clicks the first element matching `css`, retrying while it is missing,
+    /// stale or not yet interactable (the pages re-render).
+    async fn click(&self, css: &str) {
+        let mut last = String::new();
+        wait_for!(self, format!("click {css}: {last}"), {
+            match self.b.find(css).await {
+                Ok(e) => match e.click().await {
+                    Ok(()) => Some(()),
+                    Err(err) => {
+                        last = err.to_string();
+                        None
+                    }
+                },
+                Err(err) => {
+                    last = err.to_string();
+                    None
+                }
+            }
+        })
+    }
+
+    /// Types into the first element matching `css`.
+    async fn type_in(&self, css: &str, text: &str) {
+        let mut last = String::new();
+        wait_for!(self, format!("type into {css}: {last}"), {
+            match self.b.find(css).await {
+                Ok(e) => match e.send_keys(text).await {
+                    Ok(()) => Some(()),
+                    Err(err) => {
+                        last = err.to_string();
+                        None
+                    }
+                },
+                Err(err) => {
+                    last = err.to_string();
+                    None
+                }
+            }
+        })
+    }
+
+    /// `data-model-id`s of the `favorite-item`s, in order.
+    async fn favorites(&self) -> Vec<String> {
+        let v = self
+            .js(
+                r#"return [...document.querySelectorAll('[data-testid="favorites"] [data-testid="favorite-item"]')].map(e => e.dataset.modelId);"#,
+                vec![],
+            )
+            .await;
+        serde_json::from_value(v).unwrap_or_default()
+    }
+
+    /// The chat's state: `live` (text of the streaming assistant message or
+    /// null) and `done` (the other assistant messages: id, text, badge, tokens).
+    async fn chat_state(&self) -> Value {
+        self.js(
+            r#"
+            const q = (s, r) => (r || document).querySelector(s);
+            const textOf = m => { const t = q('[data-testid="message-text"]', m) || m; return t.textContent.trim(); };
+            const live = q('[data-testid="message"][data-role="assistant"][data-streaming="true"]');
+            const done = [...document.querySelectorAll('[data-testid="message"][data-role="assistant"]:not([data-streaming="true"])')]
+              .map(m => ({
+                id: m.dataset.messageId || null,
+                text: textOf(m),
+                badge: q('[data-testid="model-badge"]', m) ? q('[data-testid="model-badge"]', m).textContent.trim() : null,
+                tokens: q('[data-testid="token-badge"]', m) ? q('[data-testid="token-badge"]', m).textContent.trim() : null,
+              }));
+            const users = [...document.querySelectorAll('[data-testid="message"][data-role="user"]')].map(textOf);
+            return { live: live ? textOf(live) : null, done, users };
+            "#,
+            vec![],
+        )
+        .await
+    }
+
+    /// Waits for `n` finished assistant messages; returns the last.
+    async fn wait_answer(&self, n: usize, limit: Duration) -> Value {
+        self.wait_answer_where(&format!("{n} finished answers"), limit, |done| {
+            done.len() >= n
+        })
+        .await
+    }
+
+    /// Waits until no message streams, the last finished assistant message
+    /// has a model badge and `pred` accepts the finished ones; returns the
+    /// last.
+    async fn wait_answer_where(
+        &self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Value {
+        let mut last: Value;
+        wait_for!(self, format!("{what}; state {last}"), limit, {
+            let state = self.chat_state().await;
+            let done = state["done"].as_array().cloned().unwrap_or_default();
+            let ok = state["live"].is_null()
+                && done.last().is_some_and(|m| m["badge"].is_string())
+                && pred(&done);
+            last = state;
+            ok.then(|| done.last().cloned().unwrap())
+        })
+    }
+
+    /// Samples the streaming message's text until the turn ends; returns
+    /// the texts seen (in order, duplicates removed).
+    async fn sample_stream(&self) -> Vec<String> {
+        wait_for!(self, "a streaming assistant message", {
+            self.chat_state().await["live"].as_str().map(str::to_owned)
+        });
+        let mut seen: Vec<String> = Vec::new();
+        wait_for!(
+            self,
+            format!("the stream to end; seen {} samples", seen.len()),
+            {
+                match self.chat_state().await["live"].as_str() {
+                    Some(text) => {
+                        if seen.last().map(String::as_str) != Some(text) {
+                            seen.push(text.to_owned());
+                        }
+                        None
+                    }
+                    None => Some(()),
+                }
+            }
+        );
+        seen
+    }
+}
+
+/// Asserts the samples of a stream grow: each a prefix of the next, at least
+/// `min` distinct non-empty ones.
+fn assert_grows(samples: &[String], min: usize, what: &str) {
+    let nonempty: Vec<&String> = samples.iter().filter(|s| !s.is_empty()).collect();
+    assert!(
+        nonempty.len() >= min,
+        "{what}: expected at least {min} growing samples, saw {samples:?}"
+    );
+    for pair in nonempty.windows(2) {
+        assert!(
+            pair[1].len() > pair[0].len() && pair[1].starts_with(pair[0].as_str()),
+            "{what}: text does not grow by appending: {:?} then {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+// ------------------------------------------------------------------ tests
+
+#[tokio::test]
+async fn the_picked_model_is_selected_again_in_a_fresh_profile() {
+    let Some(paths) = browser_paths() else { return };
+    let server = chat_server().await;
+    let (status, body) = send(
+        &server,
+        "POST",
+        "/v1/favorites",
+        Some(json!({"modelId": "mock/mock-model"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+
+    let ui = Ui::launch(&paths, &server, "model-picker").await;
+    ui.open("/chat").await;
+    ui.el(&tid("page-chat")).await;
+    ui.click(&tid("new-conversation")).await;
+    let conv = wait_for!(ui, "the URL #/chat/<id> after new-conversation", {
+        let url = ui.b.current_url().await.unwrap_or_default();
+        url.split_once("#/chat/")
+            .map(|(_, id)| id.trim_matches('/').to_owned())
+            .filter(|id| !id.is_empty())
+    });
+    get(&server, &format!("/v1/conversations/{conv}")).await;
+
+    // The picker: a Favorites group first, then the provider's models.
+    let picker = format!("{} option[value=\"mock/echo\"]", tid("model-picker"));
+    ui.el(&picker).await;
+    let groups = ui
+        .js(
+            r#"const s = document.querySelector('[data-testid="model-picker"]');
+               return { tag: s.tagName, label: s.getAttribute('aria-label'),
+                 groups: [...s.querySelectorAll('optgroup')].map(g => ({ label: g.label,
+                   values: [...g.querySelectorAll('option')].map(o => o.value) })) };"#,
+            vec![],
+        )
+        .await;
+    assert_eq!(groups["tag"], "SELECT", "{groups}");
+    assert_eq!(groups["label"], "Model", "{groups}");
+    assert_eq!(groups["groups"][0]["label"], "Favorites", "{groups}");
+    assert_eq!(
+        groups["groups"][0]["values"],
+        json!(["mock/mock-model"]),
+        "{groups}"
+    );
+    let in_provider_group = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(1)
+        .any(|g| {
+            g["values"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("mock/echo"))
+        });
+    assert!(in_provider_group, "mock/echo in a provider group: {groups}");
+
+    ui.click(&picker).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let m = get(&server, &format!("/v1/conversations/{conv}/model")).await;
+        if m["model"] == "mock/echo" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "PUT model never arrived: {m}");
+        tokio::time::sleep(POLL).await;
+    }
+    let value = ui
+        .el(&tid("model-picker"))
+        .await
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(value, "mock/echo", "the select keeps the value");
+    ui.shot("picked").await;
+    drop(ui);
+
+    // A new session = a fresh profile: nothing local survives.
+    let ui = Ui::launch(&paths, &server, "model-picker").await;
+    ui.open(&format!("/chat/{conv}")).await;
+    ui.wait_js(
+        "the persisted model selected after reopening",
+        r#"const s = document.querySelector('[data-testid="model-picker"]'); return s ? s.value : null;"#,
+        vec![],
+        |v| v == "mock/echo",
+    )
+    .await;
+    ui.wait_js(
+        "the conversation-item shows its selected model",
+        r#"const i = document.querySelector('[data-testid="conversation-item"][data-id="' + arguments[0] + '"]');
+           return i ? i.textContent : null;"#,
+        vec![json!(conv)],
+        |v| v.as_str().is_some_and(|t| t.contains("mock/echo")),
+    )
+    .await;
+    ui.shot("reopened").await;
+}
+
+#[tokio::test]
+async fn an_answer_streams_in_and_carries_its_model_badge() {
+    let Some(paths) = browser_paths() else { return };
+    let server = chat_server().await;
+    let conv = create(&server, json!({"model": "mock/slow:40"})).await;
+    let ui = Ui::launch(&paths, &server, "streaming").await;
+    ui.open(&format!("/chat/{conv}")).await;
+    let prompt = words(60);
+    ui.type_in(&tid("composer"), &prompt).await;
+    ui.click(&tid("send")).await;
+
+    ui.wait_js(
+        "some streamed text",
+        &format!("const m = document.querySelector('{STREAMING}'); return m ? m.textContent.trim().length : 0;"),
+        vec![],
+        |v| v.as_u64().unwrap_or(0) > 10,
+    )
+    .await;
+    ui.shot("streaming").await;
+    let samples = ui.sample_stream().await;
+    assert_grows(&samples, 3, "streamed answer");
+
+    let answer = ui.wait_answer(1, WAIT).await;
+    ui.shot("done").await;
+    let expected = format!("echo: {prompt}");
+    assert_eq!(answer["text"], expected.as_str(), "{answer}");
+    assert_eq!(answer["badge"], "mock/slow:40", "{answer}");
+    let tokens = answer["tokens"].as_str().unwrap_or_default();
+    assert!(tokens.contains("tokens"), "token-badge: {answer}");
+    let msgs = messages(&server, &conv).await;
+    let last = msgs.last().unwrap();
+    assert_eq!(last["content"], expected.as_str());
+    if let Some(id) = answer["id"].as_str() {
+        assert_eq!(last["id"], id, "data-message-id is the message's id");
+    }
+    let state = ui.chat_state().await;
+    assert_eq!(state["users"], json!([prompt]), "{state}");
+}
+
+#[tokio::test]
+async fn a_reload_mid_turn_shows_the_partial_answer_and_finishes_live() {
+    let Some(paths) = browser_paths() else { return };
+    let server = chat_server().await;
+    let conv = create(&server, json!({"model": "mock/slow:40"})).await;
+    let ui = Ui::launch(&paths, &server, "reload-mid-turn").await;
+    ui.open(&format!("/chat/{conv}")).await;
+    let prompt = words(100);
+    ui.type_in(&tid("composer"), &prompt).await;
+    ui.click(&tid("send")).await;
+
+    let partial = ui
+        .wait_js(
+            "40 characters of streamed text",
+            &format!("const m = document.querySelector('{STREAMING} [data-testid=\"message-text\"]'); return m ? m.textContent.trim() : '';"),
+            vec![],
+            |v| v.as_str().is_some_and(|t| t.len() >= 40),
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ui.b.refresh().await.expect("reload");
+    ui.el(&tid("page-chat")).await;
+    let after = ui
+        .wait_js(
+            "the partial answer again after the reload",
+            &format!("const m = document.querySelector('{STREAMING} [data-testid=\"message-text\"]'); return m ? m.textContent.trim() : '';"),
+            vec![],
+            |v| v.as_str().is_some_and(|t| t.len() >= partial.len()),
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ui.shot("after-reload").await;
+    assert!(
+        after.starts_with(&partial),
+        "after the reload the answer starts with what streamed before: {partial:?} / {after:?}"
+    );
+    let samples = ui.sample_stream().await;
+    assert_grows(&samples, 2, "the answer after the reload");
+    assert!(
+        samples.last().unwrap().len() > after.len(),
+        "the turn went on live after the reload: {after:?} / {samples:?}"
+    );
+
+    let answer = ui.wait_answer(1, WAIT).await;
+    ui.shot("done").await;
+    let msgs = messages(&server, &conv).await;
+    let persisted = msgs.last().unwrap();
+    assert_eq!(persisted["role"], "assistant");
+    assert_eq!(answer["text"], persisted["content"], "{answer}");
+    assert_eq!(answer["text"], format!("echo: {prompt}").as_str());
+    assert_eq!(answer["badge"], "mock/slow:40");
+}
+
+/// Mock options: `(id, context window)` per model, all loaded.
+fn mock(flavour: Flavour, models: &[(&str, Option<u64>)]) -> MockOptions {
+    MockOptions::new(
+        flavour,
+        models
+            .iter()
+            .map(|(id, ctx)| MockModel::new(*id, *ctx).with_loaded(true))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn favorites_are_starred_reordered_and_follow_their_provider_offline_and_back() {
+    let Some(paths) = browser_paths() else { return };
+    let providers = "
+[[providers]]
+name = \"a\"
+kind = \"llama-cpp\"
+base_url = \"{mock:a}\"
+probe_interval_ms = 1000
+
+[[providers]]
+name = \"b\"
+kind = \"openai\"
+base_url = \"{mock:b}\"
+probe_interval_ms = 1000
+";
+    let server = TestServer::builder()
+        .mock(
+            "a",
+            mock(
+                Flavour::LlamaCpp,
+                &[("alpha", Some(8_192)), ("beta", Some(4_096))],
+            ),
+        )
+        .mock("b", mock(Flavour::OpenAi, &[("gamma", None)]))
+        .providers(providers)
+        .start()
+        .await;
+    wait_models(&server, "a/alpha").await;
+    wait_models(&server, "b/gamma").await;
+
+    let ui = Ui::launch(&paths, &server, "favorites").await;
+    ui.open("/models").await;
+    ui.el(&tid("page-models")).await;
+    let row = |id: &str| format!(r#"[data-testid="model-row"][data-model-id="{id}"]"#);
+    let star = |id: &str| format!(r#"{} [data-testid="star"]"#, row(id));
+    ui.el(&row("a/alpha")).await;
+    ui.el(&row("b/gamma")).await;
+    let label = ui
+        .el(&star("a/alpha"))
+        .await
+        .attr("aria-label")
+        .await
+        .unwrap();
+    assert_eq!(label.as_deref(), Some("Favorite a/alpha"));
+
+    // Star two models.
+    for (id, expected) in [
+        ("b/gamma", vec!["b/gamma"]),
+        ("a/alpha", vec!["b/gamma", "a/alpha"]),
+    ] {
+        ui.click(&star(id)).await;
+        wait_for!(ui, format!("favorites {expected:?}"), {
+            (ui.favorites().await == expected).then_some(())
+        });
+        ui.wait_js(
+            "the star pressed and the row flagged",
+            r#"const r = document.querySelector('[data-testid="model-row"][data-model-id="' + arguments[0] + '"]');
+               return r ? [r.dataset.favorite, r.querySelector('[data-testid="star"]').getAttribute('aria-pressed')] : null;"#,
+            vec![json!(id)],
+            |v| v == &json!(["true", "true"]),
+        )
+        .await;
+        assert_eq!(favorite_ids(&server).await, expected);
+    }
+
+    // Reorder: a/alpha up.
+    ui.click(r#"[data-testid="favorite-item"][data-model-id="a/alpha"] [data-testid="move-up"]"#)
+        .await;
+    wait_for!(ui, "favorites reordered", {
+        (ui.favorites().await == ["a/alpha", "b/gamma"]).then_some(())
+    });
+    assert_eq!(favorite_ids(&server).await, ["a/alpha", "b/gamma"]);
+    ui.shot("starred").await;
+
+    // Provider a goes offline: its favorite leaves the list, greyed in its group.
+    server.named("a").set_down(true);
+    wait_for!(ui, "the offline favorite hidden", {
+        (ui.favorites().await == ["b/gamma"]).then_some(())
+    });
+    ui.wait_js(
+        "provider a offline with its favorite greyed",
+        r#"const g = document.querySelector('[data-testid="provider-group"][data-provider="a"]');
+           if (!g) return null;
+           const r = g.querySelector('[data-testid="model-row"][data-model-id="a/alpha"]');
+           return [g.dataset.status, r ? r.classList.contains('offline') : null, r ? r.dataset.favorite : null];"#,
+        vec![],
+        |v| v == &json!(["offline", true, "true"]),
+    )
+    .await;
+    ui.shot("offline").await;
+    assert_eq!(
+        favorite_ids(&server).await,
+        ["a/alpha", "b/gamma"],
+        "hidden, not deleted"
+    );
+
+    // Back online: the favorite returns in its place.
+    server.named("a").set_down(false);
+    wait_for!(ui, "the favorite back", {
+        (ui.favorites().await == ["a/alpha", "b/gamma"]).then_some(())
+    });
+    ui.wait_js(
+        "provider a online again",
+        r#"const g = document.querySelector('[data-testid="provider-group"][data-provider="a"]');
+           const r = g && g.querySelector('[data-testid="model-row"][data-model-id="a/alpha"]');
+           return g && r ? [g.dataset.status, r.classList.contains('offline')] : null;"#,
+        vec![],
+        |v| v == &json!(["online", false]),
+    )
+    .await;
+    ui.shot("online-again").await;
+}
+
+/// The ordered favorites as the API has them.
+async fn favorite_ids(server: &TestServer) -> Vec<String> {
+    let favorites = server.get_json("/v1/favorites").await;
+    favorites["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["modelId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_advisor_card_streams_live_then_shows_the_advice() {
+    let Some(paths) = browser_paths() else { return };
+    let server = chat_server().await;
+    let advisor = llm(&server, "mock/slow:20").await;
+    let conv = create(
+        &server,
+        json!({"advisor": true, "llmOverrides": {"advisor": advisor}, "model": "mock/tool-call:advisor@30"}),
+    )
+    .await;
+    let ui = Ui::launch(&paths, &server, "advisor").await;
+    ui.open(&format!("/chat/{conv}")).await;
+    let question = format!("please advise me on {}", words(40));
+    ui.type_in(&tid("composer"), &question).await;
+    ui.click(&tid("send")).await;
+
+    let card_state = r#"
+        const c = document.querySelector('[data-testid="advisor-card"]');
+        if (!c) return null;
+        const t = c.querySelector('[data-testid="advisor-text"]');
+        const d = c.tagName === 'DETAILS' ? c : c.querySelector('details');
+        return { state: c.dataset.state, phase: c.dataset.phase || null, call: c.dataset.toolCallId || null,
+                 text: t ? t.textContent.trim() : null, all: c.textContent, open: d ? d.open : null };"#;
+    ui.wait_js("a live advisor-card", card_state, vec![], |v| {
+        v["state"] == "live"
+    })
+    .await;
+    ui.shot("live").await;
+    let mut samples: Vec<String> = Vec::new();
+    wait_for!(ui, format!("the advisor card done; samples {samples:?}"), {
+        let v = ui.js(card_state, vec![]).await;
+        if v["state"] == "live" {
+            let text = v["text"].as_str().unwrap_or_default().to_owned();
+            if samples.last() != Some(&text) {
+                samples.push(text);
+            }
+            None
+        } else if v["state"] == "done" {
+            Some(())
+        } else {
+            None
+        }
+    });
+    assert_grows(&samples, 2, "advisor-text while live");
+    // The tool-calling step is an assistant message too (no text); wait for
+    // the answer after the advice.
+    let answer = ui
+        .wait_answer_where("the answer after the advice", WAIT, |done| {
+            done.last().is_some_and(|m| {
+                m["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("tool said: "))
+            })
+        })
+        .await;
+    ui.shot("done").await;
+
+    let msgs = messages(&server, &conv).await;
+    let tool = msgs
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .unwrap_or_else(|| panic!("a tool message: {msgs:#?}"));
+    let result: Value = serde_json::from_str(tool["content"].as_str().unwrap()).unwrap();
+    let advice = result["advice"].as_str().expect("advice").to_owned();
+    let call_id = &tool["parts"][0]["toolCallId"];
+    assert!(call_id.is_string(), "the toolResult part: {tool}");
+    // The card reads what is on the page at the end (it may have been
+    // re-rendered from the persisted message).
+    let done = ui.js(card_state, vec![]).await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert!(done["phase"].is_string(), "data-phase: {done}");
+    assert_eq!(done["call"], *call_id, "data-tool-call-id: {done}");
+    assert_eq!(
+        done["open"], false,
+        "the done card is a closed <details>: {done}"
+    );
+    assert!(
+        done["all"].as_str().unwrap_or_default().contains(&advice),
+        "the done card shows the advice {advice:?}: {done}"
+    );
+    assert_eq!(answer["badge"], "mock/tool-call:advisor@30", "{answer}");
+    assert!(
+        answer["text"].as_str().unwrap().starts_with("tool said: "),
+        "{answer}"
+    );
+
+    // After a reload the persisted tool message renders as a done card.
+    ui.b.refresh().await.expect("reload");
+    let again = ui
+        .wait_js("the advisor card after a reload", card_state, vec![], |v| {
+            v["state"] == "done"
+        })
+        .await;
+    assert_eq!(again["call"], *call_id, "{again}");
+    assert!(
+        again["all"].as_str().unwrap_or_default().contains(&advice),
+        "{again}"
+    );
+    ui.shot("reloaded").await;
+}
+
+#[tokio::test]
+async fn the_calls_page_shows_sessions_chart_and_usage() {
+    let Some(paths) = browser_paths() else { return };
+    let server = chat_server().await;
+    let advisor = llm(&server, "mock/slow:20").await;
+    let conv = create(
+        &server,
+        json!({"advisor": true, "llmOverrides": {"advisor": advisor}}),
+    )
+    .await;
+    let (started, turn) = run_turn(
+        &server,
+        &conv,
+        json!({"content": "advise me please", "model": "mock/tool-call:advisor"}),
+    )
+    .await;
+    assert_eq!(turn["status"], "completed", "{turn}");
+    let turn_id = started["turnId"].as_str().unwrap().to_owned();
+    // Another conversation, to see the filter work.
+    let other = create(&server, json!({})).await;
+    run_turn(
+        &server,
+        &other,
+        json!({"content": "hi", "model": "mock/echo"}),
+    )
+    .await;
+    let sessions = get(&server, &format!("/v1/llm-sessions?conversationId={conv}")).await;
+    let sessions = sessions["data"].as_array().unwrap().clone();
+    let advisor_session = sessions
+        .iter()
+        .find(|s| s["operation"] == "advisor")
+        .unwrap_or_else(|| panic!("an advisor session: {sessions:#?}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let turn_session = sessions
+        .iter()
+        .find(|s| s["id"] == turn_id.as_str())
+        .unwrap_or_else(|| panic!("the turn's session: {sessions:#?}"))
+        .clone();
+
+    let ui = Ui::launch(&paths, &server, "calls").await;
+    ui.open("/calls").await;
+    ui.el(&tid("page-calls")).await;
+    let rows = r#"return [...document.querySelectorAll('[data-testid="session-row"]')]
+        .map(r => [r.dataset.id, r.dataset.operation, r.dataset.depth]);"#;
+    let has = |v: &Value, id: &str, op: &str, depth: &str| {
+        v.as_array()
+            .is_some_and(|rows| rows.contains(&json!([id, op, depth])))
+    };
+    ui.wait_js(
+        "the turn's session and its advisor child",
+        rows,
+        vec![],
+        |v| has(v, &turn_id, "chat", "0") && has(v, &advisor_session, "advisor", "1"),
+    )
+    .await;
+
+    // Filter by conversation.
+    let filter = ui.el(&tid("filter-conversation")).await;
+    let tag = ui
+        .js("return arguments[0].tagName;", vec![filter.json()])
+        .await;
+    if tag == "SELECT" {
+        ui.click(&format!(
+            "{} option[value=\"{conv}\"]",
+            tid("filter-conversation")
+        ))
+        .await;
+    } else {
+        filter.clear().await.expect("clear filter");
+        filter.send_keys(&conv).await.expect("type filter");
+    }
+    ui.click(&tid("filter-apply")).await;
+    let other_session = get(&server, &format!("/v1/llm-sessions?conversationId={other}")).await
+        ["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ui.wait_js(
+        "only the filtered conversation's sessions",
+        rows,
+        vec![],
+        |v| {
+            has(v, &turn_id, "chat", "0")
+                && has(v, &advisor_session, "advisor", "1")
+                && !v
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r[0] == other_session.as_str())
+        },
+    )
+    .await;
+    ui.shot("sessions").await;
+
+    // The chart and the usage table.
+    ui.wait_js(
+        "a usage-chart bar with tokens",
+        r#"return [...document.querySelectorAll('[data-testid="usage-chart"] rect.bar')]
+             .map(r => [r.dataset.model, Number(r.dataset.tokens)]);"#,
+        vec![],
+        |v| {
+            v.as_array().is_some_and(|bars| {
+                bars.iter().any(|b| {
+                    b[0].as_str().is_some_and(|m| !m.is_empty()) && b[1].as_f64() > Some(0.0)
+                })
+            })
+        },
+    )
+    .await;
+    ui.wait_js(
+        "usage-by-operation rows",
+        r#"return [...document.querySelectorAll('[data-testid="usage-by-operation"] tr[data-key]')].map(r => r.dataset.key);"#,
+        vec![],
+        |v| {
+            v.as_array()
+                .is_some_and(|k| k.contains(&json!("chat")) && k.contains(&json!("advisor")))
+        },
+    )
+    .await;
+
+    // A session's calls.
+    ui.click(&format!(
+        r#"[data-testid="session-row"][data-id="{turn_id}"]"#
+    ))
+    .await;
+    let calls = turn_session["callCount"].as_u64().expect("callCount");
+    ui.wait_js(
+        "session-detail with the session's call-rows",
+        r#"const d = document.querySelector('[data-testid="session-detail"]');
+           return d ? d.querySelectorAll('[data-testid="call-row"]').length : -1;"#,
+        vec![],
+        |v| v.as_u64() == Some(calls),
+    )
+    .await;
+    ui.shot("detail").await;
+}
+
+#[tokio::test]
+async fn the_chat_is_usable_at_390_px() {
+    let Some(paths) = browser_paths() else { return };
+    let server = chat_server().await;
+    let conv = create(&server, json!({"model": "mock/echo"})).await;
+    run_turn(&server, &conv, json!({"content": "first"})).await;
+    let ui = Ui::launch(&paths, &server, "narrow").await;
+    ui.b.set_window_size(390, 844).await.expect("window size");
+    ui.open(&format!("/chat/{conv}")).await;
+    let width = ui.js("return window.innerWidth;", vec![]).await;
+    if width.as_u64().unwrap_or(0) > 400 {
+        // Some window managers keep a minimum width: emulate the viewport.
+        ui.b.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true}),
+        )
+        .await
+        .expect("emulate 390 px");
+    }
+    ui.wait_js(
+        "a 390 px viewport",
+        "return window.innerWidth;",
+        vec![],
+        |v| v.as_u64().is_some_and(|w| w <= 400),
+    )
+    .await;
+    ui.wait_answer(1, WAIT).await;
+    let layout = ui
+        .js(
+            r#"const r = s => { const e = document.querySelector(s); if (!e) return null;
+                 const b = e.getBoundingClientRect(); return { left: b.left, right: b.right, top: b.top, bottom: b.bottom, width: b.width, height: b.height }; };
+               return { vw: window.innerWidth, scroll: document.documentElement.scrollWidth,
+                 composer: r('[data-testid="composer"]'), send: r('[data-testid="send"]'),
+                 list: r('[data-testid="conversation-list"]'), messages: r('[data-testid="messages"]') };"#,
+            vec![],
+        )
+        .await;
+    ui.shot("chat").await;
+    let vw = layout["vw"].as_f64().unwrap();
+    for key in ["composer", "send"] {
+        let b = &layout[key];
+        assert!(b.is_object(), "{key} exists: {layout}");
+        assert!(
+            b["width"].as_f64() > Some(0.0) && b["height"].as_f64() > Some(0.0),
+            "{key} has a size: {layout}"
+        );
+        assert!(
+            b["left"].as_f64() >= Some(-0.5) && b["right"].as_f64() <= Some(vw + 0.5),
+            "{key} fits the {vw} px viewport: {layout}"
+        );
+    }
+    assert!(
+        layout["scroll"].as_f64() <= Some(vw + 1.0),
+        "no horizontal scrolling at 390 px: {layout}"
+    );
+    if layout["list"].is_object() && layout["messages"].is_object() {
+        assert!(
+            layout["list"]["top"].as_f64() <= layout["messages"]["top"].as_f64(),
+            "the conversation list sits above the chat: {layout}"
+        );
+    }
+    for key in ["composer", "send"] {
+        assert!(
+            ui.el(&tid(key)).await.is_displayed().await.unwrap(),
+            "{key} displayed"
+        );
+    }
+    // And it works: send from the narrow page.
+    ui.type_in(&tid("composer"), "hello narrow").await;
+    ui.click(&tid("send")).await;
+    let answer = ui.wait_answer(2, WAIT).await;
+    assert_eq!(answer["text"], "echo: hello narrow", "{answer}");
+    ui.shot("answered").await;
+}
+
+#[tokio::test]
+async fn enter_sends_and_escape_stops_a_running_turn() {
+    let Some(paths) = browser_paths() else { return };
+    let server = chat_server().await;
+    let conv = create(&server, json!({"model": "mock/slow:40"})).await;
+    let ui = Ui::launch(&paths, &server, "keyboard").await;
+    ui.open(&format!("/chat/{conv}")).await;
+    let composer = tid("composer");
+    let label = ui.el(&composer).await.attr("aria-label").await.unwrap();
+    assert_eq!(label.as_deref(), Some("Message"));
+
+    // Shift+Enter is a newline, Enter sends.
+    ui.type_in(
+        &composer,
+        &format!(
+            "first line{}{}{}second line",
+            keys::SHIFT,
+            keys::ENTER,
+            keys::NULL
+        ),
+    )
+    .await;
+    let value = ui.el(&composer).await.prop("value").await.unwrap();
+    assert_eq!(
+        value, "first line\nsecond line",
+        "Shift+Enter adds a newline"
+    );
+    assert_eq!(
+        ui.chat_state().await["users"],
+        json!([]),
+        "nothing sent yet"
+    );
+    ui.type_in(&composer, keys::ENTER).await;
+    let answer = ui.wait_answer(1, WAIT).await;
+    assert_eq!(answer["badge"], "mock/slow:40", "{answer}");
+    let msgs = messages(&server, &conv).await;
+    assert_eq!(msgs[0]["content"], "first line\nsecond line");
+    let value = ui.el(&composer).await.prop("value").await.unwrap();
+    assert_eq!(value, "", "the composer is cleared after sending");
+
+    // Esc stops a running turn.
+    ui.type_in(&composer, &format!("{}{}", words(150), keys::ENTER))
+        .await;
+    ui.wait_js(
+        "the second answer streaming",
+        &format!("const m = document.querySelector('{STREAMING}'); return m ? m.textContent.trim().length : 0;"),
+        vec![],
+        |v| v.as_u64().unwrap_or(0) > 10,
+    )
+    .await;
+    assert!(
+        ui.el(&tid("stop")).await.is_displayed().await.unwrap(),
+        "stop is visible while the turn runs"
+    );
+    ui.shot("running").await;
+    ui.type_in(&composer, keys::ESCAPE).await;
+    let deadline = Instant::now() + WAIT;
+    let turn = loop {
+        let turns = get(&server, &format!("/v1/conversations/{conv}/turns")).await;
+        let turns = turns["data"].as_array().unwrap().clone();
+        let running = turns.iter().find(|t| t["status"] == "running");
+        if turns.len() == 2 && running.is_none() {
+            break turns
+                .into_iter()
+                .find(|t| t["status"] != "completed")
+                .unwrap_or_else(|| panic!("a stopped turn"));
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "{}",
+                ui.diagnose(&format!("Esc did not stop the turn: {turns:?}"))
+                    .await
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(turn["status"], "cancelled", "{turn}");
+    ui.wait_js(
+        "the streaming state ended and stop hidden",
+        &format!(
+            "const s = document.querySelector('[data-testid=\"stop\"]');
+             const hidden = !s || s.hidden || s.disabled || s.offsetParent === null;
+             return [!!document.querySelector('{STREAMING}'), hidden];"
+        ),
+        vec![],
+        |v| v == &json!([false, true]),
+    )
+    .await;
+    ui.shot("stopped").await;
+}
+
+#[tokio::test]
+async fn the_real_model_answers_in_the_ui() {
+    let Some(paths) = browser_paths() else { return };
+    let Some(url) = llm_url() else { return };
+    let server = TestServer::builder()
+        .providers(&format!(
+            "[[providers]]\nname = \"local\"\nkind = \"llama-cpp\"\nbase_url = \"{url}\"\n"
+        ))
+        .extra(
+            "[defaults.presets.default]\nversion = 1\nmodel = \"local/smollm2-135m-instruct\"\n\
+             [defaults.presets.default.provider_options]\ntemperature = 0\nmax_tokens = 32\n",
+        )
+        .start()
+        .await;
+    wait_models(&server, "local/smollm2-135m-instruct").await;
+    let conv = create(&server, json!({})).await;
+    let ui = Ui::launch(&paths, &server, "real-model").await;
+    ui.open(&format!("/chat/{conv}")).await;
+    ui.click(&format!(
+        "{} option[value=\"local/smollm2-135m-instruct\"]",
+        tid("model-picker")
+    ))
+    .await;
+    ui.type_in(
+        &tid("composer"),
+        &format!("Say hello in one short sentence.{}", keys::ENTER),
+    )
+    .await;
+    let answer = ui.wait_answer(1, REAL_WAIT).await;
+    ui.shot("answered").await;
+    assert_eq!(answer["badge"], "local/smollm2-135m-instruct", "{answer}");
+    assert!(
+        !answer["text"].as_str().unwrap_or_default().is_empty(),
+        "{answer}"
+    );
+    let msgs = messages(&server, &conv).await;
+    let last = msgs.last().unwrap();
+    assert_eq!(last["modelId"], "local/smollm2-135m-instruct");
+    assert_eq!(answer["text"], last["content"].as_str().unwrap().trim());
+}
+
+#[test]
+fn screenshots_decode() {
+    assert_eq!(
+        common::webdriver::base64_decode("aGVsbG8=").unwrap(),
+        b"hello"
+    );
+    assert_eq!(common::webdriver::base64_decode("aGk").unwrap(), b"hi");
+    assert!(common::webdriver::base64_decode("a*b").is_none());
+}
