@@ -80,6 +80,7 @@ say "4/4 first chat through Modelyard:"
 cat >&2 <<MSG
 
 Modelyard is running at http://127.0.0.1:$PORT with a real local model (provider 'local').
+Web UI: http://127.0.0.1:$PORT/ui
 In another terminal:
 
   $BIN --config $CONFIG chat "Write a haiku about the sea"
