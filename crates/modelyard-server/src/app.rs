@@ -59,6 +59,45 @@ pub struct AppInner {
     pub streams: crate::limits::StreamSlots,
 }
 
+impl AppState {
+    /// Appends events to a conversation of this project, with stored text
+    /// redacted first when `[security] redact_secrets` is on
+    /// ([`crate::redact::payloads`]); not published (see
+    /// [`Self::append_and_publish`]).
+    ///
+    /// # Errors
+    /// The store's error (conflict, not found, database).
+    pub async fn append_events(
+        &self,
+        conversation_id: &str,
+        mut payloads: Vec<modelyard_core::conversation::EventPayload>,
+    ) -> Result<Vec<modelyard_core::conversation::Event>, modelyard_store::StoreError> {
+        crate::redact::payloads(self.config.security.redact_secrets, &mut payloads);
+        self.store
+            .append_events(
+                &self.project,
+                conversation_id,
+                &payloads,
+                crate::clock::now_ms(),
+            )
+            .await
+    }
+
+    /// [`Self::append_events`], then publishes the committed events on the bus.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub async fn append_and_publish(
+        &self,
+        conversation_id: &str,
+        payloads: Vec<modelyard_core::conversation::EventPayload>,
+    ) -> Result<Vec<modelyard_core::conversation::Event>, modelyard_store::StoreError> {
+        let events = self.append_events(conversation_id, payloads).await?;
+        crate::conversations::engine::publish_events(self.bus.as_ref(), conversation_id, &events);
+        Ok(events)
+    }
+}
+
 impl std::ops::Deref for AppState {
     type Target = AppInner;
     fn deref(&self) -> &AppInner {

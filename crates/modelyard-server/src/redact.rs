@@ -36,7 +36,7 @@ pub fn redact(text: &str) -> Cow<'_, str> {
 
 /// Redacts the text an event stores: user and imported message content,
 /// assistant text, reasoning and tool-call arguments, tool results, partial
-/// text and compaction summaries. Other fields (ids, models) are left alone.
+/// text, titles and compaction summaries. Other fields (ids, models) are left alone.
 pub fn payload(payload: &mut modelyard_core::conversation::EventPayload) {
     use modelyard_core::conversation::{EventPayload, Part};
     fn text(s: &mut String) {
@@ -81,6 +81,9 @@ pub fn payload(payload: &mut modelyard_core::conversation::EventPayload) {
             ..
         } => text(t),
         EventPayload::ConversationCompacted { summary, .. } => text(summary),
+        EventPayload::ConversationUpdated {
+            title: Some(title), ..
+        } => text(title),
         _ => {}
     }
 }

@@ -40,7 +40,7 @@ use crate::clock::rfc3339;
 use crate::conversations::advisor;
 use crate::conversations::bus::BusMessage;
 use crate::conversations::configs::TurnConfigs;
-use crate::conversations::engine::{append_and_publish, run_turn, TurnJob};
+use crate::conversations::engine::{run_turn, TurnJob};
 use crate::error::Problem;
 use crate::registry::{ProviderStatus, RouteError};
 
@@ -280,9 +280,7 @@ pub async fn create(
         llm_id: body.llm_id,
         llm_overrides,
     };
-    if let Err(err) =
-        append_and_publish(&app.store, app.bus.as_ref(), &app.project, &id, &[payload]).await
-    {
+    if let Err(err) = app.append_and_publish(&id, vec![payload]).await {
         return store_problem(err).into_response();
     }
     match load(&app, &id).await {
@@ -437,9 +435,7 @@ pub async fn patch(
             llm_overrides,
         });
     }
-    if let Err(err) =
-        append_and_publish(&app.store, app.bus.as_ref(), &app.project, &id, &payloads).await
-    {
+    if let Err(err) = app.append_and_publish(&id, payloads).await {
         return store_problem(err).into_response();
     }
     show(Scoped(app), Path(id)).await
@@ -450,14 +446,9 @@ pub async fn delete(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     if let Err(problem) = load(&app, &id).await {
         return problem.into_response();
     }
-    match append_and_publish(
-        &app.store,
-        app.bus.as_ref(),
-        &app.project,
-        &id,
-        &[EventPayload::ConversationDeleted {}],
-    )
-    .await
+    match app
+        .append_and_publish(&id, vec![EventPayload::ConversationDeleted {}])
+        .await
     {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(err) => store_problem(err).into_response(),
@@ -542,9 +533,7 @@ pub async fn put_model(
             Err(problem) => return problem.into_response(),
         },
     };
-    if let Err(err) =
-        append_and_publish(&app.store, app.bus.as_ref(), &app.project, &id, &[payload]).await
-    {
+    if let Err(err) = app.append_and_publish(&id, vec![payload]).await {
         return store_problem(err).into_response();
     }
     match load(&app, &id).await {
@@ -650,9 +639,7 @@ pub async fn patch_settings(
             reasoning_effort,
             advisor: advisor_setting,
         };
-        if let Err(err) =
-            append_and_publish(&app.store, app.bus.as_ref(), &app.project, &id, &[payload]).await
-        {
+        if let Err(err) = app.append_and_publish(&id, vec![payload]).await {
             return store_problem(err).into_response();
         }
     }
@@ -938,19 +925,14 @@ async fn launch(
     app: AppState,
     id: String,
     turn_id: String,
-    mut payloads: Vec<EventPayload>,
+    payloads: Vec<EventPayload>,
     run: Run,
     stream: Option<Option<crate::limits::StreamSlot>>,
     accepted: Value,
 ) -> Response {
     // Subscribe before appending, so a streaming caller misses nothing.
     let subscription = stream.is_some().then(|| app.bus.subscribe(&id));
-    crate::redact::payloads(app.config.security.redact_secrets, &mut payloads);
-    let events = match app
-        .store
-        .append_events(&app.project, &id, &payloads, crate::clock::now_ms())
-        .await
-    {
+    let events = match app.append_events(&id, payloads).await {
         Ok(events) => events,
         Err(err) => return store_problem(err).into_response(),
     };
@@ -1026,15 +1008,7 @@ pub async fn cancel_turn(
                 let payload = EventPayload::TurnCancelled {
                     turn_id: turn_id.clone(),
                 };
-                match append_and_publish(
-                    &app.store,
-                    app.bus.as_ref(),
-                    &app.project,
-                    &id,
-                    &[payload],
-                )
-                .await
-                {
+                match app.append_and_publish(&id, vec![payload]).await {
                     Ok(_) => (
                         StatusCode::ACCEPTED,
                         Json(json!({"turnId": turn_id, "cancelling": true})),

@@ -26,7 +26,6 @@ use serde_json::{json, Value};
 
 use super::conversations::{load, new_id, store_problem};
 use crate::auth::Scoped;
-use crate::conversations::engine::append_and_publish;
 use crate::error::Problem;
 
 /// Most messages one import may carry.
@@ -98,12 +97,11 @@ pub async fn import(
         }
     }
     let imported = messages.len();
-    let mut payload = [EventPayload::MessagesImported {
+    let payload = EventPayload::MessagesImported {
         import_id,
         messages,
-    }];
-    crate::redact::payloads(app.config.security.redact_secrets, &mut payload);
-    match append_and_publish(&app.store, app.bus.as_ref(), &app.project, &id, &payload).await {
+    };
+    match app.append_and_publish(&id, vec![payload]).await {
         Ok(events) => (
             StatusCode::CREATED,
             Json(json!({

@@ -40,7 +40,6 @@ use crate::app::AppState;
 use crate::auth::Scoped;
 use crate::clock::now_ms;
 use crate::conversations::configs::TurnConfigs;
-use crate::conversations::engine::append_and_publish;
 use crate::error::Problem;
 use crate::recorder::CallRecord;
 use crate::registry::Target;
@@ -358,12 +357,9 @@ async fn title_inner(
         ))
         .with("sessionId", answer.session_id));
     }
-    append_and_publish(
-        &app.store,
-        app.bus.as_ref(),
-        &app.project,
+    app.append_and_publish(
         id,
-        &[EventPayload::ConversationUpdated {
+        vec![EventPayload::ConversationUpdated {
             title: Some(title.clone()),
             metadata: None,
         }],
@@ -454,12 +450,9 @@ async fn compact_inner(
     }
     let summary_message_id = new_id();
     let model_id = route.target.resolution.model_id.to_string();
-    append_and_publish(
-        &app.store,
-        app.bus.as_ref(),
-        &app.project,
+    app.append_and_publish(
         id,
-        &[EventPayload::ConversationCompacted {
+        vec![EventPayload::ConversationCompacted {
             summary_message_id: summary_message_id.clone(),
             summary: summary.clone(),
             up_to_seq,

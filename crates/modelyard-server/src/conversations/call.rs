@@ -182,9 +182,14 @@ async fn read_stream(
         {
             checkpointed_len = call.acc.text().len();
             last_checkpoint = tokio::time::Instant::now();
+            let text = if app.config.security.redact_secrets {
+                crate::redact::redact(call.acc.text())
+            } else {
+                std::borrow::Cow::Borrowed(call.acc.text())
+            };
             if let Err(err) = app
                 .store
-                .checkpoint_turn(&app.project, &live.turn_id, call.acc.text(), now_ms())
+                .checkpoint_turn(&app.project, &live.turn_id, &text, now_ms())
                 .await
             {
                 tracing::warn!(turn = %live.turn_id, error = %err, "cannot checkpoint turn");

@@ -32,7 +32,7 @@
 use std::sync::Arc;
 
 use modelyard_core::conversation::{EventPayload, MessageRecord, Part, TokenUsage, ToolCallRef};
-use modelyard_store::{LlmConfigRow, NewLlmCall, NewLlmSession, ProjectId, RecordedSession, Store};
+use modelyard_store::{LlmConfigRow, NewLlmCall, NewLlmSession, RecordedSession, Store};
 use modelyard_upstream::openai::StreamAccumulator;
 use serde_json::{json, Map, Value};
 
@@ -46,27 +46,18 @@ use crate::registry::Target;
 
 pub use super::call::CHECKPOINT_EVERY;
 
-/// Appends events and publishes them once committed.
-///
-/// # Errors
-/// The store's error (conflict, not found, database).
-pub async fn append_and_publish(
-    store: &Store,
+/// Publishes committed events on the bus, in order.
+pub fn publish_events(
     bus: &dyn EventBus,
-    project: &ProjectId,
     conversation_id: &str,
-    payloads: &[EventPayload],
-) -> Result<Vec<modelyard_core::conversation::Event>, modelyard_store::StoreError> {
-    let events = store
-        .append_events(project, conversation_id, payloads, now_ms())
-        .await?;
-    for event in &events {
+    events: &[modelyard_core::conversation::Event],
+) {
+    for event in events {
         bus.publish(
             conversation_id,
             BusMessage::Persisted(Arc::new(event.clone())),
         );
     }
-    Ok(events)
 }
 
 /// What a running turn needs.
@@ -318,22 +309,13 @@ pub async fn run_turn(job: TurnJob) {
             tool_calls,
         },
     });
-    crate::redact::payloads(app.config.security.redact_secrets, &mut payloads);
-    let closed = app
-        .store
-        .append_events(&app.project, &conversation_id, &payloads, now_ms())
-        .await;
+    let closed = app.append_events(&conversation_id, payloads).await;
     // Forget the turn once its end is committed and before it is published:
     // a subscriber that has the end never finds the turn's buffer, and one
     // that took the buffer before still gets every delta.
     app.live.finish(&turn_id);
     match closed {
-        Ok(events) => {
-            for event in events {
-                app.bus
-                    .publish(&conversation_id, BusMessage::Persisted(Arc::new(event)));
-            }
-        }
+        Ok(events) => publish_events(app.bus.as_ref(), &conversation_id, &events),
         Err(err) => {
             tracing::error!(conversation = %conversation_id, turn = %turn_id, error = %err, "cannot close turn");
         }
@@ -482,16 +464,9 @@ async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome {
                 last_text,
             };
         }
-        let mut assistant = [assistant];
-        crate::redact::payloads(app.config.security.redact_secrets, &mut assistant);
-        match append_and_publish(
-            &app.store,
-            app.bus.as_ref(),
-            &app.project,
-            &live.conversation_id,
-            &assistant,
-        )
-        .await
+        match app
+            .append_and_publish(&live.conversation_id, vec![assistant])
+            .await
         {
             Ok(events) => live.note_seq(events.last().map_or(0, |e| e.seq)),
             Err(err) => {
@@ -552,16 +527,9 @@ async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome {
                 model_id,
                 usage,
             };
-            let mut message = [message];
-            crate::redact::payloads(app.config.security.redact_secrets, &mut message);
-            match append_and_publish(
-                &app.store,
-                app.bus.as_ref(),
-                &app.project,
-                &live.conversation_id,
-                &message,
-            )
-            .await
+            match app
+                .append_and_publish(&live.conversation_id, vec![message])
+                .await
             {
                 Ok(events) => live.note_seq(events.last().map_or(0, |e| e.seq)),
                 Err(err) => {
@@ -730,7 +698,10 @@ pub async fn recover_interrupted(store: &Store, bus: &dyn EventBus) {
             turn_id: turn.id.clone(),
             partial_text,
         };
-        match append_and_publish(store, bus, &project, &turn.conversation_id, &[payload]).await {
+        let appended = store
+            .append_events(&project, &turn.conversation_id, &[payload], now_ms())
+            .await;
+        match appended.map(|events| publish_events(bus, &turn.conversation_id, &events)) {
             Ok(_) => {
                 tracing::warn!(conversation = %turn.conversation_id, turn = %turn.id, "turn interrupted by a restart")
             }

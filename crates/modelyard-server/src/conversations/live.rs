@@ -110,7 +110,8 @@ impl LiveTurn {
             .fetch_max(seq, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Bytes of delta text buffered (all types and tool calls).
+    /// Bytes of delta text buffered (all types and tool calls); for tests.
+    #[cfg(test)]
     pub fn buffered_bytes(&self) -> usize {
         let buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
         buffer
