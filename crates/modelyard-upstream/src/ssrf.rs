@@ -18,7 +18,9 @@
 //!   fd00:ec2::254) and the "this host" ranges (0.0.0.0/8, `::`) are refused
 //!   whatever the allowlist says, also when embedded in an IPv6 address
 //!   (IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d`, NAT64
-//!   `64:ff9b::a.b.c.d`).
+//!   `64:ff9b::/96`, 6to4 `2002::/16`, Teredo `2001:0::/32`:
+//!   [`embedded_ipv4`]); an embedded address must also pass the allowlist's
+//!   CIDRs like the IPv4 address itself.
 //! - [`AddressPolicy`]: the allowlist — host names (`models.internal`; a
 //!   leading `*.` matches every subdomain, not the name itself) and CIDRs
 //!   (`10.0.0.0/8`, `fd00::/8`, a bare address is a /32 or /128).
@@ -233,6 +235,38 @@ fn denied_reason_v4(v4: Ipv4Addr) -> Option<&'static str> {
     }
 }
 
+/// The IPv4 address an IPv6 address reaches or names by construction, for
+/// the forms that embed one (after [`normalize_ip`] has turned IPv4-mapped
+/// `::ffff:a.b.c.d` into IPv4):
+/// - IPv4-compatible `::a.b.c.d` (deprecated, still routed by some stacks;
+///   `::` and `::1` are not),
+/// - NAT64 well-known prefix `64:ff9b::/96` (RFC 6052): the last 32 bits,
+/// - 6to4 `2002::/16` (RFC 3056): bits 16–47,
+/// - Teredo `2001:0::/32` (RFC 4380): the client address, the last 32 bits
+///   inverted.
+///
+/// The guard refuses such an address whenever it would refuse the embedded
+/// IPv4 address. The numeric address is what counts, so every spelling
+/// (compressed, expanded, dotted-quad tail, upper case, bracketed) is the
+/// same here.
+pub fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let pair = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if s[..6].iter().all(|&x| x == 0) && s[6] >> 8 != 0 {
+        return Some(pair(s[6], s[7]));
+    }
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|&x| x == 0) {
+        return Some(pair(s[6], s[7]));
+    }
+    if s[0] == 0x2002 {
+        return Some(pair(s[1], s[2]));
+    }
+    if s[0] == 0x2001 && s[1] == 0 {
+        return Some(pair(!s[6], !s[7]));
+    }
+    None
+}
+
 /// Why `ip` is refused whatever the allowlist says, or `None`.
 pub fn denied_reason(ip: IpAddr) -> Option<&'static str> {
     match normalize_ip(ip) {
@@ -248,16 +282,7 @@ pub fn denied_reason(ip: IpAddr) -> Option<&'static str> {
             if v6.is_unspecified() {
                 return Some(THIS_HOST);
             }
-            // IPv4 embedded in IPv6: IPv4-compatible (::a.b.c.d, deprecated
-            // but routed by some stacks) and NAT64 (64:ff9b::a.b.c.d).
-            let embedded = Ipv4Addr::from(((u32::from(s[6])) << 16) | u32::from(s[7]));
-            // (`::` and `::1` are not IPv4-compatible addresses.)
-            let compatible = s[..6].iter().all(|&x| x == 0) && s[6] >> 8 != 0;
-            let nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|&x| x == 0);
-            if compatible || nat64 {
-                return denied_reason_v4(embedded);
-            }
-            None
+            embedded_ipv4(v6).and_then(denied_reason_v4)
         }
     }
 }
@@ -265,7 +290,8 @@ pub fn denied_reason(ip: IpAddr) -> Option<&'static str> {
 /// Whether `ip` is refused whatever the allowlist says: link-local and
 /// cloud metadata addresses (169.254.0.0/16 — 169.254.169.254 —,
 /// 100.100.100.200, fe80::/10, fd00:ec2::254), 0.0.0.0/8 and `::`, also
-/// IPv4-mapped, IPv4-compatible or NAT64-embedded in IPv6.
+/// IPv4-mapped, IPv4-compatible, NAT64-, 6to4- or Teredo-embedded in IPv6
+/// ([`embedded_ipv4`]).
 pub fn always_denied(ip: IpAddr) -> bool {
     denied_reason(ip).is_some()
 }
@@ -425,9 +451,23 @@ impl AddressPolicy {
 
     /// Whether a connection to `ip` is allowed: not [`always_denied`] and in
     /// one of the allowlist's CIDRs (IPv4-mapped IPv6 checked as IPv4).
+    ///
+    /// An IPv6 address that embeds an IPv4 address ([`embedded_ipv4`]: NAT64,
+    /// 6to4, Teredo, IPv4-compatible) needs both itself and the embedded
+    /// address in the CIDRs: allowing `::/0` does not open 127.0.0.1 through
+    /// `64:ff9b::7f00:1` or `2002:7f00:1::`.
     pub fn allows(&self, ip: IpAddr) -> bool {
         let ip = normalize_ip(ip);
-        !always_denied(ip) && self.cidrs.iter().any(|c| c.contains(ip))
+        !always_denied(ip) && self.cidrs_contain(ip)
+    }
+
+    fn cidrs_contain(&self, ip: IpAddr) -> bool {
+        let contained = |ip: IpAddr| self.cidrs.iter().any(|c| c.contains(ip));
+        contained(ip)
+            && match ip {
+                IpAddr::V6(v6) => embedded_ipv4(v6).is_none_or(|v4| contained(IpAddr::V4(v4))),
+                IpAddr::V4(_) => true,
+            }
     }
 
     /// Whether a host pattern names `host` (then any address it resolves to
@@ -450,7 +490,7 @@ impl AddressPolicy {
         if let Some(reason) = denied_reason(ip) {
             return Some(reason.to_owned());
         }
-        if host_allowed || self.cidrs.iter().any(|c| c.contains(ip)) {
+        if host_allowed || self.cidrs_contain(ip) {
             None
         } else {
             Some("not in security.base_url_allowlist".to_owned())
@@ -773,6 +813,130 @@ mod tests {
         ] {
             assert!(!always_denied(ip(fine)), "{fine}");
         }
+    }
+
+    /// 169.254.169.254 (metadata) and 127.0.0.1 / 10.1.2.3 embedded in the
+    /// IPv6 transition forms, in several spellings each.
+    const EMBEDDED_METADATA: &[&str] = &[
+        // 6to4: 2002:AABB:CCDD::/48 embeds AA.BB.CC.DD.
+        "2002:a9fe:a9fe::",
+        "2002:a9fe:a9fe::1",
+        "2002:A9FE:A9FE:0:0:0:0:1",
+        "2002:a9fe:a9fe:0000:0000:0000:0000:0000",
+        "2002:a9fe:a9fe:ffff:1:2:3:4",
+        // Teredo: 2001:0::/32, the client IPv4 is the last 32 bits inverted.
+        "2001:0:4136:e378:8000:63bf:5601:5601",
+        "2001::5601:5601",
+        "2001:0000:0000:0000:0000:0000:5601:5601",
+        "2001:0:0:0:0:0:86.1.86.1",
+        // NAT64 well-known prefix: the last 32 bits.
+        "64:ff9b::a9fe:a9fe",
+        "64:FF9B::169.254.169.254",
+        "0064:ff9b:0000:0000:0000:0000:a9fe:a9fe",
+    ];
+
+    #[test]
+    fn ipv6_transition_forms_embedding_metadata_are_always_denied() {
+        let open = policy(&["0.0.0.0/0", "::/0"]);
+        for form in EMBEDDED_METADATA {
+            assert_eq!(denied_reason(ip(form)), Some(LINK_LOCAL), "{form}");
+            assert!(!open.allows(ip(form)), "{form}");
+            // Bare, bracketed, and in a URL.
+            assert!(always_denied_host(form), "{form}");
+            let bracketed = format!("[{form}]");
+            assert!(always_denied_host(&bracketed), "{bracketed}");
+            let url = format!("http://[{form}]:8080/v1");
+            assert!(
+                matches!(
+                    open.check_url_str(&url),
+                    Err(SsrfError::AlwaysDenied {
+                        reason: LINK_LOCAL,
+                        ..
+                    })
+                ),
+                "{url}: {:?}",
+                open.check_url_str(&url)
+            );
+            // A zone index is no way around it: refused (not a valid URL host).
+            let zoned = format!("http://[{form}%25eth0]/v1");
+            assert!(open.check_url_str(&zoned).is_err(), "{zoned}");
+            assert!(parse_host(&format!("{form}%eth0")).is_err(), "{form}%eth0");
+        }
+        // This host, embedded: 6to4 of 0.0.0.0, Teredo client 0.0.0.0.
+        assert_eq!(denied_reason(ip("2002::1")), Some(THIS_HOST));
+        assert_eq!(denied_reason(ip("2001::ffff:ffff")), Some(THIS_HOST));
+        assert_eq!(
+            denied_reason(ip("64:ff9b::100.100.100.200")),
+            Some(METADATA)
+        );
+        assert_eq!(denied_reason(ip("2002:6464:64c8::")), Some(METADATA));
+        // Public IPv4 embedded: not always denied.
+        for fine in [
+            "2002:0808:0808::1",
+            "2001::f7f7:f7f7",
+            "64:ff9b::8.8.8.8",
+            "2001:db8::1",
+        ] {
+            assert_eq!(denied_reason(ip(fine)), None, "{fine}");
+        }
+    }
+
+    fn always_denied_host(text: &str) -> bool {
+        match parse_host(text) {
+            Ok(HostSpec::Ip(address)) => always_denied(address),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn ipv6_transition_forms_need_the_embedded_ipv4_allowed_too() {
+        // Every IPv6 address allowed, IPv4 only 10/8: loopback and other
+        // private IPv4 addresses stay unreachable through 6to4, Teredo, NAT64.
+        let v6_open = policy(&["::/0", "10.0.0.0/8"]);
+        for refused in [
+            "2002:7f00:1::",
+            "2002:7F00:0001:0:0:0:0:0",
+            "2001::80ff:fffe",
+            "2001:0:0:0:0:0:128.255.255.254",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::c0a8:101",
+            "::127.0.0.1",
+        ] {
+            assert!(!v6_open.allows(ip(refused)), "{refused}");
+            let url = format!("http://[{refused}]/v1");
+            assert!(
+                matches!(
+                    v6_open.check_url_str(&url),
+                    Err(SsrfError::AddressNotAllowed { .. })
+                ),
+                "{url}: {:?}",
+                v6_open.check_url_str(&url)
+            );
+            assert!(
+                v6_open.refusal(false, ip(refused)).is_some(),
+                "{refused} at connect time"
+            );
+        }
+        for allowed in [
+            "2002:0a01:0203::1",
+            "2001::f5fe:fdfc",
+            "64:ff9b::10.1.2.3",
+            "2001:db8::1",
+        ] {
+            assert!(v6_open.allows(ip(allowed)), "{allowed}");
+        }
+        // The embedded IPv4 allowed but not the IPv6 form: still refused.
+        let v4_only = policy(&["127.0.0.0/8"]);
+        assert!(v4_only.allows(ip("127.0.0.1")));
+        assert!(!v4_only.allows(ip("64:ff9b::127.0.0.1")));
+        assert!(!v4_only.allows(ip("2002:7f00:1::")));
+        // A host pattern admits any address but the always-denied ones.
+        assert_eq!(v4_only.refusal(true, ip("2002:7f00:1::")), None);
+        assert_eq!(
+            v4_only.refusal(true, ip("2002:a9fe:a9fe::")).as_deref(),
+            Some(LINK_LOCAL)
+        );
     }
 
     #[test]
