@@ -108,6 +108,8 @@
 //! produced a response (e.g. `hang`, `slow:<ms>` non-stream, `slow-first:<ms>`) counts in
 //! [`MockUpstream::cancelled_requests`].
 
+pub mod hostile;
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
