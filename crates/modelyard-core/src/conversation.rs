@@ -211,15 +211,21 @@ pub struct TokenTotals {
 }
 
 impl TokenTotals {
-    /// Adds one call's usage.
+    /// Adds one call's usage (saturating at
+    /// [`crate::usage::MAX_TOKEN_COUNT`]: counts come from upstreams).
     pub fn add(&mut self, u: &TokenUsage) {
-        self.input += u.prompt_tokens.unwrap_or(0);
-        self.output += u.completion_tokens.unwrap_or(0);
-        self.reasoning += u.reasoning_tokens.unwrap_or(0);
-        self.cached_input += u.cached_prompt_tokens.unwrap_or(0);
-        self.total += u
-            .total_tokens
-            .unwrap_or(u.prompt_tokens.unwrap_or(0) + u.completion_tokens.unwrap_or(0));
+        use crate::usage::add_tokens;
+        self.input = add_tokens(self.input, u.prompt_tokens.unwrap_or(0));
+        self.output = add_tokens(self.output, u.completion_tokens.unwrap_or(0));
+        self.reasoning = add_tokens(self.reasoning, u.reasoning_tokens.unwrap_or(0));
+        self.cached_input = add_tokens(self.cached_input, u.cached_prompt_tokens.unwrap_or(0));
+        let total = u.total_tokens.unwrap_or_else(|| {
+            add_tokens(
+                u.prompt_tokens.unwrap_or(0),
+                u.completion_tokens.unwrap_or(0),
+            )
+        });
+        self.total = add_tokens(self.total, total);
     }
 }
 

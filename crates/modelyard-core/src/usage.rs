@@ -6,6 +6,15 @@
 //! `prompt_tokens_details.cached_tokens`. `None` means the upstream did not
 //! report the number (never a guessed zero).
 
+/// The largest token count kept: `i64::MAX`, the largest a BIGINT column
+/// stores. Upstream counts above it are clamped to it.
+pub const MAX_TOKEN_COUNT: u64 = i64::MAX as u64;
+
+/// `a + b`, saturating at [`MAX_TOKEN_COUNT`].
+pub fn add_tokens(a: u64, b: u64) -> u64 {
+    a.saturating_add(b).min(MAX_TOKEN_COUNT)
+}
+
 /// Token counts of one call. All values are tokens.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -29,14 +38,27 @@ impl Usage {
             || self.total_tokens.is_some()
     }
 
-    /// Fills `total_tokens` from prompt + completion when the upstream left it out.
+    /// Fills `total_tokens` from prompt + completion (saturating) when the
+    /// upstream left it out.
     pub fn with_derived_total(mut self) -> Self {
         if self.total_tokens.is_none() {
             if let (Some(p), Some(c)) = (self.prompt_tokens, self.completion_tokens) {
-                self.total_tokens = Some(p + c);
+                self.total_tokens = Some(add_tokens(p, c));
             }
         }
         self
+    }
+
+    /// Every count capped at [`MAX_TOKEN_COUNT`].
+    pub fn clamped(self) -> Self {
+        let cap = |n: Option<u64>| n.map(|n| n.min(MAX_TOKEN_COUNT));
+        Usage {
+            prompt_tokens: cap(self.prompt_tokens),
+            completion_tokens: cap(self.completion_tokens),
+            reasoning_tokens: cap(self.reasoning_tokens),
+            cached_prompt_tokens: cap(self.cached_prompt_tokens),
+            total_tokens: cap(self.total_tokens),
+        }
     }
 }
 
@@ -58,5 +80,53 @@ mod tests {
         };
         assert_eq!(reported.with_derived_total().total_tokens, Some(9));
         assert!(!Usage::default().is_reported());
+    }
+
+    #[test]
+    fn huge_counts_saturate_and_are_clamped() {
+        let huge = Usage {
+            prompt_tokens: Some(u64::MAX),
+            completion_tokens: Some(u64::MAX),
+            ..Usage::default()
+        };
+        assert_eq!(
+            huge.with_derived_total().total_tokens,
+            Some(MAX_TOKEN_COUNT)
+        );
+        let clamped = Usage {
+            reasoning_tokens: Some(u64::MAX),
+            cached_prompt_tokens: Some(MAX_TOKEN_COUNT + 1),
+            total_tokens: Some(u64::MAX),
+            ..huge
+        }
+        .clamped();
+        assert_eq!(clamped.prompt_tokens, Some(MAX_TOKEN_COUNT));
+        assert_eq!(clamped.completion_tokens, Some(MAX_TOKEN_COUNT));
+        assert_eq!(clamped.reasoning_tokens, Some(MAX_TOKEN_COUNT));
+        assert_eq!(clamped.cached_prompt_tokens, Some(MAX_TOKEN_COUNT));
+        assert_eq!(clamped.total_tokens, Some(MAX_TOKEN_COUNT));
+        assert_eq!(add_tokens(MAX_TOKEN_COUNT, 1), MAX_TOKEN_COUNT);
+        assert_eq!(add_tokens(u64::MAX, u64::MAX), MAX_TOKEN_COUNT);
+        assert_eq!(add_tokens(2, 3), 5);
+    }
+
+    #[test]
+    fn conversation_totals_saturate() {
+        use crate::conversation::{TokenTotals, TokenUsage};
+        let huge = TokenUsage {
+            prompt_tokens: Some(u64::MAX),
+            completion_tokens: Some(u64::MAX),
+            reasoning_tokens: Some(u64::MAX),
+            cached_prompt_tokens: Some(u64::MAX),
+            total_tokens: None,
+        };
+        let mut totals = TokenTotals::default();
+        totals.add(&huge);
+        totals.add(&huge);
+        assert_eq!(totals.input, MAX_TOKEN_COUNT);
+        assert_eq!(totals.output, MAX_TOKEN_COUNT);
+        assert_eq!(totals.reasoning, MAX_TOKEN_COUNT);
+        assert_eq!(totals.cached_input, MAX_TOKEN_COUNT);
+        assert_eq!(totals.total, MAX_TOKEN_COUNT);
     }
 }

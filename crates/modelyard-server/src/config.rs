@@ -70,6 +70,11 @@ pub struct LimitsConfig {
     /// Open SSE responses per API key, or per client address without keys
     /// (`max_streams_per_key`, default 64); beyond it a fast 429.
     pub max_streams_per_key: u32,
+    /// Longest single SSE event accepted from an upstream, bytes
+    /// (`max_sse_event_bytes`, default 8 MiB, 1 KiB..=1 GiB); a longer event
+    /// (or a line that never ends) ends the stream with an error and closes
+    /// the upstream connection.
+    pub max_sse_event_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -82,6 +87,7 @@ impl Default for LimitsConfig {
             header_read_timeout_ms: 10_000,
             max_streams: 1_024,
             max_streams_per_key: 64,
+            max_sse_event_bytes: modelyard_upstream::sse::DEFAULT_MAX_EVENT_BYTES,
         }
     }
 }
@@ -326,6 +332,7 @@ struct RawLimits {
     header_read_timeout_ms: Option<i64>,
     max_streams: Option<i64>,
     max_streams_per_key: Option<i64>,
+    max_sse_event_bytes: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1015,6 +1022,13 @@ fn validate(
             1_000_000,
             d.max_streams_per_key.into(),
         )? as u32,
+        max_sse_event_bytes: limit(
+            "max_sse_event_bytes",
+            raw.limits.max_sse_event_bytes,
+            1024,
+            1 << 30,
+            d.max_sse_event_bytes as i64,
+        )? as usize,
     };
     let security = SecurityConfig {
         allow_custom_base_urls: raw.security.allow_custom_base_urls.unwrap_or(false),

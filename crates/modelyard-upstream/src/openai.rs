@@ -370,6 +370,7 @@ impl From<WireUsage> for Usage {
             cached_prompt_tokens: w.prompt_tokens_details.and_then(|d| d.cached_tokens),
             total_tokens: w.total_tokens,
         }
+        .clamped()
         .with_derived_total()
     }
 }
@@ -541,6 +542,11 @@ pub enum ChunkKind {
     Error(String),
 }
 
+/// Highest `tool_calls[].index` accepted in a streamed chunk (tool calls are
+/// kept in a vector indexed by it; a higher index is a malformed stream, not
+/// an allocation).
+pub const MAX_TOOL_CALL_INDEX: usize = 128;
+
 /// Accumulates a streamed answer (choice 0) for the call log.
 #[derive(Debug, Default)]
 pub struct StreamAccumulator {
@@ -563,7 +569,8 @@ impl StreamAccumulator {
     /// with `model` rewritten to `client_model`.
     ///
     /// # Errors
-    /// A message when the data is not a JSON object (malformed SSE payload).
+    /// A message when the data is not a JSON object (malformed SSE payload)
+    /// or a tool call's `index` is over [`MAX_TOOL_CALL_INDEX`].
     pub fn accept(&mut self, data: &[u8], client_model: &str) -> Result<ChunkKind, String> {
         let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
         let raw: RawChunk<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
@@ -587,6 +594,12 @@ impl StreamAccumulator {
                 self.reasoning.push_str(&reasoning);
             }
             for call in delta.tool_calls.unwrap_or_default() {
+                if call.index > MAX_TOOL_CALL_INDEX {
+                    return Err(format!(
+                        "tool call index {} is over the limit of {MAX_TOOL_CALL_INDEX}",
+                        call.index
+                    ));
+                }
                 if self.tool_calls.len() <= call.index {
                     self.tool_calls
                         .resize_with(call.index + 1, ToolCallAcc::default);

@@ -6,6 +6,13 @@
 //!
 //! The common case — one `data:` line per event — yields a zero-copy slice of
 //! the received bytes.
+//!
+//! One event may be at most `max_event_bytes` long (the event's lines, without
+//! the blank line that ends it; [`DEFAULT_MAX_EVENT_BYTES`] unless set): an
+//! upstream that sends a longer event, or a line that never ends, gets
+//! [`EventTooLarge`] as soon as the buffered bytes prove it, and the decoder
+//! keeps nothing more. The outcome does not depend on how the bytes were
+//! split into pushes.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -18,23 +25,60 @@ pub struct SseEvent {
     pub data: Bytes,
 }
 
+/// Default cap on one event, bytes (8 MiB).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
+
+/// Line terminator bytes that may follow an event's lines before the decoder
+/// knows the event is complete (`\r\n` then a `\r` that may start `\r\n`).
+const MAX_PENDING_TERMINATOR: usize = 3;
+
+/// An event longer than the decoder's cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("an SSE event is larger than {max_event_bytes} bytes")]
+pub struct EventTooLarge {
+    /// The cap, bytes.
+    pub max_event_bytes: usize,
+}
+
 /// Feeds bytes in, gets whole events out.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseDecoder {
     buf: BytesMut,
     /// Bytes of `buf` already scanned for an event boundary.
     scanned: usize,
+    /// Longest event accepted, bytes.
+    max_event_bytes: usize,
+    /// An event was too large: the decoder is done.
+    too_large: bool,
+}
+
+impl Default for SseDecoder {
+    fn default() -> Self {
+        Self::with_max_event_bytes(DEFAULT_MAX_EVENT_BYTES)
+    }
 }
 
 impl SseDecoder {
-    /// A decoder with an empty buffer.
+    /// A decoder with an empty buffer and the default event cap.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Appends received bytes.
+    /// A decoder that refuses events longer than `max_event_bytes`.
+    pub fn with_max_event_bytes(max_event_bytes: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            scanned: 0,
+            max_event_bytes,
+            too_large: false,
+        }
+    }
+
+    /// Appends received bytes (ignored once an event was too large).
     pub fn push(&mut self, chunk: &[u8]) {
-        self.buf.extend_from_slice(chunk);
+        if !self.too_large {
+            self.buf.extend_from_slice(chunk);
+        }
     }
 
     /// Bytes received but not yet part of a dispatched event.
@@ -48,17 +92,52 @@ impl SseDecoder {
         self.buf.iter().any(|b| !matches!(b, b'\n' | b'\r' | b' '))
     }
 
-    /// The next complete event, if the buffer holds one.
+    /// The next complete event, if the buffer holds one; `None` also after
+    /// an event too large (see [`Self::try_next_event`], which says so).
     pub fn next_event(&mut self) -> Option<SseEvent> {
+        self.try_next_event().ok().flatten()
+    }
+
+    /// The next complete event, if the buffer holds one.
+    ///
+    /// # Errors
+    /// [`EventTooLarge`] when the event being received is longer than the
+    /// cap (complete or not); from then on the decoder holds nothing and
+    /// every call fails.
+    pub fn try_next_event(&mut self) -> Result<Option<SseEvent>, EventTooLarge> {
+        let too_large = EventTooLarge {
+            max_event_bytes: self.max_event_bytes,
+        };
+        if self.too_large {
+            return Err(too_large);
+        }
         loop {
-            let end = self.find_event_end()?;
+            let Some(end) = self.find_event_end() else {
+                // What is left is one event still arriving (blank lines and
+                // complete blocks were consumed), plus at most a pending
+                // terminator.
+                if self.buf.len() > self.max_event_bytes.saturating_add(MAX_PENDING_TERMINATOR) {
+                    return Err(self.give_up(too_large));
+                }
+                return Ok(None);
+            };
+            if end.block_len > self.max_event_bytes {
+                return Err(self.give_up(too_large));
+            }
             let block = self.buf.split_to(end.block_len).freeze();
             self.buf.advance(end.terminator_len);
             self.scanned = 0;
             if let Some(event) = parse_block(block) {
-                return Some(event);
+                return Ok(Some(event));
             }
         }
+    }
+
+    fn give_up(&mut self, err: EventTooLarge) -> EventTooLarge {
+        self.too_large = true;
+        self.buf = BytesMut::new();
+        self.scanned = 0;
+        err
     }
 
     /// Finds the first blank line: returns the length of the event block

@@ -133,13 +133,15 @@ async fn read_stream(
     if !(200..300).contains(&upstream.status()) {
         let code = upstream.status();
         let body = upstream.bytes(64 * 1024).await.unwrap_or_default();
-        let (message, _, _) = upstream_error_message(&body, 2_000);
-        return CallEnd::Failed(format!(
-            "provider '{provider}' answered HTTP {code}: {message}"
-        ));
+        let (message, kind, error_code) = upstream_error_message(&body, 2_000);
+        // The same message as the gateway's (401/403: the provider's
+        // credentials; 3xx: not followed).
+        let error =
+            crate::gateway::upstream_status_error(provider, code, message, kind, error_code);
+        return CallEnd::Failed(error.message);
     }
     let client_model = target.resolution.model_id.to_string();
-    let mut decoder = SseDecoder::new();
+    let mut decoder = SseDecoder::with_max_event_bytes(app.config.limits.max_sse_event_bytes);
     let mut last_checkpoint = tokio::time::Instant::now();
     let mut checkpointed_len = 0;
     loop {
@@ -153,7 +155,15 @@ async fn read_stream(
             Err(err) => return CallEnd::Failed(err.to_string()),
         };
         decoder.push(&chunk);
-        while let Some(event) = decoder.next_event() {
+        loop {
+            let event = match decoder.try_next_event() {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                // Returning drops the upstream response: its connection closes.
+                Err(too_large) => {
+                    return CallEnd::Failed(crate::gateway::event_too_large(provider, too_large))
+                }
+            };
             if event.data.as_ref() == b"[DONE]" {
                 return CallEnd::Done;
             }

@@ -10,6 +10,8 @@
 mod call;
 mod stream;
 
+pub(crate) use stream::event_too_large;
+
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -85,6 +87,53 @@ fn route_error(err: RouteError) -> OpenAiError {
             err.to_string(),
         )
         .param("model"),
+    }
+}
+
+/// The client's answer to an upstream non-2xx status:
+/// - `401` / `403`: the provider refused *Modelyard's* credentials, not the
+///   client's: 502 with code `upstream_auth_error` naming the provider (an
+///   SDK must not tell its user that their key is bad);
+/// - `3xx`: redirects are never followed (credentials stay with the
+///   provider's origin); 502, since a redirect without its `Location` means
+///   nothing to the client;
+/// - anything else passes through with the upstream's message, `type` and
+///   `code`.
+pub(crate) fn upstream_status_error(
+    provider: &str,
+    status: u16,
+    message: String,
+    kind: Option<String>,
+    code: Option<serde_json::Value>,
+) -> OpenAiError {
+    match status {
+        401 | 403 => OpenAiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            format!(
+                "provider '{provider}' rejected the server's credentials (HTTP {status}: \
+                 {message}); this is the provider's key in Modelyard's configuration, not \
+                 the key of this request"
+            ),
+        )
+        .code("upstream_auth_error"),
+        300..=399 => OpenAiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            format!(
+                "provider '{provider}' answered HTTP {status}: {message} (a redirect; \
+                 redirects are not followed)"
+            ),
+        ),
+        _ => {
+            let mut error = OpenAiError::new(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                kind.as_deref().unwrap_or("upstream_error"),
+                format!("provider '{provider}' answered HTTP {status}: {message}"),
+            );
+            error.code = code;
+            error
+        }
     }
 }
 
@@ -218,15 +267,15 @@ async fn chat(
         let retry_after = upstream.retry_after().map(str::to_owned);
         let body = upstream.bytes(MAX_ERROR_BODY).await.unwrap_or_default();
         let (message, kind, code) = upstream_error_message(&body, MAX_ERROR_CHARS);
-        let message = format!(
-            "provider '{}' answered HTTP {status}: {message}",
-            target.provider.name()
+        let error = upstream_status_error(target.provider.name(), status, message, kind, code);
+        // The record keeps the status the upstream answered with.
+        draft.fail(
+            Some(status),
+            Default::default(),
+            None,
+            error.message.clone(),
         );
-        draft.fail(Some(status), Default::default(), None, message.clone());
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-        let mut error =
-            OpenAiError::new(status, kind.as_deref().unwrap_or("upstream_error"), message);
-        error.code = code;
+        let mut error = error;
         error.retry_after = retry_after;
         return Err(error);
     }
@@ -251,6 +300,7 @@ async fn chat(
             target.provider.name().to_owned(),
             client_model,
             head.client_include_usage,
+            app.config.limits.max_sse_event_bytes,
         );
         let mut response = Response::new(Body::from_stream(crate::limits::hold(body, slot)));
         let headers = response.headers_mut();

@@ -6,7 +6,9 @@
 //! unless the client asked for it too. Faults are never silent: an upstream
 //! that drops, times out, sends malformed data or an in-band `{"error": ...}`
 //! produces one `data: {"error": ...}` event and the stream ends without
-//! `[DONE]`. Dropping the body (client gone) drops the upstream response,
+//! `[DONE]`; so does an event longer than `limits.max_sse_event_bytes` (a
+//! line that never ends), which also closes the upstream connection.
+//! Dropping the body (client gone) drops the upstream response,
 //! which closes that connection and cancels the generation.
 
 use std::convert::Infallible;
@@ -14,7 +16,7 @@ use std::convert::Infallible;
 use axum::body::Bytes;
 use futures_util::Stream;
 use modelyard_upstream::openai::{upstream_error_message, ChunkKind, StreamAccumulator};
-use modelyard_upstream::sse::SseDecoder;
+use modelyard_upstream::sse::{EventTooLarge, SseDecoder};
 use modelyard_upstream::UpstreamResponse;
 use serde_json::json;
 
@@ -75,7 +77,18 @@ impl StreamState {
 
     /// Forwards every complete event in the decoder into `out`.
     fn drain_events(&mut self, out: &mut Vec<u8>) -> Step {
-        while let Some(event) = self.decoder.next_event() {
+        loop {
+            let event = match self.decoder.try_next_event() {
+                Ok(Some(event)) => event,
+                Ok(None) => return Step::Continue,
+                Err(too_large) => {
+                    // Ending the stream drops the upstream response, which
+                    // closes its connection.
+                    let message = event_too_large(&self.provider, too_large);
+                    self.error_event(out, "upstream_invalid_response", message);
+                    return Step::Done;
+                }
+            };
             self.events += 1;
             if event.data.as_ref() == b"[DONE]" {
                 out.extend_from_slice(b"data: [DONE]\n\n");
@@ -119,7 +132,6 @@ impl StreamState {
                 }
             }
         }
-        Step::Continue
     }
 
     /// Produces the next output chunk, or `None` when the stream is over.
@@ -182,18 +194,29 @@ impl StreamState {
     }
 }
 
-/// The client body for a streamed answer.
+/// The message for an upstream event over `limits.max_sse_event_bytes`.
+pub(crate) fn event_too_large(provider: &str, err: EventTooLarge) -> String {
+    format!(
+        "provider '{provider}' sent an SSE event larger than {} bytes \
+         (limits.max_sse_event_bytes); the stream was closed",
+        err.max_event_bytes
+    )
+}
+
+/// The client body for a streamed answer; one upstream event may be at most
+/// `max_event_bytes` long.
 pub fn proxy(
     upstream: UpstreamResponse,
     draft: CallDraft,
     provider: String,
     client_model: String,
     client_include_usage: bool,
+    max_event_bytes: usize,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let state = StreamState {
         status: upstream.status(),
         upstream,
-        decoder: SseDecoder::new(),
+        decoder: SseDecoder::with_max_event_bytes(max_event_bytes),
         acc: StreamAccumulator::default(),
         client_model,
         provider,
