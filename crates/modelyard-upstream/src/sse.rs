@@ -308,4 +308,142 @@ mod tests {
         assert!(decoder.next_event().is_none());
         assert!(decoder.has_partial_event());
     }
+
+    /// Every event and the too-large outcome, feeding `input` in pieces cut
+    /// at `cuts` (positions, any order, out of range ones clamped).
+    fn decode_split(input: &[u8], cuts: &[usize], max: usize) -> (Vec<SseEvent>, bool, bool) {
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        cuts.push(0);
+        cuts.push(input.len());
+        cuts.sort_unstable();
+        let mut decoder = SseDecoder::with_max_event_bytes(max);
+        let mut events = Vec::new();
+        let mut too_large = false;
+        for pair in cuts.windows(2) {
+            decoder.push(&input[pair[0]..pair[1]]);
+            loop {
+                match decoder.try_next_event() {
+                    Ok(Some(event)) => events.push(event),
+                    Ok(None) => break,
+                    Err(_) => {
+                        too_large = true;
+                        break;
+                    }
+                }
+            }
+            if too_large {
+                break;
+            }
+        }
+        let partial = !too_large && decoder.has_partial_event();
+        (events, too_large, partial)
+    }
+
+    #[test]
+    fn an_event_over_the_cap_is_an_error_and_frees_the_buffer() {
+        let mut decoder = SseDecoder::with_max_event_bytes(16);
+        decoder.push(b"data: 0123456789\n\n");
+        assert_eq!(
+            decoder.try_next_event().unwrap().unwrap().data,
+            "0123456789"
+        );
+        // 17 bytes of event lines, complete.
+        decoder.push(b"data: 0123456789A\n\ndata: after\n\n");
+        assert_eq!(
+            decoder.try_next_event(),
+            Err(EventTooLarge {
+                max_event_bytes: 16
+            })
+        );
+        assert_eq!(decoder.pending_len(), 0);
+        // The decoder is done: later bytes are dropped, every call fails.
+        decoder.push(b"data: x\n\n");
+        assert_eq!(decoder.pending_len(), 0);
+        assert!(decoder.try_next_event().is_err());
+        assert_eq!(decoder.next_event(), None);
+    }
+
+    #[test]
+    fn a_line_that_never_ends_is_refused_once_over_the_cap() {
+        let mut decoder = SseDecoder::with_max_event_bytes(1024);
+        decoder.push(b"data: ");
+        let block = [b'a'; 256];
+        let mut refused_after = None;
+        for i in 0..64 {
+            decoder.push(&block);
+            if decoder.try_next_event().is_err() {
+                refused_after = Some(i);
+                break;
+            }
+            assert!(decoder.pending_len() <= 1024 + 3 + block.len());
+        }
+        // 6 + 4 × 256 = 1030 > 1027: refused at the fourth push, not buffered on.
+        assert_eq!(refused_after, Some(3));
+        assert_eq!(decoder.pending_len(), 0);
+    }
+
+    #[test]
+    fn the_default_cap_is_8_mib() {
+        let mut decoder = SseDecoder::new();
+        let mut event = b"data: ".to_vec();
+        event.resize(DEFAULT_MAX_EVENT_BYTES, b'x');
+        event.extend_from_slice(b"\n\n");
+        decoder.push(&event);
+        assert_eq!(
+            decoder.try_next_event().unwrap().unwrap().data.len(),
+            DEFAULT_MAX_EVENT_BYTES - 6
+        );
+        let mut too_long = b"data: ".to_vec();
+        too_long.resize(DEFAULT_MAX_EVENT_BYTES + 1, b'x');
+        too_long.extend_from_slice(b"\r\n\r\n");
+        decoder.push(&too_long);
+        assert!(decoder.try_next_event().is_err());
+    }
+
+    mod properties {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::decode_split;
+
+        /// SSE-ish bytes: fields, comments, every line terminator, blank
+        /// lines, and arbitrary bytes.
+        fn sse_bytes() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                Just(b"data: ".to_vec()),
+                Just(b"data:".to_vec()),
+                Just(b"event: message".to_vec()),
+                Just(b": keep-alive".to_vec()),
+                Just(b"id: 7".to_vec()),
+                Just(b"\n".to_vec()),
+                Just(b"\r".to_vec()),
+                Just(b"\r\n".to_vec()),
+                Just(b"\n\n".to_vec()),
+                Just(b"\r\n\r\n".to_vec()),
+                Just(b"[DONE]".to_vec()),
+                "[a-z {}\":,]{0,12}".prop_map(String::into_bytes),
+                vec(any::<u8>(), 0..8),
+            ];
+            vec(piece, 0..40).prop_map(|pieces| pieces.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4000))]
+
+            /// The events, the too-large outcome and the partial-event
+            /// state do not depend on how the stream was split, for any cap.
+            #[test]
+            fn decoding_is_invariant_under_any_split(
+                input in sse_bytes(),
+                cuts in vec(any::<usize>(), 0..12),
+                max in prop_oneof![Just(usize::MAX), 0usize..64],
+            ) {
+                let whole = decode_split(&input, &[], max);
+                let split = decode_split(&input, &cuts, max);
+                prop_assert_eq!(&split, &whole);
+                let bytes: Vec<usize> = (0..input.len()).collect();
+                prop_assert_eq!(&decode_split(&input, &bytes, max), &whole);
+            }
+        }
+    }
 }

@@ -176,3 +176,294 @@ fn param_rules_strip_then_set_keeping_order() {
         r#"{"model":"m","messages":[],"temperature":0.2,"top_k":40}"#
     );
 }
+
+// ---------------------------------------------------------------------------
+// Hostile upstream data (issue 12): bounded indexes and counts, no panics.
+
+fn tool_chunk(index: u64) -> String {
+    serde_json::json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": index, "id": "call_1", "function": {"name": "f", "arguments": "{}"}}
+    ]}}]})
+    .to_string()
+}
+
+#[test]
+fn tool_call_index_over_the_cap_is_malformed_not_an_allocation() {
+    let mut acc = StreamAccumulator::default();
+    for index in [4_294_967_295u64, u64::MAX, 129] {
+        let err = acc
+            .accept(tool_chunk(index).as_bytes(), "p/m")
+            .expect_err("index over the cap");
+        assert!(
+            err.contains(&format!("tool call index {index} is over the limit of 128")),
+            "{err}"
+        );
+    }
+    assert_eq!(acc.tool_call_count(), 0);
+    // The cap itself is accepted.
+    assert!(acc.accept(tool_chunk(128).as_bytes(), "p/m").is_ok());
+    assert_eq!(acc.tool_call_count(), 129);
+    assert_eq!(acc.tool_call(128), Some(("call_1", "f", "{}")));
+}
+
+#[test]
+fn usage_of_u64_max_is_clamped_and_never_overflows() {
+    let max = u64::MAX;
+    let cap = i64::MAX as u64;
+    // Streamed: no total, prompt + completion would overflow.
+    let mut acc = StreamAccumulator::default();
+    let chunk = format!(
+        r#"{{"choices":[],"usage":{{"prompt_tokens":{max},"completion_tokens":{max},"prompt_tokens_details":{{"cached_tokens":{max}}},"completion_tokens_details":{{"reasoning_tokens":{max}}}}}}}"#
+    );
+    assert!(matches!(
+        acc.accept(chunk.as_bytes(), "p/m"),
+        Ok(ChunkKind::UsageOnly(_))
+    ));
+    let usage = acc.summary().usage;
+    assert_eq!(usage.prompt_tokens, Some(cap));
+    assert_eq!(usage.completion_tokens, Some(cap));
+    assert_eq!(usage.reasoning_tokens, Some(cap));
+    assert_eq!(usage.cached_prompt_tokens, Some(cap));
+    assert_eq!(usage.total_tokens, Some(cap));
+    // Non-streamed, with every count at u64::MAX.
+    let body = format!(
+        r#"{{"model":"m","choices":[],"usage":{{"prompt_tokens":{max},"completion_tokens":1,"total_tokens":{max}}}}}"#
+    );
+    let summary = rewrite_completion(body.as_bytes(), "p/m").unwrap().summary;
+    assert_eq!(summary.usage.prompt_tokens, Some(cap));
+    assert_eq!(summary.usage.total_tokens, Some(cap));
+    let body =
+        format!(r#"{{"choices":[],"usage":{{"prompt_tokens":{max},"completion_tokens":{max}}}}}"#);
+    let summary = rewrite_completion(body.as_bytes(), "p/m").unwrap().summary;
+    assert_eq!(summary.usage.total_tokens, Some(cap));
+}
+
+mod properties {
+    use proptest::collection::{btree_map, vec};
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    use super::super::*;
+
+    /// Any JSON value, a few levels deep.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e12f64..1e12).prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..6).prop_map(Value::Array),
+                btree_map(
+                    "[a-z_]{0,8}|index|delta|choices|tool_calls|usage|model|error",
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Plausible chunks: the OpenAI shape with arbitrary values in every
+    /// slot, so deserialization gets past the top level often.
+    fn chunk_json() -> impl Strategy<Value = Value> {
+        let tool_call = (json_value(), json_value(), json_value(), json_value()).prop_map(
+            |(index, id, name, arguments)| {
+                serde_json::json!({"index": index, "id": id,
+                    "function": {"name": name, "arguments": arguments}})
+            },
+        );
+        let delta = (json_value(), json_value(), vec(tool_call, 0..3)).prop_map(
+            |(content, reasoning, calls)| {
+                serde_json::json!({"content": content, "reasoning_content": reasoning,
+                    "tool_calls": calls})
+            },
+        );
+        let choice = (0u64..3, delta, json_value()).prop_map(|(index, delta, finish)| {
+            serde_json::json!({"index": index, "delta": delta, "finish_reason": finish})
+        });
+        let usage = vec((any::<u64>(), 0usize..5), 0..5).prop_map(|counts| {
+            let names = [
+                "prompt_tokens",
+                "completion_tokens",
+                "total_tokens",
+                "cached_tokens",
+                "reasoning_tokens",
+            ];
+            let mut m = Map::new();
+            for (n, i) in counts {
+                m.insert(names[i].to_owned(), Value::from(n));
+            }
+            Value::Object(m)
+        });
+        prop_oneof![
+            json_value(),
+            (vec(choice, 0..3), proptest::option::of(usage), json_value()).prop_map(
+                |(choices, usage, model)| {
+                    let mut m = Map::new();
+                    m.insert("model".into(), model);
+                    m.insert("choices".into(), Value::Array(choices));
+                    if let Some(u) = usage {
+                        m.insert("usage".into(), u);
+                    }
+                    Value::Object(m)
+                }
+            ),
+        ]
+    }
+
+    const SPECIAL: &[&str] = &[
+        "model",
+        "stream",
+        "stream_options",
+        "messages",
+        "n",
+        "max_tokens",
+        "max_completion_tokens",
+        "tools",
+    ];
+
+    /// A chat request: arbitrary members plus, each maybe, `model`,
+    /// `stream`, `stream_options`, and `messages`.
+    fn request() -> impl Strategy<Value = (Value, bool)> {
+        let others = btree_map("[a-z_]{1,10}", json_value(), 0..6);
+        let model = prop_oneof![
+            Just(None),
+            Just(Some(Value::Null)),
+            ".{0,10}".prop_map(|s| Some(Value::from(s))),
+        ];
+        let stream = prop_oneof![
+            Just(None),
+            Just(Some(Value::Null)),
+            any::<bool>().prop_map(|b| Some(Value::from(b)))
+        ];
+        let options = prop_oneof![
+            Just(None),
+            Just(Some(Value::Null)),
+            btree_map("[a-z_]{1,10}|include_usage", json_value(), 0..4)
+                .prop_map(|m| Some(Value::Object(m.into_iter().collect()))),
+        ];
+        let messages = vec(json_value(), 0..3);
+        (
+            others,
+            model,
+            stream,
+            options,
+            messages,
+            any::<bool>(),
+            any::<u8>(),
+        )
+            .prop_map(
+                |(others, model, stream, options, messages, pretty, order)| {
+                    let mut m = Map::new();
+                    let mut special: Vec<(&str, Option<Value>)> = vec![
+                        ("model", model),
+                        ("stream", stream),
+                        ("stream_options", options),
+                        ("messages", Some(Value::Array(messages))),
+                    ];
+                    let len = special.len();
+                    special.rotate_left(usize::from(order) % len);
+                    for (key, value) in others {
+                        if !SPECIAL.contains(&key.as_str()) {
+                            m.insert(key, value);
+                        }
+                    }
+                    for (key, value) in special {
+                        if let Some(value) = value {
+                            m.insert(key.to_owned(), value);
+                        }
+                    }
+                    (Value::Object(m), pretty)
+                },
+            )
+    }
+
+    fn without(value: &Value, keys: &[&str]) -> Value {
+        let mut value = value.clone();
+        if let Value::Object(m) = &mut value {
+            for k in keys {
+                m.shift_remove(*k);
+            }
+        }
+        value
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// `upstream_body` changes `model` (to the upstream name) and, for a
+        /// stream, `stream_options.include_usage` (to true); every other
+        /// member, and every other member of `stream_options`, is the same.
+        #[test]
+        fn upstream_body_changes_only_model_and_stream_options(
+            (request, pretty) in request(),
+            upstream_model in ".{0,12}",
+        ) {
+            let body = if pretty {
+                serde_json::to_vec_pretty(&request).unwrap()
+            } else {
+                serde_json::to_vec(&request).unwrap()
+            };
+            let Ok(head) = ChatRequestHead::parse(&body) else {
+                return Ok(());
+            };
+            let out = head.upstream_body(&body, &upstream_model);
+            let sent: Value = serde_json::from_slice(&out)
+                .map_err(|e| TestCaseError::fail(format!("not JSON: {e}: {}", String::from_utf8_lossy(&out))))?;
+            // Compared with the body as parsed (floats read back may differ
+            // from the generated ones in the last digit).
+            let request: Value = serde_json::from_slice(&body).unwrap();
+            let keys = ["model", "stream_options"];
+            prop_assert_eq!(without(&sent, &keys), without(&request, &keys));
+            prop_assert_eq!(&sent["model"], &Value::from(upstream_model));
+            let original = request.get("stream_options").cloned();
+            if head.stream && !head.client_include_usage {
+                prop_assert_eq!(&sent["stream_options"]["include_usage"], &Value::Bool(true));
+                let before = original.filter(|v| !v.is_null()).unwrap_or(Value::Object(Map::new()));
+                prop_assert_eq!(
+                    without(&sent["stream_options"], &["include_usage"]),
+                    without(&before, &["include_usage"])
+                );
+            } else {
+                prop_assert_eq!(sent.get("stream_options").cloned(), original);
+            }
+        }
+
+        /// The stream accumulator never panics on any chunk JSON, and its
+        /// bounds hold: at most 129 tool calls, token counts ≤ i64::MAX.
+        #[test]
+        fn accumulator_never_panics_on_arbitrary_chunk_json(chunks in vec(chunk_json(), 1..6)) {
+            let mut acc = StreamAccumulator::default();
+            for chunk in &chunks {
+                let _ = acc.accept(chunk.to_string().as_bytes(), "p/m");
+            }
+            prop_assert!(acc.tool_call_count() <= 129);
+            let usage = acc.summary().usage;
+            for n in [usage.prompt_tokens, usage.completion_tokens, usage.total_tokens,
+                      usage.reasoning_tokens, usage.cached_prompt_tokens].into_iter().flatten() {
+                prop_assert!(n <= i64::MAX as u64);
+            }
+        }
+
+        /// … nor on arbitrary bytes.
+        #[test]
+        fn accumulator_never_panics_on_arbitrary_bytes(chunks in vec(vec(any::<u8>(), 0..256), 1..6)) {
+            let mut acc = StreamAccumulator::default();
+            for chunk in &chunks {
+                let _ = acc.accept(chunk, "p/m");
+            }
+            let _ = acc.summary();
+        }
+
+        /// Non-streamed answers: no panic on arbitrary JSON either.
+        #[test]
+        fn completions_never_panic_on_arbitrary_json(body in chunk_json()) {
+            let _ = rewrite_completion(body.to_string().as_bytes(), "p/m");
+        }
+    }
+}
