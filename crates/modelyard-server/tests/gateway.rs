@@ -1039,3 +1039,91 @@ api_key_env = "UNSET_KEY"
         .all(|m| m["provider"] == "mock"));
     server.shutdown().await;
 }
+
+// -------------------------------------------------------------------------
+// Hostile upstreams (issue 12)
+
+#[tokio::test]
+async fn upstream_credential_errors_are_502_upstream_auth_error_not_the_clients() {
+    let server = TestServer::builder()
+        .listed(&["echo", "status:401", "status:403"])
+        .start()
+        .await;
+    for (model, stream, code) in [
+        ("mock/status:401", false, 401),
+        ("mock/status:403", false, 403),
+        ("mock/status:401", true, 401),
+    ] {
+        let (status, body) = json_of(server.chat(&chat_body(model, stream)).await).await;
+        // Not 401/403: SDKs would tell the user that *their* key is bad.
+        assert_eq!(status, 502, "{model} stream={stream}: {body}");
+        let error = error_envelope(&body);
+        assert_eq!(error["code"], "upstream_auth_error", "{body}");
+        assert_eq!(error["type"], "upstream_error", "{body}");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains("provider 'mock'"), "{message}");
+        assert!(message.contains(&format!("HTTP {code}")), "{message}");
+    }
+    // The record keeps the upstream's status.
+    let calls = server.wait_calls(3).await;
+    let statuses: Vec<Value> = calls
+        .iter()
+        .rev()
+        .map(|c| c["httpStatus"].clone())
+        .collect();
+    assert_eq!(statuses, vec![json!(401), json!(403), json!(401)]);
+    assert!(calls.iter().all(|c| c["status"] == "error"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_redirects_are_502_and_never_followed() {
+    let server = TestServer::builder()
+        .listed(&["echo", "status:302"])
+        .start()
+        .await;
+    let (status, body) = json_of(server.chat(&chat_body("mock/status:302", false)).await).await;
+    assert_eq!(status, 502, "{body}");
+    let message = error_envelope(&body)["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("HTTP 302"), "{message}");
+    assert!(message.contains("not followed"), "{message}");
+    assert_eq!(server.only_call().await["httpStatus"], 302);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_event_over_max_sse_event_bytes_ends_the_stream_with_an_error() {
+    let server = TestServer::builder()
+        .extra("[limits]\nmax_sse_event_bytes = 1024\n")
+        .start()
+        .await;
+    // The mock streams one event per word: one word of 3000 bytes.
+    let mut body = chat_body("mock/echo", true);
+    body["messages"][0]["content"] = json!("x".repeat(3000));
+    let response = server.chat(&body).await;
+    assert_eq!(response.status(), 200);
+    let events = sse_data(&response.text().await.unwrap());
+    assert!(!events.iter().any(|e| e == "[DONE]"), "{events:?}");
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["type"], "upstream_invalid_response", "{last}");
+    let message = last["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("larger than 1024 bytes (limits.max_sse_event_bytes)"),
+        "{message}"
+    );
+    let call = server.only_call().await;
+    assert_eq!(call["status"], "error");
+    assert!(call["error"]
+        .as_str()
+        .unwrap()
+        .contains("limits.max_sse_event_bytes"));
+    // A normal answer still streams under the cap.
+    let response = server.chat(&chat_body("mock/echo", true)).await;
+    assert!(sse_data(&response.text().await.unwrap())
+        .iter()
+        .any(|e| e == "[DONE]"));
+    server.shutdown().await;
+}
