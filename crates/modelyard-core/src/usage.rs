@@ -6,8 +6,12 @@
 //! `prompt_tokens_details.cached_tokens`. `None` means the upstream did not
 //! report the number (never a guessed zero).
 
-/// The largest token count kept: `i64::MAX`, the largest a BIGINT column
-/// stores. Upstream counts above it are clamped to it.
+/// The largest token count one call may report (2^32 − 1); an upstream's
+/// larger count is clamped to it.
+pub const MAX_CALL_TOKENS: u64 = u32::MAX as u64;
+
+/// The largest running total of tokens: `i64::MAX`, the largest a BIGINT
+/// column stores.
 pub const MAX_TOKEN_COUNT: u64 = i64::MAX as u64;
 
 /// `a + b`, saturating at [`MAX_TOKEN_COUNT`].
@@ -49,9 +53,9 @@ impl Usage {
         self
     }
 
-    /// Every count capped at [`MAX_TOKEN_COUNT`].
+    /// Every count capped at [`MAX_CALL_TOKENS`].
     pub fn clamped(self) -> Self {
-        let cap = |n: Option<u64>| n.map(|n| n.min(MAX_TOKEN_COUNT));
+        let cap = |n: Option<u64>| n.map(|n| n.min(MAX_CALL_TOKENS));
         Usage {
             prompt_tokens: cap(self.prompt_tokens),
             completion_tokens: cap(self.completion_tokens),
@@ -95,16 +99,22 @@ mod tests {
         );
         let clamped = Usage {
             reasoning_tokens: Some(u64::MAX),
-            cached_prompt_tokens: Some(MAX_TOKEN_COUNT + 1),
+            cached_prompt_tokens: Some(MAX_CALL_TOKENS + 1),
             total_tokens: Some(u64::MAX),
             ..huge
         }
         .clamped();
-        assert_eq!(clamped.prompt_tokens, Some(MAX_TOKEN_COUNT));
-        assert_eq!(clamped.completion_tokens, Some(MAX_TOKEN_COUNT));
-        assert_eq!(clamped.reasoning_tokens, Some(MAX_TOKEN_COUNT));
-        assert_eq!(clamped.cached_prompt_tokens, Some(MAX_TOKEN_COUNT));
-        assert_eq!(clamped.total_tokens, Some(MAX_TOKEN_COUNT));
+        assert_eq!(clamped.prompt_tokens, Some(MAX_CALL_TOKENS));
+        assert_eq!(clamped.completion_tokens, Some(MAX_CALL_TOKENS));
+        assert_eq!(clamped.reasoning_tokens, Some(MAX_CALL_TOKENS));
+        assert_eq!(clamped.cached_prompt_tokens, Some(MAX_CALL_TOKENS));
+        assert_eq!(clamped.total_tokens, Some(MAX_CALL_TOKENS));
+        let small = Usage {
+            prompt_tokens: Some(MAX_CALL_TOKENS),
+            completion_tokens: Some(7),
+            ..Usage::default()
+        };
+        assert_eq!(small.clamped(), small);
         assert_eq!(add_tokens(MAX_TOKEN_COUNT, 1), MAX_TOKEN_COUNT);
         assert_eq!(add_tokens(u64::MAX, u64::MAX), MAX_TOKEN_COUNT);
         assert_eq!(add_tokens(2, 3), 5);

@@ -209,8 +209,9 @@ fn tool_call_index_over_the_cap_is_malformed_not_an_allocation() {
 #[test]
 fn usage_of_u64_max_is_clamped_and_never_overflows() {
     let max = u64::MAX;
-    let cap = i64::MAX as u64;
-    // Streamed: no total, prompt + completion would overflow.
+    let cap = u64::from(u32::MAX);
+    // Streamed: no total, prompt + completion would overflow. Each count
+    // is clamped to 2^32 − 1; the derived total is their sum.
     let mut acc = StreamAccumulator::default();
     let chunk = format!(
         r#"{{"choices":[],"usage":{{"prompt_tokens":{max},"completion_tokens":{max},"prompt_tokens_details":{{"cached_tokens":{max}}},"completion_tokens_details":{{"reasoning_tokens":{max}}}}}}}"#
@@ -224,7 +225,7 @@ fn usage_of_u64_max_is_clamped_and_never_overflows() {
     assert_eq!(usage.completion_tokens, Some(cap));
     assert_eq!(usage.reasoning_tokens, Some(cap));
     assert_eq!(usage.cached_prompt_tokens, Some(cap));
-    assert_eq!(usage.total_tokens, Some(cap));
+    assert_eq!(usage.total_tokens, Some(2 * cap));
     // Non-streamed, with every count at u64::MAX.
     let body = format!(
         r#"{{"model":"m","choices":[],"usage":{{"prompt_tokens":{max},"completion_tokens":1,"total_tokens":{max}}}}}"#
@@ -235,7 +236,7 @@ fn usage_of_u64_max_is_clamped_and_never_overflows() {
     let body =
         format!(r#"{{"choices":[],"usage":{{"prompt_tokens":{max},"completion_tokens":{max}}}}}"#);
     let summary = rewrite_completion(body.as_bytes(), "p/m").unwrap().summary;
-    assert_eq!(summary.usage.total_tokens, Some(cap));
+    assert_eq!(summary.usage.total_tokens, Some(2 * cap));
 }
 
 mod properties {
@@ -435,7 +436,8 @@ mod properties {
         }
 
         /// The stream accumulator never panics on any chunk JSON, and its
-        /// bounds hold: at most 129 tool calls, token counts ≤ i64::MAX.
+        /// bounds hold: at most 129 tool calls, each token count ≤ 2^32 − 1
+        /// (a derived total ≤ twice that).
         #[test]
         fn accumulator_never_panics_on_arbitrary_chunk_json(chunks in vec(chunk_json(), 1..6)) {
             let mut acc = StreamAccumulator::default();
@@ -446,7 +448,7 @@ mod properties {
             let usage = acc.summary().usage;
             for n in [usage.prompt_tokens, usage.completion_tokens, usage.total_tokens,
                       usage.reasoning_tokens, usage.cached_prompt_tokens].into_iter().flatten() {
-                prop_assert!(n <= i64::MAX as u64);
+                prop_assert!(n <= 2 * u64::from(u32::MAX));
             }
         }
 
