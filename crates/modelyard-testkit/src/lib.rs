@@ -7,6 +7,10 @@
 //! ([`MockUpstream::requests`]) and how clients went away ([`MockUpstream::cancelled_streams`],
 //! [`MockUpstream::cancelled_requests`], [`MockUpstream::in_flight`]).
 //!
+//! For byte-level faults an axum server cannot produce (a TCP reset, a line that never ends,
+//! bytes that are not UTF-8, a redirect), [`hostile::HostileUpstream`] is a raw TCP server
+//! whose behaviour is also chosen by model name ([`hostile::HOSTILE_MODELS`]).
+//!
 //! [`MockUpstream::start_with`] picks another [`Flavour`] (the discovery endpoints of one
 //! provider kind: OpenAI, llama-swap, vLLM, Ollama, OpenRouter) and the [`MockModel`]s it
 //! serves, so provider discovery can be tested against several mocks at once. At run time
