@@ -547,14 +547,29 @@ pub enum ChunkKind {
 /// an allocation).
 pub const MAX_TOOL_CALL_INDEX: usize = 128;
 
+/// Most bytes of text, reasoning, tool call ids, names and arguments one
+/// streamed answer may accumulate (64 MiB, as much as a non-streamed answer
+/// may be); beyond it the stream is malformed, so a provider that streams
+/// forever cannot exhaust memory.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
 /// Accumulates a streamed answer (choice 0) for the call log.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StreamAccumulator {
     text: String,
     reasoning: String,
     tool_calls: Vec<ToolCallAcc>,
     finish_reason: Option<String>,
     usage: Usage,
+    /// Bytes accumulated so far, and the cap.
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl Default for StreamAccumulator {
+    fn default() -> Self {
+        Self::with_max_answer_bytes(MAX_ANSWER_BYTES)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -565,12 +580,38 @@ struct ToolCallAcc {
 }
 
 impl StreamAccumulator {
+    /// An accumulator that refuses answers longer than `max_bytes`.
+    pub fn with_max_answer_bytes(max_bytes: usize) -> Self {
+        Self {
+            text: String::new(),
+            reasoning: String::new(),
+            tool_calls: Vec::new(),
+            finish_reason: None,
+            usage: Usage::default(),
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    /// Counts `len` more accumulated bytes.
+    fn grow(&mut self, len: usize) -> Result<(), String> {
+        self.bytes = self.bytes.saturating_add(len);
+        if self.bytes > self.max_bytes {
+            return Err(format!(
+                "the answer is larger than {} bytes",
+                self.max_bytes
+            ));
+        }
+        Ok(())
+    }
+
     /// Reads one chunk's JSON, accumulates it, and returns what to do with it,
     /// with `model` rewritten to `client_model`.
     ///
     /// # Errors
-    /// A message when the data is not a JSON object (malformed SSE payload)
-    /// or a tool call's `index` is over [`MAX_TOOL_CALL_INDEX`].
+    /// A message when the data is not a JSON object (malformed SSE payload),
+    /// a tool call's `index` is over [`MAX_TOOL_CALL_INDEX`], or the answer
+    /// grows over its cap ([`MAX_ANSWER_BYTES`] by default).
     pub fn accept(&mut self, data: &[u8], client_model: &str) -> Result<ChunkKind, String> {
         let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
         let raw: RawChunk<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
@@ -588,9 +629,11 @@ impl StreamAccumulator {
             }
             let Some(delta) = choice.delta else { continue };
             if let Some(content) = delta.content {
+                self.grow(content.len())?;
                 self.text.push_str(&content);
             }
             if let Some(reasoning) = delta.reasoning_content {
+                self.grow(reasoning.len())?;
                 self.reasoning.push_str(&reasoning);
             }
             for call in delta.tool_calls.unwrap_or_default() {
@@ -604,6 +647,12 @@ impl StreamAccumulator {
                     self.tool_calls
                         .resize_with(call.index + 1, ToolCallAcc::default);
                 }
+                let added = call.id.as_ref().map_or(0, |id| id.len())
+                    + call.function.as_ref().map_or(0, |f| {
+                        f.name.as_ref().map_or(0, |n| n.len())
+                            + f.arguments.as_ref().map_or(0, |a| a.len())
+                    });
+                self.grow(added)?;
                 let acc = &mut self.tool_calls[call.index];
                 if let Some(id) = call.id {
                     acc.id.push_str(&id);

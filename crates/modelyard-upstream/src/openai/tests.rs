@@ -207,6 +207,28 @@ fn tool_call_index_over_the_cap_is_malformed_not_an_allocation() {
 }
 
 #[test]
+fn an_answer_over_its_cap_is_malformed() {
+    let mut acc = StreamAccumulator::with_max_answer_bytes(100);
+    let content = |text: &str| {
+        serde_json::json!({"choices": [{"index": 0, "delta": {"content": text}}]}).to_string()
+    };
+    assert!(acc
+        .accept(content(&"a".repeat(60)).as_bytes(), "p/m")
+        .is_ok());
+    let err = acc
+        .accept(content(&"b".repeat(41)).as_bytes(), "p/m")
+        .unwrap_err();
+    assert!(err.contains("larger than 100 bytes"), "{err}");
+    // Tool call arguments and reasoning count too.
+    let mut acc = StreamAccumulator::with_max_answer_bytes(100);
+    assert!(acc.accept(tool_chunk(0).as_bytes(), "p/m").is_ok());
+    let reasoning = serde_json::json!({"choices": [{"index": 0, "delta": {
+        "reasoning_content": "r".repeat(95)}}]});
+    assert!(acc.accept(reasoning.to_string().as_bytes(), "p/m").is_err());
+    assert_eq!(MAX_ANSWER_BYTES, 64 * 1024 * 1024);
+}
+
+#[test]
 fn usage_of_u64_max_is_clamped_and_never_overflows() {
     let max = u64::MAX;
     let cap = u64::from(u32::MAX);
