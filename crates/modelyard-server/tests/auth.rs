@@ -826,3 +826,155 @@ async fn a_revoked_key_ends_its_open_streams() {
         "the admin's feed is still open"
     );
 }
+
+/// A TCP proxy in front of PostgreSQL that can stop forwarding (a network
+/// partition: connections stay open, nothing arrives, new ones hang).
+struct Partition {
+    addr: std::net::SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Partition {
+    async fn start(target: String) -> Partition {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (up, _) = tokio::sync::watch::channel(true);
+        let gate = up.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut open = gate.subscribe();
+                let target = target.clone();
+                let gate = gate.clone();
+                tokio::spawn(async move {
+                    if open.wait_for(|up| *up).await.is_err() {
+                        return;
+                    }
+                    let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let pipe =
+                        |mut from: tokio::net::tcp::OwnedReadHalf,
+                         mut to: tokio::net::tcp::OwnedWriteHalf,
+                         mut open: tokio::sync::watch::Receiver<bool>| async move {
+                            let mut buf = vec![0u8; 16 * 1024];
+                            loop {
+                                let n = match from.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => n,
+                                };
+                                if open.wait_for(|up| *up).await.is_err() {
+                                    return;
+                                }
+                                if to.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        };
+                    let up = tokio::spawn(pipe(cr, sw, gate.subscribe()));
+                    pipe(sr, cw, gate.subscribe()).await;
+                    up.abort();
+                });
+            }
+        });
+        Partition { addr, up }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+#[tokio::test]
+async fn a_key_lookup_fails_fast_while_the_database_is_down() {
+    use sqlx::{Connection, Executor};
+    let Ok(admin_url) = std::env::var("MODELYARD_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: set MODELYARD_TEST_POSTGRES_URL to run it on PostgreSQL");
+        return;
+    };
+    // A fresh database, reached through a proxy that can partition it away.
+    let db = format!("modelyard_auth_{}", uuid_like());
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    admin
+        .execute(format!("CREATE DATABASE {db}").as_str())
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&admin_url).unwrap();
+    let target = format!(
+        "{}:{}",
+        url.host_str().unwrap(),
+        url.port_or_known_default().unwrap_or(5432)
+    );
+    let partition = Partition::start(target).await;
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(partition.addr.port())).unwrap();
+    url.set_path(&format!("/{db}"));
+    let toml = format!("[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"{url}\"\n");
+    let config = modelyard_server::Config::from_toml(&toml, "<test>", None, &|_| None).unwrap();
+    let server = modelyard_server::start(config, &|_| None).await.unwrap();
+    let base = server.base_url();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let created: Value = http
+        .post(format!("{base}/v1/keys"))
+        .json(&json!({"role": "admin"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let models = |key: String| {
+        http.get(format!("{base}/v1/models"))
+            .bearer_auth(key)
+            .send()
+    };
+    assert_eq!(models(key.clone()).await.unwrap().status(), 200);
+
+    // Given the database unreachable (connections open, nothing answers),
+    // when a request brings a key the server has not seen, then it gets a
+    // 503 within 2 s instead of waiting for the pool.
+    partition.set_up(false);
+    let started = Instant::now();
+    let response = models(common_random_key()).await;
+    let elapsed = started.elapsed();
+    partition.set_up(true);
+    let response = response.expect("an answer, not a client timeout");
+    assert_eq!(response.status(), 503, "after {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+    // Once it is back, keys are checked again.
+    assert_eq!(models(common_random_key()).await.unwrap().status(), 401);
+    assert_eq!(models(key).await.unwrap().status(), 200);
+
+    tokio::time::timeout(Duration::from_secs(10), server.shutdown())
+        .await
+        .expect("server stops");
+    let _ = admin
+        .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
+        .await;
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    format!(
+        "{}_{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// A well-formed key nobody has.
+fn common_random_key() -> String {
+    modelyard_server::auth::generate_key().secret
+}
