@@ -1,19 +1,29 @@
 //! Who is calling: API keys, their project and role, and the per-route
 //! access rules.
 //!
-//! - Without any active API key the server runs open: every request acts
-//!   for the `default` project with the `admin` role, whatever key it sends
-//!   (SDKs always send one) — allowed only while it listens on a loopback
-//!   address (`app::start` refuses other addresses).
-//! - Once a key exists, every route except `/health` needs
-//!   `Authorization: Bearer <key>`: a missing, unknown or revoked key is a
-//!   401, a role below the route's ([`required_role`]) a 403. The key's
-//!   project scopes every store call, so another project's resources are 404.
+//! - Until the first API key is created the server runs open: every request
+//!   acts for the `default` project with the `admin` role, whatever key it
+//!   sends (SDKs always send one) — allowed only on a loopback address
+//!   (`app::start` refuses others) and for loopback `Host`s and same-origin
+//!   browsers ([`crate::guard`]).
+//! - The first key (over the API or with `modelyard keys create`) sets a flag
+//!   in the store ([`Store::keys_required`]); from then on every route except
+//!   `/health` needs `Authorization: Bearer <key>`, for good: revoking keys
+//!   never reopens the server, and a project's last active admin key cannot
+//!   be revoked (409). A missing, unknown or revoked key is a 401, a role
+//!   below the route's ([`required_role`]) a 403. The key's project scopes
+//!   every store call, so another project's resources are 404. A running
+//!   server re-reads the flag every [`KEY_COUNT_INTERVAL`] (false → true
+//!   only), so a key made by the CLI next to it takes effect.
 //!
 //! Keys look like `mk_<40 hex>`; the store keeps their SHA-256 (hex) and the
 //! first 11 characters as a prefix. Lookups are cached for
-//! [`KEY_CACHE_TTL`] (a revoke through this server clears the cache at once;
-//! on other replicas it takes effect within that time).
+//! [`KEY_CACHE_TTL`] in two bounded maps (existing keys, unknown hashes), so
+//! a flood of random keys cannot evict valid ones; a lookup the store does
+//! not answer within [`KEY_LOOKUP_TIMEOUT`] is a 503. A revoke through this
+//! server takes effect at once; one made elsewhere (the CLI, another
+//! replica) within [`KEY_COUNT_INTERVAL`]. Either way the key's open event
+//! streams (gateway streams, conversation feeds) end then.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

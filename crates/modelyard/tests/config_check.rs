@@ -48,7 +48,10 @@ fn modelyard(config: &std::path::Path, args: &[&str]) -> (bool, String) {
 #[test]
 fn config_check_prints_the_storage_url_without_its_password() {
     for (name, url) in [
-        ("userinfo", format!("postgres://app:{SECRET}@db.example:5432/modelyard")),
+        (
+            "userinfo",
+            format!("postgres://app:{SECRET}@db.example:5432/modelyard"),
+        ),
         (
             "param",
             format!("postgres://app@db.example/modelyard?sslmode=disable&password={SECRET}"),
@@ -59,7 +62,10 @@ fn config_check_prints_the_storage_url_without_its_password() {
         assert!(ok, "{text}");
         assert!(text.contains("storage  postgres://app"), "{text}");
         assert!(text.contains("db.example"), "{text}");
-        assert!(!text.contains(SECRET), "{name}: the password is printed: {text}");
+        assert!(
+            !text.contains(SECRET),
+            "{name}: the password is printed: {text}"
+        );
     }
 }
 
@@ -72,6 +78,9 @@ fn serve_reports_an_unreachable_database_without_its_password() {
     );
     let (ok, text) = modelyard(&config, &["serve"]);
     assert!(!ok, "{text}");
-    assert!(text.contains("127.0.0.1:1"), "the error names the database: {text}");
+    assert!(
+        text.contains("127.0.0.1:1"),
+        "the error names the database: {text}"
+    );
     assert!(!text.contains(SECRET), "the password is printed: {text}");
 }
