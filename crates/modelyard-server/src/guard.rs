@@ -9,9 +9,14 @@
 //!    `evil.example` whose DNS was rebound to `127.0.0.1` still sends
 //!    `Host: evil.example`. With keys, `server.allowed_hosts` decides
 //!    (default: any host).
+//!    In open mode a request a proxy forwarded for a non-loopback client
+//!    (`X-Forwarded-For`, `X-Real-IP`, `Forwarded: for=`) gets 403: a local
+//!    reverse proxy must not publish an open server (a page cannot add those
+//!    headers cross-site without a preflight, which is refused).
 //! 2. **Origin.** A request carrying an `Origin` other than the server's own
-//!    (the same host and port as its `Host`; the scheme is not compared, so a
-//!    TLS-terminating proxy works) gets 403 unless the origin is listed in
+//!    (the same host and port as its `Host` or `X-Forwarded-Host`; the scheme
+//!    is not compared, so a TLS-terminating proxy works) gets 403 unless the
+//!    origin is listed in
 //!    `server.cors_origins`. Listed origins get CORS headers, and their
 //!    preflights (`OPTIONS` with `Access-Control-Request-Method`) are
 //!    answered here; other preflights get 403.
@@ -79,6 +84,22 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
         );
     }
 
+    if !app.auth.required() {
+        if let Some(client) = remote_forwarded_client(headers) {
+            tracing::debug!(%client, %path, "refused: open mode behind a proxy");
+            return refuse(
+                &path,
+                StatusCode::FORBIDDEN,
+                "remote_client_in_open_mode",
+                format!(
+                    "this server has no API keys, so it serves only clients on this machine; \
+                     a proxy forwarded this request for {client:?}. Create a key first \
+                     (`modelyard keys create --role admin`)"
+                ),
+            );
+        }
+    }
+
     let origin = headers
         .get(header::ORIGIN)
         .map(|v| v.to_str().unwrap_or("").to_owned());
@@ -102,9 +123,18 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
                 )
             };
         }
+        // Behind a reverse proxy that rewrites `Host`, the public name is in
+        // `X-Forwarded-Host`; a page cannot set that header cross-site
+        // without a preflight, which is refused above.
+        let forwarded = headers
+            .get("x-forwarded-host")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next());
+        let own = host.as_deref().is_some_and(|h| same_origin(&origin, h))
+            || forwarded.is_some_and(|h| same_origin(&origin, h.trim()));
         if listed {
             cors_origin = Some(origin);
-        } else if !host.as_deref().is_some_and(|h| same_origin(&origin, h)) {
+        } else if !own {
             tracing::debug!(%origin, %path, "refused: cross-site Origin");
             return refuse(
                 &path,
@@ -137,6 +167,41 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
     let mut response = next.run(request).await;
     add_cors(response.headers_mut(), cors_origin.as_deref());
     response
+}
+
+/// The first client a proxy says it forwarded for (`X-Forwarded-For`,
+/// `X-Real-IP`, `Forwarded: for=`) that is not a loopback address (an
+/// unparseable or obfuscated one counts as remote).
+fn remote_forwarded_client(headers: &HeaderMap) -> Option<String> {
+    let mut clients: Vec<String> = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let text = value.to_str().unwrap_or("?");
+        clients.extend(text.split(',').map(|c| c.trim().to_owned()));
+    }
+    for value in headers.get_all("x-real-ip") {
+        clients.push(value.to_str().unwrap_or("?").trim().to_owned());
+    }
+    for value in headers.get_all(header::FORWARDED) {
+        let text = value.to_str().unwrap_or("for=?");
+        for pair in text.split([',', ';']) {
+            if let Some((name, client)) = pair.trim().split_once('=') {
+                if name.trim().eq_ignore_ascii_case("for") {
+                    clients.push(client.trim().trim_matches('"').to_owned());
+                }
+            }
+        }
+    }
+    clients.into_iter().find(|client| {
+        // `1.2.3.4`, `1.2.3.4:5`, `[::1]`, `[::1]:5`.
+        let bare = match client.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or(""),
+            None if client.matches(':').count() == 1 => client.split(':').next().unwrap_or(""),
+            None => client.as_str(),
+        };
+        !bare
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+    })
 }
 
 /// The `Host` header, else the request target's authority.
@@ -327,6 +392,42 @@ mod tests {
         assert!(!same_origin("http://127.0.0.1:4001", "127.0.0.1:4000"));
         assert!(!same_origin("http://evil.example", "127.0.0.1:4000"));
         assert!(!same_origin("null", "127.0.0.1:4000"));
+    }
+
+    #[test]
+    fn forwarded_clients() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        assert_eq!(remote_forwarded_client(&headers(&[])), None);
+        assert_eq!(
+            remote_forwarded_client(&headers(&[("x-forwarded-for", "127.0.0.1, ::1")])),
+            None
+        );
+        assert_eq!(
+            remote_forwarded_client(&headers(&[("forwarded", "for=\"[::1]:5\";proto=http")])),
+            None
+        );
+        assert_eq!(
+            remote_forwarded_client(&headers(&[("x-forwarded-for", "127.0.0.1, 203.0.113.7")])),
+            Some("203.0.113.7".to_owned())
+        );
+        assert_eq!(
+            remote_forwarded_client(&headers(&[("x-real-ip", "10.1.2.3")])),
+            Some("10.1.2.3".to_owned())
+        );
+        assert_eq!(
+            remote_forwarded_client(&headers(&[("forwarded", "for=unknown")])),
+            Some("unknown".to_owned())
+        );
+        assert_eq!(
+            remote_forwarded_client(&headers(&[("forwarded", "for=192.0.2.60:4711")])),
+            Some("192.0.2.60:4711".to_owned())
+        );
     }
 
     #[test]

@@ -88,6 +88,26 @@ async fn a_rebound_host_is_misdirected() {
             .unwrap();
         assert_eq!(response.status(), 200, "{host}");
     }
+    // A local reverse proxy relaying a remote client does not publish the
+    // open server; relaying a local one is fine.
+    let response = server
+        .http
+        .get(server.url("/v1/models"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(error_envelope(&body)["code"], "remote_client_in_open_mode");
+    let response = server
+        .http
+        .get(server.url("/v1/models"))
+        .header("x-forwarded-for", "127.0.0.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
     let response = server
         .http
         .get(server.url("/health"))
@@ -144,7 +164,30 @@ async fn a_cross_site_origin_is_forbidden() {
         .is_none());
     assert_eq!(chats_upstream(&server), 0);
     assert_eq!(conversations(&server).await, 0);
-    // The server's own origin (the web UI) is fine.
+    // A page cannot claim to be the server by naming itself as the forwarded
+    // host: that header needs a preflight, which is refused.
+    let response = server
+        .http
+        .request(reqwest::Method::OPTIONS, server.url("/v1/conversations"))
+        .header("origin", "http://evil.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "x-forwarded-host")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    // The server's own origin (the web UI) is fine, also behind a proxy
+    // that rewrites Host and says the public name in X-Forwarded-Host.
+    let response = server
+        .http
+        .post(server.url("/v1/conversations"))
+        .header("origin", "https://localhost")
+        .header("x-forwarded-host", "localhost")
+        .json(&json!({"title": "proxied"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
     let response = server
         .http
         .post(server.url("/v1/conversations"))
