@@ -7,5 +7,7 @@ CREATE TABLE server_settings (
     updated_at_ms  BIGINT   NOT NULL
 );
 
+-- A database that already had keys (even revoked ones) requires them.
 INSERT INTO server_settings (name, value, updated_at_ms)
-SELECT 'keys_required', 'true', MIN(created_at_ms) FROM api_keys HAVING COUNT(*) > 0;
+SELECT 'keys_required', 'true', (SELECT MIN(created_at_ms) FROM api_keys)
+WHERE EXISTS (SELECT 1 FROM api_keys);
