@@ -229,6 +229,12 @@ pub fn router(state: AppState) -> Router {
         ))
         // The web UI shell: public, so merged after the auth route layer.
         .merge(crate::ui::routes())
+        // Host, Origin and Content-Type checks on every request (UI too),
+        // before routing and auth.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::guard::middleware,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(
             tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
@@ -277,14 +283,10 @@ impl RunningServer {
     }
 }
 
-fn redact_storage_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
-    }
+/// The storage URL as errors and logs show it: no password (in the
+/// userinfo or a `password=` parameter).
+pub fn redact_storage_url(url: &str) -> String {
+    modelyard_store::redact_url(url)
 }
 
 /// How often the call-log retention runs (after once at start-up).

@@ -1,21 +1,31 @@
 //! Who is calling: API keys, their project and role, and the per-route
 //! access rules.
 //!
-//! - Without any active API key the server runs open: every request acts
-//!   for the `default` project with the `admin` role, whatever key it sends
-//!   (SDKs always send one) — allowed only while it listens on a loopback
-//!   address (`app::start` refuses other addresses).
-//! - Once a key exists, every route except `/health` needs
-//!   `Authorization: Bearer <key>`: a missing, unknown or revoked key is a
-//!   401, a role below the route's ([`required_role`]) a 403. The key's
-//!   project scopes every store call, so another project's resources are 404.
+//! - Until the first API key is created the server runs open: every request
+//!   acts for the `default` project with the `admin` role, whatever key it
+//!   sends (SDKs always send one) — allowed only on a loopback address
+//!   (`app::start` refuses others) and for loopback `Host`s and same-origin
+//!   browsers ([`crate::guard`]).
+//! - The first key (over the API or with `modelyard keys create`) sets a flag
+//!   in the store ([`Store::keys_required`]); from then on every route except
+//!   `/health` needs `Authorization: Bearer <key>`, for good: revoking keys
+//!   never reopens the server, and a project's last active admin key cannot
+//!   be revoked (409). A missing, unknown or revoked key is a 401, a role
+//!   below the route's ([`required_role`]) a 403. The key's project scopes
+//!   every store call, so another project's resources are 404. A running
+//!   server re-reads the flag every [`KEY_COUNT_INTERVAL`] (false → true
+//!   only), so a key made by the CLI next to it takes effect.
 //!
 //! Keys look like `mk_<40 hex>`; the store keeps their SHA-256 (hex) and the
 //! first 11 characters as a prefix. Lookups are cached for
-//! [`KEY_CACHE_TTL`] (a revoke through this server clears the cache at once;
-//! on other replicas it takes effect within that time).
+//! [`KEY_CACHE_TTL`] in two bounded maps (existing keys, unknown hashes), so
+//! a flood of random keys cannot evict valid ones; a lookup the store does
+//! not answer within [`KEY_LOOKUP_TIMEOUT`] is a 503. A revoke through this
+//! server takes effect at once; one made elsewhere (the CLI, another
+//! replica) within [`KEY_COUNT_INTERVAL`]. Either way the key's open event
+//! streams (gateway streams, conversation feeds) end then.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -51,16 +61,97 @@ pub struct Caller {
 
 /// How long a key lookup is reused.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
-/// How often the server re-counts active keys (a key created by the CLI
-/// next to a running server switches it to authenticated mode within this).
+/// How often the server re-reads the store: whether keys are required (a key
+/// created by the CLI next to a running server switches it to authenticated
+/// mode within this; never back) and which keys were revoked elsewhere (their
+/// cached lookups and open streams end within this).
 pub const KEY_COUNT_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a key lookup may wait for the store before the request gets a
+/// 503 (the pool's own acquire timeout is far longer).
+pub const KEY_LOOKUP_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Cached lookups of existing keys, at most.
+pub const MAX_CACHED_KEYS: usize = 10_000;
+/// Cached lookups of unknown keys, at most (a separate map: a flood of
+/// random keys never evicts a valid key).
+pub const MAX_CACHED_MISSES: usize = 10_000;
+/// How far back each re-read looks for revoked keys (generous, for clock
+/// skew between this server and the process that revoked).
+const REVOKED_LOOKBACK_MS: i64 = 10 * 60 * 1000;
 
 /// The key registry of a running server.
 #[derive(Debug)]
 pub struct Auth {
     store: Store,
     required: AtomicBool,
-    cache: Mutex<HashMap<String, (Option<ApiKeyRow>, Instant)>>,
+    cache: Mutex<KeyCache>,
+    /// Ids of keys revoked while this server ran; open streams of a key
+    /// watch it and end when their key is in it.
+    revoked: tokio::sync::watch::Sender<HashSet<String>>,
+}
+
+/// Why a key could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// The store did not answer within [`KEY_LOOKUP_TIMEOUT`].
+    #[error("the key store did not answer within {KEY_LOOKUP_TIMEOUT:?}")]
+    Timeout,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] modelyard_store::StoreError),
+}
+
+/// Key lookups: existing keys and unknown hashes in two bounded maps.
+#[derive(Debug, Default)]
+struct KeyCache {
+    hits: HashMap<String, (ApiKeyRow, Instant)>,
+    misses: HashMap<String, Instant>,
+}
+
+impl KeyCache {
+    /// `Some(answer)` when `hash` was looked up less than [`KEY_CACHE_TTL`] ago.
+    fn get(&self, hash: &str, now: Instant) -> Option<Option<ApiKeyRow>> {
+        if let Some((row, at)) = self.hits.get(hash) {
+            if now.duration_since(*at) < KEY_CACHE_TTL {
+                return Some(Some(row.clone()));
+            }
+        }
+        match self.misses.get(hash) {
+            Some(at) if now.duration_since(*at) < KEY_CACHE_TTL => Some(None),
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, hash: String, row: Option<ApiKeyRow>, now: Instant) {
+        match row {
+            Some(row) => {
+                self.misses.remove(&hash);
+                if self.hits.len() >= MAX_CACHED_KEYS && !self.hits.contains_key(&hash) {
+                    self.hits
+                        .retain(|_, (_, at)| now.duration_since(*at) < KEY_CACHE_TTL);
+                    if self.hits.len() >= MAX_CACHED_KEYS {
+                        self.hits.clear();
+                    }
+                }
+                self.hits.insert(hash, (row, now));
+            }
+            None => {
+                self.hits.remove(&hash);
+                if self.misses.len() >= MAX_CACHED_MISSES && !self.misses.contains_key(&hash) {
+                    self.misses.clear();
+                }
+                self.misses.insert(hash, now);
+            }
+        }
+    }
+
+    fn forget_keys(&mut self, ids: &HashSet<String>) {
+        self.hits.retain(|_, (row, _)| !ids.contains(&row.id));
+    }
+
+    fn clear(&mut self) {
+        self.hits.clear();
+        self.misses.clear();
+    }
 }
 
 /// A newly generated key: the secret (shown once), its prefix and hash.
@@ -96,56 +187,106 @@ pub fn hash_key(secret: &str) -> String {
 }
 
 impl Auth {
-    /// Reads whether any key is active.
+    /// Reads whether keys are required.
     ///
     /// # Errors
     /// The store's error.
     pub async fn load(store: Store) -> Result<Self, modelyard_store::StoreError> {
-        let count = store.count_active_api_keys().await?;
+        let required = store.keys_required().await?;
         Ok(Self {
             store,
-            required: AtomicBool::new(count > 0),
+            required: AtomicBool::new(required),
             cache: Mutex::default(),
+            revoked: tokio::sync::watch::Sender::new(HashSet::new()),
         })
     }
 
-    /// Whether requests need a key.
+    /// Whether requests need a key. Once true, never false again.
     pub fn required(&self) -> bool {
         self.required.load(Ordering::Relaxed)
     }
 
-    /// Re-counts active keys (background task) and forgets cached lookups.
+    /// Re-reads the store (background task, every [`KEY_COUNT_INTERVAL`]):
+    /// whether keys are now required (only ever false → true), and the keys
+    /// revoked by another process, whose cached lookups are dropped and whose
+    /// open streams end.
     pub async fn refresh(&self) {
-        match self.store.count_active_api_keys().await {
-            Ok(count) => self.required.store(count > 0, Ordering::Relaxed),
-            Err(err) => tracing::warn!(error = %err, "cannot count API keys"),
+        let store = &self.store;
+        if !self.required() {
+            match tokio::time::timeout(KEY_LOOKUP_TIMEOUT, store.keys_required()).await {
+                Ok(Ok(true)) => self.required.store(true, Ordering::Relaxed),
+                Ok(Ok(false)) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "cannot read whether keys are required")
+                }
+                Err(_) => tracing::warn!("reading whether keys are required timed out"),
+            }
+        }
+        let since = crate::clock::now_ms().saturating_sub(REVOKED_LOOKBACK_MS);
+        match tokio::time::timeout(KEY_LOOKUP_TIMEOUT, store.api_keys_revoked_since(since)).await {
+            Ok(Ok(ids)) => self.note_revoked(ids),
+            Ok(Err(err)) => tracing::warn!(error = %err, "cannot read revoked API keys"),
+            Err(_) => tracing::warn!("reading revoked API keys timed out"),
         }
     }
 
-    /// Notes a key created or revoked through this server.
-    pub fn changed(&self) {
-        self.lock().clear();
+    /// Notes a key created through this server: keys are required now.
+    pub fn created(&self) {
         self.required.store(true, Ordering::Relaxed);
     }
 
-    /// The active key with this secret, if any.
-    async fn lookup(&self, secret: &str) -> Result<Option<ApiKeyRow>, modelyard_store::StoreError> {
-        let hash = hash_key(secret);
-        if let Some((row, at)) = self.lock().get(&hash) {
-            if at.elapsed() < KEY_CACHE_TTL {
-                return Ok(row.clone());
+    /// Notes a key revoked through this server: its lookups and open
+    /// streams end at once.
+    pub fn revoked(&self, id: &str) {
+        self.note_revoked(vec![id.to_owned()]);
+    }
+
+    fn note_revoked(&self, ids: Vec<String>) {
+        let new: HashSet<String> = {
+            let known = self.revoked.borrow();
+            ids.into_iter().filter(|id| !known.contains(id)).collect()
+        };
+        if new.is_empty() {
+            return;
+        }
+        self.lock().forget_keys(&new);
+        self.revoked.send_modify(|revoked| revoked.extend(new));
+    }
+
+    /// Resolves when key `id` is revoked (by this server, or by another
+    /// process and seen by [`Self::refresh`]).
+    pub fn until_revoked(&self, id: String) -> impl std::future::Future<Output = ()> + Send {
+        let mut revoked = self.revoked.subscribe();
+        async move {
+            if revoked.wait_for(|ids| ids.contains(&id)).await.is_err() {
+                // The server is gone; nothing will revoke the key any more.
+                std::future::pending::<()>().await;
             }
         }
-        let row = self.store.find_active_api_key(&hash).await?;
-        let mut cache = self.lock();
-        if cache.len() > 10_000 {
-            cache.clear(); // bounded: unknown keys must not grow it forever
+    }
+
+    /// Forgets every cached lookup.
+    pub fn clear_cache(&self) {
+        self.lock().clear();
+    }
+
+    /// The active key with this secret, if any; the store gets
+    /// [`KEY_LOOKUP_TIMEOUT`] to answer.
+    async fn lookup(&self, secret: &str) -> Result<Option<ApiKeyRow>, LookupError> {
+        let hash = hash_key(secret);
+        if let Some(answer) = self.lock().get(&hash, Instant::now()) {
+            return Ok(answer);
         }
-        cache.insert(hash, (row.clone(), Instant::now()));
+        let row = tokio::time::timeout(KEY_LOOKUP_TIMEOUT, self.store.find_active_api_key(&hash))
+            .await
+            .map_err(|_| LookupError::Timeout)??;
+        // A key revoked while its lookup ran is not cached as active.
+        let row = row.filter(|r| !self.revoked.borrow().contains(&r.id));
+        self.lock().insert(hash, row.clone(), Instant::now());
         Ok(row)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Option<ApiKeyRow>, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeyCache> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -300,7 +441,10 @@ pub async fn middleware(State(app): State<AppState>, mut request: Request, next:
                     "invalid or revoked API key".into(),
                 )
             }
-            Err(err) => return Problem::internal(err).into_response(),
+            Err(err) => {
+                tracing::warn!(error = %err, "API key lookup failed");
+                return unavailable(&path);
+            }
         },
         None => {
             return deny(
@@ -331,9 +475,92 @@ pub async fn middleware(State(app): State<AppState>, mut request: Request, next:
             },
         ),
     };
+    let key_id = caller.key_id.clone();
     request.extensions_mut().insert(id);
     request.extensions_mut().insert(caller);
-    next.run(request).await
+    let response = next.run(request).await;
+    match key_id {
+        Some(key_id) if is_event_stream(&response) => {
+            let revoked = Box::pin(app.auth.until_revoked(key_id));
+            response.map(|body| {
+                axum::body::Body::new(UntilRevoked {
+                    inner: Some(body),
+                    revoked,
+                })
+            })
+        }
+        _ => response,
+    }
+}
+
+/// 503 when the key store cannot be asked (down, or slower than
+/// [`KEY_LOOKUP_TIMEOUT`]), in the route's error shape, with `Retry-After`.
+fn unavailable(path: &str) -> Response {
+    let message = "cannot check the API key: the database is unavailable; retry shortly";
+    let mut response = if openai_route(path) {
+        OpenAiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+            .code("store_unavailable")
+            .into_response()
+    } else {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+            message.into(),
+        )
+        .into_response()
+    };
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    response
+}
+
+fn is_event_stream(response: &Response) -> bool {
+    response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// A response body (an SSE stream) that ends when its key is revoked: the
+/// inner body (and with it the stream's task, slot and upstream request) is
+/// dropped and the client sees the end of the stream.
+struct UntilRevoked {
+    inner: Option<axum::body::Body>,
+    revoked: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl axum::body::HttpBody for UntilRevoked {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        if this.revoked.as_mut().poll(cx).is_ready() {
+            tracing::info!("ending an event stream: its API key was revoked");
+            this.inner = None;
+            return std::task::Poll::Ready(None);
+        }
+        std::pin::Pin::new(inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| hyper::body::SizeHint::with_exact(0), |b| b.size_hint())
+    }
 }
 
 /// The app state scoped to the request's caller: `app.project` is the
@@ -382,6 +609,47 @@ mod tests {
         for (_, path, _) in ACCESS_RULES {
             assert!(paths.contains(path), "rule for {path}, which is no route");
         }
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_random_keys_does_not_evict_a_valid_one() {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        let project = ProjectId::default_project();
+        let (row, secret) = crate::api::keys::create_key(&store, &project, "valid", Role::Member)
+            .await
+            .unwrap();
+        let auth = Auth::load(store.clone()).await.unwrap();
+        assert!(auth.required());
+        // Given a valid key in the cache...
+        assert_eq!(auth.lookup(&secret).await.unwrap().unwrap().id, row.id);
+        // ... when a client floods the server with random keys (more than
+        // either map holds)...
+        for _ in 0..MAX_CACHED_MISSES + MAX_CACHED_KEYS + 1 {
+            let random = generate_key().secret;
+            assert!(auth.lookup(&random).await.unwrap().is_none());
+        }
+        // ... then the valid key's lookup is still cached: the store is not
+        // asked (its row is gone behind the cache's back, and the lookup
+        // still finds it within the cache's TTL).
+        revoke_behind_the_cache(&store, &row.id).await;
+        assert_eq!(
+            auth.lookup(&secret).await.unwrap().map(|k| k.id),
+            Some(row.id),
+            "the valid key was evicted by the flood"
+        );
+        let cache = auth.lock();
+        assert!(cache.misses.len() <= MAX_CACHED_MISSES);
+        assert!(cache.hits.len() <= MAX_CACHED_KEYS);
+    }
+
+    /// Revokes a key in the store without telling `Auth` (a non-admin key,
+    /// so the last-admin rule does not apply).
+    async fn revoke_behind_the_cache(store: &Store, id: &str) {
+        let outcome = store
+            .revoke_api_key(&ProjectId::default_project(), id, 1)
+            .await
+            .unwrap();
+        assert_eq!(outcome, modelyard_store::Revoke::Revoked);
     }
 
     #[test]

@@ -148,6 +148,15 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Largest accepted request body, bytes (`max_body_bytes`, default 32 MiB).
     pub max_body_bytes: usize,
+    /// Browser origins other than the server's own that may call the API
+    /// (`cors_origins`, default none): `scheme://host[:port]`, lowercase, no
+    /// trailing slash. Their requests pass the `Origin` check and get CORS
+    /// headers; preflights are answered for them only.
+    pub cors_origins: Vec<String>,
+    /// `Host` values accepted once API keys exist (`allowed_hosts`, default
+    /// empty: any host): `name`, `name:port`, an IP or `[v6]`, lowercase.
+    /// Without keys only loopback names and the listen address are accepted.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// `[storage]`.
@@ -358,6 +367,8 @@ struct RawTurns {
 struct RawServer {
     listen: Option<String>,
     max_body_bytes: Option<usize>,
+    cors_origins: Option<Vec<String>>,
+    allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -457,6 +468,35 @@ fn yes() -> bool {
 
 /// Request fields that routing owns and `set_params` / `strip_params` may not touch.
 const RESERVED_PARAMS: [&str; 4] = ["model", "messages", "stream", "stream_options"];
+
+/// `https://App.example.com/` → `https://app.example.com`; `None` unless it
+/// is `http(s)://host[:port]` (no userinfo, path, query or wildcard).
+fn normalize_origin(origin: &str) -> Option<String> {
+    let url = url::Url::parse(origin.trim()).ok()?;
+    let plain = matches!(url.scheme(), "http" | "https")
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && !origin.contains('*');
+    let host = url.host_str().filter(|_| plain)?;
+    Some(match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    })
+}
+
+/// A `Host` value as written in `server.allowed_hosts`, lowercased; `None`
+/// if it is not `host[:port]`.
+fn normalize_host(host: &str) -> Option<String> {
+    let host = host.trim().to_ascii_lowercase();
+    let ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c));
+    ok.then_some(host)
+}
 
 /// Environment overrides: variable → (section, key, is_bool).
 const ENV_OVERRIDES: [(&str, &str, &str, bool); 8] = [
@@ -627,6 +667,32 @@ fn validate(
             "must be at least 1024".into(),
         ));
     }
+    let cors_origins = raw
+        .server
+        .cors_origins
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, origin)| {
+            normalize_origin(origin)
+                .ok_or_else(|| err(format!("server.cors_origins[{i}]"), format!("{origin:?} is not an origin like https://app.example.com or http://localhost:5173 (scheme http or https, host, optional port, no path; `*` is not allowed)")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let allowed_hosts = raw
+        .server
+        .allowed_hosts
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            normalize_host(host).ok_or_else(|| {
+                err(
+                    format!("server.allowed_hosts[{i}]"),
+                    format!("{host:?} is not a host like gateway.example.com, gateway.example.com:4000 or 10.0.0.5"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
 
     let data_dir = raw
         .storage
@@ -1041,6 +1107,8 @@ fn validate(
         server: ServerConfig {
             listen,
             max_body_bytes,
+            cors_origins,
+            allowed_hosts,
         },
         storage: StorageConfig {
             url,

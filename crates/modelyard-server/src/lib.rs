@@ -19,6 +19,7 @@ pub mod conn;
 pub mod conversations;
 pub mod error;
 pub mod gateway;
+pub mod guard;
 pub mod limits;
 pub mod recorder;
 pub mod redact;

@@ -7,6 +7,13 @@
 //! - `GET /ui/assets/app.js`, `GET /ui/assets/app.css`: the script and the
 //!   style sheet (`no-cache` too, so a new binary's UI is picked up at once).
 //!
+//! Every UI answer carries [`CONTENT_SECURITY_POLICY`] (self only, no inline
+//! code, `frame-ancestors 'none'`), `X-Content-Type-Options: nosniff`,
+//! `Referrer-Policy: no-referrer` and `X-Frame-Options: DENY`. The shell
+//! has no inline script or style, and `app.js` builds the DOM with
+//! `createElement` (no `style` attributes, no `eval`), so the policy needs
+//! no exceptions.
+//!
 //! These routes are **public**: they are merged into the router after the
 //! auth route layer (and are not in `app.rs`, so they need no entry in
 //! `auth::ACCESS_RULES`). They only serve static text; everything the UI
@@ -14,7 +21,10 @@
 //! the browser's `localStorage["modelyard.apiKey"]`, sent as
 //! `Authorization: Bearer`) whenever keys exist.
 
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY as CONTENT_SECURITY_POLICY_HEADER, CONTENT_TYPE,
+    REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
@@ -47,15 +57,22 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
+/// The UI's `Content-Security-Policy`: its own script and style sheet only
+/// (no inline script or style, no `eval`), API calls to this origin only,
+/// the empty `data:` favicon, and never framed (clickjacking).
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
             (CONTENT_TYPE, content_type),
             (CACHE_CONTROL, "no-cache"),
-            (
-                axum::http::HeaderName::from_static("x-content-type-options"),
-                "nosniff",
-            ),
+            (CONTENT_SECURITY_POLICY_HEADER, CONTENT_SECURITY_POLICY),
+            (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (REFERRER_POLICY, "no-referrer"),
+            (X_FRAME_OPTIONS, "DENY"),
         ],
         body,
     )

@@ -588,3 +588,393 @@ async fn without_keys_the_server_refuses_a_public_address() {
     assert!(message.contains("without API keys"), "{message}");
     assert!(message.contains("modelyard keys create"), "{message}");
 }
+
+/// `POST /v1/keys` with `key` (or none, in open mode); returns `(id, secret)`.
+async fn new_key(server: &TestServer, key: &str, role: &str) -> (String, String) {
+    let created = json_ok(server, "POST", "/v1/keys", key, json!({"role": role})).await;
+    (
+        created["id"].as_str().unwrap().to_owned(),
+        created["key"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Polls `GET /v1/conversations` without a key until it answers `status`.
+async fn eventually_unkeyed_status(server: &TestServer, status: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        let (got, _) = call(server, "GET", "/v1/conversations", None, None).await;
+        if got == status {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_last_admin_key_of_a_project_cannot_be_revoked() {
+    let server = TestServer::start().await;
+    let (first_id, first) = new_key(&server, "", "admin").await;
+    // Given one admin key, when it revokes itself, then 409 says what to do.
+    let response = server
+        .http
+        .delete(server.url(&format!("/v1/keys/{first_id}")))
+        .bearer_auth(&first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("last active admin key") && detail.contains("create another admin key"),
+        "{body}"
+    );
+    assert_eq!(body["code"], "last_admin_key", "{body}");
+    // A member key does not count as a way to manage keys.
+    let (member_id, _) = new_key(&server, &first, "member").await;
+    let (status, _) = call(
+        &server,
+        "DELETE",
+        &format!("/v1/keys/{first_id}"),
+        Some(&first),
+        None,
+    )
+    .await;
+    assert_eq!(status, 409);
+    let (status, _) = call(
+        &server,
+        "DELETE",
+        &format!("/v1/keys/{member_id}"),
+        Some(&first),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "other keys can be revoked");
+    // With a second admin key, the first can go; then the second is the last.
+    let (second_id, second) = new_key(&server, &first, "admin").await;
+    let (status, _) = call(
+        &server,
+        "DELETE",
+        &format!("/v1/keys/{first_id}"),
+        Some(&second),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = call(
+        &server,
+        "DELETE",
+        &format!("/v1/keys/{second_id}"),
+        Some(&second),
+        None,
+    )
+    .await;
+    assert_eq!(status, 409);
+    // The store refuses too (what `modelyard keys revoke` calls).
+    let store = Store::connect(&server.db_url()).await.unwrap();
+    let outcome = store
+        .revoke_api_key(&ProjectId::default_project(), &second_id, 1)
+        .await
+        .unwrap();
+    assert_eq!(outcome, modelyard_store::Revoke::LastAdmin);
+    let (status, _) = call(&server, "GET", "/v1/keys", Some(&second), None).await;
+    assert_eq!(status, 200, "the last admin key still works");
+}
+
+#[tokio::test]
+async fn keys_stay_required_after_every_key_is_revoked() {
+    let server = TestServer::start().await;
+    // Given a running server in open mode, when the CLI makes a key next to
+    // it (a member key: no admin rule stands in the way of revoking it)...
+    let store = Store::connect(&server.db_url()).await.unwrap();
+    let project = ProjectId::default_project();
+    let (row, secret) =
+        modelyard_server::api::keys::create_key(&store, &project, "cli", Role::Member)
+            .await
+            .unwrap();
+    // ... then the server picks it up.
+    assert!(
+        eventually_unkeyed_status(&server, 401, Duration::from_secs(10)).await,
+        "the server requires keys after the CLI created one"
+    );
+    let (status, _) = call(&server, "GET", "/v1/conversations", Some(&secret), None).await;
+    assert_eq!(status, 200);
+    // When the CLI revokes the only key, then the server stays closed, also
+    // after its periodic re-read of the store...
+    let revoked = store
+        .revoke_api_key(&project, &row.id, modelyard_server::clock::now_ms())
+        .await
+        .unwrap();
+    assert_eq!(revoked, modelyard_store::Revoke::Revoked);
+    tokio::time::sleep(modelyard_server::auth::KEY_COUNT_INTERVAL + Duration::from_secs(1)).await;
+    for key in [None, Some("sk-anything"), Some(secret.as_str())] {
+        let (status, text) = call(&server, "GET", "/v1/conversations", key, None).await;
+        assert_eq!(status, 401, "{key:?}: {text}");
+    }
+    // ... and after a restart with no active key.
+    let dir = server.shutdown().await;
+    let server = TestServer::builder().dir(dir).start().await;
+    let (status, text) = call(&server, "GET", "/v1/conversations", None, None).await;
+    assert_eq!(status, 401, "{text}");
+    let (status, _) = call(
+        &server,
+        "POST",
+        "/v1/keys",
+        None,
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    assert_eq!(status, 401, "nobody can make a key over HTTP any more");
+}
+
+/// Reads `response`'s body until it ends; `Err` if it is still open after
+/// `within`.
+async fn ends_within(response: reqwest::Response, within: Duration) -> Result<String, String> {
+    let mut response = response;
+    let mut seen = String::new();
+    let read = async {
+        while let Ok(Some(chunk)) = response.chunk().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    match tokio::time::timeout(within, read).await {
+        Ok(()) => Ok(seen),
+        Err(_) => Err(seen),
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_key_ends_its_open_streams() {
+    let server = TestServer::builder()
+        .listed(&["echo", "slow:3000"])
+        .start()
+        .await;
+    let (_, admin) = new_key(&server, "", "admin").await;
+    let (member_id, member) = new_key(&server, &admin, "member").await;
+    let (cli_member_id, cli_member) = new_key(&server, &admin, "member").await;
+    let conv = json_ok(&server, "POST", "/v1/conversations", &admin, json!({})).await;
+    let conv = conv["id"].as_str().unwrap().to_owned();
+    // Given a slow gateway stream and a conversation event feed of one key,
+    // and a feed of another...
+    let gateway = server
+        .http
+        .post(server.url("/v1/chat/completions"))
+        .bearer_auth(&member)
+        .json(&json!({"model": "mock/slow:3000", "stream": true,
+                      "messages": [{"role": "user", "content": "one two three four five six"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gateway.status(), 200);
+    let events_of = |key: &str| {
+        server
+            .http
+            .get(server.url(&format!("/v1/conversations/{conv}/events")))
+            .bearer_auth(key)
+            .send()
+    };
+    let feed = events_of(&member).await.unwrap();
+    assert_eq!(feed.status(), 200);
+    let cli_feed = events_of(&cli_member).await.unwrap();
+    assert_eq!(cli_feed.status(), 200);
+    let admin_feed = events_of(&admin).await.unwrap();
+    // ... when the key is revoked over the API, then both of its streams end
+    // within 10 s, long before the upstream would have finished.
+    let (status, _) = call(
+        &server,
+        "DELETE",
+        &format!("/v1/keys/{member_id}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (gateway, feed) = tokio::join!(
+        ends_within(gateway, Duration::from_secs(10)),
+        ends_within(feed, Duration::from_secs(10))
+    );
+    let gateway = gateway.expect("the gateway stream ended after the revoke");
+    assert!(!gateway.contains("[DONE]"), "cut short: {gateway}");
+    feed.expect("the events feed ended after the revoke");
+    // When another key is revoked by another process (the CLI writes the
+    // store), then its stream ends within 10 s too.
+    let store = Store::connect(&server.db_url()).await.unwrap();
+    let outcome = store
+        .revoke_api_key(
+            &ProjectId::default_project(),
+            &cli_member_id,
+            modelyard_server::clock::now_ms(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, modelyard_store::Revoke::Revoked);
+    ends_within(cli_feed, Duration::from_secs(10))
+        .await
+        .expect("the feed of a key revoked by the CLI ended");
+    // Other keys' streams go on.
+    assert!(
+        ends_within(admin_feed, Duration::from_millis(300))
+            .await
+            .is_err(),
+        "the admin's feed is still open"
+    );
+}
+
+/// A TCP proxy in front of PostgreSQL that can stop forwarding (a network
+/// partition: connections stay open, nothing arrives, new ones hang).
+struct Partition {
+    addr: std::net::SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Partition {
+    async fn start(target: String) -> Partition {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (up, _) = tokio::sync::watch::channel(true);
+        let gate = up.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut open = gate.subscribe();
+                let target = target.clone();
+                let gate = gate.clone();
+                tokio::spawn(async move {
+                    if open.wait_for(|up| *up).await.is_err() {
+                        return;
+                    }
+                    let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let pipe =
+                        |mut from: tokio::net::tcp::OwnedReadHalf,
+                         mut to: tokio::net::tcp::OwnedWriteHalf,
+                         mut open: tokio::sync::watch::Receiver<bool>| async move {
+                            let mut buf = vec![0u8; 16 * 1024];
+                            loop {
+                                let n = match from.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => n,
+                                };
+                                if open.wait_for(|up| *up).await.is_err() {
+                                    return;
+                                }
+                                if to.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        };
+                    let up = tokio::spawn(pipe(cr, sw, gate.subscribe()));
+                    pipe(sr, cw, gate.subscribe()).await;
+                    up.abort();
+                });
+            }
+        });
+        Partition { addr, up }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+#[tokio::test]
+async fn a_key_lookup_fails_fast_while_the_database_is_down() {
+    use sqlx::{Connection, Executor};
+    let Ok(admin_url) = std::env::var("MODELYARD_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: set MODELYARD_TEST_POSTGRES_URL to run it on PostgreSQL");
+        return;
+    };
+    // A fresh database, reached through a proxy that can partition it away.
+    let db = format!("modelyard_auth_{}", uuid_like());
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    admin
+        .execute(format!("CREATE DATABASE {db}").as_str())
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&admin_url).unwrap();
+    let target = format!(
+        "{}:{}",
+        url.host_str().unwrap(),
+        url.port_or_known_default().unwrap_or(5432)
+    );
+    let partition = Partition::start(target).await;
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(partition.addr.port())).unwrap();
+    url.set_path(&format!("/{db}"));
+    let toml = format!("[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"{url}\"\n");
+    let config = modelyard_server::Config::from_toml(&toml, "<test>", None, &|_| None).unwrap();
+    let server = modelyard_server::start(config, &|_| None).await.unwrap();
+    let base = server.base_url();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let created: Value = http
+        .post(format!("{base}/v1/keys"))
+        .json(&json!({"role": "admin"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let models = |key: String| {
+        http.get(format!("{base}/v1/models"))
+            .bearer_auth(key)
+            .send()
+    };
+    assert_eq!(models(key.clone()).await.unwrap().status(), 200);
+
+    // Given the database unreachable (connections open, nothing answers),
+    // when a request brings a key the server has not seen, then it gets a
+    // 503 within 2 s instead of waiting for the pool.
+    partition.set_up(false);
+    let started = Instant::now();
+    let response = models(common_random_key()).await;
+    let elapsed = started.elapsed();
+    partition.set_up(true);
+    let response = response.expect("an answer, not a client timeout");
+    assert_eq!(response.status(), 503, "after {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+    // Once it is back, keys are checked again.
+    assert_eq!(models(common_random_key()).await.unwrap().status(), 401);
+    assert_eq!(models(key).await.unwrap().status(), 200);
+
+    tokio::time::timeout(Duration::from_secs(10), server.shutdown())
+        .await
+        .expect("server stops");
+    let _ = admin
+        .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
+        .await;
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    format!(
+        "{}_{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// A well-formed key nobody has.
+fn common_random_key() -> String {
+    modelyard_server::auth::generate_key().secret
+}

@@ -153,29 +153,49 @@ impl StoreError {
     }
 }
 
-/// Replaces the password of a `scheme://user:password@host/...` URL by `***`
-/// so URLs can be put in errors and logs.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let authority_start = scheme_end + 3;
-    let rest = &url[authority_start..];
-    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_len];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &authority[..at];
-    let Some(colon) = userinfo.find(':') else {
-        return url.to_owned();
-    };
-    format!(
-        "{}{}:***{}",
-        &url[..authority_start],
-        &userinfo[..colon],
-        &url[authority_start + at..]
-    )
+/// A database URL fit for errors, logs and `config check`: the password of
+/// `scheme://user:password@host/...` and the value of every query parameter
+/// whose name contains `password` (libpq's `password`, `sslpassword`) are
+/// replaced by `***`. A URL that does not parse has everything between
+/// `://` and its last `@` replaced (too much rather than too little).
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            if let Some(query) = parsed.query().map(redact_query) {
+                parsed.set_query(Some(&query));
+            }
+            parsed.to_string()
+        }
+        Err(_) => {
+            let mut out = url.to_owned();
+            if let Some(start) = url.find("://").map(|i| i + 3) {
+                if let Some(at) = url[start..].rfind('@') {
+                    out = format!("{}***{}", &url[..start], &url[start + at..]);
+                }
+            }
+            match out.split_once('?') {
+                Some((base, query)) => format!("{base}?{}", redact_query(query)),
+                None => out,
+            }
+        }
+    }
+}
+
+/// `a=1&password=x` → `a=1&password=***`.
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((name, _)) if name.to_ascii_lowercase().contains("password") => {
+                format!("{name}=***")
+            }
+            _ => param.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 #[cfg(test)]
@@ -194,6 +214,22 @@ mod tests {
         assert_eq!(
             redact_url("postgresql://u:p@ss@h/db"),
             "postgresql://u:***@h/db"
+        );
+        assert_eq!(
+            redact_url("postgres://u:se/cr?et@h/db"),
+            "postgres://***@h/db"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=hunter2&sslmode=disable"),
+            "postgres://h/db?user=u&password=***&sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@h/db?SSLPassword=x#frag"),
+            "postgres://u:***@h/db?SSLPassword=***#frag"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p%40ss@h/db"),
+            "postgres://u:***@h/db"
         );
     }
 }

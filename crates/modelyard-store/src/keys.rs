@@ -86,10 +86,23 @@ impl KeyRecord {
     }
 }
 
+/// What [`Store::revoke_api_key`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revoke {
+    /// The key is revoked now.
+    Revoked,
+    /// The project has no such active key (nothing changed).
+    NotFound,
+    /// The key is the project's last active admin key (nothing changed).
+    LastAdmin,
+}
+
 const KEY_COLUMNS: &str = "id, project_id, name, role, prefix, created_at_ms, revoked_at_ms";
 
 impl Store {
-    /// Stores a new key of `project` (`key_hash`: hex SHA-256 of the key).
+    /// Stores a new key of `project` (`key_hash`: hex SHA-256 of the key)
+    /// and, in the same transaction, records that keys are required from now
+    /// on ([`Store::keys_required`]; never cleared).
     ///
     /// # Errors
     /// [`StoreError::MissingReference`] if the project does not exist;
@@ -100,7 +113,9 @@ impl Store {
         key: &ApiKeyRow,
         key_hash: &str,
     ) -> Result<(), StoreError> {
+        let err = StoreError::op("create_api_key");
         on_pool!(self, writer, |pool| {
+            let mut tx = pool.begin().await.map_err(&err)?;
             sqlx::query(
                 "INSERT INTO api_keys (id, project_id, name, role, prefix, key_hash, \
                  created_at_ms, revoked_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
@@ -112,10 +127,18 @@ impl Store {
             .bind(&key.prefix)
             .bind(key_hash)
             .bind(key.created_at_ms)
-            .execute(pool)
+            .execute(&mut *tx)
             .await
-            .map(|_| ())
-            .map_err(StoreError::op("create_api_key"))
+            .map_err(&err)?;
+            sqlx::query(
+                "INSERT INTO server_settings (name, value, updated_at_ms) \
+                 VALUES ('keys_required', 'true', $1) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(key.created_at_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(&err)?;
+            tx.commit().await.map_err(&err)
         })
     }
 
@@ -138,8 +161,11 @@ impl Store {
         rows.into_iter().map(KeyRecord::into_row).collect()
     }
 
-    /// Revokes key `id` of `project` at `now_ms`; `false` if the project has
-    /// no such key (or it was already revoked).
+    /// Revokes key `id` of `project` at `now_ms`, unless it is the
+    /// project's last active admin key ([`Revoke::LastAdmin`]: a project
+    /// must keep a way to manage its keys). On PostgreSQL the project's row
+    /// is locked first, so two concurrent revokes cannot both pass the check;
+    /// on SQLite the single writer serializes them.
     ///
     /// # Errors
     /// [`StoreError::Query`].
@@ -148,8 +174,44 @@ impl Store {
         project: &ProjectId,
         id: &str,
         now_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let affected = on_pool!(self, writer, |pool| {
+    ) -> Result<Revoke, StoreError> {
+        let err = StoreError::op("revoke_api_key");
+        let lock_project = matches!(self.inner, crate::store::Inner::Postgres(_));
+        on_pool!(self, writer, |pool| {
+            let mut tx = pool.begin().await.map_err(&err)?;
+            if lock_project {
+                sqlx::query("SELECT id FROM projects WHERE id = $1 FOR UPDATE")
+                    .bind(project.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(&err)?;
+            }
+            let role: Option<String> = sqlx::query_scalar(
+                "SELECT role FROM api_keys \
+                 WHERE project_id = $1 AND id = $2 AND revoked_at_ms IS NULL",
+            )
+            .bind(project.as_str())
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(&err)?;
+            let Some(role) = role else {
+                return Ok(Revoke::NotFound);
+            };
+            if role == Role::Admin.as_str() {
+                let other_admins: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM api_keys WHERE project_id = $1 AND id <> $2 \
+                     AND role = 'admin' AND revoked_at_ms IS NULL",
+                )
+                .bind(project.as_str())
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(&err)?;
+                if other_admins == 0 {
+                    return Ok(Revoke::LastAdmin);
+                }
+            }
             sqlx::query(
                 "UPDATE api_keys SET revoked_at_ms = $3 \
                  WHERE project_id = $1 AND id = $2 AND revoked_at_ms IS NULL",
@@ -157,12 +219,45 @@ impl Store {
             .bind(project.as_str())
             .bind(id)
             .bind(now_ms)
-            .execute(pool)
+            .execute(&mut *tx)
             .await
-            .map(|r| r.rows_affected())
-            .map_err(StoreError::op("revoke_api_key"))
+            .map_err(&err)?;
+            tx.commit().await.map_err(&err)?;
+            Ok(Revoke::Revoked)
+        })
+    }
+
+    /// Whether API keys are required: true once any key was ever created
+    /// (also by another process, such as `modelyard keys create`); a revoke
+    /// never turns it off.
+    ///
+    /// # Errors
+    /// [`StoreError::Query`].
+    pub async fn keys_required(&self) -> Result<bool, StoreError> {
+        let count: i64 = on_pool!(self, reader, |pool| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM server_settings WHERE name = 'keys_required'")
+                .fetch_one(pool)
+                .await
+                .map_err(StoreError::op("keys_required"))
         })?;
-        Ok(affected > 0)
+        Ok(count > 0)
+    }
+
+    /// Ids of the keys revoked at or after `since_ms` (any project): how a
+    /// server learns of revokes made by another process.
+    ///
+    /// # Errors
+    /// [`StoreError::Query`].
+    pub async fn api_keys_revoked_since(&self, since_ms: i64) -> Result<Vec<String>, StoreError> {
+        on_pool!(self, reader, |pool| {
+            sqlx::query_scalar(
+                "SELECT id FROM api_keys WHERE revoked_at_ms IS NOT NULL AND revoked_at_ms >= $1",
+            )
+            .bind(since_ms)
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::op("api_keys_revoked_since"))
+        })
     }
 
     /// Authentication lookup, the one query not scoped by a project: the

@@ -51,9 +51,9 @@ mod types;
 pub use conversations::{
     ConversationFilter, DEFAULT_CONVERSATION_LIMIT, DEFAULT_EVENTS_LIMIT, MAX_CONVERSATION_LIMIT,
 };
-pub use error::StoreError;
+pub use error::{redact_url, StoreError};
 pub use favorites::FavoriteRow;
-pub use keys::{ApiKeyRow, Role};
+pub use keys::{ApiKeyRow, Revoke, Role};
 pub use llms::{
     LlmConfigFields, LlmConfigFilter, LlmConfigRow, DEFAULT_LLM_CONFIG_LIMIT, MAX_LLM_CONFIG_LIMIT,
 };

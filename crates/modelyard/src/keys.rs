@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context};
 use modelyard_server::config::Config;
-use modelyard_store::{ProjectId, Role, Store};
+use modelyard_store::{ProjectId, Revoke, Role, Store};
 
 async fn open(config: &Config) -> anyhow::Result<Store> {
     Store::connect(&config.storage.url)
@@ -77,11 +77,16 @@ pub async fn list(config: &Config, project_name: &str) -> anyhow::Result<()> {
 pub async fn revoke(config: &Config, project_name: &str, id: &str) -> anyhow::Result<()> {
     let store = open(config).await?;
     let project = project(&store, project_name, false).await?;
-    if !store
+    match store
         .revoke_api_key(&project, id, modelyard_server::clock::now_ms())
         .await?
     {
-        bail!("no active key {id:?} in project {project_name}");
+        Revoke::Revoked => {}
+        Revoke::NotFound => bail!("no active key {id:?} in project {project_name}"),
+        Revoke::LastAdmin => bail!(
+            "{id} is the last active admin key of project {project_name}; create another \
+             admin key first (`modelyard keys create --role admin`), then revoke this one"
+        ),
     }
     eprintln!("revoked {id}");
     Ok(())

@@ -477,7 +477,10 @@ fn config_check(cli: &Cli, path: Option<&std::path::Path>) -> anyhow::Result<()>
     let config = Config::load(Some(&path), &env)?;
     println!("{}: OK", path.display());
     println!("  listen   {}", config.server.listen);
-    println!("  storage  {}", config.storage.url);
+    println!(
+        "  storage  {}",
+        modelyard_store::redact_url(&config.storage.url)
+    );
     for p in &config.providers {
         let key = match &p.api_key_env {
             Some(var) if env(var).is_some_and(|v| !v.is_empty()) => format!("key from ${var}"),

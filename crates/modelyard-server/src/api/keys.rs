@@ -5,15 +5,17 @@
 //! - `POST /v1/keys` `{name?, role}` → 201 with the same fields plus `key`,
 //!   the secret, shown only in this answer.
 //! - `DELETE /v1/keys/{id}` → 204; the key stops working at once on this
-//!   server (within [`crate::auth::KEY_CACHE_TTL`] on others). 404 for
-//!   another project's key.
+//!   server, its open event streams end (within
+//!   [`crate::auth::KEY_COUNT_INTERVAL`] on other servers). 404 for another
+//!   project's key; 409 for the project's last active admin key (create
+//!   another admin key first). Keys stay required after any revoke.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use modelyard_store::{ApiKeyRow, Role};
+use modelyard_store::{ApiKeyRow, Revoke, Role};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -79,7 +81,7 @@ pub async fn create(
     }
     match create_key(&app.store, &app.project, &name, role).await {
         Ok((row, secret)) => {
-            app.auth.changed();
+            app.auth.created();
             let mut value = key_json(&row);
             value["key"] = json!(secret);
             (StatusCode::CREATED, Json(value)).into_response()
@@ -115,13 +117,20 @@ pub async fn create_key(
 /// `DELETE /v1/keys/{id}`.
 pub async fn revoke(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     match app.store.revoke_api_key(&app.project, &id, now_ms()).await {
-        Ok(true) => {
-            app.auth.changed();
+        Ok(Revoke::Revoked) => {
+            app.auth.revoked(&id);
             StatusCode::NO_CONTENT.into_response()
         }
-        Ok(false) => {
+        Ok(Revoke::NotFound) => {
             Problem::not_found(format!("no active key {id:?} in this project")).into_response()
         }
+        Ok(Revoke::LastAdmin) => Problem::conflict(format!(
+            "key {id:?} is the last active admin key of this project; create another admin \
+             key first (POST /v1/keys with role admin, or `modelyard keys create --role \
+             admin`), then revoke this one"
+        ))
+        .with("code", "last_admin_key")
+        .into_response(),
         Err(err) => store_problem(err).into_response(),
     }
 }
