@@ -126,7 +126,11 @@ async fn random_sigkills_during_turns_lose_nothing() {
             .filter(|e| e.event.starts_with("turn.") && e.event != "turn.started")
             .collect();
         let started = log.iter().filter(|e| e.event == "turn.started").count();
-        assert_eq!(ends.len(), started, "round {i}: every started turn ended: {log:#?}");
+        assert_eq!(
+            ends.len(),
+            started,
+            "round {i}: every started turn ended: {log:#?}"
+        );
         if let Some(turn_id) = &round.turn_id {
             assert_eq!(started, 1, "round {i}: {log:#?}");
             assert_eq!(ends[0].data["turnId"], turn_id.as_str());

@@ -6,9 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{
-    conversation_usable, create_conversation, Dir, Options, Server, LIMIT,
-};
+use common::{conversation_usable, create_conversation, Dir, Options, Server, LIMIT};
 use modelyard_core::conversation::{EventPayload, ResolvedFrom};
 use modelyard_store::{ProjectId, Store};
 use modelyard_testkit::MockUpstream;
@@ -65,7 +63,10 @@ async fn a_call_log_batch_is_retried_after_a_transient_write_failure() {
         .connect()
         .await
         .expect("open the database");
-    blocker.execute("BEGIN IMMEDIATE").await.expect("take the write lock");
+    blocker
+        .execute("BEGIN IMMEDIATE")
+        .await
+        .expect("take the write lock");
     let locked_at = Instant::now();
     // ...when a call is proxied meanwhile (no database on its path)...
     let (status, body) = server
@@ -79,7 +80,10 @@ async fn a_call_log_batch_is_retried_after_a_transient_write_failure() {
     let (_, during) = health(&server, "").await;
     assert_eq!(during["callLog"]["queued"], 1, "{during}");
     tokio::time::sleep(Duration::from_secs(6).saturating_sub(locked_at.elapsed())).await;
-    blocker.execute("COMMIT").await.expect("release the write lock");
+    blocker
+        .execute("COMMIT")
+        .await
+        .expect("release the write lock");
     let _ = blocker.close().await;
     // ...then its record is written by a later try, and nothing was lost.
     eventually("the call is recorded", || async {
