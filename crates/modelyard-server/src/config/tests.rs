@@ -66,9 +66,14 @@ fn defaults_bind_to_loopback() {
 
 #[test]
 fn unknown_keys_are_errors_with_their_path() {
-    assert_eq!(
-        error("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n"),
-        "test.toml: server.lisen: unknown field `lisen`, expected `listen` or `max_body_bytes`"
+    // The list of expected keys grows with `[server]`; its start is stable.
+    let message = error("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n");
+    assert!(
+        message.starts_with(
+            "test.toml: server.lisen: unknown field `lisen`, expected one of `listen`, \
+             `max_body_bytes`"
+        ),
+        "{message}"
     );
     let text = "[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"http://h\"\ntimeouts = { conect_ms = 1 }\n";
     assert!(error(text)
@@ -288,4 +293,19 @@ fn invalid_storage_content_and_retention_name_key_and_reason() {
     for (text, want) in cases {
         assert_eq!(error(text), want, "config:\n{text}");
     }
+}
+
+#[test]
+fn shutdown_timeout_and_sweep_interval_have_defaults_and_bounds() {
+    let config = parse("").unwrap();
+    assert_eq!(config.server.shutdown_timeout_ms, 30_000);
+    assert_eq!(config.turns.sweep_interval_ms, 30_000);
+    let config =
+        parse("[server]\nshutdown_timeout_ms = 0\n[turns]\nsweep_interval_ms = 500\n").unwrap();
+    assert_eq!(config.server.shutdown_timeout_ms, 0);
+    assert_eq!(config.turns.sweep_interval_ms, 500);
+    assert!(
+        error("[server]\nshutdown_timeout_ms = 3600001\n").contains("server.shutdown_timeout_ms")
+    );
+    assert!(error("[turns]\nsweep_interval_ms = 10\n").contains("turns.sweep_interval_ms"));
 }
