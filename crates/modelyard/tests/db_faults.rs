@@ -72,3 +72,65 @@ async fn a_turn_ends_once_a_writer_held_for_15_s_lets_go() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_streams_on_while_the_writer_is_held() {
+    let mock = MockUpstream::start().await;
+    mock.set_listed_models(Some(vec![
+        "slow:100".into(),
+        "slow:200".into(),
+        "echo".into(),
+    ]));
+    let dir = Dir::new("sqlite-lock-stream");
+    let server = Server::start(&dir, &mock).await;
+    let conv = create_conversation(&server, "mock/slow:100").await;
+    let mut sse = server.events(&conv).await;
+    let prompt = long_text(30);
+    let answer = format!("echo: {prompt}");
+    let turn_id = start_turn(&server, &conv, &prompt, None).await;
+    let mut streamed = String::new();
+    // Given a turn streaming for about 3 s (its first delta arrived)...
+    while streamed.is_empty() {
+        let ev = sse.next().await.expect("turn events");
+        if ev.event == "text.delta" {
+            streamed.push_str(ev.data["delta"].as_str().unwrap());
+        }
+    }
+    // ...when another connection holds the write lock for 8 s...
+    let mut blocker = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.db())
+        .busy_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("open the database");
+    blocker
+        .execute("BEGIN IMMEDIATE")
+        .await
+        .expect("take the write lock");
+    let locked_at = Instant::now();
+    // ...the whole answer still streams to the subscriber while it is held:
+    // the turn's checkpoints wait for the database beside the stream, not in it.
+    while streamed != answer {
+        let ev = tokio::time::timeout(
+            Duration::from_secs(8).saturating_sub(locked_at.elapsed()),
+            sse.next(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("stalled at {streamed:?} while the writer was held"))
+        .expect("turn events");
+        if ev.event == "text.delta" {
+            streamed.push_str(ev.data["delta"].as_str().unwrap());
+        }
+    }
+    assert!(locked_at.elapsed() < Duration::from_secs(8));
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(locked_at.elapsed())).await;
+    blocker
+        .execute("COMMIT")
+        .await
+        .expect("release the write lock");
+    let _ = blocker.close().await;
+    let turn = server.wait_turn(&conv, &turn_id).await;
+    assert_eq!(turn["status"], "completed", "{turn}");
+    drop(server);
+    assert_store_consistent(&format!("sqlite://{}", dir.db().display())).await;
+}
