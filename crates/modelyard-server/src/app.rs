@@ -57,6 +57,9 @@ pub struct AppInner {
     pub live: crate::conversations::live::LiveTurns,
     /// Open SSE responses, capped by `[limits]`.
     pub streams: crate::limits::StreamSlots,
+    /// Cancelled when the server halts (the shutdown is over or its
+    /// deadline passed): work that waits for the store gives up.
+    pub halt: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -145,10 +148,7 @@ pub enum ServerError {
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.server.max_body_bytes;
     Router::new()
-        .route(
-            "/health",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/health", get(api::health::health))
         .route("/v1/chat/completions", post(gateway::chat_completions))
         .route("/v1/models", get(gateway::list_models))
         .route("/v1/calls", get(api::calls::list))
@@ -246,12 +246,23 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// How a server stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownOutcome {
+    /// Every open request ended, running turns were closed and the call log
+    /// was drained.
+    Clean,
+    /// `server.shutdown_timeout_ms` passed first (or the server task
+    /// failed): some of that work was abandoned.
+    Incomplete,
+}
+
 /// A started server.
 #[derive(Debug)]
 pub struct RunningServer {
     addr: SocketAddr,
     shutdown: tokio::sync::watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: JoinHandle<ShutdownOutcome>,
 }
 
 impl RunningServer {
@@ -265,16 +276,18 @@ impl RunningServer {
         format!("http://{}", self.addr)
     }
 
-    /// Stops accepting, lets open requests finish, flushes the call log.
-    pub async fn shutdown(self) {
+    /// Stops accepting, ends events streams and running turns (closed
+    /// `interrupted`), lets open requests finish, flushes the call log —
+    /// within `server.shutdown_timeout_ms`.
+    pub async fn shutdown(self) -> ShutdownOutcome {
         let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        self.wait().await
     }
 
     /// Waits until the server stops (after [`RunningServer::shutdown`] or a
     /// fatal error).
-    pub async fn wait(self) {
-        let _ = self.task.await;
+    pub async fn wait(self) -> ShutdownOutcome {
+        self.task.await.unwrap_or(ShutdownOutcome::Incomplete)
     }
 
     /// A handle that triggers shutdown from elsewhere (a signal handler).
@@ -458,6 +471,9 @@ pub async fn start(
     );
     let header_read_timeout = Duration::from_millis(config.limits.header_read_timeout_ms);
     let max_body = config.server.max_body_bytes;
+    let shutdown_timeout = Duration::from_millis(config.server.shutdown_timeout_ms);
+    let sweep_every = Duration::from_millis(config.turns.sweep_interval_ms);
+    let halt = tokio_util::sync::CancellationToken::new();
     let state = AppState {
         inner: Arc::new(AppInner {
             config,
@@ -468,9 +484,11 @@ pub async fn start(
             bus,
             live,
             streams,
+            halt: halt.clone(),
         }),
         project,
     };
+    crate::conversations::engine::spawn_sweeper(state.clone(), sweep_every);
     // Keys created or revoked elsewhere (the CLI, another replica) take
     // effect within KEY_COUNT_INTERVAL.
     let auth_state = state.clone();
@@ -493,12 +511,13 @@ pub async fn start(
         crate::limits::body_limit,
     ));
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut deadline_rx = shutdown.subscribe();
     let listener = listener.tap_io(|tcp| {
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
     });
-    let task = tokio::spawn(async move {
+    let work = async move {
         serve(listener, app, header_read_timeout, async move {
             let _ = shutdown_rx.wait_for(|stop| *stop).await;
             // Interrupt turns and end events streams now: open streams
@@ -509,10 +528,7 @@ pub async fn start(
         .await;
         // Running turns end `interrupted` (with their partial answer) before the store closes.
         live_state.live.interrupt_all();
-        for _ in 0..250 {
-            if live_state.live.is_empty() {
-                break;
-            }
+        while !live_state.live.is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         drop(live_state);
@@ -522,14 +538,28 @@ pub async fn start(
         }
         // The router (and its recorder handle) is gone: the writer drains and exits.
         if let Some(task) = recorder_task {
-            if tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .is_err()
-            {
-                tracing::warn!("call log did not flush within 10 s");
-            }
+            let _ = task.await;
         }
         store.close().await;
+    };
+    // Everything after the signal happens within `shutdown_timeout`.
+    let deadline = async move {
+        let _ = deadline_rx.wait_for(|stop| *stop).await;
+        tokio::time::sleep(shutdown_timeout).await;
+    };
+    let task = tokio::spawn(async move {
+        let outcome = tokio::select! {
+            () = work => ShutdownOutcome::Clean,
+            () = deadline => {
+                tracing::warn!(
+                    timeout_ms = shutdown_timeout.as_millis() as u64,
+                    "shutdown deadline passed: stopping with requests, turns or call records unfinished"
+                );
+                ShutdownOutcome::Incomplete
+            }
+        };
+        halt.cancel();
+        outcome
     });
     Ok(RunningServer {
         addr,

@@ -128,6 +128,10 @@ pub struct TurnsConfig {
     /// 64 KiB, at least 1024); older text is replaced by a marker counting
     /// the omitted bytes. The tool's persisted result always has all of it.
     pub tool_output_buffer_bytes: usize,
+    /// How often the sweeper closes turns that are `running` in the store
+    /// but run nowhere in this process (`sweep_interval_ms`, default 30 000,
+    /// 100..=86 400 000); also done once at start-up.
+    pub sweep_interval_ms: u64,
 }
 
 impl Default for TurnsConfig {
@@ -137,6 +141,7 @@ impl Default for TurnsConfig {
             advisor_max_uses: 3,
             advisor_max_tokens: 1024,
             tool_output_buffer_bytes: 64 * 1024,
+            sweep_interval_ms: 30_000,
         }
     }
 }
@@ -157,7 +162,15 @@ pub struct ServerConfig {
     /// empty: any host): `name`, `name:port`, an IP or `[v6]`, lowercase.
     /// Without keys only loopback names and the listen address are accepted.
     pub allowed_hosts: Vec<String>,
+    /// How long a shutdown may take after the first SIGTERM / Ctrl-C
+    /// (`shutdown_timeout_ms`, default 30 000, 0..=3 600 000): open streams
+    /// end, running turns close `interrupted`, the call log drains; past
+    /// it the process exits anyway (exit code 1).
+    pub shutdown_timeout_ms: u64,
 }
+
+/// Default of `server.shutdown_timeout_ms`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
 
 /// `[storage]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -360,6 +373,7 @@ struct RawTurns {
     advisor_max_uses: Option<i64>,
     advisor_max_tokens: Option<i64>,
     tool_output_buffer_bytes: Option<i64>,
+    sweep_interval_ms: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -369,6 +383,7 @@ struct RawServer {
     max_body_bytes: Option<usize>,
     cors_origins: Option<Vec<String>>,
     allowed_hosts: Option<Vec<String>>,
+    shutdown_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -693,6 +708,16 @@ fn validate(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let shutdown_timeout_ms = raw
+        .server
+        .shutdown_timeout_ms
+        .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT_MS);
+    if shutdown_timeout_ms > 3_600_000 {
+        return Err(err(
+            "server.shutdown_timeout_ms".into(),
+            format!("must be between 0 and 3600000, got {shutdown_timeout_ms}"),
+        ));
+    }
 
     let data_dir = raw
         .storage
@@ -1030,6 +1055,13 @@ fn validate(
             64 * 1024 * 1024,
             defaults.tool_output_buffer_bytes as i64,
         )? as usize,
+        sweep_interval_ms: in_range(
+            "sweep_interval_ms",
+            raw.turns.sweep_interval_ms,
+            100,
+            86_400_000,
+            defaults.sweep_interval_ms as i64,
+        )? as u64,
     };
 
     let d = LimitsConfig::default();
@@ -1109,6 +1141,7 @@ fn validate(
             max_body_bytes,
             cors_origins,
             allowed_hosts,
+            shutdown_timeout_ms,
         },
         storage: StorageConfig {
             url,

@@ -26,5 +26,5 @@ pub mod redact;
 pub mod registry;
 pub mod ui;
 
-pub use app::{router, start, AppState, RunningServer, ServerError};
+pub use app::{router, start, AppState, RunningServer, ServerError, ShutdownOutcome};
 pub use config::{Config, ConfigError};

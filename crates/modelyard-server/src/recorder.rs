@@ -1,8 +1,15 @@
 //! The call recorder: gateway handlers hand finished call records to a
 //! bounded channel; one background task writes them to the store in batches
 //! (one transaction per batch). A proxied token never waits for the
-//! database. When the channel is full the record is dropped and counted
-//! (logged at most once per second), never blocking the request.
+//! database. The queue is bounded in records ([`QUEUE_CAPACITY`]) and in
+//! bytes of request / response text ([`QUEUE_BYTES`]); a record that does
+//! not fit is dropped and counted, never blocking the request.
+//!
+//! A batch that fails to write is tried again ([`WRITE_ATTEMPTS`] tries in
+//! all, [`RETRY_FIRST`] doubling between them) while the error may pass (the
+//! store down or locked); then its records are dropped and counted as
+//! failed. Drops and failures are logged at most once per second and shown
+//! on `GET /health` ([`Recorder::stats`]).
 //!
 //! Durability: records are written after the response ends; a crash loses
 //! at most what was still queued. Shutdown drains the queue.
@@ -10,8 +17,9 @@
 //! With `storage.content = "metadata"` the writer task strips message text
 //! from every record before it is written (see [`strip_content`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use modelyard_store::{NewLlmCall, NewLlmSession, ProjectId, RecordedSession, Store, UsageRow};
 use modelyard_upstream::openai::AnswerSummary;
@@ -112,15 +120,76 @@ impl CallRecord {
 
 /// Queue capacity, in sessions.
 pub const QUEUE_CAPACITY: usize = 8_192;
+/// Queue capacity, in bytes of request and response text (64 MiB): past
+/// it, records are dropped like on a full queue.
+pub const QUEUE_BYTES: u64 = 64 * 1024 * 1024;
 /// Most sessions written per transaction.
 pub const MAX_BATCH: usize = 256;
+/// Tries to write one batch, the first included.
+pub const WRITE_ATTEMPTS: u32 = 5;
+/// Wait before the second try of a batch; doubles after each failure.
+pub const RETRY_FIRST: Duration = Duration::from_millis(250);
+
+/// The call log's counters since start, as `GET /health` shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallLogStats {
+    /// Sessions accepted and not yet written (queued or being written).
+    pub queued: u64,
+    /// Bytes of text those sessions hold.
+    pub queued_bytes: u64,
+    /// Sessions dropped because the queue was full (records or bytes).
+    pub dropped: u64,
+    /// Sessions dropped because their batch failed to write after
+    /// [`WRITE_ATTEMPTS`] tries.
+    pub failed: u64,
+}
+
+/// Counters shared by the handle and the writer task.
+#[derive(Debug, Default)]
+struct Counters {
+    queued: AtomicU64,
+    queued_bytes: AtomicU64,
+    dropped: AtomicU64,
+    failed: AtomicU64,
+    last_log_ms: AtomicI64,
+}
+
+impl Counters {
+    /// Counts `n` sessions lost (`failed` or `dropped`), logging at most
+    /// once per second.
+    fn lost(&self, n: u64, failed: bool) {
+        let counter = if failed { &self.failed } else { &self.dropped };
+        counter.fetch_add(n, Ordering::Relaxed);
+        let now = now_ms();
+        let last = self.last_log_ms.load(Ordering::Relaxed);
+        if now - last >= 1_000
+            && self
+                .last_log_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                dropped_total = self.dropped.load(Ordering::Relaxed),
+                failed_total = self.failed.load(Ordering::Relaxed),
+                "call records lost (queue full, or the store failed to write them)"
+            );
+        }
+    }
+
+    /// `n` sessions of `bytes` left the queue (written or lost).
+    fn done(&self, n: u64, bytes: u64) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
 
 /// Handle to the recorder. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Recorder {
-    tx: Option<mpsc::Sender<Pending>>,
-    dropped: Arc<AtomicU64>,
-    last_drop_log_ms: Arc<std::sync::atomic::AtomicI64>,
+    tx: Option<mpsc::Sender<(u64, Pending)>>,
+    counters: Arc<Counters>,
+    max_bytes: u64,
 }
 
 impl Recorder {
@@ -128,8 +197,8 @@ impl Recorder {
     pub fn disabled() -> Self {
         Self {
             tx: None,
-            dropped: Arc::default(),
-            last_drop_log_ms: Arc::default(),
+            counters: Arc::default(),
+            max_bytes: QUEUE_BYTES,
         }
     }
 
@@ -137,51 +206,103 @@ impl Recorder {
     /// the secret redaction of [`crate::redact`]) to every record before
     /// writing it under the record's project.
     pub fn spawn(store: Store, content: ContentPolicy, redact: bool) -> (Self, JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let task = tokio::spawn(write_loop(store, content, redact, rx));
+        let (recorder, rx) = Self::with_limits(QUEUE_CAPACITY, QUEUE_BYTES);
+        let counters = Arc::clone(&recorder.counters);
+        let task = tokio::spawn(write_loop(store, content, redact, rx, counters));
+        (recorder, task)
+    }
+
+    /// A handle whose queue holds `records` sessions and `bytes` of text,
+    /// and the queue's receiving end.
+    fn with_limits(records: usize, bytes: u64) -> (Self, mpsc::Receiver<(u64, Pending)>) {
+        let (tx, rx) = mpsc::channel(records);
         let recorder = Self {
             tx: Some(tx),
-            dropped: Arc::default(),
-            last_drop_log_ms: Arc::default(),
+            counters: Arc::default(),
+            max_bytes: bytes,
         };
-        (recorder, task)
+        (recorder, rx)
     }
 
     /// Queues a session of `project` for writing; never waits.
     pub fn record(&self, project: &ProjectId, session: RecordedSession) {
-        self.send(Pending::Ready(project.clone(), Box::new(session)));
+        let bytes = session.calls.iter().map(call_bytes).sum();
+        self.send(bytes, Pending::Ready(project.clone(), Box::new(session)));
     }
 
     /// Queues a session that the writer task builds: copying bodies and
-    /// serializing happen there, off the request's path. Never waits.
+    /// serializing happen there, off the request's path. `bytes` is about
+    /// the text the session will hold (request and response), for the
+    /// queue's byte bound. Never waits.
     pub fn record_with(
         &self,
         project: &ProjectId,
+        bytes: usize,
         build: impl FnOnce() -> RecordedSession + Send + 'static,
     ) {
-        self.send(Pending::Build(project.clone(), Box::new(build)));
+        self.send(
+            bytes as u64,
+            Pending::Build(project.clone(), Box::new(build)),
+        );
     }
 
-    fn send(&self, pending: Pending) {
+    fn send(&self, bytes: u64, pending: Pending) {
         let Some(tx) = &self.tx else { return };
-        if tx.try_send(pending).is_err() {
-            let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            let now = now_ms();
-            let last = self.last_drop_log_ms.load(Ordering::Relaxed);
-            if now - last >= 1_000 {
-                self.last_drop_log_ms.store(now, Ordering::Relaxed);
-                tracing::warn!(
-                    dropped_total = total,
-                    "call log queue full or closed; call records dropped"
-                );
-            }
+        let counters = &self.counters;
+        let held = counters.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        // One record larger than the whole bound still goes into an empty queue.
+        if held > 0 && held + bytes > self.max_bytes {
+            counters.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            counters.lost(1, false);
+            return;
+        }
+        counters.queued.fetch_add(1, Ordering::Relaxed);
+        if tx.try_send((bytes, pending)).is_err() {
+            counters.done(1, bytes);
+            counters.lost(1, false);
         }
     }
 
     /// Records dropped because the queue was full, since start.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.counters.dropped.load(Ordering::Relaxed)
     }
+
+    /// The call log's counters.
+    pub fn stats(&self) -> CallLogStats {
+        let c = &self.counters;
+        CallLogStats {
+            queued: c.queued.load(Ordering::Relaxed),
+            queued_bytes: c.queued_bytes.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Bytes of text a call holds (request, response, reasoning, tool calls, error).
+fn call_bytes(call: &NewLlmCall) -> u64 {
+    let optional = [
+        &call.response_text,
+        &call.reasoning_text,
+        &call.tool_calls_json,
+        &call.error,
+    ]
+    .into_iter()
+    .flatten()
+    .map(String::len)
+    .sum::<usize>();
+    (call.request_json.len() + optional) as u64
+}
+
+/// Bytes of text an answer summary holds, for [`Recorder::record_with`].
+pub fn summary_bytes(summary: &AnswerSummary) -> usize {
+    summary.text.as_ref().map_or(0, String::len)
+        + summary.reasoning.as_ref().map_or(0, String::len)
+        + summary
+            .tool_calls
+            .as_ref()
+            .map_or(0, |v| v.to_string().len())
 }
 
 /// A queued record: ready, or built by the writer task.
@@ -203,13 +324,13 @@ async fn write_loop(
     store: Store,
     content: ContentPolicy,
     redact: bool,
-    mut rx: mpsc::Receiver<Pending>,
+    mut rx: mpsc::Receiver<(u64, Pending)>,
+    counters: Arc<Counters>,
 ) {
     let mut pending = Vec::with_capacity(MAX_BATCH);
-    let mut batch: Vec<RecordedSession> = Vec::with_capacity(MAX_BATCH);
-    let mut batch_project: Option<ProjectId> = None;
+    let mut batch = Batch::default();
     while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
-        for p in pending.drain(..) {
+        for (bytes, p) in pending.drain(..) {
             let (project, mut session) = match p {
                 Pending::Ready(project, session) => (project, *session),
                 Pending::Build(project, build) => (project, build()),
@@ -220,23 +341,58 @@ async fn write_loop(
                 session.calls.iter_mut().for_each(redact_call);
             }
             // One transaction per run of sessions of the same project.
-            if batch_project.as_ref().is_some_and(|p| *p != project) {
-                flush(&store, batch_project.as_ref(), &mut batch).await;
+            if batch.project.as_ref().is_some_and(|p| *p != project) {
+                batch.flush(&store, &counters).await;
             }
-            batch_project = Some(project);
-            batch.push(session);
+            batch.project = Some(project);
+            batch.sessions.push(session);
+            batch.bytes += bytes;
         }
-        flush(&store, batch_project.as_ref(), &mut batch).await;
+        batch.flush(&store, &counters).await;
     }
 }
 
-async fn flush(store: &Store, project: Option<&ProjectId>, batch: &mut Vec<RecordedSession>) {
-    if let (Some(project), false) = (project, batch.is_empty()) {
-        if let Err(err) = store.record_sessions(project, batch).await {
-            tracing::error!(error = %err, sessions = batch.len(), "failed to write call records");
+/// Sessions of one project written in one transaction.
+#[derive(Default)]
+struct Batch {
+    project: Option<ProjectId>,
+    sessions: Vec<RecordedSession>,
+    bytes: u64,
+}
+
+impl Batch {
+    /// Writes the batch, trying again while the error may pass; counts the
+    /// sessions as failed after [`WRITE_ATTEMPTS`] tries.
+    async fn flush(&mut self, store: &Store, counters: &Counters) {
+        let n = self.sessions.len() as u64;
+        if let (Some(project), false) = (&self.project, self.sessions.is_empty()) {
+            let mut delay = RETRY_FIRST;
+            for attempt in 1..=WRITE_ATTEMPTS {
+                let err = match store.record_sessions(project, &self.sessions).await {
+                    Ok(()) => break,
+                    Err(err) => err,
+                };
+                // Rows the database refuses stay refused: do not try again.
+                let lasting = matches!(
+                    err,
+                    modelyard_store::StoreError::Duplicate { .. }
+                        | modelyard_store::StoreError::MissingReference { .. }
+                        | modelyard_store::StoreError::InvalidInput { .. }
+                );
+                if lasting || attempt == WRITE_ATTEMPTS {
+                    tracing::error!(error = %err, sessions = n, attempt, "failed to write call records; dropped");
+                    counters.lost(n, true);
+                    break;
+                }
+                tracing::warn!(error = %err, sessions = n, attempt, retry_in_ms = delay.as_millis() as u64, "failed to write call records; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
         }
+        counters.done(n, self.bytes);
+        self.sessions.clear();
+        self.bytes = 0;
     }
-    batch.clear();
 }
 
 /// Replaces common secret shapes in a call's stored text
@@ -283,6 +439,87 @@ pub fn strip_content(call: &mut NewLlmCall) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn session(request_bytes: usize) -> RecordedSession {
+        CallRecord {
+            operation: "gateway".into(),
+            conversation_id: None,
+            turn_id: None,
+            model_id: "p/m".into(),
+            provider: "p".into(),
+            upstream_model: "m".into(),
+            stream: false,
+            request_json: "x".repeat(request_bytes),
+            summary: AnswerSummary::default(),
+            sent_at_ms: 1,
+            first_token_at_ms: None,
+            completed_at_ms: 2,
+            http_status: Some(200),
+            error: None,
+        }
+        .into_session()
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_and_counts_what_it_drops() {
+        // A writer that does not read: the queue only fills.
+        let (recorder, _rx) = Recorder::with_limits(1_000, 4 * 1024 * 1024);
+        let project = ProjectId::default_project();
+        for _ in 0..6 {
+            recorder.record(&project, session(1024 * 1024));
+        }
+        let stats = recorder.stats();
+        assert_eq!(stats.queued, 4, "{stats:?}");
+        assert_eq!(stats.queued_bytes, 4 * 1024 * 1024, "{stats:?}");
+        assert_eq!(stats.dropped, 2, "{stats:?}");
+        // Small records still fit in what is left; a built one counts its bytes.
+        recorder.record_with(&project, 10, || session(10));
+        assert_eq!(recorder.stats().queued, 4, "the byte bound is reached");
+        assert_eq!(recorder.stats().dropped, 3);
+
+        // The record bound drops and counts too.
+        let (recorder, _rx) = Recorder::with_limits(2, QUEUE_BYTES);
+        for _ in 0..5 {
+            recorder.record(&project, session(10));
+        }
+        let stats = recorder.stats();
+        assert_eq!((stats.queued, stats.dropped), (2, 3), "{stats:?}");
+    }
+
+    #[tokio::test]
+    async fn the_writer_counts_written_and_failed_batches() {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        let (recorder, rx) = Recorder::with_limits(100, QUEUE_BYTES);
+        let counters = Arc::clone(&recorder.counters);
+        let task = tokio::spawn(write_loop(
+            store.clone(),
+            ContentPolicy::Full,
+            false,
+            rx,
+            counters,
+        ));
+        let project = ProjectId::default_project();
+        recorder.record(&project, session(100));
+        // A project that does not exist: refused at once, counted as failed.
+        recorder.record(&ProjectId::new("nope".to_owned()), session(100));
+        drop(recorder.clone());
+        let stats = loop {
+            let stats = recorder.stats();
+            if stats.queued == 0 {
+                break stats;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(
+            stats,
+            CallLogStats {
+                failed: 1,
+                ..CallLogStats::default()
+            }
+        );
+        drop(recorder);
+        task.await.unwrap();
+    }
 
     #[test]
     fn strip_content_keeps_parameters_and_usage() {

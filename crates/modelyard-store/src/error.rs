@@ -147,6 +147,41 @@ impl StoreError {
         }
     }
 
+    /// Whether the error says the database is unreachable or busy (closed
+    /// or timed-out pool, IO or protocol failure, a lost connection, SQLite
+    /// `SQLITE_BUSY` / `SQLITE_LOCKED`, PostgreSQL shutting down or
+    /// refusing connections): the same write may succeed later. Errors
+    /// about the data itself (conflict, duplicate, not found...) are not.
+    pub fn is_unavailable(&self) -> bool {
+        let source = match self {
+            StoreError::Query { source, .. } | StoreError::Connect { source, .. } => source,
+            _ => return false,
+        };
+        match source {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                // SQLite: 5 BUSY, 6 LOCKED, 10 IOERR (extended codes keep
+                // the primary code in the low byte).
+                let sqlite = code
+                    .parse::<i32>()
+                    .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10));
+                // PostgreSQL: class 08 (connection exception), 57P0x
+                // (admin / crash shutdown, cannot connect now), 53
+                // (insufficient resources).
+                let postgres =
+                    code.starts_with("08") || code.starts_with("57P") || code.starts_with("53");
+                sqlite || postgres
+            }
+            _ => false,
+        }
+    }
+
     /// Returns a closure for `map_err` that classifies errors of `op`.
     pub(crate) fn op(op: &'static str) -> impl Fn(sqlx::Error) -> Self {
         move |source| Self::query(op, source)

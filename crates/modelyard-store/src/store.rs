@@ -19,8 +19,11 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const SQLITE_READERS: u32 = 4;
 /// Connections of the PostgreSQL pool.
 const POSTGRES_CONNECTIONS: u32 = 8;
-/// How long to wait for a free pooled connection.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for a free pooled connection (which includes opening a
+/// new one): short, so that requests fail fast while the database is down
+/// or locked instead of queueing behind a 30 s pool timeout. A healthy
+/// statement holds a connection for milliseconds.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -164,6 +167,9 @@ impl Store {
         if let Err(error) = probe.close().await {
             tracing::debug!(%error, "closing the PostgreSQL probe connection failed");
         }
+        // `test_before_acquire` (the default) pings a pooled connection
+        // before handing it out, so connections that died with a server
+        // restart are replaced instead of failing the first request after it.
         let pool = PgPoolOptions::new()
             .max_connections(POSTGRES_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -189,6 +195,20 @@ impl Store {
             Inner::Sqlite(_) => Backend::Sqlite,
             Inner::Postgres(_) => Backend::Postgres,
         }
+    }
+
+    /// Whether the database answers a trivial query within `timeout`
+    /// (`SELECT 1` on a reader connection): the store's health.
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        let query = async {
+            on_pool!(self, reader, |pool| {
+                sqlx::query_scalar::<_, i32>("SELECT 1")
+                    .fetch_one(pool)
+                    .await
+                    .is_ok()
+            })
+        };
+        tokio::time::timeout(timeout, query).await.unwrap_or(false)
     }
 
     /// Closes all pools, waiting for checked-out connections to be returned.

@@ -48,6 +48,15 @@ pub(crate) fn store_problem(err: StoreError) -> Problem {
     match err {
         StoreError::Conflict { reason } => Problem::conflict(reason),
         StoreError::NotFound { .. } => Problem::not_found(err.to_string()),
+        // The database is down or locked: say so (503), not "internal error".
+        other if other.is_unavailable() => {
+            tracing::warn!(error = %other, "store unavailable");
+            Problem::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+                "the database is unreachable or busy; try again shortly".into(),
+            )
+        }
         other => Problem::internal(other),
     }
 }

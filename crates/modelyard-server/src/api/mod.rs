@@ -4,6 +4,7 @@ pub mod calls;
 pub mod catalog;
 pub mod conversations;
 pub mod favorites;
+pub mod health;
 pub mod imports;
 pub mod keys;
 pub mod llms;

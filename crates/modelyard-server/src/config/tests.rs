@@ -297,3 +297,18 @@ fn invalid_storage_content_and_retention_name_key_and_reason() {
         assert_eq!(error(text), want, "config:\n{text}");
     }
 }
+
+#[test]
+fn shutdown_timeout_and_sweep_interval_have_defaults_and_bounds() {
+    let config = parse("").unwrap();
+    assert_eq!(config.server.shutdown_timeout_ms, 30_000);
+    assert_eq!(config.turns.sweep_interval_ms, 30_000);
+    let config =
+        parse("[server]\nshutdown_timeout_ms = 0\n[turns]\nsweep_interval_ms = 500\n").unwrap();
+    assert_eq!(config.server.shutdown_timeout_ms, 0);
+    assert_eq!(config.turns.sweep_interval_ms, 500);
+    assert!(
+        error("[server]\nshutdown_timeout_ms = 3600001\n").contains("server.shutdown_timeout_ms")
+    );
+    assert!(error("[turns]\nsweep_interval_ms = 10\n").contains("turns.sweep_interval_ms"));
+}

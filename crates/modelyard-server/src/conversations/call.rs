@@ -144,6 +144,9 @@ async fn read_stream(
     let mut decoder = SseDecoder::with_max_event_bytes(app.config.limits.max_sse_event_bytes);
     let mut last_checkpoint = tokio::time::Instant::now();
     let mut checkpointed_len = 0;
+    // The checkpoint write runs beside the stream (one at a time), so a slow
+    // or locked database never holds up the turn's tokens.
+    let mut checkpointing: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let chunk = match upstream.next_chunk().await {
             Ok(Some(chunk)) => chunk,
@@ -189,21 +192,25 @@ async fn read_stream(
         if checkpoint
             && last_checkpoint.elapsed() >= CHECKPOINT_EVERY
             && call.acc.text().len() != checkpointed_len
+            && !matches!(&checkpointing, Some(task) if !task.is_finished())
         {
             checkpointed_len = call.acc.text().len();
             last_checkpoint = tokio::time::Instant::now();
             let text = if app.config.security.redact_secrets {
-                crate::redact::redact(call.acc.text())
+                crate::redact::redact(call.acc.text()).into_owned()
             } else {
-                std::borrow::Cow::Borrowed(call.acc.text())
+                call.acc.text().to_owned()
             };
-            if let Err(err) = app
-                .store
-                .checkpoint_turn(&app.project, &live.turn_id, &text, now_ms())
-                .await
-            {
-                tracing::warn!(turn = %live.turn_id, error = %err, "cannot checkpoint turn");
-            }
+            let (store, project, turn_id) =
+                (app.store.clone(), app.project.clone(), live.turn_id.clone());
+            checkpointing = Some(tokio::spawn(async move {
+                if let Err(err) = store
+                    .checkpoint_turn(&project, &turn_id, &text, now_ms())
+                    .await
+                {
+                    tracing::warn!(turn = %turn_id, error = %err, "cannot checkpoint turn");
+                }
+            }));
         }
     }
 }

@@ -26,10 +26,21 @@
 //! for the first run; a resumed run's session is a child of it), with one
 //! call per step; advisor consultations are child sessions of the run's.
 //!
+//! The append that closes a run (the last `message.assistant` and the
+//! `turn.*` event) is retried while the store is unavailable, with back-off
+//! from [`CLOSE_RETRY_FIRST`] doubling to [`CLOSE_RETRY_MAX`], until it
+//! succeeds or the server stops (then start-up recovery closes the turn).
+//! The turn stays registered in `LiveTurns` meanwhile, so nothing else
+//! closes it twice; it is forgotten once its end is committed or abandoned,
+//! even if the run panics.
+//!
 //! At start-up, turns left `running` by a stopped process are closed with
-//! `turn.interrupted`, keeping the last checkpointed text.
+//! `turn.interrupted`, keeping the last checkpointed text; a sweeper
+//! ([`spawn_sweeper`]) does the same, periodically, for turns that are
+//! `running` in the store but run nowhere in this process.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use modelyard_core::conversation::{EventPayload, MessageRecord, Part, TokenUsage, ToolCallRef};
 use modelyard_store::{LlmConfigRow, NewLlmCall, NewLlmSession, RecordedSession, Store};
@@ -39,7 +50,7 @@ use serde_json::{json, Map, Value};
 use super::advisor::{self, Advisor, ADVISOR_TOOL};
 use super::bus::{BusMessage, EventBus};
 use super::call::{stream_call, CallEnd};
-use super::live::LiveTurn;
+use super::live::{LiveTurn, LiveTurns};
 use crate::app::AppState;
 use crate::clock::now_ms;
 use crate::registry::Target;
@@ -275,6 +286,12 @@ impl Outcome {
 /// Runs a started (or resumed) turn to the end of this run. Never panics;
 /// every way out appends the closing events.
 pub async fn run_turn(job: TurnJob) {
+    // Whatever happens to this task (a panic included), the turn does not
+    // stay registered: the sweeper can then close it.
+    let _registered = Registered {
+        app: job.app.clone(),
+        turn_id: job.live.turn_id.clone(),
+    };
     let mut calls: Vec<NewLlmCall> = Vec::new();
     let started_ms = now_ms();
     let outcome = drive(&job, &mut calls).await;
@@ -309,16 +326,13 @@ pub async fn run_turn(job: TurnJob) {
             tool_calls,
         },
     });
-    let closed = app.append_events(&conversation_id, payloads).await;
+    let closed = close_run(&app, &conversation_id, &turn_id, payloads).await;
     // Forget the turn once its end is committed and before it is published:
     // a subscriber that has the end never finds the turn's buffer, and one
     // that took the buffer before still gets every delta.
     app.live.finish(&turn_id);
-    match closed {
-        Ok(events) => publish_events(app.bus.as_ref(), &conversation_id, &events),
-        Err(err) => {
-            tracing::error!(conversation = %conversation_id, turn = %turn_id, error = %err, "cannot close turn");
-        }
+    if let Some(events) = closed {
+        publish_events(app.bus.as_ref(), &conversation_id, &events);
     }
     if !calls.is_empty() {
         let created_at_ms = calls.first().map_or(started_ms, |c| c.sent_at_ms);
@@ -336,6 +350,69 @@ pub async fn run_turn(job: TurnJob) {
                 calls,
             },
         );
+    }
+}
+
+/// Forgets a turn in [`LiveTurns`] when dropped.
+struct Registered {
+    app: AppState,
+    turn_id: String,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.app.live.finish(&self.turn_id);
+    }
+}
+
+/// First wait before the closing append of a turn is tried again.
+pub const CLOSE_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Longest wait between two tries of a turn's closing append.
+pub const CLOSE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Appends the events that close a run. While the store is unavailable
+/// ([`modelyard_store::StoreError::is_unavailable`]: down, locked, pool
+/// exhausted) the append is tried again after [`CLOSE_RETRY_FIRST`],
+/// doubling up to [`CLOSE_RETRY_MAX`], until it succeeds or the server
+/// halts (the shutdown deadline; start-up recovery then closes the turn as
+/// `interrupted`). Any other error is logged and the turn left to the
+/// sweeper. The committed events, or `None`.
+async fn close_run(
+    app: &AppState,
+    conversation_id: &str,
+    turn_id: &str,
+    payloads: Vec<EventPayload>,
+) -> Option<Vec<modelyard_core::conversation::Event>> {
+    let mut delay = CLOSE_RETRY_FIRST;
+    let mut failures = 0u32;
+    loop {
+        match app.append_events(conversation_id, payloads.clone()).await {
+            Ok(events) => {
+                if failures > 0 {
+                    tracing::info!(conversation = %conversation_id, turn = %turn_id, failures, "turn closed after the store came back");
+                }
+                return Some(events);
+            }
+            Err(err) if err.is_unavailable() => {
+                failures += 1;
+                // Log the first failure and then every ~minute, not every try.
+                if failures == 1 || failures % 12 == 0 {
+                    tracing::warn!(conversation = %conversation_id, turn = %turn_id, error = %err, failures, "cannot close turn yet: the store is unavailable; retrying");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = app.halt.cancelled() => {
+                        tracing::warn!(conversation = %conversation_id, turn = %turn_id, "server stopping with the turn not closed; start-up recovery will close it");
+                        return None;
+                    }
+                }
+                delay = (delay * 2).min(CLOSE_RETRY_MAX);
+            }
+            Err(err) => {
+                tracing::error!(conversation = %conversation_id, turn = %turn_id, error = %err, "cannot close turn; the sweeper will close it as interrupted");
+                return None;
+            }
+        }
     }
 }
 
@@ -679,16 +756,34 @@ pub fn publish(app: &AppState, live: &LiveTurn, event_type: &'static str, data: 
 }
 
 /// Closes turns that a stopped process left `running` with
-/// `turn.interrupted`, keeping their checkpointed text.
+/// `turn.interrupted`, keeping their checkpointed text (at start-up, before
+/// any turn runs here).
 pub async fn recover_interrupted(store: &Store, bus: &dyn EventBus) {
+    close_orphans(store, bus, &|_| false, "turn interrupted by a restart").await;
+}
+
+/// Closes, as `turn.interrupted` with their checkpointed text, the turns
+/// `running` in the store for which `is_live(turn_id)` is false; how many
+/// it closed. A turn that ended meanwhile is left alone (the append is a
+/// conflict).
+async fn close_orphans(
+    store: &Store,
+    bus: &dyn EventBus,
+    is_live: &(dyn Fn(&str) -> bool + Sync),
+    why: &str,
+) -> usize {
     let running = match store.running_turns().await {
         Ok(running) => running,
         Err(err) => {
             tracing::error!(error = %err, "cannot look for interrupted turns");
-            return;
+            return 0;
         }
     };
+    let mut closed = 0;
     for (project, turn) in running {
+        if is_live(&turn.id) {
+            continue;
+        }
         let partial_text = store
             .turn_partial_text(&project, &turn.id)
             .await
@@ -701,15 +796,86 @@ pub async fn recover_interrupted(store: &Store, bus: &dyn EventBus) {
         let appended = store
             .append_events(&project, &turn.conversation_id, &[payload], now_ms())
             .await;
-        match appended.map(|events| publish_events(bus, &turn.conversation_id, &events)) {
-            Ok(_) => {
-                tracing::warn!(conversation = %turn.conversation_id, turn = %turn.id, "turn interrupted by a restart")
+        match appended {
+            Ok(events) => {
+                publish_events(bus, &turn.conversation_id, &events);
+                closed += 1;
+                tracing::warn!(conversation = %turn.conversation_id, turn = %turn.id, "{why}");
+            }
+            Err(modelyard_store::StoreError::Conflict { .. }) => {
+                tracing::debug!(turn = %turn.id, "turn ended before it was swept");
             }
             Err(err) => {
                 tracing::error!(turn = %turn.id, error = %err, "cannot close interrupted turn")
             }
         }
     }
+    closed
+}
+
+/// How long a turn must be seen `running` in the store and not live here,
+/// twice, before the sweeper closes it: covers the moment between a turn's
+/// start being committed and its registration in `LiveTurns`.
+pub const SWEEP_CONFIRM: Duration = Duration::from_secs(1);
+
+/// Starts the sweeper: every `every` (the first time one period after
+/// start; start-up recovery did the first pass), turns that are `running`
+/// in the store but live nowhere in this process — their run died, its
+/// closing append was given up, or the request that started them vanished
+/// between the commit and the start of the run — are closed as
+/// `turn.interrupted` with their checkpointed text, so no conversation
+/// stays blocked. A candidate is confirmed after [`SWEEP_CONFIRM`]. Stops
+/// when the server starts shutting down.
+///
+/// This assumes one server per database: with several replicas, a turn
+/// running in another replica is not live here and would be closed. Running
+/// replicas need turn leases (an owner and an expiry renewed by the running
+/// replica) before the sweeper can tell a dead turn from a remote one; that
+/// is a later issue.
+pub fn spawn_sweeper(app: AppState, every: Duration) -> tokio::task::JoinHandle<()> {
+    let stop = app.live.shutdown_token();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            sweep(&app, &stop).await;
+        }
+    })
+}
+
+/// One pass of the sweeper; see [`spawn_sweeper`].
+async fn sweep(app: &AppState, stop: &tokio_util::sync::CancellationToken) {
+    let candidates: Vec<String> = match app.store.running_turns().await {
+        Ok(running) => running
+            .into_iter()
+            .map(|(_, turn)| turn.id)
+            .filter(|id| app.live.get(id).is_none())
+            .collect(),
+        Err(err) => {
+            tracing::warn!(error = %err, "sweeper: cannot list running turns");
+            return;
+        }
+    };
+    if candidates.is_empty() {
+        return;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(SWEEP_CONFIRM) => {}
+        () = stop.cancelled() => return,
+    }
+    let live: &LiveTurns = &app.live;
+    let is_live = |id: &str| !candidates.iter().any(|c| c == id) || live.get(id).is_some();
+    close_orphans(
+        &app.store,
+        app.bus.as_ref(),
+        &is_live,
+        "turn running nowhere closed as interrupted",
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -94,7 +94,8 @@ impl Draft {
         let recorder = self.recorder.clone();
         let project = self.project.clone();
         // Copying the request body happens in the writer task.
-        recorder.record_with(&project, move || {
+        let bytes = self.request.len() + crate::recorder::summary_bytes(&summary);
+        recorder.record_with(&project, bytes, move || {
             CallRecord {
                 operation: "gateway".to_owned(),
                 conversation_id: None,
