@@ -1,0 +1,201 @@
+//! The materialized records a conversation's log folds into: the
+//! conversation, turn and message rows, and token totals.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::event::{Part, ResolvedFrom, TokenUsage};
+
+/// A turn's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnStatus {
+    /// Started, not ended.
+    Running,
+    /// Ended with an answer.
+    Completed,
+    /// Ended with an error.
+    Failed,
+    /// Stopped by a cancel request.
+    Cancelled,
+    /// The server stopped while it ran (found at restart).
+    Interrupted,
+    /// Waits for the results of client-side tool calls
+    /// (`POST .../turns/{id}/tool-results` resumes it).
+    RequiresAction,
+}
+
+impl TurnStatus {
+    /// `running`, `completed`, `failed`, `cancelled`, `interrupted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TurnStatus::Running => "running",
+            TurnStatus::Completed => "completed",
+            TurnStatus::Failed => "failed",
+            TurnStatus::Cancelled => "cancelled",
+            TurnStatus::Interrupted => "interrupted",
+            TurnStatus::RequiresAction => "requires_action",
+        }
+    }
+
+    /// Parses [`Self::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            TurnStatus::Running,
+            TurnStatus::Completed,
+            TurnStatus::Failed,
+            TurnStatus::Cancelled,
+            TurnStatus::Interrupted,
+            TurnStatus::RequiresAction,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
+}
+
+/// Running token totals of a conversation or turn (tokens).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenTotals {
+    /// Sum of prompt tokens.
+    pub input: u64,
+    /// Sum of completion tokens.
+    pub output: u64,
+    /// Sum of reasoning tokens.
+    pub reasoning: u64,
+    /// Sum of cached prompt tokens.
+    pub cached_input: u64,
+    /// Sum of total tokens.
+    pub total: u64,
+}
+
+impl TokenTotals {
+    /// Adds one call's usage (saturating at
+    /// [`crate::usage::MAX_TOKEN_COUNT`]: counts come from upstreams).
+    pub fn add(&mut self, u: &TokenUsage) {
+        use crate::usage::add_tokens;
+        self.input = add_tokens(self.input, u.prompt_tokens.unwrap_or(0));
+        self.output = add_tokens(self.output, u.completion_tokens.unwrap_or(0));
+        self.reasoning = add_tokens(self.reasoning, u.reasoning_tokens.unwrap_or(0));
+        self.cached_input = add_tokens(self.cached_input, u.cached_prompt_tokens.unwrap_or(0));
+        let total = u.total_tokens.unwrap_or_else(|| {
+            add_tokens(
+                u.prompt_tokens.unwrap_or(0),
+                u.completion_tokens.unwrap_or(0),
+            )
+        });
+        self.total = add_tokens(self.total, total);
+    }
+}
+
+/// The materialized conversation row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationRecord {
+    /// Id.
+    pub id: String,
+    /// Parent id (subtasks).
+    pub parent_id: Option<String>,
+    /// Title.
+    pub title: Option<String>,
+    /// Persisted model selection.
+    pub model: Option<String>,
+    /// Working directory setting.
+    pub cwd: Option<String>,
+    /// Reasoning effort setting.
+    pub reasoning_effort: Option<String>,
+    /// Whether the advisor tool is offered in turns.
+    #[serde(default)]
+    pub advisor: bool,
+    /// Metadata object.
+    pub metadata: Value,
+    /// Default LLM config id.
+    #[serde(default)]
+    pub llm_id: Option<String>,
+    /// Per-operation LLM config ids (operation → config id).
+    #[serde(default)]
+    pub llm_overrides: BTreeMap<String, String>,
+    /// Model id of the latest assistant message.
+    pub latest_model_id: Option<String>,
+    /// Token totals over every assistant message.
+    pub totals: TokenTotals,
+    /// The running turn, if any (one at a time).
+    pub running_turn_id: Option<String>,
+    /// Soft-deleted.
+    pub deleted: bool,
+    /// Seq of the last message covered by the compaction summary, if any.
+    #[serde(default)]
+    pub compacted_through_seq: Option<i64>,
+    /// The compaction summary that replaces messages up to
+    /// `compacted_through_seq` in later turns.
+    #[serde(default)]
+    pub summary: Option<String>,
+    /// Seq of the last applied event.
+    pub last_seq: i64,
+    /// Creation time, unix ms.
+    pub created_at_ms: i64,
+    /// Time of the last event, unix ms.
+    pub updated_at_ms: i64,
+}
+
+/// A materialized turn row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnRecord {
+    /// Turn id.
+    pub id: String,
+    /// Conversation id.
+    pub conversation_id: String,
+    /// Operation.
+    pub operation: String,
+    /// Resolved model id.
+    pub model_id: String,
+    /// Why that model.
+    pub resolved_from: ResolvedFrom,
+    /// LLM config id, if any.
+    pub llm_config_id: Option<String>,
+    /// Status.
+    pub status: TurnStatus,
+    /// Error (failed) or partial text note (interrupted).
+    pub error: Option<String>,
+    /// Token totals of the turn.
+    pub totals: TokenTotals,
+    /// Seq of `turn.started`.
+    pub started_seq: i64,
+    /// Start time, unix ms.
+    pub started_at_ms: i64,
+    /// End time, unix ms.
+    pub ended_at_ms: Option<i64>,
+}
+
+/// A materialized message row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageRecord {
+    /// Message id.
+    pub id: String,
+    /// Conversation id.
+    pub conversation_id: String,
+    /// Turn id.
+    pub turn_id: String,
+    /// `user`, `assistant` or `tool`.
+    pub role: String,
+    /// User: the OpenAI content value. Assistant: the text (parts joined).
+    /// Tool: the result text.
+    pub content: Value,
+    /// Assistant parts; one `toolResult` part for tool messages; empty for
+    /// user messages.
+    pub parts: Vec<Part>,
+    /// The model that produced it (assistant; tool when a model was consulted).
+    pub model_id: Option<String>,
+    /// Usage (assistant only).
+    pub usage: TokenUsage,
+    /// Finish reason (assistant only).
+    pub finish_reason: Option<String>,
+    /// Seq of the event that created it.
+    pub seq: i64,
+    /// Creation time, unix ms.
+    pub created_at_ms: i64,
+}
