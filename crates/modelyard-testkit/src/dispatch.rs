@@ -1,0 +1,200 @@
+//! Every request enters at [`handle`]: it is recorded, answered `503` while the mock is down,
+//! delayed if it is a discovery request, then routed to chat or a discovery answer.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use crate::chat::chat;
+use crate::discovery::{models_listing, ollama_details, ollama_show, props, Route, OLLAMA_TIME};
+use crate::guards::{InFlight, RequestGuard};
+use crate::options::{Flavour, RecordedRequest};
+use crate::response::{error_response, json_response, json_value, text_response};
+use crate::upstream::{lock, Shared};
+
+pub(crate) const MAX_BODY: usize = 64 * 1024 * 1024;
+pub(crate) const HEALTH_BODY: &str = r#"{"status":"ok"}"#;
+pub(crate) const LOADING_BODY: &str =
+    r#"{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}"#;
+
+pub(crate) async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let in_flight = InFlight::new(&shared);
+    let mut guard = RequestGuard {
+        shared: &shared,
+        done: false,
+    };
+    let resp = dispatch(&shared, req, in_flight).await;
+    guard.done = true;
+    resp
+}
+
+pub(crate) async fn dispatch(shared: &Arc<Shared>, req: Request, in_flight: InFlight) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("failed to read request body: {e}"),
+                "invalid_request_error",
+                Value::Null,
+            )
+        }
+    };
+    if shared.record.load(Ordering::Relaxed) {
+        let recorded = RecordedRequest {
+            method: parts.method.as_str().to_owned(),
+            path: parts.uri.path().to_owned(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: body.clone(),
+        };
+        lock(&shared.log).push(recorded);
+    }
+
+    if shared.down.load(Ordering::SeqCst) {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mock upstream is down",
+            "unavailable_error",
+            Value::from(503),
+        );
+    }
+
+    let route = Route::parse(shared.flavour, &parts.method, parts.uri.path());
+    if route.is_discovery() {
+        let ms = shared.discovery_delay_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+    let models = lock(&shared.models).clone();
+    match route {
+        Route::Chat => {
+            // `leak-auth`: a careless upstream that echoes the credential it got.
+            let model = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("model").and_then(Value::as_str).map(str::to_owned));
+            if model.as_deref() == Some("leak-auth") {
+                let auth = parts
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .unwrap_or_default();
+                return error_response(
+                    StatusCode::UNAUTHORIZED,
+                    &format!("invalid credentials: {auth}"),
+                    "authentication_error",
+                    Value::from(401),
+                );
+            }
+            chat(body, in_flight).await
+        }
+        Route::Health => match shared.flavour {
+            Flavour::LlamaCpp => {
+                json_response(StatusCode::OK, Bytes::from_static(HEALTH_BODY.as_bytes()))
+            }
+            Flavour::LlamaSwap => text_response(StatusCode::OK, "OK"),
+            // vLLM: 200 with an empty body.
+            _ => Response::new(Body::empty()),
+        },
+        Route::Models => json_value(StatusCode::OK, &models_listing(shared.flavour, &models)),
+        Route::Props => match models.first() {
+            Some(m) => json_value(StatusCode::OK, &props(m)),
+            None => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Bytes::from_static(LOADING_BODY.as_bytes()),
+            ),
+        },
+        Route::Running => {
+            let running: Vec<Value> = models
+                .iter()
+                .filter(|m| m.loaded)
+                .map(|m| json!({"model": m.id, "state": "ready"}))
+                .collect();
+            json_value(StatusCode::OK, &json!({ "running": running }))
+        }
+        Route::UpstreamProps(id) => match models.iter().find(|m| m.id == id) {
+            Some(m) if m.loaded => json_value(StatusCode::OK, &props(m)),
+            Some(_) => error_response(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "mock upstream: model '{id}' is not loaded (the mock never starts models)"
+                ),
+                "invalid_request_error",
+                Value::Null,
+            ),
+            None => error_response(
+                StatusCode::NOT_FOUND,
+                &format!("mock upstream: model '{id}' not found"),
+                "invalid_request_error",
+                Value::Null,
+            ),
+        },
+        Route::OllamaRoot => text_response(StatusCode::OK, "Ollama is running"),
+        Route::Tags => {
+            let list: Vec<Value> = models
+                .iter()
+                .map(|m| {
+                    json!({
+                        "name": m.id,
+                        "model": m.id,
+                        "modified_at": OLLAMA_TIME,
+                        "size": 1,
+                        "digest": "x",
+                        "details": ollama_details(),
+                    })
+                })
+                .collect();
+            json_value(StatusCode::OK, &json!({ "models": list }))
+        }
+        Route::Show => ollama_show(&body, &models),
+        Route::Ps => {
+            let list: Vec<Value> = models
+                .iter()
+                .filter(|m| m.loaded)
+                .map(|m| {
+                    let mut v = json!({
+                        "name": m.id,
+                        "model": m.id,
+                        "size": 1,
+                        "digest": "x",
+                        "details": ollama_details(),
+                        "expires_at": OLLAMA_TIME,
+                        "size_vram": 1,
+                    });
+                    if let Some(ctx) = m.context_window {
+                        v["context_length"] = Value::from(ctx);
+                    }
+                    v
+                })
+                .collect();
+            json_value(StatusCode::OK, &json!({ "models": list }))
+        }
+        Route::NotFound => error_response(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "mock upstream: no route for {} {}",
+                parts.method,
+                parts.uri.path()
+            ),
+            "invalid_request_error",
+            Value::Null,
+        ),
+    }
+}
