@@ -1,11 +1,11 @@
 //! Pure domain types of Modelyard. No IO, no async, no HTTP types.
 //!
-//! - [`model_id`]: composite `provider/model` ids and provider names (DESIGN.md §2).
+//! - [`model_id`]: composite `provider/model` ids and provider names (docs/design.md#model-ids).
 //! - [`resolve`]: the one function that turns a requested model string into a
 //!   provider and upstream model name, including legacy bare ids.
 //! - [`usage`]: token usage arithmetic.
 //! - [`conversation`]: conversation events and the fold that materializes them.
-//! - [`turn_model`]: which model a conversation turn uses (DESIGN.md §3).
+//! - [`turn_model`]: which model a conversation turn uses (docs/design.md#turn-model).
 //! - [`llm_config`]: LLM config provider options, their validation and
 //!   request fields.
 

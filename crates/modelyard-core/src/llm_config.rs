@@ -1,4 +1,4 @@
-//! LLM configs (DESIGN.md §2): the non-secret provider options a config
+//! LLM configs (docs/design.md#llm-configs): the non-secret provider options a config
 //! carries, their validation, and how they become request fields.
 //!
 //! Options are stored and shown camelCase (`topP`, `maxTokens`) like every

@@ -2,7 +2,7 @@
 //!
 //! A composite id is split on the **first** `/` only, so
 //! `vllm/meta-llama/Llama-3-8B` is provider `vllm` and upstream model
-//! `meta-llama/Llama-3-8B` (DESIGN.md §2). Whether a prefix names a provider
+//! `meta-llama/Llama-3-8B` (docs/design.md#model-ids). Whether a prefix names a provider
 //! depends on which providers are registered, so parsing a user-supplied string
 //! takes a predicate over provider names ([`ModelRef::parse`]).
 

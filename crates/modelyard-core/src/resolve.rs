@@ -1,4 +1,4 @@
-//! Model resolution for a single requested model string (DESIGN.md §2–3).
+//! Model resolution for a single requested model string (docs/design.md#model-resolution).
 //!
 //! [`resolve_model`] is pure: the caller passes a snapshot of the providers
 //! ([`ProviderView`]) and gets back the composite id to call, or an error that

@@ -1,4 +1,4 @@
-//! Which model a conversation turn uses (DESIGN.md §3), in one pure function
+//! Which model a conversation turn uses (docs/design.md#turn-model), in one pure function
 //! shared by every operation (chat, title, compaction, advisor, ...).
 //!
 //! For operation `op` in conversation `c`, the first that applies:

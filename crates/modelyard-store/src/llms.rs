@@ -1,5 +1,5 @@
 //! LLM configs: reusable, non-secret model + system prompt + provider
-//! options (DESIGN.md §2), in the `llm_configs` table.
+//! options (docs/design.md#llm-configs), in the `llm_configs` table.
 //!
 //! A config's `source` is `user` (created through the API; can be updated
 //! and soft-deleted) or `system-default` (materialized from a server preset

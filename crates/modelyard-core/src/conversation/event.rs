@@ -24,7 +24,7 @@ pub enum SelectionSource {
     Parent,
 }
 
-/// Why a turn's model was chosen (DESIGN.md §3).
+/// Why a turn's model was chosen (docs/design.md#turn-model).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ResolvedFrom {

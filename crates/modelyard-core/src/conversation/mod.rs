@@ -1,5 +1,6 @@
 //! Conversations as an append-only event log, and the fold that
-//! materializes it (DESIGN.md §2, §4).
+//! materializes it (docs/design.md#vocabulary,
+//! docs/design.md#event-log).
 //!
 //! Every change to a conversation is an [`Event`] with a per-conversation
 //! `seq` (1, 2, 3, … without gaps) and a time. The stored form is the event

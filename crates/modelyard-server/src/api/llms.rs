@@ -1,4 +1,4 @@
-//! LLM configs: `/v1/llms` (DESIGN.md §2).
+//! LLM configs: `/v1/llms` (docs/design.md#llm-configs).
 //!
 //! A config as JSON (camelCase; times RFC 3339):
 //! `{id, projectId, source ("user" | "system-default"), displayName, model,

@@ -1,5 +1,5 @@
 //! The bus between a running turn and the conversation's subscribers
-//! (DESIGN.md §5): persisted events (after their transaction commits) and
+//! (docs/design.md#live-streams): persisted events (after their transaction commits) and
 //! transient events (text deltas) of a conversation fan out to every
 //! subscriber. In-process now ([`InProcessBus`]); a NATS implementation of
 //! [`EventBus`] carries the same messages between replicas. Losing the bus

@@ -1,5 +1,5 @@
-//! The LLM configs a turn's model resolution looks at (DESIGN.md §3, steps
-//! 3–5): the conversation's config for the operation, its default config,
+//! The LLM configs a turn's model resolution looks at (docs/design.md#turn-model,
+//! steps 3–5): the conversation's config for the operation, its default config,
 //! the server's preset for the operation, then the `default` preset (or
 //! `defaults.model`, a server default without a config).
 //!
