@@ -1,0 +1,339 @@
+//! Configuration: one typed struct, loaded once at start-up.
+//!
+//! Sources, later ones winning: built-in defaults, the TOML file
+//! (`--config`, else `MODELYARD_CONFIG`, else `./modelyard.toml` if present),
+//! then environment overrides `MODELYARD_<SECTION>_<KEY>` for the scalar keys
+//! of `[server]`, `[storage]` and `[defaults]` (for example
+//! `MODELYARD_SERVER_LISTEN=127.0.0.1:4100`). Unknown keys are errors; every
+//! error names the file (or variable), the key path and the reason.
+//!
+//! Secrets are never in the file: a provider names the environment variable
+//! that holds its key (`api_key_env`).
+//!
+//! `[defaults.presets.<name>]` are the server's default LLM configs (`default`
+//! for every operation, or an operation's name); each has a `version`, and
+//! each version is materialized once as a `system-default` config.
+//!
+//! Files: `raw.rs` (the file's serde shape), `load.rs` (finding and reading
+//! the file, environment overrides), `validate.rs` (raw → typed, one function
+//! per section), `providers.rs` and `defaults.rs` (the `[[providers]]` and
+//! `[defaults]` sections).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use modelyard_core::llm_config::ProviderOptions;
+use modelyard_core::ProviderName;
+use modelyard_upstream::{ProviderKind, Timeouts};
+use url::Url;
+
+mod defaults;
+mod load;
+mod providers;
+mod raw;
+mod validate;
+
+/// Default listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from, if any.
+    pub source: Option<PathBuf>,
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[storage]`.
+    pub storage: StorageConfig,
+    /// `[[providers]]`, in file order.
+    pub providers: Vec<ProviderConfig>,
+    /// `[defaults]`.
+    pub defaults: DefaultsConfig,
+    /// `[turns]`.
+    pub turns: TurnsConfig,
+    /// `[limits]`.
+    pub limits: LimitsConfig,
+    /// `[security]`.
+    pub security: SecurityConfig,
+}
+
+/// `[limits]`: caps checked before anything is forwarded or streamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Largest `n` (choices) a chat completion may ask for (`max_n`, default 8).
+    pub max_n: u32,
+    /// Largest `max_tokens` / `max_completion_tokens` (`max_output_tokens`,
+    /// default 131 072 tokens).
+    pub max_output_tokens: u32,
+    /// Most messages in one request (`max_messages`, default 2 048).
+    pub max_messages: u32,
+    /// Most tools in one request (`max_tools`, default 128).
+    pub max_tools: u32,
+    /// Time a client has to send its request headers (`header_read_timeout_ms`,
+    /// default 10 000 ms).
+    pub header_read_timeout_ms: u64,
+    /// Open SSE responses (streamed completions and event streams) in total
+    /// (`max_streams`, default 1 024); beyond it a fast 429.
+    pub max_streams: u32,
+    /// Open SSE responses per API key, or per client address without keys
+    /// (`max_streams_per_key`, default 64); beyond it a fast 429.
+    pub max_streams_per_key: u32,
+    /// Longest single SSE event accepted from an upstream, bytes
+    /// (`max_sse_event_bytes`, default 8 MiB, 1 KiB..=1 GiB); a longer event
+    /// (or a line that never ends) ends the stream with an error and closes
+    /// the upstream connection.
+    pub max_sse_event_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_n: 8,
+            max_output_tokens: 131_072,
+            max_messages: 2_048,
+            max_tools: 128,
+            header_read_timeout_ms: 10_000,
+            max_streams: 1_024,
+            max_streams_per_key: 64,
+            max_sse_event_bytes: modelyard_upstream::sse::DEFAULT_MAX_EVENT_BYTES,
+        }
+    }
+}
+
+/// `[security]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SecurityConfig {
+    /// Whether LLM configs may name a `baseUrl` that is not a configured
+    /// provider's (`allow_custom_base_urls`, default false). Calls to such a
+    /// URL only connect to addresses `base_url_allowlist` allows, checked
+    /// after DNS resolution at connect time.
+    pub allow_custom_base_urls: bool,
+    /// Hosts (`models.internal`, `*.corp.example`) and CIDRs
+    /// (`10.0.0.0/8`, `fd00::/8`) custom base URLs may reach
+    /// (`base_url_allowlist`). Link-local and cloud metadata addresses
+    /// (169.254.0.0/16, fe80::/10, fd00:ec2::254) are refused whatever it says.
+    pub base_url_allowlist: Vec<String>,
+    /// Whether stored prompt and response text is scanned for common secret
+    /// shapes (API keys, bearer tokens, private keys), which are replaced by
+    /// `[REDACTED]` before they are written (`redact_secrets`, default false).
+    pub redact_secrets: bool,
+}
+
+/// `[turns]`: tools in conversation turns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TurnsConfig {
+    /// Most model calls in one turn while the model keeps calling tools
+    /// (`max_tool_steps`, default 8, 1..=64); the turn fails past it.
+    pub max_tool_steps: u32,
+    /// Advisor consultations allowed per turn (`advisor_max_uses`, default
+    /// 3, 0..=32); a call beyond it gets a tool error result.
+    pub advisor_max_uses: u32,
+    /// `max_tokens` of an advisor call whose LLM config sets none
+    /// (`advisor_max_tokens`, default 1024).
+    pub advisor_max_tokens: u32,
+    /// Bytes of streamed text one tool call keeps in the turn's transient
+    /// buffer for reconnecting clients (`tool_output_buffer_bytes`, default
+    /// 64 KiB, at least 1024); older text is replaced by a marker counting
+    /// the omitted bytes. The tool's persisted result always has all of it.
+    pub tool_output_buffer_bytes: usize,
+    /// How often the sweeper closes turns that are `running` in the store
+    /// but run nowhere in this process (`sweep_interval_ms`, default 30 000,
+    /// 100..=86 400 000); also done once at start-up.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for TurnsConfig {
+    fn default() -> Self {
+        Self {
+            max_tool_steps: 8,
+            advisor_max_uses: 3,
+            advisor_max_tokens: 1024,
+            tool_output_buffer_bytes: 64 * 1024,
+            sweep_interval_ms: 30_000,
+        }
+    }
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Listen address (`listen`, default `127.0.0.1:4000`).
+    pub listen: SocketAddr,
+    /// Largest accepted request body, bytes (`max_body_bytes`, default 32 MiB).
+    pub max_body_bytes: usize,
+    /// Browser origins other than the server's own that may call the API
+    /// (`cors_origins`, default none): `scheme://host[:port]`, lowercase, no
+    /// trailing slash. Their requests pass the `Origin` check and get CORS
+    /// headers; preflights are answered for them only.
+    pub cors_origins: Vec<String>,
+    /// `Host` values accepted once API keys exist (`allowed_hosts`, default
+    /// empty: any host): `name`, `name:port`, an IP or `[v6]`, lowercase.
+    /// Without keys only loopback names and the listen address are accepted.
+    pub allowed_hosts: Vec<String>,
+    /// How long a shutdown may take after the first SIGTERM / Ctrl-C
+    /// (`shutdown_timeout_ms`, default 30 000, 0..=3 600 000): open streams
+    /// end, running turns close `interrupted`, the call log drains; past
+    /// it the process exits anyway (exit code 1).
+    pub shutdown_timeout_ms: u64,
+}
+
+/// Default of `server.shutdown_timeout_ms`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
+
+/// `[storage]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// Database URL (`url`): `sqlite://PATH` or `postgres://...`; default
+    /// `sqlite://<data_dir>/modelyard.db`.
+    pub url: String,
+    /// Data directory (`data_dir`; default `$XDG_DATA_HOME/modelyard` or
+    /// `~/.local/share/modelyard`).
+    pub data_dir: PathBuf,
+    /// Whether gateway calls are recorded (`call_log`, default true). Records
+    /// are written asynchronously after the response: a crash can lose the
+    /// last few hundred milliseconds of call rows, never a proxied token.
+    pub call_log: bool,
+    /// What a call record keeps (`content`, default `full`).
+    pub content: ContentPolicy,
+    /// `[storage.retention]`: how long call records are kept.
+    pub retention: RetentionConfig,
+}
+
+/// What a call record keeps (`storage.content`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContentPolicy {
+    /// Everything: request, response, reasoning and tool calls (`full`).
+    #[default]
+    Full,
+    /// No message text: the request without its `messages` (replaced by
+    /// `messagesOmitted`, their count), no response, reasoning or tool
+    /// calls; usage, timings, status and error stay (`metadata`).
+    Metadata,
+}
+
+/// `[storage.retention]`: both limits optional, applied across all projects
+/// at start-up and every 10 minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionConfig {
+    /// Calls older than this many days are deleted (`max_age_days`, ≥ 1).
+    pub max_age_days: Option<u32>,
+    /// Per project, calls beyond the newest this many are deleted (`max_calls`, ≥ 1).
+    pub max_calls: Option<u64>,
+}
+
+impl RetentionConfig {
+    /// Whether any limit is set.
+    pub fn is_configured(&self) -> bool {
+        self.max_age_days.is_some() || self.max_calls.is_some()
+    }
+}
+
+/// `[defaults]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DefaultsConfig {
+    /// Model used when a request names none (`model`, a model id).
+    pub model: Option<String>,
+    /// Provider that bare model ids try first (`provider`; default the first provider).
+    pub provider: Option<String>,
+    /// `[defaults.presets.<name>]`: the server's default LLM configs, for
+    /// every operation (`default`) or one operation (its name). Materialized
+    /// as `system-default` configs once per version.
+    pub presets: BTreeMap<String, PresetConfig>,
+}
+
+impl DefaultsConfig {
+    /// The server default model: the `default` preset's, else `model`.
+    pub fn default_model(&self) -> Option<&str> {
+        self.presets
+            .get(DEFAULT_PRESET)
+            .map(|p| p.model.as_str())
+            .or(self.model.as_deref())
+    }
+}
+
+/// Name of the preset that applies to every operation.
+pub const DEFAULT_PRESET: &str = "default";
+
+/// One `[defaults.presets.<name>]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresetConfig {
+    /// Version (`version`, ≥ 1, required). Bump it when the preset changes:
+    /// each version is materialized once, and turns keep the id they used.
+    pub version: u32,
+    /// Model id (`model`, required).
+    pub model: String,
+    /// Display name (`display_name`).
+    pub display_name: Option<String>,
+    /// System prompt (`system_prompt`).
+    pub system_prompt: Option<String>,
+    /// `[defaults.presets.<name>.provider_options]`.
+    pub provider_options: ProviderOptions,
+}
+
+/// One `[[providers]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderConfig {
+    /// Unique name, the prefix of composite model ids.
+    pub name: ProviderName,
+    /// `openai`, `llama-cpp`, `llama-swap`, `vllm`, `ollama`, `openrouter` or `deepseek`.
+    pub kind: ProviderKind,
+    /// `false` disables the provider (`enabled`, default true).
+    pub enabled: bool,
+    /// Server root or API base ending in `/v1` (preset kinds have a default).
+    pub base_url: Url,
+    /// Forward proxy for this provider only (`proxy_url`).
+    pub proxy_url: Option<Url>,
+    /// How often the provider is probed, ms (`probe_interval_ms`, default 30 000).
+    pub probe_interval_ms: u64,
+    /// Top-level request fields set on every request to this provider
+    /// (`set_params`, JSON values), overriding the client's.
+    pub set_params: serde_json::Map<String, serde_json::Value>,
+    /// Top-level request fields removed from every request to this provider
+    /// (`strip_params`).
+    pub strip_params: Vec<String>,
+    /// Name of the environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    /// Extra request headers (non-secret).
+    pub headers: BTreeMap<String, String>,
+    /// Timeouts (`[providers.timeouts]`, ms).
+    pub timeouts: Timeouts,
+    /// Declared models and per-model overrides (`[[providers.models]]`).
+    pub models: Vec<ModelConfig>,
+}
+
+/// A declared model of a provider, with overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelConfig {
+    /// Upstream model name.
+    pub id: String,
+    /// Context window in tokens; overrides what the provider reports.
+    pub context_window: Option<u64>,
+    /// Display name for pickers.
+    pub display_name: Option<String>,
+}
+
+/// A configuration error: where, which key, why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file or environment variable at fault.
+    pub source_name: String,
+    /// Dotted key path (`providers[0].base_url`), empty for the whole file.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.source_name, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.source_name, self.key, self.reason)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
