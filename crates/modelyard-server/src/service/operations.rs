@@ -171,7 +171,8 @@ pub struct Route {
 }
 
 /// Resolves `operation`'s model exactly as a turn's (`model` as the
-/// request override, never persisted).
+/// request override, never persisted), sent to the supplying config's
+/// custom base URL when it has one.
 async fn route(
     app: &AppState,
     conversation: &ConversationRecord,
@@ -201,6 +202,11 @@ async fn route(
                 model: resolved.model.clone(),
                 message: err.to_string(),
             })?;
+    // An LLM config's custom baseUrl ([security] allow_custom_base_urls), as for turns.
+    let target = app
+        .registry
+        .for_llm_config(target, config.as_ref())
+        .map_err(|err| OperationError::Unprocessable(err.to_string()))?;
     Ok(Route {
         target,
         resolved,
