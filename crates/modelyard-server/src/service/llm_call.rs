@@ -28,9 +28,11 @@
 //! No HTTP framework here: errors are [`LlmCallError`], which each front maps
 //! to its own shape (the gateway: OpenAI envelopes).
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use modelyard_upstream::openai::{
-    rewrite_completion, upstream_error_message, AnswerSummary, ChunkKind, CompletionError,
+    self, rewrite_completion, upstream_error_message, AnswerSummary, ChunkKind, CompletionError,
     RewrittenCompletion, StreamAccumulator,
 };
 use modelyard_upstream::sse::{EventTooLarge, SseDecoder};
@@ -53,7 +55,7 @@ pub const MAX_ERROR_CHARS: usize = 2_000;
 #[derive(Debug, Clone)]
 pub struct Purpose {
     /// Operation (`gateway`, `chat`, `advisor`, `title`, `compaction`, …).
-    pub operation: String,
+    pub operation: Cow<'static, str>,
     /// The conversation, for calls made for one.
     pub conversation_id: Option<String>,
     /// The turn, for calls made during one.
@@ -62,9 +64,9 @@ pub struct Purpose {
 
 impl Purpose {
     /// A call of `operation` for no conversation.
-    pub fn new(operation: &str) -> Self {
+    pub fn new(operation: &'static str) -> Self {
         Self {
-            operation: operation.to_owned(),
+            operation: Cow::Borrowed(operation),
             conversation_id: None,
             turn_id: None,
         }
@@ -73,7 +75,7 @@ impl Purpose {
     /// A call of `operation` for a conversation (and a turn of it).
     pub fn conversation(operation: &str, conversation_id: &str, turn_id: Option<&str>) -> Self {
         Self {
-            operation: operation.to_owned(),
+            operation: Cow::Owned(operation.to_owned()),
             conversation_id: Some(conversation_id.to_owned()),
             turn_id: turn_id.map(str::to_owned),
         }
@@ -110,12 +112,7 @@ pub fn has_param_rules(provider: &ProviderConfig) -> bool {
 /// `set_params` (member order kept). Config validation keeps routing's own
 /// fields (`model`, `messages`, `stream`, …) out of both.
 pub fn apply_param_rules(provider: &ProviderConfig, request: &mut Map<String, Value>) {
-    for key in &provider.strip_params {
-        request.shift_remove(key);
-    }
-    for (key, value) in &provider.set_params {
-        request.insert(key.clone(), value.clone());
-    }
+    openai::apply_param_rules_to(request, &provider.set_params, &provider.strip_params);
 }
 
 /// Why a call did not produce an answer. Messages name the provider.
@@ -282,13 +279,10 @@ impl LlmCall {
     /// provider's parameter rules are applied, then it is serialized.
     /// `stream` is read from the request.
     pub fn new(target: &Target, purpose: Purpose, request: Value) -> Self {
+        // [`compose`] always builds an object.
         let mut request = match request {
             Value::Object(map) => map,
-            other => {
-                let mut map = Map::new();
-                map.insert("messages".into(), other);
-                map
-            }
+            _ => Map::new(),
         };
         apply_param_rules(&target.provider.config, &mut request);
         let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
@@ -311,10 +305,8 @@ impl LlmCall {
     ) -> Result<Self, LlmCallError> {
         let rules = &target.provider.config;
         let request = if has_param_rules(rules) {
-            let mut object: Map<String, Value> = serde_json::from_slice(&request)
-                .map_err(|e| LlmCallError::InvalidRequest(e.to_string()))?;
-            apply_param_rules(rules, &mut object);
-            serde_json::to_vec(&object).map_err(|e| LlmCallError::InvalidRequest(e.to_string()))?
+            openai::apply_param_rules(&request, &rules.set_params, &rules.strip_params)
+                .map_err(LlmCallError::InvalidRequest)?
         } else {
             request
         };
@@ -513,7 +505,7 @@ impl LlmCall {
         completed_at_ms: i64,
     ) -> CallRecord {
         CallRecord {
-            operation: self.purpose.operation.clone(),
+            operation: self.purpose.operation.clone().into_owned(),
             conversation_id: self.purpose.conversation_id.clone(),
             turn_id: self.purpose.turn_id.clone(),
             model_id: self.target.resolution.model_id.to_string(),
