@@ -2,12 +2,13 @@
 //! request ends — success, upstream error, timeout, client gone — exactly
 //! one session with one call is handed to the recorder.
 
-use modelyard_upstream::openai::AnswerSummary;
+use modelyard_upstream::openai::{AnswerSummary, RewrittenCompletion};
+use modelyard_upstream::UpstreamResponse;
 
 use crate::app::AppState;
 use crate::clock::now_ms;
 use crate::recorder::Recorder;
-use crate::service::llm_call::LlmCall;
+use crate::service::llm_call::{LlmCall, LlmCallError};
 
 /// Message recorded when the client goes away before the answer ends.
 pub const CLIENT_GONE: &str = "client disconnected before the response completed";
@@ -38,9 +39,29 @@ impl CallDraft {
         }
     }
 
-    /// The call, while the draft is open.
-    pub fn call_mut(&mut self) -> Option<&mut LlmCall> {
-        self.inner.as_mut().map(|draft| &mut draft.call)
+    /// Sends the call ([`LlmCall::send`]).
+    ///
+    /// # Errors
+    /// As [`LlmCall::send`].
+    pub async fn send(&mut self) -> Result<UpstreamResponse, LlmCallError> {
+        match self.inner.as_mut() {
+            Some(draft) => draft.call.send().await,
+            None => Err(finished()),
+        }
+    }
+
+    /// Reads a non-streamed answer ([`LlmCall::read_body`]).
+    ///
+    /// # Errors
+    /// As [`LlmCall::read_body`].
+    pub async fn read_body(
+        &self,
+        upstream: UpstreamResponse,
+    ) -> Result<RewrittenCompletion, LlmCallError> {
+        match self.inner.as_ref() {
+            Some(draft) => draft.call.read_body(upstream).await,
+            None => Err(finished()),
+        }
     }
 
     /// Finishes successfully.
@@ -56,6 +77,12 @@ impl CallDraft {
             draft.finish(summary, first_token_at_ms, Some(error));
         }
     }
+}
+
+/// A draft is finished only by consuming it, so an open one always has its
+/// call; this is the error should that ever change.
+fn finished() -> LlmCallError {
+    LlmCallError::Closed("the call was already recorded".into())
 }
 
 impl Drop for CallDraft {

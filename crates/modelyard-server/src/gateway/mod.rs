@@ -130,7 +130,7 @@ fn call_error(err: LlmCallError) -> OpenAiError {
             &kind,
             "provider is disabled",
         ),
-        LlmCallError::Upstream(error) if error.is_timeout() => {
+        LlmCallError::Send(error) | LlmCallError::Upstream(error) if error.is_timeout() => {
             OpenAiError::new(StatusCode::GATEWAY_TIMEOUT, &kind, error.to_string())
         }
         LlmCallError::InBand { message, code } => {
@@ -248,25 +248,12 @@ async fn chat(
     // The draft owns the call from here: whatever way the request ends (the
     // client gone included), one record.
     let mut draft = CallDraft::start(&app, call);
-    let Some(call) = draft.call_mut() else {
-        return Err(OpenAiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "call draft closed",
-        ));
-    };
-    let sent = call.send().await;
-    let upstream = match sent {
+    let upstream = match draft.send().await {
         Ok(upstream) => upstream,
         Err(err) => {
-            let message = err.to_string();
-            let mut error = call_error(err.clone());
-            if matches!(err, LlmCallError::Upstream(ref e) if !e.is_timeout()) {
-                error.kind = "upstream_unreachable".into();
-            }
             // The record keeps the status the upstream answered with.
-            draft.fail(Default::default(), None, message);
-            return Err(error);
+            draft.fail(Default::default(), None, err.to_string());
+            return Err(call_error(err));
         }
     };
 
@@ -290,11 +277,7 @@ async fn chat(
         return Ok(response);
     }
 
-    let read = match draft.call_mut() {
-        Some(call) => call.read_body(upstream).await,
-        None => Err(LlmCallError::closed(target.provider.name(), false)),
-    };
-    match read {
+    match draft.read_body(upstream).await {
         Ok(rewritten) => {
             // A non-streamed answer has no observable first token.
             draft.complete(rewritten.summary, None);

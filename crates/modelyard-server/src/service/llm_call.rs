@@ -128,7 +128,10 @@ pub enum LlmCallError {
         /// Provider name.
         provider: String,
     },
-    /// Connecting, sending, a deadline, or reading the body failed.
+    /// Connecting or sending failed, or no answer came in time.
+    #[error(transparent)]
+    Send(UpstreamError),
+    /// Reading the answer failed (connection, deadline, size).
     #[error(transparent)]
     Upstream(UpstreamError),
     /// The provider answered a non-2xx status.
@@ -184,7 +187,7 @@ impl LlmCallError {
 
     /// Whether a deadline expired.
     pub fn is_timeout(&self) -> bool {
-        matches!(self, LlmCallError::Upstream(e) if e.is_timeout())
+        matches!(self, LlmCallError::Send(e) | LlmCallError::Upstream(e) if e.is_timeout())
     }
 
     /// The OpenAI error `type` a front reports for it.
@@ -192,7 +195,10 @@ impl LlmCallError {
         match self {
             LlmCallError::InvalidRequest(_) => "invalid_request_error",
             LlmCallError::Disabled { .. } => "provider_disabled",
-            LlmCallError::Upstream(e) if e.is_timeout() => "upstream_timeout",
+            LlmCallError::Send(e) | LlmCallError::Upstream(e) if e.is_timeout() => {
+                "upstream_timeout"
+            }
+            LlmCallError::Send(_) => "upstream_unreachable",
             LlmCallError::Upstream(_) | LlmCallError::InBand { .. } | LlmCallError::Closed(_) => {
                 "upstream_error"
             }
@@ -364,7 +370,7 @@ impl LlmCall {
     /// stream is one too.
     ///
     /// # Errors
-    /// [`LlmCallError::Disabled`], [`LlmCallError::Upstream`] (unreachable,
+    /// [`LlmCallError::Disabled`], [`LlmCallError::Send`] (unreachable,
     /// timeout), [`LlmCallError::Status`], [`LlmCallError::NotEventStream`].
     pub async fn send(&mut self) -> Result<UpstreamResponse, LlmCallError> {
         let provider = self.target.provider.name();
@@ -377,7 +383,7 @@ impl LlmCall {
         let upstream = client
             .chat_completions(self.request.clone(), self.stream)
             .await
-            .map_err(LlmCallError::Upstream)?;
+            .map_err(LlmCallError::Send)?;
         let status = upstream.status();
         self.status = Some(status);
         if !(200..300).contains(&status) {
