@@ -211,7 +211,7 @@ pub async fn consult(
         live,
         &advisor.target,
         ADVISOR_OPERATION,
-        &body,
+        body,
         false,
         &mut on_chunk,
     )

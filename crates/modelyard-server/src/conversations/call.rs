@@ -13,7 +13,7 @@ use crate::app::AppState;
 use crate::clock::now_ms;
 use crate::recorder::CallRecord;
 use crate::registry::Target;
-use crate::service::llm_call::{LlmCall, LlmCallError, Purpose};
+use crate::service::llm_call::{LlmCall, Purpose};
 
 /// Longest interval between two checkpoints of a running turn's text.
 pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -71,12 +71,12 @@ pub async fn stream_call(
     live: &LiveTurn,
     target: &Target,
     operation: &str,
-    body: &Value,
+    body: Value,
     checkpoint: bool,
     on_chunk: &mut (dyn FnMut(&StreamAccumulator) + Send),
 ) -> StreamedCall {
     let purpose = Purpose::conversation(operation, &live.conversation_id, Some(&live.turn_id));
-    let mut call = LlmCall::new(target, purpose, body.clone());
+    let mut call = LlmCall::new(target, purpose, body);
     let mut acc = StreamAccumulator::default();
     let mut checkpoints = Checkpoints::new(checkpoint);
     let mut on_chunk = |acc: &StreamAccumulator| {
@@ -96,7 +96,7 @@ pub async fn stream_call(
     let end = tokio::select! {
         read = read => match read {
             Ok(()) => CallEnd::Done,
-            Err(error) => CallEnd::Failed(failure(error)),
+            Err(error) => CallEnd::Failed(error.to_string()),
         },
         () = live.cancel.cancelled() => {
             if live.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
@@ -107,11 +107,6 @@ pub async fn stream_call(
         }
     };
     StreamedCall { acc, end, call }
-}
-
-/// The message a turn records for a failed call.
-fn failure(error: LlmCallError) -> String {
-    error.to_string()
 }
 
 /// The checkpoints of a call's text. The write runs beside the stream (one

@@ -499,16 +499,8 @@ async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome {
         );
         let mut progress = Progress::default();
         let mut on_chunk = |acc: &StreamAccumulator| progress.publish(app, live, acc);
-        let streamed = stream_call(
-            app,
-            live,
-            target,
-            &job.operation,
-            &body,
-            true,
-            &mut on_chunk,
-        )
-        .await;
+        let streamed =
+            stream_call(app, live, target, &job.operation, body, true, &mut on_chunk).await;
         calls.push(streamed.record().into_call(&job.session_id));
         let summary = streamed.acc.summary();
         let (parts, tool_calls) = progress.parts(&summary);

@@ -26,7 +26,7 @@ use crate::app::AppState;
 use crate::auth::Scoped;
 use crate::error::OpenAiError;
 use crate::registry::RouteError;
-use crate::service::llm_call::{LlmCall, LlmCallError, Purpose};
+use crate::service::llm_call::{LlmCall, LlmCallError, Purpose, UpstreamStatus};
 
 use call::CallDraft;
 
@@ -98,13 +98,14 @@ fn route_error(err: RouteError) -> OpenAiError {
 fn call_error(err: LlmCallError) -> OpenAiError {
     let kind = err.kind().to_owned();
     match err {
-        LlmCallError::Status {
-            status,
-            message,
-            code,
-            retry_after,
-            ..
-        } => {
+        LlmCallError::Status(answer) => {
+            let UpstreamStatus {
+                status,
+                message,
+                code,
+                retry_after,
+                ..
+            } = *answer;
             let mut error = match status {
                 401 | 403 => OpenAiError::new(StatusCode::BAD_GATEWAY, &kind, message)
                     .code("upstream_auth_error"),

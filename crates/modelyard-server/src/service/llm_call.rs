@@ -135,19 +135,8 @@ pub enum LlmCallError {
     #[error(transparent)]
     Upstream(UpstreamError),
     /// The provider answered a non-2xx status.
-    #[error("{message}")]
-    Status {
-        /// Its status.
-        status: u16,
-        /// The whole message (see [`status_message`]).
-        message: String,
-        /// The upstream's `error.type`.
-        kind: Option<String>,
-        /// The upstream's `error.code`.
-        code: Option<Value>,
-        /// The upstream's `Retry-After`.
-        retry_after: Option<String>,
-    },
+    #[error("{}", .0.message)]
+    Status(Box<UpstreamStatus>),
     /// A streamed request was answered with another content type.
     #[error(
         "provider '{provider}' answered a streaming request with content type \
@@ -176,11 +165,26 @@ pub enum LlmCallError {
     Closed(String),
 }
 
+/// An upstream non-2xx answer, read.
+#[derive(Debug, Clone)]
+pub struct UpstreamStatus {
+    /// Its status.
+    pub status: u16,
+    /// The whole message (see [`status_message`]).
+    pub message: String,
+    /// The upstream's `error.type`.
+    pub kind: Option<String>,
+    /// The upstream's `error.code`.
+    pub code: Option<Value>,
+    /// The upstream's `Retry-After`.
+    pub retry_after: Option<String>,
+}
+
 impl LlmCallError {
     /// The upstream's HTTP status, when this error is one.
     pub fn status(&self) -> Option<u16> {
         match self {
-            LlmCallError::Status { status, .. } => Some(*status),
+            LlmCallError::Status(answer) => Some(answer.status),
             _ => None,
         }
     }
@@ -202,9 +206,9 @@ impl LlmCallError {
             LlmCallError::Upstream(_) | LlmCallError::InBand { .. } | LlmCallError::Closed(_) => {
                 "upstream_error"
             }
-            LlmCallError::Status { status, kind, .. } => match status {
+            LlmCallError::Status(answer) => match answer.status {
                 300..=399 | 401 | 403 => "upstream_error",
-                _ => kind.as_deref().unwrap_or("upstream_error"),
+                _ => answer.kind.as_deref().unwrap_or("upstream_error"),
             },
             LlmCallError::NotEventStream { .. } | LlmCallError::Invalid(_) => {
                 "upstream_invalid_response"
@@ -393,13 +397,13 @@ impl LlmCall {
                 .await
                 .unwrap_or_default();
             let (message, kind, code) = upstream_error_message(&body, MAX_ERROR_CHARS);
-            return Err(LlmCallError::Status {
+            return Err(LlmCallError::Status(Box::new(UpstreamStatus {
                 status,
                 message: status_message(provider, status, &message),
                 kind,
                 code,
                 retry_after,
-            });
+            })));
         }
         if self.stream && !upstream.is_event_stream() {
             return Err(LlmCallError::NotEventStream {
