@@ -336,7 +336,7 @@ async fn slow_header_senders_are_disconnected_while_others_are_served() {
             "round {round}: {answer}"
         );
         assert!(
-            answer.ends_with("{\"status\":\"ok\"}"),
+            answer.contains("{\"status\":\"ok\""),
             "round {round}: {answer}"
         );
     }
