@@ -70,6 +70,19 @@ pub struct LimitsConfig {
     /// Open SSE responses per API key, or per client address without keys
     /// (`max_streams_per_key`, default 64); beyond it a fast 429.
     pub max_streams_per_key: u32,
+    /// Open SSE responses per project, all its keys together
+    /// (`max_streams_per_project`, default 256); beyond it a fast 429.
+    pub max_streams_per_project: u32,
+    /// Time a client has to send a request's whole body once its head is in
+    /// (`body_read_timeout_ms`, default 30 000 ms); past it the connection
+    /// is closed.
+    pub body_read_timeout_ms: u64,
+    /// Open client connections (`max_connections`, default 4 096); past it a
+    /// new connection is accepted and closed at once.
+    pub max_connections: u32,
+    /// Non-streamed requests and background turns in flight at once
+    /// (`max_concurrent_requests`, default 1 024); beyond it a fast 429.
+    pub max_concurrent_requests: u32,
 }
 
 impl Default for LimitsConfig {
@@ -82,6 +95,10 @@ impl Default for LimitsConfig {
             header_read_timeout_ms: 10_000,
             max_streams: 1_024,
             max_streams_per_key: 64,
+            max_streams_per_project: 256,
+            body_read_timeout_ms: 30_000,
+            max_connections: 4_096,
+            max_concurrent_requests: 1_024,
         }
     }
 }
@@ -326,6 +343,10 @@ struct RawLimits {
     header_read_timeout_ms: Option<i64>,
     max_streams: Option<i64>,
     max_streams_per_key: Option<i64>,
+    max_streams_per_project: Option<i64>,
+    body_read_timeout_ms: Option<i64>,
+    max_connections: Option<i64>,
+    max_concurrent_requests: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1014,6 +1035,34 @@ fn validate(
             1,
             1_000_000,
             d.max_streams_per_key.into(),
+        )? as u32,
+        max_streams_per_project: limit(
+            "max_streams_per_project",
+            raw.limits.max_streams_per_project,
+            1,
+            1_000_000,
+            d.max_streams_per_project.into(),
+        )? as u32,
+        body_read_timeout_ms: limit(
+            "body_read_timeout_ms",
+            raw.limits.body_read_timeout_ms,
+            100,
+            3_600_000,
+            d.body_read_timeout_ms as i64,
+        )? as u64,
+        max_connections: limit(
+            "max_connections",
+            raw.limits.max_connections,
+            1,
+            1_000_000,
+            d.max_connections.into(),
+        )? as u32,
+        max_concurrent_requests: limit(
+            "max_concurrent_requests",
+            raw.limits.max_concurrent_requests,
+            1,
+            1_000_000,
+            d.max_concurrent_requests.into(),
         )? as u32,
     };
     let security = SecurityConfig {
