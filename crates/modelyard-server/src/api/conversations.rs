@@ -1237,19 +1237,31 @@ pub struct Position {
 }
 
 /// Parses an SSE id: `seq` for persisted events, `seq.turnSeq.index` for
-/// transient ones.
+/// transient ones. Numbers are plain decimal digits that fit (`seq` and
+/// `turnSeq` in an `i64`, `index` in a `u64`); a turn's start comes at or
+/// before the position (`turnSeq <= seq`). Anything else is `None` (a 400).
 fn parse_position(text: &str) -> Option<Position> {
+    fn number<T: std::str::FromStr>(part: &str) -> Option<T> {
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok()
+    }
     let mut parts = text.split('.');
-    let seq = parts.next()?.parse().ok()?;
+    let seq: i64 = number(parts.next()?)?;
     match (parts.next(), parts.next(), parts.next()) {
         (None, _, _) => Some(Position {
             seq,
             transient: None,
         }),
-        (Some(turn_seq), Some(index), None) => Some(Position {
-            seq,
-            transient: Some((turn_seq.parse().ok()?, index.parse().ok()?)),
-        }),
+        (Some(turn_seq), Some(index), None) => {
+            let turn_seq: i64 = number(turn_seq)?;
+            (turn_seq >= 1 && turn_seq <= seq).then_some(())?;
+            Some(Position {
+                seq,
+                transient: Some((turn_seq, number(index)?)),
+            })
+        }
         _ => None,
     }
 }
@@ -1282,9 +1294,10 @@ pub async fn events(
         Ok(slot) => slot,
         Err(limit) => return limit.problem(),
     };
-    if let Err(problem) = load(&app, &id).await {
-        return problem.into_response();
-    }
+    let conversation = match load(&app, &id).await {
+        Ok(conversation) => conversation,
+        Err(problem) => return problem.into_response(),
+    };
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -1295,7 +1308,14 @@ pub async fn events(
             seq: 0,
             transient: None,
         },
-        Some(Some(p)) => p,
+        Some(Some(p)) if p.seq <= conversation.last_seq => p,
+        Some(Some(p)) => {
+            return Problem::bad_request(format!(
+                "cannot resume from {resume:?}: event {} is past the conversation's last event {}",
+                p.seq, conversation.last_seq
+            ))
+            .into_response()
+        }
         Some(None) => {
             return Problem::bad_request(format!(
                 "cannot resume from {resume:?}: expected an event id like 12 or 12.10.3"
@@ -1307,8 +1327,10 @@ pub async fn events(
     sse_response(app, id, position, rx, None, Some(slot))
 }
 
-/// The SSE answer; `slot` (`[limits]` stream caps) is held until the stream
-/// ends or the client goes away.
+/// The SSE answer; `slot` (`[limits]` stream caps) is held until both the
+/// response body and the task that feeds it are gone. The task ends with the
+/// feed, at a shutdown, or as soon as the body is dropped (the client went
+/// away), even while the conversation is idle and nothing is sent.
 fn sse_response(
     app: AppState,
     conversation_id: String,
@@ -1320,10 +1342,15 @@ fn sse_response(
     let (tx, out) = mpsc::channel::<SseEvent>(256);
     // A shutdown ends every stream, so graceful shutdown does not wait on them.
     let shutdown = app.live.shutdown_token();
+    let slot = slot.map(Arc::new);
+    let task_slot = slot.clone();
+    let gone = tx.clone();
     tokio::spawn(async move {
+        let _slot = task_slot;
         tokio::select! {
             () = feed(app, conversation_id, from, rx, tx, until_turn) => {}
             () = shutdown.cancelled() => {}
+            () = gone.closed() => {}
         }
     });
     let stream = futures_util::stream::unfold(out, |mut out| async move {
@@ -1508,7 +1535,7 @@ async fn feed(
                     if e.seq <= seq {
                         continue;
                     }
-                    if e.seq > seq + 1 {
+                    if e.seq > seq.saturating_add(1) {
                         break; // a gap: fill it from the store
                     }
                     seq = e.seq;
@@ -1534,7 +1561,9 @@ async fn feed(
                         continue; // its turn ended: the log holds the text
                     }
                     let next = match transient {
-                        Some((turn_seq, index)) if turn_seq == t.turn_seq => index + 1,
+                        Some((turn_seq, index)) if turn_seq == t.turn_seq => {
+                            index.saturating_add(1)
+                        }
                         _ => 1,
                     };
                     if t.index < next {
@@ -1589,5 +1618,31 @@ mod tests {
         assert_eq!(parse_position("x"), None);
         assert_eq!(parse_position("1.2"), None);
         assert_eq!(parse_position("1.2.3.4"), None);
+        // Client-supplied: no sign, no overflow, a turn that starts before
+        // the position.
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            " 1",
+            "9223372036854775808",
+            "99999999999999999999999",
+            "12.-1.3",
+            "12.0.3",
+            "12.13.3",
+            "12.10.-3",
+            "12.10.18446744073709551616",
+            "12..3",
+            "12.10.",
+        ] {
+            assert_eq!(parse_position(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            parse_position("9223372036854775807.9223372036854775807.18446744073709551615"),
+            Some(Position {
+                seq: i64::MAX,
+                transient: Some((i64::MAX, u64::MAX))
+            })
+        );
     }
 }
