@@ -351,6 +351,156 @@ async fn slow_header_senders_are_disconnected_while_others_are_served() {
     server.shutdown().await;
 }
 
+/// Reads `stream` until the server closes it, within [`WAIT`]; what it
+/// said first. Panics naming `name` when it stays open.
+async fn closed_by_server(name: &str, stream: &mut tokio::net::TcpStream) -> String {
+    let mut said = Vec::new();
+    let read = tokio::time::timeout(WAIT, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => said.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "{name}: connection still open after {WAIT:?}");
+    String::from_utf8_lossy(&said).into_owned()
+}
+
+// -------------------------------------------------------------------------
+// Body-read timeout
+
+#[tokio::test]
+async fn a_stalled_request_body_closes_the_connection() {
+    let server = TestServer::builder()
+        .extra(
+            "[limits]
+body_read_timeout_ms = 300
+",
+        )
+        .start()
+        .await;
+    let addr = server.base_url.trim_start_matches("http://").to_owned();
+    let head =
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n";
+    let body = serde_json::to_string(&chat_body("mock-model", false)).unwrap();
+
+    // Given clients that send a head and part of a body (by length and
+    // chunked), then nothing.
+    let mut by_length = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    by_length
+        .write_all(
+            format!(
+                "{head}content-length: {}\r\n\r\n{}",
+                body.len(),
+                &body[..10]
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut chunked = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    chunked
+        .write_all(
+            format!(
+                "{head}transfer-encoding: chunked\r\n\r\na\r\n{}\r\n",
+                &body[..10]
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+
+    // Then both connections are closed after about the timeout, and no
+    // request reached the upstream.
+    for (name, stream) in [("by length", &mut by_length), ("chunked", &mut chunked)] {
+        closed_by_server(name, stream).await;
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(200),
+        "not before the timeout: {took:?}"
+    );
+    assert_eq!(chat_requests(&server.mock), 0);
+
+    // A body sent in two parts within the timeout is served.
+    let mut prompt = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    prompt
+        .write_all(
+            format!(
+                "{head}content-length: {}\r\n\r\n{}",
+                body.len(),
+                &body[..10]
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    prompt.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, prompt.read(&mut answer))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    server.shutdown().await;
+}
+
+// -------------------------------------------------------------------------
+// Connection cap
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_at_once_and_a_client_gets_in_later() {
+    let server = TestServer::builder()
+        .extra("[limits]\nmax_connections = 8\n")
+        .start()
+        .await;
+    let addr = server.base_url.trim_start_matches("http://").to_owned();
+
+    // Given 8 idle connections.
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+
+    // When a 9th connects, it is closed at once (well before any deadline).
+    let started = Instant::now();
+    let mut ninth = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _ = ninth
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    let said = closed_by_server("the 9th", &mut ninth).await;
+    assert!(said.is_empty(), "the 9th is not served: {said}");
+    assert!(
+        started.elapsed() < FAST,
+        "closed at once: {:?}",
+        started.elapsed()
+    );
+
+    // Once some close, a normal client gets in.
+    idle.truncate(5);
+    let fresh = reqwest::Client::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match fresh.get(server.url("/health")).send().await {
+            Ok(response) if response.status() == 200 => break,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection freed within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(idle);
+    server.shutdown().await;
+}
+
 // -------------------------------------------------------------------------
 // Stream caps
 
