@@ -315,12 +315,20 @@ fn spawn_pruner(store: Store, retention: RetentionConfig) -> JoinHandle<()> {
 }
 
 /// What [`serve`] bounds per connection and in all (`[limits]`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct ConnLimits {
     /// Head and body deadlines of each request.
     deadlines: crate::conn::Deadlines,
     /// Open connections at most (`limits.max_connections`).
     max_connections: usize,
+    /// Requests in flight (`limits.max_concurrent_requests`).
+    requests: crate::limits::RequestSlots,
+}
+
+/// Whether a request takes a slot among `limits.max_concurrent_requests`:
+/// the API does, `/health` and the web UI do not.
+fn counts_in_flight(path: &str) -> bool {
+    path.starts_with("/v1/")
 }
 
 /// Serves HTTP/1.1 on `listener` until `signal` completes, then stops
@@ -334,8 +342,11 @@ struct ConnLimits {
 /// `limits.max_connections` open ones is closed as soon as it is accepted
 /// (so the process keeps file descriptors for the ones it serves; an
 /// `accept` that fails anyway, e.g. `EMFILE`, is retried after 1 s by axum's
-/// `Listener`, not in a busy loop), and every request carries
-/// `ConnectInfo<SocketAddr>`.
+/// `Listener`, not in a busy loop), an API request past
+/// `limits.max_concurrent_requests` in flight is answered 429 before
+/// anything else runs ([`crate::limits::RequestSlots`]), and every request
+/// carries `ConnectInfo<SocketAddr>` (and its [`crate::limits::InFlight`]
+/// slot).
 async fn serve<L>(
     mut listener: L,
     app: Router,
@@ -370,6 +381,7 @@ async fn serve<L>(
             continue;
         };
         let router = app.clone();
+        let requests = limits.requests.clone();
         let conn_state = crate::conn::ConnState::new();
         let io = crate::conn::GuardedIo::new(io, conn_state.clone(), limits.deadlines);
         let service =
@@ -382,11 +394,36 @@ async fn serve<L>(
                 request
                     .extensions_mut()
                     .insert(axum::extract::ConnectInfo(remote));
+                let in_flight = if counts_in_flight(request.uri().path()) {
+                    match requests.try_acquire() {
+                        Ok(slot) => slot,
+                        Err(limit) => {
+                            let refused = limit.response_for(request.uri().path());
+                            let response = refused.map(|body| crate::conn::hold(body, guard));
+                            return futures_util::future::Either::Left(std::future::ready(Ok(
+                                response,
+                            )));
+                        }
+                    }
+                } else {
+                    crate::limits::InFlight::default()
+                };
+                request.extensions_mut().insert(in_flight.clone());
                 let call = tower_service::Service::call(&mut router.clone(), request);
-                async move {
-                    call.await
-                        .map(|response| response.map(|body| crate::conn::hold(body, guard)))
-                }
+                futures_util::future::Either::Right(async move {
+                    call.await.map(|response| {
+                        // An SSE response is bounded by the stream caps: its
+                        // slot is freed as it starts; others' with their body.
+                        let streaming = response
+                            .headers()
+                            .get(http::header::CONTENT_TYPE)
+                            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+                        if streaming {
+                            in_flight.release();
+                        }
+                        response.map(|body| crate::conn::hold(body, (guard, in_flight)))
+                    })
+                })
             });
         let builder = Arc::clone(&builder);
         let stop_tx = stop_tx.clone();
@@ -478,8 +515,10 @@ pub async fn start(
     let streams = crate::limits::StreamSlots::new(
         config.limits.max_streams,
         config.limits.max_streams_per_key,
+        config.limits.max_streams_per_project,
     );
     let conn_limits = ConnLimits {
+        requests: crate::limits::RequestSlots::new(config.limits.max_concurrent_requests),
         deadlines: crate::conn::Deadlines {
             header: Duration::from_millis(config.limits.header_read_timeout_ms),
             body: Duration::from_millis(config.limits.body_read_timeout_ms),

@@ -168,20 +168,21 @@ impl Drop for RequestGuard {
     }
 }
 
-/// A response body that holds its request's [`RequestGuard`].
-pub fn hold(body: Body, guard: RequestGuard) -> Body {
+/// A response body that holds its request's [`RequestGuard`] (and whatever
+/// else must live as long as the response).
+pub fn hold<G: Send + Unpin + 'static>(body: Body, guard: G) -> Body {
     Body::new(Guarded {
         inner: body,
         _guard: guard,
     })
 }
 
-struct Guarded {
+struct Guarded<G> {
     inner: Body,
-    _guard: RequestGuard,
+    _guard: G,
 }
 
-impl HttpBody for Guarded {
+impl<G: Send + Unpin + 'static> HttpBody for Guarded<G> {
     type Data = axum::body::Bytes;
     type Error = axum::Error;
 

@@ -68,6 +68,8 @@ async fn open_stream(server: &TestServer, body: &Value) -> reqwest::Response {
 /// Asserts a 429 with `Retry-After: 1` naming `cap`, answered within
 /// [`FAST`]; `openai` picks the envelope, else a problem document.
 async fn assert_refused(response: reqwest::Response, started: Instant, cap: &str, openai: bool) {
+    // (A stream that opened would never end: check the status first.)
+    assert_eq!(response.status(), 429, "refused by limits.{cap}");
     let (status, body, headers) = json_of(response).await;
     assert!(
         started.elapsed() < FAST,
@@ -502,6 +504,127 @@ async fn connections_past_the_cap_are_closed_at_once_and_a_client_gets_in_later(
 }
 
 // -------------------------------------------------------------------------
+// Requests in flight
+
+/// Sends a non-streamed chat completion for `model` in the background.
+fn chat_in_background(server: &TestServer, model: &str) -> tokio::task::JoinHandle<u16> {
+    let request = server
+        .http
+        .post(server.url("/v1/chat/completions"))
+        .json(&chat_body(model, false));
+    tokio::spawn(async move { request.send().await.map_or(0, |r| r.status().as_u16()) })
+}
+
+/// Waits until the mock has received `n` chat requests.
+async fn mock_received(server: &TestServer, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while chat_requests(&server.mock) < n {
+        assert!(
+            Instant::now() < deadline,
+            "the mock did not get {n} requests"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Retries `GET /v1/models` until it is answered 200 (a slot was freed).
+async fn served_once_freed(server: &TestServer) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let response = server
+            .http
+            .get(server.url("/v1/models"))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            return;
+        }
+        assert_eq!(response.status(), 429, "only the cap refuses");
+        assert!(Instant::now() < deadline, "no slot freed within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn requests_and_turns_in_flight_are_capped_with_a_fast_429() {
+    let server = TestServer::builder()
+        .listed(&["echo", "hang"])
+        .extra("[limits]\nmax_concurrent_requests = 2\n")
+        .start()
+        .await;
+
+    // Given two non-streamed completions that the upstream never answers.
+    let hung = [
+        chat_in_background(&server, "mock/hang"),
+        chat_in_background(&server, "mock/hang"),
+    ];
+    mock_received(&server, 2).await;
+
+    // Then a third request is refused at once, in each surface's shape,
+    // and nothing more reaches the upstream; /health is not counted.
+    let started = Instant::now();
+    let third = server.chat(&chat_body("mock/echo", false)).await;
+    assert_refused(third, started, "max_concurrent_requests", true).await;
+    let started = Instant::now();
+    let listing = server
+        .http
+        .get(server.url("/v1/conversations"))
+        .send()
+        .await
+        .unwrap();
+    assert_refused(listing, started, "max_concurrent_requests", false).await;
+    let health = server.http.get(server.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(chat_requests(&server.mock), 2);
+
+    // When the clients give up, their slots come back.
+    for task in hung {
+        task.abort();
+    }
+    served_once_freed(&server).await;
+
+    // A background turn holds a slot while it runs (its request's): with
+    // one hung completion beside it, the cap is reached.
+    let conv = create(&server, json!({"title": "in flight"})).await;
+    let turn = server
+        .http
+        .post(server.url(&format!("/v1/conversations/{conv}/turns")))
+        .json(&json!({"content": "wait", "model": "mock/hang"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(turn.status(), 202);
+    let turn: Value = turn.json().await.unwrap();
+    let hung = chat_in_background(&server, "mock/hang");
+    mock_received(&server, 4).await;
+    let started = Instant::now();
+    let refused = server
+        .http
+        .get(server.url("/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_refused(refused, started, "max_concurrent_requests", true).await;
+    hung.abort();
+    served_once_freed(&server).await;
+    // (Now the turn and one request fit; the turn's end frees its slot.)
+    let turn_id = turn["turnId"].as_str().unwrap();
+    let cancel = server
+        .http
+        .post(server.url(&format!("/v1/conversations/{conv}/turns/{turn_id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 202);
+    let busy = chat_in_background(&server, "mock/hang");
+    mock_received(&server, 5).await;
+    served_once_freed(&server).await;
+    busy.abort();
+    server.shutdown().await;
+}
+
+// -------------------------------------------------------------------------
 // Stream caps
 
 #[tokio::test]
@@ -690,4 +813,90 @@ async fn streamed_completions_pass_upstream_keep_alives_on() {
     assert_eq!(*data.last().unwrap(), "data: [DONE]");
     assert!(data[1].contains("\"model\":\"ka/ka\""), "{body:?}");
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_projects_keys_cannot_take_every_stream_slot() {
+    let server = TestServer::builder()
+        .extra("[limits]\nmax_streams_per_key = 2\nmax_streams_per_project = 3\n")
+        .start()
+        .await;
+    // Two keys of the default project, one of project "b".
+    let admin: Value = server
+        .http
+        .post(server.url("/v1/keys"))
+        .json(&json!({"role": "admin", "name": "a"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let a = admin["key"].as_str().expect("a key").to_owned();
+    let member: Value = server
+        .http
+        .post(server.url("/v1/keys"))
+        .bearer_auth(&a)
+        .json(&json!({"role": "member", "name": "b"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b = member["key"].as_str().expect("b key").to_owned();
+    let store = modelyard_store::Store::connect(&server.db_url())
+        .await
+        .unwrap();
+    let other = store.create_project("other").await.unwrap();
+    let (_, c) =
+        modelyard_server::api::keys::create_key(&store, &other, "c", modelyard_store::Role::Member)
+            .await
+            .unwrap();
+    let conversation = |key: String| {
+        let server = &server;
+        async move {
+            let created: Value = server
+                .http
+                .post(server.url("/v1/conversations"))
+                .bearer_auth(&key)
+                .json(&json!({"title": "feeds"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            created["id"].as_str().expect("conversation id").to_owned()
+        }
+    };
+    let ours = conversation(a.clone()).await;
+    let theirs = conversation(c.clone()).await;
+    let feed = |key: &str, conv: &str| {
+        server
+            .http
+            .get(server.url(&format!("/v1/conversations/{conv}/events")))
+            .bearer_auth(key)
+            .send()
+    };
+
+    // Given key A with 2 feeds open and key B with 1: the project's 3.
+    let mut open = Vec::new();
+    for key in [&a, &a, &b] {
+        let response = feed(key, &ours).await.unwrap();
+        assert_eq!(response.status(), 200);
+        open.push(Sse::new(response));
+    }
+
+    // Then B's second is refused with the project's cap, though B itself
+    // is under its own.
+    let started = Instant::now();
+    let refused = feed(&b, &ours).await.unwrap();
+    assert_refused(refused, started, "max_streams_per_project", false).await;
+
+    // And another project's key still gets in.
+    let response = feed(&c, &theirs).await.unwrap();
+    assert_eq!(response.status(), 200);
+    open.push(Sse::new(response));
+    drop(open);
 }

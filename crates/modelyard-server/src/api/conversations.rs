@@ -773,6 +773,7 @@ fn check_tools(tools: &[Value], advisor_on: bool, max_tools: usize) -> Result<()
 pub async fn start_turn(
     Scoped(app): Scoped,
     identity: crate::limits::Identity,
+    in_flight: crate::limits::InFlight,
     Path(id): Path<String>,
     body: Result<Json<TurnBody>, JsonRejection>,
 ) -> Response {
@@ -900,6 +901,7 @@ pub async fn start_turn(
         run,
         body.stream.then_some(slot),
         accepted,
+        in_flight,
     )
     .await
 }
@@ -918,7 +920,8 @@ struct Run {
 /// Appends the events that start (or resume) a run of `turn_id` — the run's
 /// transient events are positioned after the first `turn.started` /
 /// `turn.resumed` among them — registers the live turn, publishes the
-/// events and spawns the run. With `stream` (`Some(slot)`), answers with the
+/// events and spawns the run, which takes over the request's `in_flight`
+/// slot. With `stream` (`Some(slot)`), answers with the
 /// conversation's events as SSE from the first appended one until the run
 /// ends; otherwise 202 with `accepted`.
 async fn launch(
@@ -929,6 +932,7 @@ async fn launch(
     run: Run,
     stream: Option<Option<crate::limits::StreamSlot>>,
     accepted: Value,
+    in_flight: crate::limits::InFlight,
 ) -> Response {
     // Subscribe before appending, so a streaming caller misses nothing.
     let subscription = stream.is_some().then(|| app.bus.subscribe(&id));
@@ -952,7 +956,10 @@ async fn launch(
         app.bus
             .publish(&id, BusMessage::Persisted(Arc::new(event.clone())));
     }
-    tokio::spawn(run_turn(TurnJob {
+    // The request's in-flight slot (`limits.max_concurrent_requests`)
+    // passes to the run, which frees it when it ends.
+    let run_slot = in_flight.take();
+    let run = run_turn(TurnJob {
         app: app.clone(),
         live,
         target: run.target,
@@ -962,7 +969,11 @@ async fn launch(
         client_tools: run.client_tools,
         session_id: run.session_id,
         parent_session_id: run.parent_session_id,
-    }));
+    });
+    tokio::spawn(async move {
+        run.await;
+        drop(run_slot);
+    });
     match (subscription, stream) {
         (Some(rx), Some(slot)) => {
             let after = events.first().map(|e| e.seq - 1).unwrap_or(0);
@@ -1062,6 +1073,7 @@ pub struct ToolResultBody {
 pub async fn tool_results(
     Scoped(app): Scoped,
     identity: crate::limits::Identity,
+    in_flight: crate::limits::InFlight,
     Path((id, turn_id)): Path<(String, String)>,
     body: Result<Json<ToolResultsBody>, JsonRejection>,
 ) -> Response {
@@ -1224,6 +1236,7 @@ pub async fn tool_results(
         run,
         body.stream.then_some(slot),
         accepted,
+        in_flight,
     )
     .await
 }
