@@ -892,6 +892,7 @@ pub async fn start_turn(
         client_tools,
         session_id: turn_id.clone(),
         parent_session_id: None,
+        in_flight,
     };
     launch(
         app,
@@ -901,7 +902,6 @@ pub async fn start_turn(
         run,
         body.stream.then_some(slot),
         accepted,
-        in_flight,
     )
     .await
 }
@@ -915,6 +915,9 @@ struct Run {
     client_tools: Vec<Value>,
     session_id: String,
     parent_session_id: Option<String>,
+    /// The request's slot among `limits.max_concurrent_requests`, handed
+    /// to the run.
+    in_flight: crate::limits::InFlight,
 }
 
 /// Appends the events that start (or resume) a run of `turn_id` — the run's
@@ -932,7 +935,6 @@ async fn launch(
     run: Run,
     stream: Option<Option<crate::limits::StreamSlot>>,
     accepted: Value,
-    in_flight: crate::limits::InFlight,
 ) -> Response {
     // Subscribe before appending, so a streaming caller misses nothing.
     let subscription = stream.is_some().then(|| app.bus.subscribe(&id));
@@ -958,7 +960,7 @@ async fn launch(
     }
     // The request's in-flight slot (`limits.max_concurrent_requests`)
     // passes to the run, which frees it when it ends.
-    let run_slot = in_flight.take();
+    let run_slot = run.in_flight.take();
     let run = run_turn(TurnJob {
         app: app.clone(),
         live,
@@ -1226,6 +1228,7 @@ pub async fn tool_results(
         client_tools,
         session_id: new_id(),
         parent_session_id: Some(turn_id.clone()),
+        in_flight,
     };
     let accepted = json!({"turnId": turn_id, "conversationId": id, "status": "running"});
     launch(
@@ -1236,7 +1239,6 @@ pub async fn tool_results(
         run,
         body.stream.then_some(slot),
         accepted,
-        in_flight,
     )
     .await
 }
