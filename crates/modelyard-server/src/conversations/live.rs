@@ -4,8 +4,12 @@
 //! client that reconnects mid-turn gets the partial output before going
 //! live. Past `max_events`, the oldest deltas of the same type and turn are
 //! coalesced (their text joined) rather than dropped, so the text is never
-//! lost; the buffer is dropped when the turn ends (the log then holds the
-//! truth).
+//! lost; a joined run keeps each part's index and where its text ends, so a
+//! client resuming after index k inside it gets exactly the text after k
+//! ([`LiveTurn::since`]). Joining appends in place (linear in the text) and
+//! runs at most once per O(buffer) pushes, so a push is O(1) amortized under
+//! the buffer's lock. The buffer is dropped when the turn ends (the log then
+//! holds the truth).
 //!
 //! Deltas that belong to one tool call (`toolCallId`: argument deltas,
 //! advisor output) are also capped in bytes per call and event type: past
