@@ -542,6 +542,32 @@ mod tests {
         assert_eq!(resumed.last().unwrap().index, 100);
     }
 
+    #[test]
+    fn interleaved_streams_that_cannot_join_stay_exact() {
+        // Text and reasoning alternate, so coalescing cannot shrink the
+        // buffer: it then waits for the buffer to double (a push stays O(1)
+        // amortized) and still loses nothing.
+        let turns = LiveTurns::new(16, 1 << 20);
+        let turn = turns.start("c", "t", 3, 4);
+        let mut sent = String::new();
+        for i in 0..20_000 {
+            let event_type = if i % 2 == 0 {
+                "text.delta"
+            } else {
+                "reasoning.delta"
+            };
+            let delta = format!("{i},");
+            sent.push_str(&delta);
+            turn.push(
+                event_type,
+                serde_json::json!({"turnId": "t", "delta": delta}),
+            );
+        }
+        assert_eq!(text_of(&turn.since(0)), sent);
+        let tail: String = (10_000..20_000).map(|i| format!("{i},")).collect();
+        assert_eq!(text_of(&turn.since(10_000)), tail);
+    }
+
     /// One pushed event of the property test: (type, tool call, text).
     fn pushed(choice: u8, text: &str) -> (&'static str, serde_json::Value) {
         match choice % 6 {
