@@ -75,6 +75,19 @@ pub struct LimitsConfig {
     /// (or a line that never ends) ends the stream with an error and closes
     /// the upstream connection.
     pub max_sse_event_bytes: usize,
+    /// Open SSE responses per project, all its keys together
+    /// (`max_streams_per_project`, default 256); beyond it a fast 429.
+    pub max_streams_per_project: u32,
+    /// Time a client has to send a request's whole body once its head is in
+    /// (`body_read_timeout_ms`, default 30 000 ms); past it the connection
+    /// is closed.
+    pub body_read_timeout_ms: u64,
+    /// Open client connections (`max_connections`, default 4 096); past it a
+    /// new connection is accepted and closed at once.
+    pub max_connections: u32,
+    /// Non-streamed requests and background turns in flight at once
+    /// (`max_concurrent_requests`, default 1 024); beyond it a fast 429.
+    pub max_concurrent_requests: u32,
 }
 
 impl Default for LimitsConfig {
@@ -88,6 +101,10 @@ impl Default for LimitsConfig {
             max_streams: 1_024,
             max_streams_per_key: 64,
             max_sse_event_bytes: modelyard_upstream::sse::DEFAULT_MAX_EVENT_BYTES,
+            max_streams_per_project: 256,
+            body_read_timeout_ms: 30_000,
+            max_connections: 4_096,
+            max_concurrent_requests: 1_024,
         }
     }
 }
@@ -355,6 +372,10 @@ struct RawLimits {
     max_streams: Option<i64>,
     max_streams_per_key: Option<i64>,
     max_sse_event_bytes: Option<i64>,
+    max_streams_per_project: Option<i64>,
+    body_read_timeout_ms: Option<i64>,
+    max_connections: Option<i64>,
+    max_concurrent_requests: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1127,6 +1148,34 @@ fn validate(
             1 << 30,
             d.max_sse_event_bytes as i64,
         )? as usize,
+        max_streams_per_project: limit(
+            "max_streams_per_project",
+            raw.limits.max_streams_per_project,
+            1,
+            1_000_000,
+            d.max_streams_per_project.into(),
+        )? as u32,
+        body_read_timeout_ms: limit(
+            "body_read_timeout_ms",
+            raw.limits.body_read_timeout_ms,
+            100,
+            3_600_000,
+            d.body_read_timeout_ms as i64,
+        )? as u64,
+        max_connections: limit(
+            "max_connections",
+            raw.limits.max_connections,
+            1,
+            1_000_000,
+            d.max_connections.into(),
+        )? as u32,
+        max_concurrent_requests: limit(
+            "max_concurrent_requests",
+            raw.limits.max_concurrent_requests,
+            1,
+            1_000_000,
+            d.max_concurrent_requests.into(),
+        )? as u32,
     };
     let security = SecurityConfig {
         allow_custom_base_urls: raw.security.allow_custom_base_urls.unwrap_or(false),
