@@ -1,7 +1,9 @@
 //! Per-connection deadlines of the HTTP/1 server: a request's head must
 //! arrive within `limits.header_read_timeout_ms` of its first byte (of the
-//! accept, for a connection's first request), and a keep-alive connection
-//! with no request in flight is closed after [`IDLE_TIMEOUT`].
+//! accept, for a connection's first request), its body within
+//! `limits.body_read_timeout_ms` of the head, and a keep-alive connection
+//! with no request in flight is closed after [`IDLE_TIMEOUT`]. A deadline
+//! that passes fails the connection's reads, so hyper closes it.
 //!
 //! hyper's own `header_read_timeout` runs from the moment a connection waits
 //! for its next request, so it also closes idle keep-alive connections after
@@ -12,8 +14,8 @@
 //! httpx: 5 s), so a server-side close does not race a client's reuse.
 //!
 //! The state is shared between the connection's IO wrapper ([`GuardedIo`],
-//! which sees bytes) and its service (which sees requests and the end of
-//! their responses, [`RequestGuard`]).
+//! which sees bytes) and its service (which sees requests, the end of their
+//! bodies ([`TimedBody`]) and the end of their responses, [`RequestGuard`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,8 +34,19 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 const HEAD: u8 = 0;
 const BUSY: u8 = 1;
 const IDLE: u8 = 2;
+const BODY: u8 = 3;
 
-/// The connection's phase: receiving a head, serving requests, or idle.
+/// The connection's deadlines (`[limits]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// A request head, from its first byte (`header_read_timeout_ms`).
+    pub header: Duration,
+    /// A request body, from the end of its head (`body_read_timeout_ms`).
+    pub body: Duration,
+}
+
+/// The connection's phase: receiving a head, receiving a body, serving
+/// requests, or idle.
 #[derive(Debug, Clone)]
 pub struct ConnState(Arc<ConnInner>);
 
@@ -42,6 +55,8 @@ struct ConnInner {
     phase: AtomicU8,
     /// Requests whose responses are not finished yet.
     in_flight: std::sync::atomic::AtomicUsize,
+    /// Requests seen: a new request's body deadline starts afresh.
+    requests: std::sync::atomic::AtomicU64,
 }
 
 impl ConnState {
@@ -50,15 +65,82 @@ impl ConnState {
         Self(Arc::new(ConnInner {
             phase: AtomicU8::new(HEAD),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
+            requests: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
-    /// A request's head was parsed: no deadline while it is served. The
-    /// returned guard marks the connection idle once the response is done.
-    pub fn request(&self) -> RequestGuard {
+    /// A request's head was parsed: while its body arrives (`body_pending`)
+    /// the body deadline runs, then none while it is served. The returned
+    /// guard marks the connection idle once the response is done.
+    pub fn request(&self, body_pending: bool) -> RequestGuard {
         self.0.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.0.phase.store(BUSY, Ordering::SeqCst);
+        self.0.requests.fetch_add(1, Ordering::SeqCst);
+        let phase = if body_pending { BODY } else { BUSY };
+        self.0.phase.store(phase, Ordering::SeqCst);
         RequestGuard(self.clone())
+    }
+
+    /// The request's body is in (or no longer wanted): no deadline.
+    fn body_done(&self) {
+        let _ = self
+            .0
+            .phase
+            .compare_exchange(BODY, BUSY, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
+/// A request body that ends the connection's body deadline once it is
+/// complete, failed, or dropped.
+pub struct TimedBody<B> {
+    inner: B,
+    state: Option<ConnState>,
+}
+
+impl<B> TimedBody<B> {
+    /// Wraps the body of a request whose head `state` just saw.
+    pub fn new(inner: B, state: ConnState) -> Self {
+        Self {
+            inner,
+            state: Some(state),
+        }
+    }
+
+    fn done(&mut self) {
+        if let Some(state) = self.state.take() {
+            state.body_done();
+        }
+    }
+}
+
+impl<B> Drop for TimedBody<B> {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+impl<B: HttpBody + Unpin> HttpBody for TimedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None | Some(Err(_))) => self.done(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.done(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -79,25 +161,28 @@ impl Drop for RequestGuard {
         if inner.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             let _ = inner
                 .phase
-                .compare_exchange(BUSY, IDLE, Ordering::SeqCst, Ordering::SeqCst);
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |phase| {
+                    matches!(phase, BUSY | BODY).then_some(IDLE)
+                });
         }
     }
 }
 
-/// A response body that holds its request's [`RequestGuard`].
-pub fn hold(body: Body, guard: RequestGuard) -> Body {
+/// A response body that holds its request's [`RequestGuard`] (and whatever
+/// else must live as long as the response).
+pub fn hold<G: Send + Unpin + 'static>(body: Body, guard: G) -> Body {
     Body::new(Guarded {
         inner: body,
         _guard: guard,
     })
 }
 
-struct Guarded {
+struct Guarded<G> {
     inner: Body,
-    _guard: RequestGuard,
+    _guard: G,
 }
 
-impl HttpBody for Guarded {
+impl<G: Send + Unpin + 'static> HttpBody for Guarded<G> {
     type Data = axum::body::Bytes;
     type Error = axum::Error;
 
@@ -122,21 +207,24 @@ impl HttpBody for Guarded {
 pub struct GuardedIo<T> {
     inner: T,
     state: ConnState,
-    header_timeout: Duration,
+    deadlines: Deadlines,
     /// The deadline now running and the phase it belongs to.
     timer: Pin<Box<Sleep>>,
     timer_phase: u8,
+    /// The request count when the timer was armed.
+    timer_request: u64,
 }
 
 impl<T> GuardedIo<T> {
     /// Wraps an accepted connection.
-    pub fn new(inner: T, state: ConnState, header_timeout: Duration) -> Self {
+    pub fn new(inner: T, state: ConnState, deadlines: Deadlines) -> Self {
         Self {
             inner,
             state,
-            header_timeout,
-            timer: Box::pin(tokio::time::sleep(header_timeout)),
+            deadlines,
+            timer: Box::pin(tokio::time::sleep(deadlines.header)),
             timer_phase: HEAD,
+            timer_request: 0,
         }
     }
 }
@@ -163,14 +251,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
                 if phase == BUSY {
                     return Poll::Pending;
                 }
-                if self.timer_phase != phase {
+                if self.timer_phase != phase
+                    || self.timer_request != self.state.0.requests.load(Ordering::SeqCst)
+                {
                     self.arm(phase);
                 }
                 if self.timer.as_mut().poll(cx).is_ready() {
-                    let what = if phase == HEAD {
-                        "request head not received in time"
-                    } else {
-                        "keep-alive connection idle too long"
+                    let what = match phase {
+                        HEAD => "request head not received in time",
+                        BODY => "request body not received in time",
+                        _ => "keep-alive connection idle too long",
                     };
                     return Poll::Ready(Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
@@ -186,13 +276,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
 
 impl<T> GuardedIo<T> {
     fn arm(&mut self, phase: u8) {
-        let after = if phase == HEAD {
-            self.header_timeout
-        } else {
-            IDLE_TIMEOUT
+        let after = match phase {
+            HEAD => self.deadlines.header,
+            BODY => self.deadlines.body,
+            _ => IDLE_TIMEOUT,
         };
         self.timer.as_mut().reset(Instant::now() + after);
         self.timer_phase = phase;
+        self.timer_request = self.state.0.requests.load(Ordering::SeqCst);
     }
 }
 

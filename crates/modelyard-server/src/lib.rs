@@ -24,6 +24,7 @@ pub mod limits;
 pub mod recorder;
 pub mod redact;
 pub mod registry;
+pub mod service;
 pub mod ui;
 
 pub use app::{router, start, AppState, RunningServer, ServerError, ShutdownOutcome};

@@ -1,12 +1,14 @@
-//! `[limits]` enforced at run time: open SSE responses per caller and in
-//! total ([`StreamSlots`]), and request bodies over `server.max_body_bytes`
-//! ([`body_limit`]). The request caps of chat completions are checked in
-//! [`crate::gateway`]; the header-read timeout is set where the server is
-//! served ([`crate::app::start`]).
+//! `[limits]` enforced at run time: open SSE responses per caller, per
+//! project and in total ([`StreamSlots`]), requests and background turns in
+//! flight ([`RequestSlots`]), and request bodies over
+//! `server.max_body_bytes` ([`body_limit`]). The request caps of chat
+//! completions are checked in [`crate::gateway`]; the connection cap and the
+//! header- and body-read timeouts where the server is served
+//! ([`crate::app::start`], [`crate::conn`]).
 //!
 //! Refusals are fast and never wait: 429 with `Retry-After: 1` for a stream
-//! cap, 413 for a body, in the OpenAI envelope on `/v1/chat/completions` and
-//! as a problem document everywhere else.
+//! or in-flight cap, 413 for a body, in the OpenAI envelope on the OpenAI
+//! endpoints and as a problem document everywhere else.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -21,30 +23,43 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::auth::CallerId;
+use crate::auth::{Caller, CallerId};
 use crate::error::{OpenAiError, Problem};
 
 /// The only OpenAI-compatible path that takes a body (its errors use the
 /// OpenAI envelope).
 const OPENAI_BODY_PATH: &str = "/v1/chat/completions";
 
-/// Who a request counts against for per-key stream caps: the
+/// Who a request counts against for stream caps: per key, the
 /// [`CallerId`] the auth middleware set, else `addr:<peer ip>` (from
-/// `ConnectInfo<SocketAddr>`), else `addr:unknown`. Never rejects.
+/// `ConnectInfo<SocketAddr>`), else `addr:unknown`; per project, the
+/// [`Caller`]'s project (empty without one). Never rejects.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity(pub String);
+pub struct Identity {
+    /// The key (or client address).
+    pub caller: String,
+    /// The caller's project.
+    pub project: String,
+}
 
 impl Identity {
     /// The identity of a request with these extensions.
     pub fn of(extensions: &axum::http::Extensions) -> Self {
-        if let Some(CallerId(id)) = extensions.get::<CallerId>() {
-            return Self(id.clone());
-        }
-        Self(match extensions.get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(addr)) => format!("addr:{}", addr.ip()),
-            None => "addr:unknown".to_owned(),
-        })
+        let project = extensions
+            .get::<Caller>()
+            .map(|caller| caller.project.as_str().to_owned())
+            .unwrap_or_default();
+        let caller = match (
+            extensions.get::<CallerId>(),
+            extensions.get::<ConnectInfo<SocketAddr>>(),
+        ) {
+            (Some(CallerId(id)), _) => id.clone(),
+            (None, Some(ConnectInfo(addr))) => format!("addr:{}", addr.ip()),
+            (None, None) => "addr:unknown".to_owned(),
+        };
+        Self { caller, project }
     }
 }
 
@@ -76,6 +91,25 @@ pub enum LimitError {
         /// The cap.
         limit: u32,
     },
+    /// `limits.max_streams_per_project` responses are open for the
+    /// caller's project (all its keys).
+    #[error(
+        "too many open streams for this project: at most {limit} at once across its API keys \
+         (limits.max_streams_per_project); close one or retry shortly"
+    )]
+    ProjectStreams {
+        /// The cap.
+        limit: u32,
+    },
+    /// `limits.max_concurrent_requests` requests and turns are in flight.
+    #[error(
+        "too many requests in flight: the server handles {limit} requests and turns at once \
+         (limits.max_concurrent_requests); retry shortly"
+    )]
+    Requests {
+        /// The cap.
+        limit: u32,
+    },
 }
 
 impl LimitError {
@@ -84,6 +118,8 @@ impl LimitError {
         match self {
             Self::TotalStreams { .. } => "max_streams",
             Self::KeyStreams { .. } => "max_streams_per_key",
+            Self::ProjectStreams { .. } => "max_streams_per_project",
+            Self::Requests { .. } => "max_concurrent_requests",
         }
     }
 
@@ -111,18 +147,35 @@ impl LimitError {
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         response
     }
+
+    /// 429 in the shape of `path`'s API (see [`is_openai_path`]).
+    pub fn response_for(&self, path: &str) -> Response {
+        if is_openai_path(path) {
+            self.openai().into_response()
+        } else {
+            self.problem()
+        }
+    }
+}
+
+/// Whether `path` is an OpenAI-compatible endpoint (errors in the OpenAI
+/// envelope).
+pub fn is_openai_path(path: &str) -> bool {
+    path == OPENAI_BODY_PATH || path == "/v1/models"
 }
 
 #[derive(Debug, Default)]
 struct Counts {
     total: u32,
     per_key: HashMap<String, u32>,
+    per_project: HashMap<String, u32>,
 }
 
 #[derive(Debug)]
 struct SlotsInner {
     max_total: u32,
     max_per_key: u32,
+    max_per_project: u32,
     counts: Mutex<Counts>,
 }
 
@@ -133,18 +186,21 @@ impl SlotsInner {
     }
 }
 
-/// The open SSE responses of this process: at most `max_total` in all and
-/// `max_per_key` per [`Identity`]. Cheap to clone (shared counts); the lock
-/// is held only to count, once when a stream opens and once when it ends.
+/// The open SSE responses of this process: at most `max_total` in all,
+/// `max_per_key` per [`Identity`] caller and `max_per_project` per project.
+/// Cheap to clone (shared counts); the lock is held only to count, once when
+/// a stream opens and once when it ends.
 #[derive(Debug, Clone)]
 pub struct StreamSlots(Arc<SlotsInner>);
 
 impl StreamSlots {
-    /// Slots for `limits.max_streams` / `limits.max_streams_per_key`.
-    pub fn new(max_total: u32, max_per_key: u32) -> Self {
+    /// Slots for `limits.max_streams` / `limits.max_streams_per_key` /
+    /// `limits.max_streams_per_project`.
+    pub fn new(max_total: u32, max_per_key: u32, max_per_project: u32) -> Self {
         Self(Arc::new(SlotsInner {
             max_total,
             max_per_key,
+            max_per_project,
             counts: Mutex::default(),
         }))
     }
@@ -153,13 +209,23 @@ impl StreamSlots {
     ///
     /// # Errors
     /// [`LimitError`] naming the cap that is reached (the caller's own cap
-    /// is checked first).
+    /// is checked first, then its project's).
     pub fn try_acquire(&self, identity: &Identity) -> Result<StreamSlot, LimitError> {
         let mut counts = self.0.counts();
-        let mine = counts.per_key.get(&identity.0).copied().unwrap_or(0);
+        let mine = counts.per_key.get(&identity.caller).copied().unwrap_or(0);
         if mine >= self.0.max_per_key {
             return Err(LimitError::KeyStreams {
                 limit: self.0.max_per_key,
+            });
+        }
+        let project = counts
+            .per_project
+            .get(&identity.project)
+            .copied()
+            .unwrap_or(0);
+        if project >= self.0.max_per_project {
+            return Err(LimitError::ProjectStreams {
+                limit: self.0.max_per_project,
             });
         }
         if counts.total >= self.0.max_total {
@@ -168,11 +234,15 @@ impl StreamSlots {
             });
         }
         counts.total += 1;
-        *counts.per_key.entry(identity.0.clone()).or_insert(0) += 1;
+        *counts.per_key.entry(identity.caller.clone()).or_insert(0) += 1;
+        *counts
+            .per_project
+            .entry(identity.project.clone())
+            .or_insert(0) += 1;
         drop(counts);
         Ok(StreamSlot {
             slots: self.clone(),
-            identity: identity.0.clone(),
+            identity: identity.clone(),
         })
     }
 
@@ -181,12 +251,22 @@ impl StreamSlots {
         self.0.counts().total
     }
 
-    /// Open streams of `identity`.
+    /// Open streams of `identity`'s caller.
     pub fn open_for(&self, identity: &Identity) -> u32 {
         self.0
             .counts()
             .per_key
-            .get(&identity.0)
+            .get(&identity.caller)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Open streams of `identity`'s project.
+    pub fn open_for_project(&self, identity: &Identity) -> u32 {
+        self.0
+            .counts()
+            .per_project
+            .get(&identity.project)
             .copied()
             .unwrap_or(0)
     }
@@ -196,19 +276,101 @@ impl StreamSlots {
 #[derive(Debug)]
 pub struct StreamSlot {
     slots: StreamSlots,
-    identity: String,
+    identity: Identity,
+}
+
+/// Takes one from `key`'s count, forgetting it at 0.
+fn release(counts: &mut HashMap<String, u32>, key: &str) {
+    if let Some(n) = counts.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         let mut counts = self.slots.0.counts();
         counts.total = counts.total.saturating_sub(1);
-        if let Some(n) = counts.per_key.get_mut(&self.identity) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                counts.per_key.remove(&self.identity);
-            }
+        release(&mut counts.per_key, &self.identity.caller);
+        release(&mut counts.per_project, &self.identity.project);
+    }
+}
+
+/// Requests and background turns in flight, at most
+/// `limits.max_concurrent_requests`: each request to the API takes a slot
+/// when its head is in (the server's accept loop, [`crate::app`]) and frees
+/// it when its response is done — at once for an SSE response, whose
+/// streaming the stream caps bound — or hands it to the turn it starts,
+/// which frees it when the run ends. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RequestSlots {
+    permits: Arc<Semaphore>,
+    limit: u32,
+}
+
+impl RequestSlots {
+    /// Slots for `limits.max_concurrent_requests`.
+    pub fn new(limit: u32) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(limit as usize)),
+            limit,
         }
+    }
+
+    /// Takes a slot, or refuses at once.
+    ///
+    /// # Errors
+    /// [`LimitError::Requests`] when every slot is taken.
+    pub fn try_acquire(&self) -> Result<InFlight, LimitError> {
+        Arc::clone(&self.permits)
+            .try_acquire_owned()
+            .map(|permit| InFlight(Arc::new(Mutex::new(Some(permit)))))
+            .map_err(|_| LimitError::Requests { limit: self.limit })
+    }
+
+    /// Slots taken.
+    pub fn in_flight(&self) -> u32 {
+        self.limit
+            .saturating_sub(u32::try_from(self.permits.available_permits()).unwrap_or(u32::MAX))
+    }
+}
+
+/// A request's slot among `limits.max_concurrent_requests` (see
+/// [`RequestSlots`]); clones share it, and it is freed when the last clone
+/// drops, or by [`Self::release`]. In the request's extensions, so a handler
+/// that starts background work can [`Self::take`] it. As an extractor, an
+/// empty one when the request holds none.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl InFlight {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<OwnedSemaphorePermit>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves the slot out (to a background task); the request no longer
+    /// frees it.
+    pub fn take(&self) -> InFlight {
+        InFlight(Arc::new(Mutex::new(self.slot().take())))
+    }
+
+    /// Frees the slot now.
+    pub fn release(&self) {
+        drop(self.slot().take());
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for InFlight {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        Ok(parts
+            .extensions
+            .get::<InFlight>()
+            .cloned()
+            .unwrap_or_default())
     }
 }
 
@@ -299,12 +461,22 @@ mod tests {
     use super::*;
 
     fn who(name: &str) -> Identity {
-        Identity(name.to_owned())
+        Identity {
+            caller: name.to_owned(),
+            project: String::new(),
+        }
+    }
+
+    fn of(caller: &str, project: &str) -> Identity {
+        Identity {
+            caller: caller.to_owned(),
+            project: project.to_owned(),
+        }
     }
 
     #[test]
     fn per_key_cap_comes_first_and_drop_releases() {
-        let slots = StreamSlots::new(3, 2);
+        let slots = StreamSlots::new(3, 2, 10);
         let a1 = slots.try_acquire(&who("a")).unwrap();
         let _a2 = slots.try_acquire(&who("a")).unwrap();
         assert_eq!(
@@ -325,10 +497,47 @@ mod tests {
 
     #[test]
     fn idle_identities_are_forgotten() {
-        let slots = StreamSlots::new(10, 10);
+        let slots = StreamSlots::new(10, 10, 10);
         drop(slots.try_acquire(&who("gone")).unwrap());
         assert_eq!(slots.open(), 0);
         assert!(slots.0.counts().per_key.is_empty());
+        assert!(slots.0.counts().per_project.is_empty());
+    }
+
+    #[test]
+    fn one_projects_keys_cannot_take_every_slot() {
+        let slots = StreamSlots::new(10, 2, 3);
+        let _a = [
+            slots.try_acquire(&of("a", "p")).unwrap(),
+            slots.try_acquire(&of("a", "p")).unwrap(),
+        ];
+        let b1 = slots.try_acquire(&of("b", "p")).unwrap();
+        assert_eq!(
+            slots.try_acquire(&of("b", "p")).unwrap_err(),
+            LimitError::ProjectStreams { limit: 3 }
+        );
+        assert_eq!(slots.open_for_project(&of("c", "p")), 3);
+        let _c = slots.try_acquire(&of("c", "q")).unwrap();
+        drop(b1);
+        let _b2 = slots.try_acquire(&of("b", "p")).unwrap();
+    }
+
+    #[test]
+    fn an_in_flight_slot_moves_to_background_work() {
+        let slots = RequestSlots::new(2);
+        let first = slots.try_acquire().unwrap();
+        let second = slots.try_acquire().unwrap();
+        assert_eq!(
+            slots.try_acquire().unwrap_err(),
+            LimitError::Requests { limit: 2 }
+        );
+        let turn = first.take();
+        first.release();
+        assert_eq!(slots.in_flight(), 2, "the turn still holds it");
+        drop(turn);
+        second.clone().release();
+        assert_eq!(slots.in_flight(), 0);
+        assert!(InFlight::default().take().0.lock().unwrap().is_none());
     }
 
     #[test]

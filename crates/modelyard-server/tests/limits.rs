@@ -68,6 +68,8 @@ async fn open_stream(server: &TestServer, body: &Value) -> reqwest::Response {
 /// Asserts a 429 with `Retry-After: 1` naming `cap`, answered within
 /// [`FAST`]; `openai` picks the envelope, else a problem document.
 async fn assert_refused(response: reqwest::Response, started: Instant, cap: &str, openai: bool) {
+    // (A stream that opened would never end: check the status first.)
+    assert_eq!(response.status(), 429, "refused by limits.{cap}");
     let (status, body, headers) = json_of(response).await;
     assert!(
         started.elapsed() < FAST,
@@ -336,7 +338,7 @@ async fn slow_header_senders_are_disconnected_while_others_are_served() {
             "round {round}: {answer}"
         );
         assert!(
-            answer.ends_with("{\"status\":\"ok\"}"),
+            answer.contains("{\"status\":\"ok\""),
             "round {round}: {answer}"
         );
     }
@@ -348,6 +350,277 @@ async fn slow_header_senders_are_disconnected_while_others_are_served() {
         closed.is_ok(),
         "a stalled head on a keep-alive connection is closed"
     );
+    server.shutdown().await;
+}
+
+/// Reads `stream` until the server closes it, within [`WAIT`]; what it
+/// said first. Panics naming `name` when it stays open.
+async fn closed_by_server(name: &str, stream: &mut tokio::net::TcpStream) -> String {
+    let mut said = Vec::new();
+    let read = tokio::time::timeout(WAIT, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => said.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "{name}: connection still open after {WAIT:?}");
+    String::from_utf8_lossy(&said).into_owned()
+}
+
+// -------------------------------------------------------------------------
+// Body-read timeout
+
+#[tokio::test]
+async fn a_stalled_request_body_closes_the_connection() {
+    let server = TestServer::builder()
+        .extra(
+            "[limits]
+body_read_timeout_ms = 300
+",
+        )
+        .start()
+        .await;
+    let addr = server.base_url.trim_start_matches("http://").to_owned();
+    let head =
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n";
+    let body = serde_json::to_string(&chat_body("mock-model", false)).unwrap();
+
+    // Given clients that send a head and part of a body (by length and
+    // chunked), then nothing.
+    let mut by_length = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    by_length
+        .write_all(
+            format!(
+                "{head}content-length: {}\r\n\r\n{}",
+                body.len(),
+                &body[..10]
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut chunked = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    chunked
+        .write_all(
+            format!(
+                "{head}transfer-encoding: chunked\r\n\r\na\r\n{}\r\n",
+                &body[..10]
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+
+    // Then both connections are closed after about the timeout, and no
+    // request reached the upstream.
+    for (name, stream) in [("by length", &mut by_length), ("chunked", &mut chunked)] {
+        closed_by_server(name, stream).await;
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(200),
+        "not before the timeout: {took:?}"
+    );
+    assert_eq!(chat_requests(&server.mock), 0);
+
+    // A body sent in two parts within the timeout is served.
+    let mut prompt = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    prompt
+        .write_all(
+            format!(
+                "{head}content-length: {}\r\n\r\n{}",
+                body.len(),
+                &body[..10]
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    prompt.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, prompt.read(&mut answer))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    server.shutdown().await;
+}
+
+// -------------------------------------------------------------------------
+// Connection cap
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_at_once_and_a_client_gets_in_later() {
+    let server = TestServer::builder()
+        .extra("[limits]\nmax_connections = 8\n")
+        .start()
+        .await;
+    let addr = server.base_url.trim_start_matches("http://").to_owned();
+
+    // Given 8 idle connections.
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+
+    // When a 9th connects, it is closed at once (well before any deadline).
+    let started = Instant::now();
+    let mut ninth = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _ = ninth
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    let said = closed_by_server("the 9th", &mut ninth).await;
+    assert!(said.is_empty(), "the 9th is not served: {said}");
+    assert!(
+        started.elapsed() < FAST,
+        "closed at once: {:?}",
+        started.elapsed()
+    );
+
+    // Once some close, a normal client gets in.
+    idle.truncate(5);
+    let fresh = reqwest::Client::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match fresh.get(server.url("/health")).send().await {
+            Ok(response) if response.status() == 200 => break,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection freed within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(idle);
+    server.shutdown().await;
+}
+
+// -------------------------------------------------------------------------
+// Requests in flight
+
+/// Sends a non-streamed chat completion for `model` in the background.
+fn chat_in_background(server: &TestServer, model: &str) -> tokio::task::JoinHandle<u16> {
+    let request = server
+        .http
+        .post(server.url("/v1/chat/completions"))
+        .json(&chat_body(model, false));
+    tokio::spawn(async move { request.send().await.map_or(0, |r| r.status().as_u16()) })
+}
+
+/// Waits until the mock has received `n` chat requests.
+async fn mock_received(server: &TestServer, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while chat_requests(&server.mock) < n {
+        assert!(
+            Instant::now() < deadline,
+            "the mock did not get {n} requests"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Retries `GET /v1/models` until it is answered 200 (a slot was freed).
+async fn served_once_freed(server: &TestServer) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let response = server
+            .http
+            .get(server.url("/v1/models"))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            return;
+        }
+        assert_eq!(response.status(), 429, "only the cap refuses");
+        assert!(Instant::now() < deadline, "no slot freed within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn requests_and_turns_in_flight_are_capped_with_a_fast_429() {
+    let server = TestServer::builder()
+        .listed(&["echo", "hang"])
+        .extra("[limits]\nmax_concurrent_requests = 2\n")
+        .start()
+        .await;
+
+    // Given two non-streamed completions that the upstream never answers.
+    let hung = [
+        chat_in_background(&server, "mock/hang"),
+        chat_in_background(&server, "mock/hang"),
+    ];
+    mock_received(&server, 2).await;
+
+    // Then a third request is refused at once, in each surface's shape,
+    // and nothing more reaches the upstream; /health is not counted.
+    let started = Instant::now();
+    let third = server.chat(&chat_body("mock/echo", false)).await;
+    assert_refused(third, started, "max_concurrent_requests", true).await;
+    let started = Instant::now();
+    let listing = server
+        .http
+        .get(server.url("/v1/conversations"))
+        .send()
+        .await
+        .unwrap();
+    assert_refused(listing, started, "max_concurrent_requests", false).await;
+    let health = server.http.get(server.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(chat_requests(&server.mock), 2);
+
+    // When the clients give up, their slots come back.
+    for task in hung {
+        task.abort();
+    }
+    served_once_freed(&server).await;
+
+    // A background turn holds a slot while it runs (its request's): with
+    // one hung completion beside it, the cap is reached.
+    let conv = create(&server, json!({"title": "in flight"})).await;
+    let turn = server
+        .http
+        .post(server.url(&format!("/v1/conversations/{conv}/turns")))
+        .json(&json!({"content": "wait", "model": "mock/hang"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(turn.status(), 202);
+    let turn: Value = turn.json().await.unwrap();
+    let hung = chat_in_background(&server, "mock/hang");
+    mock_received(&server, 4).await;
+    let started = Instant::now();
+    let refused = server
+        .http
+        .get(server.url("/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_refused(refused, started, "max_concurrent_requests", true).await;
+    hung.abort();
+    served_once_freed(&server).await;
+    // (Now the turn and one request fit; the turn's end frees its slot.)
+    let turn_id = turn["turnId"].as_str().unwrap();
+    let cancel = server
+        .http
+        .post(server.url(&format!("/v1/conversations/{conv}/turns/{turn_id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 202);
+    let busy = chat_in_background(&server, "mock/hang");
+    mock_received(&server, 5).await;
+    served_once_freed(&server).await;
+    busy.abort();
     server.shutdown().await;
 }
 
@@ -540,4 +813,90 @@ async fn streamed_completions_pass_upstream_keep_alives_on() {
     assert_eq!(*data.last().unwrap(), "data: [DONE]");
     assert!(data[1].contains("\"model\":\"ka/ka\""), "{body:?}");
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_projects_keys_cannot_take_every_stream_slot() {
+    let server = TestServer::builder()
+        .extra("[limits]\nmax_streams_per_key = 2\nmax_streams_per_project = 3\n")
+        .start()
+        .await;
+    // Two keys of the default project, one of project "b".
+    let admin: Value = server
+        .http
+        .post(server.url("/v1/keys"))
+        .json(&json!({"role": "admin", "name": "a"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let a = admin["key"].as_str().expect("a key").to_owned();
+    let member: Value = server
+        .http
+        .post(server.url("/v1/keys"))
+        .bearer_auth(&a)
+        .json(&json!({"role": "member", "name": "b"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b = member["key"].as_str().expect("b key").to_owned();
+    let store = modelyard_store::Store::connect(&server.db_url())
+        .await
+        .unwrap();
+    let other = store.create_project("other").await.unwrap();
+    let (_, c) =
+        modelyard_server::api::keys::create_key(&store, &other, "c", modelyard_store::Role::Member)
+            .await
+            .unwrap();
+    let conversation = |key: String| {
+        let server = &server;
+        async move {
+            let created: Value = server
+                .http
+                .post(server.url("/v1/conversations"))
+                .bearer_auth(&key)
+                .json(&json!({"title": "feeds"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            created["id"].as_str().expect("conversation id").to_owned()
+        }
+    };
+    let ours = conversation(a.clone()).await;
+    let theirs = conversation(c.clone()).await;
+    let feed = |key: &str, conv: &str| {
+        server
+            .http
+            .get(server.url(&format!("/v1/conversations/{conv}/events")))
+            .bearer_auth(key)
+            .send()
+    };
+
+    // Given key A with 2 feeds open and key B with 1: the project's 3.
+    let mut open = Vec::new();
+    for key in [&a, &a, &b] {
+        let response = feed(key, &ours).await.unwrap();
+        assert_eq!(response.status(), 200);
+        open.push(Sse::new(response));
+    }
+
+    // Then B's second is refused with the project's cap, though B itself
+    // is under its own.
+    let started = Instant::now();
+    let refused = feed(&b, &ours).await.unwrap();
+    assert_refused(refused, started, "max_streams_per_project", false).await;
+
+    // And another project's key still gets in.
+    let response = feed(&c, &theirs).await.unwrap();
+    assert_eq!(response.status(), 200);
+    open.push(Sse::new(response));
+    drop(open);
 }

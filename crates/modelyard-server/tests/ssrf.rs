@@ -517,3 +517,59 @@ async fn names_resolving_to_refused_addresses_never_connect() {
     // Only the allowed connections reached the mock.
     assert_eq!(mock.requests().len(), 3);
 }
+
+#[tokio::test]
+async fn custom_base_url_for_title_and_compaction() {
+    let server = server(&security(r#""127.0.0.0/8""#)).await;
+    let other = server.named("other").base_url();
+    let llm = create_llm(&server, json!({"model": "mock/echo", "baseUrl": other})).await;
+    let conv = create(
+        &server,
+        json!({"llmOverrides": {"title": llm["id"], "compaction": llm["id"]}}),
+    )
+    .await;
+    let started = start_turn(
+        &server,
+        &conv,
+        json!({"content": "hello", "model": "mock/echo"}),
+    )
+    .await;
+    let turn = settle(&server, &conv, started["turnId"].as_str().unwrap()).await;
+    assert_eq!(turn["status"], "completed", "{turn}");
+    assert_eq!(
+        chat_requests(&server.mock).len(),
+        1,
+        "the turn went to the provider"
+    );
+
+    let (status, titled) = send(
+        &server,
+        "POST",
+        &format!("/v1/conversations/{conv}/title"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{titled}");
+    let (status, compacted) = send(
+        &server,
+        "POST",
+        &format!("/v1/conversations/{conv}/compact"),
+        Some(json!({"keepLast": 0})),
+    )
+    .await;
+    assert_eq!(status, 200, "{compacted}");
+
+    // Both went to the custom URL, without credentials; none to the provider.
+    assert_eq!(chat_requests(&server.mock).len(), 1);
+    let to_other: Vec<_> = server
+        .named("other")
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .collect();
+    assert_eq!(to_other.len(), 2, "{to_other:#?}");
+    for request in &to_other {
+        assert_eq!(request.header("authorization"), None, "no credentials");
+        assert_eq!(request.json().unwrap()["model"], "echo");
+    }
+}

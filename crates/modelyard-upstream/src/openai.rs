@@ -316,13 +316,24 @@ pub fn apply_param_rules(
 ) -> Result<Vec<u8>, String> {
     let mut object: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    apply_param_rules_to(&mut object, set, strip);
+    serde_json::to_vec(&object).map_err(|e| e.to_string())
+}
+
+/// [`apply_param_rules`] on a request object already in memory: removes the
+/// top-level fields named in `strip`, then sets those in `set` (member order
+/// kept).
+pub fn apply_param_rules_to(
+    object: &mut serde_json::Map<String, serde_json::Value>,
+    set: &serde_json::Map<String, serde_json::Value>,
+    strip: &[String],
+) {
     for key in strip {
         object.shift_remove(key);
     }
     for (key, value) in set {
         object.insert(key.clone(), value.clone());
     }
-    serde_json::to_vec(&object).map_err(|e| e.to_string())
 }
 
 /// Replaces byte ranges of `input`; ranges must not overlap.

@@ -782,6 +782,7 @@ fn check_tools(tools: &[Value], advisor_on: bool, max_tools: usize) -> Result<()
 pub async fn start_turn(
     Scoped(app): Scoped,
     identity: crate::limits::Identity,
+    in_flight: crate::limits::InFlight,
     Path(id): Path<String>,
     body: Result<Json<TurnBody>, JsonRejection>,
 ) -> Response {
@@ -900,6 +901,7 @@ pub async fn start_turn(
         client_tools,
         session_id: turn_id.clone(),
         parent_session_id: None,
+        in_flight,
     };
     launch(
         app,
@@ -922,12 +924,16 @@ struct Run {
     client_tools: Vec<Value>,
     session_id: String,
     parent_session_id: Option<String>,
+    /// The request's slot among `limits.max_concurrent_requests`, handed
+    /// to the run.
+    in_flight: crate::limits::InFlight,
 }
 
 /// Appends the events that start (or resume) a run of `turn_id` — the run's
 /// transient events are positioned after the first `turn.started` /
 /// `turn.resumed` among them — registers the live turn, publishes the
-/// events and spawns the run. With `stream` (`Some(slot)`), answers with the
+/// events and spawns the run, which takes over the request's `in_flight`
+/// slot. With `stream` (`Some(slot)`), answers with the
 /// conversation's events as SSE from the first appended one until the run
 /// ends; otherwise 202 with `accepted`.
 async fn launch(
@@ -961,7 +967,10 @@ async fn launch(
         app.bus
             .publish(&id, BusMessage::Persisted(Arc::new(event.clone())));
     }
-    tokio::spawn(run_turn(TurnJob {
+    // The request's in-flight slot (`limits.max_concurrent_requests`)
+    // passes to the run, which frees it when it ends.
+    let run_slot = run.in_flight.take();
+    let run = run_turn(TurnJob {
         app: app.clone(),
         live,
         target: run.target,
@@ -971,7 +980,11 @@ async fn launch(
         client_tools: run.client_tools,
         session_id: run.session_id,
         parent_session_id: run.parent_session_id,
-    }));
+    });
+    tokio::spawn(async move {
+        run.await;
+        drop(run_slot);
+    });
     match (subscription, stream) {
         (Some(rx), Some(slot)) => {
             let after = events.first().map(|e| e.seq - 1).unwrap_or(0);
@@ -1071,6 +1084,7 @@ pub struct ToolResultBody {
 pub async fn tool_results(
     Scoped(app): Scoped,
     identity: crate::limits::Identity,
+    in_flight: crate::limits::InFlight,
     Path((id, turn_id)): Path<(String, String)>,
     body: Result<Json<ToolResultsBody>, JsonRejection>,
 ) -> Response {
@@ -1223,6 +1237,7 @@ pub async fn tool_results(
         client_tools,
         session_id: new_id(),
         parent_session_id: Some(turn_id.clone()),
+        in_flight,
     };
     let accepted = json!({"turnId": turn_id, "conversationId": id, "status": "running"});
     launch(
@@ -1246,19 +1261,31 @@ pub struct Position {
 }
 
 /// Parses an SSE id: `seq` for persisted events, `seq.turnSeq.index` for
-/// transient ones.
+/// transient ones. Numbers are plain decimal digits that fit (`seq` and
+/// `turnSeq` in an `i64`, `index` in a `u64`); a turn's start comes at or
+/// before the position (`turnSeq <= seq`). Anything else is `None` (a 400).
 fn parse_position(text: &str) -> Option<Position> {
+    fn number<T: std::str::FromStr>(part: &str) -> Option<T> {
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok()
+    }
     let mut parts = text.split('.');
-    let seq = parts.next()?.parse().ok()?;
+    let seq: i64 = number(parts.next()?)?;
     match (parts.next(), parts.next(), parts.next()) {
         (None, _, _) => Some(Position {
             seq,
             transient: None,
         }),
-        (Some(turn_seq), Some(index), None) => Some(Position {
-            seq,
-            transient: Some((turn_seq.parse().ok()?, index.parse().ok()?)),
-        }),
+        (Some(turn_seq), Some(index), None) => {
+            let turn_seq: i64 = number(turn_seq)?;
+            (turn_seq >= 1 && turn_seq <= seq).then_some(())?;
+            Some(Position {
+                seq,
+                transient: Some((turn_seq, number(index)?)),
+            })
+        }
         _ => None,
     }
 }
@@ -1291,9 +1318,10 @@ pub async fn events(
         Ok(slot) => slot,
         Err(limit) => return limit.problem(),
     };
-    if let Err(problem) = load(&app, &id).await {
-        return problem.into_response();
-    }
+    let conversation = match load(&app, &id).await {
+        Ok(conversation) => conversation,
+        Err(problem) => return problem.into_response(),
+    };
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -1304,7 +1332,14 @@ pub async fn events(
             seq: 0,
             transient: None,
         },
-        Some(Some(p)) => p,
+        Some(Some(p)) if p.seq <= conversation.last_seq => p,
+        Some(Some(p)) => {
+            return Problem::bad_request(format!(
+                "cannot resume from {resume:?}: event {} is past the conversation's last event {}",
+                p.seq, conversation.last_seq
+            ))
+            .into_response()
+        }
         Some(None) => {
             return Problem::bad_request(format!(
                 "cannot resume from {resume:?}: expected an event id like 12 or 12.10.3"
@@ -1316,8 +1351,10 @@ pub async fn events(
     sse_response(app, id, position, rx, None, Some(slot))
 }
 
-/// The SSE answer; `slot` (`[limits]` stream caps) is held until the stream
-/// ends or the client goes away.
+/// The SSE answer; `slot` (`[limits]` stream caps) is held until both the
+/// response body and the task that feeds it are gone. The task ends with the
+/// feed, at a shutdown, or as soon as the body is dropped (the client went
+/// away), even while the conversation is idle and nothing is sent.
 fn sse_response(
     app: AppState,
     conversation_id: String,
@@ -1329,10 +1366,15 @@ fn sse_response(
     let (tx, out) = mpsc::channel::<SseEvent>(256);
     // A shutdown ends every stream, so graceful shutdown does not wait on them.
     let shutdown = app.live.shutdown_token();
+    let slot = slot.map(Arc::new);
+    let task_slot = slot.clone();
+    let gone = tx.clone();
     tokio::spawn(async move {
+        let _slot = task_slot;
         tokio::select! {
             () = feed(app, conversation_id, from, rx, tx, until_turn) => {}
             () = shutdown.cancelled() => {}
+            () = gone.closed() => {}
         }
     });
     let stream = futures_util::stream::unfold(out, |mut out| async move {
@@ -1517,7 +1559,7 @@ async fn feed(
                     if e.seq <= seq {
                         continue;
                     }
-                    if e.seq > seq + 1 {
+                    if e.seq > seq.saturating_add(1) {
                         break; // a gap: fill it from the store
                     }
                     seq = e.seq;
@@ -1543,7 +1585,9 @@ async fn feed(
                         continue; // its turn ended: the log holds the text
                     }
                     let next = match transient {
-                        Some((turn_seq, index)) if turn_seq == t.turn_seq => index + 1,
+                        Some((turn_seq, index)) if turn_seq == t.turn_seq => {
+                            index.saturating_add(1)
+                        }
                         _ => 1,
                     };
                     if t.index < next {
@@ -1598,5 +1642,31 @@ mod tests {
         assert_eq!(parse_position("x"), None);
         assert_eq!(parse_position("1.2"), None);
         assert_eq!(parse_position("1.2.3.4"), None);
+        // Client-supplied: no sign, no overflow, a turn that starts before
+        // the position.
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            " 1",
+            "9223372036854775808",
+            "99999999999999999999999",
+            "12.-1.3",
+            "12.0.3",
+            "12.13.3",
+            "12.10.-3",
+            "12.10.18446744073709551616",
+            "12..3",
+            "12.10.",
+        ] {
+            assert_eq!(parse_position(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            parse_position("9223372036854775807.9223372036854775807.18446744073709551615"),
+            Some(Position {
+                seq: i64::MAX,
+                transient: Some((i64::MAX, u64::MAX))
+            })
+        );
     }
 }

@@ -85,6 +85,19 @@ pub struct LimitsConfig {
     /// (or a line that never ends) ends the stream with an error and closes
     /// the upstream connection.
     pub max_sse_event_bytes: usize,
+    /// Open SSE responses per project, all its keys together
+    /// (`max_streams_per_project`, default 256); beyond it a fast 429.
+    pub max_streams_per_project: u32,
+    /// Time a client has to send a request's whole body once its head is in
+    /// (`body_read_timeout_ms`, default 30 000 ms); past it the connection
+    /// is closed.
+    pub body_read_timeout_ms: u64,
+    /// Open client connections (`max_connections`, default 4 096); past it a
+    /// new connection is accepted and closed at once.
+    pub max_connections: u32,
+    /// Non-streamed requests and background turns in flight at once
+    /// (`max_concurrent_requests`, default 1 024); beyond it a fast 429.
+    pub max_concurrent_requests: u32,
 }
 
 impl Default for LimitsConfig {
@@ -98,6 +111,10 @@ impl Default for LimitsConfig {
             max_streams: 1_024,
             max_streams_per_key: 64,
             max_sse_event_bytes: modelyard_upstream::sse::DEFAULT_MAX_EVENT_BYTES,
+            max_streams_per_project: 256,
+            body_read_timeout_ms: 30_000,
+            max_connections: 4_096,
+            max_concurrent_requests: 1_024,
         }
     }
 }

@@ -36,6 +36,10 @@ pub(super) struct RawLimits {
     pub(super) max_streams: Option<i64>,
     pub(super) max_streams_per_key: Option<i64>,
     pub(super) max_sse_event_bytes: Option<i64>,
+    pub(super) max_streams_per_project: Option<i64>,
+    pub(super) body_read_timeout_ms: Option<i64>,
+    pub(super) max_connections: Option<i64>,
+    pub(super) max_concurrent_requests: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]

@@ -274,6 +274,34 @@ fn limits(raw: RawLimits, source_name: &str) -> Result<LimitsConfig, ConfigError
             1 << 30,
             d.max_sse_event_bytes as i64,
         )? as usize,
+        max_streams_per_project: limit(
+            "max_streams_per_project",
+            raw.max_streams_per_project,
+            1,
+            1_000_000,
+            d.max_streams_per_project.into(),
+        )? as u32,
+        body_read_timeout_ms: limit(
+            "body_read_timeout_ms",
+            raw.body_read_timeout_ms,
+            100,
+            3_600_000,
+            d.body_read_timeout_ms as i64,
+        )? as u64,
+        max_connections: limit(
+            "max_connections",
+            raw.max_connections,
+            1,
+            1_000_000,
+            d.max_connections.into(),
+        )? as u32,
+        max_concurrent_requests: limit(
+            "max_concurrent_requests",
+            raw.max_concurrent_requests,
+            1,
+            1_000_000,
+            d.max_concurrent_requests.into(),
+        )? as u32,
     })
 }
 

@@ -33,9 +33,9 @@ use super::call::{stream_call, CallEnd};
 use super::configs::TurnConfigs;
 use super::engine::publish;
 use super::live::LiveTurn;
-use crate::api::operations::message_text;
 use crate::app::AppState;
 use crate::registry::Target;
+use crate::service::operations::message_text;
 
 /// The tool's function name.
 pub const ADVISOR_TOOL: &str = "advisor";
@@ -206,13 +206,22 @@ pub async fn consult(
             sent = text.len();
         }
     };
-    let streamed = stream_call(app, live, &advisor.target, &body, false, &mut on_chunk).await;
+    let streamed = stream_call(
+        app,
+        live,
+        &advisor.target,
+        ADVISOR_OPERATION,
+        body,
+        false,
+        &mut on_chunk,
+    )
+    .await;
     phase("finalizing_result");
 
     let model_id = advisor.target.resolution.model_id.to_string();
     let summary = streamed.acc.summary();
     let usage = TokenUsage::from(summary.usage);
-    let record = streamed.record(&advisor.target, ADVISOR_OPERATION, live);
+    let record = streamed.record();
     let session_id = uuid::Uuid::now_v7().to_string();
     app.recorder.record(
         &app.project,
@@ -223,7 +232,7 @@ pub async fn consult(
                 parent_session_id: Some(parent_session.to_owned()),
                 conversation_id: Some(live.conversation_id.clone()),
                 turn_id: Some(live.turn_id.clone()),
-                created_at_ms: streamed.sent_at_ms,
+                created_at_ms: streamed.sent_at_ms(),
             },
             calls: vec![record.into_call(&session_id)],
         },
@@ -299,17 +308,15 @@ fn request_body(
         "Conversation so far:\n{}\n\nQuestion from the assistant: {question}",
         transcript(messages, ADVISOR_INPUT_CHARS)
     );
-    body.insert(
-        "model".into(),
-        json!(advisor.target.resolution.model_id.model()),
-    );
-    body.insert(
-        "messages".into(),
-        json!([{"role": "system", "content": system}, {"role": "user", "content": user}]),
-    );
-    body.insert("stream".into(), json!(true));
-    body.insert("stream_options".into(), json!({"include_usage": true}));
-    Value::Object(body)
+    crate::service::llm_call::compose(
+        advisor.target.resolution.model_id.model(),
+        body,
+        vec![
+            json!({"role": "system", "content": system}),
+            json!({"role": "user", "content": user}),
+        ],
+        true,
+    )
 }
 
 /// `role: text` lines (tool calls as `assistant called name(arguments)`),

@@ -130,11 +130,7 @@ fn request_body(
         .chain(summary_message)
         .chain(openai_messages(rest))
         .collect();
-    body.insert("model".into(), json!(upstream_model));
-    body.insert("messages".into(), Value::Array(messages));
-    body.insert("stream".into(), json!(true));
-    body.insert("stream_options".into(), json!({"include_usage": true}));
-    Value::Object(body)
+    crate::service::llm_call::compose(upstream_model, body, messages, true)
 }
 
 /// Text that stands in for the result of a tool call that never got one
@@ -503,12 +499,9 @@ async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome {
         );
         let mut progress = Progress::default();
         let mut on_chunk = |acc: &StreamAccumulator| progress.publish(app, live, acc);
-        let streamed = stream_call(app, live, target, &body, true, &mut on_chunk).await;
-        calls.push(
-            streamed
-                .record(target, &job.operation, live)
-                .into_call(&job.session_id),
-        );
+        let streamed =
+            stream_call(app, live, target, &job.operation, body, true, &mut on_chunk).await;
+        calls.push(streamed.record().into_call(&job.session_id));
         let summary = streamed.acc.summary();
         let (parts, tool_calls) = progress.parts(&summary);
         let last_text = summary.text.clone();

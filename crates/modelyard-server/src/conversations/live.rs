@@ -4,8 +4,12 @@
 //! client that reconnects mid-turn gets the partial output before going
 //! live. Past `max_events`, the oldest deltas of the same type and turn are
 //! coalesced (their text joined) rather than dropped, so the text is never
-//! lost; the buffer is dropped when the turn ends (the log then holds the
-//! truth).
+//! lost; a joined run keeps each part's index and where its text ends, so a
+//! client resuming after index k inside it gets exactly the text after k
+//! ([`LiveTurn::since`]). Joining appends in place (linear in the text) and
+//! runs at most once per O(buffer) pushes, so a push is O(1) amortized under
+//! the buffer's lock. The buffer is dropped when the turn ends (the log then
+//! holds the truth).
 //!
 //! Deltas that belong to one tool call (`toolCallId`: argument deltas,
 //! advisor output) are also capped in bytes per call and event type: past
@@ -47,13 +51,139 @@ pub struct LiveTurn {
 
 #[derive(Debug, Default)]
 struct Buffer {
-    events: Vec<Arc<TransientEvent>>,
+    entries: Vec<Entry>,
     next_index: u64,
     max_events: usize,
+    /// Coalesce when more entries than this are buffered: `max_events`, or
+    /// more when coalescing could not shrink the buffer enough (many
+    /// interleaved streams), so each push costs O(1) amortized.
+    coalesce_at: usize,
     /// Buffered delta bytes per (event type, tool call id); a turn has few
     /// tool calls, so a list (no key allocation per delta).
     call_bytes: Vec<(&'static str, String, usize)>,
     max_call_bytes: usize,
+}
+
+/// One buffered item: an event as pushed, or consecutive deltas of one
+/// stream joined.
+#[derive(Debug, Clone)]
+enum Entry {
+    One(Arc<TransientEvent>),
+    Joined(Arc<Joined>),
+}
+
+/// Consecutive deltas of one stream (event type, tool call, `after_seq`)
+/// joined into one text that remembers where each part ends, so "everything
+/// after index k" stays exact inside it.
+#[derive(Debug, Clone)]
+struct Joined {
+    /// The first part: type, ids and fields of the joined event (its delta
+    /// is not used).
+    first: Arc<TransientEvent>,
+    /// The parts' text, concatenated.
+    text: String,
+    /// Per part, in order: its index and the end of its text in `text`.
+    parts: Vec<(u64, usize)>,
+}
+
+impl Entry {
+    /// The (last) index it covers.
+    fn index(&self) -> u64 {
+        match self {
+            Self::One(event) => event.index,
+            Self::Joined(joined) => joined.parts.last().map_or(joined.first.index, |p| p.0),
+        }
+    }
+
+    /// The event that gives type, ids and fields.
+    fn head(&self) -> &TransientEvent {
+        match self {
+            Self::One(event) => event,
+            Self::Joined(joined) => &joined.first,
+        }
+    }
+
+    /// Bytes of delta text.
+    fn delta_len(&self) -> Option<usize> {
+        match self {
+            Self::One(event) => event
+                .data
+                .get("delta")
+                .and_then(Value::as_str)
+                .map(str::len),
+            Self::Joined(joined) => Some(joined.text.len()),
+        }
+    }
+
+    /// Whether `next` may be joined onto this entry: both deltas (not
+    /// omission markers) of the same stream, pushed after the same
+    /// persisted event.
+    fn joins(&self, next: &Entry) -> bool {
+        let (a, b) = (self.head(), next.head());
+        let joinable = |e: &TransientEvent| {
+            e.data.get("delta").and_then(Value::as_str).is_some()
+                && e.data.get("omittedBytes").is_none()
+        };
+        joinable(a)
+            && joinable(b)
+            && a.event_type == b.event_type
+            && a.after_seq == b.after_seq
+            && a.data.get("toolCallId") == b.data.get("toolCallId")
+    }
+
+    /// Appends `next` (which [`Self::joins`] this entry); costs the length
+    /// of `next`'s text, not of the text joined so far.
+    fn append(&mut self, next: Entry) {
+        if let Self::One(event) = self {
+            let text = event.data["delta"].as_str().unwrap_or_default().to_owned();
+            let end = text.len();
+            *self = Self::Joined(Arc::new(Joined {
+                first: Arc::clone(event),
+                text,
+                parts: vec![(event.index, end)],
+            }));
+        }
+        let Self::Joined(joined) = self else {
+            return;
+        };
+        // Copies only while a reader still holds this entry (briefly).
+        let joined = Arc::make_mut(joined);
+        match next {
+            Self::One(event) => {
+                joined
+                    .text
+                    .push_str(event.data["delta"].as_str().unwrap_or_default());
+                joined.parts.push((event.index, joined.text.len()));
+            }
+            Self::Joined(other) => {
+                let base = joined.text.len();
+                joined.text.push_str(&other.text);
+                joined
+                    .parts
+                    .extend(other.parts.iter().map(|&(index, end)| (index, base + end)));
+            }
+        }
+    }
+
+    /// The event a subscriber that saw up to index `after` gets: a joined
+    /// entry gives the text of its parts after `after` only, with its last
+    /// index.
+    fn since(&self, after: u64) -> Arc<TransientEvent> {
+        match self {
+            Self::One(event) => Arc::clone(event),
+            Self::Joined(joined) => {
+                let seen = joined.parts.partition_point(|&(index, _)| index <= after);
+                let start = match seen {
+                    0 => 0,
+                    n => joined.parts[n - 1].1,
+                };
+                let mut event = (*joined.first).clone();
+                event.index = self.index();
+                event.data["delta"] = Value::String(joined.text[start..].to_owned());
+                Arc::new(event)
+            }
+        }
+    }
 }
 
 impl LiveTurn {
@@ -70,7 +200,7 @@ impl LiveTurn {
             data,
         });
         let call_delta = call_delta_len(&event);
-        buffer.events.push(Arc::clone(&event));
+        buffer.entries.push(Entry::One(Arc::clone(&event)));
         if let Some((call, len)) = call_delta {
             let max = buffer.max_call_bytes;
             let position = match buffer
@@ -88,7 +218,7 @@ impl LiveTurn {
             if bytes > max {
                 // Trim to three quarters of the cap, so trimming is rare.
                 omit_oldest(
-                    &mut buffer.events,
+                    &mut buffer.entries,
                     event_type,
                     call,
                     &mut bytes,
@@ -97,8 +227,16 @@ impl LiveTurn {
             }
             buffer.call_bytes[position].2 = bytes;
         }
-        if buffer.events.len() > buffer.max_events {
-            coalesce(&mut buffer.events);
+        if buffer.entries.len() > buffer.coalesce_at.max(buffer.max_events) {
+            coalesce(&mut buffer.entries);
+            let left = buffer.entries.len();
+            // Coalescing costs O(left); the next one waits for at least a
+            // quarter of that many pushes.
+            buffer.coalesce_at = if left <= buffer.max_events / 4 * 3 {
+                buffer.max_events
+            } else {
+                left.saturating_mul(2)
+            };
         }
         event
     }
@@ -114,23 +252,20 @@ impl LiveTurn {
     #[cfg(test)]
     pub fn buffered_bytes(&self) -> usize {
         let buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        buffer
-            .events
-            .iter()
-            .filter_map(|e| e.data.get("delta").and_then(Value::as_str))
-            .map(str::len)
-            .sum()
+        buffer.entries.iter().filter_map(Entry::delta_len).sum()
     }
 
-    /// Buffered events with index greater than `after`.
+    /// Buffered events after index `after`: exactly what was pushed after
+    /// it, in order, with runs of deltas that were coalesced joined (a run
+    /// that `after` falls inside gives only its text after `after`). The
+    /// lock is held to clone handles only; text is copied outside it.
     pub fn since(&self, after: u64) -> Vec<Arc<TransientEvent>> {
-        let buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        buffer
-            .events
-            .iter()
-            .filter(|e| e.index > after)
-            .cloned()
-            .collect()
+        let entries: Vec<Entry> = {
+            let buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+            let from = buffer.entries.partition_point(|e| e.index() <= after);
+            buffer.entries[from..].to_vec()
+        };
+        entries.iter().map(|entry| entry.since(after)).collect()
     }
 }
 
@@ -147,7 +282,7 @@ fn call_delta_len(event: &TransientEvent) -> Option<(&str, usize)> {
 /// updated); one marker event with `omittedBytes` takes the place of the
 /// last one dropped (an earlier marker is folded into it).
 fn omit_oldest(
-    events: &mut Vec<Arc<TransientEvent>>,
+    entries: &mut Vec<Entry>,
     event_type: &'static str,
     call: &str,
     bytes: &mut usize,
@@ -155,65 +290,50 @@ fn omit_oldest(
 ) {
     let mut omitted: u64 = 0;
     let mut marker: Option<(usize, TransientEvent)> = None;
-    let mut kept = Vec::with_capacity(events.len());
-    for event in events.drain(..) {
+    let mut kept = Vec::with_capacity(entries.len());
+    for entry in entries.drain(..) {
+        let head = entry.head();
         let droppable = *bytes > target
-            && event.event_type == event_type
-            && call_delta_len(&event).is_some_and(|(c, _)| c == call);
+            && head.event_type == event_type
+            && call_delta_len(head).is_some_and(|(c, _)| c == call);
         if !droppable {
-            kept.push(event);
+            kept.push(entry);
             continue;
         }
-        let len = call_delta_len(&event).map_or(0, |(_, len)| len);
+        let len = entry.delta_len().unwrap_or(0);
         *bytes -= len;
         omitted += len as u64
-            + event
+            + head
                 .data
                 .get("omittedBytes")
                 .and_then(Value::as_u64)
                 .unwrap_or(0);
-        marker = Some((kept.len(), (*event).clone()));
+        let mut event = head.clone();
+        event.index = entry.index();
+        marker = Some((kept.len(), event));
     }
     if let Some((position, mut event)) = marker {
         event.data["delta"] = Value::String(String::new());
         event.data["omittedBytes"] = Value::from(omitted);
-        kept.insert(position, Arc::new(event));
+        kept.insert(position, Entry::One(Arc::new(event)));
     }
-    *events = kept;
+    *entries = kept;
 }
 
-/// Joins the older half of the buffer's deltas per type into one event each
-/// (text concatenated; the joined event keeps the highest index).
-fn coalesce(events: &mut Vec<Arc<TransientEvent>>) {
-    let half = events.len() / 2;
-    let older: Vec<Arc<TransientEvent>> = events.drain(..half).collect();
-    let mut merged: Vec<TransientEvent> = Vec::new();
-    for event in older {
-        // Deltas of one type (and tool call) join; omission markers do not.
-        let joinable = event.data.get("delta").and_then(Value::as_str).is_some()
-            && event.data.get("omittedBytes").is_none();
+/// Joins the older half of the buffer's deltas per stream (consecutive
+/// deltas of one type and tool call) into one entry each; linear in the
+/// entries moved and the text appended.
+fn coalesce(entries: &mut Vec<Entry>) {
+    let half = entries.len() / 2;
+    let mut merged: Vec<Entry> = Vec::with_capacity(half);
+    for entry in entries.drain(..half) {
         match merged.last_mut() {
-            Some(last)
-                if joinable
-                    && last.event_type == event.event_type
-                    && last.data.get("delta").is_some()
-                    && last.data.get("omittedBytes").is_none()
-                    && last.data.get("toolCallId") == event.data.get("toolCallId") =>
-            {
-                let text = format!(
-                    "{}{}",
-                    last.data["delta"].as_str().unwrap_or_default(),
-                    event.data["delta"].as_str().unwrap_or_default()
-                );
-                last.data["delta"] = Value::String(text);
-                last.index = event.index;
-            }
-            _ => merged.push((*event).clone()),
+            Some(last) if last.joins(&entry) => last.append(entry),
+            _ => merged.push(entry),
         }
     }
-    let mut rebuilt: Vec<Arc<TransientEvent>> = merged.into_iter().map(Arc::new).collect();
-    rebuilt.append(events);
-    *events = rebuilt;
+    merged.append(entries);
+    *entries = merged;
 }
 
 /// All running turns of this process.
@@ -255,6 +375,7 @@ impl LiveTurns {
             last_seq: std::sync::atomic::AtomicI64::new(last_seq),
             buffer: Mutex::new(Buffer {
                 max_events: self.max_events,
+                coalesce_at: self.max_events,
                 max_call_bytes: self.max_call_bytes,
                 ..Buffer::default()
             }),
@@ -390,5 +511,150 @@ mod tests {
         assert!(tail.ends_with("w1999 "));
         let of_b = all.iter().filter(|e| e.data["toolCallId"] == "b").count();
         assert_eq!(of_b, 10);
+    }
+
+    /// The delta text of `events`, joined.
+    fn text_of(events: &[Arc<TransientEvent>]) -> String {
+        events
+            .iter()
+            .filter_map(|e| e.data.get("delta").and_then(Value::as_str))
+            .collect()
+    }
+
+    #[test]
+    fn resume_inside_a_coalesced_range_repeats_no_text() {
+        let turns = LiveTurns::new(16, 1 << 20);
+        let turn = turns.start("c", "t", 3, 4);
+        let mut sent = Vec::new();
+        for i in 0..100 {
+            let delta = format!("{i},");
+            turn.push(
+                "text.delta",
+                serde_json::json!({"turnId": "t", "delta": delta.clone()}),
+            );
+            sent.push(delta);
+        }
+        // The first 50 deltas are joined by now; a client saw 20 of them.
+        assert!(turn.since(0).len() <= 17);
+        let resumed = turn.since(20);
+        assert!(resumed.iter().all(|e| e.index > 20));
+        assert_eq!(text_of(&resumed), sent[20..].concat());
+        assert_eq!(resumed.last().unwrap().index, 100);
+    }
+
+    #[test]
+    fn interleaved_streams_that_cannot_join_stay_exact() {
+        // Text and reasoning alternate, so coalescing cannot shrink the
+        // buffer: it then waits for the buffer to double (a push stays O(1)
+        // amortized) and still loses nothing.
+        let turns = LiveTurns::new(16, 1 << 20);
+        let turn = turns.start("c", "t", 3, 4);
+        let mut sent = String::new();
+        for i in 0..20_000 {
+            let event_type = if i % 2 == 0 {
+                "text.delta"
+            } else {
+                "reasoning.delta"
+            };
+            let delta = format!("{i},");
+            sent.push_str(&delta);
+            turn.push(
+                event_type,
+                serde_json::json!({"turnId": "t", "delta": delta}),
+            );
+        }
+        assert_eq!(text_of(&turn.since(0)), sent);
+        let tail: String = (10_000..20_000).map(|i| format!("{i},")).collect();
+        assert_eq!(text_of(&turn.since(10_000)), tail);
+    }
+
+    /// One pushed event of the property test: (type, tool call, text).
+    fn pushed(choice: u8, text: &str) -> (&'static str, serde_json::Value) {
+        match choice % 6 {
+            0 | 1 => (
+                "text.delta",
+                serde_json::json!({"turnId": "t", "delta": text}),
+            ),
+            2 => (
+                "reasoning.delta",
+                serde_json::json!({"turnId": "t", "delta": text}),
+            ),
+            3 => (
+                "tool_call.delta",
+                serde_json::json!({"turnId": "t", "toolCallId": "a", "delta": text}),
+            ),
+            4 => (
+                "tool_call.delta",
+                serde_json::json!({"turnId": "t", "toolCallId": "b", "delta": text}),
+            ),
+            _ => (
+                "tool_call.started",
+                serde_json::json!({"turnId": "t", "toolCallId": text}),
+            ),
+        }
+    }
+
+    /// `events` as runs of one stream each (type and tool call; an event
+    /// without text is its own run, named by its index), consecutive runs of
+    /// one stream merged: what a subscriber can tell apart.
+    fn runs<'a>(
+        events: impl Iterator<Item = (u64, &'static str, &'a Value)>,
+    ) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (index, event_type, data) in events {
+            let call = data.get("toolCallId").and_then(Value::as_str).unwrap_or("");
+            let Some(delta) = data.get("delta").and_then(Value::as_str) else {
+                out.push((format!("{index} {event_type} {call}"), String::new()));
+                continue;
+            };
+            match out.last_mut() {
+                Some((key, text))
+                    if key.starts_with(event_type) && key[event_type.len()..] == *call =>
+                {
+                    text.push_str(delta);
+                }
+                _ => out.push((format!("{event_type}{call}"), delta.to_owned())),
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn since_k_is_the_exact_suffix_after_k(
+            max_events in 16usize..48,
+            pushes in proptest::collection::vec((0u8..6, "[a-z]{0,3}"), 0..160),
+            after_seq_bumps in proptest::collection::vec(0usize..160, 0..3),
+        ) {
+            let turns = LiveTurns::new(max_events, usize::MAX / 4);
+            let turn = turns.start("c", "t", 3, 4);
+            let mut all: Vec<(u64, &'static str, Value)> = Vec::new();
+            for (i, (choice, text)) in pushes.iter().enumerate() {
+                if after_seq_bumps.contains(&i) {
+                    turn.note_seq(5 + i as i64);
+                }
+                let (event_type, data) = pushed(*choice, text);
+                let event = turn.push(event_type, data.clone());
+                all.push((event.index, event_type, data));
+            }
+            let n = all.len() as u64;
+            for k in 0..=n + 1 {
+                let got = turn.since(k);
+                proptest::prop_assert!(got.iter().all(|e| e.index > k));
+                proptest::prop_assert!(got.windows(2).all(|w| w[0].index < w[1].index));
+                if n > k {
+                    proptest::prop_assert_eq!(got.last().map(|e| e.index), Some(n));
+                }
+                let expected = runs(
+                    all.iter()
+                        .filter(|(i, _, _)| *i > k)
+                        .map(|(i, t, d)| (*i, *t, d)),
+                );
+                let got = runs(got.iter().map(|e| (e.index, e.event_type, &e.data)));
+                proptest::prop_assert_eq!(got, expected);
+            }
+        }
     }
 }

@@ -5,36 +5,30 @@
 //! ([`crate::registry`]) → rewrite `model` to the upstream name (and, when
 //! streaming, force `stream_options.include_usage`) → send → pass the answer
 //! back with `model` set to the composite id → hand the call record to the
-//! [`crate::recorder`]. Nothing else in the body is touched.
+//! [`crate::recorder`]. Nothing else in the body is touched, unless the
+//! provider has `set_params` / `strip_params`.
+//!
+//! Param rules, sending, status mapping, error reading and the record are
+//! the one LLM call path's ([`crate::service::llm_call`]); the streamed
+//! pass-through ([`stream`]) splices bytes and keeps its own loop.
 
 mod call;
 mod stream;
-
-pub(crate) use stream::event_too_large;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use modelyard_upstream::openai::{
-    apply_param_rules, rewrite_completion, upstream_error_message, ChatRequestHead,
-    CompletionError, RequestError,
-};
+use modelyard_upstream::openai::{ChatRequestHead, RequestError};
 use serde_json::json;
 
 use crate::app::AppState;
 use crate::auth::Scoped;
 use crate::error::OpenAiError;
 use crate::registry::RouteError;
+use crate::service::llm_call::{LlmCall, LlmCallError, Purpose, UpstreamStatus};
 
 use call::CallDraft;
-
-/// Largest non-streamed upstream answer read, bytes.
-const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
-/// Largest upstream error body read, bytes.
-const MAX_ERROR_BODY: usize = 64 * 1024;
-/// Characters of an upstream error message kept.
-const MAX_ERROR_CHARS: usize = 2_000;
 
 fn request_error(err: RequestError) -> OpenAiError {
     let param = match &err {
@@ -90,50 +84,62 @@ fn route_error(err: RouteError) -> OpenAiError {
     }
 }
 
-/// The client's answer to an upstream non-2xx status:
-/// - `401` / `403`: the provider refused *Modelyard's* credentials, not the
-///   client's: 502 with code `upstream_auth_error` naming the provider (an
-///   SDK must not tell its user that their key is bad);
+/// The client's answer to a failed upstream call:
+/// - an upstream `401` / `403`: the provider refused *Modelyard's*
+///   credentials, not the client's: 502 with code `upstream_auth_error`
+///   naming the provider (an SDK must not tell its user that their key is
+///   bad);
 /// - `3xx`: redirects are never followed (credentials stay with the
 ///   provider's origin); 502, since a redirect without its `Location` means
 ///   nothing to the client;
-/// - anything else passes through with the upstream's message, `type` and
-///   `code`.
-pub(crate) fn upstream_status_error(
-    provider: &str,
-    status: u16,
-    message: String,
-    kind: Option<String>,
-    code: Option<serde_json::Value>,
-) -> OpenAiError {
-    match status {
-        401 | 403 => OpenAiError::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_error",
-            format!(
-                "provider '{provider}' rejected the server's credentials (HTTP {status}: \
-                 {message}); this is the provider's key in Modelyard's configuration, not \
-                 the key of this request"
-            ),
-        )
-        .code("upstream_auth_error"),
-        300..=399 => OpenAiError::new(
-            StatusCode::BAD_GATEWAY,
-            "upstream_error",
-            format!(
-                "provider '{provider}' answered HTTP {status}: {message} (a redirect; \
-                 redirects are not followed)"
-            ),
+/// - any other status passes through with the upstream's message, `type`
+///   and `code` (and `Retry-After`);
+/// - a deadline: 504; anything else the provider did wrong: 502.
+fn call_error(err: LlmCallError) -> OpenAiError {
+    let kind = err.kind().to_owned();
+    match err {
+        LlmCallError::Status(answer) => {
+            let UpstreamStatus {
+                status,
+                message,
+                code,
+                retry_after,
+                ..
+            } = *answer;
+            let mut error = match status {
+                401 | 403 => OpenAiError::new(StatusCode::BAD_GATEWAY, &kind, message)
+                    .code("upstream_auth_error"),
+                300..=399 => OpenAiError::new(StatusCode::BAD_GATEWAY, &kind, message),
+                _ => {
+                    let mut error = OpenAiError::new(
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                        &kind,
+                        message,
+                    );
+                    error.code = code;
+                    error
+                }
+            };
+            error.retry_after = retry_after;
+            error
+        }
+        LlmCallError::InvalidRequest(message) => {
+            OpenAiError::new(StatusCode::BAD_REQUEST, &kind, message)
+        }
+        LlmCallError::Disabled { .. } => OpenAiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &kind,
+            "provider is disabled",
         ),
-        _ => {
-            let mut error = OpenAiError::new(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-                kind.as_deref().unwrap_or("upstream_error"),
-                format!("provider '{provider}' answered HTTP {status}: {message}"),
-            );
+        LlmCallError::Send(error) | LlmCallError::Upstream(error) if error.is_timeout() => {
+            OpenAiError::new(StatusCode::GATEWAY_TIMEOUT, &kind, error.to_string())
+        }
+        LlmCallError::InBand { message, code } => {
+            let mut error = OpenAiError::new(StatusCode::BAD_GATEWAY, &kind, message);
             error.code = code;
             error
         }
+        other => OpenAiError::new(StatusCode::BAD_GATEWAY, &kind, other.to_string()),
     }
 }
 
@@ -229,7 +235,7 @@ async fn chat(
         .registry
         .resolve(head.model.as_deref())
         .map_err(route_error)?;
-    let Some(client) = target.provider.client.as_ref() else {
+    if target.provider.client.is_none() {
         return Err(OpenAiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "provider_disabled",
@@ -237,63 +243,22 @@ async fn chat(
         ));
     };
     let client_model = target.resolution.model_id.to_string();
-    let mut upstream_body = head.upstream_body(&body, target.resolution.model_id.model());
-    let rules = &target.provider.config;
-    if !rules.set_params.is_empty() || !rules.strip_params.is_empty() {
-        upstream_body = apply_param_rules(&upstream_body, &rules.set_params, &rules.strip_params)
-            .map_err(|e| {
-            OpenAiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", e)
-        })?;
-    }
-    let upstream_body = Bytes::from(upstream_body);
-    let draft = CallDraft::start(&app, &target, head.stream, upstream_body.clone());
-
-    let upstream = match client.chat_completions(upstream_body, head.stream).await {
+    let upstream_body = head.upstream_body(&body, target.resolution.model_id.model());
+    let call = LlmCall::from_raw(&target, Purpose::new("gateway"), head.stream, upstream_body)
+        .map_err(call_error)?;
+    // The draft owns the call from here: whatever way the request ends (the
+    // client gone included), one record.
+    let mut draft = CallDraft::start(&app, call);
+    let upstream = match draft.send().await {
         Ok(upstream) => upstream,
         Err(err) => {
-            let (status, kind) = if err.is_timeout() {
-                (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
-            } else {
-                (StatusCode::BAD_GATEWAY, "upstream_unreachable")
-            };
-            let message = err.to_string();
-            draft.fail(None, Default::default(), None, message.clone());
-            return Err(OpenAiError::new(status, kind, message));
+            // The record keeps the status the upstream answered with.
+            draft.fail(Default::default(), None, err.to_string());
+            return Err(call_error(err));
         }
     };
 
-    let status = upstream.status();
-    if !(200..300).contains(&status) {
-        let retry_after = upstream.retry_after().map(str::to_owned);
-        let body = upstream.bytes(MAX_ERROR_BODY).await.unwrap_or_default();
-        let (message, kind, code) = upstream_error_message(&body, MAX_ERROR_CHARS);
-        let error = upstream_status_error(target.provider.name(), status, message, kind, code);
-        // The record keeps the status the upstream answered with.
-        draft.fail(
-            Some(status),
-            Default::default(),
-            None,
-            error.message.clone(),
-        );
-        let mut error = error;
-        error.retry_after = retry_after;
-        return Err(error);
-    }
-
     if head.stream {
-        if !upstream.is_event_stream() {
-            let message = format!(
-                "provider '{}' answered a streaming request with content type {:?} instead of text/event-stream",
-                target.provider.name(),
-                upstream.content_type()
-            );
-            draft.fail(Some(status), Default::default(), None, message.clone());
-            return Err(OpenAiError::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_invalid_response",
-                message,
-            ));
-        }
         let body = stream::proxy(
             upstream,
             draft,
@@ -313,24 +278,10 @@ async fn chat(
         return Ok(response);
     }
 
-    let bytes = match upstream.bytes(MAX_UPSTREAM_BODY).await {
-        Ok(bytes) => bytes,
-        Err(err) => {
-            let (client_status, kind) = if err.is_timeout() {
-                (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
-            } else {
-                (StatusCode::BAD_GATEWAY, "upstream_error")
-            };
-            let message = err.to_string();
-            // The record keeps the status the upstream answered with.
-            draft.fail(Some(status), Default::default(), None, message.clone());
-            return Err(OpenAiError::new(client_status, kind, message));
-        }
-    };
-    match rewrite_completion(&bytes, &client_model) {
+    match draft.read_body(upstream).await {
         Ok(rewritten) => {
             // A non-streamed answer has no observable first token.
-            draft.complete(status, rewritten.summary, None);
+            draft.complete(rewritten.summary, None);
             let mut response = Response::new(Body::from(rewritten.body));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -338,29 +289,10 @@ async fn chat(
             );
             Ok(response)
         }
-        // A success status whose body is an error object is an error, not an answer.
-        Err(CompletionError::InBand(error)) => {
-            let (message, _, code) = upstream_error_message(error.as_bytes(), MAX_ERROR_CHARS);
-            let message = format!(
-                "provider '{}' answered HTTP {status} with an error: {message}",
-                target.provider.name()
-            );
-            draft.fail(Some(status), Default::default(), None, message.clone());
-            let mut error = OpenAiError::new(StatusCode::BAD_GATEWAY, "upstream_error", message);
-            error.code = code;
-            Err(error)
-        }
-        Err(CompletionError::NotJson(reason)) => {
-            let message = format!(
-                "provider '{}' sent a completion that is not a JSON object: {reason}",
-                target.provider.name()
-            );
-            draft.fail(Some(status), Default::default(), None, message.clone());
-            Err(OpenAiError::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_invalid_response",
-                message,
-            ))
+        Err(err) => {
+            // The record keeps the status the upstream answered with.
+            draft.fail(Default::default(), None, err.to_string());
+            Err(call_error(err))
         }
     }
 }

@@ -15,14 +15,14 @@ use std::convert::Infallible;
 
 use axum::body::Bytes;
 use futures_util::Stream;
-use modelyard_upstream::openai::{upstream_error_message, ChunkKind, StreamAccumulator};
-use modelyard_upstream::sse::{EventTooLarge, SseDecoder};
+use modelyard_upstream::openai::{ChunkKind, StreamAccumulator};
+use modelyard_upstream::sse::SseDecoder;
 use modelyard_upstream::UpstreamResponse;
 use serde_json::json;
 
 use super::call::{CallDraft, CLIENT_GONE};
-use super::MAX_ERROR_CHARS;
 use crate::clock::now_ms;
+use crate::service::llm_call::LlmCallError;
 
 struct StreamState {
     upstream: UpstreamResponse,
@@ -33,7 +33,6 @@ struct StreamState {
     forward_usage: bool,
     draft: Option<CallDraft>,
     first_token_at_ms: Option<i64>,
-    status: u16,
     /// Events decoded so far (data events, whether forwarded or not).
     events: u64,
 }
@@ -42,7 +41,6 @@ impl Drop for StreamState {
     fn drop(&mut self) {
         if let Some(draft) = self.draft.take() {
             draft.fail(
-                Some(self.status),
                 self.acc.summary(),
                 self.first_token_at_ms,
                 CLIENT_GONE.to_owned(),
@@ -59,19 +57,15 @@ enum Step {
 }
 
 impl StreamState {
-    fn error_event(&mut self, out: &mut Vec<u8>, kind: &str, message: String) {
+    fn error_event(&mut self, out: &mut Vec<u8>, error: LlmCallError) {
+        let (kind, message) = (error.kind(), error.to_string());
         let body =
             json!({"error": {"message": message, "type": kind, "param": null, "code": null}});
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(body.to_string().as_bytes());
         out.extend_from_slice(b"\n\n");
         if let Some(draft) = self.draft.take() {
-            draft.fail(
-                Some(self.status),
-                self.acc.summary(),
-                self.first_token_at_ms,
-                message,
-            );
+            draft.fail(self.acc.summary(), self.first_token_at_ms, message);
         }
     }
 
@@ -84,8 +78,8 @@ impl StreamState {
                 Err(too_large) => {
                     // Ending the stream drops the upstream response, which
                     // closes its connection.
-                    let message = event_too_large(&self.provider, too_large);
-                    self.error_event(out, "upstream_invalid_response", message);
+                    let error = LlmCallError::event_too_large(&self.provider, too_large);
+                    self.error_event(out, error);
                     return Step::Done;
                 }
             };
@@ -93,7 +87,7 @@ impl StreamState {
             if event.data.as_ref() == b"[DONE]" {
                 out.extend_from_slice(b"data: [DONE]\n\n");
                 if let Some(draft) = self.draft.take() {
-                    draft.complete(self.status, self.acc.summary(), self.first_token_at_ms);
+                    draft.complete(self.acc.summary(), self.first_token_at_ms);
                 }
                 return Step::Done;
             }
@@ -114,20 +108,13 @@ impl StreamState {
                     }
                 }
                 Ok(ChunkKind::Error(error)) => {
-                    let (message, _, _) = upstream_error_message(error.as_bytes(), MAX_ERROR_CHARS);
-                    let message = format!(
-                        "provider '{}' reported an error mid-stream: {message}",
-                        self.provider
-                    );
-                    self.error_event(out, "upstream_error", message);
+                    let error = LlmCallError::mid_stream(&self.provider, &error);
+                    self.error_event(out, error);
                     return Step::Done;
                 }
                 Err(reason) => {
-                    let message = format!(
-                        "provider '{}' sent malformed stream data: {reason}",
-                        self.provider
-                    );
-                    self.error_event(out, "upstream_invalid_response", message);
+                    let error = LlmCallError::malformed(&self.provider, &reason);
+                    self.error_event(out, error);
                     return Step::Done;
                 }
             }
@@ -166,41 +153,18 @@ impl StreamState {
                     }
                 }
                 Ok(None) => {
-                    let message = if self.decoder.has_partial_event() {
-                        format!(
-                            "provider '{}' ended the stream in the middle of an event",
-                            self.provider
-                        )
-                    } else {
-                        format!(
-                            "provider '{}' closed the stream before [DONE]",
-                            self.provider
-                        )
-                    };
-                    self.error_event(&mut out, "upstream_error", message);
+                    let error =
+                        LlmCallError::closed(&self.provider, self.decoder.has_partial_event());
+                    self.error_event(&mut out, error);
                     return Some(Bytes::from(out));
                 }
                 Err(err) => {
-                    let kind = if err.is_timeout() {
-                        "upstream_timeout"
-                    } else {
-                        "upstream_error"
-                    };
-                    self.error_event(&mut out, kind, err.to_string());
+                    self.error_event(&mut out, LlmCallError::Upstream(err));
                     return Some(Bytes::from(out));
                 }
             }
         }
     }
-}
-
-/// The message for an upstream event over `limits.max_sse_event_bytes`.
-pub(crate) fn event_too_large(provider: &str, err: EventTooLarge) -> String {
-    format!(
-        "provider '{provider}' sent an SSE event larger than {} bytes \
-         (limits.max_sse_event_bytes); the stream was closed",
-        err.max_event_bytes
-    )
 }
 
 /// The client body for a streamed answer; one upstream event may be at most
@@ -214,7 +178,6 @@ pub fn proxy(
     max_event_bytes: usize,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let state = StreamState {
-        status: upstream.status(),
         upstream,
         decoder: SseDecoder::with_max_event_bytes(max_event_bytes),
         acc: StreamAccumulator::default(),

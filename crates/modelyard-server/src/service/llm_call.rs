@@ -1,0 +1,579 @@
+//! One LLM call: `target + request + limits → send → streamed chunks (or one
+//! body) → outcome + call record`, the one path every model call of the
+//! server takes — the gateway, a turn's chat steps, the advisor, titles and
+//! compactions.
+//!
+//! What is shared:
+//! - the request: the server's own requests are composed by [`compose`]
+//!   (options first, routing's fields last so nothing overrides them); the
+//!   gateway's body is the client's bytes with `model` spliced in. Either way
+//!   [`LlmCall::new`] / [`LlmCall::from_raw`] apply the provider's
+//!   `set_params` / `strip_params` ([`apply_param_rules`], the one place
+//!   that does), and only when the provider has rules does the gateway's
+//!   body become a JSON tree. Provider `headers` and `proxy_url` are in the
+//!   provider's client ([`modelyard_upstream::ProviderClient`]), so every
+//!   call carries them; a custom base URL's client (`ProviderClient::guarded`)
+//!   has none by design, and no rules.
+//! - sending ([`LlmCall::send`]): the provider's deadlines (in the client),
+//!   a disabled provider, a non-2xx answer read at most
+//!   [`MAX_ERROR_BODY_BYTES`] and described with the 401/403 (the
+//!   provider's credentials) and 3xx (redirects are not followed) wording.
+//! - reading: [`LlmCall::read_stream`] (SSE, one event at most
+//!   `limits.max_sse_event_bytes`, accumulated) or [`LlmCall::read_body`]
+//!   (one answer, at most [`MAX_ANSWER_BYTES`]); the gateway's streamed
+//!   pass-through keeps its own loop and uses the same messages
+//!   ([`LlmCallError`]).
+//! - the record ([`LlmCall::record`]): one [`CallRecord`] per call.
+//!
+//! No HTTP framework here: errors are [`LlmCallError`], which each front maps
+//! to its own shape (the gateway: OpenAI envelopes).
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use modelyard_upstream::openai::{
+    self, rewrite_completion, upstream_error_message, AnswerSummary, ChunkKind, CompletionError,
+    RewrittenCompletion, StreamAccumulator,
+};
+use modelyard_upstream::sse::{EventTooLarge, SseDecoder};
+use modelyard_upstream::{UpstreamError, UpstreamResponse};
+use serde_json::{json, Map, Value};
+
+use crate::clock::now_ms;
+use crate::config::ProviderConfig;
+use crate::recorder::CallRecord;
+use crate::registry::Target;
+
+/// Largest non-streamed upstream answer read, bytes.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+/// Largest upstream error body read, bytes.
+pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+/// Characters of an upstream error message kept.
+pub const MAX_ERROR_CHARS: usize = 2_000;
+
+/// What a call is made for, as its record names it.
+#[derive(Debug, Clone)]
+pub struct Purpose {
+    /// Operation (`gateway`, `chat`, `advisor`, `title`, `compaction`, …).
+    pub operation: Cow<'static, str>,
+    /// The conversation, for calls made for one.
+    pub conversation_id: Option<String>,
+    /// The turn, for calls made during one.
+    pub turn_id: Option<String>,
+}
+
+impl Purpose {
+    /// A call of `operation` for no conversation.
+    pub fn new(operation: &'static str) -> Self {
+        Self {
+            operation: Cow::Borrowed(operation),
+            conversation_id: None,
+            turn_id: None,
+        }
+    }
+
+    /// A call of `operation` for a conversation (and a turn of it).
+    pub fn conversation(operation: &str, conversation_id: &str, turn_id: Option<&str>) -> Self {
+        Self {
+            operation: Cow::Owned(operation.to_owned()),
+            conversation_id: Some(conversation_id.to_owned()),
+            turn_id: turn_id.map(str::to_owned),
+        }
+    }
+}
+
+/// A request the server composes itself: `options` (LLM config options and
+/// the caller's own fields such as `tools` or a default `max_tokens`), then
+/// routing's fields — `model` (the upstream name), `messages`, `stream` and,
+/// streaming, `stream_options.include_usage` — last, so nothing overrides
+/// them.
+pub fn compose(
+    upstream_model: &str,
+    mut options: Map<String, Value>,
+    messages: Vec<Value>,
+    stream: bool,
+) -> Value {
+    options.insert("model".into(), json!(upstream_model));
+    options.insert("messages".into(), Value::Array(messages));
+    options.insert("stream".into(), json!(stream));
+    if stream {
+        options.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    Value::Object(options)
+}
+
+/// Whether `provider` has `set_params` or `strip_params`.
+pub fn has_param_rules(provider: &ProviderConfig) -> bool {
+    !provider.set_params.is_empty() || !provider.strip_params.is_empty()
+}
+
+/// Applies a provider's parameter rules to a request object: removes the
+/// top-level fields named in `strip_params`, then sets those in
+/// `set_params` (member order kept). Config validation keeps routing's own
+/// fields (`model`, `messages`, `stream`, …) out of both.
+pub fn apply_param_rules(provider: &ProviderConfig, request: &mut Map<String, Value>) {
+    openai::apply_param_rules_to(request, &provider.set_params, &provider.strip_params);
+}
+
+/// Why a call did not produce an answer. Messages name the provider.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LlmCallError {
+    /// The request body is not a JSON object (a client's, with param rules
+    /// to apply).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The provider is disabled (it has no client).
+    #[error("provider '{provider}' is disabled")]
+    Disabled {
+        /// Provider name.
+        provider: String,
+    },
+    /// Connecting or sending failed, or no answer came in time.
+    #[error(transparent)]
+    Send(UpstreamError),
+    /// Reading the answer failed (connection, deadline, size).
+    #[error(transparent)]
+    Upstream(UpstreamError),
+    /// The provider answered a non-2xx status.
+    #[error("{}", .0.message)]
+    Status(Box<UpstreamStatus>),
+    /// A streamed request was answered with another content type.
+    #[error(
+        "provider '{provider}' answered a streaming request with content type \
+         {content_type:?} instead of text/event-stream"
+    )]
+    NotEventStream {
+        /// Provider name.
+        provider: String,
+        /// What it sent.
+        content_type: String,
+    },
+    /// A success status whose body (or stream event) is an error object.
+    #[error("{message}")]
+    InBand {
+        /// The whole message.
+        message: String,
+        /// The upstream's `error.code`.
+        code: Option<Value>,
+    },
+    /// An answer that cannot be read: not JSON, malformed stream data, an
+    /// event over the size cap.
+    #[error("{0}")]
+    Invalid(String),
+    /// The stream ended before `[DONE]`.
+    #[error("{0}")]
+    Closed(String),
+}
+
+/// An upstream non-2xx answer, read.
+#[derive(Debug, Clone)]
+pub struct UpstreamStatus {
+    /// Its status.
+    pub status: u16,
+    /// The whole message (see [`status_message`]).
+    pub message: String,
+    /// The upstream's `error.type`.
+    pub kind: Option<String>,
+    /// The upstream's `error.code`.
+    pub code: Option<Value>,
+    /// The upstream's `Retry-After`.
+    pub retry_after: Option<String>,
+}
+
+impl LlmCallError {
+    /// The upstream's HTTP status, when this error is one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            LlmCallError::Status(answer) => Some(answer.status),
+            _ => None,
+        }
+    }
+
+    /// Whether a deadline expired.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, LlmCallError::Send(e) | LlmCallError::Upstream(e) if e.is_timeout())
+    }
+
+    /// The OpenAI error `type` a front reports for it.
+    pub fn kind(&self) -> &str {
+        match self {
+            LlmCallError::InvalidRequest(_) => "invalid_request_error",
+            LlmCallError::Disabled { .. } => "provider_disabled",
+            LlmCallError::Send(e) | LlmCallError::Upstream(e) if e.is_timeout() => {
+                "upstream_timeout"
+            }
+            LlmCallError::Send(_) => "upstream_unreachable",
+            LlmCallError::Upstream(_) | LlmCallError::InBand { .. } | LlmCallError::Closed(_) => {
+                "upstream_error"
+            }
+            LlmCallError::Status(answer) => match answer.status {
+                300..=399 | 401 | 403 => "upstream_error",
+                _ => answer.kind.as_deref().unwrap_or("upstream_error"),
+            },
+            LlmCallError::NotEventStream { .. } | LlmCallError::Invalid(_) => {
+                "upstream_invalid_response"
+            }
+        }
+    }
+
+    /// An error event mid-stream (`{"error": …}` in an SSE event).
+    pub fn mid_stream(provider: &str, error_json: &str) -> Self {
+        let (message, _, code) = upstream_error_message(error_json.as_bytes(), MAX_ERROR_CHARS);
+        LlmCallError::InBand {
+            message: format!("provider '{provider}' reported an error mid-stream: {message}"),
+            code,
+        }
+    }
+
+    /// Stream data that is not a chunk.
+    pub fn malformed(provider: &str, reason: &str) -> Self {
+        LlmCallError::Invalid(format!(
+            "provider '{provider}' sent malformed stream data: {reason}"
+        ))
+    }
+
+    /// One SSE event over `limits.max_sse_event_bytes`.
+    pub fn event_too_large(provider: &str, err: EventTooLarge) -> Self {
+        LlmCallError::Invalid(format!(
+            "provider '{provider}' sent an SSE event larger than {} bytes \
+             (limits.max_sse_event_bytes); the stream was closed",
+            err.max_event_bytes
+        ))
+    }
+
+    /// The body ended before `[DONE]` (`partial`: inside an event).
+    pub fn closed(provider: &str, partial: bool) -> Self {
+        LlmCallError::Closed(if partial {
+            format!("provider '{provider}' ended the stream in the middle of an event")
+        } else {
+            format!("provider '{provider}' closed the stream before [DONE]")
+        })
+    }
+}
+
+/// The message of an upstream non-2xx answer:
+/// - `401` / `403`: the provider refused *Modelyard's* credentials, not the
+///   client's (an SDK must not tell its user that their key is bad);
+/// - `3xx`: redirects are never followed (credentials stay with the
+///   provider's origin);
+/// - anything else: the upstream's message.
+pub fn status_message(provider: &str, status: u16, message: &str) -> String {
+    match status {
+        401 | 403 => format!(
+            "provider '{provider}' rejected the server's credentials (HTTP {status}: \
+             {message}); this is the provider's key in Modelyard's configuration, not \
+             the key of this request"
+        ),
+        300..=399 => format!(
+            "provider '{provider}' answered HTTP {status}: {message} (a redirect; \
+             redirects are not followed)"
+        ),
+        _ => format!("provider '{provider}' answered HTTP {status}: {message}"),
+    }
+}
+
+/// One call to a model, from its request to its record.
+#[derive(Debug)]
+pub struct LlmCall {
+    target: Target,
+    purpose: Purpose,
+    stream: bool,
+    request: Bytes,
+    sent_at_ms: i64,
+    status: Option<u16>,
+    first_token_at_ms: Option<i64>,
+}
+
+impl LlmCall {
+    /// A call with a request the server composed ([`compose`]): the
+    /// provider's parameter rules are applied, then it is serialized.
+    /// `stream` is read from the request.
+    pub fn new(target: &Target, purpose: Purpose, request: Value) -> Self {
+        // [`compose`] always builds an object.
+        let mut request = match request {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        apply_param_rules(&target.provider.config, &mut request);
+        let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
+        let body = Value::Object(request).to_string();
+        Self::start(target, purpose, stream, Bytes::from(body))
+    }
+
+    /// A call with a client's request bytes (the gateway's, `model`
+    /// already spliced in): sent as they are unless the provider has
+    /// parameter rules, which need the body parsed and written again.
+    ///
+    /// # Errors
+    /// [`LlmCallError::InvalidRequest`] when there are rules and the body is
+    /// not a JSON object.
+    pub fn from_raw(
+        target: &Target,
+        purpose: Purpose,
+        stream: bool,
+        request: Vec<u8>,
+    ) -> Result<Self, LlmCallError> {
+        let rules = &target.provider.config;
+        let request = if has_param_rules(rules) {
+            openai::apply_param_rules(&request, &rules.set_params, &rules.strip_params)
+                .map_err(LlmCallError::InvalidRequest)?
+        } else {
+            request
+        };
+        Ok(Self::start(target, purpose, stream, Bytes::from(request)))
+    }
+
+    fn start(target: &Target, purpose: Purpose, stream: bool, request: Bytes) -> Self {
+        Self {
+            target: target.clone(),
+            purpose,
+            stream,
+            request,
+            sent_at_ms: now_ms(),
+            status: None,
+            first_token_at_ms: None,
+        }
+    }
+
+    /// Where it goes.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The request body as sent.
+    pub fn request(&self) -> &Bytes {
+        &self.request
+    }
+
+    /// Send time, unix ms.
+    pub fn sent_at_ms(&self) -> i64 {
+        self.sent_at_ms
+    }
+
+    /// The provider's HTTP status, once it answered.
+    pub fn status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// When the first output arrived, unix ms.
+    pub fn first_token_at_ms(&self) -> Option<i64> {
+        self.first_token_at_ms
+    }
+
+    /// Sets when the first output arrived (the gateway's pass-through does
+    /// its own reading).
+    pub fn set_first_token_at_ms(&mut self, at_ms: Option<i64>) {
+        if at_ms.is_some() {
+            self.first_token_at_ms = at_ms;
+        }
+    }
+
+    /// Sends the request under the provider's deadlines. A non-2xx answer
+    /// is an error whose body was read (at most [`MAX_ERROR_BODY_BYTES`]);
+    /// a streamed request answered with something other than an event
+    /// stream is one too.
+    ///
+    /// # Errors
+    /// [`LlmCallError::Disabled`], [`LlmCallError::Send`] (unreachable,
+    /// timeout), [`LlmCallError::Status`], [`LlmCallError::NotEventStream`].
+    pub async fn send(&mut self) -> Result<UpstreamResponse, LlmCallError> {
+        let provider = self.target.provider.name();
+        let Some(client) = self.target.provider.client.as_ref() else {
+            return Err(LlmCallError::Disabled {
+                provider: provider.to_owned(),
+            });
+        };
+        self.sent_at_ms = now_ms();
+        let upstream = client
+            .chat_completions(self.request.clone(), self.stream)
+            .await
+            .map_err(LlmCallError::Send)?;
+        let status = upstream.status();
+        self.status = Some(status);
+        if !(200..300).contains(&status) {
+            let retry_after = upstream.retry_after().map(str::to_owned);
+            let body = upstream
+                .bytes(MAX_ERROR_BODY_BYTES)
+                .await
+                .unwrap_or_default();
+            let (message, kind, code) = upstream_error_message(&body, MAX_ERROR_CHARS);
+            return Err(LlmCallError::Status(Box::new(UpstreamStatus {
+                status,
+                message: status_message(provider, status, &message),
+                kind,
+                code,
+                retry_after,
+            })));
+        }
+        if self.stream && !upstream.is_event_stream() {
+            return Err(LlmCallError::NotEventStream {
+                provider: provider.to_owned(),
+                content_type: upstream.content_type().to_owned(),
+            });
+        }
+        Ok(upstream)
+    }
+
+    /// Reads a non-streamed answer (at most [`MAX_ANSWER_BYTES`]), with
+    /// `model` set to the composite id.
+    ///
+    /// # Errors
+    /// [`LlmCallError::Upstream`] (body, deadline, size),
+    /// [`LlmCallError::InBand`], [`LlmCallError::Invalid`].
+    pub async fn read_body(
+        &self,
+        upstream: UpstreamResponse,
+    ) -> Result<RewrittenCompletion, LlmCallError> {
+        let status = upstream.status();
+        let bytes = upstream
+            .bytes(MAX_ANSWER_BYTES)
+            .await
+            .map_err(LlmCallError::Upstream)?;
+        let provider = self.target.provider.name();
+        let client_model = self.target.resolution.model_id.to_string();
+        rewrite_completion(&bytes, &client_model).map_err(|error| match error {
+            // A success status whose body is an error object is an error, not an answer.
+            CompletionError::InBand(error) => {
+                let (message, _, code) = upstream_error_message(error.as_bytes(), MAX_ERROR_CHARS);
+                LlmCallError::InBand {
+                    message: format!(
+                        "provider '{provider}' answered HTTP {status} with an error: {message}"
+                    ),
+                    code,
+                }
+            }
+            CompletionError::NotJson(reason) => LlmCallError::Invalid(format!(
+                "provider '{provider}' sent a completion that is not a JSON object: {reason}"
+            )),
+        })
+    }
+
+    /// Reads a streamed answer into `acc` until `[DONE]`, calling
+    /// `on_chunk` after every accepted chunk (one SSE event at most
+    /// `max_event_bytes`). Returning (or dropping the future) drops the
+    /// upstream response, which closes its connection.
+    ///
+    /// # Errors
+    /// The read, deadline, malformed-data, in-band and early-end errors.
+    pub async fn read_stream(
+        &mut self,
+        mut upstream: UpstreamResponse,
+        max_event_bytes: usize,
+        acc: &mut StreamAccumulator,
+        on_chunk: &mut (dyn FnMut(&StreamAccumulator) + Send),
+    ) -> Result<(), LlmCallError> {
+        let provider = self.target.provider.name().to_owned();
+        let client_model = self.target.resolution.model_id.to_string();
+        let mut decoder = SseDecoder::with_max_event_bytes(max_event_bytes);
+        loop {
+            let chunk = match upstream.next_chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => {
+                    return Err(LlmCallError::closed(&provider, decoder.has_partial_event()))
+                }
+                Err(err) => return Err(LlmCallError::Upstream(err)),
+            };
+            decoder.push(&chunk);
+            loop {
+                let event = match decoder.try_next_event() {
+                    Ok(Some(event)) => event,
+                    Ok(None) => break,
+                    Err(too_large) => {
+                        return Err(LlmCallError::event_too_large(&provider, too_large))
+                    }
+                };
+                if event.data.as_ref() == b"[DONE]" {
+                    return Ok(());
+                }
+                match acc.accept(&event.data, &client_model) {
+                    Ok(ChunkKind::Forward(_)) | Ok(ChunkKind::UsageOnly(_)) => {}
+                    Ok(ChunkKind::Error(error)) => {
+                        return Err(LlmCallError::mid_stream(&provider, &error))
+                    }
+                    Err(reason) => return Err(LlmCallError::malformed(&provider, &reason)),
+                }
+                if self.first_token_at_ms.is_none() && acc.has_output() {
+                    self.first_token_at_ms = Some(now_ms());
+                }
+                on_chunk(acc);
+            }
+        }
+    }
+
+    /// The call-log record of this call, finished now with `summary` and
+    /// `error`.
+    pub fn record(&self, summary: AnswerSummary, error: Option<String>) -> CallRecord {
+        self.record_at(summary, error, now_ms())
+    }
+
+    /// [`Self::record`] finished at `completed_at_ms` (for a record built
+    /// later, off the hot path).
+    pub fn record_at(
+        &self,
+        summary: AnswerSummary,
+        error: Option<String>,
+        completed_at_ms: i64,
+    ) -> CallRecord {
+        CallRecord {
+            operation: self.purpose.operation.clone().into_owned(),
+            conversation_id: self.purpose.conversation_id.clone(),
+            turn_id: self.purpose.turn_id.clone(),
+            model_id: self.target.resolution.model_id.to_string(),
+            provider: self.target.provider.name().to_owned(),
+            upstream_model: self.target.resolution.model_id.model().to_owned(),
+            stream: self.stream,
+            request_json: String::from_utf8_lossy(&self.request).into_owned(),
+            summary,
+            sent_at_ms: self.sent_at_ms,
+            first_token_at_ms: self.first_token_at_ms,
+            completed_at_ms,
+            http_status: self.status,
+            error,
+        }
+    }
+
+    /// Sends a non-streamed request and reads its answer: the summary (or
+    /// why there is none) and the call's record.
+    pub async fn complete(mut self) -> (Result<AnswerSummary, LlmCallError>, CallRecord) {
+        let outcome = match self.send().await {
+            Ok(upstream) => self.read_body(upstream).await.map(|r| r.summary),
+            Err(error) => Err(error),
+        };
+        let record = match &outcome {
+            Ok(summary) => self.record(summary.clone(), None),
+            Err(error) => self.record(AnswerSummary::default(), Some(error.to_string())),
+        };
+        (outcome, record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compose_puts_routing_fields_last() {
+        let mut options = Map::new();
+        options.insert("model".into(), json!("wrong"));
+        options.insert("stream".into(), json!(false));
+        options.insert("temperature".into(), json!(0.5));
+        let body = compose("m", options, vec![json!({"role": "user"})], true);
+        assert_eq!(
+            body,
+            json!({"model": "m", "stream": true, "temperature": 0.5,
+                   "messages": [{"role": "user"}], "stream_options": {"include_usage": true}})
+        );
+        let body = compose("m", Map::new(), Vec::new(), false);
+        assert_eq!(body, json!({"model": "m", "messages": [], "stream": false}));
+    }
+
+    #[test]
+    fn status_messages_name_the_provider_and_the_cause() {
+        assert!(status_message("p", 401, "bad key").contains("rejected the server's credentials"));
+        assert!(status_message("p", 302, "moved").contains("redirects are not followed"));
+        assert_eq!(
+            status_message("p", 500, "boom"),
+            "provider 'p' answered HTTP 500: boom"
+        );
+    }
+}
