@@ -144,7 +144,10 @@ async fn credentials_appear_in_no_database_log_trace_or_response() {
                 Some(chat("mock/leak-auth", stream, "hi")),
             )
             .await;
-        assert_eq!(status, 401, "{body}");
+        // An upstream 401 is the provider's credential problem: 502
+        // `upstream_auth_error`, never the client's 401.
+        assert_eq!(status, 502, "{body}");
+        assert!(body.contains("upstream_auth_error"), "{body}");
         assert!(
             body.contains("[REDACTED]"),
             "the echoed credential is scrubbed: {body}"
