@@ -1,5 +1,5 @@
 //! The advisor: a server-side tool that consults the model of the `advisor`
-//! operation (DESIGN.md §3, §6) in the middle of a turn.
+//! operation (docs/design.md#turn-model, docs/design.md#advisor) in the middle of a turn.
 //!
 //! The chat model calls `advisor` with `{"question": "..."}`. The advisor
 //! model gets a system prompt (the advisor LLM config's, else
@@ -78,7 +78,7 @@ pub struct Advisor {
 
 /// Resolves the `advisor` operation's model for `conversation`: its
 /// `llmOverrides.advisor`, its `llmId`, the `advisor` preset, then the
-/// server default (DESIGN.md §3).
+/// server default (docs/design.md#turn-model).
 ///
 /// # Errors
 /// A message saying why no advisor model is available.
