@@ -320,10 +320,10 @@ async fn slow_header_senders_are_disconnected_while_others_are_served() {
             tokio::time::sleep(Duration::from_millis(900)).await;
             prompt.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
-            prompt.write_all(b"host: x\r\n\r\n").await.unwrap();
+            prompt.write_all(b"host: localhost\r\n\r\n").await.unwrap();
         } else {
             prompt
-                .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+                .write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n")
                 .await
                 .unwrap();
         }
@@ -386,7 +386,7 @@ body_read_timeout_ms = 300
         .await;
     let addr = server.base_url.trim_start_matches("http://").to_owned();
     let head =
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n";
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n";
     let body = serde_json::to_string(&chat_body("mock-model", false)).unwrap();
 
     // Given clients that send a head and part of a body (by length and
@@ -474,7 +474,7 @@ async fn connections_past_the_cap_are_closed_at_once_and_a_client_gets_in_later(
     let started = Instant::now();
     let mut ninth = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let _ = ninth
-        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await;
     let said = closed_by_server("the 9th", &mut ninth).await;
     assert!(said.is_empty(), "the 9th is not served: {said}");
