@@ -615,9 +615,11 @@ mod tests {
     async fn a_flood_of_random_keys_does_not_evict_a_valid_one() {
         let store = Store::connect("sqlite::memory:").await.unwrap();
         let project = ProjectId::default_project();
-        let (row, secret) = crate::api::keys::create_key(&store, &project, "valid", Role::Member)
-            .await
-            .unwrap();
+        let created =
+            crate::service::keys::create(&store, &project, Some("valid".into()), Role::Member)
+                .await
+                .unwrap();
+        let (row, secret) = (created.row, created.secret);
         let auth = Auth::load(store.clone()).await.unwrap();
         assert!(auth.required());
         // Given a valid key in the cache...

@@ -20,6 +20,7 @@ pub mod conversations;
 pub mod error;
 pub mod gateway;
 pub mod guard;
+pub mod http;
 pub mod limits;
 pub mod recorder;
 pub mod redact;

@@ -353,9 +353,11 @@ async fn every_route_answers_by_role_and_project() {
     let b: ProjectId = store.create_project("b").await.unwrap();
     let mut other = Vec::new();
     for role in [Role::Admin, Role::Member, Role::Read] {
-        let (_, secret) = modelyard_server::api::keys::create_key(&store, &b, "b key", role)
-            .await
-            .unwrap();
+        let (_, secret) =
+            modelyard_server::service::keys::create(&store, &b, Some("b key".into()), role)
+                .await
+                .map(|k| (k.row, k.secret))
+                .unwrap();
         other.push(secret);
     }
     let keys = Keys {
@@ -696,8 +698,9 @@ async fn keys_stay_required_after_every_key_is_revoked() {
     let store = Store::connect(&server.db_url()).await.unwrap();
     let project = ProjectId::default_project();
     let (row, secret) =
-        modelyard_server::api::keys::create_key(&store, &project, "cli", Role::Member)
+        modelyard_server::service::keys::create(&store, &project, Some("cli".into()), Role::Member)
             .await
+            .map(|k| (k.row, k.secret))
             .unwrap();
     // ... then the server picks it up.
     assert!(

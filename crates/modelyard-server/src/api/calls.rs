@@ -8,7 +8,7 @@
 //! timeToFirstTokenMs}`; the single-call view adds `request` (the JSON body
 //! sent upstream), `responseText`, `reasoningText` and `toolCalls`.
 
-use axum::extract::{Path, Query};
+use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use modelyard_store::{CallFilter, LlmCallRow};
 use serde::Deserialize;
@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use crate::auth::Scoped;
 use crate::clock::rfc3339;
 use crate::error::Problem;
+use crate::http::ApiQuery;
 
 /// Query of `GET /v1/calls`.
 #[derive(Debug, Deserialize)]
@@ -82,14 +83,7 @@ pub(crate) fn call_json(row: &LlmCallRow, full: bool) -> Value {
 }
 
 /// `GET /v1/calls`: newest first, `{data: [call], nextBefore: id | null}`.
-pub async fn list(
-    Scoped(app): Scoped,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Query(query) = match query {
-        Ok(q) => q,
-        Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
-    };
+pub async fn list(Scoped(app): Scoped, ApiQuery(query): ApiQuery<ListQuery>) -> Response {
     let limit = query.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Problem::bad_request(format!("limit must be between 1 and 500, got {limit}"))

@@ -9,7 +9,6 @@
 //! Adding a model the catalog has never seen is a 422 whose `suggestions`
 //! lists close ids.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -23,6 +22,7 @@ use crate::app::AppState;
 use crate::auth::Scoped;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::Problem;
+use crate::http::ApiJson;
 
 /// The project's favorite ids in order.
 pub async fn favorite_ids(app: &AppState) -> Result<Vec<String>, Problem> {
@@ -60,19 +60,7 @@ fn favorites_json(app: &AppState, rows: &[FavoriteRow]) -> Value {
     json!({ "data": data })
 }
 
-/// Up to five ids the registry has seen that are close to `wanted`
-/// (normalized Levenshtein ≥ 0.4), closest first.
-pub(crate) fn suggestions(app: &AppState, wanted: &str) -> Vec<String> {
-    let mut scored: Vec<(f64, String)> = app
-        .registry
-        .seen_ids()
-        .into_iter()
-        .map(|id| (strsim::normalized_levenshtein(&id, wanted), id))
-        .filter(|(score, _)| *score >= 0.4)
-        .collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    scored.into_iter().take(5).map(|(_, id)| id).collect()
-}
+pub(crate) use crate::service::models::suggestions;
 
 /// Checks a model id for the favorites list and returns it as stored:
 /// composite ids as given; a bare id becomes the composite id it resolves to.
@@ -126,10 +114,6 @@ pub struct AddBody {
     model_id: String,
 }
 
-fn json_problem(rejection: JsonRejection) -> Problem {
-    Problem::bad_request(rejection.body_text())
-}
-
 /// `GET /v1/favorites`: `{data: [favorite]}`.
 pub async fn list(Scoped(app): Scoped) -> Response {
     match app.store.list_favorites(&app.project).await {
@@ -140,14 +124,7 @@ pub async fn list(Scoped(app): Scoped) -> Response {
 
 /// `PUT /v1/favorites`: replaces the ordered list; every id is validated
 /// before anything is written.
-pub async fn replace(
-    Scoped(app): Scoped,
-    body: Result<Json<ReplaceBody>, JsonRejection>,
-) -> Response {
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(rejection) => return json_problem(rejection).into_response(),
-    };
+pub async fn replace(Scoped(app): Scoped, ApiJson(body): ApiJson<ReplaceBody>) -> Response {
     let existing = match favorite_ids(&app).await {
         Ok(e) => e,
         Err(problem) => return problem.into_response(),
@@ -175,11 +152,7 @@ pub async fn replace(
 
 /// `POST /v1/favorites`: appends one; 201 when added, 200 when it was
 /// already there.
-pub async fn add(Scoped(app): Scoped, body: Result<Json<AddBody>, JsonRejection>) -> Response {
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(rejection) => return json_problem(rejection).into_response(),
-    };
+pub async fn add(Scoped(app): Scoped, ApiJson(body): ApiJson<AddBody>) -> Response {
     let existing = match favorite_ids(&app).await {
         Ok(e) => e,
         Err(problem) => return problem.into_response(),

@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -24,9 +23,12 @@ use modelyard_core::conversation::{EventPayload, ImportedMessage, Part};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::conversations::{load, new_id, store_problem};
 use crate::auth::Scoped;
 use crate::error::Problem;
+use crate::http::store_problem;
+use crate::http::ApiJson;
+use crate::service::conversations::load;
+use crate::service::error::new_id;
 
 /// Most messages one import may carry.
 pub const MAX_IMPORTED: usize = 1_000;
@@ -42,12 +44,8 @@ pub struct ImportBody {
 pub async fn import(
     Scoped(app): Scoped,
     Path(id): Path<String>,
-    body: Result<Json<ImportBody>, JsonRejection>,
+    ApiJson(body): ApiJson<ImportBody>,
 ) -> Response {
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
-    };
     if body.messages.is_empty() || body.messages.len() > MAX_IMPORTED {
         return Problem::unprocessable(format!(
             "messages must hold 1 to {MAX_IMPORTED} messages, got {}",
@@ -57,7 +55,7 @@ pub async fn import(
     }
     let conversation = match load(&app, &id).await {
         Ok(c) => c,
-        Err(problem) => return problem.into_response(),
+        Err(err) => return crate::http::ApiError::from(err).into_response(),
     };
     if let Some(running) = &conversation.running_turn_id {
         return Problem::conflict(format!(

@@ -17,8 +17,7 @@
 //! `field` member names the field. System defaults (materialized from the
 //! server's presets) are read-only: copy them (`POST /v1/llms/{id}/copy`).
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -27,12 +26,15 @@ use modelyard_store::{LlmConfigFields, LlmConfigFilter, LlmConfigRow, StoreError
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
-use super::conversations::{check_model, new_id, store_problem};
 use crate::app::AppState;
 use crate::auth::Scoped;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::Problem;
+use crate::http::store_problem;
+use crate::http::{ApiJson, ApiQuery};
 use crate::registry::BaseUrlError;
+use crate::service::error::new_id;
+use crate::service::models::check_model;
 
 /// Longest display name, characters.
 const MAX_DISPLAY_NAME: usize = 200;
@@ -88,16 +90,6 @@ async fn load(app: &AppState, id: &str) -> Result<LlmConfigRow, Problem> {
     }
 }
 
-/// Checks that `id` names a config that is not deleted; a 422 naming
-/// `field` otherwise. Reads only: nothing is written or materialized.
-pub(crate) async fn check_config_id(app: &AppState, field: &str, id: &str) -> Result<(), Problem> {
-    match app.store.get_llm_config(&app.project, id).await {
-        Ok(Some(row)) if !row.deleted => Ok(()),
-        Ok(_) => Err(invalid(field, format!("no LLM config with id {id:?}"))),
-        Err(err) => Err(store_problem(err)),
-    }
-}
-
 /// Validates (and normalizes: the model id becomes its composite form)
 /// what a config says.
 fn validate(app: &AppState, fields: &mut LlmConfigFields) -> Result<(), Problem> {
@@ -114,10 +106,7 @@ fn validate(app: &AppState, fields: &mut LlmConfigFields) -> Result<(), Problem>
     fields.display_name = name.to_owned();
     match check_model(app, &fields.model) {
         Ok(checked) => fields.model = checked.model,
-        Err(mut problem) => {
-            problem.detail = format!("model: {}", problem.detail);
-            return Err(problem.with("field", "model"));
-        }
+        Err(err) => return Err(err.in_field("model").into()),
     }
     if fields.system_prompt.as_deref() == Some("") {
         return Err(invalid(
@@ -172,14 +161,7 @@ pub struct CreateBody {
 }
 
 /// `POST /v1/llms` → 201 with the config.
-pub async fn create(
-    Scoped(app): Scoped,
-    body: Result<Json<CreateBody>, JsonRejection>,
-) -> Response {
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
-    };
+pub async fn create(Scoped(app): Scoped, ApiJson(body): ApiJson<CreateBody>) -> Response {
     let Some(model) = body.model else {
         return invalid("model", "is required (a model id like provider/model)").into_response();
     };
@@ -212,14 +194,7 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/llms`: `{data, nextBefore}`, newest first, deleted ones left out.
-pub async fn list(
-    Scoped(app): Scoped,
-    query: Result<Query<ListQuery>, QueryRejection>,
-) -> Response {
-    let Query(query) = match query {
-        Ok(q) => q,
-        Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
-    };
+pub async fn list(Scoped(app): Scoped, ApiQuery(query): ApiQuery<ListQuery>) -> Response {
     let limit = query.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Problem::bad_request(format!("limit must be between 1 and 200, got {limit}"))
@@ -284,12 +259,8 @@ pub struct PatchBody {
 pub async fn patch(
     Scoped(app): Scoped,
     Path(id): Path<String>,
-    body: Result<Json<PatchBody>, JsonRejection>,
+    ApiJson(body): ApiJson<PatchBody>,
 ) -> Response {
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
-    };
     let row = match load(&app, &id).await {
         Ok(row) => row,
         Err(problem) => return problem.into_response(),
