@@ -447,12 +447,14 @@ impl SettingsChange {
                     }
                     change.reasoning_effort = Some(parsed)
                 }
-                other => return Err(ServiceError::invalid_field(
-                    other,
-                    format!(
+                other => {
+                    return Err(ServiceError::invalid_field(
+                        other,
+                        format!(
                         "unknown setting {other:?}; settings are cwd, reasoningEffort and advisor"
                     ),
-                )),
+                    ))
+                }
             }
         }
         Ok(change)
