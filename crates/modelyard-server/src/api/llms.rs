@@ -33,7 +33,7 @@ use crate::error::Problem;
 use crate::http::store_problem;
 use crate::http::{ApiJson, ApiQuery};
 use crate::registry::BaseUrlError;
-use crate::service::error::new_id;
+use crate::service::error::{new_id, ServiceError};
 use crate::service::models::check_model;
 
 /// Longest display name, characters.
@@ -68,24 +68,30 @@ pub fn llm_json(app: &AppState, row: &LlmConfigRow) -> Value {
 
 /// A 422 naming `field`.
 fn invalid(field: &str, reason: impl std::fmt::Display) -> Problem {
-    Problem::unprocessable(format!("{field}: {reason}")).with("field", field)
+    ServiceError::invalid_field(field, format!("{field}: {reason}")).into()
 }
 
 fn read_only(row: &LlmConfigRow) -> Problem {
-    Problem::conflict(format!(
+    ServiceError::conflict("read_only", format!(
         "LLM config {id} is a system default (preset {preset:?}, version {version}) and cannot \
          be changed or deleted; copy it: POST /v1/llms/{id}/copy creates a user config you can edit",
         id = row.id,
         preset = row.preset_name.as_deref().unwrap_or_default(),
         version = row.preset_version.unwrap_or_default(),
     ))
+    .into()
 }
 
 /// Config `id` that is not deleted, or 404.
 async fn load(app: &AppState, id: &str) -> Result<LlmConfigRow, Problem> {
     match app.store.get_llm_config(&app.project, id).await {
         Ok(Some(row)) if !row.deleted => Ok(row),
-        Ok(_) => Err(Problem::not_found(format!("no LLM config with id {id:?}"))),
+        Ok(_) => {
+            Err(
+                ServiceError::not_found("llm_config", id, format!("no LLM config with id {id:?}"))
+                    .into(),
+            )
+        }
         Err(err) => Err(store_problem(err)),
     }
 }
@@ -340,6 +346,7 @@ pub async fn delete(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
             referrers.join(", ")
         ))
         .with("conversations", referrers)
+        .with("code", "in_use")
         .into_response(),
         Err(StoreError::Conflict { .. }) => read_only(&row).into_response(),
         Err(err) => store_problem(err).into_response(),
