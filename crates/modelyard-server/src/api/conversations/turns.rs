@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::events::sse_response;
 use crate::auth::Scoped;
 use crate::http::{ApiError, ApiJson};
-use crate::limits::{Identity, InFlight, StreamSlot};
+use crate::limits::{Identity, InFlight, LimitError, StreamSlot};
 use crate::service::turns::{self, Launched, NewTurn, ToolResult};
 
 /// Body of `POST /v1/conversations/{id}/turns`.
@@ -38,11 +38,10 @@ fn stream_slot(
     app: &crate::app::AppState,
     identity: &Identity,
     stream: bool,
-) -> Result<Option<StreamSlot>, Response> {
-    match stream.then(|| app.streams.try_acquire(identity)) {
-        Some(Err(limit)) => Err(limit.problem()),
-        slot => Ok(slot.and_then(Result::ok)),
-    }
+) -> Result<Option<StreamSlot>, LimitError> {
+    stream
+        .then(|| app.streams.try_acquire(identity))
+        .transpose()
 }
 
 /// The answer to a launched run: SSE of the run with `slot`, or 202 with
@@ -73,7 +72,7 @@ pub async fn start_turn(
 ) -> Result<Response, ApiError> {
     let slot = match stream_slot(&app, &identity, body.stream) {
         Ok(slot) => slot,
-        Err(refused) => return Ok(refused),
+        Err(limit) => return Ok(limit.problem()),
     };
     let turn = NewTurn {
         content: body.content,
@@ -130,7 +129,7 @@ pub async fn tool_results(
 ) -> Result<Response, ApiError> {
     let slot = match stream_slot(&app, &identity, body.stream) {
         Ok(slot) => slot,
-        Err(refused) => return Ok(refused),
+        Err(limit) => return Ok(limit.problem()),
     };
     let launched = turns::resume(&app, &id, &turn_id, body.results, in_flight, body.stream).await?;
     let accepted = json!({"turnId": turn_id, "conversationId": id, "status": "running"});
