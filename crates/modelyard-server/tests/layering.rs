@@ -18,6 +18,7 @@ const SERVICE_MODULES: &[&str] = &[
     "src/service/imports.rs",
     "src/service/keys.rs",
     "src/service/llm_call.rs",
+    "src/service/llm_configs.rs",
     "src/service/models.rs",
     "src/service/operations.rs",
     "src/service/replay.rs",

@@ -18,6 +18,10 @@ impl From<ServiceError> for Problem {
         let problem = match err {
             ServiceError::NotFound { message, .. } => Problem::not_found(message),
             ServiceError::Conflict { message, .. } => Problem::conflict(message),
+            ServiceError::InUse {
+                message,
+                conversations,
+            } => Problem::conflict(message).with("conversations", conversations),
             ServiceError::Invalid { field, reason, .. } => {
                 let problem = Problem::unprocessable(reason);
                 match field {

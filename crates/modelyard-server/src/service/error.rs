@@ -27,6 +27,15 @@ pub enum ServiceError {
         /// What to tell the client.
         message: String,
     },
+    /// A resource still named by conversations cannot go (409, code
+    /// `in_use`, with `conversations`).
+    #[error("{message}")]
+    InUse {
+        /// What to tell the client.
+        message: String,
+        /// The conversations that name it.
+        conversations: Vec<String>,
+    },
     /// The request is well-formed but a value is not acceptable (422), e.g.
     /// `invalid_field` (with `field`), `invalid_request`, `model_disabled`.
     #[error("{reason}")]
@@ -175,6 +184,7 @@ impl ServiceError {
             | ServiceError::Invalid { code, .. }
             | ServiceError::BadRequest { code, .. } => (*code).to_owned(),
             ServiceError::NoModel(_) => "no_model".into(),
+            ServiceError::InUse { .. } => "in_use".into(),
             ServiceError::UnknownModel { .. } => "model_not_found".into(),
             ServiceError::ToolResultsMissing { .. } => "tool_results_missing".into(),
             ServiceError::Upstream { .. } => "upstream_error".into(),

@@ -7,6 +7,7 @@ pub mod error;
 pub mod imports;
 pub mod keys;
 pub mod llm_call;
+pub mod llm_configs;
 pub mod models;
 pub mod operations;
 pub mod replay;
