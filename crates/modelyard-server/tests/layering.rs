@@ -15,6 +15,7 @@ const LAYER: &[&str] = &["src/service", "src/conversations"];
 const SERVICE_MODULES: &[&str] = &[
     "src/service/conversations.rs",
     "src/service/error.rs",
+    "src/service/favorites.rs",
     "src/service/imports.rs",
     "src/service/keys.rs",
     "src/service/llm_call.rs",

@@ -59,9 +59,9 @@ pub fn model_json(
 
 /// `GET /v1/catalog`.
 pub async fn catalog(Scoped(app): Scoped, ApiQuery(query): ApiQuery<CatalogQuery>) -> Response {
-    let favorites = match super::favorites::favorite_ids(&app).await {
+    let favorites = match crate::service::favorites::ids(&app).await {
         Ok(f) => f,
-        Err(problem) => return problem.into_response(),
+        Err(err) => return crate::http::ApiError::from(err).into_response(),
     };
     let mut key = std::hash::DefaultHasher::new();
     app.registry.snapshot_key(&mut key);

@@ -69,9 +69,9 @@ pub async fn show(Scoped(app): Scoped, Path(name): Path<String>) -> Response {
     let Some(provider) = app.registry.provider(&name).cloned() else {
         return unknown(&app, &name).into_response();
     };
-    let favorites = match super::favorites::favorite_ids(&app).await {
+    let favorites = match crate::service::favorites::ids(&app).await {
         Ok(f) => f,
-        Err(problem) => return problem.into_response(),
+        Err(err) => return crate::http::ApiError::from(err).into_response(),
     };
     axum::Json(detail(&provider, &favorites)).into_response()
 }
@@ -87,9 +87,9 @@ pub async fn refresh(Scoped(app): Scoped, Path(name): Path<String>) -> Response 
             .into_response();
     }
     provider.refresh().await;
-    let favorites = match super::favorites::favorite_ids(&app).await {
+    let favorites = match crate::service::favorites::ids(&app).await {
         Ok(f) => f,
-        Err(problem) => return problem.into_response(),
+        Err(err) => return crate::http::ApiError::from(err).into_response(),
     };
     axum::Json(detail(&provider, &favorites)).into_response()
 }

@@ -4,6 +4,7 @@
 
 pub mod conversations;
 pub mod error;
+pub mod favorites;
 pub mod imports;
 pub mod keys;
 pub mod llm_call;
