@@ -104,7 +104,7 @@ pub async fn list(Scoped(app): Scoped, ApiQuery(query): ApiQuery<ListQuery>) -> 
             let data: Vec<Value> = rows.iter().map(|r| call_json(r, false)).collect();
             axum::Json(json!({"data": data, "nextBefore": next_before})).into_response()
         }
-        Err(err) => Problem::internal(err).into_response(),
+        Err(err) => crate::http::store_problem(err).into_response(),
     }
 }
 
@@ -112,7 +112,9 @@ pub async fn list(Scoped(app): Scoped, ApiQuery(query): ApiQuery<ListQuery>) -> 
 pub async fn show(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     match app.store.get_call(&app.project, &id).await {
         Ok(Some(row)) => axum::Json(call_json(&row, true)).into_response(),
-        Ok(None) => Problem::not_found(format!("no call with id {id:?}")).into_response(),
-        Err(err) => Problem::internal(err).into_response(),
+        Ok(None) => Problem::not_found(format!("no call with id {id:?}"))
+            .with("code", "call_not_found")
+            .into_response(),
+        Err(err) => crate::http::store_problem(err).into_response(),
     }
 }

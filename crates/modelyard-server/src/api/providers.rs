@@ -62,6 +62,7 @@ fn unknown(app: &AppState, name: &str) -> Problem {
         "no provider named {name:?}; providers: {}",
         names.join(", ")
     ))
+    .with("code", "provider_not_found")
 }
 
 /// `GET /v1/providers/{name}`: the provider with its models.
@@ -84,6 +85,7 @@ pub async fn refresh(Scoped(app): Scoped, Path(name): Path<String>) -> Response 
     };
     if let Some(reason) = &provider.disabled_reason {
         return Problem::conflict(format!("provider {name:?} is disabled: {reason}"))
+            .with("code", "provider_disabled")
             .into_response();
     }
     provider.refresh().await;

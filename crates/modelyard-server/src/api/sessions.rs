@@ -218,7 +218,7 @@ pub async fn list(Scoped(app): Scoped, ApiQuery(query): ApiQuery<ListQuery>) -> 
             let data: Vec<Value> = rows.iter().map(session_json).collect();
             Json(json!({"data": data, "nextBefore": next_before})).into_response()
         }
-        Err(err) => Problem::internal(err).into_response(),
+        Err(err) => crate::http::store_problem(err).into_response(),
     }
 }
 
@@ -227,13 +227,15 @@ pub async fn show(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     let (row, calls) = match app.store.get_session(&app.project, &id).await {
         Ok(Some(found)) => found,
         Ok(None) => {
-            return Problem::not_found(format!("no LLM session with id {id:?}")).into_response()
+            return Problem::not_found(format!("no LLM session with id {id:?}"))
+                .with("code", "session_not_found")
+                .into_response()
         }
-        Err(err) => return Problem::internal(err).into_response(),
+        Err(err) => return crate::http::store_problem(err).into_response(),
     };
     let children = match app.store.child_sessions(&app.project, &id).await {
         Ok(children) => children,
-        Err(err) => return Problem::internal(err).into_response(),
+        Err(err) => return crate::http::store_problem(err).into_response(),
     };
     let mut value = session_json(&row);
     value["calls"] = calls.iter().map(|c| call_json(c, true)).collect();
@@ -303,7 +305,7 @@ pub async fn usage(Scoped(app): Scoped, ApiQuery(query): ApiQuery<UsageQuery>) -
         .await
     {
         Ok(rows) => rows,
-        Err(err) => return Problem::internal(err).into_response(),
+        Err(err) => return crate::http::store_problem(err).into_response(),
     };
     let mut calls = 0i64;
     let mut total = [0i64; 5];
