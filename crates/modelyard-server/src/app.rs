@@ -5,18 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use modelyard_store::{ProjectId, Store};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::api::conversations as conv;
 use crate::config::{Config, RetentionConfig};
 use crate::recorder::Recorder;
 use crate::registry::ProviderRegistry;
-use crate::{api, gateway};
 
 /// Shared state of every handler, scoped to a project. Cheap to clone.
 /// The router holds it for the `default` project; handlers get it scoped to
@@ -144,85 +141,11 @@ pub enum ServerError {
     },
 }
 
-/// The route table.
+/// The server's router: the route table ([`crate::http::routes`]) behind
+/// auth, the guard and the body limit.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.server.max_body_bytes;
-    Router::new()
-        .route("/health", get(api::health::health))
-        .route("/v1/chat/completions", post(gateway::chat_completions))
-        .route("/v1/models", get(gateway::list_models))
-        .route("/v1/calls", get(api::calls::list))
-        .route("/v1/calls/{id}", get(api::calls::show))
-        .route("/v1/llm-calls/{id}", get(api::calls::show))
-        .route("/v1/llm-sessions", get(api::sessions::list))
-        .route("/v1/llm-sessions/{id}", get(api::sessions::show))
-        .route("/v1/usage", get(api::sessions::usage))
-        .route("/v1/catalog", get(api::catalog::catalog))
-        .route("/v1/providers", get(api::providers::list))
-        .route("/v1/providers/{name}", get(api::providers::show))
-        .route(
-            "/v1/providers/{name}/refresh",
-            post(api::providers::refresh),
-        )
-        .route(
-            "/v1/favorites",
-            get(api::favorites::list)
-                .put(api::favorites::replace)
-                .post(api::favorites::add),
-        )
-        .route(
-            "/v1/favorites/{*model_id}",
-            axum::routing::delete(api::favorites::remove),
-        )
-        .route("/v1/llms", get(api::llms::list).post(api::llms::create))
-        .route(
-            "/v1/llms/{id}",
-            get(api::llms::show)
-                .patch(api::llms::patch)
-                .delete(api::llms::delete),
-        )
-        .route("/v1/llms/{id}/copy", post(api::llms::copy))
-        .route("/v1/conversations", get(conv::list).post(conv::create))
-        .route(
-            "/v1/conversations/{id}",
-            get(conv::show).patch(conv::patch).delete(conv::delete),
-        )
-        .route(
-            "/v1/conversations/{id}/messages",
-            get(conv::messages).post(crate::api::imports::import),
-        )
-        .route(
-            "/v1/conversations/{id}/model",
-            get(conv::get_model).put(conv::put_model),
-        )
-        .route(
-            "/v1/conversations/{id}/settings",
-            get(conv::get_settings).patch(conv::patch_settings),
-        )
-        .route(
-            "/v1/conversations/{id}/model-history",
-            get(conv::model_history),
-        )
-        .route(
-            "/v1/conversations/{id}/turns",
-            get(conv::turns).post(conv::start_turn),
-        )
-        .route(
-            "/v1/conversations/{id}/turns/{turn_id}/cancel",
-            post(conv::cancel_turn),
-        )
-        .route(
-            "/v1/conversations/{id}/turns/{turn_id}/tool-results",
-            post(conv::tool_results),
-        )
-        .route("/v1/conversations/{id}/events", get(conv::events))
-        .route("/v1/conversations/{id}/title", post(api::operations::title))
-        .route(
-            "/v1/conversations/{id}/compact",
-            post(api::operations::compact),
-        )
-        .route("/v1/keys", get(api::keys::list).post(api::keys::create))
-        .route("/v1/keys/{id}", axum::routing::delete(api::keys::revoke))
+    crate::http::routes::router()
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::middleware,

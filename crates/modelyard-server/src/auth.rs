@@ -291,72 +291,12 @@ impl Auth {
     }
 }
 
-/// The role a route needs: `read` for every GET, `admin` for key management
-/// and LLM config changes, `member` for the rest. `None`: the route has no
-/// rule (refused).
+/// The role a route needs (the route table, [`crate::http::routes`]):
+/// `read` for every GET, `admin` for key management and LLM config changes,
+/// `member` for the rest. `None`: a public route, or none at all.
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
-    ACCESS_RULES
-        .iter()
-        .find(|(m, p, _)| *p == path && (*m == "*" || *m == method.as_str()))
-        .map(|(_, _, role)| *role)
+    crate::http::routes::required_role(method, path)
 }
-
-/// `(method, route path, role)`; `*` matches any method. Every route of
-/// [`crate::app::router`] except `/health` has a rule (a test checks).
-pub const ACCESS_RULES: &[(&str, &str, Role)] = &[
-    ("POST", "/v1/chat/completions", Role::Member),
-    ("GET", "/v1/models", Role::Read),
-    ("GET", "/v1/calls", Role::Read),
-    ("GET", "/v1/calls/{id}", Role::Read),
-    ("GET", "/v1/llm-calls/{id}", Role::Read),
-    ("GET", "/v1/llm-sessions", Role::Read),
-    ("GET", "/v1/llm-sessions/{id}", Role::Read),
-    ("GET", "/v1/usage", Role::Read),
-    ("GET", "/v1/catalog", Role::Read),
-    ("GET", "/v1/providers", Role::Read),
-    ("GET", "/v1/providers/{name}", Role::Read),
-    ("POST", "/v1/providers/{name}/refresh", Role::Member),
-    ("GET", "/v1/favorites", Role::Read),
-    ("PUT", "/v1/favorites", Role::Member),
-    ("POST", "/v1/favorites", Role::Member),
-    ("DELETE", "/v1/favorites/{*model_id}", Role::Member),
-    ("GET", "/v1/llms", Role::Read),
-    ("POST", "/v1/llms", Role::Admin),
-    ("GET", "/v1/llms/{id}", Role::Read),
-    ("PATCH", "/v1/llms/{id}", Role::Admin),
-    ("DELETE", "/v1/llms/{id}", Role::Admin),
-    ("POST", "/v1/llms/{id}/copy", Role::Admin),
-    ("GET", "/v1/keys", Role::Admin),
-    ("POST", "/v1/keys", Role::Admin),
-    ("DELETE", "/v1/keys/{id}", Role::Admin),
-    ("GET", "/v1/conversations", Role::Read),
-    ("POST", "/v1/conversations", Role::Member),
-    ("GET", "/v1/conversations/{id}", Role::Read),
-    ("PATCH", "/v1/conversations/{id}", Role::Member),
-    ("DELETE", "/v1/conversations/{id}", Role::Member),
-    ("GET", "/v1/conversations/{id}/messages", Role::Read),
-    ("POST", "/v1/conversations/{id}/messages", Role::Member),
-    ("GET", "/v1/conversations/{id}/model", Role::Read),
-    ("PUT", "/v1/conversations/{id}/model", Role::Member),
-    ("GET", "/v1/conversations/{id}/settings", Role::Read),
-    ("PATCH", "/v1/conversations/{id}/settings", Role::Member),
-    ("GET", "/v1/conversations/{id}/model-history", Role::Read),
-    ("GET", "/v1/conversations/{id}/turns", Role::Read),
-    ("POST", "/v1/conversations/{id}/turns", Role::Member),
-    (
-        "POST",
-        "/v1/conversations/{id}/turns/{turn_id}/cancel",
-        Role::Member,
-    ),
-    (
-        "POST",
-        "/v1/conversations/{id}/turns/{turn_id}/tool-results",
-        Role::Member,
-    ),
-    ("GET", "/v1/conversations/{id}/events", Role::Read),
-    ("POST", "/v1/conversations/{id}/title", Role::Member),
-    ("POST", "/v1/conversations/{id}/compact", Role::Member),
-];
 
 /// Whether errors of this route use the OpenAI envelope.
 fn openai_route(path: &str) -> bool {
@@ -399,7 +339,9 @@ pub async fn middleware(State(app): State<AppState>, mut request: Request, next:
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    if path == "/health" {
+    if crate::http::routes::access(request.method(), &path)
+        == Some(crate::http::routes::Access::Public)
+    {
         return next.run(request).await;
     }
     let Some(needed) = required_role(request.method(), &path) else {
@@ -586,38 +528,15 @@ impl FromRequestParts<AppState> for Scoped {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_route_of_the_router_has_an_access_rule() {
-        // Route paths as written in app.rs: `.route("/v1/...",` (one per line
-        // or on the next line).
-        let source = include_str!("app.rs");
-        let mut paths = Vec::new();
-        let mut rest = source;
-        while let Some(i) = rest.find(".route(") {
-            rest = &rest[i + 7..];
-            let start = rest.find('"').unwrap_or(0) + 1;
-            let end = start + rest[start..].find('"').unwrap_or(0);
-            paths.push(&rest[start..end]);
-        }
-        assert!(paths.len() > 30, "{paths:?}");
-        for path in paths.iter().filter(|p| **p != "/health") {
-            assert!(
-                ACCESS_RULES.iter().any(|(_, p, _)| p == path),
-                "route {path} has no entry in ACCESS_RULES"
-            );
-        }
-        for (_, path, _) in ACCESS_RULES {
-            assert!(paths.contains(path), "rule for {path}, which is no route");
-        }
-    }
-
     #[tokio::test]
     async fn a_flood_of_random_keys_does_not_evict_a_valid_one() {
         let store = Store::connect("sqlite::memory:").await.unwrap();
         let project = ProjectId::default_project();
-        let (row, secret) = crate::api::keys::create_key(&store, &project, "valid", Role::Member)
-            .await
-            .unwrap();
+        let created =
+            crate::service::keys::create(&store, &project, Some("valid".into()), Role::Member)
+                .await
+                .unwrap();
+        let (row, secret) = (created.row, created.secret);
         let auth = Auth::load(store.clone()).await.unwrap();
         assert!(auth.required());
         // Given a valid key in the cache...

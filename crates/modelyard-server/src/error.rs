@@ -4,7 +4,9 @@
 //!   answer with OpenAI's error envelope
 //!   `{"error": {"message", "type", "param", "code"}}` ([`OpenAiError`]).
 //! - Modelyard's own API answers with RFC 9457 `application/problem+json`
-//!   `{"type", "title", "status", "detail"}` ([`Problem`]).
+//!   `{"type", "title", "status", "detail", "code"}` ([`Problem`]); `code`
+//!   is stable and machine-readable (a service error's own code, else one
+//!   named after the status).
 //!
 //! Handlers return these types; nothing else builds error bodies.
 
@@ -147,8 +149,32 @@ impl Problem {
     }
 }
 
+/// The `code` of a problem document built without one: a stable name of
+/// its status.
+fn default_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        409 => "conflict",
+        413 => "body_too_large",
+        415 => "unsupported_media_type",
+        422 => "invalid_request",
+        429 => "too_many_requests",
+        502 => "upstream_error",
+        503 => "unavailable",
+        504 => "upstream_timeout",
+        _ => "internal_error",
+    }
+}
+
 impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
+        if !self.extensions.contains_key("code") {
+            self.extensions
+                .insert("code".into(), default_code(self.status).into());
+        }
         let mut body = json!({
             "type": "about:blank",
             "title": self.title,

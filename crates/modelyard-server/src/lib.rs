@@ -3,7 +3,10 @@
 //! - [`config`]: the typed configuration, loaded once.
 //! - [`registry`]: providers, their clients, discovery and model resolution.
 //! - [`gateway`]: the OpenAI-compatible endpoints.
-//! - [`api`]: Modelyard's own API (call log).
+//! - [`api`]: Modelyard's own API: handlers as adapters over [`service`].
+//! - [`http`]: the route table with its access rules, `ApiError`, the
+//!   extractors that answer rejections with problem documents.
+//! - [`service`]: the application layer (use cases, `ServiceError`); no axum.
 //! - [`conversations`]: the turn engine, live event buffers and bus.
 //! - [`recorder`]: writes call records off the hot path.
 //! - [`limits`]: stream slots and the body limit (`[limits]`).
@@ -20,6 +23,7 @@ pub mod conversations;
 pub mod error;
 pub mod gateway;
 pub mod guard;
+pub mod http;
 pub mod limits;
 pub mod recorder;
 pub mod redact;

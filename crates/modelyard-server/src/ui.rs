@@ -15,8 +15,8 @@
 //! no exceptions.
 //!
 //! These routes are **public**: they are merged into the router after the
-//! auth route layer (and are not in `app.rs`, so they need no entry in
-//! `auth::ACCESS_RULES`). They only serve static text; everything the UI
+//! auth route layer (and are not in the route table, `http::routes`, so
+//! they need no access rule). They only serve static text; everything the UI
 //! shows comes from the `/v1/...` API, which asks for the API key (stored in
 //! the browser's `localStorage["modelyard.apiKey"]`, sent as
 //! `Authorization: Bearer`) whenever keys exist.

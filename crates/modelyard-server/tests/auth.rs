@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 /// Every route with the role it needs and whether it reads or changes a
 /// project's own resource (then another project's key gets 404) — written
-/// independently of the server's `ACCESS_RULES`, and compared with them.
+/// independently of the server's route table, and compared with them.
 const MATRIX: &[(&str, &str, Role, bool)] = &[
     ("POST", "/v1/chat/completions", Role::Member, false),
     ("GET", "/v1/models", Role::Read, false),
@@ -92,9 +92,8 @@ const MATRIX: &[(&str, &str, Role, bool)] = &[
 fn the_matrix_covers_every_route_and_agrees_with_the_server() {
     let ours: BTreeSet<(&str, &str, Role)> =
         MATRIX.iter().map(|(m, p, r, _)| (*m, *p, *r)).collect();
-    let server: BTreeSet<(&str, &str, Role)> = modelyard_server::auth::ACCESS_RULES
-        .iter()
-        .copied()
+    let server: BTreeSet<(&str, &str, Role)> = modelyard_server::http::routes::access_rules()
+        .into_iter()
         .collect();
     let missing: Vec<_> = server.difference(&ours).collect();
     let extra: Vec<_> = ours.difference(&server).collect();
@@ -353,9 +352,11 @@ async fn every_route_answers_by_role_and_project() {
     let b: ProjectId = store.create_project("b").await.unwrap();
     let mut other = Vec::new();
     for role in [Role::Admin, Role::Member, Role::Read] {
-        let (_, secret) = modelyard_server::api::keys::create_key(&store, &b, "b key", role)
-            .await
-            .unwrap();
+        let (_, secret) =
+            modelyard_server::service::keys::create(&store, &b, Some("b key".into()), role)
+                .await
+                .map(|k| (k.row, k.secret))
+                .unwrap();
         other.push(secret);
     }
     let keys = Keys {
@@ -696,8 +697,9 @@ async fn keys_stay_required_after_every_key_is_revoked() {
     let store = Store::connect(&server.db_url()).await.unwrap();
     let project = ProjectId::default_project();
     let (row, secret) =
-        modelyard_server::api::keys::create_key(&store, &project, "cli", Role::Member)
+        modelyard_server::service::keys::create(&store, &project, Some("cli".into()), Role::Member)
             .await
+            .map(|k| (k.row, k.secret))
             .unwrap();
     // ... then the server picks it up.
     assert!(

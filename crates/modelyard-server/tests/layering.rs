@@ -1,16 +1,30 @@
 //! The application layer knows no HTTP framework: no source file under
 //! `src/service/` or `src/conversations/` (the turn engine) mentions
 //! `axum`, and none reaches into a handler module (`crate::api`,
-//! `crate::gateway`) except the ones listed in [`HANDLER_IMPORTS_LEFT`].
+//! `crate::gateway`) or the HTTP glue (`crate::http`). The CLI does not
+//! call handler modules (`modelyard_server::api`) either: it uses the
+//! service layer.
 
 use std::path::{Path, PathBuf};
 
 /// Folders of the application layer.
 const LAYER: &[&str] = &["src/service", "src/conversations"];
 
-/// Files that still import a handler module's helpers, pending the typed
-/// service error (issue 13, item 1); the list only shrinks.
-const HANDLER_IMPORTS_LEFT: &[&str] = &["src/conversations/configs.rs"];
+/// Modules every layer file is checked for (the service modules named
+/// here must exist, so a rename does not silently drop them).
+const SERVICE_MODULES: &[&str] = &[
+    "src/service/conversations.rs",
+    "src/service/error.rs",
+    "src/service/favorites.rs",
+    "src/service/imports.rs",
+    "src/service/keys.rs",
+    "src/service/llm_call.rs",
+    "src/service/llm_configs.rs",
+    "src/service/models.rs",
+    "src/service/operations.rs",
+    "src/service/replay.rs",
+    "src/service/turns.rs",
+];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
@@ -58,12 +72,47 @@ fn the_application_layer_does_not_know_axum() {
 fn the_application_layer_does_not_import_handler_modules() {
     let offenders: Vec<String> = layer_files()
         .into_iter()
-        .filter(|(name, _)| !HANDLER_IMPORTS_LEFT.contains(&name.as_str()))
-        .filter(|(_, text)| text.contains("crate::api") || text.contains("crate::gateway"))
+        .filter(|(_, text)| {
+            text.contains("crate::api")
+                || text.contains("crate::gateway")
+                || text.contains("crate::http")
+                || text.contains("super::api")
+        })
         .map(|(name, _)| name)
         .collect();
     assert!(
         offenders.is_empty(),
         "these import a handler module: {offenders:?}"
+    );
+}
+
+#[test]
+fn every_service_module_is_checked() {
+    let files = layer_files();
+    for module in SERVICE_MODULES {
+        assert!(
+            files.iter().any(|(name, _)| name == module),
+            "{module} is part of the layer"
+        );
+    }
+}
+
+#[test]
+fn the_cli_does_not_call_handler_modules() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../modelyard/src");
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    assert!(!files.is_empty(), "found the CLI's sources");
+    let offenders: Vec<String> = files
+        .iter()
+        .filter(|path| {
+            let text = std::fs::read_to_string(path).expect("read source");
+            text.contains("modelyard_server::api")
+        })
+        .map(|path| path.display().to_string())
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "the CLI calls handlers: {offenders:?}"
     );
 }

@@ -849,10 +849,15 @@ async fn one_projects_keys_cannot_take_every_stream_slot() {
         .await
         .unwrap();
     let other = store.create_project("other").await.unwrap();
-    let (_, c) =
-        modelyard_server::api::keys::create_key(&store, &other, "c", modelyard_store::Role::Member)
-            .await
-            .unwrap();
+    let (_, c) = modelyard_server::service::keys::create(
+        &store,
+        &other,
+        Some("c".into()),
+        modelyard_store::Role::Member,
+    )
+    .await
+    .map(|k| (k.row, k.secret))
+    .unwrap();
     let conversation = |key: String| {
         let server = &server;
         async move {

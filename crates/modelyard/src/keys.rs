@@ -4,7 +4,8 @@
 
 use anyhow::{bail, Context};
 use modelyard_server::config::Config;
-use modelyard_store::{ProjectId, Revoke, Role, Store};
+use modelyard_server::service::error::ServiceError;
+use modelyard_store::{ProjectId, Role, Store};
 
 async fn open(config: &Config) -> anyhow::Result<Store> {
     Store::connect(&config.storage.url)
@@ -33,9 +34,10 @@ pub async fn create(
     let role = Role::parse(role).context("--role must be admin, member or read")?;
     let store = open(config).await?;
     let project = project(&store, project_name, true).await?;
-    let name = name.map_or_else(|| format!("{} key", role.as_str()), str::to_owned);
-    let (row, secret) =
-        modelyard_server::api::keys::create_key(&store, &project, &name, role).await?;
+    let created =
+        modelyard_server::service::keys::create(&store, &project, name.map(str::to_owned), role)
+            .await?;
+    let (row, secret) = (created.row, created.secret);
     eprintln!(
         "created {} key {} ({}) in project {project_name}; it is shown only once:",
         row.role.as_str(),
@@ -50,7 +52,7 @@ pub async fn create(
 pub async fn list(config: &Config, project_name: &str) -> anyhow::Result<()> {
     let store = open(config).await?;
     let project = project(&store, project_name, false).await?;
-    let keys = store.list_api_keys(&project).await?;
+    let keys = modelyard_server::service::keys::list(&store, &project).await?;
     println!(
         "{:<36}  {:<11}  {:<6}  {:<8}  NAME",
         "ID", "PREFIX", "ROLE", "STATE"
@@ -77,16 +79,19 @@ pub async fn list(config: &Config, project_name: &str) -> anyhow::Result<()> {
 pub async fn revoke(config: &Config, project_name: &str, id: &str) -> anyhow::Result<()> {
     let store = open(config).await?;
     let project = project(&store, project_name, false).await?;
-    match store
-        .revoke_api_key(&project, id, modelyard_server::clock::now_ms())
-        .await?
-    {
-        Revoke::Revoked => {}
-        Revoke::NotFound => bail!("no active key {id:?} in project {project_name}"),
-        Revoke::LastAdmin => bail!(
+    match modelyard_server::service::keys::revoke(&store, &project, id).await {
+        Ok(()) => {}
+        Err(ServiceError::NotFound { .. }) => {
+            bail!("no active key {id:?} in project {project_name}")
+        }
+        Err(ServiceError::Conflict {
+            code: "last_admin_key",
+            ..
+        }) => bail!(
             "{id} is the last active admin key of project {project_name}; create another \
              admin key first (`modelyard keys create --role admin`), then revoke this one"
         ),
+        Err(err) => return Err(err.into()),
     }
     eprintln!("revoked {id}");
     Ok(())

@@ -8,7 +8,7 @@
 //! timeToFirstTokenMs}`; the single-call view adds `request` (the JSON body
 //! sent upstream), `responseText`, `reasoningText` and `toolCalls`.
 
-use axum::extract::{Path, Query};
+use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use modelyard_store::{CallFilter, LlmCallRow};
 use serde::Deserialize;
@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use crate::auth::Scoped;
 use crate::clock::rfc3339;
 use crate::error::Problem;
+use crate::http::ApiQuery;
 
 /// Query of `GET /v1/calls`.
 #[derive(Debug, Deserialize)]
@@ -82,14 +83,7 @@ pub(crate) fn call_json(row: &LlmCallRow, full: bool) -> Value {
 }
 
 /// `GET /v1/calls`: newest first, `{data: [call], nextBefore: id | null}`.
-pub async fn list(
-    Scoped(app): Scoped,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Query(query) = match query {
-        Ok(q) => q,
-        Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
-    };
+pub async fn list(Scoped(app): Scoped, ApiQuery(query): ApiQuery<ListQuery>) -> Response {
     let limit = query.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Problem::bad_request(format!("limit must be between 1 and 500, got {limit}"))
@@ -110,7 +104,7 @@ pub async fn list(
             let data: Vec<Value> = rows.iter().map(|r| call_json(r, false)).collect();
             axum::Json(json!({"data": data, "nextBefore": next_before})).into_response()
         }
-        Err(err) => Problem::internal(err).into_response(),
+        Err(err) => crate::http::store_problem(err).into_response(),
     }
 }
 
@@ -118,7 +112,9 @@ pub async fn list(
 pub async fn show(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     match app.store.get_call(&app.project, &id).await {
         Ok(Some(row)) => axum::Json(call_json(&row, true)).into_response(),
-        Ok(None) => Problem::not_found(format!("no call with id {id:?}")).into_response(),
-        Err(err) => Problem::internal(err).into_response(),
+        Ok(None) => Problem::not_found(format!("no call with id {id:?}"))
+            .with("code", "call_not_found")
+            .into_response(),
+        Err(err) => crate::http::store_problem(err).into_response(),
     }
 }

@@ -16,14 +16,13 @@
 //! A favorited model also stays in its provider group. Favorites of an
 //! offline provider are hidden from `favorites`, never deleted.
 
-use axum::extract::Query;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::AppState;
 use crate::auth::Scoped;
-use crate::error::Problem;
+use crate::http::ApiQuery;
 use crate::registry::{CatalogModel, Provider, ProviderStatus};
 
 /// Query of `GET /v1/catalog`.
@@ -59,17 +58,10 @@ pub fn model_json(
 }
 
 /// `GET /v1/catalog`.
-pub async fn catalog(
-    Scoped(app): Scoped,
-    query: Result<Query<CatalogQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Query(query) = match query {
-        Ok(q) => q,
-        Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
-    };
-    let favorites = match super::favorites::favorite_ids(&app).await {
+pub async fn catalog(Scoped(app): Scoped, ApiQuery(query): ApiQuery<CatalogQuery>) -> Response {
+    let favorites = match crate::service::favorites::ids(&app).await {
         Ok(f) => f,
-        Err(problem) => return problem.into_response(),
+        Err(err) => return crate::http::ApiError::from(err).into_response(),
     };
     let mut key = std::hash::DefaultHasher::new();
     app.registry.snapshot_key(&mut key);

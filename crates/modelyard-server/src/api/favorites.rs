@@ -7,31 +7,20 @@
 //! visible}`; `visible` is false while the provider is not online or no
 //! longer lists the model (the favorite is kept and returns by itself).
 //! Adding a model the catalog has never seen is a 422 whose `suggestions`
-//! lists close ids.
+//! lists close ids. Adapters over [`crate::service::favorites`].
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::Path;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
-use modelyard_core::{ModelRef, ProviderName};
 use modelyard_store::FavoriteRow;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::AppState;
 use crate::auth::Scoped;
-use crate::clock::{now_ms, rfc3339};
-use crate::error::Problem;
-
-/// The project's favorite ids in order.
-pub async fn favorite_ids(app: &AppState) -> Result<Vec<String>, Problem> {
-    app.store
-        .list_favorites(&app.project)
-        .await
-        .map(|rows| rows.into_iter().map(|r| r.model_id).collect())
-        .map_err(Problem::internal)
-}
+use crate::clock::rfc3339;
+use crate::http::{ApiError, ApiJson};
+use crate::service::favorites;
 
 fn favorites_json(app: &AppState, rows: &[FavoriteRow]) -> Value {
     let data: Vec<Value> = rows
@@ -60,56 +49,6 @@ fn favorites_json(app: &AppState, rows: &[FavoriteRow]) -> Value {
     json!({ "data": data })
 }
 
-/// Up to five ids the registry has seen that are close to `wanted`
-/// (normalized Levenshtein ≥ 0.4), closest first.
-pub(crate) fn suggestions(app: &AppState, wanted: &str) -> Vec<String> {
-    let mut scored: Vec<(f64, String)> = app
-        .registry
-        .seen_ids()
-        .into_iter()
-        .map(|id| (strsim::normalized_levenshtein(&id, wanted), id))
-        .filter(|(score, _)| *score >= 0.4)
-        .collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    scored.into_iter().take(5).map(|(_, id)| id).collect()
-}
-
-/// Checks a model id for the favorites list and returns it as stored:
-/// composite ids as given; a bare id becomes the composite id it resolves to.
-/// Ids already in the list pass even while their provider is offline.
-fn validate(app: &AppState, id: &str, existing: &[String]) -> Result<String, Problem> {
-    if existing.iter().any(|e| e == id) {
-        return Ok(id.to_owned());
-    }
-    let parsed = ModelRef::parse(id, |p| app.registry.provider(p).is_some())
-        .map_err(|e| Problem::unprocessable(format!("invalid model id: {e}")))?;
-    let composite = match parsed {
-        ModelRef::Composite(model_id) => model_id.to_string(),
-        ModelRef::Bare(name) => match app.registry.resolve(Some(&name)) {
-            Ok(target) => target.resolution.model_id.to_string(),
-            Err(err) => {
-                let detail = match id.split_once('/') {
-                    Some((prefix, _)) if ProviderName::is_valid(prefix) => {
-                        format!("unknown provider {prefix:?} in model id {id:?}")
-                    }
-                    _ => format!("model {id:?} cannot be added: {err}"),
-                };
-                return Err(
-                    Problem::unprocessable(detail).with("suggestions", suggestions(app, id))
-                );
-            }
-        },
-    };
-    if existing.contains(&composite) || app.registry.has_seen(&composite) {
-        Ok(composite)
-    } else {
-        Err(
-            Problem::unprocessable(format!("the catalog has never seen model {composite:?}"))
-                .with("suggestions", suggestions(app, &composite)),
-        )
-    }
-}
-
 /// Body of `PUT /v1/favorites`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,88 +65,42 @@ pub struct AddBody {
     model_id: String,
 }
 
-fn json_problem(rejection: JsonRejection) -> Problem {
-    Problem::bad_request(rejection.body_text())
-}
-
 /// `GET /v1/favorites`: `{data: [favorite]}`.
-pub async fn list(Scoped(app): Scoped) -> Response {
-    match app.store.list_favorites(&app.project).await {
-        Ok(rows) => Json(favorites_json(&app, &rows)).into_response(),
-        Err(err) => Problem::internal(err).into_response(),
-    }
+pub async fn list(Scoped(app): Scoped) -> Result<Json<Value>, ApiError> {
+    let rows = favorites::list(&app).await?;
+    Ok(Json(favorites_json(&app, &rows)))
 }
 
 /// `PUT /v1/favorites`: replaces the ordered list; every id is validated
 /// before anything is written.
 pub async fn replace(
     Scoped(app): Scoped,
-    body: Result<Json<ReplaceBody>, JsonRejection>,
-) -> Response {
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(rejection) => return json_problem(rejection).into_response(),
-    };
-    let existing = match favorite_ids(&app).await {
-        Ok(e) => e,
-        Err(problem) => return problem.into_response(),
-    };
-    let mut ids = Vec::with_capacity(body.favorites.len());
-    for id in &body.favorites {
-        match validate(&app, id, &existing) {
-            Ok(id) if ids.contains(&id) => {
-                return Problem::unprocessable(format!("model {id:?} appears twice in favorites"))
-                    .into_response()
-            }
-            Ok(id) => ids.push(id),
-            Err(problem) => return problem.into_response(),
-        }
-    }
-    match app
-        .store
-        .replace_favorites(&app.project, &ids, now_ms())
-        .await
-    {
-        Ok(rows) => Json(favorites_json(&app, &rows)).into_response(),
-        Err(err) => Problem::internal(err).into_response(),
-    }
+    ApiJson(body): ApiJson<ReplaceBody>,
+) -> Result<Json<Value>, ApiError> {
+    let rows = favorites::replace(&app, &body.favorites).await?;
+    Ok(Json(favorites_json(&app, &rows)))
 }
 
 /// `POST /v1/favorites`: appends one; 201 when added, 200 when it was
 /// already there.
-pub async fn add(Scoped(app): Scoped, body: Result<Json<AddBody>, JsonRejection>) -> Response {
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(rejection) => return json_problem(rejection).into_response(),
+pub async fn add(
+    Scoped(app): Scoped,
+    ApiJson(body): ApiJson<AddBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (rows, added) = favorites::add(&app, &body.model_id).await?;
+    let status = if added {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
-    let existing = match favorite_ids(&app).await {
-        Ok(e) => e,
-        Err(problem) => return problem.into_response(),
-    };
-    let id = match validate(&app, &body.model_id, &existing) {
-        Ok(id) => id,
-        Err(problem) => return problem.into_response(),
-    };
-    match app.store.add_favorite(&app.project, &id, now_ms()).await {
-        Ok((rows, added)) => {
-            let status = if added {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            (status, Json(favorites_json(&app, &rows))).into_response()
-        }
-        Err(err) => Problem::internal(err).into_response(),
-    }
+    Ok((status, Json(favorites_json(&app, &rows))))
 }
 
 /// `DELETE /v1/favorites/{modelId}`: 204, or 404 when it was not a favorite.
-pub async fn remove(Scoped(app): Scoped, Path(model_id): Path<String>) -> Response {
-    match app.store.remove_favorite(&app.project, &model_id).await {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => {
-            Problem::not_found(format!("model {model_id:?} is not a favorite")).into_response()
-        }
-        Err(err) => Problem::internal(err).into_response(),
-    }
+pub async fn remove(
+    Scoped(app): Scoped,
+    Path(model_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    favorites::remove(&app, &model_id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -1,35 +1,25 @@
 //! `POST /v1/conversations/{id}/messages`: imports messages into a
-//! conversation between turns (history from another app, or an example
-//! exchange that shows a small model how to call a tool).
+//! conversation between turns, over [`crate::service::imports`].
 //!
 //! Body: `{"messages": [...]}` with OpenAI chat messages
 //! (<https://platform.openai.com/docs/api-reference/chat/create>):
-//! `user` (`content` a string or content parts), `assistant` (`content`
-//! text or null, optional `tool_calls` of `type: function`), `tool`
-//! (`tool_call_id` answering an earlier call, `content` text). System and
-//! developer messages are refused: a conversation's system prompt lives in
-//! its LLM config. At most [`MAX_IMPORTED`] messages per request.
+//! `user`, `assistant` (optional `tool_calls`), `tool`; system and
+//! developer messages are refused. At most
+//! [`MAX_IMPORTED`](crate::service::imports::MAX_IMPORTED) messages.
 //!
 //! → 201 `{conversationId, imported, lastSeq}`, one `messages.imported`
-//! event. 409 while a turn runs; 422 naming the first bad message field.
+//! event. 409 (`turn_running`) while a turn runs; 422 (`invalid_field`)
+//! naming the first bad message field.
 
-use std::collections::HashMap;
-
-use axum::extract::rejection::JsonRejection;
 use axum::extract::Path;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
-use modelyard_core::conversation::{EventPayload, ImportedMessage, Part};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::conversations::{load, new_id, store_problem};
 use crate::auth::Scoped;
-use crate::error::Problem;
-
-/// Most messages one import may carry.
-pub const MAX_IMPORTED: usize = 1_000;
+use crate::http::{ApiError, ApiJson};
+use crate::service::imports;
 
 /// Body of the import.
 #[derive(Debug, Deserialize)]
@@ -42,185 +32,15 @@ pub struct ImportBody {
 pub async fn import(
     Scoped(app): Scoped,
     Path(id): Path<String>,
-    body: Result<Json<ImportBody>, JsonRejection>,
-) -> Response {
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
-    };
-    if body.messages.is_empty() || body.messages.len() > MAX_IMPORTED {
-        return Problem::unprocessable(format!(
-            "messages must hold 1 to {MAX_IMPORTED} messages, got {}",
-            body.messages.len()
-        ))
-        .into_response();
-    }
-    let conversation = match load(&app, &id).await {
-        Ok(c) => c,
-        Err(problem) => return problem.into_response(),
-    };
-    if let Some(running) = &conversation.running_turn_id {
-        return Problem::conflict(format!(
-            "turn {running} is still running; import messages between turns"
-        ))
-        .into_response();
-    }
-    // Calls earlier in the conversation that have no result yet.
-    let existing = match app.store.list_messages(&app.project, &id).await {
-        Ok(messages) => messages,
-        Err(err) => return store_problem(err).into_response(),
-    };
-    let mut open_calls: HashMap<String, String> = HashMap::new();
-    for part in existing.iter().flat_map(|m| &m.parts) {
-        match part {
-            Part::ToolCall { id, name, .. } => {
-                open_calls.insert(id.clone(), name.clone());
-            }
-            Part::ToolResult { tool_call_id, .. } => {
-                open_calls.remove(tool_call_id);
-            }
-            _ => {}
-        }
-    }
-    let import_id = new_id();
-    let mut messages = Vec::with_capacity(body.messages.len());
-    for (i, m) in body.messages.iter().enumerate() {
-        match convert(i, m, &mut open_calls) {
-            Ok((role, content, parts)) => messages.push(ImportedMessage {
-                // Ordered ids: messages of one event are listed by id.
-                message_id: format!("{import_id}-{i:04}"),
-                role,
-                content,
-                parts,
-            }),
-            Err(problem) => return problem.into_response(),
-        }
-    }
-    let imported = messages.len();
-    let payload = EventPayload::MessagesImported {
-        import_id,
-        messages,
-    };
-    match app.append_and_publish(&id, vec![payload]).await {
-        Ok(events) => (
-            StatusCode::CREATED,
-            Json(json!({
-                "conversationId": id,
-                "imported": imported,
-                "lastSeq": events.last().map(|e| e.seq),
-            })),
-        )
-            .into_response(),
-        Err(err) => store_problem(err).into_response(),
-    }
-}
-
-/// One OpenAI message → (role, content, parts).
-fn convert(
-    i: usize,
-    m: &Value,
-    open_calls: &mut HashMap<String, String>,
-) -> Result<(String, Value, Vec<Part>), Problem> {
-    let bad = |field: &str, why: &str| {
-        Problem::unprocessable(format!("messages[{i}].{field} {why}"))
-            .with("field", format!("messages[{i}].{field}"))
-    };
-    let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
-    match role {
-        "user" => {
-            let content = m.get("content").cloned().unwrap_or(Value::Null);
-            let ok = match &content {
-                Value::String(s) => !s.is_empty(),
-                Value::Array(parts) => !parts.is_empty(),
-                _ => false,
-            };
-            if !ok {
-                return Err(bad(
-                    "content",
-                    "must be a non-empty string or array of content parts",
-                ));
-            }
-            Ok(("user".into(), content, Vec::new()))
-        }
-        "assistant" => {
-            let text = match m.get("content") {
-                None | Some(Value::Null) => String::new(),
-                Some(Value::String(s)) => s.clone(),
-                Some(_) => return Err(bad("content", "must be a string or null")),
-            };
-            let mut parts = Vec::new();
-            if !text.is_empty() {
-                parts.push(Part::Text { text: text.clone() });
-            }
-            let calls = match m.get("tool_calls") {
-                None | Some(Value::Null) => &[][..],
-                Some(Value::Array(calls)) => calls.as_slice(),
-                Some(_) => return Err(bad("tool_calls", "must be an array")),
-            };
-            for (k, call) in calls.iter().enumerate() {
-                let id = call.get("id").and_then(Value::as_str).unwrap_or_default();
-                let name = call
-                    .pointer("/function/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let arguments = call
-                    .pointer("/function/arguments")
-                    .and_then(Value::as_str)
-                    .unwrap_or("{}");
-                if id.is_empty() || name.is_empty() {
-                    return Err(bad(
-                        &format!("tool_calls[{k}]"),
-                        "needs an id and a function.name",
-                    ));
-                }
-                open_calls.insert(id.to_owned(), name.to_owned());
-                parts.push(Part::ToolCall {
-                    id: id.to_owned(),
-                    name: name.to_owned(),
-                    arguments: arguments.to_owned(),
-                });
-            }
-            if parts.is_empty() {
-                return Err(bad("content", "is empty and there are no tool_calls"));
-            }
-            Ok(("assistant".into(), Value::String(text), parts))
-        }
-        "tool" => {
-            let call_id = m
-                .get("tool_call_id")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let Some(name) = open_calls.remove(call_id) else {
-                return Err(bad(
-                    "tool_call_id",
-                    &format!("{call_id:?} answers no earlier, unanswered tool call"),
-                ));
-            };
-            let content = match m.get("content") {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Array(parts)) => parts
-                    .iter()
-                    .filter_map(|p| p.get("text").and_then(Value::as_str))
-                    .collect(),
-                _ => return Err(bad("content", "must be a string or text parts")),
-            };
-            Ok((
-                "tool".into(),
-                Value::String(content),
-                vec![Part::ToolResult {
-                    tool_call_id: call_id.to_owned(),
-                    name,
-                    is_error: false,
-                }],
-            ))
-        }
-        "system" | "developer" => Err(bad(
-            "role",
-            "system: a conversation's system prompt belongs in its LLM config (systemPrompt)",
-        )),
-        other => Err(bad(
-            "role",
-            &format!("must be user, assistant or tool, got {other:?}"),
-        )),
-    }
+    ApiJson(body): ApiJson<ImportBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let done = imports::import(&app, &id, &body.messages).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "conversationId": id,
+            "imported": done.imported,
+            "lastSeq": done.last_seq,
+        })),
+    ))
 }

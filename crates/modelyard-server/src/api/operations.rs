@@ -25,45 +25,15 @@
 //! or no model resolves; 502 when the provider fails (the failed call is
 //! recorded).
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::Path;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::conversations::{load, store_problem};
-use crate::app::AppState;
 use crate::auth::Scoped;
-use crate::error::Problem;
-use crate::service::operations::{self, OperationError};
-
-fn problem(app: &AppState, error: OperationError) -> Problem {
-    match error {
-        OperationError::Unprocessable(message) => Problem::unprocessable(message),
-        OperationError::Route { model, message } => Problem::unprocessable(message)
-            .with("suggestions", super::favorites::suggestions(app, &model)),
-        OperationError::Upstream {
-            message,
-            session_id,
-        } => Problem::bad_gateway(message).with("sessionId", session_id),
-        OperationError::Configs(problem) => problem,
-        OperationError::Store(err) => store_problem(err),
-    }
-}
-
-fn parse<T: Default + for<'de> Deserialize<'de>>(
-    body: Result<Json<Value>, JsonRejection>,
-) -> Result<T, Problem> {
-    match body {
-        Ok(Json(Value::Null)) => Ok(T::default()),
-        Ok(Json(value)) => serde_json::from_value(value)
-            .map_err(|e| Problem::bad_request(format!("invalid body: {e}"))),
-        // No body at all is an empty request.
-        Err(JsonRejection::MissingJsonContentType(_)) => Ok(T::default()),
-        Err(rejection) => Err(Problem::bad_request(rejection.body_text())),
-    }
-}
+use crate::http::{ApiError, ApiJsonOrDefault};
+use crate::service::conversations::load;
+use crate::service::operations;
 
 /// Body of `POST /v1/conversations/{id}/title`.
 #[derive(Debug, Default, Deserialize)]
@@ -77,32 +47,20 @@ pub struct TitleBody {
 pub async fn title(
     Scoped(app): Scoped,
     Path(id): Path<String>,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Response {
-    match title_inner(&app, &id, body).await {
-        Ok(value) => Json(value).into_response(),
-        Err(problem) => problem.into_response(),
-    }
-}
-
-async fn title_inner(
-    app: &AppState,
-    id: &str,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Result<Value, Problem> {
-    let body: TitleBody = parse(body)?;
-    let conversation = load(app, id).await?;
-    let titled = operations::title(app, &conversation, body.model.as_deref())
+    ApiJsonOrDefault(body): ApiJsonOrDefault<TitleBody>,
+) -> Result<Json<Value>, ApiError> {
+    let conversation = load(&app, &id).await?;
+    let titled = operations::title(&app, &conversation, body.model.as_deref())
         .await
-        .map_err(|e| problem(app, e))?;
-    Ok(json!({
+        .map_err(|e| e.into_service(&app))?;
+    Ok(Json(json!({
         "conversationId": id,
         "title": titled.title,
         "modelId": titled.model_id,
         "resolvedFrom": titled.resolved.resolved_from,
         "llmConfigId": titled.resolved.llm_config_id,
         "sessionId": titled.session_id,
-    }))
+    })))
 }
 
 /// Body of `POST /v1/conversations/{id}/compact`.
@@ -119,25 +77,13 @@ pub struct CompactBody {
 pub async fn compact(
     Scoped(app): Scoped,
     Path(id): Path<String>,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Response {
-    match compact_inner(&app, &id, body).await {
-        Ok(value) => Json(value).into_response(),
-        Err(problem) => problem.into_response(),
-    }
-}
-
-async fn compact_inner(
-    app: &AppState,
-    id: &str,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Result<Value, Problem> {
-    let body: CompactBody = parse(body)?;
-    let conversation = load(app, id).await?;
-    let compacted = operations::compact(app, &conversation, body.keep_last, body.model.as_deref())
+    ApiJsonOrDefault(body): ApiJsonOrDefault<CompactBody>,
+) -> Result<Json<Value>, ApiError> {
+    let conversation = load(&app, &id).await?;
+    let compacted = operations::compact(&app, &conversation, body.keep_last, body.model.as_deref())
         .await
-        .map_err(|e| problem(app, e))?;
-    Ok(json!({
+        .map_err(|e| e.into_service(&app))?;
+    Ok(Json(json!({
         "conversationId": id,
         "summary": compacted.summary,
         "summaryMessageId": compacted.summary_message_id,
@@ -146,5 +92,5 @@ async fn compact_inner(
         "resolvedFrom": compacted.resolved.resolved_from,
         "llmConfigId": compacted.resolved.llm_config_id,
         "sessionId": compacted.session_id,
-    }))
+    })))
 }

@@ -62,6 +62,7 @@ fn unknown(app: &AppState, name: &str) -> Problem {
         "no provider named {name:?}; providers: {}",
         names.join(", ")
     ))
+    .with("code", "provider_not_found")
 }
 
 /// `GET /v1/providers/{name}`: the provider with its models.
@@ -69,9 +70,9 @@ pub async fn show(Scoped(app): Scoped, Path(name): Path<String>) -> Response {
     let Some(provider) = app.registry.provider(&name).cloned() else {
         return unknown(&app, &name).into_response();
     };
-    let favorites = match super::favorites::favorite_ids(&app).await {
+    let favorites = match crate::service::favorites::ids(&app).await {
         Ok(f) => f,
-        Err(problem) => return problem.into_response(),
+        Err(err) => return crate::http::ApiError::from(err).into_response(),
     };
     axum::Json(detail(&provider, &favorites)).into_response()
 }
@@ -84,12 +85,13 @@ pub async fn refresh(Scoped(app): Scoped, Path(name): Path<String>) -> Response 
     };
     if let Some(reason) = &provider.disabled_reason {
         return Problem::conflict(format!("provider {name:?} is disabled: {reason}"))
+            .with("code", "provider_disabled")
             .into_response();
     }
     provider.refresh().await;
-    let favorites = match super::favorites::favorite_ids(&app).await {
+    let favorites = match crate::service::favorites::ids(&app).await {
         Ok(f) => f,
-        Err(problem) => return problem.into_response(),
+        Err(err) => return crate::http::ApiError::from(err).into_response(),
     };
     axum::Json(detail(&provider, &favorites)).into_response()
 }

@@ -19,8 +19,7 @@
 
 use std::time::UNIX_EPOCH;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query};
+use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use modelyard_store::{
@@ -33,6 +32,7 @@ use crate::api::calls::call_json;
 use crate::auth::Scoped;
 use crate::clock::rfc3339;
 use crate::error::Problem;
+use crate::http::ApiQuery;
 
 /// Page size of `GET /v1/llm-sessions` without `limit`.
 const DEFAULT_LIMIT: u32 = 50;
@@ -205,14 +205,8 @@ fn session_filter(query: ListQuery) -> Result<SessionFilter, Problem> {
 
 /// `GET /v1/llm-sessions`: newest first, `{data: [session], nextBefore: id |
 /// null}`.
-pub async fn list(
-    Scoped(app): Scoped,
-    query: Result<Query<ListQuery>, QueryRejection>,
-) -> Response {
-    let filter = match query
-        .map_err(|rejection| Problem::bad_request(rejection.body_text()))
-        .and_then(|Query(query)| session_filter(query))
-    {
+pub async fn list(Scoped(app): Scoped, ApiQuery(query): ApiQuery<ListQuery>) -> Response {
+    let filter = match session_filter(query) {
         Ok(filter) => filter,
         Err(problem) => return problem.into_response(),
     };
@@ -224,7 +218,7 @@ pub async fn list(
             let data: Vec<Value> = rows.iter().map(session_json).collect();
             Json(json!({"data": data, "nextBefore": next_before})).into_response()
         }
-        Err(err) => Problem::internal(err).into_response(),
+        Err(err) => crate::http::store_problem(err).into_response(),
     }
 }
 
@@ -233,13 +227,15 @@ pub async fn show(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     let (row, calls) = match app.store.get_session(&app.project, &id).await {
         Ok(Some(found)) => found,
         Ok(None) => {
-            return Problem::not_found(format!("no LLM session with id {id:?}")).into_response()
+            return Problem::not_found(format!("no LLM session with id {id:?}"))
+                .with("code", "session_not_found")
+                .into_response()
         }
-        Err(err) => return Problem::internal(err).into_response(),
+        Err(err) => return crate::http::store_problem(err).into_response(),
     };
     let children = match app.store.child_sessions(&app.project, &id).await {
         Ok(children) => children,
-        Err(err) => return Problem::internal(err).into_response(),
+        Err(err) => return crate::http::store_problem(err).into_response(),
     };
     let mut value = session_json(&row);
     value["calls"] = calls.iter().map(|c| call_json(c, true)).collect();
@@ -283,14 +279,7 @@ fn sums_of(r: &UsageGroupRow) -> [i64; 5] {
 /// over all groups: `{groupBy, from, to, data: [{key, calls, inputTokens,
 /// outputTokens, reasoningTokens, cachedInputTokens, totalTokens}], total:
 /// {calls, ...same sums}}`.
-pub async fn usage(
-    Scoped(app): Scoped,
-    query: Result<Query<UsageQuery>, QueryRejection>,
-) -> Response {
-    let Query(query) = match query {
-        Ok(q) => q,
-        Err(rejection) => return Problem::bad_request(rejection.body_text()).into_response(),
-    };
+pub async fn usage(Scoped(app): Scoped, ApiQuery(query): ApiQuery<UsageQuery>) -> Response {
     let group_by = match query.group_by.as_deref() {
         None => UsageGroup::Model,
         Some(name) => match UsageGroup::from_name(name) {
@@ -316,7 +305,7 @@ pub async fn usage(
         .await
     {
         Ok(rows) => rows,
-        Err(err) => return Problem::internal(err).into_response(),
+        Err(err) => return crate::http::store_problem(err).into_response(),
     };
     let mut calls = 0i64;
     let mut total = [0i64; 5];

@@ -85,7 +85,7 @@ pub struct Advisor {
 pub async fn resolve(app: &AppState, conversation: &ConversationRecord) -> Result<Advisor, String> {
     let configs = TurnConfigs::load(app, conversation, ADVISOR_OPERATION)
         .await
-        .map_err(|problem| problem.detail)?;
+        .map_err(|err| err.to_string())?;
     let resolved =
         resolve_turn_model(&configs.input(ADVISOR_OPERATION, None, None)).ok_or_else(|| {
             "no advisor model: set llmOverrides.advisor, [defaults.presets.advisor] or a server \

@@ -13,11 +13,10 @@ use modelyard_core::conversation::ConversationRecord;
 use modelyard_core::turn_model::{ConfigRef, TurnModelInput};
 use modelyard_store::{LlmConfigFields, LlmConfigRow};
 
-use crate::api::conversations::{new_id, store_problem};
 use crate::app::AppState;
 use crate::clock::now_ms;
 use crate::config::{PresetConfig, DEFAULT_PRESET};
-use crate::error::Problem;
+use crate::service::error::{new_id, ServiceError};
 
 /// What resolution needs of LLM configs for one turn.
 #[derive(Debug, Default)]
@@ -39,13 +38,13 @@ impl TurnConfigs {
     /// `operation` in `conversation`, stopping at the first one found.
     ///
     /// # Errors
-    /// 422 when the conversation names a config that no longer exists; 500
-    /// on store failures.
+    /// [`ServiceError::Invalid`] when the conversation names a config that no
+    /// longer exists; the store's errors.
     pub async fn load(
         app: &AppState,
         conversation: &ConversationRecord,
         operation: &str,
-    ) -> Result<Self, Problem> {
+    ) -> Result<Self, ServiceError> {
         let mut configs = TurnConfigs::default();
         if let Some(id) = conversation.llm_overrides.get(operation) {
             configs.operation = Some(
@@ -125,15 +124,17 @@ async fn named(
     id: &str,
     field: &str,
     conversation_id: &str,
-) -> Result<LlmConfigRow, Problem> {
+) -> Result<LlmConfigRow, ServiceError> {
     match app.store.get_llm_config(&app.project, id).await {
         Ok(Some(row)) if !row.deleted => Ok(row),
-        Ok(_) => Err(Problem::unprocessable(format!(
-            "the conversation's {field} names LLM config {id:?}, which no longer exists; \
-             PATCH /v1/conversations/{conversation_id} to name another"
-        ))
-        .with("field", field)),
-        Err(err) => Err(store_problem(err)),
+        Ok(_) => Err(ServiceError::invalid_field(
+            field,
+            format!(
+                "the conversation's {field} names LLM config {id:?}, which no longer exists; \
+                 PATCH /v1/conversations/{conversation_id} to name another"
+            ),
+        )),
+        Err(err) => Err(err.into()),
     }
 }
 
@@ -142,7 +143,7 @@ async fn materialize(
     app: &AppState,
     name: &str,
     preset: &PresetConfig,
-) -> Result<LlmConfigRow, Problem> {
+) -> Result<LlmConfigRow, ServiceError> {
     let fields = LlmConfigFields {
         display_name: preset
             .display_name
@@ -163,8 +164,7 @@ async fn materialize(
             &fields,
             now_ms(),
         )
-        .await
-        .map_err(store_problem)?;
+        .await?;
     if row.fields != fields {
         tracing::warn!(
             preset = name,

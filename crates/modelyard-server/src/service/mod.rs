@@ -2,5 +2,14 @@
 //! (`api/`, `gateway/`) parse a request, call one function here and shape
 //! its answer; the turn engine calls these too.
 
+pub mod conversations;
+pub mod error;
+pub mod favorites;
+pub mod imports;
+pub mod keys;
 pub mod llm_call;
+pub mod llm_configs;
+pub mod models;
 pub mod operations;
+pub mod replay;
+pub mod turns;

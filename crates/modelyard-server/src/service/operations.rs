@@ -26,8 +26,8 @@ use serde_json::{json, Map, Value};
 use super::llm_call::{compose, LlmCall, Purpose};
 use crate::app::AppState;
 use crate::conversations::configs::TurnConfigs;
-use crate::error::Problem;
 use crate::registry::Target;
+use crate::service::error::ServiceError;
 
 /// How much of the conversation's text (the end of it) a title sees.
 pub const TITLE_INPUT_CHARS: usize = 4_000;
@@ -148,11 +148,32 @@ pub enum OperationError {
         /// The recorded session.
         session_id: String,
     },
-    /// Loading the LLM configs failed (already in the HTTP shape of the
-    /// shared config loader).
-    Configs(Problem),
+    /// Loading the LLM configs failed.
+    Configs(ServiceError),
     /// The store failed.
     Store(StoreError),
+}
+
+impl OperationError {
+    /// As the application layer's error (suggestions for a model that
+    /// does not route).
+    pub fn into_service(self, app: &AppState) -> ServiceError {
+        match self {
+            OperationError::Unprocessable(message) => ServiceError::invalid(message),
+            OperationError::Route { model, message } => {
+                super::models::unknown_model(app, &model, message)
+            }
+            OperationError::Upstream {
+                message,
+                session_id,
+            } => ServiceError::Upstream {
+                message,
+                session_id: Some(session_id),
+            },
+            OperationError::Configs(err) => err,
+            OperationError::Store(err) => err.into(),
+        }
+    }
 }
 
 impl From<StoreError> for OperationError {

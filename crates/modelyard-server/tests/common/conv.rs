@@ -43,6 +43,10 @@ pub async fn send(
         assert!(problem, "{method} {path} → {status} is a problem document");
         assert_eq!(value["status"], status, "problem status: {value}");
         assert!(value["title"].is_string() && value["detail"].is_string());
+        assert!(
+            value["code"].as_str().is_some_and(|c| !c.is_empty()),
+            "{method} {path} → {status}: a problem has a code: {value}"
+        );
     }
     (status, value)
 }

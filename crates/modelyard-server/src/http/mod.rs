@@ -1,0 +1,11 @@
+//! What knows axum on Modelyard's own API, beside the handlers (`api/`):
+//! the one error mapping ([`ApiError`]) and the extractors that answer a
+//! rejection with a problem document ([`ApiJson`], [`ApiQuery`]), and the
+//! route table with its access rules ([`routes`]).
+
+mod error;
+mod extract;
+pub mod routes;
+
+pub use error::{store_problem, ApiError};
+pub use extract::{ApiJson, ApiJsonOrDefault, ApiQuery};

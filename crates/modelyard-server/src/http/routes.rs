@@ -1,0 +1,280 @@
+//! The route table: one row per endpoint with its method, path, the role it
+//! needs and its handler. [`crate::app::router`] is built from it and the
+//! auth middleware looks the role up in it ([`required_role`]), so a route
+//! cannot exist without an access rule, nor a rule without a route.
+
+use std::sync::LazyLock;
+
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::Router;
+use modelyard_store::Role;
+
+use crate::api::conversations as conv;
+use crate::app::AppState;
+use crate::{api, gateway};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without a key (`/health`).
+    Public,
+    /// A key with at least this role.
+    Role(Role),
+}
+
+/// One endpoint.
+pub struct Route {
+    /// HTTP method.
+    pub method: Method,
+    /// Path as axum matches it (`/v1/conversations/{id}`).
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    handler: MethodRouter<AppState>,
+}
+
+fn route<H, T>(method: Method, path: &'static str, access: Access, handler: H) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = match method.as_str() {
+        "GET" => MethodFilter::GET,
+        "POST" => MethodFilter::POST,
+        "PUT" => MethodFilter::PUT,
+        "PATCH" => MethodFilter::PATCH,
+        _ => MethodFilter::DELETE,
+    };
+    Route {
+        method,
+        path,
+        access,
+        handler: on(filter, handler),
+    }
+}
+
+/// Every endpoint of the server except the web UI's static files.
+pub fn table() -> Vec<Route> {
+    use Access::{Public, Role as R};
+    use Method as M;
+    let (read, member, admin) = (R(Role::Read), R(Role::Member), R(Role::Admin));
+    vec![
+        route(M::GET, "/health", Public, api::health::health),
+        // OpenAI-compatible gateway.
+        route(
+            M::POST,
+            "/v1/chat/completions",
+            member,
+            gateway::chat_completions,
+        ),
+        route(M::GET, "/v1/models", read, gateway::list_models),
+        // Call log, sessions, usage.
+        route(M::GET, "/v1/calls", read, api::calls::list),
+        route(M::GET, "/v1/calls/{id}", read, api::calls::show),
+        route(M::GET, "/v1/llm-calls/{id}", read, api::calls::show),
+        route(M::GET, "/v1/llm-sessions", read, api::sessions::list),
+        route(M::GET, "/v1/llm-sessions/{id}", read, api::sessions::show),
+        route(M::GET, "/v1/usage", read, api::sessions::usage),
+        // Models and providers.
+        route(M::GET, "/v1/catalog", read, api::catalog::catalog),
+        route(M::GET, "/v1/providers", read, api::providers::list),
+        route(M::GET, "/v1/providers/{name}", read, api::providers::show),
+        route(
+            M::POST,
+            "/v1/providers/{name}/refresh",
+            member,
+            api::providers::refresh,
+        ),
+        route(M::GET, "/v1/favorites", read, api::favorites::list),
+        route(M::PUT, "/v1/favorites", member, api::favorites::replace),
+        route(M::POST, "/v1/favorites", member, api::favorites::add),
+        route(
+            M::DELETE,
+            "/v1/favorites/{*model_id}",
+            member,
+            api::favorites::remove,
+        ),
+        // LLM configs.
+        route(M::GET, "/v1/llms", read, api::llms::list),
+        route(M::POST, "/v1/llms", admin, api::llms::create),
+        route(M::GET, "/v1/llms/{id}", read, api::llms::show),
+        route(M::PATCH, "/v1/llms/{id}", admin, api::llms::patch),
+        route(M::DELETE, "/v1/llms/{id}", admin, api::llms::delete),
+        route(M::POST, "/v1/llms/{id}/copy", admin, api::llms::copy),
+        // API keys.
+        route(M::GET, "/v1/keys", admin, api::keys::list),
+        route(M::POST, "/v1/keys", admin, api::keys::create),
+        route(M::DELETE, "/v1/keys/{id}", admin, api::keys::revoke),
+        // Conversations.
+        route(M::GET, "/v1/conversations", read, conv::list),
+        route(M::POST, "/v1/conversations", member, conv::create),
+        route(M::GET, "/v1/conversations/{id}", read, conv::show),
+        route(M::PATCH, "/v1/conversations/{id}", member, conv::patch),
+        route(M::DELETE, "/v1/conversations/{id}", member, conv::delete),
+        route(
+            M::GET,
+            "/v1/conversations/{id}/messages",
+            read,
+            conv::messages,
+        ),
+        route(
+            M::POST,
+            "/v1/conversations/{id}/messages",
+            member,
+            api::imports::import,
+        ),
+        route(
+            M::GET,
+            "/v1/conversations/{id}/model",
+            read,
+            conv::get_model,
+        ),
+        route(
+            M::PUT,
+            "/v1/conversations/{id}/model",
+            member,
+            conv::put_model,
+        ),
+        route(
+            M::GET,
+            "/v1/conversations/{id}/settings",
+            read,
+            conv::get_settings,
+        ),
+        route(
+            M::PATCH,
+            "/v1/conversations/{id}/settings",
+            member,
+            conv::patch_settings,
+        ),
+        route(
+            M::GET,
+            "/v1/conversations/{id}/model-history",
+            read,
+            conv::model_history,
+        ),
+        route(M::GET, "/v1/conversations/{id}/turns", read, conv::turns),
+        route(
+            M::POST,
+            "/v1/conversations/{id}/turns",
+            member,
+            conv::start_turn,
+        ),
+        route(
+            M::POST,
+            "/v1/conversations/{id}/turns/{turn_id}/cancel",
+            member,
+            conv::cancel_turn,
+        ),
+        route(
+            M::POST,
+            "/v1/conversations/{id}/turns/{turn_id}/tool-results",
+            member,
+            conv::tool_results,
+        ),
+        route(M::GET, "/v1/conversations/{id}/events", read, conv::events),
+        route(
+            M::POST,
+            "/v1/conversations/{id}/title",
+            member,
+            api::operations::title,
+        ),
+        route(
+            M::POST,
+            "/v1/conversations/{id}/compact",
+            member,
+            api::operations::compact,
+        ),
+    ]
+}
+
+/// The table as a router (rows of one path share its method router).
+pub fn router() -> Router<AppState> {
+    table().into_iter().fold(Router::new(), |router, row| {
+        router.route(row.path, row.handler)
+    })
+}
+
+/// `(method, path, access)` of every row, built once.
+static RULES: LazyLock<Vec<(Method, &'static str, Access)>> = LazyLock::new(|| {
+    table()
+        .into_iter()
+        .map(|row| (row.method, row.path, row.access))
+        .collect()
+});
+
+/// Who may call `method` `path` (a matched route path); `None`: no such
+/// route.
+pub fn access(method: &Method, path: &str) -> Option<Access> {
+    RULES
+        .iter()
+        .find(|(m, p, _)| p == &path && m == method)
+        .map(|(_, _, access)| *access)
+}
+
+/// The role a route needs; `None` for public routes and unknown ones.
+pub fn required_role(method: &Method, path: &str) -> Option<Role> {
+    match access(method, path)? {
+        Access::Role(role) => Some(role),
+        Access::Public => None,
+    }
+}
+
+/// `(method, path, role)` of every route that needs a key.
+pub fn access_rules() -> Vec<(&'static str, &'static str, Role)> {
+    RULES
+        .iter()
+        .filter_map(|(method, path, access)| match access {
+            Access::Role(role) => Some((method_name(method), *path, *role)),
+            Access::Public => None,
+        })
+        .collect()
+}
+
+fn method_name(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        _ => "DELETE",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_is_one_method_and_path() {
+        let rules = &*RULES;
+        for (i, (method, path, _)) in rules.iter().enumerate() {
+            assert!(
+                ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()),
+                "{method} {path}: a method the table maps"
+            );
+            assert!(
+                !rules[..i].iter().any(|(m, p, _)| m == method && p == path),
+                "{method} {path} appears twice"
+            );
+        }
+        assert!(rules.len() > 40);
+    }
+
+    #[test]
+    fn only_health_is_public_and_gets_are_read() {
+        for (method, path, access) in RULES.iter() {
+            assert_eq!(*access == Access::Public, *path == "/health", "{path}");
+            if *method == Method::GET && *path != "/health" && !path.starts_with("/v1/keys") {
+                assert_eq!(*access, Access::Role(Role::Read), "GET {path}");
+            }
+        }
+        assert_eq!(access(&Method::GET, "/nope"), None);
+        assert_eq!(
+            required_role(&Method::DELETE, "/v1/keys/{id}"),
+            Some(Role::Admin)
+        );
+    }
+}

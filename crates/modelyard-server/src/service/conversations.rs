@@ -1,0 +1,550 @@
+//! Conversation use cases: create, list, show, patch (title, metadata, LLM
+//! configs), delete, the model selection, settings, and history (messages,
+//! turns, model history). Every change is an event appended to the log and
+//! published on the bus.
+
+use std::collections::BTreeMap;
+
+use modelyard_core::conversation::{
+    ConversationRecord, EventPayload, MessageRecord, SelectionSource, TurnRecord,
+};
+use modelyard_core::llm_config::is_operation_name;
+use modelyard_store::ConversationFilter;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::{new_id, ServiceError};
+use super::models::{check_config_id, check_model};
+use crate::app::AppState;
+use crate::clock::rfc3339;
+use crate::conversations::advisor;
+
+/// Reasoning efforts a conversation may set.
+pub const REASONING_EFFORTS: [&str; 6] = ["none", "minimal", "low", "medium", "high", "xhigh"];
+
+/// Conversation `id` of the caller's project, unless deleted.
+///
+/// # Errors
+/// `conversation_not_found`; the store's errors.
+pub async fn load(app: &AppState, id: &str) -> Result<ConversationRecord, ServiceError> {
+    match app.store.get_conversation(&app.project, id).await? {
+        Some(c) if !c.deleted => Ok(c),
+        _ => Err(ServiceError::no_conversation(id)),
+    }
+}
+
+/// What `POST /v1/conversations` takes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NewConversation {
+    /// Title.
+    pub title: Option<String>,
+    /// Parent conversation (a subtask).
+    pub parent_id: Option<String>,
+    /// Selected model.
+    pub model: Option<String>,
+    /// Working directory.
+    pub cwd: Option<String>,
+    /// Reasoning effort.
+    pub reasoning_effort: Option<String>,
+    /// Offer the advisor tool in turns (default false).
+    pub advisor: Option<bool>,
+    /// A JSON object.
+    pub metadata: Option<Value>,
+    /// Default LLM config.
+    pub llm_id: Option<String>,
+    /// LLM config per operation.
+    pub llm_overrides: Option<BTreeMap<String, String>>,
+}
+
+fn operation_invalid(op: &str) -> ServiceError {
+    ServiceError::invalid_field(
+        "llmOverrides",
+        format!("llmOverrides: operation {op:?} must match [a-z][a-z0-9_-]{{0,31}}"),
+    )
+}
+
+fn check_metadata(metadata: Option<&Value>) -> Result<(), ServiceError> {
+    if metadata.is_some_and(|m| !m.is_object()) {
+        return Err(ServiceError::invalid_field(
+            "metadata",
+            "metadata must be a JSON object",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks every config id of a conversation's `llmId` / `llmOverrides`
+/// (operation names too) before anything is written: reads only.
+async fn check_llm_ids(
+    app: &AppState,
+    llm_id: Option<&str>,
+    overrides: &[(&str, Option<&str>)],
+) -> Result<(), ServiceError> {
+    if let Some(id) = llm_id {
+        check_config_id(app, "llmId", id).await?;
+    }
+    for &(op, id) in overrides {
+        if !is_operation_name(op) {
+            return Err(operation_invalid(op));
+        }
+        if let Some(id) = id {
+            check_config_id(app, &format!("llmOverrides.{op}"), id).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates a conversation; a subtask starts with its parent's model.
+///
+/// # Errors
+/// 422s for invalid fields, models, parents and config ids; the store's.
+pub async fn create(
+    app: &AppState,
+    body: NewConversation,
+) -> Result<ConversationRecord, ServiceError> {
+    check_metadata(body.metadata.as_ref())?;
+    let mut model = match &body.model {
+        Some(id) => Some(check_model(app, id)?.model),
+        None => None,
+    };
+    if let Some(parent_id) = &body.parent_id {
+        match load(app, parent_id).await {
+            Ok(parent) => model = model.or(parent.model),
+            Err(_) => {
+                return Err(ServiceError::invalid_field(
+                    "parentId",
+                    format!("parentId: no conversation with id {parent_id:?}"),
+                ))
+            }
+        }
+    }
+    let llm_overrides = body.llm_overrides.unwrap_or_default();
+    let ids: Vec<(&str, Option<&str>)> = llm_overrides
+        .iter()
+        .map(|(op, id)| (op.as_str(), Some(id.as_str())))
+        .collect();
+    check_llm_ids(app, body.llm_id.as_deref(), &ids).await?;
+    let id = new_id();
+    let payload = EventPayload::ConversationCreated {
+        title: body.title,
+        parent_id: body.parent_id,
+        model,
+        cwd: body.cwd,
+        reasoning_effort: body.reasoning_effort,
+        advisor: body.advisor.unwrap_or(false),
+        metadata: body.metadata.unwrap_or_else(|| json!({})),
+        llm_id: body.llm_id,
+        llm_overrides,
+    };
+    app.append_and_publish(&id, vec![payload]).await?;
+    load(app, &id).await
+}
+
+/// Most conversations per page, and the default page.
+pub const MAX_PAGE: u32 = 200;
+const DEFAULT_PAGE: u32 = 50;
+
+/// A page of conversations, most recently updated first.
+#[derive(Debug)]
+pub struct Page {
+    /// The conversations.
+    pub data: Vec<ConversationRecord>,
+    /// Cursor of the next page, if the page was full.
+    pub next_before: Option<String>,
+}
+
+/// Lists conversations (`limit` 1..=200, default 50) before cursor
+/// `before` (a `nextBefore`), optionally the children of `parent_id`.
+///
+/// # Errors
+/// `invalid_query` (400) for a limit or cursor out of range; the store's.
+pub async fn list(
+    app: &AppState,
+    limit: Option<u32>,
+    before: Option<&str>,
+    parent_id: Option<String>,
+) -> Result<Page, ServiceError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ServiceError::bad_request(
+            "invalid_query",
+            format!("limit must be between 1 and {MAX_PAGE}, got {limit}"),
+        ));
+    }
+    let before = match before.map(parse_cursor) {
+        Some(Some(cursor)) => Some(cursor),
+        Some(None) => {
+            return Err(ServiceError::bad_request(
+                "invalid_query",
+                "before: not a cursor from nextBefore",
+            ))
+        }
+        None => None,
+    };
+    let filter = ConversationFilter {
+        limit,
+        before,
+        include_deleted: false,
+        parent_id,
+    };
+    let data = app.store.list_conversations(&app.project, &filter).await?;
+    let next_before = (data.len() == limit as usize)
+        .then(|| data.last().map(|c| format!("{}_{}", c.updated_at_ms, c.id)))
+        .flatten();
+    Ok(Page { data, next_before })
+}
+
+fn parse_cursor(text: &str) -> Option<(i64, String)> {
+    let (ms, id) = text.split_once('_')?;
+    Some((ms.parse().ok()?, id.to_owned()))
+}
+
+fn double<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// What `PATCH /v1/conversations/{id}` takes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConversationPatch {
+    /// New title.
+    pub title: Option<String>,
+    /// New metadata (a JSON object).
+    pub metadata: Option<Value>,
+    /// The default LLM config; `null` clears.
+    #[serde(default, deserialize_with = "double")]
+    pub llm_id: Option<Option<String>>,
+    /// Merged into the overrides: a `null` value removes that operation's
+    /// override; `null` for the whole map clears them all.
+    #[serde(default, deserialize_with = "double")]
+    pub llm_overrides: Option<Option<BTreeMap<String, Option<String>>>>,
+}
+
+/// Changes title, metadata, `llmId` and `llmOverrides`; every config id is
+/// checked before anything is written.
+///
+/// # Errors
+/// `conversation_not_found`; 422s; the store's.
+pub async fn patch(
+    app: &AppState,
+    id: &str,
+    body: ConversationPatch,
+) -> Result<ConversationRecord, ServiceError> {
+    check_metadata(body.metadata.as_ref())?;
+    let conversation = load(app, id).await?;
+    let empty = BTreeMap::new();
+    let override_changes = match &body.llm_overrides {
+        Some(Some(changes)) => changes,
+        _ => &empty,
+    };
+    let ids: Vec<(&str, Option<&str>)> = override_changes
+        .iter()
+        .map(|(op, id)| (op.as_str(), id.as_deref()))
+        .collect();
+    check_llm_ids(app, body.llm_id.as_ref().and_then(Option::as_deref), &ids).await?;
+    let mut payloads = Vec::with_capacity(2);
+    if body.title.is_some() || body.metadata.is_some() {
+        payloads.push(EventPayload::ConversationUpdated {
+            title: body.title,
+            metadata: body.metadata,
+        });
+    }
+    let llm_id = body.llm_id.filter(|new| *new != conversation.llm_id);
+    let llm_overrides = body
+        .llm_overrides
+        .map(|changes| {
+            let mut merged = conversation.llm_overrides.clone();
+            match changes {
+                None => merged.clear(),
+                Some(changes) => {
+                    for (op, config) in changes {
+                        match config {
+                            Some(config) => merged.insert(op, config),
+                            None => merged.remove(&op),
+                        };
+                    }
+                }
+            }
+            merged
+        })
+        .filter(|merged| *merged != conversation.llm_overrides);
+    if llm_id.is_some() || llm_overrides.is_some() {
+        payloads.push(EventPayload::LlmChanged {
+            llm_id,
+            llm_overrides,
+        });
+    }
+    app.append_and_publish(id, payloads).await?;
+    load(app, id).await
+}
+
+/// Soft-deletes a conversation.
+///
+/// # Errors
+/// `conversation_not_found`; the store's.
+pub async fn delete(app: &AppState, id: &str) -> Result<(), ServiceError> {
+    load(app, id).await?;
+    app.append_and_publish(id, vec![EventPayload::ConversationDeleted {}])
+        .await?;
+    Ok(())
+}
+
+/// The conversation's messages in order.
+///
+/// # Errors
+/// `conversation_not_found`; the store's.
+pub async fn messages(app: &AppState, id: &str) -> Result<Vec<MessageRecord>, ServiceError> {
+    load(app, id).await?;
+    Ok(app.store.list_messages(&app.project, id).await?)
+}
+
+/// The conversation's turns.
+///
+/// # Errors
+/// `conversation_not_found`; the store's.
+pub async fn turns(app: &AppState, id: &str) -> Result<Vec<TurnRecord>, ServiceError> {
+    load(app, id).await?;
+    Ok(app.store.list_turns(&app.project, id).await?)
+}
+
+/// A model selection after a change.
+#[derive(Debug)]
+pub struct ModelSelection {
+    /// The conversation.
+    pub conversation: ConversationRecord,
+    /// False when the provider was offline and the model was not checked.
+    pub verified: bool,
+}
+
+/// Selects `model` for the conversation (`None` clears).
+///
+/// # Errors
+/// `conversation_not_found`; model 422s; the store's.
+pub async fn select_model(
+    app: &AppState,
+    id: &str,
+    model: Option<String>,
+) -> Result<ModelSelection, ServiceError> {
+    let conversation = load(app, id).await?;
+    let (payload, verified) = match model {
+        None => (
+            EventPayload::ModelCleared {
+                previous: conversation.model.clone(),
+                source: SelectionSource::Api,
+            },
+            true,
+        ),
+        Some(model) => {
+            let checked = check_model(app, &model)?;
+            (
+                EventPayload::ModelSelected {
+                    model: checked.model,
+                    previous: conversation.model.clone(),
+                    source: SelectionSource::Api,
+                },
+                checked.verified,
+            )
+        }
+    };
+    app.append_and_publish(id, vec![payload]).await?;
+    Ok(ModelSelection {
+        conversation: load(app, id).await?,
+        verified,
+    })
+}
+
+/// A conversation's settings and the advisor's model.
+#[derive(Debug)]
+pub struct Settings {
+    /// The conversation.
+    pub conversation: ConversationRecord,
+    /// The model the advisor tool would consult now.
+    pub advisor_model: Option<String>,
+    /// Why no advisor model resolves.
+    pub advisor_error: Option<String>,
+}
+
+/// The settings of conversation `id`.
+///
+/// # Errors
+/// `conversation_not_found`; the store's.
+pub async fn settings(app: &AppState, id: &str) -> Result<Settings, ServiceError> {
+    let conversation = load(app, id).await?;
+    let (advisor_model, advisor_error) = match advisor::resolve(app, &conversation).await {
+        Ok(a) => (Some(a.target.resolution.model_id.to_string()), None),
+        Err(reason) => (None, Some(reason)),
+    };
+    Ok(Settings {
+        conversation,
+        advisor_model,
+        advisor_error,
+    })
+}
+
+/// A settings change: `Some(None)` clears a setting, `None` leaves it.
+#[derive(Debug, Default)]
+pub struct SettingsChange {
+    /// Working directory.
+    pub cwd: Option<Option<String>>,
+    /// Reasoning effort.
+    pub reasoning_effort: Option<Option<String>>,
+    /// The advisor tool on or off.
+    pub advisor: Option<bool>,
+}
+
+impl SettingsChange {
+    /// Parses `{cwd?, reasoningEffort?, advisor?}` (`null` clears).
+    ///
+    /// # Errors
+    /// `bad_request` for a non-object; `invalid_field` for a value.
+    pub fn parse(body: &Value) -> Result<Self, ServiceError> {
+        let Some(object) = body.as_object() else {
+            return Err(ServiceError::bad_request(
+                "invalid_body",
+                "expected a JSON object",
+            ));
+        };
+        let mut change = SettingsChange::default();
+        for (key, value) in object {
+            if key == "advisor" {
+                match value {
+                    Value::Bool(on) => change.advisor = Some(*on),
+                    _ => {
+                        return Err(ServiceError::invalid_field(
+                            "advisor",
+                            "advisor must be true or false",
+                        ))
+                    }
+                }
+                continue;
+            }
+            let parsed = match value {
+                Value::Null => None,
+                Value::String(s) => Some(s.clone()),
+                _ => {
+                    return Err(ServiceError::invalid_field(
+                        key.as_str(),
+                        format!("{key} must be a string or null"),
+                    ))
+                }
+            };
+            match key.as_str() {
+                "cwd" => change.cwd = Some(parsed),
+                "reasoningEffort" => {
+                    if let Some(effort) = &parsed {
+                        if !REASONING_EFFORTS.contains(&effort.as_str()) {
+                            return Err(ServiceError::invalid_field(
+                                "reasoningEffort",
+                                format!(
+                                    "reasoningEffort must be one of {}; got {effort:?}",
+                                    REASONING_EFFORTS.join(", ")
+                                ),
+                            ));
+                        }
+                    }
+                    change.reasoning_effort = Some(parsed)
+                }
+                other => {
+                    return Err(ServiceError::invalid_field(
+                        other,
+                        format!(
+                        "unknown setting {other:?}; settings are cwd, reasoningEffort and advisor"
+                    ),
+                    ))
+                }
+            }
+        }
+        Ok(change)
+    }
+}
+
+/// Changes settings; enabling the advisor needs a model for it.
+///
+/// # Errors
+/// `conversation_not_found`; `invalid_field` (advisor); the store's.
+pub async fn change_settings(
+    app: &AppState,
+    id: &str,
+    change: SettingsChange,
+) -> Result<Settings, ServiceError> {
+    let conversation = load(app, id).await?;
+    if change.advisor == Some(true) {
+        if let Err(reason) = advisor::resolve(app, &conversation).await {
+            return Err(ServiceError::invalid_field(
+                "advisor",
+                format!("cannot enable the advisor: {reason}"),
+            ));
+        }
+    }
+    if change.cwd.is_some() || change.reasoning_effort.is_some() || change.advisor.is_some() {
+        let payload = EventPayload::SettingsChanged {
+            cwd: change.cwd,
+            reasoning_effort: change.reasoning_effort,
+            advisor: change.advisor,
+        };
+        app.append_and_publish(id, vec![payload]).await?;
+    }
+    settings(app, id).await
+}
+
+/// Every selection change and every turn's resolved model, oldest first,
+/// as `{kind, model, previous?, source?, turnId?, …, seq, at}`.
+///
+/// # Errors
+/// `conversation_not_found`; the store's.
+pub async fn model_history(app: &AppState, id: &str) -> Result<Vec<Value>, ServiceError> {
+    load(app, id).await?;
+    let mut entries = Vec::new();
+    let mut after = 0;
+    loop {
+        let events = app
+            .store
+            .events_after(&app.project, id, after, 1000)
+            .await?;
+        let done = events.len() < 1000;
+        for e in &events {
+            after = e.seq;
+            let mut entry = match &e.payload {
+                EventPayload::ConversationCreated {
+                    model: Some(model),
+                    parent_id,
+                    ..
+                } => {
+                    json!({"kind": "selected", "model": model, "previous": null, "source": if parent_id.is_some() { "parent" } else { "api" }})
+                }
+                EventPayload::ModelSelected {
+                    model,
+                    previous,
+                    source,
+                } => {
+                    json!({"kind": "selected", "model": model, "previous": previous, "source": source})
+                }
+                EventPayload::ModelCleared { previous, source } => {
+                    json!({"kind": "cleared", "model": null, "previous": previous, "source": source})
+                }
+                EventPayload::TurnStarted {
+                    turn_id,
+                    operation,
+                    model_id,
+                    resolved_from,
+                    llm_config_id,
+                    ..
+                } => json!({
+                    "kind": "turn", "turnId": turn_id, "operation": operation, "model": model_id,
+                    "resolvedFrom": resolved_from, "llmConfigId": llm_config_id,
+                }),
+                _ => continue,
+            };
+            entry["seq"] = json!(e.seq);
+            entry["at"] = json!(rfc3339(e.at_ms));
+            entries.push(entry);
+        }
+        if done {
+            break;
+        }
+    }
+    Ok(entries)
+}

@@ -1,0 +1,105 @@
+//! Model and LLM-config checks shared by the use cases: is a model id
+//! something we can select, which ids are close to a wrong one, does a
+//! config id name a config.
+
+use modelyard_core::{ModelRef, ResolveError};
+
+use super::error::ServiceError;
+use crate::app::AppState;
+use crate::registry::{ProviderStatus, RouteError};
+
+/// Up to five ids the registry has seen that are close to `wanted`
+/// (normalized Levenshtein ≥ 0.4), closest first.
+pub fn suggestions(app: &AppState, wanted: &str) -> Vec<String> {
+    let mut scored: Vec<(f64, String)> = app
+        .registry
+        .seen_ids()
+        .into_iter()
+        .map(|id| (strsim::normalized_levenshtein(&id, wanted), id))
+        .filter(|(score, _)| *score >= 0.4)
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    scored.into_iter().take(5).map(|(_, id)| id).collect()
+}
+
+/// `model_not_found` for `model`, with suggestions.
+pub fn unknown_model(app: &AppState, model: &str, message: impl Into<String>) -> ServiceError {
+    ServiceError::UnknownModel {
+        field: None,
+        message: message.into(),
+        suggestions: suggestions(app, model),
+    }
+}
+
+/// Result of checking a model id for a selection.
+#[derive(Debug)]
+pub struct Checked {
+    /// The composite id to store.
+    pub model: String,
+    /// False when the provider is offline and the model could not be checked.
+    pub verified: bool,
+}
+
+/// Validates a model selection: an invalid id or unknown provider → 422; a
+/// model an online provider does not serve → 422 with suggestions; an
+/// offline provider's model is accepted unverified.
+///
+/// # Errors
+/// [`ServiceError::Invalid`] / [`ServiceError::UnknownModel`].
+pub fn check_model(app: &AppState, id: &str) -> Result<Checked, ServiceError> {
+    let parsed = ModelRef::parse(id, |p| app.registry.provider(p).is_some()).map_err(|e| {
+        ServiceError::Invalid {
+            code: "invalid_model_id",
+            field: None,
+            reason: format!("invalid model id: {e}"),
+        }
+    })?;
+    let provider_name = match &parsed {
+        ModelRef::Composite(m) => m.provider().as_str().to_owned(),
+        ModelRef::Bare(_) => match app.registry.resolve(Some(id)) {
+            Ok(target) => target.provider.name().to_owned(),
+            Err(err) => {
+                let detail = match id.split_once('/') {
+                    Some((prefix, _)) => format!("unknown provider {prefix:?} in model id {id:?}"),
+                    None => err.to_string(),
+                };
+                return Err(unknown_model(app, id, detail));
+            }
+        },
+    };
+    let provider = app.registry.provider(&provider_name).cloned();
+    let online = provider
+        .as_ref()
+        .is_some_and(|p| p.state().status == ProviderStatus::Online);
+    match app.registry.resolve(Some(id)) {
+        Ok(target) => Ok(Checked {
+            model: target.resolution.model_id.to_string(),
+            verified: online,
+        }),
+        Err(RouteError::Resolve(ResolveError::UnknownModel { .. })) if !online => Ok(Checked {
+            model: id.to_owned(),
+            verified: false,
+        }),
+        Err(err @ RouteError::Disabled { .. }) => Err(ServiceError::Invalid {
+            code: "provider_disabled",
+            field: None,
+            reason: err.to_string(),
+        }),
+        Err(err) => Err(unknown_model(app, id, err.to_string())),
+    }
+}
+
+/// Checks that `id` names a config that is not deleted; a 422 naming
+/// `field` otherwise. Reads only: nothing is written or materialized.
+///
+/// # Errors
+/// [`ServiceError::Invalid`]; the store's errors.
+pub async fn check_config_id(app: &AppState, field: &str, id: &str) -> Result<(), ServiceError> {
+    match app.store.get_llm_config(&app.project, id).await? {
+        Some(row) if !row.deleted => Ok(()),
+        _ => Err(ServiceError::invalid_field(
+            field,
+            format!("{field}: no LLM config with id {id:?}"),
+        )),
+    }
+}

@@ -1,0 +1,145 @@
+//! Every problem document of the API carries a stable machine-readable
+//! `code` beside its text; store errors the client caused are 4xx. One
+//! scenario per code.
+
+mod common;
+
+use common::conv::*;
+use common::TestServer;
+use serde_json::json;
+
+async fn server() -> TestServer {
+    TestServer::builder()
+        .listed(&["mock-model", "hang"])
+        .extra("[defaults]\nmodel = \"mock/mock-model\"\n")
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn an_unknown_conversation_is_conversation_not_found() {
+    let server = server().await;
+    let (status, body) = send(&server, "GET", "/v1/conversations/nope", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["code"], "conversation_not_found", "{body}");
+}
+
+#[tokio::test]
+async fn an_unknown_turn_is_turn_not_found() {
+    let server = server().await;
+    let conv = create(&server, json!({})).await;
+    let path = format!("/v1/conversations/{conv}/turns/nope/cancel");
+    let (status, body) = send(&server, "POST", &path, None).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["code"], "turn_not_found", "{body}");
+}
+
+#[tokio::test]
+async fn a_second_turn_while_one_runs_is_turn_running() {
+    let server = server().await;
+    let conv = create(&server, json!({"model": "mock/hang"})).await;
+    start_turn(&server, &conv, json!({"content": "wait"})).await;
+    let path = format!("/v1/conversations/{conv}/turns");
+    let (status, body) = send(&server, "POST", &path, Some(json!({"content": "again"}))).await;
+    assert_eq!(status, 409);
+    assert_eq!(body["code"], "turn_running", "{body}");
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_invalid_json() {
+    let server = server().await;
+    let response = server
+        .http
+        .post(server.url("/v1/conversations"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "invalid_json", "{body}");
+}
+
+#[tokio::test]
+async fn a_body_of_the_wrong_shape_is_invalid_body() {
+    let server = server().await;
+    let (status, body) = send(
+        &server,
+        "POST",
+        "/v1/conversations",
+        Some(json!({"unknownField": 1})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["code"], "invalid_body", "{body}");
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_declared_json_is_unsupported_media_type() {
+    let server = server().await;
+    let response = server
+        .http
+        .post(server.url("/v1/conversations"))
+        .body("{}")
+        .send()
+        .await
+        .expect("send");
+    // The guard refuses it before any handler (a cross-site form post).
+    assert_eq!(response.status(), 415);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "unsupported_media_type", "{body}");
+}
+
+#[tokio::test]
+async fn a_bad_field_is_invalid_field_and_names_it() {
+    let server = server().await;
+    let (status, body) = send(
+        &server,
+        "POST",
+        "/v1/conversations",
+        Some(json!({"metadata": [1]})),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(body["code"], "invalid_field", "{body}");
+    assert_eq!(body["field"], "metadata", "{body}");
+}
+
+#[tokio::test]
+async fn a_model_no_provider_serves_is_model_not_found_with_suggestions() {
+    let server = server().await;
+    let conv = create(&server, json!({})).await;
+    let path = format!("/v1/conversations/{conv}/model");
+    let (status, body) = send(
+        &server,
+        "PUT",
+        &path,
+        Some(json!({"model": "mock/mock-modle"})),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(body["code"], "model_not_found", "{body}");
+    assert!(body["suggestions"].is_array(), "{body}");
+}
+
+#[tokio::test]
+async fn a_resume_past_the_log_is_invalid_position() {
+    let server = server().await;
+    let conv = create(&server, json!({})).await;
+    let path = format!("/v1/conversations/{conv}/events?after=99");
+    let (status, body) = send(&server, "GET", &path, None).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["code"], "invalid_position", "{body}");
+}
+
+#[tokio::test]
+async fn a_bad_query_is_invalid_query() {
+    let server = server().await;
+    let (status, body) = send(&server, "GET", "/v1/conversations?limit=0", None).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["code"], "invalid_query", "{body}");
+    let (status, body) = send(&server, "GET", "/v1/conversations?bogus=1", None).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["code"], "invalid_query", "{body}");
+}
