@@ -10,10 +10,10 @@ use tokio::task::JoinSet;
 
 /// The user message of every request; the mock answers `echo: say hello` (3 words, so a stream
 /// is role chunk + 3 word chunks + finish chunk + `[DONE]` = 6 events).
-pub const PROMPT: &str = "say hello";
+pub(crate) const PROMPT: &str = "say hello";
 
 /// Where requests go, with the request bodies prepared once.
-pub struct Target {
+pub(crate) struct Target {
     /// Name in the report.
     pub label: &'static str,
     /// `.../v1/chat/completions`.
@@ -30,7 +30,7 @@ pub struct Target {
 
 impl Target {
     /// A target at `base` (`http://host:port`) asking for `model`.
-    pub fn new(label: &'static str, base: &str, model: &str, call_log: bool) -> Arc<Target> {
+    pub(crate) fn new(label: &'static str, base: &str, model: &str, call_log: bool) -> Arc<Target> {
         let body = |stream: bool| {
             Bytes::from(
                 serde_json::json!({
@@ -63,7 +63,7 @@ impl Target {
 
 /// One non-streaming request, body read to the end; `Err` for a transport error or a
 /// non-2xx status.
-pub async fn request(client: &reqwest::Client, target: &Target) -> Result<Bytes, String> {
+pub(crate) async fn request(client: &reqwest::Client, target: &Target) -> Result<Bytes, String> {
     let response = target
         .post(client, &target.body)
         .send()
@@ -106,7 +106,7 @@ impl Summary {
 }
 
 /// Nanoseconds of a duration (saturating).
-pub fn ns(d: Duration) -> u64 {
+pub(crate) fn ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
@@ -206,7 +206,7 @@ impl Run {
 }
 
 /// Scenario 1: `n` requests one after another on one keep-alive connection.
-pub async fn serial(client: &reqwest::Client, target: &Target, n: usize) -> Run {
+pub(crate) async fn serial(client: &reqwest::Client, target: &Target, n: usize) -> Run {
     let mut latencies = Vec::with_capacity(n);
     let mut tally = Tally::default();
     let start = Instant::now();
@@ -232,7 +232,7 @@ pub async fn serial(client: &reqwest::Client, target: &Target, n: usize) -> Run 
 /// The schedule is kept by a pacer thread sleeping with `std::thread::sleep` (tens of µs of
 /// slack) rather than a tokio interval: tokio's timer has 1 ms granularity and rounds up, which
 /// made every send about 1 ms late and buried the sub-millisecond figures this measures.
-pub async fn paced(
+pub(crate) async fn paced(
     client: &reqwest::Client,
     target: &Arc<Target>,
     rate: u32,
@@ -284,7 +284,7 @@ pub async fn paced(
 }
 
 /// Scenarios 3 and 5: `concurrency` tasks each sending back to back until `duration` is over.
-pub async fn closed_loop(
+pub(crate) async fn closed_loop(
     client: &reqwest::Client,
     target: &Arc<Target>,
     concurrency: usize,
@@ -366,7 +366,7 @@ async fn stream_once(client: &reqwest::Client, target: &Target) -> Result<Stream
 }
 
 /// Scenario 4: `n` streams one after another.
-pub async fn streaming(client: &reqwest::Client, target: &Target, n: usize) -> Run {
+pub(crate) async fn streaming(client: &reqwest::Client, target: &Target, n: usize) -> Run {
     let (mut ttfb, mut total, mut per_chunk) = (Vec::new(), Vec::new(), Vec::new());
     let (mut chunks, mut events) = (0u64, 0u64);
     let mut tally = Tally::default();

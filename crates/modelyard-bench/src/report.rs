@@ -160,7 +160,7 @@ fn mean_of(runs: &[(bool, Run)], on: bool, figure: fn(&Run) -> f64) -> f64 {
 }
 
 /// The whole report.
-pub fn render(plan: &Plan, r: &Results) -> String {
+pub(crate) fn render(plan: &Plan, r: &Results) -> String {
     let mut out = String::new();
     let o = &mut out;
     let command: Vec<String> = std::env::args().collect();

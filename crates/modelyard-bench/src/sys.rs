@@ -11,7 +11,7 @@ fn ticks(n: u64) -> Duration {
 }
 
 /// User + system CPU time of this whole process (all threads), from `/proc/self/stat`.
-pub fn process_cpu() -> Duration {
+pub(crate) fn process_cpu() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // After the `(comm)` field come state (field 3) … utime (14), stime (15).
     let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
@@ -24,7 +24,7 @@ pub fn process_cpu() -> Duration {
 
 /// Busy CPU time of the whole machine, all processes: the `cpu` line of `/proc/stat` without
 /// idle and iowait.
-pub fn machine_busy() -> Duration {
+pub(crate) fn machine_busy() -> Duration {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let line = stat.lines().next().unwrap_or_default();
     // cpu user nice system idle iowait irq softirq steal
@@ -40,7 +40,7 @@ pub fn machine_busy() -> Duration {
 }
 
 /// `VmRSS` of this process from `/proc/self/status`, KiB.
-pub fn rss_kib() -> u64 {
+pub(crate) fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
@@ -50,7 +50,7 @@ pub fn rss_kib() -> u64 {
 }
 
 /// The 1, 5 and 15 minute load averages from `/proc/loadavg`.
-pub fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     text.split_whitespace()
         .take(3)
@@ -59,7 +59,7 @@ pub fn load_average() -> String {
 }
 
 /// CPU count and model name.
-pub fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
@@ -70,7 +70,7 @@ pub fn machine() -> String {
 }
 
 /// The current UTC time as `YYYY-MM-DD HH:MM UTC`.
-pub fn utc_now() -> String {
+pub(crate) fn utc_now() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -2,6 +2,8 @@
 //! {no key, read, member, admin} × {own project, other project} — plus the
 //! key life cycle (shown once, stored hashed, revoked → 401).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

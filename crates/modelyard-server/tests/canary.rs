@@ -9,6 +9,8 @@
 //! client key, which shows it once), and with `redact_secrets` the prompt's
 //! secret is not stored.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::Write;

@@ -3,6 +3,8 @@
 //! replay and resume, and the event-log invariants, against the mock
 //! upstream.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::conv::*;

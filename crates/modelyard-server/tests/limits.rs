@@ -2,6 +2,8 @@
 //! header-read timeout, and the caps on open SSE responses (per caller and
 //! in total). Every wait is bounded; everything listens on 127.0.0.1.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -3,6 +3,8 @@
 //! naming configs (validated before anything is written), delete protection,
 //! and turn resolution through configs reaching the upstream request.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -4,6 +4,8 @@
 //! and the provider never sees the request), plus CORS for configured
 //! origins and the `Host` rules once keys exist.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{chat_body, error_envelope, TestServer};

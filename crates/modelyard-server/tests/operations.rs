@@ -3,6 +3,8 @@
 //! `llmOverrides.compaction`), and a compaction's summary replaces the
 //! covered messages in later turns' upstream requests.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! conversation turn, an advisor consultation, a title and a compaction
 //! (the mock upstream records each request).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::conv::*;

@@ -2,6 +2,8 @@
 //! `/v1/llm-calls/{id}` and `/v1/usage`, over sessions produced by gateway
 //! calls and a conversation turn against the mock upstream.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -7,6 +7,8 @@
 //!
 //! Everything listens on 127.0.0.1; every wait is bounded.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashMap;

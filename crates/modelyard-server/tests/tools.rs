@@ -8,6 +8,8 @@
 //! calls `<name>` with `{"question": <last user text>}` until the turn has
 //! `n` tool results, then answers `tool said: <last tool result>`.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

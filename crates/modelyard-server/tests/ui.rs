@@ -15,6 +15,8 @@
 //! console log and a DOM excerpt. Screenshots of every scenario go to
 //! `target/ui-screenshots/<test>-<step>.png`.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,8 @@
 //! types, `/` redirects to `/ui`, the UI stays public once API keys exist
 //! (the API does not), and the script never assigns `innerHTML`.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -16,8 +16,6 @@
 //! that reads or writes project-owned rows takes a [`ProjectId`] as its first
 //! argument and filters / stamps rows by it.
 
-#![warn(missing_docs)]
-
 /// Runs `$body` against the pool of the store's backend bound to `$pool`.
 ///
 /// `$kind` is `reader` or `writer` (only meaningful for SQLite, where writes go

@@ -5,6 +5,8 @@
 //! stored log, `seq` is gap-free, and a refused batch writes nothing. Runs
 //! on SQLite and, when `MODELYARD_TEST_POSTGRES_URL` is set, PostgreSQL.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::test_dbs;

@@ -3,6 +3,8 @@
 //! SQLite and, when `MODELYARD_TEST_POSTGRES_URL` is set, also on
 //! PostgreSQL; see `common`.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::test_dbs;

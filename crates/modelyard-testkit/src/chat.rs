@@ -116,7 +116,8 @@ pub(crate) fn tool_call_turn(
     let results = after.iter().filter(|m| is(m, "tool")).count();
     if results < times {
         let question = content_text(last_user.and_then(|i| messages[i].get("content")));
-        let arguments = serde_json::to_string(&json!({ "question": question })).unwrap();
+        // `Value`'s `Display` is its compact JSON text and cannot fail.
+        let arguments = json!({ "question": question }).to_string();
         return Ok(ToolCallOut {
             id: format!("call_mock_{}", results + 1),
             name: name.to_owned(),
@@ -325,7 +326,7 @@ pub(crate) fn complete_response(
         "usage": usage.to_json(),
         "x_mock_extra": {"kept": true},
     });
-    let bytes = Bytes::from(serde_json::to_vec(&body).unwrap());
+    let bytes = Bytes::from(body.to_string());
     if *behaviour == Behaviour::Drop {
         // Headers and the first half of the JSON, then abort the connection.
         let half = bytes.slice(..bytes.len() / 2);

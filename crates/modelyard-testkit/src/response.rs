@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 pub(crate) fn json_value(status: StatusCode, body: &Value) -> Response {
-    json_response(status, Bytes::from(serde_json::to_vec(body).unwrap()))
+    json_response(status, Bytes::from(body.to_string()))
 }
 
 pub(crate) fn text_response(status: StatusCode, body: &'static str) -> Response {
@@ -37,5 +37,5 @@ pub(crate) fn error_response(
     code: Value,
 ) -> Response {
     let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
-    json_response(status, Bytes::from(serde_json::to_vec(&body).unwrap()))
+    json_response(status, Bytes::from(body.to_string()))
 }

@@ -45,7 +45,8 @@ pub(crate) fn usage_event(usage: &Usage) -> Bytes {
     });
     let mut v = Vec::with_capacity(320);
     v.extend_from_slice(b"data: ");
-    serde_json::to_writer(&mut v, &body).unwrap();
+    serde_json::to_writer(&mut v, &body)
+        .expect("a serde_json::Value written into a Vec cannot fail");
     v.extend_from_slice(b"\n\n");
     Bytes::from(v)
 }
@@ -56,7 +57,7 @@ pub(crate) fn content_delta(key: &str, text: &str) -> String {
     s.push_str("{\"");
     s.push_str(key);
     s.push_str("\":");
-    s.push_str(&serde_json::to_string(text).unwrap());
+    s.push_str(&serde_json::to_string(text).expect("serializing a &str to JSON cannot fail"));
     s.push('}');
     s
 }

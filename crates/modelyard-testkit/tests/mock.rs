@@ -1,5 +1,7 @@
 //! Tests for the mock upstream, using raw HTTP/1.1 over `tokio::net::TcpStream`.
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

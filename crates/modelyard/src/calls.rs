@@ -17,7 +17,7 @@ fn number(v: &Value, pointer: &str) -> String {
 }
 
 /// Prints recent calls: time, model, tokens, latency, status.
-pub async fn list(client: &Client, limit: u32, model: Option<&str>) -> anyhow::Result<()> {
+pub(crate) async fn list(client: &Client, limit: u32, model: Option<&str>) -> anyhow::Result<()> {
     let mut path = format!("/v1/calls?limit={limit}");
     if let Some(model) = model {
         path.push_str("&model=");
@@ -57,7 +57,7 @@ pub async fn list(client: &Client, limit: u32, model: Option<&str>) -> anyhow::R
 }
 
 /// Prints one call.
-pub async fn show(client: &Client, id: &str, json: bool) -> anyhow::Result<()> {
+pub(crate) async fn show(client: &Client, id: &str, json: bool) -> anyhow::Result<()> {
     let call = client
         .get_json(&format!("/v1/calls/{}", urlencode(id)))
         .await?;

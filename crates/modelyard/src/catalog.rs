@@ -35,7 +35,7 @@ fn status_line(p: &Value) -> String {
 }
 
 /// Prints the catalog: favorites first, then one group per provider.
-pub async fn models(client: &Client, all: bool, json_out: bool) -> anyhow::Result<()> {
+pub(crate) async fn models(client: &Client, all: bool, json_out: bool) -> anyhow::Result<()> {
     let path = if all {
         "/v1/catalog?includeOffline=true"
     } else {
@@ -93,7 +93,7 @@ pub async fn models(client: &Client, all: bool, json_out: bool) -> anyhow::Resul
 }
 
 /// Prints the providers: status, last error, model count, last check.
-pub async fn providers(client: &Client, json_out: bool) -> anyhow::Result<()> {
+pub(crate) async fn providers(client: &Client, json_out: bool) -> anyhow::Result<()> {
     let list = client.get_json("/v1/providers").await?;
     if json_out {
         println!("{}", serde_json::to_string_pretty(&list)?);
@@ -133,7 +133,7 @@ async fn favorite_ids(client: &Client) -> anyhow::Result<Vec<String>> {
 }
 
 /// `favorites ls`.
-pub async fn favorites_ls(client: &Client) -> anyhow::Result<()> {
+pub(crate) async fn favorites_ls(client: &Client) -> anyhow::Result<()> {
     let list = client.get_json("/v1/favorites").await?;
     let data = list["data"].as_array().cloned().unwrap_or_default();
     if data.is_empty() {
@@ -155,7 +155,7 @@ pub async fn favorites_ls(client: &Client) -> anyhow::Result<()> {
 }
 
 /// `favorites add ID`.
-pub async fn favorites_add(client: &Client, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn favorites_add(client: &Client, id: &str) -> anyhow::Result<()> {
     send(
         client
             .http()
@@ -167,7 +167,7 @@ pub async fn favorites_add(client: &Client, id: &str) -> anyhow::Result<()> {
 }
 
 /// `favorites rm ID`.
-pub async fn favorites_rm(client: &Client, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn favorites_rm(client: &Client, id: &str) -> anyhow::Result<()> {
     send(
         client
             .http()
@@ -178,7 +178,11 @@ pub async fn favorites_rm(client: &Client, id: &str) -> anyhow::Result<()> {
 }
 
 /// `favorites move ID POSITION` (1-based).
-pub async fn favorites_move(client: &Client, id: &str, position: usize) -> anyhow::Result<()> {
+pub(crate) async fn favorites_move(
+    client: &Client,
+    id: &str,
+    position: usize,
+) -> anyhow::Result<()> {
     let mut ids = favorite_ids(client).await?;
     let Some(from) = ids.iter().position(|f| f == id) else {
         bail!("{id} is not a favorite");

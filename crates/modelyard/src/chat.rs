@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::client::{error_message, read_json, Client};
 
 /// What to send.
-pub struct ChatOptions {
+pub(crate) struct ChatOptions {
     pub model: Option<String>,
     pub system: Option<String>,
     pub max_tokens: Option<u32>,
@@ -20,7 +20,7 @@ pub struct ChatOptions {
 }
 
 /// The prompt from the arguments, else from stdin.
-pub fn read_prompt(args: &[String]) -> anyhow::Result<String> {
+pub(crate) fn read_prompt(args: &[String]) -> anyhow::Result<String> {
     if !args.is_empty() {
         return Ok(args.join(" "));
     }
@@ -73,7 +73,11 @@ fn usage_line(model: Option<&str>, usage: Option<&Value>) -> String {
 }
 
 /// Sends the prompt and prints the answer.
-pub async fn run(client: &Client, options: &ChatOptions, prompt: &str) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(
+    client: &Client,
+    options: &ChatOptions,
+    prompt: &str,
+) -> anyhow::Result<ExitCode> {
     let response = client
         .http()
         .post(client.url("/v1/chat/completions"))

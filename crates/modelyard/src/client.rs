@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 
 /// Client of one Modelyard server.
-pub struct Client {
+pub(crate) struct Client {
     base: String,
     http: reqwest::Client,
 }
@@ -15,7 +15,7 @@ impl Client {
     /// A client for `base` (`http://127.0.0.1:4000`); with
     /// `MODELYARD_API_KEY` set, every request sends it as a bearer token
     /// (marked sensitive, so it never shows in debug output).
-    pub fn new(base: String) -> anyhow::Result<Self> {
+    pub(crate) fn new(base: String) -> anyhow::Result<Self> {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(key) = std::env::var("MODELYARD_API_KEY")
             .ok()
@@ -35,18 +35,18 @@ impl Client {
     }
 
     /// `{base}{path}`.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
 
     /// The underlying HTTP client.
-    pub fn http(&self) -> &reqwest::Client {
+    pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
     }
 
     /// GET a JSON document; non-success statuses become errors carrying the
     /// server's message.
-    pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
         let response = self
             .http
             .get(self.url(path))
@@ -64,7 +64,7 @@ impl Client {
 
 /// Reads a JSON response, turning error envelopes (OpenAI or problem+json)
 /// into an error with their message.
-pub async fn read_json(response: reqwest::Response) -> anyhow::Result<Value> {
+pub(crate) async fn read_json(response: reqwest::Response) -> anyhow::Result<Value> {
     let status = response.status();
     let body = response.bytes().await.context("reading the response")?;
     let value: Value = serde_json::from_slice(&body)
@@ -88,7 +88,7 @@ pub async fn read_json(response: reqwest::Response) -> anyhow::Result<Value> {
 }
 
 /// The message of an OpenAI error envelope or a problem document.
-pub fn error_message(value: &Value) -> String {
+pub(crate) fn error_message(value: &Value) -> String {
     value
         .pointer("/error/message")
         .or_else(|| value.get("detail"))
@@ -98,7 +98,7 @@ pub fn error_message(value: &Value) -> String {
 }
 
 /// Sends a request; 204 gives `null`, other answers go through [`read_json`].
-pub async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
     let response = request
         .send()
         .await

@@ -15,7 +15,7 @@ fn s<'a>(v: &'a Value, key: &str) -> &'a str {
 }
 
 /// `conversations ls`.
-pub async fn list(client: &Client, limit: u32) -> anyhow::Result<()> {
+pub(crate) async fn list(client: &Client, limit: u32) -> anyhow::Result<()> {
     let page = client
         .get_json(&format!("/v1/conversations?limit={limit}"))
         .await?;
@@ -44,7 +44,7 @@ pub async fn list(client: &Client, limit: u32) -> anyhow::Result<()> {
 }
 
 /// `conversations show ID`: the conversation and its messages.
-pub async fn show(client: &Client, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn show(client: &Client, id: &str) -> anyhow::Result<()> {
     let c = client.get_json(&format!("/v1/conversations/{id}")).await?;
     println!("conversation {}  ({})", s(&c, "id"), s(&c, "status"));
     println!("title        {}", s(&c, "title"));
@@ -89,7 +89,7 @@ pub async fn show(client: &Client, id: &str) -> anyhow::Result<()> {
 }
 
 /// `conversations new`.
-pub async fn create(
+pub(crate) async fn create(
     client: &Client,
     title: Option<&str>,
     model: Option<&str>,
@@ -121,7 +121,7 @@ pub async fn create(
 }
 
 /// `conversations rm ID`.
-pub async fn remove(client: &Client, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn remove(client: &Client, id: &str) -> anyhow::Result<()> {
     send(
         client
             .http()
@@ -132,7 +132,11 @@ pub async fn remove(client: &Client, id: &str) -> anyhow::Result<()> {
 }
 
 /// `conversations model get|set|clear`.
-pub async fn model(client: &Client, id: &str, set: Option<Option<&str>>) -> anyhow::Result<()> {
+pub(crate) async fn model(
+    client: &Client,
+    id: &str,
+    set: Option<Option<&str>>,
+) -> anyhow::Result<()> {
     let value = match set {
         None => {
             client
@@ -159,7 +163,7 @@ pub async fn model(client: &Client, id: &str, set: Option<Option<&str>>) -> anyh
 }
 
 /// `conversations history ID`: the model history.
-pub async fn history(client: &Client, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn history(client: &Client, id: &str) -> anyhow::Result<()> {
     let history = client
         .get_json(&format!("/v1/conversations/{id}/model-history"))
         .await?;
@@ -321,7 +325,7 @@ async fn follow(mut response: reqwest::Response, first_turn: bool) -> anyhow::Re
 }
 
 /// `conversations watch ID`: replay, then live events until interrupted.
-pub async fn watch(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
+pub(crate) async fn watch(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
     let response = client
         .http()
         .get(client.url(&format!("/v1/conversations/{id}/events")))
@@ -337,7 +341,7 @@ pub async fn watch(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
 
 /// `chat -c ID`: one turn in a conversation, streamed. `model` overrides
 /// (and, for chat, persists) the conversation's model.
-pub async fn turn(
+pub(crate) async fn turn(
     client: &Client,
     id: &str,
     model: Option<&str>,
@@ -363,7 +367,7 @@ pub async fn turn(
 
 /// `conversations advisor ID [on|off]`: shows or sets whether turns offer
 /// the advisor tool, and which model it would consult.
-pub async fn advisor(client: &Client, id: &str, set: Option<bool>) -> anyhow::Result<()> {
+pub(crate) async fn advisor(client: &Client, id: &str, set: Option<bool>) -> anyhow::Result<()> {
     let url = client.url(&format!("/v1/conversations/{id}/settings"));
     let settings = match set {
         Some(on) => send(client.http().patch(url).json(&json!({"advisor": on}))).await?,

@@ -25,7 +25,7 @@ async fn project(store: &Store, name: &str, create: bool) -> anyhow::Result<Proj
 
 /// `keys create [--project NAME] [--role ROLE] [--name NAME]`: prints the
 /// key (shown only now) on stdout.
-pub async fn create(
+pub(crate) async fn create(
     config: &Config,
     project_name: &str,
     role: &str,
@@ -49,7 +49,7 @@ pub async fn create(
 }
 
 /// `keys ls [--project NAME]`.
-pub async fn list(config: &Config, project_name: &str) -> anyhow::Result<()> {
+pub(crate) async fn list(config: &Config, project_name: &str) -> anyhow::Result<()> {
     let store = open(config).await?;
     let project = project(&store, project_name, false).await?;
     let keys = modelyard_server::service::keys::list(&store, &project).await?;
@@ -76,7 +76,7 @@ pub async fn list(config: &Config, project_name: &str) -> anyhow::Result<()> {
 }
 
 /// `keys revoke ID [--project NAME]`.
-pub async fn revoke(config: &Config, project_name: &str, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn revoke(config: &Config, project_name: &str, id: &str) -> anyhow::Result<()> {
     let store = open(config).await?;
     let project = project(&store, project_name, false).await?;
     match modelyard_server::service::keys::revoke(&store, &project, id).await {

@@ -11,7 +11,7 @@ fn s<'a>(v: &'a Value, key: &str) -> &'a str {
 
 /// What `create` and `edit` may set.
 #[derive(Debug, Default)]
-pub struct LlmArgs {
+pub(crate) struct LlmArgs {
     /// Model id.
     pub model: Option<String>,
     /// Display name.
@@ -82,7 +82,7 @@ fn source_text(llm: &Value) -> String {
 }
 
 /// `llms ls`.
-pub async fn list(client: &Client, limit: u32) -> anyhow::Result<()> {
+pub(crate) async fn list(client: &Client, limit: u32) -> anyhow::Result<()> {
     let page = client.get_json(&format!("/v1/llms?limit={limit}")).await?;
     let data = page["data"].as_array().cloned().unwrap_or_default();
     if data.is_empty() {
@@ -107,7 +107,7 @@ pub async fn list(client: &Client, limit: u32) -> anyhow::Result<()> {
 }
 
 /// `llms show ID`.
-pub async fn show(client: &Client, id: &str, raw: bool) -> anyhow::Result<()> {
+pub(crate) async fn show(client: &Client, id: &str, raw: bool) -> anyhow::Result<()> {
     let llm = client.get_json(&format!("/v1/llms/{id}")).await?;
     if raw {
         println!("{}", serde_json::to_string_pretty(&llm)?);
@@ -133,7 +133,7 @@ fn print_llm(llm: &Value) {
 }
 
 /// `llms create`: prints the new id.
-pub async fn create(client: &Client, args: &LlmArgs) -> anyhow::Result<()> {
+pub(crate) async fn create(client: &Client, args: &LlmArgs) -> anyhow::Result<()> {
     let llm = send(
         client
             .http()
@@ -146,7 +146,7 @@ pub async fn create(client: &Client, args: &LlmArgs) -> anyhow::Result<()> {
 }
 
 /// `llms edit ID`.
-pub async fn edit(client: &Client, id: &str, args: &LlmArgs) -> anyhow::Result<()> {
+pub(crate) async fn edit(client: &Client, id: &str, args: &LlmArgs) -> anyhow::Result<()> {
     let body = args.body();
     if body.as_object().is_some_and(Map::is_empty) {
         anyhow::bail!(
@@ -165,13 +165,13 @@ pub async fn edit(client: &Client, id: &str, args: &LlmArgs) -> anyhow::Result<(
 }
 
 /// `llms rm ID`.
-pub async fn remove(client: &Client, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn remove(client: &Client, id: &str) -> anyhow::Result<()> {
     send(client.http().delete(client.url(&format!("/v1/llms/{id}")))).await?;
     Ok(())
 }
 
 /// `llms copy ID`: prints the new id.
-pub async fn copy(client: &Client, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn copy(client: &Client, id: &str) -> anyhow::Result<()> {
     let llm = send(
         client
             .http()
@@ -185,7 +185,7 @@ pub async fn copy(client: &Client, id: &str) -> anyhow::Result<()> {
 
 /// `conversations set-llm ID [--op NAME] CONFIG_ID`: the conversation's
 /// default config, or its config for one operation; `none` clears.
-pub async fn set_conversation_llm(
+pub(crate) async fn set_conversation_llm(
     client: &Client,
     conversation: &str,
     operation: Option<&str>,

@@ -14,7 +14,7 @@ fn text(v: &Value, key: &str) -> String {
 
 /// Generates a title with the `title` operation's model; prints it and the
 /// model that wrote it.
-pub async fn title(client: &Client, id: &str, model: Option<&str>) -> anyhow::Result<()> {
+pub(crate) async fn title(client: &Client, id: &str, model: Option<&str>) -> anyhow::Result<()> {
     let mut body = json!({});
     if let Some(model) = model {
         body["model"] = json!(model);
@@ -38,7 +38,7 @@ pub async fn title(client: &Client, id: &str, model: Option<&str>) -> anyhow::Re
 
 /// Summarizes all but the last `keep_last` messages with the `compaction`
 /// operation's model; prints the summary.
-pub async fn compact(
+pub(crate) async fn compact(
     client: &Client,
     id: &str,
     keep_last: Option<u32>,

@@ -14,7 +14,7 @@ const MAX_DEPTH: usize = 8;
 
 /// Options of `sessions ls` (also accepted by plain `sessions`).
 #[derive(clap::Args, Debug, Clone)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// How many sessions to list.
     #[arg(short = 'n', long, default_value_t = 20)]
     pub limit: u32,
@@ -75,7 +75,7 @@ fn status(v: &Value) -> String {
 }
 
 /// `sessions [ls]`: newest first.
-pub async fn list(client: &Client, args: &ListArgs) -> anyhow::Result<()> {
+pub(crate) async fn list(client: &Client, args: &ListArgs) -> anyhow::Result<()> {
     let limit = args.limit.to_string();
     let path = with_query(
         "/v1/llm-sessions",
@@ -120,7 +120,7 @@ pub async fn list(client: &Client, args: &ListArgs) -> anyhow::Result<()> {
 
 /// `sessions show ID`: the session, its calls indented under it, then its
 /// child sessions (each with their calls) indented one level further.
-pub async fn show(client: &Client, id: &str, json: bool) -> anyhow::Result<()> {
+pub(crate) async fn show(client: &Client, id: &str, json: bool) -> anyhow::Result<()> {
     let session = fetch(client, id).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&session)?);
@@ -233,7 +233,7 @@ fn print_tree<'a>(
 
 /// `usage --by GROUP [--from T] [--to T]`: a table of token usage per group
 /// with a total line.
-pub async fn usage(
+pub(crate) async fn usage(
     client: &Client,
     by: &str,
     from: Option<&str>,

@@ -1,6 +1,8 @@
 //! Storage URLs never show their password: not in `config check`, not in
 //! the error `serve` prints when the database cannot be reached.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::process::Command;
 

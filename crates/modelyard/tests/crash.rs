@@ -4,6 +4,8 @@
 //! closes the turn `interrupted` with its checkpointed text and loses or
 //! repeats no committed event; a SIGTERM mid-turn does the same cleanly.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;

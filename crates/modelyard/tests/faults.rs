@@ -8,6 +8,8 @@
 //! deadlines are short (first token / idle 700 ms, total 2 s), so the suite
 //! stays bounded.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! first admin key offline; the server then requires it, and client
 //! commands send `$MODELYARD_API_KEY`.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -7,6 +7,8 @@
 //! Without `MODELYARD_TEST_LLM_URL` these tests fail, unless
 //! `MODELYARD_SKIP_REAL_LLM=1` says to skip them on purpose.
 
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -14,7 +14,7 @@
 //! runtime in the same process. Usage: `fanout-bench [--quick]`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::response::IntoResponse;
@@ -113,7 +113,12 @@ async fn follow(
                 }
             } else if event.starts_with("turn.") && event != "turn.started" {
                 anyhow::ensure!(event == "turn.completed", "turn ended with {event}: {data}");
-                latencies.lock().unwrap().extend(local);
+                // A poisoned lock only means another stream task panicked; the
+                // latencies recorded so far are still valid.
+                latencies
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend(local);
                 return Ok(received);
             }
         }
@@ -219,7 +224,10 @@ fn main() -> anyhow::Result<()> {
             events += s.await??;
             rss_peak = rss_peak.max(rss_kib() as i64);
         }
-        let mut l = latencies.lock().unwrap().clone();
+        let mut l = latencies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         l.sort_unstable();
         outcomes.push(Outcome {
             name: format!("A: 1 turn × 100 subscribers, {a_chunks} chunks @ 2 ms"),
@@ -269,7 +277,10 @@ fn main() -> anyhow::Result<()> {
         let wall = started.elapsed();
         sampler.abort();
         let rss_peak = rss_kib() as i64;
-        let mut l = latencies.lock().unwrap().clone();
+        let mut l = latencies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         l.sort_unstable();
         outcomes.push(Outcome {
             name: format!("B: {b_turns} concurrent turns, {b_chunks} chunks @ 10 ms each"),

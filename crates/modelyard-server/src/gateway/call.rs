@@ -11,12 +11,12 @@ use crate::recorder::Recorder;
 use crate::service::llm_call::{LlmCall, LlmCallError};
 
 /// Message recorded when the client goes away before the answer ends.
-pub const CLIENT_GONE: &str = "client disconnected before the response completed";
+pub(crate) const CLIENT_GONE: &str = "client disconnected before the response completed";
 
 /// An in-progress call record: the call, recorded once when it finishes or
 /// when the draft is dropped (the client went away).
 #[derive(Debug)]
-pub struct CallDraft {
+pub(crate) struct CallDraft {
     inner: Option<Draft>,
 }
 
@@ -29,7 +29,7 @@ struct Draft {
 
 impl CallDraft {
     /// Starts a record of `call` (before it is sent).
-    pub fn start(app: &AppState, call: LlmCall) -> Self {
+    pub(crate) fn start(app: &AppState, call: LlmCall) -> Self {
         Self {
             inner: Some(Draft {
                 recorder: app.recorder.clone(),
@@ -43,7 +43,7 @@ impl CallDraft {
     ///
     /// # Errors
     /// As [`LlmCall::send`].
-    pub async fn send(&mut self) -> Result<UpstreamResponse, LlmCallError> {
+    pub(crate) async fn send(&mut self) -> Result<UpstreamResponse, LlmCallError> {
         match self.inner.as_mut() {
             Some(draft) => draft.call.send().await,
             None => Err(finished()),
@@ -54,7 +54,7 @@ impl CallDraft {
     ///
     /// # Errors
     /// As [`LlmCall::read_body`].
-    pub async fn read_body(
+    pub(crate) async fn read_body(
         &self,
         upstream: UpstreamResponse,
     ) -> Result<RewrittenCompletion, LlmCallError> {
@@ -65,14 +65,19 @@ impl CallDraft {
     }
 
     /// Finishes successfully.
-    pub fn complete(mut self, summary: AnswerSummary, first_token_at_ms: Option<i64>) {
+    pub(crate) fn complete(mut self, summary: AnswerSummary, first_token_at_ms: Option<i64>) {
         if let Some(draft) = self.inner.take() {
             draft.finish(summary, first_token_at_ms, None);
         }
     }
 
     /// Finishes with an error.
-    pub fn fail(mut self, summary: AnswerSummary, first_token_at_ms: Option<i64>, error: String) {
+    pub(crate) fn fail(
+        mut self,
+        summary: AnswerSummary,
+        first_token_at_ms: Option<i64>,
+        error: String,
+    ) {
         if let Some(draft) = self.inner.take() {
             draft.finish(summary, first_token_at_ms, Some(error));
         }

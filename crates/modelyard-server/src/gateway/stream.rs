@@ -169,7 +169,7 @@ impl StreamState {
 
 /// The client body for a streamed answer; one upstream event may be at most
 /// `max_event_bytes` long.
-pub fn proxy(
+pub(crate) fn proxy(
     upstream: UpstreamResponse,
     draft: CallDraft,
     provider: String,

@@ -2,7 +2,7 @@
 //! (`modelyard_server::start` on `127.0.0.1:0`, a fresh SQLite file in a
 //! temporary directory) in front of an in-process [`MockUpstream`].
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, unreachable_pub)]
 
 pub mod conv;
 pub mod webdriver;

@@ -4,7 +4,7 @@
 //! afterwards).
 
 // Each test binary uses its own subset of the harness.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, unreachable_pub)]
 
 use std::path::PathBuf;
 use std::str::FromStr;

@@ -3,7 +3,7 @@
 //! small SSE reader, and the checks every recovery test makes.
 
 // Each test binary uses its own subset of the harness.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, unreachable_pub)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
