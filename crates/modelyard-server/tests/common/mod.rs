@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use modelyard_server::{Config, RunningServer};
-use modelyard_testkit::{MockOptions, MockUpstream};
+use modelyard_testkit::{eventually, MockOptions, MockUpstream};
 use serde_json::Value;
 
 /// Placeholder in provider TOML replaced by the mock's base URL.
@@ -26,8 +26,6 @@ pub fn named_mock_url(name: &str) -> String {
 
 /// How long [`TestServer::wait_calls`] polls before giving up.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(5);
-/// Polling interval of [`TestServer::wait_calls`].
-pub const POLL_EVERY: Duration = Duration::from_millis(20);
 
 /// The default provider section: one `openai` provider named `mock`.
 pub const MOCK_PROVIDER: &str = r#"
@@ -312,23 +310,22 @@ impl TestServer {
         page["data"].as_array().cloned().expect("`data` array")
     }
 
-    /// Polls `GET /v1/calls` every 20 ms for up to 5 s until at least `n`
+    /// Polls `GET /v1/calls` for up to [`WAIT_LIMIT`] until at least `n`
     /// call records exist; returns them, newest first.
     pub async fn wait_calls(&self, n: usize) -> Vec<Value> {
-        let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
-        loop {
-            let calls = self.calls().await;
-            if calls.len() >= n {
-                return calls;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!(
-                    "expected {n} call records within {WAIT_LIMIT:?}, found {}: {calls:#?}",
-                    calls.len()
-                );
-            }
-            tokio::time::sleep(POLL_EVERY).await;
-        }
+        eventually(
+            WAIT_LIMIT,
+            &format!("at least {n} call records"),
+            || async move {
+                let calls = self.calls().await;
+                if calls.len() >= n {
+                    Ok(calls)
+                } else {
+                    Err(calls)
+                }
+            },
+        )
+        .await
     }
 
     /// `GET /v1/calls/{id}`: the full record.
