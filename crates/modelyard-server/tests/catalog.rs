@@ -7,11 +7,12 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::Duration;
 
 use common::{chat_body, error_envelope, TestServer};
-use modelyard_testkit::{Flavour, MockModel, MockOptions, MockUpstream, RecordedRequest};
+use modelyard_testkit::{
+    eventually, Flavour, MockModel, MockOptions, MockUpstream, RecordedRequest,
+};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -148,22 +149,6 @@ fn entry<'a>(models: &'a Value, id: &str) -> &'a Value {
         .iter()
         .find(|m| m["id"] == id)
         .unwrap_or_else(|| panic!("model {id}: {models:#}"))
-}
-
-/// Polls `check` every 20 ms for up to 5 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Sends a chat and returns status and body.
@@ -755,7 +740,7 @@ async fn a_slow_probe_does_not_delay_requests_to_other_providers() {
     let http = server.http.clone();
     let url = server.url("/v1/providers/slow/refresh");
     let pending = tokio::spawn(async move { http.post(url).send().await });
-    eventually("a probe in flight at the slow host", || async {
+    eventually(WAIT, "a probe in flight at the slow host", || async {
         slow.in_flight() > 0
     })
     .await;

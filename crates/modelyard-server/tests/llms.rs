@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{TempDir, TestServer};
+use modelyard_testkit::eventually;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -140,23 +141,28 @@ async fn start_turn(server: &TestServer, conv: &str, body: Value) -> Value {
 }
 
 async fn wait_turn(server: &TestServer, conv: &str, turn_id: &str) -> Value {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let turns = get(server, &format!("/v1/conversations/{conv}/turns")).await;
-        let turn = turns["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["id"] == turn_id)
-            .cloned()
-            .unwrap_or_else(|| panic!("turn {turn_id} listed: {turns}"));
-        if turn["status"] != "running" {
-            assert_eq!(turn["status"], "completed", "{turn}");
-            return turn;
-        }
-        assert!(Instant::now() < deadline, "turn {turn_id} still running");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let turn = eventually(
+        LIMIT,
+        &format!("turn {turn_id} not running"),
+        || async move {
+            let turns = get(server, &format!("/v1/conversations/{conv}/turns")).await;
+            let turn = turns["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["id"] == turn_id)
+                .cloned()
+                .unwrap_or_else(|| panic!("turn {turn_id} listed: {turns}"));
+            if turn["status"] != "running" {
+                Ok(turn)
+            } else {
+                Err(turn)
+            }
+        },
+    )
+    .await;
+    assert_eq!(turn["status"], "completed", "{turn}");
+    turn
 }
 
 /// Runs a turn to its end; returns the turn (with `llmConfigId`) and the

@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::TestServer;
+use modelyard_testkit::eventually;
 use serde_json::{json, Value};
-use tokio::time::Instant;
 
 const LIMIT: Duration = Duration::from_secs(15);
 
@@ -50,8 +50,8 @@ async fn run_turn(server: &TestServer, conv: &str, content: &str) {
     .await;
     assert_eq!(status, 202, "{started}");
     let turn_id = started["turnId"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + LIMIT;
-    loop {
+    let turn_id = turn_id.as_str();
+    let turn = eventually(LIMIT, "turn not running", || async move {
         let turns = server
             .get_json(&format!("/v1/conversations/{conv}/turns"))
             .await;
@@ -59,16 +59,17 @@ async fn run_turn(server: &TestServer, conv: &str, content: &str) {
             .as_array()
             .unwrap()
             .iter()
-            .find(|t| t["id"] == turn_id.as_str())
+            .find(|t| t["id"] == turn_id)
             .cloned()
             .unwrap();
         if turn["status"] != "running" {
-            assert_eq!(turn["status"], "completed", "{turn}");
-            return;
+            Ok(turn)
+        } else {
+            Err(turn)
         }
-        assert!(Instant::now() < deadline, "turn still running");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    assert_eq!(turn["status"], "completed", "{turn}");
 }
 
 fn chat_requests(server: &TestServer) -> Vec<Value> {
@@ -83,15 +84,20 @@ fn chat_requests(server: &TestServer) -> Vec<Value> {
 
 /// The call of session `session_id`, full view.
 async fn session_call(server: &TestServer, session_id: &str) -> Value {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let calls = server.calls().await;
-        if let Some(call) = calls.iter().find(|c| c["sessionId"] == session_id) {
-            return server.call(call["id"].as_str().unwrap()).await;
-        }
-        assert!(Instant::now() < deadline, "session {session_id} recorded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let id = eventually(
+        LIMIT,
+        &format!("session {session_id} recorded"),
+        || async move {
+            let calls = server.calls().await;
+            calls
+                .iter()
+                .find(|c| c["sessionId"] == session_id)
+                .map(|call| call["id"].as_str().unwrap().to_owned())
+                .ok_or(calls)
+        },
+    )
+    .await;
+    server.call(&id).await
 }
 
 async fn server() -> TestServer {

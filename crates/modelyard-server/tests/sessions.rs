@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::{chat_body, Builder, TestServer};
 use modelyard_store::{NewLlmCall, NewLlmSession, ProjectId, RecordedSession, Store, UsageRow};
+use modelyard_testkit::eventually;
 use serde_json::{json, Value};
-use tokio::time::Instant;
 
 /// Bound of every wait in this file.
 const LIMIT: Duration = Duration::from_secs(15);
@@ -95,19 +95,15 @@ fn ids(sessions: &[Value]) -> Vec<String> {
 
 /// Polls `/v1/llm-sessions` until at least `n` sessions exist.
 async fn wait_sessions(server: &TestServer, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + LIMIT;
-    loop {
+    eventually(LIMIT, &format!("at least {n} sessions"), || async move {
         let sessions = data(&get(server, "/v1/llm-sessions?limit=500").await);
         if sessions.len() >= n {
-            return sessions;
+            Ok(sessions)
+        } else {
+            Err(sessions)
         }
-        assert!(
-            Instant::now() < deadline,
-            "expected {n} sessions, found {}: {sessions:#?}",
-            sessions.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// Runs one turn of a new conversation to its end; returns (conversation
@@ -131,20 +127,22 @@ async fn conversation_turn(server: &TestServer) -> (String, String) {
     .await;
     assert_eq!(status, 202, "start turn: {started}");
     let turn_id = started["turnId"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let turns = get(server, &format!("/v1/conversations/{conv}/turns")).await;
+    let (c, t) = (conv.as_str(), turn_id.as_str());
+    let turn = eventually(LIMIT, "turn not running", || async move {
+        let turns = get(server, &format!("/v1/conversations/{c}/turns")).await;
         let turn = data(&turns)
             .into_iter()
-            .find(|t| t["id"] == turn_id.as_str())
+            .find(|turn| turn["id"] == t)
             .unwrap_or_else(|| panic!("turn listed: {turns}"));
         if turn["status"] != "running" {
-            assert_eq!(turn["status"], "completed", "{turn}");
-            return (conv, turn_id);
+            Ok(turn)
+        } else {
+            Err(turn)
         }
-        assert!(Instant::now() < deadline, "turn still running");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    assert_eq!(turn["status"], "completed", "{turn}");
+    (conv, turn_id)
 }
 
 /// Three gateway sessions (one failing) and one `chat` turn session.

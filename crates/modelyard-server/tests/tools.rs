@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use common::conv::*;
 use common::TestServer;
+use modelyard_testkit::eventually;
 use serde_json::{json, Value};
-use tokio::time::Instant;
 
 const LISTED: &[&str] = &[
     "mock-model",
@@ -112,8 +112,7 @@ fn advisor_output(events: &[Ev], call: &str) -> String {
 }
 
 async fn sessions(server: &TestServer, conv: &str, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + LIMIT;
-    loop {
+    eventually(LIMIT, &format!("{n} sessions"), || async move {
         let body = get(
             server,
             &format!("/v1/llm-sessions?conversationId={conv}&limit=100"),
@@ -121,11 +120,12 @@ async fn sessions(server: &TestServer, conv: &str, n: usize) -> Vec<Value> {
         .await;
         let data = body["data"].as_array().unwrap().clone();
         if data.len() >= n {
-            return data;
+            Ok(data)
+        } else {
+            Err(body)
         }
-        assert!(Instant::now() < deadline, "{n} sessions: {body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 fn usage_of(v: &Value) -> (i64, i64) {
