@@ -86,3 +86,42 @@ where
         tokio::time::sleep(POLL_EVERY.min(deadline - now)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn returns_the_first_answer_once_the_condition_holds() {
+        let polls = AtomicUsize::new(0);
+        let value = eventually(Duration::from_secs(5), "three polls", || async {
+            let n = polls.fetch_add(1, Ordering::SeqCst) + 1;
+            if n >= 3 {
+                Ok(n)
+            } else {
+                Err(n)
+            }
+        })
+        .await;
+        assert_eq!(value, 3);
+        assert_eq!(polls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn takes_options_and_bools() {
+        let value = eventually(Duration::from_secs(1), "some", || async { Some("x") }).await;
+        assert_eq!(value, "x");
+        eventually(Duration::from_secs(1), "true", || async { true }).await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "never: the thing; last observation: \"seen 7\"")]
+    async fn panics_with_what_and_the_last_observation() {
+        eventually(Duration::from_millis(50), "never: the thing", || async {
+            Err::<(), _>("seen 7")
+        })
+        .await;
+    }
+}
