@@ -50,49 +50,8 @@ async fn preset_server() -> TestServer {
 
 // ------------------------------------------------------------------ HTTP
 
-async fn send(server: &TestServer, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request = server.http.request(method.clone(), server.url(path));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("send");
-    let status = response.status().as_u16();
-    let problem = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/problem+json"));
-    let text = response.text().await.expect("body");
-    let value = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
-    };
-    if status >= 400 {
-        assert!(problem, "{method} {path} → {status} is a problem document");
-        assert_eq!(value["status"], status, "problem status: {value}");
-    }
-    (status, value)
-}
-
-async fn get(server: &TestServer, path: &str) -> Value {
-    let (status, body) = send(server, "GET", path, None).await;
-    assert_eq!(status, 200, "GET {path}: {body}");
-    body
-}
-
-async fn post(server: &TestServer, path: &str, body: Value) -> (u16, Value) {
-    send(server, "POST", path, Some(body)).await
-}
-
-async fn patch(server: &TestServer, path: &str, body: Value) -> (u16, Value) {
-    send(server, "PATCH", path, Some(body)).await
-}
-
 async fn create_llm(server: &TestServer, body: Value) -> Value {
-    let (status, llm) = post(server, "/v1/llms", body.clone()).await;
+    let (status, llm) = server.post("/v1/llms", body.clone()).await;
     assert_eq!(status, 201, "create {body}: {llm}");
     llm
 }
@@ -102,23 +61,17 @@ fn id(v: &Value) -> String {
 }
 
 async fn llms(server: &TestServer) -> Vec<Value> {
-    get(server, "/v1/llms?limit=200").await["data"]
+    server.get_ok("/v1/llms?limit=200").await["data"]
         .as_array()
         .unwrap()
         .clone()
 }
 
 async fn conversations(server: &TestServer) -> Vec<Value> {
-    get(server, "/v1/conversations?limit=200").await["data"]
+    server.get_ok("/v1/conversations?limit=200").await["data"]
         .as_array()
         .unwrap()
         .clone()
-}
-
-async fn create_conv(server: &TestServer, body: Value) -> String {
-    let (status, c) = post(server, "/v1/conversations", body.clone()).await;
-    assert_eq!(status, 201, "create conversation {body}: {c}");
-    id(&c)
 }
 
 /// Asserts a 422 whose `field` is `field` and whose detail starts with it.
@@ -130,12 +83,9 @@ fn assert_invalid(status: u16, problem: &Value, field: &str) {
 }
 
 async fn start_turn(server: &TestServer, conv: &str, body: Value) -> Value {
-    let (status, turn) = post(
-        server,
-        &format!("/v1/conversations/{conv}/turns"),
-        body.clone(),
-    )
-    .await;
+    let (status, turn) = server
+        .post(&format!("/v1/conversations/{conv}/turns"), body.clone())
+        .await;
     assert_eq!(status, 202, "start turn {body}: {turn}");
     turn
 }
@@ -145,7 +95,9 @@ async fn wait_turn(server: &TestServer, conv: &str, turn_id: &str) -> Value {
         LIMIT,
         &format!("turn {turn_id} not running"),
         || async move {
-            let turns = get(server, &format!("/v1/conversations/{conv}/turns")).await;
+            let turns = server
+                .get_ok(&format!("/v1/conversations/{conv}/turns"))
+                .await;
             let turn = turns["data"]
                 .as_array()
                 .unwrap()
@@ -168,23 +120,13 @@ async fn wait_turn(server: &TestServer, conv: &str, turn_id: &str) -> Value {
 /// Runs a turn to its end; returns the turn (with `llmConfigId`) and the
 /// upstream request the mock received for it.
 async fn run_turn(server: &TestServer, conv: &str, body: Value) -> (Value, Value) {
-    let before = chat_requests(server).len();
+    let before = server.mock_chats().len();
     let started = start_turn(server, conv, body).await;
     let turn = wait_turn(server, conv, started["turnId"].as_str().unwrap()).await;
     assert_eq!(turn["resolvedFrom"], started["resolvedFrom"]);
-    let requests = chat_requests(server);
+    let requests = server.mock_chats();
     assert_eq!(requests.len(), before + 1, "one upstream request per turn");
     (turn, requests.last().cloned().unwrap())
-}
-
-fn chat_requests(server: &TestServer) -> Vec<Value> {
-    server
-        .mock
-        .requests()
-        .iter()
-        .filter(|r| r.path == "/v1/chat/completions")
-        .map(|r| r.json().expect("JSON request"))
-        .collect()
 }
 
 /// The persisted events of a conversation (replayed over SSE up to `caught-up`).
@@ -251,26 +193,31 @@ async fn crud_validation_and_no_secrets() {
     for key in ["displayName", "model", "systemPrompt", "providerOptions"] {
         assert_eq!(full[key], full_body[key], "{key}");
     }
-    assert_eq!(get(&server, &format!("/v1/llms/{}", id(&full))).await, full);
+    assert_eq!(
+        server.get_ok(&format!("/v1/llms/{}", id(&full))).await,
+        full
+    );
 
     // List: newest first, paged.
-    let page = get(&server, "/v1/llms?limit=1").await;
+    let page = server.get_ok("/v1/llms?limit=1").await;
     assert_eq!(page["data"].as_array().unwrap().len(), 1);
     assert_eq!(page["data"][0]["id"], full["id"]);
     let next = page["nextBefore"].as_str().expect("nextBefore");
-    let page = get(&server, &format!("/v1/llms?limit=1&before={next}")).await;
+    let page = server
+        .get_ok(&format!("/v1/llms?limit=1&before={next}"))
+        .await;
     assert_eq!(page["data"][0]["id"], minimal["id"]);
-    let (status, _) = send(&server, "GET", "/v1/llms?before=nonsense", None).await;
+    let (status, _) = server.send("GET", "/v1/llms?before=nonsense", None).await;
     assert_eq!(status, 400);
 
     // PATCH: absent fields stay, options merge key by key, null clears.
-    let (status, patched) = patch(
-        &server,
-        &format!("/v1/llms/{}", id(&full)),
-        json!({"displayName": "Careful 2", "systemPrompt": null,
+    let (status, patched) = server
+        .patch(
+            &format!("/v1/llms/{}", id(&full)),
+            json!({"displayName": "Careful 2", "systemPrompt": null,
                "providerOptions": {"temperature": 1.5, "maxTokens": null}}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(status, 200, "{patched}");
     assert_eq!(patched["displayName"], "Careful 2");
     assert_eq!(patched["systemPrompt"], Value::Null);
@@ -331,23 +278,26 @@ async fn crud_validation_and_no_secrets() {
         ),
     ];
     for (body, field) in &cases {
-        let (status, problem) = post(&server, "/v1/llms", body.clone()).await;
+        let (status, problem) = server.post("/v1/llms", body.clone()).await;
         assert_invalid(status, &problem, field);
     }
-    let (status, problem) = post(&server, "/v1/llms", json!({"model": "mock/not-served"})).await;
+    let (status, problem) = server
+        .post("/v1/llms", json!({"model": "mock/not-served"}))
+        .await;
     assert_invalid(status, &problem, "model");
     assert!(problem["suggestions"].is_array(), "{problem}");
     for (body, field) in cases.iter().skip(1) {
-        let (status, problem) =
-            patch(&server, &format!("/v1/llms/{}", id(&full)), body.clone()).await;
+        let (status, problem) = server
+            .patch(&format!("/v1/llms/{}", id(&full)), body.clone())
+            .await;
         assert_invalid(status, &problem, field);
     }
-    let (status, problem) = post(
-        &server,
-        "/v1/llms",
-        json!({"model": "echo", "baseUrl": "http://evil.example/v1"}),
-    )
-    .await;
+    let (status, problem) = server
+        .post(
+            "/v1/llms",
+            json!({"model": "echo", "baseUrl": "http://evil.example/v1"}),
+        )
+        .await;
     assert_eq!(status, 422);
     assert!(
         problem["detail"]
@@ -358,7 +308,7 @@ async fn crud_validation_and_no_secrets() {
     );
     assert_eq!(llms(&server).await.len(), count, "nothing created");
     assert_eq!(
-        get(&server, &format!("/v1/llms/{}", id(&full))).await,
+        server.get_ok(&format!("/v1/llms/{}", id(&full))).await,
         patched,
         "nothing changed"
     );
@@ -377,7 +327,7 @@ async fn crud_validation_and_no_secrets() {
         json!({"model": "echo", "providerOptions": {"apiKey": "sk-secret-123"}}),
         json!({"model": "echo", "headers": {"Authorization": "Bearer sk-secret-123"}}),
     ] {
-        let (status, problem) = post(&server, "/v1/llms", body.clone()).await;
+        let (status, problem) = server.post("/v1/llms", body.clone()).await;
         assert_eq!(status, 400, "{body}: {problem}");
         assert!(!problem.to_string().contains("sk-secret-123"), "{problem}");
     }
@@ -385,33 +335,31 @@ async fn crud_validation_and_no_secrets() {
         json!({"apiKey": "sk-secret-123"}),
         json!({"providerOptions": {"apiKey": "sk-secret-123"}}),
     ] {
-        let (status, problem) = patch(&server, &format!("/v1/llms/{}", id(&full)), body).await;
+        let (status, problem) = server.patch(&format!("/v1/llms/{}", id(&full)), body).await;
         assert_eq!(status, 400, "{problem}");
     }
     assert_eq!(llms(&server).await.len(), count);
 
     // Delete: 204, then gone.
-    let (status, _) = send(
-        &server,
-        "DELETE",
-        &format!("/v1/llms/{}", id(&minimal)),
-        None,
-    )
-    .await;
+    let (status, _) = server
+        .send("DELETE", &format!("/v1/llms/{}", id(&minimal)), None)
+        .await;
     assert_eq!(status, 204);
     for method in ["GET", "DELETE"] {
-        let (status, _) = send(&server, method, &format!("/v1/llms/{}", id(&minimal)), None).await;
+        let (status, _) = server
+            .send(method, &format!("/v1/llms/{}", id(&minimal)), None)
+            .await;
         assert_eq!(status, 404, "{method} after delete");
     }
-    let (status, _) = patch(
-        &server,
-        &format!("/v1/llms/{}", id(&minimal)),
-        json!({"displayName": "x"}),
-    )
-    .await;
+    let (status, _) = server
+        .patch(
+            &format!("/v1/llms/{}", id(&minimal)),
+            json!({"displayName": "x"}),
+        )
+        .await;
     assert_eq!(status, 404);
     assert!(llms(&server).await.iter().all(|l| l["id"] != minimal["id"]));
-    let (status, _) = send(&server, "GET", "/v1/llms/nope", None).await;
+    let (status, _) = server.send("GET", "/v1/llms/nope", None).await;
     assert_eq!(status, 404);
 }
 
@@ -426,8 +374,8 @@ async fn system_defaults_materialize_once_per_version_and_are_read_only() {
     );
 
     // Two simultaneous first turns: one system default.
-    let a = create_conv(&server, json!({})).await;
-    let b = create_conv(&server, json!({})).await;
+    let a = server.create_conversation(json!({})).await;
+    let b = server.create_conversation(json!({})).await;
     let (ta, tb) = tokio::join!(
         start_turn(&server, &a, json!({"content": "one"})),
         start_turn(&server, &b, json!({"content": "two"})),
@@ -459,8 +407,9 @@ async fn system_defaults_materialize_once_per_version_and_are_read_only() {
         ("PATCH", Some(json!({"displayName": "mine"}))),
         ("DELETE", None),
     ] {
-        let (status, problem) =
-            send(&server, method, &format!("/v1/llms/{default_v1}"), body).await;
+        let (status, problem) = server
+            .send(method, &format!("/v1/llms/{default_v1}"), body)
+            .await;
         assert_eq!(status, 409, "{method}: {problem}");
         let detail = problem["detail"].as_str().unwrap();
         assert!(detail.contains("copy it"), "{detail}");
@@ -472,7 +421,9 @@ async fn system_defaults_materialize_once_per_version_and_are_read_only() {
     assert_eq!(&llms(&server).await[0], row, "unchanged");
 
     // Copy: a user config saying the same, editable.
-    let (status, copy) = post(&server, &format!("/v1/llms/{default_v1}/copy"), json!({})).await;
+    let (status, copy) = server
+        .post(&format!("/v1/llms/{default_v1}/copy"), json!({}))
+        .await;
     assert_eq!(status, 201, "{copy}");
     assert_eq!(copy["source"], "user");
     assert_ne!(copy["id"], default_v1);
@@ -481,14 +432,14 @@ async fn system_defaults_materialize_once_per_version_and_are_read_only() {
         assert_eq!(copy[key], row[key], "{key}");
     }
     assert!(copy["displayName"].as_str().unwrap().ends_with("(copy)"));
-    let (status, edited) = patch(
-        &server,
-        &format!("/v1/llms/{}", id(&copy)),
-        json!({"providerOptions": {"temperature": 0.9}}),
-    )
-    .await;
+    let (status, edited) = server
+        .patch(
+            &format!("/v1/llms/{}", id(&copy)),
+            json!({"providerOptions": {"temperature": 0.9}}),
+        )
+        .await;
     assert_eq!(status, 200, "{edited}");
-    let (status, _) = post(&server, "/v1/llms/nope/copy", json!({})).await;
+    let (status, _) = server.post("/v1/llms/nope/copy", json!({})).await;
     assert_eq!(status, 404);
 
     // A new preset version: a new row; old turns keep the old id.
@@ -500,7 +451,7 @@ async fn system_defaults_materialize_once_per_version_and_are_read_only() {
     assert_eq!(turn["modelId"], "mock/echo");
     assert_eq!(turn["resolvedFrom"], "serverDefault");
     assert_eq!(request["messages"][0]["content"], "DEFAULT PROMPT v2");
-    let turns = get(&server, &format!("/v1/conversations/{a}/turns")).await;
+    let turns = server.get_ok(&format!("/v1/conversations/{a}/turns")).await;
     let ids: Vec<&str> = turns["data"]
         .as_array()
         .unwrap()
@@ -517,9 +468,9 @@ async fn system_defaults_materialize_once_per_version_and_are_read_only() {
     );
     let listed = llms(&server).await;
     assert_eq!(listed.len(), 3, "v1, its copy and v2: {listed:#?}");
-    let v1 = get(&server, &format!("/v1/llms/{default_v1}")).await;
+    let v1 = server.get_ok(&format!("/v1/llms/{default_v1}")).await;
     assert_eq!(&v1, row, "the old version stays as it was");
-    let v2 = get(&server, &format!("/v1/llms/{default_v2}")).await;
+    let v2 = server.get_ok(&format!("/v1/llms/{default_v2}")).await;
     assert_eq!(v2["presetVersion"], 2);
     assert_eq!(v2["model"], "mock/echo");
 }
@@ -532,7 +483,9 @@ async fn conversations_name_configs_and_bad_ids_write_nothing() {
     let g1 = id(&create_llm(&server, json!({"model": "echo"})).await);
     let g2 = id(&create_llm(&server, json!({"model": "mock/mock-model"})).await);
     let gone = id(&create_llm(&server, json!({"model": "echo"})).await);
-    let (status, _) = send(&server, "DELETE", &format!("/v1/llms/{gone}"), None).await;
+    let (status, _) = server
+        .send("DELETE", &format!("/v1/llms/{gone}"), None)
+        .await;
     assert_eq!(status, 204);
 
     // Creation: every id is checked before anything is written.
@@ -551,7 +504,7 @@ async fn conversations_name_configs_and_bad_ids_write_nothing() {
         (json!({"llmOverrides": {"": g1}}), "llmOverrides"),
     ];
     for (body, field) in &bad_creates {
-        let (status, problem) = post(&server, "/v1/conversations", body.clone()).await;
+        let (status, problem) = server.post("/v1/conversations", body.clone()).await;
         assert_eq!(status, 422, "{body}: {problem}");
         assert_eq!(problem["field"], *field, "{problem}");
         if *field != "llmOverrides" {
@@ -572,8 +525,10 @@ async fn conversations_name_configs_and_bad_ids_write_nothing() {
         "no config row (no system default either)"
     );
 
-    let conv = create_conv(&server, json!({"llmId": g1, "llmOverrides": {"title": g2}})).await;
-    let c = get(&server, &format!("/v1/conversations/{conv}")).await;
+    let conv = server
+        .create_conversation(json!({"llmId": g1, "llmOverrides": {"title": g2}}))
+        .await;
+    let c = server.get_ok(&format!("/v1/conversations/{conv}")).await;
     assert_eq!(c["llmId"], g1);
     assert_eq!(c["llmOverrides"], json!({"title": g2}));
     let log = events(&server, &conv).await;
@@ -599,23 +554,24 @@ async fn conversations_name_configs_and_bad_ids_write_nothing() {
         ),
     ];
     for (body, field) in &bad_patches {
-        let (status, problem) =
-            patch(&server, &format!("/v1/conversations/{conv}"), body.clone()).await;
+        let (status, problem) = server
+            .patch(&format!("/v1/conversations/{conv}"), body.clone())
+            .await;
         assert_eq!(status, 422, "{body}: {problem}");
         assert_eq!(problem["field"], *field, "{problem}");
     }
-    assert_eq!(get(&server, &format!("/v1/conversations/{conv}")).await, c);
+    assert_eq!(server.get_ok(&format!("/v1/conversations/{conv}")).await, c);
     assert_eq!(events(&server, &conv).await.len(), 1, "no event");
     assert_eq!(llms(&server).await.len(), 2);
     assert_eq!(conversations(&server).await.len(), 1);
 
     // Overrides merge per operation; null removes one.
-    let (status, c) = patch(
-        &server,
-        &format!("/v1/conversations/{conv}"),
-        json!({"title": "named", "llmOverrides": {"chat": g2, "title": null}}),
-    )
-    .await;
+    let (status, c) = server
+        .patch(
+            &format!("/v1/conversations/{conv}"),
+            json!({"title": "named", "llmOverrides": {"chat": g2, "title": null}}),
+        )
+        .await;
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["title"], "named");
     assert_eq!(c["llmId"], g1);
@@ -632,12 +588,9 @@ async fn conversations_name_configs_and_bad_ids_write_nothing() {
     );
 
     // null clears llmId; the same values again append nothing.
-    let (status, c) = patch(
-        &server,
-        &format!("/v1/conversations/{conv}"),
-        json!({"llmId": null}),
-    )
-    .await;
+    let (status, c) = server
+        .patch(&format!("/v1/conversations/{conv}"), json!({"llmId": null}))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(c["llmId"], Value::Null);
     let log = events(&server, &conv).await;
@@ -645,20 +598,20 @@ async fn conversations_name_configs_and_bad_ids_write_nothing() {
     assert_eq!(log[3]["type"], "llm.changed");
     assert_eq!(log[3]["llmId"], Value::Null);
     assert!(log[3].get("llmOverrides").is_none());
-    let (status, _) = patch(
-        &server,
-        &format!("/v1/conversations/{conv}"),
-        json!({"llmId": null, "llmOverrides": {"chat": g2}}),
-    )
-    .await;
+    let (status, _) = server
+        .patch(
+            &format!("/v1/conversations/{conv}"),
+            json!({"llmId": null, "llmOverrides": {"chat": g2}}),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(events(&server, &conv).await.len(), 4, "no change, no event");
-    let (status, c) = patch(
-        &server,
-        &format!("/v1/conversations/{conv}"),
-        json!({"llmOverrides": null}),
-    )
-    .await;
+    let (status, c) = server
+        .patch(
+            &format!("/v1/conversations/{conv}"),
+            json!({"llmOverrides": null}),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(c["llmOverrides"], json!({}));
 }
@@ -667,11 +620,13 @@ async fn conversations_name_configs_and_bad_ids_write_nothing() {
 async fn deleting_a_referenced_config_names_the_conversations() {
     let server = server_with("", None).await;
     let a = id(&create_llm(&server, json!({"model": "echo"})).await);
-    let by_default = create_conv(&server, json!({"llmId": a})).await;
-    let by_override = create_conv(&server, json!({"llmOverrides": {"title": a}})).await;
-    let _unrelated = create_conv(&server, json!({})).await;
+    let by_default = server.create_conversation(json!({"llmId": a})).await;
+    let by_override = server
+        .create_conversation(json!({"llmOverrides": {"title": a}}))
+        .await;
+    let _unrelated = server.create_conversation(json!({})).await;
 
-    let (status, problem) = send(&server, "DELETE", &format!("/v1/llms/{a}"), None).await;
+    let (status, problem) = server.send("DELETE", &format!("/v1/llms/{a}"), None).await;
     assert_eq!(status, 409, "{problem}");
     let detail = problem["detail"].as_str().unwrap();
     assert!(
@@ -681,28 +636,24 @@ async fn deleting_a_referenced_config_names_the_conversations() {
     let mut want = vec![by_default.clone(), by_override.clone()];
     want.sort();
     assert_eq!(problem["conversations"], json!(want));
-    assert_eq!(get(&server, &format!("/v1/llms/{a}")).await["id"], a);
+    assert_eq!(server.get_ok(&format!("/v1/llms/{a}")).await["id"], a);
 
     // Once nothing names it, it can go.
-    let (status, _) = patch(
-        &server,
-        &format!("/v1/conversations/{by_default}"),
-        json!({"llmId": null}),
-    )
-    .await;
+    let (status, _) = server
+        .patch(
+            &format!("/v1/conversations/{by_default}"),
+            json!({"llmId": null}),
+        )
+        .await;
     assert_eq!(status, 200);
-    let (status, problem) = send(&server, "DELETE", &format!("/v1/llms/{a}"), None).await;
+    let (status, problem) = server.send("DELETE", &format!("/v1/llms/{a}"), None).await;
     assert_eq!(status, 409);
     assert_eq!(problem["conversations"], json!([by_override]));
-    let (status, _) = send(
-        &server,
-        "DELETE",
-        &format!("/v1/conversations/{by_override}"),
-        None,
-    )
-    .await;
+    let (status, _) = server
+        .send("DELETE", &format!("/v1/conversations/{by_override}"), None)
+        .await;
     assert_eq!(status, 204);
-    let (status, _) = send(&server, "DELETE", &format!("/v1/llms/{a}"), None).await;
+    let (status, _) = server.send("DELETE", &format!("/v1/llms/{a}"), None).await;
     assert_eq!(status, 204);
 }
 
@@ -730,11 +681,9 @@ async fn turns_resolve_through_configs_and_send_their_options() {
     .await);
 
     // chat: operationConfig.
-    let c = create_conv(
-        &server,
-        json!({"llmId": conv_cfg, "llmOverrides": {"chat": op_cfg}}),
-    )
-    .await;
+    let c = server
+        .create_conversation(json!({"llmId": conv_cfg, "llmOverrides": {"chat": op_cfg}}))
+        .await;
     let (turn, request) = run_turn(&server, &c, json!({"content": "hi"})).await;
     assert_eq!(turn["resolvedFrom"], "operationConfig");
     assert_eq!(turn["llmConfigId"], op_cfg);
@@ -750,7 +699,7 @@ async fn turns_resolve_through_configs_and_send_their_options() {
     assert_eq!(request["stream"], true);
 
     // chat: conversationConfig.
-    let c = create_conv(&server, json!({"llmId": conv_cfg})).await;
+    let c = server.create_conversation(json!({"llmId": conv_cfg})).await;
     let (turn, request) = run_turn(&server, &c, json!({"content": "hi"})).await;
     assert_eq!(turn["resolvedFrom"], "conversationConfig");
     assert_eq!(turn["llmConfigId"], conv_cfg);
@@ -775,7 +724,7 @@ async fn turns_resolve_through_configs_and_send_their_options() {
     assert_eq!(system_prompt(&request), Some("CONV PROMPT"));
 
     // chat: serverDefault (the `default` preset).
-    let plain = create_conv(&server, json!({})).await;
+    let plain = server.create_conversation(json!({})).await;
     let (turn, request) = run_turn(&server, &plain, json!({"content": "hi"})).await;
     assert_eq!(turn["resolvedFrom"], "serverDefault");
     assert_eq!(turn["modelId"], "mock/mock-model");
@@ -798,16 +747,14 @@ async fn turns_resolve_through_configs_and_send_their_options() {
     assert_eq!(system_prompt(&request), Some("TITLE PROMPT"));
     assert_eq!(request["temperature"], 0.1);
     assert_eq!(request["max_tokens"], 20);
-    let title_row = get(&server, &format!("/v1/llms/{title_id}")).await;
+    let title_row = server.get_ok(&format!("/v1/llms/{title_id}")).await;
     assert_eq!(title_row["presetName"], "title");
     assert_eq!(title_row["displayName"], "Titles");
 
     // title: operationConfig, conversationConfig, request.
-    let c = create_conv(
-        &server,
-        json!({"llmId": conv_cfg, "llmOverrides": {"title": op_cfg}}),
-    )
-    .await;
+    let c = server
+        .create_conversation(json!({"llmId": conv_cfg, "llmOverrides": {"title": op_cfg}}))
+        .await;
     let (turn, request) =
         run_turn(&server, &c, json!({"content": "t", "operation": "title"})).await;
     assert_eq!(turn["resolvedFrom"], "operationConfig");
@@ -815,11 +762,9 @@ async fn turns_resolve_through_configs_and_send_their_options() {
     assert_eq!(system_prompt(&request), Some("OP PROMPT"));
     assert_eq!(request["temperature"], 0.7);
     // The chat override of another conversation does not apply to title.
-    let c2 = create_conv(
-        &server,
-        json!({"llmId": conv_cfg, "llmOverrides": {"chat": op_cfg}}),
-    )
-    .await;
+    let c2 = server
+        .create_conversation(json!({"llmId": conv_cfg, "llmOverrides": {"chat": op_cfg}}))
+        .await;
     let (turn, request) =
         run_turn(&server, &c2, json!({"content": "t", "operation": "title"})).await;
     assert_eq!(turn["resolvedFrom"], "conversationConfig");
@@ -857,7 +802,7 @@ async fn turns_resolve_through_configs_and_send_their_options() {
 #[tokio::test]
 async fn defaults_model_without_presets_is_a_server_default_without_config() {
     let server = server_with("[defaults]\nmodel = \"mock/mock-model\"\n", None).await;
-    let c = create_conv(&server, json!({})).await;
+    let c = server.create_conversation(json!({})).await;
     let (turn, request) = run_turn(&server, &c, json!({"content": "hi"})).await;
     assert_eq!(turn["resolvedFrom"], "serverDefault");
     assert_eq!(turn["llmConfigId"], Value::Null);
