@@ -961,7 +961,7 @@ async fn twenty_subscribers_see_the_same_sequence() {
 // ------------------------------------------------------------------ 7. invariants
 
 #[tokio::test]
-async fn conversation_crud_settings_paging_and_subtasks() {
+async fn a_conversation_is_created_with_everything_and_patched_field_by_field() {
     let server = server().await;
 
     // Create with everything; PATCH title and metadata.
@@ -1014,6 +1014,23 @@ async fn conversation_crud_settings_paging_and_subtasks() {
     let (status, c) = send(&server, "PATCH", &path, Some(json!({}))).await;
     assert_eq!(status, 200);
     assert_eq!(c["lastSeq"], 3, "an empty patch appends nothing");
+}
+
+#[tokio::test]
+async fn settings_are_read_patched_validated_and_sent_upstream() {
+    let server = server().await;
+
+    // Given a conversation created with a cwd and a reasoning effort.
+    let (status, c) = send(
+        &server,
+        "POST",
+        "/v1/conversations",
+        Some(json!({"title": "t0", "metadata": {"a": 1}, "cwd": "/srv", "reasoningEffort": "low"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = c["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/conversations/{id}");
 
     // Settings.
     let settings = format!("{path}/settings");
@@ -1074,6 +1091,15 @@ async fn conversation_crud_settings_paging_and_subtasks() {
     let c = get(&server, &path).await;
     assert_eq!(c["cwd"], "/work/x");
     assert_eq!(c["reasoningEffort"], Value::Null);
+}
+
+#[tokio::test]
+async fn subtasks_inherit_the_parent_model_and_list_under_it() {
+    let server = server().await;
+
+    // Given a parent conversation whose model a turn set to `mock/echo`.
+    let id = create(&server, json!({"title": "parent"})).await;
+    run_turn(&server, &id, json!({"content": "hi", "model": "mock/echo"})).await;
 
     // Subtasks inherit the parent's model.
     let (status, child) = send(
@@ -1119,7 +1145,16 @@ async fn conversation_crud_settings_paging_and_subtasks() {
         .collect();
     assert_eq!(child_ids.len(), 2);
     assert!(child_ids.contains(&child_id.as_str()));
+}
 
+#[tokio::test]
+async fn conversations_page_newest_first_each_once() {
+    let server = server().await;
+
+    // Given 3 conversations (and the 5 below: 8 in all).
+    for i in 0..3 {
+        create(&server, json!({"title": format!("q{i}")})).await;
+    }
     // Paging: every conversation once, newest first.
     for i in 0..5 {
         create(&server, json!({"title": format!("p{i}")})).await;
@@ -1156,10 +1191,37 @@ async fn conversation_crud_settings_paging_and_subtasks() {
         let (status, _) = send(&server, "GET", &format!("/v1/conversations?{bad}"), None).await;
         assert_eq!(status, 400, "{bad}");
     }
+}
+
+#[tokio::test]
+async fn a_conversation_log_is_gap_free_and_its_last_seq_is_the_api_one() {
+    let server = server().await;
+
+    // Given a conversation with patches and two turns.
+    let id = create(&server, json!({"title": "t0"})).await;
+    let path = format!("/v1/conversations/{id}");
+    let (status, _) = send(&server, "PATCH", &path, Some(json!({"title": "t1"}))).await;
+    assert_eq!(status, 200);
+    run_turn(&server, &id, json!({"content": "hi", "model": "mock/echo"})).await;
+    run_turn(&server, &id, json!({"content": "hi again"})).await;
 
     // The log is gap-free and folds to what the API shows.
     let events = log(&server, &id).await;
     assert_eq!(get(&server, &path).await["lastSeq"], events.len() as i64);
+}
+
+#[tokio::test]
+async fn a_deleted_conversation_ends_its_feed_is_404_everywhere_and_leaves_the_list() {
+    let server = server().await;
+
+    // Given 8 conversations, one of them with a turn and a live feed.
+    let id = create(&server, json!({"title": "doomed"})).await;
+    let path = format!("/v1/conversations/{id}");
+    run_turn(&server, &id, json!({"content": "hi"})).await;
+    for i in 0..7 {
+        create(&server, json!({"title": format!("p{i}")})).await;
+    }
+    let events = log(&server, &id).await;
 
     // DELETE: 204, then 404 everywhere, hidden from the list.
     let mut watcher = Sse::open(&server, &id, Some(&events.len().to_string())).await;
