@@ -297,8 +297,21 @@ async fn model_selection_contract() {
 
 // ------------------------------------------------------------------ 3. turns
 
-#[tokio::test]
-async fn turns_messages_usage_and_model_switch() {
+/// Given two completed turns of one conversation, the second switching to
+/// another provider's model (`mock/echo`, then `b/echo`, which becomes the
+/// conversation's model): the server, the conversation id, the first turn as
+/// started and as ended, the second as ended, and the conversation read after
+/// both.
+struct TwoTurns {
+    server: TestServer,
+    conv: String,
+    started: Value,
+    turn: Value,
+    turn2: Value,
+    c: Value,
+}
+
+async fn two_turns_with_a_model_switch() -> TwoTurns {
     let server = TestServer::builder()
         .listed(LISTED)
         .mock("b", MockOptions::default())
@@ -332,6 +345,24 @@ async fn turns_messages_usage_and_model_switch() {
     assert_eq!(c["latestModelId"], "b/echo");
     assert_eq!(c["model"], "b/echo");
 
+    TwoTurns {
+        server,
+        conv,
+        started,
+        turn,
+        turn2,
+        c,
+    }
+}
+
+#[tokio::test]
+async fn turns_leave_their_messages_and_the_next_call_sees_them_all() {
+    let TwoTurns {
+        server,
+        conv,
+        started,
+        ..
+    } = two_turns_with_a_model_switch().await;
     let msgs = messages(&server, &conv).await;
     assert_eq!(msgs.len(), 4, "{msgs:#?}");
     let roles: Vec<&str> = msgs.iter().map(|m| m["role"].as_str().unwrap()).collect();
@@ -347,7 +378,18 @@ async fn turns_messages_usage_and_model_switch() {
     let req = server.named("b").last_request().unwrap().json().unwrap();
     assert_eq!(req["messages"].as_array().unwrap().len(), 3, "{req}");
     assert_eq!(req["model"], "echo");
+}
 
+#[tokio::test]
+async fn turn_usage_adds_up_per_message_turn_and_conversation() {
+    let TwoTurns {
+        server,
+        conv,
+        turn2,
+        c,
+        ..
+    } = two_turns_with_a_model_switch().await;
+    let msgs = messages(&server, &conv).await;
     // Usage per message and totals.
     let mut sums = [0u64; 3];
     for m in msgs.iter().filter(|m| m["role"] == "assistant") {
@@ -367,7 +409,18 @@ async fn turns_messages_usage_and_model_switch() {
         turn2["usage"]["total"], msgs[3]["usage"]["totalTokens"],
         "{turn2}"
     );
+}
 
+#[tokio::test]
+async fn each_turn_is_a_chat_call_linked_to_its_conversation_and_turn() {
+    let TwoTurns {
+        server,
+        conv,
+        turn,
+        turn2,
+        ..
+    } = two_turns_with_a_model_switch().await;
+    let msgs = messages(&server, &conv).await;
     // Each turn is a `chat` call in the log.
     let calls = server.wait_calls(2).await;
     assert_eq!(calls.len(), 2, "{calls:#?}");
@@ -388,7 +441,13 @@ async fn turns_messages_usage_and_model_switch() {
         full["usage"]["totalTokens"],
         msgs[3]["usage"]["totalTokens"]
     );
+}
 
+#[tokio::test]
+async fn the_event_log_of_two_turns_matches_the_tables() {
+    let TwoTurns {
+        server, conv, c, ..
+    } = two_turns_with_a_model_switch().await;
     // The events log matches the tables.
     let events = log(&server, &conv).await;
     let types: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
