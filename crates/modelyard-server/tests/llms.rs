@@ -161,8 +161,19 @@ async fn events(server: &TestServer, conv: &str) -> Vec<Value> {
 
 // ------------------------------------------------------------------ CRUD
 
+/// A config body with every field set.
+fn full_body() -> Value {
+    json!({
+        "displayName": "Careful",
+        "model": "mock/mock-model",
+        "systemPrompt": "Think first.",
+        "providerOptions": {"temperature": 0.2, "topP": 0.9, "maxTokens": 64,
+            "reasoningEffort": "low", "stop": ["END"], "seed": 42, "extra": {"min_p": 0.05}},
+    })
+}
+
 #[tokio::test]
-async fn crud_validation_and_no_secrets() {
+async fn a_minimal_config_is_named_by_its_model() {
     let server = server_with("", None).await;
 
     // Minimal: the model names it.
@@ -180,15 +191,14 @@ async fn crud_validation_and_no_secrets() {
                "reasoningEffort": null, "stop": null, "seed": null, "extra": null})
     );
     assert!(minimal["createdAt"].as_str().unwrap().ends_with('Z'));
+}
+
+#[tokio::test]
+async fn a_full_config_reads_back_as_created() {
+    let server = server_with("", None).await;
 
     // Full.
-    let full_body = json!({
-        "displayName": "Careful",
-        "model": "mock/mock-model",
-        "systemPrompt": "Think first.",
-        "providerOptions": {"temperature": 0.2, "topP": 0.9, "maxTokens": 64,
-            "reasoningEffort": "low", "stop": ["END"], "seed": 42, "extra": {"min_p": 0.05}},
-    });
+    let full_body = full_body();
     let full = create_llm(&server, full_body.clone()).await;
     for key in ["displayName", "model", "systemPrompt", "providerOptions"] {
         assert_eq!(full[key], full_body[key], "{key}");
@@ -197,6 +207,14 @@ async fn crud_validation_and_no_secrets() {
         server.get_ok(&format!("/v1/llms/{}", id(&full))).await,
         full
     );
+}
+
+#[tokio::test]
+async fn configs_list_newest_first_in_pages() {
+    let server = server_with("", None).await;
+    // Given a minimal config, then a full one.
+    let minimal = create_llm(&server, json!({"model": "echo"})).await;
+    let full = create_llm(&server, full_body()).await;
 
     // List: newest first, paged.
     let page = server.get_ok("/v1/llms?limit=1").await;
@@ -209,6 +227,13 @@ async fn crud_validation_and_no_secrets() {
     assert_eq!(page["data"][0]["id"], minimal["id"]);
     let (status, _) = server.send("GET", "/v1/llms?before=nonsense", None).await;
     assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn patch_keeps_absent_fields_merges_options_and_null_clears() {
+    let server = server_with("", None).await;
+    // Given a full config.
+    let full = create_llm(&server, full_body()).await;
 
     // PATCH: absent fields stay, options merge key by key, null clears.
     let (status, patched) = server
@@ -227,6 +252,14 @@ async fn crud_validation_and_no_secrets() {
     assert_eq!(patched["providerOptions"]["topP"], 0.9);
     assert_eq!(patched["providerOptions"]["stop"], json!(["END"]));
     assert_eq!(patched["createdAt"], full["createdAt"]);
+}
+
+#[tokio::test]
+async fn each_validation_error_names_its_field_and_writes_nothing() {
+    let server = server_with("", None).await;
+    // Given a full config.
+    let full = create_llm(&server, full_body()).await;
+    let before = server.get_ok(&format!("/v1/llms/{}", id(&full))).await;
 
     // Each validation error names its field, on create and on patch.
     let count = llms(&server).await.len();
@@ -309,9 +342,14 @@ async fn crud_validation_and_no_secrets() {
     assert_eq!(llms(&server).await.len(), count, "nothing created");
     assert_eq!(
         server.get_ok(&format!("/v1/llms/{}", id(&full))).await,
-        patched,
+        before,
         "nothing changed"
     );
+}
+
+#[tokio::test]
+async fn a_configured_providers_base_url_is_accepted() {
+    let server = server_with("", None).await;
 
     // baseUrl: a configured provider's base URL is fine (trailing slash or not).
     let mock_url = server.mock.base_url();
@@ -319,6 +357,13 @@ async fn crud_validation_and_no_secrets() {
         let llm = create_llm(&server, json!({"model": "echo", "baseUrl": url})).await;
         assert_eq!(llm["baseUrl"], mock_url);
     }
+}
+
+#[tokio::test]
+async fn secrets_are_refused_and_never_echoed() {
+    let server = server_with("", None).await;
+    // Given a full config.
+    let full = create_llm(&server, full_body()).await;
 
     // Never secrets: unknown fields are 400, and the value is not echoed.
     let count = llms(&server).await.len();
@@ -339,6 +384,13 @@ async fn crud_validation_and_no_secrets() {
         assert_eq!(status, 400, "{problem}");
     }
     assert_eq!(llms(&server).await.len(), count);
+}
+
+#[tokio::test]
+async fn a_deleted_config_is_gone() {
+    let server = server_with("", None).await;
+    // Given a minimal config.
+    let minimal = create_llm(&server, json!({"model": "echo"})).await;
 
     // Delete: 204, then gone.
     let (status, _) = server
