@@ -529,16 +529,23 @@ async fn system_defaults_materialize_once_per_version_and_are_read_only() {
 
 // ------------------------------------------------------------------ conversations
 
-#[tokio::test]
-async fn conversations_name_configs_and_bad_ids_write_nothing() {
-    let server = preset_server().await;
-    let g1 = id(&create_llm(&server, json!({"model": "echo"})).await);
-    let g2 = id(&create_llm(&server, json!({"model": "mock/mock-model"})).await);
-    let gone = id(&create_llm(&server, json!({"model": "echo"})).await);
+/// Given two configs (`echo`, `mock/mock-model`) and the id of a deleted
+/// one: `(g1, g2, gone)`.
+async fn two_configs_and_a_deleted_one(server: &TestServer) -> (String, String, String) {
+    let g1 = id(&create_llm(server, json!({"model": "echo"})).await);
+    let g2 = id(&create_llm(server, json!({"model": "mock/mock-model"})).await);
+    let gone = id(&create_llm(server, json!({"model": "echo"})).await);
     let (status, _) = server
         .send("DELETE", &format!("/v1/llms/{gone}"), None)
         .await;
     assert_eq!(status, 204);
+    (g1, g2, gone)
+}
+
+#[tokio::test]
+async fn a_conversation_naming_a_bad_config_id_is_422_and_writes_nothing() {
+    let server = preset_server().await;
+    let (g1, g2, gone) = two_configs_and_a_deleted_one(&server).await;
 
     // Creation: every id is checked before anything is written.
     let bad_creates = [
@@ -576,6 +583,12 @@ async fn conversations_name_configs_and_bad_ids_write_nothing() {
         2,
         "no config row (no system default either)"
     );
+}
+
+#[tokio::test]
+async fn a_conversation_names_its_configs_in_its_created_event() {
+    let server = preset_server().await;
+    let (g1, g2, _) = two_configs_and_a_deleted_one(&server).await;
 
     let conv = server
         .create_conversation(json!({"llmId": g1, "llmOverrides": {"title": g2}}))
@@ -588,6 +601,16 @@ async fn conversations_name_configs_and_bad_ids_write_nothing() {
     assert_eq!(log[0]["type"], "conversation.created");
     assert_eq!(log[0]["llmId"], g1);
     assert_eq!(log[0]["llmOverrides"], json!({"title": g2}));
+}
+
+#[tokio::test]
+async fn a_bad_llm_patch_changes_nothing_not_even_its_valid_parts() {
+    let server = preset_server().await;
+    let (g1, g2, gone) = two_configs_and_a_deleted_one(&server).await;
+    let conv = server
+        .create_conversation(json!({"llmId": g1, "llmOverrides": {"title": g2}}))
+        .await;
+    let c = server.get_ok(&format!("/v1/conversations/{conv}")).await;
 
     // A bad PATCH changes nothing, not even the valid parts of it.
     let bad_patches = [
@@ -616,6 +639,15 @@ async fn conversations_name_configs_and_bad_ids_write_nothing() {
     assert_eq!(events(&server, &conv).await.len(), 1, "no event");
     assert_eq!(llms(&server).await.len(), 2);
     assert_eq!(conversations(&server).await.len(), 1);
+}
+
+#[tokio::test]
+async fn llm_patches_merge_overrides_per_operation_and_append_only_changes() {
+    let server = preset_server().await;
+    let (g1, g2, _) = two_configs_and_a_deleted_one(&server).await;
+    let conv = server
+        .create_conversation(json!({"llmId": g1, "llmOverrides": {"title": g2}}))
+        .await;
 
     // Overrides merge per operation; null removes one.
     let (status, c) = server
