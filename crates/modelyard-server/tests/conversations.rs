@@ -42,7 +42,7 @@ async fn server() -> TestServer {
 // ------------------------------------------------------------------ 1. resolution
 
 #[tokio::test]
-async fn chat_model_resolution_order_through_the_api() {
+async fn the_request_model_wins_and_becomes_the_selection_non_chat_operations_leave_it_alone() {
     let server = server().await;
     let conv = create(&server, json!({"title": "resolution"})).await;
 
@@ -116,6 +116,19 @@ async fn chat_model_resolution_order_through_the_api() {
     let h = history(&server, &conv).await;
     assert_eq!(h.iter().filter(|e| e["kind"] == "selected").count(), 1);
     assert_eq!(h.iter().filter(|e| e["kind"] == "turn").count(), 5);
+}
+
+#[tokio::test]
+async fn a_cleared_selection_falls_back_to_the_server_default() {
+    let server = server().await;
+    // Given a conversation whose turn selected `mock/echo`.
+    let conv = create(&server, json!({"title": "resolution"})).await;
+    run_turn(
+        &server,
+        &conv,
+        json!({"content": "one", "model": "mock/echo"}),
+    )
+    .await;
 
     // 3. Cleared selection: the server default.
     let (status, body) = send(
@@ -140,7 +153,10 @@ async fn chat_model_resolution_order_through_the_api() {
     assert_eq!(cleared["previous"], "mock/echo");
     assert_eq!(cleared["source"], "api");
     assert_eq!(h.last().unwrap()["resolvedFrom"], "serverDefault");
+}
 
+#[tokio::test]
+async fn with_no_default_and_no_selection_a_turn_is_422_and_appends_nothing() {
     // 4. No default and no selection: 422, and nothing appended.
     let bare = TestServer::builder().listed(LISTED).start().await;
     let conv = create(&bare, json!({})).await;
