@@ -803,8 +803,7 @@ fn favorites_mocks(builder: common::Builder) -> common::Builder {
 }
 
 #[tokio::test]
-async fn favorites_are_validated_ordered_removable_and_persistent() {
-    use reqwest::Method;
+async fn adding_a_favorite_twice_keeps_one() {
     let server = favorites_mocks(TestServer::builder()).start().await;
 
     let (status, body) = add_favorite(&server, "a/qwen3-8b").await;
@@ -813,6 +812,14 @@ async fn favorites_are_validated_ordered_removable_and_persistent() {
     let (status, body) = add_favorite(&server, "a/qwen3-8b").await;
     assert_eq!(status, 200, "already there: {body}");
     assert_eq!(ids(&body["data"], "modelId"), ["a/qwen3-8b"]);
+}
+
+#[tokio::test]
+async fn a_favorite_must_be_a_served_model() {
+    use reqwest::Method;
+    let server = favorites_mocks(TestServer::builder()).start().await;
+    // Given `a/qwen3-8b` as a favorite.
+    assert_eq!(add_favorite(&server, "a/qwen3-8b").await.0, 201);
 
     let body = problem(
         &server,
@@ -835,6 +842,14 @@ async fn favorites_are_validated_ordered_removable_and_persistent() {
     )
     .await;
     assert!(body["detail"].as_str().unwrap().contains("nope"), "{body}");
+}
+
+#[tokio::test]
+async fn favorites_are_reordered_as_a_whole_or_not_at_all() {
+    use reqwest::Method;
+    let server = favorites_mocks(TestServer::builder()).start().await;
+    // Given `a/qwen3-8b` as a favorite.
+    assert_eq!(add_favorite(&server, "a/qwen3-8b").await.0, 201);
 
     assert_eq!(add_favorite(&server, "b/mistral").await.0, 201);
     assert_eq!(favorite_ids(&server).await, ["a/qwen3-8b", "b/mistral"]);
@@ -866,6 +881,25 @@ async fn favorites_are_validated_ordered_removable_and_persistent() {
     )
     .await;
     assert_eq!(favorite_ids(&server).await, order, "nothing changed");
+}
+
+#[tokio::test]
+async fn favorites_are_removed_by_encoded_or_trailing_path_id() {
+    use reqwest::Method;
+    let server = favorites_mocks(TestServer::builder()).start().await;
+    // Given the favorites `b/mistral`, `a/llama-3`, `a/qwen3-8b`.
+    let order = ["b/mistral", "a/llama-3", "a/qwen3-8b"];
+    for id in ["a/qwen3-8b", "b/mistral", "a/llama-3"] {
+        assert_eq!(add_favorite(&server, id).await.0, 201);
+    }
+    let (status, _, body) = send(
+        &server,
+        Method::PUT,
+        "/v1/favorites",
+        Some(json!({ "favorites": order })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
 
     let (status, _, _) = send(&server, Method::DELETE, "/v1/favorites/a%2Fqwen3-8b", None).await;
     assert_eq!(status, 204, "URL-encoded id");
@@ -881,6 +915,13 @@ async fn favorites_are_validated_ordered_removable_and_persistent() {
         404,
     )
     .await;
+}
+
+#[tokio::test]
+async fn favorites_are_kept_across_restarts() {
+    let server = favorites_mocks(TestServer::builder()).start().await;
+    // Given `b/mistral` as a favorite.
+    assert_eq!(add_favorite(&server, "b/mistral").await.0, 201);
 
     assert_eq!(add_favorite(&server, "a/qwen3-8b").await.0, 201);
     let before = favorite_ids(&server).await;
