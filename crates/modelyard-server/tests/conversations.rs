@@ -183,7 +183,7 @@ async fn with_no_default_and_no_selection_a_turn_is_422_and_appends_nothing() {
 // ------------------------------------------------------------------ 2. model contract
 
 #[tokio::test]
-async fn model_selection_contract() {
+async fn a_selection_is_set_cleared_and_accepted_unverified_when_unreachable() {
     let server = TestServer::builder()
         .listed(LISTED)
         .providers(
@@ -223,40 +223,6 @@ async fn model_selection_contract() {
         get(&server, &path).await,
         json!({"conversationId": conv, "model": null})
     );
-
-    // Unknown provider: 422.
-    let (status, problem) =
-        send(&server, "PUT", &path, Some(json!({"model": "nosuch/echo"}))).await;
-    assert_eq!(status, 422, "{problem}");
-    assert!(
-        problem["detail"].as_str().unwrap().contains("nosuch"),
-        "{problem}"
-    );
-    // A model the online provider does not list: 422 with suggestions.
-    let (status, problem) = send(&server, "PUT", &path, Some(json!({"model": "mock/ecko"}))).await;
-    assert_eq!(status, 422, "{problem}");
-    let suggestions = problem["suggestions"].as_array().expect("suggestions");
-    assert!(
-        suggestions.contains(&json!("mock/echo")),
-        "suggestions: {problem}"
-    );
-    assert_eq!(get(&server, &path).await["model"], Value::Null, "unchanged");
-    // Malformed bodies.
-    let (status, _) = send(&server, "PUT", &path, Some(json!({"modell": "x"}))).await;
-    assert_eq!(status, 400);
-    let (status, _) = send(&server, "PUT", &path, Some(json!({"model": 5}))).await;
-    assert!(status == 400 || status == 422, "{status}");
-    // Unknown conversation.
-    let (status, _) = send(&server, "GET", "/v1/conversations/nope/model", None).await;
-    assert_eq!(status, 404);
-    let (status, _) = send(
-        &server,
-        "PUT",
-        "/v1/conversations/nope/model",
-        Some(json!({"model": "mock/echo"})),
-    )
-    .await;
-    assert_eq!(status, 404);
 
     // A provider at a closed port: accepted unverified, persisted.
     let (status, body) = send(
@@ -309,6 +275,56 @@ async fn model_selection_contract() {
         "{h:#?}"
     );
     assert!(h.iter().all(|e| e["source"] == "api"));
+}
+#[tokio::test]
+async fn invalid_model_selections_are_refused_and_change_nothing() {
+    let server = TestServer::builder()
+        .listed(LISTED)
+        .providers(
+            "[[providers]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{mock}\"\n\n\
+             [[providers]]\nname = \"far\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9\"\n",
+        )
+        .start()
+        .await;
+    let conv = create(&server, json!({})).await;
+    let path = format!("/v1/conversations/{conv}/model");
+    // Given a conversation with no selection.
+
+    // Unknown provider: 422.
+    let (status, problem) =
+        send(&server, "PUT", &path, Some(json!({"model": "nosuch/echo"}))).await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("nosuch"),
+        "{problem}"
+    );
+    // A model the online provider does not list: 422 with suggestions.
+    let (status, problem) = send(&server, "PUT", &path, Some(json!({"model": "mock/ecko"}))).await;
+    assert_eq!(status, 422, "{problem}");
+    let suggestions = problem["suggestions"].as_array().expect("suggestions");
+    assert!(
+        suggestions.contains(&json!("mock/echo")),
+        "suggestions: {problem}"
+    );
+    assert_eq!(get(&server, &path).await["model"], Value::Null, "unchanged");
+    // Malformed bodies.
+    let (status, _) = send(&server, "PUT", &path, Some(json!({"modell": "x"}))).await;
+    assert_eq!(status, 400);
+    let (status, _) = send(&server, "PUT", &path, Some(json!({"model": 5}))).await;
+    assert!(status == 400 || status == 422, "{status}");
+    // Unknown conversation.
+    let (status, _) = send(&server, "GET", "/v1/conversations/nope/model", None).await;
+    assert_eq!(status, 404);
+    let (status, _) = send(
+        &server,
+        "PUT",
+        "/v1/conversations/nope/model",
+        Some(json!({"model": "mock/echo"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    // Nothing of the above reached the model history.
+    assert!(history(&server, &conv).await.is_empty());
 }
 
 // ------------------------------------------------------------------ 3. turns
