@@ -355,7 +355,7 @@ async fn filters_and_pages() {
 }
 
 #[tokio::test]
-async fn bad_parameters_are_400_and_unknown_ids_404() {
+async fn bad_session_list_parameters_are_400_naming_them() {
     let server = builder().start().await;
     let body = bad_request(&server, "/v1/llm-sessions?foo=1", &["unknown field", "foo"]).await;
     assert_eq!(body["title"], "Bad Request");
@@ -393,6 +393,12 @@ async fn bad_parameters_are_400_and_unknown_ids_404() {
     )
     .await;
     bad_request(&server, "/v1/llm-sessions?model=", &["model", "empty"]).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_usage_parameters_are_400_naming_them() {
+    let server = builder().start().await;
     let body = bad_request(
         &server,
         "/v1/usage?groupBy=week",
@@ -422,7 +428,12 @@ async fn bad_parameters_are_400_and_unknown_ids_404() {
         &["must be before"],
     )
     .await;
+    server.shutdown().await;
+}
 
+#[tokio::test]
+async fn unknown_session_and_call_ids_are_404() {
+    let server = builder().start().await;
     for path in [
         "/v1/llm-sessions/nope",
         "/v1/llm-calls/nope",
@@ -432,6 +443,12 @@ async fn bad_parameters_are_400_and_unknown_ids_404() {
         assert_eq!(status, 404, "{path}: {body}");
         assert!(body["detail"].as_str().unwrap().contains("nope"), "{body}");
     }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_nothing_recorded_lists_are_empty_and_totals_zero() {
+    let server = builder().start().await;
     // Nothing recorded yet: empty lists and zero totals.
     assert_eq!(
         server.get_ok("/v1/llm-sessions").await,
