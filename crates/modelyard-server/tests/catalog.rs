@@ -1035,8 +1035,9 @@ async fn models_lists_only_online_providers_with_context_and_provider() {
 // -------------------------------------------------------------------------
 // 11. /v1/providers
 
-#[tokio::test]
-async fn providers_list_and_detail_shapes() {
+/// Given three providers: `a` (llama.cpp, one model), `b` (OpenAI at
+/// `/v1`, two models, probed every 5 s) and `locked` (its key is unset).
+async fn three_providers() -> TestServer {
     let providers = [
         provider("a", "llama-cpp", "{mock:a}", ""),
         provider("b", "openai", "{mock:b}/v1", "")
@@ -1049,7 +1050,7 @@ async fn providers_list_and_detail_shapes() {
         ),
     ]
     .concat();
-    let server = TestServer::builder()
+    TestServer::builder()
         .mock("a", mock(Flavour::LlamaCpp, &[("m", Some(4_096), true)]))
         .mock(
             "b",
@@ -1058,7 +1059,12 @@ async fn providers_list_and_detail_shapes() {
         .mock("locked", mock(Flavour::OpenAi, &[("z", None, true)]))
         .providers(&providers)
         .start()
-        .await;
+        .await
+}
+
+#[tokio::test]
+async fn the_provider_list_shows_each_provider_without_models() {
+    let server = three_providers().await;
 
     let list = server.get_json("/v1/providers").await;
     let data = list["data"].as_array().expect("data");
@@ -1094,12 +1100,24 @@ async fn providers_list_and_detail_shapes() {
             assert!(p.get(key).is_some(), "{key} in {p}");
         }
     }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_provider_detail_lists_its_models() {
+    let server = three_providers().await;
 
     let detail = server.get_json("/v1/providers/b").await;
     assert_eq!(detail["name"], "b");
     assert_eq!(detail["modelCount"], 2);
     assert_eq!(ids(&detail["models"], "id"), ["b/x", "b/y"]);
     assert_eq!(detail["models"][0]["online"], true);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unknown_provider_is_404_naming_the_known_ones() {
+    let server = three_providers().await;
 
     let body = problem(
         &server,
