@@ -653,9 +653,15 @@ async fn failing_upstreams_fail_the_turn_with_a_readable_record() {
         .find(|c| c["modelId"] == "mock/status:500")
         .unwrap();
     assert_eq!(status_call["httpStatus"], 500);
+}
+
+#[tokio::test]
+async fn a_turn_model_that_does_not_resolve_is_422_before_anything_is_appended() {
+    let server = server().await;
+    let conv = create(&server, json!({})).await;
 
     // A model that does not resolve: 422 before anything is appended.
-    let before = events.len();
+    let before = log(&server, &conv).await.len();
     let (status, problem) = send(
         &server,
         "POST",
@@ -666,6 +672,12 @@ async fn failing_upstreams_fail_the_turn_with_a_readable_record() {
     assert_eq!(status, 422);
     assert!(problem["suggestions"].is_array(), "{problem}");
     assert_eq!(log(&server, &conv).await.len(), before);
+}
+
+#[tokio::test]
+async fn bad_turn_bodies_are_refused() {
+    let server = server().await;
+    let conv = create(&server, json!({})).await;
 
     // Bad turn bodies.
     for body in [
