@@ -417,8 +417,22 @@ async fn a_deleted_config_is_gone() {
 
 // ------------------------------------------------------------------ system defaults
 
+/// Given a first turn of a new conversation on the preset server: the
+/// conversation, the system default it materialized and that default's row.
+async fn first_default_turn(server: &TestServer) -> (String, String, Value) {
+    let a = server.create_conversation(json!({})).await;
+    let (turn, _) = run_turn(server, &a, json!({"content": "one"})).await;
+    let default_v1 = turn["llmConfigId"].as_str().expect("config id").to_owned();
+    let row = llms(server)
+        .await
+        .into_iter()
+        .next()
+        .expect("the system default");
+    (a, default_v1, row)
+}
+
 #[tokio::test]
-async fn system_defaults_materialize_once_per_version_and_are_read_only() {
+async fn simultaneous_first_turns_materialize_one_system_default_and_later_turns_reuse_it() {
     let server = preset_server().await;
     assert!(
         llms(&server).await.is_empty(),
@@ -453,6 +467,13 @@ async fn system_defaults_materialize_once_per_version_and_are_read_only() {
     let (turn, _) = run_turn(&server, &a, json!({"content": "again"})).await;
     assert_eq!(turn["llmConfigId"], default_v1);
     assert_eq!(llms(&server).await.len(), 1);
+}
+
+#[tokio::test]
+async fn system_defaults_are_read_only_and_point_at_copy() {
+    let server = preset_server().await;
+    let (_, default_v1, row) = first_default_turn(&server).await;
+    let row = &row;
 
     // System defaults are read-only: 409 pointing at copy.
     for (method, body) in [
@@ -471,6 +492,13 @@ async fn system_defaults_materialize_once_per_version_and_are_read_only() {
         );
     }
     assert_eq!(&llms(&server).await[0], row, "unchanged");
+}
+
+#[tokio::test]
+async fn a_copied_system_default_is_an_editable_user_config() {
+    let server = preset_server().await;
+    let (_, default_v1, row) = first_default_turn(&server).await;
+    let row = &row;
 
     // Copy: a user config saying the same, editable.
     let (status, copy) = server
@@ -493,6 +521,19 @@ async fn system_defaults_materialize_once_per_version_and_are_read_only() {
     assert_eq!(status, 200, "{edited}");
     let (status, _) = server.post("/v1/llms/nope/copy", json!({})).await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_new_preset_version_is_a_new_row_and_old_turns_keep_the_old_one() {
+    let server = preset_server().await;
+    let (a, default_v1, row) = first_default_turn(&server).await;
+    let row = &row;
+    // ... a second turn on it, and a copy of the default.
+    run_turn(&server, &a, json!({"content": "again"})).await;
+    let (status, copy) = server
+        .post(&format!("/v1/llms/{default_v1}/copy"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{copy}");
 
     // A new preset version: a new row; old turns keep the old id.
     let dir = server.shutdown().await;
