@@ -528,7 +528,7 @@ async fn a_new_preset_version_is_a_new_row_and_old_turns_keep_the_old_one() {
     let server = preset_server().await;
     let (a, default_v1, row) = first_default_turn(&server).await;
     let row = &row;
-    // ... a second turn on it, and a copy of the default.
+    // Given two turns on the v1 default and a copy of it.
     run_turn(&server, &a, json!({"content": "again"})).await;
     let (status, copy) = server
         .post(&format!("/v1/llms/{default_v1}/copy"), json!({}))
@@ -789,21 +789,37 @@ fn system_prompt(request: &Value) -> Option<&str> {
     (first["role"] == "system").then(|| first["content"].as_str().unwrap())
 }
 
-#[tokio::test]
-async fn turns_resolve_through_configs_and_send_their_options() {
-    let server = preset_server().await;
+/// Given two user configs with their own prompts and options: `(op_cfg,
+/// conv_cfg)` (`echo`, `OP PROMPT`; `mock/mock-model`, `CONV PROMPT`).
+async fn two_configs_with_prompts(server: &TestServer) -> (String, String) {
     let op_cfg = id(&create_llm(
-        &server,
+        server,
         json!({"model": "echo", "systemPrompt": "OP PROMPT",
                "providerOptions": {"temperature": 0.7, "extra": {"min_p": 0.2}}}),
     )
     .await);
     let conv_cfg = id(&create_llm(
-        &server,
+        server,
         json!({"model": "mock/mock-model", "systemPrompt": "CONV PROMPT",
                "providerOptions": {"temperature": 0.3, "maxTokens": 50}}),
     )
     .await);
+    (op_cfg, conv_cfg)
+}
+
+/// The system defaults materialized so far.
+async fn system_defaults(server: &TestServer) -> Vec<Value> {
+    llms(server)
+        .await
+        .into_iter()
+        .filter(|l| l["source"] == "system-default")
+        .collect()
+}
+
+#[tokio::test]
+async fn chat_resolves_through_the_operation_config_and_sends_its_options() {
+    let server = preset_server().await;
+    let (op_cfg, conv_cfg) = two_configs_with_prompts(&server).await;
 
     // chat: operationConfig.
     let c = server
@@ -822,6 +838,16 @@ async fn turns_resolve_through_configs_and_send_their_options() {
         json!({"role": "user", "content": "hi"})
     );
     assert_eq!(request["stream"], true);
+
+    // A config-resolved turn materializes no system default.
+    let system = system_defaults(&server).await;
+    assert!(system.is_empty(), "{system:#?}");
+}
+
+#[tokio::test]
+async fn chat_resolves_through_the_conversation_config_then_the_request_then_the_selection() {
+    let server = preset_server().await;
+    let (_, conv_cfg) = two_configs_with_prompts(&server).await;
 
     // chat: conversationConfig.
     let c = server.create_conversation(json!({"llmId": conv_cfg})).await;
@@ -847,6 +873,15 @@ async fn turns_resolve_through_configs_and_send_their_options() {
     assert_eq!(turn["llmConfigId"], conv_cfg);
     assert_eq!(request["model"], "echo");
     assert_eq!(system_prompt(&request), Some("CONV PROMPT"));
+
+    // A config-resolved turn materializes no system default.
+    let system = system_defaults(&server).await;
+    assert!(system.is_empty(), "{system:#?}");
+}
+
+#[tokio::test]
+async fn server_defaults_come_from_each_operations_preset() {
+    let server = preset_server().await;
 
     // chat: serverDefault (the `default` preset).
     let plain = server.create_conversation(json!({})).await;
@@ -875,6 +910,16 @@ async fn turns_resolve_through_configs_and_send_their_options() {
     let title_row = server.get_ok(&format!("/v1/llms/{title_id}")).await;
     assert_eq!(title_row["presetName"], "title");
     assert_eq!(title_row["displayName"], "Titles");
+
+    // Only the two presets' system defaults were materialized.
+    let system = system_defaults(&server).await;
+    assert_eq!(system.len(), 2, "{system:#?}");
+}
+
+#[tokio::test]
+async fn title_resolves_through_its_own_override_not_another_operations() {
+    let server = preset_server().await;
+    let (op_cfg, conv_cfg) = two_configs_with_prompts(&server).await;
 
     // title: operationConfig, conversationConfig, request.
     let c = server
@@ -915,13 +960,9 @@ async fn turns_resolve_through_configs_and_send_their_options() {
         .all(|e| e["llmConfigId"] == conv_cfg.as_str()));
     assert_eq!(started[1]["resolvedFrom"], "request");
 
-    // Only the two presets' system defaults were materialized.
-    let system: Vec<Value> = llms(&server)
-        .await
-        .into_iter()
-        .filter(|l| l["source"] == "system-default")
-        .collect();
-    assert_eq!(system.len(), 2, "{system:#?}");
+    // A config-resolved turn materializes no system default.
+    let system = system_defaults(&server).await;
+    assert!(system.is_empty(), "{system:#?}");
 }
 
 #[tokio::test]
