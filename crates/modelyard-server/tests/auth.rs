@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::TestServer;
 use modelyard_store::{ProjectId, Role, Store};
+use modelyard_testkit::eventually;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -199,23 +200,29 @@ async fn fixture(server: &TestServer, admin: &str) -> Fixture {
     )
     .await;
     // Wait for the turn to end and its session to be recorded.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (session, call_id) = loop {
-        let (_, text) = call(server, "GET", "/v1/llm-sessions", Some(admin), None).await;
-        let page: Value = serde_json::from_str(&text).unwrap();
-        if let Some(s) = page["data"].as_array().and_then(|d| d.first()) {
+    let (session, call_id) = eventually(
+        Duration::from_secs(10),
+        "a session and its call recorded",
+        || async move {
+            let (_, text) = call(server, "GET", "/v1/llm-sessions", Some(admin), None).await;
+            let page: Value = serde_json::from_str(&text).unwrap();
+            let s = page["data"]
+                .as_array()
+                .and_then(|d| d.first())
+                .ok_or(page.clone())?;
             let (_, text) = call(server, "GET", "/v1/calls", Some(admin), None).await;
             let calls: Value = serde_json::from_str(&text).unwrap();
-            if let Some(c) = calls["data"].as_array().and_then(|d| d.first()) {
-                break (
-                    s["id"].as_str().unwrap().to_owned(),
-                    c["id"].as_str().unwrap().to_owned(),
-                );
-            }
-        }
-        assert!(Instant::now() < deadline, "no session recorded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+            let c = calls["data"]
+                .as_array()
+                .and_then(|d| d.first())
+                .ok_or(calls.clone())?;
+            Ok::<_, Value>((
+                s["id"].as_str().unwrap().to_owned(),
+                c["id"].as_str().unwrap().to_owned(),
+            ))
+        },
+    )
+    .await;
     Fixture {
         conv,
         turn,
@@ -602,18 +609,16 @@ async fn new_key(server: &TestServer, key: &str, role: &str) -> (String, String)
 }
 
 /// Polls `GET /v1/conversations` without a key until it answers `status`.
-async fn eventually_unkeyed_status(server: &TestServer, status: u16, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        let (got, _) = call(server, "GET", "/v1/conversations", None, None).await;
+async fn eventually_unkeyed_status(server: &TestServer, status: u16, within: Duration, what: &str) {
+    eventually(within, what, || async move {
+        let (got, text) = call(server, "GET", "/v1/conversations", None, None).await;
         if got == status {
-            return true;
+            Ok(())
+        } else {
+            Err(format!("{got}: {text}"))
         }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -704,10 +709,13 @@ async fn keys_stay_required_after_every_key_is_revoked() {
             .map(|k| (k.row, k.secret))
             .unwrap();
     // ... then the server picks it up.
-    assert!(
-        eventually_unkeyed_status(&server, 401, Duration::from_secs(10)).await,
-        "the server requires keys after the CLI created one"
-    );
+    eventually_unkeyed_status(
+        &server,
+        401,
+        Duration::from_secs(10),
+        "the server requires keys after the CLI created one",
+    )
+    .await;
     let (status, _) = call(&server, "GET", "/v1/conversations", Some(&secret), None).await;
     assert_eq!(status, 200);
     // When the CLI revokes the only key, then the server stays closed, also

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::TestServer;
+use modelyard_testkit::eventually;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -326,9 +327,13 @@ async fn credentials_appear_in_no_database_log_trace_or_response() {
 /// Waits until the conversation has no running turn (a `requires_action`
 /// turn counts as idle here: nothing runs).
 async fn wait_idle(c: &mut Client<'_>, conv: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    // The client records every body it sees, so each poll borrows it mutably.
+    let c = tokio::sync::Mutex::new(c);
+    let c = &c;
+    eventually(Duration::from_secs(15), "no turn running", || async move {
         let (_, turns) = c
+            .lock()
+            .await
             .send("GET", &format!("/v1/conversations/{conv}/turns"), None)
             .await;
         let turns: Value = serde_json::from_str(turns.lines().last().unwrap()).unwrap();
@@ -338,9 +343,10 @@ async fn wait_idle(c: &mut Client<'_>, conv: &str) {
             .iter()
             .all(|t| t["status"] != "running")
         {
-            return;
+            Ok(())
+        } else {
+            Err(turns)
         }
-        assert!(Instant::now() < deadline, "turn still running: {turns}");
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
+    })
+    .await;
 }

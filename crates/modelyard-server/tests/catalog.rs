@@ -7,11 +7,12 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::Duration;
 
 use common::{chat_body, error_envelope, TestServer};
-use modelyard_testkit::{Flavour, MockModel, MockOptions, MockUpstream, RecordedRequest};
+use modelyard_testkit::{
+    eventually, Flavour, MockModel, MockOptions, MockUpstream, RecordedRequest,
+};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -148,22 +149,6 @@ fn entry<'a>(models: &'a Value, id: &str) -> &'a Value {
         .iter()
         .find(|m| m["id"] == id)
         .unwrap_or_else(|| panic!("model {id}: {models:#}"))
-}
-
-/// Polls `check` every 20 ms for up to 5 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Sends a chat and returns status and body.
@@ -755,7 +740,7 @@ async fn a_slow_probe_does_not_delay_requests_to_other_providers() {
     let http = server.http.clone();
     let url = server.url("/v1/providers/slow/refresh");
     let pending = tokio::spawn(async move { http.post(url).send().await });
-    eventually("a probe in flight at the slow host", || async {
+    eventually(WAIT, "a probe in flight at the slow host", || async {
         slow.in_flight() > 0
     })
     .await;
@@ -818,8 +803,7 @@ fn favorites_mocks(builder: common::Builder) -> common::Builder {
 }
 
 #[tokio::test]
-async fn favorites_are_validated_ordered_removable_and_persistent() {
-    use reqwest::Method;
+async fn adding_a_favorite_twice_keeps_one() {
     let server = favorites_mocks(TestServer::builder()).start().await;
 
     let (status, body) = add_favorite(&server, "a/qwen3-8b").await;
@@ -828,6 +812,14 @@ async fn favorites_are_validated_ordered_removable_and_persistent() {
     let (status, body) = add_favorite(&server, "a/qwen3-8b").await;
     assert_eq!(status, 200, "already there: {body}");
     assert_eq!(ids(&body["data"], "modelId"), ["a/qwen3-8b"]);
+}
+
+#[tokio::test]
+async fn a_favorite_must_be_a_served_model() {
+    use reqwest::Method;
+    let server = favorites_mocks(TestServer::builder()).start().await;
+    // Given `a/qwen3-8b` as a favorite.
+    assert_eq!(add_favorite(&server, "a/qwen3-8b").await.0, 201);
 
     let body = problem(
         &server,
@@ -850,6 +842,14 @@ async fn favorites_are_validated_ordered_removable_and_persistent() {
     )
     .await;
     assert!(body["detail"].as_str().unwrap().contains("nope"), "{body}");
+}
+
+#[tokio::test]
+async fn favorites_are_reordered_as_a_whole_or_not_at_all() {
+    use reqwest::Method;
+    let server = favorites_mocks(TestServer::builder()).start().await;
+    // Given `a/qwen3-8b` as a favorite.
+    assert_eq!(add_favorite(&server, "a/qwen3-8b").await.0, 201);
 
     assert_eq!(add_favorite(&server, "b/mistral").await.0, 201);
     assert_eq!(favorite_ids(&server).await, ["a/qwen3-8b", "b/mistral"]);
@@ -881,6 +881,25 @@ async fn favorites_are_validated_ordered_removable_and_persistent() {
     )
     .await;
     assert_eq!(favorite_ids(&server).await, order, "nothing changed");
+}
+
+#[tokio::test]
+async fn favorites_are_removed_by_encoded_or_trailing_path_id() {
+    use reqwest::Method;
+    let server = favorites_mocks(TestServer::builder()).start().await;
+    // Given the favorites `b/mistral`, `a/llama-3`, `a/qwen3-8b`.
+    let order = ["b/mistral", "a/llama-3", "a/qwen3-8b"];
+    for id in ["a/qwen3-8b", "b/mistral", "a/llama-3"] {
+        assert_eq!(add_favorite(&server, id).await.0, 201);
+    }
+    let (status, _, body) = send(
+        &server,
+        Method::PUT,
+        "/v1/favorites",
+        Some(json!({ "favorites": order })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
 
     let (status, _, _) = send(&server, Method::DELETE, "/v1/favorites/a%2Fqwen3-8b", None).await;
     assert_eq!(status, 204, "URL-encoded id");
@@ -896,6 +915,13 @@ async fn favorites_are_validated_ordered_removable_and_persistent() {
         404,
     )
     .await;
+}
+
+#[tokio::test]
+async fn favorites_are_kept_across_restarts() {
+    let server = favorites_mocks(TestServer::builder()).start().await;
+    // Given `b/mistral` as a favorite.
+    assert_eq!(add_favorite(&server, "b/mistral").await.0, 201);
 
     assert_eq!(add_favorite(&server, "a/qwen3-8b").await.0, 201);
     let before = favorite_ids(&server).await;
@@ -1009,8 +1035,9 @@ async fn models_lists_only_online_providers_with_context_and_provider() {
 // -------------------------------------------------------------------------
 // 11. /v1/providers
 
-#[tokio::test]
-async fn providers_list_and_detail_shapes() {
+/// Given three providers: `a` (llama.cpp, one model), `b` (OpenAI at
+/// `/v1`, two models, probed every 5 s) and `locked` (its key is unset).
+async fn three_providers() -> TestServer {
     let providers = [
         provider("a", "llama-cpp", "{mock:a}", ""),
         provider("b", "openai", "{mock:b}/v1", "")
@@ -1023,7 +1050,7 @@ async fn providers_list_and_detail_shapes() {
         ),
     ]
     .concat();
-    let server = TestServer::builder()
+    TestServer::builder()
         .mock("a", mock(Flavour::LlamaCpp, &[("m", Some(4_096), true)]))
         .mock(
             "b",
@@ -1032,7 +1059,12 @@ async fn providers_list_and_detail_shapes() {
         .mock("locked", mock(Flavour::OpenAi, &[("z", None, true)]))
         .providers(&providers)
         .start()
-        .await;
+        .await
+}
+
+#[tokio::test]
+async fn the_provider_list_shows_each_provider_without_models() {
+    let server = three_providers().await;
 
     let list = server.get_json("/v1/providers").await;
     let data = list["data"].as_array().expect("data");
@@ -1068,12 +1100,24 @@ async fn providers_list_and_detail_shapes() {
             assert!(p.get(key).is_some(), "{key} in {p}");
         }
     }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_provider_detail_lists_its_models() {
+    let server = three_providers().await;
 
     let detail = server.get_json("/v1/providers/b").await;
     assert_eq!(detail["name"], "b");
     assert_eq!(detail["modelCount"], 2);
     assert_eq!(ids(&detail["models"], "id"), ["b/x", "b/y"]);
     assert_eq!(detail["models"][0]["online"], true);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unknown_provider_is_404_naming_the_known_ones() {
+    let server = three_providers().await;
 
     let body = problem(
         &server,

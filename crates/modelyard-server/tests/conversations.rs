@@ -44,7 +44,7 @@ async fn server() -> TestServer {
 // ------------------------------------------------------------------ 1. resolution
 
 #[tokio::test]
-async fn chat_model_resolution_order_through_the_api() {
+async fn the_request_model_wins_and_becomes_the_selection_non_chat_operations_leave_it_alone() {
     let server = server().await;
     let conv = create(&server, json!({"title": "resolution"})).await;
 
@@ -118,6 +118,19 @@ async fn chat_model_resolution_order_through_the_api() {
     let h = history(&server, &conv).await;
     assert_eq!(h.iter().filter(|e| e["kind"] == "selected").count(), 1);
     assert_eq!(h.iter().filter(|e| e["kind"] == "turn").count(), 5);
+}
+
+#[tokio::test]
+async fn a_cleared_selection_falls_back_to_the_server_default() {
+    let server = server().await;
+    // Given a conversation whose turn selected `mock/echo`.
+    let conv = create(&server, json!({"title": "resolution"})).await;
+    run_turn(
+        &server,
+        &conv,
+        json!({"content": "one", "model": "mock/echo"}),
+    )
+    .await;
 
     // 3. Cleared selection: the server default.
     let (status, body) = send(
@@ -142,7 +155,10 @@ async fn chat_model_resolution_order_through_the_api() {
     assert_eq!(cleared["previous"], "mock/echo");
     assert_eq!(cleared["source"], "api");
     assert_eq!(h.last().unwrap()["resolvedFrom"], "serverDefault");
+}
 
+#[tokio::test]
+async fn with_no_default_and_no_selection_a_turn_is_422_and_appends_nothing() {
     // 4. No default and no selection: 422, and nothing appended.
     let bare = TestServer::builder().listed(LISTED).start().await;
     let conv = create(&bare, json!({})).await;
@@ -169,7 +185,7 @@ async fn chat_model_resolution_order_through_the_api() {
 // ------------------------------------------------------------------ 2. model contract
 
 #[tokio::test]
-async fn model_selection_contract() {
+async fn a_selection_is_set_cleared_and_accepted_unverified_when_unreachable() {
     let server = TestServer::builder()
         .listed(LISTED)
         .providers(
@@ -209,40 +225,6 @@ async fn model_selection_contract() {
         get(&server, &path).await,
         json!({"conversationId": conv, "model": null})
     );
-
-    // Unknown provider: 422.
-    let (status, problem) =
-        send(&server, "PUT", &path, Some(json!({"model": "nosuch/echo"}))).await;
-    assert_eq!(status, 422, "{problem}");
-    assert!(
-        problem["detail"].as_str().unwrap().contains("nosuch"),
-        "{problem}"
-    );
-    // A model the online provider does not list: 422 with suggestions.
-    let (status, problem) = send(&server, "PUT", &path, Some(json!({"model": "mock/ecko"}))).await;
-    assert_eq!(status, 422, "{problem}");
-    let suggestions = problem["suggestions"].as_array().expect("suggestions");
-    assert!(
-        suggestions.contains(&json!("mock/echo")),
-        "suggestions: {problem}"
-    );
-    assert_eq!(get(&server, &path).await["model"], Value::Null, "unchanged");
-    // Malformed bodies.
-    let (status, _) = send(&server, "PUT", &path, Some(json!({"modell": "x"}))).await;
-    assert_eq!(status, 400);
-    let (status, _) = send(&server, "PUT", &path, Some(json!({"model": 5}))).await;
-    assert!(status == 400 || status == 422, "{status}");
-    // Unknown conversation.
-    let (status, _) = send(&server, "GET", "/v1/conversations/nope/model", None).await;
-    assert_eq!(status, 404);
-    let (status, _) = send(
-        &server,
-        "PUT",
-        "/v1/conversations/nope/model",
-        Some(json!({"model": "mock/echo"})),
-    )
-    .await;
-    assert_eq!(status, 404);
 
     // A provider at a closed port: accepted unverified, persisted.
     let (status, body) = send(
@@ -296,11 +278,74 @@ async fn model_selection_contract() {
     );
     assert!(h.iter().all(|e| e["source"] == "api"));
 }
+#[tokio::test]
+async fn invalid_model_selections_are_refused_and_change_nothing() {
+    let server = TestServer::builder()
+        .listed(LISTED)
+        .providers(
+            "[[providers]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{mock}\"\n\n\
+             [[providers]]\nname = \"far\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9\"\n",
+        )
+        .start()
+        .await;
+    let conv = create(&server, json!({})).await;
+    let path = format!("/v1/conversations/{conv}/model");
+    // Given a conversation with no selection.
+
+    // Unknown provider: 422.
+    let (status, problem) =
+        send(&server, "PUT", &path, Some(json!({"model": "nosuch/echo"}))).await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("nosuch"),
+        "{problem}"
+    );
+    // A model the online provider does not list: 422 with suggestions.
+    let (status, problem) = send(&server, "PUT", &path, Some(json!({"model": "mock/ecko"}))).await;
+    assert_eq!(status, 422, "{problem}");
+    let suggestions = problem["suggestions"].as_array().expect("suggestions");
+    assert!(
+        suggestions.contains(&json!("mock/echo")),
+        "suggestions: {problem}"
+    );
+    assert_eq!(get(&server, &path).await["model"], Value::Null, "unchanged");
+    // Malformed bodies.
+    let (status, _) = send(&server, "PUT", &path, Some(json!({"modell": "x"}))).await;
+    assert_eq!(status, 400);
+    let (status, _) = send(&server, "PUT", &path, Some(json!({"model": 5}))).await;
+    assert!(status == 400 || status == 422, "{status}");
+    // Unknown conversation.
+    let (status, _) = send(&server, "GET", "/v1/conversations/nope/model", None).await;
+    assert_eq!(status, 404);
+    let (status, _) = send(
+        &server,
+        "PUT",
+        "/v1/conversations/nope/model",
+        Some(json!({"model": "mock/echo"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    // Nothing of the above reached the model history.
+    assert!(history(&server, &conv).await.is_empty());
+}
 
 // ------------------------------------------------------------------ 3. turns
 
-#[tokio::test]
-async fn turns_messages_usage_and_model_switch() {
+/// Given two completed turns of one conversation, the second switching to
+/// another provider's model (`mock/echo`, then `b/echo`, which becomes the
+/// conversation's model): the server, the conversation id, the first turn as
+/// started and as ended, the second as ended, and the conversation read after
+/// both.
+struct TwoTurns {
+    server: TestServer,
+    conv: String,
+    started: Value,
+    turn: Value,
+    turn2: Value,
+    c: Value,
+}
+
+async fn two_turns_with_a_model_switch() -> TwoTurns {
     let server = TestServer::builder()
         .listed(LISTED)
         .mock("b", MockOptions::default())
@@ -334,6 +379,24 @@ async fn turns_messages_usage_and_model_switch() {
     assert_eq!(c["latestModelId"], "b/echo");
     assert_eq!(c["model"], "b/echo");
 
+    TwoTurns {
+        server,
+        conv,
+        started,
+        turn,
+        turn2,
+        c,
+    }
+}
+
+#[tokio::test]
+async fn turns_leave_their_messages_and_the_next_call_sees_them_all() {
+    let TwoTurns {
+        server,
+        conv,
+        started,
+        ..
+    } = two_turns_with_a_model_switch().await;
     let msgs = messages(&server, &conv).await;
     assert_eq!(msgs.len(), 4, "{msgs:#?}");
     let roles: Vec<&str> = msgs.iter().map(|m| m["role"].as_str().unwrap()).collect();
@@ -349,7 +412,18 @@ async fn turns_messages_usage_and_model_switch() {
     let req = server.named("b").last_request().unwrap().json().unwrap();
     assert_eq!(req["messages"].as_array().unwrap().len(), 3, "{req}");
     assert_eq!(req["model"], "echo");
+}
 
+#[tokio::test]
+async fn turn_usage_adds_up_per_message_turn_and_conversation() {
+    let TwoTurns {
+        server,
+        conv,
+        turn2,
+        c,
+        ..
+    } = two_turns_with_a_model_switch().await;
+    let msgs = messages(&server, &conv).await;
     // Usage per message and totals.
     let mut sums = [0u64; 3];
     for m in msgs.iter().filter(|m| m["role"] == "assistant") {
@@ -369,7 +443,18 @@ async fn turns_messages_usage_and_model_switch() {
         turn2["usage"]["total"], msgs[3]["usage"]["totalTokens"],
         "{turn2}"
     );
+}
 
+#[tokio::test]
+async fn each_turn_is_a_chat_call_linked_to_its_conversation_and_turn() {
+    let TwoTurns {
+        server,
+        conv,
+        turn,
+        turn2,
+        ..
+    } = two_turns_with_a_model_switch().await;
+    let msgs = messages(&server, &conv).await;
     // Each turn is a `chat` call in the log.
     let calls = server.wait_calls(2).await;
     assert_eq!(calls.len(), 2, "{calls:#?}");
@@ -390,7 +475,13 @@ async fn turns_messages_usage_and_model_switch() {
         full["usage"]["totalTokens"],
         msgs[3]["usage"]["totalTokens"]
     );
+}
 
+#[tokio::test]
+async fn the_event_log_of_two_turns_matches_the_tables() {
+    let TwoTurns {
+        server, conv, c, ..
+    } = two_turns_with_a_model_switch().await;
     // The events log matches the tables.
     let events = log(&server, &conv).await;
     let types: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
@@ -564,9 +655,15 @@ async fn failing_upstreams_fail_the_turn_with_a_readable_record() {
         .find(|c| c["modelId"] == "mock/status:500")
         .unwrap();
     assert_eq!(status_call["httpStatus"], 500);
+}
+
+#[tokio::test]
+async fn a_turn_model_that_does_not_resolve_is_422_before_anything_is_appended() {
+    let server = server().await;
+    let conv = create(&server, json!({})).await;
 
     // A model that does not resolve: 422 before anything is appended.
-    let before = events.len();
+    let before = log(&server, &conv).await.len();
     let (status, problem) = send(
         &server,
         "POST",
@@ -577,6 +674,12 @@ async fn failing_upstreams_fail_the_turn_with_a_readable_record() {
     assert_eq!(status, 422);
     assert!(problem["suggestions"].is_array(), "{problem}");
     assert_eq!(log(&server, &conv).await.len(), before);
+}
+
+#[tokio::test]
+async fn bad_turn_bodies_are_refused() {
+    let server = server().await;
+    let conv = create(&server, json!({})).await;
 
     // Bad turn bodies.
     for body in [
@@ -963,7 +1066,7 @@ async fn twenty_subscribers_see_the_same_sequence() {
 // ------------------------------------------------------------------ 7. invariants
 
 #[tokio::test]
-async fn conversation_crud_settings_paging_and_subtasks() {
+async fn a_conversation_is_created_with_everything_and_patched_field_by_field() {
     let server = server().await;
 
     // Create with everything; PATCH title and metadata.
@@ -1016,6 +1119,23 @@ async fn conversation_crud_settings_paging_and_subtasks() {
     let (status, c) = send(&server, "PATCH", &path, Some(json!({}))).await;
     assert_eq!(status, 200);
     assert_eq!(c["lastSeq"], 3, "an empty patch appends nothing");
+}
+
+#[tokio::test]
+async fn settings_are_read_patched_validated_and_sent_upstream() {
+    let server = server().await;
+
+    // Given a conversation created with a cwd and a reasoning effort.
+    let (status, c) = send(
+        &server,
+        "POST",
+        "/v1/conversations",
+        Some(json!({"title": "t0", "metadata": {"a": 1}, "cwd": "/srv", "reasoningEffort": "low"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = c["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/conversations/{id}");
 
     // Settings.
     let settings = format!("{path}/settings");
@@ -1076,6 +1196,15 @@ async fn conversation_crud_settings_paging_and_subtasks() {
     let c = get(&server, &path).await;
     assert_eq!(c["cwd"], "/work/x");
     assert_eq!(c["reasoningEffort"], Value::Null);
+}
+
+#[tokio::test]
+async fn subtasks_inherit_the_parent_model_and_list_under_it() {
+    let server = server().await;
+
+    // Given a parent conversation whose model a turn set to `mock/echo`.
+    let id = create(&server, json!({"title": "parent"})).await;
+    run_turn(&server, &id, json!({"content": "hi", "model": "mock/echo"})).await;
 
     // Subtasks inherit the parent's model.
     let (status, child) = send(
@@ -1121,7 +1250,16 @@ async fn conversation_crud_settings_paging_and_subtasks() {
         .collect();
     assert_eq!(child_ids.len(), 2);
     assert!(child_ids.contains(&child_id.as_str()));
+}
 
+#[tokio::test]
+async fn conversations_page_newest_first_each_once() {
+    let server = server().await;
+
+    // Given 3 conversations (and the 5 below: 8 in all).
+    for i in 0..3 {
+        create(&server, json!({"title": format!("q{i}")})).await;
+    }
     // Paging: every conversation once, newest first.
     for i in 0..5 {
         create(&server, json!({"title": format!("p{i}")})).await;
@@ -1158,10 +1296,37 @@ async fn conversation_crud_settings_paging_and_subtasks() {
         let (status, _) = send(&server, "GET", &format!("/v1/conversations?{bad}"), None).await;
         assert_eq!(status, 400, "{bad}");
     }
+}
+
+#[tokio::test]
+async fn a_conversation_log_is_gap_free_and_its_last_seq_is_the_api_one() {
+    let server = server().await;
+
+    // Given a conversation with patches and two turns.
+    let id = create(&server, json!({"title": "t0"})).await;
+    let path = format!("/v1/conversations/{id}");
+    let (status, _) = send(&server, "PATCH", &path, Some(json!({"title": "t1"}))).await;
+    assert_eq!(status, 200);
+    run_turn(&server, &id, json!({"content": "hi", "model": "mock/echo"})).await;
+    run_turn(&server, &id, json!({"content": "hi again"})).await;
 
     // The log is gap-free and folds to what the API shows.
     let events = log(&server, &id).await;
     assert_eq!(get(&server, &path).await["lastSeq"], events.len() as i64);
+}
+
+#[tokio::test]
+async fn a_deleted_conversation_ends_its_feed_is_404_everywhere_and_leaves_the_list() {
+    let server = server().await;
+
+    // Given 8 conversations, one of them with a turn and a live feed.
+    let id = create(&server, json!({"title": "doomed"})).await;
+    let path = format!("/v1/conversations/{id}");
+    run_turn(&server, &id, json!({"content": "hi"})).await;
+    for i in 0..7 {
+        create(&server, json!({"title": format!("p{i}")})).await;
+    }
+    let events = log(&server, &id).await;
 
     // DELETE: 204, then 404 everywhere, hidden from the list.
     let mut watcher = Sse::open(&server, &id, Some(&events.len().to_string())).await;

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::conv::*;
 use common::TestServer;
+use modelyard_testkit::eventually;
 use serde_json::{json, Value};
-use tokio::time::Instant;
 
 /// Bound of every poll in these tests.
 const WAIT: Duration = Duration::from_secs(10);
@@ -68,28 +68,27 @@ async fn dropped_feeds_of_an_idle_conversation_end_on_the_server() {
 
     // Then every feed's slot comes back (they are held until the server's
     // feed task ends): 50 new feeds open.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let status = server
-            .http
-            .get(server.url(&format!("/v1/conversations/{conv}/events")))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        if status == 200 {
-            break;
-        }
-        assert_eq!(status, 429);
-        assert!(
-            Instant::now() < deadline,
-            "the dropped feeds still hold their slots after {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (server, conv) = (&server, conv.as_str());
+    eventually(
+        WAIT,
+        "the dropped feeds give their slots back",
+        || async move {
+            let status = server
+                .http
+                .get(server.url(&format!("/v1/conversations/{conv}/events")))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            if status != 200 {
+                assert_eq!(status, 429);
+            }
+            status == 200
+        },
+    )
+    .await;
     // (The probe above was dropped too; wait until all 50 can be held.)
-    let deadline = Instant::now() + WAIT;
-    let again = loop {
+    let again = eventually(WAIT, "all 50 slots came back", || async move {
         let mut opened = Vec::new();
         for _ in 0..50 {
             let response = server
@@ -104,12 +103,12 @@ async fn dropped_feeds_of_an_idle_conversation_end_on_the_server() {
             opened.push(Sse::new(response));
         }
         if opened.len() == 50 {
-            break opened;
+            Ok(opened)
+        } else {
+            Err(format!("{} opened", opened.len()))
         }
-        drop(opened);
-        assert!(Instant::now() < deadline, "not all 50 slots came back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert_eq!(again.len(), 50);
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::conv::{create, Sse};
 use common::{chat_body, error_envelope, TestServer};
-use modelyard_testkit::MockUpstream;
+use modelyard_testkit::{eventually, MockUpstream};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -105,16 +105,15 @@ async fn assert_refused(response: reqwest::Response, started: Instant, cap: &str
 /// Retries a streamed completion until it is accepted (a slot was freed);
 /// returns the open response.
 async fn stream_once_freed(server: &TestServer, body: &Value) -> reqwest::Response {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually(WAIT, "a slot freed", || async move {
         let response = server.chat(body).await;
         if response.status() == 200 {
-            return response;
+            return Ok(response);
         }
         assert_eq!(response.status(), 429, "only the cap refuses");
-        assert!(Instant::now() < deadline, "no slot freed within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Err(response.status())
+    })
+    .await
 }
 
 /// Reads a response body to its end, within [`WAIT`].
@@ -489,18 +488,15 @@ async fn connections_past_the_cap_are_closed_at_once_and_a_client_gets_in_later(
     // Once some close, a normal client gets in.
     idle.truncate(5);
     let fresh = reqwest::Client::new();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match fresh.get(server.url("/health")).send().await {
-            Ok(response) if response.status() == 200 => break,
-            _ => {}
+    let (fresh, s) = (&fresh, &server);
+    eventually(WAIT, "a connection freed", || async move {
+        match fresh.get(s.url("/health")).send().await {
+            Ok(response) if response.status() == 200 => Ok(()),
+            Ok(response) => Err(format!("status {}", response.status())),
+            Err(e) => Err(e.to_string()),
         }
-        assert!(
-            Instant::now() < deadline,
-            "no connection freed within {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     drop(idle);
     server.shutdown().await;
 }
@@ -519,20 +515,20 @@ fn chat_in_background(server: &TestServer, model: &str) -> tokio::task::JoinHand
 
 /// Waits until the mock has received `n` chat requests.
 async fn mock_received(server: &TestServer, n: usize) {
-    let deadline = Instant::now() + WAIT;
-    while chat_requests(&server.mock) < n {
-        assert!(
-            Instant::now() < deadline,
-            "the mock did not get {n} requests"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(WAIT, &format!("the mock got {n} requests"), || async move {
+        let got = chat_requests(&server.mock);
+        if got >= n {
+            Ok(())
+        } else {
+            Err(got)
+        }
+    })
+    .await;
 }
 
 /// Retries `GET /v1/models` until it is answered 200 (a slot was freed).
 async fn served_once_freed(server: &TestServer) {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually(WAIT, "a slot freed", || async move {
         let response = server
             .http
             .get(server.url("/v1/models"))
@@ -540,12 +536,12 @@ async fn served_once_freed(server: &TestServer) {
             .await
             .unwrap();
         if response.status() == 200 {
-            return;
+            return Ok(());
         }
         assert_eq!(response.status(), 429, "only the cap refuses");
-        assert!(Instant::now() < deadline, "no slot freed within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Err(response.status())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -715,21 +711,21 @@ async fn streams_in_total_are_capped_across_endpoints() {
 
     // Closing an events stream frees a slot.
     drop(first);
-    let deadline = Instant::now() + WAIT;
-    let mut reopened = loop {
-        let response = server
+    let (s, c) = (&server, conv.as_str());
+    let mut reopened = eventually(WAIT, "a slot freed", || async move {
+        let response = s
             .http
-            .get(server.url(&format!("/v1/conversations/{conv}/events")))
+            .get(s.url(&format!("/v1/conversations/{c}/events")))
             .send()
             .await
             .unwrap();
         if response.status() == 200 {
-            break Sse::new(response);
+            return Ok(Sse::new(response));
         }
         assert_eq!(response.status(), 429);
-        assert!(Instant::now() < deadline, "no slot freed within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        Err(response.status())
+    })
+    .await;
     reopened.replay().await;
     drop(reopened);
     drop(second);

@@ -10,6 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::{TempDir, TestServer};
+use modelyard_testkit::eventually;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -51,49 +52,8 @@ async fn preset_server() -> TestServer {
 
 // ------------------------------------------------------------------ HTTP
 
-async fn send(server: &TestServer, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request = server.http.request(method.clone(), server.url(path));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("send");
-    let status = response.status().as_u16();
-    let problem = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/problem+json"));
-    let text = response.text().await.expect("body");
-    let value = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
-    };
-    if status >= 400 {
-        assert!(problem, "{method} {path} → {status} is a problem document");
-        assert_eq!(value["status"], status, "problem status: {value}");
-    }
-    (status, value)
-}
-
-async fn get(server: &TestServer, path: &str) -> Value {
-    let (status, body) = send(server, "GET", path, None).await;
-    assert_eq!(status, 200, "GET {path}: {body}");
-    body
-}
-
-async fn post(server: &TestServer, path: &str, body: Value) -> (u16, Value) {
-    send(server, "POST", path, Some(body)).await
-}
-
-async fn patch(server: &TestServer, path: &str, body: Value) -> (u16, Value) {
-    send(server, "PATCH", path, Some(body)).await
-}
-
 async fn create_llm(server: &TestServer, body: Value) -> Value {
-    let (status, llm) = post(server, "/v1/llms", body.clone()).await;
+    let (status, llm) = server.post("/v1/llms", body.clone()).await;
     assert_eq!(status, 201, "create {body}: {llm}");
     llm
 }
@@ -103,23 +63,17 @@ fn id(v: &Value) -> String {
 }
 
 async fn llms(server: &TestServer) -> Vec<Value> {
-    get(server, "/v1/llms?limit=200").await["data"]
+    server.get_ok("/v1/llms?limit=200").await["data"]
         .as_array()
         .unwrap()
         .clone()
 }
 
 async fn conversations(server: &TestServer) -> Vec<Value> {
-    get(server, "/v1/conversations?limit=200").await["data"]
+    server.get_ok("/v1/conversations?limit=200").await["data"]
         .as_array()
         .unwrap()
         .clone()
-}
-
-async fn create_conv(server: &TestServer, body: Value) -> String {
-    let (status, c) = post(server, "/v1/conversations", body.clone()).await;
-    assert_eq!(status, 201, "create conversation {body}: {c}");
-    id(&c)
 }
 
 /// Asserts a 422 whose `field` is `field` and whose detail starts with it.
@@ -131,56 +85,50 @@ fn assert_invalid(status: u16, problem: &Value, field: &str) {
 }
 
 async fn start_turn(server: &TestServer, conv: &str, body: Value) -> Value {
-    let (status, turn) = post(
-        server,
-        &format!("/v1/conversations/{conv}/turns"),
-        body.clone(),
-    )
-    .await;
+    let (status, turn) = server
+        .post(&format!("/v1/conversations/{conv}/turns"), body.clone())
+        .await;
     assert_eq!(status, 202, "start turn {body}: {turn}");
     turn
 }
 
 async fn wait_turn(server: &TestServer, conv: &str, turn_id: &str) -> Value {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let turns = get(server, &format!("/v1/conversations/{conv}/turns")).await;
-        let turn = turns["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["id"] == turn_id)
-            .cloned()
-            .unwrap_or_else(|| panic!("turn {turn_id} listed: {turns}"));
-        if turn["status"] != "running" {
-            assert_eq!(turn["status"], "completed", "{turn}");
-            return turn;
-        }
-        assert!(Instant::now() < deadline, "turn {turn_id} still running");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let turn = eventually(
+        LIMIT,
+        &format!("turn {turn_id} not running"),
+        || async move {
+            let turns = server
+                .get_ok(&format!("/v1/conversations/{conv}/turns"))
+                .await;
+            let turn = turns["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["id"] == turn_id)
+                .cloned()
+                .unwrap_or_else(|| panic!("turn {turn_id} listed: {turns}"));
+            if turn["status"] != "running" {
+                Ok(turn)
+            } else {
+                Err(turn)
+            }
+        },
+    )
+    .await;
+    assert_eq!(turn["status"], "completed", "{turn}");
+    turn
 }
 
 /// Runs a turn to its end; returns the turn (with `llmConfigId`) and the
 /// upstream request the mock received for it.
 async fn run_turn(server: &TestServer, conv: &str, body: Value) -> (Value, Value) {
-    let before = chat_requests(server).len();
+    let before = server.mock_chats().len();
     let started = start_turn(server, conv, body).await;
     let turn = wait_turn(server, conv, started["turnId"].as_str().unwrap()).await;
     assert_eq!(turn["resolvedFrom"], started["resolvedFrom"]);
-    let requests = chat_requests(server);
+    let requests = server.mock_chats();
     assert_eq!(requests.len(), before + 1, "one upstream request per turn");
     (turn, requests.last().cloned().unwrap())
-}
-
-fn chat_requests(server: &TestServer) -> Vec<Value> {
-    server
-        .mock
-        .requests()
-        .iter()
-        .filter(|r| r.path == "/v1/chat/completions")
-        .map(|r| r.json().expect("JSON request"))
-        .collect()
 }
 
 /// The persisted events of a conversation (replayed over SSE up to `caught-up`).
@@ -215,8 +163,19 @@ async fn events(server: &TestServer, conv: &str) -> Vec<Value> {
 
 // ------------------------------------------------------------------ CRUD
 
+/// A config body with every field set.
+fn full_body() -> Value {
+    json!({
+        "displayName": "Careful",
+        "model": "mock/mock-model",
+        "systemPrompt": "Think first.",
+        "providerOptions": {"temperature": 0.2, "topP": 0.9, "maxTokens": 64,
+            "reasoningEffort": "low", "stop": ["END"], "seed": 42, "extra": {"min_p": 0.05}},
+    })
+}
+
 #[tokio::test]
-async fn crud_validation_and_no_secrets() {
+async fn a_minimal_config_is_named_by_its_model() {
     let server = server_with("", None).await;
 
     // Minimal: the model names it.
@@ -234,39 +193,58 @@ async fn crud_validation_and_no_secrets() {
                "reasoningEffort": null, "stop": null, "seed": null, "extra": null})
     );
     assert!(minimal["createdAt"].as_str().unwrap().ends_with('Z'));
+}
+
+#[tokio::test]
+async fn a_full_config_reads_back_as_created() {
+    let server = server_with("", None).await;
 
     // Full.
-    let full_body = json!({
-        "displayName": "Careful",
-        "model": "mock/mock-model",
-        "systemPrompt": "Think first.",
-        "providerOptions": {"temperature": 0.2, "topP": 0.9, "maxTokens": 64,
-            "reasoningEffort": "low", "stop": ["END"], "seed": 42, "extra": {"min_p": 0.05}},
-    });
+    let full_body = full_body();
     let full = create_llm(&server, full_body.clone()).await;
     for key in ["displayName", "model", "systemPrompt", "providerOptions"] {
         assert_eq!(full[key], full_body[key], "{key}");
     }
-    assert_eq!(get(&server, &format!("/v1/llms/{}", id(&full))).await, full);
+    assert_eq!(
+        server.get_ok(&format!("/v1/llms/{}", id(&full))).await,
+        full
+    );
+}
+
+#[tokio::test]
+async fn configs_list_newest_first_in_pages() {
+    let server = server_with("", None).await;
+    // Given a minimal config, then a full one.
+    let minimal = create_llm(&server, json!({"model": "echo"})).await;
+    let full = create_llm(&server, full_body()).await;
 
     // List: newest first, paged.
-    let page = get(&server, "/v1/llms?limit=1").await;
+    let page = server.get_ok("/v1/llms?limit=1").await;
     assert_eq!(page["data"].as_array().unwrap().len(), 1);
     assert_eq!(page["data"][0]["id"], full["id"]);
     let next = page["nextBefore"].as_str().expect("nextBefore");
-    let page = get(&server, &format!("/v1/llms?limit=1&before={next}")).await;
+    let page = server
+        .get_ok(&format!("/v1/llms?limit=1&before={next}"))
+        .await;
     assert_eq!(page["data"][0]["id"], minimal["id"]);
-    let (status, _) = send(&server, "GET", "/v1/llms?before=nonsense", None).await;
+    let (status, _) = server.send("GET", "/v1/llms?before=nonsense", None).await;
     assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn patch_keeps_absent_fields_merges_options_and_null_clears() {
+    let server = server_with("", None).await;
+    // Given a full config.
+    let full = create_llm(&server, full_body()).await;
 
     // PATCH: absent fields stay, options merge key by key, null clears.
-    let (status, patched) = patch(
-        &server,
-        &format!("/v1/llms/{}", id(&full)),
-        json!({"displayName": "Careful 2", "systemPrompt": null,
+    let (status, patched) = server
+        .patch(
+            &format!("/v1/llms/{}", id(&full)),
+            json!({"displayName": "Careful 2", "systemPrompt": null,
                "providerOptions": {"temperature": 1.5, "maxTokens": null}}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(status, 200, "{patched}");
     assert_eq!(patched["displayName"], "Careful 2");
     assert_eq!(patched["systemPrompt"], Value::Null);
@@ -276,6 +254,14 @@ async fn crud_validation_and_no_secrets() {
     assert_eq!(patched["providerOptions"]["topP"], 0.9);
     assert_eq!(patched["providerOptions"]["stop"], json!(["END"]));
     assert_eq!(patched["createdAt"], full["createdAt"]);
+}
+
+#[tokio::test]
+async fn each_validation_error_names_its_field_and_writes_nothing() {
+    let server = server_with("", None).await;
+    // Given a full config.
+    let full = create_llm(&server, full_body()).await;
+    let before = server.get_ok(&format!("/v1/llms/{}", id(&full))).await;
 
     // Each validation error names its field, on create and on patch.
     let count = llms(&server).await.len();
@@ -327,23 +313,26 @@ async fn crud_validation_and_no_secrets() {
         ),
     ];
     for (body, field) in &cases {
-        let (status, problem) = post(&server, "/v1/llms", body.clone()).await;
+        let (status, problem) = server.post("/v1/llms", body.clone()).await;
         assert_invalid(status, &problem, field);
     }
-    let (status, problem) = post(&server, "/v1/llms", json!({"model": "mock/not-served"})).await;
+    let (status, problem) = server
+        .post("/v1/llms", json!({"model": "mock/not-served"}))
+        .await;
     assert_invalid(status, &problem, "model");
     assert!(problem["suggestions"].is_array(), "{problem}");
     for (body, field) in cases.iter().skip(1) {
-        let (status, problem) =
-            patch(&server, &format!("/v1/llms/{}", id(&full)), body.clone()).await;
+        let (status, problem) = server
+            .patch(&format!("/v1/llms/{}", id(&full)), body.clone())
+            .await;
         assert_invalid(status, &problem, field);
     }
-    let (status, problem) = post(
-        &server,
-        "/v1/llms",
-        json!({"model": "echo", "baseUrl": "http://evil.example/v1"}),
-    )
-    .await;
+    let (status, problem) = server
+        .post(
+            "/v1/llms",
+            json!({"model": "echo", "baseUrl": "http://evil.example/v1"}),
+        )
+        .await;
     assert_eq!(status, 422);
     assert!(
         problem["detail"]
@@ -354,10 +343,15 @@ async fn crud_validation_and_no_secrets() {
     );
     assert_eq!(llms(&server).await.len(), count, "nothing created");
     assert_eq!(
-        get(&server, &format!("/v1/llms/{}", id(&full))).await,
-        patched,
+        server.get_ok(&format!("/v1/llms/{}", id(&full))).await,
+        before,
         "nothing changed"
     );
+}
+
+#[tokio::test]
+async fn a_configured_providers_base_url_is_accepted() {
+    let server = server_with("", None).await;
 
     // baseUrl: a configured provider's base URL is fine (trailing slash or not).
     let mock_url = server.mock.base_url();
@@ -365,6 +359,13 @@ async fn crud_validation_and_no_secrets() {
         let llm = create_llm(&server, json!({"model": "echo", "baseUrl": url})).await;
         assert_eq!(llm["baseUrl"], mock_url);
     }
+}
+
+#[tokio::test]
+async fn secrets_are_refused_and_never_echoed() {
+    let server = server_with("", None).await;
+    // Given a full config.
+    let full = create_llm(&server, full_body()).await;
 
     // Never secrets: unknown fields are 400, and the value is not echoed.
     let count = llms(&server).await.len();
@@ -373,7 +374,7 @@ async fn crud_validation_and_no_secrets() {
         json!({"model": "echo", "providerOptions": {"apiKey": "sk-secret-123"}}),
         json!({"model": "echo", "headers": {"Authorization": "Bearer sk-secret-123"}}),
     ] {
-        let (status, problem) = post(&server, "/v1/llms", body.clone()).await;
+        let (status, problem) = server.post("/v1/llms", body.clone()).await;
         assert_eq!(status, 400, "{body}: {problem}");
         assert!(!problem.to_string().contains("sk-secret-123"), "{problem}");
     }
@@ -381,40 +382,59 @@ async fn crud_validation_and_no_secrets() {
         json!({"apiKey": "sk-secret-123"}),
         json!({"providerOptions": {"apiKey": "sk-secret-123"}}),
     ] {
-        let (status, problem) = patch(&server, &format!("/v1/llms/{}", id(&full)), body).await;
+        let (status, problem) = server.patch(&format!("/v1/llms/{}", id(&full)), body).await;
         assert_eq!(status, 400, "{problem}");
     }
     assert_eq!(llms(&server).await.len(), count);
+}
+
+#[tokio::test]
+async fn a_deleted_config_is_gone() {
+    let server = server_with("", None).await;
+    // Given a minimal config.
+    let minimal = create_llm(&server, json!({"model": "echo"})).await;
 
     // Delete: 204, then gone.
-    let (status, _) = send(
-        &server,
-        "DELETE",
-        &format!("/v1/llms/{}", id(&minimal)),
-        None,
-    )
-    .await;
+    let (status, _) = server
+        .send("DELETE", &format!("/v1/llms/{}", id(&minimal)), None)
+        .await;
     assert_eq!(status, 204);
     for method in ["GET", "DELETE"] {
-        let (status, _) = send(&server, method, &format!("/v1/llms/{}", id(&minimal)), None).await;
+        let (status, _) = server
+            .send(method, &format!("/v1/llms/{}", id(&minimal)), None)
+            .await;
         assert_eq!(status, 404, "{method} after delete");
     }
-    let (status, _) = patch(
-        &server,
-        &format!("/v1/llms/{}", id(&minimal)),
-        json!({"displayName": "x"}),
-    )
-    .await;
+    let (status, _) = server
+        .patch(
+            &format!("/v1/llms/{}", id(&minimal)),
+            json!({"displayName": "x"}),
+        )
+        .await;
     assert_eq!(status, 404);
     assert!(llms(&server).await.iter().all(|l| l["id"] != minimal["id"]));
-    let (status, _) = send(&server, "GET", "/v1/llms/nope", None).await;
+    let (status, _) = server.send("GET", "/v1/llms/nope", None).await;
     assert_eq!(status, 404);
 }
 
 // ------------------------------------------------------------------ system defaults
 
+/// Given a first turn of a new conversation on the preset server: the
+/// conversation, the system default it materialized and that default's row.
+async fn first_default_turn(server: &TestServer) -> (String, String, Value) {
+    let a = server.create_conversation(json!({})).await;
+    let (turn, _) = run_turn(server, &a, json!({"content": "one"})).await;
+    let default_v1 = turn["llmConfigId"].as_str().expect("config id").to_owned();
+    let row = llms(server)
+        .await
+        .into_iter()
+        .next()
+        .expect("the system default");
+    (a, default_v1, row)
+}
+
 #[tokio::test]
-async fn system_defaults_materialize_once_per_version_and_are_read_only() {
+async fn simultaneous_first_turns_materialize_one_system_default_and_later_turns_reuse_it() {
     let server = preset_server().await;
     assert!(
         llms(&server).await.is_empty(),
@@ -422,8 +442,8 @@ async fn system_defaults_materialize_once_per_version_and_are_read_only() {
     );
 
     // Two simultaneous first turns: one system default.
-    let a = create_conv(&server, json!({})).await;
-    let b = create_conv(&server, json!({})).await;
+    let a = server.create_conversation(json!({})).await;
+    let b = server.create_conversation(json!({})).await;
     let (ta, tb) = tokio::join!(
         start_turn(&server, &a, json!({"content": "one"})),
         start_turn(&server, &b, json!({"content": "two"})),
@@ -449,14 +469,22 @@ async fn system_defaults_materialize_once_per_version_and_are_read_only() {
     let (turn, _) = run_turn(&server, &a, json!({"content": "again"})).await;
     assert_eq!(turn["llmConfigId"], default_v1);
     assert_eq!(llms(&server).await.len(), 1);
+}
+
+#[tokio::test]
+async fn system_defaults_are_read_only_and_point_at_copy() {
+    let server = preset_server().await;
+    let (_, default_v1, row) = first_default_turn(&server).await;
+    let row = &row;
 
     // System defaults are read-only: 409 pointing at copy.
     for (method, body) in [
         ("PATCH", Some(json!({"displayName": "mine"}))),
         ("DELETE", None),
     ] {
-        let (status, problem) =
-            send(&server, method, &format!("/v1/llms/{default_v1}"), body).await;
+        let (status, problem) = server
+            .send(method, &format!("/v1/llms/{default_v1}"), body)
+            .await;
         assert_eq!(status, 409, "{method}: {problem}");
         let detail = problem["detail"].as_str().unwrap();
         assert!(detail.contains("copy it"), "{detail}");
@@ -466,9 +494,18 @@ async fn system_defaults_materialize_once_per_version_and_are_read_only() {
         );
     }
     assert_eq!(&llms(&server).await[0], row, "unchanged");
+}
+
+#[tokio::test]
+async fn a_copied_system_default_is_an_editable_user_config() {
+    let server = preset_server().await;
+    let (_, default_v1, row) = first_default_turn(&server).await;
+    let row = &row;
 
     // Copy: a user config saying the same, editable.
-    let (status, copy) = post(&server, &format!("/v1/llms/{default_v1}/copy"), json!({})).await;
+    let (status, copy) = server
+        .post(&format!("/v1/llms/{default_v1}/copy"), json!({}))
+        .await;
     assert_eq!(status, 201, "{copy}");
     assert_eq!(copy["source"], "user");
     assert_ne!(copy["id"], default_v1);
@@ -477,15 +514,28 @@ async fn system_defaults_materialize_once_per_version_and_are_read_only() {
         assert_eq!(copy[key], row[key], "{key}");
     }
     assert!(copy["displayName"].as_str().unwrap().ends_with("(copy)"));
-    let (status, edited) = patch(
-        &server,
-        &format!("/v1/llms/{}", id(&copy)),
-        json!({"providerOptions": {"temperature": 0.9}}),
-    )
-    .await;
+    let (status, edited) = server
+        .patch(
+            &format!("/v1/llms/{}", id(&copy)),
+            json!({"providerOptions": {"temperature": 0.9}}),
+        )
+        .await;
     assert_eq!(status, 200, "{edited}");
-    let (status, _) = post(&server, "/v1/llms/nope/copy", json!({})).await;
+    let (status, _) = server.post("/v1/llms/nope/copy", json!({})).await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_new_preset_version_is_a_new_row_and_old_turns_keep_the_old_one() {
+    let server = preset_server().await;
+    let (a, default_v1, row) = first_default_turn(&server).await;
+    let row = &row;
+    // Given two turns on the v1 default and a copy of it.
+    run_turn(&server, &a, json!({"content": "again"})).await;
+    let (status, copy) = server
+        .post(&format!("/v1/llms/{default_v1}/copy"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{copy}");
 
     // A new preset version: a new row; old turns keep the old id.
     let dir = server.shutdown().await;
@@ -496,7 +546,7 @@ async fn system_defaults_materialize_once_per_version_and_are_read_only() {
     assert_eq!(turn["modelId"], "mock/echo");
     assert_eq!(turn["resolvedFrom"], "serverDefault");
     assert_eq!(request["messages"][0]["content"], "DEFAULT PROMPT v2");
-    let turns = get(&server, &format!("/v1/conversations/{a}/turns")).await;
+    let turns = server.get_ok(&format!("/v1/conversations/{a}/turns")).await;
     let ids: Vec<&str> = turns["data"]
         .as_array()
         .unwrap()
@@ -513,23 +563,32 @@ async fn system_defaults_materialize_once_per_version_and_are_read_only() {
     );
     let listed = llms(&server).await;
     assert_eq!(listed.len(), 3, "v1, its copy and v2: {listed:#?}");
-    let v1 = get(&server, &format!("/v1/llms/{default_v1}")).await;
+    let v1 = server.get_ok(&format!("/v1/llms/{default_v1}")).await;
     assert_eq!(&v1, row, "the old version stays as it was");
-    let v2 = get(&server, &format!("/v1/llms/{default_v2}")).await;
+    let v2 = server.get_ok(&format!("/v1/llms/{default_v2}")).await;
     assert_eq!(v2["presetVersion"], 2);
     assert_eq!(v2["model"], "mock/echo");
 }
 
 // ------------------------------------------------------------------ conversations
 
-#[tokio::test]
-async fn conversations_name_configs_and_bad_ids_write_nothing() {
-    let server = preset_server().await;
-    let g1 = id(&create_llm(&server, json!({"model": "echo"})).await);
-    let g2 = id(&create_llm(&server, json!({"model": "mock/mock-model"})).await);
-    let gone = id(&create_llm(&server, json!({"model": "echo"})).await);
-    let (status, _) = send(&server, "DELETE", &format!("/v1/llms/{gone}"), None).await;
+/// Given two configs (`echo`, `mock/mock-model`) and the id of a deleted
+/// one: `(g1, g2, gone)`.
+async fn two_configs_and_a_deleted_one(server: &TestServer) -> (String, String, String) {
+    let g1 = id(&create_llm(server, json!({"model": "echo"})).await);
+    let g2 = id(&create_llm(server, json!({"model": "mock/mock-model"})).await);
+    let gone = id(&create_llm(server, json!({"model": "echo"})).await);
+    let (status, _) = server
+        .send("DELETE", &format!("/v1/llms/{gone}"), None)
+        .await;
     assert_eq!(status, 204);
+    (g1, g2, gone)
+}
+
+#[tokio::test]
+async fn a_conversation_naming_a_bad_config_id_is_422_and_writes_nothing() {
+    let server = preset_server().await;
+    let (g1, g2, gone) = two_configs_and_a_deleted_one(&server).await;
 
     // Creation: every id is checked before anything is written.
     let bad_creates = [
@@ -547,7 +606,7 @@ async fn conversations_name_configs_and_bad_ids_write_nothing() {
         (json!({"llmOverrides": {"": g1}}), "llmOverrides"),
     ];
     for (body, field) in &bad_creates {
-        let (status, problem) = post(&server, "/v1/conversations", body.clone()).await;
+        let (status, problem) = server.post("/v1/conversations", body.clone()).await;
         assert_eq!(status, 422, "{body}: {problem}");
         assert_eq!(problem["field"], *field, "{problem}");
         if *field != "llmOverrides" {
@@ -567,9 +626,17 @@ async fn conversations_name_configs_and_bad_ids_write_nothing() {
         2,
         "no config row (no system default either)"
     );
+}
 
-    let conv = create_conv(&server, json!({"llmId": g1, "llmOverrides": {"title": g2}})).await;
-    let c = get(&server, &format!("/v1/conversations/{conv}")).await;
+#[tokio::test]
+async fn a_conversation_names_its_configs_in_its_created_event() {
+    let server = preset_server().await;
+    let (g1, g2, _) = two_configs_and_a_deleted_one(&server).await;
+
+    let conv = server
+        .create_conversation(json!({"llmId": g1, "llmOverrides": {"title": g2}}))
+        .await;
+    let c = server.get_ok(&format!("/v1/conversations/{conv}")).await;
     assert_eq!(c["llmId"], g1);
     assert_eq!(c["llmOverrides"], json!({"title": g2}));
     let log = events(&server, &conv).await;
@@ -577,6 +644,16 @@ async fn conversations_name_configs_and_bad_ids_write_nothing() {
     assert_eq!(log[0]["type"], "conversation.created");
     assert_eq!(log[0]["llmId"], g1);
     assert_eq!(log[0]["llmOverrides"], json!({"title": g2}));
+}
+
+#[tokio::test]
+async fn a_bad_llm_patch_changes_nothing_not_even_its_valid_parts() {
+    let server = preset_server().await;
+    let (g1, g2, gone) = two_configs_and_a_deleted_one(&server).await;
+    let conv = server
+        .create_conversation(json!({"llmId": g1, "llmOverrides": {"title": g2}}))
+        .await;
+    let c = server.get_ok(&format!("/v1/conversations/{conv}")).await;
 
     // A bad PATCH changes nothing, not even the valid parts of it.
     let bad_patches = [
@@ -595,23 +672,33 @@ async fn conversations_name_configs_and_bad_ids_write_nothing() {
         ),
     ];
     for (body, field) in &bad_patches {
-        let (status, problem) =
-            patch(&server, &format!("/v1/conversations/{conv}"), body.clone()).await;
+        let (status, problem) = server
+            .patch(&format!("/v1/conversations/{conv}"), body.clone())
+            .await;
         assert_eq!(status, 422, "{body}: {problem}");
         assert_eq!(problem["field"], *field, "{problem}");
     }
-    assert_eq!(get(&server, &format!("/v1/conversations/{conv}")).await, c);
+    assert_eq!(server.get_ok(&format!("/v1/conversations/{conv}")).await, c);
     assert_eq!(events(&server, &conv).await.len(), 1, "no event");
     assert_eq!(llms(&server).await.len(), 2);
     assert_eq!(conversations(&server).await.len(), 1);
+}
+
+#[tokio::test]
+async fn llm_patches_merge_overrides_per_operation_and_append_only_changes() {
+    let server = preset_server().await;
+    let (g1, g2, _) = two_configs_and_a_deleted_one(&server).await;
+    let conv = server
+        .create_conversation(json!({"llmId": g1, "llmOverrides": {"title": g2}}))
+        .await;
 
     // Overrides merge per operation; null removes one.
-    let (status, c) = patch(
-        &server,
-        &format!("/v1/conversations/{conv}"),
-        json!({"title": "named", "llmOverrides": {"chat": g2, "title": null}}),
-    )
-    .await;
+    let (status, c) = server
+        .patch(
+            &format!("/v1/conversations/{conv}"),
+            json!({"title": "named", "llmOverrides": {"chat": g2, "title": null}}),
+        )
+        .await;
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["title"], "named");
     assert_eq!(c["llmId"], g1);
@@ -628,12 +715,9 @@ async fn conversations_name_configs_and_bad_ids_write_nothing() {
     );
 
     // null clears llmId; the same values again append nothing.
-    let (status, c) = patch(
-        &server,
-        &format!("/v1/conversations/{conv}"),
-        json!({"llmId": null}),
-    )
-    .await;
+    let (status, c) = server
+        .patch(&format!("/v1/conversations/{conv}"), json!({"llmId": null}))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(c["llmId"], Value::Null);
     let log = events(&server, &conv).await;
@@ -641,20 +725,20 @@ async fn conversations_name_configs_and_bad_ids_write_nothing() {
     assert_eq!(log[3]["type"], "llm.changed");
     assert_eq!(log[3]["llmId"], Value::Null);
     assert!(log[3].get("llmOverrides").is_none());
-    let (status, _) = patch(
-        &server,
-        &format!("/v1/conversations/{conv}"),
-        json!({"llmId": null, "llmOverrides": {"chat": g2}}),
-    )
-    .await;
+    let (status, _) = server
+        .patch(
+            &format!("/v1/conversations/{conv}"),
+            json!({"llmId": null, "llmOverrides": {"chat": g2}}),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(events(&server, &conv).await.len(), 4, "no change, no event");
-    let (status, c) = patch(
-        &server,
-        &format!("/v1/conversations/{conv}"),
-        json!({"llmOverrides": null}),
-    )
-    .await;
+    let (status, c) = server
+        .patch(
+            &format!("/v1/conversations/{conv}"),
+            json!({"llmOverrides": null}),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(c["llmOverrides"], json!({}));
 }
@@ -663,11 +747,13 @@ async fn conversations_name_configs_and_bad_ids_write_nothing() {
 async fn deleting_a_referenced_config_names_the_conversations() {
     let server = server_with("", None).await;
     let a = id(&create_llm(&server, json!({"model": "echo"})).await);
-    let by_default = create_conv(&server, json!({"llmId": a})).await;
-    let by_override = create_conv(&server, json!({"llmOverrides": {"title": a}})).await;
-    let _unrelated = create_conv(&server, json!({})).await;
+    let by_default = server.create_conversation(json!({"llmId": a})).await;
+    let by_override = server
+        .create_conversation(json!({"llmOverrides": {"title": a}}))
+        .await;
+    let _unrelated = server.create_conversation(json!({})).await;
 
-    let (status, problem) = send(&server, "DELETE", &format!("/v1/llms/{a}"), None).await;
+    let (status, problem) = server.send("DELETE", &format!("/v1/llms/{a}"), None).await;
     assert_eq!(status, 409, "{problem}");
     let detail = problem["detail"].as_str().unwrap();
     assert!(
@@ -677,28 +763,24 @@ async fn deleting_a_referenced_config_names_the_conversations() {
     let mut want = vec![by_default.clone(), by_override.clone()];
     want.sort();
     assert_eq!(problem["conversations"], json!(want));
-    assert_eq!(get(&server, &format!("/v1/llms/{a}")).await["id"], a);
+    assert_eq!(server.get_ok(&format!("/v1/llms/{a}")).await["id"], a);
 
     // Once nothing names it, it can go.
-    let (status, _) = patch(
-        &server,
-        &format!("/v1/conversations/{by_default}"),
-        json!({"llmId": null}),
-    )
-    .await;
+    let (status, _) = server
+        .patch(
+            &format!("/v1/conversations/{by_default}"),
+            json!({"llmId": null}),
+        )
+        .await;
     assert_eq!(status, 200);
-    let (status, problem) = send(&server, "DELETE", &format!("/v1/llms/{a}"), None).await;
+    let (status, problem) = server.send("DELETE", &format!("/v1/llms/{a}"), None).await;
     assert_eq!(status, 409);
     assert_eq!(problem["conversations"], json!([by_override]));
-    let (status, _) = send(
-        &server,
-        "DELETE",
-        &format!("/v1/conversations/{by_override}"),
-        None,
-    )
-    .await;
+    let (status, _) = server
+        .send("DELETE", &format!("/v1/conversations/{by_override}"), None)
+        .await;
     assert_eq!(status, 204);
-    let (status, _) = send(&server, "DELETE", &format!("/v1/llms/{a}"), None).await;
+    let (status, _) = server.send("DELETE", &format!("/v1/llms/{a}"), None).await;
     assert_eq!(status, 204);
 }
 
@@ -709,28 +791,42 @@ fn system_prompt(request: &Value) -> Option<&str> {
     (first["role"] == "system").then(|| first["content"].as_str().unwrap())
 }
 
-#[tokio::test]
-async fn turns_resolve_through_configs_and_send_their_options() {
-    let server = preset_server().await;
+/// Given two user configs with their own prompts and options: `(op_cfg,
+/// conv_cfg)` (`echo`, `OP PROMPT`; `mock/mock-model`, `CONV PROMPT`).
+async fn two_configs_with_prompts(server: &TestServer) -> (String, String) {
     let op_cfg = id(&create_llm(
-        &server,
+        server,
         json!({"model": "echo", "systemPrompt": "OP PROMPT",
                "providerOptions": {"temperature": 0.7, "extra": {"min_p": 0.2}}}),
     )
     .await);
     let conv_cfg = id(&create_llm(
-        &server,
+        server,
         json!({"model": "mock/mock-model", "systemPrompt": "CONV PROMPT",
                "providerOptions": {"temperature": 0.3, "maxTokens": 50}}),
     )
     .await);
+    (op_cfg, conv_cfg)
+}
+
+/// The system defaults materialized so far.
+async fn system_defaults(server: &TestServer) -> Vec<Value> {
+    llms(server)
+        .await
+        .into_iter()
+        .filter(|l| l["source"] == "system-default")
+        .collect()
+}
+
+#[tokio::test]
+async fn chat_resolves_through_the_operation_config_and_sends_its_options() {
+    let server = preset_server().await;
+    let (op_cfg, conv_cfg) = two_configs_with_prompts(&server).await;
 
     // chat: operationConfig.
-    let c = create_conv(
-        &server,
-        json!({"llmId": conv_cfg, "llmOverrides": {"chat": op_cfg}}),
-    )
-    .await;
+    let c = server
+        .create_conversation(json!({"llmId": conv_cfg, "llmOverrides": {"chat": op_cfg}}))
+        .await;
     let (turn, request) = run_turn(&server, &c, json!({"content": "hi"})).await;
     assert_eq!(turn["resolvedFrom"], "operationConfig");
     assert_eq!(turn["llmConfigId"], op_cfg);
@@ -745,8 +841,18 @@ async fn turns_resolve_through_configs_and_send_their_options() {
     );
     assert_eq!(request["stream"], true);
 
+    // A config-resolved turn materializes no system default.
+    let system = system_defaults(&server).await;
+    assert!(system.is_empty(), "{system:#?}");
+}
+
+#[tokio::test]
+async fn chat_resolves_through_the_conversation_config_then_the_request_then_the_selection() {
+    let server = preset_server().await;
+    let (_, conv_cfg) = two_configs_with_prompts(&server).await;
+
     // chat: conversationConfig.
-    let c = create_conv(&server, json!({"llmId": conv_cfg})).await;
+    let c = server.create_conversation(json!({"llmId": conv_cfg})).await;
     let (turn, request) = run_turn(&server, &c, json!({"content": "hi"})).await;
     assert_eq!(turn["resolvedFrom"], "conversationConfig");
     assert_eq!(turn["llmConfigId"], conv_cfg);
@@ -770,8 +876,17 @@ async fn turns_resolve_through_configs_and_send_their_options() {
     assert_eq!(request["model"], "echo");
     assert_eq!(system_prompt(&request), Some("CONV PROMPT"));
 
+    // A config-resolved turn materializes no system default.
+    let system = system_defaults(&server).await;
+    assert!(system.is_empty(), "{system:#?}");
+}
+
+#[tokio::test]
+async fn server_defaults_come_from_each_operations_preset() {
+    let server = preset_server().await;
+
     // chat: serverDefault (the `default` preset).
-    let plain = create_conv(&server, json!({})).await;
+    let plain = server.create_conversation(json!({})).await;
     let (turn, request) = run_turn(&server, &plain, json!({"content": "hi"})).await;
     assert_eq!(turn["resolvedFrom"], "serverDefault");
     assert_eq!(turn["modelId"], "mock/mock-model");
@@ -794,16 +909,24 @@ async fn turns_resolve_through_configs_and_send_their_options() {
     assert_eq!(system_prompt(&request), Some("TITLE PROMPT"));
     assert_eq!(request["temperature"], 0.1);
     assert_eq!(request["max_tokens"], 20);
-    let title_row = get(&server, &format!("/v1/llms/{title_id}")).await;
+    let title_row = server.get_ok(&format!("/v1/llms/{title_id}")).await;
     assert_eq!(title_row["presetName"], "title");
     assert_eq!(title_row["displayName"], "Titles");
 
+    // Only the two presets' system defaults were materialized.
+    let system = system_defaults(&server).await;
+    assert_eq!(system.len(), 2, "{system:#?}");
+}
+
+#[tokio::test]
+async fn title_resolves_through_its_own_override_not_another_operations() {
+    let server = preset_server().await;
+    let (op_cfg, conv_cfg) = two_configs_with_prompts(&server).await;
+
     // title: operationConfig, conversationConfig, request.
-    let c = create_conv(
-        &server,
-        json!({"llmId": conv_cfg, "llmOverrides": {"title": op_cfg}}),
-    )
-    .await;
+    let c = server
+        .create_conversation(json!({"llmId": conv_cfg, "llmOverrides": {"title": op_cfg}}))
+        .await;
     let (turn, request) =
         run_turn(&server, &c, json!({"content": "t", "operation": "title"})).await;
     assert_eq!(turn["resolvedFrom"], "operationConfig");
@@ -811,11 +934,9 @@ async fn turns_resolve_through_configs_and_send_their_options() {
     assert_eq!(system_prompt(&request), Some("OP PROMPT"));
     assert_eq!(request["temperature"], 0.7);
     // The chat override of another conversation does not apply to title.
-    let c2 = create_conv(
-        &server,
-        json!({"llmId": conv_cfg, "llmOverrides": {"chat": op_cfg}}),
-    )
-    .await;
+    let c2 = server
+        .create_conversation(json!({"llmId": conv_cfg, "llmOverrides": {"chat": op_cfg}}))
+        .await;
     let (turn, request) =
         run_turn(&server, &c2, json!({"content": "t", "operation": "title"})).await;
     assert_eq!(turn["resolvedFrom"], "conversationConfig");
@@ -841,19 +962,15 @@ async fn turns_resolve_through_configs_and_send_their_options() {
         .all(|e| e["llmConfigId"] == conv_cfg.as_str()));
     assert_eq!(started[1]["resolvedFrom"], "request");
 
-    // Only the two presets' system defaults were materialized.
-    let system: Vec<Value> = llms(&server)
-        .await
-        .into_iter()
-        .filter(|l| l["source"] == "system-default")
-        .collect();
-    assert_eq!(system.len(), 2, "{system:#?}");
+    // A config-resolved turn materializes no system default.
+    let system = system_defaults(&server).await;
+    assert!(system.is_empty(), "{system:#?}");
 }
 
 #[tokio::test]
 async fn defaults_model_without_presets_is_a_server_default_without_config() {
     let server = server_with("[defaults]\nmodel = \"mock/mock-model\"\n", None).await;
-    let c = create_conv(&server, json!({})).await;
+    let c = server.create_conversation(json!({})).await;
     let (turn, request) = run_turn(&server, &c, json!({"content": "hi"})).await;
     assert_eq!(turn["resolvedFrom"], "serverDefault");
     assert_eq!(turn["llmConfigId"], Value::Null);

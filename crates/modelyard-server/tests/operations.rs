@@ -10,50 +10,28 @@ mod common;
 use std::time::Duration;
 
 use common::TestServer;
+use modelyard_testkit::eventually;
 use serde_json::{json, Value};
-use tokio::time::Instant;
 
 const LIMIT: Duration = Duration::from_secs(15);
 
-async fn send(server: &TestServer, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request = server.http.request(method.clone(), server.url(path));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("send");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    let value = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
-    };
-    (status, value)
-}
-
-async fn post(server: &TestServer, path: &str, body: Value) -> (u16, Value) {
-    send(server, "POST", path, Some(body)).await
-}
-
 async fn created(server: &TestServer, path: &str, body: Value) -> String {
-    let (status, value) = post(server, path, body.clone()).await;
+    let (status, value) = server.post(path, body.clone()).await;
     assert_eq!(status, 201, "POST {path} {body}: {value}");
     value["id"].as_str().unwrap().to_owned()
 }
 
 async fn run_turn(server: &TestServer, conv: &str, content: &str) {
-    let (status, started) = post(
-        server,
-        &format!("/v1/conversations/{conv}/turns"),
-        json!({"content": content}),
-    )
-    .await;
+    let (status, started) = server
+        .post(
+            &format!("/v1/conversations/{conv}/turns"),
+            json!({"content": content}),
+        )
+        .await;
     assert_eq!(status, 202, "{started}");
     let turn_id = started["turnId"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + LIMIT;
-    loop {
+    let turn_id = turn_id.as_str();
+    let turn = eventually(LIMIT, "turn not running", || async move {
         let turns = server
             .get_json(&format!("/v1/conversations/{conv}/turns"))
             .await;
@@ -61,39 +39,35 @@ async fn run_turn(server: &TestServer, conv: &str, content: &str) {
             .as_array()
             .unwrap()
             .iter()
-            .find(|t| t["id"] == turn_id.as_str())
+            .find(|t| t["id"] == turn_id)
             .cloned()
             .unwrap();
         if turn["status"] != "running" {
-            assert_eq!(turn["status"], "completed", "{turn}");
-            return;
+            Ok(turn)
+        } else {
+            Err(turn)
         }
-        assert!(Instant::now() < deadline, "turn still running");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn chat_requests(server: &TestServer) -> Vec<Value> {
-    server
-        .mock
-        .requests()
-        .iter()
-        .filter(|r| r.path == "/v1/chat/completions")
-        .map(|r| r.json().expect("JSON request"))
-        .collect()
+    })
+    .await;
+    assert_eq!(turn["status"], "completed", "{turn}");
 }
 
 /// The call of session `session_id`, full view.
 async fn session_call(server: &TestServer, session_id: &str) -> Value {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let calls = server.calls().await;
-        if let Some(call) = calls.iter().find(|c| c["sessionId"] == session_id) {
-            return server.call(call["id"].as_str().unwrap()).await;
-        }
-        assert!(Instant::now() < deadline, "session {session_id} recorded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let id = eventually(
+        LIMIT,
+        &format!("session {session_id} recorded"),
+        || async move {
+            let calls = server.calls().await;
+            calls
+                .iter()
+                .find(|c| c["sessionId"] == session_id)
+                .map(|call| call["id"].as_str().unwrap().to_owned())
+                .ok_or(calls)
+        },
+    )
+    .await;
+    server.call(&id).await
 }
 
 async fn server() -> TestServer {
@@ -120,21 +94,15 @@ async fn title_uses_the_title_operation_and_records_its_session() {
     )
     .await;
     // No messages yet: nothing to title.
-    let (status, problem) = post(
-        &server,
-        &format!("/v1/conversations/{conv}/title"),
-        json!({}),
-    )
-    .await;
+    let (status, problem) = server
+        .post(&format!("/v1/conversations/{conv}/title"), json!({}))
+        .await;
     assert_eq!(status, 422, "{problem}");
 
     run_turn(&server, &conv, "Planning a trip to Lisbon").await;
-    let (status, answer) = post(
-        &server,
-        &format!("/v1/conversations/{conv}/title"),
-        json!({}),
-    )
-    .await;
+    let (status, answer) = server
+        .post(&format!("/v1/conversations/{conv}/title"), json!({}))
+        .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["conversationId"], conv.as_str());
     assert_eq!(answer["modelId"], "mock/echo");
@@ -147,7 +115,7 @@ async fn title_uses_the_title_operation_and_records_its_session() {
     // The model selection is untouched.
     assert_eq!(shown["model"], Value::Null);
 
-    let request = chat_requests(&server).last().cloned().unwrap();
+    let request = server.mock_chats().last().cloned().unwrap();
     assert_eq!(request["model"], "echo");
     assert_eq!(request["stream"], false);
     assert_eq!(request["messages"][0]["content"], "TITLE IT");
@@ -160,24 +128,24 @@ async fn title_uses_the_title_operation_and_records_its_session() {
     assert!(call["usage"]["totalTokens"].as_u64().unwrap() > 0, "{call}");
 
     // A per-call model override wins and is not persisted.
-    let (status, answer) = post(
-        &server,
-        &format!("/v1/conversations/{conv}/title"),
-        json!({"model": "mock/mock-model"}),
-    )
-    .await;
+    let (status, answer) = server
+        .post(
+            &format!("/v1/conversations/{conv}/title"),
+            json!({"model": "mock/mock-model"}),
+        )
+        .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["modelId"], "mock/mock-model");
     assert_eq!(answer["resolvedFrom"], "request");
     let shown = server.get_json(&format!("/v1/conversations/{conv}")).await;
     assert_eq!(shown["model"], Value::Null);
     // Unknown fields are refused.
-    let (status, _) = post(
-        &server,
-        &format!("/v1/conversations/{conv}/title"),
-        json!({"modle": "x"}),
-    )
-    .await;
+    let (status, _) = server
+        .post(
+            &format!("/v1/conversations/{conv}/title"),
+            json!({"modle": "x"}),
+        )
+        .await;
     assert_eq!(status, 400);
     server.shutdown().await;
 }
@@ -194,12 +162,12 @@ async fn compaction_summarizes_and_later_turns_send_the_summary() {
     .await;
     let path = format!("/v1/conversations/{conv}/compact");
     // Nothing to compact yet.
-    let (status, problem) = post(&server, &path, json!({})).await;
+    let (status, problem) = server.post(&path, json!({})).await;
     assert_eq!(status, 422, "{problem}");
 
     run_turn(&server, &conv, "FIRST-MARKER question").await;
     run_turn(&server, &conv, "second question").await;
-    let (status, answer) = post(&server, &path, json!({"keepLast": 2})).await;
+    let (status, answer) = server.post(&path, json!({"keepLast": 2})).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["modelId"], "mock/echo");
     assert_eq!(answer["resolvedFrom"], "operationConfig");
@@ -217,12 +185,12 @@ async fn compaction_summarizes_and_later_turns_send_the_summary() {
     assert_eq!(call["conversationId"], conv.as_str());
     assert_eq!(call["modelId"], "mock/echo");
     // Compacting again with the same split: nothing new.
-    let (status, _) = post(&server, &path, json!({"keepLast": 2})).await;
+    let (status, _) = server.post(&path, json!({"keepLast": 2})).await;
     assert_eq!(status, 422);
 
     // The next turn sends the summary instead of the covered messages.
     run_turn(&server, &conv, "third question").await;
-    let request = chat_requests(&server).last().cloned().unwrap();
+    let request = server.mock_chats().last().cloned().unwrap();
     let sent = request["messages"].as_array().unwrap();
     assert_eq!(sent[0]["role"], "system");
     assert_eq!(

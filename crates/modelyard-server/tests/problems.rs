@@ -19,9 +19,15 @@ async fn server() -> TestServer {
 #[tokio::test]
 async fn an_unknown_conversation_is_conversation_not_found() {
     let server = server().await;
-    let (status, body) = send(&server, "GET", "/v1/conversations/nope", None).await;
-    assert_eq!(status, 404);
-    assert_eq!(body["code"], "conversation_not_found", "{body}");
+    server
+        .problem(
+            "GET",
+            "/v1/conversations/nope",
+            None,
+            404,
+            "conversation_not_found",
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -29,9 +35,9 @@ async fn an_unknown_turn_is_turn_not_found() {
     let server = server().await;
     let conv = create(&server, json!({})).await;
     let path = format!("/v1/conversations/{conv}/turns/nope/cancel");
-    let (status, body) = send(&server, "POST", &path, None).await;
-    assert_eq!(status, 404);
-    assert_eq!(body["code"], "turn_not_found", "{body}");
+    server
+        .problem("POST", &path, None, 404, "turn_not_found")
+        .await;
 }
 
 #[tokio::test]
@@ -40,9 +46,15 @@ async fn a_second_turn_while_one_runs_is_turn_running() {
     let conv = create(&server, json!({"model": "mock/hang"})).await;
     start_turn(&server, &conv, json!({"content": "wait"})).await;
     let path = format!("/v1/conversations/{conv}/turns");
-    let (status, body) = send(&server, "POST", &path, Some(json!({"content": "again"}))).await;
-    assert_eq!(status, 409);
-    assert_eq!(body["code"], "turn_running", "{body}");
+    server
+        .problem(
+            "POST",
+            &path,
+            Some(json!({"content": "again"})),
+            409,
+            "turn_running",
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -64,15 +76,15 @@ async fn a_body_that_is_not_json_is_invalid_json() {
 #[tokio::test]
 async fn a_body_of_the_wrong_shape_is_invalid_body() {
     let server = server().await;
-    let (status, body) = send(
-        &server,
-        "POST",
-        "/v1/conversations",
-        Some(json!({"unknownField": 1})),
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert_eq!(body["code"], "invalid_body", "{body}");
+    server
+        .problem(
+            "POST",
+            "/v1/conversations",
+            Some(json!({"unknownField": 1})),
+            400,
+            "invalid_body",
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -94,15 +106,15 @@ async fn a_body_that_is_not_declared_json_is_unsupported_media_type() {
 #[tokio::test]
 async fn a_bad_field_is_invalid_field_and_names_it() {
     let server = server().await;
-    let (status, body) = send(
-        &server,
-        "POST",
-        "/v1/conversations",
-        Some(json!({"metadata": [1]})),
-    )
-    .await;
-    assert_eq!(status, 422);
-    assert_eq!(body["code"], "invalid_field", "{body}");
+    let body = server
+        .problem(
+            "POST",
+            "/v1/conversations",
+            Some(json!({"metadata": [1]})),
+            422,
+            "invalid_field",
+        )
+        .await;
     assert_eq!(body["field"], "metadata", "{body}");
 }
 
@@ -111,15 +123,15 @@ async fn a_model_no_provider_serves_is_model_not_found_with_suggestions() {
     let server = server().await;
     let conv = create(&server, json!({})).await;
     let path = format!("/v1/conversations/{conv}/model");
-    let (status, body) = send(
-        &server,
-        "PUT",
-        &path,
-        Some(json!({"model": "mock/mock-modle"})),
-    )
-    .await;
-    assert_eq!(status, 422);
-    assert_eq!(body["code"], "model_not_found", "{body}");
+    let body = server
+        .problem(
+            "PUT",
+            &path,
+            Some(json!({"model": "mock/mock-modle"})),
+            422,
+            "model_not_found",
+        )
+        .await;
     assert!(body["suggestions"].is_array(), "{body}");
 }
 
@@ -128,18 +140,30 @@ async fn a_resume_past_the_log_is_invalid_position() {
     let server = server().await;
     let conv = create(&server, json!({})).await;
     let path = format!("/v1/conversations/{conv}/events?after=99");
-    let (status, body) = send(&server, "GET", &path, None).await;
-    assert_eq!(status, 400);
-    assert_eq!(body["code"], "invalid_position", "{body}");
+    server
+        .problem("GET", &path, None, 400, "invalid_position")
+        .await;
 }
 
 #[tokio::test]
 async fn a_bad_query_is_invalid_query() {
     let server = server().await;
-    let (status, body) = send(&server, "GET", "/v1/conversations?limit=0", None).await;
-    assert_eq!(status, 400);
-    assert_eq!(body["code"], "invalid_query", "{body}");
-    let (status, body) = send(&server, "GET", "/v1/conversations?bogus=1", None).await;
-    assert_eq!(status, 400);
-    assert_eq!(body["code"], "invalid_query", "{body}");
+    server
+        .problem(
+            "GET",
+            "/v1/conversations?limit=0",
+            None,
+            400,
+            "invalid_query",
+        )
+        .await;
+    server
+        .problem(
+            "GET",
+            "/v1/conversations?bogus=1",
+            None,
+            400,
+            "invalid_query",
+        )
+        .await;
 }

@@ -5,7 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{chat_body, TestServer, POLL_EVERY};
+use common::{chat_body, TestServer};
+use modelyard_testkit::eventually;
 use serde_json::json;
 
 /// Occurrences of `needle` in `haystack`.
@@ -95,14 +96,15 @@ async fn start_up_prune_keeps_the_newest_calls() {
         .extra("[storage.retention]\nmax_calls = 2\n")
         .start()
         .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let remaining = loop {
+    let remaining = eventually(Duration::from_secs(5), "at most 2 calls remain", || async {
         let calls = server.calls().await;
-        if calls.len() <= 2 || tokio::time::Instant::now() >= deadline {
-            break calls;
+        if calls.len() <= 2 {
+            Ok(calls)
+        } else {
+            Err(calls)
         }
-        tokio::time::sleep(POLL_EVERY).await;
-    };
+    })
+    .await;
     let ids: Vec<String> = remaining
         .iter()
         .map(|c| c["id"].as_str().unwrap().to_owned())

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::{chat_body, Builder, TestServer};
 use modelyard_store::{NewLlmCall, NewLlmSession, ProjectId, RecordedSession, Store, UsageRow};
+use modelyard_testkit::eventually;
 use serde_json::{json, Value};
-use tokio::time::Instant;
 
 /// Bound of every wait in this file.
 const LIMIT: Duration = Duration::from_secs(15);
@@ -34,45 +34,9 @@ const TOKEN_FIELDS: [(&str, &str); 5] = [
     ("totalTokens", "totalTokens"),
 ];
 
-/// Sends a request; returns status and JSON body. Error answers must be
-/// problem documents.
-async fn send(server: &TestServer, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request = server.http.request(method.clone(), server.url(path));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("send");
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let text = response.text().await.expect("body");
-    let value: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
-    if status >= 400 {
-        assert!(
-            content_type.starts_with("application/problem+json"),
-            "{method} {path} → {status} is a problem document ({content_type})"
-        );
-        assert_eq!(value["status"], status, "problem status: {value}");
-        assert!(value["title"].is_string() && value["detail"].is_string());
-    }
-    (status, value)
-}
-
-async fn get(server: &TestServer, path: &str) -> Value {
-    let (status, body) = send(server, "GET", path, None).await;
-    assert_eq!(status, 200, "GET {path}: {body}");
-    body
-}
-
 /// `GET path`, asserting a 400 whose detail contains every one of `needles`.
 async fn bad_request(server: &TestServer, path: &str, needles: &[&str]) -> Value {
-    let (status, body) = send(server, "GET", path, None).await;
+    let (status, body) = server.send("GET", path, None).await;
     assert_eq!(status, 400, "GET {path}: {body}");
     let detail = body["detail"].as_str().unwrap();
     for needle in needles {
@@ -97,56 +61,50 @@ fn ids(sessions: &[Value]) -> Vec<String> {
 
 /// Polls `/v1/llm-sessions` until at least `n` sessions exist.
 async fn wait_sessions(server: &TestServer, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let sessions = data(&get(server, "/v1/llm-sessions?limit=500").await);
+    eventually(LIMIT, &format!("at least {n} sessions"), || async move {
+        let sessions = data(&server.get_ok("/v1/llm-sessions?limit=500").await);
         if sessions.len() >= n {
-            return sessions;
+            Ok(sessions)
+        } else {
+            Err(sessions)
         }
-        assert!(
-            Instant::now() < deadline,
-            "expected {n} sessions, found {}: {sessions:#?}",
-            sessions.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// Runs one turn of a new conversation to its end; returns (conversation
 /// id, turn id).
 async fn conversation_turn(server: &TestServer) -> (String, String) {
-    let (status, c) = send(
-        server,
-        "POST",
-        "/v1/conversations",
-        Some(json!({"title": "audit"})),
-    )
-    .await;
+    let (status, c) = server
+        .send("POST", "/v1/conversations", Some(json!({"title": "audit"})))
+        .await;
     assert_eq!(status, 201, "create: {c}");
     let conv = c["id"].as_str().unwrap().to_owned();
-    let (status, started) = send(
-        server,
-        "POST",
-        &format!("/v1/conversations/{conv}/turns"),
-        Some(json!({"content": "tell me about audits"})),
-    )
-    .await;
+    let (status, started) = server
+        .send(
+            "POST",
+            &format!("/v1/conversations/{conv}/turns"),
+            Some(json!({"content": "tell me about audits"})),
+        )
+        .await;
     assert_eq!(status, 202, "start turn: {started}");
     let turn_id = started["turnId"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let turns = get(server, &format!("/v1/conversations/{conv}/turns")).await;
+    let (c, t) = (conv.as_str(), turn_id.as_str());
+    let turn = eventually(LIMIT, "turn not running", || async move {
+        let turns = server.get_ok(&format!("/v1/conversations/{c}/turns")).await;
         let turn = data(&turns)
             .into_iter()
-            .find(|t| t["id"] == turn_id.as_str())
+            .find(|turn| turn["id"] == t)
             .unwrap_or_else(|| panic!("turn listed: {turns}"));
         if turn["status"] != "running" {
-            assert_eq!(turn["status"], "completed", "{turn}");
-            return (conv, turn_id);
+            Ok(turn)
+        } else {
+            Err(turn)
         }
-        assert!(Instant::now() < deadline, "turn still running");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    assert_eq!(turn["status"], "completed", "{turn}");
+    (conv, turn_id)
 }
 
 /// Three gateway sessions (one failing) and one `chat` turn session.
@@ -259,7 +217,7 @@ async fn sessions_calls_and_usage_agree() {
     let mut all_calls = Vec::new();
     for s in &sessions {
         let id = s["id"].as_str().unwrap();
-        let detail = get(&server, &format!("/v1/llm-sessions/{id}")).await;
+        let detail = server.get_ok(&format!("/v1/llm-sessions/{id}")).await;
         let calls = detail["calls"].as_array().expect("calls").clone();
         assert_eq!(detail["children"], json!([]));
         let mut summary = detail.clone();
@@ -271,9 +229,9 @@ async fn sessions_calls_and_usage_agree() {
             let call_id = call["id"].as_str().unwrap();
             assert_eq!(call["sessionId"], id);
             assert!(call.get("request").is_some(), "full call view: {call}");
-            assert_eq!(&get(&server, &format!("/v1/calls/{call_id}")).await, call);
+            assert_eq!(&server.get_ok(&format!("/v1/calls/{call_id}")).await, call);
             assert_eq!(
-                &get(&server, &format!("/v1/llm-calls/{call_id}")).await,
+                &server.get_ok(&format!("/v1/llm-calls/{call_id}")).await,
                 call
             );
         }
@@ -292,7 +250,7 @@ async fn sessions_calls_and_usage_agree() {
     // /v1/usage: every grouping totals the same as the sessions and calls.
     let day = all_calls[0]["sentAt"].as_str().unwrap()[..10].to_owned();
     for group in ["model", "provider", "operation", "day"] {
-        let usage = get(&server, &format!("/v1/usage?groupBy={group}")).await;
+        let usage = server.get_ok(&format!("/v1/usage?groupBy={group}")).await;
         assert_eq!(usage["groupBy"], group);
         assert!(usage["from"].is_null() && usage["to"].is_null());
         let rows = data(&usage);
@@ -328,13 +286,11 @@ async fn sessions_calls_and_usage_agree() {
         }
     }
     // Default grouping is by model; a range echoes normalized bounds.
-    let default = get(&server, "/v1/usage").await;
+    let default = server.get_ok("/v1/usage").await;
     assert_eq!(default["groupBy"], "model");
-    let ranged = get(
-        &server,
-        "/v1/usage?groupBy=day&from=2000-01-01&to=2000-01-02T00:00:00%2B01:00",
-    )
-    .await;
+    let ranged = server
+        .get_ok("/v1/usage?groupBy=day&from=2000-01-01&to=2000-01-02T00:00:00%2B01:00")
+        .await;
     assert_eq!(ranged["from"], "2000-01-01T00:00:00.000Z");
     assert_eq!(ranged["to"], "2000-01-01T23:00:00.000Z");
     assert_eq!(ranged["data"], json!([]));
@@ -355,7 +311,7 @@ async fn filters_and_pages() {
         let server = &server;
         async move {
             ids(&data(
-                &get(server, &format!("/v1/llm-sessions?{query}")).await,
+                &server.get_ok(&format!("/v1/llm-sessions?{query}")).await,
             ))
         }
     };
@@ -381,27 +337,27 @@ async fn filters_and_pages() {
     assert_eq!(count("from=2999-01-01").await, 0);
 
     // Paging: limit 3 → 3 + 1, nextBefore null on the short page.
-    let page1 = get(&server, "/v1/llm-sessions?limit=3").await;
+    let page1 = server.get_ok("/v1/llm-sessions?limit=3").await;
     assert_eq!(ids(&data(&page1)), all[..3]);
     let next = page1["nextBefore"].as_str().expect("nextBefore").to_owned();
     assert_eq!(next, all[2]);
-    let page2 = get(&server, &format!("/v1/llm-sessions?limit=3&before={next}")).await;
+    let page2 = server
+        .get_ok(&format!("/v1/llm-sessions?limit=3&before={next}"))
+        .await;
     assert_eq!(ids(&data(&page2)), all[3..]);
     assert!(page2["nextBefore"].is_null());
     // A full last page still has a cursor; the page after it is empty.
-    let page = get(&server, "/v1/llm-sessions?limit=4").await;
+    let page = server.get_ok("/v1/llm-sessions?limit=4").await;
     let before = page["nextBefore"].as_str().expect("cursor");
-    let empty = get(
-        &server,
-        &format!("/v1/llm-sessions?limit=4&before={before}"),
-    )
-    .await;
+    let empty = server
+        .get_ok(&format!("/v1/llm-sessions?limit=4&before={before}"))
+        .await;
     assert_eq!(empty, json!({"data": [], "nextBefore": null}));
     server.shutdown().await;
 }
 
 #[tokio::test]
-async fn bad_parameters_are_400_and_unknown_ids_404() {
+async fn bad_session_list_parameters_are_400_naming_them() {
     let server = builder().start().await;
     let body = bad_request(&server, "/v1/llm-sessions?foo=1", &["unknown field", "foo"]).await;
     assert_eq!(body["title"], "Bad Request");
@@ -439,6 +395,12 @@ async fn bad_parameters_are_400_and_unknown_ids_404() {
     )
     .await;
     bad_request(&server, "/v1/llm-sessions?model=", &["model", "empty"]).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_usage_parameters_are_400_naming_them() {
+    let server = builder().start().await;
     let body = bad_request(
         &server,
         "/v1/usage?groupBy=week",
@@ -468,22 +430,33 @@ async fn bad_parameters_are_400_and_unknown_ids_404() {
         &["must be before"],
     )
     .await;
+    server.shutdown().await;
+}
 
+#[tokio::test]
+async fn unknown_session_and_call_ids_are_404() {
+    let server = builder().start().await;
     for path in [
         "/v1/llm-sessions/nope",
         "/v1/llm-calls/nope",
         "/v1/calls/nope",
     ] {
-        let (status, body) = send(&server, "GET", path, None).await;
+        let (status, body) = server.send("GET", path, None).await;
         assert_eq!(status, 404, "{path}: {body}");
         assert!(body["detail"].as_str().unwrap().contains("nope"), "{body}");
     }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_nothing_recorded_lists_are_empty_and_totals_zero() {
+    let server = builder().start().await;
     // Nothing recorded yet: empty lists and zero totals.
     assert_eq!(
-        get(&server, "/v1/llm-sessions").await,
+        server.get_ok("/v1/llm-sessions").await,
         json!({"data": [], "nextBefore": null})
     );
-    let usage = get(&server, "/v1/usage?groupBy=day").await;
+    let usage = server.get_ok("/v1/usage?groupBy=day").await;
     assert_eq!(usage["data"], json!([]));
     assert_eq!(
         usage["total"],
@@ -568,7 +541,7 @@ async fn session_detail_lists_children() {
     store.close().await;
 
     let server = builder().dir(dir).start().await;
-    let detail = get(&server, &format!("/v1/llm-sessions/{parent}")).await;
+    let detail = server.get_ok(&format!("/v1/llm-sessions/{parent}")).await;
     assert_eq!(detail["usage"]["totalTokens"], 5);
     assert_eq!(detail["durationMs"], 1000);
     assert_eq!(detail["startedAt"], "2024-01-01T00:00:00.000Z");
@@ -582,14 +555,12 @@ async fn session_detail_lists_children() {
         children[1]["usage"]["totalTokens"], 0,
         "unreported usage is 0"
     );
-    let child = get(&server, &format!("/v1/llm-sessions/{child_a}")).await;
+    let child = server.get_ok(&format!("/v1/llm-sessions/{child_a}")).await;
     assert_eq!(child["children"], json!([]));
     assert_eq!(child["calls"][0]["id"], ids[4].as_str());
-    let usage = get(
-        &server,
-        "/v1/usage?groupBy=operation&from=2024-01-01&to=2024-01-02",
-    )
-    .await;
+    let usage = server
+        .get_ok("/v1/usage?groupBy=operation&from=2024-01-01&to=2024-01-02")
+        .await;
     assert_eq!(
         usage["data"]
             .as_array()

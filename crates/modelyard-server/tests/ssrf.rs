@@ -16,17 +16,16 @@ use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use common::conv::{create, get, send, start_turn, LIMIT};
 use common::TestServer;
 use futures_util::future::BoxFuture;
-use modelyard_testkit::{MockOptions, MockUpstream};
+use modelyard_testkit::{eventually, MockOptions, MockUpstream};
 use modelyard_upstream::ssrf::{AddressPolicy, GuardedResolver, Lookup};
 use modelyard_upstream::{ProviderClient, Timeouts, UpstreamError};
 use serde_json::{json, Value};
-use tokio::time::Instant;
+
 use url::Url;
 
 const LISTED: &[&str] = &["echo", "tool-call:get_weather", "tool-call:advisor"];
@@ -75,22 +74,26 @@ fn assert_base_url_refused(status: u16, problem: &Value, url: &str, needle: &str
 
 /// Polls the turn until it is neither running nor queued; returns it.
 async fn settle(server: &TestServer, conv: &str, turn_id: &str) -> Value {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let turns = get(server, &format!("/v1/conversations/{conv}/turns")).await;
-        let turn = turns["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["id"] == turn_id)
-            .cloned()
-            .unwrap_or_else(|| panic!("turn {turn_id} listed: {turns}"));
-        if turn["status"] != "running" {
-            return turn;
-        }
-        assert!(Instant::now() < deadline, "turn {turn_id} still running");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        LIMIT,
+        &format!("turn {turn_id} not running"),
+        || async move {
+            let turns = get(server, &format!("/v1/conversations/{conv}/turns")).await;
+            let turn = turns["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["id"] == turn_id)
+                .cloned()
+                .unwrap_or_else(|| panic!("turn {turn_id} listed: {turns}"));
+            if turn["status"] != "running" {
+                Ok(turn)
+            } else {
+                Err(turn)
+            }
+        },
+    )
+    .await
 }
 
 const METADATA: &str = "169.254.169.254 is a link-local / cloud metadata address";

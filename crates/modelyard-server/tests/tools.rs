@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use common::conv::*;
 use common::TestServer;
+use modelyard_testkit::eventually;
 use serde_json::{json, Value};
-use tokio::time::Instant;
 
 const LISTED: &[&str] = &[
     "mock-model",
@@ -114,8 +114,7 @@ fn advisor_output(events: &[Ev], call: &str) -> String {
 }
 
 async fn sessions(server: &TestServer, conv: &str, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + LIMIT;
-    loop {
+    eventually(LIMIT, &format!("{n} sessions"), || async move {
         let body = get(
             server,
             &format!("/v1/llm-sessions?conversationId={conv}&limit=100"),
@@ -123,11 +122,12 @@ async fn sessions(server: &TestServer, conv: &str, n: usize) -> Vec<Value> {
         .await;
         let data = body["data"].as_array().unwrap().clone();
         if data.len() >= n {
-            return data;
+            Ok(data)
+        } else {
+            Err(body)
         }
-        assert!(Instant::now() < deadline, "{n} sessions: {body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 fn usage_of(v: &Value) -> (i64, i64) {
@@ -595,10 +595,11 @@ async fn client_tools_end_in_requires_action_and_tool_results_resume() {
 }
 
 #[tokio::test]
-async fn bad_tools_limits_failures_and_unknown_tools_are_tool_errors() {
+async fn invalid_client_tools_are_422_before_anything_is_written() {
     let server = server_with("[turns]\nadvisor_max_uses = 2\n").await;
-    // Invalid client tools are refused before anything is written.
+    // Given a conversation advised by `mock/echo`.
     let conv = advised(&server, "mock/echo").await;
+    // Invalid client tools are refused before anything is written.
     for tools in [
         json!([{"type": "code_interpreter"}]),
         json!([{"type": "function", "function": {"name": "bad name"}}]),
@@ -619,6 +620,13 @@ async fn bad_tools_limits_failures_and_unknown_tools_are_tool_errors() {
         get(&server, &format!("/v1/conversations/{conv}")).await["lastSeq"],
         1
     );
+}
+
+#[tokio::test]
+async fn an_advisor_call_past_its_uses_per_turn_is_a_tool_error() {
+    let server = server_with("[turns]\nadvisor_max_uses = 2\n").await;
+    // Given a conversation advised by `mock/echo`.
+    let conv = advised(&server, "mock/echo").await;
 
     // Three calls with two uses allowed: the third is a clear tool error.
     let (_, events) = turn_events(
@@ -645,7 +653,11 @@ async fn bad_tools_limits_failures_and_unknown_tools_are_tool_errors() {
         results[2]
     );
     assert_eq!(tool_messages(&events)[2].data["isError"], true);
+}
 
+#[tokio::test]
+async fn a_failing_advisor_is_an_error_result_and_the_turn_goes_on() {
+    let server = server_with("[turns]\nadvisor_max_uses = 2\n").await;
     // A failing advisor: an error result the model sees, the turn goes on,
     // the error is in the advisor's session.
     let failing = advised(&server, "mock/status:500").await;
@@ -671,7 +683,11 @@ async fn bad_tools_limits_failures_and_unknown_tools_are_tool_errors() {
         .unwrap();
     assert_eq!(advisor["status"], "error");
     assert!(advisor["lastError"].as_str().unwrap().contains("HTTP 500"));
+}
 
+#[tokio::test]
+async fn a_tool_nobody_offered_is_an_error_result_naming_it() {
+    let server = server_with("[turns]\nadvisor_max_uses = 2\n").await;
     // A tool nobody offered: an error result naming the tools.
     let plain = create(&server, json!({})).await;
     let (_, events) = turn_events(
@@ -686,6 +702,13 @@ async fn bad_tools_limits_failures_and_unknown_tools_are_tool_errors() {
         .as_str()
         .unwrap()
         .contains("unknown tool \\\"nonexistent\\\""));
+}
+
+#[tokio::test]
+async fn the_advisor_setting_is_visible_and_can_be_switched_off() {
+    let server = server_with("[turns]\nadvisor_max_uses = 2\n").await;
+    // Given a conversation advised by `mock/echo`.
+    let conv = advised(&server, "mock/echo").await;
 
     // The setting is visible and can be switched off.
     let settings = get(&server, &format!("/v1/conversations/{conv}/settings")).await;

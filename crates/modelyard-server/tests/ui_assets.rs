@@ -6,9 +6,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::TestServer;
+use modelyard_testkit::eventually;
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use serde_json::json;
 
@@ -82,15 +83,20 @@ async fn ui_stays_public_when_keys_are_required() {
         .unwrap();
     assert_eq!(created.status(), 201);
     // The server notices the first key within a few seconds.
-    let deadline = Instant::now() + Duration::from_secs(8);
-    loop {
-        let status = get(&client, &server, "/v1/catalog").await.status();
-        if status == 401 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "catalog still answers {status}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (c, s) = (&client, &server);
+    eventually(
+        Duration::from_secs(8),
+        "catalog answers 401",
+        || async move {
+            let status = get(c, s, "/v1/catalog").await.status();
+            if status == 401 {
+                Ok(())
+            } else {
+                Err(status)
+            }
+        },
+    )
+    .await;
     assert_ui_served(&client, &server).await;
     let root = get(&client, &server, "/").await;
     assert!(root.status().is_redirection(), "{}", root.status());

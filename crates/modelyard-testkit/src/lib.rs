@@ -112,6 +112,7 @@
 //! produced a response (e.g. `hang`, `slow:<ms>` non-stream, `slow-first:<ms>`) counts in
 //! [`MockUpstream::cancelled_requests`].
 
+pub mod eventually;
 pub mod hostile;
 
 mod body;
@@ -124,6 +125,7 @@ mod response;
 mod stream;
 mod upstream;
 
+pub use eventually::{eventually, Observation};
 pub use options::{Flavour, MockModel, MockOptions, RecordedRequest};
 pub use upstream::MockUpstream;
 

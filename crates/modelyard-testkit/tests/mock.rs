@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use modelyard_testkit::{Flavour, MockModel, MockOptions, MockUpstream};
+use modelyard_testkit::{eventually, Flavour, MockModel, MockOptions, MockUpstream};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -402,9 +402,10 @@ async fn cancelled_request_is_counted() {
     )
     .await;
     // Wait until the mock is serving it, then hang up.
-    while mock.in_flight() == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(Duration::from_secs(5), "the mock is serving it", || {
+        std::future::ready(mock.in_flight() > 0)
+    })
+    .await;
     drop(s);
     assert!(
         mock.wait_cancelled_requests(1, Duration::from_secs(5))
@@ -871,9 +872,10 @@ async fn discovery_delay_case(flavour: Flavour) {
     let addr = mock.addr();
     let slow = tokio::spawn(async move { request(addr, "GET", probe, None).await });
     // Wait until the probe is being served, then chat (stream and not) alongside it.
-    while mock.in_flight() == 0 {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    eventually(Duration::from_secs(5), "the mock is serving it", || {
+        std::future::ready(mock.in_flight() > 0)
+    })
+    .await;
     assert_eq!(chat(&mock, "echo", false, false).await.status, 200);
     let data = chat(&mock, "echo", true, false).await.sse_data();
     assert_eq!(data.last().unwrap(), "[DONE]");

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use modelyard_testkit::eventually;
 use modelyard_testkit::hostile::HostileUpstream;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -89,20 +90,19 @@ impl Server {
             http: reqwest::Client::new(),
             dir,
         };
-        let deadline = Instant::now() + LIMIT;
-        loop {
+        eventually(LIMIT, "modelyard becomes healthy", || {
             server.assert_alive("starting");
-            if let Ok(r) = server.http.get(server.url("/health")).send().await {
-                if r.status() == 200 {
-                    return server;
+            let (http, url) = (server.http.clone(), server.url("/health"));
+            async move {
+                match http.get(url).send().await {
+                    Ok(r) if r.status() == 200 => Ok(()),
+                    Ok(r) => Err(format!("status {}", r.status())),
+                    Err(e) => Err(e.to_string()),
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "modelyard did not become healthy"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        })
+        .await;
+        server
     }
 
     /// The exit status if the process is gone (or going: /health fails).

@@ -9,25 +9,10 @@ use std::time::Duration;
 use common::{conversation_usable, create_conversation, Dir, Options, Server, LIMIT};
 use modelyard_core::conversation::{EventPayload, ResolvedFrom};
 use modelyard_store::{ProjectId, Store};
-use modelyard_testkit::MockUpstream;
+use modelyard_testkit::{eventually, MockUpstream};
 use serde_json::{json, Value};
 use sqlx::{ConnectOptions, Connection, Executor};
 use tokio::time::Instant;
-
-/// Polls `check` every 50 ms until it returns `Some`, at most [`LIMIT`].
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "not within {LIMIT:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn health(server: &Server, query: &str) -> (u16, Value) {
     server
@@ -86,7 +71,7 @@ async fn a_call_log_batch_is_retried_after_a_transient_write_failure() {
         .expect("release the write lock");
     let _ = blocker.close().await;
     // ...then its record is written by a later try, and nothing was lost.
-    eventually("the call is recorded", || async {
+    eventually(LIMIT, "the call is recorded", || async {
         let calls = server.get("/v1/calls").await;
         (calls["data"].as_array().unwrap().len() == 1).then_some(())
     })

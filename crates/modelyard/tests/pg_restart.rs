@@ -19,7 +19,7 @@ use common::{
     assert_store_consistent, conversation_usable, create_conversation, long_text, start_turn, Dir,
     Options, Server, LIMIT,
 };
-use modelyard_testkit::MockUpstream;
+use modelyard_testkit::{eventually, MockUpstream};
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor};
@@ -75,11 +75,10 @@ async fn fresh_database(server_url: &str) -> (String, PgConnectOptions, String) 
 }
 
 async fn wait_pg_up(admin: &PgConnectOptions) {
-    let deadline = Instant::now() + LIMIT;
-    while admin.connect().await.is_err() {
-        assert!(Instant::now() < deadline, "PostgreSQL did not come back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(LIMIT, "PostgreSQL comes back", || async {
+        admin.connect().await.map(drop)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,18 +125,18 @@ async fn postgres_restarted_during_20_turns() {
     let outage = Outage::begin();
     let began = Instant::now();
     // ...readiness says so, liveness stays up...
-    let deadline = Instant::now() + LIMIT;
-    loop {
+    eventually(LIMIT, "ready turns 503", || async {
         let (status, body) = server
             .send(reqwest::Method::GET, "/health?ready=1", None)
             .await;
         if status == 503 {
             assert_eq!(body["store"], "unreachable", "{body}");
-            break;
+            Ok(())
+        } else {
+            Err(body)
         }
-        assert!(Instant::now() < deadline, "ready stays 200: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let (status, body) = server.send(reqwest::Method::GET, "/health", None).await;
     assert_eq!(
         (status, &body["store"]),

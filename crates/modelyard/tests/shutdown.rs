@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{Dir, Options, Server};
-use modelyard_testkit::MockUpstream;
+use modelyard_testkit::{eventually, MockUpstream};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -41,11 +41,10 @@ async fn server_with_a_hanging_stream(
     let client = tokio::spawn(async move {
         let _ = request.send().await;
     });
-    let deadline = Instant::now() + common::LIMIT;
-    while mock.in_flight() == 0 {
-        assert!(Instant::now() < deadline, "the request reached the mock");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(common::LIMIT, "the request reached the mock", || {
+        std::future::ready(mock.in_flight() > 0)
+    })
+    .await;
     (server, client)
 }
 

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use modelyard_testkit::eventually;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -79,24 +80,29 @@ pub async fn start_turn(server: &TestServer, conv: &str, body: Value) -> Value {
 
 /// Polls the turn until it is no longer running; returns it.
 pub async fn wait_turn(server: &TestServer, conv: &str, turn_id: &str) -> Value {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let turns = get(server, &format!("/v1/conversations/{conv}/turns")).await;
-        let turn = turns["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["id"] == turn_id)
-            .cloned()
-            .unwrap_or_else(|| panic!("turn {turn_id} listed: {turns}"));
-        if turn["status"] != "running" {
-            let c = get(server, &format!("/v1/conversations/{conv}")).await;
-            assert_eq!(c["status"], "idle", "{c}");
-            return turn;
-        }
-        assert!(Instant::now() < deadline, "turn {turn_id} still running");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let turn = eventually(
+        LIMIT,
+        &format!("turn {turn_id} not running"),
+        || async move {
+            let turns = get(server, &format!("/v1/conversations/{conv}/turns")).await;
+            let turn = turns["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["id"] == turn_id)
+                .cloned()
+                .unwrap_or_else(|| panic!("turn {turn_id} listed: {turns}"));
+            if turn["status"] != "running" {
+                Ok(turn)
+            } else {
+                Err(turn)
+            }
+        },
+    )
+    .await;
+    let c = get(server, &format!("/v1/conversations/{conv}")).await;
+    assert_eq!(c["status"], "idle", "{c}");
+    turn
 }
 
 pub async fn run_turn(server: &TestServer, conv: &str, body: Value) -> (Value, Value) {

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use modelyard_server::{Config, RunningServer};
-use modelyard_testkit::{MockOptions, MockUpstream};
+use modelyard_testkit::{eventually, MockOptions, MockUpstream};
 use serde_json::Value;
 
 /// Placeholder in provider TOML replaced by the mock's base URL.
@@ -26,8 +26,6 @@ pub fn named_mock_url(name: &str) -> String {
 
 /// How long [`TestServer::wait_calls`] polls before giving up.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(5);
-/// Polling interval of [`TestServer::wait_calls`].
-pub const POLL_EVERY: Duration = Duration::from_millis(20);
 
 /// The default provider section: one `openai` provider named `mock`.
 pub const MOCK_PROVIDER: &str = r#"
@@ -312,23 +310,22 @@ impl TestServer {
         page["data"].as_array().cloned().expect("`data` array")
     }
 
-    /// Polls `GET /v1/calls` every 20 ms for up to 5 s until at least `n`
+    /// Polls `GET /v1/calls` for up to [`WAIT_LIMIT`] until at least `n`
     /// call records exist; returns them, newest first.
     pub async fn wait_calls(&self, n: usize) -> Vec<Value> {
-        let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
-        loop {
-            let calls = self.calls().await;
-            if calls.len() >= n {
-                return calls;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!(
-                    "expected {n} call records within {WAIT_LIMIT:?}, found {}: {calls:#?}",
-                    calls.len()
-                );
-            }
-            tokio::time::sleep(POLL_EVERY).await;
-        }
+        eventually(
+            WAIT_LIMIT,
+            &format!("at least {n} call records"),
+            || async move {
+                let calls = self.calls().await;
+                if calls.len() >= n {
+                    Ok(calls)
+                } else {
+                    Err(calls)
+                }
+            },
+        )
+        .await
     }
 
     /// `GET /v1/calls/{id}`: the full record.
@@ -341,6 +338,90 @@ impl TestServer {
         let calls = self.wait_calls(1).await;
         assert_eq!(calls.len(), 1, "one call recorded: {calls:#?}");
         self.call(calls[0]["id"].as_str().expect("call id")).await
+    }
+
+    // ------------------------------------------------------------ typed client
+    //
+    // The requests the tests repeat, written once (see [`conv`] for the
+    // checks each makes). Error answers must be problem documents.
+
+    /// `method path` with an optional JSON body: status and JSON body (`null`
+    /// when empty). A status of 400 or more must be a problem document with a
+    /// `code` ([`conv::send`]).
+    pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        conv::send(self, method, path, body).await
+    }
+
+    /// `GET path`, asserting 200 (problem-checked like [`TestServer::send`]).
+    pub async fn get_ok(&self, path: &str) -> Value {
+        conv::get(self, path).await
+    }
+
+    /// `POST path` with `body`.
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send("POST", path, Some(body)).await
+    }
+
+    /// `PATCH path` with `body`.
+    pub async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send("PATCH", path, Some(body)).await
+    }
+
+    /// Sends `method path` and asserts a problem with `status` and `code`;
+    /// returns the problem.
+    pub async fn problem(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        status: u16,
+        code: &str,
+    ) -> Value {
+        let (got, problem) = self.send(method, path, body).await;
+        assert_eq!(got, status, "{method} {path}: {problem}");
+        assert_eq!(problem["code"], code, "{method} {path}: {problem}");
+        problem
+    }
+
+    /// `POST /v1/conversations`, asserting 201; the new id.
+    pub async fn create_conversation(&self, body: Value) -> String {
+        conv::create(self, body).await
+    }
+
+    /// `POST /v1/conversations/{conv}/turns`, asserting 202; the started turn.
+    pub async fn start_turn(&self, conv: &str, body: Value) -> Value {
+        conv::start_turn(self, conv, body).await
+    }
+
+    /// Waits until the turn is no longer running; the turn.
+    pub async fn wait_turn(&self, conv: &str, turn_id: &str) -> Value {
+        conv::wait_turn(self, conv, turn_id).await
+    }
+
+    /// Starts a turn and waits for its end: (started, ended).
+    pub async fn run_turn(&self, conv: &str, body: Value) -> (Value, Value) {
+        conv::run_turn(self, conv, body).await
+    }
+
+    /// The conversation's messages.
+    pub async fn messages(&self, conv: &str) -> Vec<Value> {
+        conv::messages(self, conv).await
+    }
+
+    /// Opens `GET /v1/conversations/{conv}/events`, resuming after `last_id`.
+    pub async fn events(&self, conv: &str, last_id: Option<&str>) -> conv::Sse {
+        conv::Sse::open(self, conv, last_id).await
+    }
+
+    /// The JSON bodies of the chat completions the `mock` upstream received,
+    /// oldest first.
+    pub fn mock_chats(&self) -> Vec<Value> {
+        self.mock
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/v1/chat/completions")
+            .map(|r| r.json().expect("JSON request"))
+            .collect()
     }
 
     /// Stops the server (flushing the call log) and returns its data

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use modelyard_testkit::MockUpstream;
+use modelyard_testkit::{eventually, MockUpstream};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -137,22 +137,21 @@ impl Server {
             base_url: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
         };
-        let deadline = Instant::now() + LIMIT;
-        loop {
+        eventually(LIMIT, "modelyard becomes healthy", || {
             if let Some(status) = server.child.try_wait().unwrap() {
                 panic!("modelyard serve exited early: {status}");
             }
-            if let Ok(r) = server.http.get(server.url("/health")).send().await {
-                if r.status() == 200 {
-                    return server;
+            let (http, url) = (server.http.clone(), server.url("/health"));
+            async move {
+                match http.get(url).send().await {
+                    Ok(r) if r.status() == 200 => Ok(()),
+                    Ok(r) => Err(format!("status {}", r.status())),
+                    Err(e) => Err(e.to_string()),
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "modelyard did not become healthy"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        })
+        .await;
+        server
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -219,8 +218,7 @@ impl Server {
     }
 
     pub async fn wait_turn(&self, conv: &str, turn_id: &str) -> Value {
-        let deadline = Instant::now() + LIMIT;
-        loop {
+        eventually(LIMIT, "turn not running", || async move {
             let turns = self.get(&format!("/v1/conversations/{conv}/turns")).await;
             let turn = turns["data"]
                 .as_array()
@@ -230,23 +228,21 @@ impl Server {
                 .cloned()
                 .expect("turn listed");
             if turn["status"] != "running" {
-                return turn;
+                Ok(turn)
+            } else {
+                Err(turn)
             }
-            assert!(Instant::now() < deadline, "turn still running: {turn}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        })
+        .await
     }
 
     /// Waits for the process to exit; its exit status.
     pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "modelyard did not exit");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let child = &mut self.child;
+        eventually(LIMIT, "modelyard exits", || {
+            std::future::ready(child.try_wait().unwrap())
+        })
+        .await
     }
 }
 
