@@ -1,0 +1,344 @@
+//! The steps of a run: model calls, their streamed progress (text,
+//! reasoning and tool-call events) and the tool calls they make.
+
+use modelyard_core::conversation::{EventPayload, Part, TokenUsage, ToolCallRef};
+use modelyard_store::NewLlmCall;
+use modelyard_upstream::openai::StreamAccumulator;
+use serde_json::{json, Value};
+
+use super::request::request_body;
+use super::run::{Ending, Outcome};
+use super::{publish, TurnJob};
+use crate::app::AppState;
+use crate::conversations::advisor::{self, Advisor, ADVISOR_TOOL};
+use crate::conversations::call::{stream_call, CallEnd};
+use crate::conversations::live::LiveTurn;
+
+/// The run's steps; see the [module docs](super).
+pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome {
+    let TurnJob {
+        app, live, target, ..
+    } = job;
+    let conversation = match app
+        .store
+        .get_conversation(&app.project, &live.conversation_id)
+        .await
+    {
+        Ok(Some(c)) => c,
+        Ok(None) => return Outcome::ended(Ending::Failed("the conversation is gone".into())),
+        Err(err) => {
+            return Outcome::ended(Ending::Failed(format!(
+                "cannot read the conversation: {err}"
+            )))
+        }
+    };
+    let advisor: Option<Advisor> = if conversation.advisor {
+        match advisor::resolve(app, &conversation).await {
+            Ok(advisor) => Some(advisor),
+            Err(reason) => {
+                tracing::warn!(conversation = %conversation.id, %reason, "advisor not offered");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let client_names: Vec<&str> = job
+        .client_tools
+        .iter()
+        .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
+        .collect();
+    let tools: Vec<Value> = advisor
+        .as_ref()
+        .map(|_| advisor::tool_definition())
+        .into_iter()
+        .chain(job.client_tools.iter().cloned())
+        .collect();
+    let max_steps = app.config.turns.max_tool_steps;
+    let max_uses = app.config.turns.advisor_max_uses;
+    let mut advisor_uses: Option<u32> = None;
+
+    for step in 1..=max_steps {
+        let messages = match app
+            .store
+            .list_messages(&app.project, &live.conversation_id)
+            .await
+        {
+            Ok(messages) => messages,
+            Err(err) => {
+                return Outcome::ended(Ending::Failed(format!(
+                    "cannot read the conversation: {err}"
+                )))
+            }
+        };
+        let summary = match app
+            .store
+            .get_conversation(&app.project, &live.conversation_id)
+            .await
+        {
+            Ok(Some(c)) => c.compacted_through_seq.zip(c.summary),
+            _ => None,
+        };
+        // Consultations earlier in this turn (before a requires_action).
+        let uses = advisor_uses.get_or_insert_with(|| {
+            messages
+                .iter()
+                .filter(|m| m.turn_id == live.turn_id && m.role == "tool" && m.model_id.is_some())
+                .filter(|m| {
+                    m.parts
+                        .iter()
+                        .any(|p| matches!(p, Part::ToolResult { name, .. } if name == ADVISOR_TOOL))
+                })
+                .count() as u32
+        });
+        let body = request_body(
+            target.resolution.model_id.model(),
+            &messages,
+            job.llm_config.as_ref(),
+            job.reasoning_effort.as_deref(),
+            summary.as_ref().map(|(seq, text)| (*seq, text.as_str())),
+            &tools,
+        );
+        let mut progress = Progress::default();
+        let mut on_chunk = |acc: &StreamAccumulator| progress.publish(app, live, acc);
+        let streamed =
+            stream_call(app, live, target, &job.operation, body, true, &mut on_chunk).await;
+        calls.push(streamed.record().into_call(&job.session_id));
+        let summary = streamed.acc.summary();
+        let (parts, tool_calls) = progress.parts(&summary);
+        let last_text = summary.text.clone();
+        let assistant = EventPayload::AssistantMessage {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            turn_id: live.turn_id.clone(),
+            parts,
+            model_id: target.resolution.model_id.to_string(),
+            usage: TokenUsage::from(summary.usage),
+            finish_reason: summary.finish_reason.clone(),
+        };
+        let has_parts =
+            matches!(&assistant, EventPayload::AssistantMessage { parts, .. } if !parts.is_empty());
+        let done = streamed.end == CallEnd::Done;
+        if !done || tool_calls.is_empty() {
+            // A partial answer is kept on failure and cancel: the record stays readable.
+            return Outcome {
+                ending: streamed.end.into(),
+                last_message: (has_parts || done).then_some(assistant),
+                last_text,
+            };
+        }
+        if step == max_steps {
+            return Outcome {
+                ending: Ending::Failed(format!(
+                    "the model still called tools after {max_steps} model calls \
+                     ([turns] max_tool_steps)"
+                )),
+                last_message: Some(assistant),
+                last_text,
+            };
+        }
+        match app
+            .append_and_publish(&live.conversation_id, vec![assistant])
+            .await
+        {
+            Ok(events) => live.note_seq(events.last().map_or(0, |e| e.seq)),
+            Err(err) => {
+                return Outcome::ended(Ending::Failed(format!("cannot save the answer: {err}")));
+            }
+        }
+        let mut pending = Vec::new();
+        for call in tool_calls {
+            let (content, is_error, model_id, usage, stopped) = match &advisor {
+                Some(advisor) if call.name == ADVISOR_TOOL => {
+                    let c = advisor::consult(
+                        app,
+                        live,
+                        advisor,
+                        &call.id,
+                        &call.arguments,
+                        uses,
+                        max_uses,
+                        &job.session_id,
+                    )
+                    .await;
+                    (c.content, c.is_error, c.model_id, c.usage, c.stopped)
+                }
+                _ if client_names.contains(&call.name.as_str()) => {
+                    pending.push(call);
+                    continue;
+                }
+                _ => {
+                    let offered: Vec<&str> = tools
+                        .iter()
+                        .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
+                        .collect();
+                    let error = if offered.is_empty() {
+                        format!("unknown tool {:?}: no tools are available", call.name)
+                    } else {
+                        format!(
+                            "unknown tool {:?}; the tools are: {}",
+                            call.name,
+                            offered.join(", ")
+                        )
+                    };
+                    (
+                        json!({"type": "error", "error": error}).to_string(),
+                        true,
+                        None,
+                        None,
+                        None,
+                    )
+                }
+            };
+            let message = EventPayload::ToolMessage {
+                message_id: uuid::Uuid::now_v7().to_string(),
+                turn_id: live.turn_id.clone(),
+                tool_call_id: call.id.clone(),
+                name: call.name.clone(),
+                content,
+                is_error,
+                model_id,
+                usage,
+            };
+            match app
+                .append_and_publish(&live.conversation_id, vec![message])
+                .await
+            {
+                Ok(events) => live.note_seq(events.last().map_or(0, |e| e.seq)),
+                Err(err) => {
+                    return Outcome::ended(Ending::Failed(format!(
+                        "cannot save the result of tool call {}: {err}",
+                        call.id
+                    )));
+                }
+            }
+            publish(
+                app,
+                live,
+                "tool_call.completed",
+                json!({"turnId": live.turn_id, "toolCallId": call.id, "name": call.name,
+                       "isError": is_error}),
+            );
+            if let Some(end) = stopped {
+                return Outcome::ended(end.into());
+            }
+        }
+        if !pending.is_empty() {
+            return Outcome::ended(Ending::RequiresAction(pending));
+        }
+    }
+    Outcome::ended(Ending::Failed("no model call was made".into()))
+}
+
+/// What a chat step has published so far, and the ids of its tool calls.
+#[derive(Default)]
+struct Progress {
+    text: usize,
+    reasoning: usize,
+    /// Per tool call index: its id (the model's, else one made up) and
+    /// how many argument bytes were published.
+    calls: Vec<(String, usize)>,
+}
+
+impl Progress {
+    fn publish(&mut self, app: &AppState, live: &LiveTurn, acc: &StreamAccumulator) {
+        if acc.reasoning().len() > self.reasoning {
+            let delta = &acc.reasoning()[self.reasoning..];
+            publish(
+                app,
+                live,
+                "reasoning.delta",
+                json!({"turnId": live.turn_id, "delta": delta}),
+            );
+            self.reasoning = acc.reasoning().len();
+        }
+        if acc.text().len() > self.text {
+            let delta = &acc.text()[self.text..];
+            publish(
+                app,
+                live,
+                "text.delta",
+                json!({"turnId": live.turn_id, "delta": delta}),
+            );
+            self.text = acc.text().len();
+        }
+        for index in 0..acc.tool_call_count() {
+            let Some((id, name, arguments)) = acc.tool_call(index) else {
+                continue;
+            };
+            if index >= self.calls.len() {
+                if name.is_empty() {
+                    break; // announced once its name is known
+                }
+                let id = if id.is_empty() {
+                    format!("call_{}", uuid::Uuid::now_v7().simple())
+                } else {
+                    id.to_owned()
+                };
+                publish(
+                    app,
+                    live,
+                    "tool_call.started",
+                    json!({"turnId": live.turn_id, "toolCallId": id, "name": name}),
+                );
+                self.calls.push((id, 0));
+            }
+            let (id, sent) = &mut self.calls[index];
+            if arguments.len() > *sent {
+                publish(
+                    app,
+                    live,
+                    "tool_call.delta",
+                    json!({"turnId": live.turn_id, "toolCallId": id,
+                           "delta": &arguments[*sent..]}),
+                );
+                *sent = arguments.len();
+            }
+        }
+    }
+
+    /// The assistant message's parts (reasoning, text, tool calls) and its
+    /// tool calls, with the ids announced in `tool_call.started`.
+    fn parts(
+        &self,
+        summary: &modelyard_upstream::openai::AnswerSummary,
+    ) -> (Vec<Part>, Vec<ToolCallRef>) {
+        let mut parts = Vec::new();
+        if let Some(reasoning) = &summary.reasoning {
+            parts.push(Part::Reasoning {
+                text: reasoning.clone(),
+            });
+        }
+        if let Some(text) = &summary.text {
+            parts.push(Part::Text { text: text.clone() });
+        }
+        let mut tool_calls = Vec::new();
+        if let Some(calls) = summary.tool_calls.as_ref().and_then(Value::as_array) {
+            for (index, call) in calls.iter().enumerate() {
+                let name = call["function"]["name"].as_str().unwrap_or_default();
+                if name.is_empty() {
+                    continue;
+                }
+                let id = match (call["id"].as_str(), self.calls.get(index)) {
+                    (_, Some((announced, _))) => announced.clone(),
+                    (Some(id), None) if !id.is_empty() => id.to_owned(),
+                    _ => format!("call_{}", uuid::Uuid::now_v7().simple()),
+                };
+                let arguments = call["function"]["arguments"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                parts.push(Part::ToolCall {
+                    id: id.clone(),
+                    name: name.to_owned(),
+                    arguments: arguments.clone(),
+                });
+                tool_calls.push(ToolCallRef {
+                    id,
+                    name: name.to_owned(),
+                    arguments,
+                });
+            }
+        }
+        (parts, tool_calls)
+    }
+}

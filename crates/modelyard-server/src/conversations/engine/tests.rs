@@ -1,0 +1,79 @@
+//! Unit tests of the turn engine.
+
+use modelyard_core::conversation::{MessageRecord, TokenUsage};
+use modelyard_core::llm_config::{LlmSource, ProviderOptions};
+use modelyard_store::{LlmConfigFields, LlmConfigRow};
+use serde_json::json;
+
+use super::request::request_body;
+
+fn user(text: &str) -> MessageRecord {
+    MessageRecord {
+        id: "m".into(),
+        conversation_id: "c".into(),
+        turn_id: "t".into(),
+        role: "user".into(),
+        content: json!(text),
+        parts: Vec::new(),
+        model_id: None,
+        usage: TokenUsage::default(),
+        finish_reason: None,
+        seq: 1,
+        created_at_ms: 0,
+    }
+}
+
+#[test]
+fn the_config_supplies_system_prompt_and_options() {
+    let config = LlmConfigRow {
+        id: "cfg".into(),
+        source: LlmSource::User,
+        fields: LlmConfigFields {
+            display_name: "x".into(),
+            model: "p/m".into(),
+            system_prompt: Some("Be terse.".into()),
+            provider_options: ProviderOptions {
+                temperature: Some(0.1),
+                max_tokens: Some(9),
+                reasoning_effort: Some("low".into()),
+                extra: Some(json!({"min_p": 0.2, "stream": false})),
+                ..ProviderOptions::default()
+            },
+            base_url: None,
+        },
+        preset_name: None,
+        preset_version: None,
+        created_at_ms: 0,
+        updated_at_ms: 0,
+        deleted: false,
+    };
+    let body = request_body("m", &[user("hi")], Some(&config), None, None, &[]);
+    assert_eq!(
+        body,
+        json!({
+            "min_p": 0.2, "temperature": 0.1, "max_tokens": 9, "reasoning_effort": "low",
+            "model": "m",
+            "messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}],
+            "stream": true, "stream_options": {"include_usage": true},
+        })
+    );
+    // The conversation's own setting wins over the config's.
+    let body = request_body("m", &[user("hi")], Some(&config), Some("high"), None, &[]);
+    assert_eq!(body["reasoning_effort"], "high");
+    // After a compaction through seq 1: the summary replaces message 1.
+    let mut later = user("later");
+    later.seq = 2;
+    let body = request_body("m", &[user("hi"), later], None, None, Some((1, "S")), &[]);
+    assert_eq!(
+        body["messages"],
+        json!([{"role": "system", "content": "Summary of the earlier conversation: S"},
+               {"role": "user", "content": "later"}])
+    );
+    // Without a config: only routing's fields and the messages.
+    let body = request_body("m", &[user("hi")], None, None, None, &[]);
+    assert_eq!(
+        body,
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+               "stream": true, "stream_options": {"include_usage": true}})
+    );
+}

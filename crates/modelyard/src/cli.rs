@@ -1,0 +1,396 @@
+//! The command line: `clap` definitions of the commands and their options.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::{llms, sessions};
+
+/// Modelyard: one self-hosted model layer for agent and chat apps.
+#[derive(Parser, Debug)]
+#[command(name = "modelyard", version, about)]
+pub(crate) struct Cli {
+    /// Config file (default: $MODELYARD_CONFIG, else ./modelyard.toml if present).
+    #[arg(long, global = true, env = "MODELYARD_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Server base URL for client commands (default: http:// + the configured listen address).
+    #[arg(long, global = true, env = "MODELYARD_SERVER_URL")]
+    pub(crate) server: Option<String>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum KeysCommand {
+    /// Create a key; it is printed once, on stdout. Client commands send
+    /// `$MODELYARD_API_KEY`.
+    Create {
+        /// Project name (created if missing).
+        #[arg(long, default_value = "default")]
+        project: String,
+        /// `admin` (keys and configs too), `member` (uses the API), `read`.
+        #[arg(long, default_value = "admin", value_parser = ["admin", "member", "read"])]
+        role: String,
+        /// A label.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List a project's keys (never the secrets).
+    Ls {
+        /// Project name.
+        #[arg(long, default_value = "default")]
+        project: String,
+    },
+    /// Revoke a key.
+    Revoke {
+        /// Key id.
+        id: String,
+        /// Project name.
+        #[arg(long, default_value = "default")]
+        project: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Run the server.
+    Serve,
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// The model catalog: favorites first, then one group per provider.
+    Models {
+        /// Include the models of offline and disabled providers.
+        #[arg(long)]
+        all: bool,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Providers: status, last error, model count, last check.
+    Providers {
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Favorite models (stored on the server, shared by every client).
+    Favorites {
+        #[command(subcommand)]
+        command: Option<FavoritesCommand>,
+    },
+    /// Conversations: stored chats that remember their model.
+    Conversations {
+        #[command(subcommand)]
+        command: ConversationsCommand,
+    },
+    /// Chat with a model, streaming the answer to the terminal.
+    Chat {
+        /// Continue this conversation (uses and persists its model; -m overrides).
+        #[arg(short, long)]
+        conversation: Option<String>,
+        /// Model id (`provider/model`); default: the server's default model.
+        #[arg(short, long)]
+        model: Option<String>,
+        /// System prompt.
+        #[arg(short, long)]
+        system: Option<String>,
+        /// Maximum tokens to generate.
+        #[arg(long)]
+        max_tokens: Option<u32>,
+        /// Sampling temperature.
+        #[arg(long)]
+        temperature: Option<f64>,
+        /// Wait for the whole answer instead of streaming.
+        #[arg(long)]
+        no_stream: bool,
+        /// The prompt; read from stdin when omitted.
+        prompt: Vec<String>,
+    },
+    /// API keys (managed in the database named by the config; the first
+    /// admin key can be made before the server requires keys).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// LLM configs: reusable model + system prompt + options.
+    Llms {
+        #[command(subcommand)]
+        command: LlmsCommand,
+    },
+    /// Recent LLM calls, newest first; `calls show ID` for one.
+    Calls {
+        #[command(subcommand)]
+        command: Option<CallsCommand>,
+        /// How many calls to list.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: u32,
+        /// Only calls to this model id.
+        #[arg(short, long)]
+        model: Option<String>,
+    },
+    /// LLM sessions (a gateway request, a conversation turn, ...) with their
+    /// calls' totals, newest first; `sessions show ID` for one.
+    #[command(args_conflicts_with_subcommands = true)]
+    Sessions {
+        #[command(subcommand)]
+        command: Option<SessionsCommand>,
+        #[command(flatten)]
+        list: sessions::ListArgs,
+    },
+    /// Token usage per model, provider, operation or UTC day.
+    Usage {
+        /// Grouping.
+        #[arg(long, value_name = "GROUP", default_value = "model",
+              value_parser = ["model", "provider", "operation", "day"])]
+        by: String,
+        /// Only calls sent at or after this time (RFC 3339, or a UTC date YYYY-MM-DD).
+        #[arg(long, value_name = "RFC3339")]
+        from: Option<String>,
+        /// Only calls sent before this time (RFC 3339, or a UTC date YYYY-MM-DD).
+        #[arg(long, value_name = "RFC3339")]
+        to: Option<String>,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum SessionsCommand {
+    /// Sessions, newest first.
+    Ls(sessions::ListArgs),
+    /// One session: its calls, with its child sessions indented under it.
+    Show {
+        /// Session id.
+        id: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ConfigCommand {
+    /// Validate a config file and print what it configures.
+    Check {
+        /// File to check (default: --config / $MODELYARD_CONFIG / ./modelyard.toml).
+        path: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ConversationsCommand {
+    /// Recent conversations.
+    Ls {
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// A conversation and its messages (with the model of every answer).
+    Show {
+        /// Conversation id.
+        id: String,
+    },
+    /// Create a conversation; prints its id.
+    New {
+        /// Title.
+        #[arg(short, long)]
+        title: Option<String>,
+        /// Initial model selection.
+        #[arg(short, long)]
+        model: Option<String>,
+        /// Parent conversation (a subtask starts with its model).
+        #[arg(long)]
+        parent: Option<String>,
+        /// Offer the advisor tool in its turns.
+        #[arg(long)]
+        advisor: bool,
+    },
+    /// Show, or turn on/off, the advisor tool of a conversation.
+    Advisor {
+        /// Conversation id.
+        id: String,
+        /// `on` or `off`; without it, show the setting and its model.
+        #[arg(value_parser = ["on", "off"])]
+        state: Option<String>,
+    },
+    /// Delete (soft).
+    Rm {
+        /// Conversation id.
+        id: String,
+    },
+    /// The conversation's model selection.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+    /// Model history: every selection change and every turn's model.
+    History {
+        /// Conversation id.
+        id: String,
+    },
+    /// Live events of a conversation (after replaying the log).
+    Watch {
+        /// Conversation id.
+        id: String,
+    },
+    /// Set the conversation's LLM config (default, or for one operation).
+    SetLlm {
+        /// Conversation id.
+        id: String,
+        /// Only for this operation (`chat`, `title`, ...).
+        #[arg(long)]
+        op: Option<String>,
+        /// LLM config id; `none` clears.
+        config_id: String,
+    },
+    /// Generate a title with the `title` operation's model.
+    Title {
+        /// Conversation id.
+        id: String,
+        /// Model for this call only (not persisted).
+        #[arg(short, long)]
+        model: Option<String>,
+    },
+    /// Summarize all but the last messages with the `compaction` model;
+    /// later turns send the summary instead.
+    Compact {
+        /// Conversation id.
+        id: String,
+        /// Messages left as they are (default 2).
+        #[arg(long)]
+        keep_last: Option<u32>,
+        /// Model for this call only (not persisted).
+        #[arg(short, long)]
+        model: Option<String>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct LlmFields {
+    /// Model id (`provider/model`).
+    #[arg(short, long)]
+    pub(crate) model: Option<String>,
+    /// Display name.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// System prompt.
+    #[arg(short, long)]
+    pub(crate) system: Option<String>,
+    /// Sampling temperature (0..2).
+    #[arg(long)]
+    pub(crate) temperature: Option<f64>,
+    /// Maximum tokens to generate.
+    #[arg(long)]
+    pub(crate) max_tokens: Option<u32>,
+}
+
+impl LlmFields {
+    pub(crate) fn args(&self) -> llms::LlmArgs {
+        llms::LlmArgs {
+            model: self.model.clone(),
+            name: self.name.clone(),
+            system: self.system.clone(),
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum LlmsCommand {
+    /// List configs, newest first.
+    Ls {
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// One config.
+    Show {
+        /// Config id.
+        id: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a config (`--model` required); prints its id.
+    Create {
+        #[command(flatten)]
+        fields: LlmFields,
+    },
+    /// Change a user config (system defaults: copy them first).
+    Edit {
+        /// Config id.
+        id: String,
+        #[command(flatten)]
+        fields: LlmFields,
+    },
+    /// Delete a user config (refused while conversations use it).
+    Rm {
+        /// Config id.
+        id: String,
+    },
+    /// Copy a config (e.g. a system default) into a new user config; prints its id.
+    Copy {
+        /// Config id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ModelCommand {
+    /// Print the selection.
+    Get {
+        /// Conversation id.
+        id: String,
+    },
+    /// Set the selection.
+    Set {
+        /// Conversation id.
+        id: String,
+        /// Model id (`provider/model`).
+        model: String,
+    },
+    /// Clear the selection.
+    Clear {
+        /// Conversation id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum FavoritesCommand {
+    /// List favorites in order.
+    Ls,
+    /// Add a model at the end.
+    Add {
+        /// Model id (`provider/model`).
+        model: String,
+    },
+    /// Remove a model.
+    Rm {
+        /// Model id (`provider/model`).
+        model: String,
+    },
+    /// Move a model to a position (1 = first).
+    Move {
+        /// Model id (`provider/model`).
+        model: String,
+        /// New position, 1-based.
+        position: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum CallsCommand {
+    /// One call with its request and response.
+    Show {
+        /// Call id.
+        id: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
