@@ -70,11 +70,27 @@ impl AppState {
     pub async fn append_events(
         &self,
         conversation_id: &str,
-        mut payloads: Vec<modelyard_core::conversation::EventPayload>,
+        payloads: Vec<modelyard_core::conversation::EventPayload>,
     ) -> Result<Vec<modelyard_core::conversation::Event>, modelyard_store::StoreError> {
+        self.append_folded(conversation_id, payloads)
+            .await
+            .map(|appended| appended.events)
+    }
+
+    /// [`Self::append_events`], also returning the conversation record the
+    /// append wrote ([`modelyard_store::Store::append_events_folded`]), so
+    /// the caller need not re-read it.
+    ///
+    /// # Errors
+    /// The store's error (conflict, not found, database).
+    pub async fn append_folded(
+        &self,
+        conversation_id: &str,
+        mut payloads: Vec<modelyard_core::conversation::EventPayload>,
+    ) -> Result<modelyard_store::Appended, modelyard_store::StoreError> {
         crate::redact::payloads(self.config.security.redact_secrets, &mut payloads);
         self.store
-            .append_events(
+            .append_events_folded(
                 &self.project,
                 conversation_id,
                 &payloads,
@@ -92,9 +108,28 @@ impl AppState {
         conversation_id: &str,
         payloads: Vec<modelyard_core::conversation::EventPayload>,
     ) -> Result<Vec<modelyard_core::conversation::Event>, modelyard_store::StoreError> {
-        let events = self.append_events(conversation_id, payloads).await?;
-        crate::conversations::engine::publish_events(self.bus.as_ref(), conversation_id, &events);
-        Ok(events)
+        self.append_and_publish_folded(conversation_id, payloads)
+            .await
+            .map(|appended| appended.events)
+    }
+
+    /// [`Self::append_folded`], then publishes the committed events on the
+    /// bus; returns the events and the conversation record the append wrote.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub async fn append_and_publish_folded(
+        &self,
+        conversation_id: &str,
+        payloads: Vec<modelyard_core::conversation::EventPayload>,
+    ) -> Result<modelyard_store::Appended, modelyard_store::StoreError> {
+        let appended = self.append_folded(conversation_id, payloads).await?;
+        crate::conversations::engine::publish_events(
+            self.bus.as_ref(),
+            conversation_id,
+            &appended.events,
+        );
+        Ok(appended)
     }
 }
 

@@ -47,7 +47,8 @@ mod store;
 mod types;
 
 pub use conversations::{
-    ConversationFilter, DEFAULT_CONVERSATION_LIMIT, DEFAULT_EVENTS_LIMIT, MAX_CONVERSATION_LIMIT,
+    Appended, ConversationFilter, DEFAULT_CONVERSATION_LIMIT, DEFAULT_EVENTS_LIMIT,
+    MAX_CONVERSATION_LIMIT,
 };
 pub use error::{redact_url, StoreError};
 pub use favorites::FavoriteRow;

@@ -393,6 +393,40 @@ async fn the_tables_equal_the_fold_of_the_log() {
 }
 
 #[tokio::test]
+async fn the_folded_record_returned_by_an_append_equals_a_fresh_read() {
+    for db in test_dbs().await {
+        let store = &db.store;
+        let project = ProjectId::default_project();
+        let cid = new_id();
+        for (at_ms, batch) in scripted_batches() {
+            let appended = store
+                .append_events_folded(&project, &cid, &batch, at_ms)
+                .await
+                .expect("append");
+            assert_eq!(appended.events.len(), batch.len());
+            let fresh = store
+                .get_conversation(&project, &cid)
+                .await
+                .expect("get")
+                .expect("exists");
+            assert_eq!(appended.conversation, Some(fresh));
+            assert_eq!(
+                appended.events.last().map(|e| e.seq),
+                appended.conversation.as_ref().map(|c| c.last_seq)
+            );
+        }
+        // An empty batch writes nothing and returns no record.
+        let empty = store
+            .append_events_folded(&project, &cid, &[], 5_000)
+            .await
+            .expect("empty append");
+        assert!(empty.events.is_empty());
+        assert_eq!(empty.conversation, None);
+        db.finish().await;
+    }
+}
+
+#[tokio::test]
 async fn payloads_are_stored_as_json_with_the_dotted_type() {
     for db in test_dbs().await {
         let store = &db.store;

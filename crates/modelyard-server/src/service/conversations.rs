@@ -33,6 +33,27 @@ pub async fn load(app: &AppState, id: &str) -> Result<ConversationRecord, Servic
     }
 }
 
+/// Appends and publishes `payloads`, then returns the conversation as the
+/// append wrote it (no re-read); with nothing to append, [`load`]s it.
+///
+/// # Errors
+/// `conversation_not_found`; the store's errors.
+async fn append_then_record(
+    app: &AppState,
+    id: &str,
+    payloads: Vec<EventPayload>,
+) -> Result<ConversationRecord, ServiceError> {
+    match app
+        .append_and_publish_folded(id, payloads)
+        .await?
+        .conversation
+    {
+        Some(c) if !c.deleted => Ok(c),
+        Some(_) => Err(ServiceError::no_conversation(id)),
+        None => load(app, id).await,
+    }
+}
+
 /// What `POST /v1/conversations` takes.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -137,8 +158,7 @@ pub async fn create(
         llm_id: body.llm_id,
         llm_overrides,
     };
-    app.append_and_publish(&id, vec![payload]).await?;
-    load(app, &id).await
+    append_then_record(app, &id, vec![payload]).await
 }
 
 /// Most conversations per page, and the default page.
@@ -277,8 +297,7 @@ pub async fn patch(
             llm_overrides,
         });
     }
-    app.append_and_publish(id, payloads).await?;
-    load(app, id).await
+    append_then_record(app, id, payloads).await
 }
 
 /// Soft-deletes a conversation.
@@ -349,9 +368,8 @@ pub async fn select_model(
             )
         }
     };
-    app.append_and_publish(id, vec![payload]).await?;
     Ok(ModelSelection {
-        conversation: load(app, id).await?,
+        conversation: append_then_record(app, id, vec![payload]).await?,
         verified,
     })
 }
@@ -373,15 +391,20 @@ pub struct Settings {
 /// `conversation_not_found`; the store's.
 pub async fn settings(app: &AppState, id: &str) -> Result<Settings, ServiceError> {
     let conversation = load(app, id).await?;
+    Ok(settings_of(app, conversation).await)
+}
+
+/// [`settings`] of a loaded conversation.
+async fn settings_of(app: &AppState, conversation: ConversationRecord) -> Settings {
     let (advisor_model, advisor_error) = match advisor::resolve(app, &conversation).await {
         Ok(a) => (Some(a.target.resolution.model_id.to_string()), None),
         Err(reason) => (None, Some(reason)),
     };
-    Ok(Settings {
+    Settings {
         conversation,
         advisor_model,
         advisor_error,
-    })
+    }
 }
 
 /// A settings change: `Some(None)` clears a setting, `None` leaves it.
@@ -485,7 +508,8 @@ pub async fn change_settings(
             reasoning_effort: change.reasoning_effort,
             advisor: change.advisor,
         };
-        app.append_and_publish(id, vec![payload]).await?;
+        let conversation = append_then_record(app, id, vec![payload]).await?;
+        return Ok(settings_of(app, conversation).await);
     }
     settings(app, id).await
 }

@@ -17,6 +17,16 @@ use super::sql::{
 use crate::favorites::begin_sql;
 use crate::{Backend, ProjectId, Store, StoreError};
 
+/// What [`Store::append_events_folded`] committed.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// The stored events, seq ascending (empty for an empty batch).
+    pub events: Vec<Event>,
+    /// The conversation after the batch, as written (`None` for an empty
+    /// batch, which writes nothing).
+    pub conversation: Option<ConversationRecord>,
+}
+
 /// A turn touched by a batch of events.
 struct TurnChange {
     turn: TurnRecord,
@@ -162,9 +172,33 @@ impl Store {
         payloads: &[EventPayload],
         at_ms: i64,
     ) -> Result<Vec<Event>, StoreError> {
+        self.append_events_folded(project, conversation_id, payloads, at_ms)
+            .await
+            .map(|appended| appended.events)
+    }
+
+    /// [`Self::append_events`], also returning the conversation record the
+    /// fold produced and wrote in the same transaction — what
+    /// [`Self::get_conversation`] returns right after the commit — so callers
+    /// need not re-read it. An empty `payloads` writes nothing and returns
+    /// no events and no record.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::append_events`].
+    pub async fn append_events_folded(
+        &self,
+        project: &ProjectId,
+        conversation_id: &str,
+        payloads: &[EventPayload],
+        at_ms: i64,
+    ) -> Result<Appended, StoreError> {
         const OP: &str = "append_events";
         if payloads.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Appended {
+                events: Vec::new(),
+                conversation: None,
+            });
         }
         let payload_texts = payloads
             .iter()
@@ -282,8 +316,9 @@ impl Store {
                     .map_err(&err)?;
             }
             tx.commit().await.map_err(&err)?;
-            batch.events
+            (batch.events, batch.conversation)
         });
+        let (events, conversation) = events;
         tracing::trace!(
             project = %project,
             conversation_id,
@@ -291,6 +326,9 @@ impl Store {
             last_seq = events.last().map_or(0, |e| e.seq),
             "appended conversation events"
         );
-        Ok(events)
+        Ok(Appended {
+            events,
+            conversation: Some(conversation),
+        })
     }
 }

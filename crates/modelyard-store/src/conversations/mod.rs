@@ -24,6 +24,7 @@
 //! checkpoint).
 
 mod append;
+pub use append::Appended;
 mod checkpoint;
 mod read;
 mod rows;
