@@ -814,3 +814,58 @@ async fn imported_messages_join_the_history_the_model_receives() {
     assert_eq!(c["latestModelId"], "mock/echo");
     log(&server, &conv).await;
 }
+
+#[tokio::test]
+async fn a_tool_step_sends_the_first_steps_messages_plus_its_call_and_result() {
+    let server = server_with("").await;
+    let conv = create(&server, json!({})).await;
+    run_turn(
+        &server,
+        &conv,
+        json!({"content": "first", "model": "mock/echo"}),
+    )
+    .await;
+    run_turn(
+        &server,
+        &conv,
+        json!({"content": "q", "model": "mock/tool-call:nonexistent"}),
+    )
+    .await;
+    let steps: Vec<Value> = server
+        .mock
+        .requests()
+        .iter()
+        .filter_map(|r| r.json())
+        .filter(|r| r["model"] == "tool-call:nonexistent")
+        .collect();
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    let (first, second) = (&steps[0], &steps[1]);
+    // Everything but the messages is the same request.
+    let without_messages = |r: &Value| {
+        let mut r = r.clone();
+        r.as_object_mut().unwrap().remove("messages");
+        r
+    };
+    assert_eq!(without_messages(first), without_messages(second));
+    // Step 2 = step 1's messages, then the stored call and its result.
+    let first_msgs = first["messages"].as_array().unwrap();
+    let second_msgs = second["messages"].as_array().unwrap();
+    assert_eq!(
+        first_msgs.last().unwrap(),
+        &json!({"role": "user", "content": "q"})
+    );
+    assert_eq!(second_msgs.len(), first_msgs.len() + 2, "{second}");
+    assert_eq!(&second_msgs[..first_msgs.len()], first_msgs.as_slice());
+    let stored = messages(&server, &conv).await;
+    let tool = stored.iter().find(|m| m["role"] == "tool").unwrap();
+    let call_id = second_msgs[first_msgs.len()]["tool_calls"][0]["id"].clone();
+    assert_eq!(second_msgs[first_msgs.len()]["role"], "assistant");
+    assert_eq!(
+        second_msgs[first_msgs.len()]["tool_calls"][0]["function"]["name"],
+        "nonexistent"
+    );
+    assert_eq!(
+        second_msgs[first_msgs.len() + 1],
+        json!({"role": "tool", "tool_call_id": call_id, "content": tool["content"]})
+    );
+}

@@ -410,6 +410,13 @@ async fn the_folded_record_returned_by_an_append_equals_a_fresh_read() {
                 .expect("get")
                 .expect("exists");
             assert_eq!(appended.conversation, Some(fresh));
+            // The inserted messages are the stored ones, as a fresh list reads them.
+            let listed = store
+                .list_messages(&project, &cid)
+                .await
+                .expect("list messages");
+            let tail = &listed[listed.len() - appended.messages.len()..];
+            assert_eq!(appended.messages.as_slice(), tail);
             assert_eq!(
                 appended.events.last().map(|e| e.seq),
                 appended.conversation.as_ref().map(|c| c.last_seq)
@@ -422,6 +429,7 @@ async fn the_folded_record_returned_by_an_append_equals_a_fresh_read() {
             .expect("empty append");
         assert!(empty.events.is_empty());
         assert_eq!(empty.conversation, None);
+        assert!(empty.messages.is_empty());
         db.finish().await;
     }
 }

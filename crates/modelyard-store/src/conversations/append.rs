@@ -25,6 +25,8 @@ pub struct Appended {
     /// The conversation after the batch, as written (`None` for an empty
     /// batch, which writes nothing).
     pub conversation: Option<ConversationRecord>,
+    /// The messages the batch inserted, as written (in event order).
+    pub messages: Vec<MessageRecord>,
 }
 
 /// A turn touched by a batch of events.
@@ -198,6 +200,7 @@ impl Store {
             return Ok(Appended {
                 events: Vec::new(),
                 conversation: None,
+                messages: Vec::new(),
             });
         }
         let payload_texts = payloads
@@ -316,9 +319,9 @@ impl Store {
                     .map_err(&err)?;
             }
             tx.commit().await.map_err(&err)?;
-            (batch.events, batch.conversation)
+            (batch.events, batch.conversation, batch.messages)
         });
-        let (events, conversation) = events;
+        let (events, conversation, messages) = events;
         tracing::trace!(
             project = %project,
             conversation_id,
@@ -329,6 +332,7 @@ impl Store {
         Ok(Appended {
             events,
             conversation: Some(conversation),
+            messages,
         })
     }
 }

@@ -1,8 +1,8 @@
 //! The steps of a run: model calls, their streamed progress (text,
 //! reasoning and tool-call events) and the tool calls they make.
 
-use modelyard_core::conversation::{EventPayload, Part, TokenUsage, ToolCallRef};
-use modelyard_store::NewLlmCall;
+use modelyard_core::conversation::{EventPayload, MessageRecord, Part, TokenUsage, ToolCallRef};
+use modelyard_store::{Appended, NewLlmCall, StoreError};
 use modelyard_upstream::openai::StreamAccumulator;
 use serde_json::{json, Value};
 
@@ -58,27 +58,23 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
     let max_uses = app.config.turns.advisor_max_uses;
     let mut advisor_uses: Option<u32> = None;
 
+    // The transcript is read once and then kept in memory: the run adds the
+    // messages it appends itself. `None`: read it before the next step.
+    let mut transcript: Option<Transcript> = None;
+
     for step in 1..=max_steps {
-        let messages = match app
-            .store
-            .list_messages(&app.project, &live.conversation_id)
-            .await
-        {
-            Ok(messages) => messages,
-            Err(err) => {
-                return Outcome::ended(Ending::Failed(format!(
-                    "cannot read the conversation: {err}"
-                )))
-            }
+        let mut current = match transcript.take() {
+            Some(t) => t,
+            None => match Transcript::read(app, live).await {
+                Ok(t) => t,
+                Err(err) => {
+                    return Outcome::ended(Ending::Failed(format!(
+                        "cannot read the conversation: {err}"
+                    )))
+                }
+            },
         };
-        let summary = match app
-            .store
-            .get_conversation(&app.project, &live.conversation_id)
-            .await
-        {
-            Ok(Some(c)) => c.compacted_through_seq.zip(c.summary),
-            _ => None,
-        };
+        let messages = &current.messages;
         // Consultations earlier in this turn (before a requires_action).
         let uses = advisor_uses.get_or_insert_with(|| {
             messages
@@ -93,10 +89,13 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
         });
         let body = request_body(
             target.resolution.model_id.model(),
-            &messages,
+            messages,
             job.llm_config.as_ref(),
             job.reasoning_effort.as_deref(),
-            summary.as_ref().map(|(seq, text)| (*seq, text.as_str())),
+            current
+                .summary
+                .as_ref()
+                .map(|(seq, text)| (*seq, text.as_str())),
             &tools,
         );
         let mut progress = Progress::default();
@@ -137,10 +136,13 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
             };
         }
         match app
-            .append_and_publish(&live.conversation_id, vec![assistant])
+            .append_and_publish_folded(&live.conversation_id, vec![assistant])
             .await
         {
-            Ok(events) => live.note_seq(events.last().map_or(0, |e| e.seq)),
+            Ok(appended) => {
+                live.note_seq(appended.events.last().map_or(0, |e| e.seq));
+                current.add(appended);
+            }
             Err(err) => {
                 return Outcome::ended(Ending::Failed(format!("cannot save the answer: {err}")));
             }
@@ -200,10 +202,13 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
                 usage,
             };
             match app
-                .append_and_publish(&live.conversation_id, vec![message])
+                .append_and_publish_folded(&live.conversation_id, vec![message])
                 .await
             {
-                Ok(events) => live.note_seq(events.last().map_or(0, |e| e.seq)),
+                Ok(appended) => {
+                    live.note_seq(appended.events.last().map_or(0, |e| e.seq));
+                    current.add(appended);
+                }
                 Err(err) => {
                     return Outcome::ended(Ending::Failed(format!(
                         "cannot save the result of tool call {}: {err}",
@@ -225,8 +230,71 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
         if !pending.is_empty() {
             return Outcome::ended(Ending::RequiresAction(pending));
         }
+        transcript = current.kept();
     }
     Outcome::ended(Ending::Failed("no model call was made".into()))
+}
+
+/// A run's view of the conversation for its requests: the messages and the
+/// compaction summary, as of event `last_seq`.
+struct Transcript {
+    messages: Vec<MessageRecord>,
+    /// `(compacted_through_seq, summary)` after a compaction.
+    summary: Option<(i64, String)>,
+    last_seq: i64,
+    /// Something else was appended meanwhile: read it again.
+    stale: bool,
+}
+
+impl Transcript {
+    /// Reads the conversation's messages and its compaction summary (none
+    /// when the conversation cannot be read: then the transcript is read
+    /// again at the next step, as its `last_seq` is 0).
+    async fn read(app: &AppState, live: &LiveTurn) -> Result<Self, StoreError> {
+        let conversation = app
+            .store
+            .get_conversation(&app.project, &live.conversation_id)
+            .await
+            .ok()
+            .flatten();
+        let messages = app
+            .store
+            .list_messages(&app.project, &live.conversation_id)
+            .await?;
+        let (summary, last_seq) = match conversation {
+            Some(c) => (c.compacted_through_seq.zip(c.summary), c.last_seq),
+            None => (None, 0),
+        };
+        Ok(Self {
+            messages,
+            summary,
+            last_seq,
+            stale: false,
+        })
+    }
+
+    /// Adds what the run appended: its messages and the conversation's
+    /// summary as the append left it. When other events came in between
+    /// (the seqs do not follow on), the transcript is stale.
+    fn add(&mut self, appended: Appended) {
+        let follows = appended
+            .events
+            .first()
+            .is_some_and(|e| e.seq == self.last_seq + 1);
+        match appended.conversation {
+            Some(c) if follows && !self.stale => {
+                self.messages.extend(appended.messages);
+                self.summary = c.compacted_through_seq.zip(c.summary);
+                self.last_seq = c.last_seq;
+            }
+            _ => self.stale = true,
+        }
+    }
+
+    /// The transcript for the next step, unless it must be read again.
+    fn kept(self) -> Option<Self> {
+        (!self.stale).then_some(self)
+    }
 }
 
 /// What a chat step has published so far, and the ids of its tool calls.
