@@ -58,7 +58,10 @@ TOML
 "$BIN" config check "$CONFIG" >/dev/null
 
 say "3/4 starting modelyard on 127.0.0.1:$PORT (config $CONFIG)"
-"$BIN" --config "$CONFIG" serve &
+# In its own session: a Ctrl-C in this terminal reaches only this script,
+# whose cleanup sends Modelyard one SIGTERM (a second signal would make it
+# exit at once, without draining the call log).
+setsid "$BIN" --config "$CONFIG" serve &
 SERVER_PID=$!
 cleanup() {
     kill -TERM "$SERVER_PID" 2>/dev/null || true
