@@ -50,26 +50,37 @@ const CORS_MAX_AGE: &str = "600";
 
 /// The middleware (a layer around the whole router, UI included).
 pub async fn middleware(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_owned();
-    if path == "/health" {
+    if request.uri().path() == "/health" {
         return next.run(request).await;
     }
+    let cors_origin = match check(&app, &request) {
+        Ok(cors_origin) => cors_origin,
+        Err(refused) => return refused,
+    };
+    let mut response = next.run(request).await;
+    add_cors(response.headers_mut(), cors_origin.as_deref());
+    response
+}
+
+/// The checks, borrowing the request: the listed CORS origin to answer
+/// with, or the refusal.
+// The refusal is the response itself, built once per refused request.
+#[allow(clippy::result_large_err)]
+fn check(app: &AppState, request: &Request) -> Result<Option<String>, Response> {
+    let path = request.uri().path();
     let headers = request.headers();
-    let host = host_of(&request);
+    let host = host_of(request);
     let config = &app.config.server;
     let host_ok = if app.auth.required() {
         config.allowed_hosts.is_empty()
-            || host
-                .as_deref()
-                .is_some_and(|h| host_allowed(h, &config.allowed_hosts))
+            || host.is_some_and(|h| host_allowed(h, &config.allowed_hosts))
     } else {
-        host.as_deref()
-            .is_some_and(|h| is_loopback_host(h) || is_listen_host(h, config.listen.ip()))
+        host.is_some_and(|h| is_loopback_host(h) || is_listen_host(h, config.listen.ip()))
     };
     if !host_ok {
         tracing::debug!(host = ?host, %path, "refused: Host not accepted");
-        return refuse(
-            &path,
+        return Err(refuse(
+            path,
             StatusCode::MISDIRECTED_REQUEST,
             "misdirected_request",
             format!(
@@ -81,14 +92,14 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
                     "without API keys only loopback hosts (localhost, 127.0.0.1, [::1]) are served"
                 }
             ),
-        );
+        ));
     }
 
     if !app.auth.required() {
         if let Some(client) = remote_forwarded_client(headers) {
             tracing::debug!(%client, %path, "refused: open mode behind a proxy");
-            return refuse(
-                &path,
+            return Err(refuse(
+                path,
                 StatusCode::FORBIDDEN,
                 "remote_client_in_open_mode",
                 format!(
@@ -96,7 +107,7 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
                      a proxy forwarded this request for {client:?}. Create a key first \
                      (`modelyard keys create --role admin`)"
                 ),
-            );
+            ));
         }
     }
 
@@ -112,16 +123,16 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
         let preflight = request.method() == Method::OPTIONS
             && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         if preflight {
-            return if listed {
+            return Err(if listed {
                 preflight_answer(&origin)
             } else {
                 refuse(
-                    &path,
+                    path,
                     StatusCode::FORBIDDEN,
                     "origin_not_allowed",
                     format!("origin {origin:?} is not in server.cors_origins"),
                 )
-            };
+            });
         }
         // Behind a reverse proxy that rewrites `Host`, the public name is in
         // `X-Forwarded-Host`; a page cannot set that header cross-site
@@ -130,21 +141,21 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
             .get("x-forwarded-host")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').next());
-        let own = host.as_deref().is_some_and(|h| same_origin(&origin, h))
+        let own = host.is_some_and(|h| same_origin(&origin, h))
             || forwarded.is_some_and(|h| same_origin(&origin, h.trim()));
         if listed {
             cors_origin = Some(origin);
         } else if !own {
             tracing::debug!(%origin, %path, "refused: cross-site Origin");
-            return refuse(
-                &path,
+            return Err(refuse(
+                path,
                 StatusCode::FORBIDDEN,
                 "origin_not_allowed",
                 format!(
                     "cross-site request from origin {origin:?} refused; list it in \
                      server.cors_origins to allow it"
                 ),
-            );
+            ));
         }
     }
 
@@ -155,18 +166,15 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
         && !json_or_bodyless(request.headers())
     {
         let mut response = refuse(
-            &path,
+            path,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "request bodies must be JSON: send Content-Type: application/json".into(),
         );
         add_cors(response.headers_mut(), cors_origin.as_deref());
-        return response;
+        return Err(response);
     }
-
-    let mut response = next.run(request).await;
-    add_cors(response.headers_mut(), cors_origin.as_deref());
-    response
+    Ok(cors_origin)
 }
 
 /// The first client a proxy says it forwarded for (`X-Forwarded-For`,
@@ -205,13 +213,12 @@ fn remote_forwarded_client(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The `Host` header, else the request target's authority.
-fn host_of(request: &Request) -> Option<String> {
+fn host_of(request: &Request) -> Option<&str> {
     request
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()))
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
 }
 
 /// `Host` split into lowercase name (brackets kept for IPv6, trailing dot
