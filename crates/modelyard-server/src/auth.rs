@@ -298,13 +298,8 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     crate::http::routes::required_role(method, path)
 }
 
-/// Whether errors of this route use the OpenAI envelope.
-fn openai_route(path: &str) -> bool {
-    matches!(path, "/v1/chat/completions" | "/v1/models")
-}
-
 fn deny(path: &str, status: StatusCode, message: String) -> Response {
-    if openai_route(path) {
+    if crate::error::is_openai_path(path) {
         let code = if status == StatusCode::UNAUTHORIZED {
             "invalid_api_key"
         } else {
@@ -439,7 +434,7 @@ pub async fn middleware(State(app): State<AppState>, mut request: Request, next:
 /// [`KEY_LOOKUP_TIMEOUT`]), in the route's error shape, with `Retry-After`.
 fn unavailable(path: &str) -> Response {
     let message = "cannot check the API key: the database is unavailable; retry shortly";
-    let mut response = if openai_route(path) {
+    let mut response = if crate::error::is_openai_path(path) {
         OpenAiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
             .code("store_unavailable")
             .into_response()

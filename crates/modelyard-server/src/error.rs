@@ -14,6 +14,12 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+/// Whether `path` is an OpenAI-compatible endpoint, whose errors use the
+/// OpenAI envelope (everything else answers problem documents).
+pub fn is_openai_path(path: &str) -> bool {
+    matches!(path, "/v1/chat/completions" | "/v1/models")
+}
+
 /// An error in OpenAI's envelope.
 #[derive(Debug, Clone)]
 pub struct OpenAiError {

@@ -337,7 +337,7 @@ fn preflight_answer(origin: &str) -> Response {
 }
 
 fn refuse(path: &str, status: StatusCode, code: &'static str, message: String) -> Response {
-    if matches!(path, "/v1/chat/completions" | "/v1/models") {
+    if crate::error::is_openai_path(path) {
         OpenAiError::new(status, "invalid_request_error", message)
             .code(code)
             .into_response()

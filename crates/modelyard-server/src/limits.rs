@@ -26,7 +26,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{Caller, CallerId};
-use crate::error::{OpenAiError, Problem};
+use crate::error::{is_openai_path, OpenAiError, Problem};
 
 /// The only OpenAI-compatible path that takes a body (its errors use the
 /// OpenAI envelope).
@@ -156,12 +156,6 @@ impl LimitError {
             self.problem()
         }
     }
-}
-
-/// Whether `path` is an OpenAI-compatible endpoint (errors in the OpenAI
-/// envelope).
-pub fn is_openai_path(path: &str) -> bool {
-    path == OPENAI_BODY_PATH || path == "/v1/models"
 }
 
 #[derive(Debug, Default)]
