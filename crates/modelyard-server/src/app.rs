@@ -42,6 +42,8 @@ pub struct AppInner {
     pub config: Config,
     /// Providers and what discovery saw.
     pub registry: Arc<ProviderRegistry>,
+    /// Routes, deployment health and affinity.
+    pub router: Arc<crate::routing::Router>,
     /// The call log writer.
     pub recorder: Recorder,
     /// The database.
@@ -60,6 +62,18 @@ pub struct AppInner {
 }
 
 impl AppState {
+    /// What `requested` stands for: a route or one deployment
+    /// ([`crate::routing::Router::destination`]).
+    ///
+    /// # Errors
+    /// [`crate::registry::RouteError`].
+    pub fn destination(
+        &self,
+        requested: Option<&str>,
+    ) -> Result<crate::routing::Destination, crate::registry::RouteError> {
+        self.router.destination(&self.registry, requested)
+    }
+
     /// Appends events to a conversation of this project, with stored text
     /// redacted first when `[security] redact_secrets` is on
     /// ([`crate::redact::payloads`]); not published (see
@@ -504,6 +518,10 @@ pub async fn start(
     let halt = tokio_util::sync::CancellationToken::new();
     let state = AppState {
         inner: Arc::new(AppInner {
+            router: Arc::new(crate::routing::Router::new(
+                config.routing.clone(),
+                &config.routes,
+            )),
             config,
             registry,
             recorder,

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the typed configuration, loaded once.
 //! - [`registry`]: providers, their clients, discovery and model resolution.
+//! - [`routing`]: routes, deployment health (cooldowns) and affinity.
 //! - [`gateway`]: the OpenAI-compatible endpoints.
 //! - [`api`]: Modelyard's own API: handlers as adapters over [`service`].
 //! - [`http`]: the route table with its access rules, `ApiError`, the
@@ -28,6 +29,7 @@ pub mod limits;
 pub mod recorder;
 pub mod redact;
 pub mod registry;
+pub mod routing;
 pub mod service;
 pub mod ui;
 

@@ -62,6 +62,10 @@ pub struct CallRecord {
     pub http_status: Option<u16>,
     /// The error, `None` for success.
     pub error: Option<String>,
+    /// Attempt number within its request, from 1.
+    pub attempt: u32,
+    /// The route the request named, `None` for one deployment.
+    pub route: Option<String>,
 }
 
 fn tokens(n: Option<u64>) -> Option<i64> {
@@ -71,19 +75,26 @@ fn tokens(n: Option<u64>) -> Option<i64> {
 impl CallRecord {
     /// The session (new UUIDv7 id) holding this one call.
     pub fn into_session(self) -> RecordedSession {
+        Self::session_of(Vec::new(), self)
+    }
+
+    /// The session (new UUIDv7 id) of one request: its `earlier` attempts
+    /// (retries, fallbacks) in order, then `last`; the session's operation,
+    /// conversation and turn are `last`'s.
+    pub fn session_of(earlier: Vec<CallRecord>, last: CallRecord) -> RecordedSession {
         let session_id = uuid::Uuid::now_v7().to_string();
         let session = NewLlmSession {
             id: session_id.clone(),
-            operation: self.operation.clone(),
+            operation: last.operation.clone(),
             parent_session_id: None,
-            conversation_id: self.conversation_id.clone(),
-            turn_id: self.turn_id.clone(),
-            created_at_ms: self.sent_at_ms,
+            conversation_id: last.conversation_id.clone(),
+            turn_id: last.turn_id.clone(),
+            created_at_ms: earlier.first().map_or(last.sent_at_ms, |c| c.sent_at_ms),
         };
-        RecordedSession {
-            session,
-            calls: vec![self.into_call(&session_id)],
-        }
+        let mut calls = Vec::with_capacity(earlier.len() + 1);
+        calls.extend(earlier.into_iter().map(|c| c.into_call(&session_id)));
+        calls.push(last.into_call(&session_id));
+        RecordedSession { session, calls }
     }
 
     /// The call row (new UUIDv7 id) in session `session_id`; the session's
@@ -114,6 +125,8 @@ impl CallRecord {
             completed_at_ms: Some(self.completed_at_ms),
             http_status: self.http_status.map(i32::from),
             error: self.error,
+            attempt: i32::try_from(self.attempt).unwrap_or(i32::MAX),
+            route: self.route,
         }
     }
 }
@@ -456,6 +469,8 @@ mod tests {
             completed_at_ms: 2,
             http_status: Some(200),
             error: None,
+            attempt: 1,
+            route: None,
         }
         .into_session()
     }
@@ -544,6 +559,8 @@ mod tests {
             completed_at_ms: Some(3),
             http_status: Some(200),
             error: None,
+            attempt: 1,
+            route: None,
         };
         strip_content(&mut call);
         let request: serde_json::Value = serde_json::from_str(&call.request_json).unwrap();

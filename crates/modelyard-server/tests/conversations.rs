@@ -644,17 +644,26 @@ async fn failing_upstreams_fail_the_turn_with_a_readable_record() {
     assert_eq!(roles, ["user", "user", "assistant"], "{msgs:#?}");
     assert_eq!(msgs[2]["content"], "echo: ", "{msgs:#?}");
 
-    let calls = server.wait_calls(2).await;
-    assert_eq!(calls.len(), 2);
+    // A 500 is retried ([routing] retries = 2): three attempts, then the
+    // turn fails; a stream that broke after its first chunk is not retried.
+    let calls = server.wait_calls(4).await;
+    assert_eq!(calls.len(), 4);
     for call in &calls {
         assert_eq!(call["operation"], "chat");
         assert_eq!(call["status"], "error", "{call}");
     }
-    let status_call = calls
+    let mut attempts: Vec<i64> = calls
         .iter()
-        .find(|c| c["modelId"] == "mock/status:500")
-        .unwrap();
-    assert_eq!(status_call["httpStatus"], 500);
+        .filter(|c| c["modelId"] == "mock/status:500")
+        .map(|c| {
+            assert_eq!(c["httpStatus"], 500, "{c}");
+            c["attempt"].as_i64().unwrap()
+        })
+        .collect();
+    attempts.sort_unstable();
+    assert_eq!(attempts, [1, 2, 3]);
+    let drop_call = calls.iter().find(|c| c["modelId"] == "mock/drop").unwrap();
+    assert_eq!(drop_call["attempt"], 1, "{drop_call}");
 }
 
 #[tokio::test]

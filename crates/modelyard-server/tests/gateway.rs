@@ -313,6 +313,9 @@ async fn malformed_requests_are_400_envelopes() {
 // -------------------------------------------------------------------------
 // 5–7. Upstream failures before the answer
 
+/// `[routing]` without retries.
+const NO_RETRIES: &str = "[routing]\nretries = 0\n";
+
 #[tokio::test]
 async fn unreachable_upstream_is_502_and_recorded() {
     let port = {
@@ -323,6 +326,9 @@ async fn unreachable_upstream_is_502_and_recorded() {
         .providers(&format!(
             "[[providers]]\nname = \"dead\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{port}\"\n"
         ))
+        // One attempt: the mapping of a failure, not routing's retries
+        // (tests/routing.rs), is under test.
+        .extra(NO_RETRIES)
         .start()
         .await;
 
@@ -348,6 +354,9 @@ async fn streaming_first_token_timeout_is_504() {
             "[[providers]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{mock}\"\ntimeouts = { first_token_ms = 300 }\n",
         )
         .listed(&["slow-first:3000"])
+        // One attempt: the mapping of a failure, not routing's retries
+        // (tests/routing.rs), is under test.
+        .extra(NO_RETRIES)
         .start()
         .await;
 
@@ -381,6 +390,9 @@ async fn non_streaming_total_timeout_is_504() {
             "[[providers]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{mock}\"\ntimeouts = { total_ms = 300 }\n",
         )
         .listed(&["slow-first:3000"])
+        // One attempt: the mapping of a failure, not routing's retries
+        // (tests/routing.rs), is under test.
+        .extra(NO_RETRIES)
         .start()
         .await;
 
@@ -403,7 +415,9 @@ async fn non_streaming_total_timeout_is_504() {
 
 #[tokio::test]
 async fn upstream_error_statuses_pass_through_and_are_recorded() {
-    let server = TestServer::start().await;
+    // One attempt: the pass-through of a failure, not routing's retries
+    // (tests/routing.rs), is under test.
+    let server = TestServer::builder().extra(NO_RETRIES).start().await;
 
     for (model, stream, code) in [
         ("mock/status:429", false, 429),

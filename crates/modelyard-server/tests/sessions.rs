@@ -19,10 +19,12 @@ const LIMIT: Duration = Duration::from_secs(15);
 
 const LISTED: &[&str] = &["mock-model", "reasoning", "status:500"];
 
+/// One attempt per request, so each session here has one call (sessions
+/// with retried attempts: tests/routing.rs).
 fn builder() -> Builder {
     TestServer::builder()
         .listed(LISTED)
-        .extra("[defaults]\nmodel = \"mock/mock-model\"\n")
+        .extra("[defaults]\nmodel = \"mock/mock-model\"\n[routing]\nretries = 0\n")
 }
 
 /// Token fields of a call's `usage` and the matching session / usage fields.
@@ -516,6 +518,8 @@ async fn session_detail_lists_children() {
         completed_at_ms: Some(1_704_067_201_000),
         http_status: Some(200),
         error: None,
+        attempt: 1,
+        route: None,
     };
     let (parent, child_a, child_b) = (&ids[0], &ids[1], &ids[2]);
     store

@@ -12,9 +12,9 @@ const INSERT_CALLS: &str = "INSERT INTO llm_calls \
      (id, project_id, session_id, model_id, provider, upstream_model, stream, request_json, \
       response_text, reasoning_text, tool_calls_json, finish_reason, \
       prompt_tokens, completion_tokens, reasoning_tokens, cached_prompt_tokens, total_tokens, \
-      sent_at_ms, first_token_at_ms, completed_at_ms, http_status, error) ";
+      sent_at_ms, first_token_at_ms, completed_at_ms, http_status, error, attempt, route) ";
 
-/// Rows per multi-row INSERT: 22 columns × 200 rows stays far below the bind
+/// Rows per multi-row INSERT: 24 columns × 200 rows stays far below the bind
 /// limits of SQLite (32 766) and PostgreSQL (65 535).
 const ROWS_PER_INSERT: usize = 200;
 
@@ -25,7 +25,7 @@ const SELECT_CALLS: &str = "SELECT c.id, c.project_id, c.session_id, s.operation
      c.response_text, c.reasoning_text, c.tool_calls_json, c.finish_reason, \
      c.prompt_tokens, c.completion_tokens, c.reasoning_tokens, c.cached_prompt_tokens, \
      c.total_tokens, c.sent_at_ms, c.first_token_at_ms, c.completed_at_ms, \
-     c.http_status, c.error \
+     c.http_status, c.error, c.attempt, c.route \
      FROM llm_calls c \
      JOIN llm_sessions s ON s.project_id = c.project_id AND s.id = c.session_id";
 
@@ -99,7 +99,9 @@ impl Store {
                             .push_bind(c.first_token_at_ms)
                             .push_bind(c.completed_at_ms)
                             .push_bind(c.http_status)
-                            .push_bind(&c.error);
+                            .push_bind(&c.error)
+                            .push_bind(c.attempt)
+                            .push_bind(&c.route);
                     })
                     .build()
                     .execute(&mut *tx)

@@ -17,15 +17,15 @@ use crate::{
 
 // ---------------------------------------------------------------- types
 
-/// Outcome of a session: [`SessionStatus::Ok`] when none of its calls has an
-/// error (so also for a session without calls), [`SessionStatus::Error`]
-/// otherwise.
+/// Outcome of a session: that of its last call (highest id), so a request
+/// that succeeded after failed attempts (retries, fallbacks) is
+/// [`SessionStatus::Ok`]; a session without calls is ok.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionStatus {
-    /// Every call of the session has no error.
+    /// The last call of the session has no error (or there is none).
     Ok,
-    /// At least one call of the session has an error.
+    /// The last call of the session has an error.
     Error,
 }
 
@@ -135,7 +135,7 @@ pub struct SessionRow {
     pub model_id: Option<String>,
     /// Provider of the last call; `None` without calls.
     pub provider: Option<String>,
-    /// [`SessionStatus::Ok`] if no call has an error, else
+    /// [`SessionStatus::Ok`] if the last call has no error, else
     /// [`SessionStatus::Error`].
     pub status: SessionStatus,
     /// Error of the last call (highest id) that has one; `None` if none has.
@@ -241,8 +241,7 @@ fn select_sessions(inner: &str, order: &str) -> String {
         "SELECT s.id, s.project_id, s.operation, s.parent_session_id, s.conversation_id, \
          s.turn_id, s.created_at_ms, \
          COUNT(c.id) AS call_count, \
-         CAST(COALESCE(SUM(CASE WHEN c.error IS NULL THEN 0 ELSE 1 END), 0) AS BIGINT) \
-         AS error_count, \
+         CAST(COALESCE({failed}, 0) AS BIGINT) AS error_count, \
          {model} AS model_id, {provider} AS provider, {error} AS last_error, \
          MIN(c.sent_at_ms) AS started_at_ms, MAX(c.completed_at_ms) AS finished_at_ms, \
          {input}, {output}, {reasoning}, {cached}, {total} \
@@ -255,6 +254,9 @@ fn select_sessions(inner: &str, order: &str) -> String {
         model = last("model_id", ""),
         provider = last("provider", ""),
         error = last("error", " AND l.error IS NOT NULL"),
+        failed = "(SELECT CASE WHEN l.error IS NULL THEN 0 ELSE 1 END FROM llm_calls l \
+                  WHERE l.project_id = s.project_id AND l.session_id = s.id \
+                  ORDER BY l.id DESC LIMIT 1)",
         input = sum("prompt_tokens", "input_tokens"),
         output = sum("completion_tokens", "output_tokens"),
         reasoning = sum("reasoning_tokens", "reasoning_tokens"),
@@ -270,6 +272,15 @@ fn exists_call(condition: &str) -> String {
         "EXISTS (SELECT 1 FROM llm_calls x \
          WHERE x.project_id = i.project_id AND x.session_id = i.id AND {condition})"
     )
+}
+
+/// Whether the last call (highest id) of the inner session `i` has an
+/// error.
+fn last_call_failed() -> String {
+    "COALESCE((SELECT CASE WHEN x.error IS NULL THEN 0 ELSE 1 END FROM llm_calls x \
+     WHERE x.project_id = i.project_id AND x.session_id = i.id \
+     ORDER BY x.id DESC LIMIT 1), 0) = 1"
+        .to_owned()
 }
 
 /// Flat database shape of a [`select_sessions`] row; decodes on both
@@ -385,10 +396,10 @@ impl Store {
         }
         match filter.status {
             Some(SessionStatus::Ok) => {
-                let _ = write!(inner, " AND NOT {}", exists_call("x.error IS NOT NULL"));
+                let _ = write!(inner, " AND NOT {}", last_call_failed());
             }
             Some(SessionStatus::Error) => {
-                let _ = write!(inner, " AND {}", exists_call("x.error IS NOT NULL"));
+                let _ = write!(inner, " AND {}", last_call_failed());
             }
             None => {}
         }

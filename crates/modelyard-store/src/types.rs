@@ -155,6 +155,11 @@ pub struct NewLlmCall {
     pub http_status: Option<i32>,
     /// Error message; `None` = success.
     pub error: Option<String>,
+    /// Attempt number within its request, from 1 (retries and fallbacks
+    /// add attempts).
+    pub attempt: i32,
+    /// The route the request named, `None` when it named one deployment.
+    pub route: Option<String>,
 }
 
 /// A session together with its calls, written in one transaction by
@@ -214,6 +219,11 @@ pub struct LlmCallRow {
     pub http_status: Option<i32>,
     /// Error message; `None` = success.
     pub error: Option<String>,
+    /// Attempt number within its request, from 1 (retries and fallbacks
+    /// add attempts).
+    pub attempt: i32,
+    /// The route the request named, `None` when it named one deployment.
+    pub route: Option<String>,
 }
 
 /// Selection and paging for [`Store::list_calls`](crate::Store::list_calls).
@@ -273,6 +283,8 @@ pub(crate) struct CallRecord {
     completed_at_ms: Option<i64>,
     http_status: Option<i32>,
     error: Option<String>,
+    attempt: i32,
+    route: Option<String>,
 }
 
 impl From<CallRecord> for LlmCallRow {
@@ -305,6 +317,8 @@ impl From<CallRecord> for LlmCallRow {
             completed_at_ms: r.completed_at_ms,
             http_status: r.http_status,
             error: r.error,
+            attempt: r.attempt,
+            route: r.route,
         }
     }
 }

@@ -1046,6 +1046,8 @@ async fn calls_carry_their_conversation_and_turn() {
             completed_at_ms: None,
             http_status: None,
             error: None,
+            attempt: 1,
+            route: None,
         };
         let (s1, s2) = (new_id(), new_id());
         let (c1, c2) = (new_id(), new_id());

@@ -61,6 +61,8 @@ fn call(session: &NewLlmSession, sent_at_ms: i64) -> NewLlmCall {
         completed_at_ms: Some(sent_at_ms + 500),
         http_status: Some(200),
         error: None,
+        attempt: 1,
+        route: None,
     }
 }
 

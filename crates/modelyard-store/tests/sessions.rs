@@ -78,6 +78,8 @@ fn call(session: &NewLlmSession, model_id: &str, sent_at_ms: i64) -> NewLlmCall 
         completed_at_ms: Some(sent_at_ms + 500),
         http_status: Some(200),
         error: None,
+        attempt: 1,
+        route: None,
     }
 }
 

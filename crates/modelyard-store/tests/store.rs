@@ -57,6 +57,8 @@ fn bare_call(id: &str, session_id: &str, model_id: &str) -> NewLlmCall {
         completed_at_ms: None,
         http_status: None,
         error: None,
+        attempt: 1,
+        route: None,
     }
 }
 
@@ -86,6 +88,8 @@ fn full_call(id: &str, session_id: &str) -> NewLlmCall {
         completed_at_ms: Some(1_733_000_001_999),
         http_status: Some(200),
         error: Some("upstream closed the stream — partial".to_owned()),
+        attempt: 2,
+        route: Some("a-route".into()),
     }
 }
 
@@ -114,6 +118,8 @@ fn expected(project: &ProjectId, operation: &str, call: &NewLlmCall) -> LlmCallR
         completed_at_ms: call.completed_at_ms,
         http_status: call.http_status,
         error: call.error.clone(),
+        attempt: call.attempt,
+        route: call.route.clone(),
     }
 }
 

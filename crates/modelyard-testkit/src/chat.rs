@@ -27,7 +27,8 @@ pub(crate) enum Behaviour {
     Drop,
     Malformed,
     InbandError,
-    Status(u16),
+    /// Status code and `Retry-After` seconds.
+    Status(u16, Option<u64>),
     Tools,
     Reasoning,
     Hang,
@@ -60,7 +61,14 @@ impl Behaviour {
             "drop" => Behaviour::Drop,
             "malformed" => Behaviour::Malformed,
             "inband-error" => Behaviour::InbandError,
-            "status" => Behaviour::Status(param.and_then(|p| p.trim().parse().ok()).unwrap_or(500)),
+            "status" => {
+                let (code, retry_after) = match param.map(|p| p.split_once('@')) {
+                    Some(Some((code, secs))) => (Some(code), secs.trim().parse().ok()),
+                    _ => (param, None),
+                };
+                let code = code.and_then(|p| p.trim().parse().ok()).unwrap_or(500);
+                Behaviour::Status(code, retry_after.or((code == 429).then_some(1)))
+            }
             "tools" => Behaviour::Tools,
             "reasoning" => Behaviour::Reasoning,
             "hang" => Behaviour::Hang,
@@ -197,7 +205,7 @@ pub(crate) async fn chat(body: Bytes, in_flight: InFlight) -> Response {
         Behaviour::Hang => tokio::time::sleep(Duration::from_secs(3600)).await,
         Behaviour::SlowFirst(d) => tokio::time::sleep(*d).await,
         Behaviour::Slow(d) | Behaviour::Stall(d) if !stream => tokio::time::sleep(*d).await,
-        Behaviour::Status(code) => {
+        Behaviour::Status(code, retry_after) => {
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut resp = error_response(
                 status,
@@ -205,9 +213,9 @@ pub(crate) async fn chat(body: Bytes, in_flight: InFlight) -> Response {
                 "mock_error",
                 Value::from(status.as_u16()),
             );
-            if status == StatusCode::TOO_MANY_REQUESTS {
+            if let Some(secs) = retry_after {
                 resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*secs));
             }
             return resp;
         }

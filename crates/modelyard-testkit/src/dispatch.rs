@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -102,6 +102,34 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, req: Request, in_flight: InFl
                     "authentication_error",
                     Value::from(401),
                 );
+            }
+            // `fail-first:<n>[@<s>]`: the first `n` requests for this exact
+            // model get 429 with `retry-after: <s>` (default 1), later ones
+            // the normal answer.
+            if let Some(param) = model.as_deref().and_then(|m| m.strip_prefix("fail-first:")) {
+                let (n, secs) = match param.split_once('@') {
+                    Some((n, s)) => (n, s.trim().parse::<u64>().unwrap_or(1)),
+                    None => (param, 1),
+                };
+                let n: usize = n.trim().parse().unwrap_or(1);
+                let seen = {
+                    let mut counts = lock(&shared.fail_counts);
+                    let count = counts.entry(model.clone().unwrap_or_default()).or_insert(0);
+                    *count += 1;
+                    *count
+                };
+                if seen <= n {
+                    let mut response = error_response(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "mock upstream is rate limited",
+                        "rate_limit_error",
+                        Value::from(429),
+                    );
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                    return response;
+                }
             }
             chat(body, in_flight).await
         }

@@ -82,7 +82,8 @@
 //! | `drop`             | role chunk + one content chunk, then the connection is aborted (no `[DONE]`) | headers + the first half of the JSON, then aborted |
 //! | `malformed`        | role chunk, `data: {this is not json`, `data: [DONE]` | `200` with body `{this is not json` |
 //! | `inband-error`     | role chunk, one content chunk, `data: {"error":{"message":"mock upstream failed mid-stream","type":"server_error","code":500}}`, end without `[DONE]` | `200` with that error object as body |
-//! | `status:<code>`    | status `<code>`, body `{"error":{"message":"mock upstream status <code>","type":"mock_error","param":null,"code":<code>}}`, plus `retry-after: 1` for 429 | same |
+//! | `status:<code>[@<s>]` | status `<code>`, body `{"error":{"message":"mock upstream status <code>","type":"mock_error","param":null,"code":<code>}}`, plus `retry-after: <s>` (for 429 `1` when `@<s>` is missing) | same |
+//! | `fail-first:<n>[@<s>]` | the first `<n>` requests with this exact `model` get `429` with `retry-after: <s>` (default 1); later ones the normal stream | same, normal completion |
 //! | `tools`            | role chunk (`content:null`), `delta.tool_calls` pieces (id+type+name with `""` arguments, then `{"city": ` and `"Paris"}`), finish `tool_calls`, usage chunk if `include_usage`, `[DONE]` | `message.tool_calls=[{"id":"call_mock_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\": \"Paris\"}"}}]`, `content:null`, finish `tool_calls` |
 //! | `reasoning`        | normal, with two `delta.reasoning_content` chunks (`thinking`, `...`) before the content | normal plus `message.reasoning_content:"thinking..."` |
 //! | `leak-auth`        | status 401 whose error message echoes the request's `Authorization` header (`invalid credentials: Bearer …`), like a careless upstream | same |

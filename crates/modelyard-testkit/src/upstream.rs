@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub(crate) models: Mutex<Arc<Vec<MockModel>>>,
     pub(crate) down: AtomicBool,
     pub(crate) discovery_delay_ms: AtomicU64,
+    /// Requests seen per `fail-first:` model.
+    pub(crate) fail_counts: Mutex<std::collections::HashMap<String, usize>>,
 }
 
 /// An in-process mock OpenAI-compatible upstream (llama.cpp-flavoured unless started with
@@ -80,6 +82,7 @@ impl MockUpstream {
             models: Mutex::new(Arc::new(options.models.clone())),
             initial_models: options.models,
             down: AtomicBool::new(false),
+            fail_counts: Mutex::new(std::collections::HashMap::new()),
             discovery_delay_ms: AtomicU64::new(0),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());

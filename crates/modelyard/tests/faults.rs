@@ -50,6 +50,10 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// The server under test, with one attempt per request (`[routing]
+    /// retries = 0`): each hostile answer is judged once, one record per
+    /// request (retries have their own tests: modelyard-server's
+    /// tests/routing.rs).
     async fn start(hostile: &HostileUpstream) -> Server {
         let port = free_port();
         let dir =
@@ -62,7 +66,8 @@ impl Server {
                 "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[storage]\nurl = \"sqlite://{db}\"\n\
                  data_dir = \"{data}\"\n\n[[providers]]\nname = \"hostile\"\nkind = \"openai\"\n\
                  base_url = \"{url}\"\n\n[providers.timeouts]\nconnect_ms = 1000\n\
-                 first_token_ms = 700\nidle_ms = 700\ntotal_ms = 2000\nprobe_ms = 1000\n",
+                 first_token_ms = 700\nidle_ms = 700\ntotal_ms = 2000\nprobe_ms = 1000\n\n\
+                 [routing]\nretries = 0\n",
                 db = dir.join("faults.db").display(),
                 data = dir.display(),
                 url = hostile.base_url(),

@@ -2,7 +2,8 @@
 //!
 //! A call as JSON (camelCase; times RFC 3339 UTC; durations ms; tokens):
 //! `{id, sessionId, operation, conversationId, turnId, modelId, provider, upstreamModel, stream,
-//! status ("ok" | "error"), httpStatus, error, finishReason, usage
+//! status ("ok" | "error"), httpStatus, error, attempt (from 1 within its request),
+//! route (the route the request named, or null), finishReason, usage
 //! {promptTokens, completionTokens, reasoningTokens, cachedPromptTokens,
 //! totalTokens}, sentAt, firstTokenAt, completedAt, latencyMs,
 //! timeToFirstTokenMs}`; the single-call view adds `request` (the JSON body
@@ -52,6 +53,8 @@ pub(crate) fn call_json(row: &LlmCallRow, full: bool) -> Value {
         "status": if row.error.is_none() { "ok" } else { "error" },
         "httpStatus": row.http_status,
         "error": row.error,
+        "attempt": row.attempt,
+        "route": row.route,
         "finishReason": row.finish_reason,
         "usage": {
             "promptTokens": row.usage.prompt_tokens,

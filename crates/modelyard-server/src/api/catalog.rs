@@ -6,12 +6,19 @@
 //!   "providers": [{                // config order
 //!     ...provider (see providers.rs),
 //!     "models": [model]            // offline/disabled providers: [] unless includeOffline
-//!   }]
+//!   }],
+//!   "routes": [route]              // [[routes]], config order
 //! }
 //! model = {id, provider, model, displayName, contextWindow (tokens | null),
 //!          contextWindowSource ("config" | "provider" | null),
 //!          contextWindowFrom (e.g. "/props n_ctx" | null), loaded (bool | null),
-//!          favorite, online}
+//!          favorite, online, coolingDownUntil (RFC 3339 | null)}
+//! route = {id, strategy, affinity, fallbacks: [id], favorite,
+//!          online (some target can serve), contextWindow (the smallest known
+//!          of its targets' | null),
+//!          targets: [{id, weight, status ("available" | "cooling-down" |
+//!                     "offline" | "disabled" | "unknown-model"),
+//!                     coolingDownUntil, contextWindow, lastError}]}
 //! ```
 //! A favorited model also stays in its provider group. Favorites of an
 //! offline provider are hidden from `favorites`, never deleted.
@@ -36,6 +43,7 @@ pub struct CatalogQuery {
 
 /// One catalog model as JSON.
 pub fn model_json(
+    app: &AppState,
     provider: &Provider,
     model: &CatalogModel,
     online: bool,
@@ -43,6 +51,7 @@ pub fn model_json(
 ) -> Value {
     let id = format!("{}/{}", provider.name(), model.model);
     let favorite = favorites.contains(&id);
+    let cooling = app.router.cooling_until(&id, crate::clock::now_ms());
     json!({
         "id": id,
         "provider": provider.name(),
@@ -54,6 +63,61 @@ pub fn model_json(
         "loaded": model.loaded,
         "favorite": favorite,
         "online": online,
+        "coolingDownUntil": cooling.map(crate::clock::rfc3339),
+    })
+}
+
+/// A route's catalog entry (see the module docs).
+pub fn route_json(app: &AppState, route: &crate::routing::Route, favorites: &[String]) -> Value {
+    let now = crate::clock::now_ms();
+    let mut smallest: Option<u64> = None;
+    let mut online = false;
+    let targets: Vec<Value> = route
+        .config
+        .targets
+        .iter()
+        .map(|t| {
+            let (provider_name, model) = t.model.split_once('/').unwrap_or((&t.model, ""));
+            let provider = app.registry.provider(provider_name);
+            let state = provider.map(|p| p.state());
+            let entry = state
+                .as_ref()
+                .and_then(|s| s.catalog.iter().find(|m| m.model == model).cloned());
+            let window = entry.as_ref().and_then(|m| m.context_window);
+            if let Some(w) = window {
+                smallest = Some(smallest.map_or(w, |s| s.min(w)));
+            }
+            let cooling = app.router.cooling_until(&t.model, now);
+            let status = match state.as_ref().map(|s| s.status) {
+                Some(ProviderStatus::Disabled) | None => "disabled",
+                Some(ProviderStatus::Offline) => "offline",
+                _ if app.registry.resolve(Some(&t.model)).is_err() => "unknown-model",
+                _ if cooling.is_some() => "cooling-down",
+                _ => "available",
+            };
+            online |= status == "available";
+            json!({
+                "id": t.model,
+                "weight": t.weight,
+                "status": status,
+                "coolingDownUntil": cooling.map(crate::clock::rfc3339),
+                "contextWindow": window,
+                "lastError": app.router.health(&t.model).last_error(),
+            })
+        })
+        .collect();
+    json!({
+        "id": route.config.name,
+        "strategy": route.config.strategy.as_str(),
+        "affinity": match route.config.affinity {
+            crate::config::Affinity::None => "none",
+            crate::config::Affinity::Conversation => "conversation",
+        },
+        "fallbacks": route.config.fallbacks,
+        "favorite": favorites.contains(&route.config.name),
+        "online": online,
+        "contextWindow": smallest,
+        "targets": targets,
     })
 }
 
@@ -67,6 +131,7 @@ pub async fn catalog(Scoped(app): Scoped, ApiQuery(query): ApiQuery<CatalogQuery
     app.registry.snapshot_key(&mut key);
     std::hash::Hash::hash(&favorites, &mut key);
     std::hash::Hash::hash(&query.include_offline, &mut key);
+    std::hash::Hash::hash(&app.router.epoch(crate::clock::now_ms()), &mut key);
     let name = if query.include_offline {
         "catalog-all"
     } else {
@@ -94,10 +159,10 @@ fn render(app: &AppState, favorites: &[String], include_offline: bool) -> bytes:
     for provider in app.registry.providers() {
         let state = provider.state();
         let online = state.status == ProviderStatus::Online;
-        let mut group = super::providers::provider_json(provider, &state);
+        let mut group = super::providers::provider_json(app, provider, &state);
         let mut models = Vec::new();
         for model in state.catalog.iter() {
-            let entry = model_json(provider, model, online, favorites);
+            let entry = model_json(app, provider, model, online, favorites);
             if online {
                 if let Some(i) = favorites.iter().position(|f| *f == entry["id"]) {
                     favorite_entries[i] = Some(entry.clone());
@@ -110,6 +175,23 @@ fn render(app: &AppState, favorites: &[String], include_offline: bool) -> bytes:
         group["models"] = Value::Array(models);
         groups.push(group);
     }
+    let routes: Vec<Value> = app
+        .router
+        .routes()
+        .iter()
+        .map(|route| route_json(app, route, favorites))
+        .collect();
+    // A favorite route is listed among the favorites while it can serve.
+    for (i, id) in favorites.iter().enumerate() {
+        if let Some(route) = routes
+            .iter()
+            .find(|r| r["id"] == **id && r["online"] == true)
+        {
+            favorite_entries[i] = Some(route.clone());
+        }
+    }
     let favorites: Vec<Value> = favorite_entries.into_iter().flatten().collect();
-    bytes::Bytes::from(json!({"favorites": favorites, "providers": groups}).to_string())
+    bytes::Bytes::from(
+        json!({"favorites": favorites, "providers": groups, "routes": routes}).to_string(),
+    )
 }

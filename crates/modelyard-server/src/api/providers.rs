@@ -3,8 +3,10 @@
 //!
 //! A provider as JSON: `{name, kind, baseUrl, status ("online" | "offline" |
 //! "disabled" | "unknown"), lastError, disabledReason, lastCheckedAt,
-//! lastOkAt (RFC 3339 or null), probeIntervalMs, modelCount}`; the single
-//! view adds `models` (catalog entries, see [`super::catalog`]).
+//! lastOkAt (RFC 3339 or null), probeIntervalMs, modelCount, coolingDown:
+//! [{model, coolingDownUntil (RFC 3339), lastError}]}` (`coolingDown`: its
+//! deployments that routing skips now); the single view adds `models`
+//! (catalog entries, see [`super::catalog`]).
 
 use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
@@ -18,7 +20,17 @@ use crate::error::Problem;
 use crate::registry::{Provider, ProviderState};
 
 /// A provider's JSON (without models).
-pub fn provider_json(provider: &Provider, state: &ProviderState) -> Value {
+pub fn provider_json(app: &AppState, provider: &Provider, state: &ProviderState) -> Value {
+    let prefix = format!("{}/", provider.name());
+    let cooling: Vec<Value> = app
+        .router
+        .cooling_down(crate::clock::now_ms())
+        .into_iter()
+        .filter(|(id, _, _)| id.starts_with(&prefix))
+        .map(|(id, until, error)| {
+            json!({"model": id, "coolingDownUntil": rfc3339(until), "lastError": error})
+        })
+        .collect();
     json!({
         "name": provider.name(),
         "kind": provider.config.kind.as_str(),
@@ -30,17 +42,18 @@ pub fn provider_json(provider: &Provider, state: &ProviderState) -> Value {
         "lastOkAt": state.last_ok_at_ms.map(rfc3339),
         "probeIntervalMs": provider.config.probe_interval_ms,
         "modelCount": state.catalog.len(),
+        "coolingDown": cooling,
     })
 }
 
-fn detail(provider: &Provider, favorites: &[String]) -> Value {
+fn detail(app: &AppState, provider: &Provider, favorites: &[String]) -> Value {
     let state = provider.state();
-    let mut value = provider_json(provider, &state);
+    let mut value = provider_json(app, provider, &state);
     let online = state.status == crate::registry::ProviderStatus::Online;
     value["models"] = state
         .catalog
         .iter()
-        .map(|m| model_json(provider, m, online, favorites))
+        .map(|m| model_json(app, provider, m, online, favorites))
         .collect();
     value
 }
@@ -51,7 +64,7 @@ pub async fn list(Scoped(app): Scoped) -> Response {
         .registry
         .providers()
         .iter()
-        .map(|p| provider_json(p, &p.state()))
+        .map(|p| provider_json(&app, p, &p.state()))
         .collect();
     axum::Json(json!({ "data": data })).into_response()
 }
@@ -74,7 +87,7 @@ pub async fn show(Scoped(app): Scoped, Path(name): Path<String>) -> Response {
         Ok(f) => f,
         Err(err) => return crate::http::ApiError::from(err).into_response(),
     };
-    axum::Json(detail(&provider, &favorites)).into_response()
+    axum::Json(detail(&app, &provider, &favorites)).into_response()
 }
 
 /// `POST /v1/providers/{name}/refresh`: probes now (bounded by the
@@ -93,5 +106,5 @@ pub async fn refresh(Scoped(app): Scoped, Path(name): Path<String>) -> Response 
         Ok(f) => f,
         Err(err) => return crate::http::ApiError::from(err).into_response(),
     };
-    axum::Json(detail(&provider, &favorites)).into_response()
+    axum::Json(detail(&app, &provider, &favorites)).into_response()
 }

@@ -23,6 +23,41 @@ pub(super) struct RawConfig {
     pub(super) limits: RawLimits,
     #[serde(default)]
     pub(super) security: RawSecurity,
+    #[serde(default)]
+    pub(super) routing: RawRouting,
+    #[serde(default)]
+    pub(super) routes: Vec<RawRoute>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRouting {
+    pub(super) retries: Option<i64>,
+    pub(super) retry_on: Option<Vec<toml::Value>>,
+    pub(super) backoff_ms: Option<i64>,
+    pub(super) max_retry_after_ms: Option<i64>,
+    pub(super) cooldown_failures: Option<i64>,
+    pub(super) cooldown_window_ms: Option<i64>,
+    pub(super) cooldown_ms: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub(super) name: String,
+    pub(super) targets: Vec<RawRouteTarget>,
+    pub(super) strategy: Option<String>,
+    pub(super) affinity: Option<String>,
+    #[serde(default)]
+    pub(super) fallbacks: Vec<String>,
+}
+
+/// `"a/m"` or `{ model = "a/m", weight = 2 }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawRouteTarget {
+    Id(String),
+    Weighted { model: String, weight: Option<i64> },
 }
 
 #[derive(Deserialize, Default)]

@@ -314,3 +314,82 @@ fn shutdown_timeout_and_sweep_interval_have_defaults_and_bounds() {
     );
     assert!(error("[turns]\nsweep_interval_ms = 10\n").contains("turns.sweep_interval_ms"));
 }
+
+const TWO: &str = r#"
+[[providers]]
+name = "a"
+kind = "llama-cpp"
+base_url = "http://127.0.0.1:18080"
+
+[[providers]]
+name = "b"
+kind = "llama-cpp"
+base_url = "http://127.0.0.1:18081"
+"#;
+
+#[test]
+fn routes_and_routing_parse_with_their_defaults() {
+    let config = parse(&format!(
+        "{TWO}\n[routing]\nretries = 1\nretry_on = [\"connect\", 503]\n\n\
+         [[routes]]\nname = \"qwen3-8b\"\ntargets = [\"a/qwen3-8b\", {{ model = \"b/qwen3-8b\", weight = 2 }}]\n\
+         fallbacks = [\"cheap\", \"b/other\"]\n\n\
+         [[routes]]\nname = \"cheap\"\ntargets = [\"b/small\"]\nstrategy = \"round-robin\"\naffinity = \"none\"\n"
+    ))
+    .unwrap();
+    assert_eq!(config.routing.retries, 1);
+    assert_eq!(
+        config.routing.retry_on,
+        RetryOn {
+            connect: true,
+            timeout: false,
+            statuses: vec![503]
+        }
+    );
+    assert_eq!(config.routing.cooldown_ms, 30_000);
+    let route = &config.routes[0];
+    assert_eq!(route.strategy, Strategy::LeastBusy);
+    assert_eq!(route.affinity, Affinity::Conversation);
+    assert_eq!(route.targets[1].weight, 2);
+    assert_eq!(config.routes[1].strategy, Strategy::RoundRobin);
+    assert_eq!(parse(TWO).unwrap().routing, RoutingConfig::default());
+}
+
+#[test]
+fn invalid_routes_name_the_key_and_reason() {
+    for (routes, key, reason) in [
+        (
+            "[[routes]]\nname = \"a/x\"\ntargets = [\"a/x\"]\n",
+            "routes[0].name",
+            "starts with the provider name",
+        ),
+        (
+            "[[routes]]\nname = \"r\"\ntargets = [\"nope/x\"]\n",
+            "routes[0].targets[0]",
+            "is not a deployment",
+        ),
+        ("[[routes]]\nname = \"r\"\ntargets = []\n", "routes[0].targets", "needs 1-64"),
+        (
+            "[[routes]]\nname = \"r\"\ntargets = [\"a/x\"]\nstrategy = \"random\"\n",
+            "routes[0].strategy",
+            "is not one of",
+        ),
+        (
+            "[[routes]]\nname = \"r\"\ntargets = [\"a/x\"]\nfallbacks = [\"ghost\"]\n",
+            "routes[0].fallbacks[0]",
+            "no route has that name",
+        ),
+        (
+            "[[routes]]\nname = \"r\"\ntargets = [\"a/x\"]\n[[routes]]\nname = \"r\"\ntargets = [\"b/x\"]\n",
+            "routes[1].name",
+            "duplicate",
+        ),
+        ("[routing]\nretries = 11\n", "routing.retries", "between 0 and 10"),
+        ("[routing]\nretry_on = [\"sometimes\"]\n", "routing.retry_on[0]", "HTTP status"),
+    ] {
+        let message = error(&format!("{TWO}\n{routes}"));
+        assert!(
+            message.contains(key) && message.contains(reason),
+            "{routes}: {message}"
+        );
+    }
+}

@@ -26,6 +26,8 @@ pub(super) fn validate(
     let turns = turns(raw.turns, source_name)?;
     let limits = limits(raw.limits, source_name)?;
     let security = security(raw.security);
+    let routing = super::routing::routing(raw.routing, source_name)?;
+    let routes = super::routing::routes(raw.routes, &providers, source_name)?;
     Ok(Config {
         source: path.map(Path::to_owned),
         server,
@@ -35,6 +37,8 @@ pub(super) fn validate(
         turns,
         limits,
         security,
+        routing,
+        routes,
     })
 }
 

@@ -34,7 +34,7 @@ use super::configs::TurnConfigs;
 use super::engine::publish;
 use super::live::LiveTurn;
 use crate::app::AppState;
-use crate::registry::Target;
+use crate::routing::Destination;
 use crate::service::operations::message_text;
 
 /// The tool's function name.
@@ -70,8 +70,8 @@ pub fn tool_definition() -> Value {
 /// The resolved advisor model of a conversation.
 #[derive(Debug, Clone)]
 pub struct Advisor {
-    /// Where its calls go.
-    pub target: Target,
+    /// Where its calls go: one deployment or a route.
+    pub destination: Destination,
     /// The LLM config that supplies options and system prompt, if any.
     pub llm_config: Option<LlmConfigRow>,
 }
@@ -95,15 +95,15 @@ pub async fn resolve(app: &AppState, conversation: &ConversationRecord) -> Resul
     let llm_config = configs
         .supplying(resolved.llm_config_id.as_deref())
         .cloned();
-    let target = app
-        .registry
-        .resolve(Some(&resolved.model))
+    let destination = app
+        .destination(Some(&resolved.model))
+        .map_err(|e| e.to_string())?
+        .for_llm_config(&app.registry, llm_config.as_ref())
         .map_err(|e| e.to_string())?;
-    let target = app
-        .registry
-        .for_llm_config(target, llm_config.as_ref())
-        .map_err(|e| e.to_string())?;
-    Ok(Advisor { target, llm_config })
+    Ok(Advisor {
+        destination,
+        llm_config,
+    })
 }
 
 /// What a consultation gives the turn.
@@ -206,10 +206,10 @@ pub async fn consult(
             sent = text.len();
         }
     };
-    let streamed = stream_call(
+    let mut streamed = stream_call(
         app,
         live,
-        &advisor.target,
+        &advisor.destination,
         ADVISOR_OPERATION,
         body,
         false,
@@ -218,10 +218,10 @@ pub async fn consult(
     .await;
     phase("finalizing_result");
 
-    let model_id = advisor.target.resolution.model_id.to_string();
+    let model_id = streamed.model_id.clone();
     let summary = streamed.acc.summary();
     let usage = TokenUsage::from(summary.usage);
-    let record = streamed.record();
+    let records = std::mem::take(&mut streamed.records);
     let session_id = uuid::Uuid::now_v7().to_string();
     app.recorder.record(
         &app.project,
@@ -232,9 +232,12 @@ pub async fn consult(
                 parent_session_id: Some(parent_session.to_owned()),
                 conversation_id: Some(live.conversation_id.clone()),
                 turn_id: Some(live.turn_id.clone()),
-                created_at_ms: streamed.sent_at_ms(),
+                created_at_ms: streamed.sent_at_ms,
             },
-            calls: vec![record.into_call(&session_id)],
+            calls: records
+                .into_iter()
+                .map(|r| r.into_call(&session_id))
+                .collect(),
         },
     );
 
@@ -308,8 +311,9 @@ fn request_body(
         "Conversation so far:\n{}\n\nQuestion from the assistant: {question}",
         transcript(messages, ADVISOR_INPUT_CHARS)
     );
+    // `model` is each attempt's deployment's, set by `LlmCall::new`.
     crate::service::llm_call::compose(
-        advisor.target.resolution.model_id.model(),
+        "",
         body,
         vec![
             json!({"role": "system", "content": system}),

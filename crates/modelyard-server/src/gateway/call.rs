@@ -1,20 +1,24 @@
-//! The record of one gateway call, from send to finish. Whatever way the
-//! request ends — success, upstream error, timeout, client gone — exactly
-//! one session with one call is handed to the recorder.
+//! The record of one gateway request, from its first attempt to its finish.
+//! Whatever way the request ends — success, upstream error, timeout, client
+//! gone — exactly one session is handed to the recorder, with one call per
+//! attempt (retries and fallbacks first, then the one that answered or
+//! failed last).
 
 use modelyard_upstream::openai::{AnswerSummary, RewrittenCompletion};
 use modelyard_upstream::UpstreamResponse;
 
 use crate::app::AppState;
 use crate::clock::now_ms;
-use crate::recorder::Recorder;
+use crate::recorder::{CallRecord, Recorder};
+use crate::registry::Target;
 use crate::service::llm_call::{LlmCall, LlmCallError};
+use crate::service::routed::{self, Plan, RoutedError};
 
 /// Message recorded when the client goes away before the answer ends.
 pub(crate) const CLIENT_GONE: &str = "client disconnected before the response completed";
 
-/// An in-progress call record: the call, recorded once when it finishes or
-/// when the draft is dropped (the client went away).
+/// An in-progress request record: its attempts, recorded once when it
+/// finishes or when the draft is dropped (the client went away).
 #[derive(Debug)]
 pub(crate) struct CallDraft {
     inner: Option<Draft>,
@@ -24,30 +28,44 @@ pub(crate) struct CallDraft {
 struct Draft {
     recorder: Recorder,
     project: modelyard_store::ProjectId,
-    call: LlmCall,
+    /// The attempt in flight (or the one that answered).
+    current: Option<LlmCall>,
+    /// Finished attempts, in order.
+    earlier: Vec<CallRecord>,
 }
 
 impl CallDraft {
-    /// Starts a record of `call` (before it is sent).
-    pub(crate) fn start(app: &AppState, call: LlmCall) -> Self {
+    /// Starts a record (before the first attempt is sent).
+    pub(crate) fn start(app: &AppState) -> Self {
         Self {
             inner: Some(Draft {
                 recorder: app.recorder.clone(),
                 project: app.project.clone(),
-                call,
+                current: None,
+                earlier: Vec::new(),
             }),
         }
     }
 
-    /// Sends the call ([`LlmCall::send`]).
+    /// Sends the request by `plan` ([`routed::send`]): on success the call
+    /// that answered is this draft's current one.
     ///
     /// # Errors
-    /// As [`LlmCall::send`].
-    pub(crate) async fn send(&mut self) -> Result<UpstreamResponse, LlmCallError> {
+    /// As [`routed::send`].
+    pub(crate) async fn send(
+        &mut self,
+        plan: &mut Plan,
+        build: &mut (dyn FnMut(&Target) -> Result<LlmCall, LlmCallError> + Send),
+    ) -> Result<UpstreamResponse, RoutedError> {
         match self.inner.as_mut() {
-            Some(draft) => draft.call.send().await,
-            None => Err(finished()),
+            Some(draft) => routed::send(plan, &mut draft.current, &mut draft.earlier, build).await,
+            None => Err(RoutedError::Call(finished())),
         }
+    }
+
+    /// The call that answered.
+    pub(crate) fn call(&self) -> Option<&LlmCall> {
+        self.inner.as_ref()?.current.as_ref()
     }
 
     /// Reads a non-streamed answer ([`LlmCall::read_body`]).
@@ -55,11 +73,11 @@ impl CallDraft {
     /// # Errors
     /// As [`LlmCall::read_body`].
     pub(crate) async fn read_body(
-        &self,
+        &mut self,
         upstream: UpstreamResponse,
     ) -> Result<RewrittenCompletion, LlmCallError> {
-        match self.inner.as_ref() {
-            Some(draft) => draft.call.read_body(upstream).await,
+        match self.inner.as_mut().and_then(|d| d.current.as_mut()) {
+            Some(call) => call.read_body(upstream).await,
             None => Err(finished()),
         }
     }
@@ -71,7 +89,8 @@ impl CallDraft {
         }
     }
 
-    /// Finishes with an error.
+    /// Finishes with an error (of the current call; when every attempt
+    /// failed before answering, their records already say why).
     pub(crate) fn fail(
         mut self,
         summary: AnswerSummary,
@@ -85,7 +104,7 @@ impl CallDraft {
 }
 
 /// A draft is finished only by consuming it, so an open one always has its
-/// call; this is the error should that ever change.
+/// state; this is the error should that ever change.
 fn finished() -> LlmCallError {
     LlmCallError::Closed("the call was already recorded".into())
 }
@@ -106,14 +125,41 @@ impl Draft {
         error: Option<String>,
     ) {
         let completed_at_ms = now_ms();
-        self.call.set_first_token_at_ms(first_token_at_ms);
         let project = self.project.clone();
+        let mut earlier = std::mem::take(&mut self.earlier);
+        let last = match self.current.take() {
+            Some(mut call) => {
+                call.set_first_token_at_ms(first_token_at_ms);
+                Last::Call(Box::new((call, summary, error)))
+            }
+            None => match earlier.pop() {
+                Some(record) => Last::Record(Box::new(record)),
+                // No attempt was made: nothing to record.
+                None => return,
+            },
+        };
         // Copying the request body happens in the writer task.
-        let bytes = self.call.request().len() + crate::recorder::summary_bytes(&summary);
-        let call = self.call;
+        let bytes = earlier.iter().map(|r| r.request_json.len()).sum::<usize>()
+            + match &last {
+                Last::Call(last) => {
+                    last.0.request().len() + crate::recorder::summary_bytes(&last.1)
+                }
+                Last::Record(record) => record.request_json.len(),
+            };
         self.recorder.record_with(&project, bytes, move || {
-            call.record_at(summary, error, completed_at_ms)
-                .into_session()
+            let last = match last {
+                Last::Call(last) => {
+                    let (call, summary, error) = *last;
+                    call.record_at(summary, error, completed_at_ms)
+                }
+                Last::Record(record) => *record,
+            };
+            CallRecord::session_of(earlier, last)
         });
     }
+}
+
+enum Last {
+    Call(Box<(LlmCall, AnswerSummary, Option<String>)>),
+    Record(Box<CallRecord>),
 }

@@ -25,8 +25,10 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::auth::Scoped;
 use crate::error::OpenAiError;
-use crate::registry::RouteError;
+use crate::registry::{RouteError, Target};
+use crate::routing::Destination;
 use crate::service::llm_call::{LlmCall, LlmCallError, Purpose, UpstreamStatus};
+use crate::service::routed::{Plan, RoutedError};
 
 use call::CallDraft;
 
@@ -197,13 +199,43 @@ fn exceeded_cap(
     None
 }
 
+/// The client's answer when no attempt served: the last error
+/// ([`call_error`]), or 503 `no_deployment_available` naming each
+/// deployment's reason, with `Retry-After` when the soonest recovery is
+/// known.
+fn routed_error(err: RoutedError) -> OpenAiError {
+    match err {
+        RoutedError::Call(err) => call_error(err),
+        unavailable @ RoutedError::Unavailable { .. } => {
+            let mut error = OpenAiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                unavailable.to_string(),
+            )
+            .code("no_deployment_available");
+            error.retry_after = unavailable.retry_after_secs().map(|s| s.to_string());
+            error
+        }
+    }
+}
+
+/// Header naming the deployment that served a request (`provider/model`).
+pub const MODEL_HEADER: &str = "x-modelyard-model";
+/// Header counting the attempts a request took (retries and fallbacks
+/// included).
+pub const ATTEMPTS_HEADER: &str = "x-modelyard-attempts";
+/// Request header whose value keeps a caller's requests on one deployment
+/// of a route with affinity (like OpenAI's `user` field, which also does).
+pub const AFFINITY_HEADER: &str = "x-modelyard-affinity";
+
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     Scoped(app): Scoped,
     identity: crate::limits::Identity,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match chat(app, identity, body).await {
+    match chat(app, identity, &headers, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -212,6 +244,7 @@ pub async fn chat_completions(
 async fn chat(
     app: AppState,
     identity: crate::limits::Identity,
+    headers: &axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OpenAiError> {
     let body = body.map_err(|rejection| {
@@ -231,38 +264,62 @@ async fn chat(
     } else {
         None
     };
-    let target = app
-        .registry
-        .resolve(head.model.as_deref())
+    let destination = app
+        .destination(head.model.as_deref())
         .map_err(route_error)?;
-    if target.provider.client.is_none() {
-        return Err(OpenAiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "provider_disabled",
-            "provider is disabled",
-        ));
+    if let Destination::Deployment(target) = &destination {
+        if target.provider.client.is_none() {
+            return Err(OpenAiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "provider_disabled",
+                "provider is disabled",
+            ));
+        }
+    }
+    // The answer's `model`: the route's name, or the deployment's id.
+    let client_model = destination.model_id();
+    let affinity = headers
+        .get(AFFINITY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .or(head.user.as_deref())
+        .filter(|key| !key.is_empty());
+    let mut plan = Plan::new(&app, destination, affinity);
+    let purpose = Purpose::new("gateway");
+    let mut build = |target: &Target| {
+        let upstream_body = head.upstream_body(&body, target.resolution.model_id.model());
+        LlmCall::from_raw(target, purpose.clone(), head.stream, upstream_body)
     };
-    let client_model = target.resolution.model_id.to_string();
-    let upstream_body = head.upstream_body(&body, target.resolution.model_id.model());
-    let call = LlmCall::from_raw(&target, Purpose::new("gateway"), head.stream, upstream_body)
-        .map_err(call_error)?;
-    // The draft owns the call from here: whatever way the request ends (the
-    // client gone included), one record.
-    let mut draft = CallDraft::start(&app, call);
-    let upstream = match draft.send().await {
+    // The draft owns the attempts from here: whatever way the request ends
+    // (the client gone included), one record.
+    let mut draft = CallDraft::start(&app);
+    let upstream = match draft.send(&mut plan, &mut build).await {
         Ok(upstream) => upstream,
         Err(err) => {
-            // The record keeps the status the upstream answered with.
+            // The attempts' records keep the statuses the upstream answered with.
             draft.fail(Default::default(), None, err.to_string());
-            return Err(call_error(err));
+            return Err(routed_error(err));
         }
+    };
+    let (served_by, provider) = match draft.call() {
+        Some(call) => (
+            call.target().resolution.model_id.to_string(),
+            call.target().provider.name().to_owned(),
+        ),
+        None => (client_model.clone(), String::new()),
+    };
+    let routing_headers = |response: &mut Response| {
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(&served_by) {
+            headers.insert(MODEL_HEADER, value);
+        }
+        headers.insert(ATTEMPTS_HEADER, HeaderValue::from(plan.attempts()));
     };
 
     if head.stream {
         let body = stream::proxy(
             upstream,
             draft,
-            target.provider.name().to_owned(),
+            provider,
             client_model,
             head.client_include_usage,
             app.config.limits.max_sse_event_bytes,
@@ -275,6 +332,7 @@ async fn chat(
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        routing_headers(&mut response);
         return Ok(response);
     }
 
@@ -287,6 +345,7 @@ async fn chat(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
+            routing_headers(&mut response);
             Ok(response)
         }
         Err(err) => {
@@ -298,8 +357,10 @@ async fn chat(
 }
 
 /// `GET /v1/models`: the models of every online provider as composite ids,
+/// then the `[[routes]]` by name (`owned_by: "modelyard"`, `provider: null`),
 /// in OpenAI's list shape plus `provider` and `context_window` (tokens,
-/// `null` when unknown; snake_case like OpenAI's own fields).
+/// `null` when unknown; a route's is the smallest of its targets';
+/// snake_case like OpenAI's own fields).
 pub async fn list_models(Scoped(app): Scoped) -> Response {
     let mut key = std::hash::DefaultHasher::new();
     app.registry.snapshot_key(&mut key);
@@ -324,6 +385,29 @@ pub async fn list_models(Scoped(app): Scoped) -> Response {
                             "context_window": model.context_window,
                         }));
                     }
+                }
+                // Routes: ids like any other, `owned_by` the gateway, the
+                // smallest known context window of their targets.
+                for route in app.router.routes() {
+                    let window = route
+                        .config
+                        .targets
+                        .iter()
+                        .filter_map(|t| {
+                            let (provider, model) = t.model.split_once('/')?;
+                            let state = app.registry.provider(provider)?.state();
+                            let window = state.catalog.iter().find(|m| m.model == model)?;
+                            window.context_window
+                        })
+                        .min();
+                    data.push(json!({
+                        "id": route.config.name,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "modelyard",
+                        "provider": null,
+                        "context_window": window,
+                    }));
                 }
                 Bytes::from(json!({"object": "list", "data": data}).to_string())
             });

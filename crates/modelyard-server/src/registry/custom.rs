@@ -46,6 +46,17 @@ pub enum BaseUrlError {
     /// No client could be built for it.
     #[error("{0}")]
     Client(UpstreamError),
+    /// The model is a route, whose deployments have their own providers.
+    #[error(
+        "{url:?} cannot be used with route '{route}': a route's deployments are sent to their \
+         own providers"
+    )]
+    Route {
+        /// The URL (redacted).
+        url: String,
+        /// The route.
+        route: String,
+    },
 }
 
 /// An LLM config's `baseUrl` that cannot be used for a call.
@@ -99,6 +110,13 @@ impl ProviderRegistry {
                 },
             })?;
         Ok(url.as_str().trim_end_matches('/').to_owned())
+    }
+
+    /// Whether `url` is a configured provider's base URL (a trailing `/`
+    /// aside).
+    pub fn is_configured_base_url(&self, url: &str) -> bool {
+        let wanted = url.trim_end_matches('/');
+        self.custom.configured.iter().any(|u| u == wanted)
     }
 
     /// `target`, sent to `config`'s custom `baseUrl` when it names one (see

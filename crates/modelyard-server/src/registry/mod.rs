@@ -181,6 +181,11 @@ impl ProviderRegistry {
         &self.providers
     }
 
+    /// `defaults.model`, used when a request names no model.
+    pub fn default_model(&self) -> Option<&str> {
+        self.default_model.as_deref()
+    }
+
     /// The provider called `name`.
     pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
         self.providers.iter().find(|p| p.name() == name)

@@ -114,7 +114,8 @@ impl Provider {
         self.read_state().clone()
     }
 
-    pub(super) fn read_state(&self) -> RwLockReadGuard<'_, ProviderState> {
+    /// The last observed state, read-locked (never hold it across IO).
+    pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, ProviderState> {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 

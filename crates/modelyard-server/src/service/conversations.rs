@@ -397,7 +397,7 @@ pub async fn settings(app: &AppState, id: &str) -> Result<Settings, ServiceError
 /// [`settings`] of a loaded conversation.
 async fn settings_of(app: &AppState, conversation: ConversationRecord) -> Settings {
     let (advisor_model, advisor_error) = match advisor::resolve(app, &conversation).await {
-        Ok(a) => (Some(a.target.resolution.model_id.to_string()), None),
+        Ok(a) => (Some(a.destination.model_id()), None),
         Err(reason) => (None, Some(reason)),
     };
     Settings {

@@ -30,7 +30,8 @@ pub async fn ids(app: &AppState) -> Result<Vec<String>, ServiceError> {
 
 /// Checks a model id for the favorites list and returns it as stored.
 fn validate(app: &AppState, id: &str, existing: &[String]) -> Result<String, ServiceError> {
-    if existing.iter().any(|e| e == id) {
+    // A route is favorited by its name.
+    if existing.iter().any(|e| e == id) || app.router.route(id).is_some() {
         return Ok(id.to_owned());
     }
     let parsed = ModelRef::parse(id, |p| app.registry.provider(p).is_some()).map_err(|e| {

@@ -29,6 +29,7 @@
 //! to its own shape (the gateway: OpenAI envelopes).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use modelyard_upstream::openai::{
@@ -43,6 +44,7 @@ use crate::clock::now_ms;
 use crate::config::ProviderConfig;
 use crate::recorder::CallRecord;
 use crate::registry::Target;
+use crate::routing::Busy;
 
 /// Largest non-streamed upstream answer read, bytes.
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
@@ -272,6 +274,33 @@ pub fn status_message(provider: &str, status: u16, message: &str) -> String {
     }
 }
 
+/// A request object written with its `model` member set to `model`
+/// (added first when it has none).
+struct WithModel<'a> {
+    map: &'a Map<String, Value>,
+    model: &'a str,
+}
+
+impl serde::Serialize for WithModel<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let has_model = self.map.contains_key("model");
+        let len = self.map.len() + usize::from(!has_model);
+        let mut out = serializer.serialize_map(Some(len))?;
+        if !has_model {
+            out.serialize_entry("model", self.model)?;
+        }
+        for (key, value) in self.map {
+            if key == "model" {
+                out.serialize_entry(key, self.model)?;
+            } else {
+                out.serialize_entry(key, value)?;
+            }
+        }
+        out.end()
+    }
+}
+
 /// One call to a model, from its request to its record.
 #[derive(Debug)]
 pub struct LlmCall {
@@ -282,21 +311,38 @@ pub struct LlmCall {
     sent_at_ms: i64,
     status: Option<u16>,
     first_token_at_ms: Option<i64>,
+    /// Attempt number within its request, from 1.
+    attempt: u32,
+    /// The route the request named.
+    route: Option<Arc<str>>,
+    /// The id answers name as their `model` (the route's name), when not
+    /// the deployment's composite id.
+    client_model: Option<Arc<str>>,
+    /// Held while the call is in flight (`least-busy`, time to first token).
+    busy: Option<Busy>,
 }
 
 impl LlmCall {
-    /// A call with a request the server composed ([`compose`]): the
-    /// provider's parameter rules are applied, then it is serialized.
-    /// `stream` is read from the request.
-    pub fn new(target: &Target, purpose: Purpose, request: Value) -> Self {
+    /// A call with a request the server composed ([`compose`]), sent to
+    /// `target` with its upstream model name in `model`: the provider's
+    /// parameter rules are applied to a copy (only when it has rules), then
+    /// it is serialized. `stream` is read from the request.
+    pub fn new(target: &Target, purpose: Purpose, request: &Value) -> Self {
+        let model = target.resolution.model_id.model();
+        let empty = Map::new();
         // [`compose`] always builds an object.
-        let mut request = match request {
-            Value::Object(map) => map,
-            _ => Map::new(),
+        let map = request.as_object().unwrap_or(&empty);
+        let body = if has_param_rules(&target.provider.config) {
+            let mut map = map.clone();
+            map.insert("model".into(), Value::String(model.to_owned()));
+            apply_param_rules(&target.provider.config, &mut map);
+            Value::Object(map).to_string()
+        } else {
+            // No copy of the (possibly long) messages: written with `model`
+            // replaced on the fly.
+            serde_json::to_string(&WithModel { map, model }).unwrap_or_default()
         };
-        apply_param_rules(&target.provider.config, &mut request);
         let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
-        let body = Value::Object(request).to_string();
         Self::start(target, purpose, stream, Bytes::from(body))
     }
 
@@ -332,6 +378,42 @@ impl LlmCall {
             sent_at_ms: now_ms(),
             status: None,
             first_token_at_ms: None,
+            attempt: 1,
+            route: None,
+            client_model: None,
+            busy: None,
+        }
+    }
+
+    /// Marks this call as attempt `attempt` of a request that named
+    /// `route` (whose name answers then carry as `model`; its fallbacks'
+    /// attempts included), in flight on its deployment while `busy` is
+    /// held.
+    pub fn routed(&mut self, attempt: u32, route: Option<Arc<str>>, busy: Busy) {
+        self.attempt = attempt;
+        self.client_model.clone_from(&route);
+        self.route = route;
+        self.busy = Some(busy);
+    }
+
+    /// The attempt number within its request, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The id answers carry as `model`: the route's name for a routed
+    /// request, else the deployment's composite id.
+    pub fn client_model(&self) -> String {
+        match &self.client_model {
+            Some(name) => name.to_string(),
+            None => self.target.resolution.model_id.to_string(),
+        }
+    }
+
+    fn first_output(&mut self, at_ms: i64) {
+        self.first_token_at_ms = Some(at_ms);
+        if let Some(busy) = self.busy.as_mut() {
+            busy.observe_ttft(at_ms - self.sent_at_ms);
         }
     }
 
@@ -363,8 +445,8 @@ impl LlmCall {
     /// Sets when the first output arrived (the gateway's pass-through does
     /// its own reading).
     pub fn set_first_token_at_ms(&mut self, at_ms: Option<i64>) {
-        if at_ms.is_some() {
-            self.first_token_at_ms = at_ms;
+        if let Some(at_ms) = at_ms {
+            self.first_output(at_ms);
         }
     }
 
@@ -421,7 +503,7 @@ impl LlmCall {
     /// [`LlmCallError::Upstream`] (body, deadline, size),
     /// [`LlmCallError::InBand`], [`LlmCallError::Invalid`].
     pub async fn read_body(
-        &self,
+        &mut self,
         upstream: UpstreamResponse,
     ) -> Result<RewrittenCompletion, LlmCallError> {
         let status = upstream.status();
@@ -429,8 +511,12 @@ impl LlmCall {
             .bytes(MAX_ANSWER_BYTES)
             .await
             .map_err(LlmCallError::Upstream)?;
+        // A non-streamed answer's latency is the whole answer's.
+        if let Some(busy) = self.busy.as_mut() {
+            busy.observe_ttft(now_ms() - self.sent_at_ms);
+        }
         let provider = self.target.provider.name();
-        let client_model = self.target.resolution.model_id.to_string();
+        let client_model = self.client_model();
         rewrite_completion(&bytes, &client_model).map_err(|error| match error {
             // A success status whose body is an error object is an error, not an answer.
             CompletionError::InBand(error) => {
@@ -463,7 +549,7 @@ impl LlmCall {
         on_chunk: &mut (dyn FnMut(&StreamAccumulator) + Send),
     ) -> Result<(), LlmCallError> {
         let provider = self.target.provider.name().to_owned();
-        let client_model = self.target.resolution.model_id.to_string();
+        let client_model = self.client_model();
         let mut decoder = SseDecoder::with_max_event_bytes(max_event_bytes);
         loop {
             let chunk = match upstream.next_chunk().await {
@@ -493,7 +579,7 @@ impl LlmCall {
                     Err(reason) => return Err(LlmCallError::malformed(&provider, &reason)),
                 }
                 if self.first_token_at_ms.is_none() && acc.has_output() {
-                    self.first_token_at_ms = Some(now_ms());
+                    self.first_output(now_ms());
                 }
                 on_chunk(acc);
             }
@@ -529,6 +615,8 @@ impl LlmCall {
             completed_at_ms,
             http_status: self.status,
             error,
+            attempt: self.attempt,
+            route: self.route.as_deref().map(str::to_owned),
         }
     }
 

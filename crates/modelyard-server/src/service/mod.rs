@@ -12,4 +12,5 @@ pub mod llm_configs;
 pub mod models;
 pub mod operations;
 pub mod replay;
+pub mod routed;
 pub mod turns;

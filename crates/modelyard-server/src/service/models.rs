@@ -40,13 +40,20 @@ pub struct Checked {
     pub verified: bool,
 }
 
-/// Validates a model selection: an invalid id or unknown provider → 422; a
+/// Validates a model selection: a route name is accepted as is; an invalid id or unknown provider → 422; a
 /// model an online provider does not serve → 422 with suggestions; an
 /// offline provider's model is accepted unverified.
 ///
 /// # Errors
 /// [`ServiceError::Invalid`] / [`ServiceError::UnknownModel`].
 pub fn check_model(app: &AppState, id: &str) -> Result<Checked, ServiceError> {
+    // A route is selected by its name; its deployments are checked per call.
+    if app.router.route(id).is_some() {
+        return Ok(Checked {
+            model: id.to_owned(),
+            verified: true,
+        });
+    }
     let parsed = ModelRef::parse(id, |p| app.registry.provider(p).is_some()).map_err(|e| {
         ServiceError::Invalid {
             code: "invalid_model_id",

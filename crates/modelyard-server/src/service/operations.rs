@@ -24,9 +24,11 @@ use modelyard_store::{LlmConfigRow, StoreError};
 use serde_json::{json, Map, Value};
 
 use super::llm_call::{compose, LlmCall, Purpose};
+use super::routed::{self, Plan};
 use crate::app::AppState;
 use crate::conversations::configs::TurnConfigs;
-use crate::registry::Target;
+use crate::recorder::CallRecord;
+use crate::routing::Destination;
 use crate::service::error::ServiceError;
 
 /// How much of the conversation's text (the end of it) a title sees.
@@ -184,8 +186,8 @@ impl From<StoreError> for OperationError {
 
 /// Where an operation's call goes.
 pub struct Route {
-    /// The model's target.
-    pub target: Target,
+    /// The model's destination: one deployment or a route.
+    pub destination: Destination,
     /// How the model was resolved.
     pub resolved: TurnModel,
     config: Option<LlmConfigRow>,
@@ -216,20 +218,18 @@ async fn route(
     let config = configs
         .supplying(resolved.llm_config_id.as_deref())
         .cloned();
-    let target =
-        app.registry
-            .resolve(Some(&resolved.model))
+    let destination =
+        app.destination(Some(&resolved.model))
             .map_err(|err| OperationError::Route {
                 model: resolved.model.clone(),
                 message: err.to_string(),
             })?;
     // An LLM config's custom baseUrl ([security] allow_custom_base_urls), as for turns.
-    let target = app
-        .registry
-        .for_llm_config(target, config.as_ref())
+    let destination = destination
+        .for_llm_config(&app.registry, config.as_ref())
         .map_err(|err| OperationError::Unprocessable(err.to_string()))?;
     Ok(Route {
-        target,
+        destination,
         resolved,
         config,
     })
@@ -239,6 +239,8 @@ async fn route(
 struct Answer {
     text: String,
     session_id: String,
+    /// The deployment that answered.
+    model_id: String,
 }
 
 /// Sends one non-streamed request (the config's options, its system prompt
@@ -253,7 +255,6 @@ async fn complete(
     max_tokens: u32,
     input: String,
 ) -> Result<Answer, OperationError> {
-    let target = &route.target;
     let mut options = Map::new();
     if let Some(config) = &route.config {
         config.fields.provider_options.apply_to(&mut options);
@@ -266,8 +267,9 @@ async fn complete(
         .as_ref()
         .and_then(|c| c.fields.system_prompt.as_deref())
         .unwrap_or(instruction);
+    // `model` is each attempt's deployment's, set by `LlmCall::new`.
     let body = compose(
-        target.resolution.model_id.model(),
+        "",
         options,
         vec![
             json!({"role": "system", "content": system}),
@@ -276,14 +278,27 @@ async fn complete(
         false,
     );
     let purpose = Purpose::conversation(operation, conversation_id, None);
-    let (outcome, record) = LlmCall::new(target, purpose, body).complete().await;
-    let session = record.into_session();
+    let plan = Plan::new(app, route.destination.clone(), Some(conversation_id));
+    let (outcome, mut records) = routed::complete(plan, &mut |target| {
+        Ok(LlmCall::new(target, purpose.clone(), &body))
+    })
+    .await;
+    let Some(last) = records.pop() else {
+        // No attempt was made: nothing to record.
+        return Err(OperationError::Route {
+            model: route.destination.model_id(),
+            message: outcome.err().map(|e| e.to_string()).unwrap_or_default(),
+        });
+    };
+    let model_id = last.model_id.clone();
+    let session = CallRecord::session_of(records, last);
     let session_id = session.session.id.clone();
     app.recorder.record(&app.project, session);
     match outcome {
         Ok(summary) => Ok(Answer {
             text: summary.text.unwrap_or_default(),
             session_id,
+            model_id,
         }),
         Err(error) => Err(OperationError::Upstream {
             message: error.to_string(),
@@ -351,7 +366,7 @@ pub async fn title(
     .await?;
     Ok(Titled {
         title,
-        model_id: route.target.resolution.model_id.to_string(),
+        model_id: answer.model_id,
         resolved: route.resolved,
         session_id: answer.session_id,
     })
@@ -429,7 +444,7 @@ pub async fn compact(
         });
     }
     let summary_message_id = uuid::Uuid::now_v7().to_string();
-    let model_id = route.target.resolution.model_id.to_string();
+    let model_id = answer.model_id;
     app.append_and_publish(
         id,
         vec![EventPayload::ConversationCompacted {

@@ -154,20 +154,19 @@ pub async fn start(
     let llm_config = configs
         .supplying(resolved.llm_config_id.as_deref())
         .cloned();
-    let target = app
-        .registry
-        .resolve(Some(&resolved.model))
+    let destination = app
+        .destination(Some(&resolved.model))
         .map_err(|err| unknown_model(app, &resolved.model, err.to_string()))?;
     // An LLM config's custom baseUrl ([security] allow_custom_base_urls).
-    let target = app
-        .registry
-        .for_llm_config(target, llm_config.as_ref())
+    let destination = destination
+        .for_llm_config(&app.registry, llm_config.as_ref())
         .map_err(|err| ServiceError::Invalid {
             code: "invalid_base_url",
             field: None,
             reason: err.to_string(),
         })?;
-    let model_id = target.resolution.model_id.to_string();
+    // A route's name, or the deployment's composite id.
+    let model_id = destination.model_id();
     let turn_id = new_id();
     let mut payloads = Vec::with_capacity(3);
     // Compare the resolved id: a bare id naming the selected model is no change.
@@ -192,7 +191,7 @@ pub async fn start(
         content: body.content,
     });
     let job = Run {
-        target,
+        destination,
         operation,
         reasoning_effort: conversation.reasoning_effort.clone(),
         llm_config,
@@ -328,17 +327,15 @@ pub async fn resume(
         field: None,
         reason: format!("cannot resume the turn: {err}"),
     };
-    let target = app
-        .registry
-        .resolve(Some(&turn.model_id))
+    let destination = app
+        .destination(Some(&turn.model_id))
         .map_err(|err| cannot_resume(&err))?;
     let llm_config = match &turn.llm_config_id {
         Some(config_id) => app.store.get_llm_config(&app.project, config_id).await?,
         None => None,
     };
-    let target = app
-        .registry
-        .for_llm_config(target, llm_config.as_ref())
+    let destination = destination
+        .for_llm_config(&app.registry, llm_config.as_ref())
         .map_err(|err| cannot_resume(&err))?;
     let mut payloads = vec![EventPayload::TurnResumed {
         turn_id: turn_id.to_owned(),
@@ -364,7 +361,7 @@ pub async fn resume(
         });
     }
     let job = Run {
-        target,
+        destination,
         operation: turn.operation.clone(),
         reasoning_effort: conversation.reasoning_effort.clone(),
         llm_config,
@@ -425,7 +422,7 @@ pub async fn cancel(app: &AppState, id: &str, turn_id: &str) -> Result<(), Servi
 
 /// What [`launch`] starts: a turn's run (see [`TurnJob`]).
 struct Run {
-    target: crate::registry::Target,
+    destination: crate::routing::Destination,
     operation: String,
     reasoning_effort: Option<String>,
     llm_config: Option<modelyard_store::LlmConfigRow>,
@@ -476,7 +473,7 @@ async fn launch(
     let job = run_turn(TurnJob {
         app: app.clone(),
         live,
-        target: run.target,
+        destination: run.destination,
         operation: run.operation,
         reasoning_effort: run.reasoning_effort,
         llm_config: run.llm_config,

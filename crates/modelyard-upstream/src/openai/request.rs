@@ -51,6 +51,9 @@ pub struct ChatRequestHead {
     pub message_count: usize,
     /// How many entries `tools` has, if present and not `null`.
     pub tool_count: Option<usize>,
+    /// `user` (OpenAI's end-user id), when it is a string; any other value
+    /// is left to the upstream to judge.
+    pub user: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +74,8 @@ struct RawHead<'a> {
     max_tokens: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    user: Option<&'a RawValue>,
 }
 
 /// What an array-valued member holds, read without building it: arrays are
@@ -239,6 +244,7 @@ impl ChatRequestHead {
             .and_then(|(map, _)| map.get("include_usage"))
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
+        let user = is_null(raw.user).and_then(|v| serde_json::from_str::<String>(v.get()).ok());
         Ok(Self {
             model,
             model_span,
@@ -251,6 +257,7 @@ impl ChatRequestHead {
             max_completion_tokens,
             message_count,
             tool_count,
+            user,
         })
     }
 

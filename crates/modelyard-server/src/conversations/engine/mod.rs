@@ -47,7 +47,7 @@ use serde_json::Value;
 use super::bus::{BusMessage, EventBus};
 use super::live::LiveTurn;
 use crate::app::AppState;
-use crate::registry::Target;
+use crate::routing::Destination;
 
 mod request;
 mod run;
@@ -82,8 +82,8 @@ pub struct TurnJob {
     pub app: AppState,
     /// The live turn (buffer, cancel).
     pub live: Arc<LiveTurn>,
-    /// Where to send it.
-    pub target: Target,
+    /// Where to send it: one deployment or a route.
+    pub destination: Destination,
     /// Operation.
     pub operation: String,
     /// Reasoning effort setting, passed as `reasoning_effort`.

@@ -16,7 +16,6 @@ use serde_json::{json, Map, Value};
 /// (`model`, `messages`, `stream`, `stream_options`) last, so nothing
 /// overrides them.
 pub(super) fn request_body(
-    upstream_model: &str,
     messages: &[MessageRecord],
     config: Option<&LlmConfigRow>,
     reasoning_effort: Option<&str>,
@@ -42,7 +41,8 @@ pub(super) fn request_body(
         .chain(summary_message)
         .chain(openai_messages(rest))
         .collect();
-    crate::service::llm_call::compose(upstream_model, body, messages, true)
+    // `model` is each attempt's deployment's, set by `LlmCall::new`.
+    crate::service::llm_call::compose("", body, messages, true)
 }
 
 /// Text that stands in for the result of a tool call that never got one

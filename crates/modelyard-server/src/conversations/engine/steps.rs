@@ -17,7 +17,10 @@ use crate::conversations::live::LiveTurn;
 /// The run's steps; see the [module docs](super).
 pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome {
     let TurnJob {
-        app, live, target, ..
+        app,
+        live,
+        destination,
+        ..
     } = job;
     let conversation = match app
         .store
@@ -88,7 +91,6 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
                 .count() as u32
         });
         let body = request_body(
-            target.resolution.model_id.model(),
             messages,
             job.llm_config.as_ref(),
             job.reasoning_effort.as_deref(),
@@ -100,9 +102,21 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
         );
         let mut progress = Progress::default();
         let mut on_chunk = |acc: &StreamAccumulator| progress.publish(app, live, acc);
-        let streamed =
-            stream_call(app, live, target, &job.operation, body, true, &mut on_chunk).await;
-        calls.push(streamed.record().into_call(&job.session_id));
+        let mut streamed = stream_call(
+            app,
+            live,
+            destination,
+            &job.operation,
+            body,
+            true,
+            &mut on_chunk,
+        )
+        .await;
+        calls.extend(
+            std::mem::take(&mut streamed.records)
+                .into_iter()
+                .map(|r| r.into_call(&job.session_id)),
+        );
         let summary = streamed.acc.summary();
         let (parts, tool_calls) = progress.parts(&summary);
         let last_text = summary.text.clone();
@@ -110,7 +124,7 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
             message_id: uuid::Uuid::now_v7().to_string(),
             turn_id: live.turn_id.clone(),
             parts,
-            model_id: target.resolution.model_id.to_string(),
+            model_id: streamed.model_id.clone(),
             usage: TokenUsage::from(summary.usage),
             finish_reason: summary.finish_reason.clone(),
         };

@@ -1,0 +1,643 @@
+//! The attempts of one request: retries, cooldown skips, load balancing,
+//! affinity and fallbacks over the one LLM call path (see
+//! `docs/design.md#routing`; terms follow LiteLLM's router).
+//!
+//! A [`Plan`] is made from a [`Destination`]: one deployment, or a route
+//! followed by its fallbacks (routes or deployments, each route visited
+//! once). Each group has `1 + routing.retries` attempts:
+//! - a **route** picks a healthy target — provider not offline or disabled,
+//!   model resolvable, not cooling down (a route with one target ignores
+//!   cooldowns) — preferring the deployment that served the affinity key
+//!   last, then one not tried yet by the route's strategy; with every
+//!   target tried it retries one after back-off;
+//! - **one deployment** is retried after back-off, or after the upstream's
+//!   `Retry-After` when that is at most `max_retry_after_ms` (a longer one
+//!   ends the group).
+//!
+//! Only failures before an answer starts are retried ([`send`] returns once
+//! the upstream answered 2xx): connect errors, deadlines and the statuses in
+//! `routing.retry_on`. Any other error (a 400, say) ends the request at once
+//! with that error. Connect errors, deadlines, 429 and 5xx count against the
+//! deployment's health ([`crate::routing::DeploymentHealth`]).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use modelyard_upstream::openai::AnswerSummary;
+use modelyard_upstream::UpstreamResponse;
+use rand::Rng;
+
+use crate::app::AppState;
+use crate::clock::now_ms;
+use crate::config::RoutingConfig;
+use crate::recorder::CallRecord;
+use crate::registry::{ProviderRegistry, ProviderStatus, Target};
+use crate::routing::{Candidate, DeploymentHealth, Destination, Route, Router};
+use crate::service::llm_call::{LlmCall, LlmCallError};
+
+/// Most attempts of one request, whatever the config and fallbacks say.
+pub const MAX_ATTEMPTS: u32 = 64;
+/// Longest single back-off wait.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Why a request found no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RoutedError {
+    /// The last attempt's error: the request named one deployment, or the
+    /// failure is not one that is retried (the client's own mistake, say).
+    #[error(transparent)]
+    Call(LlmCallError),
+    /// No deployment of the route (or its fallbacks) could serve.
+    #[error("{}", unavailable_message(.model, .reasons))]
+    Unavailable {
+        /// The id the request named.
+        model: String,
+        /// Per deployment (composite id), why it did not serve; in the
+        /// order they were tried or skipped.
+        reasons: Vec<(String, String)>,
+        /// When the soonest cooling-down target is back, ms from now.
+        retry_after_ms: Option<u64>,
+    },
+}
+
+fn unavailable_message(model: &str, reasons: &[(String, String)]) -> String {
+    let mut message = format!("no deployment of '{model}' could serve the request");
+    for (i, (deployment, reason)) in reasons.iter().enumerate() {
+        message.push_str(if i == 0 { ": " } else { "; " });
+        message.push_str(deployment);
+        message.push_str(": ");
+        message.push_str(reason);
+    }
+    message
+}
+
+impl RoutedError {
+    /// `Retry-After` for the client, seconds (rounded up), when known.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            RoutedError::Unavailable {
+                retry_after_ms: Some(ms),
+                ..
+            } => Some(ms.div_ceil(1000).max(1)),
+            _ => None,
+        }
+    }
+}
+
+/// One attempt's destination.
+#[derive(Debug)]
+pub struct Pick {
+    /// Where to send it.
+    pub target: Target,
+    /// Its number within the request, from 1.
+    pub attempt: u32,
+    /// The route of its group (the requested one or a fallback), `None`
+    /// for a deployment.
+    pub route: Option<Arc<Route>>,
+    /// The route the request named, `None` when it named a deployment.
+    requested: Option<Arc<str>>,
+    deployment: Arc<str>,
+    health: Arc<DeploymentHealth>,
+}
+
+impl Pick {
+    /// Builds this attempt's [`LlmCall`] with `build` and marks it routed
+    /// (attempt number, route, in flight).
+    ///
+    /// # Errors
+    /// `build`'s.
+    pub fn call(
+        &self,
+        build: &mut (dyn FnMut(&Target) -> Result<LlmCall, LlmCallError> + Send),
+    ) -> Result<LlmCall, LlmCallError> {
+        let mut call = build(&self.target)?;
+        call.routed(self.attempt, self.requested.clone(), self.health.busy());
+        Ok(call)
+    }
+}
+
+#[derive(Debug)]
+enum Group {
+    /// A fallback named by id, resolved when reached.
+    Id(String),
+    Deployment(Target),
+    Route(Arc<Route>),
+}
+
+#[derive(Debug)]
+struct GroupState {
+    group: Group,
+    left: u32,
+    made: u32,
+    tried: Vec<Arc<str>>,
+    waited_for_cooldown: bool,
+}
+
+/// The attempts of one request (see the [module docs](self)).
+#[derive(Debug)]
+pub struct Plan {
+    router: Arc<Router>,
+    registry: Arc<ProviderRegistry>,
+    model: String,
+    /// `model` when it names a route.
+    requested: Option<Arc<str>>,
+    groups: VecDeque<Group>,
+    current: Option<GroupState>,
+    affinity: Option<String>,
+    attempts: u32,
+    reasons: Vec<(String, String)>,
+    soonest_back_ms: Option<i64>,
+    wait: Option<Duration>,
+    last_error: Option<LlmCallError>,
+    one_deployment: bool,
+    stopped: bool,
+}
+
+impl Plan {
+    /// The plan for `destination`; `affinity` is the conversation id (or a
+    /// gateway caller's affinity key) for routes with affinity.
+    pub fn new(app: &AppState, destination: Destination, affinity: Option<&str>) -> Self {
+        Self::with(
+            Arc::clone(&app.router),
+            Arc::clone(&app.registry),
+            destination,
+            affinity,
+        )
+    }
+
+    /// [`Self::new`] from its parts.
+    pub fn with(
+        router: Arc<Router>,
+        registry: Arc<ProviderRegistry>,
+        destination: Destination,
+        affinity: Option<&str>,
+    ) -> Self {
+        let model = destination.model_id();
+        let mut groups = VecDeque::with_capacity(1);
+        let one_deployment = matches!(destination, Destination::Deployment(_));
+        match destination {
+            Destination::Deployment(target) => groups.push_back(Group::Deployment(target)),
+            Destination::Route(route) => {
+                let mut visited = vec![route.config.name.clone()];
+                let fallbacks = route.config.fallbacks.clone();
+                groups.push_back(Group::Route(route));
+                expand(&router, &fallbacks, &mut visited, &mut groups);
+            }
+        }
+        let requested = (!one_deployment).then(|| Arc::from(model.as_str()));
+        Self {
+            router,
+            registry,
+            model,
+            requested,
+            groups,
+            current: None,
+            affinity: affinity.map(str::to_owned),
+            attempts: 0,
+            reasons: Vec::new(),
+            soonest_back_ms: None,
+            wait: None,
+            last_error: None,
+            one_deployment,
+            stopped: false,
+        }
+    }
+
+    /// Attempts made so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The next attempt, after waiting its back-off or `Retry-After`;
+    /// `None` when the plan is exhausted ([`Self::error`] says why).
+    pub async fn next(&mut self) -> Option<Pick> {
+        let router = Arc::clone(&self.router);
+        let config = &router.config;
+        loop {
+            if self.stopped || self.attempts >= MAX_ATTEMPTS {
+                return None;
+            }
+            let state = match self.current.take() {
+                Some(state) if state.left > 0 => state,
+                _ => GroupState {
+                    group: self.groups.pop_front()?,
+                    left: 1 + config.retries,
+                    made: 0,
+                    tried: Vec::new(),
+                    waited_for_cooldown: false,
+                },
+            };
+            match self.step(state, config).await {
+                Step::Pick(pick) => return Some(pick),
+                Step::Again => {}
+            }
+        }
+    }
+
+    async fn step(&mut self, mut state: GroupState, config: &RoutingConfig) -> Step {
+        match &state.group {
+            Group::Id(id) => {
+                match self.registry.resolve(Some(id)) {
+                    Ok(target) => {
+                        state.group = Group::Deployment(target);
+                        self.current = Some(state);
+                    }
+                    Err(err) => self.reasons.push((id.clone(), err.to_string())),
+                }
+                Step::Again
+            }
+            Group::Deployment(target) => {
+                let target = target.clone();
+                if state.made > 0 {
+                    let wait = self
+                        .wait
+                        .take()
+                        .unwrap_or_else(|| backoff(config, state.made));
+                    tokio::time::sleep(wait).await;
+                }
+                let deployment: Arc<str> = Arc::from(target.resolution.model_id.to_string());
+                Step::Pick(self.take(state, target, deployment, None))
+            }
+            Group::Route(route) => {
+                let route = Arc::clone(route);
+                let now = now_ms();
+                let lone = route.config.targets.len() == 1;
+                let mut healthy: Vec<(usize, Target, Arc<DeploymentHealth>)> = Vec::new();
+                let mut soonest: Option<i64> = None;
+                for (index, t) in route.config.targets.iter().enumerate() {
+                    let target = match self.registry.resolve(Some(&t.model)) {
+                        Ok(target) => target,
+                        Err(err) => {
+                            self.reason(&t.model, err.to_string());
+                            continue;
+                        }
+                    };
+                    let offline = {
+                        let state = target.provider.read_state();
+                        (state.status == ProviderStatus::Offline).then(|| match &state.last_error {
+                            Some(e) => format!("provider is offline: {e}"),
+                            None => "provider is offline".to_owned(),
+                        })
+                    };
+                    if let Some(reason) = offline {
+                        self.reason(&t.model, reason);
+                        continue;
+                    }
+                    let health = self.router.health(&t.model);
+                    if let Some(until) = health.cooling_until(now).filter(|_| !lone) {
+                        soonest = Some(soonest.map_or(until, |s: i64| s.min(until)));
+                        let last = health.last_error().unwrap_or_default();
+                        self.reason(
+                            &t.model,
+                            format!("cooling down for {} ms after: {last}", until - now),
+                        );
+                        continue;
+                    }
+                    healthy.push((index, target, health));
+                }
+                if let Some(s) = soonest {
+                    self.soonest_back_ms = Some(self.soonest_back_ms.map_or(s, |o| o.min(s)));
+                }
+                if healthy.is_empty() {
+                    let back_in = soonest.map(|s| s - now);
+                    if let Some(ms) = back_in.filter(|ms| {
+                        !state.waited_for_cooldown && *ms <= config.max_retry_after_ms as i64
+                    }) {
+                        state.waited_for_cooldown = true;
+                        self.current = Some(state);
+                        tokio::time::sleep(Duration::from_millis(ms.max(0) as u64)).await;
+                    }
+                    return Step::Again;
+                }
+                let untried: Vec<usize> = (0..healthy.len())
+                    .filter(|i| {
+                        let model = &route.config.targets[healthy[*i].0].model;
+                        !state.tried.iter().any(|t| **t == **model)
+                    })
+                    .collect();
+                let pool: Vec<usize> = if untried.is_empty() {
+                    let wait = self
+                        .wait
+                        .take()
+                        .unwrap_or_else(|| backoff(config, state.made));
+                    tokio::time::sleep(wait).await;
+                    (0..healthy.len()).collect()
+                } else {
+                    untried
+                };
+                let sticky = route
+                    .sticky()
+                    .then_some(self.affinity.as_deref())
+                    .flatten()
+                    .and_then(|key| self.router.affinity.get(&route.name, key));
+                let chosen = sticky
+                    .and_then(|d| {
+                        pool.iter()
+                            .copied()
+                            .find(|i| route.config.targets[healthy[*i].0].model.as_str() == &*d)
+                    })
+                    .unwrap_or_else(|| {
+                        let candidates: Vec<Candidate<'_>> = pool
+                            .iter()
+                            .map(|i| Candidate {
+                                index: healthy[*i].0,
+                                health: &healthy[*i].2,
+                            })
+                            .collect();
+                        pool[route.pick(&candidates)]
+                    });
+                let (index, target, _) = healthy.swap_remove(chosen);
+                let deployment: Arc<str> = Arc::from(route.config.targets[index].model.as_str());
+                Step::Pick(self.take(state, target, deployment, Some(route)))
+            }
+        }
+    }
+
+    fn take(
+        &mut self,
+        mut state: GroupState,
+        target: Target,
+        deployment: Arc<str>,
+        route: Option<Arc<Route>>,
+    ) -> Pick {
+        state.left -= 1;
+        state.made += 1;
+        state.tried.push(Arc::clone(&deployment));
+        self.current = Some(state);
+        self.attempts += 1;
+        self.wait = None;
+        Pick {
+            target,
+            attempt: self.attempts,
+            route,
+            requested: self.requested.clone(),
+            health: self.router.health(&deployment),
+            deployment,
+        }
+    }
+
+    fn reason(&mut self, deployment: &str, reason: String) {
+        match self.reasons.iter_mut().find(|(d, _)| d == deployment) {
+            Some(entry) => entry.1 = reason,
+            None => self.reasons.push((deployment.to_owned(), reason)),
+        }
+    }
+
+    /// Notes that `pick` failed with `error`: counts it against the
+    /// deployment's health and decides whether the request goes on.
+    /// Returns false when it must end with this error (it is not retried).
+    pub fn failed(&mut self, pick: &Pick, error: &LlmCallError) -> bool {
+        let router = Arc::clone(&self.router);
+        let config = &router.config;
+        let now = now_ms();
+        let retry_after = retry_after_ms(error, std::time::SystemTime::now());
+        let message = error.to_string();
+        if counts_against_health(error) {
+            router.record_failure(&pick.deployment, now, retry_after, &message);
+        }
+        self.reason(&pick.deployment, message);
+        self.last_error = Some(error.clone());
+        if !retried(config, error) {
+            self.stopped = true;
+            return false;
+        }
+        let lone = match &pick.route {
+            None => true,
+            Some(route) => route.config.targets.len() == 1,
+        };
+        match retry_after {
+            Some(ms) if ms > config.max_retry_after_ms => {
+                self.soonest_back_ms = Some(now.saturating_add(ms as i64));
+                if lone {
+                    // Not waited for: this group is over.
+                    if let Some(state) = self.current.as_mut() {
+                        state.left = 0;
+                    }
+                }
+            }
+            Some(ms) => self.wait = Some(Duration::from_millis(ms)),
+            None => {}
+        }
+        true
+    }
+
+    /// Notes that `pick` answered: a route with affinity remembers the
+    /// deployment for the affinity key.
+    pub fn succeeded(&self, pick: &Pick) {
+        if let (Some(route), Some(key)) = (&pick.route, &self.affinity) {
+            if route.sticky() {
+                self.router.affinity.set(&route.name, key, &pick.deployment);
+            }
+        }
+    }
+
+    /// Why the plan ended without an answer (call once, at its end).
+    pub fn error(&mut self) -> RoutedError {
+        match self.last_error.take() {
+            Some(error) if self.one_deployment || self.stopped => RoutedError::Call(error),
+            _ => {
+                let now = now_ms();
+                RoutedError::Unavailable {
+                    model: self.model.clone(),
+                    reasons: std::mem::take(&mut self.reasons),
+                    retry_after_ms: self
+                        .soonest_back_ms
+                        .filter(|s| *s > now)
+                        .map(|s| (s - now) as u64),
+                }
+            }
+        }
+    }
+}
+
+enum Step {
+    Pick(Pick),
+    Again,
+}
+
+/// Appends `fallbacks` (routes with their own fallbacks, depth first, each
+/// route once; deployments by id) to `groups`.
+fn expand(
+    router: &Router,
+    fallbacks: &[String],
+    visited: &mut Vec<String>,
+    groups: &mut VecDeque<Group>,
+) {
+    for fallback in fallbacks {
+        match router.route(fallback) {
+            Some(route) => {
+                if visited.contains(fallback) {
+                    continue;
+                }
+                visited.push(fallback.clone());
+                groups.push_back(Group::Route(Arc::clone(route)));
+                expand(router, &route.config.fallbacks, visited, groups);
+            }
+            None => groups.push_back(Group::Id(fallback.clone())),
+        }
+    }
+}
+
+/// Exponential back-off with full jitter: uniform in
+/// `[0, backoff_ms · 2^(made-1)]`, at most [`MAX_BACKOFF`].
+fn backoff(config: &RoutingConfig, made: u32) -> Duration {
+    let cap = config
+        .backoff_ms
+        .saturating_mul(1u64 << made.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF.as_millis() as u64);
+    Duration::from_millis(rand::thread_rng().gen_range(0..=cap))
+}
+
+/// Whether `routing.retry_on` retries `error`.
+fn retried(config: &RoutingConfig, error: &LlmCallError) -> bool {
+    match error {
+        LlmCallError::Send(e) if e.is_timeout() => config.retry_on.timeout,
+        LlmCallError::Send(_) => config.retry_on.connect,
+        LlmCallError::Status(answer) => config.retry_on.statuses.contains(&answer.status),
+        // A disabled provider cannot answer; another deployment may.
+        LlmCallError::Disabled { .. } => true,
+        _ => false,
+    }
+}
+
+/// Whether `error` says something about the deployment's health (rather
+/// than about the request).
+fn counts_against_health(error: &LlmCallError) -> bool {
+    match error {
+        LlmCallError::Send(_) | LlmCallError::Disabled { .. } => true,
+        LlmCallError::Status(answer) => answer.status == 429 || answer.status >= 500,
+        _ => false,
+    }
+}
+
+/// The upstream's `Retry-After` (delay-seconds or an HTTP date, RFC 9110
+/// §10.2.3) in ms from `now`.
+fn retry_after_ms(error: &LlmCallError, now: std::time::SystemTime) -> Option<u64> {
+    let LlmCallError::Status(answer) = error else {
+        return None;
+    };
+    let value = answer.retry_after.as_deref()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(secs.saturating_mul(1000));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(now)
+            .map_or(0, |d| d.as_millis().min(u128::from(u64::MAX)) as u64),
+    )
+}
+
+/// Sends a request by `plan`: each attempt's call is built by `build` for
+/// its target, held in `current` while it is sent (so a caller that stops
+/// waiting can still record it), and moved to `failed` as a record when it
+/// fails. Returns the upstream's 2xx answer; `current` then holds its call.
+///
+/// # Errors
+/// [`RoutedError`]: the last error, or why no deployment could serve.
+pub async fn send(
+    plan: &mut Plan,
+    current: &mut Option<LlmCall>,
+    failed: &mut Vec<CallRecord>,
+    build: &mut (dyn FnMut(&Target) -> Result<LlmCall, LlmCallError> + Send),
+) -> Result<UpstreamResponse, RoutedError> {
+    loop {
+        let Some(pick) = plan.next().await else {
+            return Err(plan.error());
+        };
+        let call = current.insert(pick.call(build).map_err(RoutedError::Call)?);
+        match call.send().await {
+            Ok(upstream) => {
+                plan.succeeded(&pick);
+                return Ok(upstream);
+            }
+            Err(error) => {
+                if let Some(call) = current.take() {
+                    failed.push(call.record(AnswerSummary::default(), Some(error.to_string())));
+                }
+                if !plan.failed(&pick, &error) {
+                    return Err(RoutedError::Call(error));
+                }
+            }
+        }
+    }
+}
+
+/// Sends a non-streamed request by `plan` and reads its answer: the
+/// summary (or why there is none) and the records of every attempt.
+pub async fn complete(
+    mut plan: Plan,
+    build: &mut (dyn FnMut(&Target) -> Result<LlmCall, LlmCallError> + Send),
+) -> (Result<AnswerSummary, RoutedError>, Vec<CallRecord>) {
+    let mut current = None;
+    let mut records = Vec::new();
+    let outcome = match send(&mut plan, &mut current, &mut records, build).await {
+        Ok(upstream) => match current.as_mut() {
+            Some(call) => {
+                let read = call.read_body(upstream).await;
+                match read {
+                    Ok(rewritten) => {
+                        records.push(call.record(rewritten.summary.clone(), None));
+                        Ok(rewritten.summary)
+                    }
+                    Err(error) => {
+                        records
+                            .push(call.record(AnswerSummary::default(), Some(error.to_string())));
+                        Err(RoutedError::Call(error))
+                    }
+                }
+            }
+            None => Err(plan.error()),
+        },
+        Err(error) => Err(error),
+    };
+    (outcome, records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::llm_call::UpstreamStatus;
+
+    fn status(code: u16, retry_after: Option<&str>) -> LlmCallError {
+        LlmCallError::Status(Box::new(UpstreamStatus {
+            status: code,
+            message: "m".into(),
+            kind: None,
+            code: None,
+            retry_after: retry_after.map(str::to_owned),
+        }))
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(retry_after_ms(&status(429, Some("2")), now), Some(2_000));
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(5));
+        assert_eq!(retry_after_ms(&status(429, Some(&date)), now), Some(5_000));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(5));
+        assert_eq!(retry_after_ms(&status(503, Some(&past)), now), Some(0));
+        assert_eq!(retry_after_ms(&status(429, Some("soon")), now), None);
+        assert_eq!(retry_after_ms(&status(429, None), now), None);
+    }
+
+    #[test]
+    fn retry_on_decides_what_is_retried() {
+        let config = RoutingConfig::default();
+        assert!(retried(&config, &status(429, None)));
+        assert!(retried(&config, &status(503, None)));
+        assert!(!retried(&config, &status(400, None)));
+        assert!(!retried(&config, &status(501, None)));
+        assert!(counts_against_health(&status(501, None)));
+        assert!(!counts_against_health(&status(404, None)));
+    }
+
+    #[test]
+    fn backoff_stays_under_its_cap() {
+        let config = RoutingConfig::default();
+        for made in 1..40 {
+            let cap = (100u64 << (made - 1).min(16)).min(30_000);
+            assert!(backoff(&config, made) <= Duration::from_millis(cap));
+        }
+    }
+}
