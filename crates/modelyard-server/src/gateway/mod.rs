@@ -1,5 +1,7 @@
 //! The OpenAI-compatible gateway: `POST /v1/chat/completions` and
-//! `GET /v1/models` (OpenAI API reference shapes).
+//! `GET /v1/models` (OpenAI API reference shapes; Anthropic's list shape
+//! when the request carries `anthropic-version`), and the Anthropic
+//! Messages front ([`anthropic`]: `POST /v1/messages`).
 //!
 //! Request flow: read the body head ([`ChatRequestHead`]) → resolve the model
 //! ([`crate::registry`]) → rewrite `model` to the upstream name (and, when
@@ -12,6 +14,7 @@
 //! the one LLM call path's ([`crate::service::llm_call`]); the streamed
 //! pass-through ([`stream`]) splices bytes and keeps its own loop.
 
+pub mod anthropic;
 mod call;
 mod stream;
 
@@ -299,10 +302,15 @@ async fn chat(
 
 /// `GET /v1/models`: the models of every online provider as composite ids,
 /// in OpenAI's list shape plus `provider` and `context_window` (tokens,
-/// `null` when unknown; snake_case like OpenAI's own fields).
-pub async fn list_models(Scoped(app): Scoped) -> Response {
+/// `null` when unknown; snake_case like OpenAI's own fields). A request
+/// with an `anthropic-version` header (Anthropic SDKs, Claude Code) gets
+/// Anthropic's list shape instead ([`anthropic::models`]).
+pub async fn list_models(Scoped(app): Scoped, headers: axum::http::HeaderMap) -> Response {
     let mut key = std::hash::DefaultHasher::new();
     app.registry.snapshot_key(&mut key);
+    if headers.contains_key("anthropic-version") {
+        return anthropic_models(&app, std::hash::Hasher::finish(&key));
+    }
     let body =
         app.registry
             .rendered
@@ -327,6 +335,38 @@ pub async fn list_models(Scoped(app): Scoped) -> Response {
                 }
                 Bytes::from(json!({"object": "list", "data": data}).to_string())
             });
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The models of every online provider in Anthropic's list shape.
+fn anthropic_models(app: &AppState, key: u64) -> Response {
+    let body = app
+        .registry
+        .rendered
+        .get_or_render("models-anthropic", key, || {
+            let mut models = Vec::new();
+            for provider in app.registry.providers() {
+                let state = provider.state();
+                if state.status != crate::registry::ProviderStatus::Online {
+                    continue;
+                }
+                let created_secs =
+                    u64::try_from(state.last_ok_at_ms.unwrap_or(0) / 1000).unwrap_or_default();
+                for model in state.catalog.iter() {
+                    models.push(anthropic::models::ListedModel {
+                        id: format!("{}/{}", provider.name(), model.model),
+                        display_name: model.display_name.clone(),
+                        created_secs,
+                    });
+                }
+            }
+            Bytes::from(anthropic::models::list_body(&models).to_string())
+        });
     let mut response = Response::new(Body::from(body));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
