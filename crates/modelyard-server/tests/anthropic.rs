@@ -604,11 +604,19 @@ async fn models_answer_in_anthropic_shape_with_the_anthropic_version_header() {
         echo["created_at"].as_str().unwrap().ends_with('Z'),
         "{echo}"
     );
+    assert_eq!(echo["lifecycle"], "active");
+    let openai = server.get_json("/v1/models").await;
+    let same = openai["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "mock/echo");
+    assert_eq!(echo["max_input_tokens"], same.unwrap()["context_window"]);
+    assert!(echo["max_input_tokens"].is_u64(), "{echo}");
     assert_eq!(anthropic["has_more"], false);
     assert_eq!(anthropic["first_id"], data[0]["id"]);
     assert_eq!(anthropic["last_id"], data[data.len() - 1]["id"]);
     // Without the header: OpenAI's shape, as before.
-    let openai = server.get_json("/v1/models").await;
     assert_eq!(openai["object"], "list");
     assert_eq!(openai["data"][0]["object"], "model");
     assert_eq!(openai["data"].as_array().unwrap().len(), data.len());
@@ -630,5 +638,97 @@ async fn count_tokens_is_an_anthropic_not_found_naming_it_unsupported() {
     let (kind, message) = anthropic_error(&answer);
     assert_eq!(kind, "not_found_error");
     assert!(message.contains("not supported"), "{message}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn hostile_upstream_bytes_end_in_anthropic_errors_never_a_panic() {
+    let hostile = modelyard_testkit::hostile::HostileUpstream::start().await;
+    let server = TestServer::builder()
+        .providers(&format!(
+            "[[providers]]\nname = \"h\"\nkind = \"openai\"\nbase_url = \"{}\"\n",
+            hostile.base_url()
+        ))
+        .start()
+        .await;
+    for model in [
+        "ok",
+        "drop",
+        "reset",
+        "bad-json",
+        "non-utf8",
+        "no-data",
+        "huge-index",
+        "usage-max",
+        "usage-overflow",
+        "status-503",
+        "redirect",
+        "auth-401",
+    ] {
+        for stream in [false, true] {
+            let response = messages(&server, &hello(&format!("h/{model}"), stream)).await;
+            let status = response.status().as_u16();
+            let is_sse = response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream");
+            let text = response.text().await.unwrap();
+            let what = format!("{model} stream={stream}: {status} {text:.300}");
+            if !is_sse {
+                let body: Value = serde_json::from_str(&text).expect(&what);
+                if status == 200 {
+                    assert_eq!(body["type"], "message", "{what}");
+                } else {
+                    anthropic_error(&body);
+                    assert!(status >= 500, "{what}");
+                }
+                continue;
+            }
+            assert_eq!(status, 200, "{what}");
+            let events = events_of(&text);
+            let last = events.last().unwrap().0.as_str();
+            match model {
+                "ok" | "usage-max" | "usage-overflow" => {
+                    assert_eq!(last, "message_stop", "{what}");
+                    let usage = &events[events.len() - 2].1["usage"];
+                    assert!(usage["output_tokens"].as_u64().unwrap() <= u64::from(u32::MAX));
+                }
+                _ => assert_eq!(last, "error", "{what}"),
+            }
+        }
+    }
+    // Every request that reached a provider left one record.
+    let calls = server.wait_calls(2 * 12).await;
+    assert_eq!(calls.len(), 2 * 12);
+    assert!(calls.iter().all(|c| c["operation"] == "messages"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_cancels_the_upstream_and_is_recorded() {
+    let server = TestServer::start().await;
+    let mut response = messages(&server, &hello("mock/slow:100", true)).await;
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).starts_with("event: message_start\n"));
+    drop(response);
+    eventually(
+        Duration::from_secs(5),
+        "the upstream stream cancelled",
+        || async {
+            match server.mock.cancelled_streams() {
+                1 => Ok(()),
+                n => Err(n),
+            }
+        },
+    )
+    .await;
+    let call = server.only_call().await;
+    assert_eq!(call["operation"], "messages");
+    assert_eq!(call["status"], "error");
+    assert_eq!(
+        call["error"],
+        "client disconnected before the response completed"
+    );
     server.shutdown().await;
 }

@@ -362,6 +362,7 @@ fn anthropic_models(app: &AppState, key: u64) -> Response {
                         id: format!("{}/{}", provider.name(), model.model),
                         display_name: model.display_name.clone(),
                         created_secs,
+                        context_window: model.context_window,
                     });
                 }
             }
