@@ -412,6 +412,20 @@ async fn request_errors_are_anthropic_errors_and_reach_no_upstream() {
     let (status, answer) = json_of(response).await;
     assert_eq!(status, 415);
     assert_eq!(anthropic_error(&answer).0, "invalid_request_error");
+    // A Host that is not loopback (DNS rebinding) without keys: the guard's 421.
+    let response = server
+        .http
+        .post(server.url("/v1/messages"))
+        .header("host", "evil.example")
+        .json(&hello("mock/echo", false))
+        .send()
+        .await
+        .unwrap();
+    let (status, answer) = json_of(response).await;
+    assert_eq!(status, 421, "{answer}");
+    let (kind, message) = anthropic_error(&answer);
+    assert_eq!(kind, "invalid_request_error");
+    assert!(message.contains("evil.example"), "{message}");
     assert!(server.mock_chats().is_empty(), "nothing sent upstream");
     server.shutdown().await;
 }
