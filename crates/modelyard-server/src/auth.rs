@@ -351,40 +351,34 @@ pub async fn middleware(State(app): State<AppState>, mut request: Request, next:
             "this route has no access rule".into(),
         );
     };
-    let caller =
-        match presented_key(request.headers()) {
-            // Without keys the server is open (loopback only): clients such as
-            // the OpenAI SDKs always send some key, which is then ignored.
-            _ if !app.auth.required() => Caller {
-                project: ProjectId::default_project(),
-                role: Role::Admin,
-                key_id: None,
+    let caller = match presented_key(request.headers()) {
+        // Without keys the server is open (loopback only): clients such as
+        // the OpenAI SDKs always send some key, which is then ignored.
+        _ if !app.auth.required() => Caller {
+            project: ProjectId::default_project(),
+            role: Role::Admin,
+            key_id: None,
+        },
+        Some(secret) => match app.auth.lookup(&secret).await {
+            Ok(Some(key)) => Caller {
+                project: ProjectId::new(key.project_id),
+                role: key.role,
+                key_id: Some(key.id),
             },
-            Some(secret) => match app.auth.lookup(&secret).await {
-                Ok(Some(key)) => Caller {
-                    project: ProjectId::new(key.project_id),
-                    role: key.role,
-                    key_id: Some(key.id),
-                },
-                Ok(None) => {
-                    return deny(
-                        &path,
-                        StatusCode::UNAUTHORIZED,
-                        "invalid or revoked API key".into(),
-                    )
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "API key lookup failed");
-                    return unavailable(&path);
-                }
-            },
-            None => return deny(
-                &path,
-                StatusCode::UNAUTHORIZED,
-                "an API key is required: send Authorization: Bearer <key> (or x-api-key: <key>)"
-                    .into(),
-            ),
-        };
+            Ok(None) => {
+                return deny(
+                    &path,
+                    StatusCode::UNAUTHORIZED,
+                    "invalid or revoked API key".into(),
+                )
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "API key lookup failed");
+                return unavailable(&path);
+            }
+        },
+        None => return deny(&path, StatusCode::UNAUTHORIZED, KEY_REQUIRED.into()),
+    };
     if caller.role < needed {
         return deny(
             &path,
@@ -423,6 +417,10 @@ pub async fn middleware(State(app): State<AppState>, mut request: Request, next:
         _ => response,
     }
 }
+
+/// The 401 message of a request without a key.
+const KEY_REQUIRED: &str =
+    "an API key is required: send Authorization: Bearer <key> (or x-api-key: <key>)";
 
 /// The API key a request presents: `Authorization: Bearer <key>` (OpenAI
 /// SDKs, the CLI, the web UI, Claude Code's `ANTHROPIC_AUTH_TOKEN`), else
