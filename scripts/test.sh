@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh - the whole test suite: unit, integration (mock upstream), store on
 # SQLite (and PostgreSQL when MODELYARD_TEST_POSTGRES_URL is set), end-to-end
-# against the real local model, and the official openai Python SDK.
+# against the real local model, and the official openai and anthropic Python
+# SDKs.
 #
 #   scripts/test.sh
 #
@@ -14,6 +15,7 @@ ROOT=$PWD
 LLM_PORT="${MODELYARD_TEST_LLM_PORT:-18181}"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/modelyard"
 OPENAI_SDK_VERSION="${OPENAI_SDK_VERSION:-3.51.0}"
+ANTHROPIC_SDK_VERSION="${ANTHROPIC_SDK_VERSION:-2.17.0}"
 
 say() { printf '\033[1m[test]\033[0m %s\n' "$*" >&2; }
 
@@ -47,6 +49,13 @@ if [ ! -f "$VENV/.complete" ]; then
     "$VENV/bin/pip" install -q --disable-pip-version-check "openai==$OPENAI_SDK_VERSION"
     touch "$VENV/.complete"
 fi
+ANTHROPIC_VENV="$CACHE/anthropic-venv-$ANTHROPIC_SDK_VERSION"
+if [ ! -f "$ANTHROPIC_VENV/.complete" ]; then
+    rm -rf "$ANTHROPIC_VENV"
+    python3 -m venv "$ANTHROPIC_VENV"
+    "$ANTHROPIC_VENV/bin/pip" install -q --disable-pip-version-check "anthropic==$ANTHROPIC_SDK_VERSION"
+    touch "$ANTHROPIC_VENV/.complete"
+fi
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 cat >"$TMP/sdk.toml" <<TOML
 [server]
@@ -67,5 +76,8 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 "$VENV/bin/python" scripts/sdk_smoke.py "http://127.0.0.1:$PORT" local/smollm2-135m-instruct
+
+say "anthropic Python SDK $ANTHROPIC_SDK_VERSION against modelyard (POST /v1/messages)"
+"$ANTHROPIC_VENV/bin/python" scripts/anthropic_smoke.py "http://127.0.0.1:$PORT" local/smollm2-135m-instruct
 
 say "all tests passed"

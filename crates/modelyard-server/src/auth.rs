@@ -8,7 +8,8 @@
 //!   browsers ([`crate::guard`]).
 //! - The first key (over the API or with `modelyard keys create`) sets a flag
 //!   in the store ([`Store::keys_required`]); from then on every route except
-//!   `/health` needs `Authorization: Bearer <key>`, for good: revoking keys
+//!   `/health` needs `Authorization: Bearer <key>` (or `x-api-key: <key>`,
+//!   as Anthropic SDKs send it), for good: revoking keys
 //!   never reopens the server, and a project's last active admin key cannot
 //!   be revoked (409). A missing, unknown or revoked key is a 401, a role
 //!   below the route's ([`required_role`]) a 403. The key's project scopes
@@ -40,7 +41,7 @@ use modelyard_store::{ApiKeyRow, ProjectId, Role, Store};
 use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
-use crate::error::{OpenAiError, Problem};
+use crate::error::{AnthropicError, OpenAiError, Problem};
 
 /// The identity a request counts against for per-key limits: the API key's
 /// id, or `addr:<client ip>` when the server runs without keys. Inserted into
@@ -299,7 +300,10 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
 }
 
 fn deny(path: &str, status: StatusCode, message: String) -> Response {
-    if crate::error::is_openai_path(path) {
+    if crate::error::is_anthropic_path(path) {
+        // `authentication_error` (401) / `permission_error` (403).
+        AnthropicError::new(status, message).into_response()
+    } else if crate::error::is_openai_path(path) {
         let code = if status == StatusCode::UNAUTHORIZED {
             "invalid_api_key"
         } else {
@@ -347,17 +351,7 @@ pub async fn middleware(State(app): State<AppState>, mut request: Request, next:
             "this route has no access rule".into(),
         );
     };
-    let bearer = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .map(str::to_owned);
-    let caller = match bearer {
+    let caller = match presented_key(request.headers()) {
         // Without keys the server is open (loopback only): clients such as
         // the OpenAI SDKs always send some key, which is then ignored.
         _ if !app.auth.required() => Caller {
@@ -383,13 +377,7 @@ pub async fn middleware(State(app): State<AppState>, mut request: Request, next:
                 return unavailable(&path);
             }
         },
-        None => {
-            return deny(
-                &path,
-                StatusCode::UNAUTHORIZED,
-                "an API key is required: send Authorization: Bearer <key>".into(),
-            )
-        }
+        None => return deny(&path, StatusCode::UNAUTHORIZED, KEY_REQUIRED.into()),
     };
     if caller.role < needed {
         return deny(
@@ -430,11 +418,38 @@ pub async fn middleware(State(app): State<AppState>, mut request: Request, next:
     }
 }
 
+/// The 401 message of a request without a key.
+const KEY_REQUIRED: &str =
+    "an API key is required: send Authorization: Bearer <key> (or x-api-key: <key>)";
+
+/// The API key a request presents: `Authorization: Bearer <key>` (OpenAI
+/// SDKs, the CLI, the web UI, Claude Code's `ANTHROPIC_AUTH_TOKEN`), else
+/// `x-api-key: <key>` (Anthropic SDKs' `api_key`, Claude Code's
+/// `ANTHROPIC_API_KEY`; Anthropic API reference, "Authentication"). Same
+/// key format (`mk_…`) either way; the bearer wins when both are sent.
+fn presented_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    let x_api_key = || headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    bearer
+        .or_else(x_api_key)
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .map(str::to_owned)
+}
+
 /// 503 when the key store cannot be asked (down, or slower than
 /// [`KEY_LOOKUP_TIMEOUT`]), in the route's error shape, with `Retry-After`.
 fn unavailable(path: &str) -> Response {
     let message = "cannot check the API key: the database is unavailable; retry shortly";
-    let mut response = if crate::error::is_openai_path(path) {
+    let mut response = if crate::error::is_anthropic_path(path) {
+        AnthropicError::new(StatusCode::SERVICE_UNAVAILABLE, message).into_response()
+    } else if crate::error::is_openai_path(path) {
         OpenAiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
             .code("store_unavailable")
             .into_response()

@@ -3,6 +3,9 @@
 //! - OpenAI-compatible endpoints (`/v1/chat/completions`, `/v1/models`)
 //!   answer with OpenAI's error envelope
 //!   `{"error": {"message", "type", "param", "code"}}` ([`OpenAiError`]).
+//! - The Anthropic Messages front (`/v1/messages`, `/v1/messages/…`)
+//!   answers with Anthropic's error shape
+//!   `{"type": "error", "error": {"type", "message"}}` ([`AnthropicError`]).
 //! - Modelyard's own API answers with RFC 9457 `application/problem+json`
 //!   `{"type", "title", "status", "detail", "code"}` ([`Problem`]); `code`
 //!   is stable and machine-readable (a service error's own code, else one
@@ -18,6 +21,84 @@ use serde_json::{json, Value};
 /// OpenAI envelope (everything else answers problem documents).
 pub fn is_openai_path(path: &str) -> bool {
     matches!(path, "/v1/chat/completions" | "/v1/models")
+}
+
+/// Whether `path` belongs to the Anthropic Messages front
+/// (`/v1/messages` and everything under it), whose errors use Anthropic's
+/// shape ([`AnthropicError`]). Checked before [`is_openai_path`].
+pub fn is_anthropic_path(path: &str) -> bool {
+    path == "/v1/messages" || path.starts_with("/v1/messages/")
+}
+
+/// An error in Anthropic's shape (Anthropic API reference, "Errors"):
+/// `{"type": "error", "error": {"type": <kind>, "message": <text>}}`, the
+/// kind named after the status ([`AnthropicError::kind_for`]).
+#[derive(Debug, Clone)]
+pub struct AnthropicError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// `error.type`: `invalid_request_error`, `authentication_error`,
+    /// `permission_error`, `not_found_error`, `request_too_large`,
+    /// `rate_limit_error`, `api_error` or `overloaded_error`.
+    pub kind: &'static str,
+    /// `error.message`.
+    pub message: String,
+    /// A `Retry-After` header to send (a cap reached, an upstream 429).
+    pub retry_after: Option<String>,
+}
+
+impl AnthropicError {
+    /// An error whose kind follows from `status`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind: Self::kind_for(status),
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Anthropic's error type for an HTTP status: 401
+    /// `authentication_error`, 403 `permission_error`, 404
+    /// `not_found_error`, 413 `request_too_large`, 429 `rate_limit_error`,
+    /// 529 `overloaded_error`, any other 4xx `invalid_request_error`, any
+    /// other 5xx `api_error`.
+    pub fn kind_for(status: StatusCode) -> &'static str {
+        match status.as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            529 => "overloaded_error",
+            400..=499 => "invalid_request_error",
+            _ => "api_error",
+        }
+    }
+
+    /// Sets `Retry-After`.
+    pub fn retry_after(mut self, value: impl Into<String>) -> Self {
+        self.retry_after = Some(value.into());
+        self
+    }
+
+    /// The error as JSON.
+    pub fn body(&self) -> Value {
+        json!({"type": "error", "error": {"type": self.kind, "message": self.message}})
+    }
+}
+
+impl IntoResponse for AnthropicError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(value) = self
+            .retry_after
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
 }
 
 /// An error in OpenAI's envelope.

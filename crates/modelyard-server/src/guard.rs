@@ -28,7 +28,8 @@
 //!    a content type (e.g. a cancel) passes.
 //!
 //! `/health` skips all three. Errors use the OpenAI envelope on
-//! `/v1/chat/completions` and `/v1/models`, problem+json elsewhere.
+//! `/v1/chat/completions` and `/v1/models`, Anthropic's error shape on
+//! `/v1/messages…`, problem+json elsewhere.
 
 use std::net::IpAddr;
 
@@ -39,12 +40,16 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
-use crate::error::{OpenAiError, Problem};
+use crate::error::{AnthropicError, OpenAiError, Problem};
 
 /// Methods a preflight may be granted.
 const CORS_METHODS: &str = "GET, POST, PUT, PATCH, DELETE";
 /// Request headers a preflight may be granted.
-const CORS_HEADERS: &str = "authorization, content-type, accept, last-event-id";
+/// (`x-api-key`, `anthropic-version`, `anthropic-beta` and
+/// `anthropic-dangerous-direct-browser-access`: what an Anthropic SDK sends
+/// from a browser.)
+const CORS_HEADERS: &str = "authorization, content-type, accept, last-event-id, x-api-key, \
+     anthropic-version, anthropic-beta, anthropic-dangerous-direct-browser-access";
 /// How long a browser may cache a preflight answer, seconds.
 const CORS_MAX_AGE: &str = "600";
 
@@ -337,7 +342,9 @@ fn preflight_answer(origin: &str) -> Response {
 }
 
 fn refuse(path: &str, status: StatusCode, code: &'static str, message: String) -> Response {
-    if crate::error::is_openai_path(path) {
+    if crate::error::is_anthropic_path(path) {
+        AnthropicError::new(status, message).into_response()
+    } else if crate::error::is_openai_path(path) {
         OpenAiError::new(status, "invalid_request_error", message)
             .code(code)
             .into_response()

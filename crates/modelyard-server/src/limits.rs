@@ -8,7 +8,8 @@
 //!
 //! Refusals are fast and never wait: 429 with `Retry-After: 1` for a stream
 //! or in-flight cap, 413 for a body, in the OpenAI envelope on the OpenAI
-//! endpoints and as a problem document everywhere else.
+//! endpoints, in Anthropic's error shape on `/v1/messages…` and as a
+//! problem document everywhere else.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -26,7 +27,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{Caller, CallerId};
-use crate::error::{is_openai_path, OpenAiError, Problem};
+use crate::error::{is_anthropic_path, is_openai_path, AnthropicError, OpenAiError, Problem};
 
 /// The only OpenAI-compatible path that takes a body (its errors use the
 /// OpenAI envelope).
@@ -148,9 +149,17 @@ impl LimitError {
         response
     }
 
-    /// 429 in the shape of `path`'s API (see [`is_openai_path`]).
+    /// 429 in Anthropic's error shape (`rate_limit_error`), `Retry-After: 1`.
+    pub fn anthropic(&self) -> AnthropicError {
+        AnthropicError::new(StatusCode::TOO_MANY_REQUESTS, self.to_string()).retry_after("1")
+    }
+
+    /// 429 in the shape of `path`'s API (see [`is_anthropic_path`],
+    /// [`is_openai_path`]).
     pub fn response_for(&self, path: &str) -> Response {
-        if is_openai_path(path) {
+        if is_anthropic_path(path) {
+            self.anthropic().into_response()
+        } else if is_openai_path(path) {
             self.openai().into_response()
         } else {
             self.problem()
@@ -391,7 +400,10 @@ fn too_large(path: &str, limit: usize, declared: Option<u64>) -> Response {
             "request body is over {limit} bytes, the most this server accepts (server.max_body_bytes)"
         ),
     };
-    if path == OPENAI_BODY_PATH {
+    if is_anthropic_path(path) {
+        // `request_too_large`.
+        AnthropicError::new(StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
+    } else if path == OPENAI_BODY_PATH {
         OpenAiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_request_error",

@@ -21,6 +21,9 @@ use tokio::time::Instant;
 const MATRIX: &[(&str, &str, Role, bool)] = &[
     ("POST", "/v1/chat/completions", Role::Member, false),
     ("GET", "/v1/models", Role::Read, false),
+    ("POST", "/v1/messages", Role::Member, false),
+    // Unsupported: answered 404 `not_found_error` to whoever may call it.
+    ("POST", "/v1/messages/count_tokens", Role::Member, false),
     ("GET", "/v1/calls", Role::Read, false),
     ("GET", "/v1/calls/{id}", Role::Read, true),
     ("GET", "/v1/llm-calls/{id}", Role::Read, true),
@@ -298,6 +301,10 @@ fn body_for(method: &str, template: &str) -> Option<Value> {
         ("POST", "/v1/chat/completions") => {
             json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]})
         }
+        ("POST", "/v1/messages") | ("POST", "/v1/messages/count_tokens") => json!({
+            "model": "mock/echo", "max_tokens": 8,
+            "messages": [{"role": "user", "content": "hi"}],
+        }),
         ("PUT", "/v1/favorites") => json!({"favorites": ["mock/echo"]}),
         ("POST", "/v1/favorites") => json!({"modelId": "mock/echo"}),
         ("POST", "/v1/llms") => json!({"model": "mock/echo"}),
@@ -426,6 +433,7 @@ async fn every_route_answers_by_role_and_project() {
                     "404" => status == 404,
                     // Removing a model the caller's project has not pinned is a 404.
                     _ if *template == "/v1/favorites/{*model_id}" => [204, 404].contains(&status),
+                    _ if *template == "/v1/messages/count_tokens" => status == 404,
                     _ => ![401, 403, 404].contains(&status) && status < 500,
                 };
                 if !ok {

@@ -1,5 +1,7 @@
 //! The OpenAI-compatible gateway: `POST /v1/chat/completions` and
-//! `GET /v1/models` (OpenAI API reference shapes).
+//! `GET /v1/models` (OpenAI API reference shapes; Anthropic's list shape
+//! when the request carries `anthropic-version`), and the Anthropic
+//! Messages front ([`anthropic`]: `POST /v1/messages`).
 //!
 //! Request flow: read the body head ([`ChatRequestHead`]) → resolve the model
 //! ([`crate::registry`]) → rewrite `model` to the upstream name (and, when
@@ -12,6 +14,7 @@
 //! the one LLM call path's ([`crate::service::llm_call`]); the streamed
 //! pass-through ([`stream`]) splices bytes and keeps its own loop.
 
+pub mod anthropic;
 mod call;
 mod stream;
 
@@ -360,10 +363,15 @@ async fn chat(
 /// then the `[[routes]]` by name (`owned_by: "modelyard"`, `provider: null`),
 /// in OpenAI's list shape plus `provider` and `context_window` (tokens,
 /// `null` when unknown; a route's is the smallest of its targets';
-/// snake_case like OpenAI's own fields).
-pub async fn list_models(Scoped(app): Scoped) -> Response {
+/// snake_case like OpenAI's own fields). A request with an
+/// `anthropic-version` header (Anthropic SDKs, Claude Code) gets
+/// Anthropic's list shape instead ([`anthropic::models`]).
+pub async fn list_models(Scoped(app): Scoped, headers: axum::http::HeaderMap) -> Response {
     let mut key = std::hash::DefaultHasher::new();
     app.registry.snapshot_key(&mut key);
+    if headers.contains_key("anthropic-version") {
+        return anthropic_models(&app, std::hash::Hasher::finish(&key));
+    }
     let body =
         app.registry
             .rendered
@@ -389,17 +397,7 @@ pub async fn list_models(Scoped(app): Scoped) -> Response {
                 // Routes: ids like any other, `owned_by` the gateway, the
                 // smallest known context window of their targets.
                 for route in app.router.routes() {
-                    let window = route
-                        .config
-                        .targets
-                        .iter()
-                        .filter_map(|t| {
-                            let (provider, model) = t.model.split_once('/')?;
-                            let state = app.registry.provider(provider)?.state();
-                            let window = state.catalog.iter().find(|m| m.model == model)?;
-                            window.context_window
-                        })
-                        .min();
+                    let window = route_window(&app, route);
                     data.push(json!({
                         "id": route.config.name,
                         "object": "model",
@@ -411,6 +409,64 @@ pub async fn list_models(Scoped(app): Scoped) -> Response {
                 }
                 Bytes::from(json!({"object": "list", "data": data}).to_string())
             });
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The smallest context window (tokens) its targets' providers report for
+/// `route`, if any does.
+fn route_window(app: &AppState, route: &crate::routing::Route) -> Option<u64> {
+    route
+        .config
+        .targets
+        .iter()
+        .filter_map(|t| {
+            let (provider, model) = t.model.split_once('/')?;
+            let state = app.registry.provider(provider)?.state();
+            let window = state.catalog.iter().find(|m| m.model == model)?;
+            window.context_window
+        })
+        .min()
+}
+
+/// The models of every online provider, then the routes, in Anthropic's
+/// list shape.
+fn anthropic_models(app: &AppState, key: u64) -> Response {
+    let body = app
+        .registry
+        .rendered
+        .get_or_render("models-anthropic", key, || {
+            let mut models = Vec::new();
+            for provider in app.registry.providers() {
+                let state = provider.state();
+                if state.status != crate::registry::ProviderStatus::Online {
+                    continue;
+                }
+                let created_secs =
+                    u64::try_from(state.last_ok_at_ms.unwrap_or(0) / 1000).unwrap_or_default();
+                for model in state.catalog.iter() {
+                    models.push(anthropic::models::ListedModel {
+                        id: format!("{}/{}", provider.name(), model.model),
+                        display_name: model.display_name.clone(),
+                        created_secs,
+                        context_window: model.context_window,
+                    });
+                }
+            }
+            for route in app.router.routes() {
+                models.push(anthropic::models::ListedModel {
+                    id: route.config.name.clone(),
+                    display_name: route.config.name.clone(),
+                    created_secs: 0,
+                    context_window: route_window(app, route),
+                });
+            }
+            Bytes::from(anthropic::models::list_body(&models).to_string())
+        });
     let mut response = Response::new(Body::from(body));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -70,6 +70,19 @@ pub fn table() -> Vec<Route> {
             gateway::chat_completions,
         ),
         route(M::GET, "/v1/models", read, gateway::list_models),
+        // Anthropic Messages front.
+        route(
+            M::POST,
+            "/v1/messages",
+            member,
+            gateway::anthropic::messages,
+        ),
+        route(
+            M::POST,
+            "/v1/messages/count_tokens",
+            member,
+            gateway::anthropic::count_tokens,
+        ),
         // Call log, sessions, usage.
         route(M::GET, "/v1/calls", read, api::calls::list),
         route(M::GET, "/v1/calls/{id}", read, api::calls::show),
