@@ -57,6 +57,11 @@ fn free_port() -> u16 {
 
 impl Server {
     fn start(llm_url: &str) -> Server {
+        Server::start_with(llm_url, "")
+    }
+
+    /// [`Server::start`] with `extra` TOML appended (providers, routes).
+    fn start_with(llm_url: &str, extra: &str) -> Server {
         let dir = std::env::temp_dir().join(format!(
             "modelyard-e2e-{}-{}",
             std::process::id(),
@@ -71,7 +76,7 @@ impl Server {
                 "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\nurl = \"sqlite://{}/e2e.db\"\n\
                  [defaults.presets.default]\nversion = 1\nmodel = \"{MODEL}\"\n\
                  [defaults.presets.default.provider_options]\ntemperature = 0\nmax_tokens = 64\n[[providers]]\nname = \"local\"\nkind = \"llama-cpp\"\nbase_url = \"{llm_url}\"\n\
-                 [[providers]]\nname = \"twin\"\nkind = \"openai\"\nbase_url = \"{llm_url}/v1\"\n",
+                 [[providers]]\nname = \"twin\"\nkind = \"openai\"\nbase_url = \"{llm_url}/v1\"\n{extra}\n",
                 dir.display()
             ),
         )
@@ -876,4 +881,131 @@ async fn the_advisor_streams_its_answer_with_the_real_model() {
     assert!(stderr.contains("╭─ advisor"), "{stderr}");
     assert!(stderr.contains(&format!("advice from {TWIN}")), "{stderr}");
     assert!(stderr.contains("  │ "), "{stderr}");
+}
+
+/// A second llama-server (same model) on its own port, started with
+/// `scripts/llm-start.sh` and stopped with `scripts/llm-stop.sh` (also on
+/// drop).
+struct ExtraLlama {
+    port: u16,
+    url: String,
+}
+
+impl ExtraLlama {
+    fn script(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../scripts")
+            .join(name)
+    }
+
+    fn start() -> ExtraLlama {
+        let port = free_port();
+        let output = Command::new(Self::script("llm-start.sh"))
+            .args(["--port", &port.to_string(), "--parallel", "1"])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run llm-start.sh");
+        assert!(output.status.success(), "llm-start.sh failed: {output:?}");
+        let url = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+        ExtraLlama { port, url }
+    }
+
+    fn stop(&self) {
+        let _ = Command::new(Self::script("llm-stop.sh"))
+            .args(["--port", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for ExtraLlama {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn a_route_over_two_llama_servers_survives_one_of_them_dying_mid_conversation() {
+    let Some(llm) = llm_url() else { return };
+    let second = ExtraLlama::start();
+    // Round-robin's first pick on a fresh server is the first target: the
+    // conversation starts on the second llama-server, the one this test
+    // can kill.
+    let server = Server::start_with(
+        &llm,
+        &format!(
+            "[[providers]]\nname = \"second\"\nkind = \"llama-cpp\"\nbase_url = \"{}\"\n\
+             probe_interval_ms = 600000\n\n\
+             [[routes]]\nname = \"smol\"\n\
+             targets = [\"second/smollm2-135m-instruct\", \"{MODEL}\"]\n\
+             strategy = \"round-robin\"\n",
+            second.url
+        ),
+    );
+    let client = ::reqwest::Client::new();
+    let base = &server.base_url;
+    let created: Value = client
+        .post(format!("{base}/v1/conversations"))
+        .json(&json!({"title": "routed", "model": "smol"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let turn = |text: &str| {
+        let out = server.cli(&["chat", "-c", &id, text]);
+        assert!(out.status.success(), "{out:?}");
+        assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    };
+    turn("Name a fruit.");
+    turn("Name another fruit.");
+    // The host that served the conversation dies.
+    second.stop();
+    turn("Name a vegetable.");
+    turn("Name a tree.");
+
+    let messages: Value = client
+        .get(format!("{base}/v1/conversations/{id}/messages"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let served: Vec<&str> = messages["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .map(|m| m["modelId"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        served,
+        [
+            "second/smollm2-135m-instruct",
+            "second/smollm2-135m-instruct",
+            MODEL,
+            MODEL
+        ],
+        "{messages}"
+    );
+    let conversation: Value = client
+        .get(format!("{base}/v1/conversations/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(conversation["model"], "smol", "the route stays selected");
+    // The failed attempt on the dead host is in the call log, then the
+    // attempt that served.
+    let calls = wait_for_calls(&client, base, 5).await;
+    let failed: Vec<&Value> = calls.iter().filter(|c| c["status"] == "error").collect();
+    assert_eq!(failed.len(), 1, "{calls:#?}");
+    assert_eq!(failed[0]["modelId"], "second/smollm2-135m-instruct");
+    assert_eq!(failed[0]["route"], "smol");
 }
