@@ -110,6 +110,9 @@ pub struct Results {
     pub streaming: Vec<Run>,
     /// Scenario 5: (call log on?, run), in run order.
     pub call_log: Vec<(bool, Run)>,
+    /// Scenario 6: (through a route?, serial run) on the gateway without call
+    /// log, in run order.
+    pub route: Vec<(bool, Run)>,
     /// `/proc/loadavg` before the first scenario.
     pub load_before: String,
     /// `/proc/loadavg` after the last scenario.
@@ -255,11 +258,13 @@ async fn run_all(plan: &Plan, servers: &Servers) -> Result<Results> {
         Target::new("direct (mock)", &mock, "mock-model", false),
         Target::new("Modelyard, call log on", &on, "mock/mock-model", true),
         Target::new("Modelyard, call log off", &off, "mock/mock-model", false),
+        Target::new("Modelyard, call log off, route", &off, ROUTE, false),
     ];
     let models = [
         modelyard_testkit::UPSTREAM_MODEL,
         "mock/mock-model",
         "mock/mock-model",
+        ROUTE,
     ];
     for (target, model) in targets.iter().zip(models) {
         check(client, target, model).await?;
@@ -269,6 +274,8 @@ async fn run_all(plan: &Plan, servers: &Servers) -> Result<Results> {
     }
     let mut log = CallLog::open(&servers.db, targets[1].clone()).await?;
     log.drained().await;
+    // Scenarios 1-5 compare the first three targets.
+    let (targets, route_target) = (&targets[..3], &targets[3]);
     let mut r = Results {
         load_before: sys::load_average(),
         rss_start_kib: sys::rss_kib(),
@@ -308,6 +315,17 @@ async fn run_all(plan: &Plan, servers: &Servers) -> Result<Results> {
             .await;
         r.call_log.extend(run.into_iter().map(|run| (on, run)));
     }
+    // A route over two healthy deployments vs one deployment named
+    // directly, serial, ABBA.
+    for routed in [false, true, true, false] {
+        let target = if routed { route_target } else { &targets[2] };
+        let run = log
+            .each("route", std::slice::from_ref(target), |t| async move {
+                load::serial(client, &t, plan.serial).await
+            })
+            .await;
+        r.route.extend(run.into_iter().map(|run| (routed, run)));
+    }
     r.load_after = sys::load_average();
     r.logged_attempts = targets[1].attempts.load(Ordering::Relaxed);
     Ok(r)
@@ -325,12 +343,20 @@ struct Servers {
     db: PathBuf,
 }
 
-/// Starts a Modelyard in front of `mock` with its database at `db`.
+/// The route of scenario 6: two providers in front of the same mock.
+const ROUTE: &str = "pair";
+
+/// Starts a Modelyard in front of `mock` with its database at `db`; a
+/// second provider `mock2` (the same mock) and the route [`ROUTE`] over
+/// both.
 async fn start_gateway(mock: &MockUpstream, db: &Path, call_log: bool) -> Result<RunningServer> {
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\
          [storage]\nurl = {url:?}\ndata_dir = {dir:?}\ncall_log = {call_log}\n\
-         [[providers]]\nname = \"mock\"\nkind = \"llama-cpp\"\nbase_url = {base:?}\n",
+         [[providers]]\nname = \"mock\"\nkind = \"llama-cpp\"\nbase_url = {base:?}\n\
+         [[providers]]\nname = \"mock2\"\nkind = \"llama-cpp\"\nbase_url = {base:?}\n\
+         [[routes]]\nname = \"{ROUTE}\"\ntargets = [\"mock/mock-model\", \"mock2/mock-model\"]\n\
+         affinity = \"none\"\n",
         url = format!("sqlite://{}", db.display()),
         dir = db.parent().unwrap_or(db).display().to_string(),
         base = mock.base_url(),

@@ -299,7 +299,38 @@ pub(crate) fn render(plan: &Plan, r: &Results) -> String {
         r.logged_rows, r.logged_attempts
     );
 
+    let _ = writeln!(
+        o,
+        "\n## 6. A route vs one deployment: scenario 1 through Modelyard (call log off), {} \
+         requests per run, in ABBA order\n\nThe route `pair` has two healthy targets (two \
+         providers in front of the same mock, `least-busy`, no affinity); the deployment is \
+         `mock/mock-model`.\n",
+        plan.serial
+    );
+    let labels: Vec<String> = (r.route.iter().enumerate())
+        .map(|(i, (routed, _))| {
+            format!(
+                "run {}, {}",
+                i + 1,
+                if *routed { "route" } else { "deployment" }
+            )
+        })
+        .collect();
+    let rows: Vec<(&str, &Run)> = (labels.iter().map(String::as_str))
+        .zip(r.route.iter().map(|(_, run)| run))
+        .collect();
+    table(o, &[OK, ERRORS, P50, P99, CPU, OTHERS], &rows, false);
+    errors(o, &rows);
+    let p50 = |run: &Run| us(run.latency.p50).unwrap_or(0.0);
+    let route_added = mean_of(&r.route, true, p50) - mean_of(&r.route, false, p50);
+
     let _ = writeln!(o, "\n## Goals\n");
+    let _ = writeln!(
+        o,
+        "- a route with two healthy targets adds at most 5 µs p50 over a deployment named \
+         directly: {route_added:+.1} µs (means of two runs each) → **{}**",
+        if route_added <= 5.0 { "met" } else { "missed" }
+    );
     if let Some((rate, runs)) = r.paced.iter().find(|(rate, _)| *rate == 1_000) {
         let added = |i: usize, f: fn(&Run) -> Option<f64>| {
             f(&runs[i]).unwrap_or(0.0) - f(&runs[0]).unwrap_or(0.0)
