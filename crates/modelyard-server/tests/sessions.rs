@@ -27,10 +27,10 @@ fn builder() -> Builder {
 
 /// Token fields of a call's `usage` and the matching session / usage fields.
 const TOKEN_FIELDS: [(&str, &str); 5] = [
-    ("promptTokens", "inputTokens"),
-    ("completionTokens", "outputTokens"),
+    ("promptTokens", "promptTokens"),
+    ("completionTokens", "completionTokens"),
     ("reasoningTokens", "reasoningTokens"),
-    ("cachedPromptTokens", "cachedInputTokens"),
+    ("cachedPromptTokens", "cachedPromptTokens"),
     ("totalTokens", "totalTokens"),
 ];
 
@@ -460,8 +460,8 @@ async fn with_nothing_recorded_lists_are_empty_and_totals_zero() {
     assert_eq!(usage["data"], json!([]));
     assert_eq!(
         usage["total"],
-        json!({"calls": 0, "inputTokens": 0, "outputTokens": 0, "reasoningTokens": 0,
-               "cachedInputTokens": 0, "totalTokens": 0})
+        json!({"calls": 0, "promptTokens": 0, "completionTokens": 0, "reasoningTokens": 0,
+               "cachedPromptTokens": 0, "totalTokens": 0})
     );
     server.shutdown().await;
 }

@@ -55,19 +55,26 @@ impl TurnStatus {
     }
 }
 
-/// Running token totals of a conversation or turn (tokens).
+/// Running token totals of a conversation or turn (tokens). Serialized with
+/// the names of a call's usage (`promptTokens`, `completionTokens`, ...);
+/// the older names (`input`, `output`, `cachedInput`, ...) still read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenTotals {
     /// Sum of prompt tokens.
+    #[serde(rename = "promptTokens", alias = "input")]
     pub input: u64,
     /// Sum of completion tokens.
+    #[serde(rename = "completionTokens", alias = "output")]
     pub output: u64,
     /// Sum of reasoning tokens.
+    #[serde(rename = "reasoningTokens", alias = "reasoning")]
     pub reasoning: u64,
     /// Sum of cached prompt tokens.
+    #[serde(rename = "cachedPromptTokens", alias = "cachedInput")]
     pub cached_input: u64,
     /// Sum of total tokens.
+    #[serde(rename = "totalTokens", alias = "total")]
     pub total: u64,
 }
 
@@ -154,7 +161,9 @@ pub struct TurnRecord {
     pub model_id: String,
     /// Why that model.
     pub resolved_from: ResolvedFrom,
-    /// LLM config id, if any.
+    /// The LLM config that supplied options, if any (`llmId`; `llmConfigId`
+    /// still reads).
+    #[serde(rename = "llmId", alias = "llmConfigId")]
     pub llm_config_id: Option<String>,
     /// Status.
     pub status: TurnStatus,

@@ -180,6 +180,15 @@ fn payloads_round_trip_with_dotted_types_and_old_payloads_stay_readable() {
     // A version-1 payload without the optional fields still reads.
     let old: EventPayload = serde_json::from_str(r#"{"type":"turn.started","turnId":"t","operation":"chat","modelId":"a/x","resolvedFrom":"request"}"#).unwrap();
     assert_eq!(old.turn_id(), Some("t"));
+    // A payload stored before the config reference was named `llmId`.
+    let old: EventPayload = serde_json::from_str(r#"{"type":"turn.started","turnId":"t","operation":"chat","modelId":"a/x","resolvedFrom":"operationConfig","llmConfigId":"cfg1"}"#).unwrap();
+    let EventPayload::TurnStarted { llm_config_id, .. } = &old else {
+        panic!("{old:?}");
+    };
+    assert_eq!(llm_config_id.as_deref(), Some("cfg1"));
+    let text = serde_json::to_string(&old).unwrap();
+    assert!(text.contains(r#""llmId":"cfg1""#), "{text}");
+    assert!(!text.contains("llmConfigId"), "{text}");
     let settings: EventPayload =
         serde_json::from_str(r#"{"type":"settings.changed","cwd":null}"#).unwrap();
     assert_eq!(
@@ -365,4 +374,21 @@ fn tool_steps_requires_action_and_resume() {
     let (c, turns, _) = fold(&cancelled).unwrap();
     assert_eq!(turns[0].status, TurnStatus::Cancelled);
     assert_eq!(c.unwrap().running_turn_id, None);
+}
+
+#[test]
+fn token_totals_use_the_usage_names_and_read_the_old_ones() {
+    let totals = TokenTotals {
+        input: 1,
+        output: 2,
+        reasoning: 3,
+        cached_input: 4,
+        total: 5,
+    };
+    let new = json!({"promptTokens": 1, "completionTokens": 2, "reasoningTokens": 3,
+                     "cachedPromptTokens": 4, "totalTokens": 5});
+    assert_eq!(serde_json::to_value(totals).unwrap(), new);
+    let old = json!({"input": 1, "output": 2, "reasoning": 3, "cachedInput": 4, "total": 5});
+    assert_eq!(serde_json::from_value::<TokenTotals>(old).unwrap(), totals);
+    assert_eq!(serde_json::from_value::<TokenTotals>(new).unwrap(), totals);
 }
