@@ -354,7 +354,11 @@ async fn the_tables_equal_the_fold_of_the_log() {
         assert_eq!(c.latest_model_id.as_deref(), Some("local/llama"));
         assert_eq!(c.running_turn_id, None);
         assert_eq!(
-            (c.totals.input, c.totals.output, c.totals.total),
+            (
+                c.totals.prompt_tokens,
+                c.totals.completion_tokens,
+                c.totals.total_tokens,
+            ),
             (127, 35, 162)
         );
         assert_eq!(
@@ -1311,7 +1315,7 @@ async fn tool_steps_imports_and_waiting_turns_are_stored_like_the_fold() {
         }
         let waiting = store.get_turn(&project, &turn).await.unwrap().unwrap();
         assert_eq!(waiting.status, TurnStatus::RequiresAction);
-        assert_eq!(waiting.totals.input, 40, "chat step + advisor");
+        assert_eq!(waiting.totals.prompt_tokens, 40, "chat step + advisor");
         // A waiting turn is not an interrupted one after a restart.
         let running = store.running_turns().await.unwrap();
         assert!(running.iter().all(|(_, t)| t.id != turn));

@@ -108,11 +108,11 @@ fn fold_materializes_turns_messages_and_totals() {
     assert_eq!(
         c.totals,
         TokenTotals {
-            input: 30,
-            output: 4,
-            reasoning: 0,
-            cached_input: 0,
-            total: 34
+            prompt_tokens: 30,
+            completion_tokens: 4,
+            reasoning_tokens: 0,
+            cached_prompt_tokens: 0,
+            total_tokens: 34
         }
     );
     assert_eq!(c.running_turn_id, None);
@@ -122,7 +122,7 @@ fn fold_materializes_turns_messages_and_totals() {
         vec![TurnStatus::Completed, TurnStatus::Failed]
     );
     assert_eq!(turns[1].error.as_deref(), Some("boom"));
-    assert_eq!(turns[1].totals.input, 20);
+    assert_eq!(turns[1].totals.prompt_tokens, 20);
     assert_eq!(messages.len(), 3);
     assert_eq!(messages[1].content, json!("Hello"));
     assert_eq!(messages[1].model_id.as_deref(), Some("a/x"));
@@ -321,9 +321,9 @@ fn tool_steps_requires_action_and_resume() {
     assert!(matches!(fold(&early), Err(ApplyError::TurnNotRunning(_))));
     // The advisor's tokens count in both totals; its model does not become
     // the conversation's latest model.
-    assert_eq!(c.totals.input, 110);
-    assert_eq!(c.totals.output, 3);
-    assert_eq!(turns[0].totals.input, 110);
+    assert_eq!(c.totals.prompt_tokens, 110);
+    assert_eq!(c.totals.completion_tokens, 3);
+    assert_eq!(turns[0].totals.prompt_tokens, 110);
     assert_eq!(c.latest_model_id.as_deref(), Some("a/x"));
     assert_eq!(messages[1].role, "tool");
     assert_eq!(messages[1].model_id.as_deref(), Some("b/advisor"));
@@ -379,11 +379,11 @@ fn tool_steps_requires_action_and_resume() {
 #[test]
 fn token_totals_use_the_usage_names_and_read_the_old_ones() {
     let totals = TokenTotals {
-        input: 1,
-        output: 2,
-        reasoning: 3,
-        cached_input: 4,
-        total: 5,
+        prompt_tokens: 1,
+        completion_tokens: 2,
+        reasoning_tokens: 3,
+        cached_prompt_tokens: 4,
+        total_tokens: 5,
     };
     let new = json!({"promptTokens": 1, "completionTokens": 2, "reasoningTokens": 3,
                      "cachedPromptTokens": 4, "totalTokens": 5});

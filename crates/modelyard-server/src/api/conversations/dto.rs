@@ -33,11 +33,11 @@ pub struct TokenTotalsDto {
 impl From<TokenTotals> for TokenTotalsDto {
     fn from(t: TokenTotals) -> Self {
         TokenTotalsDto {
-            prompt_tokens: t.input,
-            completion_tokens: t.output,
-            reasoning_tokens: t.reasoning,
-            cached_prompt_tokens: t.cached_input,
-            total_tokens: t.total,
+            prompt_tokens: t.prompt_tokens,
+            completion_tokens: t.completion_tokens,
+            reasoning_tokens: t.reasoning_tokens,
+            cached_prompt_tokens: t.cached_prompt_tokens,
+            total_tokens: t.total_tokens,
         }
     }
 }
