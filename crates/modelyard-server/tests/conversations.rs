@@ -443,6 +443,28 @@ async fn turn_usage_adds_up_per_message_turn_and_conversation() {
         turn2["usage"]["totalTokens"], msgs[3]["usage"]["totalTokens"],
         "{turn2}"
     );
+    // One vocabulary: conversation and turn totals carry exactly the names
+    // of a message's usage.
+    for totals in [usage, &turn2["usage"]] {
+        let mut keys: Vec<&str> = totals
+            .as_object()
+            .expect("usage object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "cachedPromptTokens",
+                "completionTokens",
+                "promptTokens",
+                "reasoningTokens",
+                "totalTokens"
+            ],
+            "{totals}"
+        );
+    }
 }
 
 #[tokio::test]

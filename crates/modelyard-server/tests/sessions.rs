@@ -188,6 +188,17 @@ async fn sessions_calls_and_usage_agree() {
         for (_, field) in TOKEN_FIELDS {
             assert!(s["usage"][field].is_i64(), "usage.{field} is a number: {s}");
         }
+        // The session's sums carry exactly the names of a call's usage.
+        let mut usage_keys: Vec<&str> = s["usage"]
+            .as_object()
+            .expect("usage object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        usage_keys.sort_unstable();
+        let mut call_names = TOKEN_FIELDS.map(|(call_field, _)| call_field);
+        call_names.sort_unstable();
+        assert_eq!(usage_keys, call_names, "{s}");
         assert!(s["createdAt"].as_str().unwrap().ends_with('Z'));
     }
     let by_op =
