@@ -133,10 +133,10 @@ mod tests {
         let mut totals = TokenTotals::default();
         totals.add(&huge);
         totals.add(&huge);
-        assert_eq!(totals.input, MAX_TOKEN_COUNT);
-        assert_eq!(totals.output, MAX_TOKEN_COUNT);
-        assert_eq!(totals.reasoning, MAX_TOKEN_COUNT);
-        assert_eq!(totals.cached_input, MAX_TOKEN_COUNT);
-        assert_eq!(totals.total, MAX_TOKEN_COUNT);
+        assert_eq!(totals.prompt_tokens, MAX_TOKEN_COUNT);
+        assert_eq!(totals.completion_tokens, MAX_TOKEN_COUNT);
+        assert_eq!(totals.reasoning_tokens, MAX_TOKEN_COUNT);
+        assert_eq!(totals.cached_prompt_tokens, MAX_TOKEN_COUNT);
+        assert_eq!(totals.total_tokens, MAX_TOKEN_COUNT);
     }
 }

@@ -436,13 +436,35 @@ async fn turn_usage_adds_up_per_message_turn_and_conversation() {
     assert_eq!(msgs[1]["usage"]["promptTokens"], 2);
     assert_eq!(msgs[1]["usage"]["completionTokens"], 3);
     let usage = &c["usage"];
-    assert_eq!(usage["inputTokens"], sums[0], "{c}");
-    assert_eq!(usage["outputTokens"], sums[1], "{c}");
+    assert_eq!(usage["promptTokens"], sums[0], "{c}");
+    assert_eq!(usage["completionTokens"], sums[1], "{c}");
     assert_eq!(usage["totalTokens"], sums[2], "{c}");
     assert_eq!(
-        turn2["usage"]["total"], msgs[3]["usage"]["totalTokens"],
+        turn2["usage"]["totalTokens"], msgs[3]["usage"]["totalTokens"],
         "{turn2}"
     );
+    // One vocabulary: conversation and turn totals carry exactly the names
+    // of a message's usage.
+    for totals in [usage, &turn2["usage"]] {
+        let mut keys: Vec<&str> = totals
+            .as_object()
+            .expect("usage object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "cachedPromptTokens",
+                "completionTokens",
+                "promptTokens",
+                "reasoningTokens",
+                "totalTokens"
+            ],
+            "{totals}"
+        );
+    }
 }
 
 #[tokio::test]

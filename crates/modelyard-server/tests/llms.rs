@@ -119,7 +119,7 @@ async fn wait_turn(server: &TestServer, conv: &str, turn_id: &str) -> Value {
     turn
 }
 
-/// Runs a turn to its end; returns the turn (with `llmConfigId`) and the
+/// Runs a turn to its end; returns the turn (with `llmId`) and the
 /// upstream request the mock received for it.
 async fn run_turn(server: &TestServer, conv: &str, body: Value) -> (Value, Value) {
     let before = server.mock_chats().len();
@@ -424,7 +424,7 @@ async fn a_deleted_config_is_gone() {
 async fn first_default_turn(server: &TestServer) -> (String, String, Value) {
     let a = server.create_conversation(json!({})).await;
     let (turn, _) = run_turn(server, &a, json!({"content": "one"})).await;
-    let default_v1 = turn["llmConfigId"].as_str().expect("config id").to_owned();
+    let default_v1 = turn["llmId"].as_str().expect("config id").to_owned();
     let row = llms(server)
         .await
         .into_iter()
@@ -452,8 +452,8 @@ async fn simultaneous_first_turns_materialize_one_system_default_and_later_turns
     let tb = wait_turn(&server, &b, tb["turnId"].as_str().unwrap()).await;
     assert_eq!(ta["resolvedFrom"], "serverDefault");
     assert_eq!(ta["modelId"], "mock/mock-model");
-    assert_eq!(ta["llmConfigId"], tb["llmConfigId"]);
-    let default_v1 = ta["llmConfigId"].as_str().expect("config id").to_owned();
+    assert_eq!(ta["llmId"], tb["llmId"]);
+    let default_v1 = ta["llmId"].as_str().expect("config id").to_owned();
     let listed = llms(&server).await;
     assert_eq!(listed.len(), 1, "{listed:#?}");
     let row = &listed[0];
@@ -467,7 +467,7 @@ async fn simultaneous_first_turns_materialize_one_system_default_and_later_turns
 
     // More turns reuse it.
     let (turn, _) = run_turn(&server, &a, json!({"content": "again"})).await;
-    assert_eq!(turn["llmConfigId"], default_v1);
+    assert_eq!(turn["llmId"], default_v1);
     assert_eq!(llms(&server).await.len(), 1);
 }
 
@@ -541,7 +541,7 @@ async fn a_new_preset_version_is_a_new_row_and_old_turns_keep_the_old_one() {
     let dir = server.shutdown().await;
     let server = server_with(&presets(2, "mock/echo"), Some(dir)).await;
     let (turn, request) = run_turn(&server, &a, json!({"content": "v2"})).await;
-    let default_v2 = turn["llmConfigId"].as_str().unwrap().to_owned();
+    let default_v2 = turn["llmId"].as_str().unwrap().to_owned();
     assert_ne!(default_v2, default_v1);
     assert_eq!(turn["modelId"], "mock/echo");
     assert_eq!(turn["resolvedFrom"], "serverDefault");
@@ -551,7 +551,7 @@ async fn a_new_preset_version_is_a_new_row_and_old_turns_keep_the_old_one() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| t["llmConfigId"].as_str().unwrap())
+        .map(|t| t["llmId"].as_str().unwrap())
         .collect();
     assert_eq!(
         ids,
@@ -829,7 +829,7 @@ async fn chat_resolves_through_the_operation_config_and_sends_its_options() {
         .await;
     let (turn, request) = run_turn(&server, &c, json!({"content": "hi"})).await;
     assert_eq!(turn["resolvedFrom"], "operationConfig");
-    assert_eq!(turn["llmConfigId"], op_cfg);
+    assert_eq!(turn["llmId"], op_cfg);
     assert_eq!(turn["modelId"], "mock/echo");
     assert_eq!(request["model"], "echo");
     assert_eq!(system_prompt(&request), Some("OP PROMPT"));
@@ -855,7 +855,7 @@ async fn chat_resolves_through_the_conversation_config_then_the_request_then_the
     let c = server.create_conversation(json!({"llmId": conv_cfg})).await;
     let (turn, request) = run_turn(&server, &c, json!({"content": "hi"})).await;
     assert_eq!(turn["resolvedFrom"], "conversationConfig");
-    assert_eq!(turn["llmConfigId"], conv_cfg);
+    assert_eq!(turn["llmId"], conv_cfg);
     assert_eq!(turn["modelId"], "mock/mock-model");
     assert_eq!(system_prompt(&request), Some("CONV PROMPT"));
     assert_eq!(request["temperature"], 0.3);
@@ -865,14 +865,14 @@ async fn chat_resolves_through_the_conversation_config_then_the_request_then_the
     let (turn, request) =
         run_turn(&server, &c, json!({"content": "x", "model": "mock/echo"})).await;
     assert_eq!(turn["resolvedFrom"], "request");
-    assert_eq!(turn["llmConfigId"], conv_cfg);
+    assert_eq!(turn["llmId"], conv_cfg);
     assert_eq!(request["model"], "echo");
     assert_eq!(system_prompt(&request), Some("CONV PROMPT"));
     assert_eq!(request["temperature"], 0.3);
     // ... then conversation (the persisted selection).
     let (turn, request) = run_turn(&server, &c, json!({"content": "y"})).await;
     assert_eq!(turn["resolvedFrom"], "conversation");
-    assert_eq!(turn["llmConfigId"], conv_cfg);
+    assert_eq!(turn["llmId"], conv_cfg);
     assert_eq!(request["model"], "echo");
     assert_eq!(system_prompt(&request), Some("CONV PROMPT"));
 
@@ -890,7 +890,7 @@ async fn server_defaults_come_from_each_operations_preset() {
     let (turn, request) = run_turn(&server, &plain, json!({"content": "hi"})).await;
     assert_eq!(turn["resolvedFrom"], "serverDefault");
     assert_eq!(turn["modelId"], "mock/mock-model");
-    let default_id = turn["llmConfigId"].as_str().unwrap().to_owned();
+    let default_id = turn["llmId"].as_str().unwrap().to_owned();
     assert_eq!(system_prompt(&request), Some("DEFAULT PROMPT v1"));
     assert_eq!(request["temperature"], 0.5);
 
@@ -904,7 +904,7 @@ async fn server_defaults_come_from_each_operations_preset() {
     assert_eq!(turn["resolvedFrom"], "serverDefault");
     assert_eq!(turn["operation"], "title");
     assert_eq!(turn["modelId"], "mock/echo");
-    let title_id = turn["llmConfigId"].as_str().unwrap().to_owned();
+    let title_id = turn["llmId"].as_str().unwrap().to_owned();
     assert_ne!(title_id, default_id);
     assert_eq!(system_prompt(&request), Some("TITLE PROMPT"));
     assert_eq!(request["temperature"], 0.1);
@@ -930,7 +930,7 @@ async fn title_resolves_through_its_own_override_not_another_operations() {
     let (turn, request) =
         run_turn(&server, &c, json!({"content": "t", "operation": "title"})).await;
     assert_eq!(turn["resolvedFrom"], "operationConfig");
-    assert_eq!(turn["llmConfigId"], op_cfg);
+    assert_eq!(turn["llmId"], op_cfg);
     assert_eq!(system_prompt(&request), Some("OP PROMPT"));
     assert_eq!(request["temperature"], 0.7);
     // The chat override of another conversation does not apply to title.
@@ -940,7 +940,7 @@ async fn title_resolves_through_its_own_override_not_another_operations() {
     let (turn, request) =
         run_turn(&server, &c2, json!({"content": "t", "operation": "title"})).await;
     assert_eq!(turn["resolvedFrom"], "conversationConfig");
-    assert_eq!(turn["llmConfigId"], conv_cfg);
+    assert_eq!(turn["llmId"], conv_cfg);
     assert_eq!(system_prompt(&request), Some("CONV PROMPT"));
     let (turn, request) = run_turn(
         &server,
@@ -949,7 +949,7 @@ async fn title_resolves_through_its_own_override_not_another_operations() {
     )
     .await;
     assert_eq!(turn["resolvedFrom"], "request");
-    assert_eq!(turn["llmConfigId"], conv_cfg);
+    assert_eq!(turn["llmId"], conv_cfg);
     assert_eq!(request["model"], "echo");
     assert_eq!(request["temperature"], 0.3);
 
@@ -957,9 +957,7 @@ async fn title_resolves_through_its_own_override_not_another_operations() {
     let log = events(&server, &c2).await;
     let started: Vec<&Value> = log.iter().filter(|e| e["type"] == "turn.started").collect();
     assert_eq!(started.len(), 2);
-    assert!(started
-        .iter()
-        .all(|e| e["llmConfigId"] == conv_cfg.as_str()));
+    assert!(started.iter().all(|e| e["llmId"] == conv_cfg.as_str()));
     assert_eq!(started[1]["resolvedFrom"], "request");
 
     // A config-resolved turn materializes no system default.
@@ -973,7 +971,7 @@ async fn defaults_model_without_presets_is_a_server_default_without_config() {
     let c = server.create_conversation(json!({})).await;
     let (turn, request) = run_turn(&server, &c, json!({"content": "hi"})).await;
     assert_eq!(turn["resolvedFrom"], "serverDefault");
-    assert_eq!(turn["llmConfigId"], Value::Null);
+    assert_eq!(turn["llmId"], Value::Null);
     assert_eq!(system_prompt(&request), None);
     assert!(request.get("temperature").is_none());
     assert!(llms(&server).await.is_empty());

@@ -107,7 +107,7 @@ async fn title_uses_the_title_operation_and_records_its_session() {
     assert_eq!(answer["conversationId"], conv.as_str());
     assert_eq!(answer["modelId"], "mock/echo");
     assert_eq!(answer["resolvedFrom"], "operationConfig");
-    assert_eq!(answer["llmConfigId"], title_cfg.as_str());
+    assert_eq!(answer["llmId"], title_cfg.as_str());
     // The mock echoes the last user message: the transcript's first line.
     assert_eq!(answer["title"], "echo: user: Planning a trip to Lisbon");
     let shown = server.get_json(&format!("/v1/conversations/{conv}")).await;

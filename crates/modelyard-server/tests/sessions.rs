@@ -29,10 +29,10 @@ fn builder() -> Builder {
 
 /// Token fields of a call's `usage` and the matching session / usage fields.
 const TOKEN_FIELDS: [(&str, &str); 5] = [
-    ("promptTokens", "inputTokens"),
-    ("completionTokens", "outputTokens"),
+    ("promptTokens", "promptTokens"),
+    ("completionTokens", "completionTokens"),
     ("reasoningTokens", "reasoningTokens"),
-    ("cachedPromptTokens", "cachedInputTokens"),
+    ("cachedPromptTokens", "cachedPromptTokens"),
     ("totalTokens", "totalTokens"),
 ];
 
@@ -190,6 +190,17 @@ async fn sessions_calls_and_usage_agree() {
         for (_, field) in TOKEN_FIELDS {
             assert!(s["usage"][field].is_i64(), "usage.{field} is a number: {s}");
         }
+        // The session's sums carry exactly the names of a call's usage.
+        let mut usage_keys: Vec<&str> = s["usage"]
+            .as_object()
+            .expect("usage object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        usage_keys.sort_unstable();
+        let mut call_names = TOKEN_FIELDS.map(|(call_field, _)| call_field);
+        call_names.sort_unstable();
+        assert_eq!(usage_keys, call_names, "{s}");
         assert!(s["createdAt"].as_str().unwrap().ends_with('Z'));
     }
     let by_op =
@@ -462,8 +473,8 @@ async fn with_nothing_recorded_lists_are_empty_and_totals_zero() {
     assert_eq!(usage["data"], json!([]));
     assert_eq!(
         usage["total"],
-        json!({"calls": 0, "inputTokens": 0, "outputTokens": 0, "reasoningTokens": 0,
-               "cachedInputTokens": 0, "totalTokens": 0})
+        json!({"calls": 0, "promptTokens": 0, "completionTokens": 0, "reasoningTokens": 0,
+               "cachedPromptTokens": 0, "totalTokens": 0})
     );
     server.shutdown().await;
 }

@@ -218,7 +218,7 @@ async fn allowlisted_custom_base_url_serves_turns_end_to_end() {
     assert_eq!(turn["status"], "completed", "{turn}");
     // The model id stays the config's; the request went to the custom URL only.
     assert_eq!(turn["modelId"], "mock/echo");
-    assert_eq!(turn["llmConfigId"], llm_id.as_str());
+    assert_eq!(turn["llmId"], llm_id.as_str());
     let sent = chat_requests(server.named("other"));
     assert_eq!(sent.len(), 1, "{sent:#?}");
     assert_eq!(sent[0]["model"], "echo");

@@ -132,8 +132,8 @@ async fn sessions(server: &TestServer, conv: &str, n: usize) -> Vec<Value> {
 
 fn usage_of(v: &Value) -> (i64, i64) {
     (
-        v["inputTokens"].as_i64().unwrap(),
-        v["outputTokens"].as_i64().unwrap(),
+        v["promptTokens"].as_i64().unwrap(),
+        v["completionTokens"].as_i64().unwrap(),
     )
 }
 
@@ -264,8 +264,8 @@ async fn the_advisor_streams_live_and_its_result_does_not_depend_on_watchers() {
     let turn_usage = &turns["data"][0]["usage"];
     assert_eq!(
         (
-            turn_usage["input"].as_i64().unwrap(),
-            turn_usage["output"].as_i64().unwrap()
+            turn_usage["promptTokens"].as_i64().unwrap(),
+            turn_usage["completionTokens"].as_i64().unwrap()
         ),
         sum,
         "{turns}"
@@ -301,7 +301,7 @@ async fn the_advisor_streams_live_and_its_result_does_not_depend_on_watchers() {
         .unwrap_or_else(|| panic!("advisor model row: {by_model}"));
     // Two conversations consulted it once each.
     assert_eq!(
-        row["inputTokens"].as_i64().unwrap(),
+        row["promptTokens"].as_i64().unwrap(),
         2 * advisor_usage["promptTokens"].as_i64().unwrap()
     );
     log(&server, &watched).await;

@@ -1005,6 +1005,22 @@ async fn the_calls_page_shows_sessions_chart_and_usage() {
         },
     )
     .await;
+    // Every column of a row is a number: the table reads the token names
+    // the API sends (`promptTokens`, `completionTokens`, ...).
+    ui.wait_js(
+        "usage-by-operation chat row numbers",
+        r#"return [...document.querySelectorAll('[data-testid="usage-by-operation"] tr[data-key="chat"] td.num')].map(td => td.textContent.trim());"#,
+        vec![],
+        |v| {
+            v.as_array().is_some_and(|cells| {
+                cells.len() == 5
+                    && cells
+                        .iter()
+                        .all(|c| c.as_str().is_some_and(|t| !t.is_empty() && t != "—"))
+            })
+        },
+    )
+    .await;
 
     // A session's calls.
     ui.click(&format!(

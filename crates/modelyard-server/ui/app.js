@@ -540,7 +540,7 @@ async function openConversation(view, ctx, id, refreshList) {
     heading.textContent = c.title || "Untitled";
     meta.textContent =
       `latest model: ${c.latestModelId || "—"} · ${fmtNumber(c.usage.totalTokens)} tokens ` +
-      `(${fmtNumber(c.usage.inputTokens)} in, ${fmtNumber(c.usage.outputTokens)} out)`;
+      `(${fmtNumber(c.usage.promptTokens)} prompt, ${fmtNumber(c.usage.completionTokens)} completion)`;
   };
   showMeta(conversation);
   chat.onTurnEnd = async () => {
@@ -1509,8 +1509,8 @@ function usageChart(calls) {
 }
 
 function usageByOperation(usage) {
-  const cols = ["calls", "inputTokens", "outputTokens", "reasoningTokens", "totalTokens"];
-  const heads = ["Operation", "Calls", "Input", "Output", "Reasoning", "Total"];
+  const cols = ["calls", "promptTokens", "completionTokens", "reasoningTokens", "totalTokens"];
+  const heads = ["Operation", "Calls", "Prompt", "Completion", "Reasoning", "Total"];
   const total = usage.total || {};
   return el(
     "table",

@@ -354,7 +354,11 @@ async fn the_tables_equal_the_fold_of_the_log() {
         assert_eq!(c.latest_model_id.as_deref(), Some("local/llama"));
         assert_eq!(c.running_turn_id, None);
         assert_eq!(
-            (c.totals.input, c.totals.output, c.totals.total),
+            (
+                c.totals.prompt_tokens,
+                c.totals.completion_tokens,
+                c.totals.total_tokens,
+            ),
             (127, 35, 162)
         );
         assert_eq!(
@@ -475,6 +479,78 @@ async fn payloads_are_stored_as_json_with_the_dotted_type() {
         // `Some(None)` is stored as an explicit null, `None` is left out.
         let settings: Value = serde_json::from_str(&raw[2].2).expect("json");
         assert_eq!(settings, json!({"type": "settings.changed", "cwd": null}));
+        db.finish().await;
+    }
+}
+
+/// Runs `sql` on the test database with plain SQL, binding `binds` as text.
+async fn raw_execute(db: &TestDb, sql: &str, binds: &[&str]) {
+    match db.store.backend() {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.url)
+                .await
+                .expect("raw sqlite");
+            let mut query = sqlx::query(sql);
+            for b in binds {
+                query = query.bind(*b);
+            }
+            query.execute(&pool).await.expect("raw");
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.expect("raw postgres");
+            let mut query = sqlx::query(sql);
+            for b in binds {
+                query = query.bind(*b);
+            }
+            query.execute(&pool).await.expect("raw");
+            pool.close().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn turn_started_stored_with_the_old_config_name_still_reads() {
+    for db in test_dbs().await {
+        let store = &db.store;
+        let project = ProjectId::default_project();
+        let cid = new_id();
+        let turn = new_id();
+        let started = EventPayload::TurnStarted {
+            client_tools: None,
+            turn_id: turn.clone(),
+            operation: "chat".to_owned(),
+            model_id: "local/llama".to_owned(),
+            resolved_from: ResolvedFrom::ConversationConfig,
+            llm_config_id: Some("cfg-1".to_owned()),
+        };
+        store
+            .append_events(&project, &cid, &[created("t"), started.clone()], 5)
+            .await
+            .expect("append");
+        // New events name the config `llmId`.
+        let raw = raw_events(&db, &cid).await;
+        let stored: Value = serde_json::from_str(&raw[1].2).expect("json");
+        assert_eq!(stored["llmId"], "cfg-1", "{stored}");
+        assert!(stored.get("llmConfigId").is_none(), "{stored}");
+        // A database written before the rename holds `llmConfigId`.
+        let old = json!({
+            "type": "turn.started", "turnId": turn, "operation": "chat",
+            "modelId": "local/llama", "resolvedFrom": "conversationConfig",
+            "llmConfigId": "cfg-1",
+        })
+        .to_string();
+        raw_execute(
+            &db,
+            "UPDATE conversation_events SET payload = $1 WHERE conversation_id = $2 AND seq = 2",
+            &[&old, &cid],
+        )
+        .await;
+        assert_eq!(raw_events(&db, &cid).await[1].2, old);
+        let events = assert_tables_equal_fold(store, &project, &cid).await;
+        assert_eq!(events[1].payload, started);
+        let turns = store.list_turns(&project, &cid).await.expect("turns");
+        assert_eq!(turns[0].llm_config_id.as_deref(), Some("cfg-1"));
         db.finish().await;
     }
 }
@@ -1241,7 +1317,7 @@ async fn tool_steps_imports_and_waiting_turns_are_stored_like_the_fold() {
         }
         let waiting = store.get_turn(&project, &turn).await.unwrap().unwrap();
         assert_eq!(waiting.status, TurnStatus::RequiresAction);
-        assert_eq!(waiting.totals.input, 40, "chat step + advisor");
+        assert_eq!(waiting.totals.prompt_tokens, 40, "chat step + advisor");
         // A waiting turn is not an interrupted one after a restart.
         let running = store.running_turns().await.unwrap();
         assert!(running.iter().all(|(_, t)| t.id != turn));

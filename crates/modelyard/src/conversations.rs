@@ -62,8 +62,8 @@ pub(crate) async fn show(client: &Client, id: &str) -> anyhow::Result<()> {
         }
     }
     println!(
-        "tokens       {} in / {} out / {} total",
-        c["usage"]["inputTokens"], c["usage"]["outputTokens"], c["usage"]["totalTokens"]
+        "tokens       {} prompt + {} completion = {} total",
+        c["usage"]["promptTokens"], c["usage"]["completionTokens"], c["usage"]["totalTokens"]
     );
     let messages = client
         .get_json(&format!("/v1/conversations/{id}/messages"))

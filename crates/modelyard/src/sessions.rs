@@ -95,18 +95,18 @@ pub(crate) async fn list(client: &Client, args: &ListArgs) -> anyhow::Result<()>
         return Ok(());
     }
     println!(
-        "{:<24}  {:<10}  {:<32}  {:>5}  {:>8}  {:>8}  {:>8}  {:<6}  ID",
-        "CREATED", "OPERATION", "MODEL", "CALLS", "INPUT", "OUTPUT", "DURATION", "STATUS"
+        "{:<24}  {:<10}  {:<32}  {:>5}  {:>10}  {:>10}  {:>8}  {:<6}  ID",
+        "CREATED", "OPERATION", "MODEL", "CALLS", "PROMPT", "COMPLETION", "DURATION", "STATUS"
     );
     for s in sessions {
         println!(
-            "{:<24}  {:<10}  {:<32}  {:>5}  {:>8}  {:>8}  {:>6}ms  {:<6}  {}",
+            "{:<24}  {:<10}  {:<32}  {:>5}  {:>10}  {:>10}  {:>6}ms  {:<6}  {}",
             text(s, "createdAt"),
             text(s, "operation"),
             text(s, "modelId"),
             number(s, "/callCount"),
-            number(s, "/usage/inputTokens"),
-            number(s, "/usage/outputTokens"),
+            number(s, "/usage/promptTokens"),
+            number(s, "/usage/completionTokens"),
             number(s, "/durationMs"),
             text(s, "status"),
             text(s, "id"),
@@ -164,11 +164,11 @@ async fn fetch(client: &Client, id: &str) -> anyhow::Result<Value> {
 
 fn usage_line(session: &Value) -> String {
     format!(
-        "{} in / {} out / {} total (cached {}, reasoning {})",
-        number(session, "/usage/inputTokens"),
-        number(session, "/usage/outputTokens"),
+        "{} prompt + {} completion = {} total (cached {}, reasoning {})",
+        number(session, "/usage/promptTokens"),
+        number(session, "/usage/completionTokens"),
         number(session, "/usage/totalTokens"),
-        number(session, "/usage/cachedInputTokens"),
+        number(session, "/usage/cachedPromptTokens"),
         number(session, "/usage/reasoningTokens"),
     )
 }
@@ -268,10 +268,10 @@ pub(crate) async fn usage(
         println!(
             "{key:<key_width$}  {:>7}  {:>10}  {:>10}  {:>10}  {:>10}  {:>11}",
             number(r, "/calls"),
-            number(r, "/inputTokens"),
-            number(r, "/outputTokens"),
+            number(r, "/promptTokens"),
+            number(r, "/completionTokens"),
             number(r, "/reasoningTokens"),
-            number(r, "/cachedInputTokens"),
+            number(r, "/cachedPromptTokens"),
             number(r, "/totalTokens"),
         );
     };
@@ -279,8 +279,8 @@ pub(crate) async fn usage(
         "{:<key_width$}  {:>7}  {:>10}  {:>10}  {:>10}  {:>10}  {:>11}",
         by.to_uppercase(),
         "CALLS",
-        "INPUT",
-        "OUTPUT",
+        "PROMPT",
+        "COMPLETION",
         "REASONING",
         "CACHED",
         "TOTAL"

@@ -843,7 +843,7 @@ async fn the_advisor_streams_its_answer_with_the_real_model() {
         .await
         .unwrap();
     assert_eq!(
-        turns["data"][0]["usage"]["total"].as_u64(),
+        turns["data"][0]["usage"]["totalTokens"].as_u64(),
         Some(step_total)
     );
     // The advisor's session is a child of the turn's.

@@ -265,8 +265,10 @@ pub enum EventPayload {
         model_id: String,
         /// Why that model.
         resolved_from: ResolvedFrom,
-        /// The LLM config that supplied options, if any.
-        #[serde(default)]
+        /// The LLM config that supplied options, if any. Written as
+        /// `llmId` (the API's one name for a config reference); events
+        /// stored before that say `llmConfigId`, which still reads.
+        #[serde(default, rename = "llmId", alias = "llmConfigId")]
         llm_config_id: Option<String>,
         /// Client-side tools offered to the model (OpenAI `tools` array);
         /// calls to them end the turn in `requires_action`.

@@ -55,20 +55,27 @@ impl TurnStatus {
     }
 }
 
-/// Running token totals of a conversation or turn (tokens).
+/// Running token totals of a conversation or turn (tokens), named like a
+/// call's usage ([`TokenUsage`]). Totals serialized before that
+/// (`input`, `output`, `reasoning`, `cachedInput`, `total`) still read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenTotals {
     /// Sum of prompt tokens.
-    pub input: u64,
+    #[serde(alias = "input")]
+    pub prompt_tokens: u64,
     /// Sum of completion tokens.
-    pub output: u64,
-    /// Sum of reasoning tokens.
-    pub reasoning: u64,
-    /// Sum of cached prompt tokens.
-    pub cached_input: u64,
+    #[serde(alias = "output")]
+    pub completion_tokens: u64,
+    /// Sum of reasoning tokens (part of the completion tokens).
+    #[serde(alias = "reasoning")]
+    pub reasoning_tokens: u64,
+    /// Sum of cached prompt tokens (part of the prompt tokens).
+    #[serde(alias = "cachedInput")]
+    pub cached_prompt_tokens: u64,
     /// Sum of total tokens.
-    pub total: u64,
+    #[serde(alias = "total")]
+    pub total_tokens: u64,
 }
 
 impl TokenTotals {
@@ -76,17 +83,21 @@ impl TokenTotals {
     /// [`crate::usage::MAX_TOKEN_COUNT`]: counts come from upstreams).
     pub fn add(&mut self, u: &TokenUsage) {
         use crate::usage::add_tokens;
-        self.input = add_tokens(self.input, u.prompt_tokens.unwrap_or(0));
-        self.output = add_tokens(self.output, u.completion_tokens.unwrap_or(0));
-        self.reasoning = add_tokens(self.reasoning, u.reasoning_tokens.unwrap_or(0));
-        self.cached_input = add_tokens(self.cached_input, u.cached_prompt_tokens.unwrap_or(0));
+        self.prompt_tokens = add_tokens(self.prompt_tokens, u.prompt_tokens.unwrap_or(0));
+        self.completion_tokens =
+            add_tokens(self.completion_tokens, u.completion_tokens.unwrap_or(0));
+        self.reasoning_tokens = add_tokens(self.reasoning_tokens, u.reasoning_tokens.unwrap_or(0));
+        self.cached_prompt_tokens = add_tokens(
+            self.cached_prompt_tokens,
+            u.cached_prompt_tokens.unwrap_or(0),
+        );
         let total = u.total_tokens.unwrap_or_else(|| {
             add_tokens(
                 u.prompt_tokens.unwrap_or(0),
                 u.completion_tokens.unwrap_or(0),
             )
         });
-        self.total = add_tokens(self.total, total);
+        self.total_tokens = add_tokens(self.total_tokens, total);
     }
 }
 
@@ -154,7 +165,9 @@ pub struct TurnRecord {
     pub model_id: String,
     /// Why that model.
     pub resolved_from: ResolvedFrom,
-    /// LLM config id, if any.
+    /// The LLM config that supplied options, if any (`llmId`; `llmConfigId`
+    /// still reads).
+    #[serde(rename = "llmId", alias = "llmConfigId")]
     pub llm_config_id: Option<String>,
     /// Status.
     pub status: TurnStatus,

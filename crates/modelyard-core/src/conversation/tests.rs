@@ -108,11 +108,11 @@ fn fold_materializes_turns_messages_and_totals() {
     assert_eq!(
         c.totals,
         TokenTotals {
-            input: 30,
-            output: 4,
-            reasoning: 0,
-            cached_input: 0,
-            total: 34
+            prompt_tokens: 30,
+            completion_tokens: 4,
+            reasoning_tokens: 0,
+            cached_prompt_tokens: 0,
+            total_tokens: 34
         }
     );
     assert_eq!(c.running_turn_id, None);
@@ -122,7 +122,7 @@ fn fold_materializes_turns_messages_and_totals() {
         vec![TurnStatus::Completed, TurnStatus::Failed]
     );
     assert_eq!(turns[1].error.as_deref(), Some("boom"));
-    assert_eq!(turns[1].totals.input, 20);
+    assert_eq!(turns[1].totals.prompt_tokens, 20);
     assert_eq!(messages.len(), 3);
     assert_eq!(messages[1].content, json!("Hello"));
     assert_eq!(messages[1].model_id.as_deref(), Some("a/x"));
@@ -180,6 +180,15 @@ fn payloads_round_trip_with_dotted_types_and_old_payloads_stay_readable() {
     // A version-1 payload without the optional fields still reads.
     let old: EventPayload = serde_json::from_str(r#"{"type":"turn.started","turnId":"t","operation":"chat","modelId":"a/x","resolvedFrom":"request"}"#).unwrap();
     assert_eq!(old.turn_id(), Some("t"));
+    // A payload stored before the config reference was named `llmId`.
+    let old: EventPayload = serde_json::from_str(r#"{"type":"turn.started","turnId":"t","operation":"chat","modelId":"a/x","resolvedFrom":"operationConfig","llmConfigId":"cfg1"}"#).unwrap();
+    let EventPayload::TurnStarted { llm_config_id, .. } = &old else {
+        panic!("{old:?}");
+    };
+    assert_eq!(llm_config_id.as_deref(), Some("cfg1"));
+    let text = serde_json::to_string(&old).unwrap();
+    assert!(text.contains(r#""llmId":"cfg1""#), "{text}");
+    assert!(!text.contains("llmConfigId"), "{text}");
     let settings: EventPayload =
         serde_json::from_str(r#"{"type":"settings.changed","cwd":null}"#).unwrap();
     assert_eq!(
@@ -312,9 +321,9 @@ fn tool_steps_requires_action_and_resume() {
     assert!(matches!(fold(&early), Err(ApplyError::TurnNotRunning(_))));
     // The advisor's tokens count in both totals; its model does not become
     // the conversation's latest model.
-    assert_eq!(c.totals.input, 110);
-    assert_eq!(c.totals.output, 3);
-    assert_eq!(turns[0].totals.input, 110);
+    assert_eq!(c.totals.prompt_tokens, 110);
+    assert_eq!(c.totals.completion_tokens, 3);
+    assert_eq!(turns[0].totals.prompt_tokens, 110);
     assert_eq!(c.latest_model_id.as_deref(), Some("a/x"));
     assert_eq!(messages[1].role, "tool");
     assert_eq!(messages[1].model_id.as_deref(), Some("b/advisor"));
@@ -365,4 +374,21 @@ fn tool_steps_requires_action_and_resume() {
     let (c, turns, _) = fold(&cancelled).unwrap();
     assert_eq!(turns[0].status, TurnStatus::Cancelled);
     assert_eq!(c.unwrap().running_turn_id, None);
+}
+
+#[test]
+fn token_totals_use_the_usage_names_and_read_the_old_ones() {
+    let totals = TokenTotals {
+        prompt_tokens: 1,
+        completion_tokens: 2,
+        reasoning_tokens: 3,
+        cached_prompt_tokens: 4,
+        total_tokens: 5,
+    };
+    let new = json!({"promptTokens": 1, "completionTokens": 2, "reasoningTokens": 3,
+                     "cachedPromptTokens": 4, "totalTokens": 5});
+    assert_eq!(serde_json::to_value(totals).unwrap(), new);
+    let old = json!({"input": 1, "output": 2, "reasoning": 3, "cachedInput": 4, "total": 5});
+    assert_eq!(serde_json::from_value::<TokenTotals>(old).unwrap(), totals);
+    assert_eq!(serde_json::from_value::<TokenTotals>(new).unwrap(), totals);
 }

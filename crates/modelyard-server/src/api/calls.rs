@@ -12,9 +12,10 @@
 use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use modelyard_store::{CallFilter, LlmCallRow};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
+use crate::api::dto::Page;
 use crate::auth::Scoped;
 use crate::clock::rfc3339;
 use crate::error::Problem;
@@ -36,53 +37,134 @@ pub struct ListQuery {
     conversation_id: Option<String>,
 }
 
-/// A call as JSON (see the module docs); `full` adds the request and response.
-pub(crate) fn call_json(row: &LlmCallRow, full: bool) -> Value {
-    let latency_ms = row.completed_at_ms.map(|done| done - row.sent_at_ms);
-    let ttft_ms = row.first_token_at_ms.map(|first| first - row.sent_at_ms);
-    let mut value = json!({
-        "id": row.id,
-        "sessionId": row.session_id,
-        "operation": row.operation,
-        "conversationId": row.conversation_id,
-        "turnId": row.turn_id,
-        "modelId": row.model_id,
-        "provider": row.provider,
-        "upstreamModel": row.upstream_model,
-        "stream": row.stream,
-        "status": if row.error.is_none() { "ok" } else { "error" },
-        "httpStatus": row.http_status,
-        "error": row.error,
-        "attempt": row.attempt,
-        "route": row.route,
-        "finishReason": row.finish_reason,
-        "usage": {
-            "promptTokens": row.usage.prompt_tokens,
-            "completionTokens": row.usage.completion_tokens,
-            "reasoningTokens": row.usage.reasoning_tokens,
-            "cachedPromptTokens": row.usage.cached_prompt_tokens,
-            "totalTokens": row.usage.total_tokens,
-        },
-        "sentAt": rfc3339(row.sent_at_ms),
-        "firstTokenAt": row.first_token_at_ms.map(rfc3339),
-        "completedAt": row.completed_at_ms.map(rfc3339),
-        "latencyMs": latency_ms,
-        "timeToFirstTokenMs": ttft_ms,
-    });
-    if full {
-        let request: Value = serde_json::from_str(&row.request_json)
-            .unwrap_or_else(|_| Value::String(row.request_json.clone()));
-        let tool_calls: Value = row
-            .tool_calls_json
-            .as_deref()
-            .and_then(|t| serde_json::from_str(t).ok())
-            .unwrap_or(Value::Null);
-        value["request"] = request;
-        value["responseText"] = json!(row.response_text);
-        value["reasoningText"] = json!(row.reasoning_text);
-        value["toolCalls"] = tool_calls;
+/// A call's token usage; `null` where the upstream reported nothing.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallUsageDto {
+    /// Prompt tokens.
+    pub prompt_tokens: Option<i64>,
+    /// Completion tokens.
+    pub completion_tokens: Option<i64>,
+    /// Reasoning tokens (part of the completion tokens).
+    pub reasoning_tokens: Option<i64>,
+    /// Cached prompt tokens (part of the prompt tokens).
+    pub cached_prompt_tokens: Option<i64>,
+    /// Total tokens.
+    pub total_tokens: Option<i64>,
+}
+
+/// A call (see the module docs).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallDto {
+    /// Id.
+    pub id: String,
+    /// Its LLM session.
+    pub session_id: String,
+    /// What it was for (`gateway`, `chat`, ...).
+    pub operation: String,
+    /// The conversation it was made for, if any.
+    pub conversation_id: Option<String>,
+    /// The turn it was made for, if any.
+    pub turn_id: Option<String>,
+    /// Composite model id.
+    pub model_id: String,
+    /// Provider name.
+    pub provider: String,
+    /// The model name sent upstream.
+    pub upstream_model: String,
+    /// Whether it was streamed.
+    pub stream: bool,
+    /// `ok` or `error`.
+    pub status: &'static str,
+    /// The upstream's HTTP status, if one answered.
+    pub http_status: Option<i32>,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// Attempt number within its request, from 1 (retries and fallbacks
+    /// add attempts).
+    pub attempt: i32,
+    /// The route the request named, `None` when it named a deployment.
+    pub route: Option<String>,
+    /// OpenAI finish reason.
+    pub finish_reason: Option<String>,
+    /// Token usage.
+    pub usage: CallUsageDto,
+    /// When it was sent.
+    pub sent_at: String,
+    /// When the first token arrived.
+    pub first_token_at: Option<String>,
+    /// When it completed.
+    pub completed_at: Option<String>,
+    /// Sent to completed.
+    pub latency_ms: Option<i64>,
+    /// Sent to first token.
+    pub time_to_first_token_ms: Option<i64>,
+    /// The single-call view's request and response.
+    #[serde(flatten)]
+    pub detail: Option<CallDetailDto>,
+}
+
+/// What the single-call view adds to a call.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallDetailDto {
+    /// The JSON body sent upstream (its text if it is not JSON).
+    pub request: Value,
+    /// The answer's text.
+    pub response_text: Option<String>,
+    /// The answer's reasoning text.
+    pub reasoning_text: Option<String>,
+    /// The answer's tool calls.
+    pub tool_calls: Value,
+}
+
+impl CallDto {
+    /// The call `row`; `full` adds the request and response.
+    pub fn new(row: &LlmCallRow, full: bool) -> Self {
+        let u = &row.usage;
+        let detail = full.then(|| CallDetailDto {
+            request: serde_json::from_str(&row.request_json)
+                .unwrap_or_else(|_| Value::String(row.request_json.clone())),
+            response_text: row.response_text.clone(),
+            reasoning_text: row.reasoning_text.clone(),
+            tool_calls: row
+                .tool_calls_json
+                .as_deref()
+                .and_then(|t| serde_json::from_str(t).ok())
+                .unwrap_or(Value::Null),
+        });
+        CallDto {
+            id: row.id.clone(),
+            session_id: row.session_id.clone(),
+            operation: row.operation.clone(),
+            conversation_id: row.conversation_id.clone(),
+            turn_id: row.turn_id.clone(),
+            model_id: row.model_id.clone(),
+            provider: row.provider.clone(),
+            upstream_model: row.upstream_model.clone(),
+            stream: row.stream,
+            status: if row.error.is_none() { "ok" } else { "error" },
+            http_status: row.http_status,
+            error: row.error.clone(),
+            attempt: row.attempt,
+            route: row.route.clone(),
+            finish_reason: row.finish_reason.clone(),
+            usage: CallUsageDto {
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+                reasoning_tokens: u.reasoning_tokens,
+                cached_prompt_tokens: u.cached_prompt_tokens,
+                total_tokens: u.total_tokens,
+            },
+            sent_at: rfc3339(row.sent_at_ms),
+            first_token_at: row.first_token_at_ms.map(rfc3339),
+            completed_at: row.completed_at_ms.map(rfc3339),
+            latency_ms: row.completed_at_ms.map(|done| done - row.sent_at_ms),
+            time_to_first_token_ms: row.first_token_at_ms.map(|first| first - row.sent_at_ms),
+            detail,
+        }
     }
-    value
 }
 
 /// `GET /v1/calls`: newest first, `{data: [call], nextBefore: id | null}`.
@@ -104,8 +186,11 @@ pub async fn list(Scoped(app): Scoped, ApiQuery(query): ApiQuery<ListQuery>) -> 
             let next_before = (rows.len() == limit as usize)
                 .then(|| rows.last().map(|r| r.id.clone()))
                 .flatten();
-            let data: Vec<Value> = rows.iter().map(|r| call_json(r, false)).collect();
-            axum::Json(json!({"data": data, "nextBefore": next_before})).into_response()
+            axum::Json(Page {
+                data: rows.iter().map(|r| CallDto::new(r, false)).collect(),
+                next_before,
+            })
+            .into_response()
         }
         Err(err) => crate::http::store_problem(err).into_response(),
     }
@@ -114,7 +199,7 @@ pub async fn list(Scoped(app): Scoped, ApiQuery(query): ApiQuery<ListQuery>) -> 
 /// `GET /v1/calls/{id}`: one call with its request and response.
 pub async fn show(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     match app.store.get_call(&app.project, &id).await {
-        Ok(Some(row)) => axum::Json(call_json(&row, true)).into_response(),
+        Ok(Some(row)) => axum::Json(CallDto::new(&row, true)).into_response(),
         Ok(None) => Problem::not_found(format!("no call with id {id:?}"))
             .with("code", "call_not_found")
             .into_response(),

@@ -13,21 +13,37 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
 use modelyard_store::FavoriteRow;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
+use crate::api::dto::List;
 use crate::app::AppState;
 use crate::auth::Scoped;
 use crate::clock::rfc3339;
 use crate::http::{ApiError, ApiJson};
 use crate::service::favorites;
 
-fn favorites_json(app: &AppState, rows: &[FavoriteRow]) -> Value {
-    let data: Vec<Value> = rows
+/// A favorite.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FavoriteDto {
+    /// The model id.
+    pub model_id: String,
+    /// 0-based position in the list.
+    pub position: i64,
+    /// When it was added.
+    pub created_at: String,
+    /// The provider part of the id, if it has one.
+    pub provider: Option<String>,
+    /// Whether the catalog's `favorites` shows it now.
+    pub visible: bool,
+}
+
+fn favorites_json(app: &AppState, rows: &[FavoriteRow]) -> List<FavoriteDto> {
+    let data = rows
         .iter()
         .map(|row| {
             let split = row.model_id.split_once('/');
-            let provider = split.map(|(p, _)| p);
+            let provider = split.map(|(p, _)| p.to_owned());
             // Visible exactly when the catalog's `favorites` shows it: the
             // provider is online and still lists the model.
             let visible = split.is_some_and(|(p, model)| {
@@ -37,16 +53,16 @@ fn favorites_json(app: &AppState, rows: &[FavoriteRow]) -> Value {
                         && state.catalog.iter().any(|m| m.model == model)
                 })
             });
-            json!({
-                "modelId": row.model_id,
-                "position": row.position,
-                "createdAt": rfc3339(row.created_at_ms),
-                "provider": provider,
-                "visible": visible,
-            })
+            FavoriteDto {
+                model_id: row.model_id.clone(),
+                position: row.position,
+                created_at: rfc3339(row.created_at_ms),
+                provider,
+                visible,
+            }
         })
         .collect();
-    json!({ "data": data })
+    List { data }
 }
 
 /// Body of `PUT /v1/favorites`.
@@ -66,7 +82,7 @@ pub struct AddBody {
 }
 
 /// `GET /v1/favorites`: `{data: [favorite]}`.
-pub async fn list(Scoped(app): Scoped) -> Result<Json<Value>, ApiError> {
+pub async fn list(Scoped(app): Scoped) -> Result<Json<List<FavoriteDto>>, ApiError> {
     let rows = favorites::list(&app).await?;
     Ok(Json(favorites_json(&app, &rows)))
 }
@@ -76,7 +92,7 @@ pub async fn list(Scoped(app): Scoped) -> Result<Json<Value>, ApiError> {
 pub async fn replace(
     Scoped(app): Scoped,
     ApiJson(body): ApiJson<ReplaceBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<List<FavoriteDto>>, ApiError> {
     let rows = favorites::replace(&app, &body.favorites).await?;
     Ok(Json(favorites_json(&app, &rows)))
 }
@@ -86,7 +102,7 @@ pub async fn replace(
 pub async fn add(
     Scoped(app): Scoped,
     ApiJson(body): ApiJson<AddBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<List<FavoriteDto>>), ApiError> {
     let (rows, added) = favorites::add(&app, &body.model_id).await?;
     let status = if added {
         StatusCode::CREATED

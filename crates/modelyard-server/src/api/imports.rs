@@ -14,8 +14,8 @@
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::auth::Scoped;
 use crate::http::{ApiError, ApiJson};
@@ -28,19 +28,31 @@ pub struct ImportBody {
     messages: Vec<Value>,
 }
 
+/// Answer of the import.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportedDto {
+    /// The conversation.
+    pub conversation_id: String,
+    /// Messages imported.
+    pub imported: usize,
+    /// Seq of the `messages.imported` event.
+    pub last_seq: Option<i64>,
+}
+
 /// The handler; see the module docs.
 pub async fn import(
     Scoped(app): Scoped,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ImportBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ImportedDto>), ApiError> {
     let done = imports::import(&app, &id, &body.messages).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "conversationId": id,
-            "imported": done.imported,
-            "lastSeq": done.last_seq,
-        })),
+        Json(ImportedDto {
+            conversation_id: id,
+            imported: done.imported,
+            last_seq: done.last_seq,
+        }),
     ))
 }

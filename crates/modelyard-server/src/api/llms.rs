@@ -22,49 +22,103 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
 use modelyard_store::LlmConfigRow;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
+use crate::api::dto::Page;
 use crate::app::AppState;
 use crate::auth::Scoped;
 use crate::clock::rfc3339;
 use crate::http::{ApiError, ApiJson, ApiQuery};
 use crate::service::llm_configs::{self as service, LlmConfigPatch, NewLlmConfig};
 
-/// The config as JSON.
-pub fn llm_json(app: &AppState, row: &LlmConfigRow) -> Value {
-    let o = &row.fields.provider_options;
-    json!({
-        "id": row.id,
-        "projectId": app.project.as_str(),
-        "source": row.source.as_str(),
-        "displayName": row.fields.display_name,
-        "model": row.fields.model,
-        "systemPrompt": row.fields.system_prompt,
-        "providerOptions": {
-            "temperature": o.temperature,
-            "topP": o.top_p,
-            "maxTokens": o.max_tokens,
-            "reasoningEffort": o.reasoning_effort,
-            "stop": o.stop,
-            "seed": o.seed,
-            "extra": o.extra,
-        },
-        "baseUrl": row.fields.base_url,
-        "presetName": row.preset_name,
-        "presetVersion": row.preset_version,
-        "createdAt": rfc3339(row.created_at_ms),
-        "updatedAt": rfc3339(row.updated_at_ms),
-    })
+/// A config's provider options; every option is present (`null` when
+/// unset).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderOptionsDto {
+    /// Sampling temperature.
+    pub temperature: Option<f64>,
+    /// Nucleus sampling.
+    pub top_p: Option<f64>,
+    /// Most tokens to generate.
+    pub max_tokens: Option<i64>,
+    /// Reasoning effort.
+    pub reasoning_effort: Option<String>,
+    /// Stop sequences.
+    pub stop: Option<Vec<String>>,
+    /// Sampling seed.
+    pub seed: Option<i64>,
+    /// More request fields, merged at the top level.
+    pub extra: Option<Value>,
+}
+
+/// An LLM config.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmDto {
+    /// Id.
+    pub id: String,
+    /// Its project.
+    pub project_id: String,
+    /// `user` or `system-default`.
+    pub source: &'static str,
+    /// Name shown in pickers.
+    pub display_name: String,
+    /// Model id.
+    pub model: String,
+    /// System prompt.
+    pub system_prompt: Option<String>,
+    /// Provider options.
+    pub provider_options: ProviderOptionsDto,
+    /// A configured provider's base URL.
+    pub base_url: Option<String>,
+    /// The preset of a system default.
+    pub preset_name: Option<String>,
+    /// The preset's version.
+    pub preset_version: Option<i64>,
+    /// Creation time.
+    pub created_at: String,
+    /// Last update time.
+    pub updated_at: String,
+}
+
+impl LlmDto {
+    /// The config `row` of `app`'s project.
+    pub fn new(app: &AppState, row: &LlmConfigRow) -> Self {
+        let o = &row.fields.provider_options;
+        LlmDto {
+            id: row.id.clone(),
+            project_id: app.project.as_str().to_owned(),
+            source: row.source.as_str(),
+            display_name: row.fields.display_name.clone(),
+            model: row.fields.model.clone(),
+            system_prompt: row.fields.system_prompt.clone(),
+            provider_options: ProviderOptionsDto {
+                temperature: o.temperature,
+                top_p: o.top_p,
+                max_tokens: o.max_tokens,
+                reasoning_effort: o.reasoning_effort.clone(),
+                stop: o.stop.clone(),
+                seed: o.seed,
+                extra: o.extra.clone(),
+            },
+            base_url: row.fields.base_url.clone(),
+            preset_name: row.preset_name.clone(),
+            preset_version: row.preset_version,
+            created_at: rfc3339(row.created_at_ms),
+            updated_at: rfc3339(row.updated_at_ms),
+        }
+    }
 }
 
 /// `POST /v1/llms` → 201 with the config.
 pub async fn create(
     Scoped(app): Scoped,
     ApiJson(body): ApiJson<NewLlmConfig>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<LlmDto>), ApiError> {
     let row = service::create(&app, body).await?;
-    Ok((StatusCode::CREATED, Json(llm_json(&app, &row))))
+    Ok((StatusCode::CREATED, Json(LlmDto::new(&app, &row))))
 }
 
 /// Query of `GET /v1/llms`.
@@ -79,15 +133,17 @@ pub struct ListQuery {
 pub async fn list(
     Scoped(app): Scoped,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<LlmDto>>, ApiError> {
     let page = service::list(&app, query.limit, query.before.as_deref()).await?;
-    let data: Vec<Value> = page.data.iter().map(|r| llm_json(&app, r)).collect();
-    Ok(Json(json!({"data": data, "nextBefore": page.next_before})))
+    Ok(Json(Page {
+        data: page.data.iter().map(|r| LlmDto::new(&app, r)).collect(),
+        next_before: page.next_before,
+    }))
 }
 
 /// `GET /v1/llms/{id}`.
-pub async fn show(Scoped(app): Scoped, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(llm_json(&app, &service::load(&app, &id).await?)))
+pub async fn show(Scoped(app): Scoped, Path(id): Path<String>) -> Result<Json<LlmDto>, ApiError> {
+    Ok(Json(LlmDto::new(&app, &service::load(&app, &id).await?)))
 }
 
 /// `PATCH /v1/llms/{id}` → the config; 409 for a system default.
@@ -95,8 +151,8 @@ pub async fn patch(
     Scoped(app): Scoped,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<LlmConfigPatch>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(llm_json(
+) -> Result<Json<LlmDto>, ApiError> {
+    Ok(Json(LlmDto::new(
         &app,
         &service::patch(&app, &id, body).await?,
     )))
@@ -114,7 +170,7 @@ pub async fn delete(Scoped(app): Scoped, Path(id): Path<String>) -> Result<Statu
 pub async fn copy(
     Scoped(app): Scoped,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<LlmDto>), ApiError> {
     let row = service::copy(&app, &id).await?;
-    Ok((StatusCode::CREATED, Json(llm_json(&app, &row))))
+    Ok((StatusCode::CREATED, Json(LlmDto::new(&app, &row))))
 }

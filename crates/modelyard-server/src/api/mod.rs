@@ -3,6 +3,7 @@
 pub mod calls;
 pub mod catalog;
 pub mod conversations;
+pub mod dto;
 pub mod favorites;
 pub mod health;
 pub mod imports;

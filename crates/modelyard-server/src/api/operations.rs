@@ -3,7 +3,7 @@
 //! call on the one LLM call path, the record, the event) lives.
 //!
 //! - `POST /v1/conversations/{id}/title` `{"model"?}` → `{conversationId,
-//!   title, modelId, resolvedFrom, llmConfigId, sessionId}`: the `title`
+//!   title, modelId, resolvedFrom, llmId, sessionId}`: the `title`
 //!   operation's model (resolved as for turns; `model` is a per-call
 //!   override that is not persisted) gets a short instruction and the
 //!   conversation's text (the last [`operations::TITLE_INPUT_CHARS`] characters); the
@@ -11,7 +11,7 @@
 //!   [`operations::TITLE_MAX_CHARS`], becomes the title (`conversation.updated`).
 //! - `POST /v1/conversations/{id}/compact` `{"keepLast"?: n, "model"?}`
 //!   (default 2) → `{conversationId, summary, upToSeq, summaryMessageId,
-//!   modelId, resolvedFrom, llmConfigId, sessionId}`: the `compaction`
+//!   modelId, resolvedFrom, llmId, sessionId}`: the `compaction`
 //!   model summarizes every message except the last `keepLast` (together
 //!   with an earlier summary, if any); `conversation.compacted` records it,
 //!   and later turns send the summary as one system message instead of the
@@ -27,13 +27,53 @@
 
 use axum::extract::Path;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use modelyard_core::conversation::ResolvedFrom;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::Scoped;
 use crate::http::{ApiError, ApiJsonOrDefault};
 use crate::service::conversations::load;
 use crate::service::operations;
+
+/// Answer of `POST /v1/conversations/{id}/title`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TitledDto {
+    /// The conversation.
+    pub conversation_id: String,
+    /// The new title.
+    pub title: String,
+    /// The model that wrote it.
+    pub model_id: String,
+    /// Why that model.
+    pub resolved_from: ResolvedFrom,
+    /// The LLM config that supplied options, if any.
+    pub llm_id: Option<String>,
+    /// The call's LLM session.
+    pub session_id: String,
+}
+
+/// Answer of `POST /v1/conversations/{id}/compact`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompactedDto {
+    /// The conversation.
+    pub conversation_id: String,
+    /// The summary.
+    pub summary: String,
+    /// Id of the summary (the `conversation.compacted` event's).
+    pub summary_message_id: String,
+    /// Seq of the last message the summary covers.
+    pub up_to_seq: i64,
+    /// The model that wrote it.
+    pub model_id: String,
+    /// Why that model.
+    pub resolved_from: ResolvedFrom,
+    /// The LLM config that supplied options, if any.
+    pub llm_id: Option<String>,
+    /// The call's LLM session.
+    pub session_id: String,
+}
 
 /// Body of `POST /v1/conversations/{id}/title`.
 #[derive(Debug, Default, Deserialize)]
@@ -48,19 +88,19 @@ pub async fn title(
     Scoped(app): Scoped,
     Path(id): Path<String>,
     ApiJsonOrDefault(body): ApiJsonOrDefault<TitleBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TitledDto>, ApiError> {
     let conversation = load(&app, &id).await?;
     let titled = operations::title(&app, &conversation, body.model.as_deref())
         .await
         .map_err(|e| e.into_service(&app))?;
-    Ok(Json(json!({
-        "conversationId": id,
-        "title": titled.title,
-        "modelId": titled.model_id,
-        "resolvedFrom": titled.resolved.resolved_from,
-        "llmConfigId": titled.resolved.llm_config_id,
-        "sessionId": titled.session_id,
-    })))
+    Ok(Json(TitledDto {
+        conversation_id: id,
+        title: titled.title,
+        model_id: titled.model_id,
+        resolved_from: titled.resolved.resolved_from,
+        llm_id: titled.resolved.llm_config_id,
+        session_id: titled.session_id,
+    }))
 }
 
 /// Body of `POST /v1/conversations/{id}/compact`.
@@ -78,19 +118,19 @@ pub async fn compact(
     Scoped(app): Scoped,
     Path(id): Path<String>,
     ApiJsonOrDefault(body): ApiJsonOrDefault<CompactBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CompactedDto>, ApiError> {
     let conversation = load(&app, &id).await?;
     let compacted = operations::compact(&app, &conversation, body.keep_last, body.model.as_deref())
         .await
         .map_err(|e| e.into_service(&app))?;
-    Ok(Json(json!({
-        "conversationId": id,
-        "summary": compacted.summary,
-        "summaryMessageId": compacted.summary_message_id,
-        "upToSeq": compacted.up_to_seq,
-        "modelId": compacted.model_id,
-        "resolvedFrom": compacted.resolved.resolved_from,
-        "llmConfigId": compacted.resolved.llm_config_id,
-        "sessionId": compacted.session_id,
-    })))
+    Ok(Json(CompactedDto {
+        conversation_id: id,
+        summary: compacted.summary,
+        summary_message_id: compacted.summary_message_id,
+        up_to_seq: compacted.up_to_seq,
+        model_id: compacted.model_id,
+        resolved_from: compacted.resolved.resolved_from,
+        llm_id: compacted.resolved.llm_config_id,
+        session_id: compacted.session_id,
+    }))
 }

@@ -6,8 +6,8 @@
 //! `{id, operation, parentSessionId, conversationId, turnId, createdAt,
 //! callCount, modelId (of the last call), provider, status ("ok" | "error"),
 //! lastError, startedAt (first call sent), finishedAt (last call completed),
-//! durationMs, usage {inputTokens, outputTokens, reasoningTokens,
-//! cachedInputTokens, totalTokens}}`; token sums count unreported usage as 0.
+//! durationMs, usage {promptTokens, completionTokens, reasoningTokens,
+//! cachedPromptTokens, totalTokens}}`; token sums count unreported usage as 0.
 //! The single-session view adds `calls` (oldest first, each as
 //! `GET /v1/calls/{id}` shows it) and `children` (sessions started by this
 //! one, oldest first).
@@ -23,12 +23,12 @@ use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use modelyard_store::{
-    SessionFilter, SessionRow, SessionStatus, UsageGroup, UsageGroupRow, MAX_LIST_LIMIT,
+    SessionFilter, SessionRow, SessionStatus, TokenSums, UsageGroup, UsageGroupRow, MAX_LIST_LIMIT,
 };
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
-use crate::api::calls::call_json;
+use crate::api::calls::CallDto;
+use crate::api::dto::Page;
 use crate::auth::Scoped;
 use crate::clock::rfc3339;
 use crate::error::Problem;
@@ -37,35 +37,138 @@ use crate::http::ApiQuery;
 /// Page size of `GET /v1/llm-sessions` without `limit`.
 const DEFAULT_LIMIT: u32 = 50;
 
-/// A session as JSON (see the module docs).
-pub(crate) fn session_json(s: &SessionRow) -> Value {
-    let duration_ms = s
-        .started_at_ms
-        .zip(s.finished_at_ms)
-        .map(|(started, finished)| finished - started);
-    json!({
-        "id": s.id,
-        "operation": s.operation,
-        "parentSessionId": s.parent_session_id,
-        "conversationId": s.conversation_id,
-        "turnId": s.turn_id,
-        "createdAt": rfc3339(s.created_at_ms),
-        "callCount": s.call_count,
-        "modelId": s.model_id,
-        "provider": s.provider,
-        "status": s.status.as_str(),
-        "lastError": s.last_error,
-        "startedAt": s.started_at_ms.map(rfc3339),
-        "finishedAt": s.finished_at_ms.map(rfc3339),
-        "durationMs": duration_ms,
-        "usage": {
-            "inputTokens": s.totals.input,
-            "outputTokens": s.totals.output,
-            "reasoningTokens": s.totals.reasoning,
-            "cachedInputTokens": s.totals.cached_input,
-            "totalTokens": s.totals.total,
-        },
-    })
+/// Token sums of a session or a usage group (unreported usage counts as
+/// 0); the names of a call's `usage`.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenSumsDto {
+    /// Sum of prompt tokens.
+    pub prompt_tokens: i64,
+    /// Sum of completion tokens.
+    pub completion_tokens: i64,
+    /// Sum of reasoning tokens.
+    pub reasoning_tokens: i64,
+    /// Sum of cached prompt tokens.
+    pub cached_prompt_tokens: i64,
+    /// Sum of total tokens.
+    pub total_tokens: i64,
+}
+
+impl From<TokenSums> for TokenSumsDto {
+    fn from(t: TokenSums) -> Self {
+        TokenSumsDto {
+            prompt_tokens: t.input,
+            completion_tokens: t.output,
+            reasoning_tokens: t.reasoning,
+            cached_prompt_tokens: t.cached_input,
+            total_tokens: t.total,
+        }
+    }
+}
+
+/// A session (see the module docs).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionDto {
+    /// Id.
+    pub id: String,
+    /// What it was for (`gateway`, `chat`, ...).
+    pub operation: String,
+    /// The session that started it, if any.
+    pub parent_session_id: Option<String>,
+    /// Its conversation, if any.
+    pub conversation_id: Option<String>,
+    /// Its turn, if any.
+    pub turn_id: Option<String>,
+    /// Creation time.
+    pub created_at: String,
+    /// Number of calls.
+    pub call_count: i64,
+    /// Model of the last call.
+    pub model_id: Option<String>,
+    /// Provider of the last call.
+    pub provider: Option<String>,
+    /// `ok`, or `error` if any call failed.
+    pub status: &'static str,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// When the first call was sent.
+    pub started_at: Option<String>,
+    /// When the last call completed.
+    pub finished_at: Option<String>,
+    /// Started to finished.
+    pub duration_ms: Option<i64>,
+    /// Token sums over its calls.
+    pub usage: TokenSumsDto,
+}
+
+impl From<&SessionRow> for SessionDto {
+    fn from(s: &SessionRow) -> Self {
+        SessionDto {
+            id: s.id.clone(),
+            operation: s.operation.clone(),
+            parent_session_id: s.parent_session_id.clone(),
+            conversation_id: s.conversation_id.clone(),
+            turn_id: s.turn_id.clone(),
+            created_at: rfc3339(s.created_at_ms),
+            call_count: s.call_count,
+            model_id: s.model_id.clone(),
+            provider: s.provider.clone(),
+            status: s.status.as_str(),
+            last_error: s.last_error.clone(),
+            started_at: s.started_at_ms.map(rfc3339),
+            finished_at: s.finished_at_ms.map(rfc3339),
+            duration_ms: s
+                .started_at_ms
+                .zip(s.finished_at_ms)
+                .map(|(started, finished)| finished - started),
+            usage: s.totals.into(),
+        }
+    }
+}
+
+/// One session with its calls and the sessions it started.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionDetailDto {
+    /// The session.
+    #[serde(flatten)]
+    pub session: SessionDto,
+    /// Its calls, oldest first.
+    pub calls: Vec<CallDto>,
+    /// Sessions it started, oldest first.
+    pub children: Vec<SessionDto>,
+}
+
+/// One group of `GET /v1/usage`, or the total over all groups.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageRowDto {
+    /// The group (a model id, provider, operation or UTC date); absent in
+    /// the total.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Number of calls.
+    pub calls: i64,
+    /// Token sums.
+    #[serde(flatten)]
+    pub tokens: TokenSumsDto,
+}
+
+/// `GET /v1/usage`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageDto {
+    /// `model`, `provider`, `operation` or `day`.
+    pub group_by: &'static str,
+    /// Start of the range (RFC 3339), if given.
+    pub from: Option<String>,
+    /// End of the range (RFC 3339), if given.
+    pub to: Option<String>,
+    /// The groups, ordered by key.
+    pub data: Vec<UsageRowDto>,
+    /// Sums over all groups.
+    pub total: UsageRowDto,
 }
 
 /// Parses the time query parameter `name`: RFC 3339 with `Z`, a numeric
@@ -215,8 +318,11 @@ pub async fn list(Scoped(app): Scoped, ApiQuery(query): ApiQuery<ListQuery>) -> 
             let next_before = (rows.len() == filter.limit as usize)
                 .then(|| rows.last().map(|r| r.id.clone()))
                 .flatten();
-            let data: Vec<Value> = rows.iter().map(session_json).collect();
-            Json(json!({"data": data, "nextBefore": next_before})).into_response()
+            Json(Page {
+                data: rows.iter().map(SessionDto::from).collect(),
+                next_before,
+            })
+            .into_response()
         }
         Err(err) => crate::http::store_problem(err).into_response(),
     }
@@ -237,10 +343,12 @@ pub async fn show(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
         Ok(children) => children,
         Err(err) => return crate::http::store_problem(err).into_response(),
     };
-    let mut value = session_json(&row);
-    value["calls"] = calls.iter().map(|c| call_json(c, true)).collect();
-    value["children"] = children.iter().map(session_json).collect();
-    Json(value).into_response()
+    Json(SessionDetailDto {
+        session: SessionDto::from(&row),
+        calls: calls.iter().map(|c| CallDto::new(c, true)).collect(),
+        children: children.iter().map(SessionDto::from).collect(),
+    })
+    .into_response()
 }
 
 /// Query of `GET /v1/usage`.
@@ -255,30 +363,20 @@ pub struct UsageQuery {
     to: Option<String>,
 }
 
-fn usage_json(key: Option<&str>, calls: i64, sums: [i64; 5]) -> Value {
-    let [input, output, reasoning, cached_input, total] = sums;
-    let mut value = json!({
-        "calls": calls,
-        "inputTokens": input,
-        "outputTokens": output,
-        "reasoningTokens": reasoning,
-        "cachedInputTokens": cached_input,
-        "totalTokens": total,
-    });
-    if let Some(key) = key {
-        value["key"] = json!(key);
+fn sums_of(r: &UsageGroupRow) -> TokenSums {
+    TokenSums {
+        input: r.input,
+        output: r.output,
+        reasoning: r.reasoning,
+        cached_input: r.cached_input,
+        total: r.total,
     }
-    value
-}
-
-fn sums_of(r: &UsageGroupRow) -> [i64; 5] {
-    [r.input, r.output, r.reasoning, r.cached_input, r.total]
 }
 
 /// `GET /v1/usage`: token usage per group, ordered by key, with the totals
-/// over all groups: `{groupBy, from, to, data: [{key, calls, inputTokens,
-/// outputTokens, reasoningTokens, cachedInputTokens, totalTokens}], total:
-/// {calls, ...same sums}}`.
+/// over all groups: `{groupBy, from, to, data: [{key, calls, promptTokens,
+/// completionTokens, reasoningTokens, cachedPromptTokens, totalTokens}],
+/// total: {calls, ...same sums}}`.
 pub async fn usage(Scoped(app): Scoped, ApiQuery(query): ApiQuery<UsageQuery>) -> Response {
     let group_by = match query.group_by.as_deref() {
         None => UsageGroup::Model,
@@ -308,24 +406,35 @@ pub async fn usage(Scoped(app): Scoped, ApiQuery(query): ApiQuery<UsageQuery>) -
         Err(err) => return crate::http::store_problem(err).into_response(),
     };
     let mut calls = 0i64;
-    let mut total = [0i64; 5];
+    let mut total = TokenSums::default();
     for row in &rows {
         calls = calls.saturating_add(row.calls);
-        for (sum, n) in total.iter_mut().zip(sums_of(row)) {
-            *sum = sum.saturating_add(n);
-        }
+        let r = sums_of(row);
+        total.input = total.input.saturating_add(r.input);
+        total.output = total.output.saturating_add(r.output);
+        total.reasoning = total.reasoning.saturating_add(r.reasoning);
+        total.cached_input = total.cached_input.saturating_add(r.cached_input);
+        total.total = total.total.saturating_add(r.total);
     }
-    let data: Vec<Value> = rows
+    let data = rows
         .iter()
-        .map(|r| usage_json(Some(&r.key), r.calls, sums_of(r)))
+        .map(|r| UsageRowDto {
+            key: Some(r.key.clone()),
+            calls: r.calls,
+            tokens: sums_of(r).into(),
+        })
         .collect();
-    Json(json!({
-        "groupBy": group_by.as_str(),
-        "from": from_ms.map(rfc3339),
-        "to": to_ms.map(rfc3339),
-        "data": data,
-        "total": usage_json(None, calls, total),
-    }))
+    Json(UsageDto {
+        group_by: group_by.as_str(),
+        from: from_ms.map(rfc3339),
+        to: to_ms.map(rfc3339),
+        data,
+        total: UsageRowDto {
+            key: None,
+            calls,
+            tokens: total.into(),
+        },
+    })
     .into_response()
 }
 

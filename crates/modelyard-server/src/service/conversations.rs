@@ -6,12 +6,12 @@
 use std::collections::BTreeMap;
 
 use modelyard_core::conversation::{
-    ConversationRecord, EventPayload, MessageRecord, SelectionSource, TurnRecord,
+    ConversationRecord, EventPayload, MessageRecord, ResolvedFrom, SelectionSource, TurnRecord,
 };
 use modelyard_core::llm_config::is_operation_name;
 use modelyard_store::ConversationFilter;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::error::{new_id, ServiceError};
 use super::models::{check_config_id, check_model};
@@ -154,7 +154,9 @@ pub async fn create(
         cwd: body.cwd,
         reasoning_effort: body.reasoning_effort,
         advisor: body.advisor.unwrap_or(false),
-        metadata: body.metadata.unwrap_or_else(|| json!({})),
+        metadata: body
+            .metadata
+            .unwrap_or_else(|| Value::Object(Default::default())),
         llm_id: body.llm_id,
         llm_overrides,
     };
@@ -514,12 +516,67 @@ pub async fn change_settings(
     settings(app, id).await
 }
 
-/// Every selection change and every turn's resolved model, oldest first,
-/// as `{kind, model, previous?, source?, turnId?, …, seq, at}`.
+/// One entry of a conversation's model history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelHistoryEntry {
+    /// What changed.
+    #[serde(flatten)]
+    pub change: ModelChange,
+    /// Seq of the event.
+    pub seq: i64,
+    /// Time of the event (RFC 3339).
+    pub at: String,
+}
+
+/// A change of a conversation's model: `{kind: "selected" | "cleared" |
+/// "turn", ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum ModelChange {
+    /// The selection was set (at creation, by the API, by a turn override).
+    #[serde(rename_all = "camelCase")]
+    Selected {
+        /// The new selection.
+        model: String,
+        /// The selection before.
+        previous: Option<String>,
+        /// Who set it.
+        source: SelectionSource,
+    },
+    /// The selection was cleared.
+    #[serde(rename_all = "camelCase")]
+    Cleared {
+        /// Always `None` (`null`): no selection.
+        model: Option<String>,
+        /// The selection before.
+        previous: Option<String>,
+        /// Who cleared it.
+        source: SelectionSource,
+    },
+    /// A turn started with a resolved model.
+    #[serde(rename_all = "camelCase")]
+    Turn {
+        /// The turn.
+        turn_id: String,
+        /// Its operation.
+        operation: String,
+        /// The resolved model id.
+        model: String,
+        /// Why that model.
+        resolved_from: ResolvedFrom,
+        /// The LLM config that supplied options, if any.
+        llm_id: Option<String>,
+    },
+}
+
+/// Every selection change and every turn's resolved model, oldest first.
 ///
 /// # Errors
 /// `conversation_not_found`; the store's.
-pub async fn model_history(app: &AppState, id: &str) -> Result<Vec<Value>, ServiceError> {
+pub async fn model_history(
+    app: &AppState,
+    id: &str,
+) -> Result<Vec<ModelHistoryEntry>, ServiceError> {
     load(app, id).await?;
     let mut entries = Vec::new();
     let mut after = 0;
@@ -531,24 +588,34 @@ pub async fn model_history(app: &AppState, id: &str) -> Result<Vec<Value>, Servi
         let done = events.len() < 1000;
         for e in &events {
             after = e.seq;
-            let mut entry = match &e.payload {
+            let change = match &e.payload {
                 EventPayload::ConversationCreated {
                     model: Some(model),
                     parent_id,
                     ..
-                } => {
-                    json!({"kind": "selected", "model": model, "previous": null, "source": if parent_id.is_some() { "parent" } else { "api" }})
-                }
+                } => ModelChange::Selected {
+                    model: model.clone(),
+                    previous: None,
+                    source: if parent_id.is_some() {
+                        SelectionSource::Parent
+                    } else {
+                        SelectionSource::Api
+                    },
+                },
                 EventPayload::ModelSelected {
                     model,
                     previous,
                     source,
-                } => {
-                    json!({"kind": "selected", "model": model, "previous": previous, "source": source})
-                }
-                EventPayload::ModelCleared { previous, source } => {
-                    json!({"kind": "cleared", "model": null, "previous": previous, "source": source})
-                }
+                } => ModelChange::Selected {
+                    model: model.clone(),
+                    previous: previous.clone(),
+                    source: *source,
+                },
+                EventPayload::ModelCleared { previous, source } => ModelChange::Cleared {
+                    model: None,
+                    previous: previous.clone(),
+                    source: *source,
+                },
                 EventPayload::TurnStarted {
                     turn_id,
                     operation,
@@ -556,15 +623,20 @@ pub async fn model_history(app: &AppState, id: &str) -> Result<Vec<Value>, Servi
                     resolved_from,
                     llm_config_id,
                     ..
-                } => json!({
-                    "kind": "turn", "turnId": turn_id, "operation": operation, "model": model_id,
-                    "resolvedFrom": resolved_from, "llmConfigId": llm_config_id,
-                }),
+                } => ModelChange::Turn {
+                    turn_id: turn_id.clone(),
+                    operation: operation.clone(),
+                    model: model_id.clone(),
+                    resolved_from: *resolved_from,
+                    llm_id: llm_config_id.clone(),
+                },
                 _ => continue,
             };
-            entry["seq"] = json!(e.seq);
-            entry["at"] = json!(rfc3339(e.at_ms));
-            entries.push(entry);
+            entries.push(ModelHistoryEntry {
+                change,
+                seq: e.seq,
+                at: rfc3339(e.at_ms),
+            });
         }
         if done {
             break;

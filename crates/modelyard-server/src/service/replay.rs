@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use modelyard_core::conversation::{ConversationRecord, Event, EventPayload};
 use modelyard_store::{ProjectId, Store};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
 
 use super::error::ServiceError;
@@ -108,16 +109,44 @@ pub fn resume_position(
     }
 }
 
-/// Event JSON for the feed and history: `{seq, at, conversationId, type,
-/// ...payload}`.
-pub fn event_json(e: &Event) -> Value {
-    let mut value = serde_json::to_value(&e.payload).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut value {
-        map.insert("seq".into(), json!(e.seq));
-        map.insert("at".into(), json!(rfc3339(e.at_ms)));
-        map.insert("conversationId".into(), json!(e.conversation_id));
+/// A persisted event as the feed sends it: `{type, ...payload, seq, at,
+/// conversationId}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventDto<'a> {
+    /// The dotted `type` and the payload's fields.
+    #[serde(flatten)]
+    pub payload: &'a EventPayload,
+    /// Position in the conversation's log.
+    pub seq: i64,
+    /// When it was appended (RFC 3339).
+    pub at: String,
+    /// The conversation.
+    pub conversation_id: &'a str,
+}
+
+impl<'a> From<&'a Event> for EventDto<'a> {
+    fn from(e: &'a Event) -> Self {
+        EventDto {
+            payload: &e.payload,
+            seq: e.seq,
+            at: rfc3339(e.at_ms),
+            conversation_id: &e.conversation_id,
+        }
     }
-    value
+}
+
+/// The data of the `caught-up` marker.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CaughtUpDto {
+    /// The last persisted seq replayed.
+    last_seq: i64,
+}
+
+/// `value` as JSON text (`null` if it cannot be serialized).
+fn json_text(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
 }
 
 /// One item of the feed.
@@ -175,13 +204,15 @@ impl FeedItem {
     /// The item's data as JSON text.
     pub fn data(&self) -> String {
         match self {
-            FeedItem::Persisted { event, .. } => event_json(event).to_string(),
+            FeedItem::Persisted { event, .. } => json_text(&EventDto::from(&**event)),
             FeedItem::Transient { event, .. } => {
                 let mut data = event.data.clone();
-                data["index"] = json!(event.index);
+                data["index"] = Value::from(event.index);
                 data.to_string()
             }
-            FeedItem::CaughtUp { last_seq } => json!({ "lastSeq": last_seq }).to_string(),
+            FeedItem::CaughtUp { last_seq } => json_text(&CaughtUpDto {
+                last_seq: *last_seq,
+            }),
         }
     }
 }

@@ -47,7 +47,10 @@ pub(super) fn parse_resolved_from(text: &str) -> Result<ResolvedFrom, BoxError> 
     Ok(serde_json::from_value(Value::String(text.to_owned()))?)
 }
 
-/// The five token-total columns.
+/// The five token-total columns. Their names (`input_tokens`,
+/// `output_tokens`, `cached_input_tokens`, ...) are those of migration 0003;
+/// they hold [`TokenTotals`]' `prompt_tokens`, `completion_tokens`,
+/// `cached_prompt_tokens`, ...
 #[derive(sqlx::FromRow)]
 pub(super) struct TotalsRow {
     pub(super) input_tokens: i64,
@@ -60,21 +63,21 @@ pub(super) struct TotalsRow {
 impl TotalsRow {
     pub(super) fn from_totals(t: &TokenTotals) -> Result<Self, StoreError> {
         Ok(Self {
-            input_tokens: to_db_count(t.input)?,
-            output_tokens: to_db_count(t.output)?,
-            reasoning_tokens: to_db_count(t.reasoning)?,
-            cached_input_tokens: to_db_count(t.cached_input)?,
-            total_tokens: to_db_count(t.total)?,
+            input_tokens: to_db_count(t.prompt_tokens)?,
+            output_tokens: to_db_count(t.completion_tokens)?,
+            reasoning_tokens: to_db_count(t.reasoning_tokens)?,
+            cached_input_tokens: to_db_count(t.cached_prompt_tokens)?,
+            total_tokens: to_db_count(t.total_tokens)?,
         })
     }
 
     pub(super) fn into_totals(self) -> Result<TokenTotals, BoxError> {
         Ok(TokenTotals {
-            input: u64::try_from(self.input_tokens)?,
-            output: u64::try_from(self.output_tokens)?,
-            reasoning: u64::try_from(self.reasoning_tokens)?,
-            cached_input: u64::try_from(self.cached_input_tokens)?,
-            total: u64::try_from(self.total_tokens)?,
+            prompt_tokens: u64::try_from(self.input_tokens)?,
+            completion_tokens: u64::try_from(self.output_tokens)?,
+            reasoning_tokens: u64::try_from(self.reasoning_tokens)?,
+            cached_prompt_tokens: u64::try_from(self.cached_input_tokens)?,
+            total_tokens: u64::try_from(self.total_tokens)?,
         })
     }
 }

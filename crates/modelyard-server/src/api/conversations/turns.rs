@@ -6,9 +6,10 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
+use super::dto::{CancellingDto, TurnResumedDto, TurnStartedDto};
 use super::events::sse_response;
 use crate::auth::Scoped;
 use crate::http::{ApiError, ApiJson};
@@ -51,7 +52,7 @@ fn answer(
     id: String,
     launched: Launched,
     slot: Option<StreamSlot>,
-    accepted: Value,
+    accepted: impl Serialize,
 ) -> Response {
     match launched.subscription {
         Some(rx) => sse_response(app, id, launched.from, rx, Some(launched.turn_id), slot),
@@ -81,12 +82,12 @@ pub async fn start_turn(
         tools: body.tools,
     };
     let launched = turns::start(&app, &id, turn, in_flight, body.stream).await?;
-    let accepted = json!({
-        "turnId": launched.turn_id,
-        "conversationId": id,
-        "modelId": launched.model_id,
-        "resolvedFrom": launched.resolved_from,
-    });
+    let accepted = TurnStartedDto {
+        turn_id: launched.turn_id.clone(),
+        conversation_id: id.clone(),
+        model_id: launched.model_id.clone(),
+        resolved_from: launched.resolved_from,
+    };
     Ok(answer(app, id, launched, slot, accepted))
 }
 
@@ -95,11 +96,14 @@ pub async fn start_turn(
 pub async fn cancel_turn(
     Scoped(app): Scoped,
     Path((id, turn_id)): Path<(String, String)>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<CancellingDto>), ApiError> {
     turns::cancel(&app, &id, &turn_id).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"turnId": turn_id, "cancelling": true})),
+        Json(CancellingDto {
+            turn_id,
+            cancelling: true,
+        }),
     ))
 }
 
@@ -132,6 +136,10 @@ pub async fn tool_results(
         Err(limit) => return Ok(limit.problem()),
     };
     let launched = turns::resume(&app, &id, &turn_id, body.results, in_flight, body.stream).await?;
-    let accepted = json!({"turnId": turn_id, "conversationId": id, "status": "running"});
+    let accepted = TurnResumedDto {
+        turn_id,
+        conversation_id: id.clone(),
+        status: "running",
+    };
     Ok(answer(app, id, launched, slot, accepted))
 }

@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::json;
 
 #[test]
 fn positions_parse() {
@@ -39,6 +40,57 @@ fn positions_parse() {
             transient: Some((i64::MAX, u64::MAX))
         })
     );
+}
+
+#[test]
+fn a_persisted_event_is_its_payload_with_seq_time_and_conversation() {
+    let at_ms = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    let event = |payload: EventPayload| {
+        Arc::new(Event {
+            conversation_id: "c1".into(),
+            seq: 7,
+            at_ms,
+            payload,
+        })
+    };
+    let data = |payload: EventPayload| -> Value {
+        let item = FeedItem::Persisted {
+            event: event(payload),
+            running: None,
+        };
+        serde_json::from_str(&item.data()).expect("JSON")
+    };
+    let started = EventPayload::TurnStarted {
+        turn_id: "t1".into(),
+        operation: "chat".into(),
+        model_id: "a/x".into(),
+        resolved_from: modelyard_core::conversation::ResolvedFrom::OperationConfig,
+        llm_config_id: Some("cfg".into()),
+        client_tools: None,
+    };
+    assert_eq!(
+        data(started),
+        json!({"type": "turn.started", "turnId": "t1", "operation": "chat", "modelId": "a/x",
+               "resolvedFrom": "operationConfig", "llmId": "cfg",
+               "seq": 7, "at": "2026-01-01T00:00:00.000Z", "conversationId": "c1"})
+    );
+    assert_eq!(
+        data(EventPayload::ConversationDeleted {}),
+        json!({"type": "conversation.deleted", "seq": 7, "at": "2026-01-01T00:00:00.000Z",
+               "conversationId": "c1"})
+    );
+    let cleared = EventPayload::SettingsChanged {
+        cwd: Some(None),
+        reasoning_effort: None,
+        advisor: Some(true),
+    };
+    assert_eq!(
+        data(cleared),
+        json!({"type": "settings.changed", "cwd": null, "advisor": true, "seq": 7,
+               "at": "2026-01-01T00:00:00.000Z", "conversationId": "c1"})
+    );
+    let caught_up = FeedItem::CaughtUp { last_seq: 7 };
+    assert_eq!(caught_up.data(), r#"{"lastSeq":7}"#);
 }
 
 // ---------------------------------------------------------------------------

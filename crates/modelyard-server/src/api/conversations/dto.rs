@@ -1,0 +1,293 @@
+//! The wire shapes of `/v1/conversations/...` (camelCase; times RFC 3339;
+//! token counts in `…Tokens` fields, the names of a call's `usage`).
+
+use std::collections::BTreeMap;
+
+use modelyard_core::conversation::{
+    ConversationRecord, MessageRecord, Part, ResolvedFrom, TokenTotals, TokenUsage, TurnRecord,
+};
+use serde::Serialize;
+use serde_json::Value;
+
+pub use crate::api::dto::{List, Page};
+use crate::clock::rfc3339;
+use crate::service::conversations::{ModelHistoryEntry, Settings};
+
+/// Token sums of a conversation, a turn or an LLM session; the names of a
+/// call's `usage`.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenTotalsDto {
+    /// Sum of prompt tokens.
+    pub prompt_tokens: u64,
+    /// Sum of completion tokens.
+    pub completion_tokens: u64,
+    /// Sum of reasoning tokens (part of the completion tokens).
+    pub reasoning_tokens: u64,
+    /// Sum of cached prompt tokens (part of the prompt tokens).
+    pub cached_prompt_tokens: u64,
+    /// Sum of total tokens.
+    pub total_tokens: u64,
+}
+
+impl From<TokenTotals> for TokenTotalsDto {
+    fn from(t: TokenTotals) -> Self {
+        TokenTotalsDto {
+            prompt_tokens: t.prompt_tokens,
+            completion_tokens: t.completion_tokens,
+            reasoning_tokens: t.reasoning_tokens,
+            cached_prompt_tokens: t.cached_prompt_tokens,
+            total_tokens: t.total_tokens,
+        }
+    }
+}
+
+/// A conversation.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationDto {
+    /// Id.
+    pub id: String,
+    /// Parent conversation (subtasks).
+    pub parent_id: Option<String>,
+    /// Title.
+    pub title: Option<String>,
+    /// Persisted model selection.
+    pub model: Option<String>,
+    /// Working directory setting.
+    pub cwd: Option<String>,
+    /// Reasoning effort setting.
+    pub reasoning_effort: Option<String>,
+    /// Whether turns offer the advisor tool.
+    pub advisor: bool,
+    /// Free-form metadata object.
+    pub metadata: Value,
+    /// The conversation's default LLM config.
+    pub llm_id: Option<String>,
+    /// Operation → LLM config id.
+    pub llm_overrides: BTreeMap<String, String>,
+    /// `idle` or `running`.
+    pub status: &'static str,
+    /// The running turn, if any.
+    pub running_turn_id: Option<String>,
+    /// Model of the latest assistant message.
+    pub latest_model_id: Option<String>,
+    /// Token totals over every model call of the conversation.
+    pub usage: TokenTotalsDto,
+    /// Seq of the last event.
+    pub last_seq: i64,
+    /// Creation time.
+    pub created_at: String,
+    /// Time of the last event.
+    pub updated_at: String,
+}
+
+impl From<&ConversationRecord> for ConversationDto {
+    fn from(c: &ConversationRecord) -> Self {
+        ConversationDto {
+            id: c.id.clone(),
+            parent_id: c.parent_id.clone(),
+            title: c.title.clone(),
+            model: c.model.clone(),
+            cwd: c.cwd.clone(),
+            reasoning_effort: c.reasoning_effort.clone(),
+            advisor: c.advisor,
+            metadata: c.metadata.clone(),
+            llm_id: c.llm_id.clone(),
+            llm_overrides: c.llm_overrides.clone(),
+            status: if c.running_turn_id.is_some() {
+                "running"
+            } else {
+                "idle"
+            },
+            running_turn_id: c.running_turn_id.clone(),
+            latest_model_id: c.latest_model_id.clone(),
+            usage: c.totals.into(),
+            last_seq: c.last_seq,
+            created_at: rfc3339(c.created_at_ms),
+            updated_at: rfc3339(c.updated_at_ms),
+        }
+    }
+}
+
+/// A message.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageDto {
+    /// Id.
+    pub id: String,
+    /// The turn (or import) it belongs to.
+    pub turn_id: String,
+    /// `user`, `assistant` or `tool`.
+    pub role: String,
+    /// User: the OpenAI content; assistant: the text; tool: the result.
+    pub content: Value,
+    /// Text, reasoning, tool-call and tool-result parts.
+    pub parts: Vec<Part>,
+    /// The model that produced it.
+    pub model_id: Option<String>,
+    /// The call's usage (`promptTokens`, `completionTokens`, ...; absent =
+    /// not reported).
+    pub usage: TokenUsage,
+    /// OpenAI finish reason.
+    pub finish_reason: Option<String>,
+    /// Seq of the event that created it.
+    pub seq: i64,
+    /// Creation time.
+    pub created_at: String,
+}
+
+impl From<&MessageRecord> for MessageDto {
+    fn from(m: &MessageRecord) -> Self {
+        MessageDto {
+            id: m.id.clone(),
+            turn_id: m.turn_id.clone(),
+            role: m.role.clone(),
+            content: m.content.clone(),
+            parts: m.parts.clone(),
+            model_id: m.model_id.clone(),
+            usage: m.usage,
+            finish_reason: m.finish_reason.clone(),
+            seq: m.seq,
+            created_at: rfc3339(m.created_at_ms),
+        }
+    }
+}
+
+/// A turn.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnDto {
+    /// Id.
+    pub id: String,
+    /// Its conversation.
+    pub conversation_id: String,
+    /// Operation (`chat`, ...).
+    pub operation: String,
+    /// The resolved model.
+    pub model_id: String,
+    /// Why that model.
+    pub resolved_from: ResolvedFrom,
+    /// The LLM config that supplied options, if any.
+    pub llm_id: Option<String>,
+    /// `running`, `completed`, `failed`, `cancelled`, `interrupted`,
+    /// `requires_action`.
+    pub status: &'static str,
+    /// The error of a failed turn (or the note of an interrupted one).
+    pub error: Option<String>,
+    /// Token totals over every model call of the turn.
+    pub usage: TokenTotalsDto,
+    /// Start time.
+    pub started_at: String,
+    /// End time.
+    pub ended_at: Option<String>,
+}
+
+impl From<&TurnRecord> for TurnDto {
+    fn from(t: &TurnRecord) -> Self {
+        TurnDto {
+            id: t.id.clone(),
+            conversation_id: t.conversation_id.clone(),
+            operation: t.operation.clone(),
+            model_id: t.model_id.clone(),
+            resolved_from: t.resolved_from,
+            llm_id: t.llm_config_id.clone(),
+            status: t.status.as_str(),
+            error: t.error.clone(),
+            usage: t.totals.into(),
+            started_at: rfc3339(t.started_at_ms),
+            ended_at: t.ended_at_ms.map(rfc3339),
+        }
+    }
+}
+
+/// `GET/PUT /v1/conversations/{id}/model`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSelectionDto {
+    /// The conversation.
+    pub conversation_id: String,
+    /// Its persisted model selection.
+    pub model: Option<String>,
+    /// PUT only: whether an online provider confirmed the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
+}
+
+/// `GET/PATCH /v1/conversations/{id}/settings`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettingsDto {
+    /// The conversation.
+    pub conversation_id: String,
+    /// Working directory.
+    pub cwd: Option<String>,
+    /// Reasoning effort.
+    pub reasoning_effort: Option<String>,
+    /// Whether turns offer the advisor tool.
+    pub advisor: bool,
+    /// The model the advisor would consult now.
+    pub advisor_model: Option<String>,
+    /// Why no advisor model resolves.
+    pub advisor_error: Option<String>,
+}
+
+impl From<&Settings> for SettingsDto {
+    fn from(s: &Settings) -> Self {
+        let c = &s.conversation;
+        SettingsDto {
+            conversation_id: c.id.clone(),
+            cwd: c.cwd.clone(),
+            reasoning_effort: c.reasoning_effort.clone(),
+            advisor: c.advisor,
+            advisor_model: s.advisor_model.clone(),
+            advisor_error: s.advisor_error.clone(),
+        }
+    }
+}
+
+/// `GET /v1/conversations/{id}/model-history`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelHistoryDto {
+    /// The conversation.
+    pub conversation_id: String,
+    /// Selection changes and turns' resolved models, oldest first.
+    pub data: Vec<ModelHistoryEntry>,
+}
+
+/// 202 answer of `POST /v1/conversations/{id}/turns`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnStartedDto {
+    /// The new turn.
+    pub turn_id: String,
+    /// Its conversation.
+    pub conversation_id: String,
+    /// The resolved model.
+    pub model_id: String,
+    /// Why that model.
+    pub resolved_from: Option<ResolvedFrom>,
+}
+
+/// 202 answer of `POST …/turns/{turnId}/tool-results`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnResumedDto {
+    /// The turn.
+    pub turn_id: String,
+    /// Its conversation.
+    pub conversation_id: String,
+    /// Always `running`.
+    pub status: &'static str,
+}
+
+/// 202 answer of `POST …/turns/{turnId}/cancel`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancellingDto {
+    /// The turn.
+    pub turn_id: String,
+    /// Always `true`.
+    pub cancelling: bool,
+}

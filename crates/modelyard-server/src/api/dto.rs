@@ -1,0 +1,22 @@
+//! Wire shapes shared by several areas of the API: lists and pages. Each
+//! area's own shapes live next to its handlers (`conversations::dto`, or
+//! in the handler's module).
+
+use serde::Serialize;
+
+/// `{data}`: a whole list.
+#[derive(Debug, Serialize)]
+pub struct List<T> {
+    /// The items.
+    pub data: Vec<T>,
+}
+
+/// `{data, nextBefore}`: one page of a list.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    /// The items.
+    pub data: Vec<T>,
+    /// Cursor of the next page (`?before=`), if this page was full.
+    pub next_before: Option<String>,
+}
