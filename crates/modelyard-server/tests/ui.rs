@@ -1098,6 +1098,18 @@ async fn routes_show_their_targets_and_are_picked_and_served_in_the_chat() {
         ]),
         "{rows}"
     );
+    let summary = ui
+        .js(
+            r#"return document.querySelector('[data-testid="session-detail"] p').textContent;"#,
+            vec![],
+        )
+        .await;
+    assert!(
+        summary
+            .as_str()
+            .is_some_and(|t| t.contains("ok · an earlier attempt failed: ")),
+        "{summary}"
+    );
     ui.shot("calls").await;
 }
 

@@ -1479,7 +1479,8 @@ function sessionDetail(s, openSession) {
       "p",
       { class: "muted small" },
       `conversation ${s.conversationId || "—"} · turn ${s.turnId || "—"} · ${s.status}` +
-        (s.lastError ? ` · ${s.lastError}` : "")
+        // An ok session with an error: an earlier attempt failed (retries, fallbacks).
+        (s.lastError ? (s.status === "ok" ? ` · an earlier attempt failed: ${s.lastError}` : ` · ${s.lastError}`) : "")
     ),
     kids.length
       ? el(
