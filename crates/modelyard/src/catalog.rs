@@ -272,7 +272,10 @@ pub(crate) async fn favorites_ls(client: &Client) -> anyhow::Result<()> {
         println!("no favorites (add one with `modelyard favorites add PROVIDER/MODEL`)");
     }
     for f in data {
-        let hidden = if f["visible"] == true {
+        // A route has no provider (and the server never calls it visible).
+        let hidden = if f["provider"].is_null() {
+            "  (route)"
+        } else if f["visible"] == true {
             ""
         } else {
             "  (hidden: provider not online)"
