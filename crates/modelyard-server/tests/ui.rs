@@ -783,6 +783,336 @@ async fn favorite_ids(server: &TestServer) -> Vec<String> {
         .collect()
 }
 
+/// Two mock hosts behind two routes: `pair` (`a/echo`, `b/echo`) and
+/// `flaky` (`a/status:500` first, then `b/echo`; one failure cools a
+/// deployment down for 10 minutes).
+async fn routes_server() -> TestServer {
+    let providers = "
+[[providers]]
+name = \"a\"
+kind = \"llama-cpp\"
+base_url = \"{mock:a}\"
+probe_interval_ms = 600000
+
+[[providers]]
+name = \"b\"
+kind = \"llama-cpp\"
+base_url = \"{mock:b}\"
+probe_interval_ms = 600000
+";
+    let extra = "
+[routing]
+backoff_ms = 1
+cooldown_failures = 1
+cooldown_ms = 600000
+
+[[routes]]
+name = \"pair\"
+targets = [\"a/echo\", \"b/echo\"]
+
+[[routes]]
+name = \"flaky\"
+targets = [\"a/status:500\", \"b/echo\"]
+strategy = \"round-robin\"
+affinity = \"none\"
+";
+    let server = TestServer::builder()
+        .mock(
+            "a",
+            mock(
+                Flavour::LlamaCpp,
+                &[("echo", Some(4_096)), ("status:500", Some(4_096))],
+            ),
+        )
+        .mock("b", mock(Flavour::LlamaCpp, &[("echo", Some(8_192))]))
+        .providers(providers)
+        .extra(extra)
+        .start()
+        .await;
+    wait_models(&server, "a/echo").await;
+    wait_models(&server, "a/status:500").await;
+    wait_models(&server, "b/echo").await;
+    server
+}
+
+/// Sends gateway requests to `flaky` until `a/status:500` has failed once
+/// (and so cooled down); returns the session of that request, whose second
+/// attempt `b/echo` served.
+async fn cool_down_flaky(server: &TestServer) -> String {
+    let body = json!({"model": "flaky", "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..4 {
+        let response = server.chat(&body).await;
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let calls = server.get_json("/v1/calls?limit=50").await;
+            let calls = calls["data"].as_array().cloned().unwrap_or_default();
+            let retried = calls
+                .iter()
+                .find(|c| c["route"] == "flaky" && c["attempt"] == 2 && c["modelId"] == "b/echo");
+            if let Some(call) = retried {
+                return call["sessionId"].as_str().unwrap().to_owned();
+            }
+            // This request went to b/echo at once: recorded, not retried.
+            let served = calls
+                .iter()
+                .filter(|c| c["route"] == "flaky" && c["status"] == "ok")
+                .count();
+            if served > 0 && !calls.iter().any(|c| c["modelId"] == "a/status:500") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "flaky's calls: {calls:#?}");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    panic!(
+        "a/status:500 was never tried: {}",
+        server.get_json("/v1/calls").await
+    );
+}
+
+#[tokio::test]
+async fn routes_show_their_targets_and_are_picked_and_served_in_the_chat() {
+    let Some(paths) = browser_paths() else { return };
+    let server = routes_server().await;
+    let flaky_session = cool_down_flaky(&server).await;
+
+    // The Models page: the Routes group after the providers.
+    let ui = Ui::launch(&paths, &server, "routes").await;
+    ui.open("/models").await;
+    ui.el(&tid("page-models")).await;
+    let routes = ui
+        .wait_js(
+            "the Routes group with pair and flaky after the provider groups",
+            r#"const g = document.querySelector('[data-testid="route-group"]');
+               if (!g) return null;
+               const groups = [...document.querySelectorAll('[data-testid="provider-group"], [data-testid="route-group"]')]
+                 .map(e => e.dataset.testid);
+               const text = (r, id) => { const e = r.querySelector('[data-testid="' + id + '"]'); return e ? e.textContent.trim() : null; };
+               return { groups, heading: g.querySelector('h2').textContent,
+                 routes: [...g.querySelectorAll('[data-testid="route-row"]')].map(r => ({
+                   id: r.dataset.routeId, online: r.dataset.online, favorite: r.dataset.favorite,
+                   strategy: text(r, 'route-strategy'), affinity: text(r, 'route-affinity'),
+                   text: r.querySelector('.route-head').textContent,
+                   targets: [...r.querySelectorAll('[data-testid="route-target"]')].map(t => ({
+                     id: t.dataset.targetId, status: t.dataset.status,
+                     badge: text(t, 'target-status'), error: text(t, 'target-error') })) })) };"#,
+            vec![],
+            |v| v["routes"].as_array().is_some_and(|r| r.len() == 2),
+        )
+        .await;
+    assert_eq!(
+        routes["groups"],
+        json!(["provider-group", "provider-group", "route-group"]),
+        "{routes}"
+    );
+    assert_eq!(routes["heading"], "Routes", "{routes}");
+    let pair = &routes["routes"][0];
+    assert_eq!(pair["id"], "pair", "{routes}");
+    assert_eq!(pair["online"], "true", "{routes}");
+    assert_eq!(pair["favorite"], "false", "{routes}");
+    assert_eq!(pair["strategy"], "least-busy", "{routes}");
+    assert_eq!(pair["affinity"], "affinity: conversation", "{routes}");
+    assert!(
+        pair["text"].as_str().unwrap().contains("4,096 tokens"),
+        "the smallest context window of its targets: {routes}"
+    );
+    assert_eq!(
+        pair["targets"],
+        json!([
+            {"id": "a/echo", "status": "available", "badge": "available", "error": null},
+            {"id": "b/echo", "status": "available", "badge": "available", "error": null},
+        ]),
+        "{routes}"
+    );
+    let flaky = &routes["routes"][1];
+    assert_eq!(flaky["id"], "flaky", "{routes}");
+    assert_eq!(flaky["strategy"], "round-robin", "{routes}");
+    assert_eq!(flaky["affinity"], "affinity: none", "{routes}");
+    let cooling = &flaky["targets"][0];
+    assert_eq!(cooling["id"], "a/status:500", "{routes}");
+    assert_eq!(cooling["status"], "cooling-down", "{routes}");
+    let badge = cooling["badge"].as_str().unwrap();
+    let clock = badge
+        .strip_prefix("cooling down until ")
+        .unwrap_or_else(|| panic!("{routes}"));
+    assert!(
+        clock.len() == 8 && clock.chars().filter(|c| *c == ':').count() == 2,
+        "HH:MM:SS: {badge}"
+    );
+    assert!(
+        cooling["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "the last error: {routes}"
+    );
+    assert_eq!(flaky["targets"][1]["status"], "available", "{routes}");
+    // The cooled-down deployment's own row says so too.
+    let badge = ui
+        .wait_js(
+            "the cooling-badge of a/status:500",
+            r#"const r = document.querySelector('[data-testid="model-row"][data-model-id="a/status:500"]');
+               const b = r && r.querySelector('[data-testid="cooling-badge"]');
+               return b ? b.textContent : null;"#,
+            vec![],
+            Value::is_string,
+        )
+        .await;
+    assert!(
+        badge.as_str().unwrap().starts_with("cooling down until "),
+        "{badge}"
+    );
+    let others = ui
+        .js(
+            r#"return document.querySelectorAll('[data-testid="model-row"] [data-testid="cooling-badge"]').length;"#,
+            vec![],
+        )
+        .await;
+    assert_eq!(others, 1, "only a/status:500 cools down");
+    ui.shot("models").await;
+
+    // Star the route: a favorite route is listed among the favorites.
+    ui.click(r#"[data-testid="route-row"][data-route-id="pair"] [data-testid="star"]"#)
+        .await;
+    wait_for!(ui, "pair among the favorites", {
+        (ui.favorites().await == ["pair"]).then_some(())
+    });
+    ui.wait_js(
+        "the favorite marked as a route, the route row starred",
+        r#"const f = document.querySelector('[data-testid="favorite-item"][data-model-id="pair"]');
+           const r = document.querySelector('[data-testid="route-row"][data-route-id="pair"]');
+           return f && r ? [f.dataset.kind, r.dataset.favorite,
+             r.querySelector('[data-testid="star"]').getAttribute('aria-pressed')] : null;"#,
+        vec![],
+        |v| v == &json!(["route", "true", "true"]),
+    )
+    .await;
+    assert_eq!(favorite_ids(&server).await, ["pair"]);
+    ui.shot("starred").await;
+
+    // The chat picker: favorites (the route), the providers, the routes.
+    let conv = create(&server, json!({})).await;
+    ui.open(&format!("/chat/{conv}")).await;
+    let routes_option = format!(
+        r#"{} optgroup[label="Routes"] option[value="pair"]"#,
+        tid("model-picker")
+    );
+    ui.el(&routes_option).await;
+    let groups = ui
+        .js(
+            r#"const s = document.querySelector('[data-testid="model-picker"]');
+               return [...s.querySelectorAll('optgroup')].map(g => ({ label: g.label,
+                 values: [...g.querySelectorAll('option')].map(o => [o.value, o.dataset.kind || null]) }));"#,
+            vec![],
+        )
+        .await;
+    let labels: Vec<&str> = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["Favorites", "a", "b", "Routes"], "{groups}");
+    assert_eq!(groups[0]["values"], json!([["pair", "route"]]), "{groups}");
+    assert!(
+        groups[2]["values"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(["b/echo", null])),
+        "{groups}"
+    );
+    assert_eq!(
+        groups[3]["values"],
+        json!([["pair", "route"], ["flaky", "route"]]),
+        "{groups}"
+    );
+    ui.click(&routes_option).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let c = get(&server, &format!("/v1/conversations/{conv}")).await;
+        if c["model"] == "pair" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the route was never persisted: {c}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    let value = ui
+        .el(&tid("model-picker"))
+        .await
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(value, "pair", "the select keeps the route");
+
+    // An answer on the route names the deployment that served it.
+    ui.type_in(&tid("composer"), "hello route").await;
+    ui.click(&tid("send")).await;
+    let answer = ui.wait_answer(1, WAIT).await;
+    assert_eq!(answer["text"], "echo: hello route", "{answer}");
+    let served = messages(&server, &conv)
+        .await
+        .into_iter()
+        .find(|m| m["role"] == "assistant")
+        .expect("an assistant message");
+    let deployment = served["modelId"].as_str().unwrap();
+    assert!(deployment == "a/echo" || deployment == "b/echo", "{served}");
+    assert_eq!(answer["badge"], deployment, "{answer}");
+    ui.shot("answer").await;
+
+    // Reopened, the route is selected again.
+    ui.open("/models").await;
+    ui.el(&tid("page-models")).await;
+    ui.open(&format!("/chat/{conv}")).await;
+    ui.wait_js(
+        "the persisted route selected after reopening",
+        r#"const s = document.querySelector('[data-testid="model-picker"]'); return s ? s.value : null;"#,
+        vec![],
+        |v| v == "pair",
+    )
+    .await;
+
+    // The calls page: the flaky request's two attempts.
+    ui.open("/calls").await;
+    ui.click(&format!(
+        r#"[data-testid="session-row"][data-id="{flaky_session}"]"#
+    ))
+    .await;
+    let rows = ui
+        .wait_js(
+            "the flaky session's call-rows with attempts and route",
+            r#"const d = document.querySelector('[data-testid="session-detail"]');
+               if (!d) return null;
+               const text = (r, id) => { const e = r.querySelector('[data-testid="' + id + '"]'); return e ? e.textContent : null; };
+               return [...d.querySelectorAll('[data-testid="call-row"]')].map(r => [r.dataset.attempt,
+                 r.dataset.route || null, text(r, 'call-attempt'), text(r, 'call-route')]);"#,
+            vec![],
+            |v| v.as_array().is_some_and(|r| r.len() == 2),
+        )
+        .await;
+    assert_eq!(
+        rows,
+        json!([
+            ["1", "flaky", "attempt 1", "route flaky"],
+            ["2", "flaky", "attempt 2", "route flaky"],
+        ]),
+        "{rows}"
+    );
+    let summary = ui
+        .js(
+            r#"return document.querySelector('[data-testid="session-detail"] p').textContent;"#,
+            vec![],
+        )
+        .await;
+    assert!(
+        summary
+            .as_str()
+            .is_some_and(|t| t.contains("ok · an earlier attempt failed: ")),
+        "{summary}"
+    );
+    ui.shot("calls").await;
+}
+
 #[tokio::test]
 async fn the_advisor_card_streams_live_then_shows_the_advice() {
     let Some(paths) = browser_paths() else { return };

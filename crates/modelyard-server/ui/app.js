@@ -272,8 +272,9 @@ function setupApiKeyField() {
 function pageModels(main, ctx) {
   const favorites = el("section", { testid: "favorites", class: "card", "aria-label": "Favorites" });
   const providers = el("section", { class: "providers", "aria-label": "Providers" });
+  const routes = el("section", { class: "routes", "aria-label": "Routes" });
   main.append(
-    el("div", { testid: "page-models", class: "page" }, el("h1", { text: "Models" }), favorites, providers)
+    el("div", { testid: "page-models", class: "page" }, el("h1", { text: "Models" }), favorites, providers, routes)
   );
   let lastSnapshot = "";
   let favoriteIds = [];
@@ -291,6 +292,7 @@ function pageModels(main, ctx) {
       lastSnapshot = snapshot;
       drawFavorites(catalog.favorites);
       drawProviders(catalog.providers);
+      drawRoutes(catalog.routes || []);
     } catch (err) {
       if (ctx.alive()) showError(err);
     }
@@ -332,8 +334,10 @@ function pageModels(main, ctx) {
     const items = list.map((model, i) =>
       el(
         "li",
-        { testid: "favorite-item", dataset: { modelId: model.id }, class: "favorite" },
+        // A favorite route (it has targets, no provider) is marked as one.
+        { testid: "favorite-item", dataset: { modelId: model.id, kind: isRoute(model) ? "route" : "model" }, class: "favorite" },
         el("span", { class: "mono", text: model.id }),
+        isRoute(model) ? el("span", { class: "badge", text: "route", title: routeTargetsText(model) }) : null,
         el("span", { class: "muted", text: contextText(model) }),
         el("span", { class: "spacer" }),
         el("button", {
@@ -389,6 +393,20 @@ function pageModels(main, ctx) {
     );
   }
 
+  /** The favorite toggle of a model or a route (both by id). */
+  function starButton(item) {
+    return el("button", {
+      testid: "star",
+      type: "button",
+      class: "star",
+      text: item.favorite ? "★" : "☆",
+      "aria-pressed": String(!!item.favorite),
+      "aria-label": "Favorite " + item.id,
+      title: item.favorite ? "Remove from favorites" : "Add to favorites",
+      onclick: () => toggleFavorite(item),
+    });
+  }
+
   function modelRow(model, online) {
     return el(
       "li",
@@ -397,19 +415,70 @@ function pageModels(main, ctx) {
         class: "model-row" + (online ? "" : " offline"),
         dataset: { modelId: model.id, favorite: String(!!model.favorite) },
       },
-      el("button", {
-        testid: "star",
-        type: "button",
-        class: "star",
-        text: model.favorite ? "★" : "☆",
-        "aria-pressed": String(!!model.favorite),
-        "aria-label": "Favorite " + model.id,
-        title: model.favorite ? "Remove from favorites" : "Add to favorites",
-        onclick: () => toggleFavorite(model),
-      }),
+      starButton(model),
       el("span", { class: "mono model-id", text: model.id }),
       el("span", { class: "muted", text: contextText(model) }),
-      el("span", { class: "muted", text: loadedText(model.loaded) })
+      el("span", { class: "muted", text: loadedText(model.loaded) }),
+      model.coolingDownUntil
+        ? el("span", { testid: "cooling-badge", class: "badge status-cooling-down", text: coolingText(model.coolingDownUntil) })
+        : null
+    );
+  }
+
+  /** The "Routes" group after the provider groups (none without routes). */
+  function drawRoutes(list) {
+    if (!list.length) {
+      routes.replaceChildren();
+      return;
+    }
+    routes.replaceChildren(
+      el(
+        "section",
+        { testid: "route-group", class: "card provider" },
+        el(
+          "header",
+          { class: "provider-head" },
+          el("h2", { text: "Routes" }),
+          el("span", { class: "muted", text: "model ids that stand for several deployments" })
+        ),
+        el("ul", { class: "model-list" }, list.map(routeRow))
+      )
+    );
+  }
+
+  function routeRow(route) {
+    const fallbacks = route.fallbacks || [];
+    return el(
+      "li",
+      {
+        testid: "route-row",
+        class: "route-row" + (route.online ? "" : " offline"),
+        dataset: { routeId: route.id, favorite: String(!!route.favorite), online: String(!!route.online) },
+      },
+      el(
+        "div",
+        { class: "route-head" },
+        starButton(route),
+        el("span", { class: "mono model-id", text: route.id }),
+        el("span", { testid: "route-strategy", class: "badge", text: route.strategy, title: "Load balancing strategy" }),
+        el("span", { testid: "route-affinity", class: "muted", text: "affinity: " + route.affinity }),
+        el("span", { class: "muted", text: contextText(route) + (route.contextWindow ? " (smallest target)" : "") }),
+        fallbacks.length ? el("span", { class: "muted", text: "fallbacks: " + fallbacks.join(", ") }) : null,
+        route.online ? null : el("span", { class: "badge status-offline", text: "no target available" })
+      ),
+      el("ul", { class: "route-targets", "aria-label": `Targets of ${route.id}` }, (route.targets || []).map(routeTarget))
+    );
+  }
+
+  function routeTarget(target) {
+    return el(
+      "li",
+      { testid: "route-target", class: "route-target", dataset: { targetId: target.id, status: target.status } },
+      el("span", { class: "mono model-id", text: target.id }),
+      el("span", { testid: "target-status", class: "badge status-" + target.status, text: targetStatusText(target) }),
+      target.weight !== undefined && target.weight !== 1 ? el("span", { class: "muted", text: "weight " + target.weight }) : null,
+      el("span", { class: "muted", text: contextText(target) }),
+      target.lastError ? el("span", { testid: "target-error", class: "error-text small", text: target.lastError }) : null
     );
   }
 
@@ -421,6 +490,39 @@ function contextText(model) {
   if (model.contextWindow === null || model.contextWindow === undefined) return "context window unknown";
   const source = [model.contextWindowSource, model.contextWindowFrom].filter(Boolean).join(": ");
   return `${fmtNumber(model.contextWindow)} tokens` + (source ? ` (${source})` : "");
+}
+
+/** A catalog entry that is a route (favorites mix models and routes). */
+function isRoute(entry) {
+  return Array.isArray(entry.targets);
+}
+
+function routeTargetsText(route) {
+  return (route.targets || []).map((t) => t.id).join(", ");
+}
+
+/** "HH:MM:SS" (24 h, local time) of an RFC 3339 time. */
+function fmtClock(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return String(iso);
+  const two = (n) => String(n).padStart(2, "0");
+  return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+}
+
+function coolingText(until) {
+  return until ? "cooling down until " + fmtClock(until) : "cooling down";
+}
+
+const TARGET_STATUS = {
+  available: "available",
+  offline: "offline",
+  disabled: "disabled",
+  "unknown-model": "unknown model",
+};
+
+function targetStatusText(target) {
+  if (target.status === "cooling-down") return coolingText(target.coolingDownUntil);
+  return TARGET_STATUS[target.status] || target.status;
 }
 
 function loadedText(loaded) {
@@ -569,15 +671,26 @@ async function openConversation(view, ctx, id, refreshList) {
   chat.follow(String(conversation.lastSeq));
 }
 
-/** The model <select>: favorites, then one group per online provider. */
+/** The model <select>: favorites, then one group per online provider, then
+ *  the routes. */
 function modelPicker(path, catalog, current) {
   const picker = el("select", { testid: "model-picker", "aria-label": "Model" });
-  const group = (label, models) =>
-    el("optgroup", { label }, models.map((m) => el("option", { value: m.id, text: m.id })));
+  const option = (m) =>
+    isRoute(m)
+      ? el("option", {
+          value: m.id,
+          text: m.id + (m.online ? " (route)" : " (route, no target available)"),
+          title: "Route over " + routeTargetsText(m),
+          dataset: { kind: "route" },
+        })
+      : el("option", { value: m.id, text: m.id });
+  const group = (label, models) => el("optgroup", { label }, models.map(option));
   picker.append(group("Favorites", catalog.favorites));
   for (const p of catalog.providers) {
     if (p.status === "online" && p.models.length) picker.append(group(p.name, p.models));
   }
+  const routes = catalog.routes || [];
+  if (routes.length) picker.append(group("Routes", routes));
   const known = new Set(Array.from(picker.options, (o) => o.value));
   if (current && !known.has(current)) picker.append(group("Other", [{ id: current }]));
   picker.append(el("option", { value: "", text: "(server default)" }));
@@ -1153,6 +1266,7 @@ function llmForm(config, done) {
   api("/v1/catalog")
     .then((catalog) => {
       for (const p of catalog.providers) for (const m of p.models) models.append(el("option", { value: m.id }));
+      for (const r of catalog.routes || []) models.append(el("option", { value: r.id, label: "route" }));
     })
     .catch(() => {});
 
@@ -1365,7 +1479,8 @@ function sessionDetail(s, openSession) {
       "p",
       { class: "muted small" },
       `conversation ${s.conversationId || "—"} · turn ${s.turnId || "—"} · ${s.status}` +
-        (s.lastError ? ` · ${s.lastError}` : "")
+        // An ok session with an error: an earlier attempt failed (retries, fallbacks).
+        (s.lastError ? (s.status === "ok" ? ` · an earlier attempt failed: ${s.lastError}` : ` · ${s.lastError}`) : "")
     ),
     kids.length
       ? el(
@@ -1385,11 +1500,17 @@ function callRow(c) {
   const json = (v) => (typeof v === "string" ? v : JSON.stringify(v, null, 2));
   return el(
     "article",
-    { testid: "call-row", class: "call" + (c.status === "error" ? " failed" : ""), dataset: { id: c.id } },
+    {
+      testid: "call-row",
+      class: "call" + (c.status === "error" ? " failed" : ""),
+      dataset: { id: c.id, attempt: c.attempt === undefined || c.attempt === null ? null : String(c.attempt), route: c.route || null },
+    },
     el(
       "header",
       { class: "call-head" },
       el("strong", { class: "mono", text: c.modelId }),
+      c.route ? el("span", { testid: "call-route", class: "badge", text: "route " + c.route, title: "The route the request named" }) : null,
+      c.attempt > 1 || (c.route && c.attempt) ? el("span", { testid: "call-attempt", class: "badge", text: "attempt " + c.attempt }) : null,
       el("span", { class: c.status === "error" ? "badge error-text" : "badge", text: c.httpStatus ? `${c.status} ${c.httpStatus}` : c.status }),
       el("span", { class: "badge", text: tokenText(c.usage) }),
       el("span", { class: "muted small", text: `sent ${fmtTime(c.sentAt)}` }),

@@ -33,27 +33,44 @@ pub(crate) async fn list(client: &Client, limit: u32, model: Option<&str>) -> an
         return Ok(());
     }
     println!(
-        "{:<24}  {:<36}  {:>7}  {:>7}  {:>8}  {:>7}  {:<6}  ID",
-        "TIME", "MODEL", "PROMPT", "COMPL", "LATENCY", "TTFT", "STATUS"
+        "{:<24}  {:<36}  {:>7}  {:>7}  {:>8}  {:>7}  {:<6}  {:<16}  ID",
+        "TIME", "MODEL", "PROMPT", "COMPL", "LATENCY", "TTFT", "STATUS", "ROUTE/ATTEMPT"
     );
     for c in calls {
-        let status = match text(c, "status") {
-            "ok" => "ok".to_owned(),
-            _ => format!("error {}", number(c, "/httpStatus")),
-        };
-        println!(
-            "{:<24}  {:<36}  {:>7}  {:>7}  {:>6}ms  {:>5}ms  {:<6}  {}",
-            text(c, "sentAt"),
-            text(c, "modelId"),
-            number(c, "/usage/promptTokens"),
-            number(c, "/usage/completionTokens"),
-            number(c, "/latencyMs"),
-            number(c, "/timeToFirstTokenMs"),
-            status,
-            text(c, "id"),
-        );
+        println!("{}", call_line(c));
     }
     Ok(())
+}
+
+/// The route the request named and this call's attempt: `pair #2`, `#2`
+/// (a retried deployment), `pair #1`, or `-` (a first attempt, no route).
+fn route_attempt(c: &Value) -> String {
+    let attempt = c.get("attempt").and_then(Value::as_i64).unwrap_or(1);
+    match c.get("route").and_then(Value::as_str) {
+        Some(route) => format!("{route} #{attempt}"),
+        None if attempt > 1 => format!("#{attempt}"),
+        None => "-".to_owned(),
+    }
+}
+
+/// One row of `modelyard calls`.
+fn call_line(c: &Value) -> String {
+    let status = match text(c, "status") {
+        "ok" => "ok".to_owned(),
+        _ => format!("error {}", number(c, "/httpStatus")),
+    };
+    format!(
+        "{:<24}  {:<36}  {:>7}  {:>7}  {:>6}ms  {:>5}ms  {:<6}  {:<16}  {}",
+        text(c, "sentAt"),
+        text(c, "modelId"),
+        number(c, "/usage/promptTokens"),
+        number(c, "/usage/completionTokens"),
+        number(c, "/latencyMs"),
+        number(c, "/timeToFirstTokenMs"),
+        status,
+        route_attempt(c),
+        text(c, "id"),
+    )
 }
 
 /// Prints one call.
@@ -80,6 +97,11 @@ pub(crate) async fn show(client: &Client, id: &str, json: bool) -> anyhow::Resul
     );
     if let Some(error) = call.get("error").and_then(Value::as_str) {
         println!("error      {error}");
+    }
+    let attempt = number(&call, "/attempt");
+    match call.get("route").and_then(Value::as_str) {
+        Some(route) => println!("attempt    {attempt} (route {route})"),
+        None => println!("attempt    {attempt}"),
     }
     println!("sent       {}", text(&call, "sentAt"));
     println!(
@@ -133,4 +155,30 @@ fn urlencode(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{call_line, route_attempt};
+
+    #[test]
+    fn rows_show_the_route_and_the_attempt() {
+        assert_eq!(route_attempt(&json!({"attempt": 1, "route": null})), "-");
+        assert_eq!(route_attempt(&json!({})), "-");
+        assert_eq!(route_attempt(&json!({"attempt": 3, "route": null})), "#3");
+        assert_eq!(
+            route_attempt(&json!({"attempt": 2, "route": "pair"})),
+            "pair #2"
+        );
+        let line = call_line(&json!({
+            "id": "c1", "sentAt": "2026-01-31T12:00:00Z", "modelId": "b/echo",
+            "status": "error", "httpStatus": 500, "attempt": 1, "route": "pair",
+            "usage": {}, "latencyMs": 3, "timeToFirstTokenMs": null
+        }));
+        assert!(line.contains("b/echo"), "{line}");
+        assert!(line.contains("error 500  pair #1"), "{line}");
+        assert!(line.ends_with("  c1"), "{line}");
+    }
 }

@@ -76,7 +76,8 @@ impl Server {
                 "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\nurl = \"sqlite://{}/e2e.db\"\n\
                  [defaults.presets.default]\nversion = 1\nmodel = \"{MODEL}\"\n\
                  [defaults.presets.default.provider_options]\ntemperature = 0\nmax_tokens = 64\n[[providers]]\nname = \"local\"\nkind = \"llama-cpp\"\nbase_url = \"{llm_url}\"\n\
-                 [[providers]]\nname = \"twin\"\nkind = \"openai\"\nbase_url = \"{llm_url}/v1\"\n{extra}\n",
+                 [[providers]]\nname = \"twin\"\nkind = \"openai\"\nbase_url = \"{llm_url}/v1\"\n\
+                 [[routes]]\nname = \"both\"\ntargets = [\"{MODEL}\", \"twin/smollm2-135m-instruct\"]\n{extra}\n",
                 dir.display()
             ),
         )
@@ -300,7 +301,30 @@ async fn cli_chats_lists_models_and_shows_calls() {
 
     let models = server.cli(&["models"]);
     assert!(models.status.success(), "{models:?}");
-    assert!(String::from_utf8_lossy(&models.stdout).contains(MODEL));
+    let models = String::from_utf8_lossy(&models.stdout);
+    assert!(models.contains(MODEL));
+    // The route, after the providers, with its targets' status.
+    let lines: Vec<&str> = models.lines().collect();
+    let route = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("both "))
+        .unwrap_or_else(|| panic!("the route both: {models}"));
+    assert!(lines[..route].contains(&"routes"), "{models}");
+    assert!(
+        lines[route].contains("least-busy, affinity conversation"),
+        "{models}"
+    );
+    for (line, target) in [(1, MODEL), (2, "twin/smollm2-135m-instruct")] {
+        let text = lines[route + line].trim();
+        assert!(
+            text.starts_with(target) && text.ends_with("available"),
+            "{target}: {models}"
+        );
+    }
+
+    // A chat through the route.
+    let routed = server.cli(&["chat", "-m", "both", "--max-tokens", "8", "Say hi"]);
+    assert!(routed.status.success(), "{routed:?}");
 
     let chat = server.cli(&["chat", "-m", MODEL, "--max-tokens", "12", "Say hi"]);
     assert!(chat.status.success(), "{chat:?}");
@@ -334,12 +358,28 @@ async fn cli_chats_lists_models_and_shows_calls() {
     assert!(piped.status.success(), "{piped:?}");
 
     let client = ::reqwest::Client::new();
-    let calls = wait_for_calls(&client, &server.base_url, 2).await;
+    let calls = wait_for_calls(&client, &server.base_url, 3).await;
     let listing = server.cli(&["calls"]);
     assert!(listing.status.success());
     let listing = String::from_utf8_lossy(&listing.stdout);
     let id = calls[0]["id"].as_str().unwrap();
     assert!(listing.contains(id) && listing.contains(MODEL), "{listing}");
+    let routed = calls
+        .iter()
+        .find(|c| c["route"] == "both")
+        .unwrap_or_else(|| panic!("the routed call: {calls:#?}"));
+    let routed_id = routed["id"].as_str().unwrap();
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains(routed_id) && l.contains("both #1")),
+        "{listing}"
+    );
+    let show = server.cli(&["calls", "show", routed_id]);
+    assert!(
+        String::from_utf8_lossy(&show.stdout).contains("attempt    1 (route both)"),
+        "{show:?}"
+    );
 
     let show = server.cli(&["calls", "show", id]);
     assert!(show.status.success());
