@@ -602,6 +602,9 @@ async fn a_route_is_listed_selectable_and_recorded_like_any_model_id() {
     assert_eq!(status, 200, "{body}");
     let catalog = server.get_json("/v1/catalog").await;
     assert_eq!(catalog["favorites"][0]["id"], "pair", "{catalog}");
+    let favorites = server.get_json("/v1/favorites").await;
+    assert_eq!(favorites["data"][0]["visible"], true, "{favorites}");
+    assert_eq!(favorites["data"][0]["provider"], Value::Null, "{favorites}");
     let (_, turn) = run_turn(&server, &conv, json!({"content": "hi"})).await;
     assert_eq!(turn["status"], "completed", "{turn}");
     let events = log(&server, &conv).await;

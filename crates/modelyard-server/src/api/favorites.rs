@@ -5,7 +5,8 @@
 //!
 //! A favorite as JSON: `{modelId, position (0-based), createdAt, provider,
 //! visible}`; `visible` is false while the provider is not online or no
-//! longer lists the model (the favorite is kept and returns by itself).
+//! longer lists the model (the favorite is kept and returns by itself); a
+//! route (`provider: null`) is visible while one of its targets can serve.
 //! Adding a model the catalog has never seen is a 422 whose `suggestions`
 //! lists close ids. Adapters over [`crate::service::favorites`].
 
@@ -42,6 +43,18 @@ fn favorites_json(app: &AppState, rows: &[FavoriteRow]) -> List<FavoriteDto> {
     let data = rows
         .iter()
         .map(|row| {
+            // A route: visible while one of its targets can serve, as the
+            // catalog shows it.
+            if let Some(route) = app.router.route(&row.model_id) {
+                let online = super::catalog::route_json(app, route, &[])["online"] == true;
+                return FavoriteDto {
+                    model_id: row.model_id.clone(),
+                    position: row.position,
+                    created_at: rfc3339(row.created_at_ms),
+                    provider: None,
+                    visible: online,
+                };
+            }
             let split = row.model_id.split_once('/');
             let provider = split.map(|(p, _)| p.to_owned());
             // Visible exactly when the catalog's `favorites` shows it: the
