@@ -373,6 +373,31 @@ mod tests {
     }
 
     #[test]
+    fn lowest_latency_measures_each_then_prefers_the_fastest() {
+        let r = route(Strategy::LowestLatency, &[1, 1]);
+        let healths: Vec<Arc<DeploymentHealth>> = (0..2)
+            .map(|_| Arc::new(DeploymentHealth::default()))
+            .collect();
+        let candidates = |h: &[Arc<DeploymentHealth>]| -> Vec<usize> {
+            let c: Vec<Candidate<'_>> = h
+                .iter()
+                .enumerate()
+                .map(|(index, health)| Candidate { index, health })
+                .collect();
+            (0..6).map(|_| r.pick(&c)).collect()
+        };
+        // Unmeasured targets count as fastest: the one without a sample goes first.
+        healths[0].busy().observe_ttft(50);
+        assert!(candidates(&healths).iter().all(|i| *i == 1));
+        healths[1].busy().observe_ttft(20);
+        assert!(candidates(&healths).iter().all(|i| *i == 1));
+        for _ in 0..20 {
+            healths[1].busy().observe_ttft(200);
+        }
+        assert!(candidates(&healths).iter().all(|i| *i == 0));
+    }
+
+    #[test]
     fn least_busy_prefers_the_idle_one() {
         let r = route(Strategy::LeastBusy, &[1, 1]);
         let healths: Vec<Arc<DeploymentHealth>> = (0..2)
