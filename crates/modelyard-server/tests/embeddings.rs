@@ -601,3 +601,57 @@ async fn ollama_embedding_models_are_typed_in_the_catalog_and_model_list() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn guard_and_auth_refusals_on_these_paths_are_openai_envelopes() {
+    let server = TestServer::start().await;
+    // The guard: a body that is not JSON.
+    for path in ["/v1/embeddings", "/v1/rerank", "/v1/completions"] {
+        let response = server
+            .http
+            .post(server.url(path))
+            .header("content-type", "text/plain")
+            .body("input=x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 415, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"]["message"].is_string(), "{path}: {body}");
+    }
+    // Auth: once a key exists, a request without a valid one is a 401
+    // envelope, and a member key is served.
+    let (status, created) = post(&server, "/v1/keys", &json!({"role": "member"})).await;
+    assert!(status == 200 || status == 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    let refused = modelyard_testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "keys are required",
+        || async {
+            let response = server
+                .http
+                .post(server.url("/v1/embeddings"))
+                .bearer_auth("mk_not-a-key")
+                .json(&json!({"model": "mock/echo", "input": "x"}))
+                .send()
+                .await
+                .unwrap();
+            match response.status().as_u16() {
+                401 => Ok(response.json::<Value>().await.unwrap()),
+                other => Err(other),
+            }
+        },
+    )
+    .await;
+    assert_eq!(refused["error"]["code"], "invalid_api_key", "{refused}");
+    let response = server
+        .http
+        .post(server.url("/v1/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "mock/echo", "prompt": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    server.shutdown().await;
+}
