@@ -655,3 +655,51 @@ async fn guard_and_auth_refusals_on_these_paths_are_openai_envelopes() {
     assert_eq!(response.status(), 200);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn provider_rules_apply_to_completions_and_headers_to_all() {
+    let server = TestServer::builder()
+        .providers(
+            r#"
+[[providers]]
+name = "mock"
+kind = "openai"
+base_url = "{mock}"
+set_params = { temperature = 0.3 }
+strip_params = ["top_p"]
+headers = { "X-Title" = "modelyard-test" }
+"#,
+        )
+        .start()
+        .await;
+    let (status, answer) = post(
+        &server,
+        "/v1/completions",
+        &json!({"model": "mock/echo", "prompt": "x", "temperature": 1.0, "top_p": 0.5}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let embed = r#"{"model":"mock/echo","input":"x","top_p":0.5}"#;
+    let (status, _, _, text) = post_raw(&server, "/v1/embeddings", embed).await;
+    assert_eq!(status, 200, "{text}");
+    let completion: Value =
+        serde_json::from_str(&received(&server.mock, "/v1/completions")[0]).unwrap();
+    assert_eq!(completion["temperature"], 0.3, "{completion}");
+    assert!(completion.get("top_p").is_none(), "{completion}");
+    // Sampling rules are not an embedding's: only `model` changes.
+    assert_eq!(
+        received(&server.mock, "/v1/embeddings"),
+        [r#"{"model":"echo","input":"x","top_p":0.5}"#]
+    );
+    for request in server.mock.requests().iter().filter(|r| r.method == "POST") {
+        assert!(
+            request
+                .headers
+                .iter()
+                .any(|(k, v)| k == "x-title" && v == "modelyard-test"),
+            "{}",
+            request.path
+        );
+    }
+    server.shutdown().await;
+}
