@@ -2,17 +2,20 @@
 # test.sh - the whole test suite: unit, integration (mock upstream), store on
 # SQLite (and PostgreSQL when MODELYARD_TEST_POSTGRES_URL is set), end-to-end
 # against the real local model, and the official openai and anthropic Python
-# SDKs.
+# SDKs (chat, messages, and embeddings / legacy completions against a second
+# llama-server started with --embeddings --pooling mean).
 #
 #   scripts/test.sh
 #
 # The first run builds llama-server (~8 minutes on 2 cores; cached under
-# ~/.cache/real-llm). Env: MODELYARD_TEST_LLM_PORT (18181).
+# ~/.cache/real-llm). Env: MODELYARD_TEST_LLM_PORT (18181),
+# MODELYARD_TEST_EMBED_PORT (18182, the embeddings llama-server).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 LLM_PORT="${MODELYARD_TEST_LLM_PORT:-18181}"
+EMBED_PORT="${MODELYARD_TEST_EMBED_PORT:-18182}"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/modelyard"
 OPENAI_SDK_VERSION="${OPENAI_SDK_VERSION:-3.51.0}"
 ANTHROPIC_SDK_VERSION="${ANTHROPIC_SDK_VERSION:-2.17.0}"
@@ -24,6 +27,7 @@ TMP="$(mktemp -d)"
 cleanup() {
     [ -n "$SERVER_PID" ] && kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
     scripts/llm-stop.sh --port "$LLM_PORT" >/dev/null 2>&1 || true
+    scripts/llm-stop.sh --port "$EMBED_PORT" >/dev/null 2>&1 || true
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -56,6 +60,11 @@ if [ ! -f "$ANTHROPIC_VENV/.complete" ]; then
     "$ANTHROPIC_VENV/bin/pip" install -q --disable-pip-version-check "anthropic==$ANTHROPIC_SDK_VERSION"
     touch "$ANTHROPIC_VENV/.complete"
 fi
+say "embeddings llama-server (same SmolLM2, --embeddings --pooling mean) on port $EMBED_PORT"
+# The chat server is left as the other tests know it; this one serves
+# /v1/embeddings (and chat / completions too, unused here).
+EMBED_URL="$(scripts/llm-start.sh --port "$EMBED_PORT" --parallel 1 --ctx-size 2048 \
+    --alias smollm2-embed -- --embeddings --pooling mean)"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 cat >"$TMP/sdk.toml" <<TOML
 [server]
@@ -66,6 +75,10 @@ url = "sqlite://$TMP/sdk.db"
 name = "local"
 kind = "llama-cpp"
 base_url = "$MODELYARD_TEST_LLM_URL"
+[[providers]]
+name = "embed"
+kind = "llama-cpp"
+base_url = "$EMBED_URL"
 TOML
 cargo build -q -p modelyard
 "$ROOT/target/debug/modelyard" --config "$TMP/sdk.toml" serve 2>"$TMP/serve.log" &
@@ -79,5 +92,8 @@ done
 
 say "anthropic Python SDK $ANTHROPIC_SDK_VERSION against modelyard (POST /v1/messages)"
 "$ANTHROPIC_VENV/bin/python" scripts/anthropic_smoke.py "http://127.0.0.1:$PORT" local/smollm2-135m-instruct
+
+say "openai Python SDK: embeddings.create and legacy completions.create against modelyard"
+"$VENV/bin/python" scripts/embeddings_smoke.py "http://127.0.0.1:$PORT" embed/smollm2-embed local/smollm2-135m-instruct
 
 say "all tests passed"

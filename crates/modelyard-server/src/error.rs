@@ -18,9 +18,19 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 /// Whether `path` is an OpenAI-compatible endpoint, whose errors use the
-/// OpenAI envelope (everything else answers problem documents).
+/// OpenAI envelope (everything else answers problem documents): chat, the
+/// model list and the pass-throughs (embeddings, rerank, legacy
+/// completions).
 pub fn is_openai_path(path: &str) -> bool {
-    matches!(path, "/v1/chat/completions" | "/v1/models")
+    matches!(
+        path,
+        "/v1/chat/completions"
+            | "/v1/models"
+            | "/v1/embeddings"
+            | "/v1/rerank"
+            | "/v1/reranking"
+            | "/v1/completions"
+    )
 }
 
 /// Whether `path` belongs to the Anthropic Messages front

@@ -427,17 +427,34 @@ fn redact_call(call: &mut NewLlmCall) {
     }
 }
 
+/// Request members that hold content, removed under content policy
+/// `metadata`: chat `messages`, embeddings `input`, legacy completion
+/// `prompt` (and `suffix`), rerank `query` and `documents` (or `texts`).
+const CONTENT_MEMBERS: &[&str] = &[
+    "messages",
+    "input",
+    "prompt",
+    "suffix",
+    "query",
+    "documents",
+    "texts",
+];
+
 /// Removes the message text of `call` (content policy `metadata`): the
-/// request keeps its top-level parameters but `messages` becomes
-/// `"messagesOmitted": <count>`; response, reasoning and tool calls become
-/// NULL. Usage, timings, status and error stay. A request that is not a JSON
+/// request keeps its top-level parameters but each content member
+/// ([`CONTENT_MEMBERS`]) becomes `"<member>Omitted": <count>` (an array's
+/// length, 1 for anything else: `"messagesOmitted": 2`,
+/// `"inputOmitted": 3`); response, reasoning and tool calls become NULL.
+/// Usage, timings, status and error stay. A request that is not a JSON
 /// object is replaced by `{}`.
 pub fn strip_content(call: &mut NewLlmCall) {
     let stripped = match serde_json::from_str::<serde_json::Value>(&call.request_json) {
         Ok(serde_json::Value::Object(mut request)) => {
-            if let Some(messages) = request.remove("messages") {
-                let count = messages.as_array().map_or(0, Vec::len);
-                request.insert("messagesOmitted".to_owned(), count.into());
+            for member in CONTENT_MEMBERS {
+                if let Some(content) = request.remove(*member) {
+                    let count = content.as_array().map_or(1, Vec::len);
+                    request.insert(format!("{member}Omitted"), count.into());
+                }
             }
             serde_json::Value::Object(request).to_string()
         }
@@ -578,5 +595,31 @@ mod tests {
         call.request_json = "not json secret".into();
         strip_content(&mut call);
         assert_eq!(call.request_json, "{}");
+
+        // Embeddings, legacy completions and rerank keep no text either.
+        for (request, expected) in [
+            (
+                r#"{"model":"p/e","input":["secret","x"],"encoding_format":"float"}"#,
+                serde_json::json!({"model": "p/e", "encoding_format": "float", "inputOmitted": 2}),
+            ),
+            (
+                r#"{"model":"p/m","prompt":"secret","suffix":"secret","max_tokens":3}"#,
+                serde_json::json!({"model": "p/m", "max_tokens": 3, "promptOmitted": 1, "suffixOmitted": 1}),
+            ),
+            (
+                r#"{"model":"p/r","query":"secret","documents":["secret","b","c"],"top_n":1}"#,
+                serde_json::json!({"model": "p/r", "top_n": 1, "queryOmitted": 1, "documentsOmitted": 3}),
+            ),
+        ] {
+            call.request_json = request.into();
+            strip_content(&mut call);
+            assert!(
+                !call.request_json.contains("secret"),
+                "{}",
+                call.request_json
+            );
+            let stripped: serde_json::Value = serde_json::from_str(&call.request_json).unwrap();
+            assert_eq!(stripped, expected);
+        }
     }
 }

@@ -21,6 +21,10 @@ use tokio::time::Instant;
 const MATRIX: &[(&str, &str, Role, bool)] = &[
     ("POST", "/v1/chat/completions", Role::Member, false),
     ("GET", "/v1/models", Role::Read, false),
+    ("POST", "/v1/embeddings", Role::Member, false),
+    ("POST", "/v1/rerank", Role::Member, false),
+    ("POST", "/v1/reranking", Role::Member, false),
+    ("POST", "/v1/completions", Role::Member, false),
     ("POST", "/v1/messages", Role::Member, false),
     // Unsupported: answered 404 `not_found_error` to whoever may call it.
     ("POST", "/v1/messages/count_tokens", Role::Member, false),
@@ -301,6 +305,11 @@ fn body_for(method: &str, template: &str) -> Option<Value> {
         ("POST", "/v1/chat/completions") => {
             json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]})
         }
+        ("POST", "/v1/embeddings") => json!({"model": "mock/echo", "input": "hi"}),
+        ("POST", "/v1/rerank") | ("POST", "/v1/reranking") => {
+            json!({"model": "mock/echo", "query": "hi", "documents": ["hi"]})
+        }
+        ("POST", "/v1/completions") => json!({"model": "mock/echo", "prompt": "hi"}),
         ("POST", "/v1/messages") | ("POST", "/v1/messages/count_tokens") => json!({
             "model": "mock/echo", "max_tokens": 8,
             "messages": [{"role": "user", "content": "hi"}],

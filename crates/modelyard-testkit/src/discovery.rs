@@ -14,6 +14,9 @@ pub(crate) const OLLAMA_TIME: &str = "2026-01-01T00:00:00Z";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Route {
     Chat,
+    Embeddings,
+    Rerank,
+    Completions,
     Health,
     Models,
     Props,
@@ -36,6 +39,9 @@ impl Route {
             (_, "/v1/chat/completions") | (OpenRouter, "/api/v1/chat/completions") if post => {
                 Route::Chat
             }
+            (_, "/v1/embeddings") if post => Route::Embeddings,
+            (_, "/v1/rerank" | "/v1/reranking") if post => Route::Rerank,
+            (_, "/v1/completions") if post => Route::Completions,
             (_, "/v1/models") | (OpenRouter, "/api/v1/models") if get => Route::Models,
             (LlamaCpp | LlamaSwap | Vllm, "/health") if get => Route::Health,
             (LlamaCpp, "/props") if get => Route::Props,
@@ -56,7 +62,10 @@ impl Route {
     }
 
     pub(crate) fn is_discovery(&self) -> bool {
-        !matches!(self, Route::Chat | Route::NotFound)
+        !matches!(
+            self,
+            Route::Chat | Route::Embeddings | Route::Rerank | Route::Completions | Route::NotFound
+        )
     }
 }
 
@@ -191,7 +200,8 @@ pub(crate) fn ollama_show(body: &[u8], models: &[MockModel]) -> Response {
             "template": "{{ .Prompt }}",
             "details": ollama_details(),
             "model_info": info,
-            "capabilities": ["completion"],
+            // An id with `embed` in it is an embedding model, as Ollama says.
+            "capabilities": [if model.id.contains("embed") { "embedding" } else { "completion" }],
             "modified_at": OLLAMA_TIME,
         }),
     )

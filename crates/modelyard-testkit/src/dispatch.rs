@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::chat::chat;
 use crate::discovery::{models_listing, ollama_details, ollama_show, props, Route, OLLAMA_TIME};
+use crate::endpoints::{completions, embeddings, rerank};
 use crate::guards::{InFlight, RequestGuard};
 use crate::options::{Flavour, RecordedRequest};
 use crate::response::{error_response, json_response, json_value, text_response};
@@ -85,53 +86,16 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, req: Request, in_flight: InFl
     }
     let models = lock(&shared.models).clone();
     match route {
-        Route::Chat => {
-            // `leak-auth`: a careless upstream that echoes the credential it got.
-            let model = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| v.get("model").and_then(Value::as_str).map(str::to_owned));
-            if model.as_deref() == Some("leak-auth") {
-                let auth = parts
-                    .headers
-                    .get(header::AUTHORIZATION)
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                    .unwrap_or_default();
-                return error_response(
-                    StatusCode::UNAUTHORIZED,
-                    &format!("invalid credentials: {auth}"),
-                    "authentication_error",
-                    Value::from(401),
-                );
+        Route::Chat | Route::Embeddings | Route::Rerank | Route::Completions => {
+            if let Some(resp) = gate(shared, &parts.headers, &body) {
+                return resp;
             }
-            // `fail-first:<n>[@<s>]`: the first `n` requests for this exact
-            // model get 429 with `retry-after: <s>` (default 1), later ones
-            // the normal answer.
-            if let Some(param) = model.as_deref().and_then(|m| m.strip_prefix("fail-first:")) {
-                let (n, secs) = match param.split_once('@') {
-                    Some((n, s)) => (n, s.trim().parse::<u64>().unwrap_or(1)),
-                    None => (param, 1),
-                };
-                let n: usize = n.trim().parse().unwrap_or(1);
-                let seen = {
-                    let mut counts = lock(&shared.fail_counts);
-                    let count = counts.entry(model.clone().unwrap_or_default()).or_insert(0);
-                    *count += 1;
-                    *count
-                };
-                if seen <= n {
-                    let mut response = error_response(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "mock upstream is rate limited",
-                        "rate_limit_error",
-                        Value::from(429),
-                    );
-                    response
-                        .headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-                    return response;
-                }
+            match route {
+                Route::Embeddings => embeddings(&body),
+                Route::Rerank => rerank(&body),
+                Route::Completions => completions(&body, in_flight),
+                _ => chat(body, in_flight).await,
             }
-            chat(body, in_flight).await
         }
         Route::Health => match shared.flavour {
             Flavour::LlamaCpp => {
@@ -225,4 +189,54 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, req: Request, in_flight: InFl
             Value::Null,
         ),
     }
+}
+
+/// The model-named behaviours every model route shares (chat, embeddings, rerank, legacy
+/// completions): `leak-auth` and `fail-first:<n>[@<s>]`; `None` to answer normally.
+fn gate(shared: &Shared, headers: &axum::http::HeaderMap, body: &Bytes) -> Option<Response> {
+    // `leak-auth`: a careless upstream that echoes the credential it got.
+    let model = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("model").and_then(Value::as_str).map(str::to_owned));
+    if model.as_deref() == Some("leak-auth") {
+        let auth = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        return Some(error_response(
+            StatusCode::UNAUTHORIZED,
+            &format!("invalid credentials: {auth}"),
+            "authentication_error",
+            Value::from(401),
+        ));
+    }
+    // `fail-first:<n>[@<s>]`: the first `n` requests for this exact
+    // model get 429 with `retry-after: <s>` (default 1), later ones
+    // the normal answer.
+    if let Some(param) = model.as_deref().and_then(|m| m.strip_prefix("fail-first:")) {
+        let (n, secs) = match param.split_once('@') {
+            Some((n, s)) => (n, s.trim().parse::<u64>().unwrap_or(1)),
+            None => (param, 1),
+        };
+        let n: usize = n.trim().parse().unwrap_or(1);
+        let seen = {
+            let mut counts = lock(&shared.fail_counts);
+            let count = counts.entry(model.clone().unwrap_or_default()).or_insert(0);
+            *count += 1;
+            *count
+        };
+        if seen <= n {
+            let mut response = error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "mock upstream is rate limited",
+                "rate_limit_error",
+                Value::from(429),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return Some(response);
+        }
+    }
+    None
 }

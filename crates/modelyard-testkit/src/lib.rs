@@ -41,7 +41,7 @@
 //! | | `GET /health` | `200` with an empty body |
 //! | [`Ollama`](Flavour::Ollama) | `GET /` (and `HEAD /`) | `200` `text/plain` `Ollama is running` |
 //! | | `GET /api/tags` | `{"models":[{"name":<id>,"model":<id>,"modified_at":"2026-01-01T00:00:00Z","size":1,"digest":"x","details":{"parent_model":"","format":"gguf","family":"llama","families":["llama"],"parameter_size":"8B","quantization_level":"Q4_K_M"}}]}` (every model) |
-//! | | `POST /api/show` `{"model":<id>}` (or `{"name":<id>}`) | `{"details":{…},"model_info":{"general.architecture":"llama","llama.context_length":<ctx>},"parameters":"","template":"{{ .Prompt }}","capabilities":["completion"],"modified_at":…}` for any listed model (loaded or not; `x` also finds `x:latest`); unknown: `404 {"error":"model 'x' not found"}`; no name / bad JSON: `400 {"error":…}` |
+//! | | `POST /api/show` `{"model":<id>}` (or `{"name":<id>}`) | `{"details":{…},"model_info":{"general.architecture":"llama","llama.context_length":<ctx>},"parameters":"","template":"{{ .Prompt }}","capabilities":["completion"],"modified_at":…}` (`["embedding"]` for an id containing `embed`) for any listed model (loaded or not; `x` also finds `x:latest`); unknown: `404 {"error":"model 'x' not found"}`; no name / bad JSON: `400 {"error":…}` |
 //! | | `GET /api/ps` | `{"models":[{"name":<id>,"model":<id>,"size":1,"digest":"x","details":{…},"expires_at":"2026-01-01T00:00:00Z","size_vram":1,"context_length":<ctx>}]}` for the models with `loaded` |
 //! | | `GET /v1/models` | as OpenAI, with `owned_by:"library"` |
 //! | [`OpenRouter`](Flavour::OpenRouter) | `GET /v1/models`, `GET /api/v1/models` | `{"data":[{"id","name":"Display <id>","context_length":<ctx>\|null,"created":1700000000}]}` |
@@ -108,6 +108,19 @@
 //! `stream_options.include_usage == true` — a usage chunk with `"choices":[]` and `usage`,
 //! then `data: [DONE]\n\n`. Every chunk carries `"x_mock_extra":{"kept":true}`.
 //!
+//! # Embeddings, rerank, legacy completions
+//!
+//! Every flavour also serves these (recorded like chat, never delayed by
+//! [`MockUpstream::set_discovery_delay_ms`]). `leak-auth`, `fail-first:<n>[@<s>]` and
+//! `status:<code>[@<s>]` behave as for chat; non-streamed, `inband-error` answers `200` with
+//! the error object and `malformed` with `{this is not json`. Word counts split on whitespace.
+//!
+//! | Route | Normal answer |
+//! |-------|---------------|
+//! | `POST /v1/embeddings` | `{"object":"list","data":[{"object":"embedding","index":<i>,"embedding":[<chars>,<words>,<i>]}],"model":"mock-upstream-model","usage":{"prompt_tokens":<words>,"total_tokens":<words>}}`, one entry per `input` text (a string, an array of strings, or token arrays, each read as its ids joined by spaces); always floats, whatever `encoding_format` says; no `input`: `400` |
+//! | `POST /v1/rerank`, `POST /v1/reranking` | `{"object":"list","model":"mock-upstream-model","results":[{"index","relevance_score"}],"usage":{"prompt_tokens","total_tokens"}}`: score = share of the `query`'s words found in the document (`documents` or `texts`), highest first (ties by index), cut to `top_n`; tokens = words of the query and documents |
+//! | `POST /v1/completions` | `{"id":"cmpl-mock","object":"text_completion","created":1700000000,"model":"mock-upstream-model","choices":[{"text":"echo: <prompt>","index":0,"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens","completion_tokens","total_tokens"}}` (`<prompt>`: the first of an array). Streamed: one `text_completion` chunk per word (`choices[0].text`, the word plus a space but the last), a chunk with `text:""` and `finish_reason:"stop"`, a `choices:[]` usage chunk only if `stream_options.include_usage`, `[DONE]`; `inband-error` sends the first word then the error event and no `[DONE]` |
+//!
 //! A stream counts as cancelled ([`MockUpstream::cancelled_streams`]) when its body is dropped
 //! before the mock produced its last event (client went away). A handler dropped before it
 //! produced a response (e.g. `hang`, `slow:<ms>` non-stream, `slow-first:<ms>`) counts in
@@ -120,6 +133,7 @@ mod body;
 mod chat;
 mod discovery;
 mod dispatch;
+mod endpoints;
 mod guards;
 mod options;
 mod response;

@@ -10,6 +10,11 @@
 //! | `openrouter` | `/models` | — | — | `/models` `context_length` |
 //! | `openai`, `deepseek` | `/models` | — | — | `/models` `context_length` / `context_window` when present |
 //!
+//! Ollama's `/api/show` `capabilities` also say which models only embed
+//! ([`DiscoveredModel::embedding`]); llama.cpp, llama-swap and vLLM report
+//! nothing cheap to tell (llama.cpp's `/props` and `/v1/models` look the same
+//! with `--embeddings`), so their models are not marked.
+//!
 //! A number never crosses providers: each [`DiscoveredModel`] carries what
 //! its own server said, and `None` when it said nothing.
 
@@ -33,6 +38,10 @@ pub struct DiscoveredModel {
     pub context_window_from: Option<&'static str>,
     /// Whether the model is loaded, for kinds that report it.
     pub loaded: Option<bool>,
+    /// Whether the provider says the model only computes embeddings (Ollama:
+    /// `/api/show` `capabilities` has `embedding` and not `completion`);
+    /// `false` when it cannot tell (the other kinds).
+    pub embedding: bool,
 }
 
 impl DiscoveredModel {
@@ -43,6 +52,7 @@ impl DiscoveredModel {
             context_window: None,
             context_window_from: None,
             loaded: None,
+            embedding: false,
         }
     }
 
@@ -240,6 +250,14 @@ impl ProviderClient {
                             .and_then(|(_, v)| v.as_u64())
                     });
                 model.set_context(trained, "/api/show model_info.context_length");
+                let capabilities = show
+                    .as_ref()
+                    .and_then(|s| s.get("capabilities"))
+                    .and_then(Value::as_array);
+                let has = |name: &str| {
+                    capabilities.is_some_and(|c| c.iter().any(|v| v.as_str() == Some(name)))
+                };
+                model.embedding = has("embedding") && !has("completion");
                 model
             })
             .collect();

@@ -12,7 +12,9 @@
 //! model = {id, provider, model, displayName, contextWindow (tokens | null),
 //!          contextWindowSource ("config" | "provider" | null),
 //!          contextWindowFrom (e.g. "/props n_ctx" | null), loaded (bool | null),
-//!          favorite, online, coolingDownUntil (RFC 3339 | null)}
+//!          favorite, online, coolingDownUntil (RFC 3339 | null),
+//!          type: "embedding" (only on models their provider says only
+//!          embed: Ollama's capabilities)}
 //! route = {id, strategy, affinity, fallbacks: [id], favorite,
 //!          online (some target can serve), contextWindow (the smallest known
 //!          of its targets' | null),
@@ -52,7 +54,7 @@ pub fn model_json(
     let id = format!("{}/{}", provider.name(), model.model);
     let favorite = favorites.contains(&id);
     let cooling = app.router.cooling_until(&id, crate::clock::now_ms());
-    json!({
+    let mut entry = json!({
         "id": id,
         "provider": provider.name(),
         "model": model.model,
@@ -64,7 +66,11 @@ pub fn model_json(
         "favorite": favorite,
         "online": online,
         "coolingDownUntil": cooling.map(crate::clock::rfc3339),
-    })
+    });
+    if model.embedding {
+        entry["type"] = json!("embedding");
+    }
+    entry
 }
 
 /// A route's catalog entry (see the module docs).

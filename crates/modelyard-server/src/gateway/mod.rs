@@ -1,7 +1,9 @@
 //! The OpenAI-compatible gateway: `POST /v1/chat/completions` and
 //! `GET /v1/models` (OpenAI API reference shapes; Anthropic's list shape
-//! when the request carries `anthropic-version`), and the Anthropic
-//! Messages front ([`anthropic`]: `POST /v1/messages`).
+//! when the request carries `anthropic-version`), the pass-throughs
+//! `POST /v1/embeddings`, `POST /v1/rerank` and the legacy
+//! `POST /v1/completions` ([`passthrough`]), and the Anthropic Messages
+//! front ([`anthropic`]: `POST /v1/messages`).
 //!
 //! Request flow: read the body head ([`ChatRequestHead`]) → resolve the model
 //! ([`crate::registry`]) → rewrite `model` to the upstream name (and, when
@@ -16,7 +18,10 @@
 
 pub mod anthropic;
 mod call;
+mod passthrough;
 mod stream;
+
+pub use passthrough::{completions, embeddings, rerank};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -154,33 +159,14 @@ fn exceeded_cap(
     head: &ChatRequestHead,
     limits: &crate::config::LimitsConfig,
 ) -> Option<OpenAiError> {
+    if let Some(error) =
+        exceeded_output_cap(head.n, head.max_tokens, head.max_completion_tokens, limits)
+    {
+        return Some(error);
+    }
     let over = |param: &'static str, what: String| {
         Some(OpenAiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", what).param(param))
     };
-    if let Some(n) = head.n.filter(|n| *n > u64::from(limits.max_n)) {
-        return over(
-            "n",
-            format!(
-                "`n` is {n}; this server allows at most {} choices (limits.max_n)",
-                limits.max_n
-            ),
-        );
-    }
-    for (param, value) in [
-        ("max_tokens", head.max_tokens),
-        ("max_completion_tokens", head.max_completion_tokens),
-    ] {
-        if let Some(value) = value.filter(|v| *v > u64::from(limits.max_output_tokens)) {
-            return over(
-                param,
-                format!(
-                    "`{param}` is {value}; this server allows at most {} output tokens \
-                     (limits.max_output_tokens)",
-                    limits.max_output_tokens
-                ),
-            );
-        }
-    }
     if head.message_count > limits.max_messages as usize {
         return over(
             "messages",
@@ -198,6 +184,45 @@ fn exceeded_cap(
                 limits.max_tools
             ),
         );
+    }
+    None
+}
+
+/// The `[limits]` caps on output (`n`, `max_tokens`,
+/// `max_completion_tokens`) of a generating request (chat or legacy
+/// completion): the first one exceeded, as a 400 naming the field.
+fn exceeded_output_cap(
+    n: Option<u64>,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    limits: &crate::config::LimitsConfig,
+) -> Option<OpenAiError> {
+    let over = |param: &'static str, what: String| {
+        Some(OpenAiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", what).param(param))
+    };
+    if let Some(n) = n.filter(|n| *n > u64::from(limits.max_n)) {
+        return over(
+            "n",
+            format!(
+                "`n` is {n}; this server allows at most {} choices (limits.max_n)",
+                limits.max_n
+            ),
+        );
+    }
+    for (param, value) in [
+        ("max_tokens", max_tokens),
+        ("max_completion_tokens", max_completion_tokens),
+    ] {
+        if let Some(value) = value.filter(|v| *v > u64::from(limits.max_output_tokens)) {
+            return over(
+                param,
+                format!(
+                    "`{param}` is {value}; this server allows at most {} output tokens \
+                     (limits.max_output_tokens)",
+                    limits.max_output_tokens
+                ),
+            );
+        }
     }
     None
 }
@@ -363,7 +388,8 @@ async fn chat(
 /// then the `[[routes]]` by name (`owned_by: "modelyard"`, `provider: null`),
 /// in OpenAI's list shape plus `provider` and `context_window` (tokens,
 /// `null` when unknown; a route's is the smallest of its targets';
-/// snake_case like OpenAI's own fields). A request with an
+/// snake_case like OpenAI's own fields), and `type: "embedding"` on the
+/// models their provider says only embed (left out otherwise). A request with an
 /// `anthropic-version` header (Anthropic SDKs, Claude Code) gets
 /// Anthropic's list shape instead ([`anthropic::models`]).
 pub async fn list_models(Scoped(app): Scoped, headers: axum::http::HeaderMap) -> Response {
@@ -384,14 +410,18 @@ pub async fn list_models(Scoped(app): Scoped, headers: axum::http::HeaderMap) ->
                     }
                     let created = state.last_ok_at_ms.unwrap_or(0) / 1000;
                     for model in state.catalog.iter() {
-                        data.push(json!({
+                        let mut entry = json!({
                             "id": format!("{}/{}", provider.name(), model.model),
                             "object": "model",
                             "created": created,
                             "owned_by": provider.name(),
                             "provider": provider.name(),
                             "context_window": model.context_window,
-                        }));
+                        });
+                        if model.embedding {
+                            entry["type"] = json!("embedding");
+                        }
+                        data.push(entry);
                     }
                 }
                 // Routes: ids like any other, `owned_by` the gateway, the

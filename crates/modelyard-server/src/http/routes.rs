@@ -70,6 +70,10 @@ pub fn table() -> Vec<Route> {
             gateway::chat_completions,
         ),
         route(M::GET, "/v1/models", read, gateway::list_models),
+        route(M::POST, "/v1/embeddings", member, gateway::embeddings),
+        route(M::POST, "/v1/rerank", member, gateway::rerank),
+        route(M::POST, "/v1/reranking", member, gateway::rerank),
+        route(M::POST, "/v1/completions", member, gateway::completions),
         // Anthropic Messages front.
         route(
             M::POST,

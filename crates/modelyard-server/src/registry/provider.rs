@@ -87,6 +87,9 @@ pub struct CatalogModel {
     pub context_window_from: Option<&'static str>,
     /// Loaded state, for kinds that report it.
     pub loaded: Option<bool>,
+    /// Whether the provider says it only computes embeddings
+    /// ([`DiscoveredModel::embedding`]): listed with `type: "embedding"`.
+    pub embedding: bool,
 }
 
 /// One configured provider.
@@ -172,6 +175,7 @@ impl Provider {
             context_window_source,
             context_window_from,
             loaded: discovered.and_then(|d| d.loaded),
+            embedding: discovered.is_some_and(|d| d.embedding),
         }
     }
 

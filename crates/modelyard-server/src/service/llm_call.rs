@@ -14,7 +14,9 @@
 //!   provider's client ([`modelyard_upstream::ProviderClient`]), so every
 //!   call carries them; a custom base URL's client (`ProviderClient::guarded`)
 //!   has none by design, and no rules.
-//! - sending ([`LlmCall::send`]): the provider's deadlines (in the client),
+//! - sending ([`LlmCall::send`]) to the call's [`Endpoint`] (chat
+//!   completions, or the gateway's embeddings / rerank / legacy completions
+//!   pass-throughs): the provider's deadlines (in the client),
 //!   a disabled provider, a non-2xx answer read at most
 //!   [`MAX_ERROR_BODY_BYTES`] and described with the 401/403 (the
 //!   provider's credentials) and 3xx (redirects are not followed) wording.
@@ -102,6 +104,42 @@ pub fn compose(
         options.insert("stream_options".into(), json!({"include_usage": true}));
     }
     Value::Object(options)
+}
+
+/// The upstream endpoint a call posts to, under the provider's OpenAI API
+/// base. Every call the server composes is a chat completion (the
+/// default); the gateway's pass-throughs name theirs
+/// ([`LlmCall::from_raw_to`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Endpoint {
+    /// `POST {api_base}/chat/completions`.
+    #[default]
+    ChatCompletions,
+    /// `POST {api_base}/completions` (legacy, prompt-based).
+    Completions,
+    /// `POST {api_base}/embeddings`.
+    Embeddings,
+    /// `POST {api_base}/rerank` (llama.cpp, vLLM).
+    Rerank,
+}
+
+impl Endpoint {
+    /// Its path under the API base (no leading `/`).
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => modelyard_upstream::client::CHAT_COMPLETIONS_PATH,
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Rerank => "rerank",
+        }
+    }
+
+    /// Whether it generates text (chat and legacy completions): a
+    /// provider's `set_params` / `strip_params` (sampling fields) apply only
+    /// to these; an embeddings or rerank body changes only in `model`.
+    pub fn generates(self) -> bool {
+        matches!(self, Endpoint::ChatCompletions | Endpoint::Completions)
+    }
 }
 
 /// Whether `provider` has `set_params` or `strip_params`.
@@ -306,6 +344,9 @@ impl serde::Serialize for WithModel<'_> {
 pub struct LlmCall {
     target: Target,
     purpose: Purpose,
+    /// Where it is posted: chat completions unless built by
+    /// [`LlmCall::from_raw_to`].
+    endpoint: Endpoint,
     stream: bool,
     request: Bytes,
     sent_at_ms: i64,
@@ -359,20 +400,41 @@ impl LlmCall {
         stream: bool,
         request: Vec<u8>,
     ) -> Result<Self, LlmCallError> {
+        Self::from_raw_to(target, purpose, Endpoint::ChatCompletions, stream, request)
+    }
+
+    /// [`Self::from_raw`] posted to `endpoint` (the gateway's embeddings,
+    /// rerank and legacy completions pass-throughs); the parameter rules
+    /// apply only when it [generates](Endpoint::generates). Sending,
+    /// deadlines, status mapping, reading ([`Self::read_body`],
+    /// [`Self::read_stream`]) and the record are the same as chat's.
+    ///
+    /// # Errors
+    /// As [`Self::from_raw`].
+    pub fn from_raw_to(
+        target: &Target,
+        purpose: Purpose,
+        endpoint: Endpoint,
+        stream: bool,
+        request: Vec<u8>,
+    ) -> Result<Self, LlmCallError> {
         let rules = &target.provider.config;
-        let request = if has_param_rules(rules) {
+        let request = if endpoint.generates() && has_param_rules(rules) {
             openai::apply_param_rules(&request, &rules.set_params, &rules.strip_params)
                 .map_err(LlmCallError::InvalidRequest)?
         } else {
             request
         };
-        Ok(Self::start(target, purpose, stream, Bytes::from(request)))
+        let mut call = Self::start(target, purpose, stream, Bytes::from(request));
+        call.endpoint = endpoint;
+        Ok(call)
     }
 
     fn start(target: &Target, purpose: Purpose, stream: bool, request: Bytes) -> Self {
         Self {
             target: target.clone(),
             purpose,
+            endpoint: Endpoint::ChatCompletions,
             stream,
             request,
             sent_at_ms: now_ms(),
@@ -450,7 +512,8 @@ impl LlmCall {
         }
     }
 
-    /// Sends the request under the provider's deadlines. A non-2xx answer
+    /// Sends the request (to its [`Endpoint`]) under the provider's
+    /// deadlines. A non-2xx answer
     /// is an error whose body was read (at most [`MAX_ERROR_BODY_BYTES`]);
     /// a streamed request answered with something other than an event
     /// stream is one too.
@@ -467,7 +530,7 @@ impl LlmCall {
         };
         self.sent_at_ms = now_ms();
         let upstream = client
-            .chat_completions(self.request.clone(), self.stream)
+            .post_json(self.endpoint.path(), self.request.clone(), self.stream)
             .await
             .map_err(LlmCallError::Send)?;
         let status = upstream.status();

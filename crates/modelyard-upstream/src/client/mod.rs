@@ -100,6 +100,9 @@ pub struct ProviderClient {
     chat_url: String,
 }
 
+/// The chat-completions path under the API base (`{api_base}/chat/completions`).
+pub const CHAT_COMPLETIONS_PATH: &str = "chat/completions";
+
 /// Strips userinfo and query from a URL for messages and logs.
 pub fn redact_url(url: &str) -> String {
     match Url::parse(url) {
@@ -208,7 +211,7 @@ impl ProviderClient {
             Some(root) => (base.clone(), root.to_owned()),
             None => (format!("{base}/v1"), base.clone()),
         };
-        let chat_url = format!("{api_base}/chat/completions");
+        let chat_url = format!("{api_base}/{CHAT_COMPLETIONS_PATH}");
         Ok(Self {
             endpoint,
             http,
@@ -247,7 +250,23 @@ impl ProviderClient {
         }
     }
 
-    /// `POST {api_base}/chat/completions` with `body` as is.
+    /// `POST {api_base}/chat/completions` with `body` as is
+    /// ([`Self::post_json`] with [`CHAT_COMPLETIONS_PATH`]).
+    ///
+    /// # Errors
+    /// As [`Self::post_json`].
+    pub async fn chat_completions(
+        &self,
+        body: Bytes,
+        stream: bool,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        self.post_json(CHAT_COMPLETIONS_PATH, body, stream).await
+    }
+
+    /// `POST {api_base}/{path}` with the JSON `body` as is: any
+    /// OpenAI-style endpoint (`chat/completions`, `completions`,
+    /// `embeddings`, `rerank`), under the same deadlines, headers and
+    /// redirect rule as chat.
     ///
     /// For `stream == true`, the response must arrive and its first chunk be
     /// read within `first_token_ms`; otherwise only `total_ms` applies.
@@ -256,11 +275,21 @@ impl ProviderClient {
     /// [`UpstreamError::Unreachable`] or [`UpstreamError::Timeout`]; a
     /// non-success HTTP status is *not* an error here (see
     /// [`UpstreamResponse::status`]).
-    pub async fn chat_completions(
+    pub async fn post_json(
         &self,
+        path: &str,
         body: Bytes,
         stream: bool,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        let url: std::borrow::Cow<'_, str> = if path == CHAT_COMPLETIONS_PATH {
+            std::borrow::Cow::Borrowed(&self.chat_url)
+        } else {
+            std::borrow::Cow::Owned(format!(
+                "{}/{}",
+                self.api_base,
+                path.trim_start_matches('/')
+            ))
+        };
         let t = self.endpoint.timeouts;
         let started = Instant::now();
         let total_deadline = started + Duration::from_millis(t.total_ms);
@@ -275,13 +304,13 @@ impl ProviderClient {
         };
         let request = self
             .http
-            .post(&self.chat_url)
+            .post(url.as_ref())
             .header(CONTENT_TYPE, "application/json")
             .body(body)
             .send();
         let response = match timeout_at(first_deadline, request).await {
             Ok(Ok(response)) => response,
-            Ok(Err(err)) => return Err(self.send_error(&self.chat_url, err)),
+            Ok(Err(err)) => return Err(self.send_error(&url, err)),
             Err(_) => {
                 return Err(UpstreamError::Timeout {
                     provider: self.name(),

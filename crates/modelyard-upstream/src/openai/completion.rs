@@ -74,6 +74,9 @@ struct RawCompletion<'a> {
 struct CompletionChoice {
     #[serde(default)]
     message: Option<CompletionMessage>,
+    /// A legacy completion's text (`choices[].text`).
+    #[serde(default)]
+    text: Option<String>,
     #[serde(default)]
     finish_reason: Option<String>,
 }
@@ -109,8 +112,10 @@ pub enum CompletionError {
     InBand(String),
 }
 
-/// Rewrites the `model` of a non-streamed completion to `client_model` and
-/// summarizes it.
+/// Rewrites the `model` of a non-streamed answer to `client_model` and
+/// summarizes it: a chat completion (`choices[0].message`), a legacy
+/// completion (`choices[0].text`), or an answer without choices (embeddings,
+/// rerank), whose summary is its `usage`.
 ///
 /// # Errors
 /// [`CompletionError`].
@@ -131,8 +136,9 @@ pub fn rewrite_completion(
     };
     if let Some(choice) = raw.choices.into_iter().next() {
         summary.finish_reason = choice.finish_reason;
+        summary.text = choice.text;
         if let Some(message) = choice.message {
-            summary.text = message.content;
+            summary.text = message.content.or(summary.text);
             summary.reasoning = message.reasoning_content;
             summary.tool_calls = message.tool_calls.filter(|v| !v.is_null());
         }

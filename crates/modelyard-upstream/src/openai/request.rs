@@ -38,7 +38,7 @@ pub struct ChatRequestHead {
     /// `stream_options.include_usage` as the client sent it.
     pub client_include_usage: bool,
     /// The `stream_options` object and its byte range, when present.
-    stream_options: Option<(serde_json::Map<String, serde_json::Value>, Range<usize>)>,
+    stream_options: Option<StreamOptions>,
     /// Offset just after the opening `{`.
     object_start: usize,
     /// `n`, if present and not `null` (numbers too large for `u64` saturate).
@@ -134,7 +134,10 @@ fn array_len<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ArrayLen>,
 
 /// A non-negative integer member (`n`, `max_tokens`): `None` when absent or
 /// `null`; integral floats are accepted and large values saturate.
-fn count_member(raw: Option<&RawValue>, field: &'static str) -> Result<Option<u64>, RequestError> {
+pub(super) fn count_member(
+    raw: Option<&RawValue>,
+    field: &'static str,
+) -> Result<Option<u64>, RequestError> {
     let Some(raw) = is_null(raw) else {
         return Ok(None);
     };
@@ -155,7 +158,9 @@ fn count_member(raw: Option<&RawValue>, field: &'static str) -> Result<Option<u6
 
 /// `Some(raw)` for a member that is present, even when its value is `null`
 /// (plain `Option` would turn `null` into `None` and lose its span).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+pub(super) fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(d).map(Some)
 }
 
@@ -164,7 +169,7 @@ pub(super) fn span_of(body: &str, raw: &RawValue) -> Range<usize> {
     start..start + raw.get().len()
 }
 
-fn is_null(raw: Option<&RawValue>) -> Option<&RawValue> {
+pub(super) fn is_null(raw: Option<&RawValue>) -> Option<&RawValue> {
     raw.filter(|r| r.get() != "null")
 }
 
@@ -265,40 +270,66 @@ impl ChatRequestHead {
     /// streaming requests `stream_options.include_usage` forced to `true`
     /// (so usage is always captured). Every other byte is kept.
     pub fn upstream_body(&self, body: &[u8], upstream_model: &str) -> Vec<u8> {
-        let model_json = serde_json::Value::String(upstream_model.to_owned()).to_string();
-        let mut edits: Vec<(Range<usize>, String)> = Vec::with_capacity(2);
-        let mut inserts = String::new();
-        match &self.model_span {
-            Some(span) => edits.push((span.clone(), model_json)),
-            None => {
-                inserts.push_str("\"model\":");
-                inserts.push_str(&model_json);
-                inserts.push(',');
-            }
-        }
-        if self.stream && !self.client_include_usage {
-            match &self.stream_options {
-                Some((map, span)) => {
-                    let mut map = map.clone();
-                    map.insert("include_usage".into(), serde_json::Value::Bool(true));
-                    edits.push((span.clone(), serde_json::Value::Object(map).to_string()));
-                }
-                None => inserts.push_str("\"stream_options\":{\"include_usage\":true},"),
-            }
-        }
-        if !inserts.is_empty() {
-            // An object with no members gets no trailing comma.
-            let rest_is_empty = body[self.object_start..]
-                .iter()
-                .find(|b| !b.is_ascii_whitespace())
-                == Some(&b'}');
-            if rest_is_empty {
-                inserts.pop();
-            }
-            edits.push((self.object_start..self.object_start, inserts));
-        }
-        splice(body, edits)
+        let force_usage =
+            (self.stream && !self.client_include_usage).then_some(self.stream_options.as_ref());
+        routed_body(
+            body,
+            self.object_start,
+            self.model_span.as_ref(),
+            upstream_model,
+            force_usage,
+        )
     }
+}
+
+/// The stream options a request sent (the object and its byte range), when
+/// present (`null` reads as an empty object).
+pub(super) type StreamOptions = (serde_json::Map<String, serde_json::Value>, Range<usize>);
+
+/// A request body with `model` set to `upstream_model` (spliced into
+/// `model_span`, or added first after the opening `{` at `object_start`)
+/// and, when `force_usage` is `Some(options)`, `stream_options.include_usage`
+/// set to `true` (in the client's `stream_options`, or added). Every other
+/// byte is kept.
+pub(super) fn routed_body(
+    body: &[u8],
+    object_start: usize,
+    model_span: Option<&Range<usize>>,
+    upstream_model: &str,
+    force_usage: Option<Option<&StreamOptions>>,
+) -> Vec<u8> {
+    let model_json = serde_json::Value::String(upstream_model.to_owned()).to_string();
+    let mut edits: Vec<(Range<usize>, String)> = Vec::with_capacity(2);
+    let mut inserts = String::new();
+    match model_span {
+        Some(span) => edits.push((span.clone(), model_json)),
+        None => {
+            inserts.push_str("\"model\":");
+            inserts.push_str(&model_json);
+            inserts.push(',');
+        }
+    }
+    match force_usage {
+        Some(Some((map, span))) => {
+            let mut map = map.clone();
+            map.insert("include_usage".into(), serde_json::Value::Bool(true));
+            edits.push((span.clone(), serde_json::Value::Object(map).to_string()));
+        }
+        Some(None) => inserts.push_str("\"stream_options\":{\"include_usage\":true},"),
+        None => {}
+    }
+    if !inserts.is_empty() {
+        // An object with no members gets no trailing comma.
+        let rest_is_empty = body[object_start..]
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            == Some(&b'}');
+        if rest_is_empty {
+            inserts.pop();
+        }
+        edits.push((object_start..object_start, inserts));
+    }
+    splice(body, edits)
 }
 
 /// Applies a provider's parameter rules to a request body: removes the

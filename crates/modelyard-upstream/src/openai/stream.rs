@@ -1,5 +1,6 @@
-//! A streamed completion: what each chunk is, and the accumulated answer
-//! for the call log.
+//! A streamed completion — chat chunks (`choices[].delta`) or legacy
+//! completion chunks (`choices[].text`) — what each chunk is, and the
+//! accumulated answer for the call log.
 
 use std::borrow::Cow;
 
@@ -28,6 +29,9 @@ struct ChunkChoice<'a> {
     index: u32,
     #[serde(borrow, default)]
     delta: Option<ChunkDelta<'a>>,
+    /// A legacy completion chunk's text (`choices[].text`).
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
     #[serde(default)]
     finish_reason: Option<String>,
 }
@@ -156,6 +160,10 @@ impl StreamAccumulator {
         for choice in choices.into_iter().filter(|c| c.index == 0) {
             if let Some(reason) = choice.finish_reason {
                 self.finish_reason = Some(reason);
+            }
+            if let Some(text) = choice.text {
+                self.grow(text.len())?;
+                self.text.push_str(&text);
             }
             let Some(delta) = choice.delta else { continue };
             if let Some(content) = delta.content {

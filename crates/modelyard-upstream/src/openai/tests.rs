@@ -491,3 +491,187 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn embeddings_head_reads_input_shapes_and_splices_only_the_model() {
+    let body = br#"{ "input" : ["a b", "c"], "model":"p/emb" ,"encoding_format":"base64","user":"u1","dimensions":8}"#;
+    let head = EmbeddingsRequestHead::parse(body).unwrap();
+    assert_eq!(head.model.as_deref(), Some("p/emb"));
+    assert_eq!(head.input, TextInput::Texts(2));
+    assert_eq!(head.input.count(), 2);
+    assert_eq!(head.encoding_format.as_deref(), Some("base64"));
+    assert_eq!(head.user.as_deref(), Some("u1"));
+    assert_eq!(
+        String::from_utf8(head.upstream_body(body, "emb")).unwrap(),
+        r#"{ "input" : ["a b", "c"], "model":"emb" ,"encoding_format":"base64","user":"u1","dimensions":8}"#
+    );
+    let shapes: [(&[u8], TextInput); 4] = [
+        (br#"{"input":"one"}"#, TextInput::Text),
+        (br#"{"input":[1,2,3]}"#, TextInput::Tokens(3)),
+        (br#"{"input":[[1,2],[3]]}"#, TextInput::TokenArrays(2)),
+        (br#"{"input":[]}"#, TextInput::Texts(0)),
+    ];
+    for (body, input) in shapes {
+        let head = EmbeddingsRequestHead::parse(body).unwrap();
+        assert_eq!(head.input, input, "{}", String::from_utf8_lossy(body));
+        assert_eq!(head.model, None);
+    }
+    // No `model`: added first.
+    let head = EmbeddingsRequestHead::parse(br#"{"input":"x"}"#).unwrap();
+    assert_eq!(
+        head.upstream_body(br#"{"input":"x"}"#, "m"),
+        br#"{"model":"m","input":"x"}"#.to_vec()
+    );
+    for (body, err) in [
+        (&br#"{"model":"m"}"#[..], RequestError::Missing("input")),
+        (
+            br#"{"model":"m","input":null}"#,
+            RequestError::Missing("input"),
+        ),
+        (
+            br#"{"model":"m","input":{"a":1}}"#,
+            RequestError::FieldType {
+                field: "input",
+                expected: "a string, an array of strings, an array of token ids or an \
+                           array of token-id arrays",
+            },
+        ),
+        (
+            br#"{"model":7,"input":"x"}"#,
+            RequestError::FieldType {
+                field: "model",
+                expected: "a string",
+            },
+        ),
+    ] {
+        assert_eq!(EmbeddingsRequestHead::parse(body).unwrap_err(), err);
+    }
+    assert!(matches!(
+        EmbeddingsRequestHead::parse(br#"{"input":["a",1]}"#),
+        Err(RequestError::FieldType { field: "input", .. })
+    ));
+    assert!(matches!(
+        EmbeddingsRequestHead::parse(b"[1]"),
+        Err(RequestError::NotJson(_))
+    ));
+}
+
+#[test]
+fn rerank_head_needs_a_query_and_documents() {
+    let body = br#"{"model":"p/r","query":"q","documents":["a","b","c"],"top_n":2}"#;
+    let head = RerankRequestHead::parse(body).unwrap();
+    assert_eq!((head.documents, head.top_n), (3, Some(2)));
+    assert_eq!(
+        head.upstream_body(body, "r"),
+        br#"{"model":"r","query":"q","documents":["a","b","c"],"top_n":2}"#.to_vec()
+    );
+    // llama.cpp's TEI-style `texts`.
+    let head = RerankRequestHead::parse(br#"{"query":"q","texts":["a"]}"#).unwrap();
+    assert_eq!(head.documents, 1);
+    assert_eq!(
+        RerankRequestHead::parse(br#"{"documents":[]}"#).unwrap_err(),
+        RequestError::Missing("query")
+    );
+    assert_eq!(
+        RerankRequestHead::parse(br#"{"query":"q"}"#).unwrap_err(),
+        RequestError::Missing("documents")
+    );
+    assert!(matches!(
+        RerankRequestHead::parse(br#"{"query":1,"documents":[]}"#),
+        Err(RequestError::FieldType { field: "query", .. })
+    ));
+    assert!(matches!(
+        RerankRequestHead::parse(br#"{"query":"q","documents":"a"}"#),
+        Err(RequestError::FieldType {
+            field: "documents",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn completion_head_forces_usage_for_streams() {
+    let body = br#"{"model":"p/m","prompt":"Once","stream":true,"max_tokens":5,"n":1}"#;
+    let head = CompletionRequestHead::parse(body).unwrap();
+    assert!(head.stream && !head.client_include_usage);
+    assert_eq!(head.prompt, TextInput::Text);
+    assert_eq!((head.max_tokens, head.n), (Some(5), Some(1)));
+    assert_eq!(
+        String::from_utf8(head.upstream_body(body, "m")).unwrap(),
+        r#"{"stream_options":{"include_usage":true},"model":"m","prompt":"Once","stream":true,"max_tokens":5,"n":1}"#
+    );
+    let body = br#"{"model":"p/m","prompt":["a","b"],"stream":true,"stream_options":{"include_usage":true}}"#;
+    let head = CompletionRequestHead::parse(body).unwrap();
+    assert!(head.client_include_usage);
+    assert_eq!(head.prompt, TextInput::Texts(2));
+    assert_eq!(
+        head.upstream_body(body, "m"),
+        br#"{"model":"m","prompt":["a","b"],"stream":true,"stream_options":{"include_usage":true}}"#.to_vec()
+    );
+    // Not streamed: only the model changes.
+    let body = br#"{"model":"p/m","prompt":"x"}"#;
+    let head = CompletionRequestHead::parse(body).unwrap();
+    assert_eq!(
+        head.upstream_body(body, "m"),
+        br#"{"model":"m","prompt":"x"}"#.to_vec()
+    );
+    assert_eq!(
+        CompletionRequestHead::parse(br#"{"model":"m"}"#).unwrap_err(),
+        RequestError::Missing("prompt")
+    );
+    assert!(matches!(
+        CompletionRequestHead::parse(br#"{"prompt":"x","stream":"yes"}"#),
+        Err(RequestError::FieldType {
+            field: "stream",
+            ..
+        })
+    ));
+    assert!(matches!(
+        CompletionRequestHead::parse(br#"{"prompt":"x","max_tokens":-1}"#),
+        Err(RequestError::FieldType {
+            field: "max_tokens",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn legacy_completions_and_embeddings_are_summarized() {
+    let body = br#"{"id":"c","object":"text_completion","model":"up","choices":[{"text":" the end","index":0,"logprobs":null,"finish_reason":"length"}],"usage":{"prompt_tokens":2,"completion_tokens":3,"total_tokens":5}}"#;
+    let out = rewrite_completion(body, "p/m").unwrap();
+    assert_eq!(out.summary.text.as_deref(), Some(" the end"));
+    assert_eq!(out.summary.finish_reason.as_deref(), Some("length"));
+    assert_eq!(out.summary.usage.completion_tokens, Some(3));
+    assert!(String::from_utf8(out.body)
+        .unwrap()
+        .contains(r#""model":"p/m""#));
+
+    let body = br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5,-1e-3]}],"model":"up","usage":{"prompt_tokens":4,"total_tokens":4}}"#;
+    let out = rewrite_completion(body, "p/e").unwrap();
+    assert_eq!(out.summary.text, None);
+    assert_eq!(out.summary.usage.prompt_tokens, Some(4));
+    assert_eq!(out.summary.usage.total_tokens, Some(4));
+    assert_eq!(
+        String::from_utf8(out.body).unwrap(),
+        r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5,-1e-3]}],"model":"p/e","usage":{"prompt_tokens":4,"total_tokens":4}}"#
+    );
+
+    let mut acc = StreamAccumulator::default();
+    for chunk in [
+        r#"{"choices":[{"text":" a","index":0,"finish_reason":null}],"model":"up","object":"text_completion"}"#,
+        r#"{"choices":[{"text":" b","index":0,"finish_reason":"length"}],"model":"up","usage":{"prompt_tokens":2,"completion_tokens":2,"total_tokens":4}}"#,
+    ] {
+        match acc.accept(chunk.as_bytes(), "p/m").unwrap() {
+            ChunkKind::Forward(body) => {
+                assert!(String::from_utf8(body)
+                    .unwrap()
+                    .contains(r#""model":"p/m""#))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let summary = acc.summary();
+    assert_eq!(summary.text.as_deref(), Some(" a b"));
+    assert_eq!(summary.finish_reason.as_deref(), Some("length"));
+    assert_eq!(summary.usage.total_tokens, Some(4));
+}
