@@ -283,25 +283,25 @@ async fn run_all(plan: &Plan, servers: &Servers) -> Result<Results> {
     };
 
     r.serial = log
-        .each("serial", &targets, |t| async move {
+        .each("serial", targets, |t| async move {
             load::serial(client, &t, plan.serial).await
         })
         .await;
     for rate in plan.rates {
         let runs = log
-            .each(&format!("paced {rate}/s"), &targets, |t| async move {
+            .each(&format!("paced {rate}/s"), targets, |t| async move {
                 load::paced(client, &t, rate, plan.paced).await
             })
             .await;
         r.paced.push((rate, runs));
     }
     r.saturation = log
-        .each("saturation", &targets, |t| async move {
+        .each("saturation", targets, |t| async move {
             load::closed_loop(client, &t, plan.concurrency, plan.saturation).await
         })
         .await;
     r.streaming = log
-        .each("streaming", &targets, |t| async move {
+        .each("streaming", targets, |t| async move {
             load::streaming(client, &t, plan.streams).await
         })
         .await;

@@ -494,7 +494,12 @@ pub async fn start(
     })?;
     let bus: Arc<dyn crate::conversations::bus::EventBus> =
         Arc::new(crate::conversations::bus::InProcessBus::default());
-    crate::conversations::engine::recover_interrupted(&store, bus.as_ref()).await;
+    crate::conversations::engine::recover_interrupted(
+        &store,
+        bus.as_ref(),
+        config.cluster.as_ref(),
+    )
+    .await;
     let live = crate::conversations::live::LiveTurns::new(
         crate::conversations::live::DEFAULT_MAX_EVENTS,
         config.turns.tool_output_buffer_bytes,
@@ -535,6 +540,7 @@ pub async fn start(
         project,
     };
     crate::conversations::engine::spawn_sweeper(state.clone(), sweep_every);
+    crate::conversations::engine::spawn_lease_renewal(state.clone());
     // Keys created or revoked elsewhere (the CLI, another replica) take
     // effect within KEY_COUNT_INTERVAL.
     let auth_state = state.clone();

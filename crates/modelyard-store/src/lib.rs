@@ -40,6 +40,7 @@ mod conversations;
 mod error;
 mod favorites;
 mod keys;
+mod leases;
 mod llms;
 mod projects;
 mod sessions;
@@ -53,6 +54,7 @@ pub use conversations::{
 pub use error::{redact_url, StoreError};
 pub use favorites::FavoriteRow;
 pub use keys::{ApiKeyRow, Revoke, Role};
+pub use leases::TurnLease;
 pub use llms::{
     LlmConfigFields, LlmConfigFilter, LlmConfigRow, DEFAULT_LLM_CONFIG_LIMIT, MAX_LLM_CONFIG_LIMIT,
 };

@@ -29,6 +29,7 @@ use modelyard_core::ProviderName;
 use modelyard_upstream::{ProviderKind, Timeouts};
 use url::Url;
 
+mod cluster;
 mod defaults;
 mod load;
 mod providers;
@@ -63,6 +64,26 @@ pub struct Config {
     /// `[[routes]]`: named model ids that stand for several deployments,
     /// in file order.
     pub routes: Vec<RouteConfig>,
+    /// `[cluster]`: present when several replicas share the database.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: this server is one of several replicas on one PostgreSQL
+/// database. Running turns are owned by lease (docs/design.md#replicas).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This replica's name (`replica_id`, default `<host name>-<pid>`):
+    /// the owner recorded on the turns it runs.
+    pub replica_id: String,
+    /// NATS server for live events between replicas (`nats_url`,
+    /// `MODELYARD_CLUSTER_NATS_URL`); accepted but not used yet: replicas
+    /// poll the store for each other's events.
+    pub nats_url: Option<String>,
+    /// How long a turn's lease lasts without renewal, ms (`turn_lease_ms`,
+    /// default 10 000, 1 000..=600 000); the owner renews it every third
+    /// of that (at most every second). A turn whose lease ran out is
+    /// closed as interrupted by any replica's sweeper.
+    pub turn_lease_ms: u64,
 }
 
 /// `[routing]`: how a model call is retried and when a deployment (one

@@ -27,6 +27,15 @@ pub(super) struct RawConfig {
     pub(super) routing: RawRouting,
     #[serde(default)]
     pub(super) routes: Vec<RawRoute>,
+    pub(super) cluster: Option<RawCluster>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub(super) nats_url: Option<String>,
+    pub(super) replica_id: Option<String>,
+    pub(super) turn_lease_ms: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]

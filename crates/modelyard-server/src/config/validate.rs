@@ -28,6 +28,7 @@ pub(super) fn validate(
     let security = security(raw.security);
     let routing = super::routing::routing(raw.routing, source_name)?;
     let routes = super::routing::routes(raw.routes, &providers, source_name)?;
+    let cluster = super::cluster::cluster(raw.cluster, &storage, source_name)?;
     Ok(Config {
         source: path.map(Path::to_owned),
         server,
@@ -39,6 +40,7 @@ pub(super) fn validate(
         security,
         routing,
         routes,
+        cluster,
     })
 }
 

@@ -217,6 +217,9 @@ impl FeedItem {
     }
 }
 
+/// How often an events feed reads the store for other replicas' events.
+pub const CLUSTER_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// What a feed reads: the project's store and this process's running turns.
 #[derive(Debug, Clone, Copy)]
 pub struct Source<'a> {
@@ -226,6 +229,10 @@ pub struct Source<'a> {
     pub project: &'a ProjectId,
     /// Running turns (their buffers of transient events).
     pub live: &'a LiveTurns,
+    /// With `[cluster]`: how often the live tail also reads the store, so
+    /// events appended by other replicas arrive (their deltas do not: the
+    /// final message carries the text).
+    pub poll: Option<std::time::Duration>,
 }
 
 /// The subscriber's position in a turn run that is still running (its
@@ -383,9 +390,21 @@ pub async fn feed(
                 return;
             }
         }
-        // Live.
+        // Live (and, across replicas, a look at the store now and then).
+        let mut poll = src.poll.map(|every| {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        });
         loop {
-            match rx.recv().await {
+            let received = match poll.as_mut() {
+                None => rx.recv().await,
+                Some(ticks) => tokio::select! {
+                    received = rx.recv() => received,
+                    _ = ticks.tick() => break, // read the store from `seq`
+                },
+            };
+            match received {
                 Ok(BusMessage::Persisted(e)) => {
                     if e.seq <= seq {
                         continue;

@@ -409,6 +409,16 @@ pub async fn cancel(app: &AppState, id: &str, turn_id: &str) -> Result<(), Servi
             app.append_and_publish(id, vec![payload]).await?;
             Ok(())
         }
+        // Running on another replica: its owner cancels it when it next
+        // renews its leases (within a second).
+        Some(turn)
+            if turn.conversation_id == id
+                && turn.status == TurnStatus::Running
+                && app.config.cluster.is_some()
+                && app.store.request_turn_cancel(&app.project, turn_id).await? =>
+        {
+            Ok(())
+        }
         Some(turn) if turn.conversation_id == id => Err(ServiceError::conflict(
             "turn_not_running",
             format!(
@@ -462,6 +472,18 @@ async fn launch(
         .map(|e| e.seq)
         .unwrap_or_default();
     let last_seq = events.last().map(|e| e.seq).unwrap_or_default();
+    // Replicas: this one owns the run; others leave the turn alone while
+    // the lease is renewed (docs/design.md#replicas).
+    if let Some(cluster) = &app.config.cluster {
+        let until = crate::clock::now_ms() + cluster.turn_lease_ms as i64;
+        if let Err(err) = app
+            .store
+            .take_turn_lease(&app.project, turn_id, &cluster.replica_id, until)
+            .await
+        {
+            tracing::warn!(turn = %turn_id, error = %err, "cannot take the turn's lease");
+        }
+    }
     let live = app.live.start(id, turn_id, run_seq, last_seq);
     for event in &events {
         app.bus

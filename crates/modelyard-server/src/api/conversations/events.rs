@@ -92,6 +92,11 @@ pub(crate) fn sse_response(
             store: &app.store,
             project: &app.project,
             live: &app.live,
+            poll: app
+                .config
+                .cluster
+                .as_ref()
+                .map(|_| crate::service::replay::CLUSTER_POLL),
         };
         tokio::select! {
             () = replay::feed(source, &conversation_id, from, rx, tx, until_turn.as_deref()) => {}

@@ -58,7 +58,7 @@ mod tests;
 
 pub use request::{compacted, openai_messages, NO_TOOL_RESULT};
 pub use run::{run_turn, CLOSE_RETRY_FIRST, CLOSE_RETRY_MAX};
-pub use sweep::{recover_interrupted, spawn_sweeper, SWEEP_CONFIRM};
+pub use sweep::{recover_interrupted, spawn_lease_renewal, spawn_sweeper, SWEEP_CONFIRM};
 
 pub use super::call::CHECKPOINT_EVERY;
 

@@ -129,6 +129,16 @@ struct Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         self.app.live.finish(&self.turn_id);
+        // A replica's lease on the turn ends with its run (the closing
+        // append is done, or the run died and the lease would run out).
+        if self.app.config.cluster.is_some() {
+            let (store, turn_id) = (self.app.store.clone(), self.turn_id.clone());
+            tokio::spawn(async move {
+                if let Err(err) = store.release_turn_lease(&turn_id).await {
+                    tracing::warn!(turn = %turn_id, error = %err, "cannot release turn lease");
+                }
+            });
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Closing orphaned turns: start-up recovery and the periodic sweeper.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use modelyard_core::conversation::EventPayload;
@@ -13,9 +14,53 @@ use crate::conversations::live::LiveTurns;
 
 /// Closes turns that a stopped process left `running` with
 /// `turn.interrupted`, keeping their checkpointed text (at start-up, before
-/// any turn runs here).
-pub async fn recover_interrupted(store: &Store, bus: &dyn EventBus) {
-    close_orphans(store, bus, &|_| false, "turn interrupted by a restart").await;
+/// any turn runs here). With `[cluster]`, only turns no live replica holds
+/// a lease on (docs/design.md#replicas): this replica's own earlier leases
+/// are ended first, since a restarted process runs none of them.
+pub async fn recover_interrupted(
+    store: &Store,
+    bus: &dyn EventBus,
+    cluster: Option<&crate::config::ClusterConfig>,
+) {
+    let held = match cluster {
+        None => HashSet::new(),
+        Some(cluster) => {
+            if let Err(err) = store.expire_turn_leases_of(&cluster.replica_id).await {
+                tracing::warn!(error = %err, "cannot end this replica's earlier turn leases");
+            }
+            held_elsewhere(store, cluster).await
+        }
+    };
+    close_orphans(
+        store,
+        bus,
+        &|id| held.contains(id),
+        "turn interrupted by a restart",
+    )
+    .await;
+}
+
+/// Running turns that a replica holds a lease on now, or that started less
+/// than one lease ago without one (their lease is being taken).
+async fn held_elsewhere(store: &Store, cluster: &crate::config::ClusterConfig) -> HashSet<String> {
+    let mut held = HashSet::new();
+    let Ok(running) = store.running_turns().await else {
+        return held;
+    };
+    let now = now_ms();
+    let lease_ms = cluster.turn_lease_ms as i64;
+    for (_, turn) in running {
+        let alive = match store.turn_lease(&turn.id).await {
+            Ok(Some(lease)) => lease.lease_until_ms > now,
+            Ok(None) => turn.started_at_ms + lease_ms > now,
+            // Unknown: leave it for a later pass.
+            Err(_) => true,
+        };
+        if alive {
+            held.insert(turn.id);
+        }
+    }
+    held
 }
 
 /// Closes, as `turn.interrupted` with their checkpointed text, the turns
@@ -83,11 +128,8 @@ pub const SWEEP_CONFIRM: Duration = Duration::from_secs(1);
 /// stays blocked. A candidate is confirmed after [`SWEEP_CONFIRM`]. Stops
 /// when the server starts shutting down.
 ///
-/// This assumes one server per database: with several replicas, a turn
-/// running in another replica is not live here and would be closed. Running
-/// replicas need turn leases (an owner and an expiry renewed by the running
-/// replica) before the sweeper can tell a dead turn from a remote one; that
-/// is a later issue.
+/// With `[cluster]`, a turn another replica holds a live lease on is not
+/// an orphan; one whose lease ran out (its replica died) is.
 pub fn spawn_sweeper(app: AppState, every: Duration) -> tokio::task::JoinHandle<()> {
     let stop = app.live.shutdown_token();
     tokio::spawn(async move {
@@ -124,7 +166,13 @@ async fn sweep(app: &AppState, stop: &tokio_util::sync::CancellationToken) {
         () = stop.cancelled() => return,
     }
     let live: &LiveTurns = &app.live;
-    let is_live = |id: &str| !candidates.iter().any(|c| c == id) || live.get(id).is_some();
+    let held = match &app.config.cluster {
+        Some(cluster) => held_elsewhere(&app.store, cluster).await,
+        None => HashSet::new(),
+    };
+    let is_live = |id: &str| {
+        !candidates.iter().any(|c| c == id) || live.get(id).is_some() || held.contains(id)
+    };
     close_orphans(
         &app.store,
         app.bus.as_ref(),
@@ -132,4 +180,39 @@ async fn sweep(app: &AppState, stop: &tokio_util::sync::CancellationToken) {
         "turn running nowhere closed as interrupted",
     )
     .await;
+}
+
+/// With `[cluster]`: renews this replica's turn leases every third of
+/// `turn_lease_ms` (at most every second) and cancels the turns another
+/// replica asked to cancel. Stops when the server starts shutting down.
+pub fn spawn_lease_renewal(app: AppState) -> Option<tokio::task::JoinHandle<()>> {
+    let cluster = app.config.cluster.clone()?;
+    let stop = app.live.shutdown_token();
+    let every = Duration::from_millis((cluster.turn_lease_ms / 3).min(1_000));
+    Some(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            let until = now_ms() + cluster.turn_lease_ms as i64;
+            match app
+                .store
+                .renew_turn_leases(&cluster.replica_id, until)
+                .await
+            {
+                Ok(cancel) => {
+                    for turn_id in cancel {
+                        if let Some(turn) = app.live.get(&turn_id) {
+                            tracing::info!(turn = %turn_id, "cancel requested by another replica");
+                            turn.cancel.cancel();
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot renew turn leases"),
+            }
+        }
+    }))
 }

@@ -150,6 +150,7 @@ impl Fixture {
             store: &self.store,
             project: &self.project,
             live: &self.live,
+            poll: None,
         }
     }
 

@@ -1,0 +1,179 @@
+//! Two replicas of the built binary on one PostgreSQL database (`[cluster]`):
+//! a turn running on one is seen, cancelled and, when its replica dies,
+//! closed from the other; a replica that restarts leaves the other's turns
+//! alone. Needs `MODELYARD_TEST_POSTGRES_URL` (skipped without it).
+
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+mod common;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use common::{
+    conversation_usable, create_conversation, long_text, start_turn, Dir, Options, Server,
+};
+use modelyard_testkit::{eventually, MockUpstream};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor};
+
+/// A fresh database on the test server; its URL.
+async fn fresh_database() -> Option<String> {
+    let Ok(url) = std::env::var("MODELYARD_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: MODELYARD_TEST_POSTGRES_URL is not set");
+        return None;
+    };
+    let admin = PgConnectOptions::from_str(&url)
+        .unwrap()
+        .database("postgres");
+    let name = format!("modelyard_rep_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = admin.connect().await.unwrap();
+    conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
+        .await
+        .unwrap();
+    let _ = conn.close().await;
+    Some(admin.database(&name).to_url_lossy().to_string())
+}
+
+/// Replica `name` on `db`: 2 s turn leases, a sweeper every 500 ms.
+async fn replica(name: &str, dir: &Dir, mock: &MockUpstream, db: &str) -> Server {
+    Server::start_with(
+        dir,
+        mock,
+        &Options {
+            storage_url: Some(db.to_owned()),
+            server: String::new(),
+            extra: format!(
+                "[turns]\nsweep_interval_ms = 500\n\n[cluster]\nreplica_id = \"{name}\"\n\
+                 turn_lease_ms = 2000\n"
+            ),
+        },
+    )
+    .await
+}
+
+async fn status_of(server: &Server, conv: &str, turn: &str) -> String {
+    let turns = server.get(&format!("/v1/conversations/{conv}/turns")).await;
+    turns["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == turn)
+        .map(|t| t["status"].as_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_turn_on_one_replica_is_followed_and_cancelled_from_the_other() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let mock = MockUpstream::start().await;
+    mock.set_listed_models(Some(vec!["echo".into(), "slow:200".into()]));
+    let (dir_a, dir_b) = (Dir::new("rep-a"), Dir::new("rep-b"));
+    let a = replica("a", &dir_a, &mock, &db).await;
+    let b = replica("b", &dir_b, &mock, &db).await;
+    let conv = create_conversation(&a, "mock/echo").await;
+
+    // A short turn on A: B's events feed gets every persisted event.
+    let mut feed = b.events(&conv).await;
+    let turn = start_turn(&a, &conv, "hello from a", Some("mock/echo")).await;
+    let mut seen = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(e) = feed.next().await {
+            if common::persisted(&e) {
+                seen.push(e.event.clone());
+                if e.event == "turn.completed" {
+                    return e;
+                }
+            }
+        }
+        panic!("feed ended: {seen:?}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("B never saw A's turn end: {seen:?}"));
+    assert_eq!(ended.data["turnId"], turn.as_str());
+    assert!(seen.contains(&"message.assistant".to_owned()), "{seen:?}");
+
+    // A slow turn on A, cancelled through B.
+    let slow = start_turn(&a, &conv, &long_text(60), Some("mock/slow:200")).await;
+    eventually(
+        Duration::from_secs(5),
+        "B sees the turn running",
+        || async {
+            match status_of(&b, &conv, &slow).await.as_str() {
+                "running" => Ok(()),
+                other => Err(other.to_owned()),
+            }
+        },
+    )
+    .await;
+    let (status, body) = b
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/conversations/{conv}/turns/{slow}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    eventually(Duration::from_secs(5), "the turn is cancelled", || async {
+        match status_of(&a, &conv, &slow).await.as_str() {
+            "cancelled" => Ok(()),
+            other => Err(other.to_owned()),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dead_replicas_turn_is_interrupted_by_the_other_and_a_restart_spares_live_turns() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let mock = MockUpstream::start().await;
+    mock.set_listed_models(Some(vec!["echo".into(), "slow:200".into()]));
+    let (dir_a, dir_b) = (Dir::new("rep-a"), Dir::new("rep-b"));
+    let mut a = replica("a", &dir_a, &mock, &db).await;
+    let mut b = replica("b", &dir_b, &mock, &db).await;
+    let conv = create_conversation(&a, "mock/echo").await;
+
+    // B restarts while A runs a turn: the turn is A's, alive, and finishes.
+    let turn = start_turn(&a, &conv, &long_text(25), Some("mock/slow:200")).await;
+    b.child.kill().unwrap();
+    b.wait_exit().await;
+    drop(b);
+    let b2 = replica("b", &dir_b, &mock, &db).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(status_of(&b2, &conv, &turn).await, "running");
+    let done = a.wait_turn(&conv, &turn).await;
+    assert_eq!(done["status"], "completed", "{done}");
+
+    // A dies mid-turn: once its lease has run out, B closes the turn with
+    // its checkpointed text, and the conversation takes the next turn.
+    let turn = start_turn(&a, &conv, &long_text(60), Some("mock/slow:200")).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    a.child.kill().unwrap();
+    a.wait_exit().await;
+    let closed = eventually(
+        Duration::from_secs(8),
+        "B closes the dead replica's turn",
+        || async {
+            match status_of(&b2, &conv, &turn).await.as_str() {
+                "interrupted" => Ok(()),
+                other => Err(other.to_owned()),
+            }
+        },
+    );
+    closed.await;
+    let log = b2.log(&conv).await;
+    let interrupted = log
+        .iter()
+        .find(|e| e.event == "turn.interrupted" && e.data["turnId"] == turn.as_str())
+        .unwrap_or_else(|| panic!("{log:#?}"));
+    let partial = interrupted.data["partialText"].as_str().unwrap_or_default();
+    assert!(
+        partial.starts_with("echo:"),
+        "the checkpointed text is kept: {partial:?}"
+    );
+    conversation_usable(&b2, &conv).await;
+}
