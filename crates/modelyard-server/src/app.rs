@@ -542,13 +542,18 @@ pub async fn start(
     crate::conversations::engine::spawn_sweeper(state.clone(), sweep_every);
     crate::conversations::engine::spawn_lease_renewal(state.clone());
     // Keys created or revoked elsewhere (the CLI, another replica) take
-    // effect within KEY_COUNT_INTERVAL.
+    // effect within KEY_COUNT_INTERVAL (CLUSTER_KEY_INTERVAL between
+    // replicas).
     let auth_state = state.clone();
     let auth_stop = state.live.shutdown_token();
+    let key_interval = match state.config.cluster {
+        Some(_) => crate::auth::CLUSTER_KEY_INTERVAL,
+        None => crate::auth::KEY_COUNT_INTERVAL,
+    };
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                () = tokio::time::sleep(crate::auth::KEY_COUNT_INTERVAL) => {
+                () = tokio::time::sleep(key_interval) => {
                     auth_state.auth.refresh().await;
                 }
                 () = auth_stop.cancelled() => return,

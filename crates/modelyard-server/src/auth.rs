@@ -67,6 +67,10 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 /// mode within this; never back) and which keys were revoked elsewhere (their
 /// cached lookups and open streams end within this).
 pub const KEY_COUNT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// [`KEY_COUNT_INTERVAL`] with `[cluster]`: a key created or revoked on one
+/// replica takes effect on the others within this.
+pub const CLUSTER_KEY_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a key lookup may wait for the store before the request gets a
 /// 503 (the pool's own acquire timeout is far longer).
 pub const KEY_LOOKUP_TIMEOUT: Duration = Duration::from_millis(1500);

@@ -177,3 +177,61 @@ async fn a_dead_replicas_turn_is_interrupted_by_the_other_and_a_restart_spares_l
     );
     conversation_usable(&b2, &conv).await;
 }
+
+#[tokio::test]
+async fn a_key_revoked_on_one_replica_is_refused_by_the_other_within_a_second() {
+    let Some(db) = fresh_database().await else { return };
+    let mock = MockUpstream::start().await;
+    let (dir_a, dir_b) = (Dir::new("rep-a"), Dir::new("rep-b"));
+    let a = replica("a", &dir_a, &mock, &db).await;
+    let b = replica("b", &dir_b, &mock, &db).await;
+    let create = |bearer: Option<String>, role: &'static str| {
+        let mut request = a
+            .http
+            .post(a.url("/v1/keys"))
+            .json(&serde_json::json!({"role": role}));
+        if let Some(key) = bearer {
+            request = request.bearer_auth(key);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 201);
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let admin = create(None, "admin").await["key"].as_str().unwrap().to_owned();
+    let reader = create(Some(admin.clone()), "read").await;
+    let (reader_id, reader_key) = (
+        reader["id"].as_str().unwrap().to_owned(),
+        reader["key"].as_str().unwrap().to_owned(),
+    );
+    let on_b = |key: String| {
+        let request = b.http.get(b.url("/v1/conversations")).bearer_auth(key);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(on_b(reader_key.clone()).await, 200);
+    let revoked = a
+        .http
+        .delete(a.url(&format!("/v1/keys/{reader_id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    let started = std::time::Instant::now();
+    eventually(Duration::from_secs(3), "B refuses the revoked key", || {
+        let status = on_b(reader_key.clone());
+        async move {
+            match status.await {
+                401 => Ok(()),
+                other => Err(other),
+            }
+        }
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1_500),
+        "within about a second: {:?}",
+        started.elapsed()
+    );
+}
