@@ -180,7 +180,9 @@ async fn a_dead_replicas_turn_is_interrupted_by_the_other_and_a_restart_spares_l
 
 #[tokio::test]
 async fn a_key_revoked_on_one_replica_is_refused_by_the_other_within_a_second() {
-    let Some(db) = fresh_database().await else { return };
+    let Some(db) = fresh_database().await else {
+        return;
+    };
     let mock = MockUpstream::start().await;
     let (dir_a, dir_b) = (Dir::new("rep-a"), Dir::new("rep-b"));
     let a = replica("a", &dir_a, &mock, &db).await;
@@ -199,7 +201,10 @@ async fn a_key_revoked_on_one_replica_is_refused_by_the_other_within_a_second() 
             response.json::<serde_json::Value>().await.unwrap()
         }
     };
-    let admin = create(None, "admin").await["key"].as_str().unwrap().to_owned();
+    let admin = create(None, "admin").await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let reader = create(Some(admin.clone()), "read").await;
     let (reader_id, reader_key) = (
         reader["id"].as_str().unwrap().to_owned(),

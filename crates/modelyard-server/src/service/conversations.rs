@@ -6,17 +6,16 @@
 use std::collections::BTreeMap;
 
 use modelyard_core::conversation::{
-    ConversationRecord, EventPayload, MessageRecord, ResolvedFrom, SelectionSource, TurnRecord,
+    ConversationRecord, EventPayload, MessageRecord, SelectionSource, TurnRecord,
 };
 use modelyard_core::llm_config::is_operation_name;
 use modelyard_store::ConversationFilter;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{new_id, ServiceError};
 use super::models::{check_config_id, check_model};
 use crate::app::AppState;
-use crate::clock::rfc3339;
 use crate::conversations::advisor;
 
 /// Reasoning efforts a conversation may set.
@@ -516,131 +515,6 @@ pub async fn change_settings(
     settings(app, id).await
 }
 
-/// One entry of a conversation's model history.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ModelHistoryEntry {
-    /// What changed.
-    #[serde(flatten)]
-    pub change: ModelChange,
-    /// Seq of the event.
-    pub seq: i64,
-    /// Time of the event (RFC 3339).
-    pub at: String,
-}
+mod history;
 
-/// A change of a conversation's model: `{kind: "selected" | "cleared" |
-/// "turn", ...}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "camelCase")]
-pub enum ModelChange {
-    /// The selection was set (at creation, by the API, by a turn override).
-    #[serde(rename_all = "camelCase")]
-    Selected {
-        /// The new selection.
-        model: String,
-        /// The selection before.
-        previous: Option<String>,
-        /// Who set it.
-        source: SelectionSource,
-    },
-    /// The selection was cleared.
-    #[serde(rename_all = "camelCase")]
-    Cleared {
-        /// Always `None` (`null`): no selection.
-        model: Option<String>,
-        /// The selection before.
-        previous: Option<String>,
-        /// Who cleared it.
-        source: SelectionSource,
-    },
-    /// A turn started with a resolved model.
-    #[serde(rename_all = "camelCase")]
-    Turn {
-        /// The turn.
-        turn_id: String,
-        /// Its operation.
-        operation: String,
-        /// The resolved model id.
-        model: String,
-        /// Why that model.
-        resolved_from: ResolvedFrom,
-        /// The LLM config that supplied options, if any.
-        llm_id: Option<String>,
-    },
-}
-
-/// Every selection change and every turn's resolved model, oldest first.
-///
-/// # Errors
-/// `conversation_not_found`; the store's.
-pub async fn model_history(
-    app: &AppState,
-    id: &str,
-) -> Result<Vec<ModelHistoryEntry>, ServiceError> {
-    load(app, id).await?;
-    let mut entries = Vec::new();
-    let mut after = 0;
-    loop {
-        let events = app
-            .store
-            .events_after(&app.project, id, after, 1000)
-            .await?;
-        let done = events.len() < 1000;
-        for e in &events {
-            after = e.seq;
-            let change = match &e.payload {
-                EventPayload::ConversationCreated {
-                    model: Some(model),
-                    parent_id,
-                    ..
-                } => ModelChange::Selected {
-                    model: model.clone(),
-                    previous: None,
-                    source: if parent_id.is_some() {
-                        SelectionSource::Parent
-                    } else {
-                        SelectionSource::Api
-                    },
-                },
-                EventPayload::ModelSelected {
-                    model,
-                    previous,
-                    source,
-                } => ModelChange::Selected {
-                    model: model.clone(),
-                    previous: previous.clone(),
-                    source: *source,
-                },
-                EventPayload::ModelCleared { previous, source } => ModelChange::Cleared {
-                    model: None,
-                    previous: previous.clone(),
-                    source: *source,
-                },
-                EventPayload::TurnStarted {
-                    turn_id,
-                    operation,
-                    model_id,
-                    resolved_from,
-                    llm_config_id,
-                    ..
-                } => ModelChange::Turn {
-                    turn_id: turn_id.clone(),
-                    operation: operation.clone(),
-                    model: model_id.clone(),
-                    resolved_from: *resolved_from,
-                    llm_id: llm_config_id.clone(),
-                },
-                _ => continue,
-            };
-            entries.push(ModelHistoryEntry {
-                change,
-                seq: e.seq,
-                at: rfc3339(e.at_ms),
-            });
-        }
-        if done {
-            break;
-        }
-    }
-    Ok(entries)
-}
+pub use history::{model_history, ModelChange, ModelHistoryEntry};
