@@ -139,8 +139,7 @@ struct GroupState {
 pub struct Plan {
     router: Arc<Router>,
     registry: Arc<ProviderRegistry>,
-    model: String,
-    /// `model` when it names a route.
+    /// The route the request named (`None`: one deployment).
     requested: Option<Arc<str>>,
     groups: VecDeque<Group>,
     current: Option<GroupState>,
@@ -173,7 +172,7 @@ impl Plan {
         destination: Destination,
         affinity: Option<&str>,
     ) -> Self {
-        let model = destination.model_id();
+        let requested = destination.route().map(|r| Arc::clone(&r.name));
         let mut groups = VecDeque::with_capacity(1);
         let one_deployment = matches!(destination, Destination::Deployment(_));
         match destination {
@@ -185,11 +184,9 @@ impl Plan {
                 expand(&router, &fallbacks, &mut visited, &mut groups);
             }
         }
-        let requested = (!one_deployment).then(|| Arc::from(model.as_str()));
         Self {
             router,
             registry,
-            model,
             requested,
             groups,
             current: None,
@@ -363,7 +360,10 @@ impl Plan {
     ) -> Pick {
         state.left -= 1;
         state.made += 1;
-        state.tried.push(Arc::clone(&deployment));
+        // Only a route picks among targets; one deployment has nothing to skip.
+        if route.is_some() {
+            state.tried.push(Arc::clone(&deployment));
+        }
         self.current = Some(state);
         self.attempts += 1;
         self.wait = None;
@@ -439,7 +439,7 @@ impl Plan {
             _ => {
                 let now = now_ms();
                 RoutedError::Unavailable {
-                    model: self.model.clone(),
+                    model: self.requested.as_deref().unwrap_or_default().to_owned(),
                     reasons: std::mem::take(&mut self.reasons),
                     retry_after_ms: self
                         .soonest_back_ms
