@@ -160,8 +160,9 @@ async fn aggregates_calls_with_null_usage_and_status() {
         let ok_calls = vec![first, unfinished, last];
         record(store, project, &ok, ok_calls.clone()).await;
 
-        // An error in the middle, the last call fine: status error, the last
-        // error is the middle one's.
+        // Errors before the last call, the last call fine (a request that
+        // was retried): status ok — a session's status is its last call's —
+        // and the last error is still the one reported.
         let err = session("chat", JAN_1 + 10_000);
         let err_calls = vec![
             failed(call(&err, "a/m1", JAN_1 + 10_000), "first failure"),
@@ -204,7 +205,7 @@ async fn aggregates_calls_with_null_usage_and_status() {
         assert_eq!(rows[2].totals, sums(&ok_calls));
 
         let e = &rows[1];
-        assert_eq!(e.status, SessionStatus::Error);
+        assert_eq!(e.status, SessionStatus::Ok);
         assert_eq!(e.last_error.as_deref(), Some("second failure"));
         assert_eq!(e.call_count, 3);
         assert_eq!(e.model_id.as_deref(), Some("a/m1"));
