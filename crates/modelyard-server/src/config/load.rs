@@ -7,7 +7,7 @@ use super::validate::validate;
 use super::{Config, ConfigError};
 
 /// Environment overrides: variable → (section, key, is_bool).
-const ENV_OVERRIDES: [(&str, &str, &str, bool); 8] = [
+const ENV_OVERRIDES: [(&str, &str, &str, bool); 10] = [
     ("MODELYARD_SERVER_LISTEN", "server", "listen", false),
     (
         "MODELYARD_SERVER_MAX_BODY_BYTES",
@@ -21,6 +21,13 @@ const ENV_OVERRIDES: [(&str, &str, &str, bool); 8] = [
     ("MODELYARD_STORAGE_CONTENT", "storage", "content", false),
     ("MODELYARD_DEFAULTS_MODEL", "defaults", "model", false),
     ("MODELYARD_DEFAULTS_PROVIDER", "defaults", "provider", false),
+    ("MODELYARD_TELEMETRY_METRICS", "telemetry", "metrics", true),
+    (
+        "MODELYARD_TELEMETRY_METRICS_LISTEN",
+        "telemetry",
+        "metrics_listen",
+        false,
+    ),
 ];
 
 impl Config {

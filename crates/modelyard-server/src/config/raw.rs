@@ -27,6 +27,17 @@ pub(super) struct RawConfig {
     pub(super) routing: RawRouting,
     #[serde(default)]
     pub(super) routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub(super) telemetry: RawTelemetry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTelemetry {
+    pub(super) metrics: Option<bool>,
+    pub(super) metrics_listen: Option<String>,
+    pub(super) per_project_metrics: Option<bool>,
+    pub(super) access_log: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
