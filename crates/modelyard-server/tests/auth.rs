@@ -21,6 +21,8 @@ use tokio::time::Instant;
 const MATRIX: &[(&str, &str, Role, bool)] = &[
     ("POST", "/v1/chat/completions", Role::Member, false),
     ("GET", "/v1/models", Role::Read, false),
+    // Server-wide Prometheus metrics.
+    ("GET", "/metrics", Role::Admin, false),
     ("POST", "/v1/messages", Role::Member, false),
     // Unsupported: answered 404 `not_found_error` to whoever may call it.
     ("POST", "/v1/messages/count_tokens", Role::Member, false),

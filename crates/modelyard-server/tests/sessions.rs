@@ -170,6 +170,7 @@ async fn sessions_calls_and_usage_agree() {
             "parentSessionId",
             "conversationId",
             "turnId",
+            "requestId",
             "createdAt",
             "callCount",
             "modelId",
