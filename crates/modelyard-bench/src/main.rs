@@ -5,6 +5,7 @@
 //! * the zero-latency mock upstream ([`MockUpstream`], request recording off),
 //! * Modelyard with the call log on (SQLite file in a temporary directory),
 //! * Modelyard with `call_log = false`,
+//! * Modelyard with `call_log = false` and `[telemetry] metrics = false` (scenario 7),
 //!
 //! all on a multi-thread tokio runtime with 2 workers, and the load generator (reqwest with a
 //! keep-alive connection pool, see [`load`]) on its own current-thread runtime on the main
@@ -113,6 +114,9 @@ pub struct Results {
     /// Scenario 6: (through a route?, serial run) on the gateway without call
     /// log, in run order.
     pub route: Vec<(bool, Run)>,
+    /// Scenario 7: (metrics on?, serial run) on gateways without call log,
+    /// in run order.
+    pub metrics: Vec<(bool, Run)>,
     /// `/proc/loadavg` before the first scenario.
     pub load_before: String,
     /// `/proc/loadavg` after the last scenario.
@@ -249,22 +253,30 @@ async fn run_all(plan: &Plan, servers: &Servers) -> Result<Results> {
         .tcp_nodelay(true)
         .pool_max_idle_per_host(256)
         .build()?;
-    let (mock, on, off) = (
+    let (mock, on, off, unmetered) = (
         servers.mock.base_url(),
         servers.logged.base_url(),
         servers.unlogged.base_url(),
+        servers.unmetered.base_url(),
     );
     let targets = [
         Target::new("direct (mock)", &mock, "mock-model", false),
         Target::new("Modelyard, call log on", &on, "mock/mock-model", true),
         Target::new("Modelyard, call log off", &off, "mock/mock-model", false),
         Target::new("Modelyard, call log off, route", &off, ROUTE, false),
+        Target::new(
+            "Modelyard, call log off, metrics off",
+            &unmetered,
+            "mock/mock-model",
+            false,
+        ),
     ];
     let models = [
         modelyard_testkit::UPSTREAM_MODEL,
         "mock/mock-model",
         "mock/mock-model",
         ROUTE,
+        "mock/mock-model",
     ];
     for (target, model) in targets.iter().zip(models) {
         check(client, target, model).await?;
@@ -275,7 +287,7 @@ async fn run_all(plan: &Plan, servers: &Servers) -> Result<Results> {
     let mut log = CallLog::open(&servers.db, targets[1].clone()).await?;
     log.drained().await;
     // Scenarios 1-5 compare the first three targets.
-    let (targets, route_target) = (&targets[..3], &targets[3]);
+    let (targets, route_target, unmetered_target) = (&targets[..3], &targets[3], &targets[4]);
     let mut r = Results {
         load_before: sys::load_average(),
         rss_start_kib: sys::rss_kib(),
@@ -326,6 +338,21 @@ async fn run_all(plan: &Plan, servers: &Servers) -> Result<Results> {
             .await;
         r.route.extend(run.into_iter().map(|run| (routed, run)));
     }
+    // Metrics on vs off (`[telemetry] metrics = false`), both without call
+    // log, serial, ABBA.
+    for metered in [true, false, false, true] {
+        let target = if metered {
+            &targets[2]
+        } else {
+            unmetered_target
+        };
+        let run = log
+            .each("metrics", std::slice::from_ref(target), |t| async move {
+                load::serial(client, &t, plan.serial).await
+            })
+            .await;
+        r.metrics.extend(run.into_iter().map(|run| (metered, run)));
+    }
     r.load_after = sys::load_average();
     r.logged_attempts = targets[1].attempts.load(Ordering::Relaxed);
     Ok(r)
@@ -339,6 +366,8 @@ struct Servers {
     logged: RunningServer,
     /// Modelyard with `call_log = false`.
     unlogged: RunningServer,
+    /// Modelyard with `call_log = false` and `[telemetry] metrics = false`.
+    unmetered: RunningServer,
     /// The logging gateway's SQLite file.
     db: PathBuf,
 }
@@ -349,14 +378,20 @@ const ROUTE: &str = "pair";
 /// Starts a Modelyard in front of `mock` with its database at `db`; a
 /// second provider `mock2` (the same mock) and the route [`ROUTE`] over
 /// both.
-async fn start_gateway(mock: &MockUpstream, db: &Path, call_log: bool) -> Result<RunningServer> {
+async fn start_gateway(
+    mock: &MockUpstream,
+    db: &Path,
+    call_log: bool,
+    metrics: bool,
+) -> Result<RunningServer> {
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\
          [storage]\nurl = {url:?}\ndata_dir = {dir:?}\ncall_log = {call_log}\n\
          [[providers]]\nname = \"mock\"\nkind = \"llama-cpp\"\nbase_url = {base:?}\n\
          [[providers]]\nname = \"mock2\"\nkind = \"llama-cpp\"\nbase_url = {base:?}\n\
          [[routes]]\nname = \"{ROUTE}\"\ntargets = [\"mock/mock-model\", \"mock2/mock-model\"]\n\
-         affinity = \"none\"\n",
+         affinity = \"none\"\n\
+         [telemetry]\nmetrics = {metrics}\n",
         url = format!("sqlite://{}", db.display()),
         dir = db.parent().unwrap_or(db).display().to_string(),
         base = mock.base_url(),
@@ -372,12 +407,14 @@ impl Servers {
         let mock = MockUpstream::start().await;
         mock.set_record_requests(false);
         let db = dir.join("calls.db");
-        let logged = start_gateway(&mock, &db, true).await?;
-        let unlogged = start_gateway(&mock, &dir.join("unused.db"), false).await?;
+        let logged = start_gateway(&mock, &db, true, true).await?;
+        let unlogged = start_gateway(&mock, &dir.join("unused.db"), false, true).await?;
+        let unmetered = start_gateway(&mock, &dir.join("unused2.db"), false, false).await?;
         Ok(Servers {
             mock,
             logged,
             unlogged,
+            unmetered,
             db,
         })
     }
@@ -386,6 +423,7 @@ impl Servers {
     async fn stop(self) -> Result<u64> {
         self.logged.shutdown().await;
         self.unlogged.shutdown().await;
+        self.unmetered.shutdown().await;
         drop(self.mock);
         let url = format!("sqlite://{}", self.db.display());
         let mut db = sqlx::SqliteConnection::connect(&url).await?;

@@ -63,6 +63,8 @@ pub struct AppInner {
     /// Cancelled when the server halts (the shutdown is over or its
     /// deadline passed): work that waits for the store gives up.
     pub halt: tokio_util::sync::CancellationToken,
+    /// Prometheus metrics (`[telemetry]`).
+    pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
 impl AppState {
@@ -195,7 +197,8 @@ pub enum ServerError {
 }
 
 /// The server's router: the route table ([`crate::http::routes`]) behind
-/// auth, the guard and the body limit.
+/// auth, the guard and the body limits, all inside the access layer
+/// (request id, access log, HTTP metrics: [`crate::http::access`]).
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.server.max_body_bytes;
     crate::http::routes::router()
@@ -219,6 +222,26 @@ pub fn router(state: AppState) -> Router {
                 axum::http::HeaderName::from_static("x-api-key"),
             ]),
         )
+        // Oversized bodies get 413 in each surface's error shape before any handler.
+        .layer(axum::middleware::from_fn_with_state(
+            max_body,
+            crate::limits::body_limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::access::middleware,
+        ))
+        .with_state(state)
+}
+
+/// The metrics listener's router: `GET /metrics` only, no auth
+/// (`[telemetry] metrics_listen`).
+fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(crate::api::metrics::unauthenticated),
+        )
         .with_state(state)
 }
 
@@ -237,6 +260,7 @@ pub enum ShutdownOutcome {
 #[derive(Debug)]
 pub struct RunningServer {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: JoinHandle<ShutdownOutcome>,
 }
@@ -245,6 +269,11 @@ impl RunningServer {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The metrics listener's bound address (`[telemetry] metrics_listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// `http://ADDR`.
@@ -385,15 +414,32 @@ pub async fn start(
         },
         max_connections: config.limits.max_connections as usize,
     };
-    let max_body = config.server.max_body_bytes;
     let shutdown_timeout = Duration::from_millis(config.server.shutdown_timeout_ms);
     let sweep_every = Duration::from_millis(config.turns.sweep_interval_ms);
     let halt = tokio_util::sync::CancellationToken::new();
+    let metrics = crate::telemetry::Metrics::new(&config.telemetry);
+    let metrics_listener = match config.telemetry.metrics_listen {
+        Some(addr) => {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "telemetry.metrics_listen is not loopback: /metrics there has no auth");
+            }
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
     let state = AppState {
         inner: Arc::new(AppInner {
-            router: Arc::new(crate::routing::Router::new(
+            router: Arc::new(crate::routing::Router::with_metrics(
                 config.routing.clone(),
                 &config.routes,
+                Arc::clone(&metrics),
             )),
             config,
             registry,
@@ -404,9 +450,22 @@ pub async fn start(
             live,
             streams,
             halt: halt.clone(),
+            metrics,
         }),
         project,
     };
+    if let Some((listener, _)) = metrics_listener {
+        let app = metrics_router(state.clone());
+        let stop = state.live.shutdown_token();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(err) = served {
+                tracing::warn!(error = %err, "metrics listener stopped");
+            }
+        });
+    }
     crate::conversations::engine::spawn_sweeper(state.clone(), sweep_every);
     crate::conversations::engine::spawn_lease_renewal(state.clone());
     // Keys created or revoked elsewhere (the CLI, another replica) take
@@ -430,11 +489,7 @@ pub async fn start(
     });
     let live_state = state.clone();
     let stopping_state = state.clone();
-    // Oversized bodies get 413 in each surface's error shape before any handler.
-    let app = router(state).layer(axum::middleware::from_fn_with_state(
-        max_body,
-        crate::limits::body_limit,
-    ));
+    let app = router(state);
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let mut deadline_rx = shutdown.subscribe();
     let listener = listener.tap_io(|tcp| {
@@ -488,6 +543,7 @@ pub async fn start(
     });
     Ok(RunningServer {
         addr,
+        metrics_addr,
         shutdown,
         task,
     })

@@ -355,6 +355,7 @@ pub async fn middleware(State(app): State<AppState>, mut request: Request, next:
             "this route has no access rule".into(),
         );
     };
+    let mut key_prefix = None;
     let caller = match presented_key(request.headers()) {
         // Without keys the server is open (loopback only): clients such as
         // the OpenAI SDKs always send some key, which is then ignored.
@@ -365,7 +366,10 @@ pub async fn middleware(State(app): State<AppState>, mut request: Request, next:
         },
         Some(secret) => match app.auth.lookup(&secret).await {
             Ok(Some(key)) => Caller {
-                project: ProjectId::new(key.project_id),
+                project: {
+                    key_prefix = Some(key.prefix);
+                    ProjectId::new(key.project_id)
+                },
                 role: key.role,
                 key_id: Some(key.id),
             },
@@ -405,9 +409,15 @@ pub async fn middleware(State(app): State<AppState>, mut request: Request, next:
         ),
     };
     let key_id = caller.key_id.clone();
+    let seen = crate::http::access::SeenCaller {
+        project: caller.project.clone(),
+        key_prefix,
+    };
     request.extensions_mut().insert(id);
     request.extensions_mut().insert(caller);
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    // For the access log, outside this layer.
+    response.extensions_mut().insert(seen);
     match key_id {
         Some(key_id) if is_event_stream(&response) => {
             let revoked = Box::pin(app.auth.until_revoked(key_id));

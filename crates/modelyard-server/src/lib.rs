@@ -31,6 +31,7 @@ pub mod redact;
 pub mod registry;
 pub mod routing;
 pub mod service;
+pub mod telemetry;
 pub mod ui;
 
 pub use app::{router, start, AppState, RunningServer, ServerError, ShutdownOutcome};

@@ -90,6 +90,7 @@ impl CallRecord {
             conversation_id: last.conversation_id.clone(),
             turn_id: last.turn_id.clone(),
             created_at_ms: earlier.first().map_or(last.sent_at_ms, |c| c.sent_at_ms),
+            request_id: None,
         };
         let mut calls = Vec::with_capacity(earlier.len() + 1);
         calls.extend(earlier.into_iter().map(|c| c.into_call(&session_id)));

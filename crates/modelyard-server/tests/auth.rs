@@ -25,6 +25,8 @@ const MATRIX: &[(&str, &str, Role, bool)] = &[
     ("POST", "/v1/rerank", Role::Member, false),
     ("POST", "/v1/reranking", Role::Member, false),
     ("POST", "/v1/completions", Role::Member, false),
+    // Server-wide Prometheus metrics.
+    ("GET", "/metrics", Role::Admin, false),
     ("POST", "/v1/messages", Role::Member, false),
     // Unsupported: answered 404 `not_found_error` to whoever may call it.
     ("POST", "/v1/messages/count_tokens", Role::Member, false),

@@ -170,6 +170,7 @@ async fn sessions_calls_and_usage_agree() {
             "parentSessionId",
             "conversationId",
             "turnId",
+            "requestId",
             "createdAt",
             "callCount",
             "modelId",
@@ -507,6 +508,7 @@ async fn session_detail_lists_children() {
         conversation_id: None,
         turn_id: None,
         created_at_ms: 1_704_067_200_000,
+        request_id: None,
     };
     let call = |id: &str, session: &str, total: Option<i64>| NewLlmCall {
         id: id.to_owned(),

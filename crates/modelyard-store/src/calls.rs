@@ -6,7 +6,8 @@ use crate::types::CallRecord;
 use crate::{CallFilter, LlmCallRow, NewLlmCall, ProjectId, RecordedSession, Store, StoreError};
 
 const INSERT_SESSIONS: &str = "INSERT INTO llm_sessions \
-     (id, project_id, operation, parent_session_id, conversation_id, turn_id, created_at_ms) ";
+     (id, project_id, operation, parent_session_id, conversation_id, turn_id, created_at_ms, \
+      request_id) ";
 
 const INSERT_CALLS: &str = "INSERT INTO llm_calls \
      (id, project_id, session_id, model_id, provider, upstream_model, stream, request_json, \
@@ -25,7 +26,7 @@ const SELECT_CALLS: &str = "SELECT c.id, c.project_id, c.session_id, s.operation
      c.response_text, c.reasoning_text, c.tool_calls_json, c.finish_reason, \
      c.prompt_tokens, c.completion_tokens, c.reasoning_tokens, c.cached_prompt_tokens, \
      c.total_tokens, c.sent_at_ms, c.first_token_at_ms, c.completed_at_ms, \
-     c.http_status, c.error, c.attempt, c.route \
+     c.http_status, c.error, c.attempt, c.route, s.request_id \
      FROM llm_calls c \
      JOIN llm_sessions s ON s.project_id = c.project_id AND s.id = c.session_id";
 
@@ -67,7 +68,8 @@ impl Store {
                             .push_bind(&s.parent_session_id)
                             .push_bind(&s.conversation_id)
                             .push_bind(&s.turn_id)
-                            .push_bind(s.created_at_ms);
+                            .push_bind(s.created_at_ms)
+                            .push_bind(&s.request_id);
                     })
                     .build()
                     .execute(&mut *tx)
@@ -137,6 +139,7 @@ impl Store {
             (filter.model_id.is_some(), "c.model_id ="),
             (filter.operation.is_some(), "s.operation ="),
             (filter.conversation_id.is_some(), "s.conversation_id ="),
+            (filter.request_id.is_some(), "s.request_id ="),
         ] {
             if set {
                 n += 1;
@@ -153,6 +156,7 @@ impl Store {
                 &filter.model_id,
                 &filter.operation,
                 &filter.conversation_id,
+                &filter.request_id,
             ]
             .into_iter()
             .flatten()

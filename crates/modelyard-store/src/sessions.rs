@@ -128,6 +128,8 @@ pub struct SessionRow {
     pub turn_id: Option<String>,
     /// Creation time of the session.
     pub created_at_ms: i64,
+    /// The `x-request-id` of the request that made the session, if any.
+    pub request_id: Option<String>,
     /// Number of calls of the session (0 for a session without calls).
     pub call_count: i64,
     /// Composite `"provider/model"` id of the last call (highest id); `None`
@@ -239,17 +241,17 @@ fn select_sessions(inner: &str, order: &str) -> String {
     };
     format!(
         "SELECT s.id, s.project_id, s.operation, s.parent_session_id, s.conversation_id, \
-         s.turn_id, s.created_at_ms, \
+         s.turn_id, s.created_at_ms, s.request_id, \
          COUNT(c.id) AS call_count, \
          CAST(COALESCE({failed}, 0) AS BIGINT) AS error_count, \
          {model} AS model_id, {provider} AS provider, {error} AS last_error, \
          MIN(c.sent_at_ms) AS started_at_ms, MAX(c.completed_at_ms) AS finished_at_ms, \
          {input}, {output}, {reasoning}, {cached}, {total} \
          FROM (SELECT i.id, i.project_id, i.operation, i.parent_session_id, i.conversation_id, \
-         i.turn_id, i.created_at_ms FROM llm_sessions i {inner}) s \
+         i.turn_id, i.created_at_ms, i.request_id FROM llm_sessions i {inner}) s \
          LEFT JOIN llm_calls c ON c.project_id = s.project_id AND c.session_id = s.id \
          GROUP BY s.id, s.project_id, s.operation, s.parent_session_id, s.conversation_id, \
-         s.turn_id, s.created_at_ms \
+         s.turn_id, s.created_at_ms, s.request_id \
          ORDER BY s.id {order}",
         model = last("model_id", ""),
         provider = last("provider", ""),
@@ -294,6 +296,7 @@ struct SessionRecord {
     conversation_id: Option<String>,
     turn_id: Option<String>,
     created_at_ms: i64,
+    request_id: Option<String>,
     call_count: i64,
     error_count: i64,
     model_id: Option<String>,
@@ -318,6 +321,7 @@ impl From<SessionRecord> for SessionRow {
             conversation_id: r.conversation_id,
             turn_id: r.turn_id,
             created_at_ms: r.created_at_ms,
+            request_id: r.request_id,
             call_count: r.call_count,
             model_id: r.model_id,
             provider: r.provider,

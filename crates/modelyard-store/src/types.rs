@@ -112,6 +112,9 @@ pub struct NewLlmSession {
     pub turn_id: Option<String>,
     /// Creation time, unix milliseconds.
     pub created_at_ms: i64,
+    /// The `x-request-id` of the HTTP request that made the session (a
+    /// gateway request, or the request that started a turn), if any.
+    pub request_id: Option<String>,
 }
 
 /// One LLM call to insert.
@@ -224,6 +227,8 @@ pub struct LlmCallRow {
     pub attempt: i32,
     /// The route the request named, `None` when it named one deployment.
     pub route: Option<String>,
+    /// The `x-request-id` of the request that made the call's session.
+    pub request_id: Option<String>,
 }
 
 /// Selection and paging for [`Store::list_calls`](crate::Store::list_calls).
@@ -242,6 +247,9 @@ pub struct CallFilter {
     pub operation: Option<String>,
     /// Only calls whose session belongs to exactly this conversation.
     pub conversation_id: Option<String>,
+    /// Only calls whose session was made by the request with exactly this
+    /// `x-request-id`.
+    pub request_id: Option<String>,
 }
 
 impl CallFilter {
@@ -285,6 +293,7 @@ pub(crate) struct CallRecord {
     error: Option<String>,
     attempt: i32,
     route: Option<String>,
+    request_id: Option<String>,
 }
 
 impl From<CallRecord> for LlmCallRow {
@@ -319,6 +328,7 @@ impl From<CallRecord> for LlmCallRow {
             error: r.error,
             attempt: r.attempt,
             route: r.route,
+            request_id: r.request_id,
         }
     }
 }

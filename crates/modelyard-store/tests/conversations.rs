@@ -1103,6 +1103,7 @@ async fn calls_carry_their_conversation_and_turn() {
                 conversation_id: conversation_id.map(str::to_owned),
                 turn_id: turn_id.map(str::to_owned),
                 created_at_ms: 1,
+                request_id: None,
             };
         let call = |id: &str, session_id: &str| NewLlmCall {
             id: id.to_owned(),

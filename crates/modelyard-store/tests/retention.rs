@@ -39,6 +39,7 @@ fn session(created_at_ms: i64) -> NewLlmSession {
         conversation_id: None,
         turn_id: None,
         created_at_ms,
+        request_id: None,
     }
 }
 

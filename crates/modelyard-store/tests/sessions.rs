@@ -43,6 +43,7 @@ fn session(operation: &str, created_at_ms: i64) -> NewLlmSession {
         conversation_id: None,
         turn_id: None,
         created_at_ms,
+        request_id: None,
     }
 }
 
@@ -186,6 +187,7 @@ async fn aggregates_calls_with_null_usage_and_status() {
             conversation_id: Some("conv-1".to_owned()),
             turn_id: Some("turn-1".to_owned()),
             created_at_ms: JAN_1,
+            request_id: None,
             call_count: 3,
             model_id: Some("b/m2".to_owned()),
             provider: Some("b".to_owned()),

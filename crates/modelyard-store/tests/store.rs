@@ -33,6 +33,7 @@ fn session(id: &str, operation: &str) -> NewLlmSession {
         conversation_id: None,
         turn_id: None,
         created_at_ms: 1_700_000_000_000,
+        request_id: None,
     }
 }
 
@@ -120,6 +121,7 @@ fn expected(project: &ProjectId, operation: &str, call: &NewLlmCall) -> LlmCallR
         error: call.error.clone(),
         attempt: call.attempt,
         route: call.route.clone(),
+        request_id: None,
     }
 }
 
@@ -364,6 +366,7 @@ async fn filters_by_model_and_operation() {
                 model_id: model_id.map(str::to_owned),
                 operation: operation.map(str::to_owned),
                 conversation_id: None,
+                request_id: None,
             };
             let project = project.clone();
             async move {

@@ -35,6 +35,8 @@ pub struct ListQuery {
     operation: Option<String>,
     /// Only calls made for this conversation.
     conversation_id: Option<String>,
+    /// Only calls of the request with this `x-request-id`.
+    request_id: Option<String>,
 }
 
 /// A call's token usage; `null` where the upstream reported nothing.
@@ -86,6 +88,9 @@ pub struct CallDto {
     pub attempt: i32,
     /// The route the request named, `None` when it named a deployment.
     pub route: Option<String>,
+    /// The `x-request-id` of the request that made the call (a gateway
+    /// request, or the one that started the turn).
+    pub request_id: Option<String>,
     /// OpenAI finish reason.
     pub finish_reason: Option<String>,
     /// Token usage.
@@ -149,6 +154,7 @@ impl CallDto {
             error: row.error.clone(),
             attempt: row.attempt,
             route: row.route.clone(),
+            request_id: row.request_id.clone(),
             finish_reason: row.finish_reason.clone(),
             usage: CallUsageDto {
                 prompt_tokens: u.prompt_tokens,
@@ -180,6 +186,7 @@ pub async fn list(Scoped(app): Scoped, ApiQuery(query): ApiQuery<ListQuery>) -> 
         model_id: query.model,
         operation: query.operation,
         conversation_id: query.conversation_id,
+        request_id: query.request_id,
     };
     match app.store.list_calls(&app.project, &filter).await {
         Ok(rows) => {

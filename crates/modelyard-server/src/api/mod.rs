@@ -9,6 +9,7 @@ pub mod health;
 pub mod imports;
 pub mod keys;
 pub mod llms;
+pub mod metrics;
 pub mod operations;
 pub mod providers;
 pub mod sessions;

@@ -80,6 +80,8 @@ pub struct SessionDto {
     pub conversation_id: Option<String>,
     /// Its turn, if any.
     pub turn_id: Option<String>,
+    /// The `x-request-id` of the request that made the session.
+    pub request_id: Option<String>,
     /// Creation time.
     pub created_at: String,
     /// Number of calls.
@@ -110,6 +112,7 @@ impl From<&SessionRow> for SessionDto {
             parent_session_id: s.parent_session_id.clone(),
             conversation_id: s.conversation_id.clone(),
             turn_id: s.turn_id.clone(),
+            request_id: s.request_id.clone(),
             created_at: rfc3339(s.created_at_ms),
             call_count: s.call_count,
             model_id: s.model_id.clone(),

@@ -89,7 +89,11 @@ pub(super) async fn serve<L>(
                     match requests.try_acquire() {
                         Ok(slot) => slot,
                         Err(limit) => {
-                            let refused = limit.response_for(request.uri().path());
+                            let mut refused = limit.response_for(request.uri().path());
+                            refused.headers_mut().insert(
+                                crate::http::access::REQUEST_ID,
+                                crate::http::access::request_id(request.headers()),
+                            );
                             let response = refused.map(|body| crate::conn::hold(body, guard));
                             return futures_util::future::Either::Left(std::future::ready(Ok(
                                 response,

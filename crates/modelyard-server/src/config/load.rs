@@ -7,7 +7,7 @@ use super::validate::validate;
 use super::{Config, ConfigError};
 
 /// Environment overrides: variable → (section, key, is_bool).
-const ENV_OVERRIDES: [(&str, &str, &str, bool); 10] = [
+const ENV_OVERRIDES: [(&str, &str, &str, bool); 12] = [
     ("MODELYARD_SERVER_LISTEN", "server", "listen", false),
     (
         "MODELYARD_SERVER_MAX_BODY_BYTES",
@@ -26,6 +26,13 @@ const ENV_OVERRIDES: [(&str, &str, &str, bool); 10] = [
         "MODELYARD_CLUSTER_REPLICA_ID",
         "cluster",
         "replica_id",
+        false,
+    ),
+    ("MODELYARD_TELEMETRY_METRICS", "telemetry", "metrics", true),
+    (
+        "MODELYARD_TELEMETRY_METRICS_LISTEN",
+        "telemetry",
+        "metrics_listen",
         false,
     ),
 ];

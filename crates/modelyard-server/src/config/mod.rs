@@ -66,6 +66,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[cluster]`: present when several replicas share the database.
     pub cluster: Option<ClusterConfig>,
+    /// `[telemetry]`: metrics and the access log.
+    pub telemetry: TelemetryConfig,
 }
 
 /// `[cluster]`: this server is one of several replicas on one PostgreSQL
@@ -84,6 +86,38 @@ pub struct ClusterConfig {
     /// of that (at most every second). A turn whose lease ran out is
     /// closed as interrupted by any replica's sweeper.
     pub turn_lease_ms: u64,
+}
+
+/// `[telemetry]`: the Prometheus metrics (`GET /metrics`) and the access
+/// log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// Whether metrics are recorded (`metrics`, default true). Off, every
+    /// recording call returns at once and `/metrics` answers only the
+    /// scrape-time gauges.
+    pub metrics: bool,
+    /// A second listener that serves only `GET /metrics`, without auth
+    /// (`metrics_listen`, e.g. `127.0.0.1:9464`; default none: `/metrics`
+    /// is served on the main listener to admin keys only).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Whether request and token metrics carry a `project` label
+    /// (`per_project_metrics`, default false: one series per project adds
+    /// up with many projects).
+    pub per_project_metrics: bool,
+    /// Whether one `modelyard::access` line is logged per request at INFO
+    /// (`access_log`, default true).
+    pub access_log: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            metrics: true,
+            metrics_listen: None,
+            per_project_metrics: false,
+            access_log: true,
+        }
+    }
 }
 
 /// `[routing]`: how a model call is retried and when a deployment (one

@@ -28,6 +28,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) routes: Vec<RawRoute>,
     pub(super) cluster: Option<RawCluster>,
+    #[serde(default)]
+    pub(super) telemetry: RawTelemetry,
 }
 
 #[derive(Deserialize, Default)]
@@ -36,6 +38,15 @@ pub(super) struct RawCluster {
     pub(super) nats_url: Option<String>,
     pub(super) replica_id: Option<String>,
     pub(super) turn_lease_ms: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTelemetry {
+    pub(super) metrics: Option<bool>,
+    pub(super) metrics_listen: Option<String>,
+    pub(super) per_project_metrics: Option<bool>,
+    pub(super) access_log: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 
 use super::defaults::defaults;
 use super::providers::providers;
-use super::raw::{RawConfig, RawLimits, RawSecurity, RawServer, RawStorage, RawTurns};
+use super::raw::{
+    RawConfig, RawLimits, RawSecurity, RawServer, RawStorage, RawTelemetry, RawTurns,
+};
 use super::{
     Config, ConfigError, ContentPolicy, LimitsConfig, RetentionConfig, SecurityConfig,
-    ServerConfig, StorageConfig, TurnsConfig, DEFAULT_LISTEN, DEFAULT_SHUTDOWN_TIMEOUT_MS,
+    ServerConfig, StorageConfig, TelemetryConfig, TurnsConfig, DEFAULT_LISTEN,
+    DEFAULT_SHUTDOWN_TIMEOUT_MS,
 };
 
 /// Validates `raw` (read from `source_name`, the file at `path` if any).
@@ -29,6 +32,7 @@ pub(super) fn validate(
     let routing = super::routing::routing(raw.routing, source_name)?;
     let routes = super::routing::routes(raw.routes, &providers, source_name)?;
     let cluster = super::cluster::cluster(raw.cluster, &storage, source_name)?;
+    let telemetry = telemetry(raw.telemetry, source_name)?;
     Ok(Config {
         source: path.map(Path::to_owned),
         server,
@@ -41,6 +45,27 @@ pub(super) fn validate(
         routing,
         routes,
         cluster,
+        telemetry,
+    })
+}
+
+/// `[telemetry]`.
+fn telemetry(raw: RawTelemetry, source_name: &str) -> Result<TelemetryConfig, ConfigError> {
+    let err = error_in(source_name);
+    let metrics_listen = match raw.metrics_listen.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+            err(
+                "telemetry.metrics_listen".into(),
+                format!("{text:?} is not an address like 127.0.0.1:9464"),
+            )
+        })?),
+    };
+    Ok(TelemetryConfig {
+        metrics: raw.metrics.unwrap_or(true),
+        metrics_listen,
+        per_project_metrics: raw.per_project_metrics.unwrap_or(false),
+        access_log: raw.access_log.unwrap_or(true),
     })
 }
 

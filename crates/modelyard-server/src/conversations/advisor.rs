@@ -233,6 +233,7 @@ pub async fn consult(
                 conversation_id: Some(live.conversation_id.clone()),
                 turn_id: Some(live.turn_id.clone()),
                 created_at_ms: streamed.sent_at_ms,
+                request_id: None,
             },
             calls: records
                 .into_iter()

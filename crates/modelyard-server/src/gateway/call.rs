@@ -32,17 +32,21 @@ struct Draft {
     current: Option<LlmCall>,
     /// Finished attempts, in order.
     earlier: Vec<CallRecord>,
+    /// The request's `x-request-id`, stored on its session.
+    request_id: Option<String>,
 }
 
 impl CallDraft {
-    /// Starts a record (before the first attempt is sent).
-    pub(crate) fn start(app: &AppState) -> Self {
+    /// Starts a record (before the first attempt is sent) of the request
+    /// with `request_id`.
+    pub(crate) fn start(app: &AppState, request_id: Option<String>) -> Self {
         Self {
             inner: Some(Draft {
                 recorder: app.recorder.clone(),
                 project: app.project.clone(),
                 current: None,
                 earlier: Vec::new(),
+                request_id,
             }),
         }
     }
@@ -130,6 +134,7 @@ impl Draft {
         let last = match self.current.take() {
             Some(mut call) => {
                 call.set_first_token_at_ms(first_token_at_ms);
+                call.observe(&summary, error.is_some(), completed_at_ms);
                 Last::Call(Box::new((call, summary, error)))
             }
             None => match earlier.pop() {
@@ -138,6 +143,7 @@ impl Draft {
                 None => return,
             },
         };
+        let request_id = self.request_id.take();
         // Copying the request body happens in the writer task.
         let bytes = earlier.iter().map(|r| r.request_json.len()).sum::<usize>()
             + match &last {
@@ -154,7 +160,9 @@ impl Draft {
                 }
                 Last::Record(record) => *record,
             };
-            CallRecord::session_of(earlier, last)
+            let mut session = CallRecord::session_of(earlier, last);
+            session.session.request_id = request_id;
+            session
         });
     }
 }

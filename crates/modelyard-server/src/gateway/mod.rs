@@ -256,6 +256,15 @@ pub const ATTEMPTS_HEADER: &str = "x-modelyard-attempts";
 /// of a route with affinity (like OpenAI's `user` field, which also does).
 pub const AFFINITY_HEADER: &str = "x-modelyard-affinity";
 
+/// The request id the access layer set on a request
+/// ([`crate::http::access`]).
+pub(crate) fn request_id_of(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(crate::http::access::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     Scoped(app): Scoped,
@@ -275,6 +284,7 @@ async fn chat(
     headers: &axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OpenAiError> {
+    let started = std::time::Instant::now();
     let body = body.map_err(|rejection| {
         OpenAiError::new(
             rejection.status(),
@@ -319,7 +329,7 @@ async fn chat(
     };
     // The draft owns the attempts from here: whatever way the request ends
     // (the client gone included), one record.
-    let mut draft = CallDraft::start(&app);
+    let mut draft = CallDraft::start(&app, request_id_of(headers));
     let upstream = match draft.send(&mut plan, &mut build).await {
         Ok(upstream) => upstream,
         Err(err) => {
@@ -335,7 +345,17 @@ async fn chat(
         ),
         None => (client_model.clone(), String::new()),
     };
+    let metrics = std::sync::Arc::clone(&app.metrics);
     let routing_headers = |response: &mut Response| {
+        response
+            .extensions_mut()
+            .insert(crate::http::access::SeenModel(served_by.clone()));
+        // Headers are ready: the gateway's own time is everything but the
+        // waits on upstreams and back-off.
+        metrics.overhead(
+            "chat_completions",
+            started.elapsed().saturating_sub(plan.waited()),
+        );
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&served_by) {
             headers.insert(MODEL_HEADER, value);

@@ -196,7 +196,7 @@ async fn serve(
     };
     // The draft owns the attempts from here: whatever way the request ends
     // (the client gone included), one record.
-    let mut draft = CallDraft::start(&app);
+    let mut draft = CallDraft::start(&app, super::request_id_of(headers));
     let upstream = match draft.send(&mut plan, &mut build).await {
         Ok(upstream) => upstream,
         Err(err) => {

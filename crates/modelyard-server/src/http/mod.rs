@@ -3,6 +3,7 @@
 //! rejection with a problem document ([`ApiJson`], [`ApiQuery`]), and the
 //! route table with its access rules ([`routes`]).
 
+pub mod access;
 mod error;
 mod extract;
 pub mod routes;

@@ -62,6 +62,8 @@ pub fn table() -> Vec<Route> {
     let (read, member, admin) = (R(Role::Read), R(Role::Member), R(Role::Admin));
     vec![
         route(M::GET, "/health", Public, api::health::health),
+        // Prometheus metrics (also on `telemetry.metrics_listen`, without auth).
+        route(M::GET, "/metrics", admin, api::metrics::metrics),
         // OpenAI-compatible gateway.
         route(
             M::POST,
@@ -222,6 +224,15 @@ static RULES: LazyLock<Vec<(Method, &'static str, Access)>> = LazyLock::new(|| {
         .collect()
 });
 
+/// The table's own `&'static` copy of a matched route path (metrics
+/// label it without copying); `None` when no row has it.
+pub fn pattern(path: &str) -> Option<&'static str> {
+    RULES
+        .iter()
+        .find(|(_, p, _)| *p == path)
+        .map(|(_, p, _)| *p)
+}
+
 /// Who may call `method` `path` (a matched route path); `None`: no such
 /// route.
 pub fn access(method: &Method, path: &str) -> Option<Access> {
@@ -284,11 +295,15 @@ mod tests {
     fn only_health_is_public_and_gets_are_read() {
         for (method, path, access) in RULES.iter() {
             assert_eq!(*access == Access::Public, *path == "/health", "{path}");
-            if *method == Method::GET && *path != "/health" && !path.starts_with("/v1/keys") {
+            if *method == Method::GET
+                && !["/health", "/metrics"].contains(path)
+                && !path.starts_with("/v1/keys")
+            {
                 assert_eq!(*access, Access::Role(Role::Read), "GET {path}");
             }
         }
         assert_eq!(access(&Method::GET, "/nope"), None);
+        assert_eq!(required_role(&Method::GET, "/metrics"), Some(Role::Admin));
         assert_eq!(
             required_role(&Method::DELETE, "/v1/keys/{id}"),
             Some(Role::Admin)

@@ -112,11 +112,22 @@ pub struct Router {
     pub affinity: AffinityMap,
     /// Changes whenever a cooldown starts (rendered catalog bodies key on it).
     epoch: AtomicU64,
+    /// Where attempts, retries, fallbacks and cooldowns are counted.
+    pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
 impl Router {
     /// The router of `routing` and `routes` (validated config).
     pub fn new(routing: RoutingConfig, routes: &[RouteConfig]) -> Self {
+        Self::with_metrics(routing, routes, crate::telemetry::Metrics::disabled())
+    }
+
+    /// [`Self::new`], counting into `metrics`.
+    pub fn with_metrics(
+        routing: RoutingConfig,
+        routes: &[RouteConfig],
+        metrics: Arc<crate::telemetry::Metrics>,
+    ) -> Self {
         let routes: Vec<Arc<Route>> = routes
             .iter()
             .map(|config| {
@@ -147,6 +158,7 @@ impl Router {
             health: RwLock::new(health),
             affinity: AffinityMap::default(),
             epoch: AtomicU64::new(0),
+            metrics,
         }
     }
 
@@ -233,6 +245,7 @@ impl Router {
                 .record_failure(&self.config, now_ms, retry_after_ms, error);
         if let FailureOutcome::CooledDown(until) = outcome {
             self.epoch.fetch_add(1, Ordering::Relaxed);
+            self.metrics.cooldown(deployment);
             tracing::warn!(
                 deployment,
                 cooling_down_ms = until - now_ms,

@@ -208,6 +208,8 @@ pub struct LlmCall {
     client_model: Option<Arc<str>>,
     /// Held while the call is in flight (`least-busy`, time to first token).
     busy: Option<Busy>,
+    /// Where the call's duration, tokens and timings are recorded.
+    metrics: Option<Arc<crate::telemetry::CallHandles>>,
 }
 
 impl LlmCall {
@@ -291,7 +293,41 @@ impl LlmCall {
             route: None,
             client_model: None,
             busy: None,
+            metrics: None,
         }
+    }
+
+    /// Sets the metrics handles its record is counted into
+    /// ([`Self::observe`]).
+    pub fn set_metrics(&mut self, handles: Option<Arc<crate::telemetry::CallHandles>>) {
+        self.metrics = handles;
+    }
+
+    /// Its operation (`gateway`, `chat`, …).
+    pub fn operation(&self) -> &str {
+        &self.purpose.operation
+    }
+
+    /// Counts this call, finished at `completed_at_ms` with `summary`
+    /// (`failed`: it ended with an error), into its metrics handles, if
+    /// any. [`Self::record`] does this; a caller that builds its record
+    /// later with [`Self::record_at`] calls it when the call ends.
+    pub fn observe(&self, summary: &AnswerSummary, failed: bool, completed_at_ms: i64) {
+        let Some(handles) = &self.metrics else {
+            return;
+        };
+        let usage = &summary.usage;
+        let secs = |ms: i64| ms.max(0) as f64 / 1000.0;
+        handles.observe(&crate::telemetry::CallObservation {
+            duration_secs: secs(completed_at_ms - self.sent_at_ms),
+            ttft_secs: self.first_token_at_ms.map(|at| secs(at - self.sent_at_ms)),
+            input_tokens: usage.prompt_tokens.unwrap_or(0),
+            output_tokens: usage.completion_tokens.unwrap_or(0),
+            reasoning_tokens: usage.reasoning_tokens.unwrap_or(0),
+            cached_input_tokens: usage.cached_prompt_tokens.unwrap_or(0),
+            stream: self.stream,
+            error: failed.then_some(self.status.filter(|s| !(200..300).contains(s))),
+        });
     }
 
     /// Marks this call as attempt `attempt` of a request that named
@@ -499,11 +535,14 @@ impl LlmCall {
     /// The call-log record of this call, finished now with `summary` and
     /// `error`.
     pub fn record(&self, summary: AnswerSummary, error: Option<String>) -> CallRecord {
-        self.record_at(summary, error, now_ms())
+        let completed_at_ms = now_ms();
+        self.observe(&summary, error.is_some(), completed_at_ms);
+        self.record_at(summary, error, completed_at_ms)
     }
 
     /// [`Self::record`] finished at `completed_at_ms` (for a record built
-    /// later, off the hot path).
+    /// later, off the hot path; not counted in metrics: see
+    /// [`Self::observe`]).
     pub fn record_at(
         &self,
         summary: AnswerSummary,

@@ -99,11 +99,12 @@ pub struct Pick {
     requested: Option<Arc<str>>,
     deployment: Arc<str>,
     health: Arc<DeploymentHealth>,
+    metrics: Arc<crate::telemetry::Metrics>,
 }
 
 impl Pick {
     /// Builds this attempt's [`LlmCall`] with `build` and marks it routed
-    /// (attempt number, route, in flight).
+    /// (attempt number, route, in flight, its metrics handles).
     ///
     /// # Errors
     /// `build`'s.
@@ -113,6 +114,11 @@ impl Pick {
     ) -> Result<LlmCall, LlmCallError> {
         let mut call = build(&self.target)?;
         call.routed(self.attempt, self.requested.clone(), self.health.busy());
+        call.set_metrics(self.metrics.call_handles(
+            call.operation(),
+            &self.deployment,
+            self.target.provider.name(),
+        ));
         Ok(call)
     }
 }
@@ -151,6 +157,12 @@ pub struct Plan {
     last_error: Option<LlmCallError>,
     one_deployment: bool,
     stopped: bool,
+    /// Groups started (the first, then fallbacks).
+    groups_started: u32,
+    /// Time spent waiting for upstream answers' headers.
+    upstream_wait: Duration,
+    /// Time spent in back-off and cooldown waits.
+    slept: Duration,
 }
 
 impl Plan {
@@ -198,7 +210,17 @@ impl Plan {
             last_error: None,
             one_deployment,
             stopped: false,
+            groups_started: 0,
+            upstream_wait: Duration::ZERO,
+            slept: Duration::ZERO,
         }
+    }
+
+    /// Time this plan waited on upstreams (each attempt's send to its
+    /// answer's headers) and on back-off or cooldowns: what is not the
+    /// gateway's own time.
+    pub fn waited(&self) -> Duration {
+        self.upstream_wait + self.slept
     }
 
     /// Attempts made so far.
@@ -218,7 +240,16 @@ impl Plan {
             let state = match self.current.take() {
                 Some(state) if state.left > 0 => state,
                 _ => GroupState {
-                    group: self.groups.pop_front()?,
+                    group: {
+                        let group = self.groups.pop_front()?;
+                        self.groups_started += 1;
+                        if self.groups_started > 1 {
+                            if let Some(route) = &self.requested {
+                                self.router.metrics.fallback(route);
+                            }
+                        }
+                        group
+                    },
                     left: 1 + config.retries,
                     made: 0,
                     tried: Vec::new(),
@@ -251,6 +282,7 @@ impl Plan {
                         .wait
                         .take()
                         .unwrap_or_else(|| backoff(config, state.made));
+                    self.slept += wait;
                     tokio::time::sleep(wait).await;
                 }
                 let deployment: Arc<str> = Arc::from(target.resolution.model_id.to_string());
@@ -303,7 +335,9 @@ impl Plan {
                     }) {
                         state.waited_for_cooldown = true;
                         self.current = Some(state);
-                        tokio::time::sleep(Duration::from_millis(ms.max(0) as u64)).await;
+                        let wait = Duration::from_millis(ms.max(0) as u64);
+                        self.slept += wait;
+                        tokio::time::sleep(wait).await;
                     }
                     return Step::Again;
                 }
@@ -318,6 +352,7 @@ impl Plan {
                         .wait
                         .take()
                         .unwrap_or_else(|| backoff(config, state.made));
+                    self.slept += wait;
                     tokio::time::sleep(wait).await;
                     (0..healthy.len()).collect()
                 } else {
@@ -374,6 +409,7 @@ impl Plan {
             requested: self.requested.clone(),
             health: self.router.health(&deployment),
             deployment,
+            metrics: Arc::clone(&self.router.metrics),
         }
     }
 
@@ -541,12 +577,30 @@ pub async fn send(
     failed: &mut Vec<CallRecord>,
     build: &mut (dyn FnMut(&Target) -> Result<LlmCall, LlmCallError> + Send),
 ) -> Result<UpstreamResponse, RoutedError> {
+    let mut failed_last: Option<Arc<str>> = None;
     loop {
         let Some(pick) = plan.next().await else {
             return Err(plan.error());
         };
+        if let Some(deployment) = failed_last.take() {
+            plan.router.metrics.retry(&deployment);
+        }
         let call = current.insert(pick.call(build).map_err(RoutedError::Call)?);
-        match call.send().await {
+        let sent = std::time::Instant::now();
+        let answer = call.send().await;
+        plan.upstream_wait += sent.elapsed();
+        let metrics = &plan.router.metrics;
+        if metrics.enabled() {
+            let status = match (&answer, call.status()) {
+                (_, Some(status)) => crate::telemetry::status_text(status),
+                (Err(LlmCallError::Disabled { .. }), None) => "disabled".into(),
+                (Err(error), None) if error.is_timeout() => "timeout".into(),
+                (Err(LlmCallError::Send(_)), None) => "connect".into(),
+                _ => "error".into(),
+            };
+            metrics.attempt(&pick.deployment, pick.target.provider.name(), &status);
+        }
+        match answer {
             Ok(upstream) => {
                 plan.succeeded(&pick);
                 return Ok(upstream);
@@ -558,6 +612,7 @@ pub async fn send(
                 if !plan.failed(&pick, &error) {
                     return Err(RoutedError::Call(error));
                 }
+                failed_last = Some(Arc::clone(&pick.deployment));
             }
         }
     }

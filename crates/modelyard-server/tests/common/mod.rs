@@ -252,6 +252,12 @@ impl TestServer {
         format!("sqlite://{}", dir.path().join("modelyard.db").display())
     }
 
+    /// The metrics listener's address (`[telemetry] metrics_listen`).
+    #[allow(dead_code)]
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.server.as_ref().and_then(|s| s.metrics_addr())
+    }
+
     /// `base_url + path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)

@@ -113,6 +113,7 @@ pub async fn run_turn(job: TurnJob) {
                     conversation_id: Some(conversation_id),
                     turn_id: Some(turn_id),
                     created_at_ms,
+                    request_id: None,
                 },
                 calls,
             },

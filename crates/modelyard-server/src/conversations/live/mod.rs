@@ -225,6 +225,11 @@ impl LiveTurns {
         self.shutdown.clone()
     }
 
+    /// Turns running.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
     /// Whether no turn is running.
     pub fn is_empty(&self) -> bool {
         self.lock().is_empty()

@@ -51,9 +51,11 @@ pub const OPERATION: &str = "messages";
 pub async fn messages(
     Scoped(app): Scoped,
     identity: Identity,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match serve(app, identity, body).await {
+    let request_id = super::request_id_of(&headers);
+    match serve(app, identity, request_id, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -75,6 +77,7 @@ pub async fn count_tokens(Scoped(_app): Scoped) -> Response {
 async fn serve(
     app: AppState,
     identity: Identity,
+    request_id: Option<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AnthropicError> {
     let body =
@@ -92,7 +95,7 @@ async fn serve(
         None
     };
     let requested = translated.upstream.model.clone();
-    let opened = open_call(&app, translated.upstream).await?;
+    let opened = open_call(&app, translated.upstream, request_id).await?;
     // The id the client sent (the composite id when it sent none).
     let client_model = requested.unwrap_or_else(|| opened.model_id.clone());
     let message_id = response::message_id();
@@ -156,7 +159,11 @@ struct Opened {
 /// `metadata.user_id`) — the one place this front routes. Failed attempts
 /// are recorded by the draft; a resolution error happens before any call
 /// and leaves no record, as on the OpenAI front.
-async fn open_call(app: &AppState, request: UpstreamRequest) -> Result<Opened, AnthropicError> {
+async fn open_call(
+    app: &AppState,
+    request: UpstreamRequest,
+    request_id: Option<String>,
+) -> Result<Opened, AnthropicError> {
     let destination = app
         .destination(request.model.as_deref())
         .map_err(error::route)?;
@@ -183,7 +190,7 @@ async fn open_call(app: &AppState, request: UpstreamRequest) -> Result<Opened, A
         |target: &crate::registry::Target| Ok(LlmCall::new(target, purpose.clone(), &body));
     // The draft owns the attempts from here: whatever way the request ends
     // (the client gone included), one record.
-    let mut draft = CallDraft::start(app);
+    let mut draft = CallDraft::start(app, request_id);
     match draft.send(&mut plan, &mut build).await {
         Ok(upstream) => {
             let (model_id, provider) = match draft.call() {
