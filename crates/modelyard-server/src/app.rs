@@ -389,8 +389,18 @@ pub async fn start(
         addr: listen,
         source,
     })?;
+    // Replicas with NATS share live events; otherwise one process's bus.
     let bus: Arc<dyn crate::conversations::bus::EventBus> =
-        Arc::new(crate::conversations::bus::InProcessBus::default());
+        match config.cluster.as_ref().and_then(|c| {
+            c.nats_url
+                .as_deref()
+                .map(|url| (url, c.replica_id.as_str()))
+        }) {
+            Some((url, replica)) => {
+                Arc::new(crate::conversations::nats_bus::NatsBus::start(url, replica))
+            }
+            None => Arc::new(crate::conversations::bus::InProcessBus::default()),
+        };
     crate::conversations::engine::recover_interrupted(
         &store,
         bus.as_ref(),

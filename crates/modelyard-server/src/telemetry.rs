@@ -242,7 +242,7 @@ pub struct ScrapeState {
     pub running_turns: u64,
     /// The call log's counters.
     pub call_log: crate::recorder::CallLogStats,
-    /// The events bus mode (`in_process`).
+    /// The events bus mode (`in-process`, `nats`, `nats-disconnected`).
     pub bus_mode: &'static str,
 }
 

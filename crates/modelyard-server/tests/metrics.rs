@@ -213,7 +213,7 @@ async fn metrics_follow_known_traffic() {
         3.0
     );
     assert_eq!(
-        value(&text, "modelyard_events_bus", &[("mode", "in_process")]),
+        value(&text, "modelyard_events_bus", &[("mode", "in-process")]),
         1.0
     );
     assert_eq!(value(&text, "modelyard_call_log_dropped_total", &[]), 0.0);

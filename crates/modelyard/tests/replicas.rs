@@ -240,3 +240,142 @@ async fn a_key_revoked_on_one_replica_is_refused_by_the_other_within_a_second() 
         started.elapsed()
     );
 }
+
+/// A `nats-server` on its own port (the machine's Debian package), killed
+/// on drop.
+struct Nats {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Nats {
+    fn start_on(port: u16) -> Option<Nats> {
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(Nats { child, port })
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn nats_replica(name: &str, dir: &Dir, mock: &MockUpstream, db: &str, nats: &str) -> Server {
+    Server::start_with(
+        dir,
+        mock,
+        &Options {
+            storage_url: Some(db.to_owned()),
+            server: String::new(),
+            extra: format!(
+                "[turns]\nsweep_interval_ms = 500\n\n[cluster]\nreplica_id = \"{name}\"\n\
+                 turn_lease_ms = 2000\nnats_url = \"{nats}\"\n"
+            ),
+        },
+    )
+    .await
+}
+
+async fn events_mode(server: &Server) -> String {
+    server.get("/health").await["events"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn with_nats_a_turns_deltas_reach_the_other_replica_and_nats_down_loses_nothing() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let port = common::free_port();
+    let Some(nats) = Nats::start_on(port) else {
+        eprintln!("skipped: nats-server is not installed");
+        return;
+    };
+    let mock = MockUpstream::start().await;
+    mock.set_listed_models(Some(vec!["echo".into(), "slow:100".into()]));
+    let (dir_a, dir_b) = (Dir::new("rep-a"), Dir::new("rep-b"));
+    let a = nats_replica("a", &dir_a, &mock, &db, &nats.url()).await;
+    let b = nats_replica("b", &dir_b, &mock, &db, &nats.url()).await;
+    for server in [&a, &b] {
+        eventually(Duration::from_secs(5), "connected to NATS", || async {
+            match events_mode(server).await.as_str() {
+                "nats" => Ok(()),
+                other => Err(other.to_owned()),
+            }
+        })
+        .await;
+    }
+    let conv = create_conversation(&a, "mock/echo").await;
+
+    // B follows a turn running on A, token by token.
+    let mut feed = b.events(&conv).await;
+    let turn = start_turn(&a, &conv, &long_text(20), Some("mock/slow:100")).await;
+    let mut deltas = String::new();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(e) = feed.next().await {
+            if e.event == "text.delta" {
+                deltas.push_str(e.data["delta"].as_str().unwrap_or_default());
+            }
+            if e.event == "message.assistant" {
+                answer = e.data["parts"][0]["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+            }
+            if e.event == "turn.completed" && e.data["turnId"] == turn.as_str() {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("B saw the turn end");
+    assert!(answer.starts_with("echo: w0"), "{answer}");
+    assert_eq!(deltas, answer, "every delta reached B, in order");
+
+    // NATS goes away: nothing fails, persisted events still reach B.
+    drop(nats);
+    eventually(Duration::from_secs(5), "B notices NATS is gone", || async {
+        match events_mode(&b).await.as_str() {
+            "nats-disconnected" => Ok(()),
+            other => Err(other.to_owned()),
+        }
+    })
+    .await;
+    let mut feed = b.events(&conv).await;
+    let turn = start_turn(&a, &conv, "while nats is down", Some("mock/echo")).await;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(e) = feed.next().await {
+            if e.event == "turn.completed" && e.data["turnId"] == turn.as_str() {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the turn's end reached B through the store");
+
+    // NATS is back: the replicas reconnect by themselves.
+    let _nats = Nats::start_on(port).expect("nats-server restarts");
+    for server in [&a, &b] {
+        eventually(Duration::from_secs(15), "reconnected to NATS", || async {
+            match events_mode(server).await.as_str() {
+                "nats" => Ok(()),
+                other => Err(other.to_owned()),
+            }
+        })
+        .await;
+    }
+}

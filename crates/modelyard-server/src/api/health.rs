@@ -43,6 +43,9 @@ pub struct Health {
     pub store: StoreHealth,
     /// The call log's counters since start (`storage.call_log = false`: zeros).
     pub call_log: CallLogStats,
+    /// How live events travel: `in-process`, `nats`, or `nats-disconnected`
+    /// (replicas learn of each other's events from the store meanwhile).
+    pub events: &'static str,
 }
 
 /// `GET /health[?ready=1]`: 200 with [`Health`]; with `ready`, 503 while the
@@ -62,6 +65,7 @@ pub async fn health(State(app): State<AppState>, Query(query): Query<HealthQuery
         },
         store,
         call_log: app.recorder.stats(),
+        events: app.bus.mode(),
     };
     let status = if ready && store == StoreHealth::Unreachable {
         StatusCode::SERVICE_UNAVAILABLE

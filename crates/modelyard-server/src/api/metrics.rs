@@ -40,7 +40,7 @@ fn exposition(app: &AppState) -> Response {
         open_streams: u64::from(app.streams.open()),
         running_turns: app.live.len() as u64,
         call_log: app.recorder.stats(),
-        bus_mode: "in_process",
+        bus_mode: app.bus.mode(),
     };
     let body = app.metrics.encode(&state);
     (

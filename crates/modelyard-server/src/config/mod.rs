@@ -78,8 +78,10 @@ pub struct ClusterConfig {
     /// the owner recorded on the turns it runs.
     pub replica_id: String,
     /// NATS server for live events between replicas (`nats_url`,
-    /// `MODELYARD_CLUSTER_NATS_URL`); accepted but not used yet: replicas
-    /// poll the store for each other's events.
+    /// `MODELYARD_CLUSTER_NATS_URL`): token deltas of a turn reach
+    /// subscribers on every replica, persisted events are announced. Without
+    /// it (or while it is down) replicas read each other's persisted events
+    /// from the store.
     pub nats_url: Option<String>,
     /// How long a turn's lease lasts without renewal, ms (`turn_lease_ms`,
     /// default 10 000, 1 000..=600 000); the owner renews it every third

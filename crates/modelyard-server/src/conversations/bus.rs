@@ -42,6 +42,9 @@ pub enum BusMessage {
     Persisted(Arc<Event>),
     /// A transient event of a running turn.
     Transient(Arc<TransientEvent>),
+    /// Another replica committed the event with this seq (read it from the
+    /// store; [`crate::conversations::nats_bus`]).
+    Announced(i64),
 }
 
 /// Fan-out of conversation events. Publishing never waits for subscribers.
@@ -50,6 +53,11 @@ pub trait EventBus: Send + Sync + std::fmt::Debug {
     fn publish(&self, conversation_id: &str, message: BusMessage);
     /// Starts receiving the conversation's messages.
     fn subscribe(&self, conversation_id: &str) -> broadcast::Receiver<BusMessage>;
+    /// How events travel, as `GET /health` says: `in-process`, `nats`, or
+    /// `nats-disconnected` (replicas then learn of events from the store).
+    fn mode(&self) -> &'static str {
+        "in-process"
+    }
 }
 
 /// One broadcast channel per conversation with subscribers.

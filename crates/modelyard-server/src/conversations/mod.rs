@@ -14,3 +14,4 @@ pub mod call;
 pub mod configs;
 pub mod engine;
 pub mod live;
+pub mod nats_bus;

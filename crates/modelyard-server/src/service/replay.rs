@@ -424,6 +424,11 @@ pub async fn feed(
                         return;
                     }
                 }
+                Ok(BusMessage::Announced(announced)) => {
+                    if announced > seq {
+                        break; // committed on another replica: read the store
+                    }
+                }
                 Ok(BusMessage::Transient(t)) => {
                     if t.turn_seq < last_end_seq {
                         continue; // its turn ended: the log holds the text
@@ -437,10 +442,22 @@ pub async fn feed(
                     if t.index < next {
                         continue; // already sent
                     }
-                    if t.index > next || t.turn_seq > seq {
-                        // A hole, or a turn whose start was not sent: fill
-                        // from the store and the turn buffer.
+                    if t.turn_seq > seq {
+                        // A turn whose start was not sent: read the store.
                         break;
+                    }
+                    if t.index > next {
+                        // A hole: fill it from the turn buffer — which only
+                        // the replica running the turn has; deltas of a
+                        // turn on another replica go on from here (its
+                        // final message carries the whole text).
+                        let local = src
+                            .live
+                            .of_conversation(conversation_id)
+                            .is_some_and(|live| live.turn_seq == t.turn_seq);
+                        if local {
+                            break;
+                        }
                     }
                     transient = Some((t.turn_seq, t.index));
                     if tx

@@ -1,0 +1,256 @@
+//! The event bus between replicas ([cluster] `nats_url`, the `async-nats`
+//! crate): every message is delivered in process first, as by
+//! [`InProcessBus`], then announced on NATS for the other replicas.
+//!
+//! - A persisted event travels as its seq only (`announced`): a subscriber
+//!   elsewhere reads it from the store, which stays the truth.
+//! - A transient event (delta, advisor output) travels whole, with its turn
+//!   position, so subscribers on every replica see a running turn's tokens.
+//!
+//! Subject: `modelyard.conv.<conversation id>`; payload: JSON
+//! ([`Wire`]), with the sending replica's id so it ignores its own. Sending
+//! never waits: messages go through a bounded queue to one task; a full
+//! queue, or NATS being down, drops live messages — subscribers then learn
+//! of persisted events by reading the store (docs/design.md#replicas), so
+//! NATS down costs latency, never data. The client reconnects by itself.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc};
+
+use super::bus::{BusMessage, EventBus, InProcessBus, TransientEvent};
+
+/// Messages waiting to be sent to NATS before new ones are dropped.
+const QUEUE: usize = 8_192;
+/// Subject prefix.
+const PREFIX: &str = "modelyard.conv.";
+
+/// One bus message on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Wire {
+    /// The sending replica.
+    origin: String,
+    /// `persisted` or `transient`.
+    kind: String,
+    /// Persisted: the event's seq.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seq: Option<i64>,
+    /// Transient: the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    turn_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    turn_seq: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    index: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    after_seq: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    event_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    data: Option<Value>,
+}
+
+/// The transient event types a replica accepts from another (the types
+/// the engine publishes).
+fn known_type(name: &str) -> Option<&'static str> {
+    [
+        "text.delta",
+        "reasoning.delta",
+        "tool_call.started",
+        "tool_call.delta",
+        "advisor.phase",
+        "advisor.output",
+        "model.loading",
+    ]
+    .into_iter()
+    .find(|t| *t == name)
+}
+
+/// The in-process bus plus NATS between replicas (see the module docs).
+#[derive(Debug)]
+pub struct NatsBus {
+    local: Arc<InProcessBus>,
+    replica: String,
+    outgoing: mpsc::Sender<(String, Vec<u8>)>,
+    connected: Arc<AtomicBool>,
+}
+
+impl NatsBus {
+    /// Starts the bus: connects to `url` in the background (retrying; the
+    /// server starts even while NATS is down) and relays other replicas'
+    /// messages to this process's subscribers.
+    pub fn start(url: &str, replica: &str) -> NatsBus {
+        let local = Arc::new(InProcessBus::default());
+        let connected = Arc::new(AtomicBool::new(false));
+        let (outgoing, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(run(
+            url.to_owned(),
+            replica.to_owned(),
+            Arc::clone(&local),
+            Arc::clone(&connected),
+            queue,
+        ));
+        NatsBus {
+            local,
+            replica: replica.to_owned(),
+            outgoing,
+            connected,
+        }
+    }
+
+    /// Whether the NATS connection is up now.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    fn wire(&self, message: &BusMessage) -> Option<Wire> {
+        let mut wire = Wire {
+            origin: self.replica.clone(),
+            kind: String::new(),
+            seq: None,
+            turn_id: None,
+            turn_seq: None,
+            index: None,
+            after_seq: None,
+            event_type: None,
+            data: None,
+        };
+        match message {
+            BusMessage::Persisted(event) => {
+                wire.kind = "persisted".into();
+                wire.seq = Some(event.seq);
+            }
+            BusMessage::Transient(t) => {
+                wire.kind = "transient".into();
+                wire.turn_id = Some(t.turn_id.clone());
+                wire.turn_seq = Some(t.turn_seq);
+                wire.index = Some(t.index);
+                wire.after_seq = Some(t.after_seq);
+                wire.event_type = Some(t.event_type.to_owned());
+                wire.data = Some(t.data.clone());
+            }
+            // Announcements are what arrives from NATS; never sent on.
+            BusMessage::Announced(_) => return None,
+        }
+        Some(wire)
+    }
+}
+
+impl EventBus for NatsBus {
+    fn publish(&self, conversation_id: &str, message: BusMessage) {
+        if let Some(wire) = self.wire(&message) {
+            if let Ok(bytes) = serde_json::to_vec(&wire) {
+                // Full or closed: dropped (see the module docs).
+                let _ = self
+                    .outgoing
+                    .try_send((format!("{PREFIX}{conversation_id}"), bytes));
+            }
+        }
+        self.local.publish(conversation_id, message);
+    }
+
+    fn subscribe(&self, conversation_id: &str) -> broadcast::Receiver<BusMessage> {
+        self.local.subscribe(conversation_id)
+    }
+
+    fn mode(&self) -> &'static str {
+        if self.connected() {
+            "nats"
+        } else {
+            "nats-disconnected"
+        }
+    }
+}
+
+/// Connects (retrying every second until it works), then sends the queue
+/// and relays what other replicas send.
+async fn run(
+    url: String,
+    replica: String,
+    local: Arc<InProcessBus>,
+    connected: Arc<AtomicBool>,
+    mut queue: mpsc::Receiver<(String, Vec<u8>)>,
+) {
+    let client = loop {
+        let flag = Arc::clone(&connected);
+        let options = async_nats::ConnectOptions::new()
+            .name(format!("modelyard {replica}"))
+            .retry_on_initial_connect()
+            .event_callback(move |event| {
+                let flag = Arc::clone(&flag);
+                async move {
+                    match event {
+                        async_nats::Event::Connected => flag.store(true, Ordering::Relaxed),
+                        async_nats::Event::Disconnected => {
+                            flag.store(false, Ordering::Relaxed);
+                            tracing::warn!("NATS disconnected; events between replicas go through the store until it is back");
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        match options.connect(url.as_str()).await {
+            Ok(client) => break client,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot connect to NATS; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let mut inbox = loop {
+        match client.subscribe(format!("{PREFIX}>")).await {
+            Ok(inbox) => break inbox,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot subscribe on NATS; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            out = queue.recv() => {
+                let Some((subject, bytes)) = out else { return };
+                if let Err(err) = client.publish(subject, bytes.into()).await {
+                    tracing::debug!(error = %err, "NATS publish failed");
+                }
+            }
+            message = inbox.next() => {
+                let Some(message) = message else { return };
+                let Some(conversation_id) = message.subject.as_str().strip_prefix(PREFIX) else {
+                    continue;
+                };
+                let Ok(wire) = serde_json::from_slice::<Wire>(&message.payload) else {
+                    continue;
+                };
+                if wire.origin == replica {
+                    continue;
+                }
+                if let Some(bus) = relayed(wire) {
+                    local.publish(conversation_id, bus);
+                }
+            }
+        }
+    }
+}
+
+/// What another replica's message means here.
+fn relayed(wire: Wire) -> Option<BusMessage> {
+    match wire.kind.as_str() {
+        "persisted" => Some(BusMessage::Announced(wire.seq?)),
+        "transient" => Some(BusMessage::Transient(Arc::new(TransientEvent {
+            turn_id: wire.turn_id?,
+            turn_seq: wire.turn_seq?,
+            index: wire.index?,
+            after_seq: wire.after_seq?,
+            event_type: known_type(wire.event_type.as_deref()?)?,
+            data: wire.data?,
+        }))),
+        _ => None,
+    }
+}
