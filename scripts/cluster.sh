@@ -8,7 +8,9 @@
 #
 # Needs: PostgreSQL on 127.0.0.1:5432 (the machine's; trust auth for user
 # postgres, or set CLUSTER_DB_URL), HAProxy (installed from Debian's packages
-# when missing and this runs as root). NATS is not needed yet.
+# when missing and this runs as root). NATS on 127.0.0.1:4222 (the machine's
+# nats-server) is used for live events between replicas when it answers;
+# without it replicas share events through the database (slower, no deltas).
 #
 # Env: CLUSTER_PORT (4100, the load balancer), CLUSTER_REPLICA_PORTS
 # ("4101 4102 4103"), CLUSTER_DB_URL (postgres://postgres@127.0.0.1:5432/
@@ -56,6 +58,14 @@ if ! command -v haproxy >/dev/null; then
     fi
 fi
 
+NATS_LINE=""
+if (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then
+    NATS_LINE='nats_url = "nats://127.0.0.1:4222"'
+    say "     NATS on 127.0.0.1:4222: live events between replicas"
+else
+    say "     no NATS on 127.0.0.1:4222 (apt-get install nats-server for live deltas between replicas)"
+fi
+
 say "3/5 real local model (first time builds llama-server, ~8 min)"
 LLM_URL="$(scripts/llm-start.sh --port "$LLM_PORT")" || die "could not start llama-server"
 
@@ -87,6 +97,7 @@ model = "local/smollm2-135m-instruct"
 
 [cluster]
 replica_id = "replica-$i"
+$NATS_LINE
 
 [[providers]]
 name = "local"
