@@ -30,7 +30,8 @@ async fn health_shows_the_store_and_the_call_log_counters() {
     assert_eq!(
         body,
         json!({"status": "ok", "store": "ok",
-               "callLog": {"queued": 0, "queuedBytes": 0, "dropped": 0, "failed": 0}})
+               "callLog": {"queued": 0, "queuedBytes": 0, "dropped": 0, "failed": 0},
+               "events": "in-process"})
     );
     let (status, body) = health(&server, "?ready=1").await;
     assert_eq!(status, 200, "{body}");
