@@ -317,7 +317,7 @@ async fn metrics_are_admin_only_with_keys_and_open_on_their_own_listener() {
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
     assert!(
-        text.contains("modelyard_events_bus{mode=\"in_process\"} 1"),
+        text.contains("modelyard_events_bus{mode=\"in-process\"} 1"),
         "{text}"
     );
     // The 401, 403s and 200 above were counted (by route pattern and status).
