@@ -13,4 +13,5 @@ pub mod models;
 pub mod operations;
 pub mod replay;
 pub mod routed;
+pub mod turn_target;
 pub mod turns;
