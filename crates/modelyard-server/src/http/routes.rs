@@ -104,6 +104,18 @@ pub fn table() -> Vec<Route> {
             member,
             api::providers::refresh,
         ),
+        route(
+            M::POST,
+            "/v1/providers/{name}/models/{model}/load",
+            admin,
+            api::providers::load,
+        ),
+        route(
+            M::POST,
+            "/v1/providers/{name}/models/{model}/unload",
+            admin,
+            api::providers::unload,
+        ),
         route(M::GET, "/v1/favorites", read, api::favorites::list),
         route(M::PUT, "/v1/favorites", member, api::favorites::replace),
         route(M::POST, "/v1/favorites", member, api::favorites::add),
