@@ -108,6 +108,7 @@ const MATRIX: &[(&str, &str, Role, bool)] = &[
     ("GET", "/v1/conversations/{id}/events", Role::Read, true),
     ("POST", "/v1/conversations/{id}/title", Role::Member, true),
     ("POST", "/v1/conversations/{id}/compact", Role::Member, true),
+    ("POST", "/v1/conversations/{id}/warm", Role::Member, true),
 ];
 
 #[test]

@@ -216,6 +216,12 @@ pub fn table() -> Vec<Route> {
             member,
             api::operations::compact,
         ),
+        route(
+            M::POST,
+            "/v1/conversations/{id}/warm",
+            member,
+            api::operations::warm,
+        ),
     ]
 }
 

@@ -15,3 +15,4 @@ pub mod replay;
 pub mod routed;
 pub mod turn_target;
 pub mod turns;
+pub mod warm;

@@ -1,8 +1,8 @@
 //! Where the next call of a conversation's operation goes: the one
-//! resolution shared by starting a turn ([`super::turns::start`]) and the
-//! server-side operations ([`super::operations`]): docs/design.md#turn-model,
-//! then the route or deployment the model id stands for, then an LLM
-//! config's custom base URL.
+//! resolution shared by starting a turn ([`super::turns::start`]), the
+//! server-side operations ([`super::operations`]) and the warm path
+//! ([`super::warm`]): docs/design.md#turn-model, then the route or
+//! deployment the model id stands for, then an LLM config's custom base URL.
 
 use modelyard_core::conversation::ConversationRecord;
 use modelyard_core::turn_model::{resolve_turn_model, TurnModel};

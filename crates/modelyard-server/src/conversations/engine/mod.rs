@@ -56,8 +56,9 @@ mod sweep;
 #[cfg(test)]
 mod tests;
 
-pub use request::{compacted, openai_messages, NO_TOOL_RESULT};
+pub use request::{compacted, openai_messages, request_body, NO_TOOL_RESULT};
 pub use run::{run_turn, CLOSE_RETRY_FIRST, CLOSE_RETRY_MAX};
+pub(crate) use steps::{offered_advisor, step_tools};
 pub use sweep::{recover_interrupted, spawn_lease_renewal, spawn_sweeper, SWEEP_CONFIRM};
 
 pub use super::call::CHECKPOINT_EVERY;
