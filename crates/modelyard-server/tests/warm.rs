@@ -1,6 +1,6 @@
 //! The warm path (`POST /v1/conversations/{id}/warm`), loading and
 //! unloading models (`POST /v1/providers/{name}/models/{model}/load` and
-//! `…/unload`).
+//! `…/unload`) and the `model.loading` transient event.
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::conv::ends_turn;
 use common::TestServer;
 use modelyard_testkit::{eventually, Flavour, MockModel, MockOptions};
 use serde_json::{json, Value};
@@ -362,5 +363,56 @@ async fn load_and_unload_per_kind() {
         .await;
     assert_eq!(status, 404, "{problem}");
     assert_eq!(problem["code"], "model_not_found");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_turn_on_an_unloaded_model_publishes_model_loading_until_its_first_token() {
+    let server = server().await;
+    let conv = created(&server, "/v1/conversations", json!({})).await;
+    let mut events = server.events(&conv, None).await;
+    events.replay().await;
+    let started = server
+        .start_turn(
+            &conv,
+            json!({"content": "hello", "model": "swap/slow-first:2500"}),
+        )
+        .await;
+    let turn_id = started["turnId"].as_str().unwrap().to_owned();
+    let seen = events.until(|e| ends_turn(e, &turn_id)).await;
+    let loading: Vec<&Value> = seen
+        .iter()
+        .filter(|e| e.event == "model.loading")
+        .map(|e| &e.data)
+        .collect();
+    assert!(loading.len() >= 2, "{seen:#?}");
+    let elapsed: Vec<u64> = loading
+        .iter()
+        .map(|d| d["elapsedMs"].as_u64().unwrap())
+        .collect();
+    assert!(elapsed.windows(2).all(|w| w[0] < w[1]), "{elapsed:?}");
+    assert!(elapsed[1] >= 900, "{elapsed:?}");
+    for data in &loading {
+        assert_eq!(data["turnId"], turn_id.as_str());
+        assert_eq!(data["model"], "swap/slow-first:2500");
+    }
+    // None after the first token.
+    let first_delta = seen.iter().position(|e| e.event == "text.delta").unwrap();
+    let last_loading = seen
+        .iter()
+        .rposition(|e| e.event == "model.loading")
+        .unwrap();
+    assert!(last_loading < first_delta, "{seen:#?}");
+    // Transient: not in the log.
+    let log = common::conv::log(&server, &conv).await;
+    assert!(log.iter().all(|e| e.event != "model.loading"));
+
+    // A loaded model: no model.loading.
+    let started = server
+        .start_turn(&conv, json!({"content": "again", "model": "swap/up"}))
+        .await;
+    let turn_id = started["turnId"].as_str().unwrap().to_owned();
+    let seen = events.until(|e| ends_turn(e, &turn_id)).await;
+    assert!(seen.iter().all(|e| e.event != "model.loading"), "{seen:#?}");
     server.shutdown().await;
 }

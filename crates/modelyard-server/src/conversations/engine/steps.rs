@@ -8,6 +8,7 @@ use modelyard_store::{Appended, NewLlmCall, StoreError};
 use modelyard_upstream::openai::StreamAccumulator;
 use serde_json::{json, Value};
 
+use super::loading::LoadingTicker;
 use super::request::request_body;
 use super::run::{Ending, Outcome};
 use super::{publish, TurnJob};
@@ -88,7 +89,11 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
             &tools,
         );
         let mut progress = Progress::default();
-        let mut on_chunk = |acc: &StreamAccumulator| progress.publish(app, live, acc);
+        let mut loading = LoadingTicker::start(app, live, destination);
+        let mut on_chunk = |acc: &StreamAccumulator| {
+            loading.stop();
+            progress.publish(app, live, acc);
+        };
         let mut streamed = stream_call(
             app,
             live,
@@ -99,6 +104,7 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
             &mut on_chunk,
         )
         .await;
+        drop(loading);
         calls.extend(
             std::mem::take(&mut streamed.records)
                 .into_iter()
