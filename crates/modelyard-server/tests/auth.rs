@@ -40,6 +40,18 @@ const MATRIX: &[(&str, &str, Role, bool)] = &[
     ("GET", "/v1/providers", Role::Read, false),
     ("GET", "/v1/providers/{name}", Role::Read, false),
     ("POST", "/v1/providers/{name}/refresh", Role::Member, false),
+    (
+        "POST",
+        "/v1/providers/{name}/models/{model}/load",
+        Role::Admin,
+        false,
+    ),
+    (
+        "POST",
+        "/v1/providers/{name}/models/{model}/unload",
+        Role::Admin,
+        false,
+    ),
     ("GET", "/v1/favorites", Role::Read, false),
     ("PUT", "/v1/favorites", Role::Member, false),
     ("POST", "/v1/favorites", Role::Member, false),
@@ -98,6 +110,7 @@ const MATRIX: &[(&str, &str, Role, bool)] = &[
     ("GET", "/v1/conversations/{id}/events", Role::Read, true),
     ("POST", "/v1/conversations/{id}/title", Role::Member, true),
     ("POST", "/v1/conversations/{id}/compact", Role::Member, true),
+    ("POST", "/v1/conversations/{id}/warm", Role::Member, true),
 ];
 
 #[test]
@@ -298,7 +311,8 @@ async fn target_path(
     path = path
         .replace("{id}", id)
         .replace("{turn_id}", &f.turn)
-        .replace("{name}", "mock");
+        .replace("{name}", "mock")
+        .replace("{model}", "echo");
     path
 }
 

@@ -611,6 +611,16 @@ async function drawConversationList(list, ctx, selectedId) {
   if (!top.length) list.append(el("li", { class: "muted", text: "No conversations yet." }));
 }
 
+/** Warms the conversation's next turn (loads its model, primes the prompt
+ *  cache): fire-and-forget, nothing on the page changes, failures are ignored. */
+function warmConversation(path) {
+  fetch(path + "/warm", {
+    method: "POST",
+    headers: authHeaders({ Accept: "application/json", "Content-Type": "application/json" }),
+    body: "{}",
+  }).catch(() => {});
+}
+
 /** The conversation view: toolbar, settings, messages, composer, live events. */
 async function openConversation(view, ctx, id, refreshList) {
   const path = "/v1/conversations/" + encodeURIComponent(id);
@@ -669,6 +679,7 @@ async function openConversation(view, ctx, id, refreshList) {
   for (const m of messages.data) chat.render(normalizeMessage(m));
   chat.setRunning(conversation.runningTurnId || null);
   chat.follow(String(conversation.lastSeq));
+  warmConversation(path);
 }
 
 /** The model <select>: favorites, then one group per online provider, then
@@ -702,6 +713,7 @@ function modelPicker(path, catalog, current) {
       const answer = await api(path + "/model", { method: "PUT", json: { model: wanted || null } });
       saved = wanted;
       picker.value = wanted;
+      warmConversation(path);
       showStatus(
         answer && answer.verified === false
           ? `Model set to ${wanted} (its provider is offline: not verified)`

@@ -23,6 +23,14 @@ pub(crate) enum Route {
     Running,
     /// llama-swap `/upstream/<id>/props`, with the decoded model id.
     UpstreamProps(String),
+    /// llama-swap `GET /upstream/<id>/health`: loads the model (the warm
+    /// path's and `…/load`'s request).
+    UpstreamHealth(String),
+    /// llama-swap `POST /api/models/unload/<id>`.
+    SwapUnload(String),
+    /// Ollama `POST /api/generate` without a prompt: loads the model, or
+    /// unloads it with `keep_alive: 0`.
+    Generate,
     OllamaRoot,
     Tags,
     Show,
@@ -46,17 +54,24 @@ impl Route {
             (LlamaCpp | LlamaSwap | Vllm, "/health") if get => Route::Health,
             (LlamaCpp, "/props") if get => Route::Props,
             (LlamaSwap, "/running") if get => Route::Running,
-            (LlamaSwap, p) if get => match p
-                .strip_prefix("/upstream/")
-                .and_then(|rest| rest.strip_suffix("/props"))
-            {
-                Some(id) => Route::UpstreamProps(percent_decode(id)),
-                None => Route::NotFound,
-            },
+            (LlamaSwap, p) if post && p.starts_with("/api/models/unload/") => {
+                Route::SwapUnload(percent_decode(p.trim_start_matches("/api/models/unload/")))
+            }
+            (LlamaSwap, p) if get => {
+                let rest = p.strip_prefix("/upstream/");
+                if let Some(id) = rest.and_then(|r| r.strip_suffix("/props")) {
+                    Route::UpstreamProps(percent_decode(id))
+                } else if let Some(id) = rest.and_then(|r| r.strip_suffix("/health")) {
+                    Route::UpstreamHealth(percent_decode(id))
+                } else {
+                    Route::NotFound
+                }
+            }
             (Ollama, "/") if get || *method == Method::HEAD => Route::OllamaRoot,
             (Ollama, "/api/tags") if get => Route::Tags,
             (Ollama, "/api/show") if post => Route::Show,
             (Ollama, "/api/ps") if get => Route::Ps,
+            (Ollama, "/api/generate") if post => Route::Generate,
             _ => Route::NotFound,
         }
     }
@@ -64,7 +79,14 @@ impl Route {
     pub(crate) fn is_discovery(&self) -> bool {
         !matches!(
             self,
-            Route::Chat | Route::Embeddings | Route::Rerank | Route::Completions | Route::NotFound
+            Route::Chat
+                | Route::Embeddings
+                | Route::Rerank
+                | Route::Completions
+                | Route::NotFound
+                | Route::UpstreamHealth(_)
+                | Route::SwapUnload(_)
+                | Route::Generate
         )
     }
 }

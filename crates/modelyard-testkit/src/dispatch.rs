@@ -138,6 +138,37 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, req: Request, in_flight: InFl
                 Value::Null,
             ),
         },
+        Route::UpstreamHealth(ref id) | Route::SwapUnload(ref id) => {
+            let load = matches!(route, Route::UpstreamHealth(_));
+            if set_loaded(shared, id, load) {
+                text_response(StatusCode::OK, "OK")
+            } else {
+                error_response(
+                    StatusCode::NOT_FOUND,
+                    &format!("mock upstream: model '{id}' not found"),
+                    "invalid_request_error",
+                    Value::Null,
+                )
+            }
+        }
+        Route::Generate => {
+            let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let name = req["model"].as_str().unwrap_or_default().to_owned();
+            let unload = req["keep_alive"].as_i64() == Some(0)
+                || req["keep_alive"].as_str().is_some_and(|k| k == "0");
+            if set_loaded(shared, &name, !unload) {
+                json_value(
+                    StatusCode::OK,
+                    &json!({"model": name, "created_at": OLLAMA_TIME, "response": "",
+                            "done": true, "done_reason": if unload { "unload" } else { "load" }}),
+                )
+            } else {
+                json_value(
+                    StatusCode::NOT_FOUND,
+                    &json!({"error": format!("model '{name}' not found")}),
+                )
+            }
+        }
         Route::OllamaRoot => text_response(StatusCode::OK, "Ollama is running"),
         Route::Tags => {
             let list: Vec<Value> = models
@@ -239,4 +270,16 @@ fn gate(shared: &Shared, headers: &axum::http::HeaderMap, body: &Bytes) -> Optio
         }
     }
     None
+}
+
+/// Marks model `id` loaded or not; false when the mock lists no such model.
+fn set_loaded(shared: &Shared, id: &str, loaded: bool) -> bool {
+    let mut models = lock(&shared.models);
+    let mut list = models.as_ref().clone();
+    let Some(model) = list.iter_mut().find(|m| m.id == id) else {
+        return false;
+    };
+    model.loaded = loaded;
+    *models = std::sync::Arc::new(list);
+    true
 }

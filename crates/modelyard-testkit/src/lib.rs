@@ -37,19 +37,22 @@
 //! | | `GET /running` | `{"running":[{"model":<id>,"state":"ready"}]}` for the models with `loaded` |
 //! | | `GET /upstream/<id>/props` | llama.cpp `/props` (above) of `<id>` when it is loaded; `<id>` is the rest of the path minus the trailing `/props`, so it may contain `/` (`%XX` is decoded). `404` when `<id>` is unknown **or not loaded**: real llama-swap would start the model, the mock never does |
 //! | | `GET /health` | `200` `text/plain` `OK` |
+//! | | `GET /upstream/<id>/health` | marks `<id>` loaded (a request through llama-swap starts the model): `200` `OK`; unknown `<id>`: `404` |
+//! | | `POST /api/models/unload/<id>` | marks `<id>` not loaded: `200` `OK`; unknown: `404` |
 //! | [`Vllm`](Flavour::Vllm) | `GET /v1/models` | `{"object":"list","data":[{"id","object":"model","created":1700000000,"owned_by":"vllm","root":<id>,"parent":null,"max_model_len":<ctx>}]}` |
 //! | | `GET /health` | `200` with an empty body |
 //! | [`Ollama`](Flavour::Ollama) | `GET /` (and `HEAD /`) | `200` `text/plain` `Ollama is running` |
 //! | | `GET /api/tags` | `{"models":[{"name":<id>,"model":<id>,"modified_at":"2026-01-01T00:00:00Z","size":1,"digest":"x","details":{"parent_model":"","format":"gguf","family":"llama","families":["llama"],"parameter_size":"8B","quantization_level":"Q4_K_M"}}]}` (every model) |
 //! | | `POST /api/show` `{"model":<id>}` (or `{"name":<id>}`) | `{"details":{…},"model_info":{"general.architecture":"llama","llama.context_length":<ctx>},"parameters":"","template":"{{ .Prompt }}","capabilities":["completion"],"modified_at":…}` (`["embedding"]` for an id containing `embed`) for any listed model (loaded or not; `x` also finds `x:latest`); unknown: `404 {"error":"model 'x' not found"}`; no name / bad JSON: `400 {"error":…}` |
 //! | | `GET /api/ps` | `{"models":[{"name":<id>,"model":<id>,"size":1,"digest":"x","details":{…},"expires_at":"2026-01-01T00:00:00Z","size_vram":1,"context_length":<ctx>}]}` for the models with `loaded` |
+//! | | `POST /api/generate` `{"model", "keep_alive"?}` (no prompt) | marks the model loaded (`keep_alive` `0`: not loaded): `{"model","created_at","response":"","done":true,"done_reason":"load"\|"unload"}`; unknown: `404 {"error":…}` |
 //! | | `GET /v1/models` | as OpenAI, with `owned_by:"library"` |
 //! | [`OpenRouter`](Flavour::OpenRouter) | `GET /v1/models`, `GET /api/v1/models` | `{"data":[{"id","name":"Display <id>","context_length":<ctx>\|null,"created":1700000000}]}` |
 //!
 //! [`MockModel::loaded`] only matters to llama-swap (`/running`, `/upstream/<id>/props`) and
 //! Ollama (`/api/ps`); the other flavours list every model.
 //!
-//! The discovery routes are every route above except chat. [`MockUpstream::set_discovery_delay_ms`]
+//! The discovery routes are every route above except chat and the load / unload routes. [`MockUpstream::set_discovery_delay_ms`]
 //! delays their answers (after recording the request; a client hanging up during the delay
 //! counts in [`MockUpstream::cancelled_requests`]); chat is never delayed by it. While
 //! [`MockUpstream::set_down`] is on, **every** request (chat, discovery, unknown routes) is

@@ -63,6 +63,12 @@ impl ProviderKind {
         }
     }
 
+    /// Whether Modelyard can load and unload this kind's models
+    /// (llama-swap, Ollama; see `ProviderClient::load_model`).
+    pub fn loads_models(self) -> bool {
+        matches!(self, ProviderKind::LlamaSwap | ProviderKind::Ollama)
+    }
+
     /// Path of a health endpoint relative to the server root, if the kind has one.
     pub fn health_path(self) -> Option<&'static str> {
         match self {

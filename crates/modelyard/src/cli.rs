@@ -254,6 +254,18 @@ pub(crate) enum ConversationsCommand {
         #[arg(short, long)]
         model: Option<String>,
     },
+    /// Prepare the next turn's deployment: load its model (llama-swap,
+    /// Ollama) or prime llama.cpp's prompt cache with the conversation.
+    Warm {
+        /// Conversation id.
+        id: String,
+        /// The next turn's model override (not persisted).
+        #[arg(short, long)]
+        model: Option<String>,
+        /// The next turn's operation (default `chat`).
+        #[arg(long)]
+        op: Option<String>,
+    },
     /// Summarize all but the last messages with the `compaction` model;
     /// later turns send the summary instead.
     Compact {

@@ -187,6 +187,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ConversationsCommand::Title { id, model } => {
                     operations::title(&client, id, model.as_deref()).await
                 }
+                ConversationsCommand::Warm { id, model, op } => {
+                    operations::warm(&client, id, model.as_deref(), op.as_deref()).await
+                }
                 ConversationsCommand::Compact {
                     id,
                     keep_last,

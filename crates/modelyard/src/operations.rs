@@ -1,5 +1,6 @@
-//! `modelyard conversations title ID` and `modelyard conversations compact
-//! ID [--keep-last N]`: server-side operations on a conversation.
+//! `modelyard conversations title ID`, `modelyard conversations compact
+//! ID [--keep-last N]` and `modelyard conversations warm ID`: server-side
+//! operations on a conversation.
 
 use serde_json::{json, Value};
 
@@ -63,6 +64,43 @@ pub(crate) async fn compact(
         "covers messages through seq {}; model {} [{}], session {}",
         answer["upToSeq"],
         text(&answer, "modelId"),
+        text(&answer, "resolvedFrom"),
+        text(&answer, "sessionId")
+    );
+    Ok(())
+}
+
+/// Prepares the deployment of the conversation's next turn (loads its model
+/// or primes llama.cpp's prompt cache); prints what was done.
+pub(crate) async fn warm(
+    client: &Client,
+    id: &str,
+    model: Option<&str>,
+    operation: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut body = json!({});
+    if let Some(model) = model {
+        body["model"] = json!(model);
+    }
+    if let Some(operation) = operation {
+        body["operation"] = json!(operation);
+    }
+    let answer = send(
+        client
+            .http()
+            .post(client.url(&format!("/v1/conversations/{id}/warm")))
+            .json(&body),
+    )
+    .await?;
+    println!(
+        "{} {} in {} ms",
+        text(&answer, "action"),
+        text(&answer, "deployment"),
+        text(&answer, "durationMs")
+    );
+    eprintln!(
+        "model {} [{}], session {}",
+        text(&answer, "model"),
         text(&answer, "resolvedFrom"),
         text(&answer, "sessionId")
     );

@@ -1049,3 +1049,223 @@ async fn a_route_over_two_llama_servers_survives_one_of_them_dying_mid_conversat
     assert_eq!(failed[0]["modelId"], "second/smollm2-135m-instruct");
     assert_eq!(failed[0]["route"], "smol");
 }
+
+/// `n` messages (user, assistant, ...) of about 1,500 tokens in all, unique
+/// to `seed` from their first word on (so no two conversations share a
+/// cached prefix).
+fn long_history(seed: &str) -> Vec<Value> {
+    const WORDS: [&str; 12] = [
+        "copper", "harbor", "lantern", "meadow", "orbit", "pepper", "quartz", "river", "saddle",
+        "timber", "velvet", "willow",
+    ];
+    (0..8)
+        .map(|m| {
+            let text: String = (0..6)
+                .map(|s| {
+                    let k = m * 6 + s;
+                    format!(
+                        "In step {k} of record {seed}, the {} {} moved toward the {}. ",
+                        WORDS[k % 12],
+                        WORDS[(k * 5 + 1) % 12],
+                        WORDS[(k * 7 + 3) % 12]
+                    )
+                })
+                .collect();
+            let role = if m % 2 == 0 { "user" } else { "assistant" };
+            json!({"role": role, "content": format!("{seed}: {text}")})
+        })
+        .collect()
+}
+
+/// A conversation holding [`long_history`]`(seed)`.
+async fn long_conversation(client: &::reqwest::Client, base: &str, seed: &str) -> String {
+    let conv: Value = client
+        .post(format!("{base}/v1/conversations"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = conv["id"].as_str().unwrap().to_owned();
+    let response = client
+        .post(format!("{base}/v1/conversations/{id}/messages"))
+        .json(&json!({"messages": long_history(seed)}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{:?}",
+        response.text().await
+    );
+    id
+}
+
+/// Runs a turn of `conv` to its end; returns the call of its (one) step,
+/// as the call log has it.
+async fn turn_call(client: &::reqwest::Client, base: &str, conv: &str, content: &str) -> Value {
+    let started: Value = client
+        .post(format!("{base}/v1/conversations/{conv}/turns"))
+        .json(&json!({"content": content}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let turn_id = started["turnId"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let calls: Value = client
+            .get(format!(
+                "{base}/v1/calls?conversationId={conv}&operation=chat"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let found = calls["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["turnId"] == turn_id.as_str())
+            .cloned();
+        if let Some(call) = found {
+            assert_eq!(call["status"], "ok", "{call}");
+            return call;
+        }
+        assert!(Instant::now() < deadline, "turn {turn_id} not recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn warm(client: &::reqwest::Client, base: &str, conv: &str) -> Value {
+    let response = client
+        .post(format!("{base}/v1/conversations/{conv}/warm"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// Tokens llama-server had to process for a call: its prompt minus what it
+/// reported as cached (`usage.prompt_tokens_details.cached_tokens`).
+fn processed(call: &Value) -> u64 {
+    let usage = &call["usage"];
+    usage["promptTokens"].as_u64().unwrap() - usage["cachedPromptTokens"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_warm_conversation_s_next_turn_reuses_the_cached_prefix() {
+    let Some(llm) = llm_url() else { return };
+    let server = Server::start(&llm);
+    let client = ::reqwest::Client::new();
+    let base = &server.base_url;
+    let nonce = format!("{}-{}", std::process::id(), free_port());
+
+    // Warmed: llama-server itself says the next turn reused the prefix.
+    let conv = long_conversation(&client, base, &format!("warm{nonce}")).await;
+    let warmed = warm(&client, base, &conv).await;
+    assert_eq!(warmed["action"], "prefix-cached", "{warmed}");
+    assert_eq!(warmed["deployment"], MODEL);
+    assert_eq!(warmed["resolvedFrom"], "serverDefault");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let primer = loop {
+        let calls: Value = client
+            .get(format!(
+                "{base}/v1/calls?conversationId={conv}&operation=warm"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(call) = calls["data"].as_array().and_then(|d| d.first()) {
+            break call.clone();
+        }
+        assert!(Instant::now() < deadline, "the warm call was not recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(primer["sessionId"], warmed["sessionId"], "{primer}");
+    let prefix = primer["usage"]["promptTokens"].as_u64().unwrap();
+    assert!(
+        prefix >= 1_200,
+        "the conversation is {prefix} tokens: {primer}"
+    );
+    assert_eq!(primer["usage"]["completionTokens"], 1, "{primer}");
+    let call = turn_call(&client, base, &conv, "Name one object from step 3.").await;
+    let prompt = call["usage"]["promptTokens"].as_u64().unwrap();
+    assert!(prompt > prefix, "{call}");
+    eprintln!(
+        "warm: prefix {prefix} tokens; next turn: prompt {prompt}, processed {}",
+        processed(&call)
+    );
+    // Only the new message (and the template around it) was processed.
+    assert!(
+        processed(&call) <= prompt - prefix + 16,
+        "processed {} of {prompt} prompt tokens after a warm of {prefix}: {call}",
+        processed(&call)
+    );
+
+    // Not warmed: the whole conversation is processed.
+    let cold = long_conversation(&client, base, &format!("cold{nonce}")).await;
+    let call = turn_call(&client, base, &cold, "Name one object from step 3.").await;
+    eprintln!(
+        "cold: prompt {}, processed {}",
+        call["usage"]["promptTokens"],
+        processed(&call)
+    );
+    assert!(
+        processed(&call) >= 1_000,
+        "a cold conversation processed only {}: {call}",
+        processed(&call)
+    );
+}
+
+/// Time to first token of a turn on a ~1,500-token conversation, with and
+/// without a warm first. Prints the figures; asserts nothing about them.
+/// `cargo test -p modelyard --test real_llm -- --ignored --nocapture ttft`
+#[tokio::test]
+#[ignore = "benchmark: prints figures"]
+async fn ttft_with_and_without_a_warm() {
+    let Some(llm) = llm_url() else { return };
+    let server = Server::start(&llm);
+    let client = ::reqwest::Client::new();
+    let base = &server.base_url;
+    let nonce = format!("{}-{}", std::process::id(), free_port());
+    let rounds: usize = std::env::var("TTFT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let (mut cold, mut warmed) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let conv = long_conversation(&client, base, &format!("c{round}x{nonce}")).await;
+        let call = turn_call(&client, base, &conv, "Name one object from step 3.").await;
+        cold.push(call["timeToFirstTokenMs"].as_i64().unwrap());
+        let conv = long_conversation(&client, base, &format!("w{round}x{nonce}")).await;
+        let answer = warm(&client, base, &conv).await;
+        assert_eq!(answer["action"], "prefix-cached");
+        let call = turn_call(&client, base, &conv, "Name one object from step 3.").await;
+        warmed.push(call["timeToFirstTokenMs"].as_i64().unwrap());
+        eprintln!(
+            "round {round}: prompt {} tokens; TTFT cold {} ms, after warm {} ms (warm took {} ms)",
+            call["usage"]["promptTokens"], cold[round], warmed[round], answer["durationMs"]
+        );
+    }
+    let median = |v: &mut Vec<i64>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    println!(
+        "TTFT over {rounds} rounds, median: without warm {} ms, after warm {} ms",
+        median(&mut cold),
+        median(&mut warmed)
+    );
+}

@@ -1,5 +1,5 @@
-//! `POST …/title` and `POST …/compact`: adapters over
-//! [`crate::service::operations`], where the use case (resolution, the
+//! `POST …/title`, `POST …/compact` and `POST …/warm`: adapters over
+//! [`crate::service::operations`] and [`crate::service::warm`], where the use case (resolution, the
 //! call on the one LLM call path, the record, the event) lives.
 //!
 //! - `POST /v1/conversations/{id}/title` `{"model"?}` → `{conversationId,
@@ -20,7 +20,12 @@
 //! Without a `max_tokens` from the LLM config, a title call asks for at most
 //! [`operations::TITLE_MAX_TOKENS`] and a compaction for [`operations::COMPACTION_MAX_TOKENS`].
 //!
-//! Both run while a turn runs too (they only read its committed messages).
+//! - `POST /v1/conversations/{id}/warm` `{"model"?, "operation"?}` →
+//!   `{model, resolvedFrom, deployment, action ("loaded" | "already-loaded" |
+//!   "prefix-cached" | "none"), durationMs, sessionId}`: prepares the
+//!   deployment the next turn will use (see [`crate::service::warm`]).
+//!
+//! Title and compaction run while a turn runs too (they only read its committed messages).
 //! 422 when there is nothing to work on (no messages / nothing to compact)
 //! or no model resolves; 502 when the provider fails (the failed call is
 //! recorded).
@@ -132,5 +137,52 @@ pub async fn compact(
         resolved_from: compacted.resolved.resolved_from,
         llm_id: compacted.resolved.llm_config_id,
         session_id: compacted.session_id,
+    }))
+}
+
+/// Body of `POST /v1/conversations/{id}/warm`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmBody {
+    /// The next turn's model override (not persisted).
+    model: Option<String>,
+    /// The next turn's operation, default `chat`.
+    operation: Option<String>,
+}
+
+/// Answer of `POST /v1/conversations/{id}/warm`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmedDto {
+    /// The resolved model id (route name or composite id).
+    pub model: String,
+    /// Why that model.
+    pub resolved_from: ResolvedFrom,
+    /// The deployment prepared.
+    pub deployment: String,
+    /// `loaded`, `already-loaded`, `prefix-cached` or `none`.
+    pub action: &'static str,
+    /// How long the warm took.
+    pub duration_ms: u64,
+    /// The recorded `warm` session, when something was sent.
+    pub session_id: Option<String>,
+}
+
+/// `POST /v1/conversations/{id}/warm`.
+pub async fn warm(
+    Scoped(app): Scoped,
+    Path(id): Path<String>,
+    ApiJsonOrDefault(body): ApiJsonOrDefault<WarmBody>,
+) -> Result<Json<WarmedDto>, ApiError> {
+    let warmed =
+        crate::service::warm::warm(&app, &id, body.model.as_deref(), body.operation.as_deref())
+            .await?;
+    Ok(Json(WarmedDto {
+        model: warmed.model,
+        resolved_from: warmed.resolved_from,
+        deployment: warmed.deployment,
+        action: warmed.action.as_str(),
+        duration_ms: warmed.duration_ms,
+        session_id: warmed.session_id,
     }))
 }

@@ -1,5 +1,8 @@
 //! Providers: `GET /v1/providers`, `GET /v1/providers/{name}`,
-//! `POST /v1/providers/{name}/refresh`.
+//! `POST /v1/providers/{name}/refresh`, `POST
+//! /v1/providers/{name}/models/{model}/load` and `…/unload` (llama-swap,
+//! Ollama; `{provider, model, loaded}` once the provider's discovery was
+//! refreshed; 422 `load_not_supported` for other kinds).
 //!
 //! A provider as JSON: `{name, kind, baseUrl, status ("online" | "offline" |
 //! "disabled" | "unknown"), lastError, disabledReason, lastCheckedAt,
@@ -107,4 +110,26 @@ pub async fn refresh(Scoped(app): Scoped, Path(name): Path<String>) -> Response 
         Err(err) => return crate::http::ApiError::from(err).into_response(),
     };
     axum::Json(detail(&app, &provider, &favorites)).into_response()
+}
+
+/// `POST /v1/providers/{name}/models/{model}/load`.
+pub async fn load(Scoped(app): Scoped, Path((name, model)): Path<(String, String)>) -> Response {
+    control(&app, &name, &model, true).await
+}
+
+/// `POST /v1/providers/{name}/models/{model}/unload`.
+pub async fn unload(Scoped(app): Scoped, Path((name, model)): Path<(String, String)>) -> Response {
+    control(&app, &name, &model, false).await
+}
+
+async fn control(app: &AppState, name: &str, model: &str, load: bool) -> Response {
+    match crate::service::models::control(app, name, model, load).await {
+        Ok(done) => axum::Json(json!({
+            "provider": done.provider,
+            "model": done.model,
+            "loaded": done.loaded,
+        }))
+        .into_response(),
+        Err(err) => crate::http::ApiError::from(err).into_response(),
+    }
 }

@@ -106,6 +106,18 @@ pub fn table() -> Vec<Route> {
             member,
             api::providers::refresh,
         ),
+        route(
+            M::POST,
+            "/v1/providers/{name}/models/{model}/load",
+            admin,
+            api::providers::load,
+        ),
+        route(
+            M::POST,
+            "/v1/providers/{name}/models/{model}/unload",
+            admin,
+            api::providers::unload,
+        ),
         route(M::GET, "/v1/favorites", read, api::favorites::list),
         route(M::PUT, "/v1/favorites", member, api::favorites::replace),
         route(M::POST, "/v1/favorites", member, api::favorites::add),
@@ -205,6 +217,12 @@ pub fn table() -> Vec<Route> {
             "/v1/conversations/{id}/compact",
             member,
             api::operations::compact,
+        ),
+        route(
+            M::POST,
+            "/v1/conversations/{id}/warm",
+            member,
+            api::operations::warm,
         ),
     ]
 }

@@ -46,6 +46,20 @@ pub struct Target {
     pub provider: Arc<Provider>,
 }
 
+impl Target {
+    /// Whether the provider's last discovery says this model is loaded
+    /// (`None` when the kind does not say or the model is not listed).
+    pub fn loaded(&self) -> Option<bool> {
+        let model = self.resolution.model_id.model();
+        self.provider
+            .read_state()
+            .catalog
+            .iter()
+            .find(|m| m.model == model)
+            .and_then(|m| m.loaded)
+    }
+}
+
 /// Why a request could not be routed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RouteError {

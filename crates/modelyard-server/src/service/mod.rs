@@ -13,4 +13,6 @@ pub mod models;
 pub mod operations;
 pub mod replay;
 pub mod routed;
+pub mod turn_target;
 pub mod turns;
+pub mod warm;

@@ -110,3 +110,99 @@ pub async fn check_config_id(app: &AppState, field: &str, id: &str) -> Result<()
         )),
     }
 }
+
+/// What a load or unload left.
+#[derive(Debug)]
+pub struct Controlled {
+    /// The provider.
+    pub provider: String,
+    /// The upstream model name.
+    pub model: String,
+    /// The catalog's `loaded` after the provider's discovery was refreshed
+    /// (`None` when the provider does not say).
+    pub loaded: Option<bool>,
+}
+
+/// Loads (`load`) or unloads `model` on provider `name` (llama-swap,
+/// Ollama: see `modelyard_upstream::ProviderClient::load_model`; an
+/// explicit Ollama load keeps the model loaded, `keep_alive: -1`), then
+/// refreshes that provider's discovery so the catalog says what is loaded.
+///
+/// # Errors
+/// `provider_not_found`, `model_not_found` (404: not in the provider's
+/// catalog); `provider_disabled` (409); `load_not_supported` (422) for other
+/// kinds; `upstream_error` (502) when the host refuses or fails.
+pub async fn control(
+    app: &AppState,
+    name: &str,
+    model: &str,
+    load: bool,
+) -> Result<Controlled, ServiceError> {
+    let Some(provider) = app.registry.provider(name).cloned() else {
+        let names: Vec<&str> = app.registry.providers().iter().map(|p| p.name()).collect();
+        return Err(ServiceError::not_found(
+            "provider",
+            name,
+            format!(
+                "no provider named {name:?}; providers: {}",
+                names.join(", ")
+            ),
+        ));
+    };
+    let kind = provider.config.kind;
+    if !kind.loads_models() {
+        return Err(ServiceError::Invalid {
+            code: "load_not_supported",
+            field: None,
+            reason: format!(
+                "loading and unloading models is not supported by kind {kind} \
+                 (provider {name:?}); llama-swap and ollama providers can"
+            ),
+        });
+    }
+    let client = match (&provider.client, &provider.disabled_reason) {
+        (Some(client), None) => client,
+        (_, reason) => {
+            return Err(ServiceError::conflict(
+                "provider_disabled",
+                format!(
+                    "provider {name:?} is disabled: {}",
+                    reason.as_deref().unwrap_or("no client")
+                ),
+            ))
+        }
+    };
+    let listed = provider
+        .read_state()
+        .catalog
+        .iter()
+        .any(|m| m.model == model);
+    if !listed {
+        return Err(ServiceError::not_found(
+            "model",
+            model,
+            format!("provider {name:?} lists no model {model:?}"),
+        ));
+    }
+    let sent = if load {
+        client.load_model(model, Some(serde_json::json!(-1))).await
+    } else {
+        client.unload_model(model).await
+    };
+    sent.map_err(|err| ServiceError::Upstream {
+        message: err.to_string(),
+        session_id: None,
+    })?;
+    provider.refresh().await;
+    let loaded = provider
+        .read_state()
+        .catalog
+        .iter()
+        .find(|m| m.model == model)
+        .and_then(|m| m.loaded);
+    Ok(Controlled {
+        provider: name.to_owned(),
+        model: model.to_owned(),
+        loaded,
+    })
+}

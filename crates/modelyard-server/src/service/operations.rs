@@ -19,14 +19,13 @@
 //! Both run while a turn runs too (they only read its committed messages).
 
 use modelyard_core::conversation::{ConversationRecord, EventPayload, MessageRecord, Part};
-use modelyard_core::turn_model::{resolve_turn_model, TurnModel};
+use modelyard_core::turn_model::TurnModel;
 use modelyard_store::{LlmConfigRow, StoreError};
 use serde_json::{json, Map, Value};
 
 use super::llm_call::{compose, LlmCall, Purpose};
 use super::routed::{self, Plan};
 use crate::app::AppState;
-use crate::conversations::configs::TurnConfigs;
 use crate::recorder::CallRecord;
 use crate::routing::Destination;
 use crate::service::error::ServiceError;
@@ -202,32 +201,21 @@ async fn route(
     operation: &str,
     model: Option<&str>,
 ) -> Result<Route, OperationError> {
-    let configs = TurnConfigs::load(app, conversation, operation)
+    use super::turn_target::{resolve, TargetError};
+    let target = resolve(app, conversation, operation, model)
         .await
-        .map_err(OperationError::Configs)?;
-    let resolved =
-        resolve_turn_model(&configs.input(operation, model, conversation.model.as_deref()))
-            .ok_or_else(|| {
-                OperationError::Unprocessable(format!(
-                    "no model for operation {operation:?}: pass `model`, select one for the \
-             conversation, give it an LLM config (llmId / llmOverrides.{operation}), or \
-             configure [defaults.presets.{operation}], [defaults.presets.default] or \
-             defaults.model"
-                ))
-            })?;
-    let config = configs
-        .supplying(resolved.llm_config_id.as_deref())
-        .cloned();
-    let destination =
-        app.destination(Some(&resolved.model))
-            .map_err(|err| OperationError::Route {
-                model: resolved.model.clone(),
-                message: err.to_string(),
-            })?;
-    // An LLM config's custom baseUrl ([security] allow_custom_base_urls), as for turns.
-    let destination = destination
-        .for_llm_config(&app.registry, config.as_ref())
-        .map_err(|err| OperationError::Unprocessable(err.to_string()))?;
+        .map_err(|err| match err {
+            TargetError::NoModel => OperationError::Unprocessable(format!(
+                "no model for operation {operation:?}: pass `model`, select one for the \
+                 conversation, give it an LLM config (llmId / llmOverrides.{operation}), or \
+                 configure [defaults.presets.{operation}], [defaults.presets.default] or \
+                 defaults.model"
+            )),
+            TargetError::Configs(err) => OperationError::Configs(err),
+            TargetError::Route { model, message } => OperationError::Route { model, message },
+            TargetError::BaseUrl(reason) => OperationError::Unprocessable(reason),
+        })?;
+    let (destination, resolved, config) = (target.destination, target.resolved, target.llm_config);
     Ok(Route {
         destination,
         resolved,

@@ -295,35 +295,15 @@ impl Plan {
                 let mut healthy: Vec<(usize, Target, Arc<DeploymentHealth>)> = Vec::new();
                 let mut soonest: Option<i64> = None;
                 for (index, t) in route.config.targets.iter().enumerate() {
-                    let target = match self.registry.resolve(Some(&t.model)) {
-                        Ok(target) => target,
-                        Err(err) => {
-                            self.reason(&t.model, err.to_string());
-                            continue;
+                    match usable(&self.registry, &self.router, &t.model, now, lone) {
+                        Ok((target, health)) => healthy.push((index, target, health)),
+                        Err(Unusable { reason, until }) => {
+                            if let Some(until) = until {
+                                soonest = Some(soonest.map_or(until, |s: i64| s.min(until)));
+                            }
+                            self.reason(&t.model, reason);
                         }
-                    };
-                    let offline = {
-                        let state = target.provider.read_state();
-                        (state.status == ProviderStatus::Offline).then(|| match &state.last_error {
-                            Some(e) => format!("provider is offline: {e}"),
-                            None => "provider is offline".to_owned(),
-                        })
-                    };
-                    if let Some(reason) = offline {
-                        self.reason(&t.model, reason);
-                        continue;
                     }
-                    let health = self.router.health(&t.model);
-                    if let Some(until) = health.cooling_until(now).filter(|_| !lone) {
-                        soonest = Some(soonest.map_or(until, |s: i64| s.min(until)));
-                        let last = health.last_error().unwrap_or_default();
-                        self.reason(
-                            &t.model,
-                            format!("cooling down for {} ms after: {last}", until - now),
-                        );
-                        continue;
-                    }
-                    healthy.push((index, target, health));
                 }
                 if let Some(s) = soonest {
                     self.soonest_back_ms = Some(self.soonest_back_ms.map_or(s, |o| o.min(s)));
@@ -485,6 +465,86 @@ impl Plan {
             }
         }
     }
+}
+
+/// Why a route's target cannot serve now.
+struct Unusable {
+    reason: String,
+    /// When its cooldown ends, when that is why.
+    until: Option<i64>,
+}
+
+/// Whether route target `model` can serve now: it resolves, its provider
+/// is not offline, and it is not cooling down (`lone`: a route's only
+/// target ignores cooldowns).
+fn usable(
+    registry: &ProviderRegistry,
+    router: &Router,
+    model: &str,
+    now: i64,
+    lone: bool,
+) -> Result<(Target, Arc<DeploymentHealth>), Unusable> {
+    let target = registry.resolve(Some(model)).map_err(|err| Unusable {
+        reason: err.to_string(),
+        until: None,
+    })?;
+    let offline = {
+        let state = target.provider.read_state();
+        (state.status == ProviderStatus::Offline).then(|| match &state.last_error {
+            Some(e) => format!("provider is offline: {e}"),
+            None => "provider is offline".to_owned(),
+        })
+    };
+    if let Some(reason) = offline {
+        return Err(Unusable {
+            reason,
+            until: None,
+        });
+    }
+    let health = router.health(model);
+    if let Some(until) = health.cooling_until(now).filter(|_| !lone) {
+        let last = health.last_error().unwrap_or_default();
+        return Err(Unusable {
+            reason: format!("cooling down for {} ms after: {last}", until - now),
+            until: Some(until),
+        });
+    }
+    Ok((target, health))
+}
+
+/// The deployment a request to `destination` with affinity key `affinity`
+/// would most likely be served by, without taking a turn of the route's
+/// strategy: one deployment is itself; a route's is the deployment the key
+/// points at while it can serve, else its first target that can. `None`
+/// when no target can serve now.
+pub fn likely_target(
+    app: &AppState,
+    destination: &Destination,
+    affinity: Option<&str>,
+) -> Option<Target> {
+    let route = match destination {
+        Destination::Deployment(target) => return Some(target.clone()),
+        Destination::Route(route) => route,
+    };
+    let now = now_ms();
+    let lone = route.config.targets.len() == 1;
+    let sticky = route
+        .sticky()
+        .then_some(affinity)
+        .flatten()
+        .and_then(|key| app.router.affinity.get(&route.name, key));
+    let usable_target = |model: &str| {
+        usable(&app.registry, &app.router, model, now, lone)
+            .ok()
+            .map(|(target, _)| target)
+    };
+    sticky.and_then(|d| usable_target(&d)).or_else(|| {
+        route
+            .config
+            .targets
+            .iter()
+            .find_map(|t| usable_target(&t.model))
+    })
 }
 
 enum Step {

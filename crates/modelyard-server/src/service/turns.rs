@@ -8,19 +8,16 @@ use std::sync::Arc;
 
 use modelyard_core::conversation::{EventPayload, Part, SelectionSource, TurnStatus};
 use modelyard_core::llm_config::is_operation_name;
-use modelyard_core::turn_model::resolve_turn_model;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::conversations::load;
 use super::error::{new_id, ServiceError};
-use super::models::unknown_model;
 use super::replay::Position;
 use crate::app::AppState;
 use crate::conversations::advisor;
 use crate::conversations::bus::BusMessage;
-use crate::conversations::configs::TurnConfigs;
 use crate::conversations::engine::{run_turn, TurnJob};
 use crate::limits::InFlight;
 
@@ -138,33 +135,13 @@ pub async fn start(
     let client_tools = body.tools.unwrap_or_default();
     let max_tools = app.config.limits.max_tools as usize;
     check_tools(&client_tools, conversation.advisor, max_tools)?;
-    let configs = TurnConfigs::load(app, &conversation, &operation).await?;
-    let resolved = resolve_turn_model(&configs.input(
-        &operation,
-        body.model.as_deref(),
-        conversation.model.as_deref(),
-    ));
-    let Some(resolved) = resolved else {
-        return Err(ServiceError::NoModel(
-            "no model: pass `model`, select one for the conversation, give it an LLM config \
-             (llmId / llmOverrides), or configure [defaults.presets.default] or defaults.model"
-                .into(),
-        ));
-    };
-    let llm_config = configs
-        .supplying(resolved.llm_config_id.as_deref())
-        .cloned();
-    let destination = app
-        .destination(Some(&resolved.model))
-        .map_err(|err| unknown_model(app, &resolved.model, err.to_string()))?;
-    // An LLM config's custom baseUrl ([security] allow_custom_base_urls).
-    let destination = destination
-        .for_llm_config(&app.registry, llm_config.as_ref())
-        .map_err(|err| ServiceError::Invalid {
-            code: "invalid_base_url",
-            field: None,
-            reason: err.to_string(),
-        })?;
+    let super::turn_target::TurnTarget {
+        resolved,
+        llm_config,
+        destination,
+    } = super::turn_target::resolve(app, &conversation, &operation, body.model.as_deref())
+        .await
+        .map_err(|err| err.into_turn_error(app))?;
     // A route's name, or the deployment's composite id.
     let model_id = destination.model_id();
     let turn_id = new_id();

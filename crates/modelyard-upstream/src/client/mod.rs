@@ -34,6 +34,7 @@ use url::Url;
 use crate::kind::ProviderKind;
 use crate::ssrf::GuardedResolver;
 
+mod control;
 mod error;
 mod response;
 #[cfg(test)]
@@ -41,6 +42,7 @@ mod tests;
 
 use error::error_chain;
 
+pub use control::ModelControl;
 pub use error::{TimeoutPhase, UpstreamError};
 pub use response::UpstreamResponse;
 
@@ -355,6 +357,22 @@ impl ProviderClient {
         json_body: Option<&serde_json::Value>,
     ) -> Result<Bytes, UpstreamError> {
         let limit_ms = self.endpoint.timeouts.probe_ms;
+        self.exchange(url, json_body, limit_ms, TimeoutPhase::Probe)
+            .await
+    }
+
+    /// `GET` `url` (or `POST` `json_body`) within `limit_ms` (`phase` names
+    /// that deadline); the body of a 2xx answer.
+    ///
+    /// # Errors
+    /// Any [`UpstreamError`]; a non-2xx status is [`UpstreamError::Status`].
+    async fn exchange(
+        &self,
+        url: &str,
+        json_body: Option<&serde_json::Value>,
+        limit_ms: u64,
+        phase: TimeoutPhase,
+    ) -> Result<Bytes, UpstreamError> {
         let deadline = Instant::now() + Duration::from_millis(limit_ms);
         let exchange = async {
             let request = match json_body {
@@ -377,7 +395,7 @@ impl ProviderClient {
         timeout_at(deadline, exchange).await.unwrap_or_else(|_| {
             Err(UpstreamError::Timeout {
                 provider: self.name(),
-                phase: TimeoutPhase::Probe,
+                phase,
                 limit_ms,
             })
         })

@@ -9,7 +9,9 @@
 //!    conversation enables it, plus the turn's client tools) and the
 //!    config's options to the resolved model (streaming), publishing
 //!    `text.delta` / `reasoning.delta` / `tool_call.started` /
-//!    `tool_call.delta` transient events and checkpointing the text;
+//!    `tool_call.delta` transient events and checkpointing the text (while
+//!    a host loads the model first, `model.loading` every second until the
+//!    first chunk, see `loading.rs`);
 //! 2. without tool calls, end with `message.assistant` (model id, usage)
 //!    and `turn.completed` — or, keeping the partial answer, `turn.failed` /
 //!    `turn.cancelled`;
@@ -49,6 +51,7 @@ use super::live::LiveTurn;
 use crate::app::AppState;
 use crate::routing::Destination;
 
+mod loading;
 mod request;
 mod run;
 mod steps;
@@ -56,8 +59,10 @@ mod sweep;
 #[cfg(test)]
 mod tests;
 
-pub use request::{compacted, openai_messages, NO_TOOL_RESULT};
+pub use loading::LOADING_EVERY;
+pub use request::{compacted, openai_messages, request_body, NO_TOOL_RESULT};
 pub use run::{run_turn, CLOSE_RETRY_FIRST, CLOSE_RETRY_MAX};
+pub(crate) use steps::{offered_advisor, step_tools};
 pub use sweep::{recover_interrupted, spawn_lease_renewal, spawn_sweeper, SWEEP_CONFIRM};
 
 pub use super::call::CHECKPOINT_EVERY;

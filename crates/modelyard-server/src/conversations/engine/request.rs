@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 /// covers ([`compacted`]); `tools` when there are any; routing's own fields
 /// (`model`, `messages`, `stream`, `stream_options`) last, so nothing
 /// overrides them.
-pub(super) fn request_body(
+pub fn request_body(
     messages: &[MessageRecord],
     config: Option<&LlmConfigRow>,
     reasoning_effort: Option<&str>,

@@ -1,11 +1,14 @@
 //! The steps of a run: model calls, their streamed progress (text,
 //! reasoning and tool-call events) and the tool calls they make.
 
-use modelyard_core::conversation::{EventPayload, MessageRecord, Part, TokenUsage, ToolCallRef};
+use modelyard_core::conversation::{
+    ConversationRecord, EventPayload, MessageRecord, Part, TokenUsage, ToolCallRef,
+};
 use modelyard_store::{Appended, NewLlmCall, StoreError};
 use modelyard_upstream::openai::StreamAccumulator;
 use serde_json::{json, Value};
 
+use super::loading::LoadingTicker;
 use super::request::request_body;
 use super::run::{Ending, Outcome};
 use super::{publish, TurnJob};
@@ -35,28 +38,13 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
             )))
         }
     };
-    let advisor: Option<Advisor> = if conversation.advisor {
-        match advisor::resolve(app, &conversation).await {
-            Ok(advisor) => Some(advisor),
-            Err(reason) => {
-                tracing::warn!(conversation = %conversation.id, %reason, "advisor not offered");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let advisor = offered_advisor(app, &conversation).await;
     let client_names: Vec<&str> = job
         .client_tools
         .iter()
         .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
         .collect();
-    let tools: Vec<Value> = advisor
-        .as_ref()
-        .map(|_| advisor::tool_definition())
-        .into_iter()
-        .chain(job.client_tools.iter().cloned())
-        .collect();
+    let tools = step_tools(advisor.as_ref(), &job.client_tools);
     let max_steps = app.config.turns.max_tool_steps;
     let max_uses = app.config.turns.advisor_max_uses;
     let mut advisor_uses: Option<u32> = None;
@@ -101,7 +89,11 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
             &tools,
         );
         let mut progress = Progress::default();
-        let mut on_chunk = |acc: &StreamAccumulator| progress.publish(app, live, acc);
+        let mut loading = LoadingTicker::start(app, live, destination);
+        let mut on_chunk = |acc: &StreamAccumulator| {
+            loading.stop();
+            progress.publish(app, live, acc);
+        };
         let mut streamed = stream_call(
             app,
             live,
@@ -112,6 +104,7 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
             &mut on_chunk,
         )
         .await;
+        drop(loading);
         calls.extend(
             std::mem::take(&mut streamed.records)
                 .into_iter()
@@ -247,6 +240,33 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
         transcript = current.kept();
     }
     Outcome::ended(Ending::Failed("no model call was made".into()))
+}
+
+/// The advisor a turn of `conversation` offers: when the conversation
+/// enables it and its model resolves (else it is left out, with a warning).
+pub(crate) async fn offered_advisor(
+    app: &AppState,
+    conversation: &ConversationRecord,
+) -> Option<Advisor> {
+    if !conversation.advisor {
+        return None;
+    }
+    match advisor::resolve(app, conversation).await {
+        Ok(advisor) => Some(advisor),
+        Err(reason) => {
+            tracing::warn!(conversation = %conversation.id, %reason, "advisor not offered");
+            None
+        }
+    }
+}
+
+/// The tools a step offers: the advisor's, then the turn's client tools.
+pub(crate) fn step_tools(advisor: Option<&Advisor>, client_tools: &[Value]) -> Vec<Value> {
+    advisor
+        .map(|_| advisor::tool_definition())
+        .into_iter()
+        .chain(client_tools.iter().cloned())
+        .collect()
 }
 
 /// A run's view of the conversation for its requests: the messages and the

@@ -1,0 +1,105 @@
+//! Where the next call of a conversation's operation goes: the one
+//! resolution shared by starting a turn ([`super::turns::start`]), the
+//! server-side operations ([`super::operations`]) and the warm path
+//! ([`super::warm`]): docs/design.md#turn-model, then the route or
+//! deployment the model id stands for, then an LLM config's custom base URL.
+
+use modelyard_core::conversation::ConversationRecord;
+use modelyard_core::turn_model::{resolve_turn_model, TurnModel};
+use modelyard_store::LlmConfigRow;
+
+use super::error::ServiceError;
+use crate::app::AppState;
+use crate::conversations::configs::TurnConfigs;
+use crate::routing::Destination;
+
+/// The resolved model of a call, the config that supplies its options and
+/// where it goes.
+#[derive(Debug)]
+pub struct TurnTarget {
+    /// How the model was resolved.
+    pub resolved: TurnModel,
+    /// The LLM config that supplies options and system prompt, if any.
+    pub llm_config: Option<LlmConfigRow>,
+    /// One deployment or a route (the config's custom base URL applied).
+    pub destination: Destination,
+}
+
+/// Why no target resolved; each caller words it its own way.
+#[derive(Debug)]
+pub enum TargetError {
+    /// No step of the turn-model rule yields a model.
+    NoModel,
+    /// Loading the LLM configs failed.
+    Configs(ServiceError),
+    /// The resolved model id does not route.
+    Route {
+        /// The model id.
+        model: String,
+        /// Why.
+        message: String,
+    },
+    /// The supplying config's custom base URL is refused.
+    BaseUrl(String),
+}
+
+/// Resolves `operation`'s model for `conversation` exactly as its next turn
+/// would (`model`: the per-call override) and where a call of it goes.
+///
+/// # Errors
+/// [`TargetError`].
+pub async fn resolve(
+    app: &AppState,
+    conversation: &ConversationRecord,
+    operation: &str,
+    model: Option<&str>,
+) -> Result<TurnTarget, TargetError> {
+    let configs = TurnConfigs::load(app, conversation, operation)
+        .await
+        .map_err(TargetError::Configs)?;
+    let resolved =
+        resolve_turn_model(&configs.input(operation, model, conversation.model.as_deref()))
+            .ok_or(TargetError::NoModel)?;
+    let llm_config = configs
+        .supplying(resolved.llm_config_id.as_deref())
+        .cloned();
+    let destination = app
+        .destination(Some(&resolved.model))
+        .map_err(|err| TargetError::Route {
+            model: resolved.model.clone(),
+            message: err.to_string(),
+        })?;
+    // An LLM config's custom baseUrl ([security] allow_custom_base_urls).
+    let destination = destination
+        .for_llm_config(&app.registry, llm_config.as_ref())
+        .map_err(|err| TargetError::BaseUrl(err.to_string()))?;
+    Ok(TurnTarget {
+        resolved,
+        llm_config,
+        destination,
+    })
+}
+
+impl TargetError {
+    /// As a turn's error (also the warm path's): `no_model`,
+    /// `model_not_found` with suggestions, `invalid_base_url`.
+    pub fn into_turn_error(self, app: &AppState) -> ServiceError {
+        match self {
+            TargetError::NoModel => ServiceError::NoModel(
+                "no model: pass `model`, select one for the conversation, give it an LLM config \
+                 (llmId / llmOverrides), or configure [defaults.presets.default] or \
+                 defaults.model"
+                    .into(),
+            ),
+            TargetError::Configs(err) => err,
+            TargetError::Route { model, message } => {
+                super::models::unknown_model(app, &model, message)
+            }
+            TargetError::BaseUrl(reason) => ServiceError::Invalid {
+                code: "invalid_base_url",
+                field: None,
+                reason,
+            },
+        }
+    }
+}
