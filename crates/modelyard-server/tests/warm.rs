@@ -43,7 +43,10 @@ async fn server() -> TestServer {
              [[providers]]\nname = \"plain\"\nkind = \"openai\"\nbase_url = \"{mock:plain}\"\n\
              [[providers]]\nname = \"plain2\"\nkind = \"openai\"\nbase_url = \"{mock}\"\n",
         )
-        .extra("[defaults]\nmodel = \"mock/mock-model\"\n")
+        .extra(
+            "[defaults]\nmodel = \"mock/mock-model\"\n\
+             [[routes]]\nname = \"pair\"\ntargets = [\"mock/alpha\", \"mock/beta\"]\n",
+        )
         .start()
         .await
 }
@@ -164,6 +167,55 @@ async fn warm_resolves_as_the_next_turn_through_every_source() {
     assert_eq!(status, 422);
     let (status, _) = server.post("/v1/conversations/nope/warm", json!({})).await;
     assert_eq!(status, 404);
+    server.shutdown().await;
+}
+
+/// The deployment that served the conversation's last answer.
+async fn served_by(server: &TestServer, conv: &str) -> Value {
+    server.messages(conv).await.last().unwrap()["modelId"].clone()
+}
+
+#[tokio::test]
+async fn warm_on_a_route_prepares_the_deployment_the_next_turn_uses() {
+    let server = server().await;
+    // Round-robin moves on past the first target.
+    let other = created(&server, "/v1/conversations", json!({})).await;
+    server
+        .run_turn(&other, json!({"content": "hi", "model": "pair"}))
+        .await;
+    assert_eq!(served_by(&server, &other).await, "mock/alpha");
+    // No affinity yet: the route's first target that can serve, and the
+    // next turn goes there too (round-robin alone would pick mock/beta).
+    let fresh = created(&server, "/v1/conversations", json!({})).await;
+    let warmed = warm(&server, &fresh, json!({"model": "pair"})).await;
+    assert_eq!(warmed["model"], "pair", "{warmed}");
+    assert_eq!(warmed["deployment"], "mock/alpha", "{warmed}");
+    assert_eq!(warmed["action"], "none", "nothing to cache yet: {warmed}");
+    server
+        .run_turn(&fresh, json!({"content": "hi", "model": "pair"}))
+        .await;
+    assert_eq!(served_by(&server, &fresh).await, "mock/alpha");
+    // A conversation whose affinity points at the second target: the warm
+    // primes that one.
+    let mut on_beta = None;
+    for _ in 0..6 {
+        let conv = created(&server, "/v1/conversations", json!({})).await;
+        server
+            .run_turn(&conv, json!({"content": "hi", "model": "pair"}))
+            .await;
+        if served_by(&server, &conv).await == "mock/beta" {
+            on_beta = Some(conv);
+            break;
+        }
+    }
+    let conv = on_beta.expect("round-robin never picked mock/beta");
+    let warmed = warm(&server, &conv, json!({})).await;
+    assert_eq!(warmed["model"], "pair", "{warmed}");
+    assert_eq!(warmed["resolvedFrom"], "conversation", "{warmed}");
+    assert_eq!(warmed["deployment"], "mock/beta", "{warmed}");
+    assert_eq!(warmed["action"], "prefix-cached", "{warmed}");
+    let primer = chats(&server, true).pop().unwrap();
+    assert_eq!(primer["model"], "beta", "{primer}");
     server.shutdown().await;
 }
 

@@ -1227,6 +1227,15 @@ async fn a_warm_conversation_s_next_turn_reuses_the_cached_prefix() {
         "a cold conversation processed only {}: {call}",
         processed(&call)
     );
+
+    // The CLI warms too.
+    let out = server.cli(&["conversations", "warm", &cold]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {:?}", out.stderr);
+    assert!(
+        stdout.starts_with(&format!("prefix-cached {MODEL} in ")),
+        "{stdout}"
+    );
 }
 
 /// Time to first token of a turn on a ~1,500-token conversation, with and
