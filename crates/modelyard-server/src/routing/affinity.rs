@@ -5,9 +5,13 @@
 //! Bounded in memory by two generations: lookups read both, inserts go to
 //! the current one, and when it holds [`GENERATION`] keys the older
 //! generation is dropped — the keys used least recently go first, O(1)
-//! per operation.
+//! per operation. A key is a client's string (a `user` field, an
+//! `x-modelyard-affinity` header) of any length, so only its 64-bit hash
+//! is kept: every entry has the same small size. Two keys with one hash
+//! share a deployment, which affinity, a hint, can afford.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 /// Keys per generation; at most twice as many are remembered.
@@ -21,15 +25,15 @@ pub struct AffinityMap {
 
 #[derive(Debug, Default)]
 struct Generations {
-    current: HashMap<(Arc<str>, Box<str>), Arc<str>>,
-    previous: HashMap<(Arc<str>, Box<str>), Arc<str>>,
+    current: HashMap<(Arc<str>, u64), Arc<str>>,
+    previous: HashMap<(Arc<str>, u64), Arc<str>>,
 }
 
 impl AffinityMap {
     /// The deployment that last served `key` on `route`.
     pub fn get(&self, route: &Arc<str>, key: &str) -> Option<Arc<str>> {
         let inner = self.lock();
-        let k = (Arc::clone(route), Box::from(key));
+        let k = (Arc::clone(route), key_hash(key));
         inner
             .current
             .get(&k)
@@ -40,7 +44,7 @@ impl AffinityMap {
     /// Remembers that `deployment` served `key` on `route`.
     pub fn set(&self, route: &Arc<str>, key: &str, deployment: &str) {
         let mut inner = self.lock();
-        let k = (Arc::clone(route), Box::from(key));
+        let k = (Arc::clone(route), key_hash(key));
         if inner.current.get(&k).is_some_and(|d| &**d == deployment) {
             return;
         }
@@ -54,6 +58,13 @@ impl AffinityMap {
     fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The 64-bit hash an affinity key is kept as.
+fn key_hash(key: &str) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
 }
 
 #[cfg(test)]
@@ -75,5 +86,10 @@ mod tests {
         }
         let inner = map.lock();
         assert!(inner.current.len() + inner.previous.len() <= GENERATION * 2);
+        drop(inner);
+        // A megabyte-long key costs an entry of fixed size, and still works.
+        let long = "k".repeat(1 << 20);
+        map.set(&r2, &long, "a/m");
+        assert_eq!(map.get(&r2, &long).as_deref(), Some("a/m"));
     }
 }
