@@ -1,5 +1,6 @@
 //! Pure domain types of Modelyard. No IO, no async, no HTTP types.
 //!
+//! - [`ids`]: typed ids (conversation, turn, LLM config, LLM session), parsed at the edge.
 //! - [`model_id`]: composite `provider/model` ids and provider names (docs/design.md#model-ids).
 //! - [`resolve`]: the one function that turns a requested model string into a
 //!   provider and upstream model name, including legacy bare ids.
@@ -10,12 +11,14 @@
 //!   request fields.
 
 pub mod conversation;
+pub mod ids;
 pub mod llm_config;
 pub mod model_id;
 pub mod resolve;
 pub mod turn_model;
 pub mod usage;
 
+pub use ids::{ConversationId, IdError, LlmConfigId, SessionId, TurnId};
 pub use model_id::{ModelId, ModelIdError, ModelRef, ProviderName};
 pub use resolve::{resolve_model, ProviderView, Resolution, ResolveError, ResolvedFrom};
 pub use usage::Usage;

@@ -8,8 +8,72 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// The accepted `reasoningEffort` values.
+/// The accepted `reasoningEffort` values, in [`ReasoningEffort`]'s order.
 pub const REASONING_EFFORTS: [&str; 6] = ["none", "minimal", "low", "medium", "high", "xhigh"];
+
+/// How hard a reasoning model thinks: OpenAI's `reasoning_effort` values
+/// (`none` … `xhigh`), sent upstream as that field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String", into = "&'static str")]
+pub enum ReasoningEffort {
+    /// `none`.
+    None,
+    /// `minimal`.
+    Minimal,
+    /// `low`.
+    Low,
+    /// `medium`.
+    Medium,
+    /// `high`.
+    High,
+    /// `xhigh`.
+    Xhigh,
+}
+
+impl ReasoningEffort {
+    const ALL: [ReasoningEffort; 6] = [
+        ReasoningEffort::None,
+        ReasoningEffort::Minimal,
+        ReasoningEffort::Low,
+        ReasoningEffort::Medium,
+        ReasoningEffort::High,
+        ReasoningEffort::Xhigh,
+    ];
+
+    /// The wire value, one of [`REASONING_EFFORTS`].
+    pub fn as_str(self) -> &'static str {
+        REASONING_EFFORTS[self as usize]
+    }
+
+    /// Parses one of [`REASONING_EFFORTS`].
+    pub fn parse(text: &str) -> Option<Self> {
+        REASONING_EFFORTS
+            .iter()
+            .position(|e| *e == text)
+            .map(|i| Self::ALL[i])
+    }
+
+    /// The message for a value that is not one: `must be one of none, …; got "max"`.
+    pub fn invalid(text: &str) -> String {
+        format!(
+            "must be one of {}; got {text:?}",
+            REASONING_EFFORTS.join(", ")
+        )
+    }
+}
+
+impl TryFrom<String> for ReasoningEffort {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text).ok_or_else(|| Self::invalid(&text))
+    }
+}
+
+impl From<ReasoningEffort> for &'static str {
+    fn from(effort: ReasoningEffort) -> Self {
+        effort.as_str()
+    }
+}
 
 /// Most `stop` sequences a config may carry (OpenAI's limit).
 pub const MAX_STOP: usize = 4;
@@ -71,7 +135,8 @@ pub struct ProviderOptions {
     /// Most tokens to generate, ≥ 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<i64>,
-    /// One of [`REASONING_EFFORTS`].
+    /// One of [`REASONING_EFFORTS`] (kept as text: stored configs are read
+    /// back as written; [`ProviderOptions::validate`] checks it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_effort: Option<String>,
     /// Stop sequences, at most [`MAX_STOP`].
@@ -195,13 +260,10 @@ impl ProviderOptions {
             }
         }
         if let Some(effort) = &self.reasoning_effort {
-            if !REASONING_EFFORTS.contains(&effort.as_str()) {
+            if ReasoningEffort::parse(effort).is_none() {
                 return bad(
                     OptionField::ReasoningEffort,
-                    format!(
-                        "must be one of {}; got {effort:?}",
-                        REASONING_EFFORTS.join(", ")
-                    ),
+                    ReasoningEffort::invalid(effort),
                 );
             }
         }
@@ -274,6 +336,26 @@ impl ProviderOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasoning_effort_round_trips_every_value() {
+        for text in REASONING_EFFORTS {
+            let effort = ReasoningEffort::parse(text).unwrap();
+            assert_eq!(effort.as_str(), text);
+            let json = serde_json::to_string(&effort).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(
+                serde_json::from_str::<ReasoningEffort>(&json).unwrap(),
+                effort
+            );
+        }
+        let err = serde_json::from_str::<ReasoningEffort>("\"max\"").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("must be one of none, minimal, low, medium, high, xhigh; got \"max\""),
+            "{err}"
+        );
+    }
     use serde_json::json;
 
     #[test]

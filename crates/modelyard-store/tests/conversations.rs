@@ -6,7 +6,7 @@ mod common;
 
 use common::{test_dbs, TestDb};
 use modelyard_core::conversation::{
-    self, ConversationRecord, Event, EventPayload, MessageRecord, Part, ResolvedFrom,
+    self, ConversationRecord, Event, EventPayload, MessageRecord, MessageRole, Part, ResolvedFrom,
     SelectionSource, TokenUsage, TurnRecord, TurnStatus,
 };
 use modelyard_store::{
@@ -349,7 +349,7 @@ async fn the_tables_equal_the_fold_of_the_log() {
         assert_eq!(c.title.as_deref(), Some("renamed"));
         assert_eq!(c.model, None);
         assert_eq!(c.cwd, None);
-        assert_eq!(c.reasoning_effort.as_deref(), Some("high"));
+        assert_eq!(c.reasoning_effort.map(|e| e.as_str()), Some("high"));
         assert_eq!(c.metadata, json!({"tags": ["a", "b"]}));
         assert_eq!(c.latest_model_id.as_deref(), Some("local/llama"));
         assert_eq!(c.running_turn_id, None);
@@ -1253,19 +1253,19 @@ async fn tool_steps_imports_and_waiting_turns_are_stored_like_the_fold() {
                 messages: vec![
                     ImportedMessage {
                         message_id: format!("{import}-0000"),
-                        role: "user".into(),
+                        role: MessageRole::User,
                         content: json!("example"),
                         parts: Vec::new(),
                     },
                     ImportedMessage {
                         message_id: format!("{import}-0001"),
-                        role: "assistant".into(),
+                        role: MessageRole::Assistant,
                         content: json!(""),
                         parts: vec![call("c0", "advisor")],
                     },
                     ImportedMessage {
                         message_id: format!("{import}-0002"),
-                        role: "tool".into(),
+                        role: MessageRole::Tool,
                         content: json!("r"),
                         parts: vec![Part::ToolResult {
                             tool_call_id: "c0".into(),

@@ -225,7 +225,11 @@ impl Ids {
                 messages: (0..n)
                     .map(|i| ImportedMessage {
                         message_id: new_id(),
-                        role: if i % 2 == 0 { "user" } else { "assistant" }.into(),
+                        role: if i % 2 == 0 {
+                            modelyard_core::conversation::MessageRole::User
+                        } else {
+                            modelyard_core::conversation::MessageRole::Assistant
+                        },
                         content: json!(format!("imported {i}")),
                         parts: Vec::new(),
                     })

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::record::MessageRole;
 use crate::usage::Usage;
 
 /// Version written with every new payload.
@@ -82,8 +83,8 @@ pub enum Part {
 pub struct ImportedMessage {
     /// Message id.
     pub message_id: String,
-    /// `user`, `assistant` or `tool`.
-    pub role: String,
+    /// Who it is from.
+    pub role: MessageRole,
     /// User: the OpenAI content value; assistant: its text; tool: the result.
     pub content: Value,
     /// Assistant: text and tool-call parts; tool: one `toolResult` part.

@@ -2,8 +2,12 @@
 
 use serde_json::Value;
 
+use crate::llm_config::ReasoningEffort;
+
 use super::event::{Event, EventPayload, Part, TokenUsage};
-use super::record::{ConversationRecord, MessageRecord, TokenTotals, TurnRecord, TurnStatus};
+use super::record::{
+    ConversationRecord, MessageRecord, MessageRole, TokenTotals, TurnRecord, TurnStatus,
+};
 
 /// Why an event cannot be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,7 +86,7 @@ pub fn apply(
             title: title.clone(),
             model: model.clone(),
             cwd: cwd.clone(),
-            reasoning_effort: reasoning_effort.clone(),
+            reasoning_effort: reasoning_effort.as_deref().and_then(ReasoningEffort::parse),
             advisor: *advisor,
             metadata: if metadata.is_null() {
                 Value::Object(Default::default())
@@ -161,7 +165,7 @@ pub fn apply(
                 c.cwd = cwd.clone();
             }
             if let Some(effort) = reasoning_effort {
-                c.reasoning_effort = effort.clone();
+                c.reasoning_effort = effort.as_deref().and_then(ReasoningEffort::parse);
             }
         }
         EventPayload::TurnStarted {
@@ -203,7 +207,7 @@ pub fn apply(
                 id: message_id.clone(),
                 conversation_id: c.id.clone(),
                 turn_id: turn_id.clone(),
-                role: "user".into(),
+                role: MessageRole::User,
                 content: content.clone(),
                 parts: Vec::new(),
                 model_id: None,
@@ -236,7 +240,7 @@ pub fn apply(
                 id: message_id.clone(),
                 conversation_id: c.id.clone(),
                 turn_id: turn_id.clone(),
-                role: "assistant".into(),
+                role: MessageRole::Assistant,
                 content: Value::String(text),
                 parts: parts.clone(),
                 model_id: Some(model_id.clone()),
@@ -266,7 +270,7 @@ pub fn apply(
                 id: message_id.clone(),
                 conversation_id: c.id.clone(),
                 turn_id: turn_id.clone(),
-                role: "tool".into(),
+                role: MessageRole::Tool,
                 content: Value::String(content.clone()),
                 parts: vec![Part::ToolResult {
                     tool_call_id: tool_call_id.clone(),
@@ -295,7 +299,7 @@ pub fn apply(
                     id: m.message_id.clone(),
                     conversation_id: c.id.clone(),
                     turn_id: import_id.clone(),
-                    role: m.role.clone(),
+                    role: m.role,
                     content: m.content.clone(),
                     parts: m.parts.clone(),
                     model_id: None,

@@ -25,7 +25,9 @@ pub use event::{
     ToolCallRef, EVENT_PAYLOAD_VERSION,
 };
 pub use fold::{apply, fold, ApplyError, Changes, Folded};
-pub use record::{ConversationRecord, MessageRecord, TokenTotals, TurnRecord, TurnStatus};
+pub use record::{
+    ConversationRecord, MessageRecord, MessageRole, TokenTotals, TurnRecord, TurnStatus,
+};
 
 #[cfg(test)]
 mod tests;

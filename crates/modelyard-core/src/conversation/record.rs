@@ -6,7 +6,43 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::llm_config::ReasoningEffort;
+
 use super::event::{Part, ResolvedFrom, TokenUsage};
+
+/// Who a message of the log is from. Only these three enter the log: system
+/// prompts come from configs and are not messages of a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageRole {
+    /// The user's message of a turn.
+    User,
+    /// A model's answer (text and tool calls).
+    Assistant,
+    /// A tool's result.
+    Tool,
+}
+
+impl MessageRole {
+    /// `user`, `assistant` or `tool` (OpenAI's role names).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageRole::User => "user",
+            MessageRole::Assistant => "assistant",
+            MessageRole::Tool => "tool",
+        }
+    }
+
+    /// Parses [`Self::as_str`]'s output.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "user" => Some(MessageRole::User),
+            "assistant" => Some(MessageRole::Assistant),
+            "tool" => Some(MessageRole::Tool),
+            _ => None,
+        }
+    }
+}
 
 /// A turn's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,8 +151,9 @@ pub struct ConversationRecord {
     pub model: Option<String>,
     /// Working directory setting.
     pub cwd: Option<String>,
-    /// Reasoning effort setting.
-    pub reasoning_effort: Option<String>,
+    /// Reasoning effort setting. An event written before values were checked
+    /// may hold another text; it folds to `None` (never sent upstream).
+    pub reasoning_effort: Option<ReasoningEffort>,
     /// Whether the advisor tool is offered in turns.
     #[serde(default)]
     pub advisor: bool,
@@ -193,8 +230,8 @@ pub struct MessageRecord {
     pub conversation_id: String,
     /// Turn id.
     pub turn_id: String,
-    /// `user`, `assistant` or `tool`.
-    pub role: String,
+    /// Who it is from.
+    pub role: MessageRole,
     /// User: the OpenAI content value. Assistant: the text (parts joined).
     /// Tool: the result text.
     pub content: Value,

@@ -325,7 +325,7 @@ fn tool_steps_requires_action_and_resume() {
     assert_eq!(c.totals.completion_tokens, 3);
     assert_eq!(turns[0].totals.prompt_tokens, 110);
     assert_eq!(c.latest_model_id.as_deref(), Some("a/x"));
-    assert_eq!(messages[1].role, "tool");
+    assert_eq!(messages[1].role, crate::conversation::MessageRole::Tool);
     assert_eq!(messages[1].model_id.as_deref(), Some("b/advisor"));
     assert_eq!(
         messages[1].parts,

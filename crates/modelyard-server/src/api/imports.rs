@@ -14,6 +14,7 @@
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
+use modelyard_core::ids::ConversationId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -46,11 +47,12 @@ pub async fn import(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ImportBody>,
 ) -> Result<(StatusCode, Json<ImportedDto>), ApiError> {
+    let id = ConversationId::parse(&id)?;
     let done = imports::import(&app, &id, &body.messages).await?;
     Ok((
         StatusCode::CREATED,
         Json(ImportedDto {
-            conversation_id: id,
+            conversation_id: id.into_string(),
             imported: done.imported,
             last_seq: done.last_seq,
         }),

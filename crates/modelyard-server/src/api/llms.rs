@@ -21,6 +21,7 @@
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
+use modelyard_core::ids::LlmConfigId;
 use modelyard_store::LlmConfigRow;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -143,6 +144,7 @@ pub async fn list(
 
 /// `GET /v1/llms/{id}`.
 pub async fn show(Scoped(app): Scoped, Path(id): Path<String>) -> Result<Json<LlmDto>, ApiError> {
+    let id = LlmConfigId::parse(&id)?;
     Ok(Json(LlmDto::new(&app, &service::load(&app, &id).await?)))
 }
 
@@ -152,6 +154,7 @@ pub async fn patch(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<LlmConfigPatch>,
 ) -> Result<Json<LlmDto>, ApiError> {
+    let id = LlmConfigId::parse(&id)?;
     Ok(Json(LlmDto::new(
         &app,
         &service::patch(&app, &id, body).await?,
@@ -161,6 +164,7 @@ pub async fn patch(
 /// `DELETE /v1/llms/{id}` → 204 (soft); 409 for a system default or a
 /// config that conversations still name (listed in `conversations`).
 pub async fn delete(Scoped(app): Scoped, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let id = LlmConfigId::parse(&id)?;
     service::delete(&app, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -171,6 +175,7 @@ pub async fn copy(
     Scoped(app): Scoped,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<LlmDto>), ApiError> {
+    let id = LlmConfigId::parse(&id)?;
     let row = service::copy(&app, &id).await?;
     Ok((StatusCode::CREATED, Json(LlmDto::new(&app, &row))))
 }

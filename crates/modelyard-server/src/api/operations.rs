@@ -33,6 +33,7 @@
 use axum::extract::Path;
 use axum::Json;
 use modelyard_core::conversation::ResolvedFrom;
+use modelyard_core::ids::ConversationId;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Scoped;
@@ -94,12 +95,13 @@ pub async fn title(
     Path(id): Path<String>,
     ApiJsonOrDefault(body): ApiJsonOrDefault<TitleBody>,
 ) -> Result<Json<TitledDto>, ApiError> {
+    let id = ConversationId::parse(&id)?;
     let conversation = load(&app, &id).await?;
     let titled = operations::title(&app, &conversation, body.model.as_deref())
         .await
         .map_err(|e| e.into_service(&app))?;
     Ok(Json(TitledDto {
-        conversation_id: id,
+        conversation_id: id.into_string(),
         title: titled.title,
         model_id: titled.model_id,
         resolved_from: titled.resolved.resolved_from,
@@ -124,12 +126,13 @@ pub async fn compact(
     Path(id): Path<String>,
     ApiJsonOrDefault(body): ApiJsonOrDefault<CompactBody>,
 ) -> Result<Json<CompactedDto>, ApiError> {
+    let id = ConversationId::parse(&id)?;
     let conversation = load(&app, &id).await?;
     let compacted = operations::compact(&app, &conversation, body.keep_last, body.model.as_deref())
         .await
         .map_err(|e| e.into_service(&app))?;
     Ok(Json(CompactedDto {
-        conversation_id: id,
+        conversation_id: id.into_string(),
         summary: compacted.summary,
         summary_message_id: compacted.summary_message_id,
         up_to_seq: compacted.up_to_seq,
@@ -174,6 +177,7 @@ pub async fn warm(
     Path(id): Path<String>,
     ApiJsonOrDefault(body): ApiJsonOrDefault<WarmBody>,
 ) -> Result<Json<WarmedDto>, ApiError> {
+    let id = ConversationId::parse(&id)?;
     let warmed =
         crate::service::warm::warm(&app, &id, body.model.as_deref(), body.operation.as_deref())
             .await?;

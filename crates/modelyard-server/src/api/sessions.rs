@@ -17,6 +17,7 @@
 //! left out for UTC) or a plain UTC date (`2026-01-31`). Sessions are
 //! selected by their creation time, usage by the calls' sent time.
 
+use modelyard_core::ids::SessionId;
 use std::time::UNIX_EPOCH;
 
 use axum::extract::Path;
@@ -333,7 +334,11 @@ pub async fn list(Scoped(app): Scoped, ApiQuery(query): ApiQuery<ListQuery>) -> 
 
 /// `GET /v1/llm-sessions/{id}`: the session with its `calls` and `children`.
 pub async fn show(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
-    let (row, calls) = match app.store.get_session(&app.project, &id).await {
+    let session = match SessionId::parse(&id) {
+        Ok(id) => app.store.get_session(&app.project, id.as_str()).await,
+        Err(_) => Ok(None),
+    };
+    let (row, calls) = match session {
         Ok(Some(found)) => found,
         Ok(None) => {
             return Problem::not_found(format!("no LLM session with id {id:?}"))

@@ -331,7 +331,7 @@ fn transcript(messages: &[MessageRecord], max_chars: usize) -> String {
     for m in messages {
         let line = message_text(m);
         if !line.is_empty() {
-            text.push_str(&m.role);
+            text.push_str(m.role.as_str());
             text.push_str(": ");
             text.push_str(&line);
             text.push('\n');

@@ -84,6 +84,12 @@ impl From<modelyard_store::StoreError> for ApiError {
     }
 }
 
+impl From<modelyard_core::IdError> for ApiError {
+    fn from(err: modelyard_core::IdError) -> Self {
+        ServiceError::from(err).into()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.0.into_response()

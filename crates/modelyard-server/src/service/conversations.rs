@@ -3,12 +3,13 @@
 //! turns, model history). Every change is an event appended to the log and
 //! published on the bus.
 
+use modelyard_core::ids::ConversationId;
 use std::collections::BTreeMap;
 
 use modelyard_core::conversation::{
     ConversationRecord, EventPayload, MessageRecord, SelectionSource, TurnRecord,
 };
-use modelyard_core::llm_config::is_operation_name;
+use modelyard_core::llm_config::{is_operation_name, ReasoningEffort};
 use modelyard_store::ConversationFilter;
 use serde::Deserialize;
 use serde_json::Value;
@@ -18,14 +19,20 @@ use super::models::{check_config_id, check_model};
 use crate::app::AppState;
 use crate::conversations::advisor;
 
-/// Reasoning efforts a conversation may set.
-pub const REASONING_EFFORTS: [&str; 6] = ["none", "minimal", "low", "medium", "high", "xhigh"];
-
 /// Conversation `id` of the caller's project, unless deleted.
 ///
 /// # Errors
 /// `conversation_not_found`; the store's errors.
-pub async fn load(app: &AppState, id: &str) -> Result<ConversationRecord, ServiceError> {
+pub async fn load(app: &AppState, id: &ConversationId) -> Result<ConversationRecord, ServiceError> {
+    load_stored(app, id.as_str()).await
+}
+
+/// [`load`] for an id the program already holds (from the store or a
+/// record), not one from a request.
+pub(crate) async fn load_stored(
+    app: &AppState,
+    id: &str,
+) -> Result<ConversationRecord, ServiceError> {
     match app.store.get_conversation(&app.project, id).await? {
         Some(c) if !c.deleted => Ok(c),
         _ => Err(ServiceError::no_conversation(id)),
@@ -49,7 +56,7 @@ async fn append_then_record(
     {
         Some(c) if !c.deleted => Ok(c),
         Some(_) => Err(ServiceError::no_conversation(id)),
-        None => load(app, id).await,
+        None => load_stored(app, id).await,
     }
 }
 
@@ -65,8 +72,8 @@ pub struct NewConversation {
     pub model: Option<String>,
     /// Working directory.
     pub cwd: Option<String>,
-    /// Reasoning effort.
-    pub reasoning_effort: Option<String>,
+    /// Reasoning effort (one of `modelyard_core::llm_config::REASONING_EFFORTS`; another value is a 400).
+    pub reasoning_effort: Option<ReasoningEffort>,
     /// Offer the advisor tool in turns (default false).
     pub advisor: Option<bool>,
     /// A JSON object.
@@ -129,7 +136,11 @@ pub async fn create(
         None => None,
     };
     if let Some(parent_id) = &body.parent_id {
-        match load(app, parent_id).await {
+        let parent = match ConversationId::parse(parent_id) {
+            Ok(parent_id) => load(app, &parent_id).await,
+            Err(e) => Err(e.into()),
+        };
+        match parent {
             Ok(parent) => model = model.or(parent.model),
             Err(_) => {
                 return Err(ServiceError::invalid_field(
@@ -151,7 +162,7 @@ pub async fn create(
         parent_id: body.parent_id,
         model,
         cwd: body.cwd,
-        reasoning_effort: body.reasoning_effort,
+        reasoning_effort: body.reasoning_effort.map(|e| e.as_str().to_owned()),
         advisor: body.advisor.unwrap_or(false),
         metadata: body
             .metadata
@@ -251,11 +262,12 @@ pub struct ConversationPatch {
 /// `conversation_not_found`; 422s; the store's.
 pub async fn patch(
     app: &AppState,
-    id: &str,
+    id: &ConversationId,
     body: ConversationPatch,
 ) -> Result<ConversationRecord, ServiceError> {
+    let id = id.as_str();
     check_metadata(body.metadata.as_ref())?;
-    let conversation = load(app, id).await?;
+    let conversation = load_stored(app, id).await?;
     let empty = BTreeMap::new();
     let override_changes = match &body.llm_overrides {
         Some(Some(changes)) => changes,
@@ -305,8 +317,9 @@ pub async fn patch(
 ///
 /// # Errors
 /// `conversation_not_found`; the store's.
-pub async fn delete(app: &AppState, id: &str) -> Result<(), ServiceError> {
-    load(app, id).await?;
+pub async fn delete(app: &AppState, id: &ConversationId) -> Result<(), ServiceError> {
+    let id = id.as_str();
+    load_stored(app, id).await?;
     app.append_and_publish(id, vec![EventPayload::ConversationDeleted {}])
         .await?;
     Ok(())
@@ -316,8 +329,12 @@ pub async fn delete(app: &AppState, id: &str) -> Result<(), ServiceError> {
 ///
 /// # Errors
 /// `conversation_not_found`; the store's.
-pub async fn messages(app: &AppState, id: &str) -> Result<Vec<MessageRecord>, ServiceError> {
-    load(app, id).await?;
+pub async fn messages(
+    app: &AppState,
+    id: &ConversationId,
+) -> Result<Vec<MessageRecord>, ServiceError> {
+    let id = id.as_str();
+    load_stored(app, id).await?;
     Ok(app.store.list_messages(&app.project, id).await?)
 }
 
@@ -325,8 +342,9 @@ pub async fn messages(app: &AppState, id: &str) -> Result<Vec<MessageRecord>, Se
 ///
 /// # Errors
 /// `conversation_not_found`; the store's.
-pub async fn turns(app: &AppState, id: &str) -> Result<Vec<TurnRecord>, ServiceError> {
-    load(app, id).await?;
+pub async fn turns(app: &AppState, id: &ConversationId) -> Result<Vec<TurnRecord>, ServiceError> {
+    let id = id.as_str();
+    load_stored(app, id).await?;
     Ok(app.store.list_turns(&app.project, id).await?)
 }
 
@@ -345,10 +363,11 @@ pub struct ModelSelection {
 /// `conversation_not_found`; model 422s; the store's.
 pub async fn select_model(
     app: &AppState,
-    id: &str,
+    id: &ConversationId,
     model: Option<String>,
 ) -> Result<ModelSelection, ServiceError> {
-    let conversation = load(app, id).await?;
+    let id = id.as_str();
+    let conversation = load_stored(app, id).await?;
     let (payload, verified) = match model {
         None => (
             EventPayload::ModelCleared {
@@ -390,7 +409,7 @@ pub struct Settings {
 ///
 /// # Errors
 /// `conversation_not_found`; the store's.
-pub async fn settings(app: &AppState, id: &str) -> Result<Settings, ServiceError> {
+pub async fn settings(app: &AppState, id: &ConversationId) -> Result<Settings, ServiceError> {
     let conversation = load(app, id).await?;
     Ok(settings_of(app, conversation).await)
 }
@@ -414,7 +433,7 @@ pub struct SettingsChange {
     /// Working directory.
     pub cwd: Option<Option<String>>,
     /// Reasoning effort.
-    pub reasoning_effort: Option<Option<String>>,
+    pub reasoning_effort: Option<Option<ReasoningEffort>>,
     /// The advisor tool on or off.
     pub advisor: Option<bool>,
 }
@@ -458,18 +477,16 @@ impl SettingsChange {
             match key.as_str() {
                 "cwd" => change.cwd = Some(parsed),
                 "reasoningEffort" => {
-                    if let Some(effort) = &parsed {
-                        if !REASONING_EFFORTS.contains(&effort.as_str()) {
-                            return Err(ServiceError::invalid_field(
+                    let effort = match parsed.as_deref() {
+                        None => None,
+                        Some(text) => Some(ReasoningEffort::parse(text).ok_or_else(|| {
+                            ServiceError::invalid_field(
                                 "reasoningEffort",
-                                format!(
-                                    "reasoningEffort must be one of {}; got {effort:?}",
-                                    REASONING_EFFORTS.join(", ")
-                                ),
-                            ));
-                        }
-                    }
-                    change.reasoning_effort = Some(parsed)
+                                format!("reasoningEffort {}", ReasoningEffort::invalid(text)),
+                            )
+                        })?),
+                    };
+                    change.reasoning_effort = Some(effort)
                 }
                 other => {
                     return Err(ServiceError::invalid_field(
@@ -491,10 +508,11 @@ impl SettingsChange {
 /// `conversation_not_found`; `invalid_field` (advisor); the store's.
 pub async fn change_settings(
     app: &AppState,
-    id: &str,
+    id: &ConversationId,
     change: SettingsChange,
 ) -> Result<Settings, ServiceError> {
-    let conversation = load(app, id).await?;
+    let id = id.as_str();
+    let conversation = load_stored(app, id).await?;
     if change.advisor == Some(true) {
         if let Err(reason) = advisor::resolve(app, &conversation).await {
             return Err(ServiceError::invalid_field(
@@ -506,13 +524,15 @@ pub async fn change_settings(
     if change.cwd.is_some() || change.reasoning_effort.is_some() || change.advisor.is_some() {
         let payload = EventPayload::SettingsChanged {
             cwd: change.cwd,
-            reasoning_effort: change.reasoning_effort,
+            reasoning_effort: change
+                .reasoning_effort
+                .map(|e| e.map(|e| e.as_str().to_owned())),
             advisor: change.advisor,
         };
         let conversation = append_then_record(app, id, vec![payload]).await?;
         return Ok(settings_of(app, conversation).await);
     }
-    settings(app, id).await
+    Ok(settings_of(app, load_stored(app, id).await?).await)
 }
 
 mod history;

@@ -223,6 +223,18 @@ impl From<StoreError> for ServiceError {
     }
 }
 
+impl From<modelyard_core::IdError> for ServiceError {
+    /// An id that is not a UUID names nothing stored: 404 `{kind}_not_found`.
+    fn from(err: modelyard_core::IdError) -> Self {
+        let message = format!("no {} with id {:?}", err.kind, err.text);
+        ServiceError::NotFound {
+            kind: err.kind,
+            id: err.text,
+            message,
+        }
+    }
+}
+
 /// New ids: UUID v7 (time-ordered).
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()

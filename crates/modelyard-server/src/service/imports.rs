@@ -8,12 +8,14 @@
 //! developer messages are refused: a conversation's system prompt lives in
 //! its LLM config. At most [`MAX_IMPORTED`] messages per request.
 
+use modelyard_core::conversation::MessageRole;
+use modelyard_core::ids::ConversationId;
 use std::collections::HashMap;
 
 use modelyard_core::conversation::{EventPayload, ImportedMessage, Part};
 use serde_json::Value;
 
-use super::conversations::load;
+use super::conversations::load_stored;
 use super::error::{new_id, ServiceError};
 use crate::app::AppState;
 
@@ -36,9 +38,10 @@ pub struct Imported {
 /// turn runs; `conversation_not_found`; the store's.
 pub async fn import(
     app: &AppState,
-    id: &str,
+    id: &ConversationId,
     messages: &[Value],
 ) -> Result<Imported, ServiceError> {
+    let id = id.as_str();
     if messages.is_empty() || messages.len() > MAX_IMPORTED {
         return Err(ServiceError::invalid_field(
             "messages",
@@ -48,7 +51,7 @@ pub async fn import(
             ),
         ));
     }
-    let conversation = load(app, id).await?;
+    let conversation = load_stored(app, id).await?;
     if let Some(running) = &conversation.running_turn_id {
         return Err(ServiceError::conflict(
             "turn_running",
@@ -98,7 +101,7 @@ fn convert(
     i: usize,
     m: &Value,
     open_calls: &mut HashMap<String, String>,
-) -> Result<(String, Value, Vec<Part>), ServiceError> {
+) -> Result<(MessageRole, Value, Vec<Part>), ServiceError> {
     let bad = |field: &str, why: &str| {
         ServiceError::invalid_field(
             format!("messages[{i}].{field}"),
@@ -120,7 +123,7 @@ fn convert(
                     "must be a non-empty string or array of content parts",
                 ));
             }
-            Ok(("user".into(), content, Vec::new()))
+            Ok((MessageRole::User, content, Vec::new()))
         }
         "assistant" => {
             let text = match m.get("content") {
@@ -163,7 +166,7 @@ fn convert(
             if parts.is_empty() {
                 return Err(bad("content", "is empty and there are no tool_calls"));
             }
-            Ok(("assistant".into(), Value::String(text), parts))
+            Ok((MessageRole::Assistant, Value::String(text), parts))
         }
         "tool" => {
             let call_id = m
@@ -185,7 +188,7 @@ fn convert(
                 _ => return Err(bad("content", "must be a string or text parts")),
             };
             Ok((
-                "tool".into(),
+                MessageRole::Tool,
                 Value::String(content),
                 vec![Part::ToolResult {
                     tool_call_id: call_id.to_owned(),

@@ -3,6 +3,7 @@
 //! its composite form); system defaults (materialized from the server's
 //! presets) are read-only.
 
+use modelyard_core::ids::LlmConfigId;
 use modelyard_core::llm_config::{LlmSource, ProviderOptions};
 use modelyard_store::{LlmConfigFields, LlmConfigFilter, LlmConfigRow, StoreError};
 use serde::{Deserialize, Deserializer};
@@ -42,7 +43,8 @@ fn read_only(row: &LlmConfigRow) -> ServiceError {
 ///
 /// # Errors
 /// `llm_config_not_found`; the store's.
-pub async fn load(app: &AppState, id: &str) -> Result<LlmConfigRow, ServiceError> {
+pub async fn load(app: &AppState, id: &LlmConfigId) -> Result<LlmConfigRow, ServiceError> {
+    let id = id.as_str();
     match app.store.get_llm_config(&app.project, id).await? {
         Some(row) if !row.deleted => Ok(row),
         _ => Err(ServiceError::not_found(
@@ -235,10 +237,11 @@ pub struct LlmConfigPatch {
 /// parse; the store's.
 pub async fn patch(
     app: &AppState,
-    id: &str,
+    id: &LlmConfigId,
     body: LlmConfigPatch,
 ) -> Result<LlmConfigRow, ServiceError> {
     let row = load(app, id).await?;
+    let id = id.as_str();
     if row.source == LlmSource::SystemDefault {
         return Err(read_only(&row));
     }
@@ -293,8 +296,9 @@ pub async fn patch(
 /// # Errors
 /// `llm_config_not_found`; `read_only` or `in_use` (409, with the
 /// conversations that name it); the store's.
-pub async fn delete(app: &AppState, id: &str) -> Result<(), ServiceError> {
+pub async fn delete(app: &AppState, id: &LlmConfigId) -> Result<(), ServiceError> {
     let row = load(app, id).await?;
+    let id = id.as_str();
     if row.source == LlmSource::SystemDefault {
         return Err(read_only(&row));
     }
@@ -321,7 +325,7 @@ pub async fn delete(app: &AppState, id: &str) -> Result<(), ServiceError> {
 ///
 /// # Errors
 /// `llm_config_not_found`; the store's.
-pub async fn copy(app: &AppState, id: &str) -> Result<LlmConfigRow, ServiceError> {
+pub async fn copy(app: &AppState, id: &LlmConfigId) -> Result<LlmConfigRow, ServiceError> {
     let row = load(app, id).await?;
     let mut fields = row.fields;
     let mut name = fields.display_name.clone();

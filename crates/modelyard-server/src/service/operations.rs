@@ -79,7 +79,7 @@ fn transcript(prefix: Option<&str>, messages: &[MessageRecord], max_chars: usize
         text.push('\n');
     }
     for m in messages {
-        text.push_str(&m.role);
+        text.push_str(m.role.as_str());
         text.push_str(": ");
         text.push_str(&message_text(m));
         text.push('\n');

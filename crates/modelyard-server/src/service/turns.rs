@@ -3,6 +3,8 @@
 //! that begin a run, register the live turn and spawn the run
 //! ([`crate::conversations::engine::run_turn`]).
 
+use modelyard_core::ids::{ConversationId, TurnId};
+use modelyard_core::llm_config::ReasoningEffort;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use super::conversations::load;
+use super::conversations::load_stored;
 use super::error::{new_id, ServiceError};
 use super::replay::Position;
 use crate::app::AppState;
@@ -102,11 +104,12 @@ fn check_tools(tools: &[Value], advisor_on: bool, max_tools: usize) -> Result<()
 /// route); `conversation_not_found`; `turn_running` (409); the store's.
 pub async fn start(
     app: &AppState,
-    id: &str,
+    id: &ConversationId,
     body: NewTurn,
     in_flight: InFlight,
     subscribe: bool,
 ) -> Result<Launched, ServiceError> {
+    let id = id.as_str();
     let content_ok = match &body.content {
         Value::String(s) => !s.is_empty(),
         Value::Array(parts) => !parts.is_empty(),
@@ -125,7 +128,7 @@ pub async fn start(
             format!("operation {operation:?} must match [a-z][a-z0-9_-]{{0,31}}"),
         ));
     }
-    let conversation = load(app, id).await?;
+    let conversation = load_stored(app, id).await?;
     if let Some(running) = &conversation.running_turn_id {
         return Err(ServiceError::conflict(
             "turn_running",
@@ -170,7 +173,7 @@ pub async fn start(
     let job = Run {
         destination,
         operation,
-        reasoning_effort: conversation.reasoning_effort.clone(),
+        reasoning_effort: conversation.reasoning_effort,
         llm_config,
         client_tools,
         session_id: turn_id.clone(),
@@ -208,13 +211,15 @@ pub struct ToolResult {
 /// repeated call id; the store's.
 pub async fn resume(
     app: &AppState,
-    id: &str,
-    turn_id: &str,
+    id: &ConversationId,
+    turn_id: &TurnId,
     results: Vec<ToolResult>,
     in_flight: InFlight,
     subscribe: bool,
 ) -> Result<Launched, ServiceError> {
-    let conversation = load(app, id).await?;
+    let id = id.as_str();
+    let turn_id = turn_id.as_str();
+    let conversation = load_stored(app, id).await?;
     let turn = match app.store.get_turn(&app.project, turn_id).await? {
         Some(turn) if turn.conversation_id == id => turn,
         _ => return Err(no_turn(id, turn_id)),
@@ -340,7 +345,7 @@ pub async fn resume(
     let job = Run {
         destination,
         operation: turn.operation.clone(),
-        reasoning_effort: conversation.reasoning_effort.clone(),
+        reasoning_effort: conversation.reasoning_effort,
         llm_config,
         client_tools,
         session_id: new_id(),
@@ -371,8 +376,14 @@ fn no_turn(id: &str, turn_id: &str) -> ServiceError {
 /// # Errors
 /// `conversation_not_found`, `turn_not_found`; `turn_not_running` (409);
 /// the store's.
-pub async fn cancel(app: &AppState, id: &str, turn_id: &str) -> Result<(), ServiceError> {
-    load(app, id).await?;
+pub async fn cancel(
+    app: &AppState,
+    id: &ConversationId,
+    turn_id: &TurnId,
+) -> Result<(), ServiceError> {
+    let id = id.as_str();
+    let turn_id = turn_id.as_str();
+    load_stored(app, id).await?;
     if let Some(turn) = app.live.get(turn_id).filter(|t| t.conversation_id == id) {
         turn.cancel.cancel();
         return Ok(());
@@ -411,7 +422,7 @@ pub async fn cancel(app: &AppState, id: &str, turn_id: &str) -> Result<(), Servi
 struct Run {
     destination: crate::routing::Destination,
     operation: String,
-    reasoning_effort: Option<String>,
+    reasoning_effort: Option<ReasoningEffort>,
     llm_config: Option<modelyard_store::LlmConfigRow>,
     client_tools: Vec<Value>,
     session_id: String,

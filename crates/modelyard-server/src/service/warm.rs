@@ -24,6 +24,7 @@
 //! operation `warm` (the conversation's, no turn). A warm never appends to
 //! the conversation and does not persist a model override.
 
+use modelyard_core::ids::ConversationId;
 use std::time::Instant;
 
 use modelyard_core::conversation::ResolvedFrom;
@@ -32,7 +33,7 @@ use modelyard_upstream::openai::AnswerSummary;
 use modelyard_upstream::ProviderKind;
 use serde_json::{json, Value};
 
-use super::conversations::load;
+use super::conversations::load_stored;
 use super::error::ServiceError;
 use super::llm_call::{LlmCall, Purpose};
 use super::routed::{self, Plan};
@@ -100,10 +101,11 @@ pub struct Warmed {
 /// deployment of a route can serve; the store's.
 pub async fn warm(
     app: &AppState,
-    id: &str,
+    id: &ConversationId,
     model: Option<&str>,
     operation: Option<&str>,
 ) -> Result<Warmed, ServiceError> {
+    let id = id.as_str();
     let started = Instant::now();
     let operation = operation.unwrap_or("chat");
     if !is_operation_name(operation) {
@@ -112,7 +114,7 @@ pub async fn warm(
             format!("operation {operation:?} must match [a-z][a-z0-9_-]{{0,31}}"),
         ));
     }
-    let conversation = load(app, id).await?;
+    let conversation = load_stored(app, id).await?;
     let target = resolve(app, &conversation, operation, model)
         .await
         .map_err(|err| err.into_turn_error(app))?;
@@ -141,7 +143,7 @@ pub async fn warm(
             let body = request_body(
                 &messages,
                 target.llm_config.as_ref(),
-                conversation.reasoning_effort.as_deref(),
+                conversation.reasoning_effort,
                 summary,
                 &tools,
             );

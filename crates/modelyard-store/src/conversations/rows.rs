@@ -2,9 +2,10 @@
 //! (row ↔ record), with the helpers that map decoding failures.
 
 use modelyard_core::conversation::{
-    ConversationRecord, Event, MessageRecord, Part, ResolvedFrom, TokenTotals, TokenUsage,
-    TurnRecord, TurnStatus,
+    ConversationRecord, Event, MessageRecord, MessageRole, Part, ResolvedFrom, TokenTotals,
+    TokenUsage, TurnRecord, TurnStatus,
 };
+use modelyard_core::llm_config::ReasoningEffort;
 use serde_json::Value;
 
 use crate::StoreError;
@@ -115,7 +116,7 @@ impl ConversationRow {
             title: c.title.clone(),
             model: c.model.clone(),
             cwd: c.cwd.clone(),
-            reasoning_effort: c.reasoning_effort.clone(),
+            reasoning_effort: c.reasoning_effort.map(|e| e.as_str().to_owned()),
             metadata_json: to_json(&c.metadata, "conversation metadata")?,
             latest_model_id: c.latest_model_id.clone(),
             totals: TotalsRow::from_totals(&c.totals)?,
@@ -139,7 +140,10 @@ impl ConversationRow {
             title: self.title,
             model: self.model,
             cwd: self.cwd,
-            reasoning_effort: self.reasoning_effort,
+            reasoning_effort: self
+                .reasoning_effort
+                .as_deref()
+                .and_then(ReasoningEffort::parse),
             metadata: serde_json::from_str(&self.metadata_json)?,
             latest_model_id: self.latest_model_id,
             totals: self.totals.into_totals()?,
@@ -302,7 +306,7 @@ impl MessageRow {
             id: m.id.clone(),
             conversation_id: m.conversation_id.clone(),
             turn_id: m.turn_id.clone(),
-            role: m.role.clone(),
+            role: m.role.as_str().to_owned(),
             content_json: to_json(&m.content, "message content")?,
             parts_json: to_json(&m.parts, "message parts")?,
             model_id: m.model_id.clone(),
@@ -318,7 +322,8 @@ impl MessageRow {
             id: self.id,
             conversation_id: self.conversation_id,
             turn_id: self.turn_id,
-            role: self.role,
+            role: MessageRole::parse(&self.role)
+                .ok_or_else(|| format!("unknown message role {:?}", self.role))?,
             content: serde_json::from_str(&self.content_json)?,
             parts: serde_json::from_str::<Vec<Part>>(&self.parts_json)?,
             model_id: self.model_id,

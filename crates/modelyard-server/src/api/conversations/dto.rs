@@ -1,6 +1,8 @@
 //! The wire shapes of `/v1/conversations/...` (camelCase; times RFC 3339;
 //! token counts in `…Tokens` fields, the names of a call's `usage`).
 
+use modelyard_core::conversation::MessageRole;
+use modelyard_core::llm_config::ReasoningEffort;
 use std::collections::BTreeMap;
 
 use modelyard_core::conversation::{
@@ -57,7 +59,7 @@ pub struct ConversationDto {
     /// Working directory setting.
     pub cwd: Option<String>,
     /// Reasoning effort setting.
-    pub reasoning_effort: Option<String>,
+    pub reasoning_effort: Option<ReasoningEffort>,
     /// Whether turns offer the advisor tool.
     pub advisor: bool,
     /// Free-form metadata object.
@@ -90,7 +92,7 @@ impl From<&ConversationRecord> for ConversationDto {
             title: c.title.clone(),
             model: c.model.clone(),
             cwd: c.cwd.clone(),
-            reasoning_effort: c.reasoning_effort.clone(),
+            reasoning_effort: c.reasoning_effort,
             advisor: c.advisor,
             metadata: c.metadata.clone(),
             llm_id: c.llm_id.clone(),
@@ -119,7 +121,7 @@ pub struct MessageDto {
     /// The turn (or import) it belongs to.
     pub turn_id: String,
     /// `user`, `assistant` or `tool`.
-    pub role: String,
+    pub role: MessageRole,
     /// User: the OpenAI content; assistant: the text; tool: the result.
     pub content: Value,
     /// Text, reasoning, tool-call and tool-result parts.
@@ -142,7 +144,7 @@ impl From<&MessageRecord> for MessageDto {
         MessageDto {
             id: m.id.clone(),
             turn_id: m.turn_id.clone(),
-            role: m.role.clone(),
+            role: m.role,
             content: m.content.clone(),
             parts: m.parts.clone(),
             model_id: m.model_id.clone(),
@@ -223,7 +225,7 @@ pub struct SettingsDto {
     /// Working directory.
     pub cwd: Option<String>,
     /// Reasoning effort.
-    pub reasoning_effort: Option<String>,
+    pub reasoning_effort: Option<ReasoningEffort>,
     /// Whether turns offer the advisor tool.
     pub advisor: bool,
     /// The model the advisor would consult now.
@@ -238,7 +240,7 @@ impl From<&Settings> for SettingsDto {
         SettingsDto {
             conversation_id: c.id.clone(),
             cwd: c.cwd.clone(),
-            reasoning_effort: c.reasoning_effort.clone(),
+            reasoning_effort: c.reasoning_effort,
             advisor: c.advisor,
             advisor_model: s.advisor_model.clone(),
             advisor_error: s.advisor_error.clone(),

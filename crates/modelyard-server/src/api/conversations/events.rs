@@ -4,6 +4,7 @@
 //! the replay a `caught-up` event (no id) marks the switch to live.
 //! Keep-alive comments every 15 s.
 
+use modelyard_core::ids::ConversationId;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,7 @@ pub async fn events(
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
+    let id = ConversationId::parse(&id)?;
     // Beyond a stream cap: a fast 429, before any store read.
     let slot = match app.streams.try_acquire(&identity) {
         Ok(slot) => slot,
@@ -54,8 +56,15 @@ pub async fn events(
         .map(str::to_owned)
         .or(query.after);
     let position = replay::resume_position(&conversation, resume.as_deref())?;
-    let rx = app.bus.subscribe(&id);
-    Ok(sse_response(app, id, position, rx, None, Some(slot)))
+    let rx = app.bus.subscribe(id.as_str());
+    Ok(sse_response(
+        app,
+        id.into_string(),
+        position,
+        rx,
+        None,
+        Some(slot),
+    ))
 }
 
 fn sse_event(item: &FeedItem) -> SseEvent {

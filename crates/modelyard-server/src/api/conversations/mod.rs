@@ -22,6 +22,7 @@ pub mod turns;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
+use modelyard_core::ids::ConversationId;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -72,6 +73,7 @@ pub async fn show(
     Scoped(app): Scoped,
     Path(id): Path<String>,
 ) -> Result<Json<ConversationDto>, ApiError> {
+    let id = ConversationId::parse(&id)?;
     Ok(Json(ConversationDto::from(
         &service::load(&app, &id).await?,
     )))
@@ -84,6 +86,7 @@ pub async fn patch(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ConversationPatch>,
 ) -> Result<Json<ConversationDto>, ApiError> {
+    let id = ConversationId::parse(&id)?;
     Ok(Json(ConversationDto::from(
         &service::patch(&app, &id, body).await?,
     )))
@@ -91,6 +94,7 @@ pub async fn patch(
 
 /// `DELETE /v1/conversations/{id}`: soft delete, 204.
 pub async fn delete(Scoped(app): Scoped, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let id = ConversationId::parse(&id)?;
     service::delete(&app, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -101,6 +105,7 @@ pub async fn messages(
     Scoped(app): Scoped,
     Path(id): Path<String>,
 ) -> Result<Json<List<MessageDto>>, ApiError> {
+    let id = ConversationId::parse(&id)?;
     let rows = service::messages(&app, &id).await?;
     Ok(Json(List {
         data: rows.iter().map(MessageDto::from).collect(),
@@ -112,6 +117,7 @@ pub async fn turns(
     Scoped(app): Scoped,
     Path(id): Path<String>,
 ) -> Result<Json<List<TurnDto>>, ApiError> {
+    let id = ConversationId::parse(&id)?;
     let rows = service::turns(&app, &id).await?;
     Ok(Json(List {
         data: rows.iter().map(TurnDto::from).collect(),
@@ -123,6 +129,7 @@ pub async fn get_model(
     Scoped(app): Scoped,
     Path(id): Path<String>,
 ) -> Result<Json<ModelSelectionDto>, ApiError> {
+    let id = ConversationId::parse(&id)?;
     let c = service::load(&app, &id).await?;
     Ok(Json(ModelSelectionDto {
         conversation_id: c.id,
@@ -146,6 +153,7 @@ pub async fn put_model(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ModelBody>,
 ) -> Result<Json<ModelSelectionDto>, ApiError> {
+    let id = ConversationId::parse(&id)?;
     let selection = service::select_model(&app, &id, body.model).await?;
     let c = selection.conversation;
     Ok(Json(ModelSelectionDto {
@@ -163,6 +171,7 @@ pub async fn get_settings(
     Scoped(app): Scoped,
     Path(id): Path<String>,
 ) -> Result<Json<SettingsDto>, ApiError> {
+    let id = ConversationId::parse(&id)?;
     Ok(Json(SettingsDto::from(
         &service::settings(&app, &id).await?,
     )))
@@ -175,6 +184,7 @@ pub async fn patch_settings(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<SettingsDto>, ApiError> {
+    let id = ConversationId::parse(&id)?;
     let change = service::SettingsChange::parse(&body)?;
     let settings = service::change_settings(&app, &id, change).await?;
     Ok(Json(SettingsDto::from(&settings)))
@@ -186,9 +196,10 @@ pub async fn model_history(
     Scoped(app): Scoped,
     Path(id): Path<String>,
 ) -> Result<Json<ModelHistoryDto>, ApiError> {
+    let id = ConversationId::parse(&id)?;
     let data = service::model_history(&app, &id).await?;
     Ok(Json(ModelHistoryDto {
-        conversation_id: id,
+        conversation_id: id.into_string(),
         data,
     }))
 }

@@ -6,6 +6,7 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use modelyard_core::ids::{ConversationId, TurnId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -71,6 +72,7 @@ pub async fn start_turn(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<TurnBody>,
 ) -> Result<Response, ApiError> {
+    let id = ConversationId::parse(&id)?;
     let slot = match stream_slot(&app, &identity, body.stream) {
         Ok(slot) => slot,
         Err(limit) => return Ok(limit.problem()),
@@ -84,11 +86,11 @@ pub async fn start_turn(
     let launched = turns::start(&app, &id, turn, in_flight, body.stream).await?;
     let accepted = TurnStartedDto {
         turn_id: launched.turn_id.clone(),
-        conversation_id: id.clone(),
+        conversation_id: id.to_string(),
         model_id: launched.model_id.clone(),
         resolved_from: launched.resolved_from,
     };
-    Ok(answer(app, id, launched, slot, accepted))
+    Ok(answer(app, id.into_string(), launched, slot, accepted))
 }
 
 /// `POST /v1/conversations/{id}/turns/{turn_id}/cancel` → 202; the turn
@@ -97,11 +99,12 @@ pub async fn cancel_turn(
     Scoped(app): Scoped,
     Path((id, turn_id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<CancellingDto>), ApiError> {
+    let (id, turn_id) = (ConversationId::parse(&id)?, TurnId::parse(&turn_id)?);
     turns::cancel(&app, &id, &turn_id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(CancellingDto {
-            turn_id,
+            turn_id: turn_id.into_string(),
             cancelling: true,
         }),
     ))
@@ -131,15 +134,16 @@ pub async fn tool_results(
     Path((id, turn_id)): Path<(String, String)>,
     ApiJson(body): ApiJson<ToolResultsBody>,
 ) -> Result<Response, ApiError> {
+    let (id, turn_id) = (ConversationId::parse(&id)?, TurnId::parse(&turn_id)?);
     let slot = match stream_slot(&app, &identity, body.stream) {
         Ok(slot) => slot,
         Err(limit) => return Ok(limit.problem()),
     };
     let launched = turns::resume(&app, &id, &turn_id, body.results, in_flight, body.stream).await?;
     let accepted = TurnResumedDto {
-        turn_id,
-        conversation_id: id.clone(),
+        turn_id: turn_id.into_string(),
+        conversation_id: id.to_string(),
         status: "running",
     };
-    Ok(answer(app, id, launched, slot, accepted))
+    Ok(answer(app, id.into_string(), launched, slot, accepted))
 }

@@ -41,6 +41,7 @@
 //! ([`spawn_sweeper`]) does the same, periodically, for turns that are
 //! `running` in the store but run nowhere in this process.
 
+use modelyard_core::llm_config::ReasoningEffort;
 use std::sync::Arc;
 
 use modelyard_store::LlmConfigRow;
@@ -92,7 +93,7 @@ pub struct TurnJob {
     /// Operation.
     pub operation: String,
     /// Reasoning effort setting, passed as `reasoning_effort`.
-    pub reasoning_effort: Option<String>,
+    pub reasoning_effort: Option<ReasoningEffort>,
     /// The LLM config that supplies options and system prompt, if any.
     pub llm_config: Option<LlmConfigRow>,
     /// Client-side tools (OpenAI `tools` entries) offered besides the

@@ -2,7 +2,9 @@
 //! prompt, the conversation's messages as OpenAI chat messages, and the
 //! compaction summary in place of the messages it covers.
 
+use modelyard_core::conversation::MessageRole;
 use modelyard_core::conversation::{MessageRecord, Part};
+use modelyard_core::llm_config::ReasoningEffort;
 use modelyard_store::LlmConfigRow;
 use serde_json::{json, Map, Value};
 
@@ -18,7 +20,7 @@ use serde_json::{json, Map, Value};
 pub fn request_body(
     messages: &[MessageRecord],
     config: Option<&LlmConfigRow>,
-    reasoning_effort: Option<&str>,
+    reasoning_effort: Option<ReasoningEffort>,
     summary: Option<(i64, &str)>,
     tools: &[Value],
 ) -> Value {
@@ -27,7 +29,7 @@ pub fn request_body(
         config.fields.provider_options.apply_to(&mut body);
     }
     if let Some(effort) = reasoning_effort {
-        body.insert("reasoning_effort".into(), json!(effort));
+        body.insert("reasoning_effort".into(), json!(effort.as_str()));
     }
     if !tools.is_empty() {
         body.insert("tools".into(), Value::Array(tools.to_vec()));
@@ -66,8 +68,8 @@ pub fn openai_messages(messages: &[MessageRecord]) -> Vec<Value> {
     let mut called: std::collections::HashSet<&str> = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(messages.len());
     for m in messages {
-        match m.role.as_str() {
-            "assistant" => {
+        match m.role {
+            MessageRole::Assistant => {
                 let text: String = m
                     .parts
                     .iter()
@@ -113,7 +115,7 @@ pub fn openai_messages(messages: &[MessageRecord]) -> Vec<Value> {
                     }
                 }
             }
-            "tool" => {
+            MessageRole::Tool => {
                 let id = m.parts.iter().find_map(|p| match p {
                     Part::ToolResult { tool_call_id, .. } => Some(tool_call_id.as_str()),
                     _ => None,
@@ -122,7 +124,7 @@ pub fn openai_messages(messages: &[MessageRecord]) -> Vec<Value> {
                     out.push(json!({"role": "tool", "tool_call_id": id, "content": m.content}));
                 }
             }
-            role => out.push(json!({"role": role, "content": m.content})),
+            MessageRole::User => out.push(json!({"role": "user", "content": m.content})),
         }
     }
     out
@@ -139,7 +141,10 @@ pub fn compacted<'a>(
         None => (None, messages),
         Some((through, text)) => {
             let mut start = messages.partition_point(|m| m.seq <= through);
-            while messages.get(start).is_some_and(|m| m.role == "tool") {
+            while messages
+                .get(start)
+                .is_some_and(|m| m.role == MessageRole::Tool)
+            {
                 start += 1;
             }
             (

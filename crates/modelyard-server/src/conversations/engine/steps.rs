@@ -1,6 +1,7 @@
 //! The steps of a run: model calls, their streamed progress (text,
 //! reasoning and tool-call events) and the tool calls they make.
 
+use modelyard_core::conversation::MessageRole;
 use modelyard_core::conversation::{
     ConversationRecord, EventPayload, MessageRecord, Part, TokenUsage, ToolCallRef,
 };
@@ -70,7 +71,9 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
         let uses = advisor_uses.get_or_insert_with(|| {
             messages
                 .iter()
-                .filter(|m| m.turn_id == live.turn_id && m.role == "tool" && m.model_id.is_some())
+                .filter(|m| {
+                    m.turn_id == live.turn_id && m.role == MessageRole::Tool && m.model_id.is_some()
+                })
                 .filter(|m| {
                     m.parts
                         .iter()
@@ -81,7 +84,7 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
         let body = request_body(
             messages,
             job.llm_config.as_ref(),
-            job.reasoning_effort.as_deref(),
+            job.reasoning_effort,
             current
                 .summary
                 .as_ref()

@@ -1,6 +1,8 @@
 //! Unit tests of the turn engine.
 
+use modelyard_core::conversation::MessageRole;
 use modelyard_core::conversation::{MessageRecord, TokenUsage};
+use modelyard_core::llm_config::ReasoningEffort;
 use modelyard_core::llm_config::{LlmSource, ProviderOptions};
 use modelyard_store::{LlmConfigFields, LlmConfigRow};
 use serde_json::json;
@@ -12,7 +14,7 @@ fn user(text: &str) -> MessageRecord {
         id: "m".into(),
         conversation_id: "c".into(),
         turn_id: "t".into(),
-        role: "user".into(),
+        role: MessageRole::User,
         content: json!(text),
         parts: Vec::new(),
         model_id: None,
@@ -58,7 +60,13 @@ fn the_config_supplies_system_prompt_and_options() {
         })
     );
     // The conversation's own setting wins over the config's.
-    let body = request_body(&[user("hi")], Some(&config), Some("high"), None, &[]);
+    let body = request_body(
+        &[user("hi")],
+        Some(&config),
+        Some(ReasoningEffort::High),
+        None,
+        &[],
+    );
     assert_eq!(body["reasoning_effort"], "high");
     // After a compaction through seq 1: the summary replaces message 1.
     let mut later = user("later");

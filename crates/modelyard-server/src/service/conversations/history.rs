@@ -2,9 +2,9 @@
 //! turn's resolved model, oldest first.
 
 use modelyard_core::conversation::{EventPayload, ResolvedFrom, SelectionSource};
+use modelyard_core::ids::ConversationId;
 use serde::Serialize;
 
-use super::load;
 use crate::app::AppState;
 use crate::clock::rfc3339;
 use crate::service::error::ServiceError;
@@ -68,9 +68,10 @@ pub enum ModelChange {
 /// `conversation_not_found`; the store's.
 pub async fn model_history(
     app: &AppState,
-    id: &str,
+    id: &ConversationId,
 ) -> Result<Vec<ModelHistoryEntry>, ServiceError> {
-    load(app, id).await?;
+    let id = id.as_str();
+    super::load_stored(app, id).await?;
     let mut entries = Vec::new();
     let mut after = 0;
     loop {
