@@ -418,7 +418,7 @@ function pageModels(main, ctx) {
       starButton(model),
       el("span", { class: "mono model-id", text: model.id }),
       el("span", { class: "muted", text: contextText(model) }),
-      el("span", { class: "muted", text: loadedText(model.loaded) }),
+      el("span", { class: "muted", text: stateText(model) }),
       model.coolingDownUntil
         ? el("span", { testid: "cooling-badge", class: "badge status-cooling-down", text: coolingText(model.coolingDownUntil) })
         : null
@@ -525,9 +525,14 @@ function targetStatusText(target) {
   return TARGET_STATUS[target.status] || target.status;
 }
 
-function loadedText(loaded) {
-  if (loaded === true) return "loaded";
-  if (loaded === false) return "not loaded";
+// What the model's host says of it (the catalog's `state`).
+const STATE_TEXT = { loaded: "loaded", unloaded: "not loaded", loading: "loading…", failed: "failed to load" };
+
+function stateText(model) {
+  const text = STATE_TEXT[model.state];
+  if (text) return text;
+  if (model.loaded === true) return "loaded";
+  if (model.loaded === false) return "not loaded";
   return "";
 }
 

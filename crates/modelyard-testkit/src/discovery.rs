@@ -28,6 +28,13 @@ pub(crate) enum Route {
     UpstreamHealth(String),
     /// llama-swap `POST /api/models/unload/<id>`.
     SwapUnload(String),
+    /// llama.cpp router mode `POST /models/load` / `POST /models/unload` (`{model}`); true
+    /// for load.
+    RouterControl(bool),
+    /// LM Studio `GET /api/v0/models`.
+    LmStudioModels,
+    /// llama.cpp router mode `GET /props?model=<id>`: the loaded model's props.
+    RouterProps,
     /// Ollama `POST /api/generate` without a prompt: loads the model, or
     /// unloads it with `keep_alive: 0`.
     Generate,
@@ -40,7 +47,7 @@ pub(crate) enum Route {
 
 impl Route {
     pub(crate) fn parse(flavour: Flavour, method: &Method, path: &str) -> Route {
-        use Flavour::{LlamaCpp, LlamaSwap, Ollama, OpenRouter, Vllm};
+        use Flavour::{LlamaCpp, LlamaCppRouter, LlamaSwap, LmStudio, Ollama, OpenRouter, Vllm};
         let get = *method == Method::GET;
         let post = *method == Method::POST;
         match (flavour, path) {
@@ -51,7 +58,11 @@ impl Route {
             (_, "/v1/rerank" | "/v1/reranking") if post => Route::Rerank,
             (_, "/v1/completions") if post => Route::Completions,
             (_, "/v1/models") | (OpenRouter, "/api/v1/models") if get => Route::Models,
-            (LlamaCpp | LlamaSwap | Vllm, "/health") if get => Route::Health,
+            (LlamaCpp | LlamaCppRouter | LlamaSwap | Vllm, "/health") if get => Route::Health,
+            (LlamaCppRouter, "/props") if get => Route::RouterProps,
+            (LlamaCppRouter, "/models/load") if post => Route::RouterControl(true),
+            (LlamaCppRouter, "/models/unload") if post => Route::RouterControl(false),
+            (LmStudio, "/api/v0/models") if get => Route::LmStudioModels,
             (LlamaCpp, "/props") if get => Route::Props,
             (LlamaSwap, "/running") if get => Route::Running,
             (LlamaSwap, p) if post && p.starts_with("/api/models/unload/") => {
@@ -86,6 +97,7 @@ impl Route {
                 | Route::NotFound
                 | Route::UpstreamHealth(_)
                 | Route::SwapUnload(_)
+                | Route::RouterControl(_)
                 | Route::Generate
         )
     }
@@ -132,6 +144,19 @@ pub(crate) fn models_listing(flavour: Flavour, models: &[MockModel]) -> Value {
                 Flavour::LlamaSwap => openai_model(&m.id, "llama-swap"),
                 Flavour::Vllm => openai_model(&m.id, "vllm"),
                 Flavour::Ollama => openai_model(&m.id, "library"),
+                Flavour::LmStudio => openai_model(&m.id, "organization_owner"),
+                Flavour::LlamaCppRouter => {
+                    let mut v = openai_model(&m.id, "llamacpp");
+                    v["status"] = match (m.state, m.loaded) {
+                        (Some("failed"), _) => {
+                            json!({"value": "unloaded", "failed": true, "exit_code": 1})
+                        }
+                        (Some(state), _) => json!({ "value": state }),
+                        (None, true) => json!({"value": "loaded", "args": ["-m", format!("/models/{}.gguf", m.id)]}),
+                        (None, false) => json!({"value": "unloaded"}),
+                    };
+                    v
+                }
             };
             match (flavour, m.context_window) {
                 (Flavour::LlamaCpp, Some(ctx)) => {
@@ -154,6 +179,33 @@ pub(crate) fn models_listing(flavour: Flavour, models: &[MockModel]) -> Value {
     } else {
         json!({"object": "list", "data": data})
     }
+}
+
+/// LM Studio's `GET /api/v0/models` listing.
+pub(crate) fn lmstudio_models(models: &[MockModel]) -> Value {
+    let data: Vec<Value> = models
+        .iter()
+        .map(|m| {
+            let mut v = json!({
+                "id": m.id,
+                "object": "model",
+                "type": if m.embedding { "embeddings" } else { "llm" },
+                "publisher": "mock",
+                "arch": "llama",
+                "compatibility_type": "gguf",
+                "quantization": "Q4_K_M",
+                "state": if m.loaded { "loaded" } else { "not-loaded" },
+            });
+            if let Some(ctx) = m.context_window {
+                v["max_context_length"] = Value::from(ctx * 2);
+                if m.loaded {
+                    v["loaded_context_length"] = Value::from(ctx);
+                }
+            }
+            v
+        })
+        .collect();
+    json!({"object": "list", "data": data})
 }
 
 pub(crate) fn openai_model(id: &str, owned_by: &str) -> Value {

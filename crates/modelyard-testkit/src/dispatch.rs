@@ -13,7 +13,10 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::chat::chat;
-use crate::discovery::{models_listing, ollama_details, ollama_show, props, Route, OLLAMA_TIME};
+use crate::discovery::{
+    lmstudio_models, models_listing, ollama_details, ollama_show, percent_decode, props, Route,
+    OLLAMA_TIME,
+};
 use crate::endpoints::{completions, embeddings, rerank};
 use crate::guards::{InFlight, RequestGuard};
 use crate::options::{Flavour, RecordedRequest};
@@ -116,8 +119,11 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, req: Request, in_flight: InFl
         Route::Running => {
             let running: Vec<Value> = models
                 .iter()
-                .filter(|m| m.loaded)
-                .map(|m| json!({"model": m.id, "state": "ready"}))
+                .filter(|m| m.loaded || m.state == Some("loading"))
+                .map(|m| {
+                    let state = if m.loaded { "ready" } else { "starting" };
+                    json!({"model": m.id, "state": state, "ttl": 300})
+                })
                 .collect();
             json_value(StatusCode::OK, &json!({ "running": running }))
         }
@@ -149,6 +155,40 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, req: Request, in_flight: InFl
                     "invalid_request_error",
                     Value::Null,
                 )
+            }
+        }
+        Route::RouterControl(load) => {
+            let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let name = req["model"].as_str().unwrap_or_default().to_owned();
+            if set_loaded(shared, &name, load) {
+                json_value(StatusCode::OK, &json!({"success": true}))
+            } else {
+                error_response(
+                    StatusCode::NOT_FOUND,
+                    &format!("model not found: {name}"),
+                    "not_found_error",
+                    Value::Null,
+                )
+            }
+        }
+        Route::LmStudioModels => json_value(StatusCode::OK, &lmstudio_models(&models)),
+        Route::RouterProps => {
+            let wanted = parts
+                .uri
+                .query()
+                .unwrap_or_default()
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("model="))
+                .map(percent_decode)
+                .unwrap_or_default();
+            match models.iter().find(|m| m.id == wanted) {
+                Some(m) if m.loaded => json_value(StatusCode::OK, &props(m)),
+                _ => error_response(
+                    StatusCode::BAD_REQUEST,
+                    &format!("model is not loaded: {wanted}"),
+                    "invalid_request_error",
+                    Value::Null,
+                ),
             }
         }
         Route::Generate => {
@@ -280,6 +320,7 @@ fn set_loaded(shared: &Shared, id: &str, loaded: bool) -> bool {
         return false;
     };
     model.loaded = loaded;
+    model.state = None;
     *models = std::sync::Arc::new(list);
     true
 }

@@ -56,17 +56,26 @@ pub enum Flavour {
     /// OpenRouter: `/v1/models` and `/api/v1/models` with `context_length`; chat also at
     /// `/api/v1/chat/completions`.
     OpenRouter,
+    /// llama.cpp `llama-server` in router mode: `/v1/models` items carry `status.value`
+    /// (`loaded` / `unloaded` / `loading`, `failed: true`), `POST /models/load` and
+    /// `POST /models/unload` with `{model}`, `/health`; no `/props`.
+    LlamaCppRouter,
+    /// LM Studio: `/api/v0/models` with `type`, `state` (`loaded` / `not-loaded`),
+    /// `max_context_length` and, when loaded, `loaded_context_length`; `/v1/models`.
+    LmStudio,
 }
 
 impl Flavour {
     /// Every flavour, in declaration order.
-    pub const ALL: [Flavour; 6] = [
+    pub const ALL: [Flavour; 8] = [
         Flavour::LlamaCpp,
         Flavour::OpenAi,
         Flavour::LlamaSwap,
         Flavour::Vllm,
         Flavour::Ollama,
         Flavour::OpenRouter,
+        Flavour::LlamaCppRouter,
+        Flavour::LmStudio,
     ];
 }
 
@@ -78,8 +87,14 @@ pub struct MockModel {
     pub id: String,
     /// Context window in tokens; `None` leaves it out of the discovery answers.
     pub context_window: Option<u64>,
-    /// Whether the model is loaded (llama-swap `/running`, Ollama `/api/ps`).
+    /// Whether the model is loaded (llama-swap `/running`, Ollama `/api/ps`, the router's
+    /// `status`, LM Studio's `state`).
     pub loaded: bool,
+    /// A state other than loaded / unloaded the host reports: `Some("loading")` (llama-swap
+    /// `starting`, router `loading`) or `Some("failed")` (router `failed: true`).
+    pub state: Option<&'static str>,
+    /// Whether the model only embeds (LM Studio `type: "embeddings"`).
+    pub embedding: bool,
 }
 
 impl MockModel {
@@ -89,7 +104,24 @@ impl MockModel {
             id: id.into(),
             context_window,
             loaded: true,
+            state: None,
+            embedding: false,
         }
+    }
+
+    /// The same model reported as being loaded (`"loading"`) or failed to load (`"failed"`).
+    #[must_use]
+    pub fn with_state(mut self, state: &'static str) -> MockModel {
+        self.loaded = false;
+        self.state = Some(state);
+        self
+    }
+
+    /// The same model marked as an embedding model (LM Studio's `type`).
+    #[must_use]
+    pub fn embedding(mut self) -> MockModel {
+        self.embedding = true;
+        self
     }
 
     /// The same model with `loaded` set.

@@ -563,8 +563,8 @@ async fn llama_swap_discovery() {
         (
             200,
             json!({"running": [
-                {"model": "qwen3-8b", "state": "ready"},
-                {"model": "meta-llama/Llama-3-8B", "state": "ready"},
+                {"model": "qwen3-8b", "state": "ready", "ttl": 300},
+                {"model": "meta-llama/Llama-3-8B", "state": "ready", "ttl": 300},
             ]})
         )
     );
@@ -866,6 +866,7 @@ async fn discovery_delay_case(flavour: Flavour) {
         Flavour::Ollama => "/api/tags",
         Flavour::LlamaSwap => "/running",
         Flavour::LlamaCpp => "/props",
+        Flavour::LmStudio => "/api/v0/models",
         _ => "/v1/models",
     };
     let t = std::time::Instant::now();

@@ -1,12 +1,13 @@
 //! Discovery: what a provider serves, whether it is up, which models are
 //! loaded, and each model's context window as the serving process reports it.
 //!
-//! | kind | models | health | loaded | context window (first found) |
+//! | kind | models | health | state ([`ModelState`]) | context window (first found) |
 //! |---|---|---|---|---|
-//! | `llama-cpp` | `/v1/models` | `/health` | always | `/props` `default_generation_settings.n_ctx`, else `/v1/models` `meta.n_ctx` |
-//! | `llama-swap` | `/v1/models` | `/health` | `/running` | loaded: `/upstream/{model}/props` `n_ctx`; else `/v1/models` metadata |
-//! | `vllm` | `/v1/models` | `/health` | always | `/v1/models` `max_model_len` |
+//! | `llama-cpp` | `/v1/models` | `/health` | one model: loaded; router mode: each item's `status.value` | `/props` `default_generation_settings.n_ctx` (one model), else `/v1/models` `meta.n_ctx` |
+//! | `llama-swap` | `/v1/models` | `/health` | `/running` (`ready` / `starting`, with `ttl`) | loaded: `/upstream/{model}/props` `n_ctx`; else `/v1/models` metadata |
+//! | `vllm` | `/v1/models` | `/health` | always loaded | `/v1/models` `max_model_len` |
 //! | `ollama` | `/api/tags` | `/` | `/api/ps` | loaded: `/api/ps` `context_length`; else `/api/show` `model_info.<arch>.context_length` |
+//! | `lmstudio` | `/api/v0/models` | — | each item's `state` | `loaded_context_length`, else `max_context_length` |
 //! | `openrouter` | `/models` | — | — | `/models` `context_length` |
 //! | `openai`, `deepseek` | `/models` | — | — | `/models` `context_length` / `context_window` when present |
 //!
@@ -18,12 +19,69 @@
 //! A number never crosses providers: each [`DiscoveredModel`] carries what
 //! its own server said, and `None` when it said nothing.
 
-use std::collections::HashSet;
-
 use serde_json::Value;
 
 use crate::client::{ProviderClient, UpstreamError};
 use crate::kind::ProviderKind;
+
+/// Whether a model is in memory on its host, as the host reports it.
+///
+/// Hosts that swap models (llama.cpp's router mode, llama-swap, Ollama,
+/// LM Studio) say per model; a plain llama-server and vLLM serve what they
+/// started with (always `loaded`); clouds say nothing (`unknown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModelState {
+    /// In memory, ready to answer.
+    Loaded,
+    /// Known to the host, not in memory: the first request loads it (and waits).
+    Unloaded,
+    /// Being loaded now.
+    Loading,
+    /// The host's last attempt to load it failed (llama.cpp router mode).
+    Failed,
+    /// The host does not say.
+    Unknown,
+}
+
+impl ModelState {
+    /// `loaded`, `unloaded`, `loading`, `failed` or `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelState::Loaded => "loaded",
+            ModelState::Unloaded => "unloaded",
+            ModelState::Loading => "loading",
+            ModelState::Failed => "failed",
+            ModelState::Unknown => "unknown",
+        }
+    }
+
+    /// `Some(true)` when loaded, `Some(false)` when the host says it is not
+    /// (unloaded, loading or failed), `None` when it does not say.
+    pub fn loaded(self) -> Option<bool> {
+        match self {
+            ModelState::Loaded => Some(true),
+            ModelState::Unknown => None,
+            _ => Some(false),
+        }
+    }
+
+    /// llama.cpp router mode's `status.value` (`server_model_status_to_string`
+    /// in llama.cpp's `tools/server/server-models.cpp`): `loaded`, `loading`,
+    /// `unloaded`, `sleeping` (paused, woken by the next request: unloaded),
+    /// `downloading` / `downloaded` (not loaded yet); `failed` when the
+    /// status says `failed: true`.
+    fn from_llama_cpp_router(status: &Value) -> Self {
+        if status.get("failed").and_then(Value::as_bool) == Some(true) {
+            return ModelState::Failed;
+        }
+        match status.get("value").and_then(Value::as_str) {
+            Some("loaded") => ModelState::Loaded,
+            Some("loading") => ModelState::Loading,
+            Some("unloaded" | "sleeping" | "downloading" | "downloaded") => ModelState::Unloaded,
+            _ => ModelState::Unknown,
+        }
+    }
+}
 
 /// One model as discovered on its provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,8 +94,15 @@ pub struct DiscoveredModel {
     pub context_window: Option<u64>,
     /// Which endpoint and field gave `context_window` (e.g. `/props n_ctx`).
     pub context_window_from: Option<&'static str>,
-    /// Whether the model is loaded, for kinds that report it.
-    pub loaded: Option<bool>,
+    /// Whether the model is in memory, as its host says.
+    pub state: ModelState,
+    /// How long the host keeps the model loaded while idle, seconds, when it
+    /// says (llama-swap's `ttl`; `0` = until swapped out).
+    pub ttl_seconds: Option<u64>,
+    /// Whether the host loads and unloads this model on request: llama-swap
+    /// and Ollama always, llama.cpp in router mode (its listing says each
+    /// model's status). `ProviderClient::load_model` works for these.
+    pub host_loads: bool,
     /// Whether the provider says the model only computes embeddings (Ollama:
     /// `/api/show` `capabilities` has `embedding` and not `completion`);
     /// `false` when it cannot tell (the other kinds).
@@ -51,7 +116,9 @@ impl DiscoveredModel {
             display_name: None,
             context_window: None,
             context_window_from: None,
-            loaded: None,
+            state: ModelState::Unknown,
+            ttl_seconds: None,
+            host_loads: false,
             embedding: false,
         }
     }
@@ -73,6 +140,20 @@ pub struct Discovery {
     pub models: Vec<DiscoveredModel>,
 }
 
+/// Percent-encodes everything but RFC 3986 unreserved characters, for a
+/// model id in a query string.
+fn query_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn as_u64(v: Option<&Value>) -> Option<u64> {
     v.and_then(Value::as_u64)
 }
@@ -92,12 +173,15 @@ impl ProviderClient {
         }
         match kind {
             ProviderKind::Ollama => self.discover_ollama().await,
+            ProviderKind::LmStudio => self.discover_lmstudio().await,
             _ => {
                 let mut models = self.openai_listing().await?;
                 match kind {
                     ProviderKind::LlamaCpp => self.llama_cpp_props(&mut models).await,
                     ProviderKind::LlamaSwap => self.llama_swap_running(&mut models).await,
-                    ProviderKind::Vllm => models.iter_mut().for_each(|m| m.loaded = Some(true)),
+                    ProviderKind::Vllm => {
+                        models.iter_mut().for_each(|m| m.state = ModelState::Loaded)
+                    }
                     _ => {}
                 }
                 Ok(Discovery { models })
@@ -125,14 +209,23 @@ impl ProviderClient {
                 model.set_context(as_u64(m.get("context_length")), "/v1/models context_length");
                 model.set_context(as_u64(m.get("context_window")), "/v1/models context_window");
                 model.set_context(as_u64(m.pointer("/meta/n_ctx")), "/v1/models meta.n_ctx");
+                if let Some(status) = m.get("status").filter(|s| s.is_object()) {
+                    model.state = ModelState::from_llama_cpp_router(status);
+                    model.host_loads = true;
+                }
                 Some(model)
             })
             .collect())
     }
 
     /// llama.cpp serves one model; `/props` gives the context each request
-    /// may actually use, which wins over the listing's `meta.n_ctx`.
+    /// may actually use, which wins over the listing's `meta.n_ctx`. In
+    /// router mode (the listing carries a `status` per model) the listing's
+    /// states stand and `/props?model=` is asked per loaded model.
     async fn llama_cpp_props(&self, models: &mut [DiscoveredModel]) {
+        if models.iter().any(|m| m.host_loads) {
+            return self.llama_cpp_router_props(models).await;
+        }
         let props = self
             .probe_json(&format!("{}/props", self.server_root()), None)
             .await;
@@ -141,10 +234,37 @@ impl ProviderClient {
             .and_then(|p| as_u64(p.pointer("/default_generation_settings/n_ctx")))
             .filter(|n| *n > 0);
         for model in models.iter_mut() {
-            model.loaded = Some(true);
+            model.state = ModelState::Loaded;
             if let Some(n) = n_ctx {
                 model.context_window = Some(n);
                 model.context_window_from = Some("/props n_ctx");
+            }
+        }
+    }
+
+    /// llama.cpp router mode: `/props?model=<id>` answers for a loaded
+    /// model (the router asks that model's own server); unloaded models are
+    /// not started by a probe, so their window stays what the listing said.
+    async fn llama_cpp_router_props(&self, models: &mut [DiscoveredModel]) {
+        let root = self.server_root();
+        let props = futures_util::future::join_all(models.iter().map(|m| {
+            let loaded = m.state == ModelState::Loaded;
+            let url = format!("{root}/props?model={}", query_escape(&m.id));
+            async move {
+                if !loaded {
+                    return None;
+                }
+                self.probe_json(&url, None)
+                    .await
+                    .ok()
+                    .and_then(|p| as_u64(p.pointer("/default_generation_settings/n_ctx")))
+            }
+        }))
+        .await;
+        for (model, n_ctx) in models.iter_mut().zip(props) {
+            if let Some(n) = n_ctx.filter(|n| *n > 0) {
+                model.context_window = Some(n);
+                model.context_window_from = Some("/props?model= n_ctx");
             }
         }
     }
@@ -153,22 +273,31 @@ impl ProviderClient {
     /// model's own llama-server reports its `n_ctx` through
     /// `/upstream/{model}/props`. Unloaded models are not started by a probe.
     async fn llama_swap_running(&self, models: &mut [DiscoveredModel]) {
-        let running: HashSet<String> = self
+        let running: Vec<Value> = self
             .probe_json(&format!("{}/running", self.server_root()), None)
             .await
             .ok()
             .and_then(|r| r.get("running").and_then(Value::as_array).cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter(|r| {
-                r.get("state")
-                    .and_then(Value::as_str)
-                    .is_none_or(|s| s == "ready")
-            })
-            .filter_map(|r| r.get("model").and_then(Value::as_str).map(str::to_owned))
-            .collect();
+            .unwrap_or_default();
+        // `state`: `ready` (loaded), `starting` (loading), `stopping` /
+        // `stopped` / `shutdown` (on the way out); old versions list only
+        // ready processes, some without a state.
+        let state_of = |id: &str| -> (ModelState, Option<u64>) {
+            let Some(r) = running
+                .iter()
+                .find(|r| r.get("model").and_then(Value::as_str) == Some(id))
+            else {
+                return (ModelState::Unloaded, None);
+            };
+            let state = match r.get("state").and_then(Value::as_str) {
+                None | Some("ready") => ModelState::Loaded,
+                Some("starting") => ModelState::Loading,
+                Some(_) => ModelState::Unloaded,
+            };
+            (state, as_u64(r.get("ttl")))
+        };
         let props = futures_util::future::join_all(models.iter().map(|m| {
-            let loaded = running.contains(&m.id);
+            let loaded = state_of(&m.id).0 == ModelState::Loaded;
             let url = format!("{}/upstream/{}/props", self.server_root(), m.id);
             async move {
                 if !loaded {
@@ -182,8 +311,10 @@ impl ProviderClient {
         }))
         .await;
         for (model, n_ctx) in models.iter_mut().zip(props) {
-            let loaded = running.contains(&model.id);
-            model.loaded = Some(loaded);
+            let (state, ttl) = state_of(&model.id);
+            model.state = state;
+            model.ttl_seconds = ttl;
+            model.host_loads = true;
             if let Some(n) = n_ctx.filter(|n| *n > 0) {
                 model.context_window = Some(n);
                 model.context_window_from = Some("/upstream/{model}/props n_ctx");
@@ -238,7 +369,12 @@ impl ProviderClient {
             .map(|(name, show)| {
                 let mut model = DiscoveredModel::new(name);
                 let running = loaded.iter().find(|(n, _)| *n == model.id);
-                model.loaded = Some(running.is_some());
+                model.host_loads = true;
+                model.state = if running.is_some() {
+                    ModelState::Loaded
+                } else {
+                    ModelState::Unloaded
+                };
                 model.set_context(running.and_then(|(_, ctx)| *ctx), "/api/ps context_length");
                 let trained = show
                     .as_ref()
@@ -259,6 +395,45 @@ impl ProviderClient {
                 };
                 model.embedding = has("embedding") && !has("completion");
                 model
+            })
+            .collect();
+        Ok(Discovery { models })
+    }
+
+    /// LM Studio: its REST API's `GET /api/v0/models` lists every
+    /// downloaded model with `type` (`llm`, `vlm`, `embeddings`), `state`
+    /// (`loaded` / `not-loaded`), `max_context_length` (what the model
+    /// supports) and, while loaded, `loaded_context_length` (what it was
+    /// loaded with, which wins).
+    async fn discover_lmstudio(&self) -> Result<Discovery, UpstreamError> {
+        let url = format!("{}/api/v0/models", self.server_root());
+        let body = self.probe_json(&url, None).await?;
+        let data = body.get("data").and_then(Value::as_array).ok_or_else(|| {
+            UpstreamError::InvalidResponse {
+                provider: self.endpoint().name.clone(),
+                reason: "/api/v0/models has no `data` array".into(),
+            }
+        })?;
+        let models = data
+            .iter()
+            .filter_map(|m| {
+                let mut model = DiscoveredModel::new(m.get("id")?.as_str()?.to_owned());
+                model.state = match m.get("state").and_then(Value::as_str) {
+                    Some("loaded") => ModelState::Loaded,
+                    Some("not-loaded") => ModelState::Unloaded,
+                    Some("loading") => ModelState::Loading,
+                    _ => ModelState::Unknown,
+                };
+                model.set_context(
+                    as_u64(m.get("loaded_context_length")),
+                    "/api/v0/models loaded_context_length",
+                );
+                model.set_context(
+                    as_u64(m.get("max_context_length")),
+                    "/api/v0/models max_context_length",
+                );
+                model.embedding = m.get("type").and_then(Value::as_str) == Some("embeddings");
+                Some(model)
             })
             .collect();
         Ok(Discovery { models })

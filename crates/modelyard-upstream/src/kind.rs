@@ -27,11 +27,14 @@ pub enum ProviderKind {
     OpenRouter,
     /// DeepSeek (preset of `openai`).
     DeepSeek,
+    /// LM Studio: `/api/v0/models` (its REST API: `type`, `state`,
+    /// `max_context_length`, `loaded_context_length`) beside `/v1/models`.
+    LmStudio,
 }
 
 impl ProviderKind {
     /// Every kind, in documentation order.
-    pub const ALL: [ProviderKind; 7] = [
+    pub const ALL: [ProviderKind; 8] = [
         ProviderKind::OpenAi,
         ProviderKind::LlamaCpp,
         ProviderKind::LlamaSwap,
@@ -39,6 +42,7 @@ impl ProviderKind {
         ProviderKind::Ollama,
         ProviderKind::OpenRouter,
         ProviderKind::DeepSeek,
+        ProviderKind::LmStudio,
     ];
 
     /// The name used in config files and the API.
@@ -51,6 +55,7 @@ impl ProviderKind {
             ProviderKind::Ollama => "ollama",
             ProviderKind::OpenRouter => "openrouter",
             ProviderKind::DeepSeek => "deepseek",
+            ProviderKind::LmStudio => "lmstudio",
         }
     }
 
@@ -64,7 +69,9 @@ impl ProviderKind {
     }
 
     /// Whether Modelyard can load and unload this kind's models
-    /// (llama-swap, Ollama; see `ProviderClient::load_model`).
+    /// (llama-swap, Ollama; see `ProviderClient::load_model`). A `llama-cpp`
+    /// server can too in router mode, which only its discovery tells
+    /// ([`crate::discovery::DiscoveredModel::host_loads`]).
     pub fn loads_models(self) -> bool {
         matches!(self, ProviderKind::LlamaSwap | ProviderKind::Ollama)
     }
@@ -76,7 +83,10 @@ impl ProviderKind {
                 Some("/health")
             }
             ProviderKind::Ollama => Some("/"),
-            ProviderKind::OpenAi | ProviderKind::OpenRouter | ProviderKind::DeepSeek => None,
+            ProviderKind::OpenAi
+            | ProviderKind::OpenRouter
+            | ProviderKind::DeepSeek
+            | ProviderKind::LmStudio => None,
         }
     }
 }
@@ -89,7 +99,7 @@ impl fmt::Display for ProviderKind {
 
 /// Error for an unknown kind name; lists the valid ones.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown provider kind {0:?}; expected one of: openai, llama-cpp, llama-swap, vllm, ollama, openrouter, deepseek")]
+#[error("unknown provider kind {0:?}; expected one of: openai, llama-cpp, llama-swap, vllm, ollama, openrouter, deepseek, lmstudio")]
 pub struct UnknownKind(pub String);
 
 impl FromStr for ProviderKind {

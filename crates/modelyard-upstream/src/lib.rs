@@ -22,6 +22,6 @@ pub mod sse;
 pub mod ssrf;
 
 pub use client::{ProviderClient, ProviderEndpoint, Timeouts, UpstreamError, UpstreamResponse};
-pub use discovery::{DiscoveredModel, Discovery};
+pub use discovery::{DiscoveredModel, Discovery, ModelState};
 pub use kind::ProviderKind;
 pub use ssrf::{AddressPolicy, GuardedResolver, SsrfError};

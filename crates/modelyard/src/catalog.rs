@@ -18,7 +18,16 @@ fn context(m: &Value) -> String {
     }
 }
 
+/// What the model's host says of it: the catalog's `state` (`loaded`,
+/// `unloaded` shown as `idle`, `loading`, `failed`), else `loaded`.
 fn loaded(m: &Value) -> &'static str {
+    match m.get("state").and_then(Value::as_str) {
+        Some("loaded") => return "loaded",
+        Some("unloaded") => return "idle",
+        Some("loading") => return "loading",
+        Some("failed") => return "failed",
+        _ => {}
+    }
     match m.get("loaded").and_then(Value::as_bool) {
         Some(true) => "loaded",
         Some(false) => "idle",

@@ -63,6 +63,8 @@ pub fn model_json(
         "contextWindowSource": model.context_window_source.map(|s| s.as_str()),
         "contextWindowFrom": model.context_window_from,
         "loaded": model.loaded,
+        "state": model.state.as_str(),
+        "ttlSeconds": model.ttl_seconds,
         "favorite": favorite,
         "online": online,
         "coolingDownUntil": cooling.map(crate::clock::rfc3339),

@@ -58,6 +58,17 @@ impl Target {
             .find(|m| m.model == model)
             .and_then(|m| m.loaded)
     }
+
+    /// Whether the provider's host loads and unloads this model on request
+    /// (llama-swap, Ollama, llama.cpp router mode), by its last discovery.
+    pub fn host_loads(&self) -> bool {
+        let model = self.resolution.model_id.model();
+        self.provider
+            .read_state()
+            .catalog
+            .iter()
+            .any(|m| m.model == model && m.host_loads)
+    }
 }
 
 /// Why a request could not be routed.

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use modelyard_upstream::{DiscoveredModel, ProviderClient};
+use modelyard_upstream::{DiscoveredModel, ModelState, ProviderClient};
 
 use crate::clock::now_ms;
 use crate::config::ProviderConfig;
@@ -85,8 +85,17 @@ pub struct CatalogModel {
     pub context_window_source: Option<ContextWindowSource>,
     /// The provider endpoint and field that reported it (`/props n_ctx`).
     pub context_window_from: Option<&'static str>,
-    /// Loaded state, for kinds that report it.
+    /// Whether it is in memory, as its host says (`Unknown` for kinds
+    /// that do not say).
+    pub state: ModelState,
+    /// `Some(true)` loaded, `Some(false)` not (unloaded, loading, failed),
+    /// `None` when the host does not say: [`ModelState::loaded`].
     pub loaded: Option<bool>,
+    /// How long the host keeps it loaded while idle, seconds (llama-swap's `ttl`).
+    pub ttl_seconds: Option<u64>,
+    /// Whether the host loads and unloads it on request
+    /// ([`DiscoveredModel::host_loads`]).
+    pub host_loads: bool,
     /// Whether the provider says it only computes embeddings
     /// ([`DiscoveredModel::embedding`]): listed with `type: "embedding"`.
     pub embedding: bool,
@@ -174,7 +183,10 @@ impl Provider {
             context_window,
             context_window_source,
             context_window_from,
-            loaded: discovered.and_then(|d| d.loaded),
+            state: discovered.map_or(ModelState::Unknown, |d| d.state),
+            loaded: discovered.and_then(|d| d.state.loaded()),
+            ttl_seconds: discovered.and_then(|d| d.ttl_seconds),
+            host_loads: discovered.is_some_and(|d| d.host_loads),
             embedding: discovered.is_some_and(|d| d.embedding),
         }
     }

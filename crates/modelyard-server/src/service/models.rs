@@ -3,6 +3,7 @@
 //! config id name a config.
 
 use modelyard_core::{ModelRef, ResolveError};
+use modelyard_upstream::ProviderKind;
 
 use super::error::ServiceError;
 use crate::app::AppState;
@@ -150,13 +151,15 @@ pub async fn control(
         ));
     };
     let kind = provider.config.kind;
-    if !kind.loads_models() {
+    let router_mode = kind == ProviderKind::LlamaCpp
+        && provider.read_state().catalog.iter().any(|m| m.host_loads);
+    if !kind.loads_models() && !router_mode {
         return Err(ServiceError::Invalid {
             code: "load_not_supported",
             field: None,
             reason: format!(
                 "loading and unloading models is not supported by kind {kind} \
-                 (provider {name:?}); llama-swap and ollama providers can"
+                 (provider {name:?}); llama-swap, ollama and llama-cpp in router mode can"
             ),
         });
     }

@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use modelyard_upstream::openai::AnswerSummary;
 use modelyard_upstream::UpstreamResponse;
-use rand::Rng;
 
 use crate::app::AppState;
 use crate::clock::now_ms;
@@ -38,52 +37,12 @@ use crate::service::llm_call::{LlmCall, LlmCallError};
 
 /// Most attempts of one request, whatever the config and fallbacks say.
 pub const MAX_ATTEMPTS: u32 = 64;
-/// Longest single back-off wait.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Why a request found no answer.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum RoutedError {
-    /// The last attempt's error: the request named one deployment, or the
-    /// failure is not one that is retried (the client's own mistake, say).
-    #[error(transparent)]
-    Call(LlmCallError),
-    /// No deployment of the route (or its fallbacks) could serve.
-    #[error("{}", unavailable_message(.model, .reasons))]
-    Unavailable {
-        /// The id the request named.
-        model: String,
-        /// Per deployment (composite id), why it did not serve; in the
-        /// order they were tried or skipped.
-        reasons: Vec<(String, String)>,
-        /// When the soonest cooling-down target is back, ms from now.
-        retry_after_ms: Option<u64>,
-    },
-}
+mod error;
+mod retry;
 
-fn unavailable_message(model: &str, reasons: &[(String, String)]) -> String {
-    let mut message = format!("no deployment of '{model}' could serve the request");
-    for (i, (deployment, reason)) in reasons.iter().enumerate() {
-        message.push_str(if i == 0 { ": " } else { "; " });
-        message.push_str(deployment);
-        message.push_str(": ");
-        message.push_str(reason);
-    }
-    message
-}
-
-impl RoutedError {
-    /// `Retry-After` for the client, seconds (rounded up), when known.
-    pub fn retry_after_secs(&self) -> Option<u64> {
-        match self {
-            RoutedError::Unavailable {
-                retry_after_ms: Some(ms),
-                ..
-            } => Some(ms.div_ceil(1000).max(1)),
-            _ => None,
-        }
-    }
-}
+pub use error::RoutedError;
+use retry::{backoff, counts_against_health, retried, retry_after_ms};
 
 /// One attempt's destination.
 #[derive(Debug)]
@@ -573,55 +532,6 @@ fn expand(
             None => groups.push_back(Group::Id(fallback.clone())),
         }
     }
-}
-
-/// Exponential back-off with full jitter: uniform in
-/// `[0, backoff_ms · 2^(made-1)]`, at most [`MAX_BACKOFF`].
-fn backoff(config: &RoutingConfig, made: u32) -> Duration {
-    let cap = config
-        .backoff_ms
-        .saturating_mul(1u64 << made.saturating_sub(1).min(16))
-        .min(MAX_BACKOFF.as_millis() as u64);
-    Duration::from_millis(rand::thread_rng().gen_range(0..=cap))
-}
-
-/// Whether `routing.retry_on` retries `error`.
-fn retried(config: &RoutingConfig, error: &LlmCallError) -> bool {
-    match error {
-        LlmCallError::Send(e) if e.is_timeout() => config.retry_on.timeout,
-        LlmCallError::Send(_) => config.retry_on.connect,
-        LlmCallError::Status(answer) => config.retry_on.statuses.contains(&answer.status),
-        // A disabled provider cannot answer; another deployment may.
-        LlmCallError::Disabled { .. } => true,
-        _ => false,
-    }
-}
-
-/// Whether `error` says something about the deployment's health (rather
-/// than about the request).
-fn counts_against_health(error: &LlmCallError) -> bool {
-    match error {
-        LlmCallError::Send(_) | LlmCallError::Disabled { .. } => true,
-        LlmCallError::Status(answer) => answer.status == 429 || answer.status >= 500,
-        _ => false,
-    }
-}
-
-/// The upstream's `Retry-After` (delay-seconds or an HTTP date, RFC 9110
-/// §10.2.3) in ms from `now`.
-fn retry_after_ms(error: &LlmCallError, now: std::time::SystemTime) -> Option<u64> {
-    let LlmCallError::Status(answer) = error else {
-        return None;
-    };
-    let value = answer.retry_after.as_deref()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(secs.saturating_mul(1000));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(now)
-            .map_or(0, |d| d.as_millis().min(u128::from(u64::MAX)) as u64),
-    )
 }
 
 /// Sends a request by `plan`: each attempt's call is built by `build` for

@@ -261,7 +261,7 @@ pub async fn resume(
             return Err(ServiceError::invalid_field(
                 format!("results[{i}].toolCallId"),
                 format!(
-                    "results[{i}].toolCallId {:?} is not a pending tool call of turn {turn_id};                  pending: {}",
+                    "results[{i}].toolCallId {:?} is not a pending tool call of turn {turn_id}; pending: {}",
                     result.tool_call_id,
                     ids.join(", ")
                 ),

@@ -12,7 +12,8 @@
 //!   request ([`request_body`]: the config's options and system prompt, the
 //!   summary, the messages, the advisor tool) as a non-streamed 1-token
 //!   completion with `cache_prompt: true` — is sent on the one LLM call path,
-//!   so llama-server keeps the prompt in its cache (`prefix-cached`);
+//!   so llama-server keeps the prompt in its cache (`prefix-cached`); in
+//!   router mode a model that is not loaded is loaded instead (as below);
 //! - `llama-swap`, `ollama`: the model is loaded
 //!   ([`modelyard_upstream::ProviderClient::load_model`]; Ollama's own
 //!   `keep_alive` default applies) — `already-loaded` when the catalog said
@@ -133,6 +134,11 @@ pub async fn warm(
     }
     let kind = deployment.provider.config.kind;
     let (action, session_id) = match kind {
+        // llama.cpp's router mode loads a model that is not in memory; a
+        // loaded one (or a plain llama-server) gets its prefix cached.
+        ProviderKind::LlamaCpp if deployment.host_loads() && deployment.loaded() != Some(true) => {
+            load_model(app, id, &deployment, route.as_ref().map(|r| &*r.name)).await?
+        }
         ProviderKind::LlamaCpp => {
             let advisor = offered_advisor(app, &conversation).await;
             let tools = step_tools(advisor.as_ref(), &[]);

@@ -4,6 +4,9 @@
 //! |---|---|---|
 //! | `llama-swap` | `GET /upstream/{model}/health` (a request through the model's own llama-server starts it) | `POST /api/models/unload/{model}` |
 //! | `ollama` | `POST /api/generate {model, keep_alive}` (no prompt) | `POST /api/generate {model, keep_alive: 0}` |
+//! | `llama-cpp` in router mode | `POST /models/load {model}` | `POST /models/unload {model}` |
+//!
+//! A `llama-cpp` server that is not in router mode has no such routes (404).
 //!
 //! Both run under the provider's `total_ms` deadline (a load can take a
 //! while); other kinds cannot ([`ProviderKind::loads_models`]).
@@ -66,6 +69,11 @@ impl ProviderClient {
                     body: Some(body),
                 }
             }
+            ProviderKind::LlamaCpp => ModelControl {
+                method: "POST",
+                path: "/models/load".into(),
+                body: Some(json!({ "model": model })),
+            },
             kind => return Err(self.cannot_load(kind)),
         };
         self.control(control).await
@@ -86,6 +94,11 @@ impl ProviderClient {
                 method: "POST",
                 path: "/api/generate".into(),
                 body: Some(json!({"model": model, "keep_alive": 0})),
+            },
+            ProviderKind::LlamaCpp => ModelControl {
+                method: "POST",
+                path: "/models/unload".into(),
+                body: Some(json!({ "model": model })),
             },
             kind => return Err(self.cannot_load(kind)),
         };

@@ -27,7 +27,7 @@ impl LoadingTicker {
     /// to is a model its host has not loaded; otherwise does nothing.
     pub(super) fn start(app: &AppState, live: &Arc<LiveTurn>, destination: &Destination) -> Self {
         let target = routed::likely_target(app, destination, Some(&live.conversation_id))
-            .filter(|t| t.provider.config.kind.loads_models() && t.loaded() == Some(false));
+            .filter(|t| t.loaded() == Some(false) && t.host_loads());
         let Some(target) = target else {
             return Self(None);
         };
