@@ -144,6 +144,7 @@ pub async fn warm(
                 conversation.reasoning_effort.as_deref(),
                 summary,
                 &tools,
+                &Default::default(),
             );
             match prime_body(body) {
                 Some(body) => prime(app, id, &deployment, &body).await?,

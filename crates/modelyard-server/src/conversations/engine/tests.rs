@@ -47,7 +47,7 @@ fn the_config_supplies_system_prompt_and_options() {
         updated_at_ms: 0,
         deleted: false,
     };
-    let body = request_body(&[user("hi")], Some(&config), None, None, &[]);
+    let body = request_body(&[user("hi")], Some(&config), None, None, &[], &Default::default());
     assert_eq!(
         body,
         json!({
@@ -58,19 +58,19 @@ fn the_config_supplies_system_prompt_and_options() {
         })
     );
     // The conversation's own setting wins over the config's.
-    let body = request_body(&[user("hi")], Some(&config), Some("high"), None, &[]);
+    let body = request_body(&[user("hi")], Some(&config), Some("high"), None, &[], &Default::default());
     assert_eq!(body["reasoning_effort"], "high");
     // After a compaction through seq 1: the summary replaces message 1.
     let mut later = user("later");
     later.seq = 2;
-    let body = request_body(&[user("hi"), later], None, None, Some((1, "S")), &[]);
+    let body = request_body(&[user("hi"), later], None, None, Some((1, "S")), &[], &Default::default());
     assert_eq!(
         body["messages"],
         json!([{"role": "system", "content": "Summary of the earlier conversation: S"},
                {"role": "user", "content": "later"}])
     );
     // Without a config: only routing's fields and the messages.
-    let body = request_body(&[user("hi")], None, None, None, &[]);
+    let body = request_body(&[user("hi")], None, None, None, &[], &Default::default());
     assert_eq!(
         body,
         json!({"model": "", "messages": [{"role": "user", "content": "hi"}],
