@@ -12,6 +12,7 @@ pub mod llm_configs;
 pub mod models;
 pub mod operations;
 pub mod replay;
+pub mod responses;
 pub mod routed;
 pub mod turn_target;
 pub mod turns;
