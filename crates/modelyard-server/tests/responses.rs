@@ -53,7 +53,12 @@ fn envelope(body: &Value) -> &Value {
     let object = body.as_object().unwrap_or_else(|| panic!("object: {body}"));
     assert_eq!(object.len(), 1, "only `error`: {body}");
     let error = &body["error"];
-    let keys: Vec<&str> = error.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = error
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(keys.len(), 4, "{body}");
     for key in ["message", "type", "param", "code"] {
         assert!(keys.contains(&key), "{key} in {body}");
@@ -205,7 +210,10 @@ async fn a_stored_response_is_a_conversation_turn_and_reads_back() {
         .get_ok(&format!("/v1/conversations/{conv}/turns"))
         .await;
     assert_eq!(turns["data"].as_array().unwrap().len(), 1);
-    assert_eq!(format!("resp_{}", turns["data"][0]["id"].as_str().unwrap()), id);
+    assert_eq!(
+        format!("resp_{}", turns["data"][0]["id"].as_str().unwrap()),
+        id
+    );
 
     // Read back by id: the same output and usage.
     let read = server.get_json(&format!("/v1/responses/{id}")).await;
@@ -337,7 +345,10 @@ async fn a_function_tool_round_trip_across_two_requests() {
         messages[messages.len() - 1],
         json!({"role": "tool", "tool_call_id": "call_mock_1", "content": "sunny, 21 C"})
     );
-    assert_eq!(messages[messages.len() - 2]["tool_calls"][0]["id"], "call_mock_1");
+    assert_eq!(
+        messages[messages.len() - 2]["tool_calls"][0]["id"],
+        "call_mock_1"
+    );
 
     // One conversation, one turn (resumed); both responses read back.
     assert_eq!(conversations(&server).await.len(), 1);
@@ -454,7 +465,10 @@ async fn store_false_leaves_no_conversation_and_is_in_the_call_log() {
     // Not stored: not readable.
     let response = server
         .http
-        .get(server.url(&format!("/v1/responses/{}", response["id"].as_str().unwrap())))
+        .get(server.url(&format!(
+            "/v1/responses/{}",
+            response["id"].as_str().unwrap()
+        )))
         .send()
         .await
         .unwrap();
@@ -490,10 +504,22 @@ async fn errors_are_openai_envelopes() {
     // Malformed input: 400 naming the field.
     for (request, param) in [
         (json!({"model": "mock/echo"}), "input"),
-        (json!({"model": "mock/echo", "input": [{"type": "computer_call"}]}), "input"),
-        (json!({"model": "mock/echo", "input": [{"role": "user", "content": 3}]}), "input"),
-        (json!({"model": "mock/echo", "input": "x", "tools": [{"type": "function"}]}), "tools"),
-        (json!({"model": "mock/echo", "input": "x", "tool_choice": 7}), "tool_choice"),
+        (
+            json!({"model": "mock/echo", "input": [{"type": "computer_call"}]}),
+            "input",
+        ),
+        (
+            json!({"model": "mock/echo", "input": [{"role": "user", "content": 3}]}),
+            "input",
+        ),
+        (
+            json!({"model": "mock/echo", "input": "x", "tools": [{"type": "function"}]}),
+            "tools",
+        ),
+        (
+            json!({"model": "mock/echo", "input": "x", "tool_choice": 7}),
+            "tool_choice",
+        ),
         (
             json!({"model": "mock/echo",
                    "input": [{"type": "function_call_output", "call_id": "c", "output": "o"}]}),

@@ -17,9 +17,9 @@
 //! pass-through ([`stream`]) splices bytes and keeps its own loop.
 
 pub mod anthropic;
-pub mod responses;
 mod call;
 mod passthrough;
+pub mod responses;
 mod stream;
 
 pub use passthrough::{completions, embeddings, rerank};

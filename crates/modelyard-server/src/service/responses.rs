@@ -120,11 +120,7 @@ pub struct Started {
 }
 
 fn not_found(id: &str) -> ServiceError {
-    ServiceError::not_found(
-        "response",
-        id,
-        format!("No response found with id '{id}'."),
-    )
+    ServiceError::not_found("response", id, format!("No response found with id '{id}'."))
 }
 
 /// The turn of response `id`, checked to belong to this project.
@@ -211,10 +207,7 @@ pub async fn create(
     };
     let (id, turn) = turn_of(app, previous).await?;
     let conversation = load(app, &turn.conversation_id).await?;
-    let turns = app
-        .store
-        .list_turns(&app.project, &conversation.id)
-        .await?;
+    let turns = app.store.list_turns(&app.project, &conversation.id).await?;
     let starts = run_starts(app, &turn).await?;
     let run_start = id.resumed_seq.unwrap_or(turn.started_seq);
     if !starts.contains(&run_start) {
@@ -409,7 +402,10 @@ pub struct StoredRun {
 fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
         (None, None) => None,
-        (a, b) => Some(modelyard_core::usage::add_tokens(a.unwrap_or(0), b.unwrap_or(0))),
+        (a, b) => Some(modelyard_core::usage::add_tokens(
+            a.unwrap_or(0),
+            b.unwrap_or(0),
+        )),
     }
 }
 
@@ -521,7 +517,15 @@ mod tests {
         let resumed = ResponseId::parse("resp_0193-ab_12").unwrap();
         assert_eq!(resumed.resumed_seq, Some(12));
         assert_eq!(resumed.to_string(), "resp_0193-ab_12");
-        for bad in ["", "resp_", "0193", "resp_x_", "resp_x_0", "resp_x_-1", "resp_x_y"] {
+        for bad in [
+            "",
+            "resp_",
+            "0193",
+            "resp_x_",
+            "resp_x_0",
+            "resp_x_-1",
+            "resp_x_y",
+        ] {
             assert_eq!(ResponseId::parse(bad), None, "{bad}");
         }
     }

@@ -15,7 +15,12 @@ use super::request::RequestError;
 /// A request the client got wrong: 400 `invalid_request_error` with the
 /// field as `param`.
 pub(crate) fn bad_request(err: RequestError) -> OpenAiError {
-    OpenAiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", err.message).param(err.param)
+    OpenAiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        err.message,
+    )
+    .param(err.param)
 }
 
 /// A use-case error: its status (422 → 400, as OpenAI answers invalid

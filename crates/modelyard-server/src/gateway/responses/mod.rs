@@ -85,7 +85,10 @@ pub async fn get(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     }
 }
 
-fn sse(stream: impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + 'static, slot: Option<StreamSlot>) -> Response {
+fn sse(
+    stream: impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + 'static,
+    slot: Option<StreamSlot>,
+) -> Response {
     let mut response = Response::new(Body::from_stream(crate::limits::hold(stream, slot)));
     let headers = response.headers_mut();
     headers.insert(
@@ -137,7 +140,9 @@ fn stored_response(run: &StoredRun, model: String, echo: &Echo) -> ResponseObjec
         .iter()
         .enumerate()
         .map(|(i, item)| match item {
-            stored::RunItem::Text(text) => OutputItem::message(item_id(&run.id, true, i), text.clone()),
+            stored::RunItem::Text(text) => {
+                OutputItem::message(item_id(&run.id, true, i), text.clone())
+            }
             stored::RunItem::Call {
                 call_id,
                 name,
@@ -178,26 +183,27 @@ async fn serve_stored(
     request: ResponsesRequest,
     slot: Option<StreamSlot>,
 ) -> Result<Response, OpenAiError> {
-    let (action, system) = match request::stored_input(&request.items).map_err(error::bad_request)? {
-        StoredInput::Start {
-            system,
-            history,
-            content,
-        } => (RunInput::Start { history, content }, system),
-        StoredInput::Resume(outputs) => (
-            RunInput::Resume {
-                results: outputs
-                    .into_iter()
-                    .map(|(call_id, output)| ToolResult {
-                        tool_call_id: call_id,
-                        content: Value::String(output),
-                        is_error: false,
-                    })
-                    .collect(),
-            },
-            Vec::new(),
-        ),
-    };
+    let (action, system) =
+        match request::stored_input(&request.items).map_err(error::bad_request)? {
+            StoredInput::Start {
+                system,
+                history,
+                content,
+            } => (RunInput::Start { history, content }, system),
+            StoredInput::Resume(outputs) => (
+                RunInput::Resume {
+                    results: outputs
+                        .into_iter()
+                        .map(|(call_id, output)| ToolResult {
+                            tool_call_id: call_id,
+                            content: Value::String(output),
+                            is_error: false,
+                        })
+                        .collect(),
+                },
+                Vec::new(),
+            ),
+        };
     // `instructions` first, then the input's system / developer messages.
     let instructions: Vec<String> = request
         .instructions
@@ -271,7 +277,10 @@ async fn serve_stored(
 fn answer_output(response_id: &str, summary: &AnswerSummary) -> Vec<OutputItem> {
     let mut output = Vec::new();
     if let Some(text) = summary.text.as_deref().filter(|t| !t.is_empty()) {
-        output.push(OutputItem::message(item_id(response_id, true, 0), text.to_owned()));
+        output.push(OutputItem::message(
+            item_id(response_id, true, 0),
+            text.to_owned(),
+        ));
     }
     for call in summary
         .tool_calls
@@ -378,7 +387,10 @@ async fn serve_stateless(
     match draft.read_body(upstream).await {
         Ok(answer) => {
             response.output = answer_output(&response_id, &answer.summary);
-            response.complete(answer.summary.finish_reason.as_deref(), &answer.summary.usage);
+            response.complete(
+                answer.summary.finish_reason.as_deref(),
+                &answer.summary.usage,
+            );
             // A non-streamed answer has no observable first token.
             draft.complete(answer.summary, None);
             Ok((StatusCode::OK, axum::Json(response)).into_response())

@@ -321,7 +321,10 @@ mod tests {
         r.complete(Some("length"), &Usage::default());
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["status"], "incomplete");
-        assert_eq!(v["incomplete_details"], json!({"reason": "max_output_tokens"}));
+        assert_eq!(
+            v["incomplete_details"],
+            json!({"reason": "max_output_tokens"})
+        );
         assert_eq!(v["object"], "response");
         assert!(v.get("conversation").is_none());
     }

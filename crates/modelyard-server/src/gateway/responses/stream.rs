@@ -282,8 +282,11 @@ impl StoredState {
                     .await
                 {
                     Ok(run) => {
-                        let response =
-                            super::stored_response(&run, self.setup.model.clone(), &self.setup.echo);
+                        let response = super::stored_response(
+                            &run,
+                            self.setup.model.clone(),
+                            &self.setup.echo,
+                        );
                         self.writer.finish(&mut out, &response);
                     }
                     Err(err) => {

@@ -143,7 +143,10 @@ fn a_failure_is_response_failed_with_the_error() {
     w.start(&mut out, &r);
     w.text(&mut out, "part");
     r.output = w.output();
-    r.fail("provider 'mock' closed the stream".into(), &Usage::default());
+    r.fail(
+        "provider 'mock' closed the stream".into(),
+        &Usage::default(),
+    );
     w.finish(&mut out, &r);
     let events = parse(&out);
     let (name, data) = events.last().unwrap();
@@ -162,7 +165,10 @@ fn items_the_stream_missed_are_sent_at_the_end() {
     let mut out = Vec::new();
     let mut r = response("resp_4");
     w.start(&mut out, &r);
-    r.output = vec![OutputItem::message("msg_4_0".into(), "from the store".into())];
+    r.output = vec![OutputItem::message(
+        "msg_4_0".into(),
+        "from the store".into(),
+    )];
     r.complete(None, &usage());
     w.finish(&mut out, &r);
     let events = parse(&out);

@@ -37,8 +37,10 @@ fn a_string_input_is_one_user_message_and_fields_map_to_chat() {
     assert_eq!(r.instructions.as_deref(), Some("Be brief."));
     assert_eq!(
         r.tools,
-        [json!({"type": "function", "function": {"name": "get_weather", "description": "d",
-                                                 "parameters": {"type": "object"}}})]
+        [
+            json!({"type": "function", "function": {"name": "get_weather", "description": "d",
+                                                 "parameters": {"type": "object"}}})
+        ]
     );
     assert_eq!(
         Value::Object(r.options),
@@ -105,7 +107,8 @@ fn malformed_input_names_the_item() {
     assert!(e.message.contains("input[0].role"), "{}", e.message);
     let e = parse_err(json!({"input": [{"role": "user", "content": 5}]}));
     assert!(e.message.contains("input[0].content"), "{}", e.message);
-    let e = parse_err(json!({"input": [{"type": "function_call", "name": "f", "arguments": "{}"}]}));
+    let e =
+        parse_err(json!({"input": [{"type": "function_call", "name": "f", "arguments": "{}"}]}));
     assert!(e.message.contains("input[0].call_id"), "{}", e.message);
     assert_eq!(parse_err(json!({"model": "m"})).param, "input");
     assert_eq!(parse_err(json!({"input": 3})).param, "input");
