@@ -20,6 +20,10 @@ pub(crate) enum Route {
     Health,
     Models,
     Props,
+    /// llama.cpp `POST /apply-template`: the messages' text, one per line.
+    ApplyTemplate,
+    /// llama.cpp `POST /tokenize`: one token per whitespace-separated word.
+    Tokenize,
     Running,
     /// llama-swap `/upstream/<id>/props`, with the decoded model id.
     UpstreamProps(String),
@@ -53,6 +57,8 @@ impl Route {
             (_, "/v1/models") | (OpenRouter, "/api/v1/models") if get => Route::Models,
             (LlamaCpp | LlamaSwap | Vllm, "/health") if get => Route::Health,
             (LlamaCpp, "/props") if get => Route::Props,
+            (LlamaCpp, "/apply-template") if post => Route::ApplyTemplate,
+            (LlamaCpp, "/tokenize") if post => Route::Tokenize,
             (LlamaSwap, "/running") if get => Route::Running,
             (LlamaSwap, p) if post && p.starts_with("/api/models/unload/") => {
                 Route::SwapUnload(percent_decode(p.trim_start_matches("/api/models/unload/")))
@@ -84,6 +90,8 @@ impl Route {
                 | Route::Rerank
                 | Route::Completions
                 | Route::NotFound
+                | Route::ApplyTemplate
+                | Route::Tokenize
                 | Route::UpstreamHealth(_)
                 | Route::SwapUnload(_)
                 | Route::Generate

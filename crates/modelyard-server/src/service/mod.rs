@@ -14,6 +14,7 @@ pub mod operations;
 pub mod replay;
 pub mod responses;
 pub mod routed;
+pub mod tokens;
 pub mod turn_target;
 pub mod turns;
 pub mod warm;
