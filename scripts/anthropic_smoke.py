@@ -5,7 +5,8 @@ Messages front (`POST /v1/messages`) answers the real local model in the
 shapes the SDK expects: `models.list`, `messages.create`, `messages.stream`
 (the SDK accumulates the named SSE events into a message), a tool round trip
 (a prior `tool_use` + `tool_result` history gets a text answer; the tiny
-model may not call tools by itself), and errors as SDK exceptions. Run by
+model may not call tools by itself), `messages.count_tokens` (equal to a
+message's input tokens), and errors as SDK exceptions. Run by
 scripts/test.sh:
 
     python scripts/anthropic_smoke.py http://127.0.0.1:PORT local/smollm2-135m-instruct
@@ -114,7 +115,18 @@ def main() -> int:
             assert isinstance(block.input, dict), block
     assert final.stop_reason in ("end_turn", "max_tokens", "tool_use"), final.stop_reason
 
-    # 4. Errors come back as the SDK's exceptions, in Anthropic's shape.
+    # 4. messages.count_tokens: llama.cpp counts the templated prompt, the
+    # same number a message's usage reports as input tokens.
+    counted = client.messages.count_tokens(
+        model=model,
+        system="You are a helpful assistant.",
+        messages=[{"role": "user", "content": "Name three colors."}],
+    )
+    assert counted.input_tokens == message.usage.input_tokens + (
+        message.usage.cache_read_input_tokens or 0
+    ), (counted, message.usage)
+
+    # 5. Errors come back as the SDK's exceptions, in Anthropic's shape.
     try:
         client.messages.create(model="local/no-such-model", max_tokens=8, messages=[{"role": "user", "content": "x"}])
     except anthropic.NotFoundError as err:

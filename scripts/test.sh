@@ -2,7 +2,7 @@
 # test.sh - the whole test suite: unit, integration (mock upstream), store on
 # SQLite (and PostgreSQL when MODELYARD_TEST_POSTGRES_URL is set), end-to-end
 # against the real local model, and the official openai and anthropic Python
-# SDKs (chat, messages, and embeddings / legacy completions against a second
+# SDKs (chat, responses, messages, and embeddings / legacy completions against a second
 # llama-server started with --embeddings --pooling mean).
 #
 #   scripts/test.sh
@@ -89,6 +89,9 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 "$VENV/bin/python" scripts/sdk_smoke.py "http://127.0.0.1:$PORT" local/smollm2-135m-instruct
+
+say "openai Python SDK $OPENAI_SDK_VERSION: responses against modelyard (POST /v1/responses)"
+"$VENV/bin/python" scripts/responses_smoke.py "http://127.0.0.1:$PORT" local/smollm2-135m-instruct
 
 say "anthropic Python SDK $ANTHROPIC_SDK_VERSION against modelyard (POST /v1/messages)"
 "$ANTHROPIC_VENV/bin/python" scripts/anthropic_smoke.py "http://127.0.0.1:$PORT" local/smollm2-135m-instruct

@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 
 /// Whether `path` is an OpenAI-compatible endpoint, whose errors use the
 /// OpenAI envelope (everything else answers problem documents): chat, the
-/// model list and the pass-throughs (embeddings, rerank, legacy
-/// completions).
+/// model list, the pass-throughs (embeddings, rerank, legacy completions)
+/// and the Responses API (`/v1/responses`, `/v1/responses/{id}`).
 pub fn is_openai_path(path: &str) -> bool {
     matches!(
         path,
@@ -30,7 +30,8 @@ pub fn is_openai_path(path: &str) -> bool {
             | "/v1/rerank"
             | "/v1/reranking"
             | "/v1/completions"
-    )
+            | "/v1/responses"
+    ) || path.starts_with("/v1/responses/")
 }
 
 /// Whether `path` belongs to the Anthropic Messages front

@@ -661,6 +661,59 @@ async fn count_tokens_is_an_anthropic_not_found_naming_it_unsupported() {
 }
 
 #[tokio::test]
+async fn count_tokens_on_a_llama_cpp_provider_matches_the_message_usage() {
+    use modelyard_testkit::{Flavour, MockModel, MockOptions};
+    let server = TestServer::builder()
+        .mock(
+            "lc",
+            MockOptions::new(Flavour::LlamaCpp, vec![MockModel::new("m", Some(4_096))]),
+        )
+        .providers("[[providers]]\nname = \"lc\"\nkind = \"llama-cpp\"\nbase_url = \"{mock:lc}\"\n")
+        .start()
+        .await;
+    let body = json!({
+        "model": "lc/m",
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "hello brave new world"}],
+    });
+    let response = server
+        .http
+        .post(server.url("/v1/messages/count_tokens"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (status, counted) = json_of(response).await;
+    assert_eq!(status, 200, "{counted}");
+    // The mock's template is the messages' text; one token per word.
+    assert_eq!(counted, json!({"input_tokens": 6}));
+    let mut request = body.clone();
+    request["max_tokens"] = json!(8);
+    let (status, message) = json_of(messages(&server, &request).await).await;
+    assert_eq!(status, 200, "{message}");
+    assert_eq!(message["usage"]["input_tokens"], counted["input_tokens"]);
+    // What the provider was asked: the chat messages, then their rendering.
+    let asked: Vec<_> = server
+        .named("lc")
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/apply-template" || r.path == "/tokenize")
+        .map(|r| (r.path.clone(), r.json().unwrap()))
+        .collect();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert_eq!(
+        asked[0].1,
+        json!({"messages": [{"role": "system", "content": "Be brief."},
+                            {"role": "user", "content": "hello brave new world"}]})
+    );
+    assert_eq!(
+        asked[1].1,
+        json!({"content": "Be brief.\nhello brave new world", "add_special": true})
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn hostile_upstream_bytes_end_in_anthropic_errors_never_a_panic() {
     let hostile = modelyard_testkit::hostile::HostileUpstream::start().await;
     let server = TestServer::builder()

@@ -30,6 +30,9 @@ const MATRIX: &[(&str, &str, Role, bool)] = &[
     ("POST", "/v1/messages", Role::Member, false),
     // Unsupported: answered 404 `not_found_error` to whoever may call it.
     ("POST", "/v1/messages/count_tokens", Role::Member, false),
+    ("POST", "/v1/responses", Role::Member, false),
+    // A stored response is a turn of the project's conversation.
+    ("GET", "/v1/responses/{id}", Role::Read, true),
     ("GET", "/v1/calls", Role::Read, false),
     ("GET", "/v1/calls/{id}", Role::Read, true),
     ("GET", "/v1/llm-calls/{id}", Role::Read, true),
@@ -297,8 +300,11 @@ async fn target_path(
         .await;
         return "/v1/favorites/mock/echo".to_owned();
     }
+    let response = format!("resp_{}", f.turn);
     let id = if template.starts_with("/v1/conversations/") {
         f.conv.as_str()
+    } else if template.starts_with("/v1/responses/") {
+        response.as_str()
     } else if template.starts_with("/v1/llms/") {
         f.llm.as_str()
     } else if template.starts_with("/v1/llm-sessions/") {
@@ -326,6 +332,7 @@ fn body_for(method: &str, template: &str) -> Option<Value> {
             json!({"model": "mock/echo", "query": "hi", "documents": ["hi"]})
         }
         ("POST", "/v1/completions") => json!({"model": "mock/echo", "prompt": "hi"}),
+        ("POST", "/v1/responses") => json!({"model": "mock/echo", "input": "hi", "store": false}),
         ("POST", "/v1/messages") | ("POST", "/v1/messages/count_tokens") => json!({
             "model": "mock/echo", "max_tokens": 8,
             "messages": [{"role": "user", "content": "hi"}],

@@ -20,6 +20,10 @@ pub(crate) enum Route {
     Health,
     Models,
     Props,
+    /// llama.cpp `POST /apply-template`: the messages' text, one per line.
+    ApplyTemplate,
+    /// llama.cpp `POST /tokenize`: one token per whitespace-separated word.
+    Tokenize,
     Running,
     /// llama-swap `/upstream/<id>/props`, with the decoded model id.
     UpstreamProps(String),
@@ -64,6 +68,8 @@ impl Route {
             (LlamaCppRouter, "/models/unload") if post => Route::RouterControl(false),
             (LmStudio, "/api/v0/models") if get => Route::LmStudioModels,
             (LlamaCpp, "/props") if get => Route::Props,
+            (LlamaCpp, "/apply-template") if post => Route::ApplyTemplate,
+            (LlamaCpp, "/tokenize") if post => Route::Tokenize,
             (LlamaSwap, "/running") if get => Route::Running,
             (LlamaSwap, p) if post && p.starts_with("/api/models/unload/") => {
                 Route::SwapUnload(percent_decode(p.trim_start_matches("/api/models/unload/")))
@@ -95,6 +101,8 @@ impl Route {
                 | Route::Rerank
                 | Route::Completions
                 | Route::NotFound
+                | Route::ApplyTemplate
+                | Route::Tokenize
                 | Route::UpstreamHealth(_)
                 | Route::SwapUnload(_)
                 | Route::RouterControl(_)

@@ -116,6 +116,25 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, req: Request, in_flight: InFl
                 Bytes::from_static(LOADING_BODY.as_bytes()),
             ),
         },
+        Route::ApplyTemplate => {
+            // The messages' text, one per line: as many words as the
+            // chat answer's `prompt_tokens` counts.
+            let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let prompt: Vec<String> = request
+                .get("messages")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|m| crate::chat::content_text(m.get("content")).into_owned())
+                .collect();
+            json_value(StatusCode::OK, &json!({ "prompt": prompt.join("\n") }))
+        }
+        Route::Tokenize => {
+            let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let content = request.get("content").and_then(Value::as_str).unwrap_or("");
+            let tokens: Vec<usize> = (0..content.split_whitespace().count()).collect();
+            json_value(StatusCode::OK, &json!({ "tokens": tokens }))
+        }
         Route::Running => {
             let running: Vec<Value> = models
                 .iter()

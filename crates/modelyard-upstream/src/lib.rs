@@ -10,6 +10,7 @@
 //! - [`openai`]: OpenAI chat-completion wire helpers: read the few fields the
 //!   gateway needs without re-serializing the rest, splice the `model` field,
 //!   accumulate a streamed answer for the call log.
+//! - [`tokens`]: prompt token counts from providers that can (llama.cpp).
 //! - [`ssrf`]: the address policy of custom base URLs (allowlist, always
 //!   refused link-local / metadata addresses, a resolver that checks
 //!   addresses at connect time).
@@ -20,6 +21,7 @@ pub mod kind;
 pub mod openai;
 pub mod sse;
 pub mod ssrf;
+pub mod tokens;
 
 pub use client::{ProviderClient, ProviderEndpoint, Timeouts, UpstreamError, UpstreamResponse};
 pub use discovery::{DiscoveredModel, Discovery, ModelState};

@@ -19,6 +19,7 @@
 pub mod anthropic;
 mod call;
 mod passthrough;
+pub mod responses;
 mod stream;
 
 pub use passthrough::{completions, embeddings, rerank};
@@ -57,7 +58,7 @@ fn request_error(err: RequestError) -> OpenAiError {
     }
 }
 
-fn route_error(err: RouteError) -> OpenAiError {
+pub(crate) fn route_error(err: RouteError) -> OpenAiError {
     match err {
         RouteError::NoModel => OpenAiError::new(
             StatusCode::BAD_REQUEST,
@@ -105,7 +106,7 @@ fn route_error(err: RouteError) -> OpenAiError {
 /// - any other status passes through with the upstream's message, `type`
 ///   and `code` (and `Retry-After`);
 /// - a deadline: 504; anything else the provider did wrong: 502.
-fn call_error(err: LlmCallError) -> OpenAiError {
+pub(crate) fn call_error(err: LlmCallError) -> OpenAiError {
     let kind = err.kind().to_owned();
     match err {
         LlmCallError::Status(answer) => {
@@ -231,7 +232,7 @@ fn exceeded_output_cap(
 /// ([`call_error`]), or 503 `no_deployment_available` naming each
 /// deployment's reason, with `Retry-After` when the soonest recovery is
 /// known.
-fn routed_error(err: RoutedError) -> OpenAiError {
+pub(crate) fn routed_error(err: RoutedError) -> OpenAiError {
     match err {
         RoutedError::Call(err) => call_error(err),
         unavailable @ RoutedError::Unavailable { .. } => {

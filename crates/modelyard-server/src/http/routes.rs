@@ -89,6 +89,9 @@ pub fn table() -> Vec<Route> {
             member,
             gateway::anthropic::count_tokens,
         ),
+        // OpenAI Responses front (stored responses are conversation turns).
+        route(M::POST, "/v1/responses", member, gateway::responses::create),
+        route(M::GET, "/v1/responses/{id}", read, gateway::responses::get),
         // Call log, sessions, usage.
         route(M::GET, "/v1/calls", read, api::calls::list),
         route(M::GET, "/v1/calls/{id}", read, api::calls::show),

@@ -20,7 +20,7 @@ use super::replay::Position;
 use crate::app::AppState;
 use crate::conversations::advisor;
 use crate::conversations::bus::BusMessage;
-use crate::conversations::engine::{run_turn, TurnJob};
+use crate::conversations::engine::{run_turn, RunOverrides, TurnJob};
 use crate::limits::InFlight;
 
 /// What starting a turn takes.
@@ -34,6 +34,8 @@ pub struct NewTurn {
     pub operation: Option<String>,
     /// Client-side tools (OpenAI `tools` entries, `type: function`).
     pub tools: Option<Vec<Value>>,
+    /// This run's instructions and options (not persisted).
+    pub overrides: RunOverrides,
 }
 
 /// A started (or resumed) run.
@@ -179,6 +181,7 @@ pub async fn start(
         session_id: turn_id.clone(),
         parent_session_id: None,
         in_flight,
+        overrides: body.overrides,
     };
     let (from, subscription) = launch(app, id, &turn_id, payloads, job, subscribe).await?;
     Ok(Launched {
@@ -204,7 +207,8 @@ pub struct ToolResult {
 }
 
 /// Answers every pending client tool call of a `requires_action` turn
-/// (exactly once each) and runs the turn again.
+/// (exactly once each) and runs the turn again, with `overrides` for that
+/// run.
 ///
 /// # Errors
 /// `turn_not_found`; `turn_not_waiting` (409); 422 for a missing, unknown or
@@ -214,6 +218,7 @@ pub async fn resume(
     id: &ConversationId,
     turn_id: &TurnId,
     results: Vec<ToolResult>,
+    overrides: RunOverrides,
     in_flight: InFlight,
     subscribe: bool,
 ) -> Result<Launched, ServiceError> {
@@ -351,6 +356,7 @@ pub async fn resume(
         session_id: new_id(),
         parent_session_id: Some(turn_id.to_owned()),
         in_flight,
+        overrides,
     };
     let (from, subscription) = launch(app, id, turn_id, payloads, job, subscribe).await?;
     Ok(Launched {
@@ -430,6 +436,7 @@ struct Run {
     /// The request's slot among `limits.max_concurrent_requests`, handed
     /// to the run.
     in_flight: InFlight,
+    overrides: RunOverrides,
 }
 
 /// Appends the events that start (or resume) a run of `turn_id` — the run's
@@ -490,6 +497,7 @@ async fn launch(
         client_tools: run.client_tools,
         session_id: run.session_id,
         parent_session_id: run.parent_session_id,
+        overrides: run.overrides,
     });
     tokio::spawn(async move {
         job.await;

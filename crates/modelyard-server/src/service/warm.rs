@@ -152,6 +152,7 @@ pub async fn warm(
                 conversation.reasoning_effort,
                 summary,
                 &tools,
+                &Default::default(),
             );
             match prime_body(body) {
                 Some(body) => prime(app, id, &deployment, &body).await?,

@@ -233,7 +233,7 @@ impl ProviderClient {
         &self.api_base
     }
 
-    fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         self.endpoint.name.clone()
     }
 

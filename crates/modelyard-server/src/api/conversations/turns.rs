@@ -82,6 +82,7 @@ pub async fn start_turn(
         model: body.model,
         operation: body.operation,
         tools: body.tools,
+        overrides: Default::default(),
     };
     let launched = turns::start(&app, &id, turn, in_flight, body.stream).await?;
     let accepted = TurnStartedDto {
@@ -139,7 +140,16 @@ pub async fn tool_results(
         Ok(slot) => slot,
         Err(limit) => return Ok(limit.problem()),
     };
-    let launched = turns::resume(&app, &id, &turn_id, body.results, in_flight, body.stream).await?;
+    let launched = turns::resume(
+        &app,
+        &id,
+        &turn_id,
+        body.results,
+        Default::default(),
+        in_flight,
+        body.stream,
+    )
+    .await?;
     let accepted = TurnResumedDto {
         turn_id: turn_id.into_string(),
         conversation_id: id.to_string(),

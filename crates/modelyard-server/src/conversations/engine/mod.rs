@@ -61,7 +61,7 @@ mod sweep;
 mod tests;
 
 pub use loading::LOADING_EVERY;
-pub use request::{compacted, openai_messages, request_body, NO_TOOL_RESULT};
+pub use request::{compacted, openai_messages, request_body, RunOverrides, NO_TOOL_RESULT};
 pub use run::{run_turn, CLOSE_RETRY_FIRST, CLOSE_RETRY_MAX};
 pub(crate) use steps::{offered_advisor, step_tools};
 pub use sweep::{recover_interrupted, spawn_lease_renewal, spawn_sweeper, SWEEP_CONFIRM};
@@ -103,6 +103,8 @@ pub struct TurnJob {
     pub session_id: String,
     /// The turn's first session, for a resumed run.
     pub parent_session_id: Option<String>,
+    /// This run's instructions and options (not persisted).
+    pub overrides: RunOverrides,
 }
 
 /// Records a transient event in the turn's buffer and publishes it.

@@ -8,10 +8,26 @@ use modelyard_core::llm_config::ReasoningEffort;
 use modelyard_store::LlmConfigRow;
 use serde_json::{json, Map, Value};
 
+/// Settings one run takes from the request that started (or resumed) it —
+/// the Responses front's `instructions`, `temperature`, `top_p`,
+/// `max_output_tokens`, `tool_choice` — and that are not persisted: the
+/// next run does not inherit them (OpenAI API reference, "Create a model
+/// response": `instructions` are not carried over with
+/// `previous_response_id`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunOverrides {
+    /// The run's system prompt, in place of the LLM config's.
+    pub instructions: Option<String>,
+    /// OpenAI chat-completions fields (snake_case: `temperature`,
+    /// `max_tokens`, `tool_choice`, …) over the config's provider options.
+    pub options: Map<String, Value>,
+}
+
 /// The upstream request of a turn step: the config's provider options
 /// (snake_case OpenAI fields, `extra` merged at the top level), the
-/// conversation's reasoning effort setting over them, the config's system
-/// prompt as the first message, then the conversation's messages
+/// conversation's reasoning effort setting over them, the run's
+/// [`RunOverrides`] options over both, the run's `instructions` or else the
+/// config's system prompt as the first message, then the conversation's messages
 /// ([`openai_messages`]) — after a compaction, one system message
 /// `Summary of the earlier conversation: …` in place of the messages it
 /// covers ([`compacted`]); `tools` when there are any; routing's own fields
@@ -23,6 +39,7 @@ pub fn request_body(
     reasoning_effort: Option<ReasoningEffort>,
     summary: Option<(i64, &str)>,
     tools: &[Value],
+    overrides: &RunOverrides,
 ) -> Value {
     let mut body = Map::new();
     if let Some(config) = config {
@@ -31,11 +48,16 @@ pub fn request_body(
     if let Some(effort) = reasoning_effort {
         body.insert("reasoning_effort".into(), json!(effort.as_str()));
     }
+    for (key, value) in &overrides.options {
+        body.insert(key.clone(), value.clone());
+    }
     if !tools.is_empty() {
         body.insert("tools".into(), Value::Array(tools.to_vec()));
     }
-    let system = config
-        .and_then(|c| c.fields.system_prompt.as_deref())
+    let system = overrides
+        .instructions
+        .as_deref()
+        .or_else(|| config.and_then(|c| c.fields.system_prompt.as_deref()))
         .map(|prompt| json!({"role": "system", "content": prompt}));
     let (summary_message, rest) = compacted(messages, summary);
     let messages: Vec<Value> = system

@@ -90,6 +90,7 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
                 .as_ref()
                 .map(|(seq, text)| (*seq, text.as_str())),
             &tools,
+            &job.overrides,
         );
         let mut progress = Progress::default();
         let mut loading = LoadingTicker::start(app, live, destination);

@@ -49,7 +49,14 @@ fn the_config_supplies_system_prompt_and_options() {
         updated_at_ms: 0,
         deleted: false,
     };
-    let body = request_body(&[user("hi")], Some(&config), None, None, &[]);
+    let body = request_body(
+        &[user("hi")],
+        Some(&config),
+        None,
+        None,
+        &[],
+        &Default::default(),
+    );
     assert_eq!(
         body,
         json!({
@@ -66,19 +73,45 @@ fn the_config_supplies_system_prompt_and_options() {
         Some(ReasoningEffort::High),
         None,
         &[],
+        &Default::default(),
     );
     assert_eq!(body["reasoning_effort"], "high");
+    // A run's overrides (the Responses front's instructions and sampling
+    // fields): its instructions replace the config's system prompt, its
+    // options win over the config's.
+    let overrides = super::RunOverrides {
+        instructions: Some("Only this run.".into()),
+        options: json!({"temperature": 0.7, "top_p": 0.5})
+            .as_object()
+            .unwrap()
+            .clone(),
+    };
+    let body = request_body(&[user("hi")], Some(&config), None, None, &[], &overrides);
+    assert_eq!(body["temperature"], 0.7);
+    assert_eq!(body["top_p"], 0.5);
+    assert_eq!(body["max_tokens"], 9);
+    assert_eq!(
+        body["messages"][0],
+        json!({"role": "system", "content": "Only this run."})
+    );
     // After a compaction through seq 1: the summary replaces message 1.
     let mut later = user("later");
     later.seq = 2;
-    let body = request_body(&[user("hi"), later], None, None, Some((1, "S")), &[]);
+    let body = request_body(
+        &[user("hi"), later],
+        None,
+        None,
+        Some((1, "S")),
+        &[],
+        &Default::default(),
+    );
     assert_eq!(
         body["messages"],
         json!([{"role": "system", "content": "Summary of the earlier conversation: S"},
                {"role": "user", "content": "later"}])
     );
     // Without a config: only routing's fields and the messages.
-    let body = request_body(&[user("hi")], None, None, None, &[]);
+    let body = request_body(&[user("hi")], None, None, None, &[], &Default::default());
     assert_eq!(
         body,
         json!({"model": "", "messages": [{"role": "user", "content": "hi"}],

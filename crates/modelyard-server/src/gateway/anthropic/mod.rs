@@ -14,8 +14,9 @@
 //!
 //! Errors use Anthropic's shape ([`crate::error::AnthropicError`],
 //! [`error`]), as do the auth, guard and limit refusals on `/v1/messages…`.
-//! `POST /v1/messages/count_tokens` is answered 404 `not_found_error`: no
-//! provider kind offers a token count this server could use.
+//! `POST /v1/messages/count_tokens` is counted by llama.cpp providers
+//! (`/apply-template` + `/tokenize`, [`crate::service::tokens`]); other
+//! kinds answer 404 `not_found_error` naming the provider.
 //!
 //! The translation modules hold no axum; the handlers here are thin
 //! adapters.
@@ -61,17 +62,74 @@ pub async fn messages(
     }
 }
 
-/// `POST /v1/messages/count_tokens`: not supported (404
-/// `not_found_error`): the providers speak chat completions, which count
-/// tokens only by generating.
-pub async fn count_tokens(Scoped(_app): Scoped) -> Response {
-    AnthropicError::new(
-        StatusCode::NOT_FOUND,
-        "POST /v1/messages/count_tokens is not supported by this server: its providers \
-         (OpenAI-compatible chat completions) offer no token count it could use; each \
-         message's usage reports its input tokens",
+/// `POST /v1/messages/count_tokens` → `{"input_tokens": n}`: the
+/// request (a Messages body; `max_tokens` may be left out) translated like
+/// a message and counted by the deployment it would go to
+/// ([`crate::service::tokens`]) — llama.cpp providers only; others answer
+/// 404 `not_found_error` naming the provider.
+pub async fn count_tokens(Scoped(app): Scoped, body: Result<Bytes, BytesRejection>) -> Response {
+    match count(&app, body).await {
+        Ok(n) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"input_tokens": n})),
+        )
+            .into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn count(app: &AppState, body: Result<Bytes, BytesRejection>) -> Result<u64, AnthropicError> {
+    use crate::service::tokens::{count_prompt_tokens, CountError};
+    let body =
+        body.map_err(|rejection| AnthropicError::new(rejection.status(), rejection.body_text()))?;
+    // `max_tokens` is not part of a count request; the translation needs one.
+    let mut value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        AnthropicError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not JSON: {e}"),
+        )
+    })?;
+    if let Some(object) = value.as_object_mut() {
+        object
+            .entry("max_tokens")
+            .or_insert(serde_json::Value::from(1));
+    }
+    let body = serde_json::to_vec(&value).unwrap_or_default();
+    let translated = request::translate(&body, &app.config.limits).map_err(error::bad_request)?;
+    let upstream = translated.upstream;
+    let tools = upstream
+        .options
+        .get("tools")
+        .and_then(serde_json::Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let affinity = upstream
+        .options
+        .get("user")
+        .and_then(serde_json::Value::as_str);
+    count_prompt_tokens(
+        app,
+        upstream.model.as_deref(),
+        &upstream.messages,
+        &tools,
+        affinity,
     )
-    .into_response()
+    .await
+    .map_err(|err| match err {
+        CountError::Route(err) => error::route(err),
+        err @ CountError::Unsupported { .. } => {
+            AnthropicError::new(StatusCode::NOT_FOUND, err.to_string())
+        }
+        err @ (CountError::NoTarget(_) | CountError::Disabled(_)) => {
+            let mut error = AnthropicError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string());
+            error.kind = "overloaded_error";
+            error
+        }
+        CountError::Upstream(err) if err.is_timeout() => {
+            AnthropicError::new(StatusCode::GATEWAY_TIMEOUT, err.to_string())
+        }
+        CountError::Upstream(err) => AnthropicError::new(StatusCode::BAD_GATEWAY, err.to_string()),
+    })
 }
 
 async fn serve(
