@@ -453,3 +453,30 @@ async fn request_ids_are_echoed_logged_and_recorded() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_turns_llm_session_records_the_request_id_that_started_it() {
+    let server = TestServer::builder().listed(&["echo"]).start().await;
+    let conv = common::conv::create(&server, json!({"model": "mock/echo"})).await;
+    let response = server
+        .http
+        .post(server.url(&format!("/v1/conversations/{conv}/turns")))
+        .header("x-request-id", "ticket-turn-7")
+        .json(&json!({"content": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let turn: Value = response.json().await.unwrap();
+    let turn_id = turn["turnId"].as_str().unwrap();
+    common::conv::wait_turn(&server, &conv, turn_id).await;
+    let calls = server.wait_calls(1).await;
+    assert_eq!(calls[0]["requestId"], "ticket-turn-7", "{calls:?}");
+    let sessions = server
+        .get_json(&format!("/v1/llm-sessions?conversationId={conv}"))
+        .await;
+    let found = sessions["data"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{sessions}");
+    assert_eq!(found[0]["turnId"], turn_id, "{sessions}");
+    assert_eq!(found[0]["requestId"], "ticket-turn-7", "{sessions}");
+}

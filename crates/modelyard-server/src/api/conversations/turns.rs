@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::dto::{CancellingDto, TurnResumedDto, TurnStartedDto};
 use super::events::sse_response;
 use crate::auth::Scoped;
+use crate::conversations::engine::RunOverrides;
 use crate::http::{ApiError, ApiJson};
 use crate::limits::{Identity, InFlight, LimitError, StreamSlot};
 use crate::service::turns::{self, Launched, NewTurn, ToolResult};
@@ -70,6 +71,7 @@ pub async fn start_turn(
     identity: Identity,
     in_flight: InFlight,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<TurnBody>,
 ) -> Result<Response, ApiError> {
     let id = ConversationId::parse(&id)?;
@@ -82,7 +84,10 @@ pub async fn start_turn(
         model: body.model,
         operation: body.operation,
         tools: body.tools,
-        overrides: Default::default(),
+        overrides: RunOverrides {
+            request_id: crate::gateway::request_id_of(&headers),
+            ..RunOverrides::default()
+        },
     };
     let launched = turns::start(&app, &id, turn, in_flight, body.stream).await?;
     let accepted = TurnStartedDto {
@@ -133,6 +138,7 @@ pub async fn tool_results(
     identity: Identity,
     in_flight: InFlight,
     Path((id, turn_id)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<ToolResultsBody>,
 ) -> Result<Response, ApiError> {
     let (id, turn_id) = (ConversationId::parse(&id)?, TurnId::parse(&turn_id)?);
@@ -145,7 +151,10 @@ pub async fn tool_results(
         &id,
         &turn_id,
         body.results,
-        Default::default(),
+        RunOverrides {
+            request_id: crate::gateway::request_id_of(&headers),
+            ..RunOverrides::default()
+        },
         in_flight,
         body.stream,
     )

@@ -21,6 +21,10 @@ pub struct RunOverrides {
     /// OpenAI chat-completions fields (snake_case: `temperature`,
     /// `max_tokens`, `tool_choice`, …) over the config's provider options.
     pub options: Map<String, Value>,
+    /// The `x-request-id` of the request that started (or resumed) the
+    /// run, recorded on the run's LLM session so a complaint about a turn
+    /// leads to its calls.
+    pub request_id: Option<String>,
 }
 
 /// The upstream request of a turn step: the config's provider options

@@ -68,6 +68,7 @@ pub async fn run_turn(job: TurnJob) {
         operation,
         session_id,
         parent_session_id,
+        overrides,
         ..
     } = job;
     let conversation_id = live.conversation_id.clone();
@@ -113,7 +114,7 @@ pub async fn run_turn(job: TurnJob) {
                     conversation_id: Some(conversation_id),
                     turn_id: Some(turn_id),
                     created_at_ms,
-                    request_id: None,
+                    request_id: overrides.request_id,
                 },
                 calls,
             },

@@ -85,6 +85,7 @@ fn the_config_supplies_system_prompt_and_options() {
             .as_object()
             .unwrap()
             .clone(),
+        request_id: None,
     };
     let body = request_body(&[user("hi")], Some(&config), None, None, &[], &overrides);
     assert_eq!(body["temperature"], 0.7);

@@ -122,7 +122,7 @@ async fn serve(
         None
     };
     if request.store {
-        serve_stored(app, in_flight, request, slot).await
+        serve_stored(app, in_flight, request_id, request, slot).await
     } else {
         serve_stateless(app, request_id, request, slot).await
     }
@@ -180,6 +180,7 @@ fn stored_response(run: &StoredRun, model: String, echo: &Echo) -> ResponseObjec
 async fn serve_stored(
     app: AppState,
     in_flight: InFlight,
+    request_id: Option<String>,
     request: ResponsesRequest,
     slot: Option<StreamSlot>,
 ) -> Result<Response, OpenAiError> {
@@ -220,6 +221,7 @@ async fn serve_stored(
         overrides: RunOverrides {
             instructions: (!instructions.is_empty()).then(|| instructions.join("\n\n")),
             options: request.options.clone(),
+            request_id,
         },
         metadata: request.metadata.clone(),
     };
