@@ -647,6 +647,41 @@ async fn a_reload_mid_turn_shows_the_partial_answer_and_finishes_live() {
     assert_eq!(answer["badge"], "mock/slow:40");
 }
 
+#[tokio::test]
+async fn a_conversation_made_through_the_responses_api_shows_its_turns() {
+    let Some(paths) = browser_paths() else { return };
+    let server = chat_server().await;
+    let (status, first) = server
+        .post(
+            "/v1/responses",
+            json!({"model": "mock/echo", "input": "first question here"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let (status, second) = server
+        .post(
+            "/v1/responses",
+            json!({"input": "second question here", "previous_response_id": first["id"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{second}");
+    let conv = first["conversation"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(second["conversation"]["id"], conv.as_str(), "{second}");
+
+    let ui = Ui::launch(&paths, &server, "responses-conversation").await;
+    ui.open(&format!("/chat/{conv}")).await;
+    let answer = ui.wait_answer(2, WAIT).await;
+    ui.shot("responses").await;
+    assert_eq!(answer["text"], "echo: second question here", "{answer}");
+    assert_eq!(answer["badge"], "mock/echo", "{answer}");
+    let state = ui.chat_state().await;
+    assert_eq!(
+        state["users"],
+        json!(["first question here", "second question here"]),
+        "{state}"
+    );
+}
+
 /// Mock options: `(id, context window)` per model, all loaded.
 fn mock(flavour: Flavour, models: &[(&str, Option<u64>)]) -> MockOptions {
     MockOptions::new(
