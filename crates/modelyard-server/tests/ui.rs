@@ -694,6 +694,50 @@ fn mock(flavour: Flavour, models: &[(&str, Option<u64>)]) -> MockOptions {
 }
 
 #[tokio::test]
+async fn a_model_is_loaded_and_unloaded_from_the_models_page() {
+    let Some(paths) = browser_paths() else { return };
+    let swap = MockOptions::new(
+        Flavour::LlamaSwap,
+        vec![MockModel::new("sw", Some(8_192)).with_loaded(false)],
+    );
+    let server = TestServer::builder()
+        .mock("swap", swap)
+        .providers(
+            "[[providers]]\nname = \"swap\"\nkind = \"llama-swap\"\nbase_url = \"{mock:swap}\"\n",
+        )
+        .start()
+        .await;
+    wait_models(&server, "swap/sw").await;
+    let ui = Ui::launch(&paths, &server, "load-unload").await;
+    ui.open("/models").await;
+    let row = r#"[data-testid="model-row"][data-model-id="swap/sw"]"#;
+    let state = format!(r#"{row} [data-testid="model-state"]"#);
+    let state_js =
+        format!("const e = document.querySelector('{state}'); return e ? e.textContent : null;");
+    ui.wait_js("not loaded", &state_js, vec![], |v| v == "not loaded")
+        .await;
+    ui.click(&format!(r#"{row} [data-testid="load-model"]"#))
+        .await;
+    ui.wait_js("loaded", &state_js, vec![], |v| v == "loaded")
+        .await;
+    ui.shot("loaded").await;
+    assert!(server
+        .named("swap")
+        .requests()
+        .iter()
+        .any(|r| r.path == "/upstream/sw/health"));
+    ui.click(&format!(r#"{row} [data-testid="unload-model"]"#))
+        .await;
+    ui.wait_js("not loaded again", &state_js, vec![], |v| v == "not loaded")
+        .await;
+    assert!(server
+        .named("swap")
+        .requests()
+        .iter()
+        .any(|r| r.method == "POST" && r.path == "/api/models/unload/sw"));
+}
+
+#[tokio::test]
 async fn favorites_are_starred_reordered_and_follow_their_provider_offline_and_back() {
     let Some(paths) = browser_paths() else { return };
     let providers = "

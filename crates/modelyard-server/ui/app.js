@@ -311,6 +311,30 @@ function pageModels(main, ctx) {
     await refresh();
   }
 
+  /** Load or unload (admin) on hosts that swap models: llama-swap, Ollama,
+   *  llama.cpp in router mode (the catalog's `loadable`). */
+  function loadButton(model) {
+    const load = model.state !== "loaded";
+    return el("button", {
+      testid: load ? "load-model" : "unload-model",
+      type: "button",
+      class: "small",
+      text: load ? "Load" : "Unload",
+      title: (load ? "Load " : "Unload ") + model.id + " on its host",
+      onclick: async (event) => {
+        event.target.disabled = true;
+        event.target.textContent = load ? "Loading…" : "Unloading…";
+        try {
+          await api("/v1/providers/" + encodeURIComponent(model.provider) + "/models/" +
+            encodeURIComponent(model.model) + "/" + (load ? "load" : "unload"), { method: "POST", json: {} });
+        } catch (err) {
+          showError(err);
+        }
+        await refresh();
+      },
+    });
+  }
+
   /** Moves a visible favorite by one place among the visible ones; hidden
    *  favorites keep their places in the stored order. */
   async function move(visibleIds, index, delta) {
@@ -418,7 +442,8 @@ function pageModels(main, ctx) {
       starButton(model),
       el("span", { class: "mono model-id", text: model.id }),
       el("span", { class: "muted", text: contextText(model) }),
-      el("span", { class: "muted", text: stateText(model) }),
+      el("span", { testid: "model-state", class: "muted", text: stateText(model) }),
+      model.loadable && online ? loadButton(model) : null,
       model.coolingDownUntil
         ? el("span", { testid: "cooling-badge", class: "badge status-cooling-down", text: coolingText(model.coolingDownUntil) })
         : null

@@ -1,5 +1,6 @@
 //! `modelyard calls` and `modelyard calls show ID`.
 
+use crate::client::urlencode;
 use anyhow::Context;
 use serde_json::Value;
 
@@ -143,18 +144,6 @@ pub(crate) async fn show(client: &Client, id: &str, json: bool) -> anyhow::Resul
         println!("--- tool calls\n{}", serde_json::to_string_pretty(tools)?);
     }
     Ok(())
-}
-
-fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use crate::client::{send, Client};
+use crate::client::{send, urlencode, Client};
 
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("-")
@@ -308,6 +308,29 @@ pub(crate) async fn favorites_add(client: &Client, id: &str) -> anyhow::Result<(
     )
     .await?;
     favorites_ls(client).await
+}
+
+/// `models load ID` / `models unload ID`: `POST
+/// /v1/providers/{provider}/models/{model}/load` (or `…/unload`), then
+/// prints what the host says now (`local/qwen3: loaded`).
+pub(crate) async fn control(client: &Client, id: &str, load: bool) -> anyhow::Result<()> {
+    let Some((provider, model)) = id.split_once('/') else {
+        anyhow::bail!("{id:?} is not a provider/model id");
+    };
+    let op = if load { "load" } else { "unload" };
+    let answer = send(client.http().post(client.url(&format!(
+        "/v1/providers/{}/models/{}/{op}",
+        urlencode(provider),
+        urlencode(model)
+    ))))
+    .await?;
+    let state = match answer.get("loaded").and_then(Value::as_bool) {
+        Some(true) => "loaded",
+        Some(false) => "not loaded",
+        None => "state unknown",
+    };
+    println!("{id}: {state}");
+    Ok(())
 }
 
 /// `favorites rm ID`.

@@ -60,7 +60,8 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// The model catalog: favorites first, then one group per provider.
+    /// The model catalog: favorites first, then one group per provider;
+    /// `load` / `unload` a model on hosts that swap models.
     Models {
         /// Include the models of offline and disabled providers.
         #[arg(long)]
@@ -68,6 +69,8 @@ pub(crate) enum Command {
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
+        #[command(subcommand)]
+        command: Option<ModelsCommand>,
     },
     /// Providers: status, last error, model count, last check.
     Providers {
@@ -369,6 +372,20 @@ pub(crate) enum ModelCommand {
     Clear {
         /// Conversation id.
         id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ModelsCommand {
+    /// Load a model on its host (llama-swap, Ollama, llama.cpp router mode; admin).
+    Load {
+        /// Model id (`provider/model`).
+        model: String,
+    },
+    /// Unload a model from its host's memory (admin).
+    Unload {
+        /// Model id (`provider/model`).
+        model: String,
     },
 }
 

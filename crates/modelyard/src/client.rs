@@ -97,6 +97,20 @@ pub(crate) fn error_message(value: &Value) -> String {
         .unwrap_or_else(|| value.to_string())
 }
 
+/// Percent-encodes everything but RFC 3986 unreserved characters (a path
+/// segment or a query value).
+pub(crate) fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Sends a request; 204 gives `null`, other answers go through [`read_json`].
 pub(crate) async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
     let response = request

@@ -23,7 +23,7 @@ use modelyard_server::Config;
 
 use cli::{
     CallsCommand, Cli, Command, ConfigCommand, ConversationsCommand, FavoritesCommand, KeysCommand,
-    LlmsCommand, ModelCommand, SessionsCommand,
+    LlmsCommand, ModelCommand, ModelsCommand, SessionsCommand,
 };
 use serve::serve;
 
@@ -95,11 +95,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config {
             command: ConfigCommand::Check { path },
         } => config_check(&cli, path.as_deref()).map(|()| ExitCode::SUCCESS),
-        Command::Models { all, json } => {
+        Command::Models { all, json, command } => {
             let client = client::Client::new(server_url(&cli)?)?;
-            catalog::models(&client, *all, *json)
-                .await
-                .map(|()| ExitCode::SUCCESS)
+            match command {
+                None => catalog::models(&client, *all, *json).await,
+                Some(ModelsCommand::Load { model }) => catalog::control(&client, model, true).await,
+                Some(ModelsCommand::Unload { model }) => {
+                    catalog::control(&client, model, false).await
+                }
+            }
+            .map(|()| ExitCode::SUCCESS)
         }
         Command::Providers { json } => {
             let client = client::Client::new(server_url(&cli)?)?;

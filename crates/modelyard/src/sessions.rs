@@ -1,6 +1,7 @@
 //! `modelyard sessions [ls]`, `modelyard sessions show ID` and
 //! `modelyard usage`: clients of `/v1/llm-sessions` and `/v1/usage`.
 
+use crate::client::urlencode;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -35,18 +36,6 @@ fn number(v: &Value, pointer: &str) -> String {
         .and_then(Value::as_i64)
         .map(|n| n.to_string())
         .unwrap_or_else(|| "-".into())
-}
-
-fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// `path?k=v&...` with the values URL-encoded; `None` values left out.

@@ -65,6 +65,7 @@ pub fn model_json(
         "loaded": model.loaded,
         "state": model.state.as_str(),
         "ttlSeconds": model.ttl_seconds,
+        "loadable": model.host_loads,
         "favorite": favorite,
         "online": online,
         "coolingDownUntil": cooling.map(crate::clock::rfc3339),
