@@ -56,7 +56,9 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider,
+};
 
 use crate::config::TelemetryConfig;
 
@@ -362,10 +364,9 @@ impl CallSpan {
         if let Some(reason) = end.finish_reason {
             span.set_attribute(KeyValue::new(
                 "gen_ai.response.finish_reasons",
-                opentelemetry::Value::Array(vec![opentelemetry::StringValue::from(
-                    reason.to_owned(),
-                )]
-                .into()),
+                opentelemetry::Value::Array(
+                    vec![opentelemetry::StringValue::from(reason.to_owned())].into(),
+                ),
             ));
         }
         match end.error_type {

@@ -468,8 +468,9 @@ fn metric_names(expr: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn every_series_the_grafana_dashboard_reads_is_served() {
-    let dashboard: Value = serde_json::from_str(include_str!("../../../docs/grafana-dashboard.json"))
-        .expect("docs/grafana-dashboard.json is JSON");
+    let dashboard: Value =
+        serde_json::from_str(include_str!("../../../docs/grafana-dashboard.json"))
+            .expect("docs/grafana-dashboard.json is JSON");
     // Given traffic that makes every series: a stream (TTFT, tokens), and a
     // route whose only target fails (attempts, retries, a cooldown, errors)
     // and falls back.

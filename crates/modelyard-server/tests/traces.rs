@@ -98,12 +98,8 @@ impl Receiver {
                     let request = ExportTraceServiceRequest::decode(body).unwrap();
                     let mut sink = sink.lock().unwrap();
                     for resource in request.resource_spans {
-                        let resource_attrs = attrs(
-                            &resource
-                                .resource
-                                .map(|r| r.attributes)
-                                .unwrap_or_default(),
-                        );
+                        let resource_attrs =
+                            attrs(&resource.resource.map(|r| r.attributes).unwrap_or_default());
                         let service = resource_attrs
                             .get("service.name")
                             .cloned()
@@ -162,8 +158,8 @@ const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
 #[tokio::test]
-async fn a_retried_request_is_one_server_span_with_a_client_span_per_attempt_in_the_callers_trace(
-) {
+async fn a_retried_request_is_one_server_span_with_a_client_span_per_attempt_in_the_callers_trace()
+{
     let receiver = Receiver::start().await;
     let server = server(&receiver, false).await;
 
@@ -227,8 +223,20 @@ async fn a_retried_request_is_one_server_span_with_a_client_span_per_attempt_in_
     assert_eq!(failed.attr("error.type"), "429");
     assert!(!served.error);
     assert_eq!(served.attr("gen_ai.response.model"), "fail-first:1@0");
-    assert!(served.attr("gen_ai.usage.input_tokens").parse::<u64>().unwrap() > 0);
-    assert!(served.attr("gen_ai.usage.output_tokens").parse::<u64>().unwrap() > 0);
+    assert!(
+        served
+            .attr("gen_ai.usage.input_tokens")
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    assert!(
+        served
+            .attr("gen_ai.usage.output_tokens")
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
     // No prompt text without capture_content.
     for span in &spans {
         for (key, value) in &span.attrs {
@@ -270,7 +278,10 @@ async fn a_turn_with_an_advisor_is_a_tree_of_run_steps_tool_and_advisor_call() {
     let run = named(&spans, "invoke_agent turn");
     assert_eq!(run.len(), 1, "{spans:#?}");
     let run = run[0];
-    assert_eq!(run.parent, request.span_id, "the run is the request's child");
+    assert_eq!(
+        run.parent, request.span_id,
+        "the run is the request's child"
+    );
     assert_eq!(run.trace_id, request.trace_id);
     assert_eq!(run.attr("gen_ai.conversation.id"), conv);
 
@@ -299,5 +310,7 @@ async fn a_turn_with_an_advisor_is_a_tree_of_run_steps_tool_and_advisor_call() {
     assert_eq!(consult[0].parent, tool.span_id);
     assert_eq!(consult[0].attr("modelyard.operation"), "advisor");
     assert_eq!(consult[0].trace_id, request.trace_id);
-    assert!(consult[0].attr("gen_ai.output.messages").contains("assistant"));
+    assert!(consult[0]
+        .attr("gen_ai.output.messages")
+        .contains("assistant"));
 }

@@ -426,10 +426,14 @@ fn traces_are_off_by_default_and_the_endpoint_must_be_loopback_unless_allowed() 
         remote.telemetry.otlp_endpoint.unwrap().as_str(),
         "https://collector.internal/v1/traces"
     );
-    assert!(error("[telemetry]\notlp_endpoint = \"grpc://127.0.0.1:4317\"\n")
-        .contains("the scheme must be http or https"));
-    assert!(error("[telemetry]\notlp_endpoint = \"http://u:p@127.0.0.1:4318\"\n")
-        .contains("user name or password"));
+    assert!(
+        error("[telemetry]\notlp_endpoint = \"grpc://127.0.0.1:4317\"\n")
+            .contains("the scheme must be http or https")
+    );
+    assert!(
+        error("[telemetry]\notlp_endpoint = \"http://u:p@127.0.0.1:4318\"\n")
+            .contains("user name or password")
+    );
     assert!(error("[telemetry]\notlp_endpoint = \"not a url\"\n").contains("is not a URL"));
     assert!(error("[telemetry]\nservice_name = \"\"\n").contains("telemetry.service_name"));
 

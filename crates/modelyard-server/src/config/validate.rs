@@ -72,7 +72,9 @@ fn telemetry(raw: RawTelemetry, source_name: &str) -> Result<TelemetryConfig, Co
     };
     let service_name = match raw.service_name.as_deref().map(str::trim) {
         None => defaults.service_name,
-        Some(name) if !name.is_empty() && name.len() <= 255 && !name.chars().any(char::is_control) => {
+        Some(name)
+            if !name.is_empty() && name.len() <= 255 && !name.chars().any(char::is_control) =>
+        {
             name.to_owned()
         }
         Some(name) => {
@@ -85,7 +87,9 @@ fn telemetry(raw: RawTelemetry, source_name: &str) -> Result<TelemetryConfig, Co
     Ok(TelemetryConfig {
         metrics: raw.metrics.unwrap_or(defaults.metrics),
         metrics_listen,
-        per_project_metrics: raw.per_project_metrics.unwrap_or(defaults.per_project_metrics),
+        per_project_metrics: raw
+            .per_project_metrics
+            .unwrap_or(defaults.per_project_metrics),
         access_log: raw.access_log.unwrap_or(defaults.access_log),
         otlp_endpoint,
         otlp_allow_remote,
@@ -101,7 +105,9 @@ fn otlp_endpoint(text: &str, allow_remote: bool) -> Result<url::Url, String> {
     let mut url = url::Url::parse(text)
         .map_err(|e| format!("{text:?} is not a URL like http://127.0.0.1:4318 ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("{text:?}: the scheme must be http or https (OTLP/HTTP)"));
+        return Err(format!(
+            "{text:?}: the scheme must be http or https (OTLP/HTTP)"
+        ));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err("must not carry a user name or password".into());

@@ -93,12 +93,8 @@ pub async fn middleware(State(app): State<AppState>, mut request: Request, next:
         None => crate::telemetry::UNMATCHED_ROUTE,
     };
     let span = if app.traces.enabled() {
-        app.traces.server_span(
-            request.headers(),
-            method,
-            route,
-            id.to_str().unwrap_or(""),
-        )
+        app.traces
+            .server_span(request.headers(), method, route, id.to_str().unwrap_or(""))
     } else {
         None
     };

@@ -463,7 +463,12 @@ impl LlmCall {
         self.sent_at_ms = now_ms();
         let headers = self.span.as_ref().map(crate::traces::CallSpan::headers);
         let upstream = client
-            .post_json_with(self.endpoint.path(), self.request.clone(), self.stream, headers)
+            .post_json_with(
+                self.endpoint.path(),
+                self.request.clone(),
+                self.stream,
+                headers,
+            )
             .await
             .map_err(LlmCallError::Send);
         let upstream = match upstream {
