@@ -9,9 +9,8 @@
 //!   `http.response.status_code`, `modelyard.request_id`; `error.type` and
 //!   an error status for 5xx. An incoming W3C `traceparent` (and
 //!   `tracestate`) is continued: the span joins the client's trace as a
-//!   child of the client's span. The span ends when the response headers
-//!   are written (a streamed body goes on after it; its call span ends
-//!   with the stream).
+//!   child of the client's span. The span ends with the response headers,
+//!   or, for an event stream, when its body ends or the client leaves.
 //! - a **client** span per upstream attempt ([`CallSpan`], made by
 //!   [`crate::service::routed::Pick::call`], ended by
 //!   [`crate::service::llm_call::LlmCall::observe`]): `chat {model}`,
@@ -253,19 +252,32 @@ impl Traces {
     }
 }
 
-/// Sets the server span's status (`cx` from [`Traces::server_span`]) and
-/// ends it.
-pub fn end_server_span(cx: &Context, status: u16) {
-    let span = cx.span();
-    span.set_attribute(KeyValue::new(
-        "http.response.status_code",
-        i64::from(status),
-    ));
-    if status >= 500 {
-        span.set_attribute(KeyValue::new("error.type", status.to_string()));
-        span.set_status(Status::error(status.to_string()));
+/// A request's server span (from [`Traces::server_span`]) with its status
+/// set; ends when dropped.
+#[derive(Debug)]
+pub struct ServerSpan(Context);
+
+impl ServerSpan {
+    /// Sets `status` (`http.response.status_code`; `error.type` and an
+    /// error status for 5xx) on the span of `cx`.
+    pub fn new(cx: Context, status: u16) -> Self {
+        let span = cx.span();
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        if status >= 500 {
+            span.set_attribute(KeyValue::new("error.type", status.to_string()));
+            span.set_status(Status::error(status.to_string()));
+        }
+        Self(cx)
     }
-    span.end();
+}
+
+impl Drop for ServerSpan {
+    fn drop(&mut self) {
+        self.0.span().end();
+    }
 }
 
 /// Ends the span of `cx` (from [`Traces::child`]), with `error_type` as

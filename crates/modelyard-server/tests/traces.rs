@@ -36,6 +36,7 @@ struct Span {
     parent: String,
     name: String,
     kind: i32,
+    end_ns: u64,
     error: bool,
     attrs: HashMap<String, String>,
 }
@@ -113,6 +114,7 @@ impl Receiver {
                                     parent: hex(&span.parent_span_id),
                                     name: span.name,
                                     kind: span.kind,
+                                    end_ns: span.end_time_unix_nano,
                                     error: span.status.map(|s| s.code)
                                         == Some(StatusCode::Error as i32),
                                     attrs: attrs(&span.attributes),
@@ -313,4 +315,88 @@ async fn a_turn_with_an_advisor_is_a_tree_of_run_steps_tool_and_advisor_call() {
     assert!(consult[0]
         .attr("gen_ai.output.messages")
         .contains("assistant"));
+}
+
+#[tokio::test]
+async fn a_streamed_answers_request_span_lasts_until_the_stream_ends() {
+    let receiver = Receiver::start().await;
+    let server = server(&receiver, false).await;
+    let response = server
+        .chat(&json!({"model": "mock/echo", "stream": true, "messages": [
+            {"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("[DONE]"), "{body}");
+    server.shutdown().await;
+
+    let spans = receiver.spans();
+    let request = named(&spans, "POST /v1/chat/completions");
+    let attempt = named(&spans, "chat echo");
+    assert_eq!((request.len(), attempt.len()), (1, 1), "{spans:#?}");
+    assert_eq!(attempt[0].parent, request[0].span_id);
+    // The attempt ends when the upstream's stream is read to its end; the
+    // request's span only after that, with the body.
+    assert!(
+        request[0].end_ns >= attempt[0].end_ns,
+        "request ended at {}, its attempt at {}",
+        request[0].end_ns,
+        attempt[0].end_ns
+    );
+    assert!(
+        attempt[0]
+            .attr("gen_ai.usage.output_tokens")
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+}
+
+#[tokio::test]
+async fn without_an_endpoint_nothing_is_traced_or_forwarded() {
+    let server = TestServer::builder().listed(&["echo"]).start().await;
+    let response = server
+        .http
+        .post(server.url("/v1/chat/completions"))
+        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
+        .json(&json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let sent = server.mock.last_request().unwrap();
+    assert_eq!(sent.header("traceparent"), None);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_collector_costs_requests_nothing() {
+    // A port nothing listens on.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let server = TestServer::builder()
+        .listed(&["echo"])
+        .extra(&format!("[telemetry]\notlp_endpoint = \"{url}\"\n"))
+        .start()
+        .await;
+    for stream in [false, true] {
+        let response = server
+            .chat(
+                &json!({"model": "mock/echo", "stream": stream, "messages": [
+                {"role": "user", "content": "hi"}]}),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+    }
+    // The upstream still got the trace context, and shutdown (which tries
+    // a last export) finishes.
+    assert!(server
+        .mock
+        .last_request()
+        .unwrap()
+        .header("traceparent")
+        .is_some());
+    server.shutdown().await;
 }

@@ -14,7 +14,8 @@
 //! - With `[telemetry] otlp_endpoint`, the request's server span, which
 //!   continues an incoming `traceparent`; the request runs in its context,
 //!   so the spans of its upstream attempts are its children
-//!   ([`crate::traces`]).
+//!   ([`crate::traces`]). It ends with the response headers, or for an
+//!   event stream when its body ends.
 
 use std::time::Instant;
 
@@ -108,8 +109,23 @@ pub async fn middleware(State(app): State<AppState>, mut request: Request, next:
     response.headers_mut().insert(REQUEST_ID, id.clone());
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    if let Some(cx) = &span {
-        crate::traces::end_server_span(cx, status);
+    if let Some(cx) = span {
+        // An event stream's span lasts until its body ends (or the client
+        // leaves); any other response's ends with its headers.
+        let streamed = response
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let guard = crate::traces::ServerSpan::new(cx, status);
+        if streamed {
+            response = response.map(|body| {
+                use futures_util::StreamExt as _;
+                axum::body::Body::from_stream(body.into_data_stream().map(move |frame| {
+                    let _span = &guard;
+                    frame
+                }))
+            });
+        }
     }
     let caller = response.extensions().get::<SeenCaller>();
     let project = caller.map(|c| c.project.as_str());
