@@ -447,7 +447,7 @@ impl Servers {
         let logged = start_gateway(&mock, &db, true, true, None).await?;
         let unlogged = start_gateway(&mock, &dir.join("unused.db"), false, true, None).await?;
         let unmetered = start_gateway(&mock, &dir.join("unused2.db"), false, false, None).await?;
-        let sink = SpanSink::start().await?;
+        let sink = SpanSink::start()?;
         let traced =
             start_gateway(&mock, &dir.join("unused3.db"), false, true, Some(&sink.url)).await?;
         Ok(Servers {
@@ -480,8 +480,9 @@ impl Servers {
     }
 }
 
-/// A local OTLP/HTTP trace receiver: decodes each export and counts its
-/// spans (what a collector on the same machine would do first).
+/// A local OTLP/HTTP trace receiver on its own thread: decodes each export
+/// and counts its spans (what a collector on the same machine would do
+/// first). Its thread runs until the process exits.
 struct SpanSink {
     /// Its base URL.
     url: String,
@@ -490,7 +491,7 @@ struct SpanSink {
 }
 
 impl SpanSink {
-    async fn start() -> Result<SpanSink> {
+    fn start() -> Result<SpanSink> {
         use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
         use prost::Message as _;
         let spans = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -512,9 +513,22 @@ impl SpanSink {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        // Its own thread and runtime, as a collector would be its own
+        // process: decoding does not take the gateways' workers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
         let url = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("bench-span-sink".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    axum::serve(listener, app).await
+                })
+            })?;
         Ok(SpanSink { url, spans })
     }
 }

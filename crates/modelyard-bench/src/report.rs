@@ -350,7 +350,8 @@ pub(crate) fn render(plan: &Plan, r: &Results) -> String {
         "\n## 8. Traces on vs off: scenario 1 through Modelyard (call log off), {} requests \
          per run, in ABBA order\n\nThe same gateway with `[telemetry] otlp_endpoint` set: a \
          server span and a client span per request, batched and exported over OTLP/HTTP to a \
-         sink in this process that decodes them (its CPU counts in the runs' CPU).\n",
+         sink on its own thread in this process that decodes them (its CPU counts in the runs' \
+         CPU).\n",
         plan.serial
     );
     let labels: Vec<String> = (r.tracing.iter().enumerate())
