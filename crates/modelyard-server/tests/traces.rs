@@ -400,3 +400,36 @@ async fn an_unreachable_collector_costs_requests_nothing() {
         .is_some());
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_malformed_traceparent_starts_a_new_trace() {
+    let receiver = Receiver::start().await;
+    let server = server(&receiver, false).await;
+    let hostile = [
+        "garbage".to_owned(),
+        format!("ff-{CLIENT_TRACE}-{CLIENT_SPAN}-01"),
+        format!("00-{}-{CLIENT_SPAN}-01", "0".repeat(32)),
+        format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01-{}", "x".repeat(4000)),
+    ];
+    for value in &hostile {
+        let response = server
+            .http
+            .post(server.url("/v1/chat/completions"))
+            .header("traceparent", value)
+            .json(&json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{value:.40}");
+    }
+    server.shutdown().await;
+
+    let spans = receiver.spans();
+    let requests = named(&spans, "POST /v1/chat/completions");
+    assert_eq!(requests.len(), hostile.len(), "{spans:#?}");
+    for request in requests {
+        assert_eq!(request.parent, "", "a root span: {request:#?}");
+        assert_ne!(request.trace_id, CLIENT_TRACE);
+        assert_ne!(request.trace_id, "0".repeat(32));
+    }
+}
