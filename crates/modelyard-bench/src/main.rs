@@ -6,6 +6,8 @@
 //! * Modelyard with the call log on (SQLite file in a temporary directory),
 //! * Modelyard with `call_log = false`,
 //! * Modelyard with `call_log = false` and `[telemetry] metrics = false` (scenario 7),
+//! * Modelyard with `call_log = false` and traces exported over OTLP/HTTP to a sink in this
+//!   process that decodes and counts the spans (scenario 8),
 //!
 //! all on a multi-thread tokio runtime with 2 workers, and the load generator (reqwest with a
 //! keep-alive connection pool, see [`load`]) on its own current-thread runtime on the main
@@ -117,6 +119,13 @@ pub struct Results {
     /// Scenario 7: (metrics on?, serial run) on gateways without call log,
     /// in run order.
     pub metrics: Vec<(bool, Run)>,
+    /// Scenario 8: (tracing on?, serial run) on gateways without call log,
+    /// in run order.
+    pub tracing: Vec<(bool, Run)>,
+    /// Requests sent to the tracing gateway (each should become two spans).
+    pub traced_requests: u64,
+    /// Spans the sink received once the tracing gateway shut down.
+    pub traced_spans: u64,
     /// `/proc/loadavg` before the first scenario.
     pub load_before: String,
     /// `/proc/loadavg` after the last scenario.
@@ -253,11 +262,12 @@ async fn run_all(plan: &Plan, servers: &Servers) -> Result<Results> {
         .tcp_nodelay(true)
         .pool_max_idle_per_host(256)
         .build()?;
-    let (mock, on, off, unmetered) = (
+    let (mock, on, off, unmetered, traced) = (
         servers.mock.base_url(),
         servers.logged.base_url(),
         servers.unlogged.base_url(),
         servers.unmetered.base_url(),
+        servers.traced.base_url(),
     );
     let targets = [
         Target::new("direct (mock)", &mock, "mock-model", false),
@@ -270,12 +280,19 @@ async fn run_all(plan: &Plan, servers: &Servers) -> Result<Results> {
             "mock/mock-model",
             false,
         ),
+        Target::new(
+            "Modelyard, call log off, traces on",
+            &traced,
+            "mock/mock-model",
+            false,
+        ),
     ];
     let models = [
         modelyard_testkit::UPSTREAM_MODEL,
         "mock/mock-model",
         "mock/mock-model",
         ROUTE,
+        "mock/mock-model",
         "mock/mock-model",
     ];
     for (target, model) in targets.iter().zip(models) {
@@ -287,7 +304,8 @@ async fn run_all(plan: &Plan, servers: &Servers) -> Result<Results> {
     let mut log = CallLog::open(&servers.db, targets[1].clone()).await?;
     log.drained().await;
     // Scenarios 1-5 compare the first three targets.
-    let (targets, route_target, unmetered_target) = (&targets[..3], &targets[3], &targets[4]);
+    let (targets, route_target, unmetered_target, traced_target) =
+        (&targets[..3], &targets[3], &targets[4], &targets[5]);
     let mut r = Results {
         load_before: sys::load_average(),
         rss_start_kib: sys::rss_kib(),
@@ -353,6 +371,18 @@ async fn run_all(plan: &Plan, servers: &Servers) -> Result<Results> {
             .await;
         r.metrics.extend(run.into_iter().map(|run| (metered, run)));
     }
+    // Traces on (exported to the sink) vs off, both without call log and
+    // with metrics on, serial, ABBA.
+    for traced in [true, false, false, true] {
+        let target = if traced { traced_target } else { &targets[2] };
+        let run = log
+            .each("tracing", std::slice::from_ref(target), |t| async move {
+                load::serial(client, &t, plan.serial).await
+            })
+            .await;
+        r.tracing.extend(run.into_iter().map(|run| (traced, run)));
+    }
+    r.traced_requests = traced_target.attempts.load(Ordering::Relaxed);
     r.load_after = sys::load_average();
     r.logged_attempts = targets[1].attempts.load(Ordering::Relaxed);
     Ok(r)
@@ -368,6 +398,11 @@ struct Servers {
     unlogged: RunningServer,
     /// Modelyard with `call_log = false` and `[telemetry] metrics = false`.
     unmetered: RunningServer,
+    /// Modelyard with `call_log = false` and `[telemetry] otlp_endpoint` at
+    /// [`Servers::sink`].
+    traced: RunningServer,
+    /// The OTLP/HTTP receiver of the tracing gateway's spans.
+    sink: SpanSink,
     /// The logging gateway's SQLite file.
     db: PathBuf,
 }
@@ -383,6 +418,7 @@ async fn start_gateway(
     db: &Path,
     call_log: bool,
     metrics: bool,
+    otlp: Option<&str>,
 ) -> Result<RunningServer> {
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\
@@ -391,7 +427,8 @@ async fn start_gateway(
          [[providers]]\nname = \"mock2\"\nkind = \"llama-cpp\"\nbase_url = {base:?}\n\
          [[routes]]\nname = \"{ROUTE}\"\ntargets = [\"mock/mock-model\", \"mock2/mock-model\"]\n\
          affinity = \"none\"\n\
-         [telemetry]\nmetrics = {metrics}\n",
+         [telemetry]\nmetrics = {metrics}\n{otlp}",
+        otlp = otlp.map_or(String::new(), |url| format!("otlp_endpoint = {url:?}\n")),
         url = format!("sqlite://{}", db.display()),
         dir = db.parent().unwrap_or(db).display().to_string(),
         base = mock.base_url(),
@@ -407,23 +444,31 @@ impl Servers {
         let mock = MockUpstream::start().await;
         mock.set_record_requests(false);
         let db = dir.join("calls.db");
-        let logged = start_gateway(&mock, &db, true, true).await?;
-        let unlogged = start_gateway(&mock, &dir.join("unused.db"), false, true).await?;
-        let unmetered = start_gateway(&mock, &dir.join("unused2.db"), false, false).await?;
+        let logged = start_gateway(&mock, &db, true, true, None).await?;
+        let unlogged = start_gateway(&mock, &dir.join("unused.db"), false, true, None).await?;
+        let unmetered = start_gateway(&mock, &dir.join("unused2.db"), false, false, None).await?;
+        let sink = SpanSink::start()?;
+        let traced =
+            start_gateway(&mock, &dir.join("unused3.db"), false, true, Some(&sink.url)).await?;
         Ok(Servers {
             mock,
             logged,
             unlogged,
             unmetered,
+            traced,
+            sink,
             db,
         })
     }
 
-    /// Shuts everything down (the call log drains) and counts the call log rows.
-    async fn stop(self) -> Result<u64> {
+    /// Shuts everything down (the call log drains, the last spans are
+    /// exported) and counts the call log rows and the spans received.
+    async fn stop(self) -> Result<(u64, u64)> {
         self.logged.shutdown().await;
         self.unlogged.shutdown().await;
         self.unmetered.shutdown().await;
+        self.traced.shutdown().await;
+        let spans = self.sink.spans.load(Ordering::Relaxed);
         drop(self.mock);
         let url = format!("sqlite://{}", self.db.display());
         let mut db = sqlx::SqliteConnection::connect(&url).await?;
@@ -431,7 +476,60 @@ impl Servers {
             .fetch_one(&mut db)
             .await?;
         db.close().await?;
-        Ok(rows.unsigned_abs())
+        Ok((rows.unsigned_abs(), spans))
+    }
+}
+
+/// A local OTLP/HTTP trace receiver on its own thread: decodes each export
+/// and counts its spans (what a collector on the same machine would do
+/// first). Its thread runs until the process exits.
+struct SpanSink {
+    /// Its base URL.
+    url: String,
+    /// Spans received.
+    spans: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SpanSink {
+    fn start() -> Result<SpanSink> {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use prost::Message as _;
+        let spans = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = Arc::clone(&spans);
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: bytes::Bytes| {
+                let counted = Arc::clone(&counted);
+                async move {
+                    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+                        return axum::http::StatusCode::BAD_REQUEST;
+                    };
+                    let n: usize = (request.resource_spans.iter())
+                        .flat_map(|r| &r.scope_spans)
+                        .map(|s| s.spans.len())
+                        .sum();
+                    counted.fetch_add(n as u64, Ordering::Relaxed);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        // Its own thread and runtime, as a collector would be its own
+        // process: decoding does not take the gateways' workers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("bench-span-sink".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    axum::serve(listener, app).await
+                })
+            })?;
+        Ok(SpanSink { url, spans })
     }
 }
 
@@ -452,9 +550,9 @@ fn main() -> Result<()> {
     let outcome = (|| {
         let servers = server_rt.block_on(Servers::start(&dir))?;
         let ran = client_rt.block_on(run_all(&plan, &servers));
-        let rows = server_rt.block_on(servers.stop());
+        let stopped = server_rt.block_on(servers.stop());
         let mut results = ran?;
-        results.logged_rows = rows?;
+        (results.logged_rows, results.traced_spans) = stopped?;
         Ok::<_, anyhow::Error>(report::render(&plan, &results))
     })();
     let _ = std::fs::remove_dir_all(&dir);

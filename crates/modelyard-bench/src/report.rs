@@ -345,6 +345,35 @@ pub(crate) fn render(plan: &Plan, r: &Results) -> String {
     let metrics_mean = mean_of(&r.metrics, true, mean_us) - mean_of(&r.metrics, false, mean_us);
     let metrics_cpu = mean_of(&r.metrics, true, cpu_us) - mean_of(&r.metrics, false, cpu_us);
 
+    let _ = writeln!(
+        o,
+        "\n## 8. Traces on vs off: scenario 1 through Modelyard (call log off), {} requests \
+         per run, in ABBA order\n\nThe same gateway with `[telemetry] otlp_endpoint` set: a \
+         server span and a client span per request, batched and exported over OTLP/HTTP to a \
+         sink on its own thread in this process that decodes them (its CPU counts in the runs' \
+         CPU).\n",
+        plan.serial
+    );
+    let labels: Vec<String> = (r.tracing.iter().enumerate())
+        .map(|(i, (on, _))| format!("run {}, traces {}", i + 1, if *on { "on" } else { "off" }))
+        .collect();
+    let rows: Vec<(&str, &Run)> = (labels.iter().map(String::as_str))
+        .zip(r.tracing.iter().map(|(_, run)| run))
+        .collect();
+    table(o, &[OK, ERRORS, P50, P99, MEAN, CPU, OTHERS], &rows, false);
+    errors(o, &rows);
+    let tracing_added = mean_of(&r.tracing, true, p50) - mean_of(&r.tracing, false, p50);
+    let tracing_mean = mean_of(&r.tracing, true, mean_us) - mean_of(&r.tracing, false, mean_us);
+    let tracing_cpu = mean_of(&r.tracing, true, cpu_us) - mean_of(&r.tracing, false, cpu_us);
+    let _ = writeln!(
+        o,
+        "\nTraces on vs off (means of two runs each): {tracing_added:+.1} µs p50, \
+         {tracing_mean:+.1} µs mean, {tracing_cpu:+.1} µs CPU per request. The sink received \
+         {} spans for {} requests sent to the tracing gateway (2 per request expected; fewer \
+         means the bounded queue dropped some).",
+        r.traced_spans, r.traced_requests
+    );
+
     let _ = writeln!(o, "\n## Goals\n");
     let _ = writeln!(
         o,

@@ -65,6 +65,9 @@ pub struct AppInner {
     pub halt: tokio_util::sync::CancellationToken,
     /// Prometheus metrics (`[telemetry]`).
     pub metrics: Arc<crate::telemetry::Metrics>,
+    /// OpenTelemetry traces (`[telemetry] otlp_endpoint`; the router holds
+    /// the same handle for its attempts).
+    pub traces: Arc<crate::traces::Traces>,
 }
 
 impl AppState {
@@ -175,6 +178,9 @@ pub enum ServerError {
     /// A provider client could not be built.
     #[error(transparent)]
     Provider(#[from] modelyard_upstream::UpstreamError),
+    /// The OTLP trace exporter could not be built.
+    #[error(transparent)]
+    Traces(#[from] crate::traces::TracesError),
     /// A non-loopback listen address without any API key.
     #[error(
         "refusing to listen on {addr} without API keys: anyone who can reach it could use every \
@@ -428,6 +434,7 @@ pub async fn start(
     let sweep_every = Duration::from_millis(config.turns.sweep_interval_ms);
     let halt = tokio_util::sync::CancellationToken::new();
     let metrics = crate::telemetry::Metrics::new(&config.telemetry);
+    let traces = Arc::new(crate::traces::Traces::new(&config.telemetry)?);
     let metrics_listener = match config.telemetry.metrics_listen {
         Some(addr) => {
             if !addr.ip().is_loopback() {
@@ -446,11 +453,14 @@ pub async fn start(
     let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
     let state = AppState {
         inner: Arc::new(AppInner {
-            router: Arc::new(crate::routing::Router::with_metrics(
-                config.routing.clone(),
-                &config.routes,
-                Arc::clone(&metrics),
-            )),
+            router: Arc::new(
+                crate::routing::Router::with_metrics(
+                    config.routing.clone(),
+                    &config.routes,
+                    Arc::clone(&metrics),
+                )
+                .with_traces(Arc::clone(&traces)),
+            ),
             config,
             registry,
             recorder,
@@ -461,6 +471,7 @@ pub async fn start(
             streams,
             halt: halt.clone(),
             metrics,
+            traces: Arc::clone(&traces),
         }),
         project,
     };
@@ -531,6 +542,8 @@ pub async fn start(
             let _ = task.await;
         }
         store.close().await;
+        // The last spans (the exporter blocks on its own thread).
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
     };
     // Everything after the signal happens within `shutdown_timeout`.
     let deadline = async move {

@@ -32,6 +32,7 @@ pub mod registry;
 pub mod routing;
 pub mod service;
 pub mod telemetry;
+pub mod traces;
 pub mod ui;
 
 pub use app::{router, start, AppState, RunningServer, ServerError, ShutdownOutcome};

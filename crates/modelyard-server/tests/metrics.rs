@@ -480,3 +480,68 @@ async fn a_turns_llm_session_records_the_request_id_that_started_it() {
     assert_eq!(found[0]["turnId"], turn_id, "{sessions}");
     assert_eq!(found[0]["requestId"], "ticket-turn-7", "{sessions}");
 }
+
+/// The metric names a PromQL expression reads (`modelyard_*`, `gen_ai_*`,
+/// as written: `…_bucket`, `…_total`).
+fn metric_names(expr: &str) -> Vec<String> {
+    // A metric is followed by a selector, a range or nothing; a label name
+    // (`by (gen_ai_request_model)`, `gen_ai_provider_name=~…`) is not.
+    let pattern = regex::Regex::new(r"\b((?:modelyard|gen_ai)_[a-z_]+)(?:\{|\[|$)").unwrap();
+    pattern
+        .captures_iter(expr)
+        .map(|c| c.get(1).unwrap().as_str().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_series_the_grafana_dashboard_reads_is_served() {
+    let dashboard: Value =
+        serde_json::from_str(include_str!("../../../docs/grafana-dashboard.json"))
+            .expect("docs/grafana-dashboard.json is JSON");
+    // Given traffic that makes every series: a stream (TTFT, tokens), and a
+    // route whose only target fails (attempts, retries, a cooldown, errors)
+    // and falls back.
+    let server = TestServer::builder()
+        .listed(&["echo", "status:503"])
+        .extra(
+            "[[routes]]\nname = \"flaky\"\ntargets = [\"mock/status:503\"]\n\
+             fallbacks = [\"mock/echo\"]\n\n[routing]\nbackoff_ms = 1\ncooldown_failures = 1\n",
+        )
+        .start()
+        .await;
+    for body in [chat_body("mock/echo", true), chat_body("flaky", false)] {
+        let r = server.chat(&body).await;
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    let exposition = scrape(&server).await;
+    let served: std::collections::BTreeSet<String> = series(&exposition)
+        .into_iter()
+        .map(|(key, _)| key.split('{').next().unwrap().to_owned())
+        .collect();
+    // Then every series a panel reads is in the exposition.
+    let mut read = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in metric_names(expr) {
+                assert!(
+                    served.contains(&name),
+                    "panel {:?} reads {name}, which /metrics does not serve: {expr}\n{served:?}",
+                    panel["title"]
+                );
+                read.push(name);
+            }
+        }
+    }
+    // And the panels the dashboard promises are there.
+    for metric in [
+        "modelyard_http_requests_total",
+        "gen_ai_server_time_to_first_token_seconds_bucket",
+        "gen_ai_client_token_usage_sum",
+        "modelyard_gateway_overhead_seconds_bucket",
+        "modelyard_provider_up",
+    ] {
+        assert!(read.iter().any(|n| n == metric), "no panel reads {metric}");
+    }
+}

@@ -7,7 +7,7 @@ use super::validate::validate;
 use super::{Config, ConfigError};
 
 /// Environment overrides: variable → (section, key, is_bool).
-const ENV_OVERRIDES: [(&str, &str, &str, bool); 12] = [
+const ENV_OVERRIDES: [(&str, &str, &str, bool); 16] = [
     ("MODELYARD_SERVER_LISTEN", "server", "listen", false),
     (
         "MODELYARD_SERVER_MAX_BODY_BYTES",
@@ -34,6 +34,30 @@ const ENV_OVERRIDES: [(&str, &str, &str, bool); 12] = [
         "telemetry",
         "metrics_listen",
         false,
+    ),
+    (
+        "MODELYARD_TELEMETRY_OTLP_ENDPOINT",
+        "telemetry",
+        "otlp_endpoint",
+        false,
+    ),
+    (
+        "MODELYARD_TELEMETRY_OTLP_ALLOW_REMOTE",
+        "telemetry",
+        "otlp_allow_remote",
+        true,
+    ),
+    (
+        "MODELYARD_TELEMETRY_SERVICE_NAME",
+        "telemetry",
+        "service_name",
+        false,
+    ),
+    (
+        "MODELYARD_TELEMETRY_CAPTURE_CONTENT",
+        "telemetry",
+        "capture_content",
+        true,
     ),
 ];
 

@@ -90,9 +90,9 @@ pub struct ClusterConfig {
     pub turn_lease_ms: u64,
 }
 
-/// `[telemetry]`: the Prometheus metrics (`GET /metrics`) and the access
-/// log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `[telemetry]`: the Prometheus metrics (`GET /metrics`), the access
+/// log and OpenTelemetry traces ([`crate::traces`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TelemetryConfig {
     /// Whether metrics are recorded (`metrics`, default true). Off, every
     /// recording call returns at once and `/metrics` answers only the
@@ -109,7 +109,28 @@ pub struct TelemetryConfig {
     /// Whether one `modelyard::access` line is logged per request at INFO
     /// (`access_log`, default true).
     pub access_log: bool,
+    /// Where spans are exported over OTLP/HTTP (protobuf): the collector's
+    /// base URL, e.g. `http://127.0.0.1:4318`, to which `/v1/traces` is
+    /// appended unless the path already ends with it (`otlp_endpoint`,
+    /// default none: no spans are made). Its host must be loopback unless
+    /// `otlp_allow_remote` is set.
+    pub otlp_endpoint: Option<url::Url>,
+    /// Whether `otlp_endpoint` may name a host that is not loopback
+    /// (`otlp_allow_remote`, default false: spans carry model names, token
+    /// counts and the caller's route, so sending them off the machine is a
+    /// choice).
+    pub otlp_allow_remote: bool,
+    /// The `service.name` resource attribute of exported spans
+    /// (`service_name`, default `modelyard`).
+    pub service_name: String,
+    /// Whether spans carry prompt and completion text
+    /// (`gen_ai.input.messages` / `gen_ai.output.messages`;
+    /// `capture_content`, default false).
+    pub capture_content: bool,
 }
+
+/// The default `[telemetry] service_name`.
+pub const DEFAULT_SERVICE_NAME: &str = "modelyard";
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
@@ -118,6 +139,10 @@ impl Default for TelemetryConfig {
             metrics_listen: None,
             per_project_metrics: false,
             access_log: true,
+            otlp_endpoint: None,
+            otlp_allow_remote: false,
+            service_name: DEFAULT_SERVICE_NAME.to_owned(),
+            capture_content: false,
         }
     }
 }

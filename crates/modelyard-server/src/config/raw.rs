@@ -47,6 +47,10 @@ pub(super) struct RawTelemetry {
     pub(super) metrics_listen: Option<String>,
     pub(super) per_project_metrics: Option<bool>,
     pub(super) access_log: Option<bool>,
+    pub(super) otlp_endpoint: Option<String>,
+    pub(super) otlp_allow_remote: Option<bool>,
+    pub(super) service_name: Option<String>,
+    pub(super) capture_content: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

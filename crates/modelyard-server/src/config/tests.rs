@@ -393,3 +393,61 @@ fn invalid_routes_name_the_key_and_reason() {
         );
     }
 }
+
+#[test]
+fn traces_are_off_by_default_and_the_endpoint_must_be_loopback_unless_allowed() {
+    let config = parse("").unwrap();
+    assert_eq!(config.telemetry.otlp_endpoint, None);
+    assert_eq!(config.telemetry.service_name, "modelyard");
+    assert!(!config.telemetry.capture_content);
+
+    let config =
+        parse("[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nservice_name = \"gw\"\n")
+            .unwrap();
+    let endpoint = config.telemetry.otlp_endpoint.unwrap();
+    assert_eq!(endpoint.as_str(), "http://127.0.0.1:4318/v1/traces");
+    assert_eq!(config.telemetry.service_name, "gw");
+    let kept = parse("[telemetry]\notlp_endpoint = \"http://localhost:4318/v1/traces\"\n").unwrap();
+    assert_eq!(
+        kept.telemetry.otlp_endpoint.unwrap().as_str(),
+        "http://localhost:4318/v1/traces"
+    );
+
+    assert_eq!(
+        error("[telemetry]\notlp_endpoint = \"http://collector.internal:4318\"\n"),
+        "test.toml: telemetry.otlp_endpoint: \"http://collector.internal:4318\" is not a loopback \
+         address; set telemetry.otlp_allow_remote = true to send spans to another host"
+    );
+    let remote = parse(
+        "[telemetry]\notlp_endpoint = \"https://collector.internal\"\notlp_allow_remote = true\n",
+    )
+    .unwrap();
+    assert_eq!(
+        remote.telemetry.otlp_endpoint.unwrap().as_str(),
+        "https://collector.internal/v1/traces"
+    );
+    assert!(
+        error("[telemetry]\notlp_endpoint = \"grpc://127.0.0.1:4317\"\n")
+            .contains("the scheme must be http or https")
+    );
+    assert!(
+        error("[telemetry]\notlp_endpoint = \"http://u:p@127.0.0.1:4318\"\n")
+            .contains("user name or password")
+    );
+    assert!(error("[telemetry]\notlp_endpoint = \"not a url\"\n").contains("is not a URL"));
+    assert!(error("[telemetry]\nservice_name = \"\"\n").contains("telemetry.service_name"));
+
+    let env = |name: &str| match name {
+        "MODELYARD_TELEMETRY_OTLP_ENDPOINT" => Some("http://[::1]:4318".to_owned()),
+        "MODELYARD_TELEMETRY_CAPTURE_CONTENT" => Some("true".to_owned()),
+        "MODELYARD_TELEMETRY_SERVICE_NAME" => Some("edge".to_owned()),
+        _ => None,
+    };
+    let config = Config::from_toml("", "test.toml", None, &env).unwrap();
+    assert_eq!(
+        config.telemetry.otlp_endpoint.unwrap().as_str(),
+        "http://[::1]:4318/v1/traces"
+    );
+    assert!(config.telemetry.capture_content);
+    assert_eq!(config.telemetry.service_name, "edge");
+}

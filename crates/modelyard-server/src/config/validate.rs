@@ -61,12 +61,77 @@ fn telemetry(raw: RawTelemetry, source_name: &str) -> Result<TelemetryConfig, Co
             )
         })?),
     };
+    let defaults = TelemetryConfig::default();
+    let otlp_allow_remote = raw.otlp_allow_remote.unwrap_or(defaults.otlp_allow_remote);
+    let otlp_endpoint = match raw.otlp_endpoint.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(
+            otlp_endpoint(text, otlp_allow_remote)
+                .map_err(|reason| err("telemetry.otlp_endpoint".into(), reason))?,
+        ),
+    };
+    let service_name = match raw.service_name.as_deref().map(str::trim) {
+        None => defaults.service_name,
+        Some(name)
+            if !name.is_empty() && name.len() <= 255 && !name.chars().any(char::is_control) =>
+        {
+            name.to_owned()
+        }
+        Some(name) => {
+            return Err(err(
+                "telemetry.service_name".into(),
+                format!("{name:?} must be 1-255 characters without control characters"),
+            ))
+        }
+    };
     Ok(TelemetryConfig {
-        metrics: raw.metrics.unwrap_or(true),
+        metrics: raw.metrics.unwrap_or(defaults.metrics),
         metrics_listen,
-        per_project_metrics: raw.per_project_metrics.unwrap_or(false),
-        access_log: raw.access_log.unwrap_or(true),
+        per_project_metrics: raw
+            .per_project_metrics
+            .unwrap_or(defaults.per_project_metrics),
+        access_log: raw.access_log.unwrap_or(defaults.access_log),
+        otlp_endpoint,
+        otlp_allow_remote,
+        service_name,
+        capture_content: raw.capture_content.unwrap_or(defaults.capture_content),
     })
+}
+
+/// `telemetry.otlp_endpoint`: an `http` / `https` URL without userinfo,
+/// query or fragment, whose host is loopback unless `allow_remote`; the
+/// path gets `/v1/traces` unless it ends with it already.
+fn otlp_endpoint(text: &str, allow_remote: bool) -> Result<url::Url, String> {
+    let mut url = url::Url::parse(text)
+        .map_err(|e| format!("{text:?} is not a URL like http://127.0.0.1:4318 ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "{text:?}: the scheme must be http or https (OTLP/HTTP)"
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry a user name or password".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{text:?} must not have a query or fragment"));
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err(format!("{text:?} has no host")),
+    };
+    if !loopback && !allow_remote {
+        return Err(format!(
+            "{text:?} is not a loopback address; set telemetry.otlp_allow_remote = true to \
+             send spans to another host"
+        ));
+    }
+    if !url.path().ends_with("/v1/traces") {
+        let path = format!("{}/v1/traces", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+    }
+    Ok(url)
 }
 
 /// The error builder of one source: `err(key, reason)`.

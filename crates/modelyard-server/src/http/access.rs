@@ -11,6 +11,11 @@
 //!   request id. Off with `[telemetry] access_log = false`.
 //! - `modelyard_http_requests_total` / `modelyard_http_request_duration_seconds`
 //!   by route pattern, never the raw path ([`crate::telemetry`]).
+//! - With `[telemetry] otlp_endpoint`, the request's server span, which
+//!   continues an incoming `traceparent`; the request runs in its context,
+//!   so the spans of its upstream attempts are its children
+//!   ([`crate::traces`]). It ends with the response headers, or for an
+//!   event stream when its body ends.
 
 use std::time::Instant;
 
@@ -88,10 +93,40 @@ pub async fn middleware(State(app): State<AppState>, mut request: Request, next:
         Some(path) => crate::http::routes::pattern(path.as_str()).unwrap_or("ui"),
         None => crate::telemetry::UNMATCHED_ROUTE,
     };
-    let mut response = next.run(request).await;
+    let span = if app.traces.enabled() {
+        app.traces
+            .server_span(request.headers(), method, route, id.to_str().unwrap_or(""))
+    } else {
+        None
+    };
+    let mut response = match &span {
+        Some(cx) => {
+            use crate::traces::FutureExt as _;
+            next.run(request).with_context(cx.clone()).await
+        }
+        None => next.run(request).await,
+    };
     response.headers_mut().insert(REQUEST_ID, id.clone());
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
+    if let Some(cx) = span {
+        // An event stream's span lasts until its body ends (or the client
+        // leaves); any other response's ends with its headers.
+        let streamed = response
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let guard = crate::traces::ServerSpan::new(cx, status);
+        if streamed {
+            response = response.map(|body| {
+                use futures_util::StreamExt as _;
+                axum::body::Body::from_stream(body.into_data_stream().map(move |frame| {
+                    let _span = &guard;
+                    frame
+                }))
+            });
+        }
+    }
     let caller = response.extensions().get::<SeenCaller>();
     let project = caller.map(|c| c.project.as_str());
     app.metrics

@@ -114,6 +114,8 @@ pub struct Router {
     epoch: AtomicU64,
     /// Where attempts, retries, fallbacks and cooldowns are counted.
     pub metrics: Arc<crate::telemetry::Metrics>,
+    /// Where each attempt's span is made ([`crate::traces`]).
+    pub traces: Arc<crate::traces::Traces>,
 }
 
 impl Router {
@@ -159,7 +161,14 @@ impl Router {
             affinity: AffinityMap::default(),
             epoch: AtomicU64::new(0),
             metrics,
+            traces: Arc::new(crate::traces::Traces::disabled()),
         }
+    }
+
+    /// This router, making each attempt's span with `traces`.
+    pub fn with_traces(mut self, traces: Arc<crate::traces::Traces>) -> Self {
+        self.traces = traces;
+        self
     }
 
     /// The routes in config order.

@@ -136,6 +136,16 @@ impl Endpoint {
         }
     }
 
+    /// Its `gen_ai.operation.name` ([`crate::traces`]).
+    pub fn operation_name(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat",
+            Endpoint::Completions => "text_completion",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Rerank => "rerank",
+        }
+    }
+
     /// Whether it generates text (chat and legacy completions): a
     /// provider's `set_params` / `strip_params` (sampling fields) apply only
     /// to these; an embeddings or rerank body changes only in `model`.
@@ -210,6 +220,8 @@ pub struct LlmCall {
     busy: Option<Busy>,
     /// Where the call's duration, tokens and timings are recorded.
     metrics: Option<Arc<crate::telemetry::CallHandles>>,
+    /// Its span, when tracing is on ([`crate::traces`]).
+    span: Option<crate::traces::CallSpan>,
 }
 
 impl LlmCall {
@@ -294,6 +306,7 @@ impl LlmCall {
             client_model: None,
             busy: None,
             metrics: None,
+            span: None,
         }
     }
 
@@ -301,6 +314,27 @@ impl LlmCall {
     /// ([`Self::observe`]).
     pub fn set_metrics(&mut self, handles: Option<Arc<crate::telemetry::CallHandles>>) {
         self.metrics = handles;
+    }
+
+    /// Starts this call's span with `traces` (nothing when tracing is off):
+    /// a child of the current context's span; the request carries its
+    /// `traceparent`, [`Self::observe`] ends it.
+    pub fn trace(&mut self, traces: &crate::traces::Traces, deployment: &str) {
+        if !traces.enabled() {
+            return;
+        }
+        self.span = traces.call_span(crate::traces::CallStart {
+            operation_name: self.endpoint.operation_name(),
+            purpose: &self.purpose.operation,
+            model: self.target.resolution.model_id.model(),
+            provider: self.target.provider.name(),
+            base_url: &self.target.provider.config.base_url,
+            deployment,
+            attempt: self.attempt,
+            route: self.route.as_deref(),
+            conversation_id: self.purpose.conversation_id.as_deref(),
+            request: &self.request,
+        });
     }
 
     /// Its operation (`gateway`, `chat`, …).
@@ -313,6 +347,21 @@ impl LlmCall {
     /// any. [`Self::record`] does this; a caller that builds its record
     /// later with [`Self::record_at`] calls it when the call ends.
     pub fn observe(&self, summary: &AnswerSummary, failed: bool, completed_at_ms: i64) {
+        if let Some(span) = &self.span {
+            let error_type = self
+                .status
+                .filter(|s| !(200..300).contains(s))
+                .map(|s| Cow::Owned(s.to_string()))
+                .unwrap_or(Cow::Borrowed("_OTHER"));
+            span.end(&crate::traces::CallEnd {
+                input_tokens: summary.usage.prompt_tokens,
+                output_tokens: summary.usage.completion_tokens,
+                finish_reason: summary.finish_reason.as_deref(),
+                text: summary.text.as_deref(),
+                // An error type noted when it happened (`timeout`, …) stays.
+                error_type: failed.then_some(error_type.as_ref()),
+            });
+        }
         let Some(handles) = &self.metrics else {
             return;
         };
@@ -412,10 +461,25 @@ impl LlmCall {
             });
         };
         self.sent_at_ms = now_ms();
+        let headers = self.span.as_ref().map(crate::traces::CallSpan::headers);
         let upstream = client
-            .post_json(self.endpoint.path(), self.request.clone(), self.stream)
+            .post_json_with(
+                self.endpoint.path(),
+                self.request.clone(),
+                self.stream,
+                headers,
+            )
             .await
-            .map_err(LlmCallError::Send)?;
+            .map_err(LlmCallError::Send);
+        let upstream = match upstream {
+            Ok(upstream) => upstream,
+            Err(error) => {
+                if let Some(span) = &self.span {
+                    span.fail(error.error_type());
+                }
+                return Err(error);
+            }
+        };
         let status = upstream.status();
         self.status = Some(status);
         if !(200..300).contains(&status) {

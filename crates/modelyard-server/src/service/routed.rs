@@ -59,11 +59,13 @@ pub struct Pick {
     deployment: Arc<str>,
     health: Arc<DeploymentHealth>,
     metrics: Arc<crate::telemetry::Metrics>,
+    traces: Arc<crate::traces::Traces>,
 }
 
 impl Pick {
     /// Builds this attempt's [`LlmCall`] with `build` and marks it routed
-    /// (attempt number, route, in flight, its metrics handles).
+    /// (attempt number, route, in flight, its metrics handles) and, with
+    /// tracing on, starts its span (a child of the current context's).
     ///
     /// # Errors
     /// `build`'s.
@@ -78,6 +80,7 @@ impl Pick {
             &self.deployment,
             self.target.provider.name(),
         ));
+        call.trace(&self.traces, &self.deployment);
         Ok(call)
     }
 }
@@ -349,6 +352,7 @@ impl Plan {
             health: self.router.health(&deployment),
             deployment,
             metrics: Arc::clone(&self.router.metrics),
+            traces: Arc::clone(&self.router.traces),
         }
     }
 

@@ -499,8 +499,26 @@ async fn launch(
         parent_session_id: run.parent_session_id,
         overrides: run.overrides,
     });
+    // The run's span: a child of this request's, which it outlives.
+    let span = app.traces.child(
+        "invoke_agent turn",
+        opentelemetry::trace::SpanKind::Internal,
+        vec![
+            opentelemetry::KeyValue::new("gen_ai.operation.name", "invoke_agent"),
+            opentelemetry::KeyValue::new("gen_ai.agent.name", "modelyard"),
+            opentelemetry::KeyValue::new("gen_ai.conversation.id", id.to_owned()),
+            opentelemetry::KeyValue::new("modelyard.turn_id", turn_id.to_owned()),
+        ],
+    );
     tokio::spawn(async move {
-        job.await;
+        match span {
+            Some(cx) => {
+                use crate::traces::FutureExt as _;
+                job.with_context(cx.clone()).await;
+                crate::traces::end_span(&cx, None);
+            }
+            None => job.await,
+        }
         drop(run_slot);
     });
     let from = Position::after(events.first().map(|e| e.seq - 1).unwrap_or(0));

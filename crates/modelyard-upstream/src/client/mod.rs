@@ -283,6 +283,22 @@ impl ProviderClient {
         body: Bytes,
         stream: bool,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        self.post_json_with(path, body, stream, None).await
+    }
+
+    /// [`Self::post_json`] with `headers` added to the request (the
+    /// server's trace context: `traceparent`, `tracestate`); one of the
+    /// same name as a provider header replaces it for this request.
+    ///
+    /// # Errors
+    /// As [`Self::post_json`].
+    pub async fn post_json_with(
+        &self,
+        path: &str,
+        body: Bytes,
+        stream: bool,
+        headers: Option<reqwest::header::HeaderMap>,
+    ) -> Result<UpstreamResponse, UpstreamError> {
         let url: std::borrow::Cow<'_, str> = if path == CHAT_COMPLETIONS_PATH {
             std::borrow::Cow::Borrowed(&self.chat_url)
         } else {
@@ -304,12 +320,14 @@ impl ProviderClient {
         } else {
             (total_deadline, TimeoutPhase::Total, t.total_ms)
         };
-        let request = self
+        let mut request = self
             .http
             .post(url.as_ref())
-            .header(CONTENT_TYPE, "application/json")
-            .body(body)
-            .send();
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(headers) = headers {
+            request = request.headers(headers);
+        }
+        let request = request.body(body).send();
         let response = match timeout_at(first_deadline, request).await {
             Ok(Ok(response)) => response,
             Ok(Err(err)) => return Err(self.send_error(&url, err)),

@@ -160,9 +160,28 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
         }
         let mut pending = Vec::new();
         for call in tool_calls {
+            let is_client_tool = client_names.contains(&call.name.as_str())
+                && !(advisor.is_some() && call.name == ADVISOR_TOOL);
+            // A span per tool call the server answers (client tools are
+            // answered by the client, after this run).
+            let span = if app.traces.enabled() && !is_client_tool {
+                app.traces.child(
+                    format!("execute_tool {}", call.name),
+                    opentelemetry::trace::SpanKind::Internal,
+                    vec![
+                        opentelemetry::KeyValue::new("gen_ai.operation.name", "execute_tool"),
+                        opentelemetry::KeyValue::new("gen_ai.tool.name", call.name.clone()),
+                        opentelemetry::KeyValue::new("gen_ai.tool.call.id", call.id.clone()),
+                        opentelemetry::KeyValue::new("gen_ai.tool.type", "function"),
+                        opentelemetry::KeyValue::new("modelyard.step", i64::from(step)),
+                    ],
+                )
+            } else {
+                None
+            };
             let (content, is_error, model_id, usage, stopped) = match &advisor {
                 Some(advisor) if call.name == ADVISOR_TOOL => {
-                    let c = advisor::consult(
+                    let consult = advisor::consult(
                         app,
                         live,
                         advisor,
@@ -171,8 +190,14 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
                         uses,
                         max_uses,
                         &job.session_id,
-                    )
-                    .await;
+                    );
+                    let c = match &span {
+                        Some(cx) => {
+                            use crate::traces::FutureExt as _;
+                            consult.with_context(cx.clone()).await
+                        }
+                        None => consult.await,
+                    };
                     (c.content, c.is_error, c.model_id, c.usage, c.stopped)
                 }
                 _ if client_names.contains(&call.name.as_str()) => {
@@ -202,6 +227,9 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
                     )
                 }
             };
+            if let Some(cx) = &span {
+                crate::traces::end_span(cx, is_error.then_some("tool_error"));
+            }
             let message = EventPayload::ToolMessage {
                 message_id: uuid::Uuid::now_v7().to_string(),
                 turn_id: live.turn_id.clone(),

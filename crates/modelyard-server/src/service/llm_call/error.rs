@@ -74,6 +74,24 @@ pub struct UpstreamStatus {
 }
 
 impl LlmCallError {
+    /// Its `error.type` in traces: the upstream's status, or what went
+    /// wrong in a few words (`timeout`, `unreachable`, …).
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            LlmCallError::InvalidRequest(_) => "invalid_request",
+            LlmCallError::Disabled { .. } => "provider_disabled",
+            LlmCallError::Send(UpstreamError::Timeout { .. })
+            | LlmCallError::Upstream(UpstreamError::Timeout { .. }) => "timeout",
+            LlmCallError::Send(_) => "unreachable",
+            LlmCallError::Upstream(_) => "read_failed",
+            LlmCallError::Status(_) => "http_status",
+            LlmCallError::NotEventStream { .. } => "not_event_stream",
+            LlmCallError::InBand { .. } => "upstream_error",
+            LlmCallError::Invalid(_) => "invalid_answer",
+            LlmCallError::Closed(_) => "closed_early",
+        }
+    }
+
     /// The upstream's HTTP status, when this error is one.
     pub fn status(&self) -> Option<u16> {
         match self {
