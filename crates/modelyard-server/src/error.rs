@@ -289,3 +289,67 @@ impl IntoResponse for Problem {
         response
     }
 }
+
+/// The body of a [`Problem`] as the OpenAPI document describes it
+/// (`application/problem+json`, RFC 9457 §3): the members [`Problem`]
+/// always writes, plus extension members such as `field`, `suggestions`,
+/// `conversations`, `pending` or `sessionId`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemSchema {
+    /// Always `about:blank`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the status (`Not Found`, ...).
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What exactly went wrong.
+    pub detail: String,
+    /// Stable, machine-readable error code (`conversation_not_found`,
+    /// `invalid_body`, ...; else one named after the status).
+    pub code: String,
+}
+
+/// `error` of [`OpenAiErrorSchema`].
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct OpenAiErrorDetail {
+    /// Human-readable message.
+    pub message: String,
+    /// `invalid_request_error`, `not_found_error`, `upstream_error`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The request field at fault, if any.
+    pub param: Option<String>,
+    /// A machine-readable code (a string or an upstream's number), if any.
+    pub code: Option<Value>,
+}
+
+/// OpenAI's error envelope (the body [`OpenAiError`] writes).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = OpenAiError)]
+pub struct OpenAiErrorSchema {
+    /// The error.
+    pub error: OpenAiErrorDetail,
+}
+
+/// `error` of [`AnthropicErrorSchema`].
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AnthropicErrorDetail {
+    /// [`AnthropicError::kind_for`] the status.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// Anthropic's error shape (the body [`AnthropicError`] writes).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = AnthropicError)]
+pub struct AnthropicErrorSchema {
+    /// Always `error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The error.
+    pub error: AnthropicErrorDetail,
+}

@@ -3,16 +3,17 @@
 //! in the handler's module).
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// `{data}`: a whole list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct List<T> {
     /// The items.
     pub data: Vec<T>,
 }
 
 /// `{data, nextBefore}`: one page of a list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {
     /// The items.

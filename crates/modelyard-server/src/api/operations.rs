@@ -34,6 +34,7 @@ use axum::extract::Path;
 use axum::Json;
 use modelyard_core::conversation::ResolvedFrom;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth::Scoped;
 use crate::http::{ApiError, ApiJsonOrDefault};
@@ -41,7 +42,7 @@ use crate::service::conversations::load;
 use crate::service::operations;
 
 /// Answer of `POST /v1/conversations/{id}/title`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TitledDto {
     /// The conversation.
@@ -51,6 +52,7 @@ pub struct TitledDto {
     /// The model that wrote it.
     pub model_id: String,
     /// Why that model.
+    #[schema(value_type = String)]
     pub resolved_from: ResolvedFrom,
     /// The LLM config that supplied options, if any.
     pub llm_id: Option<String>,
@@ -59,7 +61,7 @@ pub struct TitledDto {
 }
 
 /// Answer of `POST /v1/conversations/{id}/compact`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CompactedDto {
     /// The conversation.
@@ -73,6 +75,7 @@ pub struct CompactedDto {
     /// The model that wrote it.
     pub model_id: String,
     /// Why that model.
+    #[schema(value_type = String)]
     pub resolved_from: ResolvedFrom,
     /// The LLM config that supplied options, if any.
     pub llm_id: Option<String>,
@@ -81,7 +84,7 @@ pub struct CompactedDto {
 }
 
 /// Body of `POST /v1/conversations/{id}/title`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TitleBody {
     /// Per-call model override (not persisted).
@@ -89,6 +92,14 @@ pub struct TitleBody {
 }
 
 /// `POST /v1/conversations/{id}/title`.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/title",
+    tag = "operations",
+    params(("id" = String, Path, description = "Conversation id")),
+    request_body = Option<TitleBody>,
+    responses((status = 200, description = "OK", body = TitledDto))
+)]
 pub async fn title(
     Scoped(app): Scoped,
     Path(id): Path<String>,
@@ -109,7 +120,7 @@ pub async fn title(
 }
 
 /// Body of `POST /v1/conversations/{id}/compact`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CompactBody {
     /// Messages left as they are (default 2).
@@ -119,6 +130,14 @@ pub struct CompactBody {
 }
 
 /// `POST /v1/conversations/{id}/compact`.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/compact",
+    tag = "operations",
+    params(("id" = String, Path, description = "Conversation id")),
+    request_body = Option<CompactBody>,
+    responses((status = 200, description = "OK", body = CompactedDto))
+)]
 pub async fn compact(
     Scoped(app): Scoped,
     Path(id): Path<String>,
@@ -141,7 +160,7 @@ pub async fn compact(
 }
 
 /// Body of `POST /v1/conversations/{id}/warm`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WarmBody {
     /// The next turn's model override (not persisted).
@@ -151,12 +170,13 @@ pub struct WarmBody {
 }
 
 /// Answer of `POST /v1/conversations/{id}/warm`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WarmedDto {
     /// The resolved model id (route name or composite id).
     pub model: String,
     /// Why that model.
+    #[schema(value_type = String)]
     pub resolved_from: ResolvedFrom,
     /// The deployment prepared.
     pub deployment: String,
@@ -169,6 +189,14 @@ pub struct WarmedDto {
 }
 
 /// `POST /v1/conversations/{id}/warm`.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/warm",
+    tag = "operations",
+    params(("id" = String, Path, description = "Conversation id")),
+    request_body = Option<WarmBody>,
+    responses((status = 200, description = "OK", body = WarmedDto))
+)]
 pub async fn warm(
     Scoped(app): Scoped,
     Path(id): Path<String>,

@@ -54,7 +54,7 @@ async fn append_then_record(
 }
 
 /// What `POST /v1/conversations` takes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NewConversation {
     /// Title.
@@ -228,7 +228,7 @@ fn double<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 }
 
 /// What `PATCH /v1/conversations/{id}` takes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConversationPatch {
     /// New title.
@@ -409,7 +409,8 @@ async fn settings_of(app: &AppState, conversation: ConversationRecord) -> Settin
 }
 
 /// A settings change: `Some(None)` clears a setting, `None` leaves it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, utoipa::ToSchema)]
+#[schema(as = SettingsPatch, rename_all = "camelCase")]
 pub struct SettingsChange {
     /// Working directory.
     pub cwd: Option<Option<String>>,

@@ -8,6 +8,7 @@ use modelyard_core::conversation::{
 };
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 pub use crate::api::dto::{List, Page};
 use crate::clock::rfc3339;
@@ -15,7 +16,7 @@ use crate::service::conversations::{ModelHistoryEntry, Settings};
 
 /// Token sums of a conversation, a turn or an LLM session; the names of a
 /// call's `usage`.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenTotalsDto {
     /// Sum of prompt tokens.
@@ -43,7 +44,7 @@ impl From<TokenTotals> for TokenTotalsDto {
 }
 
 /// A conversation.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationDto {
     /// Id.
@@ -111,7 +112,7 @@ impl From<&ConversationRecord> for ConversationDto {
 }
 
 /// A message.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageDto {
     /// Id.
@@ -123,11 +124,13 @@ pub struct MessageDto {
     /// User: the OpenAI content; assistant: the text; tool: the result.
     pub content: Value,
     /// Text, reasoning, tool-call and tool-result parts.
+    #[schema(value_type = Vec<Object>)]
     pub parts: Vec<Part>,
     /// The model that produced it.
     pub model_id: Option<String>,
     /// The call's usage (`promptTokens`, `completionTokens`, ...; absent =
     /// not reported).
+    #[schema(value_type = Object)]
     pub usage: TokenUsage,
     /// OpenAI finish reason.
     pub finish_reason: Option<String>,
@@ -155,7 +158,7 @@ impl From<&MessageRecord> for MessageDto {
 }
 
 /// A turn.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TurnDto {
     /// Id.
@@ -167,6 +170,7 @@ pub struct TurnDto {
     /// The resolved model.
     pub model_id: String,
     /// Why that model.
+    #[schema(value_type = String)]
     pub resolved_from: ResolvedFrom,
     /// The LLM config that supplied options, if any.
     pub llm_id: Option<String>,
@@ -202,7 +206,7 @@ impl From<&TurnRecord> for TurnDto {
 }
 
 /// `GET/PUT /v1/conversations/{id}/model`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelSelectionDto {
     /// The conversation.
@@ -215,7 +219,7 @@ pub struct ModelSelectionDto {
 }
 
 /// `GET/PATCH /v1/conversations/{id}/settings`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SettingsDto {
     /// The conversation.
@@ -247,17 +251,18 @@ impl From<&Settings> for SettingsDto {
 }
 
 /// `GET /v1/conversations/{id}/model-history`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelHistoryDto {
     /// The conversation.
     pub conversation_id: String,
     /// Selection changes and turns' resolved models, oldest first.
+    #[schema(value_type = Vec<Object>)]
     pub data: Vec<ModelHistoryEntry>,
 }
 
 /// 202 answer of `POST /v1/conversations/{id}/turns`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TurnStartedDto {
     /// The new turn.
@@ -267,11 +272,12 @@ pub struct TurnStartedDto {
     /// The resolved model.
     pub model_id: String,
     /// Why that model.
+    #[schema(value_type = Option<String>)]
     pub resolved_from: Option<ResolvedFrom>,
 }
 
 /// 202 answer of `POST …/turns/{turnId}/tool-results`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TurnResumedDto {
     /// The turn.
@@ -283,7 +289,7 @@ pub struct TurnResumedDto {
 }
 
 /// 202 answer of `POST …/turns/{turnId}/cancel`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CancellingDto {
     /// The turn.

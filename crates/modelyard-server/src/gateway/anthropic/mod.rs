@@ -48,6 +48,13 @@ use request::UpstreamRequest;
 pub const OPERATION: &str = "messages";
 
 /// `POST /v1/messages`: an Anthropic Messages request, streamed or not.
+#[utoipa::path(
+    post,
+    path = "/v1/messages",
+    tag = "anthropic",
+    request_body = crate::gateway::schema::MessagesRequest,
+    responses((status = 200, description = "A message, or with `stream: true` Anthropic's named SSE events", content((Object = "application/json"), (String = "text/event-stream"))))
+)]
 pub async fn messages(
     Scoped(app): Scoped,
     identity: Identity,
@@ -64,6 +71,12 @@ pub async fn messages(
 /// `POST /v1/messages/count_tokens`: not supported (404
 /// `not_found_error`): the providers speak chat completions, which count
 /// tokens only by generating.
+#[utoipa::path(
+    post,
+    path = "/v1/messages/count_tokens",
+    tag = "anthropic",
+    responses((status = 404, description = "Not supported by this server (`not_found_error`)", body = crate::error::AnthropicErrorSchema))
+)]
 pub async fn count_tokens(Scoped(_app): Scoped) -> Response {
     AnthropicError::new(
         StatusCode::NOT_FOUND,
