@@ -272,7 +272,7 @@ pub(crate) fn request_id_of(headers: &axum::http::HeaderMap) -> Option<String> {
     path = "/v1/chat/completions",
     tag = "openai",
     request_body = schema::ChatCompletionRequest,
-    responses((status = 200, description = "A chat completion, or with `stream: true` its chunks as SSE (`data: {...}`, then `data: [DONE]`)", content((Object = "application/json"), (String = "text/event-stream"))))
+    responses((status = 200, description = "A chat completion, or with `stream: true` its chunks as SSE (`data: {...}`, then `data: [DONE]`)", content((Object = "application/json"), (crate::api::dto::SseEventSchema = "text/event-stream"))))
 )]
 pub async fn chat_completions(
     Scoped(app): Scoped,

@@ -90,7 +90,7 @@ pub async fn rerank(
     path = "/v1/completions",
     tag = "openai",
     request_body = super::schema::CompletionRequest,
-    responses((status = 200, description = "A `text_completion`, or with `stream: true` its chunks as SSE", content((Object = "application/json"), (String = "text/event-stream"))))
+    responses((status = 200, description = "A `text_completion`, or with `stream: true` its chunks as SSE", content((Object = "application/json"), (crate::api::dto::SseEventSchema = "text/event-stream"))))
 )]
 pub async fn completions(
     Scoped(app): Scoped,

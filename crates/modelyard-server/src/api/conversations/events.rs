@@ -41,7 +41,7 @@ pub struct EventsQuery {
     path = "/v1/conversations/{id}/events",
     tag = "conversations",
     params(("id" = String, Path, description = "Conversation id"), EventsQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position; wins over `after`")),
-    responses((status = 200, description = "Persisted events (`id: <seq>`, `event: <type>`), then `caught-up`, then live events; keep-alive comments", content_type = "text/event-stream", body = String))
+    responses((status = 200, description = "Persisted events (`id: <seq>`, `event: <type>`), then `caught-up`, then live events; keep-alive comments", content_type = "text/event-stream", body = crate::api::dto::SseEventSchema))
 )]
 pub async fn events(
     Scoped(app): Scoped,

@@ -72,7 +72,7 @@ fn answer(
     params(("id" = String, Path, description = "Conversation id")),
     request_body = TurnBody,
     responses((status = 202, description = "Started", body = TurnStartedDto),
-        (status = 200, description = "`stream: true`: the conversation's events as SSE until the run ends", content_type = "text/event-stream", body = String))
+        (status = 200, description = "`stream: true`: the conversation's events as SSE until the run ends", content_type = "text/event-stream", body = crate::api::dto::SseEventSchema))
 )]
 pub async fn start_turn(
     Scoped(app): Scoped,
@@ -148,7 +148,7 @@ pub struct ToolResultsBody {
     params(("id" = String, Path, description = "Conversation id"), ("turn_id" = String, Path, description = "Turn id")),
     request_body = ToolResultsBody,
     responses((status = 202, description = "Resumed", body = TurnResumedDto),
-        (status = 200, description = "`stream: true`: the conversation's events as SSE until the run ends", content_type = "text/event-stream", body = String))
+        (status = 200, description = "`stream: true`: the conversation's events as SSE until the run ends", content_type = "text/event-stream", body = crate::api::dto::SseEventSchema))
 )]
 pub async fn tool_results(
     Scoped(app): Scoped,

@@ -53,7 +53,7 @@ pub const OPERATION: &str = "messages";
     path = "/v1/messages",
     tag = "anthropic",
     request_body = crate::gateway::schema::MessagesRequest,
-    responses((status = 200, description = "A message, or with `stream: true` Anthropic's named SSE events", content((Object = "application/json"), (String = "text/event-stream"))))
+    responses((status = 200, description = "A message, or with `stream: true` Anthropic's named SSE events", content((Object = "application/json"), (crate::api::dto::SseEventSchema = "text/event-stream"))))
 )]
 pub async fn messages(
     Scoped(app): Scoped,
