@@ -127,6 +127,35 @@ async fn a_body_that_is_an_array_is_invalid_body_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_method_a_route_does_not_have_is_method_not_allowed_with_allow() {
+    // Was 403 "this route has no access rule", logged as an error (found by
+    // Schemathesis: `TRACE /health`).
+    let server = server().await;
+    let problem = server
+        .problem("TRACE", "/health", None, 405, "method_not_allowed")
+        .await;
+    assert_eq!(problem["status"], 405);
+    let response = server
+        .http
+        .put(server.url("/v1/conversations"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET, POST");
+    // OpenAI's envelope on an OpenAI path.
+    let response = server
+        .http
+        .get(server.url("/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+}
+
+#[tokio::test]
 async fn a_body_that_is_not_declared_json_is_unsupported_media_type() {
     let server = server().await;
     let response = server

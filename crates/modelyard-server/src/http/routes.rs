@@ -263,6 +263,16 @@ pub fn access(method: &Method, path: &str) -> Option<Access> {
         .map(|(_, _, access)| *access)
 }
 
+/// The methods the table has rows for on `path` (a matched route path), in
+/// table order; empty for an unknown path.
+pub fn methods(path: &str) -> Vec<&'static str> {
+    RULES
+        .iter()
+        .filter(|(_, p, _)| *p == path)
+        .map(|(method, _, _)| method_name(method))
+        .collect()
+}
+
 /// The role a route needs; `None` for public routes and unknown ones.
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     match access(method, path)? {
