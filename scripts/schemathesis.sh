@@ -8,9 +8,14 @@
 # a process), starts both on free loopback ports (SQLite in a temporary
 # directory; one admin key, created over the API), installs Schemathesis
 # into a venv under ~/.cache/modelyard and runs every operation of the
-# document with at least $SCHEMATHESIS_EXAMPLES (200) examples each. Fails on
-# any 5xx, any answer whose status, content type or body the document does
-# not describe, and any malformed request the server accepts. Leaves the
+# document with at least $SCHEMATHESIS_EXAMPLES (200) examples each and every
+# check but one. Fails on any 5xx, any answer whose status, content type,
+# headers or body the document does not describe, any malformed or
+# unauthenticated request the server accepts, a wrong answer to a method a
+# route lacks, and a resource still served after its DELETE. Not checked:
+# positive_data_acceptance, which expects every request the schema allows to
+# succeed, while ids and model names the schema cannot know (an unknown
+# conversation, a model no provider serves) are rightly 404 / 422. Leaves the
 # run's JUnit report and the server's log in $SCHEMATHESIS_REPORT_DIR
 # (default: target/schemathesis).
 #
@@ -111,7 +116,7 @@ status=0
 # (.schemathesis/) in the working directory and reads a schemathesis.toml
 # found there.
 (cd "$TMP" && timeout --signal=INT "$MAX_TIME" "$VENV/bin/st" run "http://127.0.0.1:$PORT/openapi.json" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection \
+    --checks all --exclude-checks positive_data_acceptance \
     --max-examples "$EXAMPLES" \
     --seed "$SEED" \
     --workers 2 \
