@@ -128,4 +128,16 @@ async fn the_document_is_served_without_a_key_once_keys_are_required() {
     let served: Value = response.json().await.unwrap();
     assert!(served["openapi"].as_str().unwrap().starts_with("3.1"));
     assert_eq!(served, serde_json::to_value(document()).unwrap());
+    // An error answer carries every member its documented shape requires.
+    let (status, problem) = server
+        .post("/v1/keys", serde_json::json!({"role": "admin"}))
+        .await;
+    assert_eq!(status, 401, "keys are required now: {problem}");
+    for member in served["components"]["schemas"]["Problem"]["required"]
+        .as_array()
+        .unwrap()
+    {
+        let member = member.as_str().unwrap();
+        assert!(problem.get(member).is_some(), "{member} missing: {problem}");
+    }
 }

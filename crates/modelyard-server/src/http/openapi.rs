@@ -98,9 +98,9 @@ pub const ALIASES: &[(&str, &str)] = &[
         api::operations::warm,
     ),
     components(schemas(
-        crate::error::ProblemSchema,
-        crate::error::OpenAiErrorSchema,
-        crate::error::AnthropicErrorSchema
+        crate::error::ProblemBody,
+        crate::error::OpenAiErrorBody,
+        crate::error::AnthropicErrorBody
     ))
 )]
 struct ApiDoc;

@@ -75,7 +75,7 @@ pub async fn messages(
     post,
     path = "/v1/messages/count_tokens",
     tag = "anthropic",
-    responses((status = 404, description = "Not supported by this server (`not_found_error`)", body = crate::error::AnthropicErrorSchema))
+    responses((status = 404, description = "Not supported by this server (`not_found_error`)", body = crate::error::AnthropicErrorBody))
 )]
 pub async fn count_tokens(Scoped(_app): Scoped) -> Response {
     AnthropicError::new(
