@@ -3,7 +3,8 @@
 # SQLite (and PostgreSQL when MODELYARD_TEST_POSTGRES_URL is set), end-to-end
 # against the real local model, and the official openai and anthropic Python
 # SDKs (chat, responses, messages, and embeddings / legacy completions against a second
-# llama-server started with --embeddings --pooling mean).
+# llama-server started with --embeddings --pooling mean), and Schemathesis
+# against the server's own OpenAPI document (scripts/schemathesis.sh).
 #
 #   scripts/test.sh
 #
@@ -98,5 +99,10 @@ say "anthropic Python SDK $ANTHROPIC_SDK_VERSION against modelyard (POST /v1/mes
 
 say "openai Python SDK: embeddings.create and legacy completions.create against modelyard"
 "$VENV/bin/python" scripts/embeddings_smoke.py "http://127.0.0.1:$PORT" embed/smollm2-embed local/smollm2-135m-instruct
+
+say "Schemathesis against GET /openapi.json (every operation, 200 examples each)"
+# Its own server and mock upstream on free ports; the venv is cached like the
+# SDKs' (~/.cache/modelyard/schemathesis-venv-VERSION).
+scripts/schemathesis.sh
 
 say "all tests passed"

@@ -303,6 +303,34 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     crate::http::routes::required_role(method, path)
 }
 
+/// 405 for a method the route table has no row for on a known path, in
+/// the path's error shape, with `Allow` (before any key check: the answer
+/// is the same for every caller).
+fn method_not_allowed(path: &str, method: &Method, allowed: &[&str]) -> Response {
+    let status = StatusCode::METHOD_NOT_ALLOWED;
+    let message = format!(
+        "{method} is not allowed on {path}; allowed: {}",
+        allowed.join(", ")
+    );
+    let mut response = if crate::error::is_anthropic_path(path) {
+        AnthropicError::new(status, message).into_response()
+    } else if crate::error::is_openai_path(path) {
+        OpenAiError::new(status, "invalid_request_error", message)
+            .code("method_not_allowed")
+            .into_response()
+    } else {
+        Problem::new(status, "Method Not Allowed", message)
+            .with("code", "method_not_allowed")
+            .into_response()
+    };
+    if let Ok(value) = axum::http::HeaderValue::from_str(&allowed.join(", ")) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, value);
+    }
+    response
+}
+
 fn deny(path: &str, status: StatusCode, message: String) -> Response {
     if crate::error::is_anthropic_path(path) {
         // `authentication_error` (401) / `permission_error` (403).
@@ -346,6 +374,10 @@ pub async fn middleware(State(app): State<AppState>, mut request: Request, next:
         == Some(crate::http::routes::Access::Public)
     {
         return next.run(request).await;
+    }
+    let allowed = crate::http::routes::methods(&path);
+    if !allowed.is_empty() && !allowed.contains(&request.method().as_str()) {
+        return method_not_allowed(&path, request.method(), &allowed);
     }
     let Some(needed) = required_role(request.method(), &path) else {
         tracing::error!(method = %request.method(), %path, "route without an access rule");

@@ -15,7 +15,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Whether `path` is an OpenAI-compatible endpoint, whose errors use the
 /// OpenAI envelope (everything else answers problem documents): chat, the
@@ -95,7 +95,14 @@ impl AnthropicError {
 
     /// The error as JSON.
     pub fn body(&self) -> Value {
-        json!({"type": "error", "error": {"type": self.kind, "message": self.message}})
+        serde_json::to_value(AnthropicErrorBody {
+            kind: "error",
+            error: AnthropicErrorDetail {
+                kind: self.kind,
+                message: self.message.clone(),
+            },
+        })
+        .unwrap_or(Value::Null)
     }
 }
 
@@ -156,12 +163,15 @@ impl OpenAiError {
 
     /// The envelope as JSON.
     pub fn body(&self) -> Value {
-        json!({"error": {
-            "message": self.message,
-            "type": self.kind,
-            "param": self.param,
-            "code": self.code,
-        }})
+        serde_json::to_value(OpenAiErrorBody {
+            error: OpenAiErrorDetail {
+                message: self.message.clone(),
+                kind: self.kind.clone(),
+                param: self.param,
+                code: self.code.clone(),
+            },
+        })
+        .unwrap_or(Value::Null)
     }
 }
 
@@ -269,19 +279,19 @@ fn default_code(status: StatusCode) -> &'static str {
 
 impl IntoResponse for Problem {
     fn into_response(mut self) -> Response {
-        if !self.extensions.contains_key("code") {
-            self.extensions
-                .insert("code".into(), default_code(self.status).into());
-        }
-        let mut body = json!({
-            "type": "about:blank",
-            "title": self.title,
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        if let Value::Object(members) = &mut body {
-            members.extend(self.extensions);
-        }
+        let code = match self.extensions.remove("code") {
+            Some(Value::String(code)) => code,
+            Some(other) => other.to_string(),
+            None => default_code(self.status).to_owned(),
+        };
+        let body = ProblemBody {
+            kind: "about:blank",
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: self.detail,
+            code,
+            extensions: self.extensions,
+        };
         let mut response = (self.status, axum::Json(body)).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -289,4 +299,78 @@ impl IntoResponse for Problem {
         );
         response
     }
+}
+
+/// The body a [`Problem`] writes (`application/problem+json`, RFC 9457
+/// §3), also its schema in the OpenAPI document: the members every problem
+/// has, then extension members such as `field`, `suggestions`,
+/// `conversations`, `pending` or `sessionId`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemBody {
+    /// Always `about:blank`.
+    #[serde(rename = "type")]
+    #[schema(value_type = String)]
+    pub kind: &'static str,
+    /// Short summary of the status (`Not Found`, ...).
+    #[schema(value_type = String)]
+    pub title: &'static str,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What exactly went wrong.
+    pub detail: String,
+    /// Stable, machine-readable error code (`conversation_not_found`,
+    /// `invalid_body`, ...; else one named after the status).
+    pub code: String,
+    /// Extension members.
+    #[serde(flatten)]
+    pub extensions: serde_json::Map<String, Value>,
+}
+
+/// `error` of [`OpenAiErrorBody`].
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct OpenAiErrorDetail {
+    /// Human-readable message.
+    pub message: String,
+    /// `invalid_request_error`, `not_found_error`, `upstream_error`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The request field at fault, if any.
+    #[schema(value_type = Option<String>)]
+    pub param: Option<&'static str>,
+    /// A machine-readable code (a string or an upstream's number), if any.
+    pub code: Option<Value>,
+}
+
+/// OpenAI's error envelope, the body an [`OpenAiError`] writes (also its
+/// schema in the OpenAPI document).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = OpenAiError)]
+pub struct OpenAiErrorBody {
+    /// The error.
+    pub error: OpenAiErrorDetail,
+}
+
+/// `error` of [`AnthropicErrorBody`].
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AnthropicErrorDetail {
+    /// [`AnthropicError::kind_for`] the status.
+    #[serde(rename = "type")]
+    #[schema(value_type = String)]
+    pub kind: &'static str,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// Anthropic's error shape, the body an [`AnthropicError`] writes (also its
+/// schema in the OpenAPI document).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = AnthropicError)]
+pub struct AnthropicErrorBody {
+    /// Always `error`.
+    #[serde(rename = "type")]
+    #[schema(value_type = String)]
+    pub kind: &'static str,
+    /// The error.
+    pub error: AnthropicErrorDetail,
 }

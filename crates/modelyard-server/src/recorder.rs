@@ -145,7 +145,7 @@ pub const WRITE_ATTEMPTS: u32 = 5;
 pub const RETRY_FIRST: Duration = Duration::from_millis(250);
 
 /// The call log's counters since start, as `GET /health` shows them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CallLogStats {
     /// Sessions accepted and not yet written (queued or being written).

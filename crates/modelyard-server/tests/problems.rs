@@ -88,6 +88,74 @@ async fn a_body_of_the_wrong_shape_is_invalid_body() {
 }
 
 #[tokio::test]
+async fn a_body_that_is_an_array_is_invalid_body_and_changes_nothing() {
+    // serde reads a struct from an array too: `[null, null]` was a PATCH
+    // that set nothing and answered 200 (found by Schemathesis).
+    let server = server().await;
+    let conv = create(&server, json!({"title": "kept"})).await;
+    let path = format!("/v1/conversations/{conv}");
+    server
+        .problem(
+            "PATCH",
+            &path,
+            Some(json!([null, null])),
+            400,
+            "invalid_body",
+        )
+        .await;
+    server
+        .problem(
+            "POST",
+            "/v1/conversations",
+            Some(json!([])),
+            400,
+            "invalid_body",
+        )
+        .await;
+    // The optional bodies of operations too.
+    let title = format!("/v1/conversations/{conv}/title");
+    server
+        .problem(
+            "POST",
+            &title,
+            Some(json!(["mock/mock-model"])),
+            400,
+            "invalid_body",
+        )
+        .await;
+    assert_eq!(server.get_ok(&path).await["title"], "kept");
+}
+
+#[tokio::test]
+async fn a_method_a_route_does_not_have_is_method_not_allowed_with_allow() {
+    // Was 403 "this route has no access rule", logged as an error (found by
+    // Schemathesis: `TRACE /health`).
+    let server = server().await;
+    let problem = server
+        .problem("TRACE", "/health", None, 405, "method_not_allowed")
+        .await;
+    assert_eq!(problem["status"], 405);
+    let response = server
+        .http
+        .put(server.url("/v1/conversations"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET, POST");
+    // OpenAI's envelope on an OpenAI path.
+    let response = server
+        .http
+        .get(server.url("/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+}
+
+#[tokio::test]
 async fn a_body_that_is_not_declared_json_is_unsupported_media_type() {
     let server = server().await;
     let response = server

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use modelyard_store::{CallFilter, LlmCallRow};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::api::dto::Page;
 use crate::auth::Scoped;
@@ -22,7 +23,8 @@ use crate::error::Problem;
 use crate::http::ApiQuery;
 
 /// Query of `GET /v1/calls`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ListQuery {
     /// Page size, 1–500 (default 50).
@@ -40,7 +42,7 @@ pub struct ListQuery {
 }
 
 /// A call's token usage; `null` where the upstream reported nothing.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CallUsageDto {
     /// Prompt tokens.
@@ -56,7 +58,7 @@ pub struct CallUsageDto {
 }
 
 /// A call (see the module docs).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CallDto {
     /// Id.
@@ -78,6 +80,7 @@ pub struct CallDto {
     /// Whether it was streamed.
     pub stream: bool,
     /// `ok` or `error`.
+    #[schema(value_type = String)]
     pub status: &'static str,
     /// The upstream's HTTP status, if one answered.
     pub http_status: Option<i32>,
@@ -111,7 +114,7 @@ pub struct CallDto {
 }
 
 /// What the single-call view adds to a call.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CallDetailDto {
     /// The JSON body sent upstream (its text if it is not JSON).
@@ -174,6 +177,13 @@ impl CallDto {
 }
 
 /// `GET /v1/calls`: newest first, `{data: [call], nextBefore: id | null}`.
+#[utoipa::path(
+    get,
+    path = "/v1/calls",
+    tag = "calls",
+    params(ListQuery),
+    responses((status = 200, description = "OK", body = Page<CallDto>))
+)]
 pub async fn list(Scoped(app): Scoped, ApiQuery(query): ApiQuery<ListQuery>) -> Response {
     let limit = query.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
@@ -204,6 +214,13 @@ pub async fn list(Scoped(app): Scoped, ApiQuery(query): ApiQuery<ListQuery>) -> 
 }
 
 /// `GET /v1/calls/{id}`: one call with its request and response.
+#[utoipa::path(
+    get,
+    path = "/v1/calls/{id}",
+    tag = "calls",
+    params(("id" = String, Path, description = "Call id")),
+    responses((status = 200, description = "The call with `request`, `responseText`, `reasoningText`, `toolCalls`", body = CallDto))
+)]
 pub async fn show(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     match app.store.get_call(&app.project, &id).await {
         Ok(Some(row)) => axum::Json(CallDto::new(&row, true)).into_response(),

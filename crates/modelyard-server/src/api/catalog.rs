@@ -35,7 +35,8 @@ use crate::http::ApiQuery;
 use crate::registry::{CatalogModel, Provider, ProviderStatus};
 
 /// Query of `GET /v1/catalog`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CatalogQuery {
     /// Include the models of offline and disabled providers, flagged `online: false`.
@@ -131,6 +132,13 @@ pub fn route_json(app: &AppState, route: &crate::routing::Route, favorites: &[St
 }
 
 /// `GET /v1/catalog`.
+#[utoipa::path(
+    get,
+    path = "/v1/catalog",
+    tag = "models",
+    params(CatalogQuery),
+    responses((status = 200, description = "`{favorites: [model], providers: [provider with models], routes: [route]}` (see the module docs of `api::catalog`)", body = Object))
+)]
 pub async fn catalog(Scoped(app): Scoped, ApiQuery(query): ApiQuery<CatalogQuery>) -> Response {
     let favorites = match crate::service::favorites::ids(&app).await {
         Ok(f) => f,

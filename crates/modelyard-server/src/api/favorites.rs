@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use modelyard_store::FavoriteRow;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::api::dto::List;
 use crate::app::AppState;
@@ -24,7 +25,7 @@ use crate::http::{ApiError, ApiJson};
 use crate::service::favorites;
 
 /// A favorite.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FavoriteDto {
     /// The model id.
@@ -79,7 +80,7 @@ fn favorites_json(app: &AppState, rows: &[FavoriteRow]) -> List<FavoriteDto> {
 }
 
 /// Body of `PUT /v1/favorites`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplaceBody {
     /// The whole ordered list of model ids.
@@ -87,7 +88,7 @@ pub struct ReplaceBody {
 }
 
 /// Body of `POST /v1/favorites`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AddBody {
     /// The model id to append.
@@ -95,6 +96,12 @@ pub struct AddBody {
 }
 
 /// `GET /v1/favorites`: `{data: [favorite]}`.
+#[utoipa::path(
+    get,
+    path = "/v1/favorites",
+    tag = "favorites",
+    responses((status = 200, description = "OK", body = List<FavoriteDto>))
+)]
 pub async fn list(Scoped(app): Scoped) -> Result<Json<List<FavoriteDto>>, ApiError> {
     let rows = favorites::list(&app).await?;
     Ok(Json(favorites_json(&app, &rows)))
@@ -102,6 +109,13 @@ pub async fn list(Scoped(app): Scoped) -> Result<Json<List<FavoriteDto>>, ApiErr
 
 /// `PUT /v1/favorites`: replaces the ordered list; every id is validated
 /// before anything is written.
+#[utoipa::path(
+    put,
+    path = "/v1/favorites",
+    tag = "favorites",
+    request_body = ReplaceBody,
+    responses((status = 200, description = "OK", body = List<FavoriteDto>))
+)]
 pub async fn replace(
     Scoped(app): Scoped,
     ApiJson(body): ApiJson<ReplaceBody>,
@@ -112,6 +126,13 @@ pub async fn replace(
 
 /// `POST /v1/favorites`: appends one; 201 when added, 200 when it was
 /// already there.
+#[utoipa::path(
+    post,
+    path = "/v1/favorites",
+    tag = "favorites",
+    request_body = AddBody,
+    responses((status = 201, description = "Added", body = List<FavoriteDto>), (status = 200, description = "Already a favorite", body = List<FavoriteDto>))
+)]
 pub async fn add(
     Scoped(app): Scoped,
     ApiJson(body): ApiJson<AddBody>,
@@ -126,6 +147,13 @@ pub async fn add(
 }
 
 /// `DELETE /v1/favorites/{modelId}`: 204, or 404 when it was not a favorite.
+#[utoipa::path(
+    delete,
+    path = "/v1/favorites/{model_id}",
+    tag = "favorites",
+    params(("model_id" = String, Path, description = "The model id, URL-encoded (or as a trailing path)")),
+    responses((status = 204, description = "Done; no body"))
+)]
 pub async fn remove(
     Scoped(app): Scoped,
     Path(model_id): Path<String>,

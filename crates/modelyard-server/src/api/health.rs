@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
 use crate::recorder::CallLogStats;
@@ -16,7 +17,8 @@ use crate::recorder::CallLogStats;
 pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Query of `GET /health`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HealthQuery {
     /// `ready=1` (or `true`, or empty): answer 503 while the store is
     /// unreachable.
@@ -24,7 +26,7 @@ pub struct HealthQuery {
 }
 
 /// Whether the store answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreHealth {
     /// A trivial query answered within [`PING_TIMEOUT`].
@@ -34,10 +36,11 @@ pub enum StoreHealth {
 }
 
 /// The body of `GET /health`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
     /// `ok` when the store answers, else `degraded` (the process is alive).
+    #[schema(value_type = String)]
     pub status: &'static str,
     /// The store's state.
     pub store: StoreHealth,
@@ -45,11 +48,15 @@ pub struct Health {
     pub call_log: CallLogStats,
     /// How live events travel: `in-process`, `nats`, or `nats-disconnected`
     /// (replicas learn of each other's events from the store meanwhile).
+    #[schema(value_type = String)]
     pub events: &'static str,
 }
 
 /// `GET /health[?ready=1]`: 200 with [`Health`]; with `ready`, 503 while the
 /// store is unreachable.
+#[utoipa::path(get, path = "/health", tag = "health", params(HealthQuery),
+    responses((status = 200, description = "Alive (with the store's state)", body = Health),
+              (status = 503, description = "`ready` given and the store is unreachable", body = Health)))]
 pub async fn health(State(app): State<AppState>, Query(query): Query<HealthQuery>) -> Response {
     let store = if app.store.ping(PING_TIMEOUT).await {
         StoreHealth::Ok

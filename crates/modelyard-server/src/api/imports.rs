@@ -17,20 +17,21 @@ use axum::Json;
 use modelyard_core::ids::ConversationId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::auth::Scoped;
 use crate::http::{ApiError, ApiJson};
 use crate::service::imports;
 
 /// Body of the import.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportBody {
     messages: Vec<Value>,
 }
 
 /// Answer of the import.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImportedDto {
     /// The conversation.
@@ -42,6 +43,14 @@ pub struct ImportedDto {
 }
 
 /// The handler; see the module docs.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/messages",
+    tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")),
+    request_body = ImportBody,
+    responses((status = 201, description = "Imported", body = ImportedDto))
+)]
 pub async fn import(
     Scoped(app): Scoped,
     Path(id): Path<String>,

@@ -17,6 +17,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use modelyard_store::ApiKeyRow;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth::Scoped;
 use crate::clock::rfc3339;
@@ -24,12 +25,14 @@ use crate::http::{ApiError, ApiJson};
 use crate::service::keys;
 
 /// A key as JSON.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyDto {
     id: String,
     project_id: String,
     name: String,
+    /// `read`, `member` or `admin`.
+    #[schema(value_type = String)]
     role: modelyard_store::Role,
     prefix: String,
     created_at: String,
@@ -55,12 +58,18 @@ impl From<&ApiKeyRow> for KeyDto {
 }
 
 /// `{data: [key]}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct KeyList {
     data: Vec<KeyDto>,
 }
 
 /// `GET /v1/keys`.
+#[utoipa::path(
+    get,
+    path = "/v1/keys",
+    tag = "keys",
+    responses((status = 200, description = "OK", body = KeyList))
+)]
 pub async fn list(Scoped(app): Scoped) -> Result<Json<KeyList>, ApiError> {
     let keys = keys::list(&app.store, &app.project).await?;
     Ok(Json(KeyList {
@@ -69,7 +78,7 @@ pub async fn list(Scoped(app): Scoped) -> Result<Json<KeyList>, ApiError> {
 }
 
 /// Body of `POST /v1/keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     name: Option<String>,
@@ -77,6 +86,13 @@ pub struct CreateBody {
 }
 
 /// `POST /v1/keys`.
+#[utoipa::path(
+    post,
+    path = "/v1/keys",
+    tag = "keys",
+    request_body = CreateBody,
+    responses((status = 201, description = "Created; `key` is the secret, shown only here", body = KeyDto))
+)]
 pub async fn create(
     Scoped(app): Scoped,
     ApiJson(body): ApiJson<CreateBody>,
@@ -90,6 +106,13 @@ pub async fn create(
 }
 
 /// `DELETE /v1/keys/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/keys/{id}",
+    tag = "keys",
+    params(("id" = String, Path, description = "Key id")),
+    responses((status = 204, description = "Done; no body"))
+)]
 pub async fn revoke(Scoped(app): Scoped, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     keys::revoke(&app.store, &app.project, &id).await?;
     app.auth.revoked(&id);

@@ -25,6 +25,7 @@ use modelyard_core::ids::LlmConfigId;
 use modelyard_store::LlmConfigRow;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::api::dto::Page;
 use crate::app::AppState;
@@ -35,7 +36,7 @@ use crate::service::llm_configs::{self as service, LlmConfigPatch, NewLlmConfig}
 
 /// A config's provider options; every option is present (`null` when
 /// unset).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderOptionsDto {
     /// Sampling temperature.
@@ -55,7 +56,7 @@ pub struct ProviderOptionsDto {
 }
 
 /// An LLM config.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LlmDto {
     /// Id.
@@ -63,6 +64,7 @@ pub struct LlmDto {
     /// Its project.
     pub project_id: String,
     /// `user` or `system-default`.
+    #[schema(value_type = String)]
     pub source: &'static str,
     /// Name shown in pickers.
     pub display_name: String,
@@ -114,6 +116,13 @@ impl LlmDto {
 }
 
 /// `POST /v1/llms` → 201 with the config.
+#[utoipa::path(
+    post,
+    path = "/v1/llms",
+    tag = "llms",
+    request_body = NewLlmConfig,
+    responses((status = 201, description = "Created", body = LlmDto))
+)]
 pub async fn create(
     Scoped(app): Scoped,
     ApiJson(body): ApiJson<NewLlmConfig>,
@@ -123,7 +132,8 @@ pub async fn create(
 }
 
 /// Query of `GET /v1/llms`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     limit: Option<u32>,
@@ -131,6 +141,13 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/llms`: `{data, nextBefore}`, newest first, deleted ones left out.
+#[utoipa::path(
+    get,
+    path = "/v1/llms",
+    tag = "llms",
+    params(ListQuery),
+    responses((status = 200, description = "OK", body = Page<LlmDto>))
+)]
 pub async fn list(
     Scoped(app): Scoped,
     ApiQuery(query): ApiQuery<ListQuery>,
@@ -143,12 +160,27 @@ pub async fn list(
 }
 
 /// `GET /v1/llms/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/llms/{id}",
+    tag = "llms",
+    params(("id" = String, Path, description = "LLM config id")),
+    responses((status = 200, description = "OK", body = LlmDto))
+)]
 pub async fn show(Scoped(app): Scoped, Path(id): Path<String>) -> Result<Json<LlmDto>, ApiError> {
     let id = LlmConfigId::parse(&id)?;
     Ok(Json(LlmDto::new(&app, &service::load(&app, &id).await?)))
 }
 
 /// `PATCH /v1/llms/{id}` → the config; 409 for a system default.
+#[utoipa::path(
+    patch,
+    path = "/v1/llms/{id}",
+    tag = "llms",
+    params(("id" = String, Path, description = "LLM config id")),
+    request_body = LlmConfigPatch,
+    responses((status = 200, description = "OK", body = LlmDto))
+)]
 pub async fn patch(
     Scoped(app): Scoped,
     Path(id): Path<String>,
@@ -163,6 +195,13 @@ pub async fn patch(
 
 /// `DELETE /v1/llms/{id}` → 204 (soft); 409 for a system default or a
 /// config that conversations still name (listed in `conversations`).
+#[utoipa::path(
+    delete,
+    path = "/v1/llms/{id}",
+    tag = "llms",
+    params(("id" = String, Path, description = "LLM config id")),
+    responses((status = 204, description = "Done; no body"))
+)]
 pub async fn delete(Scoped(app): Scoped, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let id = LlmConfigId::parse(&id)?;
     service::delete(&app, &id).await?;
@@ -171,6 +210,13 @@ pub async fn delete(Scoped(app): Scoped, Path(id): Path<String>) -> Result<Statu
 
 /// `POST /v1/llms/{id}/copy` → 201 with a new `user` config saying what
 /// `id` says (display name + " (copy)").
+#[utoipa::path(
+    post,
+    path = "/v1/llms/{id}/copy",
+    tag = "llms",
+    params(("id" = String, Path, description = "LLM config id")),
+    responses((status = 201, description = "Created", body = LlmDto))
+)]
 pub async fn copy(
     Scoped(app): Scoped,
     Path(id): Path<String>,

@@ -12,6 +12,8 @@ use crate::registry::ProviderStatus;
 use crate::telemetry::ScrapeState;
 
 /// `GET /metrics` on the main listener (admin role).
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain")))]
 pub async fn metrics(Scoped(app): Scoped) -> Response {
     exposition(&app)
 }

@@ -10,6 +10,7 @@ pub mod imports;
 pub mod keys;
 pub mod llms;
 pub mod metrics;
+pub mod openapi;
 pub mod operations;
 pub mod providers;
 pub mod sessions;

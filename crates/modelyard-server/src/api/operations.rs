@@ -35,6 +35,7 @@ use axum::Json;
 use modelyard_core::conversation::ResolvedFrom;
 use modelyard_core::ids::ConversationId;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth::Scoped;
 use crate::http::{ApiError, ApiJsonOrDefault};
@@ -42,7 +43,7 @@ use crate::service::conversations::load;
 use crate::service::operations;
 
 /// Answer of `POST /v1/conversations/{id}/title`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TitledDto {
     /// The conversation.
@@ -52,6 +53,7 @@ pub struct TitledDto {
     /// The model that wrote it.
     pub model_id: String,
     /// Why that model.
+    #[schema(value_type = String)]
     pub resolved_from: ResolvedFrom,
     /// The LLM config that supplied options, if any.
     pub llm_id: Option<String>,
@@ -60,7 +62,7 @@ pub struct TitledDto {
 }
 
 /// Answer of `POST /v1/conversations/{id}/compact`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CompactedDto {
     /// The conversation.
@@ -74,6 +76,7 @@ pub struct CompactedDto {
     /// The model that wrote it.
     pub model_id: String,
     /// Why that model.
+    #[schema(value_type = String)]
     pub resolved_from: ResolvedFrom,
     /// The LLM config that supplied options, if any.
     pub llm_id: Option<String>,
@@ -82,7 +85,7 @@ pub struct CompactedDto {
 }
 
 /// Body of `POST /v1/conversations/{id}/title`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TitleBody {
     /// Per-call model override (not persisted).
@@ -90,6 +93,14 @@ pub struct TitleBody {
 }
 
 /// `POST /v1/conversations/{id}/title`.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/title",
+    tag = "operations",
+    params(("id" = String, Path, description = "Conversation id")),
+    request_body = Option<TitleBody>,
+    responses((status = 200, description = "OK", body = TitledDto))
+)]
 pub async fn title(
     Scoped(app): Scoped,
     Path(id): Path<String>,
@@ -111,7 +122,7 @@ pub async fn title(
 }
 
 /// Body of `POST /v1/conversations/{id}/compact`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CompactBody {
     /// Messages left as they are (default 2).
@@ -121,6 +132,14 @@ pub struct CompactBody {
 }
 
 /// `POST /v1/conversations/{id}/compact`.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/compact",
+    tag = "operations",
+    params(("id" = String, Path, description = "Conversation id")),
+    request_body = Option<CompactBody>,
+    responses((status = 200, description = "OK", body = CompactedDto))
+)]
 pub async fn compact(
     Scoped(app): Scoped,
     Path(id): Path<String>,
@@ -144,7 +163,7 @@ pub async fn compact(
 }
 
 /// Body of `POST /v1/conversations/{id}/warm`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WarmBody {
     /// The next turn's model override (not persisted).
@@ -154,12 +173,13 @@ pub struct WarmBody {
 }
 
 /// Answer of `POST /v1/conversations/{id}/warm`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WarmedDto {
     /// The resolved model id (route name or composite id).
     pub model: String,
     /// Why that model.
+    #[schema(value_type = String)]
     pub resolved_from: ResolvedFrom,
     /// The deployment prepared.
     pub deployment: String,
@@ -172,6 +192,14 @@ pub struct WarmedDto {
 }
 
 /// `POST /v1/conversations/{id}/warm`.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/warm",
+    tag = "operations",
+    params(("id" = String, Path, description = "Conversation id")),
+    request_body = Option<WarmBody>,
+    responses((status = 200, description = "OK", body = WarmedDto))
+)]
 pub async fn warm(
     Scoped(app): Scoped,
     Path(id): Path<String>,

@@ -62,6 +62,12 @@ fn detail(app: &AppState, provider: &Provider, favorites: &[String]) -> Value {
 }
 
 /// `GET /v1/providers`: `{data: [provider]}` in config order.
+#[utoipa::path(
+    get,
+    path = "/v1/providers",
+    tag = "models",
+    responses((status = 200, description = "`{data: [provider]}` in config order", body = Object))
+)]
 pub async fn list(Scoped(app): Scoped) -> Response {
     let data: Vec<Value> = app
         .registry
@@ -82,6 +88,13 @@ fn unknown(app: &AppState, name: &str) -> Problem {
 }
 
 /// `GET /v1/providers/{name}`: the provider with its models.
+#[utoipa::path(
+    get,
+    path = "/v1/providers/{name}",
+    tag = "models",
+    params(("name" = String, Path, description = "Provider name")),
+    responses((status = 200, description = "The provider with its `models`", body = Object))
+)]
 pub async fn show(Scoped(app): Scoped, Path(name): Path<String>) -> Response {
     let Some(provider) = app.registry.provider(&name).cloned() else {
         return unknown(&app, &name).into_response();
@@ -95,6 +108,13 @@ pub async fn show(Scoped(app): Scoped, Path(name): Path<String>) -> Response {
 
 /// `POST /v1/providers/{name}/refresh`: probes now (bounded by the
 /// provider's `probe_ms`) and answers with the result.
+#[utoipa::path(
+    post,
+    path = "/v1/providers/{name}/refresh",
+    tag = "models",
+    params(("name" = String, Path, description = "Provider name")),
+    responses((status = 200, description = "The provider with its `models`, probed now", body = Object))
+)]
 pub async fn refresh(Scoped(app): Scoped, Path(name): Path<String>) -> Response {
     let Some(provider) = app.registry.provider(&name).cloned() else {
         return unknown(&app, &name).into_response();
@@ -113,11 +133,25 @@ pub async fn refresh(Scoped(app): Scoped, Path(name): Path<String>) -> Response 
 }
 
 /// `POST /v1/providers/{name}/models/{model}/load`.
+#[utoipa::path(
+    post,
+    path = "/v1/providers/{name}/models/{model}/load",
+    tag = "models",
+    params(("name" = String, Path, description = "Provider name"), ("model" = String, Path, description = "The provider's model name")),
+    responses((status = 200, description = "`{provider, model, loaded}`", body = Object))
+)]
 pub async fn load(Scoped(app): Scoped, Path((name, model)): Path<(String, String)>) -> Response {
     control(&app, &name, &model, true).await
 }
 
 /// `POST /v1/providers/{name}/models/{model}/unload`.
+#[utoipa::path(
+    post,
+    path = "/v1/providers/{name}/models/{model}/unload",
+    tag = "models",
+    params(("name" = String, Path, description = "Provider name"), ("model" = String, Path, description = "The provider's model name")),
+    responses((status = 200, description = "`{provider, model, loaded}`", body = Object))
+)]
 pub async fn unload(Scoped(app): Scoped, Path((name, model)): Path<(String, String)>) -> Response {
     control(&app, &name, &model, false).await
 }

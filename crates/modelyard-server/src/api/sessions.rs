@@ -27,6 +27,7 @@ use modelyard_store::{
     SessionFilter, SessionRow, SessionStatus, TokenSums, UsageGroup, UsageGroupRow, MAX_LIST_LIMIT,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::api::calls::CallDto;
 use crate::api::dto::Page;
@@ -40,7 +41,7 @@ const DEFAULT_LIMIT: u32 = 50;
 
 /// Token sums of a session or a usage group (unreported usage counts as
 /// 0); the names of a call's `usage`.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenSumsDto {
     /// Sum of prompt tokens.
@@ -68,7 +69,7 @@ impl From<TokenSums> for TokenSumsDto {
 }
 
 /// A session (see the module docs).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionDto {
     /// Id.
@@ -92,6 +93,7 @@ pub struct SessionDto {
     /// Provider of the last call.
     pub provider: Option<String>,
     /// `ok`, or `error` if any call failed.
+    #[schema(value_type = String)]
     pub status: &'static str,
     /// The last error.
     pub last_error: Option<String>,
@@ -132,7 +134,7 @@ impl From<&SessionRow> for SessionDto {
 }
 
 /// One session with its calls and the sessions it started.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionDetailDto {
     /// The session.
@@ -145,7 +147,7 @@ pub struct SessionDetailDto {
 }
 
 /// One group of `GET /v1/usage`, or the total over all groups.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageRowDto {
     /// The group (a model id, provider, operation or UTC date); absent in
@@ -160,10 +162,11 @@ pub struct UsageRowDto {
 }
 
 /// `GET /v1/usage`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageDto {
     /// `model`, `provider`, `operation` or `day`.
+    #[schema(value_type = String)]
     pub group_by: &'static str,
     /// Start of the range (RFC 3339), if given.
     pub from: Option<String>,
@@ -259,7 +262,8 @@ fn non_empty(name: &str, value: Option<String>) -> Result<Option<String>, Proble
 }
 
 /// Query of `GET /v1/llm-sessions`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ListQuery {
     /// Only sessions of this conversation.
@@ -312,6 +316,13 @@ fn session_filter(query: ListQuery) -> Result<SessionFilter, Problem> {
 
 /// `GET /v1/llm-sessions`: newest first, `{data: [session], nextBefore: id |
 /// null}`.
+#[utoipa::path(
+    get,
+    path = "/v1/llm-sessions",
+    tag = "calls",
+    params(ListQuery),
+    responses((status = 200, description = "OK", body = Page<SessionDto>))
+)]
 pub async fn list(Scoped(app): Scoped, ApiQuery(query): ApiQuery<ListQuery>) -> Response {
     let filter = match session_filter(query) {
         Ok(filter) => filter,
@@ -333,6 +344,13 @@ pub async fn list(Scoped(app): Scoped, ApiQuery(query): ApiQuery<ListQuery>) -> 
 }
 
 /// `GET /v1/llm-sessions/{id}`: the session with its `calls` and `children`.
+#[utoipa::path(
+    get,
+    path = "/v1/llm-sessions/{id}",
+    tag = "calls",
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 200, description = "OK", body = SessionDetailDto))
+)]
 pub async fn show(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     let session = match SessionId::parse(&id) {
         Ok(id) => app.store.get_session(&app.project, id.as_str()).await,
@@ -360,7 +378,8 @@ pub async fn show(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
 }
 
 /// Query of `GET /v1/usage`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UsageQuery {
     /// `model` (default), `provider`, `operation` or `day`.
@@ -385,6 +404,13 @@ fn sums_of(r: &UsageGroupRow) -> TokenSums {
 /// over all groups: `{groupBy, from, to, data: [{key, calls, promptTokens,
 /// completionTokens, reasoningTokens, cachedPromptTokens, totalTokens}],
 /// total: {calls, ...same sums}}`.
+#[utoipa::path(
+    get,
+    path = "/v1/usage",
+    tag = "calls",
+    params(UsageQuery),
+    responses((status = 200, description = "OK", body = UsageDto))
+)]
 pub async fn usage(Scoped(app): Scoped, ApiQuery(query): ApiQuery<UsageQuery>) -> Response {
     let group_by = match query.group_by.as_deref() {
         None => UsageGroup::Model,

@@ -18,8 +18,9 @@
 
 pub mod anthropic;
 mod call;
-mod passthrough;
+pub(crate) mod passthrough;
 pub mod responses;
+pub mod schema;
 mod stream;
 
 pub use passthrough::{completions, embeddings, rerank};
@@ -267,6 +268,13 @@ pub(crate) fn request_id_of(headers: &axum::http::HeaderMap) -> Option<String> {
 }
 
 /// `POST /v1/chat/completions`.
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "openai",
+    request_body = schema::ChatCompletionRequest,
+    responses((status = 200, description = "A chat completion, or with `stream: true` its chunks as SSE (`data: {...}`, then `data: [DONE]`)", content((Object = "application/json"), (crate::api::dto::SseEventSchema = "text/event-stream"))))
+)]
 pub async fn chat_completions(
     Scoped(app): Scoped,
     identity: crate::limits::Identity,
@@ -413,6 +421,13 @@ async fn chat(
 /// models their provider says only embed (left out otherwise). A request with an
 /// `anthropic-version` header (Anthropic SDKs, Claude Code) gets
 /// Anthropic's list shape instead ([`anthropic::models`]).
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "openai",
+    params(("anthropic-version" = Option<String>, Header, description = "Answer in Anthropic's list shape")),
+    responses((status = 200, description = "OpenAI's model list `{object: \"list\", data: [{id, object, created, owned_by}]}`; with an `anthropic-version` header, Anthropic's `{data, has_more, first_id, last_id}`", body = Object))
+)]
 pub async fn list_models(Scoped(app): Scoped, headers: axum::http::HeaderMap) -> Response {
     let mut key = std::hash::DefaultHasher::new();
     app.registry.snapshot_key(&mut key);

@@ -51,6 +51,13 @@ use crate::service::llm_call::{Endpoint, LlmCall, Purpose};
 use crate::service::routed::Plan;
 
 /// `POST /v1/embeddings` (see the [module docs](self)).
+#[utoipa::path(
+    post,
+    path = "/v1/embeddings",
+    tag = "openai",
+    request_body = super::schema::EmbeddingsRequest,
+    responses((status = 200, description = "`{object: \"list\", data: [{object, index, embedding}], model, usage}`", body = Object))
+)]
 pub async fn embeddings(
     Scoped(app): Scoped,
     identity: Identity,
@@ -61,6 +68,13 @@ pub async fn embeddings(
 }
 
 /// `POST /v1/rerank` and `POST /v1/reranking` (see the [module docs](self)).
+#[utoipa::path(
+    post,
+    path = "/v1/rerank",
+    tag = "openai",
+    request_body = super::schema::RerankRequest,
+    responses((status = 200, description = "`{results: [{index, relevance_score, document?}], usage?}`", body = Object))
+)]
 pub async fn rerank(
     Scoped(app): Scoped,
     identity: Identity,
@@ -71,6 +85,13 @@ pub async fn rerank(
 }
 
 /// `POST /v1/completions`, streamed or not (see the [module docs](self)).
+#[utoipa::path(
+    post,
+    path = "/v1/completions",
+    tag = "openai",
+    request_body = super::schema::CompletionRequest,
+    responses((status = 200, description = "A `text_completion`, or with `stream: true` its chunks as SSE", content((Object = "application/json"), (crate::api::dto::SseEventSchema = "text/event-stream"))))
+)]
 pub async fn completions(
     Scoped(app): Scoped,
     identity: Identity,

@@ -9,6 +9,7 @@ use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::Json;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::ApiError;
@@ -36,11 +37,24 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        // Every body of the API is a JSON object; serde would also read a
+        // struct from an array (`[null, null]` as its first two fields).
+        let Json(raw) = Json::<Box<RawValue>>::from_request(req, state)
+            .await
+            .map_err(json_problem)?;
+        if !raw.get().trim_start().starts_with('{') {
+            return Err(not_an_object());
+        }
+        match Json::<T>::from_bytes(raw.get().as_bytes()) {
             Ok(Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => Err(json_problem(rejection)),
         }
     }
+}
+
+/// 400 `invalid_body` for a body that is JSON but not an object.
+fn not_an_object() -> ApiError {
+    ApiError(Problem::bad_request("the body must be a JSON object").with("code", "invalid_body"))
 }
 
 /// An optional JSON body of type `T`: no body (no JSON content type) or
@@ -60,6 +74,7 @@ where
             Ok(Json(Value::Null)) | Err(JsonRejection::MissingJsonContentType(_)) => {
                 Ok(ApiJsonOrDefault(T::default()))
             }
+            Ok(Json(value)) if !value.is_object() => Err(not_an_object()),
             Ok(Json(value)) => serde_json::from_value(value)
                 .map(ApiJsonOrDefault)
                 .map_err(|e| {

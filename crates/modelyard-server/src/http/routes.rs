@@ -62,6 +62,9 @@ pub fn table() -> Vec<Route> {
     let (read, member, admin) = (R(Role::Read), R(Role::Member), R(Role::Admin));
     vec![
         route(M::GET, "/health", Public, api::health::health),
+        // The API's shape, no data: public so that tools and SDK generators
+        // can read the security scheme before they hold a key.
+        route(M::GET, "/openapi.json", Public, api::openapi::openapi_json),
         // Prometheus metrics (also on `telemetry.metrics_listen`, without auth).
         route(M::GET, "/metrics", admin, api::metrics::metrics),
         // OpenAI-compatible gateway.
@@ -263,6 +266,16 @@ pub fn access(method: &Method, path: &str) -> Option<Access> {
         .map(|(_, _, access)| *access)
 }
 
+/// The methods the table has rows for on `path` (a matched route path), in
+/// table order; empty for an unknown path.
+pub fn methods(path: &str) -> Vec<&'static str> {
+    RULES
+        .iter()
+        .filter(|(_, p, _)| *p == path)
+        .map(|(method, _, _)| method_name(method))
+        .collect()
+}
+
 /// The role a route needs; `None` for public routes and unknown ones.
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     match access(method, path)? {
@@ -313,11 +326,13 @@ mod tests {
     }
 
     #[test]
-    fn only_health_is_public_and_gets_are_read() {
+    fn only_health_and_openapi_are_public_and_gets_are_read() {
         for (method, path, access) in RULES.iter() {
-            assert_eq!(*access == Access::Public, *path == "/health", "{path}");
+            let public = ["/health", "/openapi.json"].contains(path);
+            assert_eq!(*access == Access::Public, public, "{path}");
             if *method == Method::GET
-                && !["/health", "/metrics"].contains(path)
+                && !public
+                && *path != "/metrics"
                 && !path.starts_with("/v1/keys")
             {
                 assert_eq!(*access, Access::Role(Role::Read), "GET {path}");

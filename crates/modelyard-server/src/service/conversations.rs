@@ -61,7 +61,7 @@ async fn append_then_record(
 }
 
 /// What `POST /v1/conversations` takes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NewConversation {
     /// Title.
@@ -73,6 +73,7 @@ pub struct NewConversation {
     /// Working directory.
     pub cwd: Option<String>,
     /// Reasoning effort (one of `modelyard_core::llm_config::REASONING_EFFORTS`; another value is a 400).
+    #[schema(value_type = Option<String>, example = "high")]
     pub reasoning_effort: Option<ReasoningEffort>,
     /// Offer the advisor tool in turns (default false).
     pub advisor: Option<bool>,
@@ -239,7 +240,7 @@ fn double<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 }
 
 /// What `PATCH /v1/conversations/{id}` takes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConversationPatch {
     /// New title.
@@ -428,11 +429,13 @@ async fn settings_of(app: &AppState, conversation: ConversationRecord) -> Settin
 }
 
 /// A settings change: `Some(None)` clears a setting, `None` leaves it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, utoipa::ToSchema)]
+#[schema(as = SettingsPatch, rename_all = "camelCase")]
 pub struct SettingsChange {
     /// Working directory.
     pub cwd: Option<Option<String>>,
     /// Reasoning effort.
+    #[schema(value_type = Option<String>, example = "high")]
     pub reasoning_effort: Option<Option<ReasoningEffort>>,
     /// The advisor tool on or off.
     pub advisor: Option<bool>,

@@ -115,7 +115,7 @@ fn validate(app: &AppState, fields: &mut LlmConfigFields) -> Result<(), ServiceE
 }
 
 /// What a new config says.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NewLlmConfig {
     /// Display name (default: the model id).
@@ -125,6 +125,7 @@ pub struct NewLlmConfig {
     /// System prompt.
     pub system_prompt: Option<String>,
     /// Provider options.
+    #[schema(value_type = Option<Object>)]
     pub provider_options: Option<ProviderOptions>,
     /// A configured provider's base URL (or, when allowed, a custom one).
     pub base_url: Option<String>,
@@ -211,7 +212,7 @@ fn double<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 /// A change: absent fields stay; `null` clears `systemPrompt`, `baseUrl`
 /// and `providerOptions`; `providerOptions` is merged key by key (a `null`
 /// option is removed).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LlmConfigPatch {
     /// Display name.

@@ -194,7 +194,7 @@ pub async fn start(
 }
 
 /// One client tool result.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ToolResult {
     /// The call it answers.

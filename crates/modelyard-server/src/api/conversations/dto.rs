@@ -10,6 +10,7 @@ use modelyard_core::conversation::{
 };
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 pub use crate::api::dto::{List, Page};
 use crate::clock::rfc3339;
@@ -17,7 +18,7 @@ use crate::service::conversations::{ModelHistoryEntry, Settings};
 
 /// Token sums of a conversation, a turn or an LLM session; the names of a
 /// call's `usage`.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenTotalsDto {
     /// Sum of prompt tokens.
@@ -45,7 +46,7 @@ impl From<TokenTotals> for TokenTotalsDto {
 }
 
 /// A conversation.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationDto {
     /// Id.
@@ -59,6 +60,7 @@ pub struct ConversationDto {
     /// Working directory setting.
     pub cwd: Option<String>,
     /// Reasoning effort setting.
+    #[schema(value_type = Option<String>, example = "high")]
     pub reasoning_effort: Option<ReasoningEffort>,
     /// Whether turns offer the advisor tool.
     pub advisor: bool,
@@ -113,7 +115,7 @@ impl From<&ConversationRecord> for ConversationDto {
 }
 
 /// A message.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageDto {
     /// Id.
@@ -121,15 +123,18 @@ pub struct MessageDto {
     /// The turn (or import) it belongs to.
     pub turn_id: String,
     /// `user`, `assistant` or `tool`.
+    #[schema(value_type = String, example = "assistant")]
     pub role: MessageRole,
     /// User: the OpenAI content; assistant: the text; tool: the result.
     pub content: Value,
     /// Text, reasoning, tool-call and tool-result parts.
+    #[schema(value_type = Vec<Object>)]
     pub parts: Vec<Part>,
     /// The model that produced it.
     pub model_id: Option<String>,
     /// The call's usage (`promptTokens`, `completionTokens`, ...; absent =
     /// not reported).
+    #[schema(value_type = Object)]
     pub usage: TokenUsage,
     /// OpenAI finish reason.
     pub finish_reason: Option<String>,
@@ -157,7 +162,7 @@ impl From<&MessageRecord> for MessageDto {
 }
 
 /// A turn.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TurnDto {
     /// Id.
@@ -169,6 +174,7 @@ pub struct TurnDto {
     /// The resolved model.
     pub model_id: String,
     /// Why that model.
+    #[schema(value_type = String)]
     pub resolved_from: ResolvedFrom,
     /// The LLM config that supplied options, if any.
     pub llm_id: Option<String>,
@@ -204,7 +210,7 @@ impl From<&TurnRecord> for TurnDto {
 }
 
 /// `GET/PUT /v1/conversations/{id}/model`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelSelectionDto {
     /// The conversation.
@@ -217,7 +223,7 @@ pub struct ModelSelectionDto {
 }
 
 /// `GET/PATCH /v1/conversations/{id}/settings`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SettingsDto {
     /// The conversation.
@@ -225,6 +231,7 @@ pub struct SettingsDto {
     /// Working directory.
     pub cwd: Option<String>,
     /// Reasoning effort.
+    #[schema(value_type = Option<String>, example = "high")]
     pub reasoning_effort: Option<ReasoningEffort>,
     /// Whether turns offer the advisor tool.
     pub advisor: bool,
@@ -249,17 +256,18 @@ impl From<&Settings> for SettingsDto {
 }
 
 /// `GET /v1/conversations/{id}/model-history`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelHistoryDto {
     /// The conversation.
     pub conversation_id: String,
     /// Selection changes and turns' resolved models, oldest first.
+    #[schema(value_type = Vec<Object>)]
     pub data: Vec<ModelHistoryEntry>,
 }
 
 /// 202 answer of `POST /v1/conversations/{id}/turns`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TurnStartedDto {
     /// The new turn.
@@ -269,11 +277,12 @@ pub struct TurnStartedDto {
     /// The resolved model.
     pub model_id: String,
     /// Why that model.
+    #[schema(value_type = Option<String>)]
     pub resolved_from: Option<ResolvedFrom>,
 }
 
 /// 202 answer of `POST …/turns/{turnId}/tool-results`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TurnResumedDto {
     /// The turn.
@@ -285,7 +294,7 @@ pub struct TurnResumedDto {
 }
 
 /// 202 answer of `POST …/turns/{turnId}/cancel`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CancellingDto {
     /// The turn.

@@ -28,7 +28,8 @@ use crate::service::replay::{self, FeedItem, Position};
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Query of the events stream.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Resume after this position (same format as SSE ids); `Last-Event-ID` wins.
@@ -36,6 +37,13 @@ pub struct EventsQuery {
 }
 
 /// `GET /v1/conversations/{id}/events`: SSE (see the module docs).
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/events",
+    tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id"), EventsQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position; wins over `after`")),
+    responses((status = 200, description = "Persisted events (`id: <seq>`, `event: <type>`), then `caught-up`, then live events; keep-alive comments", content_type = "text/event-stream", body = crate::api::dto::SseEventSchema))
+)]
 pub async fn events(
     Scoped(app): Scoped,
     identity: Identity,

@@ -25,6 +25,7 @@ use axum::Json;
 use modelyard_core::ids::ConversationId;
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 pub use events::events;
 pub use turns::{cancel_turn, start_turn, tool_results};
@@ -39,6 +40,13 @@ use dto::{
 };
 
 /// `POST /v1/conversations` → 201 with the conversation.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations",
+    tag = "conversations",
+    request_body = NewConversation,
+    responses((status = 201, description = "Created", body = ConversationDto))
+)]
 pub async fn create(
     Scoped(app): Scoped,
     ApiJson(body): ApiJson<NewConversation>,
@@ -48,7 +56,8 @@ pub async fn create(
 }
 
 /// Query of `GET /v1/conversations`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ListQuery {
     limit: Option<u32>,
@@ -57,6 +66,13 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/conversations`: `{data, nextBefore}`, most recently updated first.
+#[utoipa::path(
+    get,
+    path = "/v1/conversations",
+    tag = "conversations",
+    params(ListQuery),
+    responses((status = 200, description = "OK", body = Page<ConversationDto>))
+)]
 pub async fn list(
     Scoped(app): Scoped,
     ApiQuery(query): ApiQuery<ListQuery>,
@@ -69,6 +85,13 @@ pub async fn list(
 }
 
 /// `GET /v1/conversations/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}",
+    tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")),
+    responses((status = 200, description = "OK", body = ConversationDto))
+)]
 pub async fn show(
     Scoped(app): Scoped,
     Path(id): Path<String>,
@@ -81,6 +104,14 @@ pub async fn show(
 
 /// `PATCH /v1/conversations/{id}`: title, metadata, `llmId` and
 /// `llmOverrides`. Every config id is checked before anything is written.
+#[utoipa::path(
+    patch,
+    path = "/v1/conversations/{id}",
+    tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")),
+    request_body = ConversationPatch,
+    responses((status = 200, description = "OK", body = ConversationDto))
+)]
 pub async fn patch(
     Scoped(app): Scoped,
     Path(id): Path<String>,
@@ -93,6 +124,13 @@ pub async fn patch(
 }
 
 /// `DELETE /v1/conversations/{id}`: soft delete, 204.
+#[utoipa::path(
+    delete,
+    path = "/v1/conversations/{id}",
+    tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")),
+    responses((status = 204, description = "Done; no body"))
+)]
 pub async fn delete(Scoped(app): Scoped, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let id = ConversationId::parse(&id)?;
     service::delete(&app, &id).await?;
@@ -101,6 +139,13 @@ pub async fn delete(Scoped(app): Scoped, Path(id): Path<String>) -> Result<Statu
 
 /// `GET /v1/conversations/{id}/messages`: `{data: [message]}` in order; each
 /// assistant message has its `modelId` and `usage`.
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/messages",
+    tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")),
+    responses((status = 200, description = "OK", body = List<MessageDto>))
+)]
 pub async fn messages(
     Scoped(app): Scoped,
     Path(id): Path<String>,
@@ -113,6 +158,13 @@ pub async fn messages(
 }
 
 /// `GET /v1/conversations/{id}/turns`: `{data: [turn]}`.
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/turns",
+    tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")),
+    responses((status = 200, description = "OK", body = List<TurnDto>))
+)]
 pub async fn turns(
     Scoped(app): Scoped,
     Path(id): Path<String>,
@@ -125,6 +177,13 @@ pub async fn turns(
 }
 
 /// `GET /v1/conversations/{id}/model` → `{conversationId, model}`.
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/model",
+    tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")),
+    responses((status = 200, description = "OK", body = ModelSelectionDto))
+)]
 pub async fn get_model(
     Scoped(app): Scoped,
     Path(id): Path<String>,
@@ -139,7 +198,7 @@ pub async fn get_model(
 }
 
 /// Body of `PUT /v1/conversations/{id}/model`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelBody {
     /// A model id, or `null` to clear.
@@ -148,6 +207,14 @@ pub struct ModelBody {
 
 /// `PUT /v1/conversations/{id}/model` with `{model}` → `{conversationId,
 /// model, verified}`; `null` clears.
+#[utoipa::path(
+    put,
+    path = "/v1/conversations/{id}/model",
+    tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")),
+    request_body = ModelBody,
+    responses((status = 200, description = "OK", body = ModelSelectionDto))
+)]
 pub async fn put_model(
     Scoped(app): Scoped,
     Path(id): Path<String>,
@@ -167,6 +234,13 @@ pub async fn put_model(
 /// reasoningEffort, advisor, advisorModel, advisorError}`: `advisorModel`
 /// is the model the advisor tool would consult now (null, with
 /// `advisorError` saying why, when none resolves).
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/settings",
+    tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")),
+    responses((status = 200, description = "OK", body = SettingsDto))
+)]
 pub async fn get_settings(
     Scoped(app): Scoped,
     Path(id): Path<String>,
@@ -179,6 +253,14 @@ pub async fn get_settings(
 
 /// `PATCH /v1/conversations/{id}/settings` with `{cwd?, reasoningEffort?,
 /// advisor?}` (`null` clears a setting; absent leaves it).
+#[utoipa::path(
+    patch,
+    path = "/v1/conversations/{id}/settings",
+    tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")),
+    request_body = service::SettingsChange,
+    responses((status = 200, description = "OK", body = SettingsDto))
+)]
 pub async fn patch_settings(
     Scoped(app): Scoped,
     Path(id): Path<String>,
@@ -192,6 +274,13 @@ pub async fn patch_settings(
 
 /// `GET /v1/conversations/{id}/model-history`: every selection change and
 /// every turn's resolved model, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/model-history",
+    tag = "conversations",
+    params(("id" = String, Path, description = "Conversation id")),
+    responses((status = 200, description = "OK", body = ModelHistoryDto))
+)]
 pub async fn model_history(
     Scoped(app): Scoped,
     Path(id): Path<String>,

@@ -9,6 +9,7 @@ use axum::Json;
 use modelyard_core::ids::{ConversationId, TurnId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::dto::{CancellingDto, TurnResumedDto, TurnStartedDto};
 use super::events::sse_response;
@@ -19,7 +20,7 @@ use crate::limits::{Identity, InFlight, LimitError, StreamSlot};
 use crate::service::turns::{self, Launched, NewTurn, ToolResult};
 
 /// Body of `POST /v1/conversations/{id}/turns`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TurnBody {
     /// The user's message: a string or OpenAI content parts.
@@ -66,6 +67,15 @@ fn answer(
 /// modelId, resolvedFrom}`, or with `"stream": true` the conversation's
 /// events as SSE until the turn ends. 409 (`turn_running`) while another
 /// turn runs.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/turns",
+    tag = "turns",
+    params(("id" = String, Path, description = "Conversation id")),
+    request_body = TurnBody,
+    responses((status = 202, description = "Started", body = TurnStartedDto),
+        (status = 200, description = "`stream: true`: the conversation's events as SSE until the run ends", content_type = "text/event-stream", body = crate::api::dto::SseEventSchema))
+)]
 pub async fn start_turn(
     Scoped(app): Scoped,
     identity: Identity,
@@ -101,6 +111,13 @@ pub async fn start_turn(
 
 /// `POST /v1/conversations/{id}/turns/{turn_id}/cancel` → 202; the turn
 /// ends with `turn.cancelled` and its upstream request is dropped.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/turns/{turn_id}/cancel",
+    tag = "turns",
+    params(("id" = String, Path, description = "Conversation id"), ("turn_id" = String, Path, description = "Turn id")),
+    responses((status = 202, description = "Cancelling", body = CancellingDto))
+)]
 pub async fn cancel_turn(
     Scoped(app): Scoped,
     Path((id, turn_id)): Path<(String, String)>,
@@ -117,7 +134,7 @@ pub async fn cancel_turn(
 }
 
 /// Body of `POST /v1/conversations/{id}/turns/{turn_id}/tool-results`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolResultsBody {
     /// One result per pending tool call.
@@ -133,6 +150,15 @@ pub struct ToolResultsBody {
 /// and runs the turn again → 202 `{turnId, conversationId, status}`, or
 /// SSE like starting a turn. 404 unknown turn; 409 when the turn does not
 /// wait for tool results; 422 for a missing, unknown or repeated call id.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/turns/{turn_id}/tool-results",
+    tag = "turns",
+    params(("id" = String, Path, description = "Conversation id"), ("turn_id" = String, Path, description = "Turn id")),
+    request_body = ToolResultsBody,
+    responses((status = 202, description = "Resumed", body = TurnResumedDto),
+        (status = 200, description = "`stream: true`: the conversation's events as SSE until the run ends", content_type = "text/event-stream", body = crate::api::dto::SseEventSchema))
+)]
 pub async fn tool_results(
     Scoped(app): Scoped,
     identity: Identity,

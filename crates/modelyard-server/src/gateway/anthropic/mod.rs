@@ -49,6 +49,13 @@ use request::UpstreamRequest;
 pub const OPERATION: &str = "messages";
 
 /// `POST /v1/messages`: an Anthropic Messages request, streamed or not.
+#[utoipa::path(
+    post,
+    path = "/v1/messages",
+    tag = "anthropic",
+    request_body = crate::gateway::schema::MessagesRequest,
+    responses((status = 200, description = "A message, or with `stream: true` Anthropic's named SSE events", content((Object = "application/json"), (crate::api::dto::SseEventSchema = "text/event-stream"))))
+)]
 pub async fn messages(
     Scoped(app): Scoped,
     identity: Identity,
@@ -67,6 +74,16 @@ pub async fn messages(
 /// a message and counted by the deployment it would go to
 /// ([`crate::service::tokens`]) — llama.cpp providers only; others answer
 /// 404 `not_found_error` naming the provider.
+#[utoipa::path(
+    post,
+    path = "/v1/messages/count_tokens",
+    tag = "anthropic",
+    request_body = crate::gateway::schema::MessagesRequest,
+    responses(
+        (status = 200, description = "`{\"input_tokens\": n}`", body = crate::gateway::schema::InputTokens),
+        (status = 404, description = "The model's provider cannot count (`not_found_error`)", body = crate::error::AnthropicErrorBody)
+    )
+)]
 pub async fn count_tokens(Scoped(app): Scoped, body: Result<Bytes, BytesRejection>) -> Response {
     match count(&app, body).await {
         Ok(n) => (

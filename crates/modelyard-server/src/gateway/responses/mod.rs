@@ -56,6 +56,13 @@ use response::{item_id, ConversationRef, IncompleteDetails, OutputItem, Response
 pub const OPERATION: &str = "responses";
 
 /// `POST /v1/responses`: a Responses API request, streamed or not.
+#[utoipa::path(
+    post,
+    path = "/v1/responses",
+    tag = "openai",
+    request_body = crate::gateway::schema::ResponsesRequest,
+    responses((status = 200, description = "A `response` object, or with `stream: true` the typed `response.*` SSE events", content((Object = "application/json"), (crate::api::dto::SseEventSchema = "text/event-stream"))))
+)]
 pub async fn create(
     Scoped(app): Scoped,
     identity: Identity,
@@ -74,6 +81,13 @@ pub async fn create(
 /// (404 in OpenAI's envelope when there is none). The request's echoed
 /// fields (`instructions`, `temperature`, `tools`, …) are not stored and
 /// read back empty.
+#[utoipa::path(
+    get,
+    path = "/v1/responses/{id}",
+    tag = "openai",
+    params(("id" = String, Path, description = "A response id (`resp_…`)")),
+    responses((status = 200, description = "The stored `response` object", body = Object))
+)]
 pub async fn get(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
     match stored::read(&app, &id).await {
         Ok(run) => {
