@@ -2,6 +2,7 @@
 //! hash of the key (the caller computes it; see the server's `auth` module)
 //! and a short prefix, never the key.
 
+use crate::favorites::begin_sql;
 use serde::Serialize;
 
 use crate::{ProjectId, Store, StoreError};
@@ -114,8 +115,9 @@ impl Store {
         key_hash: &str,
     ) -> Result<(), StoreError> {
         let err = StoreError::op("create_api_key");
+        let backend = self.backend();
         on_pool!(self, writer, |pool| {
-            let mut tx = pool.begin().await.map_err(&err)?;
+            let mut tx = pool.begin_with(begin_sql(backend)).await.map_err(&err)?;
             sqlx::query(
                 "INSERT INTO api_keys (id, project_id, name, role, prefix, key_hash, \
                  created_at_ms, revoked_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
@@ -176,9 +178,13 @@ impl Store {
         now_ms: i64,
     ) -> Result<Revoke, StoreError> {
         let err = StoreError::op("revoke_api_key");
+        // SQLite: `BEGIN IMMEDIATE`, so the read below cannot meet another
+        // process's write when it turns into a write (a deferred
+        // transaction gets `SQLITE_BUSY` at once there, without waiting).
+        let backend = self.backend();
         let lock_project = matches!(self.inner, crate::store::Inner::Postgres(_));
         on_pool!(self, writer, |pool| {
-            let mut tx = pool.begin().await.map_err(&err)?;
+            let mut tx = pool.begin_with(begin_sql(backend)).await.map_err(&err)?;
             if lock_project {
                 sqlx::query("SELECT id FROM projects WHERE id = $1 FOR UPDATE")
                     .bind(project.as_str())
