@@ -140,20 +140,6 @@ pub struct Discovery {
     pub models: Vec<DiscoveredModel>,
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters, for a
-/// model id in a query string.
-fn query_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn as_u64(v: Option<&Value>) -> Option<u64> {
     v.and_then(Value::as_u64)
 }
@@ -249,7 +235,8 @@ impl ProviderClient {
         let root = self.server_root();
         let props = futures_util::future::join_all(models.iter().map(|m| {
             let loaded = m.state == ModelState::Loaded;
-            let url = format!("{root}/props?model={}", query_escape(&m.id));
+            let model: String = url::form_urlencoded::byte_serialize(m.id.as_bytes()).collect();
+            let url = format!("{root}/props?model={model}");
             async move {
                 if !loaded {
                     return None;
