@@ -499,6 +499,11 @@ async fn client_tools_end_in_requires_action_and_tool_results_resume() {
     let call = calls[0]["id"].as_str().unwrap().to_owned();
     let turns = get(&server, &format!("/v1/conversations/{conv}/turns")).await;
     assert_eq!(turns["data"][0]["status"], "requires_action");
+    // The turn says what it waits for.
+    assert_eq!(
+        turns["data"][0]["pendingToolCalls"],
+        json!([{"id": call, "name": "get_weather"}])
+    );
     // A new turn waits for this one.
     let (status, _) = send(
         &server,
@@ -547,6 +552,7 @@ async fn client_tools_end_in_requires_action_and_tool_results_resume() {
     assert_eq!(status, 202, "{body}");
     let turn = wait_turn(&server, &conv, &turn_id).await;
     assert_eq!(turn["status"], "completed", "{turn}");
+    assert_eq!(turn["pendingToolCalls"], json!([]), "{turn}");
     let msgs = messages(&server, &conv).await;
     let roles: Vec<&str> = msgs.iter().map(|m| m["role"].as_str().unwrap()).collect();
     assert_eq!(roles, ["user", "assistant", "tool", "assistant"]);

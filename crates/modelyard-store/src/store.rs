@@ -77,15 +77,29 @@ impl Store {
         if lower.starts_with("sqlite:") {
             let options =
                 SqliteConnectOptions::from_str(url).map_err(|e| invalid(e.to_string()))?;
-            Self::connect_sqlite(url, options).await
+            Self::connect_sqlite(url, options).await?.backfilled().await
         } else if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).map_err(|e| invalid(e.to_string()))?;
-            Self::connect_postgres(options).await
+            Self::connect_postgres(options).await?.backfilled().await
         } else {
             Err(invalid(
                 "unsupported scheme (expected sqlite:, postgres:// or postgresql://)".to_owned(),
             ))
         }
+    }
+
+    /// Runs the data backfills the migrations need (rows written before
+    /// them that SQL alone cannot fill): see
+    /// [`Store::backfill_turn_tool_facts`].
+    async fn backfilled(self) -> Result<Store, StoreError> {
+        let filled = self.backfill_turn_tool_facts().await?;
+        if filled > 0 {
+            tracing::info!(
+                turns = filled,
+                "filled the tool facts of turns waiting for tool results"
+            );
+        }
+        Ok(self)
     }
 
     async fn connect_sqlite(url: &str, options: SqliteConnectOptions) -> Result<Store, StoreError> {

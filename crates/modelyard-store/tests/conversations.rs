@@ -1319,6 +1319,34 @@ async fn tool_steps_imports_and_waiting_turns_are_stored_like_the_fold() {
         let waiting = store.get_turn(&project, &turn).await.unwrap().unwrap();
         assert_eq!(waiting.status, TurnStatus::RequiresAction);
         assert_eq!(waiting.totals.prompt_tokens, 40, "chat step + advisor");
+        let pending: Vec<(&str, &str)> = waiting
+            .pending_tool_calls
+            .iter()
+            .map(|p| (p.id.as_str(), p.name.as_str()))
+            .collect();
+        assert_eq!(
+            pending,
+            [("c2", "get_weather")],
+            "the advisor's call is answered"
+        );
+        assert_eq!(waiting.client_tools.len(), 1);
+        // A row written before migration 0017 (no tool facts) is filled from
+        // the log at the next connect.
+        raw_execute(
+            &db,
+            "UPDATE turns SET client_tools_json = NULL, pending_tool_calls_json = NULL WHERE id = $1",
+            &[turn.as_str()],
+        )
+        .await;
+        let legacy = store.get_turn(&project, &turn).await.unwrap().unwrap();
+        assert!(legacy.pending_tool_calls.is_empty() && legacy.client_tools.is_empty());
+        let again = Store::connect(&db.url).await.expect("reconnect");
+        assert_eq!(
+            again.get_turn(&project, &turn).await.unwrap().unwrap(),
+            waiting,
+            "refilled from the log"
+        );
+        again.close().await;
         // A waiting turn is not an interrupted one after a restart.
         let running = store.running_turns().await.unwrap();
         assert!(running.iter().all(|(_, t)| t.id != turn));

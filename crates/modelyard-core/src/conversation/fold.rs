@@ -6,7 +6,8 @@ use crate::llm_config::ReasoningEffort;
 
 use super::event::{Event, EventPayload, Part, TokenUsage};
 use super::record::{
-    ConversationRecord, MessageRecord, MessageRole, TokenTotals, TurnRecord, TurnStatus,
+    ConversationRecord, MessageRecord, MessageRole, PendingToolCall, TokenTotals, TurnRecord,
+    TurnStatus,
 };
 
 /// Why an event cannot be applied.
@@ -174,7 +175,7 @@ pub fn apply(
             model_id,
             resolved_from,
             llm_config_id,
-            ..
+            client_tools,
         } => {
             if let Some(running) = &c.running_turn_id {
                 return Err(ApplyError::TurnRunning {
@@ -195,6 +196,11 @@ pub fn apply(
                 started_seq: event.seq,
                 started_at_ms: event.at_ms,
                 ended_at_ms: None,
+                client_tools: match client_tools {
+                    Some(Value::Array(tools)) => tools.clone(),
+                    _ => Vec::new(),
+                },
+                pending_tool_calls: Vec::new(),
             });
         }
         EventPayload::UserMessage {
@@ -229,6 +235,14 @@ pub fn apply(
             turn.totals.add(usage);
             c.totals.add(usage);
             c.latest_model_id = Some(model_id.clone());
+            turn.pending_tool_calls
+                .extend(parts.iter().filter_map(|p| match p {
+                    Part::ToolCall { id, name, .. } => Some(PendingToolCall {
+                        id: id.clone(),
+                        name: name.clone(),
+                    }),
+                    _ => None,
+                }));
             let text: String = parts
                 .iter()
                 .filter_map(|p| match p {
@@ -266,6 +280,7 @@ pub fn apply(
                 turn.totals.add(usage);
                 c.totals.add(usage);
             }
+            turn.pending_tool_calls.retain(|p| &p.id != tool_call_id);
             changes.message.push(MessageRecord {
                 id: message_id.clone(),
                 conversation_id: c.id.clone(),

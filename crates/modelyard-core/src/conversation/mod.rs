@@ -26,7 +26,8 @@ pub use event::{
 };
 pub use fold::{apply, fold, ApplyError, Changes, Folded};
 pub use record::{
-    ConversationRecord, MessageRecord, MessageRole, TokenTotals, TurnRecord, TurnStatus,
+    ConversationRecord, MessageRecord, MessageRole, PendingToolCall, TokenTotals, TurnRecord,
+    TurnStatus,
 };
 
 #[cfg(test)]

@@ -218,6 +218,26 @@ pub struct TurnRecord {
     pub started_at_ms: i64,
     /// End time, unix ms.
     pub ended_at_ms: Option<i64>,
+    /// Client-side tools offered to the model (the OpenAI `tools` array of
+    /// `turn.started`; empty without any): a resumed run offers them again.
+    #[serde(default)]
+    pub client_tools: Vec<Value>,
+    /// Tool calls of the turn's assistant messages that no `message.tool`
+    /// has answered yet, in the order they were made; what a
+    /// `requires_action` turn waits for.
+    #[serde(default)]
+    pub pending_tool_calls: Vec<PendingToolCall>,
+}
+
+/// A tool call waiting for its result (a fact of the fold: made by a
+/// `message.assistant` of the turn, not answered by a `message.tool`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingToolCall {
+    /// The call id the result must name (`toolCallId`).
+    pub id: String,
+    /// The function called.
+    pub name: String,
 }
 
 /// A materialized message row.

@@ -307,6 +307,14 @@ fn tool_steps_requires_action_and_resume() {
     let (c, turns, messages) = fold(&log).unwrap();
     let c = c.unwrap();
     assert_eq!(turns[0].status, TurnStatus::RequiresAction);
+    // The advisor's call was answered in the run; the client's waits.
+    assert_eq!(
+        turns[0].pending_tool_calls,
+        vec![crate::conversation::PendingToolCall {
+            id: "c2".into(),
+            name: "get_weather".into()
+        }]
+    );
     // The turn still holds the conversation: a new turn is refused.
     assert_eq!(c.running_turn_id.as_deref(), Some("t1"));
     let mut refused = log.clone();
@@ -352,6 +360,7 @@ fn tool_steps_requires_action_and_resume() {
     ));
     let (c, turns, messages) = fold(&log).unwrap();
     assert_eq!(turns[0].status, TurnStatus::Completed);
+    assert!(turns[0].pending_tool_calls.is_empty());
     assert_eq!(c.unwrap().running_turn_id, None);
     assert_eq!(messages.len(), 4);
     // Resuming a turn that does not wait is refused.
@@ -374,6 +383,43 @@ fn tool_steps_requires_action_and_resume() {
     let (c, turns, _) = fold(&cancelled).unwrap();
     assert_eq!(turns[0].status, TurnStatus::Cancelled);
     assert_eq!(c.unwrap().running_turn_id, None);
+}
+
+#[test]
+fn a_turn_keeps_its_client_tools_from_turn_started() {
+    let tools = json!([{"type": "function", "function": {"name": "get_weather"}}]);
+    let log = vec![
+        ev(1, created()),
+        ev(
+            2,
+            EventPayload::TurnStarted {
+                turn_id: "t1".into(),
+                operation: "chat".into(),
+                model_id: "a/x".into(),
+                resolved_from: ResolvedFrom::Request,
+                llm_config_id: None,
+                client_tools: Some(tools.clone()),
+            },
+        ),
+        turn_end(3),
+    ];
+    let (_, turns, _) = fold(&log).unwrap();
+    assert_eq!(
+        serde_json::Value::Array(turns[0].client_tools.clone()),
+        tools
+    );
+    // Without any, the turn has none.
+    let (_, turns, _) = fold(&[ev(1, created()), turn(2, "t1")]).unwrap();
+    assert!(turns[0].client_tools.is_empty());
+}
+
+fn turn_end(seq: i64) -> Event {
+    ev(
+        seq,
+        EventPayload::TurnCompleted {
+            turn_id: "t1".into(),
+        },
+    )
 }
 
 #[test]

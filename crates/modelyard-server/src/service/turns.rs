@@ -8,7 +8,7 @@ use modelyard_core::llm_config::ReasoningEffort;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use modelyard_core::conversation::{EventPayload, Part, SelectionSource, TurnStatus};
+use modelyard_core::conversation::{EventPayload, SelectionSource, TurnStatus};
 use modelyard_core::llm_config::is_operation_name;
 use serde::Deserialize;
 use serde_json::Value;
@@ -238,26 +238,11 @@ pub async fn resume(
             ),
         ));
     }
-    let messages = app.store.list_messages(&app.project, id).await?;
-    let parts = || {
-        messages
-            .iter()
-            .filter(|m| m.turn_id == turn_id)
-            .flat_map(|m| &m.parts)
-    };
-    let answered: Vec<&str> = parts()
-        .filter_map(|p| match p {
-            Part::ToolResult { tool_call_id, .. } => Some(tool_call_id.as_str()),
-            _ => None,
-        })
-        .collect();
-    let pending: Vec<(&str, &str)> = parts()
-        .filter_map(|p| match p {
-            Part::ToolCall { id, name, .. } if !answered.contains(&id.as_str()) => {
-                Some((id.as_str(), name.as_str()))
-            }
-            _ => None,
-        })
+    // Facts of the fold: the calls no `message.tool` has answered yet.
+    let pending: Vec<(&str, &str)> = turn
+        .pending_tool_calls
+        .iter()
+        .map(|p| (p.id.as_str(), p.name.as_str()))
         .collect();
     let mut seen = HashSet::new();
     for (i, result) in results.iter().enumerate() {
@@ -297,18 +282,8 @@ pub async fn resume(
             missing,
         });
     }
-    // What the first run had: client tools (from turn.started), config, model.
-    let started = app
-        .store
-        .events_after(&app.project, id, turn.started_seq - 1, 1)
-        .await?;
-    let client_tools = match started.into_iter().next().map(|e| e.payload) {
-        Some(EventPayload::TurnStarted {
-            client_tools: Some(Value::Array(tools)),
-            ..
-        }) => tools,
-        _ => Vec::new(),
-    };
+    // What the first run had: client tools (a fact of the fold), config, model.
+    let client_tools = turn.client_tools.clone();
     let cannot_resume = |err: &dyn std::fmt::Display| ServiceError::Invalid {
         code: "cannot_resume",
         field: None,

@@ -21,10 +21,12 @@
 //! Files: `sql.rs` (the SQL text), `rows.rs` (database rows ↔ core records),
 //! `append.rs` (`append_events`: fold a batch and write the changed rows),
 //! `read.rs` (the queries), `checkpoint.rs` (a running turn's crash
-//! checkpoint).
+//! checkpoint), `backfill.rs` (tool facts of turns written before migration
+//! 0017, filled at connect).
 
 mod append;
 pub use append::Appended;
+mod backfill;
 mod checkpoint;
 mod read;
 mod rows;

@@ -211,6 +211,10 @@ pub(super) struct TurnRow {
     pub(super) started_seq: i64,
     pub(super) started_at_ms: i64,
     pub(super) ended_at_ms: Option<i64>,
+    /// NULL on rows written before migration 0017 (read as empty).
+    pub(super) client_tools_json: Option<String>,
+    /// NULL on rows written before migration 0017 (read as empty).
+    pub(super) pending_tool_calls_json: Option<String>,
 }
 
 impl TurnRow {
@@ -228,6 +232,11 @@ impl TurnRow {
             started_seq: t.started_seq,
             started_at_ms: t.started_at_ms,
             ended_at_ms: t.ended_at_ms,
+            client_tools_json: Some(to_json(&t.client_tools, "turn client tools")?),
+            pending_tool_calls_json: Some(to_json(
+                &t.pending_tool_calls,
+                "turn pending tool calls",
+            )?),
         })
     }
 
@@ -246,6 +255,14 @@ impl TurnRow {
             started_seq: self.started_seq,
             started_at_ms: self.started_at_ms,
             ended_at_ms: self.ended_at_ms,
+            client_tools: match self.client_tools_json {
+                Some(json) => serde_json::from_str(&json)?,
+                None => Vec::new(),
+            },
+            pending_tool_calls: match self.pending_tool_calls_json {
+                Some(json) => serde_json::from_str(&json)?,
+                None => Vec::new(),
+            },
         })
     }
 }
@@ -272,6 +289,8 @@ macro_rules! bind_turn {
             .bind($row.started_seq)
             .bind($row.started_at_ms)
             .bind($row.ended_at_ms)
+            .bind(&$row.client_tools_json)
+            .bind(&$row.pending_tool_calls_json)
     };
 }
 pub(super) use bind_turn;

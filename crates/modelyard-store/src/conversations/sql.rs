@@ -15,7 +15,7 @@ macro_rules! turn_columns {
     () => {
         "id, conversation_id, operation, model_id, resolved_from, llm_config_id, status, error, \
          input_tokens, output_tokens, reasoning_tokens, cached_input_tokens, total_tokens, \
-         started_seq, started_at_ms, ended_at_ms"
+         started_seq, started_at_ms, ended_at_ms, client_tools_json, pending_tool_calls_json"
     };
 }
 
@@ -90,7 +90,7 @@ pub(super) const SELECT_RUNNING_TURNS: &str = concat!(
 pub(super) const INSERT_TURN: &str = concat!(
     "INSERT INTO turns (project_id, ",
     turn_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
 );
 
 /// Updates the fold's columns of a turn; the checkpoint columns are left as
@@ -99,7 +99,7 @@ pub(super) const UPDATE_TURN: &str = "UPDATE turns SET conversation_id = $3, ope
      model_id = $5, resolved_from = $6, llm_config_id = $7, status = $8, error = $9, \
      input_tokens = $10, output_tokens = $11, reasoning_tokens = $12, \
      cached_input_tokens = $13, total_tokens = $14, started_seq = $15, started_at_ms = $16, \
-     ended_at_ms = $17 \
+     ended_at_ms = $17, client_tools_json = $18, pending_tool_calls_json = $19 \
      WHERE project_id = $1 AND id = $2";
 
 pub(super) const CHECKPOINT_TURN: &str = "UPDATE turns SET partial_text = $3, partial_at_ms = $4 \
@@ -119,3 +119,12 @@ pub(super) const SELECT_MESSAGES: &str = concat!(
     message_columns!(),
     " FROM messages WHERE project_id = $1 AND conversation_id = $2 ORDER BY seq ASC, id ASC"
 );
+
+/// `requires_action` turns written before migration 0017 (project,
+/// conversation, turn).
+pub(super) const SELECT_TURNS_WITHOUT_TOOL_FACTS: &str = "SELECT project_id, conversation_id, id \
+     FROM turns WHERE status = 'requires_action' AND pending_tool_calls_json IS NULL";
+
+/// Fills a turn's tool facts (the backfill of migration 0017).
+pub(super) const SET_TURN_TOOL_FACTS: &str = "UPDATE turns SET client_tools_json = $3, \
+     pending_tool_calls_json = $4 WHERE project_id = $1 AND id = $2";

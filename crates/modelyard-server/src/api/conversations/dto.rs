@@ -189,6 +189,20 @@ pub struct TurnDto {
     pub started_at: String,
     /// End time.
     pub ended_at: Option<String>,
+    /// Tool calls no tool result has answered yet (`[{id, name}]`, in the
+    /// order the model made them): what a `requires_action` turn waits for,
+    /// answered with `POST …/turns/{turnId}/tool-results`.
+    pub pending_tool_calls: Vec<PendingToolCallDto>,
+}
+
+/// A tool call waiting for its result.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingToolCallDto {
+    /// The call id a result must name (`toolCallId`).
+    pub id: String,
+    /// The function called.
+    pub name: String,
 }
 
 impl From<&TurnRecord> for TurnDto {
@@ -205,6 +219,14 @@ impl From<&TurnRecord> for TurnDto {
             usage: t.totals.into(),
             started_at: rfc3339(t.started_at_ms),
             ended_at: t.ended_at_ms.map(rfc3339),
+            pending_tool_calls: t
+                .pending_tool_calls
+                .iter()
+                .map(|p| PendingToolCallDto {
+                    id: p.id.clone(),
+                    name: p.name.clone(),
+                })
+                .collect(),
         }
     }
 }
