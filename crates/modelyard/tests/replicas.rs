@@ -126,6 +126,72 @@ async fn a_turn_on_one_replica_is_followed_and_cancelled_from_the_other() {
 }
 
 #[tokio::test]
+async fn tool_results_sent_to_the_other_replica_resume_the_turn() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let mock = MockUpstream::start().await;
+    mock.set_listed_models(Some(vec!["echo".into(), "tool-call:get_weather".into()]));
+    let (dir_a, dir_b) = (Dir::new("rep-ta"), Dir::new("rep-tb"));
+    let a = replica("a", &dir_a, &mock, &db).await;
+    let b = replica("b", &dir_b, &mock, &db).await;
+    let conv = create_conversation(&a, "mock/echo").await;
+    let tools = serde_json::json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {}}}}]);
+    // A's turn calls a client tool and waits.
+    let (status, started) = a
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/conversations/{conv}/turns"),
+            Some(serde_json::json!({"content": "Weather?",
+                "model": "mock/tool-call:get_weather", "tools": tools})),
+        )
+        .await;
+    assert_eq!(status, 202, "{started}");
+    let turn = started["turnId"].as_str().unwrap().to_owned();
+    // B sees what the turn waits for...
+    let call = eventually(Duration::from_secs(5), "B sees the turn wait", || async {
+        let turns = b.get(&format!("/v1/conversations/{conv}/turns")).await;
+        let t = &turns["data"][0];
+        match (
+            t["status"].as_str(),
+            t["pendingToolCalls"][0]["id"].as_str(),
+        ) {
+            (Some("requires_action"), Some(id)) => Ok(id.to_owned()),
+            _ => Err(t.to_string()),
+        }
+    })
+    .await;
+    // ... and takes the results: the turn runs on and completes, with the
+    // client tools offered again.
+    let (status, body) = b
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/conversations/{conv}/turns/{turn}/tool-results"),
+            Some(serde_json::json!({"results": [{"toolCallId": call, "content": "21 C"}]})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    eventually(Duration::from_secs(5), "the turn completes", || async {
+        match status_of(&a, &conv, &turn).await.as_str() {
+            "completed" => Ok(()),
+            other => Err(other.to_owned()),
+        }
+    })
+    .await;
+    let last = mock.last_request().unwrap().json().unwrap();
+    assert_eq!(last["tools"], tools);
+    let messages = a.get(&format!("/v1/conversations/{conv}/messages")).await;
+    let roles: Vec<&str> = messages["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "tool", "assistant"]);
+}
+
+#[tokio::test]
 async fn a_dead_replicas_turn_is_interrupted_by_the_other_and_a_restart_spares_live_turns() {
     let Some(db) = fresh_database().await else {
         return;
