@@ -395,6 +395,10 @@ pub async fn start(
         addr: listen,
         source,
     })?;
+    let live = crate::conversations::live::LiveTurns::new(
+        crate::conversations::live::DEFAULT_MAX_EVENTS,
+        config.turns.tool_output_buffer_bytes,
+    );
     // Replicas with NATS share live events; otherwise one process's bus.
     let bus: Arc<dyn crate::conversations::bus::EventBus> =
         match config.cluster.as_ref().and_then(|c| {
@@ -402,9 +406,11 @@ pub async fn start(
                 .as_deref()
                 .map(|url| (url, c.replica_id.as_str()))
         }) {
-            Some((url, replica)) => {
-                Arc::new(crate::conversations::nats_bus::NatsBus::start(url, replica))
-            }
+            Some((url, replica)) => Arc::new(crate::conversations::nats_bus::NatsBus::start(
+                url,
+                replica,
+                live.mirrors(),
+            )),
             None => Arc::new(crate::conversations::bus::InProcessBus::default()),
         };
     crate::conversations::engine::recover_interrupted(
@@ -413,10 +419,6 @@ pub async fn start(
         config.cluster.as_ref(),
     )
     .await;
-    let live = crate::conversations::live::LiveTurns::new(
-        crate::conversations::live::DEFAULT_MAX_EVENTS,
-        config.turns.tool_output_buffer_bytes,
-    );
     let streams = crate::limits::StreamSlots::new(
         config.limits.max_streams,
         config.limits.max_streams_per_key,

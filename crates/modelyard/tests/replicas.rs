@@ -412,6 +412,55 @@ async fn with_nats_a_turns_deltas_reach_the_other_replica_and_nats_down_loses_no
     assert!(answer.starts_with("echo: w0"), "{answer}");
     assert_eq!(deltas, answer, "every delta reached B, in order");
 
+    // A subscriber on A moves to B in the middle of a turn running on A
+    // (Last-Event-ID): no delta is missing, none comes twice.
+    let mut feed = a.events(&conv).await;
+    let turn = start_turn(&a, &conv, &long_text(30), Some("mock/slow:100")).await;
+    let mut text = String::new();
+    let mut last_id = None;
+    let mut seen = 0;
+    while let Some(e) = feed.next().await {
+        if e.event == "text.delta" && e.data["turnId"] == turn.as_str() {
+            text.push_str(e.data["delta"].as_str().unwrap_or_default());
+            last_id = e.id.clone();
+            seen += 1;
+            if seen == 5 {
+                break;
+            }
+        }
+    }
+    drop(feed);
+    let last_id = last_id.expect("deltas carry ids");
+    assert_eq!(
+        last_id.split('.').count(),
+        3,
+        "a position inside the turn: {last_id}"
+    );
+    // B has been mirroring the turn, and A goes on streaming meanwhile.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let mut feed = b.events_after(&conv, Some(&last_id)).await;
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(e) = feed.next().await {
+            if e.event == "text.delta" {
+                text.push_str(e.data["delta"].as_str().unwrap_or_default());
+            }
+            if e.event == "message.assistant" {
+                answer = e.data["parts"][0]["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+            }
+            if e.event == "turn.completed" && e.data["turnId"] == turn.as_str() {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("B saw the turn end");
+    assert!(answer.starts_with("echo: w0"), "{answer}");
+    assert_eq!(text, answer, "deltas from A then B: no gap, no duplicate");
+
     // NATS goes away: nothing fails, persisted events still reach B.
     drop(nats);
     eventually(Duration::from_secs(5), "B notices NATS is gone", || async {

@@ -6,6 +6,11 @@
 //!   elsewhere reads it from the store, which stays the truth.
 //! - A transient event (delta, advisor output) travels whole, with its turn
 //!   position, so subscribers on every replica see a running turn's tokens.
+//!   Each replica also keeps what arrives in a mirror of the turn's buffer
+//!   ([`Mirrors`]), so a subscriber that resumes mid-turn on a replica
+//!   other than the one running the turn gets no gap and no duplicate.
+//! - A persisted event that ends a turn's run also names the turn
+//!   (`endsTurn`), so other replicas drop its mirror.
 //!
 //! Subject: `modelyard.conv.<conversation id>`; payload: JSON
 //! ([`Wire`]), with the sending replica's id so it ignores its own. Sending
@@ -23,7 +28,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
 
+use modelyard_core::conversation::EventPayload;
+
 use super::bus::{BusMessage, EventBus, InProcessBus, TransientEvent};
+use super::live::Mirrors;
 
 /// Messages waiting to be sent to NATS before new ones are dropped.
 const QUEUE: usize = 8_192;
@@ -41,6 +49,9 @@ struct Wire {
     /// Persisted: the event's seq.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     seq: Option<i64>,
+    /// Persisted: the turn whose run the event ends, if it ends one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ends_turn: Option<String>,
     /// Transient: the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     turn_id: Option<String>,
@@ -85,14 +96,17 @@ impl NatsBus {
     /// Starts the bus: connects to `url` in the background (retrying; the
     /// server starts even while NATS is down) and relays other replicas'
     /// messages to this process's subscribers.
-    pub fn start(url: &str, replica: &str) -> NatsBus {
+    pub fn start(url: &str, replica: &str, mirrors: Arc<Mirrors>) -> NatsBus {
         let local = Arc::new(InProcessBus::default());
         let connected = Arc::new(AtomicBool::new(false));
         let (outgoing, queue) = mpsc::channel(QUEUE);
         tokio::spawn(run(
             url.to_owned(),
             replica.to_owned(),
-            Arc::clone(&local),
+            Relay {
+                local: Arc::clone(&local),
+                mirrors,
+            },
             Arc::clone(&connected),
             queue,
         ));
@@ -114,6 +128,7 @@ impl NatsBus {
             origin: self.replica.clone(),
             kind: String::new(),
             seq: None,
+            ends_turn: None,
             turn_id: None,
             turn_seq: None,
             index: None,
@@ -125,6 +140,14 @@ impl NatsBus {
             BusMessage::Persisted(event) => {
                 wire.kind = "persisted".into();
                 wire.seq = Some(event.seq);
+                wire.ends_turn = match &event.payload {
+                    EventPayload::TurnCompleted { turn_id }
+                    | EventPayload::TurnRequiresAction { turn_id, .. }
+                    | EventPayload::TurnFailed { turn_id, .. }
+                    | EventPayload::TurnCancelled { turn_id }
+                    | EventPayload::TurnInterrupted { turn_id, .. } => Some(turn_id.clone()),
+                    _ => None,
+                };
             }
             BusMessage::Transient(t) => {
                 wire.kind = "transient".into();
@@ -173,7 +196,7 @@ impl EventBus for NatsBus {
 async fn run(
     url: String,
     replica: String,
-    local: Arc<InProcessBus>,
+    relay: Relay,
     connected: Arc<AtomicBool>,
     mut queue: mpsc::Receiver<(String, Vec<u8>)>,
 ) {
@@ -231,10 +254,34 @@ async fn run(
                 if wire.origin == replica {
                     continue;
                 }
-                if let Some(bus) = relayed(wire) {
-                    local.publish(conversation_id, bus);
-                }
+                relay.deliver(conversation_id, wire);
             }
+        }
+    }
+}
+
+/// Where other replicas' messages go: this process's subscribers and the
+/// mirrors of remote turns.
+struct Relay {
+    local: Arc<InProcessBus>,
+    mirrors: Arc<Mirrors>,
+}
+
+impl Relay {
+    /// Delivers another replica's message: a transient event is recorded in
+    /// its turn's mirror before subscribers get it (so one that finds a hole
+    /// finds the event in the mirror); an announced turn end drops the
+    /// mirror.
+    fn deliver(&self, conversation_id: &str, wire: Wire) {
+        let ends_turn = wire.ends_turn.clone();
+        if let Some(message) = relayed(wire) {
+            if let BusMessage::Transient(event) = &message {
+                self.mirrors.record(conversation_id, event);
+            }
+            self.local.publish(conversation_id, message);
+        }
+        if let Some(turn_id) = ends_turn {
+            self.mirrors.finish(&turn_id);
         }
     }
 }

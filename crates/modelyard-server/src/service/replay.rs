@@ -447,10 +447,10 @@ pub async fn feed(
                         break;
                     }
                     if t.index > next {
-                        // A hole: fill it from the turn buffer — which only
-                        // the replica running the turn has; deltas of a
-                        // turn on another replica go on from here (its
-                        // final message carries the whole text).
+                        // A hole: fill it from the turn buffer (on another
+                        // replica than the one running the turn, its
+                        // mirror; without one, deltas go on from here and
+                        // the final message carries the whole text).
                         let local = src
                             .live
                             .of_conversation(conversation_id)

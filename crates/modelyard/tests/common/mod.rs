@@ -181,12 +181,18 @@ impl Server {
     }
 
     pub async fn events(&self, conv: &str) -> Sse {
-        let response = self
+        self.events_after(conv, None).await
+    }
+
+    /// The events feed, resumed after `last_event_id` (`Last-Event-ID`).
+    pub async fn events_after(&self, conv: &str, last_event_id: Option<&str>) -> Sse {
+        let mut request = self
             .http
-            .get(self.url(&format!("/v1/conversations/{conv}/events")))
-            .send()
-            .await
-            .unwrap();
+            .get(self.url(&format!("/v1/conversations/{conv}/events")));
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.unwrap();
         assert_eq!(response.status(), 200);
         Sse {
             response,

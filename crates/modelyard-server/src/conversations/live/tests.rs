@@ -220,3 +220,44 @@ proptest::proptest! {
         }
     }
 }
+
+fn remote(turn_id: &str, turn_seq: i64, index: u64, delta: &str) -> Arc<TransientEvent> {
+    Arc::new(TransientEvent {
+        turn_id: turn_id.to_owned(),
+        turn_seq,
+        index,
+        after_seq: turn_seq + 1,
+        event_type: "text.delta",
+        data: serde_json::json!({"turnId": turn_id, "delta": delta}),
+    })
+}
+
+#[test]
+fn a_remote_turn_is_mirrored_for_replay_but_never_run_here() {
+    let turns = LiveTurns::new(16, 1024);
+    let mirrors = turns.mirrors();
+    for (i, delta) in ["a", "b", "c"].into_iter().enumerate() {
+        mirrors.record("c1", &remote("t1", 5, i as u64 + 1, delta));
+    }
+    // A duplicate (NATS redelivery, or a replay) is left out.
+    mirrors.record("c1", &remote("t1", 5, 2, "b"));
+    let mirror = turns.of_conversation("c1").expect("the mirror replays");
+    assert_eq!((mirror.turn_seq, mirror.turn_id.as_str()), (5, "t1"));
+    assert_eq!(text_of(&mirror.since(1)), "bc");
+    assert_eq!(mirror.since(0).last().unwrap().index, 3);
+    // Cancel and the sweeper never see it.
+    assert!(turns.get("t1").is_none());
+    assert!(turns.is_empty());
+    // A newer remote turn replaces it; its end drops the newer one.
+    mirrors.record("c1", &remote("t2", 9, 1, "x"));
+    assert_eq!(mirrors.len(), 1);
+    assert_eq!(turns.of_conversation("c1").unwrap().turn_id, "t2");
+    mirrors.finish("t2");
+    assert!(turns.of_conversation("c1").is_none());
+    // A turn of the conversation starting here drops its mirrors.
+    mirrors.record("c1", &remote("t3", 12, 1, "y"));
+    mirrors.record("c2", &remote("t4", 3, 1, "z"));
+    let local = turns.start("c1", "t5", 20, 21);
+    assert!(Arc::ptr_eq(&turns.of_conversation("c1").unwrap(), &local));
+    assert_eq!(mirrors.len(), 1, "only c2's mirror is left");
+}
