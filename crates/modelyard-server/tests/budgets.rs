@@ -125,7 +125,13 @@ async fn requests_per_minute_refuses_in_each_protocols_shape() {
     within_one_minute(Duration::from_secs(10)).await;
     // Three are admitted, each answer counting down.
     for left in [2, 1, 0] {
-        let response = post(&server, &key, "/v1/chat/completions", &chat("mock/echo", None)).await;
+        let response = post(
+            &server,
+            &key,
+            "/v1/chat/completions",
+            &chat("mock/echo", None),
+        )
+        .await;
         assert_eq!(response.status(), 200);
         assert_eq!(
             header(&response, "x-ratelimit-limit-requests").as_deref(),
@@ -137,7 +143,13 @@ async fn requests_per_minute_refuses_in_each_protocols_shape() {
         );
     }
     // The fourth: OpenAI's envelope.
-    let response = post(&server, &key, "/v1/chat/completions", &chat("mock/echo", None)).await;
+    let response = post(
+        &server,
+        &key,
+        "/v1/chat/completions",
+        &chat("mock/echo", None),
+    )
+    .await;
     assert_eq!(response.status(), 429);
     let wait = retry_after(&response);
     assert!((1..=60).contains(&wait), "{wait}");
@@ -274,12 +286,7 @@ async fn burst(server: &TestServer, key: &str, body: Value, n: usize) -> Vec<u16
 async fn fifty_concurrent_requests_stay_within_a_token_budget() {
     let server = server().await;
     let admin = admin_key(&server).await;
-    let (_, key) = limited_key(
-        &server,
-        &admin,
-        json!({"maxTokens": 2000, "period": "day"}),
-    )
-    .await;
+    let (_, key) = limited_key(&server, &admin, json!({"maxTokens": 2000, "period": "day"})).await;
     // Slow answers: all 50 are in flight before any settles.
     let body = chat("mock/slow:300", Some(100));
     let reserve = 100 + serde_json::to_vec(&body).unwrap().len() / 4;
@@ -347,12 +354,24 @@ async fn a_streams_slot_is_freed_when_the_client_leaves() {
     let mut open = post(&server, &key, "/v1/chat/completions", &body).await;
     assert_eq!(open.status(), 200);
     let _first = open.chunk().await.unwrap();
-    let refused = post(&server, &key, "/v1/chat/completions", &chat("mock/echo", None)).await;
+    let refused = post(
+        &server,
+        &key,
+        "/v1/chat/completions",
+        &chat("mock/echo", None),
+    )
+    .await;
     assert_eq!(refused.status(), 429);
     assert_eq!(retry_after(&refused), 1);
     drop(open);
     eventually(Duration::from_secs(5), "the slot is freed", || async {
-        let response = post(&server, &key, "/v1/chat/completions", &chat("mock/echo", None)).await;
+        let response = post(
+            &server,
+            &key,
+            "/v1/chat/completions",
+            &chat("mock/echo", None),
+        )
+        .await;
         match response.status().as_u16() {
             200 => Ok(()),
             other => Err(other),
@@ -367,7 +386,13 @@ async fn limits_are_managed_per_key_and_per_project() {
     let admin = admin_key(&server).await;
     let (id, key) = limited_key(&server, &admin, json!({"requestsPerMinute": 50})).await;
     // An unlimited request has no rate-limit headers.
-    let response = post(&server, &admin, "/v1/chat/completions", &chat("mock/echo", None)).await;
+    let response = post(
+        &server,
+        &admin,
+        "/v1/chat/completions",
+        &chat("mock/echo", None),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     assert!(header(&response, "x-ratelimit-remaining-requests").is_none());
     // PATCH: absent fields stay, null removes, values set.
@@ -388,7 +413,13 @@ async fn limits_are_managed_per_key_and_per_project() {
         "{body}"
     );
     // A cost budget shows what is left, in USD.
-    let response = post(&server, &key, "/v1/chat/completions", &chat("mock/echo", None)).await;
+    let response = post(
+        &server,
+        &key,
+        "/v1/chat/completions",
+        &chat("mock/echo", None),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         header(&response, "x-modelyard-budget-remaining").as_deref(),
@@ -438,8 +469,18 @@ async fn limits_are_managed_per_key_and_per_project() {
     assert_eq!(response.status(), 404);
     // The project's cap applies to every key, the admin's too.
     let statuses = burst(&server, &admin, chat("mock/slow:300", None), 4).await;
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
-    let response = post(&server, &admin, "/v1/chat/completions", &chat("mock/echo", None)).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    let response = post(
+        &server,
+        &admin,
+        "/v1/chat/completions",
+        &chat("mock/echo", None),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         header(&response, "x-ratelimit-limit-requests").as_deref(),
@@ -549,7 +590,10 @@ async fn two_replicas_share_a_keys_requests_per_minute() {
         chats(&b.mock)
     );
     assert_eq!(admitted, reached, "every admitted request reached a mock");
-    assert!(admitted <= 105, "admitted {admitted} of a 100 per minute key");
+    assert!(
+        admitted <= 105,
+        "admitted {admitted} of a 100 per minute key"
+    );
     // Units parked unspent on a replica are at most a block each.
     assert!(admitted >= 90, "admitted only {admitted}");
     assert!(chats(&a.mock) > 0 && chats(&b.mock) > 0);

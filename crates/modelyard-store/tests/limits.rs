@@ -65,7 +65,10 @@ async fn limits_are_per_subject_and_scoped_by_project() {
             .await
             .unwrap();
         assert_eq!(
-            store.limits_of(&a, &[k1.clone(), pa.clone()]).await.unwrap(),
+            store
+                .limits_of(&a, &[k1.clone(), pa.clone()])
+                .await
+                .unwrap(),
             vec![(k1.clone(), key_limits), (pa.clone(), project_limits)],
             "{:?}",
             db.url
@@ -76,7 +79,11 @@ async fn limits_are_per_subject_and_scoped_by_project() {
             store.put_limits(&a, &k2, &key_limits, 10).await,
             Err(StoreError::NotFound { kind: "key", .. })
         ));
-        assert!(store.limits_of(&b, &[k1.clone()]).await.unwrap().is_empty());
+        assert!(store
+            .limits_of(&b, std::slice::from_ref(&k1))
+            .await
+            .unwrap()
+            .is_empty());
         // Replacing, then clearing.
         let fewer = Limits {
             requests_per_minute: Some(5),
@@ -84,7 +91,10 @@ async fn limits_are_per_subject_and_scoped_by_project() {
         };
         store.put_limits(&a, &k1, &fewer, 20).await.unwrap();
         assert_eq!(
-            store.limits_of(&a, &[k1.clone()]).await.unwrap(),
+            store
+                .limits_of(&a, std::slice::from_ref(&k1))
+                .await
+                .unwrap(),
             vec![(k1.clone(), fewer)]
         );
         store
@@ -124,7 +134,10 @@ async fn leases_never_pass_the_limit_and_come_back() {
         assert_eq!(store.add_to_limit_counter(&c, -1_000).await.unwrap(), 0);
         // Windows and metrics are separate rows; a lowered limit applies at once.
         let next = counter("key:k", LimitMetric::Requests, 120_000);
-        assert_eq!(store.take_limit_block(&next, 5, 3).await.unwrap().granted, 3);
+        assert_eq!(
+            store.take_limit_block(&next, 5, 3).await.unwrap().granted,
+            3
+        );
         let tokens = counter("key:k", LimitMetric::Tokens, 60_000);
         assert_eq!(store.limit_counter(&tokens).await.unwrap(), 0);
         // A charge creates its row.

@@ -5,8 +5,8 @@
 //! (`projects limits`), which a running server reads within seconds.
 
 use anyhow::{bail, Context};
-use modelyard_server::config::Config;
 use modelyard_core::limits::Limits;
+use modelyard_server::config::Config;
 use modelyard_server::service::error::ServiceError;
 use modelyard_server::service::usage_limits::{self, LimitsPatch, LimitsView};
 use modelyard_store::{LimitSubject, ProjectId, Role, Store};
@@ -121,8 +121,14 @@ fn print_limits(whose: &str, limits: &Limits) {
     let view = LimitsView::from(limits);
     println!("{whose}");
     let lines = [
-        ("requests_per_minute", view.requests_per_minute.map(|v| v.to_string())),
-        ("tokens_per_minute", view.tokens_per_minute.map(|v| v.to_string())),
+        (
+            "requests_per_minute",
+            view.requests_per_minute.map(|v| v.to_string()),
+        ),
+        (
+            "tokens_per_minute",
+            view.tokens_per_minute.map(|v| v.to_string()),
+        ),
         ("max_tokens", view.max_tokens.map(|v| v.to_string())),
         ("max_cost_usd", view.max_cost_usd.map(|v| v.to_string())),
         ("period", view.period),

@@ -141,11 +141,23 @@ fn limits_are_set_and_shown_by_the_cli() {
         &local,
         None,
         &[
-            "keys", "limits", &id, "--rpm", "100", "--max-cost-usd", "5", "--period", "day",
+            "keys",
+            "limits",
+            &id,
+            "--rpm",
+            "100",
+            "--max-cost-usd",
+            "5",
+            "--period",
+            "day",
         ],
     );
     assert!(out.status.success(), "{out:?}");
-    let out = cli(&local, None, &["keys", "limits", &id, "--max-concurrent", "4"]);
+    let out = cli(
+        &local,
+        None,
+        &["keys", "limits", &id, "--max-concurrent", "4"],
+    );
     let shown = String::from_utf8_lossy(&out.stdout).into_owned();
     for line in [
         "requests_per_minute  100",
@@ -156,7 +168,11 @@ fn limits_are_set_and_shown_by_the_cli() {
         assert!(shown.contains(line), "{line:?} in {shown}");
     }
     // A budget without a period is refused, naming the field.
-    let out = cli(&local, None, &["keys", "limits", &id, "--clear", "--max-tokens", "9"]);
+    let out = cli(
+        &local,
+        None,
+        &["keys", "limits", &id, "--clear", "--max-tokens", "9"],
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("period"), "{stderr}");
@@ -167,7 +183,14 @@ fn limits_are_set_and_shown_by_the_cli() {
     let out = cli(
         &local,
         None,
-        &["projects", "limits", "--max-tokens", "5000", "--period", "month"],
+        &[
+            "projects",
+            "limits",
+            "--max-tokens",
+            "5000",
+            "--period",
+            "month",
+        ],
     );
     assert!(out.status.success(), "{out:?}");
     let shown = String::from_utf8_lossy(&out.stdout);

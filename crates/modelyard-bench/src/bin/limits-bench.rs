@@ -32,7 +32,11 @@ async fn timed(client: &reqwest::Client, url: &str, key: &str, body: &Value) -> 
     let status = response.status();
     let bytes = response.bytes().await?;
     let nanos = start.elapsed().as_nanos() as u64;
-    ensure!(status == 200, "{status}: {}", String::from_utf8_lossy(&bytes));
+    ensure!(
+        status == 200,
+        "{status}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
     Ok(nanos)
 }
 
@@ -105,9 +109,7 @@ async fn main() -> Result<()> {
     }
     with.sort_unstable();
     without.sort_unstable();
-    println!(
-        "| key | requests | p50 µs | p90 µs | p99 µs |\n|---|---|---|---|---|"
-    );
+    println!("| key | requests | p50 µs | p90 µs | p99 µs |\n|---|---|---|---|---|");
     for (label, samples) in [("limited", &with), ("unlimited", &without)] {
         println!(
             "| {label} | {} | {:.1} | {:.1} | {:.1} |",

@@ -15,11 +15,11 @@
 //! a change at once; other replicas within
 //! [`crate::quota::LIMITS_TTL`].
 
-use axum::extract::Path;
-use axum::Json;
 use crate::auth::Scoped;
 use crate::http::{ApiError, ApiJson};
 use crate::service::usage_limits::{self, LimitsPatch, LimitsView};
+use axum::extract::Path;
+use axum::Json;
 
 /// `GET /v1/projects/{id}/limits`.
 #[utoipa::path(

@@ -438,19 +438,19 @@ impl Quotas {
                 window_end_ms: window.end_ms,
             };
             let budget = matches!(metric, LimitMetric::BudgetTokens | LimitMetric::BudgetCost);
-            let cell = self
-                .take(&key, window, limit, amount)
-                .await
-                .map_err(|taken| match taken {
-                    Taken::Short => Refusal::Limit {
-                        scope,
-                        name,
-                        value,
-                        period: if budget { limits.period } else { None },
-                        retry_after_secs: window.retry_after_secs(now_ms),
-                    },
-                    Taken::Unavailable => Refusal::Unavailable { scope },
-                })?;
+            let cell =
+                self.take(&key, window, limit, amount)
+                    .await
+                    .map_err(|taken| match taken {
+                        Taken::Short => Refusal::Limit {
+                            scope,
+                            name,
+                            value,
+                            period: if budget { limits.period } else { None },
+                            retry_after_secs: window.retry_after_secs(now_ms),
+                        },
+                        Taken::Unavailable => Refusal::Unavailable { scope },
+                    })?;
             let remaining = lock(&cell).remaining();
             let r = &mut admission.remaining;
             match metric {
@@ -511,20 +511,22 @@ impl Quotas {
             amount - local.available
         };
         let want = short.max(lease_block(limit));
-        let lease =
-            match tokio::time::timeout(STORE_TIMEOUT, self.store.take_limit_block(key, want, limit))
-                .await
-            {
-                Ok(Ok(lease)) => lease,
-                Ok(Err(err)) => {
-                    tracing::warn!(error = %err, "cannot lease from a limit counter");
-                    return Err(Taken::Unavailable);
-                }
-                Err(_) => {
-                    tracing::warn!("leasing from a limit counter timed out");
-                    return Err(Taken::Unavailable);
-                }
-            };
+        let lease = match tokio::time::timeout(
+            STORE_TIMEOUT,
+            self.store.take_limit_block(key, want, limit),
+        )
+        .await
+        {
+            Ok(Ok(lease)) => lease,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "cannot lease from a limit counter");
+                return Err(Taken::Unavailable);
+            }
+            Err(_) => {
+                tracing::warn!("leasing from a limit counter timed out");
+                return Err(Taken::Unavailable);
+            }
+        };
         let mut local = lock(&cell);
         local.available += lease.granted;
         local.taken = local.taken.max(lease.taken);

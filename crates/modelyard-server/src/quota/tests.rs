@@ -51,10 +51,7 @@ async fn requests_per_minute_refuses_past_the_limit_until_the_minute_ends() {
     }
     assert_eq!(remaining, vec![4, 3, 2, 1, 0]);
     let refusal = quotas.admit(&limits, need(10), NOW).await.unwrap_err();
-    assert_eq!(
-        refusal.to_string(),
-        "key limit requestsPerMinute=5 reached"
-    );
+    assert_eq!(refusal.to_string(), "key limit requestsPerMinute=5 reached");
     assert_eq!(refusal.code(), "rate_limited");
     // 13:45:10 → the minute ends in 50 s.
     assert_eq!(refusal.retry_after_secs(), Some(50));
@@ -133,7 +130,11 @@ async fn spending_past_the_reserve_is_charged_by_the_flush() {
     )];
     let admission = quotas.admit(&limits, need(100), NOW).await.unwrap();
     admission.settle(900, 0);
-    let row = counter(&key("k"), LimitMetric::BudgetTokens, Period::Month.window(NOW));
+    let row = counter(
+        &key("k"),
+        LimitMetric::BudgetTokens,
+        Period::Month.window(NOW),
+    );
     assert_eq!(store.limit_counter(&row).await.unwrap(), 100, "only leased");
     quotas.flush(NOW).await;
     assert_eq!(store.limit_counter(&row).await.unwrap(), 900, "charged");
@@ -155,10 +156,16 @@ async fn a_cost_budget_refuses_once_spent_and_a_total_one_never_frees() {
         },
     )];
     let admission = quotas.admit(&limits, need(10), NOW).await.unwrap();
-    assert_eq!(admission.remaining().budget_usd().as_deref(), Some("5.000000"));
+    assert_eq!(
+        admission.remaining().budget_usd().as_deref(),
+        Some("5.000000")
+    );
     admission.settle(10, 4_000_000_000);
     let admission = quotas.admit(&limits, need(10), NOW).await.unwrap();
-    assert_eq!(admission.remaining().budget_usd().as_deref(), Some("1.000000"));
+    assert_eq!(
+        admission.remaining().budget_usd().as_deref(),
+        Some("1.000000")
+    );
     admission.settle(10, 1_500_000_000);
     quotas.flush(NOW).await;
     let refusal = quotas.admit(&limits, need(10), NOW).await.unwrap_err();
@@ -168,7 +175,11 @@ async fn a_cost_budget_refuses_once_spent_and_a_total_one_never_frees() {
     );
     assert_eq!(refusal.code(), "budget_exceeded");
     assert_eq!(refusal.retry_after_secs(), None);
-    let row = counter(&key("k"), LimitMetric::BudgetCost, Period::Total.window(NOW));
+    let row = counter(
+        &key("k"),
+        LimitMetric::BudgetCost,
+        Period::Total.window(NOW),
+    );
     assert_eq!(store.limit_counter(&row).await.unwrap(), 5_500_000_000);
 }
 
@@ -223,10 +234,18 @@ async fn a_refusal_by_the_project_gives_the_keys_units_back() {
     drop(held);
     // The refused ones did not count against the key's 3 per minute.
     for _ in 0..2 {
-        quotas.admit(&limits, need(1), NOW).await.unwrap().settle(1, 0);
+        quotas
+            .admit(&limits, need(1), NOW)
+            .await
+            .unwrap()
+            .settle(1, 0);
     }
     assert_eq!(
-        quotas.admit(&limits, need(1), NOW).await.unwrap_err().to_string(),
+        quotas
+            .admit(&limits, need(1), NOW)
+            .await
+            .unwrap_err()
+            .to_string(),
         "key limit requestsPerMinute=3 reached"
     );
 }
@@ -243,17 +262,29 @@ async fn idle_leases_go_back_to_the_shared_counter() {
         },
     )];
     // A block of 100 (4000 / 40) leased, 10 spent.
-    quotas.admit(&limits, need(10), NOW).await.unwrap().settle(10, 0);
+    quotas
+        .admit(&limits, need(10), NOW)
+        .await
+        .unwrap()
+        .settle(10, 0);
     let row = counter(&key("k"), LimitMetric::Tokens, Window::minute(NOW));
     assert_eq!(store.limit_counter(&row).await.unwrap(), 100);
     quotas.flush(NOW).await;
-    assert_eq!(store.limit_counter(&row).await.unwrap(), 100, "not idle yet");
+    assert_eq!(
+        store.limit_counter(&row).await.unwrap(),
+        100,
+        "not idle yet"
+    );
     for cell in lock(&quotas.counters).values() {
         let mut local = lock(cell);
         local.last_used = Instant::now().checked_sub(LEASE_IDLE).unwrap();
     }
     quotas.flush(NOW).await;
-    assert_eq!(store.limit_counter(&row).await.unwrap(), 10, "90 given back");
+    assert_eq!(
+        store.limit_counter(&row).await.unwrap(),
+        10,
+        "90 given back"
+    );
     // Past the window, the counter is forgotten.
     quotas.flush(NOW + 60_000).await;
     assert!(lock(&quotas.counters).is_empty());
@@ -266,7 +297,10 @@ fn a_reserve_is_the_output_cap_plus_the_prompt_estimate() {
     let body = br#"{"max_completion_tokens":7,"max_tokens":50,"n":3}"#;
     assert_eq!(reserve_tokens(body, 1000, true), 21 + body.len() as i64 / 4);
     let body = br#"{"input":"hello"}"#;
-    assert_eq!(reserve_tokens(body, 1000, true), 1000 + body.len() as i64 / 4);
+    assert_eq!(
+        reserve_tokens(body, 1000, true),
+        1000 + body.len() as i64 / 4
+    );
     assert_eq!(reserve_tokens(body, 1000, false), body.len() as i64 / 4);
     assert_eq!(reserve_tokens(b"not json", 1000, true), 1002);
 }

@@ -243,7 +243,10 @@ mod tests {
         assert_eq!(field(r#"{"requestsPerMinute": -1}"#), "requestsPerMinute");
         assert_eq!(field(r#"{"maxTokens": 10}"#), "period");
         assert_eq!(field(r#"{"maxTokens": 10, "period": "year"}"#), "period");
-        assert_eq!(field(r#"{"maxCostUsd": -2, "period": "day"}"#), "maxCostUsd");
+        assert_eq!(
+            field(r#"{"maxCostUsd": -2, "period": "day"}"#),
+            "maxCostUsd"
+        );
         assert!(serde_json::from_str::<LimitsPatch>(r#"{"rpm": 1}"#).is_err());
     }
 }

@@ -189,9 +189,10 @@ impl Builder {
             mocks.push((name, named));
         }
         let dir = self.dir.unwrap_or_default();
-        let db = self.storage_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", dir.path().join("modelyard.db").display())
-        });
+        let db = self
+            .storage_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("modelyard.db").display()));
         let toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\n[storage]\nurl = \"{db}\"\ndata_dir = \"{data}\"\ncall_log = {call_log}\n{storage}\n\n{providers}\n{extra}\n",
             data = dir.path().display(),
