@@ -2,16 +2,17 @@
 //! 21's goal: ≤ 10 µs p50), measured by the client in one run.
 //!
 //! One Modelyard (call log off, SQLite in a temporary directory) in front
-//! of the zero-latency mock; two keys of one project: an admin key without
-//! limits, and a member key with every limit set high enough never to
-//! refuse (`requestsPerMinute`, `tokensPerMinute`, a `maxTokens` and a
-//! `maxCostUsd` budget per day, `maxConcurrent`), so every request of it
-//! takes the whole path: limits lookup (cached), body read and reserve,
-//! admission from the local lease (a store round trip once per block),
-//! headers, settlement. Serial non-streamed chat completions, in
-//! alternating batches (limited, unlimited) so both see the same machine;
-//! each request timed with `Instant`. Usage: `limits-bench [--rounds N]`
-//! (default 50 rounds of 200 + 200 requests).
+//! of the zero-latency mock; keys of one project: an admin key without
+//! limits, and member keys with limits set high enough never to refuse —
+//! every limit (`requestsPerMinute`, `tokensPerMinute`, a `maxTokens` and a
+//! `maxCostUsd` budget per day, `maxConcurrent`), only `maxConcurrent` (the
+//! body read and reserve without a counter), only `requestsPerMinute` — so
+//! their requests take the limited path: limits lookup (cached), body read
+//! and reserve, admission from the local lease (a store round trip once per
+//! block), headers, settlement. Serial non-streamed chat completions, in
+//! alternating batches of 200 per key so all see the same machine; each
+//! request timed with `Instant`. Usage: `limits-bench [--rounds N]`
+//! (default 50 rounds).
 
 use std::time::{Duration, Instant};
 
@@ -74,54 +75,80 @@ async fn main() -> Result<()> {
         .json()
         .await?;
     let admin = admin["key"].as_str().context("admin key")?.to_owned();
-    let limited: Value = client
-        .post(&keys)
-        .bearer_auth(&admin)
-        .json(&json!({"role": "member", "limits": {
-            "requestsPerMinute": 100_000_000, "tokensPerMinute": 1_000_000_000_000i64,
-            "maxTokens": 1_000_000_000_000i64, "maxCostUsd": 1_000_000, "period": "day",
-            "maxConcurrent": 1000,
-        }}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let limited = limited["key"].as_str().context("limited key")?.to_owned();
+    let mut limited = Vec::new();
+    for (label, limits) in [
+        (
+            "all limits",
+            json!({
+                "requestsPerMinute": 100_000_000, "tokensPerMinute": 1_000_000_000_000i64,
+                "maxTokens": 1_000_000_000_000i64, "maxCostUsd": 1_000_000, "period": "day",
+                "maxConcurrent": 1000,
+            }),
+        ),
+        ("maxConcurrent only", json!({"maxConcurrent": 1000})),
+        (
+            "requestsPerMinute only",
+            json!({"requestsPerMinute": 100_000_000}),
+        ),
+    ] {
+        let key: Value = client
+            .post(&keys)
+            .bearer_auth(&admin)
+            .json(&json!({"role": "member", "limits": limits}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let key = key["key"].as_str().context("limited key")?.to_owned();
+        limited.push((label, key));
+    }
     let url = server.base_url() + "/v1/chat/completions";
     let body = json!({
         "model": "mock/mock-model",
         "messages": [{"role": "user", "content": "hello brave new world"}],
         "max_tokens": 64,
     });
-    // Warm up both paths (leases taken, connections open, caches filled).
-    for _ in 0..500 {
-        timed(&client, &url, &limited, &body).await?;
+    // Warm up every path (leases taken, connections open, caches filled).
+    for _ in 0..300 {
+        for (_, key) in &limited {
+            timed(&client, &url, key, &body).await?;
+        }
         timed(&client, &url, &admin, &body).await?;
     }
-    let (mut with, mut without) = (Vec::new(), Vec::new());
+    let mut with: Vec<Vec<u64>> = vec![Vec::new(); limited.len()];
+    let mut without = Vec::new();
     for _ in 0..rounds {
-        for _ in 0..BATCH {
-            with.push(timed(&client, &url, &limited, &body).await?);
+        for (samples, (_, key)) in with.iter_mut().zip(&limited) {
+            for _ in 0..BATCH {
+                samples.push(timed(&client, &url, key, &body).await?);
+            }
         }
         for _ in 0..BATCH {
             without.push(timed(&client, &url, &admin, &body).await?);
         }
     }
-    with.sort_unstable();
     without.sort_unstable();
-    println!("| key | requests | p50 µs | p90 µs | p99 µs |\n|---|---|---|---|---|");
-    for (label, samples) in [("limited", &with), ("unlimited", &without)] {
+    println!(
+        "| key | requests | p50 µs | p90 µs | p99 µs | added p50 µs |\n|---|---|---|---|---|---|"
+    );
+    let base = percentile(&without, 0.5);
+    for ((label, _), samples) in limited.iter().zip(with.iter_mut()) {
+        samples.sort_unstable();
         println!(
-            "| {label} | {} | {:.1} | {:.1} | {:.1} |",
+            "| {label} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
             samples.len(),
             percentile(samples, 0.5),
             percentile(samples, 0.9),
-            percentile(samples, 0.99)
+            percentile(samples, 0.99),
+            percentile(samples, 0.5) - base,
         );
     }
     println!(
-        "\nadded p50: {:.1} µs",
-        percentile(&with, 0.5) - percentile(&without, 0.5)
+        "| unlimited | {} | {:.1} | {:.1} | {:.1} | |",
+        without.len(),
+        base,
+        percentile(&without, 0.9),
+        percentile(&without, 0.99)
     );
     let _ = tokio::time::timeout(Duration::from_secs(5), server.shutdown()).await;
     let _ = std::fs::remove_dir_all(&dir);
