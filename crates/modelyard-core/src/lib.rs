@@ -5,6 +5,8 @@
 //! - [`resolve`]: the one function that turns a requested model string into a
 //!   provider and upstream model name, including legacy bare ids.
 //! - [`usage`]: token usage arithmetic.
+//! - [`limits`]: budgets and rate limits of a project or key, their UTC
+//!   windows and the arithmetic of leased counter blocks.
 //! - [`conversation`]: conversation events and the fold that materializes them.
 //! - [`turn_model`]: which model a conversation turn uses (docs/design.md#turn-model).
 //! - [`llm_config`]: LLM config provider options, their validation and
@@ -12,6 +14,7 @@
 
 pub mod conversation;
 pub mod ids;
+pub mod limits;
 pub mod llm_config;
 pub mod model_id;
 pub mod resolve;

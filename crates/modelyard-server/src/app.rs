@@ -27,6 +27,10 @@ pub struct AppState {
     inner: Arc<AppInner>,
     /// The project requests act for: the caller's.
     pub project: ProjectId,
+    /// The request's admission under its key's and project's budgets and
+    /// rate limits ([`crate::quota`]), when they have any: taken by the
+    /// request's first model call ([`Self::take_admission`]).
+    pub admission: Option<crate::quota::AdmissionSlot>,
 }
 
 impl AppState {
@@ -35,7 +39,14 @@ impl AppState {
         AppState {
             inner: Arc::clone(&self.inner),
             project: caller.project,
+            admission: None,
         }
+    }
+
+    /// Takes the request's admission (once: the gateway's call draft or
+    /// the turn run the request starts settles it).
+    pub fn take_admission(&self) -> Option<crate::quota::Admission> {
+        self.admission.as_ref().and_then(|slot| slot.take())
     }
 }
 
@@ -68,6 +79,8 @@ pub struct AppInner {
     /// OpenTelemetry traces (`[telemetry] otlp_endpoint`; the router holds
     /// the same handle for its attempts).
     pub traces: Arc<crate::traces::Traces>,
+    /// Budgets and rate limits of projects and keys.
+    pub quotas: Arc<crate::quota::Quotas>,
 }
 
 impl AppState {
@@ -208,6 +221,12 @@ pub enum ServerError {
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.server.max_body_bytes;
     crate::http::routes::router()
+        // Budgets and rate limits: after auth (an inner route layer), so
+        // the caller is known.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::quota::middleware,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::middleware,
@@ -453,6 +472,12 @@ pub async fn start(
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
+    let quotas = crate::quota::Quotas::new(
+        store.clone(),
+        u64::from(config.limits.budget_reserve_tokens),
+    );
+    let quota_stop = tokio_util::sync::CancellationToken::new();
+    let quota_flush = quotas.spawn_flush(quota_stop.clone());
     let state = AppState {
         inner: Arc::new(AppInner {
             router: Arc::new(
@@ -474,8 +499,10 @@ pub async fn start(
             halt: halt.clone(),
             metrics,
             traces: Arc::clone(&traces),
+            quotas: Arc::clone(&quotas),
         }),
         project,
+        admission: None,
     };
     if let Some((listener, _)) = metrics_listener {
         let app = metrics_router(state.clone());
@@ -543,6 +570,10 @@ pub async fn start(
         if let Some(task) = recorder_task {
             let _ = task.await;
         }
+        // Unspent leases go back to the shared counters, overspends are charged.
+        quota_stop.cancel();
+        let _ = quota_flush.await;
+        quotas.return_all().await;
         store.close().await;
         // The last spans (the exporter blocks on its own thread).
         let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;

@@ -572,7 +572,15 @@ impl FromRequestParts<AppState> for Scoped {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         match parts.extensions.get::<Caller>() {
-            Some(caller) => Ok(Scoped(state.scoped(caller.clone()))),
+            Some(caller) => {
+                let mut app = state.scoped(caller.clone());
+                // The budgets middleware's admission, for the request's model call.
+                app.admission = parts
+                    .extensions
+                    .get::<crate::quota::AdmissionSlot>()
+                    .cloned();
+                Ok(Scoped(app))
+            }
             None => {
                 Err(Problem::internal("request without an authenticated caller").into_response())
             }

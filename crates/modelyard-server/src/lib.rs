@@ -11,6 +11,8 @@
 //! - [`conversations`]: the turn engine, live event buffers and bus.
 //! - [`recorder`]: writes call records off the hot path.
 //! - [`limits`]: stream slots and the body limit (`[limits]`).
+//! - [`quota`]: budgets and rate limits of projects and keys (admission,
+//!   settlement, leased shared counters).
 //! - [`app`]: state, routes, start and shutdown.
 //! - [`ui`]: the embedded web UI (`/ui`, public).
 
@@ -26,6 +28,7 @@ pub mod gateway;
 pub mod guard;
 pub mod http;
 pub mod limits;
+pub mod quota;
 pub mod recorder;
 pub mod redact;
 pub mod registry;

@@ -68,7 +68,11 @@ const MATRIX: &[(&str, &str, Role, bool)] = &[
     ("POST", "/v1/llms/{id}/copy", Role::Admin, true),
     ("GET", "/v1/keys", Role::Admin, false),
     ("POST", "/v1/keys", Role::Admin, false),
+    ("PATCH", "/v1/keys/{id}", Role::Admin, true),
     ("DELETE", "/v1/keys/{id}", Role::Admin, true),
+    // A project's limits: another project's id is 404.
+    ("GET", "/v1/projects/{id}/limits", Role::Admin, true),
+    ("PUT", "/v1/projects/{id}/limits", Role::Admin, true),
     ("GET", "/v1/conversations", Role::Read, false),
     ("POST", "/v1/conversations", Role::Member, false),
     ("GET", "/v1/conversations/{id}", Role::Read, true),
@@ -285,6 +289,13 @@ async fn target_path(
         .await;
         return format!("/v1/llms/{}", l["id"].as_str().unwrap());
     }
+    if method == "PATCH" && template == "/v1/keys/{id}" {
+        let k = json_ok(server, "POST", "/v1/keys", admin, json!({"role": "read"})).await;
+        return format!("/v1/keys/{}", k["id"].as_str().unwrap());
+    }
+    if template == "/v1/projects/{id}/limits" {
+        return "/v1/projects/default/limits".to_owned();
+    }
     if method == "DELETE" && template == "/v1/keys/{id}" {
         let k = json_ok(server, "POST", "/v1/keys", admin, json!({"role": "read"})).await;
         return format!("/v1/keys/{}", k["id"].as_str().unwrap());
@@ -342,6 +353,8 @@ fn body_for(method: &str, template: &str) -> Option<Value> {
         ("POST", "/v1/llms") => json!({"model": "mock/echo"}),
         ("PATCH", "/v1/llms/{id}") => json!({"displayName": "renamed"}),
         ("POST", "/v1/keys") => json!({"role": "read"}),
+        ("PATCH", "/v1/keys/{id}") => json!({"limits": {"maxConcurrent": 100}}),
+        ("PUT", "/v1/projects/{id}/limits") => json!({}),
         ("POST", "/v1/conversations") => json!({}),
         ("PATCH", "/v1/conversations/{id}") => json!({"title": "t"}),
         ("POST", "/v1/conversations/{id}/messages") => {

@@ -41,6 +41,7 @@ mod error;
 mod favorites;
 mod keys;
 mod leases;
+mod limits;
 mod llms;
 mod projects;
 mod sessions;
@@ -55,6 +56,7 @@ pub use error::{redact_url, StoreError};
 pub use favorites::FavoriteRow;
 pub use keys::{ApiKeyRow, Revoke, Role};
 pub use leases::TurnLease;
+pub use limits::{CounterKey, Lease, LimitMetric, LimitSubject};
 pub use llms::{
     LlmConfigFields, LlmConfigFilter, LlmConfigRow, DEFAULT_LLM_CONFIG_LIMIT, MAX_LLM_CONFIG_LIMIT,
 };

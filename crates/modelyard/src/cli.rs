@@ -49,6 +49,56 @@ pub(crate) enum KeysCommand {
         #[arg(long, default_value = "default")]
         project: String,
     },
+    /// Show or change a key's budgets and rate limits (the flags given
+    /// change; the others stay unless `--clear`).
+    Limits {
+        /// Key id.
+        id: String,
+        /// Project name.
+        #[arg(long, default_value = "default")]
+        project: String,
+        #[command(flatten)]
+        limits: LimitsArgs,
+    },
+}
+
+/// Budgets and rate limits, as `keys limits` and `projects limits` set them.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct LimitsArgs {
+    /// Requests per UTC minute.
+    #[arg(long)]
+    pub(crate) rpm: Option<i64>,
+    /// Tokens (prompt + completion) per UTC minute.
+    #[arg(long)]
+    pub(crate) tpm: Option<i64>,
+    /// Most tokens per `--period`.
+    #[arg(long)]
+    pub(crate) max_tokens: Option<i64>,
+    /// Most USD spent per `--period`.
+    #[arg(long)]
+    pub(crate) max_cost_usd: Option<f64>,
+    /// The period of `--max-tokens` / `--max-cost-usd` (UTC).
+    #[arg(long, value_parser = ["day", "week", "month", "total"])]
+    pub(crate) period: Option<String>,
+    /// Most requests and turns in flight at once (per server replica).
+    #[arg(long)]
+    pub(crate) max_concurrent: Option<i64>,
+    /// Remove every limit first (alone: no limits).
+    #[arg(long)]
+    pub(crate) clear: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ProjectsCommand {
+    /// Show or change a project's budgets and rate limits (all its keys
+    /// together; the flags given change, the others stay unless `--clear`).
+    Limits {
+        /// Project name.
+        #[arg(long, default_value = "default")]
+        project: String,
+        #[command(flatten)]
+        limits: LimitsArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -116,6 +166,12 @@ pub(crate) enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Projects' budgets and rate limits (managed in the database named by
+    /// the config; a running server applies changes within seconds).
+    Projects {
+        #[command(subcommand)]
+        command: ProjectsCommand,
     },
     /// LLM configs: reusable model + system prompt + options.
     Llms {

@@ -23,7 +23,7 @@ use modelyard_server::Config;
 
 use cli::{
     CallsCommand, Cli, Command, ConfigCommand, ConversationsCommand, FavoritesCommand, KeysCommand,
-    LlmsCommand, ModelCommand, ModelsCommand, SessionsCommand,
+    LlmsCommand, ModelCommand, ModelsCommand, ProjectsCommand, SessionsCommand,
 };
 use serve::serve;
 
@@ -89,7 +89,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 } => keys::create(&config, project, role, name.as_deref()).await?,
                 KeysCommand::Ls { project } => keys::list(&config, project).await?,
                 KeysCommand::Revoke { id, project } => keys::revoke(&config, project, id).await?,
+                KeysCommand::Limits {
+                    id,
+                    project,
+                    limits,
+                } => keys::key_limits(&config, project, id, limits).await?,
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Projects {
+            command: ProjectsCommand::Limits { project, limits },
+        } => {
+            let config = load_config(cli.config.as_deref())?;
+            keys::project_limits(&config, project, limits).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Config {

@@ -116,3 +116,86 @@ fn keys_are_made_offline_then_required() {
         "{listed:?}"
     );
 }
+
+#[test]
+fn limits_are_set_and_shown_by_the_cli() {
+    let dir = Dir(std::env::temp_dir().join(format!(
+        "modelyard-key-limits-{}-{}",
+        std::process::id(),
+        free_port()
+    )));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let local = config(&dir.0, "127.0.0.1:0");
+    let out = cli(&local, None, &["keys", "create", "--role", "member"]);
+    assert!(out.status.success(), "{out:?}");
+    let listed = cli(&local, None, &["keys", "ls"]);
+    let listing = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let id = listing
+        .lines()
+        .nth(1)
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    // Set, then change one: the others stay.
+    let out = cli(
+        &local,
+        None,
+        &[
+            "keys",
+            "limits",
+            &id,
+            "--rpm",
+            "100",
+            "--max-cost-usd",
+            "5",
+            "--period",
+            "day",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = cli(
+        &local,
+        None,
+        &["keys", "limits", &id, "--max-concurrent", "4"],
+    );
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in [
+        "requests_per_minute  100",
+        "max_cost_usd         5",
+        "period               day",
+        "max_concurrent       4",
+    ] {
+        assert!(shown.contains(line), "{line:?} in {shown}");
+    }
+    // A budget without a period is refused, naming the field.
+    let out = cli(
+        &local,
+        None,
+        &["keys", "limits", &id, "--clear", "--max-tokens", "9"],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("period"), "{stderr}");
+    // Another project's key is not found.
+    let out = cli(&local, None, &["keys", "limits", "nope", "--rpm", "1"]);
+    assert!(!out.status.success());
+    // A project's limits.
+    let out = cli(
+        &local,
+        None,
+        &[
+            "projects",
+            "limits",
+            "--max-tokens",
+            "5000",
+            "--period",
+            "month",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("project default"), "{shown}");
+    assert!(shown.contains("max_tokens           5000"), "{shown}");
+    let out = cli(&local, None, &["projects", "limits", "--clear"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no limits"));
+}

@@ -3,8 +3,12 @@
 //!
 //! - `GET /v1/keys` → `{data: [{id, projectId, name, role, prefix,
 //!   createdAt, revokedAt}]}`, newest first; never a secret.
-//! - `POST /v1/keys` `{name?, role}` → 201 with the same fields plus `key`,
+//! - `POST /v1/keys` `{name?, role, limits?}` → 201 with the same fields plus `key`,
 //!   the secret, shown only in this answer.
+//! - `PATCH /v1/keys/{id}` `{limits}` → 200 with the key and its `limits`
+//!   (the budgets and rate limits of [`crate::service::usage_limits`]:
+//!   absent fields stay, `null` removes a limit); `POST /v1/keys` takes
+//!   `limits` too. 404 (`key_not_found`) for another project's key.
 //! - `DELETE /v1/keys/{id}` → 204; the key stops working at once on this
 //!   server, its open event streams end (within
 //!   [`crate::auth::KEY_COUNT_INTERVAL`] on other servers). 404
@@ -15,7 +19,7 @@
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
-use modelyard_store::ApiKeyRow;
+use modelyard_store::{ApiKeyRow, LimitSubject};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -23,6 +27,7 @@ use crate::auth::Scoped;
 use crate::clock::rfc3339;
 use crate::http::{ApiError, ApiJson};
 use crate::service::keys;
+use crate::service::usage_limits::{self, LimitsPatch, LimitsView};
 
 /// A key as JSON.
 #[derive(Debug, Serialize, ToSchema)]
@@ -40,6 +45,10 @@ pub struct KeyDto {
     /// The secret: only when just created.
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<String>,
+    /// The key's budgets and rate limits: in the answers of `POST` (when
+    /// given) and `PATCH`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limits: Option<LimitsView>,
 }
 
 impl From<&ApiKeyRow> for KeyDto {
@@ -53,6 +62,7 @@ impl From<&ApiKeyRow> for KeyDto {
             created_at: rfc3339(k.created_at_ms),
             revoked_at: k.revoked_at_ms.map(rfc3339),
             key: None,
+            limits: None,
         }
     }
 }
@@ -83,6 +93,8 @@ pub async fn list(Scoped(app): Scoped) -> Result<Json<KeyList>, ApiError> {
 pub struct CreateBody {
     name: Option<String>,
     role: String,
+    /// The key's budgets and rate limits.
+    limits: Option<LimitsPatch>,
 }
 
 /// `POST /v1/keys`.
@@ -98,11 +110,56 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<(StatusCode, Json<KeyDto>), ApiError> {
     let role = keys::parse_role(&body.role)?;
+    // Checked before the key exists.
+    if let Some(patch) = &body.limits {
+        patch.apply(Default::default())?;
+    }
     let created = keys::create(&app.store, &app.project, body.name, role).await?;
     app.auth.created();
     let mut dto = KeyDto::from(&created.row);
+    if let Some(patch) = &body.limits {
+        let subject = LimitSubject::Key(created.row.id.clone());
+        let limits = usage_limits::change(&app.store, &app.project, &subject, patch, true).await?;
+        dto.limits = Some(LimitsView::from(&limits));
+    }
     dto.key = Some(created.secret);
     Ok((StatusCode::CREATED, Json(dto)))
+}
+
+/// Body of `PATCH /v1/keys/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBody {
+    /// Changes to the key's limits: absent fields stay, `null` removes one.
+    limits: Option<LimitsPatch>,
+}
+
+/// `PATCH /v1/keys/{id}`.
+#[utoipa::path(
+    patch,
+    path = "/v1/keys/{id}",
+    tag = "keys",
+    params(("id" = String, Path, description = "Key id")),
+    request_body = PatchBody,
+    responses((status = 200, description = "The key with its limits", body = KeyDto))
+)]
+pub async fn patch(
+    Scoped(app): Scoped,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PatchBody>,
+) -> Result<Json<KeyDto>, ApiError> {
+    let row = keys::find(&app.store, &app.project, &id).await?;
+    let subject = LimitSubject::Key(id);
+    let limits = match &body.limits {
+        Some(patch) => {
+            usage_limits::change(&app.store, &app.project, &subject, patch, false).await?
+        }
+        None => usage_limits::get(&app.store, &app.project, &subject).await?,
+    };
+    app.quotas.forget(&subject);
+    let mut dto = KeyDto::from(&row);
+    dto.limits = Some(LimitsView::from(&limits));
+    Ok(Json(dto))
 }
 
 /// `DELETE /v1/keys/{id}`.

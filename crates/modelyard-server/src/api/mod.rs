@@ -8,6 +8,7 @@ pub mod favorites;
 pub mod health;
 pub mod imports;
 pub mod keys;
+pub mod limits;
 pub mod llms;
 pub mod metrics;
 pub mod openapi;

@@ -315,6 +315,12 @@ pub struct LimitsConfig {
     /// Non-streamed requests and background turns in flight at once
     /// (`max_concurrent_requests`, default 1 024); beyond it a fast 429.
     pub max_concurrent_requests: u32,
+    /// Output tokens reserved against a token budget or `tokens_per_minute`
+    /// for a request that names no `max_tokens` / `max_completion_tokens` /
+    /// `max_output_tokens`, and for a conversation turn
+    /// (`budget_reserve_tokens`, default 4 096, 0..=10 000 000); settled to
+    /// the actual usage when the call ends ([`crate::quota`]).
+    pub budget_reserve_tokens: u32,
 }
 
 impl Default for LimitsConfig {
@@ -332,6 +338,7 @@ impl Default for LimitsConfig {
             body_read_timeout_ms: 30_000,
             max_connections: 4_096,
             max_concurrent_requests: 1_024,
+            budget_reserve_tokens: 4_096,
         }
     }
 }

@@ -99,6 +99,7 @@ pub(super) struct RawLimits {
     pub(super) body_read_timeout_ms: Option<i64>,
     pub(super) max_connections: Option<i64>,
     pub(super) max_concurrent_requests: Option<i64>,
+    pub(super) budget_reserve_tokens: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]

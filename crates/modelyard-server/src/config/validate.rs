@@ -398,6 +398,13 @@ fn limits(raw: RawLimits, source_name: &str) -> Result<LimitsConfig, ConfigError
             1_000_000,
             d.max_concurrent_requests.into(),
         )? as u32,
+        budget_reserve_tokens: limit(
+            "budget_reserve_tokens",
+            raw.budget_reserve_tokens,
+            0,
+            10_000_000,
+            d.budget_reserve_tokens.into(),
+        )? as u32,
     })
 }
 

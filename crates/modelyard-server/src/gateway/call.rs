@@ -34,6 +34,9 @@ struct Draft {
     earlier: Vec<CallRecord>,
     /// The request's `x-request-id`, stored on its session.
     request_id: Option<String>,
+    /// The request's hold on its budgets and rate limits, settled with
+    /// what its calls spent when it is recorded.
+    admission: Option<crate::quota::Admission>,
 }
 
 impl CallDraft {
@@ -47,6 +50,7 @@ impl CallDraft {
                 current: None,
                 earlier: Vec::new(),
                 request_id,
+                admission: app.take_admission(),
             }),
         }
     }
@@ -129,6 +133,7 @@ impl Draft {
         error: Option<String>,
     ) {
         let completed_at_ms = now_ms();
+        let client_gone = error.as_deref() == Some(CLIENT_GONE);
         let project = self.project.clone();
         let mut earlier = std::mem::take(&mut self.earlier);
         let last = match self.current.take() {
@@ -144,6 +149,32 @@ impl Draft {
             },
         };
         let request_id = self.request_id.take();
+        let admission = self.admission.take();
+        if admission.is_none() {
+            // No limits apply: nothing to settle.
+        } else if client_gone {
+            crate::quota::settle(admission, crate::quota::Spent::ClientGone);
+        } else {
+            let mut spent: Vec<(String, modelyard_core::Usage)> = earlier
+                .iter()
+                .map(|r| (r.model_id.clone(), r.summary.usage))
+                .collect();
+            spent.push(match &last {
+                Last::Call(last) => (
+                    last.0.target().resolution.model_id.to_string(),
+                    last.1.usage,
+                ),
+                Last::Record(record) => (record.model_id.clone(), record.summary.usage),
+            });
+            let calls: Vec<crate::quota::CallUsage<'_>> = spent
+                .iter()
+                .map(|(model_id, usage)| crate::quota::CallUsage {
+                    model_id,
+                    usage: *usage,
+                })
+                .collect();
+            crate::quota::settle(admission, crate::quota::Spent::Calls(&calls));
+        }
         // Copying the request body happens in the writer task.
         let bytes = earlier.iter().map(|r| r.request_json.len()).sum::<usize>()
             + match &last {

@@ -2,12 +2,14 @@
 //! the one error mapping ([`ApiError`]) and the extractors that answer a
 //! rejection with a problem document ([`ApiJson`], [`ApiQuery`]), and the
 //! route table with its access rules ([`routes`]) and the OpenAPI document
-//! generated from the handlers next to it ([`openapi`]).
+//! generated from the handlers next to it ([`openapi`]), and the budgets
+//! and rate limits middleware ([`quota`]).
 
 pub mod access;
 mod error;
 mod extract;
 pub mod openapi;
+pub mod quota;
 pub mod routes;
 
 pub use error::{store_problem, ApiError};

@@ -143,7 +143,21 @@ pub fn table() -> Vec<Route> {
         // API keys.
         route(M::GET, "/v1/keys", admin, api::keys::list),
         route(M::POST, "/v1/keys", admin, api::keys::create),
+        route(M::PATCH, "/v1/keys/{id}", admin, api::keys::patch),
         route(M::DELETE, "/v1/keys/{id}", admin, api::keys::revoke),
+        // Budgets and rate limits of a project (a key's are on the key).
+        route(
+            M::GET,
+            "/v1/projects/{id}/limits",
+            admin,
+            api::limits::get_project,
+        ),
+        route(
+            M::PUT,
+            "/v1/projects/{id}/limits",
+            admin,
+            api::limits::put_project,
+        ),
         // Conversations.
         route(M::GET, "/v1/conversations", read, conv::list),
         route(M::POST, "/v1/conversations", member, conv::create),
@@ -231,6 +245,26 @@ pub fn table() -> Vec<Route> {
             api::operations::warm,
         ),
     ]
+}
+
+/// The routes that call models, where a key's and its project's budgets
+/// and rate limits apply ([`crate::http::quota`]): the OpenAI, Anthropic
+/// and Responses fronts, the pass-throughs, and conversation turns (a
+/// start, or a resume with tool results).
+pub fn metered(method: &Method, path: &str) -> bool {
+    *method == Method::POST
+        && matches!(
+            path,
+            "/v1/chat/completions"
+                | "/v1/embeddings"
+                | "/v1/rerank"
+                | "/v1/reranking"
+                | "/v1/completions"
+                | "/v1/messages"
+                | "/v1/responses"
+                | "/v1/conversations/{id}/turns"
+                | "/v1/conversations/{id}/turns/{turn_id}/tool-results"
+        )
 }
 
 /// The table as a router (rows of one path share its method router).
@@ -334,6 +368,7 @@ mod tests {
                 && !public
                 && *path != "/metrics"
                 && !path.starts_with("/v1/keys")
+                && !path.starts_with("/v1/projects")
             {
                 assert_eq!(*access, Access::Role(Role::Read), "GET {path}");
             }
@@ -344,5 +379,24 @@ mod tests {
             required_role(&Method::DELETE, "/v1/keys/{id}"),
             Some(Role::Admin)
         );
+        assert_eq!(
+            required_role(&Method::GET, "/v1/projects/{id}/limits"),
+            Some(Role::Admin)
+        );
+    }
+
+    #[test]
+    fn every_metered_route_is_a_row() {
+        for path in [
+            "/v1/chat/completions",
+            "/v1/messages",
+            "/v1/responses",
+            "/v1/conversations/{id}/turns",
+        ] {
+            assert!(metered(&Method::POST, path), "{path}");
+            assert!(access(&Method::POST, path).is_some(), "{path}");
+        }
+        assert!(!metered(&Method::GET, "/v1/conversations/{id}/turns"));
+        assert!(!metered(&Method::POST, "/v1/conversations"));
     }
 }

@@ -77,6 +77,20 @@ pub async fn list(store: &Store, project: &ProjectId) -> Result<Vec<ApiKeyRow>, 
     Ok(store.list_api_keys(project).await?)
 }
 
+/// Key `id` of `project` (revoked ones too).
+///
+/// # Errors
+/// `key_not_found` (404) when the project has no key `id`; the store's
+/// errors.
+pub async fn find(store: &Store, project: &ProjectId, id: &str) -> Result<ApiKeyRow, ServiceError> {
+    store
+        .list_api_keys(project)
+        .await?
+        .into_iter()
+        .find(|k| k.id == id)
+        .ok_or_else(|| ServiceError::not_found("key", id, format!("no key {id:?} in this project")))
+}
+
 /// Revokes key `id` of `project`.
 ///
 /// # Errors

@@ -17,4 +17,5 @@ pub mod routed;
 pub mod tokens;
 pub mod turn_target;
 pub mod turns;
+pub mod usage_limits;
 pub mod warm;

@@ -86,6 +86,7 @@ pub struct Builder {
     call_log: bool,
     dir: Option<TempDir>,
     mocks: Vec<(String, MockOptions)>,
+    storage_url: Option<String>,
 }
 
 impl Default for Builder {
@@ -100,6 +101,7 @@ impl Default for Builder {
             call_log: true,
             dir: None,
             mocks: Vec::new(),
+            storage_url: None,
         }
     }
 }
@@ -151,6 +153,13 @@ impl Builder {
         self
     }
 
+    /// Another database than the data directory's SQLite file (a
+    /// PostgreSQL URL shared by replicas).
+    pub fn storage_url(mut self, url: &str) -> Self {
+        self.storage_url = Some(url.to_owned());
+        self
+    }
+
     /// Reuses a data directory (and so its database).
     pub fn dir(mut self, dir: TempDir) -> Self {
         self.dir = Some(dir);
@@ -180,9 +189,12 @@ impl Builder {
             mocks.push((name, named));
         }
         let dir = self.dir.unwrap_or_default();
+        let db = self
+            .storage_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("modelyard.db").display()));
         let toml = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\n[storage]\nurl = \"sqlite://{db}\"\ndata_dir = \"{data}\"\ncall_log = {call_log}\n{storage}\n\n{providers}\n{extra}\n",
-            db = dir.path().join("modelyard.db").display(),
+            "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\n[storage]\nurl = \"{db}\"\ndata_dir = \"{data}\"\ncall_log = {call_log}\n{storage}\n\n{providers}\n{extra}\n",
             data = dir.path().display(),
             server = self.server,
             call_log = self.call_log,

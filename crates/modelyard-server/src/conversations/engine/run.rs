@@ -59,6 +59,9 @@ pub async fn run_turn(job: TurnJob) {
         app: job.app.clone(),
         turn_id: job.live.turn_id.clone(),
     };
+    // The starting request's hold on its budgets and rate limits: its
+    // `maxConcurrent` slot lasts as long as the run.
+    let admission = job.app.take_admission();
     let mut calls: Vec<NewLlmCall> = Vec::new();
     let started_ms = now_ms();
     let outcome = drive(&job, &mut calls).await;
@@ -102,6 +105,16 @@ pub async fn run_turn(job: TurnJob) {
     if let Some(events) = closed {
         publish_events(app.bus.as_ref(), &conversation_id, &events);
     }
+    if admission.is_some() {
+        let spent: Vec<crate::quota::CallUsage<'_>> = calls
+            .iter()
+            .map(|call| crate::quota::CallUsage {
+                model_id: &call.model_id,
+                usage: usage_of(&call.usage),
+            })
+            .collect();
+        crate::quota::settle(admission, crate::quota::Spent::Calls(&spent));
+    }
     if !calls.is_empty() {
         let created_at_ms = calls.first().map_or(started_ms, |c| c.sent_at_ms);
         app.recorder.record(
@@ -119,6 +132,18 @@ pub async fn run_turn(job: TurnJob) {
                 calls,
             },
         );
+    }
+}
+
+/// A recorded call's token counts.
+fn usage_of(row: &modelyard_store::UsageRow) -> modelyard_core::Usage {
+    let count = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok());
+    modelyard_core::Usage {
+        prompt_tokens: count(row.prompt_tokens),
+        completion_tokens: count(row.completion_tokens),
+        reasoning_tokens: count(row.reasoning_tokens),
+        cached_prompt_tokens: count(row.cached_prompt_tokens),
+        total_tokens: count(row.total_tokens),
     }
 }
 

@@ -1,0 +1,156 @@
+//! `limits-bench`: what budgets and rate limits add to a request (issue
+//! 21's goal: ≤ 10 µs p50), measured by the client in one run.
+//!
+//! One Modelyard (call log off, SQLite in a temporary directory) in front
+//! of the zero-latency mock; keys of one project: an admin key without
+//! limits, and member keys with limits set high enough never to refuse —
+//! every limit (`requestsPerMinute`, `tokensPerMinute`, a `maxTokens` and a
+//! `maxCostUsd` budget per day, `maxConcurrent`), only `maxConcurrent` (the
+//! body read and reserve without a counter), only `requestsPerMinute` — so
+//! their requests take the limited path: limits lookup (cached), body read
+//! and reserve, admission from the local lease (a store round trip once per
+//! block), headers, settlement. Serial non-streamed chat completions, in
+//! alternating batches of 200 per key so all see the same machine; each
+//! request timed with `Instant`. Usage: `limits-bench [--rounds N]`
+//! (default 50 rounds).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context as _, Result};
+use modelyard_server::Config;
+use modelyard_testkit::MockUpstream;
+use serde_json::{json, Value};
+
+const BATCH: usize = 200;
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
+}
+
+async fn timed(client: &reqwest::Client, url: &str, key: &str, body: &Value) -> Result<u64> {
+    let start = Instant::now();
+    let response = client.post(url).bearer_auth(key).json(body).send().await?;
+    let status = response.status();
+    let bytes = response.bytes().await?;
+    let nanos = start.elapsed().as_nanos() as u64;
+    ensure!(
+        status == 200,
+        "{status}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    Ok(nanos)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let rounds: usize = match std::env::args().skip_while(|a| a != "--rounds").nth(1) {
+        Some(n) => n.parse().context("--rounds needs a number")?,
+        None => 50,
+    };
+    let mock = MockUpstream::start().await;
+    mock.set_record_requests(false);
+    let dir = std::env::temp_dir().join(format!("modelyard-limits-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[storage]\nurl = \"sqlite://{db}\"\n\
+         data_dir = \"{data}\"\ncall_log = false\n\n[[providers]]\nname = \"mock\"\n\
+         kind = \"openai\"\nbase_url = \"{mock}\"\n",
+        db = dir.join("modelyard.db").display(),
+        data = dir.display(),
+        mock = mock.base_url(),
+    );
+    let none = |_: &str| -> Option<String> { None };
+    let config = Config::from_toml(&toml, "<limits-bench>", None, &none)?;
+    let server = modelyard_server::start(config, &none).await?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .build()?;
+    let keys = server.base_url() + "/v1/keys";
+    let admin: Value = client
+        .post(&keys)
+        .json(&json!({"role": "admin"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let admin = admin["key"].as_str().context("admin key")?.to_owned();
+    let mut limited = Vec::new();
+    for (label, limits) in [
+        (
+            "all limits",
+            json!({
+                "requestsPerMinute": 100_000_000, "tokensPerMinute": 1_000_000_000_000i64,
+                "maxTokens": 1_000_000_000_000i64, "maxCostUsd": 1_000_000, "period": "day",
+                "maxConcurrent": 1000,
+            }),
+        ),
+        ("maxConcurrent only", json!({"maxConcurrent": 1000})),
+        (
+            "requestsPerMinute only",
+            json!({"requestsPerMinute": 100_000_000}),
+        ),
+    ] {
+        let key: Value = client
+            .post(&keys)
+            .bearer_auth(&admin)
+            .json(&json!({"role": "member", "limits": limits}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let key = key["key"].as_str().context("limited key")?.to_owned();
+        limited.push((label, key));
+    }
+    let url = server.base_url() + "/v1/chat/completions";
+    let body = json!({
+        "model": "mock/mock-model",
+        "messages": [{"role": "user", "content": "hello brave new world"}],
+        "max_tokens": 64,
+    });
+    // Warm up every path (leases taken, connections open, caches filled).
+    for _ in 0..300 {
+        for (_, key) in &limited {
+            timed(&client, &url, key, &body).await?;
+        }
+        timed(&client, &url, &admin, &body).await?;
+    }
+    let mut with: Vec<Vec<u64>> = vec![Vec::new(); limited.len()];
+    let mut without = Vec::new();
+    for _ in 0..rounds {
+        for (samples, (_, key)) in with.iter_mut().zip(&limited) {
+            for _ in 0..BATCH {
+                samples.push(timed(&client, &url, key, &body).await?);
+            }
+        }
+        for _ in 0..BATCH {
+            without.push(timed(&client, &url, &admin, &body).await?);
+        }
+    }
+    without.sort_unstable();
+    println!(
+        "| key | requests | p50 µs | p90 µs | p99 µs | added p50 µs |\n|---|---|---|---|---|---|"
+    );
+    let base = percentile(&without, 0.5);
+    for ((label, _), samples) in limited.iter().zip(with.iter_mut()) {
+        samples.sort_unstable();
+        println!(
+            "| {label} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            samples.len(),
+            percentile(samples, 0.5),
+            percentile(samples, 0.9),
+            percentile(samples, 0.99),
+            percentile(samples, 0.5) - base,
+        );
+    }
+    println!(
+        "| unlimited | {} | {:.1} | {:.1} | {:.1} | |",
+        without.len(),
+        base,
+        percentile(&without, 0.9),
+        percentile(&without, 0.99)
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), server.shutdown()).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

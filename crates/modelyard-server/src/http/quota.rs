@@ -1,0 +1,167 @@
+//! The budgets-and-rate-limits middleware ([`crate::quota`]) on the routes
+//! that call models ([`super::routes::metered`]): after auth, it reads the
+//! limits of the caller's key and project; with any, it reads the body to
+//! reserve the request's worth ([`crate::quota::reserve_tokens`]), admits
+//! or refuses it, hands the admission to the handler (through the
+//! request's extensions into [`crate::auth::Scoped`]'s state) and adds the
+//! rate-limit headers to the answer.
+//!
+//! A refusal is a 429 (503 when the shared counters cannot be read) with
+//! `Retry-After` (seconds until the window ends; none for a `total`
+//! budget) and a message naming the limit, in the path's shape: OpenAI's
+//! envelope (`type` `rate_limit_exceeded` / `insufficient_quota`, `code`
+//! `rate_limited` / `budget_exceeded`), Anthropic's `rate_limit_error`, or
+//! a problem document with `code` `rate_limited` / `budget_exceeded`,
+//! `limit` (its name) and `scope` (`key` / `project`).
+//!
+//! Headers on an admitted request's answer (OpenAI's names):
+//! `x-ratelimit-limit-requests` / `x-ratelimit-remaining-requests` (with
+//! `requests_per_minute`), `x-ratelimit-limit-tokens` (with
+//! `tokens_per_minute`), `x-ratelimit-remaining-tokens` (with
+//! `tokens_per_minute` or `max_tokens`: the smaller) and
+//! `x-modelyard-budget-remaining` (USD, with `max_cost_usd`).
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::{is_anthropic_path, is_openai_path, AnthropicError, OpenAiError, Problem};
+use crate::quota::{reserve_tokens, AdmissionSlot, Need, Refusal, Remaining};
+
+/// `x-ratelimit-limit-requests`.
+pub const LIMIT_REQUESTS: &str = "x-ratelimit-limit-requests";
+/// `x-ratelimit-remaining-requests`.
+pub const REMAINING_REQUESTS: &str = "x-ratelimit-remaining-requests";
+/// `x-ratelimit-limit-tokens`.
+pub const LIMIT_TOKENS: &str = "x-ratelimit-limit-tokens";
+/// `x-ratelimit-remaining-tokens`.
+pub const REMAINING_TOKENS: &str = "x-ratelimit-remaining-tokens";
+/// `x-modelyard-budget-remaining` (USD).
+pub const BUDGET_REMAINING: &str = "x-modelyard-budget-remaining";
+
+/// The middleware (a route layer inside auth).
+pub async fn middleware(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    if !super::routes::metered(request.method(), &path) {
+        return next.run(request).await;
+    }
+    let Some(caller) = request.extensions().get::<Caller>().cloned() else {
+        return next.run(request).await;
+    };
+    let applicable = app
+        .quotas
+        .limits_for(&caller.project, caller.key_id.as_deref())
+        .await;
+    if applicable.is_empty() {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, app.config.server.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        // Over the size limit the outer body-limit layer answers 413.
+        Err(err) => return unreadable(&path, &err.to_string()),
+    };
+    let need = Need {
+        tokens: reserve_tokens(&bytes, app.quotas.default_reserve, generates(&path)),
+        cost_nusd: 0,
+    };
+    match app
+        .quotas
+        .admit(&applicable, need, crate::clock::now_ms())
+        .await
+    {
+        Err(refusal) => refused(&refusal, &path),
+        Ok(admission) => {
+            let remaining = admission.remaining();
+            let mut request = Request::from_parts(parts, Body::from(bytes));
+            request
+                .extensions_mut()
+                .insert(AdmissionSlot::new(admission));
+            let mut response = next.run(request).await;
+            headers(response.headers_mut(), &remaining);
+            response
+        }
+    }
+}
+
+/// Whether requests on `path` generate output (embeddings and rerank do
+/// not: they reserve only their prompt).
+fn generates(path: &str) -> bool {
+    !matches!(path, "/v1/embeddings" | "/v1/rerank" | "/v1/reranking")
+}
+
+/// Sets the rate-limit headers `remaining` has values for.
+pub fn headers(headers: &mut HeaderMap, remaining: &Remaining) {
+    for (name, value) in [
+        (LIMIT_REQUESTS, remaining.limit_requests),
+        (REMAINING_REQUESTS, remaining.requests),
+        (LIMIT_TOKENS, remaining.limit_tokens),
+        (REMAINING_TOKENS, remaining.tokens),
+    ] {
+        if let Some(value) = value {
+            headers.insert(name, HeaderValue::from(value.max(0)));
+        }
+    }
+    if let Some(usd) = remaining.budget_usd() {
+        if let Ok(value) = HeaderValue::from_str(&usd) {
+            headers.insert(BUDGET_REMAINING, value);
+        }
+    }
+}
+
+/// The refusal in `path`'s shape (see the module doc).
+pub fn refused(refusal: &Refusal, path: &str) -> Response {
+    let status = match refusal {
+        Refusal::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Refusal::Limit { .. } => StatusCode::TOO_MANY_REQUESTS,
+    };
+    let message = refusal.to_string();
+    let mut response = if is_anthropic_path(path) {
+        AnthropicError::new(status, message).into_response()
+    } else if is_openai_path(path) {
+        let kind = match refusal {
+            Refusal::Unavailable { .. } => "server_error",
+            _ if refusal.is_budget() => "insufficient_quota",
+            Refusal::Limit { .. } => "rate_limit_exceeded",
+        };
+        OpenAiError::new(status, kind, message)
+            .code(refusal.code())
+            .into_response()
+    } else {
+        let title = match refusal {
+            Refusal::Unavailable { .. } => "Service Unavailable",
+            Refusal::Limit { .. } => "Too Many Requests",
+        };
+        let mut problem = Problem::new(status, title, message).with("code", refusal.code());
+        if let Refusal::Limit { scope, name, .. } = refusal {
+            problem = problem.with("limit", *name).with("scope", *scope);
+        }
+        problem.into_response()
+    };
+    if let Some(secs) = refusal.retry_after_secs() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+/// 400 for a body that could not be read, in `path`'s shape.
+fn unreadable(path: &str, reason: &str) -> Response {
+    let message = format!("cannot read the request body: {reason}");
+    if is_anthropic_path(path) {
+        AnthropicError::new(StatusCode::BAD_REQUEST, message).into_response()
+    } else if is_openai_path(path) {
+        OpenAiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message).into_response()
+    } else {
+        Problem::bad_request(message).into_response()
+    }
+}
