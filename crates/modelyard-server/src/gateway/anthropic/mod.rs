@@ -465,7 +465,6 @@ async fn open_call(
     // (the client gone included), one record.
     let mut draft = CallDraft::start(app, request_id);
     let sent = draft.send(&mut plan, &mut build).await;
-    drop(build);
     match sent {
         Ok(upstream) => {
             let (model_id, provider, was_native) = match draft.call() {
