@@ -145,6 +145,19 @@ async fn a_message_passes_through_byte_for_byte_but_model_with_anthropic_headers
         .filter(|id| id.starts_with("anth/"))
         .collect();
     assert_eq!(ids.len(), LISTED.len(), "{models}");
+    let provider = server.get_json("/v1/providers/anth").await;
+    assert_eq!(provider["kind"], "anthropic");
+    assert_eq!(provider["messagesApi"], true);
+    assert_eq!(provider["status"], "online");
+    assert_eq!(provider["modelCount"], LISTED.len());
+    assert_eq!(
+        provider["models"][0]["displayName"], "Display claude-a",
+        "{provider}"
+    );
+    assert_eq!(
+        server.get_json("/v1/providers/mock").await["messagesApi"],
+        false
+    );
     let listing: Vec<_> = server
         .named("anth")
         .requests()
