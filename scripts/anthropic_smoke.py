@@ -6,10 +6,14 @@ shapes the SDK expects: `models.list`, `messages.create`, `messages.stream`
 (the SDK accumulates the named SSE events into a message), a tool round trip
 (a prior `tool_use` + `tool_result` history gets a text answer; the tiny
 model may not call tools by itself), `messages.count_tokens` (equal to a
-message's input tokens), and errors as SDK exceptions. Run by
+message's input tokens), and errors as SDK exceptions. With a third
+argument, the model id of a provider with `messages_api = true` (the same
+llama-server, which speaks Messages itself), it also checks the native
+pass-through: `messages.create`, `messages.stream` and
+`messages.count_tokens` answered by the upstream's own Messages API. Run by
 scripts/test.sh:
 
-    python scripts/anthropic_smoke.py http://127.0.0.1:PORT local/smollm2-135m-instruct
+    python scripts/anthropic_smoke.py http://127.0.0.1:PORT local/smollm2-135m-instruct [native/smollm2-135m-instruct]
 """
 
 import sys
@@ -143,7 +147,50 @@ def main() -> int:
         raise AssertionError("max_tokens=0 did not raise BadRequestError")
 
     print(f"anthropic SDK {anthropic.__version__}: ok ({model})")
+    if len(sys.argv) > 3:
+        check_native(client, sys.argv[3])
     return 0
+
+
+def check_native(client, model: str) -> None:
+    """The Messages pass-through: the upstream's own answers, `model` set to
+    the id the client sent."""
+    message = client.messages.create(
+        model=model,
+        max_tokens=24,
+        extra_body=GREEDY,
+        system="You are a helpful assistant.",
+        messages=[{"role": "user", "content": "Name three colors."}],
+    )
+    assert message.type == "message" and message.role == "assistant", message
+    assert message.model == model, f"model {message.model!r} != {model!r}"
+    assert text_of(message).strip(), f"empty answer: {message}"
+    assert message.stop_reason in ("end_turn", "max_tokens"), message.stop_reason
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0, message.usage
+
+    pieces = []
+    with client.messages.stream(
+        model=model,
+        max_tokens=24,
+        extra_body=GREEDY,
+        messages=[{"role": "user", "content": "Count from one to five."}],
+    ) as stream:
+        for text in stream.text_stream:
+            pieces.append(text)
+        final = stream.get_final_message()
+    streamed = "".join(pieces)
+    assert len(pieces) >= 2, f"only {len(pieces)} text deltas"
+    assert text_of(final) == streamed, (text_of(final), streamed)
+    assert final.model == model, final.model
+    assert final.usage.output_tokens > 0, final.usage
+
+    counted = client.messages.count_tokens(
+        model=model,
+        system="You are a helpful assistant.",
+        messages=[{"role": "user", "content": "Name three colors."}],
+    )
+    assert counted.input_tokens > 0, counted
+    print(f"anthropic SDK {anthropic.__version__}: native pass-through ok ({model})")
 
 
 if __name__ == "__main__":

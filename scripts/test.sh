@@ -80,6 +80,11 @@ base_url = "$MODELYARD_TEST_LLM_URL"
 name = "embed"
 kind = "llama-cpp"
 base_url = "$EMBED_URL"
+[[providers]]
+name = "native"
+kind = "llama-cpp"
+base_url = "$MODELYARD_TEST_LLM_URL"
+messages_api = true
 TOML
 cargo build -q -p modelyard
 "$ROOT/target/debug/modelyard" --config "$TMP/sdk.toml" serve 2>"$TMP/serve.log" &
@@ -94,8 +99,9 @@ done
 say "openai Python SDK $OPENAI_SDK_VERSION: responses against modelyard (POST /v1/responses)"
 "$VENV/bin/python" scripts/responses_smoke.py "http://127.0.0.1:$PORT" local/smollm2-135m-instruct
 
-say "anthropic Python SDK $ANTHROPIC_SDK_VERSION against modelyard (POST /v1/messages)"
-"$ANTHROPIC_VENV/bin/python" scripts/anthropic_smoke.py "http://127.0.0.1:$PORT" local/smollm2-135m-instruct
+say "anthropic Python SDK $ANTHROPIC_SDK_VERSION against modelyard (POST /v1/messages, translated and native)"
+"$ANTHROPIC_VENV/bin/python" scripts/anthropic_smoke.py "http://127.0.0.1:$PORT" local/smollm2-135m-instruct \
+    native/smollm2-135m-instruct
 
 say "openai Python SDK: embeddings.create and legacy completions.create against modelyard"
 "$VENV/bin/python" scripts/embeddings_smoke.py "http://127.0.0.1:$PORT" embed/smollm2-embed local/smollm2-135m-instruct

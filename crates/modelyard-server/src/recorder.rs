@@ -430,9 +430,12 @@ fn redact_call(call: &mut NewLlmCall) {
 
 /// Request members that hold content, removed under content policy
 /// `metadata`: chat `messages`, embeddings `input`, legacy completion
-/// `prompt` (and `suffix`), rerank `query` and `documents` (or `texts`).
+/// `prompt` (and `suffix`), rerank `query` and `documents` (or `texts`),
+/// and a Messages request's top-level `system` (passed through to a
+/// provider that speaks Messages natively).
 const CONTENT_MEMBERS: &[&str] = &[
     "messages",
+    "system",
     "input",
     "prompt",
     "suffix",

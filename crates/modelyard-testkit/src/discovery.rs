@@ -14,6 +14,12 @@ pub(crate) const OLLAMA_TIME: &str = "2026-01-01T00:00:00Z";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Route {
     Chat,
+    /// `POST /v1/messages` (every flavour).
+    Messages,
+    /// `POST /v1/messages/count_tokens` (every flavour).
+    CountTokens,
+    /// The Anthropic flavour's paged `GET /v1/models`.
+    AnthropicModels,
     Embeddings,
     Rerank,
     Completions,
@@ -55,6 +61,9 @@ impl Route {
         let get = *method == Method::GET;
         let post = *method == Method::POST;
         match (flavour, path) {
+            (_, "/v1/messages") if post => Route::Messages,
+            (_, "/v1/messages/count_tokens") if post => Route::CountTokens,
+            (Flavour::Anthropic, "/v1/models") if get => Route::AnthropicModels,
             (_, "/v1/chat/completions") | (OpenRouter, "/api/v1/chat/completions") if post => {
                 Route::Chat
             }
@@ -97,6 +106,8 @@ impl Route {
         !matches!(
             self,
             Route::Chat
+                | Route::Messages
+                | Route::CountTokens
                 | Route::Embeddings
                 | Route::Rerank
                 | Route::Completions
@@ -153,6 +164,11 @@ pub(crate) fn models_listing(flavour: Flavour, models: &[MockModel]) -> Value {
                 Flavour::Vllm => openai_model(&m.id, "vllm"),
                 Flavour::Ollama => openai_model(&m.id, "library"),
                 Flavour::LmStudio => openai_model(&m.id, "organization_owner"),
+                Flavour::Anthropic => {
+                    return json!({"type": "model", "id": m.id,
+                                  "display_name": format!("Display {}", m.id),
+                                  "created_at": "2025-01-01T00:00:00Z"})
+                }
                 Flavour::LlamaCppRouter => {
                     let mut v = openai_model(&m.id, "llamacpp");
                     v["status"] = match (m.state, m.loaded) {

@@ -89,6 +89,9 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, req: Request, in_flight: InFl
     }
     let models = lock(&shared.models).clone();
     match route {
+        Route::Messages => crate::messages::messages(shared, &body, in_flight).await,
+        Route::CountTokens => crate::messages::count_tokens(&body),
+        Route::AnthropicModels => crate::messages::models_page(parts.uri.query(), &models),
         Route::Chat | Route::Embeddings | Route::Rerank | Route::Completions => {
             if let Some(resp) = gate(shared, &parts.headers, &body) {
                 return resp;

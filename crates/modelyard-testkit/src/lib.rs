@@ -12,7 +12,8 @@
 //! whose behaviour is also chosen by model name ([`hostile::HOSTILE_MODELS`]).
 //!
 //! [`MockUpstream::start_with`] picks another [`Flavour`] (the discovery endpoints of one
-//! provider kind: OpenAI, llama-swap, vLLM, Ollama, OpenRouter) and the [`MockModel`]s it
+//! provider kind: OpenAI, llama-swap, vLLM, Ollama, OpenRouter, LM Studio, Anthropic) and the
+//! [`MockModel`]s it
 //! serves, so provider discovery can be tested against several mocks at once. At run time
 //! [`MockUpstream::set_models`] changes the models (appear/disappear, load/unload),
 //! [`MockUpstream::set_down`] takes the whole host offline and
@@ -124,6 +125,32 @@
 //! | `POST /v1/rerank`, `POST /v1/reranking` | `{"object":"list","model":"mock-upstream-model","results":[{"index","relevance_score"}],"usage":{"prompt_tokens","total_tokens"}}`: score = share of the `query`'s words found in the document (`documents` or `texts`), highest first (ties by index), cut to `top_n`; tokens = words of the query and documents |
 //! | `POST /v1/completions` | `{"id":"cmpl-mock","object":"text_completion","created":1700000000,"model":"mock-upstream-model","choices":[{"text":"echo: <prompt>","index":0,"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens","completion_tokens","total_tokens"}}` (`<prompt>`: the first of an array). Streamed: one `text_completion` chunk per word (`choices[0].text`, the word plus a space but the last), a chunk with `text:""` and `finish_reason:"stop"`, a `choices:[]` usage chunk only if `stream_options.include_usage`, `[DONE]`; `inband-error` sends the first word then the error event and no `[DONE]` |
 //!
+//! # Anthropic Messages
+//!
+//! Every flavour also serves Anthropic's Messages API (as llama-server does), recorded like chat
+//! (headers included: `x-api-key`, `anthropic-version`, `anthropic-beta`); the
+//! [`Anthropic`](Flavour::Anthropic) flavour differs only in its `GET /v1/models`. Errors are in
+//! Anthropic's shape `{"type":"error","error":{"type":…,"message":…}}`. Word counts split on
+//! whitespace; `<input>` is the words of `system` and of every message's text (a string, or
+//! its `text` blocks).
+//!
+//! | Route | Answer |
+//! |-------|--------|
+//! | `GET /v1/models` (Anthropic flavour) | `{"data":[{"type":"model","id","display_name":"Display <id>","created_at":"2025-01-01T00:00:00Z"}],"has_more","first_id","last_id"}`: pages of at most [`ANTHROPIC_PAGE_SIZE`] models whatever `limit` asks (smaller when `limit` is), the next one after `after_id` (an unknown id: `400`) |
+//! | `POST /v1/messages/count_tokens` | `{"input_tokens":<input>}`; a `status:<code>` model: that status in Anthropic's error shape |
+//! | `POST /v1/messages` | `{"id":"msg_mock","type":"message","role":"assistant","model":<the requested model>,"content":[{"type":"text","text":"echo: <last user text>"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":<input>,"cache_creation_input_tokens":1,"cache_read_input_tokens":3,"output_tokens":<words of the text>}}` ([`CACHE_CREATION_TOKENS`], [`CACHE_READ_TOKENS`]) |
+//! | `POST /v1/messages` `"stream": true` | every event exactly `event: <name>\ndata: <json>\n\n`: `message_start` (the message without content, `usage` as above with `output_tokens: 1`), `ping`, `content_block_start` (`text`, `""`), one `text_delta` per word (the word plus a space but the last), `content_block_stop`, `message_delta` (`stop_reason`, `usage: {output_tokens}`), `message_stop` |
+//!
+//! Behaviours by `model`, as for chat: `slow:<ms>` (sleeps between events; non-stream: before
+//! answering), `hang`, `status:<code>[@<s>]` and `fail-first:<n>` (`429`, `retry-after: 1`)
+//! answer in Anthropic's error shape (`type` by status: `rate_limit_error`, `api_error`,
+//! `overloaded_error` for 503/529, …); `tools` answers one `tool_use` block (`toolu_mock_1`,
+//! `get_weather`, input `{"city": "Paris"}`, streamed as two `input_json_delta`s) with
+//! `stop_reason: "tool_use"`; `reasoning` puts a `thinking` block (`thinking...`) first;
+//! `inband-error` answers `200` with an `overloaded_error` error object, or streams
+//! `message_start`, `ping`, the block start and one delta, then an `error` event and ends;
+//! `drop` streams the same four events, then aborts the connection.
+//!
 //! A stream counts as cancelled ([`MockUpstream::cancelled_streams`]) when its body is dropped
 //! before the mock produced its last event (client went away). A handler dropped before it
 //! produced a response (e.g. `hang`, `slow:<ms>` non-stream, `slow-first:<ms>`) counts in
@@ -138,12 +165,14 @@ mod discovery;
 mod dispatch;
 mod endpoints;
 mod guards;
+mod messages;
 mod options;
 mod response;
 mod stream;
 mod upstream;
 
 pub use eventually::{eventually, Observation};
+pub use messages::{ANTHROPIC_PAGE_SIZE, CACHE_CREATION_TOKENS, CACHE_READ_TOKENS};
 pub use options::{Flavour, MockModel, MockOptions, RecordedRequest};
 pub use upstream::MockUpstream;
 

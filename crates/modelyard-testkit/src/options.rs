@@ -63,11 +63,15 @@ pub enum Flavour {
     /// LM Studio: `/api/v0/models` with `type`, `state` (`loaded` / `not-loaded`),
     /// `max_context_length` and, when loaded, `loaded_context_length`; `/v1/models`.
     LmStudio,
+    /// Anthropic's API: `GET /v1/models` in Anthropic's paged shape (no health endpoint);
+    /// Messages and chat as every flavour (Anthropic has an OpenAI-compatible chat endpoint
+    /// too, which Modelyard does not use).
+    Anthropic,
 }
 
 impl Flavour {
     /// Every flavour, in declaration order.
-    pub const ALL: [Flavour; 8] = [
+    pub const ALL: [Flavour; 9] = [
         Flavour::LlamaCpp,
         Flavour::OpenAi,
         Flavour::LlamaSwap,
@@ -76,6 +80,7 @@ impl Flavour {
         Flavour::OpenRouter,
         Flavour::LlamaCppRouter,
         Flavour::LmStudio,
+        Flavour::Anthropic,
     ];
 }
 

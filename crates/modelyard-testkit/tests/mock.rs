@@ -821,6 +821,72 @@ async fn set_down_answers_503_everywhere() {
 }
 
 #[tokio::test]
+async fn anthropic_discovery_is_paged_and_messages_are_served_in_anthropic_shapes() {
+    let mock = start(Flavour::Anthropic).await;
+    // Pages of two, linked by `after_id`.
+    let (status, first) = get_json(&mock, "/v1/models?limit=1000").await;
+    assert_eq!(status, 200);
+    assert_eq!(ids(&first["data"]), ["qwen3-8b", "meta-llama/Llama-3-8B"]);
+    assert_eq!(first["has_more"], true);
+    assert_eq!(first["last_id"], "meta-llama/Llama-3-8B");
+    assert_eq!(first["data"][0]["display_name"], "Display qwen3-8b");
+    let (_, second) = get_json(&mock, "/v1/models?after_id=meta-llama%2FLlama-3-8B").await;
+    assert_eq!(ids(&second["data"]), ["gemma:2b"]);
+    assert_eq!(second["has_more"], false);
+    assert_eq!(get(&mock, "/v1/models?after_id=nope").await.status, 400);
+
+    let body = r#"{"model":"claude-x","max_tokens":9,"system":"Be brief.",
+        "messages":[{"role":"user","content":[{"type":"text","text":"hello there world"}]}]}"#;
+    let r = request(mock.addr(), "POST", "/v1/messages", Some(body)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json(),
+        json!({"id": "msg_mock", "type": "message", "role": "assistant", "model": "claude-x",
+               "content": [{"type": "text", "text": "echo: hello there world"}],
+               "stop_reason": "end_turn", "stop_sequence": null,
+               "usage": {"input_tokens": 5, "cache_creation_input_tokens": 1,
+                         "cache_read_input_tokens": 3, "output_tokens": 4}})
+    );
+    let streamed = body.replace("\"max_tokens\":9", "\"max_tokens\":9,\"stream\":true");
+    let r = request(mock.addr(), "POST", "/v1/messages", Some(&streamed)).await;
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    let text = String::from_utf8(r.body.clone()).unwrap();
+    let names: Vec<&str> = text
+        .split_terminator("\n\n")
+        .map(|e| e.lines().next().unwrap().strip_prefix("event: ").unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "ping",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    let r = request(mock.addr(), "POST", "/v1/messages/count_tokens", Some(body)).await;
+    assert_eq!(r.json(), json!({"input_tokens": 5}));
+    let r = request(
+        mock.addr(),
+        "POST",
+        "/v1/messages",
+        Some(r#"{"model":"status:529","messages":[]}"#),
+    )
+    .await;
+    assert_eq!(r.status, 529);
+    assert_eq!(
+        r.json(),
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "mock upstream status 529"}})
+    );
+}
+
+#[tokio::test]
 async fn set_models_at_run_time() {
     let mock = start(Flavour::LlamaSwap).await;
     assert_eq!(mock.models(), three_models());

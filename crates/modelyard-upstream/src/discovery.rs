@@ -10,6 +10,7 @@
 //! | `lmstudio` | `/api/v0/models` | — | each item's `state` | `loaded_context_length`, else `max_context_length` |
 //! | `openrouter` | `/models` | — | — | `/models` `context_length` |
 //! | `openai`, `deepseek` | `/models` | — | — | `/models` `context_length` / `context_window` when present |
+//! | `anthropic` | `/v1/models` (`data[].id`, `display_name`; pages followed by `after_id` while `has_more`, at most [`ANTHROPIC_MAX_PAGES`]) | — | — | — |
 //!
 //! Ollama's `/api/show` `capabilities` also say which models only embed
 //! ([`DiscoveredModel::embedding`]); llama.cpp, llama-swap and vLLM report
@@ -140,6 +141,13 @@ pub struct Discovery {
     pub models: Vec<DiscoveredModel>,
 }
 
+/// Most pages of Anthropic's model listing read in one probe (each at most
+/// [`ANTHROPIC_PAGE_LIMIT`] models).
+pub const ANTHROPIC_MAX_PAGES: usize = 10;
+
+/// The `limit` asked of each page of Anthropic's model listing (its maximum).
+pub const ANTHROPIC_PAGE_LIMIT: u32 = 1000;
+
 fn as_u64(v: Option<&Value>) -> Option<u64> {
     v.and_then(Value::as_u64)
 }
@@ -160,6 +168,7 @@ impl ProviderClient {
         match kind {
             ProviderKind::Ollama => self.discover_ollama().await,
             ProviderKind::LmStudio => self.discover_lmstudio().await,
+            ProviderKind::Anthropic => self.discover_anthropic().await,
             _ => {
                 let mut models = self.openai_listing().await?;
                 match kind {
@@ -384,6 +393,47 @@ impl ProviderClient {
                 model
             })
             .collect();
+        Ok(Discovery { models })
+    }
+
+    /// Anthropic: `GET {api_base}/models?limit=1000` (`{data: [{type:
+    /// "model", id, display_name, created_at}], has_more, first_id,
+    /// last_id}`), then `&after_id=<last_id>` while `has_more`, at most
+    /// [`ANTHROPIC_MAX_PAGES`] pages. The listing says nothing of context
+    /// windows or loaded state.
+    async fn discover_anthropic(&self) -> Result<Discovery, UpstreamError> {
+        let mut models = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..ANTHROPIC_MAX_PAGES {
+            let mut url = format!("{}/models?limit={ANTHROPIC_PAGE_LIMIT}", self.api_base());
+            if let Some(after) = &after {
+                url.push_str("&after_id=");
+                url.extend(url::form_urlencoded::byte_serialize(after.as_bytes()));
+            }
+            let body = self.probe_json(&url, None).await?;
+            let data = body.get("data").and_then(Value::as_array).ok_or_else(|| {
+                UpstreamError::InvalidResponse {
+                    provider: self.endpoint().name.clone(),
+                    reason: "model listing has no `data` array".into(),
+                }
+            })?;
+            models.extend(data.iter().filter_map(|m| {
+                let mut model = DiscoveredModel::new(m.get("id")?.as_str()?.to_owned());
+                model.display_name = m
+                    .get("display_name")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                Some(model)
+            }));
+            let more = body.get("has_more").and_then(Value::as_bool) == Some(true);
+            let last = body.get("last_id").and_then(Value::as_str);
+            match (more, last) {
+                (true, Some(last)) if after.as_deref() != Some(last) => {
+                    after = Some(last.to_owned());
+                }
+                _ => break,
+            }
+        }
         Ok(Discovery { models })
     }
 

@@ -1,8 +1,11 @@
-//! Provider kinds. Every kind speaks the OpenAI chat-completions protocol;
-//! a kind adds how its server is discovered (model listing, health, loaded
-//! state, context windows — see [`crate::discovery`]) and, for cloud
-//! presets, a default base URL. A new kind is a new variant here plus its
-//! discovery in `discovery.rs`.
+//! Provider kinds. Every kind but `anthropic` speaks the OpenAI
+//! chat-completions protocol; `anthropic` speaks only Anthropic's Messages
+//! API ([`ProviderKind::speaks_only_messages`]). A kind adds how its server
+//! is discovered (model listing, health, loaded state, context windows —
+//! see [`crate::discovery`]), how its key is sent
+//! ([`ProviderKind::key_header`]) and, for cloud presets, a default base
+//! URL. A new kind is a new variant here plus its discovery in
+//! `discovery.rs`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,11 +33,30 @@ pub enum ProviderKind {
     /// LM Studio: `/api/v0/models` (its REST API: `type`, `state`,
     /// `max_context_length`, `loaded_context_length`) beside `/v1/models`.
     LmStudio,
+    /// Anthropic's API (`https://api.anthropic.com`): `POST /v1/messages`
+    /// only (no chat completions), the key as `x-api-key` with
+    /// `anthropic-version: 2023-06-01`, models from `GET /v1/models`
+    /// (`data[].id`, `display_name`, paged by `has_more` / `last_id`).
+    Anthropic,
+}
+
+/// The `anthropic-version` header value sent to `anthropic` providers
+/// unless the provider's `headers` (or, on `/v1/messages`, the client) name
+/// another.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// How a provider's API key is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyHeader {
+    /// `Authorization: Bearer <key>` (OpenAI and every compatible server).
+    Bearer,
+    /// `x-api-key: <key>` (Anthropic).
+    XApiKey,
 }
 
 impl ProviderKind {
     /// Every kind, in documentation order.
-    pub const ALL: [ProviderKind; 8] = [
+    pub const ALL: [ProviderKind; 9] = [
         ProviderKind::OpenAi,
         ProviderKind::LlamaCpp,
         ProviderKind::LlamaSwap,
@@ -43,6 +65,7 @@ impl ProviderKind {
         ProviderKind::OpenRouter,
         ProviderKind::DeepSeek,
         ProviderKind::LmStudio,
+        ProviderKind::Anthropic,
     ];
 
     /// The name used in config files and the API.
@@ -56,6 +79,7 @@ impl ProviderKind {
             ProviderKind::OpenRouter => "openrouter",
             ProviderKind::DeepSeek => "deepseek",
             ProviderKind::LmStudio => "lmstudio",
+            ProviderKind::Anthropic => "anthropic",
         }
     }
 
@@ -64,7 +88,23 @@ impl ProviderKind {
         match self {
             ProviderKind::OpenRouter => Some("https://openrouter.ai/api/v1"),
             ProviderKind::DeepSeek => Some("https://api.deepseek.com/v1"),
+            ProviderKind::Anthropic => Some("https://api.anthropic.com"),
             _ => None,
+        }
+    }
+
+    /// Whether this kind serves only Anthropic's Messages API
+    /// (`POST /v1/messages`, `/v1/messages/count_tokens`) and no
+    /// OpenAI-style endpoint: `anthropic`.
+    pub fn speaks_only_messages(self) -> bool {
+        matches!(self, ProviderKind::Anthropic)
+    }
+
+    /// How this kind's API key is sent.
+    pub fn key_header(self) -> KeyHeader {
+        match self {
+            ProviderKind::Anthropic => KeyHeader::XApiKey,
+            _ => KeyHeader::Bearer,
         }
     }
 
@@ -86,7 +126,8 @@ impl ProviderKind {
             ProviderKind::OpenAi
             | ProviderKind::OpenRouter
             | ProviderKind::DeepSeek
-            | ProviderKind::LmStudio => None,
+            | ProviderKind::LmStudio
+            | ProviderKind::Anthropic => None,
         }
     }
 }
@@ -99,7 +140,7 @@ impl fmt::Display for ProviderKind {
 
 /// Error for an unknown kind name; lists the valid ones.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown provider kind {0:?}; expected one of: openai, llama-cpp, llama-swap, vllm, ollama, openrouter, deepseek, lmstudio")]
+#[error("unknown provider kind {0:?}; expected one of: openai, llama-cpp, llama-swap, vllm, ollama, openrouter, deepseek, lmstudio, anthropic")]
 pub struct UnknownKind(pub String);
 
 impl FromStr for ProviderKind {

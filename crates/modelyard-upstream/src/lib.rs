@@ -10,11 +10,15 @@
 //! - [`openai`]: OpenAI chat-completion wire helpers: read the few fields the
 //!   gateway needs without re-serializing the rest, splice the `model` field,
 //!   accumulate a streamed answer for the call log.
+//! - [`anthropic`]: Anthropic Messages wire helpers for providers that
+//!   speak Messages natively: splice `model`, rewrite a message's or a
+//!   stream's `model`, accumulate usage and content for the call log.
 //! - [`tokens`]: prompt token counts from providers that can (llama.cpp).
 //! - [`ssrf`]: the address policy of custom base URLs (allowlist, always
 //!   refused link-local / metadata addresses, a resolver that checks
 //!   addresses at connect time).
 
+pub mod anthropic;
 pub mod client;
 pub mod discovery;
 pub mod kind;

@@ -1285,3 +1285,139 @@ async fn ttft_with_and_without_a_warm() {
         median(&mut warmed)
     );
 }
+
+/// `POST /v1/messages` to a provider with `messages_api = true` (the same
+/// llama-server, which serves Anthropic's Messages API itself): passed
+/// through, not translated — the upstream's own message and named events
+/// come back with `model` set to the id the client sent, and its usage is
+/// in the call log.
+#[tokio::test]
+async fn messages_pass_through_to_a_llama_server_that_speaks_them() {
+    let Some(llm) = llm_url() else { return };
+    let native = "native/smollm2-135m-instruct";
+    let server = Server::start_with(
+        &llm,
+        &format!(
+            "[[providers]]\nname = \"native\"\nkind = \"llama-cpp\"\nbase_url = \"{llm}\"\nmessages_api = true\n"
+        ),
+    );
+    let client = ::reqwest::Client::new();
+    let base = &server.base_url;
+    let body = |stream: bool| {
+        json!({"model": native, "max_tokens": 16, "temperature": 0, "stream": stream,
+               "system": "You are terse.",
+               "messages": [{"role": "user", "content": "Say hello."}]})
+    };
+
+    let response = client
+        .post(format!("{base}/v1/messages"))
+        .header("anthropic-version", "2023-06-01")
+        .json(&body(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let message: Value = response.json().await.unwrap();
+    assert_eq!(message["type"], "message", "{message}");
+    assert_eq!(message["role"], "assistant");
+    assert_eq!(message["model"], native);
+    let text: String = message["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["type"] == "text")
+        .filter_map(|b| b["text"].as_str())
+        .collect();
+    assert!(!text.is_empty(), "{message}");
+    // llama-server reports the prompt it read from its cache apart.
+    let input = message["usage"]["input_tokens"].as_u64().unwrap()
+        + message["usage"]["cache_read_input_tokens"]
+            .as_u64()
+            .unwrap_or(0);
+    let output = message["usage"]["output_tokens"].as_u64().unwrap();
+    assert!(input > 0 && output > 0, "{message}");
+
+    let response = client
+        .post(format!("{base}/v1/messages"))
+        .header("anthropic-version", "2023-06-01")
+        .json(&body(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let raw = response.text().await.unwrap();
+    let events: Vec<(String, Value)> = raw
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let name = e
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or_default()
+                .to_owned();
+            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            (name, serde_json::from_str(data).unwrap())
+        })
+        .collect();
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message_start"), "{raw}");
+    assert_eq!(names.last(), Some(&"message_stop"), "{raw}");
+    assert!(names.contains(&"content_block_delta"), "{raw}");
+    assert_eq!(events[0].1["message"]["model"], native, "{raw}");
+    let streamed: String = events
+        .iter()
+        .filter(|(_, d)| d["delta"]["type"] == "text_delta")
+        .filter_map(|(_, d)| d["delta"]["text"].as_str())
+        .collect();
+    assert!(!streamed.is_empty(), "{raw}");
+
+    // The call log: two `messages` calls of the native provider, with the
+    // usage the upstream reported; nothing went to its chat completions.
+    let calls = wait_for_calls(&client, base, 2).await;
+    for call in &calls[..2] {
+        assert_eq!(call["operation"], "messages", "{call}");
+        assert_eq!(call["modelId"], native);
+        assert_eq!(call["status"], "ok", "{call}");
+        assert!(
+            call["usage"]["promptTokens"].as_u64().unwrap_or(0) > 0,
+            "{call}"
+        );
+        assert!(
+            call["usage"]["completionTokens"].as_u64().unwrap_or(0) > 0,
+            "{call}"
+        );
+    }
+    let detail: Value = client
+        .get(format!(
+            "{base}/v1/calls/{}",
+            calls[1]["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The request went as the client wrote it (a Messages body), `model`
+    // spliced to the upstream's name.
+    assert_eq!(detail["request"]["system"], "You are terse.", "{detail}");
+    assert_eq!(detail["request"]["model"], "smollm2-135m-instruct");
+    assert_eq!(detail["responseText"].as_str().unwrap_or(""), text);
+    assert_eq!(detail["usage"]["promptTokens"].as_u64(), Some(input));
+
+    // count_tokens goes to the native provider's own endpoint.
+    let response = client
+        .post(format!("{base}/v1/messages/count_tokens"))
+        .json(&json!({"model": native, "system": "You are terse.",
+                      "messages": [{"role": "user", "content": "Say hello."}]}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let counted: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{counted}");
+    assert!(
+        counted["input_tokens"].as_u64().unwrap_or(0) > 0,
+        "{counted}"
+    );
+}

@@ -4,7 +4,8 @@
 //! Ollama; `{provider, model, loaded}` once the provider's discovery was
 //! refreshed; 422 `load_not_supported` for other kinds).
 //!
-//! A provider as JSON: `{name, kind, baseUrl, status ("online" | "offline" |
+//! A provider as JSON: `{name, kind, messagesApi (whether `/v1/messages`
+//! passes through to it natively), baseUrl, status ("online" | "offline" |
 //! "disabled" | "unknown"), lastError, disabledReason, lastCheckedAt,
 //! lastOkAt (RFC 3339 or null), probeIntervalMs, modelCount, coolingDown:
 //! [{model, coolingDownUntil (RFC 3339), lastError}]}` (`coolingDown`: its
@@ -37,6 +38,7 @@ pub fn provider_json(app: &AppState, provider: &Provider, state: &ProviderState)
     json!({
         "name": provider.name(),
         "kind": provider.config.kind.as_str(),
+        "messagesApi": provider.config.messages_api,
         "baseUrl": modelyard_upstream::client::redact_url(provider.config.base_url.as_str()),
         "status": state.status.as_str(),
         "lastError": state.last_error,

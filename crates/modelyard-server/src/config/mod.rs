@@ -518,7 +518,8 @@ pub struct PresetConfig {
 pub struct ProviderConfig {
     /// Unique name, the prefix of composite model ids.
     pub name: ProviderName,
-    /// `openai`, `llama-cpp`, `llama-swap`, `vllm`, `ollama`, `openrouter` or `deepseek`.
+    /// `openai`, `llama-cpp`, `llama-swap`, `vllm`, `ollama`, `openrouter`,
+    /// `deepseek`, `lmstudio` or `anthropic`.
     pub kind: ProviderKind,
     /// `false` disables the provider (`enabled`, default true).
     pub enabled: bool,
@@ -536,6 +537,11 @@ pub struct ProviderConfig {
     pub strip_params: Vec<String>,
     /// Name of the environment variable holding the API key.
     pub api_key_env: Option<String>,
+    /// Whether the provider serves Anthropic's Messages API natively
+    /// (`messages_api`, default false; always true for kind `anthropic`):
+    /// `POST /v1/messages` requests routed to it are passed through as they
+    /// are instead of being translated to chat completions.
+    pub messages_api: bool,
     /// Extra request headers (non-secret).
     pub headers: BTreeMap<String, String>,
     /// Timeouts (`[providers.timeouts]`, ms).

@@ -160,6 +160,18 @@ fn provider(
             ));
         }
     }
+    // `anthropic` speaks nothing but Messages; other kinds say so with
+    // `messages_api = true` (llama.cpp's llama-server serves `/v1/messages`).
+    let messages_api = match (kind.speaks_only_messages(), p.messages_api) {
+        (true, Some(false)) => {
+            return Err(err(
+                key("messages_api"),
+                format!("kind {kind} speaks only the Messages API; it cannot be false"),
+            ))
+        }
+        (true, _) => true,
+        (false, set) => set.unwrap_or(false),
+    };
     let models = models(i, p.models, source_name)?;
     Ok(ProviderConfig {
         name,
@@ -171,6 +183,7 @@ fn provider(
         set_params,
         strip_params: p.strip_params,
         api_key_env: p.api_key_env,
+        messages_api,
         headers: p.headers,
         timeouts,
         models,

@@ -196,6 +196,7 @@ pub(super) struct RawProvider {
     #[serde(default)]
     pub(super) strip_params: Vec<String>,
     pub(super) api_key_env: Option<String>,
+    pub(super) messages_api: Option<bool>,
     #[serde(default)]
     pub(super) headers: BTreeMap<String, String>,
     #[serde(default)]

@@ -451,3 +451,24 @@ fn traces_are_off_by_default_and_the_endpoint_must_be_loopback_unless_allowed() 
     assert!(config.telemetry.capture_content);
     assert_eq!(config.telemetry.service_name, "edge");
 }
+
+#[test]
+fn anthropic_providers_speak_messages_and_other_kinds_opt_in() {
+    let config = parse(
+        "[[providers]]\nname = \"claude\"\nkind = \"anthropic\"\n\n\
+         [[providers]]\nname = \"local\"\nkind = \"llama-cpp\"\nbase_url = \"http://127.0.0.1:8080\"\nmessages_api = true\n\n\
+         [[providers]]\nname = \"plain\"\nkind = \"openai\"\nbase_url = \"http://h\"\n",
+    )
+    .unwrap();
+    let claude = &config.providers[0];
+    assert_eq!(claude.kind, ProviderKind::Anthropic);
+    assert_eq!(claude.base_url.as_str(), "https://api.anthropic.com/");
+    assert!(claude.messages_api);
+    assert!(config.providers[1].messages_api);
+    assert!(!config.providers[2].messages_api);
+    assert_eq!(
+        error("[[providers]]\nname = \"c\"\nkind = \"anthropic\"\nmessages_api = false\n"),
+        "test.toml: providers[0].messages_api: kind anthropic speaks only the Messages API; it \
+         cannot be false"
+    );
+}

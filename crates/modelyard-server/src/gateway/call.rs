@@ -90,6 +90,22 @@ impl CallDraft {
         }
     }
 
+    /// Reads a non-streamed Messages answer of a native provider
+    /// ([`LlmCall::read_message`]), `model` set to `client_model`.
+    ///
+    /// # Errors
+    /// As [`LlmCall::read_message`].
+    pub(crate) async fn read_message(
+        &mut self,
+        upstream: UpstreamResponse,
+        client_model: &str,
+    ) -> Result<RewrittenCompletion, LlmCallError> {
+        match self.inner.as_mut().and_then(|d| d.current.as_mut()) {
+            Some(call) => call.read_message(upstream, client_model).await,
+            None => Err(finished()),
+        }
+    }
+
     /// Finishes successfully.
     pub(crate) fn complete(mut self, summary: AnswerSummary, first_token_at_ms: Option<i64>) {
         if let Some(draft) = self.inner.take() {

@@ -106,7 +106,9 @@ pub(crate) fn route_error(err: RouteError) -> OpenAiError {
 ///   nothing to the client;
 /// - any other status passes through with the upstream's message, `type`
 ///   and `code` (and `Retry-After`);
-/// - a deadline: 504; anything else the provider did wrong: 502.
+/// - a deadline: 504; anything else the provider did wrong: 502;
+/// - a provider of kind `anthropic` (it speaks only Messages), reached by
+///   an OpenAI-style request: 400 `messages_api_only`, nothing sent.
 pub(crate) fn call_error(err: LlmCallError) -> OpenAiError {
     let kind = err.kind().to_owned();
     match err {
@@ -137,6 +139,10 @@ pub(crate) fn call_error(err: LlmCallError) -> OpenAiError {
         }
         LlmCallError::InvalidRequest(message) => {
             OpenAiError::new(StatusCode::BAD_REQUEST, &kind, message)
+        }
+        err @ LlmCallError::MessagesOnly { .. } => {
+            OpenAiError::new(StatusCode::BAD_REQUEST, &kind, err.to_string())
+                .code("messages_api_only")
         }
         LlmCallError::Disabled { .. } => OpenAiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

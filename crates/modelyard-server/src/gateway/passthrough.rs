@@ -120,7 +120,12 @@ impl Head {
         Ok(match endpoint {
             Endpoint::Embeddings => Head::Embeddings(EmbeddingsRequestHead::parse(body)?),
             Endpoint::Rerank => Head::Rerank(RerankRequestHead::parse(body)?),
-            Endpoint::Completions | Endpoint::ChatCompletions => {
+            // Only the three above are served here; the others read as a
+            // completion would.
+            Endpoint::Completions
+            | Endpoint::ChatCompletions
+            | Endpoint::Messages
+            | Endpoint::MessagesCountTokens => {
                 Head::Completions(CompletionRequestHead::parse(body)?)
             }
         })
@@ -162,6 +167,8 @@ fn operation(endpoint: Endpoint) -> &'static str {
         Endpoint::Rerank => "rerank",
         Endpoint::Completions => "completions",
         Endpoint::ChatCompletions => "gateway",
+        Endpoint::Messages => "messages",
+        Endpoint::MessagesCountTokens => "count_tokens",
     }
 }
 

@@ -126,7 +126,7 @@ fn strip_content_keeps_parameters_and_usage() {
     strip_content(&mut call);
     assert_eq!(call.request_json, "{}");
 
-    // Embeddings, legacy completions and rerank keep no text either.
+    // Embeddings, legacy completions, rerank and Messages keep no text either.
     for (request, expected) in [
         (
             r#"{"model":"p/e","input":["secret","x"],"encoding_format":"float"}"#,
@@ -139,6 +139,11 @@ fn strip_content_keeps_parameters_and_usage() {
         (
             r#"{"model":"p/r","query":"secret","documents":["secret","b","c"],"top_n":1}"#,
             serde_json::json!({"model": "p/r", "top_n": 1, "queryOmitted": 1, "documentsOmitted": 3}),
+        ),
+        // A Messages request passed through natively: `system` is content.
+        (
+            r#"{"model":"p/c","system":[{"type":"text","text":"secret"}],"messages":[{"role":"user","content":"secret"}],"max_tokens":9}"#,
+            serde_json::json!({"model": "p/c", "max_tokens": 9, "systemOmitted": 1, "messagesOmitted": 1}),
         ),
     ] {
         call.request_json = request.into();

@@ -190,6 +190,7 @@ impl ProviderRegistry {
                 set_params: serde_json::Map::new(),
                 strip_params: Vec::new(),
                 api_key_env: None,
+                messages_api: false,
                 headers: Default::default(),
                 timeouts,
                 models: Vec::new(),

@@ -123,6 +123,11 @@ pub enum Endpoint {
     Embeddings,
     /// `POST {api_base}/rerank` (llama.cpp, vLLM).
     Rerank,
+    /// `POST {api_base}/messages`: Anthropic's Messages API, on providers
+    /// that speak it natively (`ProviderConfig::messages_api`).
+    Messages,
+    /// `POST {api_base}/messages/count_tokens` (Anthropic's token count).
+    MessagesCountTokens,
 }
 
 impl Endpoint {
@@ -133,24 +138,37 @@ impl Endpoint {
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Rerank => "rerank",
+            Endpoint::Messages => modelyard_upstream::client::MESSAGES_PATH,
+            Endpoint::MessagesCountTokens => modelyard_upstream::client::MESSAGES_COUNT_TOKENS_PATH,
         }
     }
 
     /// Its `gen_ai.operation.name` ([`crate::traces`]).
     pub fn operation_name(self) -> &'static str {
         match self {
-            Endpoint::ChatCompletions => "chat",
+            Endpoint::ChatCompletions | Endpoint::Messages => "chat",
             Endpoint::Completions => "text_completion",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Rerank => "rerank",
+            Endpoint::MessagesCountTokens => "count_tokens",
         }
     }
 
-    /// Whether it generates text (chat and legacy completions): a
+    /// Whether it generates text (chat, legacy completions, Messages): a
     /// provider's `set_params` / `strip_params` (sampling fields) apply only
-    /// to these; an embeddings or rerank body changes only in `model`.
+    /// to these; an embeddings, rerank or token-count body changes only in
+    /// `model`.
     pub fn generates(self) -> bool {
-        matches!(self, Endpoint::ChatCompletions | Endpoint::Completions)
+        matches!(
+            self,
+            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Messages
+        )
+    }
+
+    /// Whether it is one of Anthropic's Messages endpoints, the only ones a
+    /// provider of kind `anthropic` serves.
+    pub fn is_messages(self) -> bool {
+        matches!(self, Endpoint::Messages | Endpoint::MessagesCountTokens)
     }
 }
 
@@ -222,6 +240,8 @@ pub struct LlmCall {
     metrics: Option<Arc<crate::telemetry::CallHandles>>,
     /// Its span, when tracing is on ([`crate::traces`]).
     span: Option<crate::traces::CallSpan>,
+    /// Headers added to this request ([`Self::set_headers`]).
+    headers: Option<http::HeaderMap>,
 }
 
 impl LlmCall {
@@ -307,7 +327,20 @@ impl LlmCall {
             busy: None,
             metrics: None,
             span: None,
+            headers: None,
         }
+    }
+
+    /// Adds `headers` to this call's request (the Messages pass-through
+    /// forwards the client's `anthropic-version` / `anthropic-beta`); one
+    /// of the same name as a provider header replaces it for this request.
+    pub fn set_headers(&mut self, headers: http::HeaderMap) {
+        self.headers = (!headers.is_empty()).then_some(headers);
+    }
+
+    /// Where it is posted.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint
     }
 
     /// Sets the metrics handles its record is counted into
@@ -460,8 +493,24 @@ impl LlmCall {
                 provider: provider.to_owned(),
             });
         };
+        // An `anthropic` provider answers nothing but Messages: refused here
+        // rather than sent a request it would reject.
+        if self.target.provider.config.kind.speaks_only_messages() && !self.endpoint.is_messages() {
+            return Err(LlmCallError::MessagesOnly {
+                provider: provider.to_owned(),
+            });
+        }
         self.sent_at_ms = now_ms();
-        let headers = self.span.as_ref().map(crate::traces::CallSpan::headers);
+        let headers = match (
+            self.span.as_ref().map(crate::traces::CallSpan::headers),
+            self.headers.clone(),
+        ) {
+            (Some(mut trace), Some(extra)) => {
+                trace.extend(extra);
+                Some(trace)
+            }
+            (trace, extra) => trace.or(extra),
+        };
         let upstream = client
             .post_json_with(
                 self.endpoint.path(),
@@ -541,6 +590,48 @@ impl LlmCall {
             CompletionError::NotJson(reason) => LlmCallError::Invalid(format!(
                 "provider '{provider}' sent a completion that is not a JSON object: {reason}"
             )),
+        })
+    }
+
+    /// Reads a non-streamed Anthropic Messages answer (at most
+    /// [`MAX_ANSWER_BYTES`]) from a provider that speaks Messages natively,
+    /// with `model` set to `client_model` and every other byte kept
+    /// ([`modelyard_upstream::anthropic::rewrite_message`]).
+    ///
+    /// # Errors
+    /// [`LlmCallError::Upstream`] (body, deadline, size),
+    /// [`LlmCallError::InBand`] (a `{"type": "error"}` body),
+    /// [`LlmCallError::Invalid`] (not a JSON object).
+    pub async fn read_message(
+        &mut self,
+        upstream: UpstreamResponse,
+        client_model: &str,
+    ) -> Result<RewrittenCompletion, LlmCallError> {
+        let status = upstream.status();
+        let bytes = upstream
+            .bytes(MAX_ANSWER_BYTES)
+            .await
+            .map_err(LlmCallError::Upstream)?;
+        if let Some(busy) = self.busy.as_mut() {
+            busy.observe_ttft(now_ms() - self.sent_at_ms);
+        }
+        let provider = self.target.provider.name();
+        modelyard_upstream::anthropic::rewrite_message(&bytes, client_model).map_err(|error| {
+            match error {
+                CompletionError::InBand(error) => {
+                    let (message, _, code) =
+                        upstream_error_message(error.as_bytes(), MAX_ERROR_CHARS);
+                    LlmCallError::InBand {
+                        message: format!(
+                            "provider '{provider}' answered HTTP {status} with an error: {message}"
+                        ),
+                        code,
+                    }
+                }
+                CompletionError::NotJson(reason) => LlmCallError::Invalid(format!(
+                    "provider '{provider}' sent a message that is not a JSON object: {reason}"
+                )),
+            }
         })
     }
 

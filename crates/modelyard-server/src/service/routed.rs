@@ -377,14 +377,17 @@ impl Plan {
         }
         self.reason(&pick.deployment, message);
         self.last_error = Some(error.clone());
-        if !retried(config, error) {
-            self.stopped = true;
-            return false;
-        }
         let lone = match &pick.route {
             None => true,
             Some(route) => route.config.targets.len() == 1,
         };
+        // A provider that speaks only Messages never will answer this
+        // request; only another target of a route may.
+        let other_target_may = !matches!(error, LlmCallError::MessagesOnly { .. }) || !lone;
+        if !retried(config, error) || !other_target_may {
+            self.stopped = true;
+            return false;
+        }
         match retry_after {
             Some(ms) if ms > config.max_retry_after_ms => {
                 self.soonest_back_ms = Some(now.saturating_add(ms as i64));

@@ -12,8 +12,10 @@
 //! - `idle_ms`: streaming only; the longest gap between two body chunks.
 //! - `total_ms`: the whole exchange, streaming or not.
 //!
-//! Credentials are sent only to the provider's own origin: redirects are
-//! never followed, and error messages never contain the key or a URL query.
+//! Credentials are sent only to the provider's own origin (as `Authorization:
+//! Bearer`, or `x-api-key` plus a default `anthropic-version` for kind
+//! `anthropic`): redirects are never followed, and error messages never
+//! contain the key or a URL query.
 //!
 //! An LLM config's custom base URL gets its own client
 //! ([`ProviderClient::guarded`]): no key, no extra headers, no proxy (not
@@ -31,7 +33,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::time::{timeout_at, Instant};
 use url::Url;
 
-use crate::kind::ProviderKind;
+use crate::kind::{KeyHeader, ProviderKind, ANTHROPIC_VERSION};
 use crate::ssrf::GuardedResolver;
 
 mod control;
@@ -82,7 +84,9 @@ pub struct ProviderEndpoint {
     pub kind: ProviderKind,
     /// Server root or API base (see the module docs).
     pub base_url: Url,
-    /// API key sent as `Authorization: Bearer`, resolved from the environment.
+    /// API key, resolved from the environment: sent as `Authorization:
+    /// Bearer` (as `x-api-key` for kind `anthropic`, see
+    /// [`ProviderKind::key_header`]).
     pub api_key: Option<SecretString>,
     /// Extra headers sent with every request (non-secret).
     pub headers: Vec<(String, String)>,
@@ -104,6 +108,13 @@ pub struct ProviderClient {
 
 /// The chat-completions path under the API base (`{api_base}/chat/completions`).
 pub const CHAT_COMPLETIONS_PATH: &str = "chat/completions";
+
+/// Anthropic's Messages path under the API base (`{api_base}/messages`).
+pub const MESSAGES_PATH: &str = "messages";
+
+/// Anthropic's token-count path under the API base
+/// (`{api_base}/messages/count_tokens`).
+pub const MESSAGES_COUNT_TOKENS_PATH: &str = "messages/count_tokens";
 
 /// Strips userinfo and query from a URL for messages and logs.
 pub fn redact_url(url: &str) -> String {
@@ -183,10 +194,23 @@ impl ProviderClient {
             headers.insert(name, value);
         }
         if let Some(key) = &endpoint.api_key {
-            let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
+            let (name, text) = match endpoint.kind.key_header() {
+                KeyHeader::Bearer => (AUTHORIZATION, format!("Bearer {}", key.expose_secret())),
+                KeyHeader::XApiKey => (
+                    HeaderName::from_static("x-api-key"),
+                    key.expose_secret().to_owned(),
+                ),
+            };
+            let mut value = HeaderValue::from_str(&text)
                 .map_err(|_| config_err("API key is not a valid header value".into()))?;
             value.set_sensitive(true);
-            headers.insert(AUTHORIZATION, value);
+            headers.insert(name, value);
+        }
+        if endpoint.kind == ProviderKind::Anthropic && !headers.contains_key("anthropic-version") {
+            headers.insert(
+                HeaderName::from_static("anthropic-version"),
+                HeaderValue::from_static(ANTHROPIC_VERSION),
+            );
         }
         let mut builder = reqwest::Client::builder();
         builder = match &endpoint.proxy_url {

@@ -20,7 +20,7 @@
 mod completion;
 mod endpoints;
 mod error;
-mod request;
+pub(crate) mod request;
 mod stream;
 
 pub use completion::{rewrite_completion, AnswerSummary, CompletionError, RewrittenCompletion};

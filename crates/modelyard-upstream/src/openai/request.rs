@@ -80,13 +80,15 @@ struct RawHead<'a> {
 
 /// What an array-valued member holds, read without building it: arrays are
 /// counted element by element (each skipped with `IgnoredAny`).
-enum ArrayLen {
+pub(crate) enum ArrayLen {
     Null,
     Len(usize),
     NotArray,
 }
 
-fn array_len<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ArrayLen>, D::Error> {
+pub(crate) fn array_len<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<ArrayLen>, D::Error> {
     struct Visit;
     impl<'de> serde::de::Visitor<'de> for Visit {
         type Value = ArrayLen;
@@ -134,7 +136,7 @@ fn array_len<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ArrayLen>,
 
 /// A non-negative integer member (`n`, `max_tokens`): `None` when absent or
 /// `null`; integral floats are accepted and large values saturate.
-pub(super) fn count_member(
+pub(crate) fn count_member(
     raw: Option<&RawValue>,
     field: &'static str,
 ) -> Result<Option<u64>, RequestError> {
@@ -158,18 +160,18 @@ pub(super) fn count_member(
 
 /// `Some(raw)` for a member that is present, even when its value is `null`
 /// (plain `Option` would turn `null` into `None` and lose its span).
-pub(super) fn present<'de, D: serde::Deserializer<'de>>(
+pub(crate) fn present<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(d).map(Some)
 }
 
-pub(super) fn span_of(body: &str, raw: &RawValue) -> Range<usize> {
+pub(crate) fn span_of(body: &str, raw: &RawValue) -> Range<usize> {
     let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
     start..start + raw.get().len()
 }
 
-pub(super) fn is_null(raw: Option<&RawValue>) -> Option<&RawValue> {
+pub(crate) fn is_null(raw: Option<&RawValue>) -> Option<&RawValue> {
     raw.filter(|r| r.get() != "null")
 }
 
@@ -284,14 +286,14 @@ impl ChatRequestHead {
 
 /// The stream options a request sent (the object and its byte range), when
 /// present (`null` reads as an empty object).
-pub(super) type StreamOptions = (serde_json::Map<String, serde_json::Value>, Range<usize>);
+pub(crate) type StreamOptions = (serde_json::Map<String, serde_json::Value>, Range<usize>);
 
 /// A request body with `model` set to `upstream_model` (spliced into
 /// `model_span`, or added first after the opening `{` at `object_start`)
 /// and, when `force_usage` is `Some(options)`, `stream_options.include_usage`
 /// set to `true` (in the client's `stream_options`, or added). Every other
 /// byte is kept.
-pub(super) fn routed_body(
+pub(crate) fn routed_body(
     body: &[u8],
     object_start: usize,
     model_span: Option<&Range<usize>>,

@@ -78,6 +78,9 @@ pub(crate) fn call(err: LlmCallError) -> AnthropicError {
         LlmCallError::InvalidRequest(message) => {
             AnthropicError::new(StatusCode::BAD_REQUEST, message)
         }
+        err @ LlmCallError::MessagesOnly { .. } => {
+            AnthropicError::new(StatusCode::BAD_REQUEST, err.to_string())
+        }
         err @ LlmCallError::Disabled { .. } => {
             AnthropicError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
         }

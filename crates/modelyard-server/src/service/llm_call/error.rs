@@ -21,6 +21,13 @@ pub enum LlmCallError {
         /// Provider name.
         provider: String,
     },
+    /// The provider (kind `anthropic`) speaks only Anthropic's Messages
+    /// API and the call is not a Messages call; nothing was sent.
+    #[error("provider '{provider}' speaks only the Anthropic Messages API; use POST /v1/messages")]
+    MessagesOnly {
+        /// Provider name.
+        provider: String,
+    },
     /// Connecting or sending failed, or no answer came in time.
     #[error(transparent)]
     Send(UpstreamError),
@@ -80,6 +87,7 @@ impl LlmCallError {
         match self {
             LlmCallError::InvalidRequest(_) => "invalid_request",
             LlmCallError::Disabled { .. } => "provider_disabled",
+            LlmCallError::MessagesOnly { .. } => "messages_api_only",
             LlmCallError::Send(UpstreamError::Timeout { .. })
             | LlmCallError::Upstream(UpstreamError::Timeout { .. }) => "timeout",
             LlmCallError::Send(_) => "unreachable",
@@ -108,7 +116,9 @@ impl LlmCallError {
     /// The OpenAI error `type` a front reports for it.
     pub fn kind(&self) -> &str {
         match self {
-            LlmCallError::InvalidRequest(_) => "invalid_request_error",
+            LlmCallError::InvalidRequest(_) | LlmCallError::MessagesOnly { .. } => {
+                "invalid_request_error"
+            }
             LlmCallError::Disabled { .. } => "provider_disabled",
             LlmCallError::Send(e) | LlmCallError::Upstream(e) if e.is_timeout() => {
                 "upstream_timeout"

@@ -28,8 +28,9 @@ pub(super) fn retried(config: &RoutingConfig, error: &LlmCallError) -> bool {
         LlmCallError::Send(e) if e.is_timeout() => config.retry_on.timeout,
         LlmCallError::Send(_) => config.retry_on.connect,
         LlmCallError::Status(answer) => config.retry_on.statuses.contains(&answer.status),
-        // A disabled provider cannot answer; another deployment may.
-        LlmCallError::Disabled { .. } => true,
+        // A disabled provider cannot answer, nor one that speaks only
+        // Messages to another request; another deployment may.
+        LlmCallError::Disabled { .. } | LlmCallError::MessagesOnly { .. } => true,
         _ => false,
     }
 }
