@@ -68,6 +68,9 @@ pub struct AppInner {
     /// OpenTelemetry traces (`[telemetry] otlp_endpoint`; the router holds
     /// the same handle for its attempts).
     pub traces: Arc<crate::traces::Traces>,
+    /// Each conversation's last prompt size against the bytes sent
+    /// ([`crate::service::context`]), for estimates without a tokenizer.
+    pub calibrations: crate::service::context::Calibrations,
 }
 
 impl AppState {
@@ -472,6 +475,7 @@ pub async fn start(
             halt: halt.clone(),
             metrics,
             traces: Arc::clone(&traces),
+            calibrations: crate::service::context::Calibrations::default(),
         }),
         project,
     };

@@ -5,6 +5,10 @@ use serde_json::Value;
 use crate::llm_config::ReasoningEffort;
 
 use super::event::{Event, EventPayload, Part, TokenUsage};
+
+/// The operation whose turns move a conversation's latest model and
+/// context size.
+pub const CHAT_OPERATION: &str = "chat";
 use super::record::{
     ConversationRecord, MessageRecord, MessageRole, TokenTotals, TurnRecord, TurnStatus,
 };
@@ -96,6 +100,7 @@ pub fn apply(
             llm_id: llm_id.clone(),
             llm_overrides: llm_overrides.clone(),
             latest_model_id: None,
+            context_tokens: None,
             totals: TokenTotals::default(),
             running_turn_id: None,
             deleted: false,
@@ -182,6 +187,11 @@ pub fn apply(
                 });
             }
             c.running_turn_id = Some(turn_id.clone());
+            // The latest model moves as a chat turn starts (not only at
+            // its answer); other operations leave it alone.
+            if operation == CHAT_OPERATION {
+                c.latest_model_id = Some(model_id.clone());
+            }
             changes.turn = Some(TurnRecord {
                 id: turn_id.clone(),
                 conversation_id: c.id.clone(),
@@ -228,7 +238,12 @@ pub fn apply(
             let mut turn = running(turn_id)?;
             turn.totals.add(usage);
             c.totals.add(usage);
-            c.latest_model_id = Some(model_id.clone());
+            if turn.operation == CHAT_OPERATION {
+                c.latest_model_id = Some(model_id.clone());
+                if let Some(prompt_tokens) = usage.prompt_tokens {
+                    c.context_tokens = Some(prompt_tokens);
+                }
+            }
             let text: String = parts
                 .iter()
                 .filter_map(|p| match p {
