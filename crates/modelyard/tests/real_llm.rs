@@ -802,7 +802,7 @@ async fn the_advisor_streams_its_answer_with_the_real_model() {
     let id = conversation["id"].as_str().unwrap().to_owned();
     // SmolLM2-135M calls a tool only after one example exchange.
     let example_result = json!({"type": "advice", "advice": "Boil it for 8 minutes.",
-        "advisorModel": TWIN, "reasoningLevel": "low", "remainingUses": 2});
+        "advisorModel": TWIN, "remainingUses": 2});
     let (status, imported) = post(
         &format!("/v1/conversations/{id}/messages"),
         json!({"messages": [
