@@ -81,6 +81,9 @@ pub struct AppInner {
     pub traces: Arc<crate::traces::Traces>,
     /// Budgets and rate limits of projects and keys.
     pub quotas: Arc<crate::quota::Quotas>,
+    /// Each conversation's last prompt size against the bytes sent
+    /// ([`crate::service::context`]), for estimates without a tokenizer.
+    pub calibrations: crate::service::context::Calibrations,
 }
 
 impl AppState {
@@ -500,6 +503,7 @@ pub async fn start(
             metrics,
             traces: Arc::clone(&traces),
             quotas: Arc::clone(&quotas),
+            calibrations: crate::service::context::Calibrations::default(),
         }),
         project,
         admission: None,

@@ -279,7 +279,7 @@ async fn a_selection_is_set_cleared_and_accepted_unverified_when_unreachable() {
     assert!(h.iter().all(|e| e["source"] == "api"));
 }
 #[tokio::test]
-async fn invalid_model_selections_are_refused_and_change_nothing() {
+async fn only_malformed_model_selections_are_refused_and_they_change_nothing() {
     let server = TestServer::builder()
         .listed(LISTED)
         .providers(
@@ -292,22 +292,25 @@ async fn invalid_model_selections_are_refused_and_change_nothing() {
     let path = format!("/v1/conversations/{conv}/model");
     // Given a conversation with no selection.
 
-    // Unknown provider: 422.
-    let (status, problem) =
-        send(&server, "PUT", &path, Some(json!({"model": "nosuch/echo"}))).await;
-    assert_eq!(status, 422, "{problem}");
+    // Malformed ids: 422 invalid_model_id, with suggestions.
+    for bad in ["mock/", "mock/ech o", "/echo", "echo/", "mock/echo\n"] {
+        let (status, problem) = send(&server, "PUT", &path, Some(json!({"model": bad}))).await;
+        assert_eq!(status, 422, "{bad:?}: {problem}");
+        assert_eq!(problem["code"], "invalid_model_id", "{bad:?}: {problem}");
+        assert!(problem["suggestions"].is_array(), "{problem}");
+    }
+    let (_, problem) = send(&server, "PUT", &path, Some(json!({"model": "mock/ech o"}))).await;
     assert!(
-        problem["detail"].as_str().unwrap().contains("nosuch"),
-        "{problem}"
-    );
-    // A model the online provider does not list: 422 with suggestions.
-    let (status, problem) = send(&server, "PUT", &path, Some(json!({"model": "mock/ecko"}))).await;
-    assert_eq!(status, 422, "{problem}");
-    let suggestions = problem["suggestions"].as_array().expect("suggestions");
-    assert!(
-        suggestions.contains(&json!("mock/echo")),
+        problem["suggestions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("mock/echo")),
         "suggestions: {problem}"
     );
+    let long = "m".repeat(600);
+    let (status, problem) = send(&server, "PUT", &path, Some(json!({"model": long}))).await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["code"], "invalid_model_id");
     assert_eq!(get(&server, &path).await["model"], Value::Null, "unchanged");
     // Malformed bodies.
     let (status, _) = send(&server, "PUT", &path, Some(json!({"modell": "x"}))).await;
@@ -327,6 +330,145 @@ async fn invalid_model_selections_are_refused_and_change_nothing() {
     assert_eq!(status, 404);
     // Nothing of the above reached the model history.
     assert!(history(&server, &conv).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_empty_model_clears_like_null() {
+    let server = server().await;
+    let conv = create(&server, json!({"model": "mock/echo"})).await;
+    let path = format!("/v1/conversations/{conv}/model");
+    let (status, body) = send(&server, "PUT", &path, Some(json!({"model": ""}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"conversationId": conv, "model": null, "verified": true})
+    );
+    assert_eq!(
+        get(&server, &path).await,
+        json!({"conversationId": conv, "model": null})
+    );
+    let h = history(&server, &conv).await;
+    let last = h.last().unwrap();
+    assert_eq!(last["kind"], "cleared", "{h:#?}");
+    assert_eq!(last["previous"], "mock/echo");
+    // The next turn falls back to the server default, as after null.
+    let (started, _) = run_turn(&server, &conv, json!({"content": "hi"})).await;
+    assert_eq!(started["resolvedFrom"], "serverDefault");
+}
+
+#[tokio::test]
+async fn a_well_formed_id_that_does_not_resolve_yet_is_stored_unverified_and_resolved_by_the_turn()
+{
+    let server = server().await;
+    let conv = create(&server, json!({})).await;
+    let path = format!("/v1/conversations/{conv}/model");
+
+    // An online provider that does not list the model (yet): stored as
+    // written, verified false, and the history says so.
+    let (status, body) = send(
+        &server,
+        "PUT",
+        &path,
+        Some(json!({"model": "mock/later-model"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"conversationId": conv, "model": "mock/later-model", "verified": false})
+    );
+    assert_eq!(get(&server, &path).await["model"], "mock/later-model");
+    let h = history(&server, &conv).await;
+    assert_eq!(h.last().unwrap()["verified"], false, "{h:#?}");
+    // A bare id no provider lists: stored as written too.
+    let (status, body) = send(&server, "PUT", &path, Some(json!({"model": "brand-new"}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "brand-new");
+    assert_eq!(body["verified"], false);
+    // A resolvable one is verified (and the history entry has no flag).
+    let (_, body) = send(&server, "PUT", &path, Some(json!({"model": "mock/echo"}))).await;
+    assert_eq!(body["verified"], true, "{body}");
+    assert!(history(&server, &conv).await.last().unwrap()["verified"].is_null());
+
+    // While it still does not resolve, the turn fails clearly, naming it.
+    send(
+        &server,
+        "PUT",
+        &path,
+        Some(json!({"model": "mock/later-model"})),
+    )
+    .await;
+    let (status, problem) = send(
+        &server,
+        "POST",
+        &format!("/v1/conversations/{conv}/turns"),
+        Some(json!({"content": "hello"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["code"], "model_not_found", "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("later-model"),
+        "{problem}"
+    );
+    // Once the provider lists it, the next turn runs with it.
+    let mut listed: Vec<String> = LISTED.iter().map(|s| (*s).to_owned()).collect();
+    listed.push("later-model".into());
+    server.mock.set_listed_models(Some(listed));
+    let (status, _) = send(&server, "POST", "/v1/providers/mock/refresh", None).await;
+    assert_eq!(status, 200);
+    let (started, turn) = run_turn(&server, &conv, json!({"content": "hello"})).await;
+    assert_eq!(started["modelId"], "mock/later-model");
+    assert_eq!(started["resolvedFrom"], "conversation");
+    assert_eq!(turn["status"], "completed", "{turn}");
+}
+
+#[tokio::test]
+async fn the_latest_model_moves_when_a_chat_turn_starts_and_only_for_chat() {
+    let server = server().await;
+    let conv = create(&server, json!({})).await;
+    let path = format!("/v1/conversations/{conv}");
+    run_turn(
+        &server,
+        &conv,
+        json!({"content": "one", "model": "mock/echo"}),
+    )
+    .await;
+    assert_eq!(get(&server, &path).await["latestModelId"], "mock/echo");
+
+    // A slow chat turn: the latest model is the new one as soon as the
+    // turn started, before any answer.
+    let started = start_turn(
+        &server,
+        &conv,
+        json!({"content": long_text(40), "model": "mock/slow:100"}),
+    )
+    .await;
+    let c = get(&server, &path).await;
+    assert_eq!(c["status"], "running", "{c}");
+    assert_eq!(c["latestModelId"], "mock/slow:100", "{c}");
+    wait_turn(&server, &conv, started["turnId"].as_str().unwrap()).await;
+    assert_eq!(get(&server, &path).await["latestModelId"], "mock/slow:100");
+
+    // A turn of another operation does not move it, at its start or its
+    // answer; neither does a title run.
+    let (_, turn) = run_turn(
+        &server,
+        &conv,
+        json!({"content": "name it", "model": "mock/mock-model", "operation": "title"}),
+    )
+    .await;
+    assert_eq!(turn["status"], "completed", "{turn}");
+    assert_eq!(get(&server, &path).await["latestModelId"], "mock/slow:100");
+    let (status, titled) = send(
+        &server,
+        "POST",
+        &format!("{path}/title"),
+        Some(json!({"model": "mock/echo"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{titled}");
+    assert_eq!(get(&server, &path).await["latestModelId"], "mock/slow:100");
 }
 
 // ------------------------------------------------------------------ 3. turns

@@ -190,14 +190,31 @@ async fn a_bad_field_is_invalid_field_and_names_it() {
 async fn a_model_no_provider_serves_is_model_not_found_with_suggestions() {
     let server = server().await;
     let conv = create(&server, json!({})).await;
+    let path = format!("/v1/conversations/{conv}/turns");
+    let body = server
+        .problem(
+            "POST",
+            &path,
+            Some(json!({"content": "hi", "model": "mock/mock-modle"})),
+            422,
+            "model_not_found",
+        )
+        .await;
+    assert!(body["suggestions"].is_array(), "{body}");
+}
+
+#[tokio::test]
+async fn a_malformed_model_selection_is_invalid_model_id_with_suggestions() {
+    let server = server().await;
+    let conv = create(&server, json!({})).await;
     let path = format!("/v1/conversations/{conv}/model");
     let body = server
         .problem(
             "PUT",
             &path,
-            Some(json!({"model": "mock/mock-modle"})),
+            Some(json!({"model": "mock/mock modle"})),
             422,
-            "model_not_found",
+            "invalid_model_id",
         )
         .await;
     assert!(body["suggestions"].is_array(), "{body}");

@@ -206,9 +206,17 @@ async fn the_advisor_streams_live_and_its_result_does_not_depend_on_watchers() {
     keys.sort();
     assert_eq!(
         keys,
-        ["advice", "advisorModel", "remainingUses", "type"],
+        [
+            "advice",
+            "advisorModel",
+            "reasoningLevel",
+            "remainingUses",
+            "type"
+        ],
         "{result}"
     );
+    // The advisor's config sets no reasoning effort: null.
+    assert_eq!(result["reasoningLevel"], Value::Null, "{result}");
     assert_eq!(result["type"], "advice");
     assert_eq!(result["advisorModel"], "mock/slow:5");
     assert_eq!(result["remainingUses"], 2);
@@ -421,7 +429,19 @@ async fn cancelling_during_the_advice_closes_the_advisor_request() {
 #[tokio::test]
 async fn a_long_advice_stays_within_the_buffer_cap_and_the_result_has_all_of_it() {
     let cap = 2048;
-    let server = server_with(&format!("[turns]\ntool_output_buffer_bytes = {cap}\n")).await;
+    // A context window the 1,500-word question and its long advice fit
+    // (in the mock's default 4,096 tokens the second step would not).
+    let server = TestServer::builder()
+        .listed(LISTED)
+        .providers(
+            "[[providers]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{mock}\"\n\
+             models = [{ id = \"tool-call:advisor\", context_window = 1000000 }]\n",
+        )
+        .extra(&format!(
+            "[defaults]\nmodel = \"mock/mock-model\"\n[turns]\ntool_output_buffer_bytes = {cap}\n"
+        ))
+        .start()
+        .await;
     let conv = advised(&server, "mock/slow:5").await;
     let words: Vec<String> = (0..1500).map(|i| format!("word{i}")).collect();
     let mut watcher = Sse::open(&server, &conv, None).await;
@@ -708,6 +728,50 @@ async fn a_tool_nobody_offered_is_an_error_result_naming_it() {
         .as_str()
         .unwrap()
         .contains("unknown tool \\\"nonexistent\\\""));
+}
+
+#[tokio::test]
+async fn the_advisor_result_carries_the_reasoning_level_it_ran_with() {
+    let server = server_with("").await;
+    // Given an advisor config that asks for high reasoning effort.
+    let (status, config) = send(
+        &server,
+        "POST",
+        "/v1/llms",
+        Some(json!({"displayName": "thinker", "model": "mock/echo",
+                    "providerOptions": {"reasoningEffort": "high"}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{config}");
+    let conv = create(
+        &server,
+        json!({"advisor": true, "llmOverrides": {"advisor": config["id"]}}),
+    )
+    .await;
+    // When the chat model consults it.
+    let (_, events) = turn_events(
+        &server,
+        &conv,
+        json!({"content": "Which sort?", "model": "mock/tool-call:advisor"}),
+    )
+    .await;
+    // Then the tool result names the effort, beside the advice, the model
+    // and the remaining uses; the advisor call was sent with it.
+    let tool = tool_messages(&events)[0];
+    let result: Value = serde_json::from_str(tool.data["content"].as_str().unwrap()).unwrap();
+    assert_eq!(result["type"], "advice", "{result}");
+    assert_eq!(result["reasoningLevel"], "high", "{result}");
+    assert_eq!(result["advisorModel"], "mock/echo");
+    assert_eq!(result["remainingUses"], 2);
+    assert!(result["advice"].as_str().unwrap().starts_with("echo: "));
+    let advisor_request = server
+        .mock
+        .requests()
+        .iter()
+        .filter_map(|r| r.json())
+        .find(|r| r["model"] == "echo")
+        .expect("the advisor call");
+    assert_eq!(advisor_request["reasoning_effort"], "high");
 }
 
 #[tokio::test]

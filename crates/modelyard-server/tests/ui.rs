@@ -591,6 +591,66 @@ async fn an_answer_streams_in_and_carries_its_model_badge() {
 }
 
 #[tokio::test]
+async fn the_context_meter_shows_the_last_prompt_against_the_window() {
+    let Some(paths) = browser_paths() else { return };
+    let server = chat_server().await;
+    let conv = create(&server, json!({"model": "mock/echo"})).await;
+    let path = format!("/v1/conversations/{conv}");
+    let c = get(&server, &path).await;
+    // The mock reports a 4,096-token window for every model it lists.
+    assert_eq!(c["contextWindow"], 4096, "{c}");
+    assert_eq!(c["contextTokens"], Value::Null, "{c}");
+    let ui = Ui::launch(&paths, &server, "context_meter").await;
+    ui.open(&format!("/chat/{conv}")).await;
+    let meter_state = r#"
+        const m = document.querySelector('[data-testid="context-meter"]');
+        if (!m) return null;
+        const bar = m.querySelector('[data-testid="context-meter-bar"]');
+        return { text: m.querySelector('[data-testid="context-meter-text"]').textContent,
+                 level: m.dataset.level, value: bar.value, max: bar.max, hidden: bar.hidden };
+    "#;
+    let before = ui
+        .wait_js("the context meter", meter_state, vec![], |v| {
+            v["text"].as_str().is_some_and(|t| t.contains("4,096"))
+        })
+        .await;
+    assert_eq!(before["value"], 0, "{before}");
+    assert_eq!(before["max"], 4096, "{before}");
+    assert_eq!(before["hidden"], false, "{before}");
+    ui.shot("empty").await;
+
+    // Two turns; the second prompt carries the whole history (about half
+    // the window).
+    for (n, size) in [(1, 60), (2, 1900)] {
+        // Typed key by key, 1,900 words would take minutes: set the value.
+        ui.el(&tid("composer")).await;
+        ui.js(
+            "const t = document.querySelector('[data-testid=\"composer\"]'); \
+             t.value = arguments[0]; t.dispatchEvent(new Event('input'));",
+            vec![json!(words(size))],
+        )
+        .await;
+        ui.click(&tid("send")).await;
+        ui.wait_answer(n, WAIT).await;
+        let tokens = get(&server, &path).await["contextTokens"].as_u64().unwrap();
+        let shown = ui
+            .wait_js("the meter after the answer", meter_state, vec![], |v| {
+                v["value"].as_u64() == Some(tokens)
+            })
+            .await;
+        let percent = (100.0 * tokens as f64 / 4096.0).round() as u64;
+        let text = shown["text"].as_str().unwrap();
+        assert!(
+            text.contains(&format!("/ 4,096 tokens ({percent}%)")),
+            "{shown}"
+        );
+    }
+    let shown = ui.js(meter_state, vec![]).await;
+    assert_eq!(shown["level"], "low", "{shown}");
+    ui.shot("half").await;
+}
+
+#[tokio::test]
 async fn a_reload_mid_turn_shows_the_partial_answer_and_finishes_live() {
     let Some(paths) = browser_paths() else { return };
     let server = chat_server().await;

@@ -678,11 +678,13 @@ async function openConversation(view, ctx, id, refreshList) {
   const chat = new ChatView(ctx, path, refreshList);
   const heading = el("h1", { class: "conversation-title", text: conversation.title || "Untitled" });
   const meta = el("p", { class: "muted small" });
+  const meter = contextMeter();
   const showMeta = (c) => {
     heading.textContent = c.title || "Untitled";
     meta.textContent =
       `latest model: ${c.latestModelId || "—"} · ${fmtNumber(c.usage.totalTokens)} tokens ` +
       `(${fmtNumber(c.usage.promptTokens)} prompt, ${fmtNumber(c.usage.completionTokens)} completion)`;
+    meter.update(c);
   };
   showMeta(conversation);
   chat.onTurnEnd = async () => {
@@ -702,6 +704,7 @@ async function openConversation(view, ctx, id, refreshList) {
       field("Model", modelPicker(path, catalog, model.model))
     ),
     meta,
+    meter,
     settingsPanel(path, conversation, llms.data, settings),
     chat.messages,
     chat.composer
@@ -710,6 +713,46 @@ async function openConversation(view, ctx, id, refreshList) {
   chat.setRunning(conversation.runningTurnId || null);
   chat.follow(String(conversation.lastSeq));
   warmConversation(path);
+}
+
+/** The context meter: the conversation's last prompt size (contextTokens,
+ *  as the upstream reported it) against its model's context window
+ *  (contextWindow); past 60% it turns amber, past 80% red (where automatic
+ *  compaction starts by default). Without a known window only the size shows. */
+function contextMeter() {
+  const bar = el("meter", { testid: "context-meter-bar", min: 0, max: 1, value: 0, "aria-label": "Context used" });
+  const text = el("span", { testid: "context-meter-text", class: "muted small" });
+  const node = el(
+    "div",
+    { testid: "context-meter", class: "context-meter" },
+    el("span", { class: "muted small", text: "Context" }),
+    bar,
+    text
+  );
+  node.update = (c) => {
+    const tokens = c.contextTokens;
+    const limit = c.contextWindow;
+    if (limit) {
+      const used = Math.min(tokens || 0, limit);
+      bar.hidden = false;
+      bar.max = limit;
+      bar.low = Math.round(limit * 0.6);
+      bar.high = Math.round(limit * 0.8);
+      bar.optimum = 0;
+      bar.value = used;
+      const percent = Math.round((100 * (tokens || 0)) / limit);
+      text.textContent = `${fmtNumber(tokens || 0)} / ${fmtNumber(limit)} tokens (${percent}%)`;
+      node.dataset.level = percent >= 80 ? "high" : percent >= 60 ? "medium" : "low";
+    } else {
+      bar.hidden = true;
+      text.textContent =
+        tokens === null || tokens === undefined
+          ? "no prompt yet · window unknown"
+          : `${fmtNumber(tokens)} tokens · window unknown`;
+      node.dataset.level = "unknown";
+    }
+  };
+  return node;
 }
 
 /** The model <select>: favorites, then one group per online provider, then
@@ -746,7 +789,7 @@ function modelPicker(path, catalog, current) {
       warmConversation(path);
       showStatus(
         answer && answer.verified === false
-          ? `Model set to ${wanted} (its provider is offline: not verified)`
+          ? `Model set to ${wanted} (not verified: it does not resolve now; each turn tries again)`
           : `Model set to ${wanted || "the server default"}`
       );
     } catch (err) {

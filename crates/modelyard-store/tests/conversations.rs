@@ -119,6 +119,7 @@ fn scripted_batches() -> Vec<(i64, Vec<EventPayload>)> {
                 model: "local/llama".to_owned(),
                 previous: Some("openai/gpt-4o".to_owned()),
                 source: SelectionSource::Api,
+                verified: None,
             }],
         ),
         (
@@ -188,6 +189,7 @@ fn scripted_batches() -> Vec<(i64, Vec<EventPayload>)> {
                     model: "openai/gpt-4o".to_owned(),
                     previous: Some("local/llama".to_owned()),
                     source: SelectionSource::TurnOverride,
+                    verified: None,
                 },
             ],
         ),

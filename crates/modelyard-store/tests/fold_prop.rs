@@ -149,6 +149,7 @@ impl Ids {
                 model,
                 previous: None,
                 source: SelectionSource::Api,
+                verified: None,
             },
             Op::ModelCleared => EventPayload::ModelCleared {
                 previous: None,

@@ -182,7 +182,9 @@ impl Usage {
     }
 }
 
-pub(crate) async fn chat(body: Bytes, in_flight: InFlight) -> Response {
+/// `limited`: [`MockUpstream::set_enforce_context`](crate::MockUpstream::set_enforce_context)
+/// is on, so an answer stops at the request's `max_tokens` words.
+pub(crate) async fn chat(body: Bytes, in_flight: InFlight, limited: bool) -> Response {
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
@@ -237,6 +239,16 @@ pub(crate) async fn chat(body: Bytes, in_flight: InFlight) -> Response {
         match tool_call_turn(name, *times, messages.map_or(&[], Vec::as_slice)) {
             Ok(call) => tool_call = Some(call),
             Err(answer) => content = answer,
+        }
+    }
+    let max_tokens = req
+        .get("max_tokens")
+        .or_else(|| req.get("max_completion_tokens"))
+        .and_then(Value::as_u64);
+    if let (true, Some(max)) = (limited, max_tokens) {
+        let words: Vec<&str> = content.split_whitespace().collect();
+        if words.len() as u64 > max {
+            content = words[..max as usize].join(" ");
         }
     }
     let prompt = messages.map_or(0, |m| m.iter().map(|m| count_words(m.get("content"))).sum());

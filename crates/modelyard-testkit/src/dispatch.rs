@@ -96,11 +96,23 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, req: Request, in_flight: InFl
             if let Some(resp) = gate(shared, &parts.headers, &body) {
                 return resp;
             }
+            if route == Route::Chat && shared.enforce_context.load(Ordering::SeqCst) {
+                if let Some(resp) = context_exceeded(&models, &body) {
+                    return resp;
+                }
+            }
             match route {
                 Route::Embeddings => embeddings(&body),
                 Route::Rerank => rerank(&body),
                 Route::Completions => completions(&body, in_flight),
-                _ => chat(body, in_flight).await,
+                _ => {
+                    chat(
+                        body,
+                        in_flight,
+                        shared.enforce_context.load(Ordering::SeqCst),
+                    )
+                    .await
+                }
             }
         }
         Route::Health => match shared.flavour {
@@ -332,6 +344,32 @@ fn gate(shared: &Shared, headers: &axum::http::HeaderMap, body: &Bytes) -> Optio
         }
     }
     None
+}
+
+/// llama.cpp's `400 exceed_context_size_error` when the chat request's prompt words reach
+/// its model's context window ([`MockUpstream::set_enforce_context`](crate::MockUpstream::set_enforce_context)).
+fn context_exceeded(models: &[crate::options::MockModel], body: &Bytes) -> Option<Response> {
+    let req: Value = serde_json::from_slice(body).ok()?;
+    let model = req.get("model").and_then(Value::as_str)?;
+    let n_ctx = models.iter().find(|m| m.id == model)?.context_window?;
+    let prompt: usize = req
+        .get("messages")
+        .and_then(Value::as_array)?
+        .iter()
+        .map(|m| crate::chat::count_words(m.get("content")))
+        .sum();
+    (prompt as u64 >= n_ctx).then(|| {
+        json_value(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": {
+                "code": 400,
+                "message": "the request exceeds the available context size, try increasing it",
+                "type": "exceed_context_size_error",
+                "n_prompt_tokens": prompt,
+                "n_ctx": n_ctx,
+            }}),
+        )
+    })
 }
 
 /// Marks model `id` loaded or not; false when the mock lists no such model.

@@ -64,6 +64,9 @@
 //! The default model list ([`MockOptions::default`], used by [`MockUpstream::start`]) is
 //! [`MODEL_IDS`], each with context window 4096 and loaded.
 //!
+//! [`MockUpstream::set_enforce_context`] makes chat refuse, like llama.cpp, a prompt whose words
+//! reach the requested model's context window (`400` `exceed_context_size_error`).
+//!
 //! A chat body that is not valid JSON gets `400` with
 //! `{"error":{"message":…,"type":"invalid_request_error","param":null,"code":null}}`.
 //!

@@ -294,3 +294,38 @@ async fn tool_call_stream_delay() {
     assert_eq!(status, 200);
     assert!(t.elapsed() < Duration::from_millis(500));
 }
+
+#[tokio::test]
+async fn with_context_enforced_a_prompt_that_reaches_the_window_is_refused_like_llama_cpp() {
+    let mock = MockUpstream::start_with(crate::MockOptions::new(
+        crate::Flavour::LlamaCpp,
+        vec![crate::MockModel::new("small", Some(10))],
+    ))
+    .await;
+    let long =
+        json!([{"role": "user", "content": "one two three four five six seven eight nine ten"}]);
+    let short = json!([{"role": "user", "content": "one two three four five"}]);
+    let body = |messages: &Value, max: Option<u64>| {
+        let mut b = json!({"model": "small", "messages": messages});
+        if let Some(max) = max {
+            b["max_tokens"] = json!(max);
+        }
+        b
+    };
+    // Off (the default): served as usual.
+    let (status, _) = post_chat(&mock, &body(&long, None)).await;
+    assert_eq!(status, 200);
+    mock.set_enforce_context(true);
+    let (status, text) = post_chat(&mock, &body(&long, None)).await;
+    assert_eq!(status, 400, "{text}");
+    let error: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["error"]["type"], "exceed_context_size_error");
+    assert_eq!(error["error"]["n_prompt_tokens"], 10);
+    assert_eq!(error["error"]["n_ctx"], 10);
+    // A prompt that fits is answered, cut at max_tokens words.
+    let (status, text) = post_chat(&mock, &body(&short, Some(3))).await;
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], "echo: one two");
+    assert_eq!(answer["usage"]["completion_tokens"], 3);
+}

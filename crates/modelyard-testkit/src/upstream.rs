@@ -27,6 +27,9 @@ pub(crate) struct Shared {
     pub(crate) models: Mutex<Arc<Vec<MockModel>>>,
     pub(crate) down: AtomicBool,
     pub(crate) discovery_delay_ms: AtomicU64,
+    /// Whether chat answers `400 exceed_context_size_error` to a prompt
+    /// that does not fit the model's context window.
+    pub(crate) enforce_context: AtomicBool,
     /// Requests seen per `fail-first:` model.
     pub(crate) fail_counts: Mutex<std::collections::HashMap<String, usize>>,
 }
@@ -82,6 +85,7 @@ impl MockUpstream {
             models: Mutex::new(Arc::new(options.models.clone())),
             initial_models: options.models,
             down: AtomicBool::new(false),
+            enforce_context: AtomicBool::new(false),
             fail_counts: Mutex::new(std::collections::HashMap::new()),
             discovery_delay_ms: AtomicU64::new(0),
         });
@@ -205,6 +209,17 @@ impl MockUpstream {
     /// chat requests. `0` (the default) removes it.
     pub fn set_discovery_delay_ms(&self, ms: u64) {
         self.shared.discovery_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// While on, a chat request whose prompt (its words, as `prompt_tokens` counts them) is at
+    /// least the requested model's [`MockModel::context_window`] is answered like llama.cpp
+    /// answers one that does not fit: `400` `{"error":{"code":400,"message":"the request
+    /// exceeds the available context size, try increasing it","type":"exceed_context_size_error",
+    /// "n_prompt_tokens":<words>,"n_ctx":<ctx>}}`; and an answer stops at the request's
+    /// `max_tokens` (or `max_completion_tokens`) words, as a real server's does. Models without
+    /// a known window, and every request while off (the default), are served as usual.
+    pub fn set_enforce_context(&self, on: bool) {
+        self.shared.enforce_context.store(on, Ordering::SeqCst);
     }
 
     /// Turns request recording on or off (default on). The benchmark turns it off so that the

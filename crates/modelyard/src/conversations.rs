@@ -155,7 +155,7 @@ pub(crate) async fn model(
     };
     let model = value["model"].as_str().unwrap_or("(none)");
     if value["verified"] == false {
-        println!("{model} (not verified: its provider is offline)");
+        println!("{model} (not verified: it does not resolve now; each turn resolves it again)");
     } else {
         println!("{model}");
     }

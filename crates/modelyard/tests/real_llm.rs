@@ -789,7 +789,7 @@ async fn the_advisor_streams_its_answer_with_the_real_model() {
     let (status, advisor) = post(
         "/v1/llms",
         json!({"displayName": "advisor", "model": TWIN,
-               "providerOptions": {"temperature": 0, "maxTokens": 48}}),
+               "providerOptions": {"temperature": 0, "maxTokens": 48, "reasoningEffort": "low"}}),
     )
     .await;
     assert_eq!(status, 201, "{advisor}");
@@ -862,6 +862,8 @@ async fn the_advisor_streams_its_answer_with_the_real_model() {
     let result: Value = serde_json::from_str(tool["content"].as_str().unwrap()).unwrap();
     assert_eq!(result["type"], "advice");
     assert_eq!(result["advisorModel"], TWIN);
+    // The reasoning effort the advisor's config sent it with.
+    assert_eq!(result["reasoningLevel"], "low", "{result}");
     assert_eq!(result["remainingUses"], 2);
     let advice = result["advice"].as_str().unwrap();
     assert!(!advice.trim().is_empty());
@@ -946,9 +948,15 @@ impl ExtraLlama {
     }
 
     fn start() -> ExtraLlama {
+        Self::start_with(&[])
+    }
+
+    /// [`Self::start`] with more `llm-start.sh` options (`--ctx-size 2048`).
+    fn start_with(options: &[&str]) -> ExtraLlama {
         let port = free_port();
         let output = Command::new(Self::script("llm-start.sh"))
             .args(["--port", &port.to_string(), "--parallel", "1"])
+            .args(options)
             .stderr(Stdio::inherit())
             .output()
             .expect("run llm-start.sh");
@@ -1055,6 +1063,177 @@ async fn a_route_over_two_llama_servers_survives_one_of_them_dying_mid_conversat
     assert_eq!(failed.len(), 1, "{calls:#?}");
     assert_eq!(failed[0]["modelId"], "second/smollm2-135m-instruct");
     assert_eq!(failed[0]["route"], "smol");
+}
+
+/// A real 2,048-token window (its own llama-server, `--ctx-size 2048`): a
+/// 30-turn conversation completes, compacted automatically at least once
+/// (`[turns] context_strategy = "compact"`, the default), and no call ever
+/// meets the upstream's context-size error.
+#[tokio::test]
+async fn thirty_turns_on_a_2048_token_window_compact_and_never_hit_the_context_limit() {
+    let Some(llm) = llm_url() else { return };
+    let small = ExtraLlama::start_with(&["--ctx-size", "2048"]);
+    let server = Server::start_with(
+        &llm,
+        &format!(
+            "[[providers]]\nname = \"small\"\nkind = \"llama-cpp\"\nbase_url = \"{}\"\n",
+            small.url
+        ),
+    );
+    let client = ::reqwest::Client::new();
+    let base = &server.base_url;
+    let small_model = "small/smollm2-135m-instruct";
+    // Summaries on the same small model, at most 128 tokens.
+    let config: Value = client
+        .post(format!("{base}/v1/llms"))
+        .json(
+            &json!({"displayName": "small summaries", "model": small_model,
+                      "providerOptions": {"maxTokens": 128, "temperature": 0}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let created: Value = client
+        .post(format!("{base}/v1/conversations"))
+        .json(&json!({"model": small_model, "llmOverrides": {"compaction": config["id"]}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let conv = created["id"].as_str().unwrap().to_owned();
+    let window = eventually_json(&client, &format!("{base}/v1/conversations/{conv}"), |c| {
+        c["contextWindow"].is_u64()
+    })
+    .await["contextWindow"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(window, 2048);
+
+    const TOPICS: [&str; 10] = [
+        "rivers",
+        "mountains",
+        "bread",
+        "bicycles",
+        "libraries",
+        "volcanoes",
+        "tea",
+        "bridges",
+        "forests",
+        "trains",
+    ];
+    for n in 0..30 {
+        let topic = TOPICS[n % TOPICS.len()];
+        let content = format!(
+            "Question {n}: tell me three short facts about {topic}. Keep each fact to one \
+             sentence, mention the number {n} once, and remember that my favourite topic so far \
+             is {topic} and that I asked about it in question number {n} of our long chat."
+        );
+        let started = client
+            .post(format!("{base}/v1/conversations/{conv}/turns"))
+            .json(&json!({"content": content}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            started.status(),
+            202,
+            "turn {n}: {:?}",
+            started.text().await
+        );
+        let started: Value = started.json().await.unwrap();
+        let turn_id = started["turnId"].as_str().unwrap().to_owned();
+        let turns = eventually_json(
+            &client,
+            &format!("{base}/v1/conversations/{conv}/turns"),
+            |t| {
+                t["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|t| t["id"] == turn_id.as_str() && t["status"] != "running")
+            },
+        )
+        .await;
+        let turn = turns["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == turn_id.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(turn["status"], "completed", "turn {n}: {turn}");
+    }
+
+    // At least one automatic compaction, recorded as a compaction session.
+    let sessions: Value = client
+        .get(format!(
+            "{base}/v1/llm-sessions?conversationId={conv}&limit=200"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let compactions = sessions["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["operation"] == "compaction")
+        .count();
+    assert!(compactions >= 1, "{sessions}");
+    // No call failed: none met the upstream's context error.
+    let calls = eventually_json(
+        &client,
+        &format!("{base}/v1/calls?conversationId={conv}&limit=500"),
+        |page| page["data"].as_array().unwrap().len() >= 30 + compactions,
+    )
+    .await["data"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let failed: Vec<&Value> = calls.iter().filter(|c| c["status"] != "ok").collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    for call in &calls {
+        let prompt = call["usage"]["promptTokens"].as_u64().unwrap_or(0);
+        assert!(prompt < window, "{call}");
+    }
+    let conversation: Value = client
+        .get(format!("{base}/v1/conversations/{conv}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let size = conversation["contextTokens"].as_u64().unwrap();
+    assert!(size > 0 && size < window, "{conversation}");
+    eprintln!(
+        "30 turns on a {window}-token window: {compactions} automatic compaction(s), last \
+         prompt {size} tokens"
+    );
+}
+
+/// Polls `GET url` (for up to 3 minutes) until `pred` accepts the JSON.
+async fn eventually_json(
+    client: &::reqwest::Client,
+    url: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let value: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        if pred(&value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{url}: {value}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// `n` messages (user, assistant, ...) of about 1,500 tokens in all, unique

@@ -223,6 +223,12 @@ pub enum EventPayload {
         previous: Option<String>,
         /// Who set it.
         source: SelectionSource,
+        /// `Some(false)` when the id did not resolve when it was selected
+        /// (its provider offline, or the model not listed yet): a turn
+        /// resolves it again and fails clearly if it still cannot. Absent
+        /// when it resolved (and in events written before this field).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        verified: Option<bool>,
     },
     /// The model selection was cleared.
     #[serde(rename = "model.cleared", rename_all = "camelCase")]

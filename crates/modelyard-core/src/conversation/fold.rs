@@ -10,6 +10,10 @@ use super::record::{
     TurnStatus,
 };
 
+/// The operation whose turns move a conversation's latest model and
+/// context size.
+pub const CHAT_OPERATION: &str = "chat";
+
 /// Why an event cannot be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
@@ -97,6 +101,7 @@ pub fn apply(
             llm_id: llm_id.clone(),
             llm_overrides: llm_overrides.clone(),
             latest_model_id: None,
+            context_tokens: None,
             totals: TokenTotals::default(),
             running_turn_id: None,
             deleted: false,
@@ -183,6 +188,11 @@ pub fn apply(
                 });
             }
             c.running_turn_id = Some(turn_id.clone());
+            // The latest model moves as a chat turn starts (not only at
+            // its answer); other operations leave it alone.
+            if operation == CHAT_OPERATION {
+                c.latest_model_id = Some(model_id.clone());
+            }
             changes.turn = Some(TurnRecord {
                 id: turn_id.clone(),
                 conversation_id: c.id.clone(),
@@ -234,7 +244,12 @@ pub fn apply(
             let mut turn = running(turn_id)?;
             turn.totals.add(usage);
             c.totals.add(usage);
-            c.latest_model_id = Some(model_id.clone());
+            if turn.operation == CHAT_OPERATION {
+                c.latest_model_id = Some(model_id.clone());
+                if let Some(prompt_tokens) = usage.prompt_tokens {
+                    c.context_tokens = Some(prompt_tokens);
+                }
+            }
             turn.pending_tool_calls
                 .extend(parts.iter().filter_map(|p| match p {
                     Part::ToolCall { id, name, .. } => Some(PendingToolCall {

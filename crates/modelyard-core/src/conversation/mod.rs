@@ -24,7 +24,7 @@ pub use event::{
     Event, EventPayload, ImportedMessage, Part, ResolvedFrom, SelectionSource, TokenUsage,
     ToolCallRef, EVENT_PAYLOAD_VERSION,
 };
-pub use fold::{apply, fold, ApplyError, Changes, Folded};
+pub use fold::{apply, fold, ApplyError, Changes, Folded, CHAT_OPERATION};
 pub use record::{
     ConversationRecord, MessageRecord, MessageRole, PendingToolCall, TokenTotals, TurnRecord,
     TurnStatus,

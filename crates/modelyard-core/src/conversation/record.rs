@@ -165,8 +165,16 @@ pub struct ConversationRecord {
     /// Per-operation LLM config ids (operation → config id).
     #[serde(default)]
     pub llm_overrides: BTreeMap<String, String>,
-    /// Model id of the latest assistant message.
+    /// The model of the conversation's latest `chat` turn: its resolved
+    /// id (a route or a deployment) from `turn.started` on, then the
+    /// deployment that answered from each `message.assistant`. Turns of
+    /// other operations (`title`, custom ones) never move it.
     pub latest_model_id: Option<String>,
+    /// Prompt tokens the upstream reported for the latest `chat` model
+    /// call (the conversation's last context size); `None` before one
+    /// reported usage.
+    #[serde(default)]
+    pub context_tokens: Option<u64>,
     /// Token totals over every assistant message.
     pub totals: TokenTotals,
     /// The running turn, if any (one at a time).

@@ -89,6 +89,7 @@ fn fold_materializes_turns_messages_and_totals() {
                 model: "b/y".into(),
                 previous: Some("a/x".into()),
                 source: SelectionSource::TurnOverride,
+                verified: None,
             },
         ),
         turn(7, "t2"),
@@ -437,4 +438,47 @@ fn token_totals_use_the_usage_names_and_read_the_old_ones() {
     let old = json!({"input": 1, "output": 2, "reasoning": 3, "cachedInput": 4, "total": 5});
     assert_eq!(serde_json::from_value::<TokenTotals>(old).unwrap(), totals);
     assert_eq!(serde_json::from_value::<TokenTotals>(new).unwrap(), totals);
+}
+
+#[test]
+fn the_latest_model_and_context_size_move_with_chat_turns_only() {
+    let started = |seq: i64, id: &str, operation: &str, model: &str| {
+        ev(
+            seq,
+            EventPayload::TurnStarted {
+                turn_id: id.into(),
+                operation: operation.into(),
+                model_id: model.into(),
+                resolved_from: ResolvedFrom::Request,
+                llm_config_id: None,
+                client_tools: None,
+            },
+        )
+    };
+    let completed =
+        |seq: i64, id: &str| ev(seq, EventPayload::TurnCompleted { turn_id: id.into() });
+    let mut log = vec![ev(1, created()), started(2, "t1", "chat", "route-a")];
+    // A chat turn moves the latest model as it starts.
+    let (c, _, _) = fold(&log).unwrap();
+    let c = c.unwrap();
+    assert_eq!(c.latest_model_id.as_deref(), Some("route-a"));
+    assert_eq!(c.context_tokens, None);
+    // Its answer names the deployment that served and the prompt size.
+    log.push(answer(3, "t1", "a/x", 30));
+    log.push(completed(4, "t1"));
+    let (c, _, _) = fold(&log).unwrap();
+    let c = c.unwrap();
+    assert_eq!(c.latest_model_id.as_deref(), Some("a/x"));
+    assert_eq!(c.context_tokens, Some(30));
+    // A title turn moves neither, at its start or its answer.
+    log.push(started(5, "t2", "title", "b/y"));
+    let (c, _, _) = fold(&log).unwrap();
+    assert_eq!(c.unwrap().latest_model_id.as_deref(), Some("a/x"));
+    log.push(answer(6, "t2", "b/y", 99));
+    log.push(completed(7, "t2"));
+    let (c, _, _) = fold(&log).unwrap();
+    let c = c.unwrap();
+    assert_eq!(c.latest_model_id.as_deref(), Some("a/x"));
+    assert_eq!(c.context_tokens, Some(30));
+    assert_eq!(c.totals.prompt_tokens, 129, "its tokens still count");
 }

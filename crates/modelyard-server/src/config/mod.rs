@@ -362,8 +362,9 @@ pub struct SecurityConfig {
     pub redact_secrets: bool,
 }
 
-/// `[turns]`: tools in conversation turns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `[turns]`: tools in conversation turns and how a turn fits the model's
+/// context window.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TurnsConfig {
     /// Most model calls in one turn while the model keeps calling tools
     /// (`max_tool_steps`, default 8, 1..=64); the turn fails past it.
@@ -383,6 +384,60 @@ pub struct TurnsConfig {
     /// but run nowhere in this process (`sweep_interval_ms`, default 30 000,
     /// 100..=86 400 000); also done once at start-up.
     pub sweep_interval_ms: u64,
+    /// What a turn does when the conversation's history no longer fits the
+    /// serving deployment's context window (`context_strategy`, default
+    /// `compact`); see [`ContextStrategy`]. Nothing is done while the
+    /// window is unknown.
+    pub context_strategy: ContextStrategy,
+    /// With `compact`: the share of the window (minus the output reserve)
+    /// past which a turn compacts the conversation before its model call
+    /// (`compact_at`, default 0.8, 0.1..=1.0).
+    pub compact_at: f64,
+    /// Tokens of the context window kept free for the answer when the
+    /// request sets no `max_tokens` (`output_reserve_tokens`, default 1024,
+    /// 1..=1 000 000).
+    pub output_reserve_tokens: u32,
+}
+
+/// `[turns] context_strategy`: how a turn keeps its prompt within the
+/// serving deployment's context window minus the output reserve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContextStrategy {
+    /// `compact` (default): past `compact_at` of the budget, run the
+    /// conversation's `compaction` operation (recorded as a normal
+    /// `conversation.compacted` event); if the prompt still does not fit,
+    /// truncate.
+    #[default]
+    Compact,
+    /// `truncate`: drop the oldest whole messages from the request (never
+    /// an assistant tool call without its results; always keeping the
+    /// system prompt and the last user message). Nothing is persisted.
+    Truncate,
+    /// `error`: refuse the turn (422 `context_length_exceeded` with the
+    /// numbers at its start; `turn.failed` at a later tool step).
+    Error,
+}
+
+impl ContextStrategy {
+    /// `compact`, `truncate` or `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContextStrategy::Compact => "compact",
+            ContextStrategy::Truncate => "truncate",
+            ContextStrategy::Error => "error",
+        }
+    }
+
+    /// Parses [`Self::as_str`]'s output.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            ContextStrategy::Compact,
+            ContextStrategy::Truncate,
+            ContextStrategy::Error,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
 }
 
 impl Default for TurnsConfig {
@@ -393,6 +448,9 @@ impl Default for TurnsConfig {
             advisor_max_tokens: 1024,
             tool_output_buffer_bytes: 64 * 1024,
             sweep_interval_ms: 30_000,
+            context_strategy: ContextStrategy::Compact,
+            compact_at: 0.8,
+            output_reserve_tokens: 1024,
         }
     }
 }

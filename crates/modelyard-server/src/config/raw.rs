@@ -119,6 +119,9 @@ pub(super) struct RawTurns {
     pub(super) advisor_max_tokens: Option<i64>,
     pub(super) tool_output_buffer_bytes: Option<i64>,
     pub(super) sweep_interval_ms: Option<i64>,
+    pub(super) context_strategy: Option<String>,
+    pub(super) compact_at: Option<f64>,
+    pub(super) output_reserve_tokens: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]

@@ -315,6 +315,37 @@ fn shutdown_timeout_and_sweep_interval_have_defaults_and_bounds() {
     assert!(error("[turns]\nsweep_interval_ms = 10\n").contains("turns.sweep_interval_ms"));
 }
 
+#[test]
+fn context_keys_have_defaults_and_bounds() {
+    let config = parse("").unwrap();
+    assert_eq!(
+        config.turns.context_strategy,
+        super::ContextStrategy::Compact
+    );
+    assert!((config.turns.compact_at - 0.8).abs() < f64::EPSILON);
+    assert_eq!(config.turns.output_reserve_tokens, 1024);
+    let config = parse(
+        "[turns]\ncontext_strategy = \"truncate\"\ncompact_at = 0.5\noutput_reserve_tokens = 256\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.turns.context_strategy,
+        super::ContextStrategy::Truncate
+    );
+    assert!((config.turns.compact_at - 0.5).abs() < f64::EPSILON);
+    assert_eq!(config.turns.output_reserve_tokens, 256);
+    let config = parse("[turns]\ncontext_strategy = \"error\"\n").unwrap();
+    assert_eq!(config.turns.context_strategy, super::ContextStrategy::Error);
+    let bad = error("[turns]\ncontext_strategy = \"shrink\"\n");
+    assert!(
+        bad.contains("turns.context_strategy") && bad.contains("shrink"),
+        "{bad}"
+    );
+    assert!(error("[turns]\ncompact_at = 1.5\n").contains("turns.compact_at"));
+    assert!(error("[turns]\ncompact_at = 0.0\n").contains("turns.compact_at"));
+    assert!(error("[turns]\noutput_reserve_tokens = 0\n").contains("turns.output_reserve_tokens"));
+}
+
 const TWO: &str = r#"
 [[providers]]
 name = "a"

@@ -10,8 +10,8 @@ use super::raw::{
     RawConfig, RawLimits, RawSecurity, RawServer, RawStorage, RawTelemetry, RawTurns,
 };
 use super::{
-    Config, ConfigError, ContentPolicy, LimitsConfig, RetentionConfig, SecurityConfig,
-    ServerConfig, StorageConfig, TelemetryConfig, TurnsConfig, DEFAULT_LISTEN,
+    Config, ConfigError, ContentPolicy, ContextStrategy, LimitsConfig, RetentionConfig,
+    SecurityConfig, ServerConfig, StorageConfig, TelemetryConfig, TurnsConfig, DEFAULT_LISTEN,
     DEFAULT_SHUTDOWN_TIMEOUT_MS,
 };
 
@@ -307,6 +307,32 @@ fn turns(raw: RawTurns, source_name: &str) -> Result<TurnsConfig, ConfigError> {
             86_400_000,
             defaults.sweep_interval_ms as i64,
         )? as u64,
+        context_strategy: match raw.context_strategy.as_deref() {
+            None => defaults.context_strategy,
+            Some(text) => ContextStrategy::parse(text).ok_or_else(|| {
+                err(
+                    "turns.context_strategy".to_owned(),
+                    format!("must be \"compact\", \"truncate\" or \"error\", got {text:?}"),
+                )
+            })?,
+        },
+        compact_at: match raw.compact_at {
+            None => defaults.compact_at,
+            Some(v) if (0.1..=1.0).contains(&v) => v,
+            Some(v) => {
+                return Err(err(
+                    "turns.compact_at".to_owned(),
+                    format!("must be between 0.1 and 1.0, got {v}"),
+                ))
+            }
+        },
+        output_reserve_tokens: in_range(
+            "output_reserve_tokens",
+            raw.output_reserve_tokens,
+            1,
+            1_000_000,
+            defaults.output_reserve_tokens.into(),
+        )? as u32,
     })
 }
 

@@ -13,7 +13,9 @@
 //! - `advisor.output` `{turnId, toolCallId, delta}`;
 //!
 //! and the chat model receives, whether or not anyone watches, the tool
-//! result `{"type":"advice","advice":…,"advisorModel":…,"remainingUses":n}`
+//! result `{"type":"advice","advice":…,"advisorModel":…,"reasoningLevel":…,
+//! "remainingUses":n}` (`reasoningLevel`: the `reasoning_effort` the
+//! advisor call was sent with — from the advisor's LLM config — or null)
 //! — or `{"type":"error","error":…,"remainingUses":n}` (an error result the
 //! model sees) when the advisor fails, the use limit
 //! ([`crate::config::TurnsConfig::advisor_max_uses`]) is reached or the
@@ -188,6 +190,8 @@ pub async fn consult(
         .await
         .unwrap_or_default();
     let body = request_body(app, advisor, &messages, &question);
+    // The reasoning effort the advisor runs with (its config's), or null.
+    let reasoning_level = body.get("reasoning_effort").cloned().unwrap_or(Value::Null);
 
     phase("waiting_for_response");
     let mut sent = 0;
@@ -248,6 +252,7 @@ pub async fn consult(
                 "type": "advice",
                 "advice": summary.text.unwrap_or_default(),
                 "advisorModel": model_id,
+                "reasoningLevel": reasoning_level,
                 "remainingUses": remaining,
             }),
             false,
@@ -258,6 +263,7 @@ pub async fn consult(
                 "type": "error",
                 "error": format!("the advisor failed: {error}"),
                 "advisorModel": model_id,
+                "reasoningLevel": reasoning_level,
                 "remainingUses": remaining,
             }),
             true,
@@ -268,6 +274,7 @@ pub async fn consult(
                 "type": "error",
                 "error": "the turn was stopped while the advisor answered",
                 "advisorModel": model_id,
+                "reasoningLevel": reasoning_level,
                 "remainingUses": remaining,
             }),
             true,

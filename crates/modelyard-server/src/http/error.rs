@@ -42,6 +42,18 @@ impl From<ServiceError> for Problem {
                     None => problem,
                 }
             }
+            ServiceError::InvalidModelId {
+                message,
+                suggestions,
+            } => Problem::unprocessable(message).with("suggestions", suggestions),
+            err @ ServiceError::ContextLengthExceeded {
+                estimated_tokens,
+                context_window,
+                output_reserve_tokens,
+            } => Problem::unprocessable(err.to_string())
+                .with("estimatedTokens", estimated_tokens)
+                .with("contextWindow", context_window)
+                .with("outputReserveTokens", output_reserve_tokens),
             ServiceError::ToolResultsMissing { missing, message } => {
                 Problem::unprocessable(message).with("pending", json!(missing))
             }

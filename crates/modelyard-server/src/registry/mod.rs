@@ -59,6 +59,18 @@ impl Target {
             .and_then(|m| m.loaded)
     }
 
+    /// The model's context window (tokens) by the provider's last
+    /// discovery or its config entry; `None` when neither says.
+    pub fn context_window(&self) -> Option<u64> {
+        let model = self.resolution.model_id.model();
+        self.provider
+            .read_state()
+            .catalog
+            .iter()
+            .find(|m| m.model == model)
+            .and_then(|m| m.context_window)
+    }
+
     /// Whether the provider's host loads and unloads this model on request
     /// (llama-swap, Ollama, llama.cpp router mode), by its last discovery.
     pub fn host_loads(&self) -> bool {
@@ -102,6 +114,19 @@ pub struct ProviderRegistry {
 }
 
 impl ProviderRegistry {
+    /// The context window (tokens) the catalog shows for composite id
+    /// `provider/model`; `None` when the provider is unknown, does not
+    /// list the model, or does not say.
+    pub fn context_window_of(&self, model_id: &str) -> Option<u64> {
+        let (provider, model) = model_id.split_once('/')?;
+        self.provider(provider)?
+            .read_state()
+            .catalog
+            .iter()
+            .find(|m| m.model == model)
+            .and_then(|m| m.context_window)
+    }
+
     /// Builds clients for every provider. A provider with `enabled = false`,
     /// or whose `api_key_env` variable is unset, is disabled with that
     /// reason — shown, not an error.

@@ -56,6 +56,21 @@ impl Destination {
         }
     }
 
+    /// The context window (tokens) a call to this destination can count
+    /// on: the deployment's, or the smallest its route's targets report
+    /// (any of them may serve); `None` when none is known.
+    pub fn context_window(&self, registry: &ProviderRegistry) -> Option<u64> {
+        match self {
+            Destination::Deployment(target) => target.context_window(),
+            Destination::Route(route) => route
+                .config
+                .targets
+                .iter()
+                .filter_map(|t| registry.context_window_of(&t.model))
+                .min(),
+        }
+    }
+
     /// This destination for a call whose options come from `config`: one
     /// deployment goes to the config's custom base URL when it names one
     /// ([`ProviderRegistry::for_llm_config`]); a route goes to its own

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{new_id, ServiceError};
-use super::models::{check_config_id, check_model};
+use super::models::{check_config_id, check_model, check_selection};
 use crate::app::AppState;
 use crate::conversations::advisor;
 
@@ -349,19 +349,49 @@ pub async fn turns(app: &AppState, id: &ConversationId) -> Result<Vec<TurnRecord
     Ok(app.store.list_turns(&app.project, id).await?)
 }
 
+/// Context window (tokens) of the deployment the conversation's next chat
+/// turn would go to, resolved as that turn would
+/// (docs/design.md#turn-model; a route: the smallest of its targets');
+/// `None` when unknown or when no model resolves.
+pub async fn context_window(app: &AppState, c: &ConversationRecord) -> Option<u64> {
+    super::turn_target::resolve(app, c, "chat", None)
+        .await
+        .ok()
+        .and_then(|t| t.destination.context_window(&app.registry))
+}
+
+/// [`context_window`] without reading LLM configs, for lists: of the
+/// conversation's selection, else its latest chat model, else
+/// `defaults.model`.
+pub fn context_window_now(app: &AppState, c: &ConversationRecord) -> Option<u64> {
+    let model = c.model.as_deref().or(c.latest_model_id.as_deref()).or(app
+        .config
+        .defaults
+        .model
+        .as_deref())?;
+    app.destination(Some(model))
+        .ok()?
+        .context_window(&app.registry)
+}
+
 /// A model selection after a change.
 #[derive(Debug)]
 pub struct ModelSelection {
     /// The conversation.
     pub conversation: ConversationRecord,
-    /// False when the provider was offline and the model was not checked.
+    /// False when the id did not resolve now (its provider offline, the
+    /// model not listed yet): stored anyway, resolved again by each turn.
     pub verified: bool,
 }
 
-/// Selects `model` for the conversation (`None` clears).
+/// Selects `model` for the conversation; `None` and `""` clear it. A
+/// well-formed id that does not resolve now is stored unverified
+/// ([`super::models::check_selection`]).
 ///
 /// # Errors
-/// `conversation_not_found`; model 422s; the store's.
+/// `conversation_not_found`; 422 `invalid_model_id` (malformed, with
+/// suggestions), `model_not_found` (ambiguous), `provider_disabled`; the
+/// store's.
 pub async fn select_model(
     app: &AppState,
     id: &ConversationId,
@@ -369,7 +399,7 @@ pub async fn select_model(
 ) -> Result<ModelSelection, ServiceError> {
     let id = id.as_str();
     let conversation = load_stored(app, id).await?;
-    let (payload, verified) = match model {
+    let (payload, verified) = match model.filter(|m| !m.is_empty()) {
         None => (
             EventPayload::ModelCleared {
                 previous: conversation.model.clone(),
@@ -378,12 +408,13 @@ pub async fn select_model(
             true,
         ),
         Some(model) => {
-            let checked = check_model(app, &model)?;
+            let checked = check_selection(app, &model)?;
             (
                 EventPayload::ModelSelected {
                     model: checked.model,
                     previous: conversation.model.clone(),
                     source: SelectionSource::Api,
+                    verified: (!checked.verified).then_some(false),
                 },
                 checked.verified,
             )

@@ -68,6 +68,32 @@ pub enum ServiceError {
         /// Ids the registry has seen that are close to the one asked for.
         suggestions: Vec<String>,
     },
+    /// A string that is not a model id at all (422, code
+    /// `invalid_model_id`, with `suggestions`).
+    #[error("{message}")]
+    InvalidModelId {
+        /// What is wrong.
+        message: String,
+        /// Ids the registry has seen that are close to the one sent.
+        suggestions: Vec<String>,
+    },
+    /// The prompt of a turn does not fit the serving deployment's context
+    /// window minus the output reserve, and `[turns] context_strategy` is
+    /// `error` (422, code `context_length_exceeded`, with the numbers).
+    #[error(
+        "the prompt needs about {estimated_tokens} tokens, more than the context window of \
+         {context_window} tokens minus {output_reserve_tokens} reserved for the answer \
+         ([turns] context_strategy = \"error\"); compact the conversation or start a new one"
+    )]
+    ContextLengthExceeded {
+        /// The prompt's estimated size, tokens.
+        estimated_tokens: u64,
+        /// The serving deployment's context window, tokens.
+        context_window: u64,
+        /// Tokens kept free for the answer (`max_tokens`, else `[turns]
+        /// output_reserve_tokens`).
+        output_reserve_tokens: u64,
+    },
     /// Tool results that do not answer every pending tool call (422, code
     /// `tool_results_missing`, with `pending`).
     #[error("{message}")]
@@ -186,6 +212,8 @@ impl ServiceError {
             ServiceError::NoModel(_) => "no_model".into(),
             ServiceError::InUse { .. } => "in_use".into(),
             ServiceError::UnknownModel { .. } => "model_not_found".into(),
+            ServiceError::InvalidModelId { .. } => "invalid_model_id".into(),
+            ServiceError::ContextLengthExceeded { .. } => "context_length_exceeded".into(),
             ServiceError::ToolResultsMissing { .. } => "tool_results_missing".into(),
             ServiceError::Upstream { .. } => "upstream_error".into(),
             ServiceError::Unavailable => "store_unavailable".into(),

@@ -97,6 +97,85 @@ pub fn check_model(app: &AppState, id: &str) -> Result<Checked, ServiceError> {
     }
 }
 
+/// Longest model id a selection accepts, in bytes.
+pub const MAX_MODEL_ID_BYTES: usize = 512;
+
+/// Why `id` is not a model id at all (the selection contract's "malformed"),
+/// or `None` when it is well-formed.
+fn malformed(app: &AppState, id: &str) -> Option<String> {
+    if id.len() > MAX_MODEL_ID_BYTES {
+        return Some(format!(
+            "a model id is at most {MAX_MODEL_ID_BYTES} bytes, got {}",
+            id.len()
+        ));
+    }
+    if let Some(c) = id.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Some(format!(
+            "a model id holds no whitespace or control characters, got {c:?} in {id:?}"
+        ));
+    }
+    if id.starts_with('/') || id.ends_with('/') {
+        return Some(format!(
+            "a model id neither starts nor ends with '/', got {id:?}"
+        ));
+    }
+    ModelRef::parse(id, |p| app.registry.provider(p).is_some())
+        .err()
+        .map(|e| e.to_string())
+}
+
+/// Checks a model selection (`PUT /v1/conversations/{id}/model`), the chat
+/// front end's contract: a route name is stored as is; a well-formed id
+/// that resolves is stored as its composite id, `verified` when its
+/// provider is online; a well-formed id that does not resolve now (its
+/// provider offline, the model not listed yet, a bare id no provider
+/// lists) is stored as written with `verified: false` — the turn resolves
+/// it again and fails clearly if it still cannot. Only a malformed id
+/// (whitespace or control characters, over [`MAX_MODEL_ID_BYTES`], a
+/// leading or trailing `/`, `provider/` with no model), a bare id several
+/// providers serve, or a disabled provider's model is refused.
+///
+/// # Errors
+/// 422: `invalid_model_id` (with `suggestions`) for a malformed id;
+/// `model_not_found` (with `suggestions`) for an ambiguous bare id;
+/// `provider_disabled`.
+pub fn check_selection(app: &AppState, id: &str) -> Result<Checked, ServiceError> {
+    if app.router.route(id).is_some() {
+        return Ok(Checked {
+            model: id.to_owned(),
+            verified: true,
+        });
+    }
+    if let Some(reason) = malformed(app, id) {
+        return Err(ServiceError::InvalidModelId {
+            message: format!("invalid model id: {reason}"),
+            suggestions: suggestions(app, id.trim()),
+        });
+    }
+    match app.registry.resolve(Some(id)) {
+        Ok(target) => Ok(Checked {
+            model: target.resolution.model_id.to_string(),
+            verified: target.provider.is_online(),
+        }),
+        Err(RouteError::Resolve(
+            ResolveError::UnknownModel { .. } | ResolveError::NotFound { .. },
+        )) => Ok(Checked {
+            model: id.to_owned(),
+            verified: false,
+        }),
+        Err(err @ RouteError::Disabled { .. }) => Err(ServiceError::Invalid {
+            code: "provider_disabled",
+            field: None,
+            reason: err.to_string(),
+        }),
+        Err(RouteError::Resolve(ResolveError::Invalid(e))) => Err(ServiceError::InvalidModelId {
+            message: format!("invalid model id: {e}"),
+            suggestions: suggestions(app, id),
+        }),
+        Err(err) => Err(unknown_model(app, id, err.to_string())),
+    }
+}
+
 /// Checks that `id` names a config that is not deleted; a 422 naming
 /// `field` otherwise. Reads only: nothing is written or materialized.
 ///

@@ -36,6 +36,13 @@ pub const TITLE_INPUT_CHARS: usize = 4_000;
 pub const TITLE_MAX_CHARS: usize = 80;
 /// How much text (the end of it) a compaction sees.
 pub const COMPACTION_INPUT_CHARS: usize = 48_000;
+/// Characters per token a compaction's input is cut by to fit its
+/// model's context window (fewer than English text usually has, so it
+/// fits).
+pub const COMPACTION_CHARS_PER_TOKEN: u64 = 3;
+/// Tokens a compaction's input leaves for its instruction and the chat
+/// template.
+pub const COMPACTION_OVERHEAD_TOKENS: u64 = 128;
 /// Messages a compaction keeps by default.
 pub const DEFAULT_KEEP_LAST: u32 = 2;
 /// `max_tokens` of a title call whose LLM config sets none.
@@ -71,23 +78,30 @@ pub fn message_text(m: &MessageRecord) -> String {
     }
 }
 
-/// `role: text` lines of `messages`, keeping the last `max_chars` characters.
+/// `prefix` (an earlier summary), then `role: text` lines of `messages`,
+/// at most `max_chars` characters: the oldest lines go first; the prefix
+/// stays whole unless it alone takes more than half of `max_chars` (then
+/// its end is kept).
 fn transcript(prefix: Option<&str>, messages: &[MessageRecord], max_chars: usize) -> String {
+    let mut lines = String::new();
+    for m in messages {
+        lines.push_str(m.role.as_str());
+        lines.push_str(": ");
+        lines.push_str(&message_text(m));
+        lines.push('\n');
+    }
+    let last_chars = |text: &str, keep: usize| -> String {
+        let count = text.chars().count();
+        text.chars().skip(count.saturating_sub(keep)).collect()
+    };
     let mut text = String::new();
     if let Some(prefix) = prefix {
-        text.push_str(prefix);
+        let prefix = last_chars(prefix, max_chars / 2);
+        text.push_str(&prefix);
         text.push('\n');
     }
-    for m in messages {
-        text.push_str(m.role.as_str());
-        text.push_str(": ");
-        text.push_str(&message_text(m));
-        text.push('\n');
-    }
-    let count = text.chars().count();
-    if count > max_chars {
-        text = text.chars().skip(count - max_chars).collect();
-    }
+    let room = max_chars.saturating_sub(text.chars().count());
+    text.push_str(&last_chars(&lines, room));
     text.trim().to_owned()
 }
 
@@ -130,11 +144,13 @@ pub fn clean_title(answer: &str) -> String {
 }
 
 /// Why an operation did not run or did not produce its result.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum OperationError {
     /// Nothing to work on, or no model for the operation.
+    #[error("{0}")]
     Unprocessable(String),
     /// The resolved model id does not route (`model`: what was asked for).
+    #[error("model {model:?} does not route: {message}")]
     Route {
         /// The model asked for.
         model: String,
@@ -143,6 +159,7 @@ pub enum OperationError {
     },
     /// The provider failed or answered nothing usable; the failed call is
     /// recorded as session `session_id`.
+    #[error("{message} (session {session_id})")]
     Upstream {
         /// What went wrong.
         message: String,
@@ -150,8 +167,10 @@ pub enum OperationError {
         session_id: String,
     },
     /// Loading the LLM configs failed.
+    #[error(transparent)]
     Configs(ServiceError),
     /// The store failed.
+    #[error(transparent)]
     Store(StoreError),
 }
 
@@ -360,6 +379,30 @@ pub async fn title(
     })
 }
 
+/// Characters of the conversation a compaction sends: at most
+/// [`COMPACTION_INPUT_CHARS`], and, when the compaction model's context
+/// window is known, what fits it besides the answer
+/// ([`COMPACTION_CHARS_PER_TOKEN`] characters per token, after
+/// [`COMPACTION_OVERHEAD_TOKENS`] for the instruction and the template).
+fn compaction_input_chars(app: &AppState, route: &Route) -> usize {
+    let Some(window) = crate::service::context::context_window(app, &route.destination) else {
+        return COMPACTION_INPUT_CHARS;
+    };
+    let mut options = Map::new();
+    if let Some(config) = &route.config {
+        config.fields.provider_options.apply_to(&mut options);
+    }
+    let answer =
+        crate::service::context::output_reserve(&Value::Object(options), COMPACTION_MAX_TOKENS);
+    let room = window
+        .saturating_sub(answer)
+        .saturating_sub(COMPACTION_OVERHEAD_TOKENS)
+        .max(64);
+    let chars =
+        usize::try_from(room.saturating_mul(COMPACTION_CHARS_PER_TOKEN)).unwrap_or(usize::MAX);
+    chars.min(COMPACTION_INPUT_CHARS)
+}
+
 /// A new summary.
 #[derive(Debug)]
 pub struct Compacted {
@@ -413,7 +456,11 @@ pub async fn compact(
         .summary
         .as_deref()
         .map(|s| format!("Summary of the earlier conversation: {s}"));
-    let input = transcript(earlier.as_deref(), &covered, COMPACTION_INPUT_CHARS);
+    let input = transcript(
+        earlier.as_deref(),
+        &covered,
+        compaction_input_chars(app, &route),
+    );
     let answer = complete(
         app,
         id,

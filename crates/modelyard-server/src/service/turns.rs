@@ -103,7 +103,8 @@ fn check_tools(tools: &[Value], advisor_on: bool, max_tools: usize) -> Result<()
 ///
 /// # Errors
 /// 422s (content, operation, tools, no model, a model that does not
-/// route); `conversation_not_found`; `turn_running` (409); the store's.
+/// route, `context_length_exceeded` with `[turns] context_strategy =
+/// "error"`); `conversation_not_found`; `turn_running` (409); the store's.
 pub async fn start(
     app: &AppState,
     id: &ConversationId,
@@ -147,6 +148,27 @@ pub async fn start(
     } = super::turn_target::resolve(app, &conversation, &operation, body.model.as_deref())
         .await
         .map_err(|err| err.into_turn_error(app))?;
+    // `[turns] context_strategy = "error"`: refused before anything is
+    // appended when the first request would not fit the context window.
+    let first_tools: Vec<Value> = conversation
+        .advisor
+        .then(advisor::tool_definition)
+        .into_iter()
+        .chain(client_tools.iter().cloned())
+        .collect();
+    crate::conversations::engine::check_at_start(
+        app,
+        id,
+        crate::conversations::engine::StartCheck {
+            destination: &destination,
+            llm_config: llm_config.as_ref(),
+            reasoning_effort: conversation.reasoning_effort,
+            overrides: &body.overrides,
+            tools: &first_tools,
+            content: &body.content,
+        },
+    )
+    .await?;
     // A route's name, or the deployment's composite id.
     let model_id = destination.model_id();
     let turn_id = new_id();
@@ -157,6 +179,7 @@ pub async fn start(
             model: model_id.clone(),
             previous: conversation.model.clone(),
             source: SelectionSource::TurnOverride,
+            verified: None,
         });
     }
     payloads.push(EventPayload::TurnStarted {

@@ -106,6 +106,7 @@ pub(super) struct ConversationRow {
     pub(super) compacted_through_seq: Option<i64>,
     pub(super) summary: Option<String>,
     pub(super) advisor: bool,
+    pub(super) context_tokens: Option<i64>,
 }
 
 impl ConversationRow {
@@ -130,6 +131,7 @@ impl ConversationRow {
             compacted_through_seq: c.compacted_through_seq,
             summary: c.summary.clone(),
             advisor: c.advisor,
+            context_tokens: c.context_tokens.map(to_db_count).transpose()?,
         })
     }
 
@@ -157,6 +159,7 @@ impl ConversationRow {
             compacted_through_seq: self.compacted_through_seq,
             summary: self.summary,
             advisor: self.advisor,
+            context_tokens: self.context_tokens.map(u64::try_from).transpose()?,
         })
     }
 }
@@ -191,6 +194,7 @@ macro_rules! bind_conversation {
             .bind($row.compacted_through_seq)
             .bind(&$row.summary)
             .bind($row.advisor)
+            .bind($row.context_tokens)
     };
 }
 pub(super) use bind_conversation;

@@ -74,8 +74,17 @@ pub struct ConversationDto {
     pub status: &'static str,
     /// The running turn, if any.
     pub running_turn_id: Option<String>,
-    /// Model of the latest assistant message.
+    /// The model of the latest chat turn: its resolved id from the turn's
+    /// start, then the deployment that answered.
     pub latest_model_id: Option<String>,
+    /// Prompt tokens the upstream reported for the latest chat model call:
+    /// the conversation's last context size (`null` before one reported
+    /// usage).
+    pub context_tokens: Option<u64>,
+    /// Context window (tokens) of the deployment the conversation's next
+    /// chat turn goes to (a route: the smallest of its targets'); `null`
+    /// when unknown.
+    pub context_window: Option<u64>,
     /// Token totals over every model call of the conversation.
     pub usage: TokenTotalsDto,
     /// Seq of the last event.
@@ -86,7 +95,18 @@ pub struct ConversationDto {
     pub updated_at: String,
 }
 
+impl ConversationDto {
+    /// `c` with `context_window` (tokens) of its next chat turn's deployment.
+    pub fn with_window(c: &ConversationRecord, context_window: Option<u64>) -> Self {
+        ConversationDto {
+            context_window,
+            ..ConversationDto::from(c)
+        }
+    }
+}
+
 impl From<&ConversationRecord> for ConversationDto {
+    /// `c` with `context_window` unknown (see [`ConversationDto::with_window`]).
     fn from(c: &ConversationRecord) -> Self {
         ConversationDto {
             id: c.id.clone(),
@@ -106,6 +126,8 @@ impl From<&ConversationRecord> for ConversationDto {
             },
             running_turn_id: c.running_turn_id.clone(),
             latest_model_id: c.latest_model_id.clone(),
+            context_tokens: c.context_tokens,
+            context_window: None,
             usage: c.totals.into(),
             last_seq: c.last_seq,
             created_at: rfc3339(c.created_at_ms),
@@ -239,7 +261,8 @@ pub struct ModelSelectionDto {
     pub conversation_id: String,
     /// Its persisted model selection.
     pub model: Option<String>,
-    /// PUT only: whether an online provider confirmed the model.
+    /// PUT only: whether the id resolved to a model an online provider
+    /// serves (`false`: stored anyway, resolved again by each turn).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verified: Option<bool>,
 }

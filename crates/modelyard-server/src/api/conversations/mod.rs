@@ -6,7 +6,8 @@
 //! A conversation as JSON ([`dto::ConversationDto`]; camelCase; times RFC
 //! 3339; tokens): `{id, parentId, title, model, cwd, reasoningEffort,
 //! advisor, metadata, llmId, llmOverrides, status ("idle" | "running"),
-//! runningTurnId, latestModelId, usage {promptTokens, completionTokens,
+//! runningTurnId, latestModelId, contextTokens, contextWindow, usage
+//! {promptTokens, completionTokens,
 //! reasoningTokens, cachedPromptTokens, totalTokens}, lastSeq, createdAt,
 //! updatedAt}`.
 //!
@@ -52,7 +53,11 @@ pub async fn create(
     ApiJson(body): ApiJson<NewConversation>,
 ) -> Result<(StatusCode, Json<ConversationDto>), ApiError> {
     let c = service::create(&app, body).await?;
-    Ok((StatusCode::CREATED, Json(ConversationDto::from(&c))))
+    let window = service::context_window(&app, &c).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(ConversationDto::with_window(&c, window)),
+    ))
 }
 
 /// Query of `GET /v1/conversations`.
@@ -79,7 +84,11 @@ pub async fn list(
 ) -> Result<Json<Page<ConversationDto>>, ApiError> {
     let page = service::list(&app, query.limit, query.before.as_deref(), query.parent_id).await?;
     Ok(Json(Page {
-        data: page.data.iter().map(ConversationDto::from).collect(),
+        data: page
+            .data
+            .iter()
+            .map(|c| ConversationDto::with_window(c, service::context_window_now(&app, c)))
+            .collect(),
         next_before: page.next_before,
     }))
 }
@@ -97,9 +106,9 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<ConversationDto>, ApiError> {
     let id = ConversationId::parse(&id)?;
-    Ok(Json(ConversationDto::from(
-        &service::load(&app, &id).await?,
-    )))
+    let c = service::load(&app, &id).await?;
+    let window = service::context_window(&app, &c).await;
+    Ok(Json(ConversationDto::with_window(&c, window)))
 }
 
 /// `PATCH /v1/conversations/{id}`: title, metadata, `llmId` and
@@ -118,9 +127,9 @@ pub async fn patch(
     ApiJson(body): ApiJson<ConversationPatch>,
 ) -> Result<Json<ConversationDto>, ApiError> {
     let id = ConversationId::parse(&id)?;
-    Ok(Json(ConversationDto::from(
-        &service::patch(&app, &id, body).await?,
-    )))
+    let c = service::patch(&app, &id, body).await?;
+    let window = service::context_window(&app, &c).await;
+    Ok(Json(ConversationDto::with_window(&c, window)))
 }
 
 /// `DELETE /v1/conversations/{id}`: soft delete, 204.
@@ -201,12 +210,15 @@ pub async fn get_model(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelBody {
-    /// A model id, or `null` to clear.
+    /// A model id; `null` or `""` clears.
     model: Option<String>,
 }
 
 /// `PUT /v1/conversations/{id}/model` with `{model}` → `{conversationId,
-/// model, verified}`; `null` clears.
+/// model, verified}`; `null` or `""` clears. A well-formed id that does not
+/// resolve now (provider offline, model not listed yet) is stored with
+/// `verified: false`; only a malformed id is a 422 (`invalid_model_id`,
+/// with `suggestions`).
 #[utoipa::path(
     put,
     path = "/v1/conversations/{id}/model",

@@ -52,6 +52,7 @@ use super::live::LiveTurn;
 use crate::app::AppState;
 use crate::routing::Destination;
 
+mod context;
 mod loading;
 mod request;
 mod run;
@@ -60,6 +61,7 @@ mod sweep;
 #[cfg(test)]
 mod tests;
 
+pub use context::{check_at_start, StartCheck};
 pub use loading::LOADING_EVERY;
 pub use request::{compacted, openai_messages, request_body, RunOverrides, NO_TOOL_RESULT};
 pub use run::{run_turn, CLOSE_RETRY_FIRST, CLOSE_RETRY_MAX};

@@ -10,7 +10,6 @@ use modelyard_upstream::openai::StreamAccumulator;
 use serde_json::{json, Value};
 
 use super::loading::LoadingTicker;
-use super::request::request_body;
 use super::run::{Ending, Outcome};
 use super::{publish, TurnJob};
 use crate::app::AppState;
@@ -57,7 +56,7 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
     for step in 1..=max_steps {
         let mut current = match transcript.take() {
             Some(t) => t,
-            None => match Transcript::read(app, live).await {
+            None => match Transcript::read(app, &live.conversation_id).await {
                 Ok(t) => t,
                 Err(err) => {
                     return Outcome::ended(Ending::Failed(format!(
@@ -81,17 +80,13 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
                 })
                 .count() as u32
         });
-        let body = request_body(
-            messages,
-            job.llm_config.as_ref(),
-            job.reasoning_effort,
-            current
-                .summary
-                .as_ref()
-                .map(|(seq, text)| (*seq, text.as_str())),
-            &tools,
-            &job.overrides,
-        );
+        // The step's request, fitted into the context window
+        // (`[turns] context_strategy`): compacted, truncated or refused.
+        let body = match super::context::fitted_body(job, &mut current, &tools).await {
+            Ok(body) => body,
+            Err(error) => return Outcome::ended(Ending::Failed(error)),
+        };
+        let sent_bytes = crate::service::context::request_bytes(&body);
         let mut progress = Progress::default();
         let mut loading = LoadingTicker::start(app, live, destination);
         let mut on_chunk = |acc: &StreamAccumulator| {
@@ -115,6 +110,14 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
                 .map(|r| r.into_call(&job.session_id)),
         );
         let summary = streamed.acc.summary();
+        let usage = TokenUsage::from(summary.usage);
+        // What this request's size turned out to be, for the next estimate.
+        if let Some(calibration) = usage
+            .prompt_tokens
+            .and_then(|tokens| crate::service::context::Calibration::new(tokens, sent_bytes))
+        {
+            app.calibrations.note(&live.conversation_id, calibration);
+        }
         let (parts, tool_calls) = progress.parts(&summary);
         let last_text = summary.text.clone();
         let assistant = EventPayload::AssistantMessage {
@@ -122,7 +125,7 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
             turn_id: live.turn_id.clone(),
             parts,
             model_id: streamed.model_id.clone(),
-            usage: TokenUsage::from(summary.usage),
+            usage,
             finish_reason: summary.finish_reason.clone(),
         };
         let has_parts =
@@ -303,11 +306,11 @@ pub(crate) fn step_tools(advisor: Option<&Advisor>, client_tools: &[Value]) -> V
 
 /// A run's view of the conversation for its requests: the messages and the
 /// compaction summary, as of event `last_seq`.
-struct Transcript {
-    messages: Vec<MessageRecord>,
+pub(super) struct Transcript {
+    pub(super) messages: Vec<MessageRecord>,
     /// `(compacted_through_seq, summary)` after a compaction.
-    summary: Option<(i64, String)>,
-    last_seq: i64,
+    pub(super) summary: Option<(i64, String)>,
+    pub(super) last_seq: i64,
     /// Something else was appended meanwhile: read it again.
     stale: bool,
 }
@@ -316,16 +319,16 @@ impl Transcript {
     /// Reads the conversation's messages and its compaction summary (none
     /// when the conversation cannot be read: then the transcript is read
     /// again at the next step, as its `last_seq` is 0).
-    async fn read(app: &AppState, live: &LiveTurn) -> Result<Self, StoreError> {
+    pub(super) async fn read(app: &AppState, conversation_id: &str) -> Result<Self, StoreError> {
         let conversation = app
             .store
-            .get_conversation(&app.project, &live.conversation_id)
+            .get_conversation(&app.project, conversation_id)
             .await
             .ok()
             .flatten();
         let messages = app
             .store
-            .list_messages(&app.project, &live.conversation_id)
+            .list_messages(&app.project, conversation_id)
             .await?;
         let (summary, last_seq) = match conversation {
             Some(c) => (c.compacted_through_seq.zip(c.summary), c.last_seq),

@@ -35,6 +35,10 @@ pub enum ModelChange {
         previous: Option<String>,
         /// Who set it.
         source: SelectionSource,
+        /// `false` when the id did not resolve when it was selected
+        /// (absent when it did).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        verified: Option<bool>,
     },
     /// The selection was cleared.
     #[serde(rename_all = "camelCase")]
@@ -95,15 +99,18 @@ pub async fn model_history(
                     } else {
                         SelectionSource::Api
                     },
+                    verified: None,
                 },
                 EventPayload::ModelSelected {
                     model,
                     previous,
                     source,
+                    verified,
                 } => ModelChange::Selected {
                     model: model.clone(),
                     previous: previous.clone(),
                     source: *source,
+                    verified: *verified,
                 },
                 EventPayload::ModelCleared { previous, source } => ModelChange::Cleared {
                     model: None,

@@ -1,0 +1,381 @@
+//! A step's request, fitted into the serving deployment's context window
+//! before it is sent (`[turns] context_strategy`, see
+//! [`crate::service::context`] for the estimate and the truncation).
+//!
+//! When the destination's window is known, the prompt is estimated against
+//! the window minus the output reserve (the budget):
+//! - `compact`: past `compact_at` of the budget, the conversation's
+//!   `compaction` operation runs (everything before the last user message;
+//!   a normal `conversation.compacted` event and `compaction` session) and
+//!   the request is built again with the summary; if it still does not
+//!   fit (or the compaction failed), it is truncated;
+//! - `truncate`: over the budget, the oldest whole messages are left out
+//!   of the request (nothing is persisted; never the system prompt, the
+//!   last user message or the newest tool call with its results);
+//! - `error`: over the budget, the step fails with the numbers (a turn's
+//!   start is refused before anything is appended:
+//!   [`check_at_start`]).
+//!
+//! A request whose system prompt and last user message alone exceed the
+//! budget fails the turn here, with the numbers, rather than at the
+//! upstream. A bytes-per-token guess (no tokenizer, no calibration yet)
+//! never refuses or fails a turn by itself: it only compacts and truncates;
+//! when truncation cannot make the guess fit, the request goes as built
+//! and the upstream decides.
+
+use modelyard_core::conversation::{MessageRecord, MessageRole, TokenUsage};
+use modelyard_core::llm_config::ReasoningEffort;
+use modelyard_store::LlmConfigRow;
+use serde_json::Value;
+
+use super::request::{request_body, RunOverrides};
+use super::steps::Transcript;
+use super::TurnJob;
+use crate::app::AppState;
+use crate::config::ContextStrategy;
+use crate::routing::Destination;
+use crate::service::context::{self, Calibration, Estimate};
+use crate::service::error::ServiceError;
+use crate::service::operations::{self, OperationError};
+
+/// The window, the reserve and what is left for the prompt, tokens.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    window: u64,
+    reserve: u64,
+    budget: u64,
+    strategy: ContextStrategy,
+}
+
+impl Limits {
+    fn too_long(&self, estimated: u64) -> String {
+        format!(
+            "the prompt needs about {estimated} tokens, more than the context window of {} \
+             tokens minus {} reserved for the answer ([turns] context_strategy = \"{}\")",
+            self.window,
+            self.reserve,
+            self.strategy.as_str()
+        )
+    }
+
+    fn cannot_fit(&self, needed: u64) -> String {
+        format!(
+            "the system prompt, the last user message and the newest tool results need about {needed} \
+             tokens, more than the context window of {} tokens minus {} reserved for the \
+             answer; no older message is left to drop",
+            self.window, self.reserve
+        )
+    }
+}
+
+/// What a request is built from.
+struct Parts<'a> {
+    llm_config: Option<&'a LlmConfigRow>,
+    reasoning_effort: Option<ReasoningEffort>,
+    overrides: &'a RunOverrides,
+    tools: &'a [Value],
+}
+
+impl Parts<'_> {
+    fn body(&self, messages: &[MessageRecord], summary: Option<(i64, &str)>) -> Value {
+        request_body(
+            messages,
+            self.llm_config,
+            self.reasoning_effort,
+            summary,
+            self.tools,
+            self.overrides,
+        )
+    }
+}
+
+fn array<'a>(body: &'a Value, key: &str) -> &'a [Value] {
+    body.get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// Whether `estimate` is only the bytes-per-token guess.
+fn is_guess(estimate: Estimate) -> bool {
+    estimate.source == context::EstimateSource::BytesPerToken
+}
+
+fn summary_of(transcript: &Transcript) -> Option<(i64, &str)> {
+    transcript
+        .summary
+        .as_ref()
+        .map(|(seq, text)| (*seq, text.as_str()))
+}
+
+/// The request of the next step of `job`, fitted into the context window
+/// (see the [module docs](self)); `transcript` is read again after an
+/// automatic compaction.
+///
+/// # Errors
+/// Why the turn fails: the prompt does not fit and the strategy is
+/// `error`, or even truncation cannot make it fit.
+pub(super) async fn fitted_body(
+    job: &TurnJob,
+    transcript: &mut Transcript,
+    tools: &[Value],
+) -> Result<Value, String> {
+    let TurnJob {
+        app,
+        live,
+        destination,
+        ..
+    } = job;
+    let parts = Parts {
+        llm_config: job.llm_config.as_ref(),
+        reasoning_effort: job.reasoning_effort,
+        overrides: &job.overrides,
+        tools,
+    };
+    let mut body = parts.body(&transcript.messages, summary_of(transcript));
+    let Some(window) = context::context_window(app, destination) else {
+        return Ok(body);
+    };
+    let turns = &app.config.turns;
+    let reserve = context::output_reserve(&body, turns.output_reserve_tokens);
+    let limits = Limits {
+        window,
+        reserve,
+        budget: window.saturating_sub(reserve),
+        strategy: turns.context_strategy,
+    };
+    let affinity = Some(live.conversation_id.as_str());
+    let calibration = app.calibrations.get(&live.conversation_id);
+    let mut estimate = context::estimate(
+        app,
+        destination,
+        affinity,
+        array(&body, "messages"),
+        tools,
+        calibration,
+    )
+    .await;
+    match limits.strategy {
+        ContextStrategy::Error if estimate.tokens > limits.budget && !is_guess(estimate) => {
+            return Err(limits.too_long(estimate.tokens));
+        }
+        ContextStrategy::Error => return Ok(body),
+        ContextStrategy::Truncate => {}
+        ContextStrategy::Compact => {
+            let threshold = (limits.budget as f64 * turns.compact_at) as u64;
+            if estimate.tokens > threshold {
+                match compact(job, transcript).await {
+                    Ok(true) => {
+                        tracing::info!(
+                            conversation = %live.conversation_id,
+                            turn = %live.turn_id,
+                            estimated_tokens = estimate.tokens,
+                            context_window = window,
+                            "context: compacted the conversation before the model call"
+                        );
+                        body = parts.body(&transcript.messages, summary_of(transcript));
+                        estimate = context::estimate(
+                            app,
+                            destination,
+                            affinity,
+                            array(&body, "messages"),
+                            tools,
+                            calibration,
+                        )
+                        .await;
+                    }
+                    Ok(false) => {}
+                    Err(reason) => tracing::warn!(
+                        conversation = %live.conversation_id,
+                        turn = %live.turn_id,
+                        %reason,
+                        "context: automatic compaction failed; truncating instead"
+                    ),
+                }
+            }
+        }
+    }
+    if estimate.tokens <= limits.budget {
+        return Ok(body);
+    }
+    truncated(job, body, estimate, calibration, limits).await
+}
+
+/// Runs the conversation's compaction over every message before the last
+/// user message and reads the transcript again. `Ok(false)`: nothing to
+/// compact.
+async fn compact(job: &TurnJob, transcript: &mut Transcript) -> Result<bool, String> {
+    let TurnJob { app, live, .. } = job;
+    let conversation = app
+        .store
+        .get_conversation(&app.project, &live.conversation_id)
+        .await
+        .map_err(|err| err.to_string())?
+        .ok_or_else(|| "the conversation is gone".to_owned())?;
+    let messages = &transcript.messages;
+    let keep_from = messages
+        .iter()
+        .rposition(|m| m.role == MessageRole::User)
+        .unwrap_or(messages.len().saturating_sub(1));
+    let keep_last = u32::try_from(messages.len() - keep_from).unwrap_or(u32::MAX);
+    match operations::compact(app, &conversation, Some(keep_last), None).await {
+        Ok(_) => {
+            *transcript = Transcript::read(app, &live.conversation_id)
+                .await
+                .map_err(|err| err.to_string())?;
+            live.note_seq(transcript.last_seq);
+            Ok(true)
+        }
+        Err(OperationError::Unprocessable(_)) => Ok(false),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// `body` with the oldest whole messages left out until the estimate fits
+/// the budget ([`context::truncate`]); estimated again after each cut, at
+/// most three cuts.
+async fn truncated(
+    job: &TurnJob,
+    mut body: Value,
+    mut estimate: Estimate,
+    calibration: Option<Calibration>,
+    limits: Limits,
+) -> Result<Value, String> {
+    let TurnJob {
+        app,
+        live,
+        destination,
+        ..
+    } = job;
+    let tools = array(&body, "tools").to_vec();
+    let mut messages = array(&body, "messages").to_vec();
+    let sent = messages.len();
+    for _ in 0..3 {
+        let (costs, tool_cost) = context::costs(&messages, &tools, estimate.tokens);
+        let kept = match context::truncate(
+            &messages,
+            &costs,
+            limits.budget.saturating_sub(tool_cost),
+        ) {
+            Ok(kept) => kept,
+            // A guess does not fail a turn: the upstream decides.
+            Err(_) if is_guess(estimate) => {
+                tracing::info!(
+                    conversation = %live.conversation_id,
+                    turn = %live.turn_id,
+                    estimated_tokens = estimate.tokens,
+                    context_window = limits.window,
+                    "context: the estimate is a guess that no truncation fits; sending the request as built"
+                );
+                return Ok(body);
+            }
+            Err(e) => return Err(limits.cannot_fit(e.needed.saturating_add(tool_cost))),
+        };
+        messages = kept.into_iter().map(|i| messages[i].clone()).collect();
+        estimate = context::estimate(
+            app,
+            destination,
+            Some(live.conversation_id.as_str()),
+            &messages,
+            &tools,
+            calibration,
+        )
+        .await;
+        if estimate.tokens <= limits.budget {
+            tracing::info!(
+                conversation = %live.conversation_id,
+                turn = %live.turn_id,
+                left_out = sent - messages.len(),
+                estimated_tokens = estimate.tokens,
+                estimate = estimate.source.as_str(),
+                context_window = limits.window,
+                "context: left the oldest messages out of the request"
+            );
+            body["messages"] = Value::Array(messages);
+            return Ok(body);
+        }
+    }
+    if is_guess(estimate) {
+        body["messages"] = Value::Array(messages);
+        return Ok(body);
+    }
+    Err(limits.too_long(estimate.tokens))
+}
+
+/// What a turn's start is checked with ([`check_at_start`]).
+pub struct StartCheck<'a> {
+    /// Where the turn goes.
+    pub destination: &'a Destination,
+    /// The LLM config that supplies options and system prompt.
+    pub llm_config: Option<&'a LlmConfigRow>,
+    /// The conversation's reasoning effort setting.
+    pub reasoning_effort: Option<ReasoningEffort>,
+    /// The run's overrides.
+    pub overrides: &'a RunOverrides,
+    /// The tools the first step offers.
+    pub tools: &'a [Value],
+    /// The new user message's content.
+    pub content: &'a Value,
+}
+
+/// With `[turns] context_strategy = "error"`: refuses a turn whose first
+/// request (the conversation so far plus the new user message) would not
+/// fit the destination's context window minus the output reserve — before
+/// anything is appended. Does nothing with another strategy, an unknown
+/// window or only a bytes-per-token guess of the size.
+///
+/// # Errors
+/// [`ServiceError::ContextLengthExceeded`] with the numbers; the store's.
+pub async fn check_at_start(
+    app: &AppState,
+    conversation_id: &str,
+    check: StartCheck<'_>,
+) -> Result<(), ServiceError> {
+    let turns = &app.config.turns;
+    if turns.context_strategy != ContextStrategy::Error {
+        return Ok(());
+    }
+    let Some(window) = context::context_window(app, check.destination) else {
+        return Ok(());
+    };
+    let mut transcript = Transcript::read(app, conversation_id).await?;
+    transcript.messages.push(MessageRecord {
+        id: String::new(),
+        conversation_id: conversation_id.to_owned(),
+        turn_id: String::new(),
+        role: MessageRole::User,
+        content: check.content.clone(),
+        parts: Vec::new(),
+        model_id: None,
+        usage: TokenUsage::default(),
+        finish_reason: None,
+        seq: i64::MAX,
+        created_at_ms: 0,
+    });
+    let parts = Parts {
+        llm_config: check.llm_config,
+        reasoning_effort: check.reasoning_effort,
+        overrides: check.overrides,
+        tools: check.tools,
+    };
+    let summary = summary_of(&transcript);
+    let body = parts.body(&transcript.messages, summary);
+    let reserve = context::output_reserve(&body, turns.output_reserve_tokens);
+    let budget = window.saturating_sub(reserve);
+    let estimate = context::estimate(
+        app,
+        check.destination,
+        Some(conversation_id),
+        array(&body, "messages"),
+        check.tools,
+        app.calibrations.get(conversation_id),
+    )
+    .await;
+    if estimate.tokens > budget && !is_guess(estimate) {
+        return Err(ServiceError::ContextLengthExceeded {
+            estimated_tokens: estimate.tokens,
+            context_window: window,
+            output_reserve_tokens: reserve,
+        });
+    }
+    Ok(())
+}
