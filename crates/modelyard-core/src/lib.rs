@@ -5,12 +5,14 @@
 //! - [`resolve`]: the one function that turns a requested model string into a
 //!   provider and upstream model name, including legacy bare ids.
 //! - [`usage`]: token usage arithmetic.
+//! - [`cost`]: prices and the cost of one call (nano-USD).
 //! - [`conversation`]: conversation events and the fold that materializes them.
 //! - [`turn_model`]: which model a conversation turn uses (docs/design.md#turn-model).
 //! - [`llm_config`]: LLM config provider options, their validation and
 //!   request fields.
 
 pub mod conversation;
+pub mod cost;
 pub mod ids;
 pub mod llm_config;
 pub mod model_id;
@@ -21,4 +23,5 @@ pub mod usage;
 pub use ids::{ConversationId, IdError, LlmConfigId, SessionId, TurnId};
 pub use model_id::{ModelId, ModelIdError, ModelRef, ProviderName};
 pub use resolve::{resolve_model, ProviderView, Resolution, ResolveError, ResolvedFrom};
+pub use cost::{call_cost_nusd, Price};
 pub use usage::Usage;
