@@ -10,6 +10,7 @@
 //! - [`service`]: the application layer (use cases, `ServiceError`); no axum.
 //! - [`conversations`]: the turn engine, live event buffers and bus.
 //! - [`recorder`]: writes call records off the hot path.
+//! - [`pricing`]: which price applies to a deployment; a call's cost.
 //! - [`limits`]: stream slots and the body limit (`[limits]`).
 //! - [`app`]: state, routes, start and shutdown.
 //! - [`ui`]: the embedded web UI (`/ui`, public).
@@ -26,6 +27,7 @@ pub mod gateway;
 pub mod guard;
 pub mod http;
 pub mod limits;
+pub mod pricing;
 pub mod recorder;
 pub mod redact;
 pub mod registry;

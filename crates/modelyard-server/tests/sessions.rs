@@ -418,12 +418,16 @@ async fn bad_usage_parameters_are_400_naming_them() {
     let body = bad_request(
         &server,
         "/v1/usage?groupBy=week",
-        &["groupBy", "model, provider, operation, day", "week"],
+        &[
+            "groupBy",
+            "project, key, model, provider, operation, day",
+            "week",
+        ],
     )
     .await;
     assert_eq!(
         body["allowed"],
-        json!(["model", "provider", "operation", "day"])
+        json!(["project", "key", "model", "provider", "operation", "day"])
     );
     bad_request(&server, "/v1/usage?groupBy=Model", &["groupBy"]).await;
     bad_request(
@@ -509,6 +513,7 @@ async fn session_detail_lists_children() {
         turn_id: None,
         created_at_ms: 1_704_067_200_000,
         request_id: None,
+        key_id: None,
     };
     let call = |id: &str, session: &str, total: Option<i64>| NewLlmCall {
         id: id.to_owned(),

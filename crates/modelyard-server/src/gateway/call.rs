@@ -34,6 +34,8 @@ struct Draft {
     earlier: Vec<CallRecord>,
     /// The request's `x-request-id`, stored on its session.
     request_id: Option<String>,
+    /// The caller's API key id, stored on its session.
+    key_id: Option<String>,
 }
 
 impl CallDraft {
@@ -47,6 +49,7 @@ impl CallDraft {
                 current: None,
                 earlier: Vec::new(),
                 request_id,
+                key_id: app.key_id.clone(),
             }),
         }
     }
@@ -144,6 +147,7 @@ impl Draft {
             },
         };
         let request_id = self.request_id.take();
+        let key_id = self.key_id.take();
         // Copying the request body happens in the writer task.
         let bytes = earlier.iter().map(|r| r.request_json.len()).sum::<usize>()
             + match &last {
@@ -162,6 +166,7 @@ impl Draft {
             };
             let mut session = CallRecord::session_of(earlier, last);
             session.session.request_id = request_id;
+            session.session.key_id = key_id;
             session
         });
     }

@@ -31,6 +31,9 @@ pub struct TokenTotalsDto {
     pub cached_prompt_tokens: u64,
     /// Sum of total tokens.
     pub total_tokens: u64,
+    /// Sum of the known costs of those calls, USD; `null` while none has a
+    /// known cost.
+    pub cost_usd: Option<f64>,
 }
 
 impl From<TokenTotals> for TokenTotalsDto {
@@ -41,6 +44,7 @@ impl From<TokenTotals> for TokenTotalsDto {
             reasoning_tokens: t.reasoning_tokens,
             cached_prompt_tokens: t.cached_prompt_tokens,
             total_tokens: t.total_tokens,
+            cost_usd: t.cost_nusd.map(modelyard_core::cost::nusd_to_usd),
         }
     }
 }
@@ -133,9 +137,12 @@ pub struct MessageDto {
     /// The model that produced it.
     pub model_id: Option<String>,
     /// The call's usage (`promptTokens`, `completionTokens`, ...; absent =
-    /// not reported).
+    /// not reported; `costNusd` its cost in nano-USD).
     #[schema(value_type = Object)]
     pub usage: TokenUsage,
+    /// The cost of the call that produced it (an assistant message, or a
+    /// tool result that consulted a model), USD; `null` when unknown.
+    pub cost_usd: Option<f64>,
     /// OpenAI finish reason.
     pub finish_reason: Option<String>,
     /// Seq of the event that created it.
@@ -154,6 +161,7 @@ impl From<&MessageRecord> for MessageDto {
             parts: m.parts.clone(),
             model_id: m.model_id.clone(),
             usage: m.usage,
+            cost_usd: m.usage.cost_nusd.map(modelyard_core::cost::nusd_to_usd),
             finish_reason: m.finish_reason.clone(),
             seq: m.seq,
             created_at: rfc3339(m.created_at_ms),

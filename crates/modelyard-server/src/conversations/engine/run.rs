@@ -115,6 +115,7 @@ pub async fn run_turn(job: TurnJob) {
                     turn_id: Some(turn_id),
                     created_at_ms,
                     request_id: overrides.request_id,
+                    key_id: app.key_id.clone(),
                 },
                 calls,
             },
