@@ -150,7 +150,7 @@ async fn priced_calls_carry_their_cost_streamed_or_not_and_sessions_and_usage_su
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| nusd(&s["usage"]["costUsd"]).unwrap())
+        .map(|s| nusd(&s["costUsd"]).unwrap())
         .sum();
     assert_eq!(session_sum, total);
     for group in ["model", "provider", "operation", "day", "project", "key"] {
@@ -331,7 +331,7 @@ async fn conversations_and_their_messages_show_what_their_calls_cost() {
     }
     let conversation = server.get_json(&format!("/v1/conversations/{conv}")).await;
     assert_eq!(
-        nusd(&conversation["usage"]["costUsd"]),
+        nusd(&conversation["costUsd"]),
         Some(sum),
         "{conversation:#}"
     );
@@ -342,7 +342,7 @@ async fn conversations_and_their_messages_show_what_their_calls_cost() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| nusd(&t["usage"]["costUsd"]).unwrap())
+        .map(|t| nusd(&t["costUsd"]).unwrap())
         .sum();
     assert_eq!(turn_sum, sum, "{turns:#}");
     // The call log agrees with the conversation (recorded off the hot path).
@@ -360,7 +360,7 @@ async fn conversations_and_their_messages_show_what_their_calls_cost() {
     .await;
     let logged: i64 = sessions
         .iter()
-        .map(|s| nusd(&s["usage"]["costUsd"]).unwrap())
+        .map(|s| nusd(&s["costUsd"]).unwrap())
         .sum();
     assert_eq!(logged, sum);
     server.shutdown().await;

@@ -181,6 +181,7 @@ async fn sessions_calls_and_usage_agree() {
             "finishedAt",
             "durationMs",
             "usage",
+            "costUsd",
         ]
         .into_iter()
         .collect();
@@ -478,8 +479,9 @@ async fn with_nothing_recorded_lists_are_empty_and_totals_zero() {
     assert_eq!(usage["data"], json!([]));
     assert_eq!(
         usage["total"],
-        json!({"calls": 0, "promptTokens": 0, "completionTokens": 0, "reasoningTokens": 0,
-               "cachedPromptTokens": 0, "totalTokens": 0})
+        json!({"calls": 0, "unpricedCalls": 0, "promptTokens": 0, "completionTokens": 0,
+               "reasoningTokens": 0, "cachedPromptTokens": 0, "totalTokens": 0,
+               "costUsd": null})
     );
     server.shutdown().await;
 }
@@ -538,6 +540,7 @@ async fn session_detail_lists_children() {
         error: None,
         attempt: 1,
         route: None,
+        cost: Default::default(),
     };
     let (parent, child_a, child_b) = (&ids[0], &ids[1], &ids[2]);
     store

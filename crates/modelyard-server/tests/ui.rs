@@ -1644,7 +1644,7 @@ async fn a_priced_model_shows_the_cost_of_each_message_and_of_the_conversation()
         .collect();
     assert_eq!(want.len(), 2);
     assert!(want.iter().all(|w| w != "$0.000000"), "{want:?}");
-    let total = get(&server, &format!("/v1/conversations/{conv}")).await["usage"]["costUsd"]
+    let total = get(&server, &format!("/v1/conversations/{conv}")).await["costUsd"]
         .as_f64()
         .expect("the conversation's cost");
 
@@ -1725,7 +1725,7 @@ async fn a_priced_model_shows_the_cost_of_each_message_and_of_the_conversation()
 async fn eventually_total(server: &TestServer, conv: &str, before: f64) -> f64 {
     let deadline = Instant::now() + WAIT;
     loop {
-        let now = get(server, &format!("/v1/conversations/{conv}")).await["usage"]["costUsd"]
+        let now = get(server, &format!("/v1/conversations/{conv}")).await["costUsd"]
             .as_f64()
             .unwrap_or(0.0);
         if now > before {

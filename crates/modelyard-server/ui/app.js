@@ -693,7 +693,7 @@ async function openConversation(view, ctx, id, refreshList) {
     metaText.textContent =
       `latest model: ${c.latestModelId || "—"} · ${fmtNumber(c.usage.totalTokens)} tokens ` +
       `(${fmtNumber(c.usage.promptTokens)} prompt, ${fmtNumber(c.usage.completionTokens)} completion)`;
-    metaCost.textContent = fmtUsd(c.usage.costUsd);
+    metaCost.textContent = fmtUsd(c.costUsd);
   };
   showMeta(conversation);
   chat.onTurnEnd = async () => {
@@ -1498,7 +1498,7 @@ function pageCalls(main, ctx) {
       el("td", { text: s.provider || "—" }),
       el("td", { text: fmtNumber(s.callCount) }),
       el("td", { text: fmtNumber(s.usage.totalTokens) }),
-      el("td", { testid: "session-cost", text: fmtUsd(s.usage.costUsd), title: "Cost of this session's calls" }),
+      el("td", { testid: "session-cost", text: fmtUsd(s.costUsd), title: "Cost of this session's calls" }),
       el("td", { text: s.durationMs === null ? "—" : `${fmtNumber(s.durationMs)} ms` }),
       el("td", { class: s.status === "error" ? "error-text" : "", text: s.status, title: s.lastError || "" })
     );

@@ -7,9 +7,9 @@
 //! callCount, modelId (of the last call), provider, status ("ok" | "error"),
 //! lastError, startedAt (first call sent), finishedAt (last call completed),
 //! durationMs, usage {promptTokens, completionTokens, reasoningTokens,
-//! cachedPromptTokens, totalTokens, costUsd}}`; token sums count unreported
-//! usage as 0; `costUsd` (USD) sums the calls' known costs and is null when
-//! no call has one.
+//! cachedPromptTokens, totalTokens}, costUsd}`; token sums count unreported
+//! usage as 0; `costUsd` (USD, beside `usage`) sums the calls' known costs
+//! and is null when no call has one.
 //! The single-session view adds `calls` (oldest first, each as
 //! `GET /v1/calls/{id}` shows it) and `children` (sessions started by this
 //! one, oldest first).
@@ -56,8 +56,6 @@ pub struct TokenSumsDto {
     pub cached_prompt_tokens: i64,
     /// Sum of total tokens.
     pub total_tokens: i64,
-    /// Sum of the calls' known costs, USD; `null` when no call has one.
-    pub cost_usd: Option<f64>,
 }
 
 impl From<TokenSums> for TokenSumsDto {
@@ -68,7 +66,6 @@ impl From<TokenSums> for TokenSumsDto {
             reasoning_tokens: t.reasoning,
             cached_prompt_tokens: t.cached_input,
             total_tokens: t.total,
-            cost_usd: t.cost_nusd.map(modelyard_core::cost::nusd_to_usd),
         }
     }
 }
@@ -110,6 +107,8 @@ pub struct SessionDto {
     pub duration_ms: Option<i64>,
     /// Token sums over its calls.
     pub usage: TokenSumsDto,
+    /// Sum of its calls' known costs, USD; `null` when no call has one.
+    pub cost_usd: Option<f64>,
 }
 
 impl From<&SessionRow> for SessionDto {
@@ -134,6 +133,7 @@ impl From<&SessionRow> for SessionDto {
                 .zip(s.finished_at_ms)
                 .map(|(started, finished)| finished - started),
             usage: s.totals.into(),
+            cost_usd: s.totals.cost_nusd.map(modelyard_core::cost::nusd_to_usd),
         }
     }
 }
@@ -168,6 +168,8 @@ pub struct UsageRowDto {
     /// Token sums.
     #[serde(flatten)]
     pub tokens: TokenSumsDto,
+    /// Sum of the known costs, USD; `null` when no call has one.
+    pub cost_usd: Option<f64>,
 }
 
 /// `GET /v1/usage`.
@@ -474,6 +476,7 @@ pub async fn usage(Scoped(app): Scoped, ApiQuery(query): ApiQuery<UsageQuery>) -
             calls: r.calls,
             unpriced_calls: r.unpriced_calls,
             tokens: sums_of(r).into(),
+            cost_usd: r.cost_nusd.map(modelyard_core::cost::nusd_to_usd),
         })
         .collect();
     Json(UsageDto {
@@ -486,6 +489,7 @@ pub async fn usage(Scoped(app): Scoped, ApiQuery(query): ApiQuery<UsageQuery>) -
             calls,
             unpriced_calls,
             tokens: total.into(),
+            cost_usd: total.cost_nusd.map(modelyard_core::cost::nusd_to_usd),
         },
     })
     .into_response()

@@ -31,9 +31,6 @@ pub struct TokenTotalsDto {
     pub cached_prompt_tokens: u64,
     /// Sum of total tokens.
     pub total_tokens: u64,
-    /// Sum of the known costs of those calls, USD; `null` while none has a
-    /// known cost.
-    pub cost_usd: Option<f64>,
 }
 
 impl From<TokenTotals> for TokenTotalsDto {
@@ -44,7 +41,6 @@ impl From<TokenTotals> for TokenTotalsDto {
             reasoning_tokens: t.reasoning_tokens,
             cached_prompt_tokens: t.cached_prompt_tokens,
             total_tokens: t.total_tokens,
-            cost_usd: t.cost_nusd.map(modelyard_core::cost::nusd_to_usd),
         }
     }
 }
@@ -82,6 +78,9 @@ pub struct ConversationDto {
     pub latest_model_id: Option<String>,
     /// Token totals over every model call of the conversation.
     pub usage: TokenTotalsDto,
+    /// Sum of the known costs of those calls, USD; `null` while none has a
+    /// known cost.
+    pub cost_usd: Option<f64>,
     /// Seq of the last event.
     pub last_seq: i64,
     /// Creation time.
@@ -111,6 +110,7 @@ impl From<&ConversationRecord> for ConversationDto {
             running_turn_id: c.running_turn_id.clone(),
             latest_model_id: c.latest_model_id.clone(),
             usage: c.totals.into(),
+            cost_usd: c.totals.cost_nusd.map(modelyard_core::cost::nusd_to_usd),
             last_seq: c.last_seq,
             created_at: rfc3339(c.created_at_ms),
             updated_at: rfc3339(c.updated_at_ms),
@@ -193,6 +193,9 @@ pub struct TurnDto {
     pub error: Option<String>,
     /// Token totals over every model call of the turn.
     pub usage: TokenTotalsDto,
+    /// Sum of the known costs of those calls, USD; `null` while none has a
+    /// known cost.
+    pub cost_usd: Option<f64>,
     /// Start time.
     pub started_at: String,
     /// End time.
@@ -211,6 +214,7 @@ impl From<&TurnRecord> for TurnDto {
             status: t.status.as_str(),
             error: t.error.clone(),
             usage: t.totals.into(),
+            cost_usd: t.totals.cost_nusd.map(modelyard_core::cost::nusd_to_usd),
             started_at: rfc3339(t.started_at_ms),
             ended_at: t.ended_at_ms.map(rfc3339),
         }
