@@ -98,7 +98,10 @@ impl Price {
 pub fn call_cost_nusd(usage: &Usage, price: &Price) -> i64 {
     let prompt = usage.prompt_tokens.unwrap_or(0);
     let cached = usage.cached_prompt_tokens.unwrap_or(0).min(prompt);
-    let creation = usage.cache_creation_tokens.unwrap_or(0).min(prompt - cached);
+    let creation = usage
+        .cache_creation_tokens
+        .unwrap_or(0)
+        .min(prompt - cached);
     let uncached = prompt - cached - creation;
     let completion = usage.completion_tokens.unwrap_or(0);
     let reasoning = usage.reasoning_tokens.unwrap_or(0).min(completion);
@@ -177,21 +180,41 @@ mod tests {
         let cases: Vec<(&str, Usage, Price, i64)> = vec![
             ("nothing reported", Usage::default(), DEEPSEEK, 0),
             // 1M uncached prompt tokens at 0.27 USD/Mtok.
-            ("1M prompt", usage(1_000_000, 0, 0, 0), DEEPSEEK, 270_000_000),
+            (
+                "1M prompt",
+                usage(1_000_000, 0, 0, 0),
+                DEEPSEEK,
+                270_000_000,
+            ),
             // 1M output at 1.10.
-            ("1M output", usage(0, 0, 1_000_000, 0), DEEPSEEK, 1_100_000_000),
+            (
+                "1M output",
+                usage(0, 0, 1_000_000, 0),
+                DEEPSEEK,
+                1_100_000_000,
+            ),
             // OpenAI convention: 1000 prompt of which 400 cached:
             // 600 × 270 000 + 400 × 70 000 pico = 190e6 pico = 190 000 nano.
             ("openai cached", usage(1000, 400, 0, 0), DEEPSEEK, 190_000),
             // Without a cached rate, cached tokens cost like input.
-            ("cached w/o rate", usage(1000, 400, 0, 0), no_cache_rate, 270_000),
+            (
+                "cached w/o rate",
+                usage(1000, 400, 0, 0),
+                no_cache_rate,
+                270_000,
+            ),
             // More cached than prompt (a bad upstream): capped, never negative.
             ("cached > prompt", usage(100, 500, 0, 0), DEEPSEEK, 7_000),
             // Reasoning inside completion at its own rate: 1000 completion of
             // which 600 reasoning: 400 × 60e6 + 600 × 80e6 pico = 72e9 pico.
             ("reasoning rate", usage(0, 0, 1000, 600), o1, 72_000_000),
             // Without a reasoning rate, reasoning is output.
-            ("reasoning as output", usage(0, 0, 1000, 600), DEEPSEEK, 1_100_000),
+            (
+                "reasoning as output",
+                usage(0, 0, 1000, 600),
+                DEEPSEEK,
+                1_100_000,
+            ),
             // Everything: 2000 prompt (500 cached), 300 completion (100 reasoning):
             // 1500 × 15e6 + 500 × 7.5e6 + 200 × 60e6 + 100 × 80e6 pico
             // = 22.5e9 + 3.75e9 + 12e9 + 8e9 = 46.25e9 pico = 46 250 000 nano.

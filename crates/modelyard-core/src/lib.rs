@@ -20,8 +20,8 @@ pub mod resolve;
 pub mod turn_model;
 pub mod usage;
 
+pub use cost::{call_cost_nusd, Price};
 pub use ids::{ConversationId, IdError, LlmConfigId, SessionId, TurnId};
 pub use model_id::{ModelId, ModelIdError, ModelRef, ProviderName};
 pub use resolve::{resolve_model, ProviderView, Resolution, ResolveError, ResolvedFrom};
-pub use cost::{call_cost_nusd, Price};
 pub use usage::Usage;

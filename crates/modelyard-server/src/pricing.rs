@@ -268,23 +268,50 @@ mod tests {
         assert_eq!(pick("ds/other-chat"), Some("ds/*-chat"));
         assert_eq!(pick("ds/other"), Some("ds/*"));
         assert_eq!(pick("or/x"), Some("*"));
-        assert_eq!(best_entry(&entries[1..], "or/x").map(|e| e.model.as_str()), None);
+        assert_eq!(
+            best_entry(&entries[1..], "or/x").map(|e| e.model.as_str()),
+            None
+        );
         // Ties go to the first in the file.
         let tie = [entry("a/*x"), entry("a/x*")];
-        assert_eq!(best_entry(&tie, "a/x").map(|e| e.model.as_str()), Some("a/*x"));
+        assert_eq!(
+            best_entry(&tie, "a/x").map(|e| e.model.as_str()),
+            Some("a/*x")
+        );
     }
 
     #[test]
     fn local_and_cloud_providers() {
         let url = |s: &str| url::Url::parse(s).unwrap();
-        assert!(is_local(ProviderKind::LlamaCpp, &url("https://example.com")));
-        assert!(is_local(ProviderKind::OpenAi, &url("http://127.0.0.1:8080/v1")));
-        assert!(is_local(ProviderKind::OpenAi, &url("http://localhost:8080/v1")));
-        assert!(is_local(ProviderKind::OpenAi, &url("http://192.168.1.5/v1")));
+        assert!(is_local(
+            ProviderKind::LlamaCpp,
+            &url("https://example.com")
+        ));
+        assert!(is_local(
+            ProviderKind::OpenAi,
+            &url("http://127.0.0.1:8080/v1")
+        ));
+        assert!(is_local(
+            ProviderKind::OpenAi,
+            &url("http://localhost:8080/v1")
+        ));
+        assert!(is_local(
+            ProviderKind::OpenAi,
+            &url("http://192.168.1.5/v1")
+        ));
         assert!(is_local(ProviderKind::OpenAi, &url("http://[::1]:8080/v1")));
-        assert!(!is_local(ProviderKind::OpenAi, &url("https://api.openai.com/v1")));
-        assert!(!is_local(ProviderKind::OpenRouter, &url("http://127.0.0.1/v1")));
-        assert!(!is_local(ProviderKind::DeepSeek, &url("https://api.deepseek.com")));
+        assert!(!is_local(
+            ProviderKind::OpenAi,
+            &url("https://api.openai.com/v1")
+        ));
+        assert!(!is_local(
+            ProviderKind::OpenRouter,
+            &url("http://127.0.0.1/v1")
+        ));
+        assert!(!is_local(
+            ProviderKind::DeepSeek,
+            &url("https://api.deepseek.com")
+        ));
     }
 
     #[test]

@@ -154,9 +154,7 @@ async fn priced_calls_carry_their_cost_streamed_or_not_and_sessions_and_usage_su
         .sum();
     assert_eq!(session_sum, total);
     for group in ["model", "provider", "operation", "day", "project", "key"] {
-        let usage = server
-            .get_json(&format!("/v1/usage?groupBy={group}"))
-            .await;
+        let usage = server.get_json(&format!("/v1/usage?groupBy={group}")).await;
         assert_eq!(usage["groupBy"], group);
         let rows = usage["data"].as_array().unwrap();
         let sum: i64 = rows.iter().map(|r| nusd(&r["costUsd"]).unwrap()).sum();
@@ -165,7 +163,10 @@ async fn priced_calls_carry_their_cost_streamed_or_not_and_sessions_and_usage_su
         assert_eq!(usage["total"]["unpricedCalls"], 0, "{usage:#}");
     }
     let by_key = server.get_json("/v1/usage?groupBy=key").await;
-    assert_eq!(by_key["data"][0]["key"], "none", "no API keys here: {by_key:#}");
+    assert_eq!(
+        by_key["data"][0]["key"], "none",
+        "no API keys here: {by_key:#}"
+    );
     let by_project = server.get_json("/v1/usage?groupBy=project").await;
     assert_eq!(by_project["data"][0]["key"], "default", "{by_project:#}");
     server.shutdown().await;
@@ -204,10 +205,8 @@ async fn discovered_openrouter_prices_price_calls_unless_the_config_does() {
                 ("input_cache_read", "0.00000025"),
                 ("internal_reasoning", "0"),
             ]),
-            MockModel::new("vendor/overridden", Some(8_192)).with_pricing(&[
-                ("prompt", "0.000001"),
-                ("completion", "0.000004"),
-            ]),
+            MockModel::new("vendor/overridden", Some(8_192))
+                .with_pricing(&[("prompt", "0.000001"), ("completion", "0.000004")]),
             MockModel::new("vendor/unpriced", Some(8_192)),
         ],
     );
@@ -225,7 +224,10 @@ async fn discovered_openrouter_prices_price_calls_unless_the_config_does() {
 
     // The catalog shows each model's price and where it came from.
     let catalog = server.get_json("/v1/catalog").await;
-    let models = catalog["providers"][0]["models"].as_array().unwrap().clone();
+    let models = catalog["providers"][0]["models"]
+        .as_array()
+        .unwrap()
+        .clone();
     let price_of = |id: &str| {
         models
             .iter()
@@ -244,9 +246,16 @@ async fn discovered_openrouter_prices_price_calls_unless_the_config_does() {
     assert_eq!(overridden["inputPerMtok"], 7.0, "{overridden}");
     let unpriced = price_of("or/vendor/unpriced");
     assert_eq!(unpriced["source"], "none", "{unpriced}");
-    assert_eq!(unpriced["free"], false, "a cloud model is not free: {unpriced}");
+    assert_eq!(
+        unpriced["free"], false,
+        "a cloud model is not free: {unpriced}"
+    );
 
-    for model in ["or/vendor/listed", "or/vendor/overridden", "or/vendor/unpriced"] {
+    for model in [
+        "or/vendor/listed",
+        "or/vendor/overridden",
+        "or/vendor/unpriced",
+    ] {
         chat_ok(&server, &chat_body(model, false)).await;
     }
     let calls = server.wait_calls(3).await;
@@ -289,14 +298,16 @@ async fn discovered_openrouter_prices_price_calls_unless_the_config_does() {
             .unwrap()
             .clone()
     };
-    assert_eq!(row("or/vendor/unpriced")["costUsd"], Value::Null, "{usage:#}");
+    assert_eq!(
+        row("or/vendor/unpriced")["costUsd"],
+        Value::Null,
+        "{usage:#}"
+    );
     assert_eq!(row("or/vendor/unpriced")["unpricedCalls"], 1, "{usage:#}");
     assert_eq!(usage["total"]["unpricedCalls"], 1, "{usage:#}");
     assert_eq!(
         nusd(&usage["total"]["costUsd"]),
-        Some(
-            nusd(&listed_call["costUsd"]).unwrap() + nusd(&overridden_call["costUsd"]).unwrap()
-        )
+        Some(nusd(&listed_call["costUsd"]).unwrap() + nusd(&overridden_call["costUsd"]).unwrap())
     );
     server.shutdown().await;
 }
@@ -358,10 +369,7 @@ async fn conversations_and_their_messages_show_what_their_calls_cost() {
         }
     })
     .await;
-    let logged: i64 = sessions
-        .iter()
-        .map(|s| nusd(&s["costUsd"]).unwrap())
-        .sum();
+    let logged: i64 = sessions.iter().map(|s| nusd(&s["costUsd"]).unwrap()).sum();
     assert_eq!(logged, sum);
     server.shutdown().await;
 }

@@ -1635,7 +1635,12 @@ async fn a_priced_model_shows_the_cost_of_each_message_and_of_the_conversation()
     wait_models(&server, "mock/echo").await;
     let conv = create(&server, json!({"model": "mock/echo"})).await;
     run_turn(&server, &conv, json!({"content": "what does this cost"})).await;
-    run_turn(&server, &conv, json!({"content": "and this one too please"})).await;
+    run_turn(
+        &server,
+        &conv,
+        json!({"content": "and this one too please"}),
+    )
+    .await;
     let want: Vec<String> = messages(&server, &conv)
         .await
         .iter()
@@ -1703,7 +1708,9 @@ async fn a_priced_model_shows_the_cost_of_each_message_and_of_the_conversation()
         )
         .await;
     assert!(
-        session_costs.as_array().unwrap().iter().all(|c| c.as_str().is_some_and(|t| t.starts_with('$') && t != "$0.000000")),
+        session_costs.as_array().unwrap().iter().all(|c| c
+            .as_str()
+            .is_some_and(|t| t.starts_with('$') && t != "$0.000000")),
         "{session_costs}"
     );
     ui.click(&tid("session-row")).await;
@@ -1716,7 +1723,11 @@ async fn a_priced_model_shows_the_cost_of_each_message_and_of_the_conversation()
         )
         .await;
     assert!(
-        costs.as_array().unwrap().iter().all(|c| c.as_str().is_some_and(|t| t.starts_with('$'))),
+        costs
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c.as_str().is_some_and(|t| t.starts_with('$'))),
         "{costs}"
     );
 }
@@ -1731,7 +1742,10 @@ async fn eventually_total(server: &TestServer, conv: &str, before: f64) -> f64 {
         if now > before {
             return now;
         }
-        assert!(Instant::now() < deadline, "the conversation's cost grew past {before}");
+        assert!(
+            Instant::now() < deadline,
+            "the conversation's cost grew past {before}"
+        );
         tokio::time::sleep(POLL).await;
     }
 }

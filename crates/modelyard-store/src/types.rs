@@ -121,9 +121,13 @@ impl PriceSource {
 
     /// The source named exactly `name`, if any.
     pub fn from_name(name: &str) -> Option<Self> {
-        [PriceSource::Config, PriceSource::Provider, PriceSource::None]
-            .into_iter()
-            .find(|s| s.as_str() == name)
+        [
+            PriceSource::Config,
+            PriceSource::Provider,
+            PriceSource::None,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
     }
 }
 

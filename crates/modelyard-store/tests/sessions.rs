@@ -812,7 +812,13 @@ async fn costs_are_stored_on_calls_and_summed_in_sessions_and_usage_groups() {
         record(store, project, &open, vec![free, unknown]).await;
         // A session whose only call has no cost (recorded before costs).
         let old = session("gateway", JAN_1 + 2 * DAY);
-        record(store, project, &old, vec![call(&old, "cloud/m", JAN_1 + 2 * DAY)]).await;
+        record(
+            store,
+            project,
+            &old,
+            vec![call(&old, "cloud/m", JAN_1 + 2 * DAY)],
+        )
+        .await;
 
         // The call row reads back its cost and cache write count.
         let read = store

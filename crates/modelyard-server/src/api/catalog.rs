@@ -79,7 +79,10 @@ pub fn model_json(
     if model.embedding {
         entry["type"] = json!("embedding");
     }
-    entry["price"] = price_json(&app.pricing.price_with(&id, Some(provider), model.listed_price));
+    entry["price"] = price_json(
+        &app.pricing
+            .price_with(&id, Some(provider), model.listed_price),
+    );
     entry
 }
 

@@ -69,7 +69,9 @@ pub(super) fn prices(
             } else {
                 Err(err(
                     key(field),
-                    format!("must be a number of USD per million tokens, 0 to {MAX_RATE}, got {value}"),
+                    format!(
+                        "must be a number of USD per million tokens, 0 to {MAX_RATE}, got {value}"
+                    ),
                 ))
             }
         };

@@ -473,7 +473,9 @@ fn prices_are_checked_and_versioned() {
 
     let bad = |prices: &str| error(&with(prices));
     let entry = |extra: &str| {
-        format!("[[prices]]\nmodel = \"deepseek/*\"\ninput_per_mtok = 1\noutput_per_mtok = 2\n{extra}")
+        format!(
+            "[[prices]]\nmodel = \"deepseek/*\"\ninput_per_mtok = 1\noutput_per_mtok = 2\n{extra}"
+        )
     };
     let eur = bad(&entry("currency = \"EUR\"\n"));
     assert!(
@@ -481,12 +483,17 @@ fn prices_are_checked_and_versioned() {
         "{eur}"
     );
     let negative = bad(&entry("cached_input_per_mtok = -0.5\n"));
-    assert!(negative.contains("prices[0].cached_input_per_mtok"), "{negative}");
-    let twice = bad(&format!("{}{}", entry(""), entry("")));
-    assert!(twice.contains("prices[1].model") && twice.contains("twice"), "{twice}");
-    let unknown = bad(
-        "[[prices]]\nmodel = \"openai/gpt-4o\"\ninput_per_mtok = 1\noutput_per_mtok = 2\n",
+    assert!(
+        negative.contains("prices[0].cached_input_per_mtok"),
+        "{negative}"
     );
+    let twice = bad(&format!("{}{}", entry(""), entry("")));
+    assert!(
+        twice.contains("prices[1].model") && twice.contains("twice"),
+        "{twice}"
+    );
+    let unknown =
+        bad("[[prices]]\nmodel = \"openai/gpt-4o\"\ninput_per_mtok = 1\noutput_per_mtok = 2\n");
     assert!(
         unknown.contains("prices[0].model") && unknown.contains("no provider named \"openai\""),
         "{unknown}"

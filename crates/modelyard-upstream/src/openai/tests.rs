@@ -89,7 +89,10 @@ fn completion_is_rewritten_and_summarized() {
 fn usage_reads_both_cache_conventions() {
     let usage_of = |usage: &str| {
         let body = format!(r#"{{"model":"m","choices":[],"usage":{usage}}}"#);
-        rewrite_completion(body.as_bytes(), "p/m").unwrap().summary.usage
+        rewrite_completion(body.as_bytes(), "p/m")
+            .unwrap()
+            .summary
+            .usage
     };
     // OpenAI names with Anthropic-style cache fields (a proxy): the cache
     // counts are inside prompt_tokens.
