@@ -7,12 +7,14 @@
 //! - [`usage`]: token usage arithmetic.
 //! - [`limits`]: budgets and rate limits of a project or key, their UTC
 //!   windows and the arithmetic of leased counter blocks.
+//! - [`cost`]: prices and the cost of one call (nano-USD).
 //! - [`conversation`]: conversation events and the fold that materializes them.
 //! - [`turn_model`]: which model a conversation turn uses (docs/design.md#turn-model).
 //! - [`llm_config`]: LLM config provider options, their validation and
 //!   request fields.
 
 pub mod conversation;
+pub mod cost;
 pub mod ids;
 pub mod limits;
 pub mod llm_config;
@@ -21,6 +23,7 @@ pub mod resolve;
 pub mod turn_model;
 pub mod usage;
 
+pub use cost::{call_cost_nusd, Price};
 pub use ids::{ConversationId, IdError, LlmConfigId, SessionId, TurnId};
 pub use model_id::{ModelId, ModelIdError, ModelRef, ProviderName};
 pub use resolve::{resolve_model, ProviderView, Resolution, ResolveError, ResolvedFrom};

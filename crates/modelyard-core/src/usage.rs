@@ -5,6 +5,11 @@
 //! `completion_tokens_details.reasoning_tokens` and
 //! `prompt_tokens_details.cached_tokens`. `None` means the upstream did not
 //! report the number (never a guessed zero).
+//!
+//! Cache counts are always carried in OpenAI's convention: cache reads
+//! (`cached_prompt_tokens`) and cache writes (`cache_creation_tokens`) are
+//! parts of `prompt_tokens`. Anthropic reports them beside `input_tokens`;
+//! [`Usage::from_anthropic`] converts (see [`crate::cost`] for pricing).
 
 /// The largest token count one call may report (2^32 − 1); an upstream's
 /// larger count is clamped to it.
@@ -30,11 +35,46 @@ pub struct Usage {
     pub reasoning_tokens: Option<u64>,
     /// Prompt tokens served from the provider's cache (a subset of `prompt_tokens`).
     pub cached_prompt_tokens: Option<u64>,
+    /// Prompt tokens written to the provider's cache (Anthropic's
+    /// `cache_creation_input_tokens`; a subset of `prompt_tokens`, apart
+    /// from `cached_prompt_tokens`).
+    pub cache_creation_tokens: Option<u64>,
     /// Total tokens as reported, else prompt + completion when both are known.
     pub total_tokens: Option<u64>,
 }
 
 impl Usage {
+    /// Usage reported in Anthropic's convention, where `input_tokens` are
+    /// only the uncached prompt tokens and `cache_read_input_tokens` /
+    /// `cache_creation_input_tokens` come beside them: `prompt_tokens`
+    /// becomes their sum (saturating), the cache counts its parts. Counts
+    /// are clamped like any call's; the total is derived.
+    pub fn from_anthropic(
+        input_tokens: Option<u64>,
+        cache_read_input_tokens: Option<u64>,
+        cache_creation_input_tokens: Option<u64>,
+        output_tokens: Option<u64>,
+    ) -> Self {
+        let reported = [
+            input_tokens,
+            cache_read_input_tokens,
+            cache_creation_input_tokens,
+        ];
+        let prompt = reported
+            .iter()
+            .any(Option::is_some)
+            .then(|| reported.iter().flatten().fold(0, |a, b| add_tokens(a, *b)));
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: output_tokens,
+            cached_prompt_tokens: cache_read_input_tokens,
+            cache_creation_tokens: cache_creation_input_tokens,
+            ..Usage::default()
+        }
+        .clamped()
+        .with_derived_total()
+    }
+
     /// Whether the upstream reported any number at all.
     pub fn is_reported(&self) -> bool {
         self.prompt_tokens.is_some()
@@ -61,6 +101,7 @@ impl Usage {
             completion_tokens: cap(self.completion_tokens),
             reasoning_tokens: cap(self.reasoning_tokens),
             cached_prompt_tokens: cap(self.cached_prompt_tokens),
+            cache_creation_tokens: cap(self.cache_creation_tokens),
             total_tokens: cap(self.total_tokens),
         }
     }
@@ -121,6 +162,35 @@ mod tests {
     }
 
     #[test]
+    fn conversation_totals_add_known_costs_only() {
+        use crate::conversation::{TokenTotals, TokenUsage};
+        let mut totals = TokenTotals::default();
+        totals.add(&TokenUsage::default());
+        assert_eq!(totals.cost_nusd, None, "no known cost yet");
+        let priced = TokenUsage {
+            prompt_tokens: Some(3),
+            cost_nusd: Some(1_000),
+            ..TokenUsage::default()
+        };
+        totals.add(&priced);
+        totals.add(&TokenUsage::default());
+        totals.add(&priced);
+        assert_eq!(totals.cost_nusd, Some(2_000));
+        totals.add(&TokenUsage {
+            cost_nusd: Some(i64::MAX),
+            ..TokenUsage::default()
+        });
+        assert_eq!(totals.cost_nusd, Some(i64::MAX), "saturates");
+        // Totals stored before costs existed still read.
+        let old: TokenTotals = serde_json::from_value(serde_json::json!({
+            "promptTokens": 1, "completionTokens": 2, "reasoningTokens": 0,
+            "cachedPromptTokens": 0, "totalTokens": 3
+        }))
+        .unwrap();
+        assert_eq!(old.cost_nusd, None);
+    }
+
+    #[test]
     fn conversation_totals_saturate() {
         use crate::conversation::{TokenTotals, TokenUsage};
         let huge = TokenUsage {
@@ -129,6 +199,7 @@ mod tests {
             reasoning_tokens: Some(u64::MAX),
             cached_prompt_tokens: Some(u64::MAX),
             total_tokens: None,
+            cost_nusd: None,
         };
         let mut totals = TokenTotals::default();
         totals.add(&huge);

@@ -31,6 +31,9 @@ pub struct AppState {
     /// rate limits ([`crate::quota`]), when they have any: taken by the
     /// request's first model call ([`Self::take_admission`]).
     pub admission: Option<crate::quota::AdmissionSlot>,
+    /// The caller's API key id, if a key was used: recorded on the LLM
+    /// sessions its requests make (`GET /v1/usage?groupBy=key`).
+    pub key_id: Option<String>,
 }
 
 impl AppState {
@@ -40,6 +43,7 @@ impl AppState {
             inner: Arc::clone(&self.inner),
             project: caller.project,
             admission: None,
+            key_id: caller.key_id,
         }
     }
 
@@ -61,6 +65,8 @@ pub struct AppInner {
     pub router: Arc<crate::routing::Router>,
     /// The call log writer.
     pub recorder: Recorder,
+    /// Which price applies to a deployment (`[[prices]]`, then discovery).
+    pub pricing: Arc<crate::pricing::Pricing>,
     /// The database.
     pub store: Store,
     /// API keys and whether they are required.
@@ -381,11 +387,16 @@ pub async fn start(
     registry.refresh_all().await;
     let refresh = registry.spawn_refresh();
     let project = ProjectId::default_project();
+    let pricing = Arc::new(crate::pricing::Pricing::new(
+        config.prices.clone(),
+        Arc::clone(&registry),
+    ));
     let (recorder, recorder_task) = if config.storage.call_log {
         let (recorder, task) = Recorder::spawn(
             store.clone(),
             config.storage.content,
             config.security.redact_secrets,
+            Arc::clone(&pricing),
         );
         (recorder, Some(task))
     } else {
@@ -494,6 +505,7 @@ pub async fn start(
             config,
             registry,
             recorder,
+            pricing,
             store: store.clone(),
             auth,
             bus,
@@ -507,6 +519,7 @@ pub async fn start(
         }),
         project,
         admission: None,
+        key_id: None,
     };
     if let Some((listener, _)) = metrics_listener {
         let app = metrics_router(state.clone());

@@ -10,6 +10,7 @@
 //! - [`service`]: the application layer (use cases, `ServiceError`); no axum.
 //! - [`conversations`]: the turn engine, live event buffers and bus.
 //! - [`recorder`]: writes call records off the hot path.
+//! - [`pricing`]: which price applies to a deployment; a call's cost.
 //! - [`limits`]: stream slots and the body limit (`[limits]`).
 //! - [`quota`]: budgets and rate limits of projects and keys (admission,
 //!   settlement, leased shared counters).
@@ -28,6 +29,7 @@ pub mod gateway;
 pub mod guard;
 pub mod http;
 pub mod limits;
+pub mod pricing;
 pub mod quota;
 pub mod recorder;
 pub mod redact;

@@ -16,6 +16,10 @@
 //!
 //! With `storage.content = "metadata"` the writer task strips message text
 //! from every record before it is written (see [`strip_content`]).
+//!
+//! Costs: the writer task prices every call whose cost the caller left
+//! unset ([`NewLlmCall::cost`] without a source) from its model id and usage
+//! ([`crate::pricing::Pricing`]), so the request's path does no pricing.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,6 +32,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::now_ms;
 use crate::config::ContentPolicy;
+use crate::pricing::{usage_of_row, Pricing};
 
 /// One finished LLM call, as every caller (gateway, turns, title,
 /// compaction) describes it; [`CallRecord::into_session`] turns it into the
@@ -91,6 +96,7 @@ impl CallRecord {
             turn_id: last.turn_id.clone(),
             created_at_ms: earlier.first().map_or(last.sent_at_ms, |c| c.sent_at_ms),
             request_id: None,
+            key_id: None,
         };
         let mut calls = Vec::with_capacity(earlier.len() + 1);
         calls.extend(earlier.into_iter().map(|c| c.into_call(&session_id)));
@@ -119,6 +125,7 @@ impl CallRecord {
                 completion_tokens: tokens(usage.completion_tokens),
                 reasoning_tokens: tokens(usage.reasoning_tokens),
                 cached_prompt_tokens: tokens(usage.cached_prompt_tokens),
+                cache_creation_tokens: tokens(usage.cache_creation_tokens),
                 total_tokens: tokens(usage.total_tokens),
             },
             sent_at_ms: self.sent_at_ms,
@@ -128,6 +135,7 @@ impl CallRecord {
             error: self.error,
             attempt: i32::try_from(self.attempt).unwrap_or(i32::MAX),
             route: self.route,
+            cost: modelyard_store::CallCost::default(),
         }
     }
 }
@@ -216,13 +224,25 @@ impl Recorder {
         }
     }
 
-    /// Starts the writer task, which applies `content` (and, with `redact`,
-    /// the secret redaction of [`crate::redact`]) to every record before
-    /// writing it under the record's project.
-    pub fn spawn(store: Store, content: ContentPolicy, redact: bool) -> (Self, JoinHandle<()>) {
+    /// Starts the writer task, which prices every call not priced yet
+    /// with `pricing`, applies `content` (and, with `redact`, the secret
+    /// redaction of [`crate::redact`]) to every record before writing it
+    /// under the record's project.
+    pub fn spawn(
+        store: Store,
+        content: ContentPolicy,
+        redact: bool,
+        pricing: Arc<Pricing>,
+    ) -> (Self, JoinHandle<()>) {
         let (recorder, rx) = Self::with_limits(QUEUE_CAPACITY, QUEUE_BYTES);
         let counters = Arc::clone(&recorder.counters);
-        let task = tokio::spawn(write_loop(store, content, redact, rx, counters));
+        let writer = Writer {
+            store,
+            content,
+            redact,
+            pricing: Some(pricing),
+        };
+        let task = tokio::spawn(write_loop(writer, rx, counters));
         (recorder, task)
     }
 
@@ -334,13 +354,26 @@ impl std::fmt::Debug for Pending {
     }
 }
 
-async fn write_loop(
+/// What the writer task applies to each record, and where it writes.
+struct Writer {
     store: Store,
     content: ContentPolicy,
     redact: bool,
+    /// `None` leaves costs as the callers set them (tests).
+    pricing: Option<Arc<Pricing>>,
+}
+
+async fn write_loop(
+    writer: Writer,
     mut rx: mpsc::Receiver<(u64, Pending)>,
     counters: Arc<Counters>,
 ) {
+    let Writer {
+        store,
+        content,
+        redact,
+        pricing,
+    } = writer;
     let mut pending = Vec::with_capacity(MAX_BATCH);
     let mut batch = Batch::default();
     while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
@@ -349,6 +382,13 @@ async fn write_loop(
                 Pending::Ready(project, session) => (project, *session),
                 Pending::Build(project, build) => (project, build()),
             };
+            if let Some(pricing) = &pricing {
+                for call in &mut session.calls {
+                    if call.cost.price_source.is_none() {
+                        call.cost = pricing.cost_of(&call.model_id, &usage_of_row(&call.usage));
+                    }
+                }
+            }
             if content == ContentPolicy::Metadata {
                 session.calls.iter_mut().for_each(strip_content);
             } else if redact {

@@ -598,3 +598,87 @@ async fn two_replicas_share_a_keys_requests_per_minute() {
     assert!(admitted >= 90, "admitted only {admitted}");
     assert!(chats(&a.mock) > 0 && chats(&b.mock) > 0);
 }
+
+#[tokio::test]
+async fn a_cost_budget_counts_each_calls_price_and_refuses_once_spent() {
+    // 0.1 USD per token either way: a chat costs about a dollar.
+    let server = TestServer::builder()
+        .listed(&["echo"])
+        .extra(
+            "[[prices]]\nmodel = \"mock/*\"\ninput_per_mtok = 100000.0\n\
+             output_per_mtok = 100000.0\n",
+        )
+        .start()
+        .await;
+    let admin = admin_key(&server).await;
+    let (_, key) = limited_key(&server, &admin, json!({"maxCostUsd": 5.0, "period": "day"})).await;
+    let mut admitted = 0;
+    let mut remaining = Vec::new();
+    let refused = loop {
+        let response = post(
+            &server,
+            &key,
+            "/v1/chat/completions",
+            &chat("mock/echo", Some(8)),
+        )
+        .await;
+        if response.status() == 429 {
+            break response;
+        }
+        assert_eq!(response.status(), 200);
+        remaining.push(
+            header(&response, "x-modelyard-budget-remaining")
+                .expect("a cost budget's remaining USD")
+                .parse::<f64>()
+                .unwrap(),
+        );
+        admitted += 1;
+        assert!(
+            admitted < 50,
+            "never refused: the calls' cost is not counted"
+        );
+    };
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("maxCostUsd"),
+        "{body}"
+    );
+    // What the admitted calls cost, by the call log's prices.
+    let spent: f64 = eventually(Duration::from_secs(5), "every call logged", || async {
+        let calls: Value = server
+            .http
+            .get(server.url("/v1/calls"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let costs: Vec<f64> = calls["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["costUsd"].as_f64())
+            .collect();
+        if costs.len() == admitted {
+            Ok(costs.iter().sum())
+        } else {
+            Err(format!("{} of {admitted} calls priced", costs.len()))
+        }
+    })
+    .await;
+    assert!(admitted >= 2, "a dollar a call under 5 USD: {admitted}");
+    // Requests go one at a time: the budget is passed by at most the last
+    // admitted call.
+    let most = spent / admitted as f64 * 2.0;
+    assert!(spent >= 5.0 && spent <= 5.0 + most, "spent {spent} USD");
+    assert!(
+        remaining.windows(2).all(|w| w[1] < w[0]),
+        "the remaining budget goes down with each call: {remaining:?}"
+    );
+}

@@ -181,6 +181,7 @@ async fn sessions_calls_and_usage_agree() {
             "finishedAt",
             "durationMs",
             "usage",
+            "costUsd",
         ]
         .into_iter()
         .collect();
@@ -418,12 +419,16 @@ async fn bad_usage_parameters_are_400_naming_them() {
     let body = bad_request(
         &server,
         "/v1/usage?groupBy=week",
-        &["groupBy", "model, provider, operation, day", "week"],
+        &[
+            "groupBy",
+            "project, key, model, provider, operation, day",
+            "week",
+        ],
     )
     .await;
     assert_eq!(
         body["allowed"],
-        json!(["model", "provider", "operation", "day"])
+        json!(["project", "key", "model", "provider", "operation", "day"])
     );
     bad_request(&server, "/v1/usage?groupBy=Model", &["groupBy"]).await;
     bad_request(
@@ -474,8 +479,9 @@ async fn with_nothing_recorded_lists_are_empty_and_totals_zero() {
     assert_eq!(usage["data"], json!([]));
     assert_eq!(
         usage["total"],
-        json!({"calls": 0, "promptTokens": 0, "completionTokens": 0, "reasoningTokens": 0,
-               "cachedPromptTokens": 0, "totalTokens": 0})
+        json!({"calls": 0, "unpricedCalls": 0, "promptTokens": 0, "completionTokens": 0,
+               "reasoningTokens": 0, "cachedPromptTokens": 0, "totalTokens": 0,
+               "costUsd": null})
     );
     server.shutdown().await;
 }
@@ -509,6 +515,7 @@ async fn session_detail_lists_children() {
         turn_id: None,
         created_at_ms: 1_704_067_200_000,
         request_id: None,
+        key_id: None,
     };
     let call = |id: &str, session: &str, total: Option<i64>| NewLlmCall {
         id: id.to_owned(),
@@ -533,6 +540,7 @@ async fn session_detail_lists_children() {
         error: None,
         attempt: 1,
         route: None,
+        cost: Default::default(),
     };
     let (parent, child_a, child_b) = (&ids[0], &ids[1], &ids[2]);
     store

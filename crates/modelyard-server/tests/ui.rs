@@ -1482,7 +1482,7 @@ async fn the_calls_page_shows_sessions_chart_and_usage() {
         vec![],
         |v| {
             v.as_array().is_some_and(|cells| {
-                cells.len() == 5
+                cells.len() == 6
                     && cells
                         .iter()
                         .all(|c| c.as_str().is_some_and(|t| !t.is_empty() && t != "—"))
@@ -1672,6 +1672,142 @@ async fn enter_sends_and_escape_stops_a_running_turn() {
     )
     .await;
     ui.shot("stopped").await;
+}
+
+/// `$x` with six decimals, as the UI's `fmtUsd` prints a cost.
+fn usd(x: f64) -> String {
+    format!("${x:.6}")
+}
+
+#[tokio::test]
+async fn a_priced_model_shows_the_cost_of_each_message_and_of_the_conversation() {
+    let Some(paths) = browser_paths() else { return };
+    // Expensive enough that a few echoed words cost more than a millionth
+    // of a dollar.
+    let server = TestServer::builder()
+        .listed(LISTED)
+        .extra(
+            "[defaults]\nmodel = \"mock/mock-model\"\n\n[[prices]]\nmodel = \"mock/*\"\n\
+             input_per_mtok = 30.0\noutput_per_mtok = 60.0\n",
+        )
+        .start()
+        .await;
+    wait_models(&server, "mock/echo").await;
+    let conv = create(&server, json!({"model": "mock/echo"})).await;
+    run_turn(&server, &conv, json!({"content": "what does this cost"})).await;
+    run_turn(
+        &server,
+        &conv,
+        json!({"content": "and this one too please"}),
+    )
+    .await;
+    let want: Vec<String> = messages(&server, &conv)
+        .await
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .map(|m| usd(m["costUsd"].as_f64().expect("a priced message has a cost")))
+        .collect();
+    assert_eq!(want.len(), 2);
+    assert!(want.iter().all(|w| w != "$0.000000"), "{want:?}");
+    let total = get(&server, &format!("/v1/conversations/{conv}")).await["costUsd"]
+        .as_f64()
+        .expect("the conversation's cost");
+
+    let ui = Ui::launch(&paths, &server, "costs").await;
+    ui.open(&format!("/chat/{conv}")).await;
+    let shown = ui
+        .wait_js(
+            "a cost badge on each assistant message",
+            r#"return [...document.querySelectorAll('[data-testid="message"][data-role="assistant"] [data-testid="cost-badge"]')].map((b) => b.textContent);"#,
+            vec![],
+            |v| v.as_array().is_some_and(|a| a.len() == 2),
+        )
+        .await;
+    assert_eq!(shown, json!(want), "per-message costs");
+    let conversation_cost = ui
+        .wait_js(
+            "the conversation's cost",
+            r#"const c = document.querySelector('[data-testid="conversation-cost"]'); return c ? c.textContent : null;"#,
+            vec![],
+            |v| v.as_str().is_some_and(|t| t.starts_with('$')),
+        )
+        .await;
+    assert_eq!(conversation_cost, json!(usd(total)));
+    ui.shot("costs").await;
+
+    // A third message arrives live: its badge comes from the event's
+    // exact costNusd, and the conversation's cost follows.
+    ui.type_in(&tid("composer"), "one more question").await;
+    ui.click(&tid("send")).await;
+    ui.wait_js(
+        "a third cost badge",
+        r#"return document.querySelectorAll('[data-testid="message"][data-role="assistant"] [data-testid="cost-badge"]').length;"#,
+        vec![],
+        |v| v.as_u64() == Some(3),
+    )
+    .await;
+    let after = eventually_total(&server, &conv, total).await;
+    ui.wait_js(
+        "the conversation's cost after the live turn",
+        r#"return document.querySelector('[data-testid="conversation-cost"]').textContent;"#,
+        vec![],
+        |v| v.as_str() == Some(usd(after).as_str()),
+    )
+    .await;
+
+    // The Calls page shows each session's cost, and each call's in a
+    // session's detail.
+    ui.open("/calls").await;
+    ui.el(&tid("page-calls")).await;
+    let session_costs = ui
+        .wait_js(
+            "session costs",
+            r#"return [...document.querySelectorAll('[data-testid="session-cost"]')].map((c) => c.textContent);"#,
+            vec![],
+            |v| v.as_array().is_some_and(|a| a.len() == 3),
+        )
+        .await;
+    assert!(
+        session_costs.as_array().unwrap().iter().all(|c| c
+            .as_str()
+            .is_some_and(|t| t.starts_with('$') && t != "$0.000000")),
+        "{session_costs}"
+    );
+    ui.click(&tid("session-row")).await;
+    let costs = ui
+        .wait_js(
+            "call costs",
+            r#"return [...document.querySelectorAll('[data-testid="call-cost"]')].map((b) => b.textContent);"#,
+            vec![],
+            |v| v.as_array().is_some_and(|a| !a.is_empty()),
+        )
+        .await;
+    assert!(
+        costs
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c.as_str().is_some_and(|t| t.starts_with('$'))),
+        "{costs}"
+    );
+}
+
+/// The conversation's cost once it passed `before`.
+async fn eventually_total(server: &TestServer, conv: &str, before: f64) -> f64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = get(server, &format!("/v1/conversations/{conv}")).await["costUsd"]
+            .as_f64()
+            .unwrap_or(0.0);
+        if now > before {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the conversation's cost grew past {before}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 #[tokio::test]

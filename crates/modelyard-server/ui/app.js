@@ -75,6 +75,14 @@ function tokensOf(usage) {
   return (usage.promptTokens || 0) + (usage.completionTokens || 0);
 }
 
+/** A cost in USD ("$0.000190"; more digits below a millionth), "—" when unknown. */
+function fmtUsd(x) {
+  if (x === null || x === undefined) return "—";
+  const n = Number(x);
+  if (n !== 0 && Math.abs(n) < 0.000001) return "$" + n.toFixed(9);
+  return "$" + n.toFixed(6);
+}
+
 /** "12 + 7 tokens" (prompt + completion), "? " where unreported. */
 function tokenText(usage) {
   const u = usage || {};
@@ -677,14 +685,17 @@ async function openConversation(view, ctx, id, refreshList) {
 
   const chat = new ChatView(ctx, path, refreshList);
   const heading = el("h1", { class: "conversation-title", text: conversation.title || "Untitled" });
-  const meta = el("p", { class: "muted small" });
+  const metaText = el("span");
+  const metaCost = el("span", { testid: "conversation-cost", title: "Cost of every model call of this conversation" });
+  const meta = el("p", { class: "muted small" }, metaText, " · cost ", metaCost);
   const meter = contextMeter();
   const showMeta = (c) => {
     heading.textContent = c.title || "Untitled";
-    meta.textContent =
+    metaText.textContent =
       `latest model: ${c.latestModelId || "—"} · ${fmtNumber(c.usage.totalTokens)} tokens ` +
       `(${fmtNumber(c.usage.promptTokens)} prompt, ${fmtNumber(c.usage.completionTokens)} completion)`;
     meter.update(c);
+    metaCost.textContent = fmtUsd(c.costUsd);
   };
   showMeta(conversation);
   chat.onTurnEnd = async () => {
@@ -871,6 +882,13 @@ function normalizeMessage(m) {
     parts: m.parts || [],
     modelId: m.modelId || null,
     usage: m.usage || null,
+    // REST messages carry costUsd; live events the exact usage.costNusd.
+    costUsd:
+      m.costUsd !== undefined && m.costUsd !== null
+        ? m.costUsd
+        : m.usage && m.usage.costNusd !== undefined && m.usage.costNusd !== null
+          ? m.usage.costNusd / 1e9
+          : null,
     toolCallId: m.toolCallId || result.toolCallId || null,
     name: m.name || result.name || null,
     isError: m.isError !== undefined ? m.isError : !!result.isError,
@@ -1082,7 +1100,10 @@ class ChatView {
           "div",
           { class: "badges" },
           m.modelId ? el("span", { testid: "model-badge", class: "badge", text: m.modelId }) : null,
-          el("span", { testid: "token-badge", class: "badge", text: tokenText(m.usage) })
+          el("span", { testid: "token-badge", class: "badge", text: tokenText(m.usage) }),
+          m.costUsd !== null && m.costUsd !== undefined
+            ? el("span", { testid: "cost-badge", class: "badge", text: fmtUsd(m.costUsd), title: "Cost of this model call" })
+            : null
         )
       );
     }
@@ -1461,7 +1482,7 @@ function pageCalls(main, ctx) {
           el(
             "thead",
             null,
-            el("tr", null, ["Started", "Operation", "Model", "Provider", "Calls", "Tokens", "Duration", "Status"].map((h) => el("th", { text: h })))
+            el("tr", null, ["Started", "Operation", "Model", "Provider", "Calls", "Tokens", "Cost", "Duration", "Status"].map((h) => el("th", { text: h })))
           ),
           rows
         )
@@ -1497,7 +1518,7 @@ function pageCalls(main, ctx) {
       for (const c of children.get(s.id) || []) out.push(sessionRow(c, 1));
     }
     rows.replaceChildren(...out);
-    if (!out.length) rows.append(el("tr", null, el("td", { colspan: 8, class: "muted", text: "No sessions." })));
+    if (!out.length) rows.append(el("tr", null, el("td", { colspan: 9, class: "muted", text: "No sessions." })));
   }
 
   function sessionRow(s, depth) {
@@ -1520,6 +1541,7 @@ function pageCalls(main, ctx) {
       el("td", { text: s.provider || "—" }),
       el("td", { text: fmtNumber(s.callCount) }),
       el("td", { text: fmtNumber(s.usage.totalTokens) }),
+      el("td", { testid: "session-cost", text: fmtUsd(s.costUsd), title: "Cost of this session's calls" }),
       el("td", { text: s.durationMs === null ? "—" : `${fmtNumber(s.durationMs)} ms` }),
       el("td", { class: s.status === "error" ? "error-text" : "", text: s.status, title: s.lastError || "" })
     );
@@ -1598,6 +1620,12 @@ function callRow(c) {
       c.attempt > 1 || (c.route && c.attempt) ? el("span", { testid: "call-attempt", class: "badge", text: "attempt " + c.attempt }) : null,
       el("span", { class: c.status === "error" ? "badge error-text" : "badge", text: c.httpStatus ? `${c.status} ${c.httpStatus}` : c.status }),
       el("span", { class: "badge", text: tokenText(c.usage) }),
+      el("span", {
+        testid: "call-cost",
+        class: "badge",
+        text: fmtUsd(c.costUsd),
+        title: c.priceSource ? `price: ${c.priceSource}${c.priceVersion ? " " + c.priceVersion : ""}` : "no price recorded",
+      }),
       el("span", { class: "muted small", text: `sent ${fmtTime(c.sentAt)}` }),
       el("span", { class: "muted small", text: `first token ${c.timeToFirstTokenMs ?? "—"} ms · total ${c.latencyMs ?? "—"} ms` }),
       c.finishReason ? el("span", { class: "muted small", text: "finish: " + c.finishReason }) : null
@@ -1715,8 +1743,9 @@ function usageChart(calls) {
 }
 
 function usageByOperation(usage) {
-  const cols = ["calls", "promptTokens", "completionTokens", "reasoningTokens", "totalTokens"];
-  const heads = ["Operation", "Calls", "Prompt", "Completion", "Reasoning", "Total"];
+  const cols = ["calls", "promptTokens", "completionTokens", "reasoningTokens", "totalTokens", "costUsd"];
+  const heads = ["Operation", "Calls", "Prompt", "Completion", "Reasoning", "Total", "Cost"];
+  const fmt = (c, v) => (c === "costUsd" ? fmtUsd(v) : fmtNumber(v));
   const total = usage.total || {};
   return el(
     "table",
@@ -1726,10 +1755,10 @@ function usageByOperation(usage) {
       "tbody",
       null,
       usage.data.map((r) =>
-        el("tr", { dataset: { key: r.key } }, el("td", { text: r.key }), cols.map((c) => el("td", { class: "num", text: fmtNumber(r[c]) })))
+        el("tr", { dataset: { key: r.key } }, el("td", { text: r.key }), cols.map((c) => el("td", { class: "num", text: fmt(c, r[c]) })))
       )
     ),
-    el("tfoot", null, el("tr", null, el("th", { text: "Total" }), cols.map((c) => el("th", { class: "num", text: fmtNumber(total[c]) }))))
+    el("tfoot", null, el("tr", null, el("th", { text: "Total" }), cols.map((c) => el("th", { class: "num", text: fmt(c, total[c]) }))))
   );
 }
 

@@ -7,15 +7,16 @@ use crate::{CallFilter, LlmCallRow, NewLlmCall, ProjectId, RecordedSession, Stor
 
 const INSERT_SESSIONS: &str = "INSERT INTO llm_sessions \
      (id, project_id, operation, parent_session_id, conversation_id, turn_id, created_at_ms, \
-      request_id) ";
+      request_id, key_id) ";
 
 const INSERT_CALLS: &str = "INSERT INTO llm_calls \
      (id, project_id, session_id, model_id, provider, upstream_model, stream, request_json, \
       response_text, reasoning_text, tool_calls_json, finish_reason, \
       prompt_tokens, completion_tokens, reasoning_tokens, cached_prompt_tokens, total_tokens, \
-      sent_at_ms, first_token_at_ms, completed_at_ms, http_status, error, attempt, route) ";
+      sent_at_ms, first_token_at_ms, completed_at_ms, http_status, error, attempt, route, \
+      cache_creation_tokens, cost_nusd, price_source, price_version) ";
 
-/// Rows per multi-row INSERT: 24 columns × 200 rows stays far below the bind
+/// Rows per multi-row INSERT: 28 columns × 200 rows stays far below the bind
 /// limits of SQLite (32 766) and PostgreSQL (65 535).
 const ROWS_PER_INSERT: usize = 200;
 
@@ -26,7 +27,8 @@ const SELECT_CALLS: &str = "SELECT c.id, c.project_id, c.session_id, s.operation
      c.response_text, c.reasoning_text, c.tool_calls_json, c.finish_reason, \
      c.prompt_tokens, c.completion_tokens, c.reasoning_tokens, c.cached_prompt_tokens, \
      c.total_tokens, c.sent_at_ms, c.first_token_at_ms, c.completed_at_ms, \
-     c.http_status, c.error, c.attempt, c.route, s.request_id \
+     c.http_status, c.error, c.attempt, c.route, s.request_id, \
+     c.cache_creation_tokens, c.cost_nusd, c.price_source, c.price_version \
      FROM llm_calls c \
      JOIN llm_sessions s ON s.project_id = c.project_id AND s.id = c.session_id";
 
@@ -69,7 +71,8 @@ impl Store {
                             .push_bind(&s.conversation_id)
                             .push_bind(&s.turn_id)
                             .push_bind(s.created_at_ms)
-                            .push_bind(&s.request_id);
+                            .push_bind(&s.request_id)
+                            .push_bind(&s.key_id);
                     })
                     .build()
                     .execute(&mut *tx)
@@ -103,7 +106,11 @@ impl Store {
                             .push_bind(c.http_status)
                             .push_bind(&c.error)
                             .push_bind(c.attempt)
-                            .push_bind(&c.route);
+                            .push_bind(&c.route)
+                            .push_bind(c.usage.cache_creation_tokens)
+                            .push_bind(c.cost.cost_nusd)
+                            .push_bind(c.cost.price_source.map(|s| s.as_str()))
+                            .push_bind(&c.cost.price_version);
                     })
                     .build()
                     .execute(&mut *tx)

@@ -65,6 +65,6 @@ pub use sessions::{
 };
 pub use store::Store;
 pub use types::{
-    Backend, CallFilter, LlmCallRow, NewLlmCall, NewLlmSession, ProjectId, RecordedSession,
-    UsageRow, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
+    Backend, CallCost, CallFilter, LlmCallRow, NewLlmCall, NewLlmSession, PriceSource, ProjectId,
+    RecordedSession, UsageRow, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
 };

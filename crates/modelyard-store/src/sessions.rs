@@ -1,10 +1,12 @@
 //! The LLM-call audit: sessions with their aggregated calls, and token usage
-//! totals grouped by model, provider, operation or day.
+//! and cost totals grouped by project, API key, model, provider, operation
+//! or day.
 //!
 //! A session's aggregates (call count, status, last model, times, token
 //! sums) are computed by one `GROUP BY` query over `llm_sessions` LEFT JOIN
 //! `llm_calls`, so a session without calls is listed with zero calls and zero
-//! tokens. Token sums count a `NULL` (not reported) usage as 0.
+//! tokens. Token sums count a `NULL` (not reported) usage as 0; cost sums
+//! add the known costs and are `None` when no call of the set has one.
 
 use std::fmt;
 use std::fmt::Write as _;
@@ -108,6 +110,8 @@ pub struct TokenSums {
     pub cached_input: i64,
     /// Sum of the total tokens as reported by the upstreams.
     pub total: i64,
+    /// Sum of the known costs, nano-USD; `None` when no call has one.
+    pub cost_nusd: Option<i64>,
 }
 
 /// A session of the audit log with the aggregates of its calls. Times are
@@ -130,6 +134,8 @@ pub struct SessionRow {
     pub created_at_ms: i64,
     /// The `x-request-id` of the request that made the session, if any.
     pub request_id: Option<String>,
+    /// The API key whose request made the session, if any.
+    pub key_id: Option<String>,
     /// Number of calls of the session (0 for a session without calls).
     pub call_count: i64,
     /// Composite `"provider/model"` id of the last call (highest id); `None`
@@ -155,6 +161,12 @@ pub struct SessionRow {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UsageGroup {
+    /// By project (every call of one project's query is in one group: the
+    /// project's id).
+    Project,
+    /// By the API key whose request made the call's session (`none` for
+    /// calls made without a key).
+    Key,
     /// By composite `"provider/model"` id.
     Model,
     /// By provider name.
@@ -167,16 +179,21 @@ pub enum UsageGroup {
 
 impl UsageGroup {
     /// Every grouping, in the order of their names in messages.
-    pub const ALL: [UsageGroup; 4] = [
+    pub const ALL: [UsageGroup; 6] = [
+        UsageGroup::Project,
+        UsageGroup::Key,
         UsageGroup::Model,
         UsageGroup::Provider,
         UsageGroup::Operation,
         UsageGroup::Day,
     ];
 
-    /// `"model"`, `"provider"`, `"operation"` or `"day"`.
+    /// `"project"`, `"key"`, `"model"`, `"provider"`, `"operation"` or
+    /// `"day"`.
     pub fn as_str(self) -> &'static str {
         match self {
+            UsageGroup::Project => "project",
+            UsageGroup::Key => "key",
             UsageGroup::Model => "model",
             UsageGroup::Provider => "provider",
             UsageGroup::Operation => "operation",
@@ -196,12 +213,12 @@ impl fmt::Display for UsageGroup {
     }
 }
 
-/// One group of [`Store::usage`]: the number of calls in it and their token
-/// sums (tokens; `NULL` usage counted as 0).
+/// One group of [`Store::usage`]: the number of calls in it, their token
+/// sums (tokens; `NULL` usage counted as 0) and their cost.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct UsageGroupRow {
-    /// The group: a model id, a provider, an operation, or a UTC date
-    /// `YYYY-MM-DD`.
+    /// The group: a project id, a key id (`none` without one), a model id,
+    /// a provider, an operation, or a UTC date `YYYY-MM-DD`.
     pub key: String,
     /// Number of calls in the group.
     pub calls: i64,
@@ -215,6 +232,12 @@ pub struct UsageGroupRow {
     pub cached_input: i64,
     /// Sum of the total tokens.
     pub total: i64,
+    /// Sum of the known costs, nano-USD; `None` when no call has one.
+    pub cost_nusd: Option<i64>,
+    /// Calls with usage that no price covered (`price_source` `none`, cost
+    /// unknown: unpriced cloud models); the cost sum leaves them out. Calls
+    /// recorded before costs existed are not counted.
+    pub unpriced_calls: i64,
 }
 
 // ---------------------------------------------------------------- SQL
@@ -241,17 +264,18 @@ fn select_sessions(inner: &str, order: &str) -> String {
     };
     format!(
         "SELECT s.id, s.project_id, s.operation, s.parent_session_id, s.conversation_id, \
-         s.turn_id, s.created_at_ms, s.request_id, \
+         s.turn_id, s.created_at_ms, s.request_id, s.key_id, \
          COUNT(c.id) AS call_count, \
          CAST(COALESCE({failed}, 0) AS BIGINT) AS error_count, \
          {model} AS model_id, {provider} AS provider, {error} AS last_error, \
          MIN(c.sent_at_ms) AS started_at_ms, MAX(c.completed_at_ms) AS finished_at_ms, \
-         {input}, {output}, {reasoning}, {cached}, {total} \
+         {input}, {output}, {reasoning}, {cached}, {total}, \
+         CAST(SUM(c.cost_nusd) AS BIGINT) AS cost_nusd \
          FROM (SELECT i.id, i.project_id, i.operation, i.parent_session_id, i.conversation_id, \
-         i.turn_id, i.created_at_ms, i.request_id FROM llm_sessions i {inner}) s \
+         i.turn_id, i.created_at_ms, i.request_id, i.key_id FROM llm_sessions i {inner}) s \
          LEFT JOIN llm_calls c ON c.project_id = s.project_id AND c.session_id = s.id \
          GROUP BY s.id, s.project_id, s.operation, s.parent_session_id, s.conversation_id, \
-         s.turn_id, s.created_at_ms, s.request_id \
+         s.turn_id, s.created_at_ms, s.request_id, s.key_id \
          ORDER BY s.id {order}",
         model = last("model_id", ""),
         provider = last("provider", ""),
@@ -297,6 +321,7 @@ struct SessionRecord {
     turn_id: Option<String>,
     created_at_ms: i64,
     request_id: Option<String>,
+    key_id: Option<String>,
     call_count: i64,
     error_count: i64,
     model_id: Option<String>,
@@ -309,6 +334,7 @@ struct SessionRecord {
     reasoning_tokens: i64,
     cached_input_tokens: i64,
     total_tokens: i64,
+    cost_nusd: Option<i64>,
 }
 
 impl From<SessionRecord> for SessionRow {
@@ -322,6 +348,7 @@ impl From<SessionRecord> for SessionRow {
             turn_id: r.turn_id,
             created_at_ms: r.created_at_ms,
             request_id: r.request_id,
+            key_id: r.key_id,
             call_count: r.call_count,
             model_id: r.model_id,
             provider: r.provider,
@@ -339,6 +366,7 @@ impl From<SessionRecord> for SessionRow {
                 reasoning: r.reasoning_tokens,
                 cached_input: r.cached_input_tokens,
                 total: r.total_tokens,
+                cost_nusd: r.cost_nusd,
             },
         }
     }
@@ -354,6 +382,8 @@ struct UsageRecord {
     reasoning_tokens: i64,
     cached_input_tokens: i64,
     total_tokens: i64,
+    cost_nusd: Option<i64>,
+    unpriced_calls: i64,
 }
 
 /// How many times [`Store::get_session`] re-reads a session whose calls
@@ -522,6 +552,8 @@ impl Store {
         to_ms: Option<i64>,
     ) -> Result<Vec<UsageGroupRow>, StoreError> {
         let key = match group_by {
+            UsageGroup::Project => "c.project_id",
+            UsageGroup::Key => "COALESCE(s.key_id, 'none')",
             UsageGroup::Model => "c.model_id",
             UsageGroup::Provider => "c.provider",
             UsageGroup::Operation => "s.operation",
@@ -538,7 +570,7 @@ impl Store {
                 }
             },
         };
-        let join = if group_by == UsageGroup::Operation {
+        let join = if matches!(group_by, UsageGroup::Operation | UsageGroup::Key) {
             " JOIN llm_sessions s ON s.project_id = c.project_id AND s.id = c.session_id"
         } else {
             ""
@@ -549,7 +581,11 @@ impl Store {
              CAST(COALESCE(SUM(c.completion_tokens), 0) AS BIGINT) AS output_tokens, \
              CAST(COALESCE(SUM(c.reasoning_tokens), 0) AS BIGINT) AS reasoning_tokens, \
              CAST(COALESCE(SUM(c.cached_prompt_tokens), 0) AS BIGINT) AS cached_input_tokens, \
-             CAST(COALESCE(SUM(c.total_tokens), 0) AS BIGINT) AS total_tokens \
+             CAST(COALESCE(SUM(c.total_tokens), 0) AS BIGINT) AS total_tokens, \
+             CAST(SUM(c.cost_nusd) AS BIGINT) AS cost_nusd, \
+             CAST(COALESCE(SUM(CASE WHEN c.cost_nusd IS NULL AND c.price_source = 'none' \
+             AND c.total_tokens IS NOT NULL \
+             THEN 1 ELSE 0 END), 0) AS BIGINT) AS unpriced_calls \
              FROM llm_calls c{join} WHERE c.project_id = $1"
         );
         let mut n = 1;
@@ -578,6 +614,8 @@ impl Store {
                 reasoning: r.reasoning_tokens,
                 cached_input: r.cached_input_tokens,
                 total: r.total_tokens,
+                cost_nusd: r.cost_nusd,
+                unpriced_calls: r.unpriced_calls,
             })
             .collect())
     }

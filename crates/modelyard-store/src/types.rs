@@ -89,8 +89,60 @@ pub struct UsageRow {
     pub reasoning_tokens: Option<i64>,
     /// Of the prompt tokens, how many were served from the upstream's cache.
     pub cached_prompt_tokens: Option<i64>,
+    /// Of the prompt tokens, how many were written to the upstream's cache
+    /// (Anthropic's `cache_creation_input_tokens`).
+    pub cache_creation_tokens: Option<i64>,
     /// Total tokens as reported by the upstream.
     pub total_tokens: Option<i64>,
+}
+
+/// Where the price that priced a call came from (`llm_calls.price_source`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PriceSource {
+    /// A `[[prices]]` entry of the config.
+    Config,
+    /// The provider's model listing (e.g. OpenRouter's `pricing`).
+    Provider,
+    /// No price: a local model (cost 0) or an unpriced cloud model (cost
+    /// unknown).
+    None,
+}
+
+impl PriceSource {
+    /// `"config"`, `"provider"` or `"none"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PriceSource::Config => "config",
+            PriceSource::Provider => "provider",
+            PriceSource::None => "none",
+        }
+    }
+
+    /// The source named exactly `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            PriceSource::Config,
+            PriceSource::Provider,
+            PriceSource::None,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+}
+
+/// The cost of one call as its row stores it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallCost {
+    /// Cost in nano-USD (1e-9 USD); `None` when it cannot be told (usage not
+    /// reported, or an unpriced cloud model).
+    pub cost_nusd: Option<i64>,
+    /// Where the price came from; `None` for calls recorded before costs
+    /// existed (or not priced yet).
+    pub price_source: Option<PriceSource>,
+    /// Fingerprint of the price used (`modelyard_core::Price::version`);
+    /// `None` without a price.
+    pub price_version: Option<String>,
 }
 
 /// One LLM session to insert: the calls made for one operation run (e.g. one
@@ -115,6 +167,8 @@ pub struct NewLlmSession {
     /// The `x-request-id` of the HTTP request that made the session (a
     /// gateway request, or the request that started a turn), if any.
     pub request_id: Option<String>,
+    /// The id of the API key whose request made the session, if any.
+    pub key_id: Option<String>,
 }
 
 /// One LLM call to insert.
@@ -163,6 +217,9 @@ pub struct NewLlmCall {
     pub attempt: i32,
     /// The route the request named, `None` when it named one deployment.
     pub route: Option<String>,
+    /// Its cost; the call log fills it in before writing when the caller
+    /// left `price_source` unset.
+    pub cost: CallCost,
 }
 
 /// A session together with its calls, written in one transaction by
@@ -229,6 +286,8 @@ pub struct LlmCallRow {
     pub route: Option<String>,
     /// The `x-request-id` of the request that made the call's session.
     pub request_id: Option<String>,
+    /// Its cost.
+    pub cost: CallCost,
 }
 
 /// Selection and paging for [`Store::list_calls`](crate::Store::list_calls).
@@ -285,6 +344,7 @@ pub(crate) struct CallRecord {
     completion_tokens: Option<i64>,
     reasoning_tokens: Option<i64>,
     cached_prompt_tokens: Option<i64>,
+    cache_creation_tokens: Option<i64>,
     total_tokens: Option<i64>,
     sent_at_ms: i64,
     first_token_at_ms: Option<i64>,
@@ -294,6 +354,9 @@ pub(crate) struct CallRecord {
     attempt: i32,
     route: Option<String>,
     request_id: Option<String>,
+    cost_nusd: Option<i64>,
+    price_source: Option<String>,
+    price_version: Option<String>,
 }
 
 impl From<CallRecord> for LlmCallRow {
@@ -319,6 +382,7 @@ impl From<CallRecord> for LlmCallRow {
                 completion_tokens: r.completion_tokens,
                 reasoning_tokens: r.reasoning_tokens,
                 cached_prompt_tokens: r.cached_prompt_tokens,
+                cache_creation_tokens: r.cache_creation_tokens,
                 total_tokens: r.total_tokens,
             },
             sent_at_ms: r.sent_at_ms,
@@ -329,6 +393,11 @@ impl From<CallRecord> for LlmCallRow {
             attempt: r.attempt,
             route: r.route,
             request_id: r.request_id,
+            cost: CallCost {
+                cost_nusd: r.cost_nusd,
+                price_source: r.price_source.as_deref().and_then(PriceSource::from_name),
+                price_version: r.price_version,
+            },
         }
     }
 }

@@ -164,6 +164,9 @@ fn scripted_batches() -> Vec<(i64, Vec<EventPayload>)> {
                     reasoning_tokens: Some(10),
                     cached_prompt_tokens: Some(100),
                     total_tokens: Some(150),
+                    // A priced call: the turn's and the conversation's cost
+                    // totals (migration 0014) must equal the fold's.
+                    cost_nusd: Some(2_500),
                 },
                 finish_reason: Some("tool_calls".to_owned()),
             }],
@@ -201,6 +204,7 @@ fn scripted_batches() -> Vec<(i64, Vec<EventPayload>)> {
                 TokenUsage {
                     prompt_tokens: Some(7),
                     completion_tokens: Some(5),
+                    cost_nusd: Some(40),
                     ..TokenUsage::default()
                 },
             )],
@@ -363,6 +367,15 @@ async fn the_tables_equal_the_fold_of_the_log() {
             ),
             (127, 35, 162)
         );
+        assert_eq!(c.totals.cost_nusd, Some(2_540), "read back from cost_nusd");
+        let costs: Vec<Option<i64>> = store
+            .list_turns(&project, &cid)
+            .await
+            .expect("turns")
+            .iter()
+            .map(|t| t.totals.cost_nusd)
+            .collect();
+        assert_eq!(costs, [Some(2_500), Some(40)]);
         assert_eq!(
             (c.last_seq, c.created_at_ms, c.updated_at_ms),
             (15, 1_000, 1_010)
@@ -1106,6 +1119,7 @@ async fn calls_carry_their_conversation_and_turn() {
                 turn_id: turn_id.map(str::to_owned),
                 created_at_ms: 1,
                 request_id: None,
+                key_id: None,
             };
         let call = |id: &str, session_id: &str| NewLlmCall {
             id: id.to_owned(),
@@ -1127,6 +1141,7 @@ async fn calls_carry_their_conversation_and_turn() {
             error: None,
             attempt: 1,
             route: None,
+            cost: Default::default(),
         };
         let (s1, s2) = (new_id(), new_id());
         let (c1, c2) = (new_id(), new_id());

@@ -40,6 +40,7 @@ fn session(created_at_ms: i64) -> NewLlmSession {
         turn_id: None,
         created_at_ms,
         request_id: None,
+        key_id: None,
     }
 }
 
@@ -64,6 +65,7 @@ fn call(session: &NewLlmSession, sent_at_ms: i64) -> NewLlmCall {
         error: None,
         attempt: 1,
         route: None,
+        cost: Default::default(),
     }
 }
 

@@ -11,8 +11,8 @@ use std::sync::Mutex;
 
 use common::test_dbs;
 use modelyard_store::{
-    NewLlmCall, NewLlmSession, ProjectId, RecordedSession, SessionFilter, SessionRow,
-    SessionStatus, Store, TokenSums, UsageGroup, UsageGroupRow, UsageRow,
+    CallCost, NewLlmCall, NewLlmSession, PriceSource, ProjectId, RecordedSession, SessionFilter,
+    SessionRow, SessionStatus, Store, TokenSums, UsageGroup, UsageGroupRow, UsageRow,
 };
 
 // ---------------------------------------------------------------- fixtures
@@ -44,6 +44,7 @@ fn session(operation: &str, created_at_ms: i64) -> NewLlmSession {
         turn_id: None,
         created_at_ms,
         request_id: None,
+        key_id: None,
     }
 }
 
@@ -53,6 +54,7 @@ fn usage(p: i64, c: i64, r: i64, cached: i64, t: i64) -> UsageRow {
         completion_tokens: Some(c),
         reasoning_tokens: Some(r),
         cached_prompt_tokens: Some(cached),
+        cache_creation_tokens: None,
         total_tokens: Some(t),
     }
 }
@@ -81,6 +83,7 @@ fn call(session: &NewLlmSession, model_id: &str, sent_at_ms: i64) -> NewLlmCall 
         error: None,
         attempt: 1,
         route: None,
+        cost: Default::default(),
     }
 }
 
@@ -188,6 +191,7 @@ async fn aggregates_calls_with_null_usage_and_status() {
             turn_id: Some("turn-1".to_owned()),
             created_at_ms: JAN_1,
             request_id: None,
+            key_id: None,
             call_count: 3,
             model_id: Some("b/m2".to_owned()),
             provider: Some("b".to_owned()),
@@ -201,6 +205,7 @@ async fn aggregates_calls_with_null_usage_and_status() {
                 reasoning: 3,
                 cached_input: 4,
                 total: 9_000_000_030,
+                cost_nusd: None,
             },
         };
         assert_eq!(rows[2], expected_ok);
@@ -607,6 +612,8 @@ async fn usage_per_group_with_utc_day_boundaries() {
             reasoning,
             cached_input,
             total,
+            cost_nusd: None,
+            unpriced_calls: 0,
         };
         let by = |group| async move {
             store
@@ -755,6 +762,120 @@ async fn projects_are_isolated() {
         assert!(list(store, &nobody, SessionFilter::default())
             .await
             .is_empty());
+        db.finish().await;
+    }
+}
+
+fn priced(mut call: NewLlmCall, cost_nusd: Option<i64>, source: PriceSource) -> NewLlmCall {
+    call.cost = CallCost {
+        cost_nusd,
+        price_source: Some(source),
+        price_version: cost_nusd.map(|_| "0123456789ab".to_owned()),
+    };
+    call
+}
+
+#[tokio::test]
+async fn costs_are_stored_on_calls_and_summed_in_sessions_and_usage_groups() {
+    for db in test_dbs().await {
+        let store = &db.store;
+        let project = &ProjectId::default_project();
+
+        // A keyed session with two priced calls (one with a cache write).
+        let mut keyed = session("gateway", JAN_1);
+        keyed.key_id = Some("key-1".to_owned());
+        let mut written = usage(100, 10, 0, 40, 110);
+        written.cache_creation_tokens = Some(20);
+        let first = priced(
+            with_usage(call(&keyed, "a/m", JAN_1), written),
+            Some(1_500),
+            PriceSource::Config,
+        );
+        let second = priced(
+            with_usage(call(&keyed, "a/m", JAN_1 + 10), usage(1, 1, 0, 0, 2)),
+            Some(250),
+            PriceSource::Provider,
+        );
+        record(store, project, &keyed, vec![first.clone(), second]).await;
+        // A keyless session: a free local call and an unpriced cloud call.
+        let open = session("chat", JAN_1 + DAY);
+        let free = priced(
+            with_usage(call(&open, "local/m", JAN_1 + DAY), usage(5, 5, 0, 0, 10)),
+            Some(0),
+            PriceSource::None,
+        );
+        let unknown = priced(
+            with_usage(call(&open, "cloud/m", JAN_1 + DAY), usage(7, 3, 0, 0, 10)),
+            None,
+            PriceSource::None,
+        );
+        record(store, project, &open, vec![free, unknown]).await;
+        // A session whose only call has no cost (recorded before costs).
+        let old = session("gateway", JAN_1 + 2 * DAY);
+        record(
+            store,
+            project,
+            &old,
+            vec![call(&old, "cloud/m", JAN_1 + 2 * DAY)],
+        )
+        .await;
+
+        // The call row reads back its cost and cache write count.
+        let read = store
+            .get_call(project, &first.id)
+            .await
+            .expect("get")
+            .expect("the call");
+        assert_eq!(read.cost, first.cost);
+        assert_eq!(read.usage.cache_creation_tokens, Some(20));
+
+        let rows = list(store, project, SessionFilter::default()).await;
+        let cost_of = |id: &str| rows.iter().find(|r| r.id == id).unwrap().totals.cost_nusd;
+        assert_eq!(cost_of(&keyed.id), Some(1_750));
+        assert_eq!(cost_of(&open.id), Some(0), "a known 0 plus an unknown");
+        assert_eq!(cost_of(&old.id), None, "no call has a cost");
+        let keyed_row = rows.iter().find(|r| r.id == keyed.id).unwrap();
+        assert_eq!(keyed_row.key_id.as_deref(), Some("key-1"));
+
+        let by = |group| async move {
+            store
+                .usage(project, group, None, None)
+                .await
+                .expect("usage")
+        };
+        let keys: Vec<(String, i64, Option<i64>, i64)> = by(UsageGroup::Key)
+            .await
+            .into_iter()
+            .map(|r| (r.key, r.calls, r.cost_nusd, r.unpriced_calls))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("key-1".to_owned(), 2, Some(1_750), 0),
+                ("none".to_owned(), 3, Some(0), 1),
+            ]
+        );
+        let projects = by(UsageGroup::Project).await;
+        assert_eq!(projects.len(), 1);
+        assert_eq!(projects[0].key, "default");
+        assert_eq!(projects[0].cost_nusd, Some(1_750));
+        assert_eq!(projects[0].calls, 5);
+        // Unreported usage is not "unpriced": only the call with usage
+        // and no cost counts.
+        assert_eq!(projects[0].unpriced_calls, 1);
+        let models: Vec<(String, Option<i64>)> = by(UsageGroup::Model)
+            .await
+            .into_iter()
+            .map(|r| (r.key, r.cost_nusd))
+            .collect();
+        assert_eq!(
+            models,
+            [
+                ("a/m".to_owned(), Some(1_750)),
+                ("cloud/m".to_owned(), None),
+                ("local/m".to_owned(), Some(0)),
+            ]
+        );
         db.finish().await;
     }
 }

@@ -34,6 +34,7 @@ fn session(id: &str, operation: &str) -> NewLlmSession {
         turn_id: None,
         created_at_ms: 1_700_000_000_000,
         request_id: None,
+        key_id: None,
     }
 }
 
@@ -60,6 +61,7 @@ fn bare_call(id: &str, session_id: &str, model_id: &str) -> NewLlmCall {
         error: None,
         attempt: 1,
         route: None,
+        cost: Default::default(),
     }
 }
 
@@ -82,6 +84,7 @@ fn full_call(id: &str, session_id: &str) -> NewLlmCall {
             completion_tokens: Some(5_678),
             reasoning_tokens: Some(42),
             cached_prompt_tokens: Some(0),
+            cache_creation_tokens: None,
             total_tokens: Some(6_912_000_000_000), // larger than i32
         },
         sent_at_ms: 1_733_000_000_001,
@@ -91,6 +94,7 @@ fn full_call(id: &str, session_id: &str) -> NewLlmCall {
         error: Some("upstream closed the stream — partial".to_owned()),
         attempt: 2,
         route: Some("a-route".into()),
+        cost: Default::default(),
     }
 }
 
@@ -122,6 +126,7 @@ fn expected(project: &ProjectId, operation: &str, call: &NewLlmCall) -> LlmCallR
         attempt: call.attempt,
         route: call.route.clone(),
         request_id: None,
+        cost: Default::default(),
     }
 }
 

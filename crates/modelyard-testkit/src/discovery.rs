@@ -151,12 +151,21 @@ pub(crate) fn models_listing(flavour: Flavour, models: &[MockModel]) -> Value {
         .map(|m| {
             let mut v = match flavour {
                 Flavour::OpenRouter => {
-                    return json!({
+                    let mut v = json!({
                         "id": m.id,
                         "name": format!("Display {}", m.id),
                         "context_length": m.context_window,
                         "created": CREATED,
-                    })
+                    });
+                    if !m.pricing.is_empty() {
+                        let pricing: serde_json::Map<String, Value> = m
+                            .pricing
+                            .iter()
+                            .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+                            .collect();
+                        v["pricing"] = Value::Object(pricing);
+                    }
+                    return v;
                 }
                 Flavour::LlamaCpp => openai_model(&m.id, "llamacpp"),
                 Flavour::OpenAi => openai_model(&m.id, "openai"),

@@ -100,6 +100,10 @@ pub struct MockModel {
     pub state: Option<&'static str>,
     /// Whether the model only embeds (LM Studio `type: "embeddings"`).
     pub embedding: bool,
+    /// OpenRouter's `pricing` members (`("prompt", "0.000003")`: USD per
+    /// token as strings), served in the [`Flavour::OpenRouter`](crate::Flavour::OpenRouter)
+    /// listing when not empty.
+    pub pricing: Vec<(&'static str, &'static str)>,
 }
 
 impl MockModel {
@@ -111,7 +115,15 @@ impl MockModel {
             loaded: true,
             state: None,
             embedding: false,
+            pricing: Vec::new(),
         }
+    }
+
+    /// The same model with OpenRouter `pricing` members (see [`MockModel::pricing`]).
+    #[must_use]
+    pub fn with_pricing(mut self, pricing: &[(&'static str, &'static str)]) -> MockModel {
+        self.pricing = pricing.to_vec();
+        self
     }
 
     /// The same model reported as being loaded (`"loading"`) or failed to load (`"failed"`).

@@ -19,6 +19,16 @@
 //!
 //! A number never crosses providers: each [`DiscoveredModel`] carries what
 //! its own server said, and `None` when it said nothing.
+//!
+//! Prices: an OpenAI-shaped listing item with a `pricing` object
+//! (OpenRouter's: `prompt`, `completion`, `input_cache_read`,
+//! `internal_reasoning`, USD per token as decimal strings) gives
+//! [`DiscoveredModel::price`] in USD per million tokens. A negative rate
+//! (OpenRouter's `-1`, "varies") or a missing `prompt` / `completion` gives
+//! no price; `internal_reasoning` of 0 is left out (reasoning tokens are then
+//! priced as output, as OpenRouter bills them).
+
+use modelyard_core::cost::Price;
 
 use serde_json::Value;
 
@@ -85,7 +95,7 @@ impl ModelState {
 }
 
 /// One model as discovered on its provider.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DiscoveredModel {
     /// Upstream model name.
     pub id: String,
@@ -108,6 +118,8 @@ pub struct DiscoveredModel {
     /// `/api/show` `capabilities` has `embedding` and not `completion`);
     /// `false` when it cannot tell (the other kinds).
     pub embedding: bool,
+    /// The price the provider's listing reports (see the module docs).
+    pub price: Option<Price>,
 }
 
 impl DiscoveredModel {
@@ -121,6 +133,7 @@ impl DiscoveredModel {
             ttl_seconds: None,
             host_loads: false,
             embedding: false,
+            price: None,
         }
     }
 
@@ -135,7 +148,7 @@ impl DiscoveredModel {
 }
 
 /// The result of probing a provider.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Discovery {
     /// Models in the provider's order.
     pub models: Vec<DiscoveredModel>,
@@ -150,6 +163,29 @@ pub const ANTHROPIC_PAGE_LIMIT: u32 = 1000;
 
 fn as_u64(v: Option<&Value>) -> Option<u64> {
     v.and_then(Value::as_u64)
+}
+
+/// A listing item's `pricing` (USD per token, as strings or numbers) as a
+/// [`Price`] in USD per million tokens; `None` without `prompt` and
+/// `completion` or with a negative or non-finite rate.
+pub fn listed_price(pricing: &Value) -> Option<Price> {
+    let per_mtok = |field: &str| -> Option<Option<f64>> {
+        let rate = match pricing.get(field) {
+            None | Some(Value::Null) => return Some(None),
+            Some(Value::String(s)) => s.trim().parse::<f64>().ok()?,
+            Some(v) => v.as_f64()?,
+        };
+        // Per token → per million tokens, kept to 1e-9 USD / Mtok so
+        // `0.000003` reads as 3, not 2.9999999999999996.
+        let per_mtok = (rate * 1e6 * 1e9).round() / 1e9;
+        (per_mtok.is_finite() && per_mtok >= 0.0).then_some(Some(per_mtok))
+    };
+    Some(Price {
+        input_per_mtok: per_mtok("prompt")??,
+        cached_input_per_mtok: per_mtok("input_cache_read")?,
+        output_per_mtok: per_mtok("completion")??,
+        reasoning_per_mtok: per_mtok("internal_reasoning")?.filter(|r| *r > 0.0),
+    })
 }
 
 impl ProviderClient {
@@ -204,6 +240,7 @@ impl ProviderClient {
                 model.set_context(as_u64(m.get("context_length")), "/v1/models context_length");
                 model.set_context(as_u64(m.get("context_window")), "/v1/models context_window");
                 model.set_context(as_u64(m.pointer("/meta/n_ctx")), "/v1/models meta.n_ctx");
+                model.price = m.get("pricing").and_then(listed_price);
                 if let Some(status) = m.get("status").filter(|s| s.is_object()) {
                     model.state = ModelState::from_llama_cpp_router(status);
                     model.host_loads = true;
@@ -474,5 +511,41 @@ impl ProviderClient {
             })
             .collect();
         Ok(Discovery { models })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listed_price;
+    use serde_json::json;
+
+    #[test]
+    fn openrouter_pricing_reads_as_usd_per_million_tokens() {
+        let price = listed_price(&json!({
+            "prompt": "0.000003", "completion": "0.000015",
+            "input_cache_read": "0.0000003", "internal_reasoning": "0",
+            "request": "0", "image": "0.0048"
+        }))
+        .unwrap();
+        assert_eq!(price.input_per_mtok, 3.0);
+        assert_eq!(price.output_per_mtok, 15.0);
+        assert_eq!(price.cached_input_per_mtok, Some(0.3));
+        assert_eq!(price.reasoning_per_mtok, None);
+        let reasoning = listed_price(&json!({
+            "prompt": 0.0000011, "completion": "0.0000044", "internal_reasoning": "0.000005"
+        }))
+        .unwrap();
+        assert_eq!(reasoning.input_per_mtok, 1.1);
+        assert_eq!(reasoning.reasoning_per_mtok, Some(5.0));
+        assert_eq!(reasoning.cached_input_per_mtok, None);
+        // "Varies" (openrouter/auto), missing or unreadable rates: no price.
+        for bad in [
+            json!({"prompt": "-1", "completion": "-1"}),
+            json!({"prompt": "0.000001"}),
+            json!({"prompt": "cheap", "completion": "0"}),
+            json!("0.1"),
+        ] {
+            assert_eq!(listed_price(&bad), None, "{bad}");
+        }
     }
 }

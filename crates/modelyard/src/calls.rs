@@ -17,7 +17,18 @@ fn number(v: &Value, pointer: &str) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// Prints recent calls: time, model, tokens, latency, status.
+/// A USD amount at `pointer` (a JSON number, the wire's `costUsd`) as
+/// `$0.000190`: six decimals (a millionth of a dollar), more for smaller
+/// non-zero amounts so they do not print as zero; `-` when null or absent.
+pub(crate) fn usd(v: &Value, pointer: &str) -> String {
+    match v.pointer(pointer).and_then(Value::as_f64) {
+        None => "-".to_owned(),
+        Some(x) if x != 0.0 && x.abs() < 0.000_001 => format!("${x:.9}"),
+        Some(x) => format!("${x:.6}"),
+    }
+}
+
+/// Prints recent calls: time, model, tokens, cost, latency, status.
 pub(crate) async fn list(client: &Client, limit: u32, model: Option<&str>) -> anyhow::Result<()> {
     let mut path = format!("/v1/calls?limit={limit}");
     if let Some(model) = model {
@@ -34,8 +45,8 @@ pub(crate) async fn list(client: &Client, limit: u32, model: Option<&str>) -> an
         return Ok(());
     }
     println!(
-        "{:<24}  {:<36}  {:>7}  {:>7}  {:>8}  {:>7}  {:<6}  {:<16}  ID",
-        "TIME", "MODEL", "PROMPT", "COMPL", "LATENCY", "TTFT", "STATUS", "ROUTE/ATTEMPT"
+        "{:<24}  {:<36}  {:>7}  {:>7}  {:>12}  {:>8}  {:>7}  {:<6}  {:<16}  ID",
+        "TIME", "MODEL", "PROMPT", "COMPL", "COST", "LATENCY", "TTFT", "STATUS", "ROUTE/ATTEMPT"
     );
     for c in calls {
         println!("{}", call_line(c));
@@ -61,11 +72,12 @@ fn call_line(c: &Value) -> String {
         _ => format!("error {}", number(c, "/httpStatus")),
     };
     format!(
-        "{:<24}  {:<36}  {:>7}  {:>7}  {:>6}ms  {:>5}ms  {:<6}  {:<16}  {}",
+        "{:<24}  {:<36}  {:>7}  {:>7}  {:>12}  {:>6}ms  {:>5}ms  {:<6}  {:<16}  {}",
         text(c, "sentAt"),
         text(c, "modelId"),
         number(c, "/usage/promptTokens"),
         number(c, "/usage/completionTokens"),
+        usd(c, "/costUsd"),
         number(c, "/latencyMs"),
         number(c, "/timeToFirstTokenMs"),
         status,
@@ -118,6 +130,12 @@ pub(crate) async fn show(client: &Client, id: &str, json: bool) -> anyhow::Resul
         number(&call, "/usage/cachedPromptTokens"),
         number(&call, "/usage/reasoningTokens"),
     );
+    println!(
+        "cost       {} (price {}, version {})",
+        usd(&call, "/costUsd"),
+        text(&call, "priceSource"),
+        text(&call, "priceVersion"),
+    );
     println!("finish     {}", text(&call, "finishReason"));
     if let Some(messages) = call.pointer("/request/messages").and_then(Value::as_array) {
         println!("--- request messages");
@@ -150,7 +168,20 @@ pub(crate) async fn show(client: &Client, id: &str, json: bool) -> anyhow::Resul
 mod tests {
     use serde_json::json;
 
-    use super::{call_line, route_attempt};
+    use super::{call_line, route_attempt, usd};
+
+    #[test]
+    fn costs_print_in_dollars() {
+        assert_eq!(usd(&json!({"costUsd": 0.00019}), "/costUsd"), "$0.000190");
+        assert_eq!(usd(&json!({"costUsd": 0}), "/costUsd"), "$0.000000");
+        assert_eq!(usd(&json!({"costUsd": 4e-9}), "/costUsd"), "$0.000000004");
+        assert_eq!(usd(&json!({"costUsd": null}), "/costUsd"), "-");
+        let line = call_line(&json!({
+            "id": "c2", "sentAt": "2026-01-31T12:00:00Z", "modelId": "b/echo",
+            "status": "ok", "attempt": 1, "usage": {"promptTokens": 5}, "costUsd": 1.25
+        }));
+        assert!(line.contains("$1.250000"), "{line}");
+    }
 
     #[test]
     fn rows_show_the_route_and_the_attempt() {

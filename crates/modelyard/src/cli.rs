@@ -202,7 +202,7 @@ pub(crate) enum Command {
     Usage {
         /// Grouping.
         #[arg(long, value_name = "GROUP", default_value = "model",
-              value_parser = ["model", "provider", "operation", "day"])]
+              value_parser = ["project", "key", "model", "provider", "operation", "day"])]
         by: String,
         /// Only calls sent at or after this time (RFC 3339, or a UTC date YYYY-MM-DD).
         #[arg(long, value_name = "RFC3339")]

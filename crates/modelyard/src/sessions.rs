@@ -153,12 +153,13 @@ async fn fetch(client: &Client, id: &str) -> anyhow::Result<Value> {
 
 fn usage_line(session: &Value) -> String {
     format!(
-        "{} prompt + {} completion = {} total (cached {}, reasoning {})",
+        "{} prompt + {} completion = {} total (cached {}, reasoning {}), cost {}",
         number(session, "/usage/promptTokens"),
         number(session, "/usage/completionTokens"),
         number(session, "/usage/totalTokens"),
         number(session, "/usage/cachedPromptTokens"),
         number(session, "/usage/reasoningTokens"),
+        crate::calls::usd(session, "/costUsd"),
     )
 }
 
@@ -181,12 +182,13 @@ fn print_tree<'a>(
         }
         for c in &calls {
             println!(
-                "{pad}call {}  {}  {}  {} in / {} out  {} ms  {}",
+                "{pad}call {}  {}  {}  {} in / {} out  {}  {} ms  {}",
                 text(c, "id"),
                 text(c, "sentAt"),
                 text(c, "modelId"),
                 number(c, "/usage/promptTokens"),
                 number(c, "/usage/completionTokens"),
+                crate::calls::usd(c, "/costUsd"),
                 number(c, "/latencyMs"),
                 status(c),
             );
@@ -255,29 +257,41 @@ pub(crate) async fn usage(
         .max(5);
     let line = |key: &str, r: &Value| {
         println!(
-            "{key:<key_width$}  {:>7}  {:>10}  {:>10}  {:>10}  {:>10}  {:>11}",
+            "{key:<key_width$}  {:>7}  {:>10}  {:>10}  {:>10}  {:>10}  {:>11}  {:>12}",
             number(r, "/calls"),
             number(r, "/promptTokens"),
             number(r, "/completionTokens"),
             number(r, "/reasoningTokens"),
             number(r, "/cachedPromptTokens"),
             number(r, "/totalTokens"),
+            crate::calls::usd(r, "/costUsd"),
         );
     };
     println!(
-        "{:<key_width$}  {:>7}  {:>10}  {:>10}  {:>10}  {:>10}  {:>11}",
+        "{:<key_width$}  {:>7}  {:>10}  {:>10}  {:>10}  {:>10}  {:>11}  {:>12}",
         by.to_uppercase(),
         "CALLS",
         "PROMPT",
         "COMPLETION",
         "REASONING",
         "CACHED",
-        "TOTAL"
+        "TOTAL",
+        "COST"
     );
     for r in rows {
         line(text(r, "key"), r);
     }
     line("TOTAL", &usage["total"]);
+    let unpriced = usage
+        .pointer("/total/unpricedCalls")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    if unpriced > 0 {
+        println!(
+            "({unpriced} calls of unpriced cloud models have no known cost; \
+             add [[prices]] for them)"
+        );
+    }
     Ok(())
 }
 

@@ -105,7 +105,8 @@ pub struct ToolCallRef {
     pub arguments: String,
 }
 
-/// Token usage as stored in events (all tokens; absent = not reported).
+/// Token usage as stored in events (all tokens; absent = not reported),
+/// with the call's cost when it is known.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenUsage {
@@ -124,6 +125,11 @@ pub struct TokenUsage {
     /// Total tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_tokens: Option<u64>,
+    /// The call's cost in nano-USD (1e-9 USD, [`crate::cost`]); absent when
+    /// it is unknown (usage not reported, an unpriced cloud model, or an
+    /// event written before costs existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_nusd: Option<i64>,
 }
 
 impl From<Usage> for TokenUsage {
@@ -134,6 +140,7 @@ impl From<Usage> for TokenUsage {
             reasoning_tokens: u.reasoning_tokens,
             cached_prompt_tokens: u.cached_prompt_tokens,
             total_tokens: u.total_tokens,
+            cost_nusd: None,
         }
     }
 }

@@ -112,6 +112,10 @@ pub struct TokenTotals {
     /// Sum of total tokens.
     #[serde(alias = "total")]
     pub total_tokens: u64,
+    /// Sum of the known costs, nano-USD (saturating); `None` while no call
+    /// counted here had a known cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_nusd: Option<i64>,
 }
 
 impl TokenTotals {
@@ -134,6 +138,9 @@ impl TokenTotals {
             )
         });
         self.total_tokens = add_tokens(self.total_tokens, total);
+        if let Some(cost) = u.cost_nusd {
+            self.cost_nusd = Some(self.cost_nusd.unwrap_or(0).saturating_add(cost));
+        }
     }
 }
 

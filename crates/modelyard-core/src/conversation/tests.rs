@@ -113,7 +113,8 @@ fn fold_materializes_turns_messages_and_totals() {
             completion_tokens: 4,
             reasoning_tokens: 0,
             cached_prompt_tokens: 0,
-            total_tokens: 34
+            total_tokens: 34,
+            cost_nusd: None,
         }
     );
     assert_eq!(c.running_turn_id, None);
@@ -431,6 +432,7 @@ fn token_totals_use_the_usage_names_and_read_the_old_ones() {
         reasoning_tokens: 3,
         cached_prompt_tokens: 4,
         total_tokens: 5,
+        cost_nusd: None,
     };
     let new = json!({"promptTokens": 1, "completionTokens": 2, "reasoningTokens": 3,
                      "cachedPromptTokens": 4, "totalTokens": 5});

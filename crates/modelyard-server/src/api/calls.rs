@@ -5,7 +5,10 @@
 //! status ("ok" | "error"), httpStatus, error, attempt (from 1 within its request),
 //! route (the route the request named, or null), finishReason, usage
 //! {promptTokens, completionTokens, reasoningTokens, cachedPromptTokens,
-//! totalTokens}, sentAt, firstTokenAt, completedAt, latencyMs,
+//! cacheCreationTokens, totalTokens}, costUsd (USD, a JSON number; null when
+//! unknown: usage not reported, an unpriced cloud model, or a call recorded
+//! before costs), priceSource ("config" | "provider" | "none" | null),
+//! priceVersion, sentAt, firstTokenAt, completedAt, latencyMs,
 //! timeToFirstTokenMs}`; the single-call view adds `request` (the JSON body
 //! sent upstream), `responseText`, `reasoningText` and `toolCalls`.
 
@@ -53,6 +56,9 @@ pub struct CallUsageDto {
     pub reasoning_tokens: Option<i64>,
     /// Cached prompt tokens (part of the prompt tokens).
     pub cached_prompt_tokens: Option<i64>,
+    /// Prompt tokens written to the provider's cache (part of the prompt
+    /// tokens; Anthropic's `cache_creation_input_tokens`).
+    pub cache_creation_tokens: Option<i64>,
     /// Total tokens.
     pub total_tokens: Option<i64>,
 }
@@ -98,6 +104,14 @@ pub struct CallDto {
     pub finish_reason: Option<String>,
     /// Token usage.
     pub usage: CallUsageDto,
+    /// Cost in USD; `null` when unknown (see the module docs).
+    pub cost_usd: Option<f64>,
+    /// Where its price came from: `config`, `provider` or `none`; `null`
+    /// for calls recorded before costs.
+    #[schema(value_type = Option<String>)]
+    pub price_source: Option<&'static str>,
+    /// Fingerprint of the price entry used (12 hex digits).
+    pub price_version: Option<String>,
     /// When it was sent.
     pub sent_at: String,
     /// When the first token arrived.
@@ -164,8 +178,12 @@ impl CallDto {
                 completion_tokens: u.completion_tokens,
                 reasoning_tokens: u.reasoning_tokens,
                 cached_prompt_tokens: u.cached_prompt_tokens,
+                cache_creation_tokens: u.cache_creation_tokens,
                 total_tokens: u.total_tokens,
             },
+            cost_usd: row.cost.cost_nusd.map(modelyard_core::cost::nusd_to_usd),
+            price_source: row.cost.price_source.map(|s| s.as_str()),
+            price_version: row.cost.price_version.clone(),
             sent_at: rfc3339(row.sent_at_ms),
             first_token_at: row.first_token_at_ms.map(rfc3339),
             completed_at: row.completed_at_ms.map(rfc3339),

@@ -14,7 +14,12 @@
 //!          contextWindowFrom (e.g. "/props n_ctx" | null), loaded (bool | null),
 //!          favorite, online, coolingDownUntil (RFC 3339 | null),
 //!          type: "embedding" (only on models their provider says only
-//!          embed: Ollama's capabilities)}
+//!          embed: Ollama's capabilities),
+//!          price: {inputPerMtok, cachedInputPerMtok, outputPerMtok,
+//!                  reasoningPerMtok (USD per million tokens; null when not
+//!                  set), source ("config" | "provider" | "none"),
+//!                  version (12 hex digits | null),
+//!                  free (true: an unpriced local model, costs 0)}}
 //! route = {id, strategy, affinity, fallbacks: [id], favorite,
 //!          online (some target can serve), contextWindow (the smallest known
 //!          of its targets' | null),
@@ -74,7 +79,25 @@ pub fn model_json(
     if model.embedding {
         entry["type"] = json!("embedding");
     }
+    entry["price"] = price_json(
+        &app.pricing
+            .price_with(&id, Some(provider), model.listed_price),
+    );
     entry
+}
+
+/// A model's `price` (see the module docs).
+pub fn price_json(applied: &crate::pricing::AppliedPrice) -> Value {
+    let p = applied.price.as_ref();
+    json!({
+        "inputPerMtok": p.map(|p| p.input_per_mtok),
+        "cachedInputPerMtok": p.and_then(|p| p.cached_input_per_mtok),
+        "outputPerMtok": p.map(|p| p.output_per_mtok),
+        "reasoningPerMtok": p.and_then(|p| p.reasoning_per_mtok),
+        "source": applied.source.as_str(),
+        "version": applied.version,
+        "free": applied.price.is_none() && applied.free,
+    })
 }
 
 /// A route's catalog entry (see the module docs).

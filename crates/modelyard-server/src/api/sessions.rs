@@ -7,7 +7,9 @@
 //! callCount, modelId (of the last call), provider, status ("ok" | "error"),
 //! lastError, startedAt (first call sent), finishedAt (last call completed),
 //! durationMs, usage {promptTokens, completionTokens, reasoningTokens,
-//! cachedPromptTokens, totalTokens}}`; token sums count unreported usage as 0.
+//! cachedPromptTokens, totalTokens}, costUsd}`; token sums count unreported
+//! usage as 0; `costUsd` (USD, beside `usage`) sums the calls' known costs
+//! and is null when no call has one.
 //! The single-session view adds `calls` (oldest first, each as
 //! `GET /v1/calls/{id}` shows it) and `children` (sessions started by this
 //! one, oldest first).
@@ -105,6 +107,8 @@ pub struct SessionDto {
     pub duration_ms: Option<i64>,
     /// Token sums over its calls.
     pub usage: TokenSumsDto,
+    /// Sum of its calls' known costs, USD; `null` when no call has one.
+    pub cost_usd: Option<f64>,
 }
 
 impl From<&SessionRow> for SessionDto {
@@ -129,6 +133,7 @@ impl From<&SessionRow> for SessionDto {
                 .zip(s.finished_at_ms)
                 .map(|(started, finished)| finished - started),
             usage: s.totals.into(),
+            cost_usd: s.totals.cost_nusd.map(modelyard_core::cost::nusd_to_usd),
         }
     }
 }
@@ -150,22 +155,28 @@ pub struct SessionDetailDto {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageRowDto {
-    /// The group (a model id, provider, operation or UTC date); absent in
-    /// the total.
+    /// The group (a project id, API key id — `none` for calls made without
+    /// a key —, model id, provider, operation or UTC date); absent in the
+    /// total.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// Number of calls.
     pub calls: i64,
+    /// Calls that reported usage but have no known cost (an unpriced cloud
+    /// model): `costUsd` leaves them out.
+    pub unpriced_calls: i64,
     /// Token sums.
     #[serde(flatten)]
     pub tokens: TokenSumsDto,
+    /// Sum of the known costs, USD; `null` when no call has one.
+    pub cost_usd: Option<f64>,
 }
 
 /// `GET /v1/usage`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageDto {
-    /// `model`, `provider`, `operation` or `day`.
+    /// `project`, `key`, `model`, `provider`, `operation` or `day`.
     #[schema(value_type = String)]
     pub group_by: &'static str,
     /// Start of the range (RFC 3339), if given.
@@ -382,7 +393,8 @@ pub async fn show(Scoped(app): Scoped, Path(id): Path<String>) -> Response {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UsageQuery {
-    /// `model` (default), `provider`, `operation` or `day`.
+    /// `project`, `key`, `model` (default), `provider`, `operation` or
+    /// `day`.
     group_by: Option<String>,
     /// Calls sent at or after (RFC 3339).
     from: Option<String>,
@@ -397,13 +409,15 @@ fn sums_of(r: &UsageGroupRow) -> TokenSums {
         reasoning: r.reasoning,
         cached_input: r.cached_input,
         total: r.total,
+        cost_nusd: r.cost_nusd,
     }
 }
 
 /// `GET /v1/usage`: token usage per group, ordered by key, with the totals
-/// over all groups: `{groupBy, from, to, data: [{key, calls, promptTokens,
-/// completionTokens, reasoningTokens, cachedPromptTokens, totalTokens}],
-/// total: {calls, ...same sums}}`.
+/// over all groups: `{groupBy, from, to, data: [{key, calls, unpricedCalls,
+/// promptTokens, completionTokens, reasoningTokens, cachedPromptTokens,
+/// totalTokens, costUsd}], total: {calls, ...same sums}}`; `costUsd` is
+/// USD, null when no call of the group has a known cost.
 #[utoipa::path(
     get,
     path = "/v1/usage",
@@ -440,9 +454,14 @@ pub async fn usage(Scoped(app): Scoped, ApiQuery(query): ApiQuery<UsageQuery>) -
         Err(err) => return crate::http::store_problem(err).into_response(),
     };
     let mut calls = 0i64;
+    let mut unpriced_calls = 0i64;
     let mut total = TokenSums::default();
     for row in &rows {
         calls = calls.saturating_add(row.calls);
+        unpriced_calls = unpriced_calls.saturating_add(row.unpriced_calls);
+        if let Some(cost) = row.cost_nusd {
+            total.cost_nusd = Some(total.cost_nusd.unwrap_or(0).saturating_add(cost));
+        }
         let r = sums_of(row);
         total.input = total.input.saturating_add(r.input);
         total.output = total.output.saturating_add(r.output);
@@ -455,7 +474,9 @@ pub async fn usage(Scoped(app): Scoped, ApiQuery(query): ApiQuery<UsageQuery>) -
         .map(|r| UsageRowDto {
             key: Some(r.key.clone()),
             calls: r.calls,
+            unpriced_calls: r.unpriced_calls,
             tokens: sums_of(r).into(),
+            cost_usd: r.cost_nusd.map(modelyard_core::cost::nusd_to_usd),
         })
         .collect();
     Json(UsageDto {
@@ -466,7 +487,9 @@ pub async fn usage(Scoped(app): Scoped, ApiQuery(query): ApiQuery<UsageQuery>) -
         total: UsageRowDto {
             key: None,
             calls,
+            unpriced_calls,
             tokens: total.into(),
+            cost_usd: total.cost_nusd.map(modelyard_core::cost::nusd_to_usd),
         },
     })
     .into_response()

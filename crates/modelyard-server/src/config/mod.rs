@@ -17,7 +17,7 @@
 //! Files: `raw.rs` (the file's serde shape), `load.rs` (finding and reading
 //! the file, environment overrides), `validate.rs` (raw → typed, one function
 //! per section), `providers.rs` and `defaults.rs` (the `[[providers]]` and
-//! `[defaults]` sections).
+//! `[defaults]` sections), `prices.rs` (`[[prices]]`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,6 +32,7 @@ use url::Url;
 mod cluster;
 mod defaults;
 mod load;
+mod prices;
 mod providers;
 mod raw;
 mod routing;
@@ -68,6 +69,25 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// `[telemetry]`: metrics and the access log.
     pub telemetry: TelemetryConfig,
+    /// `[[prices]]`: what deployments' tokens cost, in file order.
+    pub prices: Vec<PriceConfig>,
+}
+
+/// One `[[prices]]` entry: `model` (an exact composite id `provider/model`,
+/// or a glob where `*` matches any text, e.g. `deepseek/*`) and its rates
+/// in USD per million tokens (`input_per_mtok`, `cached_input_per_mtok`,
+/// `output_per_mtok`, `reasoning_per_mtok`; `currency` may only be
+/// `"USD"`). The most specific matching entry prices a call
+/// ([`crate::pricing`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriceConfig {
+    /// The exact id or glob.
+    pub model: String,
+    /// The rates.
+    pub price: modelyard_core::cost::Price,
+    /// [`modelyard_core::cost::Price::version`] of this entry: which prices
+    /// priced a call.
+    pub version: String,
 }
 
 /// `[cluster]`: this server is one of several replicas on one PostgreSQL

@@ -30,6 +30,20 @@ pub(super) struct RawConfig {
     pub(super) cluster: Option<RawCluster>,
     #[serde(default)]
     pub(super) telemetry: RawTelemetry,
+    #[serde(default)]
+    pub(super) prices: Vec<RawPrice>,
+}
+
+/// One `[[prices]]` entry (USD per million tokens).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPrice {
+    pub(super) model: String,
+    pub(super) input_per_mtok: f64,
+    pub(super) cached_input_per_mtok: Option<f64>,
+    pub(super) output_per_mtok: f64,
+    pub(super) reasoning_per_mtok: Option<f64>,
+    pub(super) currency: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

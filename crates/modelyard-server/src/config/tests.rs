@@ -503,3 +503,57 @@ fn anthropic_providers_speak_messages_and_other_kinds_opt_in() {
          cannot be false"
     );
 }
+
+#[test]
+fn prices_are_checked_and_versioned() {
+    let provider = "[[providers]]\nname = \"deepseek\"\nkind = \"deepseek\"\n";
+    let with = |prices: &str| format!("{provider}\n{prices}");
+    let config = parse(&with(
+        "[[prices]]\nmodel = \"deepseek/*\"\ninput_per_mtok = 0.27\n\
+         cached_input_per_mtok = 0.07\noutput_per_mtok = 1.10\ncurrency = \"USD\"\n\
+         [[prices]]\nmodel = \"deepseek/deepseek-reasoner\"\ninput_per_mtok = 0.55\n\
+         output_per_mtok = 2.19\nreasoning_per_mtok = 2.19\n",
+    ))
+    .unwrap();
+    assert_eq!(config.prices.len(), 2);
+    let glob = &config.prices[0];
+    assert_eq!(glob.model, "deepseek/*");
+    assert_eq!(glob.price.cached_input_per_mtok, Some(0.07));
+    assert_eq!(glob.price.reasoning_per_mtok, None);
+    assert_eq!(glob.version, glob.price.version("deepseek/*"));
+    assert_ne!(glob.version, config.prices[1].version);
+
+    let bad = |prices: &str| error(&with(prices));
+    let entry = |extra: &str| {
+        format!(
+            "[[prices]]\nmodel = \"deepseek/*\"\ninput_per_mtok = 1\noutput_per_mtok = 2\n{extra}"
+        )
+    };
+    let eur = bad(&entry("currency = \"EUR\"\n"));
+    assert!(
+        eur.contains("prices[0].currency") && eur.contains("only \"USD\""),
+        "{eur}"
+    );
+    let negative = bad(&entry("cached_input_per_mtok = -0.5\n"));
+    assert!(
+        negative.contains("prices[0].cached_input_per_mtok"),
+        "{negative}"
+    );
+    let twice = bad(&format!("{}{}", entry(""), entry("")));
+    assert!(
+        twice.contains("prices[1].model") && twice.contains("twice"),
+        "{twice}"
+    );
+    let unknown =
+        bad("[[prices]]\nmodel = \"openai/gpt-4o\"\ninput_per_mtok = 1\noutput_per_mtok = 2\n");
+    assert!(
+        unknown.contains("prices[0].model") && unknown.contains("no provider named \"openai\""),
+        "{unknown}"
+    );
+    let bare = bad("[[prices]]\nmodel = \"gpt-4o\"\ninput_per_mtok = 1\noutput_per_mtok = 2\n");
+    assert!(bare.contains("composite id"), "{bare}");
+    let missing = bad("[[prices]]\nmodel = \"deepseek/*\"\ninput_per_mtok = 1\n");
+    assert!(missing.contains("output_per_mtok"), "{missing}");
+    let typo = bad(&entry("output_per_mtokens = 3\n"));
+    assert!(typo.contains("output_per_mtokens"), "{typo}");
+}

@@ -33,6 +33,7 @@ pub(super) fn validate(
     let routes = super::routing::routes(raw.routes, &providers, source_name)?;
     let cluster = super::cluster::cluster(raw.cluster, &storage, source_name)?;
     let telemetry = telemetry(raw.telemetry, source_name)?;
+    let prices = super::prices::prices(raw.prices, &providers, source_name)?;
     Ok(Config {
         source: path.map(Path::to_owned),
         server,
@@ -46,6 +47,7 @@ pub(super) fn validate(
         routes,
         cluster,
         telemetry,
+        prices,
     })
 }
 

@@ -224,7 +224,10 @@ pub async fn consult(
 
     let model_id = streamed.model_id.clone();
     let summary = streamed.acc.summary();
-    let usage = TokenUsage::from(summary.usage);
+    let usage = TokenUsage {
+        cost_nusd: app.pricing.cost_of(&model_id, &summary.usage).cost_nusd,
+        ..TokenUsage::from(summary.usage)
+    };
     let records = std::mem::take(&mut streamed.records);
     let session_id = uuid::Uuid::now_v7().to_string();
     app.recorder.record(
@@ -238,6 +241,7 @@ pub async fn consult(
                 turn_id: Some(live.turn_id.clone()),
                 created_at_ms: streamed.sent_at_ms,
                 request_id: None,
+                key_id: app.key_id.clone(),
             },
             calls: records
                 .into_iter()

@@ -37,6 +37,10 @@ struct Draft {
     /// The request's hold on its budgets and rate limits, settled with
     /// what its calls spent when it is recorded.
     admission: Option<crate::quota::Admission>,
+    /// The caller's API key id, stored on its session.
+    key_id: Option<String>,
+    /// Prices the request's calls when its admission is settled.
+    pricing: std::sync::Arc<crate::pricing::Pricing>,
 }
 
 impl CallDraft {
@@ -51,6 +55,8 @@ impl CallDraft {
                 earlier: Vec::new(),
                 request_id,
                 admission: app.take_admission(),
+                key_id: app.key_id.clone(),
+                pricing: std::sync::Arc::clone(&app.pricing),
             }),
         }
     }
@@ -169,7 +175,7 @@ impl Draft {
         if admission.is_none() {
             // No limits apply: nothing to settle.
         } else if client_gone {
-            crate::quota::settle(admission, crate::quota::Spent::ClientGone);
+            crate::quota::settle(admission, &self.pricing, crate::quota::Spent::ClientGone);
         } else {
             let mut spent: Vec<(String, modelyard_core::Usage)> = earlier
                 .iter()
@@ -189,8 +195,9 @@ impl Draft {
                     usage: *usage,
                 })
                 .collect();
-            crate::quota::settle(admission, crate::quota::Spent::Calls(&calls));
+            crate::quota::settle(admission, &self.pricing, crate::quota::Spent::Calls(&calls));
         }
+        let key_id = self.key_id.take();
         // Copying the request body happens in the writer task.
         let bytes = earlier.iter().map(|r| r.request_json.len()).sum::<usize>()
             + match &last {
@@ -209,6 +216,7 @@ impl Draft {
             };
             let mut session = CallRecord::session_of(earlier, last);
             session.session.request_id = request_id;
+            session.session.key_id = key_id;
             session
         });
     }

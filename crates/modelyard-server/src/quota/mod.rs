@@ -802,7 +802,11 @@ pub fn call_tokens(usage: &Usage) -> u64 {
 /// Settles a request's admission from the call-recording path (the
 /// gateway's call draft, a turn run's record): the one place a request's
 /// actual tokens and cost reach its limits.
-pub fn settle(admission: Option<Admission>, spent: Spent<'_>) {
+///
+/// Each call's cost is priced by `pricing` ([`crate::pricing::Pricing::cost_of`],
+/// the price the call log records); a call whose cost cannot be told (an
+/// unpriced cloud model, usage not reported) counts 0 against a cost budget.
+pub fn settle(admission: Option<Admission>, pricing: &crate::pricing::Pricing, spent: Spent<'_>) {
     let Some(admission) = admission else { return };
     match spent {
         Spent::ClientGone => admission.settle_reserved(),
@@ -811,7 +815,10 @@ pub fn settle(admission: Option<Admission>, spent: Spent<'_>) {
                 .iter()
                 .map(|c| call_tokens(&c.usage))
                 .fold(0, add_tokens);
-            let cost_nusd: i64 = 0; // cost: wired when the costs branch lands
+            let cost_nusd = calls
+                .iter()
+                .filter_map(|c| pricing.cost_of(c.model_id, &c.usage).cost_nusd)
+                .fold(0_i64, i64::saturating_add);
             admission.settle(i64::try_from(tokens).unwrap_or(i64::MAX), cost_nusd);
         }
     }

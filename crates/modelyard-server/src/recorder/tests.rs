@@ -53,13 +53,13 @@ async fn the_writer_counts_written_and_failed_batches() {
     let store = Store::connect("sqlite::memory:").await.unwrap();
     let (recorder, rx) = Recorder::with_limits(100, QUEUE_BYTES);
     let counters = Arc::clone(&recorder.counters);
-    let task = tokio::spawn(write_loop(
-        store.clone(),
-        ContentPolicy::Full,
-        false,
-        rx,
-        counters,
-    ));
+    let writer = Writer {
+        store: store.clone(),
+        content: ContentPolicy::Full,
+        redact: false,
+        pricing: None,
+    };
+    let task = tokio::spawn(write_loop(writer, rx, counters));
     let project = ProjectId::default_project();
     recorder.record(&project, session(100));
     // A project that does not exist: refused at once, counted as failed.
@@ -108,6 +108,7 @@ fn strip_content_keeps_parameters_and_usage() {
         error: None,
         attempt: 1,
         route: None,
+        cost: Default::default(),
     };
     strip_content(&mut call);
     let request: serde_json::Value = serde_json::from_str(&call.request_json).unwrap();

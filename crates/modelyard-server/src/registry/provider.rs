@@ -73,7 +73,7 @@ impl ContextWindowSource {
 }
 
 /// One model of one provider, as the catalog shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CatalogModel {
     /// Upstream model name.
     pub model: String,
@@ -99,6 +99,10 @@ pub struct CatalogModel {
     /// Whether the provider says it only computes embeddings
     /// ([`DiscoveredModel::embedding`]): listed with `type: "embedding"`.
     pub embedding: bool,
+    /// The price the provider's listing reported
+    /// ([`DiscoveredModel::price`]); the price that applies is
+    /// [`crate::pricing::Pricing::price_of`]'s.
+    pub listed_price: Option<modelyard_core::cost::Price>,
 }
 
 /// One configured provider.
@@ -188,6 +192,7 @@ impl Provider {
             ttl_seconds: discovered.and_then(|d| d.ttl_seconds),
             host_loads: discovered.is_some_and(|d| d.host_loads),
             embedding: discovered.is_some_and(|d| d.embedding),
+            listed_price: discovered.and_then(|d| d.price),
         }
     }
 

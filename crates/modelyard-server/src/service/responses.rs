@@ -477,6 +477,7 @@ pub async fn read(app: &AppState, id: &str) -> Result<StoredRun, ServiceError> {
             reasoning_tokens: sum(usage.reasoning_tokens, m.usage.reasoning_tokens),
             cached_prompt_tokens: sum(usage.cached_prompt_tokens, m.usage.cached_prompt_tokens),
             total_tokens: sum(usage.total_tokens, m.usage.total_tokens),
+            cache_creation_tokens: None,
         };
         if let Some(model) = &m.model_id {
             model_id.clone_from(model);

@@ -51,7 +51,7 @@ pub(super) fn parse_resolved_from(text: &str) -> Result<ResolvedFrom, BoxError> 
 /// The five token-total columns. Their names (`input_tokens`,
 /// `output_tokens`, `cached_input_tokens`, ...) are those of migration 0003;
 /// they hold [`TokenTotals`]' `prompt_tokens`, `completion_tokens`,
-/// `cached_prompt_tokens`, ...
+/// `cached_prompt_tokens`, ...; `cost_nusd` (migration 0014) its cost.
 #[derive(sqlx::FromRow)]
 pub(super) struct TotalsRow {
     pub(super) input_tokens: i64,
@@ -59,6 +59,7 @@ pub(super) struct TotalsRow {
     pub(super) reasoning_tokens: i64,
     pub(super) cached_input_tokens: i64,
     pub(super) total_tokens: i64,
+    pub(super) cost_nusd: Option<i64>,
 }
 
 impl TotalsRow {
@@ -69,6 +70,7 @@ impl TotalsRow {
             reasoning_tokens: to_db_count(t.reasoning_tokens)?,
             cached_input_tokens: to_db_count(t.cached_prompt_tokens)?,
             total_tokens: to_db_count(t.total_tokens)?,
+            cost_nusd: t.cost_nusd,
         })
     }
 
@@ -79,6 +81,7 @@ impl TotalsRow {
             reasoning_tokens: u64::try_from(self.reasoning_tokens)?,
             cached_prompt_tokens: u64::try_from(self.cached_input_tokens)?,
             total_tokens: u64::try_from(self.total_tokens)?,
+            cost_nusd: self.cost_nusd,
         })
     }
 }
@@ -195,6 +198,7 @@ macro_rules! bind_conversation {
             .bind(&$row.summary)
             .bind($row.advisor)
             .bind($row.context_tokens)
+            .bind($row.totals.cost_nusd)
     };
 }
 pub(super) use bind_conversation;
@@ -295,6 +299,7 @@ macro_rules! bind_turn {
             .bind($row.ended_at_ms)
             .bind(&$row.client_tools_json)
             .bind(&$row.pending_tool_calls_json)
+            .bind($row.totals.cost_nusd)
     };
 }
 pub(super) use bind_turn;

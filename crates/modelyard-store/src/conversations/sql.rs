@@ -6,7 +6,7 @@ macro_rules! conversation_columns {
         "id, parent_id, title, model, cwd, reasoning_effort, metadata_json, latest_model_id, \
          input_tokens, output_tokens, reasoning_tokens, cached_input_tokens, total_tokens, \
          running_turn_id, deleted, last_seq, created_at_ms, updated_at_ms, llm_id, \
-         llm_overrides_json, compacted_through_seq, summary, advisor, context_tokens"
+         llm_overrides_json, compacted_through_seq, summary, advisor, context_tokens, cost_nusd"
     };
 }
 
@@ -15,7 +15,7 @@ macro_rules! turn_columns {
     () => {
         "id, conversation_id, operation, model_id, resolved_from, llm_config_id, status, error, \
          input_tokens, output_tokens, reasoning_tokens, cached_input_tokens, total_tokens, \
-         started_seq, started_at_ms, ended_at_ms, client_tools_json, pending_tool_calls_json"
+         started_seq, started_at_ms, ended_at_ms, client_tools_json, pending_tool_calls_json, cost_nusd"
     };
 }
 
@@ -50,7 +50,7 @@ pub(super) const INSERT_CONVERSATION: &str = concat!(
     "INSERT INTO conversations (project_id, ",
     conversation_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-     $18, $19, $20, $21, $22, $23, $24, $25)"
+     $18, $19, $20, $21, $22, $23, $24, $25, $26)"
 );
 
 pub(super) const UPDATE_CONVERSATION: &str =
@@ -60,7 +60,7 @@ pub(super) const UPDATE_CONVERSATION: &str =
      cached_input_tokens = $13, total_tokens = $14, running_turn_id = $15, deleted = $16, \
      last_seq = $17, created_at_ms = $18, updated_at_ms = $19, llm_id = $20, \
      llm_overrides_json = $21, compacted_through_seq = $22, summary = $23, advisor = $24, \
-     context_tokens = $25 \
+     context_tokens = $25, cost_nusd = $26 \
      WHERE project_id = $1 AND id = $2";
 
 pub(super) const INSERT_EVENT: &str = "INSERT INTO conversation_events \
@@ -91,7 +91,7 @@ pub(super) const SELECT_RUNNING_TURNS: &str = concat!(
 pub(super) const INSERT_TURN: &str = concat!(
     "INSERT INTO turns (project_id, ",
     turn_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
 );
 
 /// Updates the fold's columns of a turn; the checkpoint columns are left as
@@ -100,7 +100,7 @@ pub(super) const UPDATE_TURN: &str = "UPDATE turns SET conversation_id = $3, ope
      model_id = $5, resolved_from = $6, llm_config_id = $7, status = $8, error = $9, \
      input_tokens = $10, output_tokens = $11, reasoning_tokens = $12, \
      cached_input_tokens = $13, total_tokens = $14, started_seq = $15, started_at_ms = $16, \
-     ended_at_ms = $17, client_tools_json = $18, pending_tool_calls_json = $19 \
+     ended_at_ms = $17, client_tools_json = $18, pending_tool_calls_json = $19, cost_nusd = $20 \
      WHERE project_id = $1 AND id = $2";
 
 pub(super) const CHECKPOINT_TURN: &str = "UPDATE turns SET partial_text = $3, partial_at_ms = $4 \

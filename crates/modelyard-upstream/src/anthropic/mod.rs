@@ -58,26 +58,12 @@ impl WireUsage {
 
     /// In the call log's terms (see the [module docs](self)).
     pub(crate) fn usage(&self) -> Usage {
-        let parts = [
+        Usage::from_anthropic(
             self.input_tokens,
             self.cache_read_input_tokens,
             self.cache_creation_input_tokens,
-        ];
-        let prompt_tokens = parts.iter().any(Option::is_some).then(|| {
-            parts
-                .iter()
-                .flatten()
-                .fold(0u64, |a, b| a.saturating_add(*b))
-        });
-        Usage {
-            prompt_tokens,
-            completion_tokens: self.output_tokens,
-            reasoning_tokens: None,
-            cached_prompt_tokens: self.cache_read_input_tokens,
-            total_tokens: None,
-        }
-        .clamped()
-        .with_derived_total()
+            self.output_tokens,
+        )
     }
 }
 

@@ -8,11 +8,18 @@ use modelyard_core::Usage;
 
 use super::request::{span_of, splice};
 
+/// A `usage` object: OpenAI's names, or Anthropic's (`input_tokens`,
+/// `output_tokens`, cache reads and writes beside the input), which some
+/// OpenAI-compatible proxies pass through.
 #[derive(Deserialize, Default, Debug, Clone, Copy)]
 pub(super) struct WireUsage {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     total_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
     prompt_tokens_details: Option<PromptDetails>,
     #[serde(default)]
@@ -30,12 +37,32 @@ struct CompletionDetails {
 }
 
 impl From<WireUsage> for Usage {
+    /// With `prompt_tokens`, OpenAI's convention: cache counts (OpenAI's
+    /// `cached_tokens`, else `cache_read_input_tokens`, and
+    /// `cache_creation_input_tokens`) are inside the prompt. Without it but
+    /// with Anthropic's `input_tokens`, Anthropic's: the cache counts are
+    /// added to the input ([`Usage::from_anthropic`]).
     fn from(w: WireUsage) -> Self {
+        let reasoning_tokens = w.completion_tokens_details.and_then(|d| d.reasoning_tokens);
+        if w.prompt_tokens.is_none() && w.input_tokens.is_some() {
+            let mut usage = Usage::from_anthropic(
+                w.input_tokens,
+                w.cache_read_input_tokens,
+                w.cache_creation_input_tokens,
+                w.completion_tokens.or(w.output_tokens),
+            );
+            usage.reasoning_tokens = reasoning_tokens;
+            return usage.clamped();
+        }
         Usage {
             prompt_tokens: w.prompt_tokens,
-            completion_tokens: w.completion_tokens,
-            reasoning_tokens: w.completion_tokens_details.and_then(|d| d.reasoning_tokens),
-            cached_prompt_tokens: w.prompt_tokens_details.and_then(|d| d.cached_tokens),
+            completion_tokens: w.completion_tokens.or(w.output_tokens),
+            reasoning_tokens,
+            cached_prompt_tokens: w
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .or(w.cache_read_input_tokens),
+            cache_creation_tokens: w.cache_creation_input_tokens,
             total_tokens: w.total_tokens,
         }
         .clamped()

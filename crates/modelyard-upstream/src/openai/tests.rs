@@ -86,6 +86,31 @@ fn completion_is_rewritten_and_summarized() {
 }
 
 #[test]
+fn usage_reads_both_cache_conventions() {
+    let usage_of = |usage: &str| {
+        let body = format!(r#"{{"model":"m","choices":[],"usage":{usage}}}"#);
+        rewrite_completion(body.as_bytes(), "p/m")
+            .unwrap()
+            .summary
+            .usage
+    };
+    // OpenAI names with Anthropic-style cache fields (a proxy): the cache
+    // counts are inside prompt_tokens.
+    let proxied = usage_of(
+        r#"{"prompt_tokens":1300,"completion_tokens":50,"cache_read_input_tokens":1000,"cache_creation_input_tokens":200}"#,
+    );
+    assert_eq!(proxied.prompt_tokens, Some(1300));
+    assert_eq!(proxied.cached_prompt_tokens, Some(1000));
+    assert_eq!(proxied.cache_creation_tokens, Some(200));
+    assert_eq!(proxied.total_tokens, Some(1350));
+    // Anthropic's own names: the cache counts are beside input_tokens.
+    let anthropic = usage_of(
+        r#"{"input_tokens":100,"output_tokens":50,"cache_read_input_tokens":1000,"cache_creation_input_tokens":200}"#,
+    );
+    assert_eq!(anthropic, proxied);
+}
+
+#[test]
 fn stream_chunks_accumulate() {
     let mut acc = StreamAccumulator::default();
     let chunks: [&[u8]; 5] = [

@@ -87,6 +87,9 @@ pub struct ConversationDto {
     pub context_window: Option<u64>,
     /// Token totals over every model call of the conversation.
     pub usage: TokenTotalsDto,
+    /// Sum of the known costs of those calls, USD; `null` while none has a
+    /// known cost.
+    pub cost_usd: Option<f64>,
     /// Seq of the last event.
     pub last_seq: i64,
     /// Creation time.
@@ -129,6 +132,7 @@ impl From<&ConversationRecord> for ConversationDto {
             context_tokens: c.context_tokens,
             context_window: None,
             usage: c.totals.into(),
+            cost_usd: c.totals.cost_nusd.map(modelyard_core::cost::nusd_to_usd),
             last_seq: c.last_seq,
             created_at: rfc3339(c.created_at_ms),
             updated_at: rfc3339(c.updated_at_ms),
@@ -155,9 +159,12 @@ pub struct MessageDto {
     /// The model that produced it.
     pub model_id: Option<String>,
     /// The call's usage (`promptTokens`, `completionTokens`, ...; absent =
-    /// not reported).
+    /// not reported; `costNusd` its cost in nano-USD).
     #[schema(value_type = Object)]
     pub usage: TokenUsage,
+    /// The cost of the call that produced it (an assistant message, or a
+    /// tool result that consulted a model), USD; `null` when unknown.
+    pub cost_usd: Option<f64>,
     /// OpenAI finish reason.
     pub finish_reason: Option<String>,
     /// Seq of the event that created it.
@@ -176,6 +183,7 @@ impl From<&MessageRecord> for MessageDto {
             parts: m.parts.clone(),
             model_id: m.model_id.clone(),
             usage: m.usage,
+            cost_usd: m.usage.cost_nusd.map(modelyard_core::cost::nusd_to_usd),
             finish_reason: m.finish_reason.clone(),
             seq: m.seq,
             created_at: rfc3339(m.created_at_ms),
@@ -207,6 +215,9 @@ pub struct TurnDto {
     pub error: Option<String>,
     /// Token totals over every model call of the turn.
     pub usage: TokenTotalsDto,
+    /// Sum of the known costs of those calls, USD; `null` while none has a
+    /// known cost.
+    pub cost_usd: Option<f64>,
     /// Start time.
     pub started_at: String,
     /// End time.
@@ -239,6 +250,7 @@ impl From<&TurnRecord> for TurnDto {
             status: t.status.as_str(),
             error: t.error.clone(),
             usage: t.totals.into(),
+            cost_usd: t.totals.cost_nusd.map(modelyard_core::cost::nusd_to_usd),
             started_at: rfc3339(t.started_at_ms),
             ended_at: t.ended_at_ms.map(rfc3339),
             pending_tool_calls: t

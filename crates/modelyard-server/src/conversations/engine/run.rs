@@ -110,10 +110,10 @@ pub async fn run_turn(job: TurnJob) {
             .iter()
             .map(|call| crate::quota::CallUsage {
                 model_id: &call.model_id,
-                usage: usage_of(&call.usage),
+                usage: crate::pricing::usage_of_row(&call.usage),
             })
             .collect();
-        crate::quota::settle(admission, crate::quota::Spent::Calls(&spent));
+        crate::quota::settle(admission, &app.pricing, crate::quota::Spent::Calls(&spent));
     }
     if !calls.is_empty() {
         let created_at_ms = calls.first().map_or(started_ms, |c| c.sent_at_ms);
@@ -128,22 +128,11 @@ pub async fn run_turn(job: TurnJob) {
                     turn_id: Some(turn_id),
                     created_at_ms,
                     request_id: overrides.request_id,
+                    key_id: app.key_id.clone(),
                 },
                 calls,
             },
         );
-    }
-}
-
-/// A recorded call's token counts.
-fn usage_of(row: &modelyard_store::UsageRow) -> modelyard_core::Usage {
-    let count = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok());
-    modelyard_core::Usage {
-        prompt_tokens: count(row.prompt_tokens),
-        completion_tokens: count(row.completion_tokens),
-        reasoning_tokens: count(row.reasoning_tokens),
-        cached_prompt_tokens: count(row.cached_prompt_tokens),
-        total_tokens: count(row.total_tokens),
     }
 }
 

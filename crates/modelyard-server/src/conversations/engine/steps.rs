@@ -125,7 +125,13 @@ pub(super) async fn drive(job: &TurnJob, calls: &mut Vec<NewLlmCall>) -> Outcome
             turn_id: live.turn_id.clone(),
             parts,
             model_id: streamed.model_id.clone(),
-            usage,
+            usage: TokenUsage {
+                cost_nusd: app
+                    .pricing
+                    .cost_of(&streamed.model_id, &summary.usage)
+                    .cost_nusd,
+                ..usage
+            },
             finish_reason: summary.finish_reason.clone(),
         };
         let has_parts =

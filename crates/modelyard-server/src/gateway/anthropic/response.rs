@@ -57,20 +57,26 @@ pub(crate) fn stop_reason(
 /// Anthropic's `usage` for OpenAI usage: `input_tokens` are the prompt
 /// tokens not read from the cache (OpenAI's `prompt_tokens` include
 /// `cached_tokens`, Anthropic's `input_tokens` do not), `output_tokens` the
-/// completion tokens, `cache_read_input_tokens` the cached ones (when
+/// completion tokens, `cache_read_input_tokens` the cached ones and
+/// `cache_creation_input_tokens` those written to the cache (when
 /// reported). A count the upstream did not report is 0 (the SDKs need a
 /// number).
 pub(crate) fn usage(usage: &Usage) -> Value {
     let cached = usage.cached_prompt_tokens;
-    let input = usage
-        .prompt_tokens
-        .map_or(0, |p| p.saturating_sub(cached.unwrap_or(0)));
+    let created = usage.cache_creation_tokens;
+    let input = usage.prompt_tokens.map_or(0, |p| {
+        p.saturating_sub(cached.unwrap_or(0))
+            .saturating_sub(created.unwrap_or(0))
+    });
     let mut out = json!({
         "input_tokens": input,
         "output_tokens": usage.completion_tokens.unwrap_or(0),
     });
     if let Some(cached) = cached {
         out["cache_read_input_tokens"] = json!(cached);
+    }
+    if let Some(created) = created {
+        out["cache_creation_input_tokens"] = json!(created);
     }
     out
 }
@@ -186,6 +192,7 @@ mod tests {
                 reasoning_tokens: None,
                 cached_prompt_tokens: Some(12),
                 total_tokens: Some(37),
+                ..Usage::default()
             },
         }
     }

@@ -304,6 +304,7 @@ mod tests {
             reasoning_tokens: Some(2),
             cached_prompt_tokens: Some(12),
             total_tokens: None,
+            ..Usage::default()
         };
         assert_eq!(
             serde_json::to_value(ResponseUsage::from(&usage)).unwrap(),

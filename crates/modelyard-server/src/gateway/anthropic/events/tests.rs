@@ -36,6 +36,7 @@ fn usage() -> Usage {
         reasoning_tokens: None,
         cached_prompt_tokens: None,
         total_tokens: Some(15),
+        ..Usage::default()
     }
 }
 
