@@ -61,33 +61,78 @@ fn double<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 /// A change of limits: an absent field stays as it is, `null` removes
 /// that limit, a value sets it. (`PUT /v1/projects/{id}/limits` replaces:
 /// there an absent field is `null`.)
+///
+/// Only a JSON object reads as one: serde's derive alone would also take an
+/// array of the fields in order (`[5.0, null, …]`), which no client means.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    try_from = "LimitsObject",
+    rename_all = "camelCase",
+    deny_unknown_fields
+)]
 pub struct LimitsPatch {
     /// USD per `period`.
-    #[serde(default, deserialize_with = "double")]
     #[schema(value_type = Option<f64>)]
     pub max_cost_usd: Option<Option<f64>>,
     /// Tokens per `period`.
-    #[serde(default, deserialize_with = "double")]
     #[schema(value_type = Option<i64>)]
     pub max_tokens: Option<Option<i64>>,
     /// `day`, `week`, `month` or `total`.
-    #[serde(default, deserialize_with = "double")]
     #[schema(value_type = Option<String>)]
     pub period: Option<Option<String>>,
     /// Requests per UTC minute.
-    #[serde(default, deserialize_with = "double")]
     #[schema(value_type = Option<i64>)]
     pub requests_per_minute: Option<Option<i64>>,
     /// Tokens per UTC minute.
-    #[serde(default, deserialize_with = "double")]
     #[schema(value_type = Option<i64>)]
     pub tokens_per_minute: Option<Option<i64>>,
     /// Requests and turns in flight at once.
-    #[serde(default, deserialize_with = "double")]
     #[schema(value_type = Option<i64>)]
     pub max_concurrent: Option<Option<i64>>,
+}
+
+/// [`LimitsPatch`]'s fields as serde reads them from an object.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LimitsFields {
+    /// USD per `period`.
+    #[serde(default, deserialize_with = "double")]
+    max_cost_usd: Option<Option<f64>>,
+    /// Tokens per `period`.
+    #[serde(default, deserialize_with = "double")]
+    max_tokens: Option<Option<i64>>,
+    /// `day`, `week`, `month` or `total`.
+    #[serde(default, deserialize_with = "double")]
+    period: Option<Option<String>>,
+    /// Requests per UTC minute.
+    #[serde(default, deserialize_with = "double")]
+    requests_per_minute: Option<Option<i64>>,
+    /// Tokens per UTC minute.
+    #[serde(default, deserialize_with = "double")]
+    tokens_per_minute: Option<Option<i64>>,
+    /// Requests and turns in flight at once.
+    #[serde(default, deserialize_with = "double")]
+    max_concurrent: Option<Option<i64>>,
+}
+
+/// The JSON object a [`LimitsPatch`] is read from.
+#[derive(Deserialize)]
+struct LimitsObject(serde_json::Map<String, serde_json::Value>);
+
+impl TryFrom<LimitsObject> for LimitsPatch {
+    type Error = serde_json::Error;
+
+    fn try_from(object: LimitsObject) -> Result<Self, Self::Error> {
+        let f: LimitsFields = serde_json::from_value(serde_json::Value::Object(object.0))?;
+        Ok(LimitsPatch {
+            max_cost_usd: f.max_cost_usd,
+            max_tokens: f.max_tokens,
+            period: f.period,
+            requests_per_minute: f.requests_per_minute,
+            tokens_per_minute: f.tokens_per_minute,
+            max_concurrent: f.max_concurrent,
+        })
+    }
 }
 
 fn limits_error(err: LimitsError) -> ServiceError {
@@ -203,6 +248,20 @@ pub async fn change(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_read_only_from_an_object() {
+        let patch: LimitsPatch =
+            serde_json::from_str(r#"{"maxTokens": 5, "period": null}"#).unwrap();
+        assert_eq!(patch.max_tokens, Some(Some(5)));
+        assert_eq!(patch.period, Some(None));
+        assert_eq!(patch.max_cost_usd, None);
+        // An array of the fields in order is not a change of limits
+        // (Schemathesis sent `{"limits": [null, null]}` and got 200).
+        assert!(serde_json::from_str::<LimitsPatch>("[null, null]").is_err());
+        assert!(serde_json::from_str::<LimitsPatch>("[5.0]").is_err());
+        assert!(serde_json::from_str::<LimitsPatch>(r#"{"bogus": 1}"#).is_err());
+    }
 
     fn patch(json: &str) -> LimitsPatch {
         serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"))
