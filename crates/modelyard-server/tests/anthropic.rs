@@ -489,6 +489,21 @@ async fn limits_answer_in_anthropic_shape() {
             .json(&hello("mock/hang", true))
             .send(),
     );
+    // The probe below must not race the hung stream for the only slot:
+    // the slot is taken before the upstream is asked, so wait for that.
+    eventually(
+        Duration::from_secs(5),
+        "the hung stream reached the upstream",
+        || async {
+            let asked = server.mock_chats().len();
+            if asked == 1 {
+                Ok(())
+            } else {
+                Err(asked)
+            }
+        },
+    )
+    .await;
     let refused = eventually(
         Duration::from_secs(5),
         "a second stream refused",
