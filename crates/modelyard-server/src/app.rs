@@ -171,6 +171,7 @@ impl AppState {
         let appended = self.append_folded(conversation_id, payloads).await?;
         crate::conversations::engine::publish_events(
             self.bus.as_ref(),
+            &self.project,
             conversation_id,
             &appended.events,
         );

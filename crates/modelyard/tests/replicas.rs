@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::{
     conversation_usable, create_conversation, long_text, start_turn, Dir, Options, Server,
 };
+use futures_util::StreamExt;
 use modelyard_testkit::{eventually, MockUpstream};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor};
@@ -385,6 +386,14 @@ async fn with_nats_a_turns_deltas_reach_the_other_replica_and_nats_down_loses_no
         .await;
     }
     let conv = create_conversation(&a, "mock/echo").await;
+    // What goes between replicas is on a subject that names the project:
+    // `modelyard.<project>.conv.<conversation>`.
+    let watcher = async_nats::connect(nats.url()).await.unwrap();
+    let mut on_subject = watcher
+        .subscribe(format!("modelyard.default.conv.{conv}"))
+        .await
+        .unwrap();
+    watcher.flush().await.unwrap();
 
     // B follows a turn running on A, token by token.
     let mut feed = b.events(&conv).await;
@@ -411,6 +420,13 @@ async fn with_nats_a_turns_deltas_reach_the_other_replica_and_nats_down_loses_no
     .expect("B saw the turn end");
     assert!(answer.starts_with("echo: w0"), "{answer}");
     assert_eq!(deltas, answer, "every delta reached B, in order");
+    let first = tokio::time::timeout(Duration::from_secs(1), on_subject.next())
+        .await
+        .expect("a message on the project's subject")
+        .unwrap();
+    let first: serde_json::Value = serde_json::from_slice(&first.payload).unwrap();
+    assert_eq!(first["origin"], "a", "{first}");
+    drop(on_subject);
 
     // A subscriber on A moves to B in the middle of a turn running on A
     // (Last-Event-ID): no delta is missing, none comes twice.

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use modelyard_core::conversation::Event;
+use modelyard_store::ProjectId;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
@@ -49,8 +50,9 @@ pub enum BusMessage {
 
 /// Fan-out of conversation events. Publishing never waits for subscribers.
 pub trait EventBus: Send + Sync + std::fmt::Debug {
-    /// Sends to every current subscriber of the conversation.
-    fn publish(&self, conversation_id: &str, message: BusMessage);
+    /// Sends to every current subscriber of the conversation, which
+    /// belongs to `project` (between replicas, the NATS subject names it).
+    fn publish(&self, project: &ProjectId, conversation_id: &str, message: BusMessage);
     /// Starts receiving the conversation's messages.
     fn subscribe(&self, conversation_id: &str) -> broadcast::Receiver<BusMessage>;
     /// How events travel, as `GET /health` says: `in-process`, `nats`, or
@@ -67,7 +69,7 @@ pub struct InProcessBus {
 }
 
 impl EventBus for InProcessBus {
-    fn publish(&self, conversation_id: &str, message: BusMessage) {
+    fn publish(&self, _project: &ProjectId, conversation_id: &str, message: BusMessage) {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(sender) = channels.get(conversation_id) {
             if sender.send(message).is_err() {

@@ -12,7 +12,8 @@
 //! - A persisted event that ends a turn's run also names the turn
 //!   (`endsTurn`), so other replicas drop its mirror.
 //!
-//! Subject: `modelyard.conv.<conversation id>`; payload: JSON
+//! Subject: `modelyard.<project id>.conv.<conversation id>` (so NATS
+//! permissions and monitoring can tell projects apart); payload: JSON
 //! ([`Wire`]), with the sending replica's id so it ignores its own. Sending
 //! never waits: messages go through a bounded queue to one task; a full
 //! queue, or NATS being down, drops live messages — subscribers then learn
@@ -29,14 +30,50 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
 
 use modelyard_core::conversation::EventPayload;
+use modelyard_store::ProjectId;
 
 use super::bus::{BusMessage, EventBus, InProcessBus, TransientEvent};
 use super::live::Mirrors;
 
 /// Messages waiting to be sent to NATS before new ones are dropped.
 const QUEUE: usize = 8_192;
-/// Subject prefix.
-const PREFIX: &str = "modelyard.conv.";
+/// First token of every subject.
+const ROOT: &str = "modelyard";
+/// What a replica subscribes to: every project's conversations.
+const EVERY_CONVERSATION: &str = "modelyard.*.conv.*";
+
+/// The subject of a conversation's messages; `None` when an id is not a
+/// single NATS subject token (empty, or holding `.`, `*`, `>` or
+/// whitespace). Ids are UUIDs (and the project `default`), so that does
+/// not happen; such a message then stays in this process.
+fn subject(project: &str, conversation_id: &str) -> Option<String> {
+    let token = |t: &str| {
+        !t.is_empty()
+            && !t
+                .bytes()
+                .any(|b| matches!(b, b'.' | b'*' | b'>') || b.is_ascii_whitespace())
+    };
+    (token(project) && token(conversation_id))
+        .then(|| format!("{ROOT}.{project}.conv.{conversation_id}"))
+}
+
+/// The project and conversation a subject names (the inverse of
+/// [`subject`]).
+fn parse_subject(subject: &str) -> Option<(&str, &str)> {
+    let mut tokens = subject.split('.');
+    match (
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+        tokens.next(),
+    ) {
+        (Some(ROOT), Some(project), Some("conv"), Some(conversation), None) => {
+            Some((project, conversation))
+        }
+        _ => None,
+    }
+}
 
 /// One bus message on the wire.
 #[derive(Debug, Serialize, Deserialize)]
@@ -166,16 +203,17 @@ impl NatsBus {
 }
 
 impl EventBus for NatsBus {
-    fn publish(&self, conversation_id: &str, message: BusMessage) {
-        if let Some(wire) = self.wire(&message) {
+    fn publish(&self, project: &ProjectId, conversation_id: &str, message: BusMessage) {
+        if let (Some(wire), Some(subject)) = (
+            self.wire(&message),
+            subject(project.as_str(), conversation_id),
+        ) {
             if let Ok(bytes) = serde_json::to_vec(&wire) {
                 // Full or closed: dropped (see the module docs).
-                let _ = self
-                    .outgoing
-                    .try_send((format!("{PREFIX}{conversation_id}"), bytes));
+                let _ = self.outgoing.try_send((subject, bytes));
             }
         }
-        self.local.publish(conversation_id, message);
+        self.local.publish(project, conversation_id, message);
     }
 
     fn subscribe(&self, conversation_id: &str) -> broadcast::Receiver<BusMessage> {
@@ -227,7 +265,7 @@ async fn run(
         }
     };
     let mut inbox = loop {
-        match client.subscribe(format!("{PREFIX}>")).await {
+        match client.subscribe(EVERY_CONVERSATION).await {
             Ok(inbox) => break inbox,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot subscribe on NATS; trying again");
@@ -245,7 +283,7 @@ async fn run(
             }
             message = inbox.next() => {
                 let Some(message) = message else { return };
-                let Some(conversation_id) = message.subject.as_str().strip_prefix(PREFIX) else {
+                let Some((project, conversation_id)) = parse_subject(message.subject.as_str()) else {
                     continue;
                 };
                 let Ok(wire) = serde_json::from_slice::<Wire>(&message.payload) else {
@@ -254,7 +292,7 @@ async fn run(
                 if wire.origin == replica {
                     continue;
                 }
-                relay.deliver(conversation_id, wire);
+                relay.deliver(project, conversation_id, wire);
             }
         }
     }
@@ -272,13 +310,17 @@ impl Relay {
     /// its turn's mirror before subscribers get it (so one that finds a hole
     /// finds the event in the mirror); an announced turn end drops the
     /// mirror.
-    fn deliver(&self, conversation_id: &str, wire: Wire) {
+    fn deliver(&self, project: &str, conversation_id: &str, wire: Wire) {
         let ends_turn = wire.ends_turn.clone();
         if let Some(message) = relayed(wire) {
             if let BusMessage::Transient(event) = &message {
                 self.mirrors.record(conversation_id, event);
             }
-            self.local.publish(conversation_id, message);
+            self.local.publish(
+                &ProjectId::new(project.to_owned()),
+                conversation_id,
+                message,
+            );
         }
         if let Some(turn_id) = ends_turn {
             self.mirrors.finish(&turn_id);
@@ -299,5 +341,48 @@ fn relayed(wire: Wire) -> Option<BusMessage> {
             data: wire.data?,
         }))),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_subject, subject};
+
+    #[test]
+    fn a_subject_names_the_project_and_the_conversation() {
+        let s = subject("default", "0193a1b2-c3d4").expect("subject");
+        assert_eq!(s, "modelyard.default.conv.0193a1b2-c3d4");
+        assert_eq!(parse_subject(&s), Some(("default", "0193a1b2-c3d4")));
+    }
+
+    #[test]
+    fn ids_that_are_not_one_subject_token_have_no_subject() {
+        for (project, conversation) in [
+            ("", "c"),
+            ("p", ""),
+            ("a.b", "c"),
+            ("p", "c.d"),
+            ("*", "c"),
+            ("p", ">"),
+            ("p q", "c"),
+        ] {
+            assert_eq!(
+                subject(project, conversation),
+                None,
+                "{project:?} {conversation:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_subjects_are_not_conversations() {
+        for other in [
+            "modelyard.conv.c",
+            "modelyard.p.conv.c.extra",
+            "other.p.conv.c",
+            "modelyard.p.keys.c",
+        ] {
+            assert_eq!(parse_subject(other), None, "{other}");
+        }
     }
 }

@@ -479,8 +479,11 @@ async fn launch(
     }
     let live = app.live.start(id, turn_id, run_seq, last_seq);
     for event in &events {
-        app.bus
-            .publish(id, BusMessage::Persisted(Arc::new(event.clone())));
+        app.bus.publish(
+            &app.project,
+            id,
+            BusMessage::Persisted(Arc::new(event.clone())),
+        );
     }
     // The request's in-flight slot (`limits.max_concurrent_requests`)
     // passes to the run, which frees it when it ends.

@@ -44,7 +44,7 @@
 use modelyard_core::llm_config::ReasoningEffort;
 use std::sync::Arc;
 
-use modelyard_store::LlmConfigRow;
+use modelyard_store::{LlmConfigRow, ProjectId};
 use serde_json::Value;
 
 use super::bus::{BusMessage, EventBus};
@@ -73,11 +73,13 @@ pub use super::call::CHECKPOINT_EVERY;
 /// Publishes committed events on the bus, in order.
 pub fn publish_events(
     bus: &dyn EventBus,
+    project: &ProjectId,
     conversation_id: &str,
     events: &[modelyard_core::conversation::Event],
 ) {
     for event in events {
         bus.publish(
+            project,
             conversation_id,
             BusMessage::Persisted(Arc::new(event.clone())),
         );
@@ -112,6 +114,9 @@ pub struct TurnJob {
 /// Records a transient event in the turn's buffer and publishes it.
 pub fn publish(app: &AppState, live: &LiveTurn, event_type: &'static str, data: Value) {
     let event = live.push(event_type, data);
-    app.bus
-        .publish(&live.conversation_id, BusMessage::Transient(event));
+    app.bus.publish(
+        &app.project,
+        &live.conversation_id,
+        BusMessage::Transient(event),
+    );
 }

@@ -103,7 +103,7 @@ pub async fn run_turn(job: TurnJob) {
     // that took the buffer before still gets every delta.
     app.live.finish(&turn_id);
     if let Some(events) = closed {
-        publish_events(app.bus.as_ref(), &conversation_id, &events);
+        publish_events(app.bus.as_ref(), &app.project, &conversation_id, &events);
     }
     if admission.is_some() {
         let spent: Vec<crate::quota::CallUsage<'_>> = calls

@@ -99,7 +99,7 @@ async fn close_orphans(
             .await;
         match appended {
             Ok(events) => {
-                publish_events(bus, &turn.conversation_id, &events);
+                publish_events(bus, &project, &turn.conversation_id, &events);
                 closed += 1;
                 tracing::warn!(conversation = %turn.conversation_id, turn = %turn.id, "{why}");
             }

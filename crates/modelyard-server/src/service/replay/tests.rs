@@ -166,7 +166,7 @@ impl Fixture {
         }
         for e in &events {
             self.bus
-                .publish(C, BusMessage::Persisted(Arc::new(e.clone())));
+                .publish(&self.project, C, BusMessage::Persisted(Arc::new(e.clone())));
         }
         events
     }
@@ -200,7 +200,7 @@ impl Fixture {
         self.live.start(C, TURN, events[0].seq, events[1].seq);
         for e in &events {
             self.bus
-                .publish(C, BusMessage::Persisted(Arc::new(e.clone())));
+                .publish(&self.project, C, BusMessage::Persisted(Arc::new(e.clone())));
         }
     }
 
@@ -209,7 +209,7 @@ impl Fixture {
         let live = self.live.get(TURN).expect("running");
         let event = live.push("text.delta", json!({"turnId": TURN, "delta": text}));
         self.bus
-            .publish(C, BusMessage::Transient(Arc::clone(&event)));
+            .publish(&self.project, C, BusMessage::Transient(Arc::clone(&event)));
         event
     }
 
@@ -366,9 +366,9 @@ async fn live_events_follow_the_replay_once_each() {
                         .events_after(&fixture.project, C, 3, 1)
                         .await
                         .expect("read");
-                    fixture.bus.publish(C, BusMessage::Persisted(Arc::new(step[0].clone())));
+                    fixture.bus.publish(&fixture.project, C, BusMessage::Persisted(Arc::new(step[0].clone())));
                     let last = fixture.live.get(TURN).expect("running").since(3);
-                    fixture.bus.publish(C, BusMessage::Transient(Arc::clone(&last[0])));
+                    fixture.bus.publish(&fixture.project, C, BusMessage::Transient(Arc::clone(&last[0])));
                     fixture.delta("e");
                     fixture.delta("f");
                     fixture.complete().await;
