@@ -9,9 +9,15 @@
 //! * A: one turn fanned out to 100 SSE subscribers of its conversation.
 //! * B: 200 concurrent turns, each followed by its own streaming response.
 //!
+//! * C (with `--postgres URL`): scenario A across two replicas (`[cluster]`
+//!   on a fresh database on that PostgreSQL server, NATS at `--nats URL`,
+//!   default `nats://127.0.0.1:4222`): the turn runs on replica A, 50
+//!   subscribers follow it on A and 50 on B; latency reported per replica.
+//!
 //! Reports delivered events/s, latency p50/p99/max, and RSS growth per
 //! stream. Servers run on a 2-worker runtime, clients on another 1-worker
-//! runtime in the same process. Usage: `fanout-bench [--quick]`.
+//! runtime in the same process.
+//! Usage: `fanout-bench [--quick] [--postgres URL [--nats URL]]`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -151,6 +157,143 @@ struct Outcome {
     rss_growth_kib: i64,
 }
 
+/// One turn on `runner`, followed by SSE subscribers on each of
+/// `subscribers` (`(base URL, count)`); one [`Outcome`] per base URL.
+async fn fan_out(
+    client: &reqwest::Client,
+    runner: &str,
+    subscribers: &[(&str, usize)],
+) -> anyhow::Result<Vec<Outcome>> {
+    let c: Value = client
+        .post(format!("{runner}/v1/conversations"))
+        .json(&json!({}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = c["id"].as_str().unwrap_or_default().to_owned();
+    let rss_before = rss_kib() as i64;
+    let mut groups = Vec::new();
+    for (base, count) in subscribers {
+        let latencies = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for _ in 0..*count {
+            let response = client
+                .get(format!("{base}/v1/conversations/{id}/events"))
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "events: {}",
+                response.status()
+            );
+            tasks.push(tokio::spawn(follow(response, Arc::clone(&latencies))));
+        }
+        groups.push((base.to_string(), *count, latencies, tasks));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let status = client
+        .post(format!("{runner}/v1/conversations/{id}/turns"))
+        .json(&json!({"content": "go"}))
+        .send()
+        .await?
+        .status();
+    anyhow::ensure!(status.as_u16() == 202, "turn start: {status}");
+    let mut rss_peak = rss_before;
+    let mut outcomes = Vec::new();
+    for (base, count, latencies, tasks) in groups {
+        let mut events = 0;
+        for task in tasks {
+            events += task.await??;
+            rss_peak = rss_peak.max(rss_kib() as i64);
+        }
+        let mut l = latencies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        l.sort_unstable();
+        outcomes.push(Outcome {
+            name: base,
+            streams: count,
+            events,
+            wall: started.elapsed(),
+            latencies: l,
+            rss_growth_kib: rss_peak - rss_before,
+        });
+    }
+    Ok(outcomes)
+}
+
+/// Two replicas (`a`, `b`) on a fresh database of the PostgreSQL server at
+/// `postgres` and NATS at `nats`, both providing the timestamping upstream;
+/// waits until both say `events: "nats"` in `GET /health`.
+async fn start_cluster(
+    upstream: &str,
+    postgres: &str,
+    nats: &str,
+) -> anyhow::Result<(Vec<modelyard_server::RunningServer>, String)> {
+    use sqlx::{ConnectOptions, Connection, Executor};
+    use std::str::FromStr;
+    let admin = sqlx::postgres::PgConnectOptions::from_str(postgres)?.database("postgres");
+    let name = format!("modelyard_fanout_{}", std::process::id());
+    let mut conn = admin.connect().await?;
+    conn.execute(format!("DROP DATABASE IF EXISTS \"{name}\"").as_str())
+        .await?;
+    conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
+        .await?;
+    let _ = conn.close().await;
+    let url = admin.database(&name).to_url_lossy().to_string();
+    let mut replicas = Vec::new();
+    for replica in ["a", "b"] {
+        let toml = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"{url}\"\n\
+             [cluster]\nreplica_id = \"{replica}\"\nnats_url = \"{nats}\"\n\
+             [defaults]\nmodel = \"ts/ts\"\n[[providers]]\nname = \"ts\"\nkind = \"openai\"\nbase_url = \"{upstream}\"\n"
+        );
+        let no_env = |_: &str| None;
+        let config = modelyard_server::Config::from_toml(&toml, "fanout-bench", None, &no_env)?;
+        replicas.push(modelyard_server::start(config, &no_env).await?);
+    }
+    let client = reqwest::Client::new();
+    for replica in &replicas {
+        let health = format!("{}/health", replica.base_url());
+        let mut mode = String::new();
+        for _ in 0..100 {
+            let h: Value = client.get(&health).send().await?.json().await?;
+            mode = h["events"].as_str().unwrap_or_default().to_owned();
+            if mode == "nats" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::ensure!(
+            mode == "nats",
+            "replica not on NATS ({nats}): events = {mode:?}"
+        );
+    }
+    Ok((replicas, name))
+}
+
+/// Drops the cluster scenario's database.
+async fn drop_database(postgres: &str, name: &str) -> anyhow::Result<()> {
+    use sqlx::{ConnectOptions, Connection, Executor};
+    use std::str::FromStr;
+    let admin = sqlx::postgres::PgConnectOptions::from_str(postgres)?.database("postgres");
+    let mut conn = admin.connect().await?;
+    conn.execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str())
+        .await?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// The value after `flag` on the command line.
+fn arg(flag: &str) -> Option<String> {
+    let mut args = std::env::args();
+    args.find(|a| a == flag)?;
+    args.next()
+}
+
 fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     EPOCH.get_or_init(Instant::now);
@@ -164,7 +307,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let dir = std::env::temp_dir().join(format!("modelyard-fanout-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let server = servers.block_on(async {
+    let postgres = arg("--postgres");
+    let nats = arg("--nats").unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned());
+    let (server, upstream) = servers.block_on(async {
         let upstream = start_upstream().await?;
         let toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"sqlite://{}/bench.db\"\n\
@@ -173,8 +318,16 @@ fn main() -> anyhow::Result<()> {
         );
         let no_env = |_: &str| None;
         let config = modelyard_server::Config::from_toml(&toml, "fanout-bench", None, &no_env)?;
-        anyhow::Ok(modelyard_server::start(config, &no_env).await?)
+        anyhow::Ok((modelyard_server::start(config, &no_env).await?, upstream))
     })?;
+    let (cluster, database) = match &postgres {
+        Some(postgres) => {
+            let (replicas, name) = servers.block_on(start_cluster(&upstream, postgres, &nats))?;
+            (replicas, Some(name))
+        }
+        None => (Vec::new(), None),
+    };
+    let replica_bases: Vec<String> = cluster.iter().map(|r| r.base_url()).collect();
     let base = server.base_url();
     let (a_chunks, b_turns, b_chunks) = if quick {
         (100, 40, 20)
@@ -198,45 +351,11 @@ fn main() -> anyhow::Result<()> {
         // A: one turn, 100 subscribers.
         CHUNKS.store(a_chunks, Ordering::Relaxed);
         INTERVAL_US.store(2_000, Ordering::Relaxed);
-        let id = new_conversation().await?;
-        let latencies = Arc::new(Mutex::new(Vec::new()));
-        let rss_before = rss_kib() as i64;
-        let mut subscribers = Vec::new();
-        for _ in 0..100 {
-            let response = client
-                .get(format!("{base}/v1/conversations/{id}/events"))
-                .send()
-                .await?;
-            subscribers.push(tokio::spawn(follow(response, Arc::clone(&latencies))));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let started = Instant::now();
-        let status = client
-            .post(format!("{base}/v1/conversations/{id}/turns"))
-            .json(&json!({"content": "go"}))
-            .send()
-            .await?
-            .status();
-        anyhow::ensure!(status.as_u16() == 202, "turn start: {status}");
-        let mut events = 0;
-        let mut rss_peak = rss_before;
-        for s in subscribers {
-            events += s.await??;
-            rss_peak = rss_peak.max(rss_kib() as i64);
-        }
-        let mut l = latencies
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        l.sort_unstable();
-        outcomes.push(Outcome {
-            name: format!("A: 1 turn × 100 subscribers, {a_chunks} chunks @ 2 ms"),
-            streams: 100,
-            events,
-            wall: started.elapsed(),
-            latencies: l,
-            rss_growth_kib: rss_peak - rss_before,
-        });
+        let runs = fan_out(&client, &base, &[(base.as_str(), 100)]).await?;
+        outcomes.extend(runs.into_iter().map(|mut o| {
+            o.name = format!("A: 1 turn × 100 subscribers, {a_chunks} chunks @ 2 ms");
+            o
+        }));
 
         // B: 200 concurrent turns, each streamed to its caller.
         CHUNKS.store(b_chunks, Ordering::Relaxed);
@@ -290,6 +409,20 @@ fn main() -> anyhow::Result<()> {
             latencies: l,
             rss_growth_kib: rss_peak - rss_before,
         });
+
+        // C: scenario A across two replicas: the turn on A, half the
+        // subscribers on each.
+        if let [a, b] = replica_bases.as_slice() {
+            CHUNKS.store(a_chunks, Ordering::Relaxed);
+            INTERVAL_US.store(2_000, Ordering::Relaxed);
+            let runs = fan_out(&client, a, &[(a.as_str(), 50), (b.as_str(), 50)]).await?;
+            for (mut o, on) in runs.into_iter().zip(["A (runs the turn)", "B (over NATS)"]) {
+                o.name = format!(
+                    "C: 1 turn × 100 subscribers over 2 replicas, {a_chunks} chunks @ 2 ms; the 50 on {on}"
+                );
+                outcomes.push(o);
+            }
+        }
         anyhow::Ok(outcomes)
     })?;
     println!("| scenario | streams | events delivered | events/s | latency p50 ms | p99 ms | max ms | RSS growth KiB per stream |");
@@ -308,6 +441,14 @@ fn main() -> anyhow::Result<()> {
         );
     }
     servers.block_on(server.shutdown());
+    for replica in cluster {
+        servers.block_on(replica.shutdown());
+    }
+    if let (Some(postgres), Some(name)) = (&postgres, &database) {
+        if let Err(err) = servers.block_on(drop_database(postgres, name)) {
+            eprintln!("could not drop the database {name}: {err}");
+        }
+    }
     servers.shutdown_timeout(Duration::from_secs(2));
     clients.shutdown_timeout(Duration::from_secs(2));
     let _ = std::fs::remove_dir_all(&dir);
