@@ -14,6 +14,9 @@
 //!   default `nats://127.0.0.1:4222`): the turn runs on replica A, 50
 //!   subscribers follow it on A and 50 on B; latency reported per replica.
 //!
+//! The stream caps are raised (`max_streams_per_key` and `_per_project`
+//! 1 000; the defaults, 64 and 256, would refuse A and B).
+//!
 //! Reports delivered events/s, latency p50/p99/max, and RSS growth per
 //! stream. Servers run on a 2-worker runtime, clients on another 1-worker
 //! runtime in the same process.
@@ -249,7 +252,7 @@ async fn start_cluster(
         let toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"{url}\"\n\
              [cluster]\nreplica_id = \"{replica}\"\nnats_url = \"{nats}\"\n\
-             [defaults]\nmodel = \"ts/ts\"\n[[providers]]\nname = \"ts\"\nkind = \"openai\"\nbase_url = \"{upstream}\"\n"
+             [limits]\nmax_streams_per_key = 1000\nmax_streams_per_project = 1000\n[defaults]\nmodel = \"ts/ts\"\n[[providers]]\nname = \"ts\"\nkind = \"openai\"\nbase_url = \"{upstream}\"\n"
         );
         let no_env = |_: &str| None;
         let config = modelyard_server::Config::from_toml(&toml, "fanout-bench", None, &no_env)?;
@@ -313,7 +316,7 @@ fn main() -> anyhow::Result<()> {
         let upstream = start_upstream().await?;
         let toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nurl = \"sqlite://{}/bench.db\"\n\
-             [defaults]\nmodel = \"ts/ts\"\n[[providers]]\nname = \"ts\"\nkind = \"openai\"\nbase_url = \"{upstream}\"\n",
+             [limits]\nmax_streams_per_key = 1000\nmax_streams_per_project = 1000\n[defaults]\nmodel = \"ts/ts\"\n[[providers]]\nname = \"ts\"\nkind = \"openai\"\nbase_url = \"{upstream}\"\n",
             dir.display()
         );
         let no_env = |_: &str| None;
