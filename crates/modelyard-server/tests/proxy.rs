@@ -70,7 +70,11 @@ fn proxied_paths(proxy: &RecordingProxy, base: &str) -> Vec<String> {
     proxy
         .requests()
         .into_iter()
-        .filter_map(|r| r.url.strip_prefix(base).map(|p| p.split('?').next().unwrap_or(p).to_owned()))
+        .filter_map(|r| {
+            r.url
+                .strip_prefix(base)
+                .map(|p| p.split('?').next().unwrap_or(p).to_owned())
+        })
         .collect()
 }
 
@@ -140,7 +144,10 @@ async fn only_the_provider_with_a_proxy_url_goes_through_it() {
         .iter()
         .filter(|p| *p == "/v1/chat/completions")
         .count();
-    assert_eq!(chats, 2, "both fleet chats went through the proxy: {seen:#?}");
+    assert_eq!(
+        chats, 2,
+        "both fleet chats went through the proxy: {seen:#?}"
+    );
     assert!(
         fleet_paths.iter().any(|p| p == "/v1/models"),
         "the fleet's discovery went through the proxy too: {seen:#?}"
@@ -181,10 +188,7 @@ async fn only_the_provider_with_a_proxy_url_goes_through_it() {
         2,
         "{direct_paths:?}"
     );
-    assert!(
-        direct_paths.contains(&"/v1/embeddings"),
-        "{direct_paths:?}"
-    );
+    assert!(direct_paths.contains(&"/v1/embeddings"), "{direct_paths:?}");
 }
 
 #[tokio::test]

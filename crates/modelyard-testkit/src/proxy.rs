@@ -134,7 +134,9 @@ fn text(status: StatusCode, message: String) -> Response {
     (status, message).into_response()
 }
 
-fn end_to_end(headers: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &axum::http::HeaderValue)> {
+fn end_to_end(
+    headers: &HeaderMap,
+) -> impl Iterator<Item = (&HeaderName, &axum::http::HeaderValue)> {
     headers
         .iter()
         .filter(|(name, _)| !HOP_BY_HOP.contains(&name.as_str()))

@@ -132,7 +132,11 @@ async fn conversations_model_gets_sets_and_clears_the_selection() {
     let run = cli_ok(&server, &["conversations", "model", "get", &conv]).await;
     assert_eq!(run.out, "(none)\n");
 
-    let run = cli_ok(&server, &["conversations", "model", "set", &conv, "mock/echo"]).await;
+    let run = cli_ok(
+        &server,
+        &["conversations", "model", "set", &conv, "mock/echo"],
+    )
+    .await;
     assert_eq!(run.out, "mock/echo\n");
     assert_eq!(selection(&server, &conv).await, "mock/echo");
     let run = cli_ok(&server, &["conversations", "model", "get", &conv]).await;
@@ -141,7 +145,13 @@ async fn conversations_model_gets_sets_and_clears_the_selection() {
     // Well-formed but not listed (yet): stored, marked unverified.
     let run = cli_ok(
         &server,
-        &["conversations", "model", "set", &conv, "mock/not-listed-yet"],
+        &[
+            "conversations",
+            "model",
+            "set",
+            &conv,
+            "mock/not-listed-yet",
+        ],
     )
     .await;
     assert_eq!(
@@ -151,7 +161,11 @@ async fn conversations_model_gets_sets_and_clears_the_selection() {
     assert_eq!(selection(&server, &conv).await, "mock/not-listed-yet");
 
     // Malformed: refused, the selection stays.
-    let run = cli(&server, &["conversations", "model", "set", &conv, "bad id!"]).await;
+    let run = cli(
+        &server,
+        &["conversations", "model", "set", &conv, "bad id!"],
+    )
+    .await;
     assert!(!run.ok, "{run:#?}");
     assert_eq!(run.out, "");
     assert!(
@@ -182,7 +196,11 @@ async fn conversations_model_gets_sets_and_clears_the_selection() {
 async fn conversations_history_lists_every_selection_and_every_turn() {
     let (_dir, _mock, server) = start("cli-history").await;
     let conv = conversation(&server, json!({})).await;
-    cli_ok(&server, &["conversations", "model", "set", &conv, "mock/echo"]).await;
+    cli_ok(
+        &server,
+        &["conversations", "model", "set", &conv, "mock/echo"],
+    )
+    .await;
     let first = turn(&server, &conv, "one", None).await;
     cli_ok(&server, &["conversations", "model", "clear", &conv]).await;
     let second = turn(&server, &conv, "two", Some("mock/mock-model")).await;
@@ -301,7 +319,11 @@ async fn conversations_watch_replays_then_follows_a_turn_live() {
     );
 
     // Still following: a selection made elsewhere shows up.
-    cli_ok(&server, &["conversations", "model", "set", &conv, "mock/mock-model"]).await;
+    cli_ok(
+        &server,
+        &["conversations", "model", "set", &conv, "mock/mock-model"],
+    )
+    .await;
     let seq = server.get(&format!("/v1/conversations/{conv}")).await["lastSeq"]
         .as_i64()
         .unwrap();
@@ -314,7 +336,11 @@ async fn conversations_watch_replays_then_follows_a_turn_live() {
         "watch runs until interrupted"
     );
     child.kill().await.unwrap();
-    assert_eq!(out_seen, ["echo: watch me now"], "stdout holds only the text");
+    assert_eq!(
+        out_seen,
+        ["echo: watch me now"],
+        "stdout holds only the text"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,7 +388,11 @@ async fn conversations_set_llm_sets_and_clears_the_default_and_per_operation_con
     assert_eq!(t["resolvedFrom"], "conversationConfig", "{t}");
     assert_eq!(t["llmId"], chat, "{t}");
 
-    let run = cli(&server, &["conversations", "set-llm", &conv, "no-such-config"]).await;
+    let run = cli(
+        &server,
+        &["conversations", "set-llm", &conv, "no-such-config"],
+    )
+    .await;
     assert!(!run.ok, "{run:#?}");
     assert!(
         run.err.contains("no LLM config with id \"no-such-config\""),
@@ -452,11 +482,18 @@ async fn conversations_compact_prints_the_summary_and_later_turns_send_it() {
         contents.iter().any(|c| c.contains(summary)),
         "{contents:#?}"
     );
-    assert!(!contents.iter().any(|c| c == "hello there"), "{contents:#?}");
+    assert!(
+        !contents.iter().any(|c| c == "hello there"),
+        "{contents:#?}"
+    );
     assert_eq!(contents.last().unwrap(), "fourth", "{contents:#?}");
 
     // Nothing left to compact: the server's reason.
-    let run = cli(&server, &["conversations", "compact", &conv, "--keep-last", "6"]).await;
+    let run = cli(
+        &server,
+        &["conversations", "compact", &conv, "--keep-last", "6"],
+    )
+    .await;
     assert!(!run.ok, "{run:#?}");
     assert!(run.err.contains("nothing to compact"), "{run:#?}");
 }
@@ -525,7 +562,11 @@ async fn llms_create_list_show_edit_copy_and_remove_configs() {
         "system prompt:".into(),
         "Be terse.".into(),
     ] {
-        assert!(run.out.lines().any(|l| l == line), "{line:?} in {}", run.out);
+        assert!(
+            run.out.lines().any(|l| l == line),
+            "{line:?} in {}",
+            run.out
+        );
     }
     let run = cli_ok(&server, &["llms", "show", &id, "--json"]).await;
     let shown: Value = serde_json::from_str(&run.out).unwrap();
@@ -533,10 +574,22 @@ async fn llms_create_list_show_edit_copy_and_remove_configs() {
 
     let run = cli_ok(
         &server,
-        &["llms", "edit", &id, "--temperature", "0.7", "--name", "Terse 2"],
+        &[
+            "llms",
+            "edit",
+            &id,
+            "--temperature",
+            "0.7",
+            "--name",
+            "Terse 2",
+        ],
     )
     .await;
-    assert!(run.out.lines().any(|l| l == "name      Terse 2"), "{}", run.out);
+    assert!(
+        run.out.lines().any(|l| l == "name      Terse 2"),
+        "{}",
+        run.out
+    );
     assert!(
         run.out
             .lines()
@@ -729,7 +782,12 @@ async fn usage_totals_tokens_per_group() {
     assert_eq!(lines.len(), 4, "{}", run.out);
     for (line, r) in lines[1..3].iter().zip(data) {
         let fields: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
-        assert_eq!(fields, expect_row(r["key"].as_str().unwrap(), r), "{}", run.out);
+        assert_eq!(
+            fields,
+            expect_row(r["key"].as_str().unwrap(), r),
+            "{}",
+            run.out
+        );
     }
     let total: Vec<String> = lines[3].split_whitespace().map(str::to_owned).collect();
     assert_eq!(total, expect_row("TOTAL", &usage["total"]), "{}", run.out);
