@@ -22,7 +22,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::conv::{create, get, messages, run_turn, send};
+use common::conv::{create, get, history, messages, run_turn, send};
 use common::webdriver::{keys, Browser, Element};
 use common::TestServer;
 use modelyard_testkit::{Flavour, MockModel, MockOptions};
@@ -197,6 +197,28 @@ impl Ui {
             .acquire()
             .await
             .expect("the semaphore is never closed");
+        Ui::start(paths, server, name, permit).await
+    }
+
+    /// Two browsers at once. Their permits are taken together: taken one
+    /// by one, two such tests could each hold one and wait for ever.
+    async fn launch_two(paths: &Paths, server: &TestServer, names: [&'static str; 2]) -> (Ui, Ui) {
+        let mut first = BROWSERS
+            .acquire_many(2)
+            .await
+            .expect("the semaphore is never closed");
+        let second = first.split(1).expect("two permits");
+        let a = Ui::start(paths, server, names[0], first).await;
+        let b = Ui::start(paths, server, names[1], second).await;
+        (a, b)
+    }
+
+    async fn start(
+        paths: &Paths,
+        server: &TestServer,
+        name: &'static str,
+        permit: tokio::sync::SemaphorePermit<'static>,
+    ) -> Ui {
         let b = Browser::launch(&paths.driver, paths.chromium.as_deref())
             .await
             .unwrap_or_else(|e| {
@@ -341,6 +363,38 @@ impl Ui {
                 }
             }
         })
+    }
+
+    /// Replaces the value of the first input matching `css` with `text`.
+    async fn fill(&self, css: &str, text: &str) {
+        let mut last = String::new();
+        wait_for!(self, format!("fill {css}: {last}"), {
+            match self.b.find(css).await {
+                Ok(e) => match e.clear().await {
+                    Ok(()) => match e.send_keys(text).await {
+                        Ok(()) => Some(()),
+                        Err(err) => {
+                            last = err.to_string();
+                            None
+                        }
+                    },
+                    Err(err) => {
+                        last = err.to_string();
+                        None
+                    }
+                },
+                Err(err) => {
+                    last = err.to_string();
+                    None
+                }
+            }
+        })
+    }
+
+    /// The model picker: `value`, `text` of the selected option and the
+    /// `group` (optgroup label) it is in; null before the picker exists.
+    async fn picker(&self) -> Value {
+        self.js(PICKER, vec![]).await
     }
 
     /// `data-model-id`s of the `favorite-item`s, in order.
@@ -549,6 +603,384 @@ async fn the_picked_model_is_selected_again_in_a_fresh_profile() {
     )
     .await;
     ui.shot("reopened").await;
+}
+
+/// The model picker's state (see [`Ui::picker`]).
+const PICKER: &str = r#"
+    const s = document.querySelector('[data-testid="model-picker"]');
+    if (!s) return null;
+    const o = s.selectedOptions[0];
+    const g = o && o.parentElement.tagName === 'OPTGROUP' ? o.parentElement.label : null;
+    return { value: s.value, text: o ? o.textContent : null, group: g };
+"#;
+
+/// Polls both pickers until each shows `value`; the time since `since`.
+async fn both_pickers_show(a: &Ui, b: &Ui, value: &str, since: Instant) -> Duration {
+    let mut last: (Value, Value);
+    wait_for!(a, format!("both pickers on {value:?}; last {last:?}"), {
+        let (pa, pb) = (a.picker().await, b.picker().await);
+        let done = pa["value"] == value && pb["value"] == value;
+        last = (pa, pb);
+        done.then(|| since.elapsed())
+    })
+}
+
+/// Polls `GET path` (a conversation's model) until its `model` is `want`;
+/// the moment it was seen.
+async fn wait_selection(server: &TestServer, path: &str, want: &Value) -> Instant {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let m = get(server, path).await;
+        if &m["model"] == want {
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the selection never became {want}: {m}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The bound of a live picker move (issue 16: "within a second").
+const LIVE: Duration = Duration::from_secs(1);
+
+#[tokio::test]
+async fn a_model_changed_over_the_api_moves_every_open_picker_live() {
+    let Some(paths) = browser_paths() else { return };
+    let server = chat_server().await;
+    let conv = create(&server, json!({"model": "mock/echo"})).await;
+    let model_path = format!("/v1/conversations/{conv}/model");
+    let (a, b) = Ui::launch_two(&paths, &server, ["live-picker-a", "live-picker-b"]).await;
+    for ui in [&a, &b] {
+        ui.open(&format!("/chat/{conv}")).await;
+        ui.wait_js(
+            "the picker on the conversation's model",
+            PICKER,
+            vec![],
+            |v| v["value"] == "mock/echo",
+        )
+        .await;
+    }
+    a.shot("opened").await;
+
+    // Selected over the HTTP API, as `modelyard conversations model set` does.
+    let put = |model: Value| {
+        let (server, path) = (&server, &model_path);
+        async move {
+            let (status, body) = send(server, "PUT", path, Some(json!({ "model": model }))).await;
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    let since = Instant::now();
+    put(json!("mock/slow:20")).await;
+    let took = both_pickers_show(&a, &b, "mock/slow:20", since).await;
+    assert!(took <= LIVE, "both pickers moved, but after {took:?}");
+    let shown = b.picker().await;
+    assert_eq!(shown["text"], "mock/slow:20", "{shown}");
+    assert_eq!(shown["group"], "mock", "{shown}");
+    // The conversation list follows too.
+    b.wait_js(
+        "the conversation-item shows the new model",
+        r#"const i = document.querySelector('[data-testid="conversation-item"][data-id="' + arguments[0] + '"]');
+           return i ? i.textContent : null;"#,
+        vec![json!(conv)],
+        |v| v.as_str().is_some_and(|t| t.contains("mock/slow:20")),
+    )
+    .await;
+    a.shot("selected").await;
+    b.shot("selected").await;
+
+    // An id no group lists (stored unverified) shows under "Other".
+    let since = Instant::now();
+    let answer = put(json!("mock/not-listed-yet")).await;
+    assert_eq!(answer["verified"], false, "{answer}");
+    let took = both_pickers_show(&a, &b, "mock/not-listed-yet", since).await;
+    assert!(took <= LIVE, "both pickers moved, but after {took:?}");
+    for ui in [&a, &b] {
+        let shown = ui.picker().await;
+        assert_eq!(shown["group"], "Other", "{shown}");
+        assert_eq!(shown["text"], "mock/not-listed-yet", "{shown}");
+    }
+
+    // Cleared over the API (`null`; then, after a new selection, `""`,
+    // which clears the same way): both show the server default.
+    let since = Instant::now();
+    put(Value::Null).await;
+    let took = both_pickers_show(&a, &b, "", since).await;
+    assert!(took <= LIVE, "both pickers cleared, but after {took:?}");
+    for ui in [&a, &b] {
+        let shown = ui.picker().await;
+        assert_eq!(shown["text"], "(server default)", "{shown}");
+    }
+    a.shot("cleared").await;
+    b.shot("cleared").await;
+    put(json!("mock/echo")).await;
+    both_pickers_show(&a, &b, "mock/echo", Instant::now()).await;
+    let since = Instant::now();
+    put(json!("")).await;
+    let took = both_pickers_show(&a, &b, "", since).await;
+    assert!(took <= LIVE, "both pickers cleared, but after {took:?}");
+
+    // The UI's own paths: a model picked in one browser moves the other…
+    a.click(&format!(
+        "{} option[value=\"mock/echo\"]",
+        tid("model-picker")
+    ))
+    .await;
+    let since = wait_selection(&server, &model_path, &json!("mock/echo")).await;
+    let took = both_pickers_show(&a, &b, "mock/echo", since).await;
+    assert!(took <= LIVE, "the other picker moved, but after {took:?}");
+
+    // … and "(server default)" sends the clear, shows the default, and
+    // the other browser follows.
+    a.click(&format!("{} option[value=\"\"]", tid("model-picker")))
+        .await;
+    let since = wait_selection(&server, &model_path, &Value::Null).await;
+    let took = both_pickers_show(&a, &b, "", since).await;
+    assert!(took <= LIVE, "the other picker cleared, but after {took:?}");
+    for ui in [&a, &b] {
+        let shown = ui.picker().await;
+        assert_eq!(shown["text"], "(server default)", "{shown}");
+    }
+    a.wait_js(
+        "the status line names the server default",
+        "const s = document.getElementById('status'); return s ? s.textContent : null;",
+        vec![],
+        |v| v == "Model set to the server default",
+    )
+    .await;
+    let changes = history(&server, &conv).await;
+    let last = changes.last().unwrap();
+    assert_eq!(last["kind"], "cleared", "{last}");
+    assert_eq!(last["previous"], "mock/echo", "{last}");
+    assert_eq!(last["source"], "api", "{last}");
+    a.shot("cleared-from-ui").await;
+    b.shot("cleared-from-ui").await;
+}
+
+/// The `default` preset: every operation without a config gets it.
+const DEFAULT_PRESET: &str = r#"
+[defaults.presets.default]
+version = 1
+model = "mock/mock-model"
+display_name = "House default"
+system_prompt = "DEFAULT PROMPT v1"
+provider_options = { temperature = 0.5 }
+"#;
+
+/// The `llm-row`s: id, source and the text of each cell.
+const LLM_ROWS: &str = r#"
+    return [...document.querySelectorAll('[data-testid="llm-row"]')].map(r => ({
+      id: r.dataset.id, source: r.dataset.source,
+      cells: [...r.querySelectorAll('td')].map(c => c.textContent),
+      editDisabled: r.querySelector('[data-testid="llm-edit"]').disabled,
+    }));
+"#;
+
+/// The configs of `GET /v1/llms`.
+async fn configs(server: &TestServer) -> Vec<Value> {
+    get(server, "/v1/llms?limit=200").await["data"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn llm_configs_are_created_edited_and_copied_on_the_llms_page() {
+    let Some(paths) = browser_paths() else { return };
+    let server = TestServer::builder()
+        .listed(LISTED)
+        .extra(DEFAULT_PRESET)
+        .start()
+        .await;
+    wait_models(&server, "mock/echo").await;
+    // A turn that reaches the preset materializes its system default.
+    let conv = create(&server, json!({})).await;
+    run_turn(&server, &conv, json!({"content": "hi"})).await;
+    let all = configs(&server).await;
+    assert_eq!(all.len(), 1, "{all:#?}");
+    let system = all[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(all[0]["source"], "system-default");
+
+    let ui = Ui::launch(&paths, &server, "llms").await;
+    ui.open("/llms").await;
+    ui.el(&tid("page-llms")).await;
+    let rows = ui
+        .wait_js("the system default's row", LLM_ROWS, vec![], |v| {
+            v.as_array().is_some_and(|r| r.len() == 1)
+        })
+        .await;
+    let row = &rows[0];
+    assert_eq!(row["id"], system.as_str(), "{row}");
+    assert_eq!(row["source"], "system-default", "{row}");
+    assert_eq!(
+        row["editDisabled"], true,
+        "system defaults are read-only: {row}"
+    );
+    assert_eq!(
+        row["cells"].as_array().unwrap()[..4],
+        [
+            json!("House default"),
+            json!("mock/mock-model"),
+            json!("system default (default v1)"),
+            json!("temperature=0.5"),
+        ],
+        "{row}"
+    );
+    ui.shot("system-default").await;
+
+    // New: the form creates a user config.
+    ui.click(&tid("llm-new")).await;
+    ui.el(&tid("llm-form")).await;
+    ui.fill(&tid("llm-name"), "Terse").await;
+    ui.fill(&tid("llm-model"), "mock/echo").await;
+    ui.fill(&tid("llm-system"), "Be terse.").await;
+    ui.fill(&tid("llm-temperature"), "0.3").await;
+    ui.fill(&tid("llm-max-tokens"), "64").await;
+    ui.shot("new-form").await;
+    ui.click(&tid("llm-save")).await;
+    let rows = ui
+        .wait_js("the new config's row", LLM_ROWS, vec![], |v| {
+            v.as_array().is_some_and(|r| r.len() == 2)
+        })
+        .await;
+    let user = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"] == "user")
+        .unwrap()
+        .clone();
+    let id = user["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        user["cells"].as_array().unwrap()[..4],
+        [
+            json!("Terse"),
+            json!("mock/echo"),
+            json!("user"),
+            json!("temperature=0.3, maxTokens=64"),
+        ],
+        "{user}"
+    );
+    assert_eq!(user["editDisabled"], false, "{user}");
+    let stored = get(&server, &format!("/v1/llms/{id}")).await;
+    assert_eq!(stored["displayName"], "Terse", "{stored}");
+    assert_eq!(stored["model"], "mock/echo", "{stored}");
+    assert_eq!(stored["systemPrompt"], "Be terse.", "{stored}");
+    assert_eq!(stored["providerOptions"]["temperature"], 0.3, "{stored}");
+    assert_eq!(stored["providerOptions"]["maxTokens"], 64, "{stored}");
+    ui.shot("created").await;
+
+    // Edit: the form opens filled in; saving PATCHes the config.
+    let row_css = |id: &str| format!("[data-testid=\"llm-row\"][data-id=\"{id}\"]");
+    ui.click(&format!("{} {}", row_css(&id), tid("llm-edit")))
+        .await;
+    let filled = ui
+        .wait_js(
+            "the edit form, filled in",
+            r#"const f = document.querySelector('[data-testid="llm-form"]');
+               if (!f) return null;
+               const v = t => f.querySelector('[data-testid="' + t + '"]').value;
+               return [v('llm-name'), v('llm-model'), v('llm-system'), v('llm-temperature'), v('llm-max-tokens')];"#,
+            vec![],
+            |v| !v.is_null(),
+        )
+        .await;
+    assert_eq!(
+        filled,
+        json!(["Terse", "mock/echo", "Be terse.", "0.3", "64"]),
+        "{filled}"
+    );
+    ui.fill(&tid("llm-name"), "Terse 2").await;
+    ui.fill(&tid("llm-temperature"), "0.7").await;
+    ui.click(&tid("llm-save")).await;
+    ui.wait_js("the edited row", LLM_ROWS, vec![], |v| {
+        v.as_array().is_some_and(|rows| {
+            rows.iter().any(|r| {
+                r["id"] == id.as_str()
+                    && r["cells"][0] == "Terse 2"
+                    && r["cells"][3] == "temperature=0.7, maxTokens=64"
+            })
+        })
+    })
+    .await;
+    let stored = get(&server, &format!("/v1/llms/{id}")).await;
+    assert_eq!(stored["displayName"], "Terse 2", "{stored}");
+    assert_eq!(stored["providerOptions"]["temperature"], 0.7, "{stored}");
+    assert_eq!(stored["systemPrompt"], "Be terse.", "{stored}");
+
+    // Copy: how a system default is edited. The copy is a user config,
+    // opened in the form; the system default stays as it was.
+    ui.click(&format!("{} {}", row_css(&system), tid("llm-copy")))
+        .await;
+    let rows = ui
+        .wait_js("the copy's row", LLM_ROWS, vec![], |v| {
+            v.as_array().is_some_and(|r| r.len() == 3)
+        })
+        .await;
+    let copy = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"] == "user" && r["id"] != id.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ui.wait_js(
+        "the copy in the form",
+        r#"const f = document.querySelector('[data-testid="llm-form"]');
+           return f ? f.querySelector('[data-testid="llm-system"]').value : null;"#,
+        vec![],
+        |v| v == "DEFAULT PROMPT v1",
+    )
+    .await;
+    ui.fill(&tid("llm-max-tokens"), "32").await;
+    ui.click(&tid("llm-save")).await;
+    let deadline = Instant::now() + WAIT;
+    let copied = loop {
+        let c = get(&server, &format!("/v1/llms/{copy}")).await;
+        if c["providerOptions"]["maxTokens"] == 32 {
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the copy's edit never arrived: {c}"
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(copied["source"], "user", "{copied}");
+    assert_eq!(copied["model"], "mock/mock-model", "{copied}");
+    assert_eq!(copied["providerOptions"]["temperature"], 0.5, "{copied}");
+    let original = get(&server, &format!("/v1/llms/{system}")).await;
+    assert_eq!(original["source"], "system-default", "{original}");
+    assert_eq!(
+        original["providerOptions"]["maxTokens"],
+        Value::Null,
+        "{original}"
+    );
+    ui.shot("copied").await;
+
+    // A malformed model id: the form says why, nothing is created.
+    ui.click(&tid("llm-new")).await;
+    ui.fill(&tid("llm-model"), "bad id!").await;
+    ui.click(&tid("llm-save")).await;
+    let error = ui
+        .wait_js(
+            "the form's error",
+            "const e = document.querySelector('[data-testid=\"llm-error\"]'); return e ? e.textContent : '';",
+            vec![],
+            |v| v.as_str().is_some_and(|t| !t.is_empty()),
+        )
+        .await;
+    assert!(
+        error.as_str().unwrap().contains("model"),
+        "the error names the problem: {error}"
+    );
+    assert_eq!(configs(&server).await.len(), 3);
+    ui.shot("error").await;
 }
 
 #[tokio::test]

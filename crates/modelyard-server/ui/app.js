@@ -707,13 +707,22 @@ async function openConversation(view, ctx, id, refreshList) {
     }
   };
 
+  const picker = modelPicker(path, catalog, model.model);
+  // A selection made elsewhere (the CLI, another tab, any API client, a
+  // turn's model override) moves this picker; the meta line follows (the
+  // context window is the new model's).
+  chat.onModel = async (selected) => {
+    picker.show(selected);
+    refreshList();
+    try {
+      showMeta(await api(path, { signal: ctx.signal }));
+    } catch (_) {
+      /* the next turn end refreshes it */
+    }
+  };
+
   view.replaceChildren(
-    el(
-      "div",
-      { class: "toolbar" },
-      heading,
-      field("Model", modelPicker(path, catalog, model.model))
-    ),
+    el("div", { class: "toolbar" }, heading, field("Model", picker)),
     meta,
     meter,
     settingsPanel(path, conversation, llms.data, settings),
@@ -786,17 +795,30 @@ function modelPicker(path, catalog, current) {
   }
   const routes = catalog.routes || [];
   if (routes.length) picker.append(group("Routes", routes));
-  const known = new Set(Array.from(picker.options, (o) => o.value));
-  if (current && !known.has(current)) picker.append(group("Other", [{ id: current }]));
-  picker.append(el("option", { value: "", text: "(server default)" }));
-  picker.value = current || "";
-  let saved = picker.value;
+  const serverDefault = el("option", { value: "", text: "(server default)" });
+  picker.append(serverDefault);
+  let saved = "";
+  /** Shows `model` (a model id, or null for the server default) as the
+   *  selection; an id no group lists gets an option under "Other". */
+  picker.show = (model) => {
+    const value = model || "";
+    if (value && !Array.from(picker.options).some((o) => o.value === value)) {
+      let other = Array.from(picker.querySelectorAll("optgroup")).find((g) => g.label === "Other");
+      if (!other) {
+        other = group("Other", []);
+        picker.insertBefore(other, serverDefault);
+      }
+      other.append(option({ id: value }));
+    }
+    picker.value = value;
+    saved = value;
+  };
+  picker.show(current);
   picker.addEventListener("change", async () => {
     const wanted = picker.value;
     try {
       const answer = await api(path + "/model", { method: "PUT", json: { model: wanted || null } });
-      saved = wanted;
-      picker.value = wanted;
+      picker.show(answer ? answer.model : wanted || null);
       warmConversation(path);
       showStatus(
         answer && answer.verified === false
@@ -913,6 +935,7 @@ class ChatView {
     this.path = path;
     this.refreshList = refreshList;
     this.onTurnEnd = () => {};
+    this.onModel = () => {}; // (model id, or null when cleared)
     this.rendered = new Set(); // message ids
     this.cards = new Map(); // advisor toolCallId -> card
     this.streaming = null; // the live assistant element
@@ -1028,6 +1051,12 @@ class ChatView {
       case "conversation.compacted":
         this.reloadMessages();
         break;
+      case "model.selected":
+        this.onModel(data.model || null);
+        break;
+      case "model.cleared":
+        this.onModel(null);
+        break;
       case "turn.started":
         this.setRunning(data.turnId);
         break;
@@ -1063,7 +1092,7 @@ class ChatView {
         if (this.cards.has(data.toolCallId)) this.markCardDone(this.cards.get(data.toolCallId));
         break;
       default:
-        break; // caught-up, conversation.*, model.*, settings.*, tool_call.delta
+        break; // caught-up, conversation.*, settings.*, tool_call.delta
     }
   }
 
@@ -1300,7 +1329,9 @@ function pageLlms(main, ctx) {
 
   function row(c) {
     const system = c.source === "system-default";
+    // The API names every option, unset ones as null: show the set ones.
     const options = Object.entries(c.providerOptions || {})
+      .filter(([, v]) => v !== null && v !== undefined)
       .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`)
       .join(", ");
     return el(

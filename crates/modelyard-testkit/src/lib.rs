@@ -11,6 +11,10 @@
 //! bytes that are not UTF-8, a redirect), [`hostile::HostileUpstream`] is a raw TCP server
 //! whose behaviour is also chosen by model name ([`hostile::HOSTILE_MODELS`]).
 //!
+//! [`proxy::RecordingProxy`] is a plain-HTTP forward proxy that records the absolute URL of
+//! every request it forwards, to prove which provider's traffic goes through a configured
+//! `proxy_url` and which goes direct.
+//!
 //! [`MockUpstream::start_with`] picks another [`Flavour`] (the discovery endpoints of one
 //! provider kind: OpenAI, llama-swap, vLLM, Ollama, OpenRouter, LM Studio, Anthropic) and the
 //! [`MockModel`]s it
@@ -161,6 +165,7 @@
 
 pub mod eventually;
 pub mod hostile;
+pub mod proxy;
 
 mod body;
 mod chat;

@@ -168,10 +168,14 @@ pub(crate) async fn history(client: &Client, id: &str) -> anyhow::Result<()> {
         .get_json(&format!("/v1/conversations/{id}/model-history"))
         .await?;
     for e in history["data"].as_array().cloned().unwrap_or_default() {
+        // A JSON number ignores the width: format the integer.
+        let seq = e["seq"]
+            .as_i64()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "-".into());
         match s(&e, "kind") {
             "turn" => println!(
-                "{:>5}  {}  turn {} ({}) used {} [{}]",
-                e["seq"],
+                "{seq:>5}  {}  turn {} ({}) used {} [{}]",
                 s(&e, "at"),
                 s(&e, "turnId"),
                 s(&e, "operation"),
@@ -179,8 +183,7 @@ pub(crate) async fn history(client: &Client, id: &str) -> anyhow::Result<()> {
                 s(&e, "resolvedFrom")
             ),
             kind => println!(
-                "{:>5}  {}  {kind} {} (was {}, by {})",
-                e["seq"],
+                "{seq:>5}  {}  {kind} {} (was {}, by {})",
                 s(&e, "at"),
                 s(&e, "model"),
                 s(&e, "previous"),
