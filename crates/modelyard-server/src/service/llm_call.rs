@@ -26,7 +26,7 @@
 //!   pass-through keeps its own loop and uses the same messages
 //!   ([`LlmCallError`]).
 //! - the record ([`LlmCall::record`]): one
-//! [`CallRecord`](crate::recorder::CallRecord) per call.
+//!   [`CallRecord`](crate::recorder::CallRecord) per call.
 //!
 //! No HTTP framework here: errors are [`LlmCallError`], which each front maps
 //! to its own shape (the gateway: OpenAI envelopes).
