@@ -276,7 +276,7 @@ impl RouteDto {
 #[serde(untagged)]
 pub enum CatalogFavoriteDto {
     /// A model of an online provider.
-    Model(ModelDto),
+    Model(Box<ModelDto>),
     /// A route that can serve.
     Route(RouteDto),
 }
@@ -343,7 +343,7 @@ fn render(app: &AppState, favorites: &[String], include_offline: bool) -> bytes:
             let entry = ModelDto::new(app, provider, model, online, favorites);
             if online {
                 if let Some(i) = favorites.iter().position(|f| *f == entry.id) {
-                    favorite_entries[i] = Some(CatalogFavoriteDto::Model(entry.clone()));
+                    favorite_entries[i] = Some(CatalogFavoriteDto::Model(Box::new(entry.clone())));
                 }
             }
             if online || include_offline {
