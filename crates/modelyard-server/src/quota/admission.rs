@@ -100,7 +100,7 @@ impl Quotas {
     /// # Errors
     /// [`Refusal::Limit`] naming the first limit reached;
     /// [`Refusal::Unavailable`] when a lease was needed and the store did
-    /// not answer within [`STORE_TIMEOUT`].
+    /// not answer within [`STORE_TIMEOUT`](super::STORE_TIMEOUT).
     pub async fn admit(
         self: &Arc<Self>,
         applicable: &Applicable,
