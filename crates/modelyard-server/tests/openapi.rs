@@ -141,3 +141,37 @@ async fn the_document_is_served_without_a_key_once_keys_are_required() {
         assert!(problem.get(member).is_some(), "{member} missing: {problem}");
     }
 }
+
+#[test]
+fn catalog_and_provider_answers_are_described_by_their_schemas() {
+    let doc = serde_json::to_value(document()).unwrap();
+    let schema_of = |method: &str, path: &str| {
+        doc["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+            ["$ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path}: no schema"))
+            .trim_start_matches("#/components/schemas/")
+            .to_owned()
+    };
+    assert_eq!(schema_of("get", "/v1/catalog"), "CatalogDto");
+    assert_eq!(schema_of("get", "/v1/providers"), "List_ProviderDto");
+    assert_eq!(
+        schema_of("get", "/v1/providers/{name}"),
+        "ProviderDetailDto"
+    );
+    assert_eq!(
+        schema_of("post", "/v1/providers/{name}/refresh"),
+        "ProviderDetailDto"
+    );
+    assert_eq!(
+        schema_of("post", "/v1/providers/{name}/models/{model}/load"),
+        "ControlledDto"
+    );
+    let schemas = &doc["components"]["schemas"];
+    let model = &schemas["ModelDto"]["properties"];
+    for member in ["id", "contextWindow", "loaded", "price", "type"] {
+        assert!(model.get(member).is_some(), "ModelDto lacks {member}");
+    }
+    assert!(schemas["RouteDto"]["properties"]["targets"].is_object());
+    assert!(schemas["ProviderDto"]["properties"]["coolingDown"].is_object());
+}

@@ -47,7 +47,7 @@ fn favorites_json(app: &AppState, rows: &[FavoriteRow]) -> List<FavoriteDto> {
             // A route: visible while one of its targets can serve, as the
             // catalog shows it.
             if let Some(route) = app.router.route(&row.model_id) {
-                let online = super::catalog::route_json(app, route, &[])["online"] == true;
+                let online = super::catalog::RouteDto::new(app, route, &[]).online;
                 return FavoriteDto {
                     model_id: row.model_id.clone(),
                     position: row.position,

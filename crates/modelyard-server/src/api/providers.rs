@@ -14,53 +14,127 @@
 
 use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::catalog::model_json;
+use super::catalog::ModelDto;
+use crate::api::dto::List;
 use crate::app::AppState;
 use crate::auth::Scoped;
 use crate::clock::rfc3339;
 use crate::error::Problem;
 use crate::registry::{Provider, ProviderState};
 
-/// A provider's JSON (without models).
-pub fn provider_json(app: &AppState, provider: &Provider, state: &ProviderState) -> Value {
-    let prefix = format!("{}/", provider.name());
-    let cooling: Vec<Value> = app
-        .router
-        .cooling_down(crate::clock::now_ms())
-        .into_iter()
-        .filter(|(id, _, _)| id.starts_with(&prefix))
-        .map(|(id, until, error)| {
-            json!({"model": id, "coolingDownUntil": rfc3339(until), "lastError": error})
-        })
-        .collect();
-    json!({
-        "name": provider.name(),
-        "kind": provider.config.kind.as_str(),
-        "messagesApi": provider.config.messages_api,
-        "baseUrl": modelyard_upstream::client::redact_url(provider.config.base_url.as_str()),
-        "status": state.status.as_str(),
-        "lastError": state.last_error,
-        "disabledReason": provider.disabled_reason,
-        "lastCheckedAt": state.last_checked_at_ms.map(rfc3339),
-        "lastOkAt": state.last_ok_at_ms.map(rfc3339),
-        "probeIntervalMs": provider.config.probe_interval_ms,
-        "modelCount": state.catalog.len(),
-        "coolingDown": cooling,
-    })
+/// A deployment of a provider that routing skips now.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoolingDownDto {
+    /// The deployment's composite id, `provider/model`.
+    pub model: String,
+    /// End of its cooldown (RFC 3339).
+    pub cooling_down_until: String,
+    /// The error that started it.
+    pub last_error: Option<String>,
 }
 
-fn detail(app: &AppState, provider: &Provider, favorites: &[String]) -> Value {
+/// A provider (without models; see the module docs).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderDto {
+    /// Its name.
+    pub name: String,
+    /// Its kind (`[[providers]] kind`).
+    #[schema(value_type = String)]
+    pub kind: &'static str,
+    /// Whether `/v1/messages` passes through to it natively.
+    pub messages_api: bool,
+    /// Its base URL, credentials redacted.
+    pub base_url: String,
+    /// `online`, `offline`, `disabled` or `unknown`.
+    #[schema(value_type = String)]
+    pub status: &'static str,
+    /// Error of the last probe, if it failed.
+    pub last_error: Option<String>,
+    /// Why it is disabled, if it is.
+    pub disabled_reason: Option<String>,
+    /// Time of the last probe (RFC 3339).
+    pub last_checked_at: Option<String>,
+    /// Time of the last successful probe (RFC 3339).
+    pub last_ok_at: Option<String>,
+    /// How often it is probed, ms.
+    pub probe_interval_ms: u64,
+    /// How many models its catalog lists.
+    pub model_count: usize,
+    /// Its deployments that routing skips now.
+    pub cooling_down: Vec<CoolingDownDto>,
+}
+
+impl ProviderDto {
+    /// `provider` in `state` (its current one).
+    pub fn new(app: &AppState, provider: &Provider, state: &ProviderState) -> Self {
+        let prefix = format!("{}/", provider.name());
+        let cooling_down = app
+            .router
+            .cooling_down(crate::clock::now_ms())
+            .into_iter()
+            .filter(|(id, _, _)| id.starts_with(&prefix))
+            .map(|(model, until, last_error)| CoolingDownDto {
+                model,
+                cooling_down_until: rfc3339(until),
+                last_error,
+            })
+            .collect();
+        ProviderDto {
+            name: provider.name().to_owned(),
+            kind: provider.config.kind.as_str(),
+            messages_api: provider.config.messages_api,
+            base_url: modelyard_upstream::client::redact_url(provider.config.base_url.as_str()),
+            status: state.status.as_str(),
+            last_error: state.last_error.clone(),
+            disabled_reason: provider.disabled_reason.clone(),
+            last_checked_at: state.last_checked_at_ms.map(rfc3339),
+            last_ok_at: state.last_ok_at_ms.map(rfc3339),
+            probe_interval_ms: provider.config.probe_interval_ms,
+            model_count: state.catalog.len(),
+            cooling_down,
+        }
+    }
+}
+
+/// A provider with its catalog models (`GET /v1/providers/{name}`, the
+/// catalog's `providers`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderDetailDto {
+    /// The provider.
+    #[serde(flatten)]
+    pub provider: ProviderDto,
+    /// Its models as the catalog shows them.
+    pub models: Vec<ModelDto>,
+}
+
+fn detail(app: &AppState, provider: &Provider, favorites: &[String]) -> ProviderDetailDto {
     let state = provider.state();
-    let mut value = provider_json(app, provider, &state);
     let online = state.status == crate::registry::ProviderStatus::Online;
-    value["models"] = state
-        .catalog
-        .iter()
-        .map(|m| model_json(app, provider, m, online, favorites))
-        .collect();
-    value
+    ProviderDetailDto {
+        provider: ProviderDto::new(app, provider, &state),
+        models: state
+            .catalog
+            .iter()
+            .map(|m| ModelDto::new(app, provider, m, online, favorites))
+            .collect(),
+    }
+}
+
+/// The answer of a load or unload.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ControlledDto {
+    /// The provider.
+    pub provider: String,
+    /// The provider's model name.
+    pub model: String,
+    /// Whether the model is loaded once the provider's discovery was
+    /// refreshed; `null` when the provider does not say.
+    pub loaded: Option<bool>,
 }
 
 /// `GET /v1/providers`: `{data: [provider]}` in config order.
@@ -68,16 +142,16 @@ fn detail(app: &AppState, provider: &Provider, favorites: &[String]) -> Value {
     get,
     path = "/v1/providers",
     tag = "models",
-    responses((status = 200, description = "`{data: [provider]}` in config order", body = Object))
+    responses((status = 200, description = "`{data: [provider]}` in config order", body = List<ProviderDto>))
 )]
 pub async fn list(Scoped(app): Scoped) -> Response {
-    let data: Vec<Value> = app
+    let data = app
         .registry
         .providers()
         .iter()
-        .map(|p| provider_json(&app, p, &p.state()))
+        .map(|p| ProviderDto::new(&app, p, &p.state()))
         .collect();
-    axum::Json(json!({ "data": data })).into_response()
+    axum::Json(List::<ProviderDto> { data }).into_response()
 }
 
 fn unknown(app: &AppState, name: &str) -> Problem {
@@ -95,7 +169,7 @@ fn unknown(app: &AppState, name: &str) -> Problem {
     path = "/v1/providers/{name}",
     tag = "models",
     params(("name" = String, Path, description = "Provider name")),
-    responses((status = 200, description = "The provider with its `models`", body = Object))
+    responses((status = 200, description = "The provider with its `models`", body = ProviderDetailDto))
 )]
 pub async fn show(Scoped(app): Scoped, Path(name): Path<String>) -> Response {
     let Some(provider) = app.registry.provider(&name).cloned() else {
@@ -115,7 +189,7 @@ pub async fn show(Scoped(app): Scoped, Path(name): Path<String>) -> Response {
     path = "/v1/providers/{name}/refresh",
     tag = "models",
     params(("name" = String, Path, description = "Provider name")),
-    responses((status = 200, description = "The provider with its `models`, probed now", body = Object))
+    responses((status = 200, description = "The provider with its `models`, probed now", body = ProviderDetailDto))
 )]
 pub async fn refresh(Scoped(app): Scoped, Path(name): Path<String>) -> Response {
     let Some(provider) = app.registry.provider(&name).cloned() else {
@@ -140,7 +214,7 @@ pub async fn refresh(Scoped(app): Scoped, Path(name): Path<String>) -> Response 
     path = "/v1/providers/{name}/models/{model}/load",
     tag = "models",
     params(("name" = String, Path, description = "Provider name"), ("model" = String, Path, description = "The provider's model name")),
-    responses((status = 200, description = "`{provider, model, loaded}`", body = Object))
+    responses((status = 200, description = "`{provider, model, loaded}`", body = ControlledDto))
 )]
 pub async fn load(Scoped(app): Scoped, Path((name, model)): Path<(String, String)>) -> Response {
     control(&app, &name, &model, true).await
@@ -152,7 +226,7 @@ pub async fn load(Scoped(app): Scoped, Path((name, model)): Path<(String, String
     path = "/v1/providers/{name}/models/{model}/unload",
     tag = "models",
     params(("name" = String, Path, description = "Provider name"), ("model" = String, Path, description = "The provider's model name")),
-    responses((status = 200, description = "`{provider, model, loaded}`", body = Object))
+    responses((status = 200, description = "`{provider, model, loaded}`", body = ControlledDto))
 )]
 pub async fn unload(Scoped(app): Scoped, Path((name, model)): Path<(String, String)>) -> Response {
     control(&app, &name, &model, false).await
@@ -160,11 +234,11 @@ pub async fn unload(Scoped(app): Scoped, Path((name, model)): Path<(String, Stri
 
 async fn control(app: &AppState, name: &str, model: &str, load: bool) -> Response {
     match crate::service::models::control(app, name, model, load).await {
-        Ok(done) => axum::Json(json!({
-            "provider": done.provider,
-            "model": done.model,
-            "loaded": done.loaded,
-        }))
+        Ok(done) => axum::Json(ControlledDto {
+            provider: done.provider,
+            model: done.model,
+            loaded: done.loaded,
+        })
         .into_response(),
         Err(err) => crate::http::ApiError::from(err).into_response(),
     }

@@ -2,7 +2,27 @@
 
 use super::raw::RawCluster;
 use super::validate::error_in;
-use super::{ClusterConfig, ConfigError, StorageConfig};
+use super::{ConfigError, StorageConfig};
+
+/// `[cluster]`: this server is one of several replicas on one PostgreSQL
+/// database. Running turns are owned by lease (docs/design.md#replicas).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This replica's name (`replica_id`, default `<host name>-<pid>`):
+    /// the owner recorded on the turns it runs.
+    pub replica_id: String,
+    /// NATS server for live events between replicas (`nats_url`,
+    /// `MODELYARD_CLUSTER_NATS_URL`): token deltas of a turn reach
+    /// subscribers on every replica, persisted events are announced. Without
+    /// it (or while it is down) replicas read each other's persisted events
+    /// from the store.
+    pub nats_url: Option<String>,
+    /// How long a turn's lease lasts without renewal, ms (`turn_lease_ms`,
+    /// default 10 000, 1 000..=600 000); the owner renews it every third
+    /// of that (at most every second). A turn whose lease ran out is
+    /// closed as interrupted by any replica's sweeper.
+    pub turn_lease_ms: u64,
+}
 
 /// `[cluster]`, when present. A cluster needs PostgreSQL: SQLite is one
 /// process's database.

@@ -7,7 +7,49 @@ use modelyard_core::llm_config::{is_operation_name, ProviderOptions};
 
 use super::raw::{RawDefaults, RawPreset};
 use super::validate::error_in;
-use super::{ConfigError, DefaultsConfig, PresetConfig, ProviderConfig, DEFAULT_PRESET};
+use super::{ConfigError, ProviderConfig};
+
+/// `[defaults]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DefaultsConfig {
+    /// Model used when a request names none (`model`, a model id).
+    pub model: Option<String>,
+    /// Provider that bare model ids try first (`provider`; default the first provider).
+    pub provider: Option<String>,
+    /// `[defaults.presets.<name>]`: the server's default LLM configs, for
+    /// every operation (`default`) or one operation (its name). Materialized
+    /// as `system-default` configs once per version.
+    pub presets: BTreeMap<String, PresetConfig>,
+}
+
+impl DefaultsConfig {
+    /// The server default model: the `default` preset's, else `model`.
+    pub fn default_model(&self) -> Option<&str> {
+        self.presets
+            .get(DEFAULT_PRESET)
+            .map(|p| p.model.as_str())
+            .or(self.model.as_deref())
+    }
+}
+
+/// Name of the preset that applies to every operation.
+pub const DEFAULT_PRESET: &str = "default";
+
+/// One `[defaults.presets.<name>]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresetConfig {
+    /// Version (`version`, ≥ 1, required). Bump it when the preset changes:
+    /// each version is materialized once, and turns keep the id they used.
+    pub version: u32,
+    /// Model id (`model`, required).
+    pub model: String,
+    /// Display name (`display_name`).
+    pub display_name: Option<String>,
+    /// System prompt (`system_prompt`).
+    pub system_prompt: Option<String>,
+    /// `[defaults.presets.<name>.provider_options]`.
+    pub provider_options: ProviderOptions,
+}
 
 /// `[defaults]`; `defaults.provider` must name one of `providers`.
 pub(super) fn defaults(

@@ -5,7 +5,24 @@ use modelyard_core::cost::Price;
 
 use super::raw::RawPrice;
 use super::validate::error_in;
-use super::{ConfigError, PriceConfig, ProviderConfig};
+use super::{ConfigError, ProviderConfig};
+
+/// One `[[prices]]` entry: `model` (an exact composite id `provider/model`,
+/// or a glob where `*` matches any text, e.g. `deepseek/*`) and its rates
+/// in USD per million tokens (`input_per_mtok`, `cached_input_per_mtok`,
+/// `output_per_mtok`, `reasoning_per_mtok`; `currency` may only be
+/// `"USD"`). The most specific matching entry prices a call
+/// ([`crate::pricing`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriceConfig {
+    /// The exact id or glob.
+    pub model: String,
+    /// The rates.
+    pub price: modelyard_core::cost::Price,
+    /// [`modelyard_core::cost::Price::version`] of this entry: which prices
+    /// priced a call.
+    pub version: String,
+}
 
 /// Largest rate accepted, USD per million tokens (far above any real one;
 /// a typo's bound).

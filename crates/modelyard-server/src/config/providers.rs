@@ -1,13 +1,63 @@
 //! `[[providers]]`: names, kinds, URLs, credentials by reference only,
 //! parameters, timeouts and the models' overrides.
 
+use std::collections::BTreeMap;
+
 use modelyard_core::ProviderName;
 use modelyard_upstream::{ProviderKind, Timeouts};
 use url::Url;
 
 use super::raw::{RawModel, RawProvider};
 use super::validate::error_in;
-use super::{ConfigError, ModelConfig, ProviderConfig};
+use super::ConfigError;
+
+/// One `[[providers]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderConfig {
+    /// Unique name, the prefix of composite model ids.
+    pub name: ProviderName,
+    /// `openai`, `llama-cpp`, `llama-swap`, `vllm`, `ollama`, `openrouter`,
+    /// `deepseek`, `lmstudio` or `anthropic`.
+    pub kind: ProviderKind,
+    /// `false` disables the provider (`enabled`, default true).
+    pub enabled: bool,
+    /// Server root or API base ending in `/v1` (preset kinds have a default).
+    pub base_url: Url,
+    /// Forward proxy for this provider only (`proxy_url`).
+    pub proxy_url: Option<Url>,
+    /// How often the provider is probed, ms (`probe_interval_ms`, default 30 000).
+    pub probe_interval_ms: u64,
+    /// Top-level request fields set on every request to this provider
+    /// (`set_params`, JSON values), overriding the client's.
+    pub set_params: serde_json::Map<String, serde_json::Value>,
+    /// Top-level request fields removed from every request to this provider
+    /// (`strip_params`).
+    pub strip_params: Vec<String>,
+    /// Name of the environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    /// Whether the provider serves Anthropic's Messages API natively
+    /// (`messages_api`, default false; always true for kind `anthropic`):
+    /// `POST /v1/messages` requests routed to it are passed through as they
+    /// are instead of being translated to chat completions.
+    pub messages_api: bool,
+    /// Extra request headers (non-secret).
+    pub headers: BTreeMap<String, String>,
+    /// Timeouts (`[providers.timeouts]`, ms).
+    pub timeouts: Timeouts,
+    /// Declared models and per-model overrides (`[[providers.models]]`).
+    pub models: Vec<ModelConfig>,
+}
+
+/// A declared model of a provider, with overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelConfig {
+    /// Upstream model name.
+    pub id: String,
+    /// Context window in tokens; overrides what the provider reports.
+    pub context_window: Option<u64>,
+    /// Display name for pickers.
+    pub display_name: Option<String>,
+}
 
 /// Request fields that routing owns and `set_params` / `strip_params` may not touch.
 const RESERVED_PARAMS: [&str; 4] = ["model", "messages", "stream", "stream_options"];

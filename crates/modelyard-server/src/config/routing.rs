@@ -5,10 +5,136 @@ use modelyard_core::ModelRef;
 
 use super::raw::{RawRoute, RawRouteTarget, RawRouting};
 use super::validate::error_in;
-use super::{
-    Affinity, ConfigError, ProviderConfig, RetryOn, RouteConfig, RouteTarget, RoutingConfig,
-    Strategy,
-};
+use super::{ConfigError, ProviderConfig};
+
+/// `[routing]`: how a model call is retried and when a deployment (one
+/// `provider/model`) is cooled down. Terms follow LiteLLM's router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingConfig {
+    /// Extra attempts after a retryable failure, before the first byte
+    /// reaches the client (`retries`, default 2, 0..=10); each fallback
+    /// gets as many again.
+    pub retries: u32,
+    /// Which failures are retried (`retry_on`, default `["connect",
+    /// "timeout", 429, 500, 502, 503, 504]`).
+    pub retry_on: RetryOn,
+    /// Base of the exponential back-off with full jitter before retrying
+    /// the same deployment, ms (`backoff_ms`, default 100, 0..=60 000).
+    pub backoff_ms: u64,
+    /// Longest upstream `Retry-After` waited for, ms (`max_retry_after_ms`,
+    /// default 10 000); a longer one sends the request to another
+    /// deployment, else fails with it.
+    pub max_retry_after_ms: u64,
+    /// Failures of one deployment within `cooldown_window_ms` that cool it
+    /// down (`cooldown_failures`, default 3, 1..=1 000).
+    pub cooldown_failures: u32,
+    /// Window in which failures are counted, ms (`cooldown_window_ms`,
+    /// default 60 000).
+    pub cooldown_window_ms: u64,
+    /// How long a cooled-down deployment is skipped, ms (`cooldown_ms`,
+    /// default 30 000), or the upstream's `Retry-After` if longer.
+    pub cooldown_ms: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            retries: 2,
+            retry_on: RetryOn::default(),
+            backoff_ms: 100,
+            max_retry_after_ms: 10_000,
+            cooldown_failures: 3,
+            cooldown_window_ms: 60_000,
+            cooldown_ms: 30_000,
+        }
+    }
+}
+
+/// `routing.retry_on`: the failure classes that are retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryOn {
+    /// `"connect"`: the connection could not be made or broke before an
+    /// answer.
+    pub connect: bool,
+    /// `"timeout"`: no answer within the provider's deadlines.
+    pub timeout: bool,
+    /// Upstream HTTP statuses (e.g. 429, 503).
+    pub statuses: Vec<u16>,
+}
+
+impl Default for RetryOn {
+    fn default() -> Self {
+        Self {
+            connect: true,
+            timeout: true,
+            statuses: vec![429, 500, 502, 503, 504],
+        }
+    }
+}
+
+/// One `[[routes]]` entry: a model id clients send like any other, standing
+/// for several deployments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// The id clients send (`name`); never `<provider>/…`.
+    pub name: String,
+    /// Its deployments, composite `provider/model` ids, with weights.
+    pub targets: Vec<RouteTarget>,
+    /// How a deployment is picked (`strategy`, default `least-busy`).
+    pub strategy: Strategy,
+    /// Whether a conversation stays on the deployment that served its last
+    /// turn (`affinity`, default `conversation`).
+    pub affinity: Affinity,
+    /// Tried in order once every target failed (`fallbacks`): deployments
+    /// or other routes.
+    pub fallbacks: Vec<String>,
+}
+
+/// A route's deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteTarget {
+    /// Composite `provider/model` id.
+    pub model: String,
+    /// Share for the `weighted` strategy (`weight`, default 1, 1..=1 000).
+    pub weight: u32,
+}
+
+/// A route's load-balancing strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// `round-robin`: in turn.
+    RoundRobin,
+    /// `weighted`: in proportion to the targets' weights (smooth weighted
+    /// round-robin, so the shares hold exactly over any window).
+    Weighted,
+    /// `least-busy`: the target with the fewest requests in flight.
+    LeastBusy,
+    /// `lowest-latency`: the lowest moving average of time to first token.
+    LowestLatency,
+}
+
+impl Strategy {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round-robin",
+            Strategy::Weighted => "weighted",
+            Strategy::LeastBusy => "least-busy",
+            Strategy::LowestLatency => "lowest-latency",
+        }
+    }
+}
+
+/// Route affinity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Affinity {
+    /// `none`: every request is balanced on its own.
+    None,
+    /// `conversation`: turns of a conversation (gateway: requests with the
+    /// same `user` or `x-modelyard-affinity`) go to the deployment that
+    /// served the previous one while it is healthy.
+    Conversation,
+}
 
 /// Most targets of one route.
 const MAX_TARGETS: usize = 64;

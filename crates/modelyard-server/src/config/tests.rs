@@ -1,5 +1,7 @@
 use std::path::Path;
 
+use modelyard_upstream::{ProviderKind, Timeouts};
+
 use super::*;
 
 fn no_env(_: &str) -> Option<String> {

@@ -1,5 +1,11 @@
 #![allow(clippy::unwrap_used)]
 
+use std::time::Instant;
+
+use modelyard_core::limits::{Period, Window};
+use modelyard_core::Usage;
+use modelyard_store::LimitMetric;
+
 use super::*;
 
 /// 2024-02-29T13:45:10Z.

@@ -1,3 +1,5 @@
+use serde_json::{json, Map};
+
 use super::*;
 
 #[test]

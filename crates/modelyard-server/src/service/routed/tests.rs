@@ -1,4 +1,6 @@
+use super::retry::backoff;
 use super::*;
+use crate::config::RoutingConfig;
 use crate::service::llm_call::UpstreamStatus;
 
 fn status(code: u16, retry_after: Option<&str>) -> LlmCallError {

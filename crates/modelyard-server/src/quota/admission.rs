@@ -1,0 +1,362 @@
+//! Admission before the upstream call: what a request needs, the reserve
+//! and `max_concurrent` slot it holds while it runs, and the counts its
+//! rate-limit headers show.
+
+use std::sync::{Arc, Mutex};
+
+use modelyard_core::limits::{nusd_to_usd, Limits, Window};
+use modelyard_core::usage::add_tokens;
+use modelyard_store::{CounterKey, LimitMetric, LimitSubject};
+
+use super::counters::{Cell, Taken};
+use super::refusal::format_usd;
+use super::{lock, Applicable, Quotas, Refusal, BYTES_PER_TOKEN};
+
+/// What a request needs before it is sent: tokens (its output cap, else
+/// the default reserve, plus the prompt estimate) and nano-USD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Need {
+    /// Tokens reserved.
+    pub tokens: i64,
+    /// Nano-USD reserved (at least 1 is taken from a cost budget).
+    pub cost_nusd: i64,
+}
+
+/// Output caps a request body may carry (OpenAI chat, legacy completions,
+/// Anthropic Messages, Responses).
+#[derive(serde::Deserialize, Default)]
+struct Caps {
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    max_output_tokens: Option<u64>,
+    n: Option<u64>,
+}
+
+/// The tokens to reserve for a request `body`: its output cap
+/// (`max_completion_tokens`, `max_tokens` or `max_output_tokens`, times
+/// `n`) or `default_reserve` when it has none, if it `generates`
+/// (embeddings and rerank do not), plus a token per [`BYTES_PER_TOKEN`]
+/// bytes of body for the prompt. A body that is not JSON gets the default.
+pub fn reserve_tokens(body: &[u8], default_reserve: u64, generates: bool) -> i64 {
+    let prompt = body.len() as u64 / BYTES_PER_TOKEN;
+    let output = if generates {
+        let caps: Caps = serde_json::from_slice(body).unwrap_or_default();
+        let cap = caps
+            .max_completion_tokens
+            .or(caps.max_tokens)
+            .or(caps.max_output_tokens)
+            .unwrap_or(default_reserve);
+        cap.saturating_mul(caps.n.unwrap_or(1).clamp(1, 128))
+    } else {
+        0
+    };
+    i64::try_from(add_tokens(prompt, output)).unwrap_or(i64::MAX)
+}
+
+/// The counts a response's rate-limit headers show: the tightest of the
+/// request's key and project, after this request was admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Remaining {
+    /// `requests_per_minute` (`x-ratelimit-limit-requests`).
+    pub limit_requests: Option<i64>,
+    /// Requests left this minute (`x-ratelimit-remaining-requests`).
+    pub requests: Option<i64>,
+    /// `tokens_per_minute` (`x-ratelimit-limit-tokens`).
+    pub limit_tokens: Option<i64>,
+    /// Tokens left this minute, or in the token budget's period when that
+    /// is smaller (`x-ratelimit-remaining-tokens`).
+    pub tokens: Option<i64>,
+    /// Nano-USD left in the cost budget's period
+    /// (`x-modelyard-budget-remaining`, shown in USD).
+    pub budget_nusd: Option<i64>,
+}
+
+impl Remaining {
+    fn lower(slot: &mut Option<i64>, value: i64) {
+        *slot = Some(slot.map_or(value, |v| v.min(value)));
+    }
+
+    /// The budget left in USD, as the header shows it (6 decimals).
+    pub fn budget_usd(&self) -> Option<String> {
+        self.budget_nusd
+            .map(|n| format!("{:.6}", nusd_to_usd(n.max(0))))
+    }
+}
+
+/// A share of a counter an admission holds.
+#[derive(Debug)]
+struct Held {
+    cell: Cell,
+    metric: LimitMetric,
+    amount: i64,
+}
+
+impl Quotas {
+    /// Admits a request that needs `need` under `applicable` limits (a
+    /// key's first, then its project's) at `now_ms`: counts the request,
+    /// reserves the tokens and cost, takes a `max_concurrent` slot — all or
+    /// nothing.
+    ///
+    /// # Errors
+    /// [`Refusal::Limit`] naming the first limit reached;
+    /// [`Refusal::Unavailable`] when a lease was needed and the store did
+    /// not answer within [`STORE_TIMEOUT`](super::STORE_TIMEOUT).
+    pub async fn admit(
+        self: &Arc<Self>,
+        applicable: &Applicable,
+        need: Need,
+        now_ms: i64,
+    ) -> Result<Admission, Refusal> {
+        let mut admission = Admission {
+            quotas: Arc::clone(self),
+            held: Vec::new(),
+            concurrent: Vec::new(),
+            reserved: need,
+            remaining: Remaining::default(),
+            settled: false,
+        };
+        for (subject, limits) in applicable {
+            if let Err(refusal) = self
+                .admit_one(&mut admission, subject, limits, need, now_ms)
+                .await
+            {
+                admission.roll_back();
+                return Err(refusal);
+            }
+        }
+        Ok(admission)
+    }
+
+    async fn admit_one(
+        &self,
+        admission: &mut Admission,
+        subject: &LimitSubject,
+        limits: &Limits,
+        need: Need,
+        now_ms: i64,
+    ) -> Result<(), Refusal> {
+        let scope = subject.kind();
+        let subject_key = subject.key();
+        if let Some(max) = limits.max_concurrent {
+            let mut in_flight = lock(&self.in_flight);
+            let count = in_flight.entry(subject_key.clone()).or_insert(0);
+            if *count >= max {
+                return Err(Refusal::Limit {
+                    scope,
+                    name: "maxConcurrent",
+                    value: max.to_string(),
+                    period: None,
+                    retry_after_secs: Some(1),
+                });
+            }
+            *count += 1;
+            drop(in_flight);
+            admission.concurrent.push(subject_key.clone());
+        }
+        let minute = Window::minute(now_ms);
+        let mut checks: Vec<(LimitMetric, i64, i64, Window, &'static str, String)> = Vec::new();
+        if let Some(rpm) = limits.requests_per_minute {
+            checks.push((
+                LimitMetric::Requests,
+                rpm,
+                1,
+                minute,
+                "requestsPerMinute",
+                rpm.to_string(),
+            ));
+        }
+        if let Some(tpm) = limits.tokens_per_minute {
+            checks.push((
+                LimitMetric::Tokens,
+                tpm,
+                need.tokens,
+                minute,
+                "tokensPerMinute",
+                tpm.to_string(),
+            ));
+        }
+        if let Some(period) = limits.period {
+            let window = period.window(now_ms);
+            if let Some(max) = limits.max_tokens {
+                checks.push((
+                    LimitMetric::BudgetTokens,
+                    max,
+                    need.tokens,
+                    window,
+                    "maxTokens",
+                    max.to_string(),
+                ));
+            }
+            if let Some(max) = limits.max_cost_nusd {
+                checks.push((
+                    LimitMetric::BudgetCost,
+                    max,
+                    need.cost_nusd.max(1),
+                    window,
+                    "maxCostUsd",
+                    format_usd(max),
+                ));
+            }
+        }
+        for (metric, limit, amount, window, name, value) in checks {
+            let key = CounterKey {
+                subject: subject_key.clone(),
+                metric,
+                window_start_ms: window.start_ms,
+                window_end_ms: window.end_ms,
+            };
+            let budget = matches!(metric, LimitMetric::BudgetTokens | LimitMetric::BudgetCost);
+            let cell =
+                self.take(&key, window, limit, amount)
+                    .await
+                    .map_err(|taken| match taken {
+                        Taken::Short => Refusal::Limit {
+                            scope,
+                            name,
+                            value,
+                            period: if budget { limits.period } else { None },
+                            retry_after_secs: window.retry_after_secs(now_ms),
+                        },
+                        Taken::Unavailable => Refusal::Unavailable { scope },
+                    })?;
+            let remaining = lock(&cell).remaining();
+            let r = &mut admission.remaining;
+            match metric {
+                LimitMetric::Requests => {
+                    Remaining::lower(&mut r.limit_requests, limit);
+                    Remaining::lower(&mut r.requests, remaining);
+                }
+                LimitMetric::Tokens => {
+                    Remaining::lower(&mut r.limit_tokens, limit);
+                    Remaining::lower(&mut r.tokens, remaining);
+                }
+                LimitMetric::BudgetTokens => Remaining::lower(&mut r.tokens, remaining),
+                LimitMetric::BudgetCost => Remaining::lower(&mut r.budget_nusd, remaining),
+            }
+            admission.held.push(Held {
+                cell,
+                metric,
+                amount,
+            });
+        }
+        Ok(())
+    }
+
+    fn release_concurrent(&self, subjects: &[String]) {
+        if subjects.is_empty() {
+            return;
+        }
+        let mut in_flight = lock(&self.in_flight);
+        for subject in subjects {
+            if let Some(n) = in_flight.get_mut(subject) {
+                *n -= 1;
+                if *n <= 0 {
+                    in_flight.remove(subject);
+                }
+            }
+        }
+    }
+
+    /// Requests in flight for `subject` on this replica.
+    pub fn in_flight(&self, subject: &LimitSubject) -> i64 {
+        lock(&self.in_flight)
+            .get(&subject.key())
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// An admitted request's hold on its limits: the reserve it took and its
+/// `max_concurrent` slot. [`Admission::settle`] turns the reserve into
+/// what the request spent; dropped unsettled (the request ended before any
+/// call was made), the reserve is given back. Either way the slot is freed.
+#[derive(Debug)]
+pub struct Admission {
+    quotas: Arc<Quotas>,
+    held: Vec<Held>,
+    concurrent: Vec<String>,
+    reserved: Need,
+    remaining: Remaining,
+    settled: bool,
+}
+
+impl Admission {
+    /// What the response headers show.
+    pub fn remaining(&self) -> Remaining {
+        self.remaining
+    }
+
+    /// What was reserved.
+    pub fn reserved(&self) -> Need {
+        self.reserved
+    }
+
+    /// Settles: the request spent `tokens` tokens and `cost_nusd` nano-USD.
+    /// Less than reserved goes back to this replica's lease; more is
+    /// charged (past the limit if need be: it was spent).
+    pub fn settle(mut self, tokens: i64, cost_nusd: i64) {
+        self.adjust(tokens, cost_nusd);
+    }
+
+    /// Settles as if the request spent exactly its reserve (the client left
+    /// before the answer's usage was known).
+    pub fn settle_reserved(self) {
+        let Need { tokens, cost_nusd } = self.reserved;
+        self.settle(tokens, cost_nusd);
+    }
+
+    fn adjust(&mut self, tokens: i64, cost_nusd: i64) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        for held in &self.held {
+            let spent = match held.metric {
+                LimitMetric::Requests => continue,
+                LimitMetric::Tokens | LimitMetric::BudgetTokens => tokens,
+                LimitMetric::BudgetCost => cost_nusd,
+            };
+            let mut local = lock(&held.cell);
+            local.available = local.available.saturating_add(held.amount - spent);
+        }
+        self.quotas.release_concurrent(&self.concurrent);
+    }
+}
+
+impl Admission {
+    /// Undoes a refused admission: every unit taken goes back, the
+    /// request included.
+    fn roll_back(&mut self) {
+        self.settled = true;
+        for held in &self.held {
+            let mut local = lock(&held.cell);
+            local.available = local.available.saturating_add(held.amount);
+        }
+        self.quotas.release_concurrent(&self.concurrent);
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        // No call was made: nothing was spent.
+        self.adjust(0, 0);
+    }
+}
+
+/// A request's admission, carried from the middleware to the first model
+/// call of the request ([`crate::app::AppState::take_admission`]): the
+/// gateway's call draft, or the turn run a request starts. Clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct AdmissionSlot(Arc<Mutex<Option<Admission>>>);
+
+impl AdmissionSlot {
+    /// A slot holding `admission`.
+    pub fn new(admission: Admission) -> Self {
+        Self(Arc::new(Mutex::new(Some(admission))))
+    }
+
+    /// Moves the admission out (once).
+    pub fn take(&self) -> Option<Admission> {
+        lock(&self.0).take()
+    }
+}
