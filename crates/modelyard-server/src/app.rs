@@ -54,6 +54,36 @@ impl AppState {
     pub fn take_admission(&self) -> Option<crate::quota::Admission> {
         self.admission.as_ref().and_then(|slot| slot.take())
     }
+
+    /// Records a session that no request's admission covers — a
+    /// conversation's title, compaction, advisor call or warm-up — under
+    /// the caller's key (when the session names none), after charging
+    /// what its calls spent against the key's and project's limits
+    /// ([`crate::quota::Quotas::charge`]).
+    pub async fn record_charged(&self, mut session: modelyard_store::RecordedSession) {
+        if session.session.key_id.is_none() {
+            session.session.key_id.clone_from(&self.key_id);
+        }
+        let spent: Vec<crate::quota::CallUsage<'_>> = session
+            .calls
+            .iter()
+            .map(|call| crate::quota::CallUsage {
+                model_id: &call.model_id,
+                usage: crate::pricing::usage_of_row(&call.usage),
+            })
+            .collect();
+        self.quotas
+            .charge(
+                &self.project,
+                session.session.key_id.as_deref(),
+                &spent,
+                &self.pricing,
+                crate::clock::now_ms(),
+            )
+            .await;
+        drop(spent);
+        self.recorder.record(&self.project, session);
+    }
 }
 
 /// What [`AppState`] holds.

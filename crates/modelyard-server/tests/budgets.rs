@@ -682,3 +682,140 @@ async fn a_cost_budget_counts_each_calls_price_and_refuses_once_spent() {
         "the remaining budget goes down with each call: {remaining:?}"
     );
 }
+
+/// Waits until turn `turn` of `conv` has ended; its status.
+async fn turn_ended(server: &TestServer, key: &str, conv: &str, turn: &str) -> String {
+    eventually(Duration::from_secs(5), "the turn ended", || async {
+        let turns: Value = server
+            .http
+            .get(server.url(&format!("/v1/conversations/{conv}/turns")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let status = turns["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == turn)
+            .map(|t| t["status"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default();
+        if matches!(status.as_str(), "running" | "") {
+            Err(status)
+        } else {
+            Ok(status)
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_title_counts_against_the_keys_budget_and_is_refused_past_it() {
+    let server = server().await;
+    let admin = admin_key(&server).await;
+    let (_, key) = limited_key(
+        &server,
+        &admin,
+        json!({"maxTokens": 100000, "period": "day"}),
+    )
+    .await;
+    let conv: Value = post(&server, &key, "/v1/conversations", &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let conv = conv["id"].as_str().unwrap().to_owned();
+    let turn = post(
+        &server,
+        &key,
+        &format!("/v1/conversations/{conv}/turns"),
+        &json!({"content": "Planning a trip to Lisbon", "model": "mock/echo"}),
+    )
+    .await;
+    assert_eq!(turn.status(), 202);
+    let turn: Value = turn.json().await.unwrap();
+    let turn_id = turn["turnId"].as_str().unwrap();
+    assert_eq!(turn_ended(&server, &key, &conv, turn_id).await, "completed");
+
+    // Two identical chats around a title: the second finds the budget
+    // lower by the first chat's tokens and the title's.
+    let remaining = |response: &reqwest::Response| -> i64 {
+        header(response, "x-ratelimit-remaining-tokens")
+            .expect("a token budget's remaining tokens")
+            .parse()
+            .unwrap()
+    };
+    let first = post(
+        &server,
+        &key,
+        "/v1/chat/completions",
+        &chat("mock/echo", Some(10)),
+    )
+    .await;
+    assert_eq!(first.status(), 200);
+    let before = remaining(&first);
+    let first: Value = first.json().await.unwrap();
+    let chat_tokens = first["usage"]["total_tokens"].as_i64().unwrap();
+
+    let title = post(
+        &server,
+        &key,
+        &format!("/v1/conversations/{conv}/title"),
+        &json!({"model": "mock/echo"}),
+    )
+    .await;
+    let status = title.status();
+    let title: Value = title.json().await.unwrap();
+    assert_eq!(status, 200, "{title}");
+    let session = title["sessionId"].as_str().unwrap().to_owned();
+    let title_tokens = eventually(Duration::from_secs(5), "the title logged", || async {
+        let detail: Value = server
+            .http
+            .get(server.url(&format!("/v1/llm-sessions/{session}")))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        detail["usage"]["totalTokens"]
+            .as_i64()
+            .filter(|t| *t > 0)
+            .ok_or(detail)
+    })
+    .await;
+
+    let second = post(
+        &server,
+        &key,
+        "/v1/chat/completions",
+        &chat("mock/echo", Some(10)),
+    )
+    .await;
+    assert_eq!(second.status(), 200);
+    assert_eq!(
+        before - remaining(&second),
+        chat_tokens + title_tokens,
+        "the title's {title_tokens} tokens count against the key's budget"
+    );
+
+    // A key whose budget cannot hold a title's reserve is refused before
+    // anything is sent.
+    let (_, small) = limited_key(&server, &admin, json!({"maxTokens": 100, "period": "day"})).await;
+    let sent = chats(&server.mock);
+    let refused = post(
+        &server,
+        &small,
+        &format!("/v1/conversations/{conv}/title"),
+        &json!({"model": "mock/echo"}),
+    )
+    .await;
+    assert_eq!(refused.status(), 429);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["code"], "budget_exceeded", "{problem}");
+    assert_eq!(chats(&server.mock), sent, "nothing sent upstream");
+}

@@ -230,25 +230,23 @@ pub async fn consult(
     };
     let records = std::mem::take(&mut streamed.records);
     let session_id = uuid::Uuid::now_v7().to_string();
-    app.recorder.record(
-        &app.project,
-        RecordedSession {
-            session: NewLlmSession {
-                id: session_id.clone(),
-                operation: ADVISOR_OPERATION.to_owned(),
-                parent_session_id: Some(parent_session.to_owned()),
-                conversation_id: Some(live.conversation_id.clone()),
-                turn_id: Some(live.turn_id.clone()),
-                created_at_ms: streamed.sent_at_ms,
-                request_id: None,
-                key_id: app.key_id.clone(),
-            },
-            calls: records
-                .into_iter()
-                .map(|r| r.into_call(&session_id))
-                .collect(),
+    app.record_charged(RecordedSession {
+        session: NewLlmSession {
+            id: session_id.clone(),
+            operation: ADVISOR_OPERATION.to_owned(),
+            parent_session_id: Some(parent_session.to_owned()),
+            conversation_id: Some(live.conversation_id.clone()),
+            turn_id: Some(live.turn_id.clone()),
+            created_at_ms: streamed.sent_at_ms,
+            request_id: None,
+            key_id: app.key_id.clone(),
         },
-    );
+        calls: records
+            .into_iter()
+            .map(|r| r.into_call(&session_id))
+            .collect(),
+    })
+    .await;
 
     let (content, is_error, stopped) = match streamed.end {
         CallEnd::Done => (

@@ -264,6 +264,9 @@ pub fn metered(method: &Method, path: &str) -> bool {
                 | "/v1/responses"
                 | "/v1/conversations/{id}/turns"
                 | "/v1/conversations/{id}/turns/{turn_id}/tool-results"
+                | "/v1/conversations/{id}/title"
+                | "/v1/conversations/{id}/compact"
+                | "/v1/conversations/{id}/warm"
         )
 }
 

@@ -47,7 +47,7 @@ pub(super) enum Taken {
 
 impl Quotas {
     /// The local state of counter `key`, made on first use.
-    fn cell(&self, key: &CounterKey, window: Window, limit: i64) -> Cell {
+    pub(super) fn cell(&self, key: &CounterKey, window: Window, limit: i64) -> Cell {
         let mut counters = lock(&self.counters);
         Arc::clone(counters.entry(key.clone()).or_insert_with(|| {
             Arc::new(Mutex::new(Local {

@@ -300,7 +300,7 @@ async fn complete(
     let model_id = last.model_id.clone();
     let session = CallRecord::session_of(records, last);
     let session_id = session.session.id.clone();
-    app.recorder.record(&app.project, session);
+    app.record_charged(session).await;
     match outcome {
         Ok(summary) => Ok(Answer {
             text: summary.text.unwrap_or_default(),

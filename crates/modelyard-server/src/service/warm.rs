@@ -206,12 +206,15 @@ async fn prime(
         Ok(LlmCall::new(target, purpose.clone(), body))
     })
     .await;
-    let session_id = records.pop().map(|last| {
-        let session = CallRecord::session_of(records, last);
-        let session_id = session.session.id.clone();
-        app.recorder.record(&app.project, session);
-        session_id
-    });
+    let session_id = match records.pop() {
+        Some(last) => {
+            let session = CallRecord::session_of(records, last);
+            let session_id = session.session.id.clone();
+            app.record_charged(session).await;
+            Some(session_id)
+        }
+        None => None,
+    };
     match outcome {
         Ok(_) => Ok((WarmAction::PrefixCached, session_id)),
         Err(err) => Err(ServiceError::Upstream {
@@ -265,7 +268,7 @@ async fn load_model(
     };
     let session = CallRecord::session_of(Vec::new(), record);
     let session_id = session.session.id.clone();
-    app.recorder.record(&app.project, session);
+    app.record_charged(session).await;
     if let Some(message) = error {
         return Err(ServiceError::Upstream {
             message,
