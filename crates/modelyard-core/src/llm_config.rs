@@ -333,6 +333,47 @@ impl ProviderOptions {
     }
 }
 
+/// The LLM config a session ran with, as it was when the session resolved
+/// it (docs/design.md#llm-configs): "what settings produced this answer"
+/// stays answerable after the config is edited or deleted. Stored with the
+/// session as camelCase JSON; never holds a secret (configs hold none, and
+/// the base URL is written without credentials).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigSnapshot {
+    /// The config's id; `None` when no config supplied options (a model
+    /// named on the request with no config behind it).
+    #[serde(default)]
+    pub llm_id: Option<String>,
+    /// The config's version (from 1; every change of a config is a new
+    /// one); `None` without a config.
+    #[serde(default)]
+    pub version: Option<i64>,
+    /// The config's source (`user` or `system-default`); `None` without a
+    /// config.
+    #[serde(default)]
+    pub source: Option<LlmSource>,
+    /// Which step of the turn-model rule chose the model
+    /// (docs/design.md#turn-model); `None` outside conversations (a
+    /// gateway request naming a config).
+    #[serde(default)]
+    pub resolved_from: Option<crate::conversation::ResolvedFrom>,
+    /// The model id that was called: a composite `provider/model` id or a
+    /// route's name.
+    pub model: String,
+    /// The provider options sent (the config's).
+    #[serde(default)]
+    pub provider_options: ProviderOptions,
+    /// The system prompt sent (the config's), if any.
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    /// The base URL of the deployment the model id names (the config's
+    /// custom one when it has one), without credentials; `None` for a
+    /// route (each call names the provider that served it).
+    #[serde(default)]
+    pub base_url: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -516,6 +516,7 @@ async fn session_detail_lists_children() {
         created_at_ms: 1_704_067_200_000,
         request_id: None,
         key_id: None,
+        config: None,
     };
     let call = |id: &str, session: &str, total: Option<i64>| NewLlmCall {
         id: id.to_owned(),

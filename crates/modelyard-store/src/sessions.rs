@@ -13,6 +13,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use modelyard_core::llm_config::ConfigSnapshot;
+
 use crate::{
     Backend, LlmCallRow, ProjectId, Store, StoreError, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT,
 };
@@ -116,7 +118,7 @@ pub struct TokenSums {
 
 /// A session of the audit log with the aggregates of its calls. Times are
 /// unix milliseconds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SessionRow {
     /// Session id (UUIDv7 string).
     pub id: String,
@@ -155,6 +157,8 @@ pub struct SessionRow {
     pub finished_at_ms: Option<i64>,
     /// Token sums over the calls.
     pub totals: TokenSums,
+    /// The LLM config snapshot the session ran with, if it recorded one.
+    pub config: Option<ConfigSnapshot>,
 }
 
 /// How [`Store::usage`] groups calls.
@@ -213,6 +217,21 @@ impl fmt::Display for UsageGroup {
     }
 }
 
+/// Which calls [`Store::usage_where`] counts. All set criteria must match
+/// (AND); an empty filter counts every call of the project.
+#[derive(Clone, Debug, Default)]
+pub struct UsageFilter {
+    /// Only calls sent at or after this time (`sent_at_ms >=`), unix
+    /// milliseconds.
+    pub from_ms: Option<i64>,
+    /// Only calls sent strictly before this time (`sent_at_ms <`), unix
+    /// milliseconds.
+    pub to_ms: Option<i64>,
+    /// Only calls of the sessions of exactly this conversation (every
+    /// operation run for it: turns, title, compaction, advisor, warm, ...).
+    pub conversation_id: Option<String>,
+}
+
 /// One group of [`Store::usage`]: the number of calls in it, their token
 /// sums (tokens; `NULL` usage counted as 0) and their cost.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -264,7 +283,7 @@ fn select_sessions(inner: &str, order: &str) -> String {
     };
     format!(
         "SELECT s.id, s.project_id, s.operation, s.parent_session_id, s.conversation_id, \
-         s.turn_id, s.created_at_ms, s.request_id, s.key_id, \
+         s.turn_id, s.created_at_ms, s.request_id, s.key_id, s.config_json, \
          COUNT(c.id) AS call_count, \
          CAST(COALESCE({failed}, 0) AS BIGINT) AS error_count, \
          {model} AS model_id, {provider} AS provider, {error} AS last_error, \
@@ -272,10 +291,11 @@ fn select_sessions(inner: &str, order: &str) -> String {
          {input}, {output}, {reasoning}, {cached}, {total}, \
          CAST(SUM(c.cost_nusd) AS BIGINT) AS cost_nusd \
          FROM (SELECT i.id, i.project_id, i.operation, i.parent_session_id, i.conversation_id, \
-         i.turn_id, i.created_at_ms, i.request_id, i.key_id FROM llm_sessions i {inner}) s \
+         i.turn_id, i.created_at_ms, i.request_id, i.key_id, i.config_json \
+         FROM llm_sessions i {inner}) s \
          LEFT JOIN llm_calls c ON c.project_id = s.project_id AND c.session_id = s.id \
          GROUP BY s.id, s.project_id, s.operation, s.parent_session_id, s.conversation_id, \
-         s.turn_id, s.created_at_ms, s.request_id, s.key_id \
+         s.turn_id, s.created_at_ms, s.request_id, s.key_id, s.config_json \
          ORDER BY s.id {order}",
         model = last("model_id", ""),
         provider = last("provider", ""),
@@ -322,6 +342,7 @@ struct SessionRecord {
     created_at_ms: i64,
     request_id: Option<String>,
     key_id: Option<String>,
+    config_json: Option<String>,
     call_count: i64,
     error_count: i64,
     model_id: Option<String>,
@@ -337,9 +358,18 @@ struct SessionRecord {
     cost_nusd: Option<i64>,
 }
 
-impl From<SessionRecord> for SessionRow {
-    fn from(r: SessionRecord) -> Self {
-        SessionRow {
+impl SessionRecord {
+    /// The row; fails only on a config snapshot that does not parse.
+    fn into_row(self, op: &'static str) -> Result<SessionRow, StoreError> {
+        let r = self;
+        let config = match r.config_json.as_deref() {
+            None => None,
+            Some(json) => Some(serde_json::from_str(json).map_err(|e| StoreError::Query {
+                op,
+                source: sqlx::Error::Decode(Box::new(e)),
+            })?),
+        };
+        Ok(SessionRow {
             id: r.id,
             project_id: r.project_id,
             operation: r.operation,
@@ -368,7 +398,8 @@ impl From<SessionRecord> for SessionRow {
                 total: r.total_tokens,
                 cost_nusd: r.cost_nusd,
             },
-        }
+            config,
+        })
     }
 }
 
@@ -464,7 +495,10 @@ impl Store {
                 .await
                 .map_err(StoreError::op("list_sessions"))
         })?;
-        Ok(records.into_iter().map(SessionRow::from).collect())
+        records
+            .into_iter()
+            .map(|r| r.into_row("list_sessions"))
+            .collect()
     }
 
     /// Fetches one session of `project` with the aggregates of its calls, and
@@ -498,7 +532,7 @@ impl Store {
             let Some(record) = record else {
                 return Ok(None);
             };
-            let row = SessionRow::from(record);
+            let row = record.into_row("get_session")?;
             let calls = self.session_calls(project, id).await?;
             let consistent = usize::try_from(row.call_count).is_ok_and(|n| n == calls.len());
             if consistent || attempt >= GET_SESSION_ATTEMPTS {
@@ -531,14 +565,16 @@ impl Store {
                 .await
                 .map_err(StoreError::op("child_sessions"))
         })?;
-        Ok(records.into_iter().map(SessionRow::from).collect())
+        records
+            .into_iter()
+            .map(|r| r.into_row("child_sessions"))
+            .collect()
     }
 
     /// Token usage of the calls of `project` sent in `[from_ms, to_ms)` (each
     /// bound optional; unix milliseconds on `sent_at_ms`), one row per group
-    /// of `group_by`, ordered by key. Every call is in exactly one group, so
-    /// the sums over the rows are the totals of the range. Groups without
-    /// calls are not listed.
+    /// of `group_by`, ordered by key: [`Store::usage_where`] with only a time
+    /// range.
     ///
     /// # Errors
     ///
@@ -551,6 +587,34 @@ impl Store {
         from_ms: Option<i64>,
         to_ms: Option<i64>,
     ) -> Result<Vec<UsageGroupRow>, StoreError> {
+        let filter = UsageFilter {
+            from_ms,
+            to_ms,
+            conversation_id: None,
+        };
+        self.usage_where(project, group_by, &filter).await
+    }
+
+    /// Token usage of the calls of `project` that `filter` selects, one row
+    /// per group of `group_by`, ordered by key. Every call is in exactly one
+    /// group, so the sums over the rows are the totals of the selection.
+    /// Groups without calls are not listed.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`] on database failure (e.g. a sum overflowing
+    /// BIGINT).
+    pub async fn usage_where(
+        &self,
+        project: &ProjectId,
+        group_by: UsageGroup,
+        filter: &UsageFilter,
+    ) -> Result<Vec<UsageGroupRow>, StoreError> {
+        let UsageFilter {
+            from_ms,
+            to_ms,
+            ref conversation_id,
+        } = *filter;
         let key = match group_by {
             UsageGroup::Project => "c.project_id",
             UsageGroup::Key => "COALESCE(s.key_id, 'none')",
@@ -570,7 +634,9 @@ impl Store {
                 }
             },
         };
-        let join = if matches!(group_by, UsageGroup::Operation | UsageGroup::Key) {
+        let join = if matches!(group_by, UsageGroup::Operation | UsageGroup::Key)
+            || conversation_id.is_some()
+        {
             " JOIN llm_sessions s ON s.project_id = c.project_id AND s.id = c.session_id"
         } else {
             ""
@@ -595,12 +661,19 @@ impl Store {
                 let _ = write!(sql, " AND {condition} ${n}");
             }
         }
+        if conversation_id.is_some() {
+            n += 1;
+            let _ = write!(sql, " AND s.conversation_id = ${n}");
+        }
         sql.push_str(" GROUP BY 1 ORDER BY 1");
 
         let records: Vec<UsageRecord> = on_pool!(self, reader, |pool| {
             let mut query = sqlx::query_as(&sql).bind(project.as_str());
             for value in [from_ms, to_ms].into_iter().flatten() {
                 query = query.bind(value);
+            }
+            if let Some(conversation_id) = conversation_id {
+                query = query.bind(conversation_id.as_str());
             }
             query.fetch_all(pool).await.map_err(StoreError::op("usage"))
         })?;
