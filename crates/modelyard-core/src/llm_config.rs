@@ -361,10 +361,11 @@ pub struct ConfigSnapshot {
     /// The model id that was called: a composite `provider/model` id or a
     /// route's name.
     pub model: String,
-    /// The provider options sent (the config's).
+    /// The config's provider options (none without a config).
     #[serde(default)]
     pub provider_options: ProviderOptions,
-    /// The system prompt sent (the config's), if any.
+    /// The config's system prompt, if any (without one, an operation with
+    /// a built-in instruction — title, compaction, advisor — sends that).
     #[serde(default)]
     pub system_prompt: Option<String>,
     /// The base URL of the deployment the model id names (the config's
