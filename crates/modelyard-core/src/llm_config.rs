@@ -489,6 +489,39 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_is_stored_camel_case_and_reads_back_with_absent_fields() {
+        let snapshot = ConfigSnapshot {
+            llm_id: Some("cfg".into()),
+            version: Some(2),
+            source: Some(LlmSource::SystemDefault),
+            resolved_from: Some(crate::conversation::ResolvedFrom::ServerDefault),
+            model: "p/m".into(),
+            provider_options: ProviderOptions {
+                top_p: Some(0.5),
+                ..ProviderOptions::default()
+            },
+            system_prompt: None,
+            base_url: Some("http://127.0.0.1:9/v1".into()),
+        };
+        let text = serde_json::to_value(&snapshot).unwrap();
+        assert_eq!(
+            text,
+            json!({"llmId": "cfg", "version": 2, "source": "system-default",
+                   "resolvedFrom": "serverDefault", "model": "p/m",
+                   "providerOptions": {"topP": 0.5}, "systemPrompt": null,
+                   "baseUrl": "http://127.0.0.1:9/v1"})
+        );
+        assert_eq!(
+            serde_json::from_value::<ConfigSnapshot>(text).unwrap(),
+            snapshot
+        );
+        // Only the model is required (a turn whose model no config supplied).
+        let bare: ConfigSnapshot = serde_json::from_str(r#"{"model":"p/m"}"#).unwrap();
+        assert_eq!(bare.llm_id, None);
+        assert!(bare.provider_options.is_empty());
+    }
+
+    #[test]
     fn stored_form_is_camel_case_without_absent_options() {
         let options = ProviderOptions {
             top_p: Some(0.5),

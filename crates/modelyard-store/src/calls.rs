@@ -44,8 +44,9 @@ impl Store {
     /// (in the database or earlier in the batch);
     /// [`StoreError::MissingReference`] if `project` does not exist or a call's
     /// `session_id` names no session of `project` (recorded earlier or in this
-    /// batch); [`StoreError::Query`] for other database failures. In every
-    /// error case nothing of the batch is written.
+    /// batch); [`StoreError::InvalidInput`] if a session's config snapshot
+    /// cannot be serialized; [`StoreError::Query`] for other database
+    /// failures. In every error case nothing of the batch is written.
     pub async fn record_sessions(
         &self,
         project: &ProjectId,

@@ -646,14 +646,16 @@ async fn migrate_up_to(backend: Backend, url: &str, last: i64) {
     match backend {
         Backend::Sqlite => {
             let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
-                .unwrap()
+                .expect("sqlite URL")
                 .create_if_missing(true);
-            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+            let pool = sqlx::SqlitePool::connect_with(options)
+                .await
+                .expect("open sqlite");
             migrator.run(&pool).await.expect("migrate");
             pool.close().await;
         }
         Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            let pool = sqlx::PgPool::connect(url).await.expect("open postgres");
             migrator.run(&pool).await.expect("migrate");
             pool.close().await;
         }

@@ -65,10 +65,11 @@ pub(crate) async fn named(
 /// `system` or `developer` one.
 ///
 /// # Errors
-/// 400 when the body is not a JSON object.
-pub(crate) fn apply(body: &[u8], config: &LlmConfigRow) -> Result<Bytes, OpenAiError> {
+/// Why the body cannot be read (not a JSON object) or written back, for a
+/// 400 ([`invalid_body`]).
+pub(crate) fn apply(body: &[u8], config: &LlmConfigRow) -> Result<Bytes, String> {
     let Ok(Value::Object(mut request)) = serde_json::from_slice::<Value>(body) else {
-        return Err(invalid("the request body must be a JSON object"));
+        return Err("the request body must be a JSON object".to_owned());
     };
     if request.get("model").is_none_or(Value::is_null) {
         request.insert("model".into(), json!(config.fields.model));
@@ -96,7 +97,12 @@ pub(crate) fn apply(body: &[u8], config: &LlmConfigRow) -> Result<Bytes, OpenAiE
     }
     serde_json::to_vec(&Value::Object(request))
         .map(Bytes::from)
-        .map_err(|err| invalid(format!("the request body cannot be written back: {err}")))
+        .map_err(|err| format!("the request body cannot be written back: {err}"))
+}
+
+/// The 400 of a body [`apply`] cannot use.
+pub(crate) fn invalid_body(reason: String) -> OpenAiError {
+    invalid(reason)
 }
 
 #[cfg(test)]

@@ -314,7 +314,7 @@ async fn chat(
     let llm_config = config::named(&app, headers).await?;
     let (body, head) = match &llm_config {
         Some(llm_config) => {
-            let body = config::apply(&body, llm_config)?;
+            let body = config::apply(&body, llm_config).map_err(config::invalid_body)?;
             let head = ChatRequestHead::parse(&body).map_err(request_error)?;
             (body, head)
         }
