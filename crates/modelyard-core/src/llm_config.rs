@@ -333,6 +333,48 @@ impl ProviderOptions {
     }
 }
 
+/// The LLM config a session ran with, as it was when the session resolved
+/// it (docs/design.md#llm-configs): "what settings produced this answer"
+/// stays answerable after the config is edited or deleted. Stored with the
+/// session as camelCase JSON; never holds a secret (configs hold none, and
+/// the base URL is written without credentials).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigSnapshot {
+    /// The config's id; `None` when no config supplied options (a model
+    /// named on the request with no config behind it).
+    #[serde(default)]
+    pub llm_id: Option<String>,
+    /// The config's version (from 1; every change of a config is a new
+    /// one); `None` without a config.
+    #[serde(default)]
+    pub version: Option<i64>,
+    /// The config's source (`user` or `system-default`); `None` without a
+    /// config.
+    #[serde(default)]
+    pub source: Option<LlmSource>,
+    /// Which step of the turn-model rule chose the model
+    /// (docs/design.md#turn-model); `None` outside conversations (a
+    /// gateway request naming a config).
+    #[serde(default)]
+    pub resolved_from: Option<crate::conversation::ResolvedFrom>,
+    /// The model id that was called: a composite `provider/model` id or a
+    /// route's name.
+    pub model: String,
+    /// The config's provider options (none without a config).
+    #[serde(default)]
+    pub provider_options: ProviderOptions,
+    /// The config's system prompt, if any (without one, an operation with
+    /// a built-in instruction — title, compaction, advisor — sends that).
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    /// The base URL of the deployment the model id names (the config's
+    /// custom one when it has one), without credentials; `None` for a
+    /// route (each call names the provider that served it).
+    #[serde(default)]
+    pub base_url: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,6 +486,39 @@ mod tests {
             json!({"model": "m", "temperature": 0.3, "min_p": 0.05, "top_p": 0.9,
                    "max_tokens": 64, "reasoning_effort": "low", "stop": ["END"], "seed": 7})
         );
+    }
+
+    #[test]
+    fn a_snapshot_is_stored_camel_case_and_reads_back_with_absent_fields() {
+        let snapshot = ConfigSnapshot {
+            llm_id: Some("cfg".into()),
+            version: Some(2),
+            source: Some(LlmSource::SystemDefault),
+            resolved_from: Some(crate::conversation::ResolvedFrom::ServerDefault),
+            model: "p/m".into(),
+            provider_options: ProviderOptions {
+                top_p: Some(0.5),
+                ..ProviderOptions::default()
+            },
+            system_prompt: None,
+            base_url: Some("http://127.0.0.1:9/v1".into()),
+        };
+        let text = serde_json::to_value(&snapshot).unwrap();
+        assert_eq!(
+            text,
+            json!({"llmId": "cfg", "version": 2, "source": "system-default",
+                   "resolvedFrom": "serverDefault", "model": "p/m",
+                   "providerOptions": {"topP": 0.5}, "systemPrompt": null,
+                   "baseUrl": "http://127.0.0.1:9/v1"})
+        );
+        assert_eq!(
+            serde_json::from_value::<ConfigSnapshot>(text).unwrap(),
+            snapshot
+        );
+        // Only the model is required (a turn whose model no config supplied).
+        let bare: ConfigSnapshot = serde_json::from_str(r#"{"model":"p/m"}"#).unwrap();
+        assert_eq!(bare.llm_id, None);
+        assert!(bare.provider_options.is_empty());
     }
 
     #[test]

@@ -97,6 +97,7 @@ impl CallRecord {
             created_at_ms: earlier.first().map_or(last.sent_at_ms, |c| c.sent_at_ms),
             request_id: None,
             key_id: None,
+            config: None,
         };
         let mut calls = Vec::with_capacity(earlier.len() + 1);
         calls.extend(earlier.into_iter().map(|c| c.into_call(&session_id)));

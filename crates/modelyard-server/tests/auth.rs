@@ -66,6 +66,7 @@ const MATRIX: &[(&str, &str, Role, bool)] = &[
     ("PATCH", "/v1/llms/{id}", Role::Admin, true),
     ("DELETE", "/v1/llms/{id}", Role::Admin, true),
     ("POST", "/v1/llms/{id}/copy", Role::Admin, true),
+    ("GET", "/v1/llms/{id}/versions", Role::Read, true),
     ("GET", "/v1/keys", Role::Admin, false),
     ("POST", "/v1/keys", Role::Admin, false),
     ("PATCH", "/v1/keys/{id}", Role::Admin, true),

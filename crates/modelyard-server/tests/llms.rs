@@ -69,6 +69,15 @@ async fn llms(server: &TestServer) -> Vec<Value> {
         .clone()
 }
 
+/// The `user` configs (the listing also shows the server default).
+async fn user_llms(server: &TestServer) -> Vec<Value> {
+    llms(server)
+        .await
+        .into_iter()
+        .filter(|l| l["source"] == "user")
+        .collect()
+}
+
 async fn conversations(server: &TestServer) -> Vec<Value> {
     server.get_ok("/v1/conversations?limit=200").await["data"]
         .as_array()
@@ -436,12 +445,9 @@ async fn first_default_turn(server: &TestServer) -> (String, String, Value) {
 #[tokio::test]
 async fn simultaneous_first_turns_materialize_one_system_default_and_later_turns_reuse_it() {
     let server = preset_server().await;
-    assert!(
-        llms(&server).await.is_empty(),
-        "nothing before the first turn"
-    );
 
-    // Two simultaneous first turns: one system default.
+    // Two simultaneous first turns (nothing listed the configs yet, which
+    // would materialize the server default too): one system default.
     let a = server.create_conversation(json!({})).await;
     let b = server.create_conversation(json!({})).await;
     let (ta, tb) = tokio::join!(
@@ -621,11 +627,7 @@ async fn a_conversation_naming_a_bad_config_id_is_422_and_writes_nothing() {
         conversations(&server).await.is_empty(),
         "no conversation row"
     );
-    assert_eq!(
-        llms(&server).await.len(),
-        2,
-        "no config row (no system default either)"
-    );
+    assert_eq!(user_llms(&server).await.len(), 2, "no config row");
 }
 
 #[tokio::test]
@@ -680,7 +682,7 @@ async fn a_bad_llm_patch_changes_nothing_not_even_its_valid_parts() {
     }
     assert_eq!(server.get_ok(&format!("/v1/conversations/{conv}")).await, c);
     assert_eq!(events(&server, &conv).await.len(), 1, "no event");
-    assert_eq!(llms(&server).await.len(), 2);
+    assert_eq!(user_llms(&server).await.len(), 2);
     assert_eq!(conversations(&server).await.len(), 1);
 }
 
@@ -809,6 +811,13 @@ async fn two_configs_with_prompts(server: &TestServer) -> (String, String) {
     (op_cfg, conv_cfg)
 }
 
+/// Whether `system` holds no system default but the `default` preset's
+/// (which `GET /v1/llms` materializes: a server with a default model never
+/// lists no config).
+fn only_the_server_default(system: &[Value]) -> bool {
+    system.len() == 1 && system[0]["presetName"] == "default"
+}
+
 /// The system defaults materialized so far.
 async fn system_defaults(server: &TestServer) -> Vec<Value> {
     llms(server)
@@ -841,9 +850,10 @@ async fn chat_resolves_through_the_operation_config_and_sends_its_options() {
     );
     assert_eq!(request["stream"], true);
 
-    // A config-resolved turn materializes no system default.
+    // A config-resolved turn materializes no system default (the listing
+    // shows the server default, which it materializes itself).
     let system = system_defaults(&server).await;
-    assert!(system.is_empty(), "{system:#?}");
+    assert!(only_the_server_default(&system), "{system:#?}");
 }
 
 #[tokio::test]
@@ -876,9 +886,10 @@ async fn chat_resolves_through_the_conversation_config_then_the_request_then_the
     assert_eq!(request["model"], "echo");
     assert_eq!(system_prompt(&request), Some("CONV PROMPT"));
 
-    // A config-resolved turn materializes no system default.
+    // A config-resolved turn materializes no system default (the listing
+    // shows the server default, which it materializes itself).
     let system = system_defaults(&server).await;
-    assert!(system.is_empty(), "{system:#?}");
+    assert!(only_the_server_default(&system), "{system:#?}");
 }
 
 #[tokio::test]
@@ -960,19 +971,25 @@ async fn title_resolves_through_its_own_override_not_another_operations() {
     assert!(started.iter().all(|e| e["llmId"] == conv_cfg.as_str()));
     assert_eq!(started[1]["resolvedFrom"], "request");
 
-    // A config-resolved turn materializes no system default.
+    // A config-resolved turn materializes no system default (the listing
+    // shows the server default, which it materializes itself).
     let system = system_defaults(&server).await;
-    assert!(system.is_empty(), "{system:#?}");
+    assert!(only_the_server_default(&system), "{system:#?}");
 }
 
 #[tokio::test]
-async fn defaults_model_without_presets_is_a_server_default_without_config() {
+async fn defaults_model_without_presets_is_a_system_default_config_too() {
     let server = server_with("[defaults]\nmodel = \"mock/mock-model\"\n", None).await;
     let c = server.create_conversation(json!({})).await;
     let (turn, request) = run_turn(&server, &c, json!({"content": "hi"})).await;
     assert_eq!(turn["resolvedFrom"], "serverDefault");
-    assert_eq!(turn["llmId"], Value::Null);
+    // Materialized as a system default without prompt or options.
+    let listed = llms(&server).await;
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    assert_eq!(listed[0]["source"], "system-default");
+    assert_eq!(listed[0]["presetName"], "defaults.model");
+    assert_eq!(listed[0]["model"], "mock/mock-model");
+    assert_eq!(turn["llmId"], listed[0]["id"]);
     assert_eq!(system_prompt(&request), None);
     assert!(request.get("temperature").is_none());
-    assert!(llms(&server).await.is_empty());
 }

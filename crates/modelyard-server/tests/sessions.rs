@@ -182,6 +182,7 @@ async fn sessions_calls_and_usage_agree() {
             "durationMs",
             "usage",
             "costUsd",
+            "config",
         ]
         .into_iter()
         .collect();
@@ -216,11 +217,17 @@ async fn sessions_calls_and_usage_agree() {
     assert_eq!(chat["modelId"], "mock/mock-model");
     assert_eq!(chat["status"], "ok");
     assert!(chat["usage"]["totalTokens"].as_i64().unwrap() > 0, "{chat}");
+    // The turn ran with the server default (`defaults.model`, a
+    // system-default config); a gateway request naming no config with none.
+    assert_eq!(chat["config"]["source"], "system-default", "{chat}");
+    assert_eq!(chat["config"]["resolvedFrom"], "serverDefault", "{chat}");
+    assert_eq!(chat["config"]["model"], "mock/mock-model", "{chat}");
     for g in by_op("gateway") {
         assert!(
             g["conversationId"].is_null() && g["turnId"].is_null(),
             "{g}"
         );
+        assert!(g["config"].is_null(), "{g}");
     }
     let failed: Vec<&Value> = sessions.iter().filter(|s| s["status"] == "error").collect();
     assert_eq!(failed.len(), 1);
@@ -516,6 +523,7 @@ async fn session_detail_lists_children() {
         created_at_ms: 1_704_067_200_000,
         request_id: None,
         key_id: None,
+        config: None,
     };
     let call = |id: &str, session: &str, total: Option<i64>| NewLlmCall {
         id: id.to_owned(),

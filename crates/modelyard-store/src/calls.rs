@@ -7,7 +7,7 @@ use crate::{CallFilter, LlmCallRow, NewLlmCall, ProjectId, RecordedSession, Stor
 
 const INSERT_SESSIONS: &str = "INSERT INTO llm_sessions \
      (id, project_id, operation, parent_session_id, conversation_id, turn_id, created_at_ms, \
-      request_id, key_id) ";
+      request_id, key_id, config_json) ";
 
 const INSERT_CALLS: &str = "INSERT INTO llm_calls \
      (id, project_id, session_id, model_id, provider, upstream_model, stream, request_json, \
@@ -44,8 +44,9 @@ impl Store {
     /// (in the database or earlier in the batch);
     /// [`StoreError::MissingReference`] if `project` does not exist or a call's
     /// `session_id` names no session of `project` (recorded earlier or in this
-    /// batch); [`StoreError::Query`] for other database failures. In every
-    /// error case nothing of the batch is written.
+    /// batch); [`StoreError::InvalidInput`] if a session's config snapshot
+    /// cannot be serialized; [`StoreError::Query`] for other database
+    /// failures. In every error case nothing of the batch is written.
     pub async fn record_sessions(
         &self,
         project: &ProjectId,
@@ -56,13 +57,30 @@ impl Store {
             return Ok(());
         }
         let err = StoreError::op(OP);
+        // Serialized before the transaction: a snapshot that does not
+        // serialize fails the batch without writing anything.
+        let configs: Vec<Option<String>> = batch
+            .iter()
+            .map(|r| {
+                r.session
+                    .config
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| StoreError::InvalidInput {
+                reason: format!("a session's config snapshot cannot be serialized as JSON: {e}"),
+            })?;
         on_pool!(self, writer, |pool| {
             let mut tx = pool.begin().await.map_err(&err)?;
             // Multi-row INSERTs: one statement per ROWS_PER_INSERT rows
             // instead of one per row (the call log's main write cost).
-            for chunk in batch.chunks(ROWS_PER_INSERT) {
+            let sessions: Vec<(&RecordedSession, &Option<String>)> =
+                batch.iter().zip(&configs).collect();
+            for chunk in sessions.chunks(ROWS_PER_INSERT) {
                 sqlx::QueryBuilder::new(INSERT_SESSIONS)
-                    .push_values(chunk, |mut row, recorded| {
+                    .push_values(chunk, |mut row, (recorded, config)| {
                         let s = &recorded.session;
                         row.push_bind(&s.id)
                             .push_bind(project.as_str())
@@ -72,7 +90,8 @@ impl Store {
                             .push_bind(&s.turn_id)
                             .push_bind(s.created_at_ms)
                             .push_bind(&s.request_id)
-                            .push_bind(&s.key_id);
+                            .push_bind(&s.key_id)
+                            .push_bind(*config);
                     })
                     .build()
                     .execute(&mut *tx)

@@ -58,10 +58,11 @@ pub use keys::{ApiKeyRow, Revoke, Role};
 pub use leases::TurnLease;
 pub use limits::{CounterKey, Lease, LimitMetric, LimitSubject};
 pub use llms::{
-    LlmConfigFields, LlmConfigFilter, LlmConfigRow, DEFAULT_LLM_CONFIG_LIMIT, MAX_LLM_CONFIG_LIMIT,
+    LlmConfigFields, LlmConfigFilter, LlmConfigRow, LlmConfigVersionRow, DEFAULT_LLM_CONFIG_LIMIT,
+    MAX_LLM_CONFIG_LIMIT,
 };
 pub use sessions::{
-    SessionFilter, SessionRow, SessionStatus, TokenSums, UsageGroup, UsageGroupRow,
+    SessionFilter, SessionRow, SessionStatus, TokenSums, UsageFilter, UsageGroup, UsageGroupRow,
 };
 pub use store::Store;
 pub use types::{

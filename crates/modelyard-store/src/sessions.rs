@@ -16,13 +16,15 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use modelyard_core::llm_config::ConfigSnapshot;
+
 use crate::{LlmCallRow, ProjectId, Store, StoreError, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 
 mod sql;
 mod usage;
 
 use sql::{exists_call, last_call_failed, select_sessions, SessionRecord};
-pub use usage::{UsageGroup, UsageGroupRow};
+pub use usage::{UsageFilter, UsageGroup, UsageGroupRow};
 
 // ---------------------------------------------------------------- types
 
@@ -123,7 +125,7 @@ pub struct TokenSums {
 
 /// A session of the audit log with the aggregates of its calls. Times are
 /// unix milliseconds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SessionRow {
     /// Session id (UUIDv7 string).
     pub id: String,
@@ -162,6 +164,8 @@ pub struct SessionRow {
     pub finished_at_ms: Option<i64>,
     /// Token sums over the calls.
     pub totals: TokenSums,
+    /// The LLM config snapshot the session ran with, if it recorded one.
+    pub config: Option<ConfigSnapshot>,
 }
 
 /// How many times [`Store::get_session`] re-reads a session whose calls
@@ -242,7 +246,10 @@ impl Store {
                 .await
                 .map_err(StoreError::op("list_sessions"))
         })?;
-        Ok(records.into_iter().map(SessionRow::from).collect())
+        records
+            .into_iter()
+            .map(|r| r.into_row("list_sessions"))
+            .collect()
     }
 
     /// Fetches one session of `project` with the aggregates of its calls, and
@@ -276,7 +283,7 @@ impl Store {
             let Some(record) = record else {
                 return Ok(None);
             };
-            let row = SessionRow::from(record);
+            let row = record.into_row("get_session")?;
             let calls = self.session_calls(project, id).await?;
             let consistent = usize::try_from(row.call_count).is_ok_and(|n| n == calls.len());
             if consistent || attempt >= GET_SESSION_ATTEMPTS {
@@ -309,7 +316,10 @@ impl Store {
                 .await
                 .map_err(StoreError::op("child_sessions"))
         })?;
-        Ok(records.into_iter().map(SessionRow::from).collect())
+        records
+            .into_iter()
+            .map(|r| r.into_row("child_sessions"))
+            .collect()
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use modelyard_core::llm_config::ConfigSnapshot;
 use serde::{Deserialize, Serialize};
 
 /// Default number of rows returned by [`Store::list_calls`](crate::Store::list_calls)
@@ -169,6 +170,9 @@ pub struct NewLlmSession {
     pub request_id: Option<String>,
     /// The id of the API key whose request made the session, if any.
     pub key_id: Option<String>,
+    /// The LLM config snapshot the session ran with (stored as camelCase
+    /// JSON), if any.
+    pub config: Option<ConfigSnapshot>,
 }
 
 /// One LLM call to insert.

@@ -1120,6 +1120,7 @@ async fn calls_carry_their_conversation_and_turn() {
                 created_at_ms: 1,
                 request_id: None,
                 key_id: None,
+                config: None,
             };
         let call = |id: &str, session_id: &str| NewLlmCall {
             id: id.to_owned(),

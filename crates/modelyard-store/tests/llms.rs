@@ -6,11 +6,12 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::str::FromStr;
 
 use common::test_dbs;
 use modelyard_core::conversation::EventPayload;
 use modelyard_core::llm_config::{LlmSource, ProviderOptions};
-use modelyard_store::{LlmConfigFields, LlmConfigFilter, ProjectId, Store, StoreError};
+use modelyard_store::{Backend, LlmConfigFields, LlmConfigFilter, ProjectId, Store, StoreError};
 use serde_json::{json, Value};
 
 fn new_id() -> String {
@@ -391,5 +392,334 @@ async fn referenced_configs_cannot_be_deleted() {
         ));
         store.delete_llm_config(&project, &unused, 9).await.unwrap();
         db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn every_update_is_a_new_version_and_every_version_stays_readable() {
+    for db in test_dbs().await {
+        let store = &db.store;
+        let project = ProjectId::default_project();
+        let id = new_id();
+        let v1 = fields("v1", "mock/a");
+        let row = store
+            .create_llm_config(&project, &id, &v1, 100)
+            .await
+            .unwrap();
+        assert_eq!(row.version, 1);
+        let versions = store
+            .list_llm_config_versions(&project, &id, 0, None)
+            .await
+            .unwrap();
+        assert_eq!(versions.len(), 1);
+        assert_eq!(
+            (versions[0].llm_id.as_str(), versions[0].version),
+            (id.as_str(), 1)
+        );
+        assert_eq!(versions[0].fields, v1);
+        assert_eq!(versions[0].created_at_ms, 100);
+
+        // Two updates: versions 2 and 3, each with its body and time.
+        let mut v2 = fields("v2", "mock/b");
+        v2.system_prompt = None;
+        v2.base_url = Some("http://127.0.0.1:9/v1".into());
+        let mut v3 = fields("v3", "mock/c");
+        v3.provider_options = ProviderOptions {
+            seed: Some(7),
+            ..ProviderOptions::default()
+        };
+        let row = store
+            .update_llm_config(&project, &id, &v2, 200)
+            .await
+            .unwrap();
+        assert_eq!(row.version, 2);
+        let row = store
+            .update_llm_config(&project, &id, &v3, 300)
+            .await
+            .unwrap();
+        assert_eq!((row.version, row.fields.clone()), (3, v3.clone()));
+        assert_eq!(
+            store.get_llm_config(&project, &id).await.unwrap(),
+            Some(row)
+        );
+        let versions = store
+            .list_llm_config_versions(&project, &id, 0, None)
+            .await
+            .unwrap();
+        let summary: Vec<(i64, &LlmConfigFields, i64)> = versions
+            .iter()
+            .map(|v| (v.version, &v.fields, v.created_at_ms))
+            .collect();
+        assert_eq!(summary, vec![(3, &v3, 300), (2, &v2, 200), (1, &v1, 100)]);
+        for v in &versions {
+            assert_eq!(
+                store
+                    .get_llm_config_version(&project, &id, v.version)
+                    .await
+                    .unwrap()
+                    .as_ref(),
+                Some(v)
+            );
+        }
+        assert_eq!(
+            store
+                .get_llm_config_version(&project, &id, 4)
+                .await
+                .unwrap(),
+            None
+        );
+
+        // Pages, newest first.
+        let page = store
+            .list_llm_config_versions(&project, &id, 2, None)
+            .await
+            .unwrap();
+        assert_eq!(page.iter().map(|v| v.version).collect::<Vec<_>>(), [3, 2]);
+        let page = store
+            .list_llm_config_versions(&project, &id, 2, Some(2))
+            .await
+            .unwrap();
+        assert_eq!(page.iter().map(|v| v.version).collect::<Vec<_>>(), [1]);
+
+        // A refused update writes no version.
+        assert!(matches!(
+            store
+                .update_llm_config(&project, &id, &fields("", "mock/x"), 350)
+                .await,
+            Err(StoreError::InvalidInput { .. })
+        ));
+        // Deleting keeps every version; an update of the deleted config
+        // writes none.
+        store.delete_llm_config(&project, &id, 400).await.unwrap();
+        assert!(matches!(
+            store.update_llm_config(&project, &id, &v1, 500).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        let after = store
+            .list_llm_config_versions(&project, &id, 0, None)
+            .await
+            .unwrap();
+        assert_eq!(after, versions);
+        assert_eq!(
+            store
+                .get_llm_config_version(&project, &id, 1)
+                .await
+                .unwrap()
+                .map(|v| v.fields),
+            Some(v1)
+        );
+
+        // Another project sees none of it.
+        let other = store.create_project("other").await.unwrap();
+        assert!(store
+            .list_llm_config_versions(&other, &id, 0, None)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store.get_llm_config_version(&other, &id, 1).await.unwrap(),
+            None
+        );
+        db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn a_system_default_is_its_version_one_once() {
+    for db in test_dbs().await {
+        let store = &db.store;
+        let project = ProjectId::default_project();
+        let mut tasks = Vec::new();
+        for i in 0..2 {
+            let store = store.clone();
+            let project = project.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .ensure_system_default(
+                        &project,
+                        "default",
+                        1,
+                        &new_id(),
+                        &fields(&format!("d{i}"), "mock/d"),
+                        10,
+                    )
+                    .await
+            }));
+        }
+        let mut rows = Vec::new();
+        for task in tasks {
+            rows.push(task.await.expect("task").expect("ensure"));
+        }
+        assert_eq!(rows[0], rows[1]);
+        assert_eq!(rows[0].version, 1);
+        let versions = store
+            .list_llm_config_versions(&project, &rows[0].id, 0, None)
+            .await
+            .unwrap();
+        assert_eq!(versions.len(), 1, "{versions:#?}");
+        assert_eq!(versions[0].version, 1);
+        assert_eq!(versions[0].fields, rows[0].fields);
+        // Read back later: still one version.
+        store
+            .ensure_system_default(
+                &project,
+                "default",
+                1,
+                &new_id(),
+                &fields("x", "mock/d"),
+                20,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .list_llm_config_versions(&project, &rows[0].id, 0, None)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn the_latest_system_default_of_a_preset_is_its_highest_version() {
+    for db in test_dbs().await {
+        let store = &db.store;
+        let project = ProjectId::default_project();
+        assert_eq!(
+            store
+                .latest_system_default(&project, "defaults.model")
+                .await
+                .unwrap(),
+            None
+        );
+        for version in [2, 1, 3] {
+            store
+                .ensure_system_default(
+                    &project,
+                    "defaults.model",
+                    version,
+                    &new_id(),
+                    &fields(&format!("v{version}"), "mock/d"),
+                    version,
+                )
+                .await
+                .unwrap();
+        }
+        store
+            .ensure_system_default(&project, "other", 9, &new_id(), &fields("o", "mock/o"), 9)
+            .await
+            .unwrap();
+        let latest = store
+            .latest_system_default(&project, "defaults.model")
+            .await
+            .unwrap()
+            .expect("latest");
+        assert_eq!(latest.preset_version, Some(3));
+        assert_eq!(latest.fields.display_name, "v3");
+        db.finish().await;
+    }
+}
+
+/// Applies the migrations of `backend` up to `last` (inclusive) to the
+/// empty database at `url`, as an older server would have.
+async fn migrate_up_to(backend: Backend, url: &str, last: i64) {
+    let dir = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(dir);
+    let mut migrator = sqlx::migrate::Migrator::new(path)
+        .await
+        .expect("read migrations");
+    let older: Vec<sqlx::migrate::Migration> = migrator
+        .migrations
+        .iter()
+        .filter(|m| m.version <= last)
+        .cloned()
+        .collect();
+    migrator.migrations = older.into();
+    match backend {
+        Backend::Sqlite => {
+            let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+                .expect("sqlite URL")
+                .create_if_missing(true);
+            let pool = sqlx::SqlitePool::connect_with(options)
+                .await
+                .expect("open sqlite");
+            migrator.run(&pool).await.expect("migrate");
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(url).await.expect("open postgres");
+            migrator.run(&pool).await.expect("migrate");
+            pool.close().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn configs_that_exist_at_migration_0018_are_their_version_one() {
+    for (backend, url, cleanup) in common::empty_dbs().await {
+        migrate_up_to(backend, &url, 17).await;
+        // A config written (and changed) by a server before versions.
+        let id = new_id();
+        let sql = "INSERT INTO llm_configs (project_id, id, source, display_name, model, \
+                   system_prompt, provider_options_json, base_url, preset_name, preset_version, \
+                   created_at_ms, updated_at_ms, deleted) \
+                   VALUES ('default', $1, 'user', 'old', 'mock/old', 'Be old.', \
+                   '{\"temperature\":0.5}', NULL, NULL, NULL, 100, 250, $2)";
+        match backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                sqlx::query(sql)
+                    .bind(&id)
+                    .bind(false)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                sqlx::query(sql)
+                    .bind(&id)
+                    .bind(false)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+            }
+        }
+
+        let store = Store::connect(&url).await.expect("migrate to the newest");
+        let project = ProjectId::default_project();
+        let row = store
+            .get_llm_config(&project, &id)
+            .await
+            .unwrap()
+            .expect("the config");
+        assert_eq!(row.version, 1, "{backend}");
+        let versions = store
+            .list_llm_config_versions(&project, &id, 0, None)
+            .await
+            .unwrap();
+        assert_eq!(versions.len(), 1, "{backend}: {versions:#?}");
+        assert_eq!(versions[0].version, 1);
+        assert_eq!(versions[0].fields, row.fields);
+        assert_eq!(versions[0].fields.system_prompt.as_deref(), Some("Be old."));
+        assert_eq!(versions[0].created_at_ms, 250, "written at its last update");
+        // The next change is version 2.
+        let changed = store
+            .update_llm_config(&project, &id, &fields("new", "mock/new"), 300)
+            .await
+            .unwrap();
+        assert_eq!(changed.version, 2);
+        store.close().await;
+        drop(cleanup);
     }
 }

@@ -41,6 +41,7 @@ fn session(created_at_ms: i64) -> NewLlmSession {
         created_at_ms,
         request_id: None,
         key_id: None,
+        config: None,
     }
 }
 

@@ -10,9 +10,11 @@ mod common;
 use std::sync::Mutex;
 
 use common::test_dbs;
+use modelyard_core::conversation::ResolvedFrom;
+use modelyard_core::llm_config::{ConfigSnapshot, LlmSource, ProviderOptions};
 use modelyard_store::{
     CallCost, NewLlmCall, NewLlmSession, PriceSource, ProjectId, RecordedSession, SessionFilter,
-    SessionRow, SessionStatus, Store, TokenSums, UsageGroup, UsageGroupRow, UsageRow,
+    SessionRow, SessionStatus, Store, TokenSums, UsageFilter, UsageGroup, UsageGroupRow, UsageRow,
 };
 
 // ---------------------------------------------------------------- fixtures
@@ -45,6 +47,7 @@ fn session(operation: &str, created_at_ms: i64) -> NewLlmSession {
         created_at_ms,
         request_id: None,
         key_id: None,
+        config: None,
     }
 }
 
@@ -192,6 +195,7 @@ async fn aggregates_calls_with_null_usage_and_status() {
             created_at_ms: JAN_1,
             request_id: None,
             key_id: None,
+            config: None,
             call_count: 3,
             model_id: Some("b/m2".to_owned()),
             provider: Some("b".to_owned()),
@@ -875,6 +879,134 @@ async fn costs_are_stored_on_calls_and_summed_in_sessions_and_usage_groups() {
                 ("cloud/m".to_owned(), None),
                 ("local/m".to_owned(), Some(0)),
             ]
+        );
+        db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn a_session_keeps_the_config_snapshot_it_ran_with() {
+    for db in test_dbs().await {
+        let store = &db.store;
+        let project = &ProjectId::default_project();
+        let snapshot = ConfigSnapshot {
+            llm_id: Some("0198a0a0-0000-7000-8000-000000000001".to_owned()),
+            version: Some(3),
+            source: Some(LlmSource::User),
+            resolved_from: Some(ResolvedFrom::ConversationConfig),
+            model: "a/m".to_owned(),
+            provider_options: ProviderOptions {
+                temperature: Some(0.25),
+                stop: Some(vec!["END".to_owned()]),
+                extra: Some(serde_json::json!({"min_p": 0.05})),
+                ..ProviderOptions::default()
+            },
+            system_prompt: Some("You are terse.".to_owned()),
+            base_url: Some("http://127.0.0.1:9/v1".to_owned()),
+        };
+        let mut with = session("chat", JAN_1);
+        with.conversation_id = Some("conv-1".to_owned());
+        with.config = Some(snapshot.clone());
+        let without = session("gateway", JAN_1 + 1);
+        record(store, project, &with, vec![call(&with, "a/m", JAN_1)]).await;
+        record(store, project, &without, vec![]).await;
+
+        let (row, calls) = store
+            .get_session(project, &with.id)
+            .await
+            .unwrap()
+            .expect("the session");
+        assert_eq!(row.config.as_ref(), Some(&snapshot));
+        assert_eq!(calls.len(), 1);
+        let (row, _) = store
+            .get_session(project, &without.id)
+            .await
+            .unwrap()
+            .expect("the session");
+        assert_eq!(row.config, None);
+        // Listed with it too.
+        let rows = list(store, project, SessionFilter::default()).await;
+        assert_eq!(ids(&rows), vec![without.id.as_str(), &with.id]);
+        assert_eq!(rows[1].config.as_ref(), Some(&snapshot));
+        assert_eq!(rows[0].config, None);
+        db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn usage_of_one_conversation_splits_by_operation() {
+    for db in test_dbs().await {
+        let store = &db.store;
+        let project = &ProjectId::default_project();
+        let in_conversation = |operation: &str, conversation: &str, at: i64| {
+            let mut s = session(operation, at);
+            s.conversation_id = Some(conversation.to_owned());
+            s
+        };
+        let chat = in_conversation("chat", "conv-1", JAN_1);
+        let title = in_conversation("title", "conv-1", JAN_1 + 1);
+        let advisor = in_conversation("advisor", "conv-1", JAN_1 + 2);
+        let other = in_conversation("chat", "conv-2", JAN_1 + 3);
+        let gateway = session("gateway", JAN_1 + 4);
+        for (s, tokens) in [
+            (&chat, 10),
+            (&title, 20),
+            (&advisor, 30),
+            (&other, 40),
+            (&gateway, 50),
+        ] {
+            let calls = vec![
+                with_usage(
+                    call(s, "a/m", s.created_at_ms),
+                    usage(tokens, 1, 0, 0, tokens + 1),
+                ),
+                with_usage(call(s, "a/m", s.created_at_ms + DAY), usage(1, 1, 0, 0, 2)),
+            ];
+            record(store, project, s, calls).await;
+        }
+        let of = |filter: UsageFilter, group| async move {
+            store
+                .usage_where(project, group, &filter)
+                .await
+                .expect("usage")
+                .into_iter()
+                .map(|r| (r.key, r.calls, r.input))
+                .collect::<Vec<_>>()
+        };
+        let conv1 = UsageFilter {
+            conversation_id: Some("conv-1".to_owned()),
+            ..UsageFilter::default()
+        };
+        assert_eq!(
+            of(conv1.clone(), UsageGroup::Operation).await,
+            [
+                ("advisor".to_owned(), 2, 31),
+                ("chat".to_owned(), 2, 11),
+                ("title".to_owned(), 2, 21),
+            ]
+        );
+        // Other groupings and a time range combine with it.
+        assert_eq!(
+            of(conv1.clone(), UsageGroup::Model).await,
+            [("a/m".to_owned(), 6, 63)]
+        );
+        let first_day = UsageFilter {
+            to_ms: Some(JAN_1 + DAY),
+            ..conv1
+        };
+        assert_eq!(
+            of(first_day, UsageGroup::Project).await,
+            [("default".to_owned(), 3, 60)]
+        );
+        // No such conversation: no groups; no filter: every call.
+        let none = UsageFilter {
+            conversation_id: Some("conv-9".to_owned()),
+            ..UsageFilter::default()
+        };
+        assert!(of(none, UsageGroup::Operation).await.is_empty());
+        assert_eq!(
+            of(UsageFilter::default(), UsageGroup::Project).await,
+            [("default".to_owned(), 10, 155)]
         );
         db.finish().await;
     }

@@ -35,6 +35,7 @@ fn session(id: &str, operation: &str) -> NewLlmSession {
         created_at_ms: 1_700_000_000_000,
         request_id: None,
         key_id: None,
+        config: None,
     }
 }
 

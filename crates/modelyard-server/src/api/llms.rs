@@ -5,7 +5,13 @@
 //! `{id, projectId, source ("user" | "system-default"), displayName, model,
 //! systemPrompt, providerOptions {temperature, topP, maxTokens,
 //! reasoningEffort, stop, seed, extra}, baseUrl, presetName, presetVersion,
-//! createdAt, updatedAt}`.
+//! createdAt, updatedAt, version, deleted}`.
+//!
+//! Versions: a config is version 1 when created and every PATCH makes the
+//! next one; `GET /v1/llms/{id}/versions` lists them newest first (each the
+//! whole config as it was) and `GET /v1/llms/{id}?version=N` shows one —
+//! both also for a deleted config, so the snapshot an LLM session recorded
+//! (`config.llmId` + `config.version`) can always be looked up.
 //!
 //! Configs never hold secrets: unknown fields (an `apiKey`) are refused with
 //! 400, `extra` may not carry credential-like keys, and `baseUrl` must be a
@@ -22,6 +28,7 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
 use modelyard_core::ids::LlmConfigId;
+use modelyard_core::llm_config::ProviderOptions;
 use modelyard_store::LlmConfigRow;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -55,6 +62,20 @@ pub struct ProviderOptionsDto {
     pub extra: Option<Value>,
 }
 
+impl From<&ProviderOptions> for ProviderOptionsDto {
+    fn from(o: &ProviderOptions) -> Self {
+        ProviderOptionsDto {
+            temperature: o.temperature,
+            top_p: o.top_p,
+            max_tokens: o.max_tokens,
+            reasoning_effort: o.reasoning_effort.clone(),
+            stop: o.stop.clone(),
+            seed: o.seed,
+            extra: o.extra.clone(),
+        }
+    }
+}
+
 /// An LLM config.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -82,14 +103,18 @@ pub struct LlmDto {
     pub preset_version: Option<i64>,
     /// Creation time.
     pub created_at: String,
-    /// Last update time.
+    /// Last update time (of a past version: when it was written).
     pub updated_at: String,
+    /// The version this answer shows: the current one, or the one asked
+    /// for (`?version=N`). 1 at creation, one more with every change.
+    pub version: i64,
+    /// Whether the config is deleted (only its versions are still served).
+    pub deleted: bool,
 }
 
 impl LlmDto {
     /// The config `row` of `app`'s project.
     pub fn new(app: &AppState, row: &LlmConfigRow) -> Self {
-        let o = &row.fields.provider_options;
         LlmDto {
             id: row.id.clone(),
             project_id: app.project.as_str().to_owned(),
@@ -97,22 +122,30 @@ impl LlmDto {
             display_name: row.fields.display_name.clone(),
             model: row.fields.model.clone(),
             system_prompt: row.fields.system_prompt.clone(),
-            provider_options: ProviderOptionsDto {
-                temperature: o.temperature,
-                top_p: o.top_p,
-                max_tokens: o.max_tokens,
-                reasoning_effort: o.reasoning_effort.clone(),
-                stop: o.stop.clone(),
-                seed: o.seed,
-                extra: o.extra.clone(),
-            },
+            provider_options: ProviderOptionsDto::from(&row.fields.provider_options),
             base_url: row.fields.base_url.clone(),
             preset_name: row.preset_name.clone(),
             preset_version: row.preset_version,
             created_at: rfc3339(row.created_at_ms),
             updated_at: rfc3339(row.updated_at_ms),
+            version: row.version,
+            deleted: row.deleted,
         }
     }
+}
+
+/// One version of a config (`GET /v1/llms/{id}/versions`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmVersionDto {
+    /// The version, from 1.
+    pub version: i64,
+    /// When it was written, unix milliseconds.
+    pub created_at_ms: i64,
+    /// When it was written, RFC 3339.
+    pub created_at: String,
+    /// The whole config as it was at this version.
+    pub config: LlmDto,
 }
 
 /// `POST /v1/llms` → 201 with the config.
@@ -159,17 +192,80 @@ pub async fn list(
     }))
 }
 
-/// `GET /v1/llms/{id}`.
+/// Query of `GET /v1/llms/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ShowQuery {
+    /// A past (or the current) version instead of the current config; also
+    /// served for a deleted config.
+    version: Option<i64>,
+}
+
+/// `GET /v1/llms/{id}`: the current config, or with `?version=N` the
+/// config as it was at version N (`updatedAt` is when that version was
+/// written; also for a deleted config, with `deleted: true`).
 #[utoipa::path(
     get,
     path = "/v1/llms/{id}",
     tag = "llms",
-    params(("id" = String, Path, description = "LLM config id")),
+    params(("id" = String, Path, description = "LLM config id"), ShowQuery),
     responses((status = 200, description = "OK", body = LlmDto))
 )]
-pub async fn show(Scoped(app): Scoped, Path(id): Path<String>) -> Result<Json<LlmDto>, ApiError> {
+pub async fn show(
+    Scoped(app): Scoped,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<ShowQuery>,
+) -> Result<Json<LlmDto>, ApiError> {
     let id = LlmConfigId::parse(&id)?;
-    Ok(Json(LlmDto::new(&app, &service::load(&app, &id).await?)))
+    let row = match query.version {
+        None => service::load(&app, &id).await?,
+        Some(version) => service::load_version(&app, &id, version).await?,
+    };
+    Ok(Json(LlmDto::new(&app, &row)))
+}
+
+/// Query of `GET /v1/llms/{id}/versions`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct VersionsQuery {
+    /// Page size, 1–200 (default 50).
+    limit: Option<u32>,
+    /// Only versions below this one (the previous page's `nextBefore`).
+    before: Option<String>,
+}
+
+/// `GET /v1/llms/{id}/versions`: `{data: [{version, createdAtMs,
+/// createdAt, config}], nextBefore}`, newest first; also for a deleted
+/// config.
+#[utoipa::path(
+    get,
+    path = "/v1/llms/{id}/versions",
+    tag = "llms",
+    params(("id" = String, Path, description = "LLM config id"), VersionsQuery),
+    responses((status = 200, description = "OK", body = Page<LlmVersionDto>))
+)]
+pub async fn versions(
+    Scoped(app): Scoped,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<VersionsQuery>,
+) -> Result<Json<Page<LlmVersionDto>>, ApiError> {
+    let id = LlmConfigId::parse(&id)?;
+    let page = service::versions(&app, &id, query.limit, query.before.as_deref()).await?;
+    Ok(Json(Page {
+        data: page
+            .data
+            .iter()
+            .map(|(row, created_at_ms)| LlmVersionDto {
+                version: row.version,
+                created_at_ms: *created_at_ms,
+                created_at: rfc3339(*created_at_ms),
+                config: LlmDto::new(&app, row),
+            })
+            .collect(),
+        next_before: page.next_before,
+    }))
 }
 
 /// `PATCH /v1/llms/{id}` → the config; 409 for a system default.

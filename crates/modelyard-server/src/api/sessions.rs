@@ -7,9 +7,14 @@
 //! callCount, modelId (of the last call), provider, status ("ok" | "error"),
 //! lastError, startedAt (first call sent), finishedAt (last call completed),
 //! durationMs, usage {promptTokens, completionTokens, reasoningTokens,
-//! cachedPromptTokens, totalTokens}, costUsd}`; token sums count unreported
+//! cachedPromptTokens, totalTokens}, costUsd, config}`; token sums count unreported
 //! usage as 0; `costUsd` (USD, beside `usage`) sums the calls' known costs
-//! and is null when no call has one.
+//! and is null when no call has one. `config` is the LLM config snapshot
+//! the session ran with, as it was then (null when it ran without one,
+//! e.g. a plain gateway request): `{llmId, version, source, resolvedFrom,
+//! model, providerOptions, systemPrompt, baseUrl}` — `llmId` + `version`
+//! name the config version (`GET /v1/llms/{llmId}?version=N`, also after
+//! the config is deleted).
 //! The single-session view adds `calls` (oldest first, each as
 //! `GET /v1/calls/{id}` shows it) and `children` (sessions started by this
 //! one, oldest first).
@@ -19,20 +24,23 @@
 //! left out for UTC) or a plain UTC date (`2026-01-31`). Sessions are
 //! selected by their creation time, usage by the calls' sent time.
 
-use modelyard_core::ids::SessionId;
+use modelyard_core::ids::{ConversationId, SessionId};
+use modelyard_core::llm_config::ConfigSnapshot;
 use std::time::UNIX_EPOCH;
 
 use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use modelyard_store::{
-    SessionFilter, SessionRow, SessionStatus, TokenSums, UsageGroup, UsageGroupRow, MAX_LIST_LIMIT,
+    SessionFilter, SessionRow, SessionStatus, TokenSums, UsageFilter, UsageGroup, UsageGroupRow,
+    MAX_LIST_LIMIT,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::calls::CallDto;
 use crate::api::dto::Page;
+use crate::api::llms::ProviderOptionsDto;
 use crate::auth::Scoped;
 use crate::clock::rfc3339;
 use crate::error::Problem;
@@ -66,6 +74,48 @@ impl From<TokenSums> for TokenSumsDto {
             reasoning_tokens: t.reasoning,
             cached_prompt_tokens: t.cached_input,
             total_tokens: t.total,
+        }
+    }
+}
+
+/// The LLM config snapshot a session ran with (see the module docs).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigSnapshotDto {
+    /// The config's id; `null` when no config supplied options.
+    pub llm_id: Option<String>,
+    /// The config's version.
+    pub version: Option<i64>,
+    /// `user` or `system-default`; `null` without a config.
+    #[schema(value_type = Option<String>)]
+    pub source: Option<&'static str>,
+    /// Which step of the turn-model rule chose the model (`request`,
+    /// `conversation`, `operationConfig`, `conversationConfig`,
+    /// `serverDefault`); `null` outside conversations.
+    #[schema(value_type = Option<String>)]
+    pub resolved_from: Option<modelyard_core::conversation::ResolvedFrom>,
+    /// The model id called (a composite id or a route's name).
+    pub model: String,
+    /// The config's provider options.
+    pub provider_options: ProviderOptionsDto,
+    /// The config's system prompt.
+    pub system_prompt: Option<String>,
+    /// The base URL of the deployment (the config's custom one when it has
+    /// one), without credentials; `null` for a route.
+    pub base_url: Option<String>,
+}
+
+impl From<&ConfigSnapshot> for ConfigSnapshotDto {
+    fn from(c: &ConfigSnapshot) -> Self {
+        ConfigSnapshotDto {
+            llm_id: c.llm_id.clone(),
+            version: c.version,
+            source: c.source.map(|s| s.as_str()),
+            resolved_from: c.resolved_from,
+            model: c.model.clone(),
+            provider_options: ProviderOptionsDto::from(&c.provider_options),
+            system_prompt: c.system_prompt.clone(),
+            base_url: c.base_url.clone(),
         }
     }
 }
@@ -109,6 +159,8 @@ pub struct SessionDto {
     pub usage: TokenSumsDto,
     /// Sum of its calls' known costs, USD; `null` when no call has one.
     pub cost_usd: Option<f64>,
+    /// The LLM config snapshot it ran with; `null` without one.
+    pub config: Option<ConfigSnapshotDto>,
 }
 
 impl From<&SessionRow> for SessionDto {
@@ -134,6 +186,7 @@ impl From<&SessionRow> for SessionDto {
                 .map(|(started, finished)| finished - started),
             usage: s.totals.into(),
             cost_usd: s.totals.cost_nusd.map(modelyard_core::cost::nusd_to_usd),
+            config: s.config.as_ref().map(ConfigSnapshotDto::from),
         }
     }
 }
@@ -183,6 +236,8 @@ pub struct UsageDto {
     pub from: Option<String>,
     /// End of the range (RFC 3339), if given.
     pub to: Option<String>,
+    /// The conversation whose calls are counted, if given.
+    pub conversation_id: Option<String>,
     /// The groups, ordered by key.
     pub data: Vec<UsageRowDto>,
     /// Sums over all groups.
@@ -400,6 +455,9 @@ pub struct UsageQuery {
     from: Option<String>,
     /// Calls sent before (RFC 3339).
     to: Option<String>,
+    /// Only the calls of this conversation's sessions (every operation run
+    /// for it: turns, title, compaction, advisor, warm, ...).
+    conversation_id: Option<String>,
 }
 
 fn sums_of(r: &UsageGroupRow) -> TokenSums {
@@ -414,7 +472,9 @@ fn sums_of(r: &UsageGroupRow) -> TokenSums {
 }
 
 /// `GET /v1/usage`: token usage per group, ordered by key, with the totals
-/// over all groups: `{groupBy, from, to, data: [{key, calls, unpricedCalls,
+/// over all groups (`conversationId`: of one conversation's sessions only;
+/// with `groupBy=operation` its per-operation split): `{groupBy, from, to,
+/// conversationId, data: [{key, calls, unpricedCalls,
 /// promptTokens, completionTokens, reasoningTokens, cachedPromptTokens,
 /// totalTokens, costUsd}], total: {calls, ...same sums}}`; `costUsd` is
 /// USD, null when no call of the group has a known cost.
@@ -445,11 +505,19 @@ pub async fn usage(Scoped(app): Scoped, ApiQuery(query): ApiQuery<UsageQuery>) -
         Ok(range) => range,
         Err(problem) => return problem.into_response(),
     };
-    let rows = match app
-        .store
-        .usage(&app.project, group_by, from_ms, to_ms)
-        .await
-    {
+    let conversation_id = match query.conversation_id.as_deref().map(ConversationId::parse) {
+        None => None,
+        Some(Ok(id)) => Some(id.as_str().to_owned()),
+        Some(Err(err)) => {
+            return Problem::bad_request(format!("conversationId: {err}")).into_response()
+        }
+    };
+    let filter = UsageFilter {
+        from_ms,
+        to_ms,
+        conversation_id,
+    };
+    let rows = match app.store.usage_where(&app.project, group_by, &filter).await {
         Ok(rows) => rows,
         Err(err) => return crate::http::store_problem(err).into_response(),
     };
@@ -483,6 +551,7 @@ pub async fn usage(Scoped(app): Scoped, ApiQuery(query): ApiQuery<UsageQuery>) -
         group_by: group_by.as_str(),
         from: from_ms.map(rfc3339),
         to: to_ms.map(rfc3339),
+        conversation_id: filter.conversation_id,
         data,
         total: UsageRowDto {
             key: None,

@@ -76,6 +76,8 @@ pub struct Advisor {
     pub destination: Destination,
     /// The LLM config that supplies options and system prompt, if any.
     pub llm_config: Option<LlmConfigRow>,
+    /// The config snapshot its LLM sessions record.
+    pub config: modelyard_core::llm_config::ConfigSnapshot,
 }
 
 /// Resolves the `advisor` operation's model for `conversation`: its
@@ -102,9 +104,15 @@ pub async fn resolve(app: &AppState, conversation: &ConversationRecord) -> Resul
         .map_err(|e| e.to_string())?
         .for_llm_config(&app.registry, llm_config.as_ref())
         .map_err(|e| e.to_string())?;
+    let config = crate::service::turn_target::config_snapshot(
+        Some(resolved.resolved_from),
+        &destination,
+        llm_config.as_ref(),
+    );
     Ok(Advisor {
         destination,
         llm_config,
+        config,
     })
 }
 
@@ -240,6 +248,7 @@ pub async fn consult(
             created_at_ms: streamed.sent_at_ms,
             request_id: None,
             key_id: app.key_id.clone(),
+            config: Some(advisor.config.clone()),
         },
         calls: records
             .into_iter()

@@ -1,7 +1,8 @@
 //! The LLM configs a turn's model resolution looks at (docs/design.md#turn-model,
 //! steps 3–5): the conversation's config for the operation, its default config,
 //! the server's preset for the operation, then the `default` preset (or
-//! `defaults.model`, a server default without a config).
+//! `defaults.model`, materialized as a config too:
+//! [`crate::service::llm_configs::ensure_server_default`]).
 //!
 //! Loaded in that order and only as far as needed: options and system
 //! prompt come from the first config found, and every later step's model
@@ -15,7 +16,7 @@ use modelyard_store::{LlmConfigFields, LlmConfigRow};
 
 use crate::app::AppState;
 use crate::clock::now_ms;
-use crate::config::{PresetConfig, DEFAULT_PRESET};
+use crate::config::PresetConfig;
 use crate::service::error::{new_id, ServiceError};
 
 /// What resolution needs of LLM configs for one turn.
@@ -27,10 +28,8 @@ pub struct TurnConfigs {
     conversation: Option<LlmConfigRow>,
     /// Step 5a: the preset named after the operation.
     server_operation: Option<LlmConfigRow>,
-    /// Step 5b: the `default` preset.
+    /// Step 5b: the `default` preset (or `defaults.model`'s config).
     server_default: Option<LlmConfigRow>,
-    /// Step 5b without a config: `defaults.model`.
-    default_model: Option<String>,
 }
 
 impl TurnConfigs {
@@ -67,12 +66,7 @@ impl TurnConfigs {
             configs.server_operation = Some(materialize(app, operation, preset).await?);
             return Ok(configs);
         }
-        match presets.get(DEFAULT_PRESET) {
-            Some(preset) => {
-                configs.server_default = Some(materialize(app, DEFAULT_PRESET, preset).await?)
-            }
-            None => configs.default_model = app.config.defaults.model.clone(),
-        }
+        configs.server_default = crate::service::llm_configs::ensure_server_default(app).await?;
         Ok(configs)
     }
 
@@ -96,10 +90,7 @@ impl TurnConfigs {
             operation_config: config(&self.operation),
             conversation_config: config(&self.conversation),
             server_operation_default: config(&self.server_operation),
-            server_default: config(&self.server_default).or(self
-                .default_model
-                .as_deref()
-                .map(|model| ConfigRef { id: None, model })),
+            server_default: config(&self.server_default),
         }
     }
 
@@ -139,7 +130,7 @@ async fn named(
 }
 
 /// The `system-default` config of preset `name` at its configured version.
-async fn materialize(
+pub(crate) async fn materialize(
     app: &AppState,
     name: &str,
     preset: &PresetConfig,

@@ -4,6 +4,7 @@
 //! attempt (retries and fallbacks first, then the one that answered or
 //! failed last).
 
+use modelyard_core::llm_config::ConfigSnapshot;
 use modelyard_upstream::openai::{AnswerSummary, RewrittenCompletion};
 use modelyard_upstream::UpstreamResponse;
 
@@ -41,6 +42,8 @@ struct Draft {
     key_id: Option<String>,
     /// Prices the request's calls when its admission is settled.
     pricing: std::sync::Arc<crate::pricing::Pricing>,
+    /// The LLM config snapshot the request ran with, stored on its session.
+    config: Option<ConfigSnapshot>,
 }
 
 impl CallDraft {
@@ -57,8 +60,19 @@ impl CallDraft {
                 admission: app.take_admission(),
                 key_id: app.key_id.clone(),
                 pricing: std::sync::Arc::clone(&app.pricing),
+                config: None,
             }),
         }
+    }
+
+    /// The same draft, its session recording `config` (the LLM config the
+    /// request named, `x-modelyard-llm`).
+    #[must_use]
+    pub(crate) fn with_config(mut self, config: Option<ConfigSnapshot>) -> Self {
+        if let Some(draft) = self.inner.as_mut() {
+            draft.config = config;
+        }
+        self
     }
 
     /// Sends the request by `plan` ([`routed::send`]): on success the call
@@ -198,6 +212,7 @@ impl Draft {
             crate::quota::settle(admission, &self.pricing, crate::quota::Spent::Calls(&calls));
         }
         let key_id = self.key_id.take();
+        let config = self.config.take();
         // Copying the request body happens in the writer task.
         let bytes = earlier.iter().map(|r| r.request_json.len()).sum::<usize>()
             + match &last {
@@ -217,6 +232,7 @@ impl Draft {
             let mut session = CallRecord::session_of(earlier, last);
             session.session.request_id = request_id;
             session.session.key_id = key_id;
+            session.session.config = config;
             session
         });
     }

@@ -18,6 +18,7 @@
 
 pub mod anthropic;
 mod call;
+pub mod config;
 pub(crate) mod passthrough;
 pub mod responses;
 pub mod schema;
@@ -308,6 +309,17 @@ async fn chat(
         )
     })?;
     let head = ChatRequestHead::parse(&body).map_err(request_error)?;
+    // `x-modelyard-llm`: the request runs with what the config says and it
+    // does not.
+    let llm_config = config::named(&app, headers).await?;
+    let (body, head) = match &llm_config {
+        Some(llm_config) => {
+            let body = config::apply(&body, llm_config).map_err(config::invalid_body)?;
+            let head = ChatRequestHead::parse(&body).map_err(request_error)?;
+            (body, head)
+        }
+        None => (body, head),
+    };
     if let Some(error) = exceeded_cap(&head, &app.config.limits) {
         return Err(error);
     }
@@ -320,6 +332,23 @@ async fn chat(
     let destination = app
         .destination(head.model.as_deref())
         .map_err(route_error)?;
+    // A config's custom base URL, as for a turn.
+    let destination = match &llm_config {
+        Some(llm_config) => destination
+            .for_llm_config(&app.registry, Some(llm_config))
+            .map_err(|err| {
+                OpenAiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    err.to_string(),
+                )
+                .code("invalid_base_url")
+            })?,
+        None => destination,
+    };
+    let snapshot = llm_config.as_ref().map(|llm_config| {
+        crate::service::turn_target::config_snapshot(None, &destination, Some(llm_config))
+    });
     if let Destination::Deployment(target) = &destination {
         if target.provider.client.is_none() {
             return Err(OpenAiError::new(
@@ -344,7 +373,7 @@ async fn chat(
     };
     // The draft owns the attempts from here: whatever way the request ends
     // (the client gone included), one record.
-    let mut draft = CallDraft::start(&app, request_id_of(headers));
+    let mut draft = CallDraft::start(&app, request_id_of(headers)).with_config(snapshot);
     let upstream = match draft.send(&mut plan, &mut build).await {
         Ok(upstream) => upstream,
         Err(err) => {

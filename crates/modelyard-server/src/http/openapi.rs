@@ -75,6 +75,7 @@ pub const ALIASES: &[(&str, &str)] = &[
         api::llms::patch,
         api::llms::delete,
         api::llms::copy,
+        api::llms::versions,
         api::keys::list,
         api::keys::create,
         api::keys::patch,

@@ -140,6 +140,7 @@ pub fn table() -> Vec<Route> {
         route(M::PATCH, "/v1/llms/{id}", admin, api::llms::patch),
         route(M::DELETE, "/v1/llms/{id}", admin, api::llms::delete),
         route(M::POST, "/v1/llms/{id}/copy", admin, api::llms::copy),
+        route(M::GET, "/v1/llms/{id}/versions", read, api::llms::versions),
         // API keys.
         route(M::GET, "/v1/keys", admin, api::keys::list),
         route(M::POST, "/v1/keys", admin, api::keys::create),

@@ -1,7 +1,9 @@
-//! LLM config use cases (`/v1/llms`): create, list, show, patch, delete,
-//! copy. Validation normalizes what a config says (the model id becomes
-//! its composite form); system defaults (materialized from the server's
-//! presets) are read-only.
+//! LLM config use cases (`/v1/llms`): create, list, show (a version too),
+//! the versions, patch, delete, copy. Validation normalizes what a config
+//! says (the model id becomes its composite form); system defaults
+//! (materialized from the server's presets, or from `defaults.model`:
+//! [`ensure_server_default`]) are read-only. Every change of a config is
+//! its next version; versions stay readable after a delete.
 
 use modelyard_core::ids::LlmConfigId;
 use modelyard_core::llm_config::{LlmSource, ProviderOptions};
@@ -13,6 +15,8 @@ use super::error::{new_id, ServiceError};
 use super::models::check_model;
 use crate::app::AppState;
 use crate::clock::now_ms;
+use crate::config::DEFAULT_PRESET;
+use crate::conversations::configs::materialize;
 use crate::registry::BaseUrlError;
 
 /// Longest display name, characters.
@@ -47,12 +51,166 @@ pub async fn load(app: &AppState, id: &LlmConfigId) -> Result<LlmConfigRow, Serv
     let id = id.as_str();
     match app.store.get_llm_config(&app.project, id).await? {
         Some(row) if !row.deleted => Ok(row),
-        _ => Err(ServiceError::not_found(
-            "llm_config",
-            id,
-            format!("no LLM config with id {id:?}"),
-        )),
+        _ => Err(no_config(id)),
     }
+}
+
+/// Config `id` (deleted or not) as it was at `version`: the config's row
+/// with that version's fields, `updated_at_ms` when it was written.
+///
+/// # Errors
+/// `invalid_query` (400) for a version below 1; `llm_config_not_found`;
+/// `llm_config_version_not_found`; the store's.
+pub async fn load_version(
+    app: &AppState,
+    id: &LlmConfigId,
+    version: i64,
+) -> Result<LlmConfigRow, ServiceError> {
+    if version < 1 {
+        return Err(ServiceError::bad_request(
+            "invalid_query",
+            format!("version must be at least 1, got {version}"),
+        ));
+    }
+    let id = id.as_str();
+    let Some(mut row) = app.store.get_llm_config(&app.project, id).await? else {
+        return Err(no_config(id));
+    };
+    let Some(past) = app
+        .store
+        .get_llm_config_version(&app.project, id, version)
+        .await?
+    else {
+        return Err(ServiceError::not_found(
+            "llm_config_version",
+            format!("{id}@{version}"),
+            format!(
+                "LLM config {id:?} has no version {version} (its current version is {})",
+                row.version
+            ),
+        ));
+    };
+    row.fields = past.fields;
+    row.version = past.version;
+    row.updated_at_ms = past.created_at_ms;
+    Ok(row)
+}
+
+/// A page of a config's versions, newest first: each the config as it was
+/// ([`load_version`]'s row) and when that version was written (unix ms).
+#[derive(Debug)]
+pub struct VersionPage {
+    /// The versions.
+    pub data: Vec<(LlmConfigRow, i64)>,
+    /// Cursor of the next page (a version number), if the page was full.
+    pub next_before: Option<String>,
+}
+
+/// The versions of config `id` (deleted or not), newest first (`limit`
+/// 1..=200, default 50), below version `before`.
+///
+/// # Errors
+/// `invalid_query` (400); `llm_config_not_found`; the store's.
+pub async fn versions(
+    app: &AppState,
+    id: &LlmConfigId,
+    limit: Option<u32>,
+    before: Option<&str>,
+) -> Result<VersionPage, ServiceError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ServiceError::bad_request(
+            "invalid_query",
+            format!("limit must be between 1 and {MAX_PAGE}, got {limit}"),
+        ));
+    }
+    let before = match before {
+        None => None,
+        Some(text) => Some(
+            text.parse::<i64>()
+                .ok()
+                .filter(|v| *v >= 1)
+                .ok_or_else(|| {
+                    ServiceError::bad_request(
+                        "invalid_query",
+                        "before: not a cursor from nextBefore",
+                    )
+                })?,
+        ),
+    };
+    let id = id.as_str();
+    let Some(row) = app.store.get_llm_config(&app.project, id).await? else {
+        return Err(no_config(id));
+    };
+    let versions = app
+        .store
+        .list_llm_config_versions(&app.project, id, limit, before)
+        .await?;
+    let next_before = (versions.len() == limit as usize)
+        .then(|| versions.last().map(|v| v.version.to_string()))
+        .flatten();
+    let data = versions
+        .into_iter()
+        .map(|v| {
+            let mut at = row.clone();
+            at.fields = v.fields;
+            at.version = v.version;
+            at.updated_at_ms = v.created_at_ms;
+            (at, v.created_at_ms)
+        })
+        .collect();
+    Ok(VersionPage { data, next_before })
+}
+
+fn no_config(id: &str) -> ServiceError {
+    ServiceError::not_found("llm_config", id, format!("no LLM config with id {id:?}"))
+}
+
+/// `presetName` of the system default materialized from `defaults.model`
+/// (a preset name can never have a dot, so it collides with none).
+pub const DEFAULTS_MODEL_PRESET: &str = "defaults.model";
+
+/// The server default of `app`'s project as a `system-default` config: the
+/// `[defaults.presets.default]` preset's (materialized once per version),
+/// or, on a server with only `defaults.model`, one materialized from that
+/// model (preset [`DEFAULTS_MODEL_PRESET`]; no system prompt or options; a
+/// new version whenever the model changes). `None` without a default model.
+///
+/// # Errors
+/// The store's.
+pub async fn ensure_server_default(app: &AppState) -> Result<Option<LlmConfigRow>, ServiceError> {
+    if let Some(preset) = app.config.defaults.presets.get(DEFAULT_PRESET) {
+        return materialize(app, DEFAULT_PRESET, preset).await.map(Some);
+    }
+    let Some(model) = app.config.defaults.model.as_deref() else {
+        return Ok(None);
+    };
+    let fields = LlmConfigFields {
+        display_name: format!("{model} (server default)"),
+        model: model.to_owned(),
+        ..LlmConfigFields::default()
+    };
+    let version = match app
+        .store
+        .latest_system_default(&app.project, DEFAULTS_MODEL_PRESET)
+        .await?
+    {
+        Some(row) if row.fields == fields => return Ok(Some(row)),
+        Some(row) => row.preset_version.unwrap_or(0) + 1,
+        None => 1,
+    };
+    Ok(Some(
+        app.store
+            .ensure_system_default(
+                &app.project,
+                DEFAULTS_MODEL_PRESET,
+                version,
+                &new_id(),
+                &fields,
+                now_ms(),
+            )
+            .await?,
+    ))
 }
 
 /// Validates (and normalizes: the model id becomes its composite form)
@@ -166,7 +324,9 @@ pub struct Page {
 }
 
 /// Lists configs (`limit` 1..=200, default 50) before cursor `before`,
-/// deleted ones left out.
+/// deleted ones left out; the server default ([`ensure_server_default`])
+/// is materialized first, so a server with a default model never lists
+/// none.
 ///
 /// # Errors
 /// `invalid_query` (400); the store's.
@@ -195,6 +355,11 @@ pub async fn list(
                 })?,
         ),
     };
+    // A server with a default model always lists it: the first page
+    // materializes it when no turn has yet.
+    if before.is_none() {
+        ensure_server_default(app).await?;
+    }
     let filter = LlmConfigFilter { limit, before };
     let data = app.store.list_llm_configs(&app.project, &filter).await?;
     let next_before = (data.len() == limit as usize)

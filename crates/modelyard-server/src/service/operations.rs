@@ -25,6 +25,7 @@ use serde_json::{json, Map, Value};
 
 use super::llm_call::{compose, LlmCall, Purpose};
 use super::routed::{self, Plan};
+use super::turn_target::config_snapshot;
 use crate::app::AppState;
 use crate::recorder::CallRecord;
 use crate::routing::Destination;
@@ -252,7 +253,7 @@ struct Answer {
 
 /// Sends one non-streamed request (the config's options, its system prompt
 /// or `instruction`, then `input` as the user message) and records it as a
-/// session of `operation`.
+/// session of `operation` with the config snapshot.
 async fn complete(
     app: &AppState,
     conversation_id: &str,
@@ -298,7 +299,12 @@ async fn complete(
         });
     };
     let model_id = last.model_id.clone();
-    let session = CallRecord::session_of(records, last);
+    let mut session = CallRecord::session_of(records, last);
+    session.session.config = Some(config_snapshot(
+        Some(route.resolved.resolved_from),
+        &route.destination,
+        route.config.as_ref(),
+    ));
     let session_id = session.session.id.clone();
     app.record_charged(session).await;
     match outcome {

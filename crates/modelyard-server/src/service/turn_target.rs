@@ -3,8 +3,11 @@
 //! server-side operations ([`super::operations`]) and the warm path
 //! ([`super::warm`]): docs/design.md#turn-model, then the route or
 //! deployment the model id stands for, then an LLM config's custom base URL.
+//! Also the config snapshot ([`config_snapshot`]) the LLM session of such a
+//! call records.
 
-use modelyard_core::conversation::ConversationRecord;
+use modelyard_core::conversation::{ConversationRecord, ResolvedFrom};
+use modelyard_core::llm_config::ConfigSnapshot;
 use modelyard_core::turn_model::{resolve_turn_model, TurnModel};
 use modelyard_store::LlmConfigRow;
 
@@ -78,6 +81,49 @@ pub async fn resolve(
         llm_config,
         destination,
     })
+}
+
+impl TurnTarget {
+    /// The config snapshot a session of this call records.
+    pub fn snapshot(&self) -> ConfigSnapshot {
+        config_snapshot(
+            Some(self.resolved.resolved_from),
+            &self.destination,
+            self.llm_config.as_ref(),
+        )
+    }
+}
+
+/// The snapshot of what a call to `destination` runs with: the model id it
+/// names (a route's name or a deployment's composite id), how it was
+/// resolved (`None` outside conversations), the supplying `config` (id,
+/// version, source, options, system prompt) as it is now, and the base URL
+/// of the deployment (the config's custom one when it has one; without
+/// credentials or query; `None` for a route, whose calls name their own
+/// providers).
+pub fn config_snapshot(
+    resolved_from: Option<ResolvedFrom>,
+    destination: &Destination,
+    config: Option<&LlmConfigRow>,
+) -> ConfigSnapshot {
+    let base_url = match destination {
+        Destination::Deployment(target) => Some(modelyard_upstream::client::redact_url(
+            target.provider.config.base_url.as_str(),
+        )),
+        Destination::Route(_) => None,
+    };
+    ConfigSnapshot {
+        llm_id: config.map(|c| c.id.clone()),
+        version: config.map(|c| c.version),
+        source: config.map(|c| c.source),
+        resolved_from,
+        model: destination.model_id(),
+        provider_options: config
+            .map(|c| c.fields.provider_options.clone())
+            .unwrap_or_default(),
+        system_prompt: config.and_then(|c| c.fields.system_prompt.clone()),
+        base_url,
+    }
 }
 
 impl TargetError {

@@ -141,13 +141,15 @@ pub async fn start(
     let client_tools = body.tools.unwrap_or_default();
     let max_tools = app.config.limits.max_tools as usize;
     check_tools(&client_tools, conversation.advisor, max_tools)?;
+    let target = super::turn_target::resolve(app, &conversation, &operation, body.model.as_deref())
+        .await
+        .map_err(|err| err.into_turn_error(app))?;
+    let config = target.snapshot();
     let super::turn_target::TurnTarget {
         resolved,
         llm_config,
         destination,
-    } = super::turn_target::resolve(app, &conversation, &operation, body.model.as_deref())
-        .await
-        .map_err(|err| err.into_turn_error(app))?;
+    } = target;
     // `[turns] context_strategy = "error"`: refused before anything is
     // appended when the first request would not fit the context window.
     let first_tools: Vec<Value> = conversation
@@ -205,6 +207,7 @@ pub async fn start(
         parent_session_id: None,
         in_flight,
         overrides: body.overrides,
+        config,
     };
     let (from, subscription) = launch(app, id, &turn_id, payloads, job, subscribe).await?;
     Ok(Launched {
@@ -322,6 +325,12 @@ pub async fn resume(
     let destination = destination
         .for_llm_config(&app.registry, llm_config.as_ref())
         .map_err(|err| cannot_resume(&err))?;
+    // The config as it is now: what this run is sent with.
+    let config = super::turn_target::config_snapshot(
+        Some(turn.resolved_from),
+        &destination,
+        llm_config.as_ref(),
+    );
     let mut payloads = vec![EventPayload::TurnResumed {
         turn_id: turn_id.to_owned(),
     }];
@@ -355,6 +364,7 @@ pub async fn resume(
         parent_session_id: Some(turn_id.to_owned()),
         in_flight,
         overrides,
+        config,
     };
     let (from, subscription) = launch(app, id, turn_id, payloads, job, subscribe).await?;
     Ok(Launched {
@@ -435,6 +445,8 @@ struct Run {
     /// to the run.
     in_flight: InFlight,
     overrides: RunOverrides,
+    /// The config snapshot the run's LLM session records.
+    config: modelyard_core::llm_config::ConfigSnapshot,
 }
 
 /// Appends the events that start (or resume) a run of `turn_id` — the run's
@@ -499,6 +511,7 @@ async fn launch(
         session_id: run.session_id,
         parent_session_id: run.parent_session_id,
         overrides: run.overrides,
+        config: run.config,
     });
     // The run's span: a child of this request's, which it outlives.
     let span = app.traces.child(

@@ -29,7 +29,7 @@ use modelyard_core::ids::ConversationId;
 use std::time::Instant;
 
 use modelyard_core::conversation::ResolvedFrom;
-use modelyard_core::llm_config::is_operation_name;
+use modelyard_core::llm_config::{is_operation_name, ConfigSnapshot};
 use modelyard_upstream::openai::AnswerSummary;
 use modelyard_upstream::ProviderKind;
 use serde_json::{json, Value};
@@ -120,6 +120,7 @@ pub async fn warm(
         .await
         .map_err(|err| err.into_turn_error(app))?;
     let model_id = target.destination.model_id();
+    let config = target.snapshot();
     let Some(deployment) = routed::likely_target(app, &target.destination, Some(id)) else {
         return Err(ServiceError::Upstream {
             message: format!("no deployment of route '{model_id}' can serve now"),
@@ -137,7 +138,14 @@ pub async fn warm(
         // llama.cpp's router mode loads a model that is not in memory; a
         // loaded one (or a plain llama-server) gets its prefix cached.
         ProviderKind::LlamaCpp if deployment.host_loads() && deployment.loaded() != Some(true) => {
-            load_model(app, id, &deployment, route.as_ref().map(|r| &*r.name)).await?
+            load_model(
+                app,
+                id,
+                &deployment,
+                route.as_ref().map(|r| &*r.name),
+                &config,
+            )
+            .await?
         }
         ProviderKind::LlamaCpp => {
             let advisor = offered_advisor(app, &conversation).await;
@@ -155,12 +163,19 @@ pub async fn warm(
                 &Default::default(),
             );
             match prime_body(body) {
-                Some(body) => prime(app, id, &deployment, &body).await?,
+                Some(body) => prime(app, id, &deployment, &body, &config).await?,
                 None => (WarmAction::None, None),
             }
         }
         kind if kind.loads_models() => {
-            load_model(app, id, &deployment, route.as_ref().map(|r| &*r.name)).await?
+            load_model(
+                app,
+                id,
+                &deployment,
+                route.as_ref().map(|r| &*r.name),
+                &config,
+            )
+            .await?
         }
         _ => (WarmAction::None, None),
     };
@@ -193,12 +208,14 @@ pub fn prime_body(mut body: Value) -> Option<Value> {
     Some(body)
 }
 
-/// Sends the primer to `deployment` and records it as a `warm` session.
+/// Sends the primer to `deployment` and records it as a `warm` session
+/// with the `config` snapshot.
 async fn prime(
     app: &AppState,
     id: &str,
     deployment: &Target,
     body: &Value,
+    config: &ConfigSnapshot,
 ) -> Result<(WarmAction, Option<String>), ServiceError> {
     let purpose = Purpose::conversation(WARM_OPERATION, id, None);
     let plan = Plan::new(app, Destination::Deployment(deployment.clone()), Some(id));
@@ -208,7 +225,8 @@ async fn prime(
     .await;
     let session_id = match records.pop() {
         Some(last) => {
-            let session = CallRecord::session_of(records, last);
+            let mut session = CallRecord::session_of(records, last);
+            session.session.config = Some(config.clone());
             let session_id = session.session.id.clone();
             app.record_charged(session).await;
             Some(session_id)
@@ -225,13 +243,14 @@ async fn prime(
 }
 
 /// Loads `deployment`'s model on a host that swaps models and records it
-/// as a `warm` session; refreshes the provider's discovery in the
-/// background.
+/// as a `warm` session with the `config` snapshot; refreshes the
+/// provider's discovery in the background.
 async fn load_model(
     app: &AppState,
     id: &str,
     deployment: &Target,
     route: Option<&str>,
+    config: &ConfigSnapshot,
 ) -> Result<(WarmAction, Option<String>), ServiceError> {
     let provider = &deployment.provider;
     let Some(client) = provider.client.as_ref() else {
@@ -266,7 +285,8 @@ async fn load_model(
         attempt: 1,
         route: route.map(str::to_owned),
     };
-    let session = CallRecord::session_of(Vec::new(), record);
+    let mut session = CallRecord::session_of(Vec::new(), record);
+    session.session.config = Some(config.clone());
     let session_id = session.session.id.clone();
     app.record_charged(session).await;
     if let Some(message) = error {

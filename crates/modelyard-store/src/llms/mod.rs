@@ -10,6 +10,12 @@
 //! Deleting a config that a conversation still names (as `llm_id` or in
 //! `llm_overrides`) is refused with [`StoreError::InUse`], checked in the
 //! deleting transaction.
+//!
+//! Versions (`llm_config_versions`, migration 0018): a config starts at
+//! version 1 and every update is the next version, written with it in one
+//! transaction; every version stays readable ([`Store::get_llm_config_version`],
+//! [`Store::list_llm_config_versions`]), also after the config is deleted,
+//! so the snapshot a session recorded can be traced to its config.
 
 use modelyard_core::llm_config::{LlmSource, ProviderOptions};
 
@@ -23,8 +29,9 @@ mod tests;
 
 use sql::{
     check_fields, decode, not_found, options_json, referrer_pattern, referrers,
-    system_default_conflict, LlmRow, DELETE_LLM, INSERT_LLM, INSERT_PRESET, LOCK_LLM_PG,
-    LOCK_LLM_SQLITE, SELECT_LLM, SELECT_PRESET, SELECT_REFERRERS, UPDATE_LLM,
+    system_default_conflict, LlmRow, VersionRow, DELETE_LLM, INSERT_LLM, INSERT_PRESET,
+    INSERT_VERSION, LOCK_LLM_PG, LOCK_LLM_SQLITE, SELECT_LATEST_PRESET, SELECT_LLM, SELECT_PRESET,
+    SELECT_REFERRERS, SELECT_VERSION, UPDATE_LLM,
 };
 
 /// Page size of [`Store::list_llm_configs`] when [`LlmConfigFilter::limit`] is 0.
@@ -67,6 +74,22 @@ pub struct LlmConfigRow {
     pub updated_at_ms: i64,
     /// Soft-deleted.
     pub deleted: bool,
+    /// The current version: 1 at creation, one more with every update.
+    pub version: i64,
+}
+
+/// One version of a config: what it said from `created_at_ms` until the
+/// next version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlmConfigVersionRow {
+    /// The config's id.
+    pub llm_id: String,
+    /// The version, from 1.
+    pub version: i64,
+    /// What the config said.
+    pub fields: LlmConfigFields,
+    /// When this version was written, unix ms.
+    pub created_at_ms: i64,
 }
 
 /// Paging of [`Store::list_llm_configs`].
@@ -109,7 +132,10 @@ impl Store {
         const OP: &str = "create_llm_config";
         check_fields(fields)?;
         let options = options_json(fields)?;
+        let err = StoreError::op(OP);
+        let backend = self.backend();
         on_pool!(self, writer, |pool| {
+            let mut tx = pool.begin_with(begin_sql(backend)).await.map_err(&err)?;
             sqlx::query(INSERT_LLM)
                 .bind(project.as_str())
                 .bind(id)
@@ -123,11 +149,17 @@ impl Store {
                 .bind(None::<i64>)
                 .bind(now_ms)
                 .bind(false)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await
-                .map(|_| ())
-                .map_err(StoreError::op(OP))
-        })?;
+                .map_err(&err)?;
+            sqlx::query(INSERT_VERSION)
+                .bind(project.as_str())
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(&err)?;
+            tx.commit().await.map_err(&err)?;
+        });
         Ok(LlmConfigRow {
             id: id.to_owned(),
             source: LlmSource::User,
@@ -137,6 +169,7 @@ impl Store {
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
             deleted: false,
+            version: 1,
         })
     }
 
@@ -161,6 +194,78 @@ impl Store {
                 .map_err(StoreError::op(OP))
         })?;
         row.map(LlmRow::into_row).transpose().map_err(decode(OP))
+    }
+
+    /// Version `version` of config `id` of `project` (also of a deleted
+    /// config); `None` if there is no such version in this project.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`] on database failure.
+    pub async fn get_llm_config_version(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        version: i64,
+    ) -> Result<Option<LlmConfigVersionRow>, StoreError> {
+        const OP: &str = "get_llm_config_version";
+        let row: Option<VersionRow> = on_pool!(self, reader, |pool| {
+            sqlx::query_as(SELECT_VERSION)
+                .bind(project.as_str())
+                .bind(id)
+                .bind(version)
+                .fetch_optional(pool)
+                .await
+                .map_err(StoreError::op(OP))
+        })?;
+        row.map(VersionRow::into_row)
+            .transpose()
+            .map_err(decode(OP))
+    }
+
+    /// The versions of config `id` of `project` (also of a deleted config),
+    /// newest first, those below `before` when it is set, at most `limit`
+    /// (0 means [`DEFAULT_LLM_CONFIG_LIMIT`]; capped at
+    /// [`MAX_LLM_CONFIG_LIMIT`]). Empty when there is no such config.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`] on database failure.
+    pub async fn list_llm_config_versions(
+        &self,
+        project: &ProjectId,
+        id: &str,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<LlmConfigVersionRow>, StoreError> {
+        const OP: &str = "list_llm_config_versions";
+        let limit = i64::from(
+            LlmConfigFilter {
+                limit,
+                before: None,
+            }
+            .effective_limit(),
+        );
+        let sql = concat!(
+            "SELECT ",
+            version_columns!(),
+            " FROM llm_config_versions WHERE project_id = $1 AND llm_id = $2 AND version < $3 \
+             ORDER BY version DESC LIMIT $4"
+        );
+        let rows: Vec<VersionRow> = on_pool!(self, reader, |pool| {
+            sqlx::query_as(sql)
+                .bind(project.as_str())
+                .bind(id)
+                .bind(before.unwrap_or(i64::MAX))
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .map_err(StoreError::op(OP))
+        })?;
+        rows.into_iter()
+            .map(VersionRow::into_row)
+            .collect::<Result<_, _>>()
+            .map_err(decode(OP))
     }
 
     /// Configs of `project` that are not deleted, newest first (`created_at_ms`,
@@ -206,8 +311,8 @@ impl Store {
             .map_err(decode(OP))
     }
 
-    /// Replaces what `user` config `id` of `project` says, at `now_ms`, and
-    /// returns it.
+    /// Replaces what `user` config `id` of `project` says, at `now_ms`, as
+    /// its next version (written in the same transaction), and returns it.
     ///
     /// # Errors
     ///
@@ -225,8 +330,11 @@ impl Store {
         const OP: &str = "update_llm_config";
         check_fields(fields)?;
         let options = options_json(fields)?;
+        let err = StoreError::op(OP);
+        let backend = self.backend();
         let updated = on_pool!(self, writer, |pool| {
-            sqlx::query(UPDATE_LLM)
+            let mut tx = pool.begin_with(begin_sql(backend)).await.map_err(&err)?;
+            let updated = sqlx::query(UPDATE_LLM)
                 .bind(project.as_str())
                 .bind(id)
                 .bind(&fields.display_name)
@@ -235,11 +343,21 @@ impl Store {
                 .bind(&options)
                 .bind(&fields.base_url)
                 .bind(now_ms)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await
-                .map(|done| done.rows_affected())
-                .map_err(StoreError::op(OP))
-        })?;
+                .map_err(&err)?
+                .rows_affected();
+            if updated > 0 {
+                sqlx::query(INSERT_VERSION)
+                    .bind(project.as_str())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(&err)?;
+            }
+            tx.commit().await.map_err(&err)?;
+            updated
+        });
         let row = self
             .get_llm_config_on_writer(project, id, OP)
             .await?
@@ -323,8 +441,8 @@ impl Store {
     }
 
     /// The system default of preset `preset_name` at `preset_version` in
-    /// `project`, created from `fields` (with id `new_id`, at `now_ms`) if it
-    /// does not exist yet. Once per `(preset_name, preset_version)`: a later
+    /// `project`, created from `fields` (with id `new_id`, at `now_ms`, as
+    /// the config's version 1) if it does not exist yet. Once per `(preset_name, preset_version)`: a later
     /// call returns the stored row as it is, whatever `fields` say, and
     /// concurrent first calls create one row (the unique index decides) and
     /// all return it.
@@ -364,10 +482,14 @@ impl Store {
             return row.into_row().map_err(decode(OP));
         }
         let options = options_json(fields)?;
-        // Insert and read back on the writer: on SQLite the single writer
-        // connection orders them, on PostgreSQL a concurrent twin's insert
-        // waits for ours to commit and then inserts nothing.
+        // Insert (with its version 1) and read back in one transaction on
+        // the writer: on SQLite the single writer connection orders them, on
+        // PostgreSQL a concurrent twin's insert waits for ours to commit and
+        // then inserts nothing.
+        let err = StoreError::op(OP);
+        let backend = self.backend();
         let row: LlmRow = on_pool!(self, writer, |pool| {
+            let mut tx = pool.begin_with(begin_sql(backend)).await.map_err(&err)?;
             let inserted = sqlx::query(INSERT_PRESET)
                 .bind(project.as_str())
                 .bind(new_id)
@@ -380,22 +502,56 @@ impl Store {
                 .bind(preset_version)
                 .bind(now_ms)
                 .bind(false)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await
-                .map_err(StoreError::op(OP))?
+                .map_err(&err)?
                 .rows_affected();
             if inserted > 0 {
-                tracing::info!(project = %project, preset = preset_name, version = preset_version, id = new_id, "materialized system default LLM config");
+                sqlx::query(INSERT_VERSION)
+                    .bind(project.as_str())
+                    .bind(new_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(&err)?;
             }
-            sqlx::query_as(SELECT_PRESET)
+            let row = sqlx::query_as(SELECT_PRESET)
                 .bind(project.as_str())
                 .bind(preset_name)
                 .bind(preset_version)
-                .fetch_one(pool)
+                .fetch_one(&mut *tx)
                 .await
-                .map_err(StoreError::op(OP))?
+                .map_err(&err)?;
+            tx.commit().await.map_err(&err)?;
+            if inserted > 0 {
+                tracing::info!(project = %project, preset = preset_name, version = preset_version, id = new_id, "materialized system default LLM config");
+            }
+            row
         });
         row.into_row().map_err(decode(OP))
+    }
+
+    /// The system default of preset `preset_name` in `project` with the
+    /// highest preset version, if any (deleted or not: system defaults are
+    /// never deleted).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`] on database failure.
+    pub async fn latest_system_default(
+        &self,
+        project: &ProjectId,
+        preset_name: &str,
+    ) -> Result<Option<LlmConfigRow>, StoreError> {
+        const OP: &str = "latest_system_default";
+        let row: Option<LlmRow> = on_pool!(self, reader, |pool| {
+            sqlx::query_as(SELECT_LATEST_PRESET)
+                .bind(project.as_str())
+                .bind(preset_name)
+                .fetch_optional(pool)
+                .await
+                .map_err(StoreError::op(OP))
+        })?;
+        row.map(LlmRow::into_row).transpose().map_err(decode(OP))
     }
 
     /// Ids of the conversations of `project` that are not deleted and name

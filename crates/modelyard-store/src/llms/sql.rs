@@ -3,7 +3,7 @@
 
 use modelyard_core::llm_config::LlmSource;
 
-use super::{LlmConfigFields, LlmConfigRow};
+use super::{LlmConfigFields, LlmConfigRow, LlmConfigVersionRow};
 use crate::StoreError;
 
 // ---------------------------------------------------------------- SQL
@@ -12,7 +12,7 @@ macro_rules! llm_columns {
     () => {
         "id, source, display_name, model, system_prompt, provider_options_json, base_url, \
          preset_name, CAST(preset_version AS BIGINT) AS preset_version, created_at_ms, \
-         updated_at_ms, deleted"
+         updated_at_ms, deleted, CAST(version AS BIGINT) AS version"
     };
 }
 
@@ -28,24 +28,56 @@ pub(super) const SELECT_PRESET: &str = concat!(
     " FROM llm_configs WHERE project_id = $1 AND preset_name = $2 AND preset_version = $3"
 );
 
+pub(super) const SELECT_LATEST_PRESET: &str = concat!(
+    "SELECT ",
+    llm_columns!(),
+    " FROM llm_configs WHERE project_id = $1 AND preset_name = $2 \
+     ORDER BY preset_version DESC LIMIT 1"
+);
+
 pub(super) const INSERT_LLM: &str =
     "INSERT INTO llm_configs (project_id, id, source, display_name, model, \
      system_prompt, provider_options_json, base_url, preset_name, preset_version, \
-     created_at_ms, updated_at_ms, deleted) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)";
+     created_at_ms, updated_at_ms, deleted, version) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, 1)";
 
 /// Materializes a preset: a concurrent twin collides on the unique
 /// `(project_id, preset_name, preset_version)` index and inserts nothing.
 pub(super) const INSERT_PRESET: &str =
     "INSERT INTO llm_configs (project_id, id, source, display_name, \
      model, system_prompt, provider_options_json, base_url, preset_name, preset_version, \
-     created_at_ms, updated_at_ms, deleted) \
-     VALUES ($1, $2, 'system-default', $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) \
+     created_at_ms, updated_at_ms, deleted, version) \
+     VALUES ($1, $2, 'system-default', $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, 1) \
      ON CONFLICT DO NOTHING";
 
+/// A change is the config's next version.
 pub(super) const UPDATE_LLM: &str = "UPDATE llm_configs SET display_name = $3, model = $4, \
-     system_prompt = $5, provider_options_json = $6, base_url = $7, updated_at_ms = $8 \
+     system_prompt = $5, provider_options_json = $6, base_url = $7, updated_at_ms = $8, \
+     version = version + 1 \
      WHERE project_id = $1 AND id = $2 AND source = 'user' AND NOT deleted";
+
+/// Keeps what config `$2` says now as its current version (in the
+/// transaction that wrote it). A version is written once: the same version
+/// again (a system default a concurrent twin materialized) inserts nothing.
+/// (SQLite: the `WHERE` keeps `ON CONFLICT` from reading as a join's `ON`.)
+pub(super) const INSERT_VERSION: &str = "INSERT INTO llm_config_versions (project_id, llm_id, \
+     version, display_name, model, system_prompt, provider_options_json, base_url, created_at_ms) \
+     SELECT project_id, id, version, display_name, model, system_prompt, provider_options_json, \
+     base_url, updated_at_ms FROM llm_configs WHERE project_id = $1 AND id = $2 \
+     ON CONFLICT DO NOTHING";
+
+macro_rules! version_columns {
+    () => {
+        "llm_id, CAST(version AS BIGINT) AS version, display_name, model, system_prompt, \
+         provider_options_json, base_url, created_at_ms"
+    };
+}
+
+pub(super) const SELECT_VERSION: &str = concat!(
+    "SELECT ",
+    version_columns!(),
+    " FROM llm_config_versions WHERE project_id = $1 AND llm_id = $2 AND version = $3"
+);
 
 pub(super) const DELETE_LLM: &str = "UPDATE llm_configs SET deleted = $3, updated_at_ms = $4 \
      WHERE project_id = $1 AND id = $2 AND NOT deleted";
@@ -81,6 +113,19 @@ pub(super) struct LlmRow {
     created_at_ms: i64,
     updated_at_ms: i64,
     deleted: bool,
+    version: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct VersionRow {
+    llm_id: String,
+    version: i64,
+    display_name: String,
+    model: String,
+    system_prompt: Option<String>,
+    provider_options_json: String,
+    base_url: Option<String>,
+    created_at_ms: i64,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -103,6 +148,24 @@ impl LlmRow {
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
             deleted: self.deleted,
+            version: self.version,
+        })
+    }
+}
+
+impl VersionRow {
+    pub(super) fn into_row(self) -> Result<LlmConfigVersionRow, BoxError> {
+        Ok(LlmConfigVersionRow {
+            llm_id: self.llm_id,
+            version: self.version,
+            fields: LlmConfigFields {
+                display_name: self.display_name,
+                model: self.model,
+                system_prompt: self.system_prompt,
+                provider_options: serde_json::from_str(&self.provider_options_json)?,
+                base_url: self.base_url,
+            },
+            created_at_ms: self.created_at_ms,
         })
     }
 }

@@ -101,6 +101,36 @@ pub async fn test_dbs() -> Vec<TestDb> {
     dbs
 }
 
+/// An empty database (no migration applied) for every backend of
+/// [`test_dbs`]: its backend, URL and cleanup guard.
+pub async fn empty_dbs() -> Vec<(Backend, String, Cleanup)> {
+    let dir = std::env::temp_dir().join(format!("modelyard-store-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("store.db");
+    let url = format!("sqlite:{}", file.display());
+    let mut dbs = vec![(Backend::Sqlite, url, Cleanup::Sqlite(SqliteFile(file)))];
+    if let Ok(server_url) = std::env::var(PG_ENV) {
+        if !server_url.is_empty() {
+            let admin = PgConnectOptions::from_str(&server_url)
+                .expect("parse MODELYARD_TEST_POSTGRES_URL")
+                .database("postgres");
+            let name = format!("modelyard_t_{}", uuid::Uuid::now_v7().simple());
+            let mut conn = admin.connect().await.expect("connect postgres admin db");
+            conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
+                .await
+                .expect("create test database");
+            let _ = conn.close().await;
+            let url = with_database(&server_url, &name);
+            dbs.push((
+                Backend::Postgres,
+                url,
+                Cleanup::Postgres(Box::new(PgDatabase { admin, name })),
+            ));
+        }
+    }
+    dbs
+}
+
 pub async fn sqlite_db() -> TestDb {
     // A not-yet-existing directory, to exercise parent directory creation.
     let dir = std::env::temp_dir().join(format!("modelyard-store-{}", uuid::Uuid::now_v7()));

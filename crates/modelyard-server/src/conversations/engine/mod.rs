@@ -109,6 +109,8 @@ pub struct TurnJob {
     pub parent_session_id: Option<String>,
     /// This run's instructions and options (not persisted).
     pub overrides: RunOverrides,
+    /// The config snapshot this run's LLM session records.
+    pub config: modelyard_core::llm_config::ConfigSnapshot,
 }
 
 /// Records a transient event in the turn's buffer and publishes it.

@@ -72,6 +72,7 @@ pub async fn run_turn(job: TurnJob) {
         session_id,
         parent_session_id,
         overrides,
+        config,
         ..
     } = job;
     let conversation_id = live.conversation_id.clone();
@@ -129,6 +130,7 @@ pub async fn run_turn(job: TurnJob) {
                     created_at_ms,
                     request_id: overrides.request_id,
                     key_id: app.key_id.clone(),
+                    config: Some(config),
                 },
                 calls,
             },

@@ -48,6 +48,7 @@ fn the_config_supplies_system_prompt_and_options() {
         created_at_ms: 0,
         updated_at_ms: 0,
         deleted: false,
+        version: 1,
     };
     let body = request_body(
         &[user("hi")],
