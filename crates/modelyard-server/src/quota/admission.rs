@@ -154,16 +154,11 @@ impl Quotas {
             admission.concurrent.push(subject_key.clone());
         }
         let minute = Window::minute(now_ms);
-        let mut checks: Vec<(LimitMetric, i64, i64, Window, &'static str, String)> = Vec::new();
+        // (metric, limit, amount, window, name); the limit's text is made
+        // only for a refusal.
+        let mut checks: Vec<(LimitMetric, i64, i64, Window, &'static str)> = Vec::with_capacity(4);
         if let Some(rpm) = limits.requests_per_minute {
-            checks.push((
-                LimitMetric::Requests,
-                rpm,
-                1,
-                minute,
-                "requestsPerMinute",
-                rpm.to_string(),
-            ));
+            checks.push((LimitMetric::Requests, rpm, 1, minute, "requestsPerMinute"));
         }
         if let Some(tpm) = limits.tokens_per_minute {
             checks.push((
@@ -172,7 +167,6 @@ impl Quotas {
                 need.tokens,
                 minute,
                 "tokensPerMinute",
-                tpm.to_string(),
             ));
         }
         if let Some(period) = limits.period {
@@ -184,7 +178,6 @@ impl Quotas {
                     need.tokens,
                     window,
                     "maxTokens",
-                    max.to_string(),
                 ));
             }
             if let Some(max) = limits.max_cost_nusd {
@@ -194,11 +187,10 @@ impl Quotas {
                     need.cost_nusd.max(1),
                     window,
                     "maxCostUsd",
-                    format_usd(max),
                 ));
             }
         }
-        for (metric, limit, amount, window, name, value) in checks {
+        for (metric, limit, amount, window, name) in checks {
             let key = CounterKey {
                 subject: subject_key.clone(),
                 metric,
@@ -213,7 +205,11 @@ impl Quotas {
                         Taken::Short => Refusal::Limit {
                             scope,
                             name,
-                            value,
+                            value: if metric == LimitMetric::BudgetCost {
+                                format_usd(limit)
+                            } else {
+                                limit.to_string()
+                            },
                             period: if budget { limits.period } else { None },
                             retry_after_secs: window.retry_after_secs(now_ms),
                         },

@@ -49,6 +49,10 @@ impl Quotas {
     /// The local state of counter `key`, made on first use.
     pub(super) fn cell(&self, key: &CounterKey, window: Window, limit: i64) -> Cell {
         let mut counters = lock(&self.counters);
+        // Found without cloning the key; made (key cloned) once per window.
+        if let Some(cell) = counters.get(key) {
+            return Arc::clone(cell);
+        }
         Arc::clone(counters.entry(key.clone()).or_insert_with(|| {
             Arc::new(Mutex::new(Local {
                 available: 0,

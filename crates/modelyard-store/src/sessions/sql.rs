@@ -2,6 +2,7 @@
 //! their calls, and the row it reads.
 
 use super::{SessionRow, SessionStatus, TokenSums};
+use crate::StoreError;
 
 /// The aggregating query over the sessions selected by `inner` (the tail of
 /// `SELECT ... FROM llm_sessions i`, i.e. its WHERE / ORDER BY / LIMIT), its
@@ -25,7 +26,7 @@ pub(super) fn select_sessions(inner: &str, order: &str) -> String {
     };
     format!(
         "SELECT s.id, s.project_id, s.operation, s.parent_session_id, s.conversation_id, \
-         s.turn_id, s.created_at_ms, s.request_id, s.key_id, \
+         s.turn_id, s.created_at_ms, s.request_id, s.key_id, s.config_json, \
          COUNT(c.id) AS call_count, \
          CAST(COALESCE({failed}, 0) AS BIGINT) AS error_count, \
          {model} AS model_id, {provider} AS provider, {error} AS last_error, \
@@ -33,10 +34,11 @@ pub(super) fn select_sessions(inner: &str, order: &str) -> String {
          {input}, {output}, {reasoning}, {cached}, {total}, \
          CAST(SUM(c.cost_nusd) AS BIGINT) AS cost_nusd \
          FROM (SELECT i.id, i.project_id, i.operation, i.parent_session_id, i.conversation_id, \
-         i.turn_id, i.created_at_ms, i.request_id, i.key_id FROM llm_sessions i {inner}) s \
+         i.turn_id, i.created_at_ms, i.request_id, i.key_id, i.config_json \
+         FROM llm_sessions i {inner}) s \
          LEFT JOIN llm_calls c ON c.project_id = s.project_id AND c.session_id = s.id \
          GROUP BY s.id, s.project_id, s.operation, s.parent_session_id, s.conversation_id, \
-         s.turn_id, s.created_at_ms, s.request_id, s.key_id \
+         s.turn_id, s.created_at_ms, s.request_id, s.key_id, s.config_json \
          ORDER BY s.id {order}",
         model = last("model_id", ""),
         provider = last("provider", ""),
@@ -83,6 +85,7 @@ pub(super) struct SessionRecord {
     created_at_ms: i64,
     request_id: Option<String>,
     key_id: Option<String>,
+    config_json: Option<String>,
     call_count: i64,
     error_count: i64,
     model_id: Option<String>,
@@ -98,9 +101,18 @@ pub(super) struct SessionRecord {
     cost_nusd: Option<i64>,
 }
 
-impl From<SessionRecord> for SessionRow {
-    fn from(r: SessionRecord) -> Self {
-        SessionRow {
+impl SessionRecord {
+    /// The row; fails only on a config snapshot that does not parse.
+    pub(super) fn into_row(self, op: &'static str) -> Result<SessionRow, StoreError> {
+        let r = self;
+        let config = match r.config_json.as_deref() {
+            None => None,
+            Some(json) => Some(serde_json::from_str(json).map_err(|e| StoreError::Query {
+                op,
+                source: sqlx::Error::Decode(Box::new(e)),
+            })?),
+        };
+        Ok(SessionRow {
             id: r.id,
             project_id: r.project_id,
             operation: r.operation,
@@ -129,6 +141,7 @@ impl From<SessionRecord> for SessionRow {
                 total: r.total_tokens,
                 cost_nusd: r.cost_nusd,
             },
-        }
+            config,
+        })
     }
 }

@@ -91,6 +91,21 @@ pub struct UsageGroupRow {
     pub unpriced_calls: i64,
 }
 
+/// Which calls [`Store::usage_where`] counts. All set criteria must match
+/// (AND); an empty filter counts every call of the project.
+#[derive(Clone, Debug, Default)]
+pub struct UsageFilter {
+    /// Only calls sent at or after this time (`sent_at_ms >=`), unix
+    /// milliseconds.
+    pub from_ms: Option<i64>,
+    /// Only calls sent strictly before this time (`sent_at_ms <`), unix
+    /// milliseconds.
+    pub to_ms: Option<i64>,
+    /// Only calls of the sessions of exactly this conversation (every
+    /// operation run for it: turns, title, compaction, advisor, warm, ...).
+    pub conversation_id: Option<String>,
+}
+
 /// Flat database shape of a [`Store::usage`] row.
 #[derive(sqlx::FromRow)]
 struct UsageRecord {
@@ -108,9 +123,8 @@ struct UsageRecord {
 impl Store {
     /// Token usage of the calls of `project` sent in `[from_ms, to_ms)` (each
     /// bound optional; unix milliseconds on `sent_at_ms`), one row per group
-    /// of `group_by`, ordered by key. Every call is in exactly one group, so
-    /// the sums over the rows are the totals of the range. Groups without
-    /// calls are not listed.
+    /// of `group_by`, ordered by key: [`Store::usage_where`] with only a time
+    /// range.
     ///
     /// # Errors
     ///
@@ -123,6 +137,34 @@ impl Store {
         from_ms: Option<i64>,
         to_ms: Option<i64>,
     ) -> Result<Vec<UsageGroupRow>, StoreError> {
+        let filter = UsageFilter {
+            from_ms,
+            to_ms,
+            conversation_id: None,
+        };
+        self.usage_where(project, group_by, &filter).await
+    }
+
+    /// Token usage of the calls of `project` that `filter` selects, one row
+    /// per group of `group_by`, ordered by key. Every call is in exactly one
+    /// group, so the sums over the rows are the totals of the selection.
+    /// Groups without calls are not listed.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`] on database failure (e.g. a sum overflowing
+    /// BIGINT).
+    pub async fn usage_where(
+        &self,
+        project: &ProjectId,
+        group_by: UsageGroup,
+        filter: &UsageFilter,
+    ) -> Result<Vec<UsageGroupRow>, StoreError> {
+        let UsageFilter {
+            from_ms,
+            to_ms,
+            ref conversation_id,
+        } = *filter;
         let key = match group_by {
             UsageGroup::Project => "c.project_id",
             UsageGroup::Key => "COALESCE(s.key_id, 'none')",
@@ -142,7 +184,9 @@ impl Store {
                 }
             },
         };
-        let join = if matches!(group_by, UsageGroup::Operation | UsageGroup::Key) {
+        let join = if matches!(group_by, UsageGroup::Operation | UsageGroup::Key)
+            || conversation_id.is_some()
+        {
             " JOIN llm_sessions s ON s.project_id = c.project_id AND s.id = c.session_id"
         } else {
             ""
@@ -167,12 +211,19 @@ impl Store {
                 let _ = write!(sql, " AND {condition} ${n}");
             }
         }
+        if conversation_id.is_some() {
+            n += 1;
+            let _ = write!(sql, " AND s.conversation_id = ${n}");
+        }
         sql.push_str(" GROUP BY 1 ORDER BY 1");
 
         let records: Vec<UsageRecord> = on_pool!(self, reader, |pool| {
             let mut query = sqlx::query_as(&sql).bind(project.as_str());
             for value in [from_ms, to_ms].into_iter().flatten() {
                 query = query.bind(value);
+            }
+            if let Some(conversation_id) = conversation_id {
+                query = query.bind(conversation_id.as_str());
             }
             query.fetch_all(pool).await.map_err(StoreError::op("usage"))
         })?;
