@@ -89,19 +89,35 @@ pub(crate) async fn list(client: &Client, limit: u32) -> anyhow::Result<()> {
         println!("no LLM configs (create one with `modelyard llms create --model ID`)");
         return Ok(());
     }
-    println!(
-        "{:<36}  {:<20}  {:<30}  {:<24}  OPTIONS",
-        "ID", "SOURCE", "MODEL", "NAME"
+    let rows: Vec<[String; 5]> = data
+        .iter()
+        .map(|llm| {
+            [
+                s(llm, "id").to_owned(),
+                source_text(llm),
+                s(llm, "model").to_owned(),
+                s(llm, "displayName").to_owned(),
+                options_text(llm),
+            ]
+        })
+        .collect();
+    // Each column as wide as its longest cell (at least its header).
+    let width = |i: usize, header: &str| {
+        rows.iter()
+            .map(|r| r[i].chars().count())
+            .chain([header.len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let (w0, w1, w2, w3) = (
+        width(0, "ID"),
+        width(1, "SOURCE"),
+        width(2, "MODEL"),
+        width(3, "NAME"),
     );
-    for llm in data {
-        println!(
-            "{:<36}  {:<20}  {:<30}  {:<24}  {}",
-            s(&llm, "id"),
-            source_text(&llm),
-            s(&llm, "model"),
-            s(&llm, "displayName"),
-            options_text(&llm),
-        );
+    println!("{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  OPTIONS", "ID", "SOURCE", "MODEL", "NAME");
+    for [id, source, model, name, options] in rows {
+        println!("{id:<w0$}  {source:<w1$}  {model:<w2$}  {name:<w3$}  {options}");
     }
     Ok(())
 }

@@ -501,10 +501,22 @@ async fn conversations_compact_prints_the_summary_and_later_turns_send_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn llms_create_list_show_edit_copy_and_remove_configs() {
     let (_dir, _mock, server) = start("cli-llms").await;
+    // A server with a default model lists it as a system default config.
     let run = cli_ok(&server, &["llms", "ls"]).await;
+    let lines: Vec<&str> = run.out.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", run.out);
+    assert!(
+        lines[1].contains("system:defaults.model v1")
+            && lines[1].contains("mock/mock-model (server default)"),
+        "{}",
+        run.out
+    );
+    // Columns line up under their headers.
     assert_eq!(
-        run.out,
-        "no LLM configs (create one with `modelyard llms create --model ID`)\n"
+        lines[0].find("MODEL"),
+        lines[1].find("mock/mock-model"),
+        "{}",
+        run.out
     );
 
     let run = cli_ok(
@@ -535,8 +547,9 @@ async fn llms_create_list_show_edit_copy_and_remove_configs() {
 
     let run = cli_ok(&server, &["llms", "ls"]).await;
     let lines: Vec<&str> = run.out.lines().collect();
-    assert_eq!(lines.len(), 2, "{}", run.out);
+    assert_eq!(lines.len(), 3, "{}", run.out);
     assert!(lines[0].starts_with("ID "), "{}", run.out);
+    // Newest first: the new config, then the server default.
     let row: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(
         row,
@@ -631,7 +644,7 @@ async fn llms_create_list_show_edit_copy_and_remove_configs() {
     assert!(!run.ok, "{run:#?}");
     assert!(run.err.contains("404"), "{run:#?}");
     let run = cli_ok(&server, &["llms", "ls"]).await;
-    assert_eq!(run.out.lines().count(), 2, "{}", run.out);
+    assert_eq!(run.out.lines().count(), 3, "{}", run.out);
     assert!(!run.out.contains(&copy), "{}", run.out);
 }
 
