@@ -197,7 +197,10 @@ async fn invalid_requests_are_problems_naming_the_field() {
             json!({"models": ["mock/echo", "mock/echo"], "prompt": "x"}),
             "models",
         ),
-        (json!({"models": ["mock/echo", "mock/mock-model"]}), "messages"),
+        (
+            json!({"models": ["mock/echo", "mock/mock-model"]}),
+            "messages",
+        ),
         (
             json!({"models": ["mock/echo", "mock/mock-model"], "prompt": "x",
                    "messages": [{"role": "user", "content": "x"}]}),
@@ -206,7 +209,13 @@ async fn invalid_requests_are_problems_naming_the_field() {
     ];
     for (body, field) in cases {
         let problem = server
-            .problem("POST", "/v1/arena", Some(body.clone()), 422, "invalid_field")
+            .problem(
+                "POST",
+                "/v1/arena",
+                Some(body.clone()),
+                422,
+                "invalid_field",
+            )
             .await;
         assert_eq!(problem["field"], field, "{body}: {problem}");
     }
@@ -221,7 +230,10 @@ async fn invalid_requests_are_problems_naming_the_field() {
         .await;
     assert_eq!(problem["field"], "models", "{problem}");
     assert!(
-        problem["detail"].as_str().unwrap().contains("nowhere/model"),
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("nowhere/model"),
         "{problem}"
     );
     // Nothing was sent upstream.

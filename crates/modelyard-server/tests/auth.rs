@@ -340,7 +340,9 @@ fn body_for(method: &str, template: &str) -> Option<Value> {
         ("POST", "/v1/chat/completions") => {
             json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]})
         }
-        ("POST", "/v1/arena") => json!({"models": ["mock/echo", "mock/mock-model"], "prompt": "hi"}),
+        ("POST", "/v1/arena") => {
+            json!({"models": ["mock/echo", "mock/mock-model"], "prompt": "hi"})
+        }
         ("POST", "/v1/embeddings") => json!({"model": "mock/echo", "input": "hi"}),
         ("POST", "/v1/rerank") | ("POST", "/v1/reranking") => {
             json!({"model": "mock/echo", "query": "hi", "documents": ["hi"]})

@@ -74,7 +74,15 @@ async fn arena_prints_each_answer_under_its_header_and_a_summary() {
     let (_dir, _mock, server) = start("cli-arena").await;
     let run = cli(
         &server,
-        &["arena", "-m", "mock/echo", "-m", "mock/mock-model", "hello", "arena"],
+        &[
+            "arena",
+            "-m",
+            "mock/echo",
+            "-m",
+            "mock/mock-model",
+            "hello",
+            "arena",
+        ],
     )
     .await;
     assert!(run.ok, "{run:#?}");
@@ -95,7 +103,15 @@ async fn arena_prints_each_answer_under_its_header_and_a_summary() {
     // --json: the non-streamed answer.
     let run = cli(
         &server,
-        &["arena", "--json", "-m", "mock/echo", "-m", "mock/mock-model", "hi"],
+        &[
+            "arena",
+            "--json",
+            "-m",
+            "mock/echo",
+            "-m",
+            "mock/mock-model",
+            "hi",
+        ],
     )
     .await;
     assert!(run.ok, "{run:#?}");
@@ -113,8 +129,14 @@ async fn arena_prints_each_answer_under_its_header_and_a_summary() {
     )
     .await;
     assert!(!run.ok, "{run:#?}");
-    assert!(run.out.contains("== mock/status:500 ==\n(failed: "), "{run:#?}");
-    assert!(run.out.contains("== mock/echo ==\necho: still\n"), "{run:#?}");
+    assert!(
+        run.out.contains("== mock/status:500 ==\n(failed: "),
+        "{run:#?}"
+    );
+    assert!(
+        run.out.contains("== mock/echo ==\necho: still\n"),
+        "{run:#?}"
+    );
 
     // One model only: the server's 422, exit 1.
     let run = cli(&server, &["arena", "-m", "mock/echo", "x"]).await;

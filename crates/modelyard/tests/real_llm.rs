@@ -1613,8 +1613,10 @@ async fn the_arena_runs_the_real_model_under_two_ids_side_by_side() {
     // model's deltas join to its completed text.
     let response = client
         .post(format!("{base}/v1/arena"))
-        .json(&json!({"models": [MODEL, TWIN], "prompt": "Name a color.", "stream": true,
-                      "options": {"max_tokens": 24, "temperature": 0}}))
+        .json(
+            &json!({"models": [MODEL, TWIN], "prompt": "Name a color.", "stream": true,
+                      "options": {"max_tokens": 24, "temperature": 0}}),
+        )
         .send()
         .await
         .unwrap();
@@ -1658,7 +1660,10 @@ async fn the_arena_runs_the_real_model_under_two_ids_side_by_side() {
         if session["calls"].as_array().is_some() {
             break session;
         }
-        assert!(Instant::now() < deadline, "arena session {run_id}: {session}");
+        assert!(
+            Instant::now() < deadline,
+            "arena session {run_id}: {session}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(session["operation"], "arena", "{session}");

@@ -198,9 +198,8 @@ pub async fn arena(
         arena::run(&app, prepared, Some(tx)).await;
         let _ = done_tx.send(());
     });
-    let stream = futures_util::stream::unfold(
-        (rx, Some(done_rx), id),
-        |(mut rx, done, id)| async move {
+    let stream =
+        futures_util::stream::unfold((rx, Some(done_rx), id), |(mut rx, done, id)| async move {
             if let Some(event) = rx.recv().await {
                 return Some((Ok::<_, Infallible>(sse_event(event)), (rx, done, id)));
             }
@@ -211,8 +210,7 @@ pub async fn arena(
                 .event("arena.done")
                 .data(json!({"id": id}).to_string());
             Some((Ok(event), (rx, None, id)))
-        },
-    );
+        });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response())

@@ -212,13 +212,13 @@ pub async fn prepare(app: &AppState, request: ArenaRequest) -> Result<Prepared, 
     };
     let mut entrants = Vec::with_capacity(count);
     for model in request.models {
-        let destination = app.destination(Some(&model)).map_err(|err| {
-            ServiceError::UnknownModel {
-                field: Some("models".into()),
-                message: format!("model {model:?} does not route: {err}"),
-                suggestions: super::models::suggestions(app, &model),
-            }
-        })?;
+        let destination =
+            app.destination(Some(&model))
+                .map_err(|err| ServiceError::UnknownModel {
+                    field: Some("models".into()),
+                    message: format!("model {model:?} does not route: {err}"),
+                    suggestions: super::models::suggestions(app, &model),
+                })?;
         let destination = destination
             .for_llm_config(&app.registry, config.as_ref())
             .map_err(|err| ServiceError::invalid_field("llmId", err.to_string()))?;
@@ -316,7 +316,7 @@ async fn play(
         .unwrap_or(started_at_ms);
     let first_token_at_ms = current.as_ref().and_then(LlmCall::first_token_at_ms);
     let summary = acc.summary();
-    let usage = summary.usage.clone();
+    let usage = summary.usage;
     let model_id = current
         .as_ref()
         .map(|c| c.target().resolution.model_id.to_string());
@@ -405,7 +405,11 @@ mod tests {
         let mut options = Map::new();
         options.insert("temperature".into(), json!(0.2));
         options.insert("stream".into(), json!(false));
-        let body = body(None, options, vec![json!({"role": "user", "content": "hi"})]);
+        let body = body(
+            None,
+            options,
+            vec![json!({"role": "user", "content": "hi"})],
+        );
         assert_eq!(body["temperature"], json!(0.2));
         assert_eq!(body["stream"], json!(true));
         assert_eq!(body["messages"][0]["content"], json!("hi"));
