@@ -283,3 +283,46 @@ async fn one_arena_session_holds_a_call_per_model() {
         "{detail}"
     );
 }
+
+#[tokio::test]
+async fn an_llm_config_supplies_options_and_system_prompt_under_the_request_options() {
+    let server = TestServer::start().await;
+    let (status, cfg) = server
+        .post(
+            "/v1/llms",
+            json!({"model": "mock/mock-model", "systemPrompt": "ARENA PROMPT",
+                   "providerOptions": {"temperature": 0.4, "maxTokens": 33}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{cfg}");
+    let (status, answer) = server
+        .post(
+            "/v1/arena",
+            json!({"models": ["mock/echo", "mock/mock-model"], "prompt": "hi",
+                   "llmId": cfg["id"], "options": {"temperature": 1.0}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let chats = chat_bodies(&server);
+    assert_eq!(chats.len(), 2, "{chats:?}");
+    for body in &chats {
+        assert_eq!(body["temperature"], 1.0, "the request's option wins: {body}");
+        assert_eq!(body["max_tokens"], 33, "{body}");
+        assert_eq!(
+            body["messages"],
+            json!([{"role": "system", "content": "ARENA PROMPT"},
+                   {"role": "user", "content": "hi"}])
+        );
+    }
+    let problem = server
+        .problem(
+            "POST",
+            "/v1/arena",
+            Some(json!({"models": ["mock/echo", "mock/mock-model"], "prompt": "hi",
+                        "llmId": "0190b6d4-0000-7000-8000-000000000000"})),
+            422,
+            "invalid_field",
+        )
+        .await;
+    assert_eq!(problem["field"], "llmId", "{problem}");
+}

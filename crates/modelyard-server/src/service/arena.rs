@@ -145,8 +145,8 @@ pub enum ArenaEvent {
 ///
 /// # Errors
 /// 422 [`ServiceError::Invalid`] naming the field, or
-/// [`ServiceError::UnknownModel`] (field `models`) with suggestions; 404
-/// for an unknown `llmId`.
+/// [`ServiceError::UnknownModel`] (field `models`) with suggestions; the
+/// store's errors.
 pub async fn prepare(app: &AppState, request: ArenaRequest) -> Result<Prepared, ServiceError> {
     let messages = match (request.messages, request.prompt) {
         (Some(_), Some(_)) => {
@@ -206,7 +206,15 @@ pub async fn prepare(app: &AppState, request: ArenaRequest) -> Result<Prepared, 
             let id = modelyard_core::ids::LlmConfigId::parse(id).map_err(|e| {
                 ServiceError::invalid_field("llmId", format!("invalid LLM config id: {e}"))
             })?;
-            Some(super::llm_configs::load(app, &id).await?)
+            match app.store.get_llm_config(&app.project, id.as_str()).await? {
+                Some(row) if !row.deleted => Some(row),
+                _ => {
+                    return Err(ServiceError::invalid_field(
+                        "llmId",
+                        format!("llmId: no LLM config with id {:?}", id.as_str()),
+                    ))
+                }
+            }
         }
         None => None,
     };
