@@ -306,7 +306,10 @@ async fn an_llm_config_supplies_options_and_system_prompt_under_the_request_opti
     let chats = chat_bodies(&server);
     assert_eq!(chats.len(), 2, "{chats:?}");
     for body in &chats {
-        assert_eq!(body["temperature"], 1.0, "the request's option wins: {body}");
+        assert_eq!(
+            body["temperature"], 1.0,
+            "the request's option wins: {body}"
+        );
         assert_eq!(body["max_tokens"], 33, "{body}");
         assert_eq!(
             body["messages"],
@@ -318,8 +321,10 @@ async fn an_llm_config_supplies_options_and_system_prompt_under_the_request_opti
         .problem(
             "POST",
             "/v1/arena",
-            Some(json!({"models": ["mock/echo", "mock/mock-model"], "prompt": "hi",
-                        "llmId": "0190b6d4-0000-7000-8000-000000000000"})),
+            Some(
+                json!({"models": ["mock/echo", "mock/mock-model"], "prompt": "hi",
+                        "llmId": "0190b6d4-0000-7000-8000-000000000000"}),
+            ),
             422,
             "invalid_field",
         )
