@@ -20,6 +20,7 @@ use tokio::time::Instant;
 /// independently of the server's route table, and compared with them.
 const MATRIX: &[(&str, &str, Role, bool)] = &[
     ("POST", "/v1/chat/completions", Role::Member, false),
+    ("POST", "/v1/arena", Role::Member, false),
     ("GET", "/v1/models", Role::Read, false),
     ("POST", "/v1/embeddings", Role::Member, false),
     ("POST", "/v1/rerank", Role::Member, false),
@@ -338,6 +339,9 @@ fn body_for(method: &str, template: &str) -> Option<Value> {
     let body = match (method, template) {
         ("POST", "/v1/chat/completions") => {
             json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]})
+        }
+        ("POST", "/v1/arena") => {
+            json!({"models": ["mock/echo", "mock/mock-model"], "prompt": "hi"})
         }
         ("POST", "/v1/embeddings") => json!({"model": "mock/echo", "input": "hi"}),
         ("POST", "/v1/rerank") | ("POST", "/v1/reranking") => {

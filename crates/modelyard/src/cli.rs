@@ -161,6 +161,28 @@ pub(crate) enum Command {
         /// The prompt; read from stdin when omitted.
         prompt: Vec<String>,
     },
+    /// One prompt, several models side by side (`POST /v1/arena`): each
+    /// answer is printed under `== model ==` as it completes, then a
+    /// summary line per model (tokens, ttft, total time) on stderr.
+    Arena {
+        /// A model id (route name or `provider/model`); 2 to 8 of them.
+        #[arg(short, long = "model", required = true)]
+        models: Vec<String>,
+        /// An LLM config whose options and system prompt apply.
+        #[arg(long)]
+        llm: Option<String>,
+        /// Maximum tokens to generate per model.
+        #[arg(long)]
+        max_tokens: Option<u32>,
+        /// Sampling temperature.
+        #[arg(long)]
+        temperature: Option<f64>,
+        /// Print the non-streamed JSON answer instead.
+        #[arg(long)]
+        json: bool,
+        /// The prompt; read from stdin when omitted.
+        prompt: Vec<String>,
+    },
     /// API keys (managed in the database named by the config; the first
     /// admin key can be made before the server requires keys).
     Keys {

@@ -3,6 +3,7 @@
 //! `serve` runs the server; every other command is an HTTP client of a
 //! running server (`--server`, default the configured listen address).
 
+mod arena;
 mod calls;
 mod catalog;
 mod chat;
@@ -160,6 +161,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 stream: !no_stream,
             };
             chat::run(&client, &options, &prompt).await
+        }
+        Command::Arena {
+            models,
+            llm,
+            max_tokens,
+            temperature,
+            json,
+            prompt,
+        } => {
+            let client = client::Client::new(server_url(&cli)?)?;
+            let prompt = chat::read_prompt(prompt)?;
+            let options = arena::ArenaOptions {
+                models: models.clone(),
+                llm_id: llm.clone(),
+                max_tokens: *max_tokens,
+                temperature: *temperature,
+                json: *json,
+            };
+            arena::run(&client, &options, &prompt).await
         }
         Command::Conversations { command } => {
             let client = client::Client::new(server_url(&cli)?)?;

@@ -1600,3 +1600,94 @@ async fn messages_pass_through_to_a_llama_server_that_speaks_them() {
         "{counted}"
     );
 }
+
+#[tokio::test]
+async fn the_arena_runs_the_real_model_under_two_ids_side_by_side() {
+    let Some(llm) = llm_url() else { return };
+    let server = Server::start(&llm);
+    let client = ::reqwest::Client::new();
+    let base = &server.base_url;
+    const TWIN: &str = "twin/smollm2-135m-instruct";
+
+    // Streamed: both columns answer, each delta names its model, and each
+    // model's deltas join to its completed text.
+    let response = client
+        .post(format!("{base}/v1/arena"))
+        .json(
+            &json!({"models": [MODEL, TWIN], "prompt": "Name a color.", "stream": true,
+                      "options": {"max_tokens": 24, "temperature": 0}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let events = sse_events(response).await;
+    assert_eq!(events.last().unwrap().0, "arena.done", "{events:?}");
+    let run_id = events.last().unwrap().1["id"].as_str().unwrap().to_owned();
+    for (index, model) in [MODEL, TWIN].iter().enumerate() {
+        let joined: String = events
+            .iter()
+            .filter(|(name, data)| name == "arena.delta" && data["index"] == index)
+            .map(|(_, data)| {
+                assert_eq!(data["model"], *model, "{data}");
+                data["delta"].as_str().unwrap()
+            })
+            .collect();
+        let completed = events
+            .iter()
+            .find(|(name, data)| name == "arena.completed" && data["index"] == index)
+            .unwrap_or_else(|| panic!("{model} completed: {events:?}"));
+        let text = completed.1["text"].as_str().unwrap();
+        assert!(!text.trim().is_empty(), "{completed:?}");
+        assert_eq!(joined, text);
+        assert!(
+            completed.1["usage"]["completionTokens"].as_u64().unwrap() > 0,
+            "{completed:?}"
+        );
+        assert!(completed.1["ttftMs"].as_i64().is_some(), "{completed:?}");
+    }
+
+    // One `arena` session with one call per model.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let session = loop {
+        let session: Value = client
+            .get(format!("{base}/v1/llm-sessions/{run_id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if session["calls"].as_array().is_some() {
+            break session;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "arena session {run_id}: {session}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(session["operation"], "arena", "{session}");
+    assert_eq!(session["calls"].as_array().unwrap().len(), 2, "{session}");
+
+    // The CLI: both answers under their headers, a summary line each.
+    let out = server.cli(&[
+        "arena",
+        "-m",
+        MODEL,
+        "-m",
+        TWIN,
+        "--max-tokens",
+        "16",
+        "Say hi.",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for model in [MODEL, TWIN] {
+        assert!(stdout.contains(&format!("== {model} ==")), "{stdout}");
+        assert!(
+            stderr.lines().any(|l| l.starts_with(&format!("{model}: "))),
+            "{stderr}"
+        );
+    }
+}

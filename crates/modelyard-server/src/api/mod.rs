@@ -1,5 +1,6 @@
 //! Modelyard's own API (camelCase JSON, RFC 9457 problem documents).
 
+pub mod arena;
 pub mod calls;
 pub mod catalog;
 pub mod conversations;

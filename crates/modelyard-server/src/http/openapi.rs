@@ -102,6 +102,7 @@ pub const ALIASES: &[(&str, &str)] = &[
         api::operations::title,
         api::operations::compact,
         api::operations::warm,
+        api::arena::arena,
     ),
     components(schemas(
         crate::error::ProblemBody,

@@ -74,6 +74,8 @@ pub fn table() -> Vec<Route> {
             member,
             gateway::chat_completions,
         ),
+        // One prompt, several models, side by side.
+        route(M::POST, "/v1/arena", member, api::arena::arena),
         route(M::GET, "/v1/models", read, gateway::list_models),
         route(M::POST, "/v1/embeddings", member, gateway::embeddings),
         route(M::POST, "/v1/rerank", member, gateway::rerank),
@@ -268,6 +270,7 @@ pub fn metered(method: &Method, path: &str) -> bool {
                 | "/v1/conversations/{id}/title"
                 | "/v1/conversations/{id}/compact"
                 | "/v1/conversations/{id}/warm"
+                | "/v1/arena"
         )
 }
 

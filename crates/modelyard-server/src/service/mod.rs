@@ -2,6 +2,7 @@
 //! (`api/`, `gateway/`) parse a request, call one function here and shape
 //! its answer; the turn engine calls these too.
 
+pub mod arena;
 pub mod context;
 pub mod conversations;
 pub mod error;

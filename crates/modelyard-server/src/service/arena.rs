@@ -1,0 +1,425 @@
+//! The arena (`POST /v1/arena`): one request, several models, side by side.
+//!
+//! Every model id is resolved as a gateway call of it would be (a route's
+//! name or a deployment id, [`AppState::destination`]); with `llmId`, that
+//! config's provider options and system prompt apply and a custom base URL
+//! is used as for a turn ([`crate::routing::Destination::for_llm_config`]).
+//! The request's own `options` (`temperature`, `max_tokens`, …) come after
+//! the config's, and routing's fields (`model`, `messages`, `stream`) last
+//! ([`compose`]).
+//!
+//! All models run concurrently on the one LLM call path (retries, balancing
+//! and fallbacks of [`routed`]); each is always read as a stream upstream,
+//! so its time to first token is known whether or not the client streams.
+//! One model failing does not stop the others. The run is recorded as one
+//! LLM session of operation `arena` holding every call (attempts included)
+//! and charged to the caller's budgets ([`AppState::record_charged`]).
+
+use futures_util::future::join_all;
+use modelyard_core::Usage;
+use modelyard_store::LlmConfigRow;
+use modelyard_upstream::openai::StreamAccumulator;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::error::ServiceError;
+use super::llm_call::{compose, LlmCall, LlmCallError, Purpose};
+use super::routed::{self, Plan};
+use crate::app::AppState;
+use crate::clock::now_ms;
+use crate::recorder::CallRecord;
+use crate::registry::Target;
+use crate::routing::Destination;
+
+/// Fewest models an arena run compares.
+pub const MIN_MODELS: usize = 2;
+/// Most models an arena run compares.
+pub const MAX_MODELS: usize = 8;
+/// The operation an arena run's LLM session records.
+pub const OPERATION: &str = "arena";
+
+/// An arena request as the client sent it.
+#[derive(Debug, Clone, Default)]
+pub struct ArenaRequest {
+    /// Chat messages (OpenAI shape); exactly one of `messages` and `prompt`.
+    pub messages: Option<Vec<Value>>,
+    /// Shorthand for one user message.
+    pub prompt: Option<String>,
+    /// The model ids (route names or deployment ids), 2–8, distinct.
+    pub models: Vec<String>,
+    /// An LLM config whose options, system prompt and base URL apply.
+    pub llm_id: Option<String>,
+    /// Provider options (`temperature`, `max_tokens`, …), over the config's.
+    pub options: Map<String, Value>,
+}
+
+/// One model of a validated run.
+#[derive(Debug)]
+struct Entrant {
+    /// The id as the client asked for it.
+    model: String,
+    destination: Destination,
+}
+
+/// A validated arena run, ready to [`run`].
+#[derive(Debug)]
+pub struct Prepared {
+    /// The run's id (UUIDv7), also its LLM session's.
+    pub id: String,
+    entrants: Vec<Entrant>,
+    body: Value,
+}
+
+impl Prepared {
+    /// The model ids, in request order.
+    pub fn models(&self) -> Vec<String> {
+        self.entrants.iter().map(|e| e.model.clone()).collect()
+    }
+}
+
+/// Token counts of one model's answer (`None`: not reported).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArenaUsage {
+    /// Prompt tokens.
+    pub prompt_tokens: Option<u64>,
+    /// Generated tokens.
+    pub completion_tokens: Option<u64>,
+    /// Their sum, when both are known.
+    pub total_tokens: Option<u64>,
+}
+
+impl From<&Usage> for ArenaUsage {
+    fn from(usage: &Usage) -> Self {
+        let total_tokens = match (usage.prompt_tokens, usage.completion_tokens) {
+            (Some(p), Some(c)) => Some(p.saturating_add(c)),
+            _ => None,
+        };
+        Self {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            total_tokens,
+        }
+    }
+}
+
+/// What one model of a run produced.
+#[derive(Debug, Clone)]
+pub struct ArenaResult {
+    /// Position in the request's `models`, from 0.
+    pub index: usize,
+    /// The model id as asked for.
+    pub model: String,
+    /// `None` when it completed; why it failed otherwise.
+    pub error: Option<String>,
+    /// The answer's text (what arrived, also when it failed).
+    pub text: String,
+    /// Token counts.
+    pub usage: ArenaUsage,
+    /// Cost in USD, when priced.
+    pub cost_usd: Option<f64>,
+    /// Milliseconds from the first attempt's send to the first output.
+    pub ttft_ms: Option<i64>,
+    /// Milliseconds from the first attempt's send to the end.
+    pub duration_ms: i64,
+}
+
+/// Progress of a run, as it happens.
+#[derive(Debug, Clone)]
+pub enum ArenaEvent {
+    /// New text from model `index`.
+    Delta {
+        /// Position in `models`.
+        index: usize,
+        /// The model id.
+        model: String,
+        /// The new text.
+        delta: String,
+    },
+    /// Model `index` finished (completed or failed: see its `error`).
+    Finished(ArenaResult),
+}
+
+/// Validates `request`: exactly one of `messages` (a non-empty array) and
+/// `prompt`; 2–8 distinct model ids, each resolving; `llmId` naming a
+/// config of this project.
+///
+/// # Errors
+/// 422 [`ServiceError::Invalid`] naming the field, or
+/// [`ServiceError::UnknownModel`] (field `models`) with suggestions; the
+/// store's errors.
+pub async fn prepare(app: &AppState, request: ArenaRequest) -> Result<Prepared, ServiceError> {
+    let messages = match (request.messages, request.prompt) {
+        (Some(_), Some(_)) => {
+            return Err(ServiceError::invalid_field(
+                "prompt",
+                "pass either `messages` or `prompt`, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ServiceError::invalid_field(
+                "messages",
+                "pass `messages` (chat messages) or `prompt` (one user message)",
+            ))
+        }
+        (Some(messages), None) => {
+            if messages.is_empty() {
+                return Err(ServiceError::invalid_field(
+                    "messages",
+                    "`messages` must not be empty",
+                ));
+            }
+            if !messages.iter().all(Value::is_object) {
+                return Err(ServiceError::invalid_field(
+                    "messages",
+                    "every message must be an object with `role` and `content`",
+                ));
+            }
+            messages
+        }
+        (None, Some(prompt)) => {
+            if prompt.trim().is_empty() {
+                return Err(ServiceError::invalid_field(
+                    "prompt",
+                    "`prompt` must not be empty",
+                ));
+            }
+            vec![json!({"role": "user", "content": prompt})]
+        }
+    };
+    let count = request.models.len();
+    if !(MIN_MODELS..=MAX_MODELS).contains(&count) {
+        return Err(ServiceError::invalid_field(
+            "models",
+            format!("an arena compares {MIN_MODELS} to {MAX_MODELS} models; {count} given"),
+        ));
+    }
+    for (i, model) in request.models.iter().enumerate() {
+        if request.models[..i].contains(model) {
+            return Err(ServiceError::invalid_field(
+                "models",
+                format!("model {model:?} is listed twice"),
+            ));
+        }
+    }
+    let config = match request.llm_id.as_deref() {
+        Some(id) => {
+            let id = modelyard_core::ids::LlmConfigId::parse(id).map_err(|e| {
+                ServiceError::invalid_field("llmId", format!("invalid LLM config id: {e}"))
+            })?;
+            match app.store.get_llm_config(&app.project, id.as_str()).await? {
+                Some(row) if !row.deleted => Some(row),
+                _ => {
+                    return Err(ServiceError::invalid_field(
+                        "llmId",
+                        format!("llmId: no LLM config with id {:?}", id.as_str()),
+                    ))
+                }
+            }
+        }
+        None => None,
+    };
+    let mut entrants = Vec::with_capacity(count);
+    for model in request.models {
+        let destination =
+            app.destination(Some(&model))
+                .map_err(|err| ServiceError::UnknownModel {
+                    field: Some("models".into()),
+                    message: format!("model {model:?} does not route: {err}"),
+                    suggestions: super::models::suggestions(app, &model),
+                })?;
+        let destination = destination
+            .for_llm_config(&app.registry, config.as_ref())
+            .map_err(|err| ServiceError::invalid_field("llmId", err.to_string()))?;
+        entrants.push(Entrant { model, destination });
+    }
+    Ok(Prepared {
+        id: uuid::Uuid::now_v7().to_string(),
+        entrants,
+        body: body(config.as_ref(), request.options, messages),
+    })
+}
+
+/// The request every model gets: the config's options, then the request's,
+/// then (with the config's system prompt first, unless the messages bring
+/// their own) the messages; streamed.
+fn body(config: Option<&LlmConfigRow>, options: Map<String, Value>, messages: Vec<Value>) -> Value {
+    let mut merged = Map::new();
+    if let Some(config) = config {
+        config.fields.provider_options.apply_to(&mut merged);
+    }
+    merged.extend(options);
+    let mut all = Vec::with_capacity(messages.len() + 1);
+    let has_system = messages
+        .iter()
+        .any(|m| m.get("role").and_then(Value::as_str) == Some("system"));
+    if let Some(system) = config.and_then(|c| c.fields.system_prompt.as_deref()) {
+        if !has_system {
+            all.push(json!({"role": "system", "content": system}));
+        }
+    }
+    all.extend(messages);
+    compose("", merged, all, true)
+}
+
+/// One model's streamed call and its records.
+struct Played {
+    result: ArenaResult,
+    records: Vec<CallRecord>,
+}
+
+/// Runs one model; `events` gets its deltas and its end.
+async fn play(
+    app: &AppState,
+    index: usize,
+    entrant: &Entrant,
+    body: &Value,
+    events: Option<&UnboundedSender<ArenaEvent>>,
+) -> Played {
+    let purpose = Purpose::new(OPERATION);
+    let mut plan = Plan::new(app, entrant.destination.clone(), None);
+    let mut current: Option<LlmCall> = None;
+    let mut records: Vec<CallRecord> = Vec::new();
+    let mut acc = StreamAccumulator::default();
+    let started_at_ms = now_ms();
+    let mut sent_len = 0usize;
+    let mut on_chunk = |acc: &StreamAccumulator| {
+        let text = acc.text();
+        if text.len() > sent_len {
+            if let (Some(events), Some(delta)) = (events, text.get(sent_len..)) {
+                // A closed receiver (the client left) only ends the feed.
+                let _ = events.send(ArenaEvent::Delta {
+                    index,
+                    model: entrant.model.clone(),
+                    delta: delta.to_owned(),
+                });
+            }
+            sent_len = text.len();
+        }
+    };
+    let read = async {
+        let mut build = |target: &Target| -> Result<LlmCall, LlmCallError> {
+            Ok(LlmCall::new(target, purpose.clone(), body))
+        };
+        let upstream = routed::send(&mut plan, &mut current, &mut records, &mut build)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(call) = current.as_mut() else {
+            return Err("the call was not made".to_owned());
+        };
+        call.read_stream(
+            upstream,
+            app.config.limits.max_sse_event_bytes,
+            &mut acc,
+            &mut on_chunk,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    };
+    let outcome = read.await;
+    let error = outcome.err();
+    let sent_at_ms = records
+        .first()
+        .map(|r| r.sent_at_ms)
+        .or(current.as_ref().map(LlmCall::sent_at_ms))
+        .unwrap_or(started_at_ms);
+    let first_token_at_ms = current.as_ref().and_then(LlmCall::first_token_at_ms);
+    let summary = acc.summary();
+    let usage = summary.usage;
+    let model_id = current
+        .as_ref()
+        .map(|c| c.target().resolution.model_id.to_string());
+    if let Some(call) = current {
+        records.push(call.record(summary, error.clone()));
+    }
+    let cost_usd = match (&error, model_id) {
+        (None, Some(model_id)) => app
+            .pricing
+            .cost_of(&model_id, &usage)
+            .cost_nusd
+            .map(modelyard_core::cost::nusd_to_usd),
+        _ => None,
+    };
+    let result = ArenaResult {
+        index,
+        model: entrant.model.clone(),
+        error,
+        text: acc.text().to_owned(),
+        usage: ArenaUsage::from(&usage),
+        cost_usd,
+        ttft_ms: first_token_at_ms.map(|t| t - sent_at_ms),
+        duration_ms: now_ms() - sent_at_ms,
+    };
+    if let Some(events) = events {
+        let _ = events.send(ArenaEvent::Finished(result.clone()));
+    }
+    Played { result, records }
+}
+
+/// Runs `prepared` on every model concurrently; `events` (when streaming)
+/// gets each model's deltas and end as they happen. Records the run as one
+/// `arena` session (id `prepared.id`) holding every call, charged to the
+/// caller. Returns the results in request order.
+pub async fn run(
+    app: &AppState,
+    prepared: Prepared,
+    events: Option<UnboundedSender<ArenaEvent>>,
+) -> Vec<ArenaResult> {
+    let Prepared { id, entrants, body } = prepared;
+    let played = join_all(
+        entrants
+            .iter()
+            .enumerate()
+            .map(|(index, entrant)| play(app, index, entrant, &body, events.as_ref())),
+    )
+    .await;
+    let mut results = Vec::with_capacity(played.len());
+    let mut records = Vec::new();
+    for p in played {
+        results.push(p.result);
+        records.extend(p.records);
+    }
+    if let Some(last) = records.pop() {
+        let mut session = CallRecord::session_of(records, last);
+        session.session.id.clone_from(&id);
+        for call in &mut session.calls {
+            call.session_id.clone_from(&id);
+        }
+        app.record_charged(session).await;
+    }
+    results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn total_tokens_need_both_counts() {
+        let usage = Usage {
+            prompt_tokens: Some(3),
+            completion_tokens: Some(4),
+            ..Usage::default()
+        };
+        assert_eq!(ArenaUsage::from(&usage).total_tokens, Some(7));
+        let usage = Usage {
+            prompt_tokens: Some(3),
+            ..Usage::default()
+        };
+        assert_eq!(ArenaUsage::from(&usage).total_tokens, None);
+    }
+
+    #[test]
+    fn the_request_options_come_after_and_routing_last() {
+        let mut options = Map::new();
+        options.insert("temperature".into(), json!(0.2));
+        options.insert("stream".into(), json!(false));
+        let body = body(
+            None,
+            options,
+            vec![json!({"role": "user", "content": "hi"})],
+        );
+        assert_eq!(body["temperature"], json!(0.2));
+        assert_eq!(body["stream"], json!(true));
+        assert_eq!(body["messages"][0]["content"], json!("hi"));
+    }
+}
