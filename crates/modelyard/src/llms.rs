@@ -115,7 +115,10 @@ pub(crate) async fn list(client: &Client, limit: u32) -> anyhow::Result<()> {
         width(2, "MODEL"),
         width(3, "NAME"),
     );
-    println!("{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  OPTIONS", "ID", "SOURCE", "MODEL", "NAME");
+    println!(
+        "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  OPTIONS",
+        "ID", "SOURCE", "MODEL", "NAME"
+    );
     for [id, source, model, name, options] in rows {
         println!("{id:<w0$}  {source:<w1$}  {model:<w2$}  {name:<w3$}  {options}");
     }
