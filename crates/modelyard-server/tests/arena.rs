@@ -331,3 +331,60 @@ async fn an_llm_config_supplies_options_and_system_prompt_under_the_request_opti
         .await;
     assert_eq!(problem["field"], "llmId", "{problem}");
 }
+
+#[tokio::test]
+async fn a_streamed_arena_takes_a_stream_slot() {
+    let server = TestServer::builder()
+        .extra("[limits]\nmax_streams_per_key = 1\n")
+        .start()
+        .await;
+    let body = json!({"models": ["mock/echo", "mock/mock-model"], "prompt": "hello"});
+    // An open events feed holds the caller's only stream slot.
+    let (status, conv) = server.post("/v1/conversations", json!({})).await;
+    assert_eq!(status, 201, "{conv}");
+    let conv = conv["id"].as_str().unwrap().to_owned();
+    let mut held = Sse::open(&server, &conv, None).await;
+    held.replay().await;
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let refused = server
+        .http
+        .post(server.url("/v1/arena"))
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    let problem: Value = refused.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("max_streams_per_key"),
+        "{problem}"
+    );
+    assert!(chat_bodies(&server).is_empty(), "nothing sent upstream");
+    // The JSON answer is no stream.
+    let (status, answer) = server.post("/v1/arena", body).await;
+    assert_eq!(status, 200, "{answer}");
+    // Once the feed is gone, the slot is free again.
+    drop(held);
+    let events = eventually(Duration::from_secs(5), "the slot freed", || async {
+        let response = server
+            .http
+            .post(server.url("/v1/arena"))
+            .json(&streamed)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            let mut sse = Sse::new(response);
+            Ok(sse.until(|e| e.event == "arena.done").await)
+        } else {
+            Err(response.status())
+        }
+    })
+    .await;
+    assert_eq!(events.last().unwrap().event, "arena.done");
+    server.shutdown().await;
+}

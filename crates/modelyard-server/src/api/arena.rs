@@ -20,12 +20,14 @@ use std::time::Duration;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
 use crate::auth::Scoped;
 use crate::http::{ApiError, ApiJson};
+use crate::limits::Identity;
 use crate::service::arena::{self, ArenaEvent, ArenaRequest, ArenaResult, ArenaUsage};
 
 /// Interval of SSE keep-alive comments while models think.
@@ -172,8 +174,20 @@ fn sse_event(event: ArenaEvent) -> SseEvent {
 )]
 pub async fn arena(
     Scoped(app): Scoped,
+    identity: Identity,
     ApiJson(body): ApiJson<ArenaBody>,
 ) -> Result<Response, ApiError> {
+    // A streamed answer takes a stream slot (`[limits] max_streams*`)
+    // before anything is sent, held until the feed ends: beyond a cap, a
+    // fast 429.
+    let slot = if body.stream {
+        match app.streams.try_acquire(&identity) {
+            Ok(slot) => Some(slot),
+            Err(limit) => return Ok(limit.problem()),
+        }
+    } else {
+        None
+    };
     let request = ArenaRequest {
         messages: body.messages,
         prompt: body.prompt,
@@ -211,6 +225,11 @@ pub async fn arena(
                 .data(json!({"id": id}).to_string());
             Some((Ok(event), (rx, None, id)))
         });
+    // The slot lives as long as the feed.
+    let stream = stream.map(move |event| {
+        let _held = &slot;
+        event
+    });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response())
