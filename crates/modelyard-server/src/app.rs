@@ -81,7 +81,6 @@ impl AppState {
                 crate::clock::now_ms(),
             )
             .await;
-        drop(spent);
         self.recorder.record(&self.project, session);
     }
 }

@@ -206,6 +206,17 @@ async fn invalid_requests_are_problems_naming_the_field() {
                    "messages": [{"role": "user", "content": "x"}]}),
             "prompt",
         ),
+        // The gateway's [limits] caps hold for every model of the run.
+        (
+            json!({"models": ["mock/echo", "mock/mock-model"], "prompt": "x",
+                   "options": {"n": 1000}}),
+            "options.n",
+        ),
+        (
+            json!({"models": ["mock/echo", "mock/mock-model"], "prompt": "x",
+                   "options": {"max_tokens": 1_000_000_000u64}}),
+            "options.max_tokens",
+        ),
     ];
     for (body, field) in cases {
         let problem = server

@@ -186,6 +186,7 @@ pub async fn prepare(app: &AppState, request: ArenaRequest) -> Result<Prepared, 
             vec![json!({"role": "user", "content": prompt})]
         }
     };
+    within_caps(&app.config.limits, messages.len(), &request.options)?;
     let count = request.models.len();
     if !(MIN_MODELS..=MAX_MODELS).contains(&count) {
         return Err(ServiceError::invalid_field(
@@ -237,6 +238,65 @@ pub async fn prepare(app: &AppState, request: ArenaRequest) -> Result<Prepared, 
         entrants,
         body: body(config.as_ref(), request.options, messages),
     })
+}
+
+/// The gateway's `[limits]` caps, applied to an arena run (which every
+/// model receives): at most `max_messages` messages, `max_tools` tools,
+/// `max_output_tokens` as `max_tokens` / `max_completion_tokens`, and one
+/// choice (`n`: an arena shows one answer per model).
+///
+/// # Errors
+/// [`ServiceError::invalid_field`] naming the field (`messages`, or
+/// `options.<name>`).
+fn within_caps(
+    limits: &crate::config::LimitsConfig,
+    messages: usize,
+    options: &Map<String, Value>,
+) -> Result<(), ServiceError> {
+    if messages > limits.max_messages as usize {
+        return Err(ServiceError::invalid_field(
+            "messages",
+            format!(
+                "{messages} messages; this server allows at most {} (limits.max_messages)",
+                limits.max_messages
+            ),
+        ));
+    }
+    if let Some(n) = options.get("n").filter(|n| n.as_u64() != Some(1)) {
+        return Err(ServiceError::invalid_field(
+            "options.n",
+            format!("an arena asks each model for one answer; `n` must be 1, not {n}"),
+        ));
+    }
+    for name in ["max_tokens", "max_completion_tokens"] {
+        if let Some(value) = options.get(name) {
+            if value
+                .as_u64()
+                .is_none_or(|v| v > u64::from(limits.max_output_tokens))
+            {
+                return Err(ServiceError::invalid_field(
+                    format!("options.{name}"),
+                    format!(
+                        "`{name}` must be a whole number of at most {} (limits.max_output_tokens), not {value}",
+                        limits.max_output_tokens
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(tools) = options.get("tools") {
+        let count = tools.as_array().map_or(usize::MAX, Vec::len);
+        if count > limits.max_tools as usize {
+            return Err(ServiceError::invalid_field(
+                "options.tools",
+                format!(
+                    "`tools` must be a list of at most {} (limits.max_tools)",
+                    limits.max_tools
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The request every model gets: the config's options, then the request's,
@@ -392,6 +452,28 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gateways_caps_bound_an_arena_request() {
+        let limits = crate::config::LimitsConfig::default();
+        let options = |v: Value| v.as_object().cloned().unwrap_or_default();
+        let ok = |m: usize, o: Value| within_caps(&limits, m, &options(o)).is_ok();
+        assert!(ok(1, json!({"n": 1, "max_tokens": 64, "tools": []})));
+        assert!(ok(limits.max_messages as usize, json!({})));
+        assert!(!ok(limits.max_messages as usize + 1, json!({})));
+        for bad in [
+            json!({"n": 2}),
+            json!({"n": 1000}),
+            json!({"n": "1"}),
+            json!({"max_tokens": u64::from(limits.max_output_tokens) + 1}),
+            json!({"max_completion_tokens": -1}),
+            json!({"max_tokens": 1.5}),
+            json!({"tools": "all"}),
+            json!({"tools": vec![json!({}); limits.max_tools as usize + 1]}),
+        ] {
+            assert!(!ok(1, bad.clone()), "{bad}");
+        }
+    }
 
     #[test]
     fn total_tokens_need_both_counts() {
