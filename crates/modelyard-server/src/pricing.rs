@@ -174,6 +174,37 @@ impl Pricing {
         }
     }
 
+    /// The most a call of `prompt` prompt tokens and `output` generated
+    /// tokens may cost on any of `deployments` (composite ids), in nano-USD:
+    /// what a cost budget reserves before the call ([`crate::quota`]).
+    /// Output is priced at the higher of the output and reasoning rates, no
+    /// prompt token counts as cached. 0 when none of them is priced (local
+    /// models, or an unpriced cloud model whose cost is unknown).
+    pub fn worst_cost_nusd<'a>(
+        &self,
+        deployments: impl IntoIterator<Item = &'a str>,
+        prompt: u64,
+        output: u64,
+    ) -> i64 {
+        deployments
+            .into_iter()
+            .filter_map(|id| self.price_of(id).price)
+            .map(|price| {
+                let reasoning_dearer = price
+                    .reasoning_per_mtok
+                    .is_some_and(|r| r > price.output_per_mtok);
+                let usage = Usage {
+                    prompt_tokens: Some(prompt),
+                    completion_tokens: Some(output),
+                    reasoning_tokens: reasoning_dearer.then_some(output),
+                    ..Usage::default()
+                };
+                call_cost_nusd(&usage, &price)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The cost of a call to `model_id` with `usage`.
     pub fn cost_of(&self, model_id: &str, usage: &Usage) -> CallCost {
         self.price_of(model_id).cost(usage)

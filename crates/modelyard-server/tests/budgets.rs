@@ -510,21 +510,18 @@ async fn fresh_postgres() -> Option<String> {
 
 async fn replica(db: &str, name: &str) -> TestServer {
     TestServer::builder()
-        .listed(&["echo"])
+        .listed(&["echo", "slow:1500"])
         .storage_url(db)
         .extra(&format!("[cluster]\nreplica_id = \"{name}\"\n"))
         .start()
         .await
 }
 
-#[tokio::test]
-async fn two_replicas_share_a_keys_requests_per_minute() {
-    let Some(db) = fresh_postgres().await else {
-        return;
-    };
-    // The key and its limit, made in the shared database before either
-    // replica starts (as `modelyard keys create` / `keys limits` would).
-    let store = modelyard_store::Store::connect(&db).await.unwrap();
+/// A key with `limits` in the shared database `db`, made before any
+/// replica starts (as `modelyard keys create` / `keys limits` would); its
+/// secret.
+async fn shared_key(db: &str, limits: Value) -> String {
+    let store = modelyard_store::Store::connect(db).await.unwrap();
     let project = modelyard_store::ProjectId::default_project();
     let created = modelyard_server::service::keys::create(
         &store,
@@ -535,7 +532,7 @@ async fn two_replicas_share_a_keys_requests_per_minute() {
     .await
     .unwrap();
     let patch: modelyard_server::service::usage_limits::LimitsPatch =
-        serde_json::from_value(json!({"requestsPerMinute": 100})).unwrap();
+        serde_json::from_value(limits).unwrap();
     modelyard_server::service::usage_limits::change(
         &store,
         &project,
@@ -546,6 +543,67 @@ async fn two_replicas_share_a_keys_requests_per_minute() {
     .await
     .unwrap();
     store.close().await;
+    created.secret
+}
+
+#[tokio::test]
+async fn two_replicas_share_a_keys_max_concurrent() {
+    let Some(db) = fresh_postgres().await else {
+        return;
+    };
+    let key = shared_key(&db, json!({"maxConcurrent": 3})).await;
+    let a = replica(&db, "a").await;
+    let b = replica(&db, "b").await;
+    // Not across a minute's end, where leases move to the next window.
+    within_one_minute(Duration::from_secs(15)).await;
+    // Four slow requests on each replica at once: 1.5 s each, so all eight
+    // are in flight together.
+    let mut tasks = Vec::new();
+    for server in [&a, &b] {
+        for _ in 0..4 {
+            let (http, url, key) = (
+                server.http.clone(),
+                server.url("/v1/chat/completions"),
+                key.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&chat("mock/slow:1500", Some(8)))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let body = response.text().await.unwrap();
+                assert!(status == 200 || status == 429, "{status}: {body}");
+                if status == 429 {
+                    assert!(body.contains("maxConcurrent"), "{body}");
+                }
+                status
+            }));
+        }
+    }
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += usize::from(task.await.unwrap() == 200);
+    }
+    eprintln!(
+        "admitted {admitted} of 8 (replica a {}, b {})",
+        chats(&a.mock),
+        chats(&b.mock)
+    );
+    assert_eq!(admitted, chats(&a.mock) + chats(&b.mock));
+    // Per replica, each would have let 3 through: 6 in all.
+    assert_eq!(admitted, 3, "a key with maxConcurrent 3, two replicas");
+}
+
+#[tokio::test]
+async fn two_replicas_share_a_keys_requests_per_minute() {
+    let Some(db) = fresh_postgres().await else {
+        return;
+    };
+    let secret = shared_key(&db, json!({"requestsPerMinute": 100})).await;
     let a = replica(&db, "a").await;
     let b = replica(&db, "b").await;
     within_one_minute(Duration::from_secs(20)).await;
@@ -556,7 +614,7 @@ async fn two_replicas_share_a_keys_requests_per_minute() {
             let (http, url, key) = (
                 server.http.clone(),
                 server.url("/v1/chat/completions"),
-                created.secret.clone(),
+                secret.clone(),
             );
             let body = chat("mock/echo", None);
             tasks.push(tokio::spawn(async move {
@@ -673,13 +731,59 @@ async fn a_cost_budget_counts_each_calls_price_and_refuses_once_spent() {
     })
     .await;
     assert!(admitted >= 2, "a dollar a call under 5 USD: {admitted}");
-    // Requests go one at a time: the budget is passed by at most the last
-    // admitted call.
-    let most = spent / admitted as f64 * 2.0;
-    assert!(spent >= 5.0 && spent <= 5.0 + most, "spent {spent} USD");
+    // Each request reserves its worst case (prompt estimate + max_tokens at
+    // the price) and is refused once that no longer fits: the budget is
+    // never passed, and what is left is less than one reserve.
+    let reserve = cost_reserve_usd(&chat("mock/echo", Some(8)), 8);
+    assert!(spent <= 5.0, "spent {spent} USD of 5");
+    assert!(
+        5.0 - spent < reserve,
+        "spent {spent} USD; a reserve is {reserve}"
+    );
     assert!(
         remaining.windows(2).all(|w| w[1] < w[0]),
         "the remaining budget goes down with each call: {remaining:?}"
+    );
+}
+
+/// What a chat `body` with `max_tokens` reserves of a cost budget at the
+/// tests' price (0.1 USD per token): a token per 4 body bytes plus its cap.
+fn cost_reserve_usd(body: &Value, max_tokens: usize) -> f64 {
+    (serde_json::to_vec(body).unwrap().len() / 4 + max_tokens) as f64 * 0.1
+}
+
+#[tokio::test]
+async fn concurrent_requests_cannot_pass_a_cost_budget() {
+    // 0.1 USD per token; slow answers, so all 30 are in flight at once.
+    let server = TestServer::builder()
+        .listed(&["slow:300"])
+        .extra(
+            "[[prices]]\nmodel = \"mock/*\"\ninput_per_mtok = 100000.0\n\
+             output_per_mtok = 100000.0\n",
+        )
+        .start()
+        .await;
+    let admin = admin_key(&server).await;
+    let (_, key) = limited_key(
+        &server,
+        &admin,
+        json!({"maxCostUsd": 20.0, "period": "day"}),
+    )
+    .await;
+    let body = chat("mock/slow:300", Some(8));
+    let reserve = cost_reserve_usd(&body, 8);
+    let statuses = burst(&server, &key, body, 30).await;
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    // Only the reserves that fit were let through, whatever the calls cost.
+    assert_eq!(chats(&server.mock), admitted);
+    assert!(admitted >= 1, "{statuses:?}");
+    assert!(
+        admitted as f64 * reserve <= 20.0 + 1e-6,
+        "{admitted} admitted × {reserve} USD reserved each"
+    );
+    assert!(
+        admitted < 30,
+        "every request admitted: the cost is not reserved"
     );
 }
 

@@ -51,6 +51,11 @@ pub enum LimitMetric {
     BudgetTokens,
     /// Nano-USD reserved and spent in the budget's period (`max_cost`).
     BudgetCost,
+    /// Requests in flight, plus what replicas hold leased for them
+    /// (`max_concurrent`), counted per minute window: a replica carries its
+    /// requests still in flight into the next window, so what a replica
+    /// that died held is let go when its window ends.
+    Concurrent,
 }
 
 impl LimitMetric {
@@ -61,6 +66,7 @@ impl LimitMetric {
             LimitMetric::Tokens => "tokens",
             LimitMetric::BudgetTokens => "budget_tokens",
             LimitMetric::BudgetCost => "budget_cost",
+            LimitMetric::Concurrent => "concurrent",
         }
     }
 }

@@ -30,7 +30,10 @@ use axum::response::{IntoResponse, Response};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{is_anthropic_path, is_openai_path, AnthropicError, OpenAiError, Problem};
-use crate::quota::{reserve_tokens, AdmissionSlot, Need, Refusal, Remaining};
+use modelyard_core::usage::add_tokens;
+
+use crate::quota::{reserve_split, AdmissionSlot, Need, Refusal, Remaining, ReserveSplit};
+use crate::routing::Destination;
 
 /// `x-ratelimit-limit-requests`.
 pub const LIMIT_REQUESTS: &str = "x-ratelimit-limit-requests";
@@ -69,9 +72,15 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
         // Over the size limit the outer body-limit layer answers 413.
         Err(err) => return unreadable(&path, &err.to_string()),
     };
+    let split = reserve_split(&bytes, app.quotas.default_reserve, generates(&path));
+    let cost_nusd = if applicable.iter().any(|(_, l)| l.max_cost_nusd.is_some()) {
+        reserve_cost_nusd(&app, &split)
+    } else {
+        0
+    };
     let need = Need {
-        tokens: reserve_tokens(&bytes, app.quotas.default_reserve, generates(&path)),
-        cost_nusd: 0,
+        tokens: i64::try_from(add_tokens(split.prompt, split.output)).unwrap_or(i64::MAX),
+        cost_nusd,
     };
     match app
         .quotas
@@ -89,6 +98,36 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
             headers(response.headers_mut(), &remaining);
             response
         }
+    }
+}
+
+/// The cost reserve of a request: its reserved tokens at the dearest price
+/// among the deployments its `model` may reach (a deployment, or a route's
+/// targets and deployment fallbacks), nano-USD. 0 without a `model` in the
+/// body (a conversation turn), for an id that does not resolve, or when
+/// nothing is priced; admission then holds 1 nano-USD of a cost budget.
+fn reserve_cost_nusd(app: &AppState, split: &ReserveSplit) -> i64 {
+    let Some(model) = split.model.as_deref() else {
+        return 0;
+    };
+    match app.destination(Some(model)) {
+        Ok(Destination::Deployment(target)) => {
+            let id = target.resolution.model_id.to_string();
+            app.pricing
+                .worst_cost_nusd([id.as_str()], split.prompt, split.output)
+        }
+        Ok(Destination::Route(route)) => {
+            let targets = route.config.targets.iter().map(|t| t.model.as_str());
+            let fallbacks = route
+                .config
+                .fallbacks
+                .iter()
+                .map(String::as_str)
+                .filter(|f| f.contains('/'));
+            app.pricing
+                .worst_cost_nusd(targets.chain(fallbacks), split.prompt, split.output)
+        }
+        Err(_) => 0,
     }
 }
 

@@ -10,7 +10,7 @@ use modelyard_store::{CounterKey, LimitMetric, LimitSubject};
 
 use super::counters::{Cell, Taken};
 use super::refusal::format_usd;
-use super::{lock, Applicable, Quotas, Refusal, BYTES_PER_TOKEN};
+use super::{lock, Applicable, InFlight, Quotas, Refusal, BYTES_PER_TOKEN};
 
 /// What a request needs before it is sent: tokens (its output cap, else
 /// the default reserve, plus the prompt estimate) and nano-USD.
@@ -18,7 +18,8 @@ use super::{lock, Applicable, Quotas, Refusal, BYTES_PER_TOKEN};
 pub struct Need {
     /// Tokens reserved.
     pub tokens: i64,
-    /// Nano-USD reserved (at least 1 is taken from a cost budget).
+    /// Nano-USD reserved: the request's tokens at its model's price (see
+    /// [`crate::http::quota`]); at least 1 is taken from a cost budget.
     pub cost_nusd: i64,
 }
 
@@ -26,6 +27,8 @@ pub struct Need {
 /// Anthropic Messages, Responses).
 #[derive(serde::Deserialize, Default)]
 struct Caps {
+    /// Any JSON: a `model` that is not a string must not lose the caps.
+    model: Option<serde_json::Value>,
     max_tokens: Option<u64>,
     max_completion_tokens: Option<u64>,
     max_output_tokens: Option<u64>,
@@ -38,9 +41,30 @@ struct Caps {
 /// (embeddings and rerank do not), plus a token per [`BYTES_PER_TOKEN`]
 /// bytes of body for the prompt. A body that is not JSON gets the default.
 pub fn reserve_tokens(body: &[u8], default_reserve: u64, generates: bool) -> i64 {
+    let split = reserve_split(body, default_reserve, generates);
+    i64::try_from(add_tokens(split.prompt, split.output)).unwrap_or(i64::MAX)
+}
+
+/// A request's reserve by kind of token: what [`reserve_tokens`] adds up,
+/// kept apart so a cost reserve can price prompt and output at their own
+/// rates.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReserveSplit {
+    /// The body's `model`, when it names one (a route or deployment id;
+    /// conversation turns take their model from the conversation).
+    pub model: Option<String>,
+    /// Prompt tokens: a token per [`BYTES_PER_TOKEN`] bytes of body.
+    pub prompt: u64,
+    /// Output tokens: the body's output cap times `n`, else the default
+    /// reserve; 0 for requests that do not generate.
+    pub output: u64,
+}
+
+/// [`reserve_tokens`], split into prompt and output tokens.
+pub fn reserve_split(body: &[u8], default_reserve: u64, generates: bool) -> ReserveSplit {
     let prompt = body.len() as u64 / BYTES_PER_TOKEN;
+    let caps: Caps = serde_json::from_slice(body).unwrap_or_default();
     let output = if generates {
-        let caps: Caps = serde_json::from_slice(body).unwrap_or_default();
         let cap = caps
             .max_completion_tokens
             .or(caps.max_tokens)
@@ -50,7 +74,14 @@ pub fn reserve_tokens(body: &[u8], default_reserve: u64, generates: bool) -> i64
     } else {
         0
     };
-    i64::try_from(add_tokens(prompt, output)).unwrap_or(i64::MAX)
+    ReserveSplit {
+        model: match caps.model {
+            Some(serde_json::Value::String(model)) => Some(model),
+            _ => None,
+        },
+        prompt,
+        output,
+    }
 }
 
 /// The counts a response's rate-limit headers show: the tightest of the
@@ -138,19 +169,18 @@ impl Quotas {
         let scope = subject.kind();
         let subject_key = subject.key();
         if let Some(max) = limits.max_concurrent {
-            let mut in_flight = lock(&self.in_flight);
-            let count = in_flight.entry(subject_key.clone()).or_insert(0);
-            if *count >= max {
-                return Err(Refusal::Limit {
-                    scope,
-                    name: "maxConcurrent",
-                    value: max.to_string(),
-                    period: None,
-                    retry_after_secs: Some(1),
-                });
-            }
-            *count += 1;
-            drop(in_flight);
+            self.take_concurrent(&subject_key, max, now_ms)
+                .await
+                .map_err(|taken| match taken {
+                    Taken::Short => Refusal::Limit {
+                        scope,
+                        name: "maxConcurrent",
+                        value: max.to_string(),
+                        period: None,
+                        retry_after_secs: Some(1),
+                    },
+                    Taken::Unavailable => Refusal::Unavailable { scope },
+                })?;
             admission.concurrent.push(subject_key.clone());
         }
         let minute = Window::minute(now_ms);
@@ -228,6 +258,7 @@ impl Quotas {
                 }
                 LimitMetric::BudgetTokens => Remaining::lower(&mut r.tokens, remaining),
                 LimitMetric::BudgetCost => Remaining::lower(&mut r.budget_nusd, remaining),
+                LimitMetric::Concurrent => {}
             }
             admission.held.push(Held {
                 cell,
@@ -238,17 +269,90 @@ impl Quotas {
         Ok(())
     }
 
+    /// Takes a `max_concurrent` slot of `subject` (limit `max`), shared by
+    /// every replica: refused at once when this replica alone has `max` in
+    /// flight, else one unit of the subject's `concurrent` counter of this
+    /// minute ([`Self::take`]). The first take of a minute carries this
+    /// replica's requests still in flight into the new window (its cell
+    /// starts that many units short, which the lease or the next flush
+    /// charges), so a window counts every request in flight, and what a
+    /// replica that died held is let go when its window ends.
+    async fn take_concurrent(&self, subject: &str, max: i64, now_ms: i64) -> Result<(), Taken> {
+        let window = Window::minute(now_ms);
+        let key = CounterKey {
+            subject: subject.to_owned(),
+            metric: LimitMetric::Concurrent,
+            window_start_ms: window.start_ms,
+            window_end_ms: window.end_ms,
+        };
+        let cell = {
+            let mut in_flight = lock(&self.in_flight);
+            let here = in_flight.get(subject).map_or(0, |f| f.count);
+            if here >= max {
+                return Err(Taken::Short);
+            }
+            // Under the in-flight lock, so no release slips between the
+            // count and the cell it is carried into.
+            let mut counters = lock(&self.counters);
+            let cell = match counters.get(&key) {
+                Some(cell) => Arc::clone(cell),
+                None => Arc::clone(counters.entry(key.clone()).or_insert_with(|| {
+                    Arc::new(Mutex::new(super::counters::Local {
+                        available: -here,
+                        taken: 0,
+                        limit: max,
+                        window,
+                        last_used: std::time::Instant::now(),
+                    }))
+                })),
+            };
+            drop(counters);
+            // The requests in flight count in this minute's lease now: their
+            // slots go back to it.
+            if let Some(slots) = in_flight.get_mut(subject) {
+                if lock(&slots.lease).window.start_ms < window.start_ms {
+                    slots.lease = Arc::clone(&cell);
+                }
+            }
+            cell
+        };
+        let cell = self.take_from(cell, &key, max, 1).await?;
+        let mut in_flight = lock(&self.in_flight);
+        match in_flight.get_mut(subject) {
+            Some(slots) => slots.count += 1,
+            None => {
+                in_flight.insert(
+                    key.subject,
+                    InFlight {
+                        count: 1,
+                        lease: cell,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees the `max_concurrent` slots of `subjects`: each unit goes back
+    /// to the subject's newest lease on this replica (a request admitted in
+    /// an earlier minute was carried into it), which the flush gives back
+    /// to the store once idle.
     fn release_concurrent(&self, subjects: &[String]) {
         if subjects.is_empty() {
             return;
         }
         let mut in_flight = lock(&self.in_flight);
         for subject in subjects {
-            if let Some(n) = in_flight.get_mut(subject) {
-                *n -= 1;
-                if *n <= 0 {
-                    in_flight.remove(subject);
-                }
+            let Some(slots) = in_flight.get_mut(subject) else {
+                continue;
+            };
+            slots.count -= 1;
+            {
+                let mut local = lock(&slots.lease);
+                local.available = local.available.saturating_add(1);
+            }
+            if slots.count <= 0 {
+                in_flight.remove(subject);
             }
         }
     }
@@ -257,8 +361,7 @@ impl Quotas {
     pub fn in_flight(&self, subject: &LimitSubject) -> i64 {
         lock(&self.in_flight)
             .get(&subject.key())
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |f| f.count)
     }
 }
 
@@ -308,7 +411,7 @@ impl Admission {
         self.settled = true;
         for held in &self.held {
             let spent = match held.metric {
-                LimitMetric::Requests => continue,
+                LimitMetric::Requests | LimitMetric::Concurrent => continue,
                 LimitMetric::Tokens | LimitMetric::BudgetTokens => tokens,
                 LimitMetric::BudgetCost => cost_nusd,
             };

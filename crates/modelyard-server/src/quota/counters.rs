@@ -76,6 +76,17 @@ impl Quotas {
         amount: i64,
     ) -> Result<Cell, Taken> {
         let cell = self.cell(key, window, limit);
+        self.take_from(cell, key, limit, amount).await
+    }
+
+    /// [`Self::take`] from `cell`, the local state of `key`.
+    pub(super) async fn take_from(
+        &self,
+        cell: Cell,
+        key: &CounterKey,
+        limit: i64,
+        amount: i64,
+    ) -> Result<Cell, Taken> {
         let short = {
             let mut local = lock(&cell);
             local.limit = limit;

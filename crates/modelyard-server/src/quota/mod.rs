@@ -22,15 +22,25 @@
 //! use, and is lost (under-admission, never over) if the replica dies.
 //! What calls spend past their reserve is charged to the shared row by the
 //! background flush ([`Quotas::flush`], every [`FLUSH_EVERY`]), never per
-//! token. `max_concurrent` is counted per replica (in memory).
+//! token. `max_concurrent` is a counter of the same kind per minute
+//! window (`concurrent`): a slot is a unit leased from the shared row and
+//! returned to this replica's lease when the request ends (given back to
+//! the row once idle); the first request of a minute carries the
+//! replica's requests still in flight into the new window. So replicas
+//! together keep at most `max_concurrent` in flight; units a replica holds
+//! idle for up to [`LEASE_IDLE`] are under-admission, and what a dead
+//! replica held is let go when its minute ends.
 //!
 //! **Overshoot:** a request is admitted only with its reserve (its
 //! `max_tokens` / `max_completion_tokens` / `max_output_tokens`, else
 //! `limits.budget_reserve_tokens`, plus a prompt estimate of a token per 4
 //! body bytes) in hand, so concurrent requests never pass a token limit by
-//! more than what they spend past their reserves. A cost budget reserves 1
-//! nano-USD until prices are known per request (the costs work): it is
-//! refused once spent, and concurrent requests can pass it by at most what
+//! more than what they spend past their reserves. A cost budget reserves
+//! those tokens at the dearest price the request's `model` may reach
+//! ([`crate::pricing::Pricing::worst_cost_nusd`]; a route's targets count),
+//! so it holds the same way. A request whose body names no model (a
+//! conversation turn) or an unpriced one reserves 1 nano-USD: such requests
+//! are refused once the budget is spent and can pass it by at most what
 //! those in flight spend.
 //!
 //! The parts: `lookup` reads and caches the limits, `admission` admits a
@@ -51,7 +61,9 @@ use std::time::Duration;
 use modelyard_core::limits::Limits;
 use modelyard_store::{CounterKey, LimitSubject, Store};
 
-pub use admission::{reserve_tokens, Admission, AdmissionSlot, Need, Remaining};
+pub use admission::{
+    reserve_split, reserve_tokens, Admission, AdmissionSlot, Need, Remaining, ReserveSplit,
+};
 pub use refusal::Refusal;
 pub use settlement::{call_tokens, settle, CallUsage, Spent};
 
@@ -88,9 +100,18 @@ pub struct Quotas {
     store: Store,
     cache: Mutex<HashMap<String, Cached>>,
     counters: Mutex<HashMap<CounterKey, Cell>>,
-    in_flight: Mutex<HashMap<String, i64>>,
+    in_flight: Mutex<HashMap<String, InFlight>>,
     /// `limits.budget_reserve_tokens`.
     pub default_reserve: u64,
+}
+
+/// A subject's `max_concurrent` slots on this replica: how many of its
+/// requests are in flight, and the lease of the newest minute they count
+/// in (where a slot goes back when its request ends).
+#[derive(Debug)]
+struct InFlight {
+    count: i64,
+    lease: Cell,
 }
 
 /// The limits that apply to a request: its key's and its project's.

@@ -211,6 +211,87 @@ async fn max_concurrent_frees_a_slot_when_a_request_ends_either_way() {
     assert_eq!(quotas.in_flight(&key("k")), 0);
 }
 
+fn concurrent(max: i64) -> Applicable {
+    vec![(
+        key("k"),
+        Limits {
+            max_concurrent: Some(max),
+            ..Limits::default()
+        },
+    )]
+}
+
+/// Marks every lease of `quotas` idle, so the next flush gives it back.
+fn idle(quotas: &Quotas) {
+    for cell in lock(&quotas.counters).values() {
+        lock(cell).last_used = Instant::now().checked_sub(LEASE_IDLE).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_share_max_concurrent() {
+    let shared = store().await;
+    let (a, b) = (
+        Quotas::new(shared.clone(), 100),
+        Quotas::new(shared.clone(), 100),
+    );
+    let limits = concurrent(2);
+    let on_a = a.admit(&limits, need(1), NOW).await.unwrap();
+    let on_b = b.admit(&limits, need(1), NOW).await.unwrap();
+    for quotas in [&a, &b] {
+        let refusal = quotas.admit(&limits, need(1), NOW).await.unwrap_err();
+        assert_eq!(refusal.to_string(), "key limit maxConcurrent=2 reached");
+    }
+    let row = counter(&key("k"), LimitMetric::Concurrent, Window::minute(NOW));
+    assert_eq!(shared.limit_counter(&row).await.unwrap(), 2);
+    // A's slot goes back to A's lease: A may use it again at once, B only
+    // once A's flush gave the idle lease back.
+    drop(on_a);
+    assert!(b.admit(&limits, need(1), NOW).await.is_err());
+    let again = a.admit(&limits, need(1), NOW).await.unwrap();
+    drop(again);
+    idle(&a);
+    a.flush(NOW).await;
+    assert_eq!(shared.limit_counter(&row).await.unwrap(), 1);
+    let on_b2 = b.admit(&limits, need(1), NOW).await.unwrap();
+    assert_eq!(b.in_flight(&key("k")), 2);
+    drop((on_b, on_b2));
+}
+
+#[tokio::test]
+async fn requests_in_flight_carry_into_the_next_minute() {
+    let shared = store().await;
+    let (a, b) = (
+        Quotas::new(shared.clone(), 100),
+        Quotas::new(shared.clone(), 100),
+    );
+    let limits = concurrent(2);
+    let next = NOW + 60_000;
+    // Admitted in one minute, still running in the next.
+    let long = a.admit(&limits, need(1), NOW).await.unwrap();
+    let on_b = b.admit(&limits, need(1), next).await.unwrap();
+    // A's request counts in the new minute: a second one on A is a third.
+    let refusal = a.admit(&limits, need(1), next).await.unwrap_err();
+    assert_eq!(refusal.to_string(), "key limit maxConcurrent=2 reached");
+    let row = counter(&key("k"), LimitMetric::Concurrent, Window::minute(next));
+    a.flush(next).await;
+    assert_eq!(shared.limit_counter(&row).await.unwrap(), 2);
+    // When it ends, its slot goes back to the new minute's lease.
+    drop(long);
+    let fresh = a.admit(&limits, need(1), next).await.unwrap();
+    assert_eq!(a.in_flight(&key("k")), 1);
+    drop((fresh, on_b));
+    idle(&a);
+    idle(&b);
+    a.flush(next).await;
+    b.flush(next).await;
+    assert_eq!(
+        shared.limit_counter(&row).await.unwrap(),
+        0,
+        "all given back"
+    );
+}
+
 #[tokio::test]
 async fn a_refusal_by_the_project_gives_the_keys_units_back() {
     let quotas = Quotas::new(store().await, 100);
