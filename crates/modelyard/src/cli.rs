@@ -400,13 +400,25 @@ pub(crate) enum LlmsCommand {
         #[arg(short = 'n', long, default_value_t = 50)]
         limit: u32,
     },
-    /// One config.
+    /// One config (`--version N`: as it was at that version, also after
+    /// it was deleted).
     Show {
         /// Config id.
         id: String,
+        /// An earlier version (from 1; `llms versions` lists them).
+        #[arg(long)]
+        version: Option<i64>,
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// A config's versions, newest first: every create and edit is one.
+    Versions {
+        /// Config id.
+        id: String,
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        limit: u32,
     },
     /// Create a config (`--model` required); prints its id.
     Create {

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::client::{send, Client};
+use crate::client::{send, urlencode, Client};
 
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("-")
@@ -125,9 +125,18 @@ pub(crate) async fn list(client: &Client, limit: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `llms show ID`.
-pub(crate) async fn show(client: &Client, id: &str, raw: bool) -> anyhow::Result<()> {
-    let llm = client.get_json(&format!("/v1/llms/{id}")).await?;
+/// `llms show ID [--version N]`.
+pub(crate) async fn show(
+    client: &Client,
+    id: &str,
+    version: Option<i64>,
+    raw: bool,
+) -> anyhow::Result<()> {
+    let path = match version {
+        Some(n) => format!("/v1/llms/{}?version={n}", urlencode(id)),
+        None => format!("/v1/llms/{}", urlencode(id)),
+    };
+    let llm = client.get_json(&path).await?;
     if raw {
         println!("{}", serde_json::to_string_pretty(&llm)?);
         return Ok(());
@@ -136,8 +145,51 @@ pub(crate) async fn show(client: &Client, id: &str, raw: bool) -> anyhow::Result
     Ok(())
 }
 
+/// `llms versions ID`: one line per version, newest first.
+pub(crate) async fn versions(client: &Client, id: &str, limit: u32) -> anyhow::Result<()> {
+    let page = client
+        .get_json(&format!(
+            "/v1/llms/{}/versions?limit={limit}",
+            urlencode(id)
+        ))
+        .await?;
+    let rows: Vec<[String; 4]> = page["data"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|v| {
+            let config = &v["config"];
+            [
+                v["version"].as_i64().map_or("-".into(), |n| n.to_string()),
+                s(v, "createdAt").to_owned(),
+                s(config, "model").to_owned(),
+                options_text(config),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("no versions");
+        return Ok(());
+    }
+    let w0 = rows.iter().map(|r| r[0].len()).max().unwrap_or(0).max(7);
+    let w1 = rows.iter().map(|r| r[1].len()).max().unwrap_or(0);
+    let w2 = rows.iter().map(|r| r[2].len()).max().unwrap_or(0).max(5);
+    println!(
+        "{:<w0$}  {:<w1$}  {:<w2$}  OPTIONS",
+        "VERSION", "WRITTEN", "MODEL"
+    );
+    for [version, at, model, options] in rows {
+        println!("{version:<w0$}  {at:<w1$}  {model:<w2$}  {options}");
+    }
+    Ok(())
+}
+
 fn print_llm(llm: &Value) {
     println!("LLM config {}", s(llm, "id"));
+    if let Some(version) = llm["version"].as_i64() {
+        println!("version   {version}");
+    }
     println!("name      {}", s(llm, "displayName"));
     println!("source    {}", source_text(llm));
     println!("model     {}", s(llm, "model"));

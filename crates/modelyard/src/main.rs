@@ -239,7 +239,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let client = client::Client::new(server_url(&cli)?)?;
             match command {
                 LlmsCommand::Ls { limit } => llms::list(&client, *limit).await,
-                LlmsCommand::Show { id, json } => llms::show(&client, id, *json).await,
+                LlmsCommand::Show { id, version, json } => {
+                    llms::show(&client, id, *version, *json).await
+                }
+                LlmsCommand::Versions { id, limit } => llms::versions(&client, id, *limit).await,
                 LlmsCommand::Create { fields } => {
                     if fields.model.is_none() {
                         anyhow::bail!("--model is required");

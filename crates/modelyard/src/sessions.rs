@@ -142,7 +142,51 @@ pub(crate) async fn show(client: &Client, id: &str, json: bool) -> anyhow::Resul
         number(&session, "/durationMs")
     );
     println!("tokens     {}", usage_line(&session));
+    if let Some(config) = session.get("config").filter(|c| c.is_object()) {
+        println!("config     {}", config_line(config));
+    }
     print_tree(client, &session, 0).await
+}
+
+/// The settings a session ran with, on one line: the model, then the
+/// config and its version (`modelyard llms show ID --version N` prints
+/// it), the chosen-by step, the base URL and the options.
+fn config_line(config: &Value) -> String {
+    let mut line = text(config, "model").to_owned();
+    match (
+        config.get("llmId").and_then(Value::as_str),
+        config.get("version").and_then(Value::as_i64),
+    ) {
+        (Some(id), Some(version)) => line.push_str(&format!(" from {id} v{version}")),
+        (Some(id), None) => line.push_str(&format!(" from {id}")),
+        _ => {}
+    }
+    if let Some(source) = config.get("source").and_then(Value::as_str) {
+        line.push_str(&format!(" ({source})"));
+    }
+    if let Some(from) = config.get("resolvedFrom").and_then(Value::as_str) {
+        line.push_str(&format!(", chosen by {from}"));
+    }
+    if let Some(url) = config.get("baseUrl").and_then(Value::as_str) {
+        line.push_str(&format!(", at {url}"));
+    }
+    let options: Vec<String> = config
+        .get("providerOptions")
+        .and_then(Value::as_object)
+        .map(|o| {
+            o.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !options.is_empty() {
+        line.push_str(&format!(", {}", options.join(" ")));
+    }
+    if config.get("systemPrompt").and_then(Value::as_str).is_some() {
+        line.push_str(", with a system prompt");
+    }
+    line
 }
 
 async fn fetch(client: &Client, id: &str) -> anyhow::Result<Value> {

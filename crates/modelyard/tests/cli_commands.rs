@@ -616,6 +616,24 @@ async fn llms_create_list_show_edit_copy_and_remove_configs() {
     let run = cli(&server, &["llms", "edit", &id]).await;
     assert!(!run.ok, "{run:#?}");
     assert!(run.err.contains("nothing to change"), "{run:#?}");
+    // The edit made version 2; version 1 is still readable.
+    let run = cli_ok(&server, &["llms", "versions", &id]).await;
+    let lines: Vec<&str> = run.out.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", run.out);
+    assert!(lines[0].starts_with("VERSION "), "{}", run.out);
+    assert_eq!(lines[1].split_whitespace().next(), Some("2"), "{}", run.out);
+    assert!(lines[1].contains("temperature=0.7"), "{}", run.out);
+    assert_eq!(lines[2].split_whitespace().next(), Some("1"), "{}", run.out);
+    assert!(!lines[2].contains("temperature=0.7"), "{}", run.out);
+    let run = cli_ok(&server, &["llms", "show", &id, "--version", "1"]).await;
+    assert!(run.out.lines().any(|l| l == "version   1"), "{}", run.out);
+    assert!(
+        run.out.lines().any(|l| l == "name      Terse"),
+        "version 1 keeps its name: {}",
+        run.out
+    );
+    let run = cli(&server, &["llms", "show", &id, "--version", "9"]).await;
+    assert!(!run.ok && run.err.contains("404"), "{run:#?}");
 
     let run = cli_ok(&server, &["llms", "copy", &id]).await;
     let copy = run.out.trim().to_owned();
@@ -740,6 +758,21 @@ async fn sessions_lists_filters_and_shows_a_turns_session() {
         "{call_line}"
     );
     assert!(call_line.ends_with("ok"), "{call_line}");
+    // The settings the session ran with: the model, and which step of the
+    // turn-model rule chose it.
+    let config_line = lines
+        .iter()
+        .find(|l| l.starts_with("config "))
+        .unwrap_or_else(|| panic!("no config line in\n{}", run.out));
+    assert!(
+        config_line.starts_with("config     mock/echo")
+            && config_line.contains(&format!(
+                "chosen by {}",
+                detail["config"]["resolvedFrom"].as_str().unwrap()
+            )),
+        "{config_line} for {}",
+        detail["config"]
+    );
 
     let run = cli_ok(&server, &["sessions", "show", id, "--json"]).await;
     let shown: Value = serde_json::from_str(&run.out).unwrap();
