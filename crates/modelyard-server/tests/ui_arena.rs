@@ -144,13 +144,12 @@ impl Ui {
     /// Polls `script` until `pred` accepts its value; returns it.
     async fn wait_js(&self, what: &str, script: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + WAIT;
-        let mut last = Value::Null;
         loop {
-            match self.b.execute(script, vec![]).await {
+            let last = match self.b.execute(script, vec![]).await {
                 Ok(v) if pred(&v) => return v,
-                Ok(v) => last = v,
-                Err(e) => last = Value::String(e.to_string()),
-            }
+                Ok(v) => v,
+                Err(e) => Value::String(e.to_string()),
+            };
             if Instant::now() >= deadline {
                 let report = self.diagnose(&format!("{what}; last value: {last}")).await;
                 panic!("{report}");

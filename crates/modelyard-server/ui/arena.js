@@ -158,11 +158,16 @@ class ArenaColumns {
 
   completed(c, data) {
     if (typeof data.text === "string") c.text.textContent = data.text;
-    const ms = (v) => (v === null || v === undefined ? "—" : `${fmtNumber(v)} ms`);
+    // A redrawn run's results may carry no timings: those badges stay out.
+    const known = (v) => v !== null && v !== undefined;
     c.stats.replaceChildren(
       el("span", { testid: "token-badge", class: "badge", text: tokenText(data.usage), title: "prompt + completion tokens" }),
-      el("span", { testid: "arena-ttft", class: "badge", text: "TTFT " + ms(data.ttftMs), title: "time to first token" }),
-      el("span", { testid: "arena-total", class: "badge", text: "total " + ms(data.durationMs), title: "total time" })
+      known(data.ttftMs)
+        ? el("span", { testid: "arena-ttft", class: "badge", text: `TTFT ${fmtNumber(data.ttftMs)} ms`, title: "time to first token" })
+        : null,
+      known(data.durationMs)
+        ? el("span", { testid: "arena-total", class: "badge", text: `total ${fmtNumber(data.durationMs)} ms`, title: "total time" })
+        : null
     );
     c.stats.hidden = false;
     this.setState(c, "completed");

@@ -124,7 +124,7 @@ fn pad(text: &str, width: usize) -> String {
     let len = text.chars().count();
     let mut out = String::with_capacity(text.len() + width.saturating_sub(len));
     out.push_str(text);
-    out.extend(std::iter::repeat(' ').take(width.saturating_sub(len)));
+    out.extend(std::iter::repeat_n(' ', width.saturating_sub(len)));
     out
 }
 
