@@ -304,7 +304,7 @@ async fn the_arena_page_streams_every_model_side_by_side() {
         .await;
     assert!(error.as_str().unwrap().contains("Choose 2 to 8"), "{error}");
 
-    let prompt = words(12);
+    let prompt = words(30);
     ui.choose("arena-models", "mock/slow:60").await;
     ui.b.find(&tid("arena-prompt"))
         .await
@@ -346,9 +346,9 @@ async fn the_arena_page_streams_every_model_side_by_side() {
 
     let done = ui.wait_finished(2).await;
     ui.shot("done").await;
-    // 12 prompt words; the answer is "echo:" plus the 12 words.
-    assert_completed(&done[0], "mock/slow:40", &full, "12 + 13 tokens");
-    assert_completed(&done[1], "mock/slow:60", &full, "12 + 13 tokens");
+    // 30 prompt words; the answer is "echo:" plus the 30 words.
+    assert_completed(&done[0], "mock/slow:40", &full, "30 + 31 tokens");
+    assert_completed(&done[1], "mock/slow:60", &full, "30 + 31 tokens");
     let stop_visible =
         ui.b.find(&tid("arena-stop"))
             .await
