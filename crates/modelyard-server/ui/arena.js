@@ -558,15 +558,15 @@ class ConversationArena {
     }
   }
 
-  /** On open: a run that waits for its pick gets its columns back. Only
-   *  looked for when the last message is the user's (a pending pick has no
-   *  answer yet); the run is named by the conversation record when it says
-   *  so, else found in the conversation's events. */
+  /** On open: a run that waits for its pick gets its columns back. The run
+   *  is named by the conversation record when it says so; else, when the
+   *  last message is the user's (a pending pick has no answer yet), it is
+   *  looked for in the conversation's events. */
   async restore(conversation, messages) {
     const last = messages[messages.length - 1];
-    if (!last || last.role !== "user") return;
+    const unanswered = !!last && last.role === "user";
     try {
-      const runId = pendingRunOf(conversation) || (await this.pendingFromEvents());
+      const runId = pendingRunOf(conversation) || (unanswered ? await this.pendingFromEvents() : null);
       if (!runId || !this.chat.ctx.alive() || this.byRun(runId)) return;
       const run = await api(`${this.path}/arena/${encodeURIComponent(runId)}`, { signal: this.chat.ctx.signal });
       if (!run || run.picked || !this.chat.ctx.alive() || this.byRun(runId)) return;
