@@ -1,16 +1,19 @@
 //! The web UI: a small single-page app in plain JavaScript, embedded in the
-//! binary (`ui/index.html`, `ui/app.js`, `ui/app.css`; no build step, no
+//! binary (`ui/index.html`, `ui/app.js`, `ui/arena.js`, `ui/app.css`; no
+//! build step, no
 //! external URLs). Its DOM contract is `docs/ui.md`.
 //!
 //! - `GET /` redirects to `/ui`.
 //! - `GET /ui` is the HTML shell (`Cache-Control: no-cache`).
-//! - `GET /ui/assets/app.js`, `GET /ui/assets/app.css`: the script and the
-//!   style sheet (`no-cache` too, so a new binary's UI is picked up at once).
+//! - `GET /ui/assets/app.js`, `GET /ui/assets/arena.js`,
+//!   `GET /ui/assets/app.css`: the scripts (the arena page and the
+//!   conversation's "Compare models" live in `arena.js`) and the style sheet
+//!   (`no-cache` too, so a new binary's UI is picked up at once).
 //!
 //! Every UI answer carries [`CONTENT_SECURITY_POLICY`] (self only, no inline
 //! code, `frame-ancestors 'none'`), `X-Content-Type-Options: nosniff`,
 //! `Referrer-Policy: no-referrer` and `X-Frame-Options: DENY`. The shell
-//! has no inline script or style, and `app.js` builds the DOM with
+//! has no inline script or style, and the scripts build the DOM with
 //! `createElement` (no `style` attributes, no `eval`), so the policy needs
 //! no exceptions.
 //!
@@ -35,6 +38,9 @@ use crate::app::AppState;
 pub const INDEX_HTML: &str = include_str!("../ui/index.html");
 /// The application script.
 pub const APP_JS: &str = include_str!("../ui/app.js");
+/// The arena script: the `#/arena` page and a conversation's "Compare
+/// models" (loaded before `app.js`, whose router and chat view call it).
+pub const ARENA_JS: &str = include_str!("../ui/arena.js");
 /// The style sheet.
 pub const APP_CSS: &str = include_str!("../ui/app.css");
 
@@ -50,6 +56,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/ui/assets/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/ui/assets/arena.js",
+            get(|| async { asset("text/javascript; charset=utf-8", ARENA_JS) }),
         )
         .route(
             "/ui/assets/app.css",

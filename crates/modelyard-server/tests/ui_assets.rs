@@ -37,11 +37,16 @@ fn header(response: &reqwest::Response, name: reqwest::header::HeaderName) -> St
         .to_owned()
 }
 
-/// Checks the three UI documents: status, content type, no-cache, a body.
+/// Checks the UI documents: status, content type, no-cache, a body.
 async fn assert_ui_served(client: &reqwest::Client, server: &TestServer) {
     for (path, content_type, marker) in [
         ("/ui", "text/html", "/ui/assets/app.js"),
         ("/ui/assets/app.js", "text/javascript", "function api("),
+        (
+            "/ui/assets/arena.js",
+            "text/javascript",
+            "function pageArena(",
+        ),
         ("/ui/assets/app.css", "text/css", "prefers-color-scheme"),
     ] {
         let response = get(client, server, path).await;
@@ -104,15 +109,17 @@ async fn ui_stays_public_when_keys_are_required() {
 
 #[test]
 fn app_js_never_assigns_inner_html() {
-    let source = modelyard_server::ui::APP_JS;
-    assert!(
-        !source.contains("innerHTML") && !source.contains("outerHTML"),
-        "app.js must build the DOM with createElement / textContent"
-    );
-    assert!(!source.contains("insertAdjacentHTML") && !source.contains("document.write"));
+    for source in [modelyard_server::ui::APP_JS, modelyard_server::ui::ARENA_JS] {
+        assert!(
+            !source.contains("innerHTML") && !source.contains("outerHTML"),
+            "the scripts must build the DOM with createElement / textContent"
+        );
+        assert!(!source.contains("insertAdjacentHTML") && !source.contains("document.write"));
+    }
     for asset in [
         modelyard_server::ui::INDEX_HTML,
         modelyard_server::ui::APP_JS,
+        modelyard_server::ui::ARENA_JS,
         modelyard_server::ui::APP_CSS,
     ] {
         // The SVG namespace is a name, not a URL that is fetched.

@@ -1,6 +1,7 @@
 // Modelyard web UI: a small single-page app over the public HTTP API.
 // Plain JavaScript, no framework, no build step. Routes live in the URL hash
-// (#/models, #/chat[/<id>], #/llms, #/calls). The DOM contract the browser
+// (#/models, #/chat[/<id>], #/arena, #/llms, #/calls; the arena page and a
+// conversation's "Compare models" are in arena.js, loaded first). The DOM contract the browser
 // tests rely on is docs/ui.md. Every element is built with createElement and
 // textContent: text from the server never becomes markup.
 "use strict";
@@ -163,12 +164,16 @@ async function api(path, options) {
 
 /** Reads an SSE stream with fetch (so the bearer key can be sent) and calls
  *  onEvent({id, event, data}) per event; data is parsed JSON when it is JSON.
+ *  A GET, or with request.json a POST of that JSON body (the arena).
  *  Resolves when the stream ends; rejects on HTTP errors and aborts. */
-async function readSse(path, signal, onEvent) {
-  const response = await fetch(path, {
-    headers: authHeaders({ Accept: "text/event-stream" }),
-    signal,
-  });
+async function readSse(path, signal, onEvent, request) {
+  const init = { headers: authHeaders({ Accept: "text/event-stream" }), signal };
+  if (request && request.json !== undefined) {
+    init.method = "POST";
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(request.json);
+  }
+  const response = await fetch(path, init);
   if (!response.ok) {
     let body = null;
     try {
@@ -223,7 +228,7 @@ async function readSse(path, signal, onEvent) {
 // ---------------------------------------------------------------------------
 // Router
 
-const PAGES = { models: pageModels, chat: pageChat, llms: pageLlms, calls: pageCalls };
+const PAGES = { models: pageModels, chat: pageChat, arena: pageArena, llms: pageLlms, calls: pageCalls };
 let active = null; // {controller, timers}
 
 /** What a page gets: an abort signal and timers cleared when it is left. */
@@ -729,6 +734,8 @@ async function openConversation(view, ctx, id, refreshList) {
     chat.messages,
     chat.composer
   );
+  // "Compare models" in the composer, and a run waiting for its pick (arena.js).
+  attachConversationArena(chat, { path, catalog, conversation, messages: messages.data });
   for (const m of messages.data) chat.render(normalizeMessage(m));
   chat.setRunning(conversation.runningTurnId || null);
   chat.follow(String(conversation.lastSeq));
@@ -940,6 +947,7 @@ class ChatView {
     this.cards = new Map(); // advisor toolCallId -> card
     this.streaming = null; // the live assistant element
     this.runningTurnId = null;
+    this.arena = null; // the conversation's arena (arena.js), once attached
     this.messages = el("div", { testid: "messages", class: "messages", "aria-live": "polite" });
     this.composer = this.buildComposer();
   }
@@ -990,6 +998,7 @@ class ChatView {
   async send() {
     const content = this.input.value;
     if (!content.trim()) return;
+    if (this.arena && this.arena.active()) return this.arena.send(content);
     this.sendButton.disabled = true;
     try {
       const answer = await api(this.path + "/turns", { method: "POST", json: { content } });
@@ -1091,6 +1100,13 @@ class ChatView {
       case "tool_call.completed":
         if (this.cards.has(data.toolCallId)) this.markCardDone(this.cards.get(data.toolCallId));
         break;
+      case "arena.started":
+      case "arena.delta":
+      case "arena.completed":
+      case "arena.failed":
+      case "arena.picked":
+        if (this.arena) this.arena.onEvent(type, data);
+        break;
       default:
         break; // caught-up, conversation.*, settings.*, tool_call.delta
     }
@@ -1144,6 +1160,7 @@ class ChatView {
     } else {
       this.messages.append(node);
     }
+    if (this.arena) this.arena.rendered(m);
     this.scroll();
   }
 

@@ -161,9 +161,10 @@ pub(crate) enum Command {
         /// The prompt; read from stdin when omitted.
         prompt: Vec<String>,
     },
-    /// One prompt, several models side by side (`POST /v1/arena`): each
-    /// answer is printed under `== model ==` as it completes, then a
-    /// summary line per model (tokens, ttft, total time) on stderr.
+    /// One prompt, several models side by side (`POST /v1/arena`): on a
+    /// terminal wide enough, in columns (tokens, ttft, total time under
+    /// each) at the end; otherwise each answer under `== model ==` as it
+    /// completes, then a summary line per model on stderr.
     Arena {
         /// A model id (route name or `provider/model`); 2 to 8 of them.
         #[arg(short, long = "model", required = true)]
@@ -180,6 +181,14 @@ pub(crate) enum Command {
         /// Print the non-streamed JSON answer instead.
         #[arg(long)]
         json: bool,
+        /// Print the answers side by side even when stdout is not a wide
+        /// terminal (width from `COLUMNS`, else 40 per model).
+        #[arg(long, conflicts_with = "no_columns")]
+        columns: bool,
+        /// Print the answers one after another (the default unless stdout
+        /// is a terminal with at least 40 columns per model).
+        #[arg(long)]
+        no_columns: bool,
         /// The prompt; read from stdin when omitted.
         prompt: Vec<String>,
     },

@@ -168,6 +168,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_tokens,
             temperature,
             json,
+            columns,
+            no_columns,
             prompt,
         } => {
             let client = client::Client::new(server_url(&cli)?)?;
@@ -178,6 +180,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_tokens: *max_tokens,
                 temperature: *temperature,
                 json: *json,
+                columns: match (*columns, *no_columns) {
+                    (_, true) => arena::ColumnsFlag::Never,
+                    (true, false) => arena::ColumnsFlag::Always,
+                    (false, false) => arena::ColumnsFlag::Auto,
+                },
             };
             arena::run(&client, &options, &prompt).await
         }

@@ -2,7 +2,7 @@
 //! process in front of the in-process mock: the streamed run prints every
 //! model's answer under its header and a summary line per model; `--json`
 //! prints the non-streamed answer; a failing model exits 1 without hiding
-//! the other's answer.
+//! the other's answer; `--columns` prints the answers side by side.
 
 #![allow(clippy::unwrap_used)]
 
@@ -26,12 +26,18 @@ struct Run {
 /// Runs `modelyard --server <server> <args>` to its end, with no
 /// `MODELYARD_*` variable from the test's environment.
 async fn cli(server: &Server, args: &[&str]) -> Run {
+    cli_env(server, &[], args).await
+}
+
+/// [`cli`] with `env` set (and `COLUMNS` only when `env` sets it).
+async fn cli_env(server: &Server, env: &[(&str, &str)], args: &[&str]) -> Run {
     let mut command = Command::new(env!("CARGO_BIN_EXE_modelyard"));
     for (key, _) in std::env::vars() {
-        if key.starts_with("MODELYARD_") {
+        if key.starts_with("MODELYARD_") || key == "COLUMNS" {
             command.env_remove(key);
         }
     }
+    command.envs(env.iter().copied());
     command
         .arg("--server")
         .arg(&server.base_url)
@@ -142,4 +148,86 @@ async fn arena_prints_each_answer_under_its_header_and_a_summary() {
     let run = cli(&server, &["arena", "-m", "mock/echo", "x"]).await;
     assert!(!run.ok, "{run:#?}");
     assert!(run.err.contains("422"), "{run:#?}");
+}
+
+#[tokio::test]
+async fn arena_columns_put_the_answers_side_by_side() {
+    let (_dir, _mock, server) = start("cli-arena-columns").await;
+    let run = cli_env(
+        &server,
+        &[("COLUMNS", "90")],
+        &[
+            "arena",
+            "--columns",
+            "-m",
+            "mock/echo",
+            "-m",
+            "mock/status:500",
+            "side by side",
+        ],
+    )
+    .await;
+    assert!(!run.ok, "a model failed: {run:#?}");
+    // 90 columns: (90 - 3) / 2 = 43 chars per column, " │ " between.
+    let lines: Vec<&str> = run.out.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some(format!("{:<43} │ mock/status:500", "mock/echo").as_str()),
+        "{run:#?}"
+    );
+    assert_eq!(
+        lines.get(1).copied(),
+        Some(format!("{0} │ {0}", "─".repeat(43)).as_str())
+    );
+    let body = lines.get(2).copied().unwrap_or_default();
+    assert!(
+        body.starts_with(&format!("{:<43} │ (failed: ", "echo: side by side")),
+        "{run:#?}"
+    );
+    assert!(
+        lines.contains(&format!("{:<43} │ failed", "3 + 4 tokens").as_str()),
+        "{run:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("TTFT ") && l.contains(" ms")),
+        "{run:#?}"
+    );
+    assert!(lines.iter().all(|l| l.chars().count() <= 90), "{run:#?}");
+    assert!(!run.out.contains("== mock/echo =="), "{run:#?}");
+
+    // --no-columns wins over a wide COLUMNS; both flags at once are refused.
+    let run = cli_env(
+        &server,
+        &[("COLUMNS", "200")],
+        &[
+            "arena",
+            "--no-columns",
+            "-m",
+            "mock/echo",
+            "-m",
+            "mock/mock-model",
+            "x",
+        ],
+    )
+    .await;
+    assert!(run.ok, "{run:#?}");
+    assert!(run.out.contains("== mock/echo ==\necho: x\n"), "{run:#?}");
+    let run = cli(
+        &server,
+        &[
+            "arena",
+            "--columns",
+            "--no-columns",
+            "-m",
+            "mock/echo",
+            "-m",
+            "mock/mock-model",
+            "x",
+        ],
+    )
+    .await;
+    assert!(!run.ok, "{run:#?}");
+    assert!(run.err.contains("cannot be used with"), "{run:#?}");
 }
