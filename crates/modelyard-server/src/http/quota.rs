@@ -30,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{is_anthropic_path, is_openai_path, AnthropicError, OpenAiError, Problem};
-use crate::quota::{reserve_tokens, AdmissionSlot, Need, Refusal, Remaining};
+use crate::quota::{arena_reserve_tokens, reserve_tokens, AdmissionSlot, Need, Refusal, Remaining};
 
 /// `x-ratelimit-limit-requests`.
 pub const LIMIT_REQUESTS: &str = "x-ratelimit-limit-requests";
@@ -69,8 +69,17 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
         // Over the size limit the outer body-limit layer answers 413.
         Err(err) => return unreadable(&path, &err.to_string()),
     };
+    let tokens = if is_arena(&path) {
+        arena_reserve_tokens(
+            &bytes,
+            app.quotas.default_reserve,
+            crate::service::arena::MAX_MODELS,
+        )
+    } else {
+        reserve_tokens(&bytes, app.quotas.default_reserve, generates(&path))
+    };
     let need = Need {
-        tokens: reserve_tokens(&bytes, app.quotas.default_reserve, generates(&path)),
+        tokens,
         cost_nusd: 0,
     };
     match app
@@ -90,6 +99,12 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
             response
         }
     }
+}
+
+/// Whether `path` runs an arena (several models answer one request: the
+/// reserve is one chat's times the models).
+fn is_arena(path: &str) -> bool {
+    matches!(path, "/v1/arena" | "/v1/conversations/{id}/arena")
 }
 
 /// Whether requests on `path` generate output (embeddings and rerank do

@@ -51,7 +51,9 @@ use std::time::Duration;
 use modelyard_core::limits::Limits;
 use modelyard_store::{CounterKey, LimitSubject, Store};
 
-pub use admission::{reserve_tokens, Admission, AdmissionSlot, Need, Remaining};
+pub use admission::{
+    arena_reserve_tokens, reserve_tokens, Admission, AdmissionSlot, Need, Remaining,
+};
 pub use refusal::Refusal;
 pub use settlement::{call_tokens, settle, CallUsage, Spent};
 
