@@ -454,3 +454,68 @@ async fn a_standalone_run_is_picked_once_and_counts() {
         .await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn cancelling_a_running_conversation_arena_stops_its_models() {
+    let server = TestServer::builder()
+        .listed(&["echo", "hang"])
+        .start()
+        .await;
+    let conv = server.create_conversation(json!({})).await;
+    let path = format!("/v1/conversations/{conv}/arena");
+    let request = server
+        .http
+        .post(server.url(&path))
+        .json(&json!({"content": "wait", "models": ["mock/hang", "mock/echo"]}))
+        .send();
+    let cancel = async {
+        let turn_id = eventually(LIMIT, "the arena turn running", || async {
+            let turns = server
+                .get_ok(&format!("/v1/conversations/{conv}/turns"))
+                .await;
+            match turns["data"].as_array().unwrap().first() {
+                Some(t) if t["status"] == "running" => Ok(t["id"].as_str().unwrap().to_owned()),
+                _ => Err(turns),
+            }
+        })
+        .await;
+        // The hanging model was called before the cancel.
+        eventually(LIMIT, "both models called", || async {
+            let n = server.mock_chats().len();
+            if n == 2 {
+                Ok(())
+            } else {
+                Err(n)
+            }
+        })
+        .await;
+        let (status, body) = server
+            .post(
+                &format!("/v1/conversations/{conv}/turns/{turn_id}/cancel"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        turn_id
+    };
+    let (response, turn_id) = tokio::join!(request, cancel);
+    let response = response.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["results"][0]["status"], "failed", "{answer}");
+    assert_eq!(answer["results"][0]["error"], "cancelled", "{answer}");
+    assert_eq!(turn(&server, &conv, &turn_id).await["status"], "cancelled");
+    eventually(LIMIT, "the hanging request dropped", || async {
+        let n = server.mock.cancelled_requests();
+        if n >= 1 {
+            Ok(())
+        } else {
+            Err(n)
+        }
+    })
+    .await;
+    // Nothing waits: the conversation goes on.
+    server
+        .run_turn(&conv, json!({"content": "again", "model": "mock/echo"}))
+        .await;
+}

@@ -5,6 +5,9 @@
 mod common;
 
 use common::test_dbs;
+use modelyard_core::conversation::{
+    ArenaOutcome, ArenaStatus, EventPayload, ResolvedFrom, TokenUsage, TurnStatus,
+};
 use modelyard_store::{ArenaModelStats, NewArenaPick, ProjectId, StoreError};
 
 fn pick(run: &str, model: &str, others: &[&str], at: i64) -> NewArenaPick {
@@ -82,6 +85,98 @@ async fn a_run_is_picked_once() {
             store.arena_stats(&project, 0).await.unwrap(),
             vec![stats("a", 1, 1), stats("b", 0, 1)]
         );
+        db.finish().await;
+    }
+}
+
+fn outcome(model: &str) -> ArenaOutcome {
+    ArenaOutcome {
+        model: model.to_owned(),
+        status: ArenaStatus::Completed,
+        text: "hi".into(),
+        usage: TokenUsage::default(),
+        error: None,
+        model_id: Some(model.to_owned()),
+        ttft_ms: Some(1),
+        duration_ms: 2,
+    }
+}
+
+#[tokio::test]
+async fn an_arena_turn_keeps_its_run_and_is_no_running_turn_while_it_waits() {
+    for db in test_dbs().await {
+        let store = &db.store;
+        let project = ProjectId::default_project();
+        let conv = uuid::Uuid::now_v7().to_string();
+        let start = [
+            EventPayload::ConversationCreated {
+                title: None,
+                parent_id: None,
+                model: None,
+                cwd: None,
+                reasoning_effort: None,
+                advisor: false,
+                metadata: serde_json::Value::Null,
+                llm_id: None,
+                llm_overrides: Default::default(),
+            },
+            EventPayload::TurnStarted {
+                turn_id: "t1".into(),
+                operation: "arena".into(),
+                model_id: "a/x".into(),
+                resolved_from: ResolvedFrom::Request,
+                llm_config_id: None,
+                client_tools: None,
+            },
+            EventPayload::ArenaStarted {
+                turn_id: "t1".into(),
+                run_id: "r1".into(),
+                models: vec!["a/x".into(), "b/y".into()],
+            },
+        ];
+        store
+            .append_events(&project, &conv, &start, 1)
+            .await
+            .unwrap();
+        let turn = store.get_turn(&project, "t1").await.unwrap().unwrap();
+        assert_eq!(turn.arena_run_id.as_deref(), Some("r1"));
+        assert_eq!(store.running_turns().await.unwrap().len(), 1);
+        let completed = [EventPayload::ArenaCompleted {
+            turn_id: "t1".into(),
+            run_id: "r1".into(),
+            results: vec![outcome("a/x"), outcome("b/y")],
+        }];
+        store
+            .append_events(&project, &conv, &completed, 2)
+            .await
+            .unwrap();
+        let turn = store.get_turn(&project, "t1").await.unwrap().unwrap();
+        assert_eq!(turn.status, TurnStatus::AwaitingPick);
+        assert_eq!(turn.arena_run_id.as_deref(), Some("r1"));
+        // The sweeper looks at running turns only: a pick may wait forever.
+        assert!(store.running_turns().await.unwrap().is_empty());
+        // A second pick of the run is refused by the fold.
+        let pick = |model: &str| EventPayload::ArenaPicked {
+            turn_id: "t1".into(),
+            run_id: "r1".into(),
+            model: model.into(),
+        };
+        let done = EventPayload::TurnCompleted {
+            turn_id: "t1".into(),
+        };
+        store
+            .append_events(&project, &conv, &[pick("b/y"), done], 3)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .append_events(&project, &conv, &[pick("a/x")], 4)
+                .await,
+            Err(StoreError::Conflict { .. })
+        ));
+        let turn = store.get_turn(&project, "t1").await.unwrap().unwrap();
+        assert_eq!(turn.status, TurnStatus::Completed);
+        assert_eq!(turn.model_id, "b/y");
         db.finish().await;
     }
 }

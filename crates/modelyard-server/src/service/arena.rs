@@ -81,6 +81,9 @@ pub struct Prepared {
     /// The conversation and turn the run answers (recorded on its
     /// session), for a conversation arena.
     link: Option<(String, String)>,
+    /// Stops every model still running (each then fails `cancelled`; its
+    /// call is recorded as such), for a conversation arena's turn.
+    cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl Prepared {
@@ -284,6 +287,7 @@ fn prepare_body(
         entrants,
         body,
         link: None,
+        cancel: None,
     })
 }
 
@@ -381,6 +385,7 @@ async fn play(
     entrant: &Entrant,
     body: &Value,
     events: Option<&UnboundedSender<ArenaEvent>>,
+    cancel: Option<&tokio_util::sync::CancellationToken>,
 ) -> Played {
     let purpose = Purpose::new(OPERATION);
     let mut plan = Plan::new(app, entrant.destination.clone(), None);
@@ -422,7 +427,13 @@ async fn play(
         .await
         .map_err(|e| e.to_string())
     };
-    let outcome = read.await;
+    let outcome = match cancel {
+        Some(cancel) => tokio::select! {
+            outcome = read => outcome,
+            () = cancel.cancelled() => Err("cancelled".to_owned()),
+        },
+        None => read.await,
+    };
     let error = outcome.err();
     let sent_at_ms = records
         .first()
@@ -476,13 +487,11 @@ pub async fn run(
         entrants,
         body,
         link,
+        cancel,
     } = prepared;
-    let played = join_all(
-        entrants
-            .iter()
-            .enumerate()
-            .map(|(index, entrant)| play(app, index, entrant, &body, events.as_ref())),
-    )
+    let played = join_all(entrants.iter().enumerate().map(|(index, entrant)| {
+        play(app, index, entrant, &body, events.as_ref(), cancel.as_ref())
+    }))
     .await;
     let mut results = Vec::with_capacity(played.len());
     let mut records = Vec::new();

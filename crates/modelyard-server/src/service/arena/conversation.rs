@@ -13,8 +13,11 @@
 //! when every model has ended, `arena.completed` with every result, and
 //! `turn.failed` when none completed (`turn.cancelled` /
 //! `turn.interrupted` when the turn was cancelled or the server stops
-//! meanwhile). While the models run, the turn is registered as a live turn,
-//! so the sweeper leaves it alone and `POST …/turns/{id}/cancel` reaches it.
+//! meanwhile). While the models run, the turn is registered as a live turn
+//! (with `[cluster]`, under this replica's lease), so the sweeper leaves it
+//! alone and `POST …/turns/{id}/cancel` reaches it: the models still
+//! running stop (their results fail `cancelled`) and the turn ends
+//! `turn.cancelled`.
 
 use std::sync::Arc;
 
@@ -69,6 +72,15 @@ struct Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         self.app.live.finish(&self.turn.turn_id);
+        // A replica's lease on the turn ends with its run.
+        if self.app.config.cluster.is_some() {
+            let (store, turn_id) = (self.app.store.clone(), self.turn.turn_id.clone());
+            tokio::spawn(async move {
+                if let Err(err) = store.release_turn_lease(&turn_id).await {
+                    tracing::warn!(turn = %turn_id, error = %err, "cannot release turn lease");
+                }
+            });
+        }
     }
 }
 
@@ -207,6 +219,19 @@ pub async fn begin(
     let first_seq = events.first().map(|e| e.seq).unwrap_or_default();
     let last_seq = events.last().map(|e| e.seq).unwrap_or_default();
     let turn = app.live.start(id, &turn_id, first_seq, last_seq);
+    prepared.cancel = Some(turn.cancel.clone());
+    // Replicas: this one runs the turn; others leave it alone while the
+    // lease is renewed (docs/design.md#replicas).
+    if let Some(cluster) = &app.config.cluster {
+        let until = crate::clock::now_ms() + cluster.turn_lease_ms as i64;
+        if let Err(err) = app
+            .store
+            .take_turn_lease(&app.project, &turn_id, &cluster.replica_id, until)
+            .await
+        {
+            tracing::warn!(turn = %turn_id, error = %err, "cannot take the turn's lease");
+        }
+    }
     publish_events(app.bus.as_ref(), &app.project, id, &events);
     Ok(Begun {
         turn_id,
