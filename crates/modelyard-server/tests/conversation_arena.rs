@@ -128,6 +128,8 @@ async fn two_models_answer_with_the_history_and_the_pick_completes_the_turn() {
         refused["detail"].as_str().unwrap().contains(&run),
         "names the run: {refused}"
     );
+    assert_eq!(refused["runId"], run.as_str(), "{refused}");
+    assert_eq!(refused["turnId"], turn_id.as_str(), "{refused}");
     server
         .problem(
             "POST",

@@ -85,8 +85,8 @@ impl Drop for Registered {
 }
 
 /// The 409 for a conversation whose turn still runs or waits: when it
-/// waits for an arena pick, naming that run (`arena_pick_pending`), else
-/// `turn_running`.
+/// waits for an arena pick, [`ServiceError::ArenaPickPending`] naming that
+/// run, else `turn_running`.
 pub async fn pending_conflict(
     app: &AppState,
     conversation: &ConversationRecord,
@@ -101,14 +101,15 @@ pub async fn pending_conflict(
     match turn {
         Some(turn) if turn.status == TurnStatus::AwaitingPick => {
             let run = turn.arena_run_id.unwrap_or_default();
-            ServiceError::conflict(
-                "arena_pick_pending",
-                format!(
+            ServiceError::ArenaPickPending {
+                message: format!(
                     "turn {running} waits for a pick of arena run {run}: pick an answer \
                      (POST /v1/conversations/{}/arena/{run}/pick) or cancel the turn",
                     conversation.id
                 ),
-            )
+                turn_id: running.to_owned(),
+                run_id: run,
+            }
         }
         _ => ServiceError::conflict(
             "turn_running",
