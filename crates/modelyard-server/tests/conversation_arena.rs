@@ -521,3 +521,47 @@ async fn cancelling_a_running_conversation_arena_stops_its_models() {
         .run_turn(&conv, json!({"content": "again", "model": "mock/echo"}))
         .await;
 }
+
+#[tokio::test]
+async fn with_the_error_context_strategy_a_message_too_long_for_a_model_is_refused() {
+    use common::named_mock_url;
+    use modelyard_testkit::{Flavour, MockModel, MockOptions};
+    let mock = MockOptions::new(
+        Flavour::LlamaCpp,
+        vec![
+            MockModel::new("echo", Some(400)),
+            MockModel::new("other", Some(4_000)),
+        ],
+    );
+    let server = TestServer::builder()
+        .mock("small", mock)
+        .providers(&format!(
+            "[[providers]]\nname = \"small\"\nkind = \"llama-cpp\"\nbase_url = \"{}\"\n",
+            named_mock_url("small")
+        ))
+        .extra("[turns]\noutput_reserve_tokens = 100\ncontext_strategy = \"error\"\n")
+        .start()
+        .await;
+    let conv = server.create_conversation(json!({})).await;
+    let path = format!("/v1/conversations/{conv}/arena");
+    let long: Vec<String> = (0..500).map(|i| format!("w{i}")).collect();
+    let problem = server
+        .problem(
+            "POST",
+            &path,
+            Some(json!({"content": long.join(" "), "models": ["small/other", "small/echo"]})),
+            422,
+            "context_length_exceeded",
+        )
+        .await;
+    assert_eq!(problem["contextWindow"], 400, "{problem}");
+    assert_eq!(log(&server, &conv).await.len(), 1, "nothing appended");
+    // A message that fits every model runs.
+    let (status, answer) = server
+        .post(
+            &path,
+            json!({"content": "short", "models": ["small/other", "small/echo"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+}

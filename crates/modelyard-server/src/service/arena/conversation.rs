@@ -33,7 +33,9 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::{prepare_body, run, within_caps, ArenaEvent, ArenaResult};
 use crate::app::AppState;
 use crate::conversations::configs::TurnConfigs;
-use crate::conversations::engine::{close_run, publish_events, request_body, RunOverrides};
+use crate::conversations::engine::{
+    check_at_start, close_run, publish_events, request_body, RunOverrides, StartCheck,
+};
 use crate::conversations::live::LiveTurn;
 use crate::service::conversations::load_stored;
 use crate::service::error::{new_id, ServiceError};
@@ -125,8 +127,9 @@ pub async fn pending_conflict(
 /// # Errors
 /// `conversation_not_found` (404); `turn_running` / `arena_pick_pending`
 /// (409); 422 `content`, `models` (count, duplicates, unknown ids with
-/// suggestions), `options.<field>` (the gateway's `[limits]` caps); the
-/// store's.
+/// suggestions), `options.<field>` (the gateway's `[limits]` caps),
+/// `context_length_exceeded` (`[turns] context_strategy = "error"`, for any
+/// of the models); the store's.
 pub async fn begin(
     app: &AppState,
     id: &ConversationId,
@@ -185,6 +188,23 @@ pub async fn begin(
     let models = request.models;
     let first_model = models.first().cloned().unwrap_or_default();
     let mut prepared = prepare_body(app, models.clone(), llm_config.as_ref(), body)?;
+    // `[turns] context_strategy = "error"`: refused before anything is
+    // appended when the request would not fit one of the models' windows.
+    for entrant in &prepared.entrants {
+        check_at_start(
+            app,
+            id,
+            StartCheck {
+                destination: &entrant.destination,
+                llm_config: llm_config.as_ref(),
+                reasoning_effort: conversation.reasoning_effort,
+                overrides: &overrides,
+                tools: &[],
+                content: &content,
+            },
+        )
+        .await?;
+    }
     prepared.link = Some((id.to_owned(), turn_id.clone()));
     let run_id = prepared.id.clone();
     let payloads = vec![
