@@ -923,3 +923,64 @@ async fn a_title_counts_against_the_keys_budget_and_is_refused_past_it() {
     assert_eq!(problem["code"], "budget_exceeded", "{problem}");
     assert_eq!(chats(&server.mock), sent, "nothing sent upstream");
 }
+
+#[tokio::test]
+async fn an_arena_reserves_one_chat_per_model() {
+    let server = server().await;
+    let admin = admin_key(&server).await;
+    let (_, key) = limited_key(&server, &admin, json!({"tokensPerMinute": 1000})).await;
+    within_one_minute(Duration::from_secs(10)).await;
+    let arena = |models: &[&str]| json!({"models": models, "prompt": "hello", "options": {"max_tokens": 400}});
+    // One chat of 400 fits, and so do two models of 400 each (~840 with
+    // their prompt estimates): the reserve is held per model.
+    let response = post(
+        &server,
+        &key,
+        "/v1/arena",
+        &arena(&["mock/echo", "mock/slow:300"]),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let left: i64 = header(&response, "x-ratelimit-remaining-tokens")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        left <= 1000 - 2 * 400,
+        "{left}: two models' reserve is held"
+    );
+    // Three models of 400 could never fit in 1000: refused before any call.
+    let before = chats(&server.mock);
+    let response = post(
+        &server,
+        &key,
+        "/v1/arena",
+        &arena(&["mock/echo", "mock/slow:300", "mock/mock-model"]),
+    )
+    .await;
+    assert_eq!(response.status(), 429);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limited", "{body}");
+    // The conversation arena reserves the same way.
+    let response = server
+        .http
+        .post(server.url("/v1/conversations"))
+        .bearer_auth(&key)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let conv: Value = response.json().await.unwrap();
+    let path = format!("/v1/conversations/{}/arena", conv["id"].as_str().unwrap());
+    let response = post(
+        &server,
+        &key,
+        &path,
+        &json!({"content": "hello", "models": ["mock/echo", "mock/slow:300", "mock/mock-model"],
+                "options": {"max_tokens": 400}}),
+    )
+    .await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(chats(&server.mock), before, "nothing reached the upstream");
+}

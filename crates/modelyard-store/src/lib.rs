@@ -35,6 +35,7 @@ macro_rules! on_pool {
     };
 }
 
+mod arena;
 mod calls;
 mod conversations;
 mod error;
@@ -48,6 +49,7 @@ mod sessions;
 mod store;
 mod types;
 
+pub use arena::{ArenaModelStats, NewArenaPick};
 pub use conversations::{
     Appended, ConversationFilter, DEFAULT_CONVERSATION_LIMIT, DEFAULT_EVENTS_LIMIT,
     MAX_CONVERSATION_LIMIT,

@@ -165,7 +165,11 @@ pub(crate) enum Command {
     /// terminal wide enough, in columns (tokens, ttft, total time under
     /// each) at the end; otherwise each answer under `== model ==` as it
     /// completes, then a summary line per model on stderr.
+    /// `modelyard arena stats`: per-model wins over the picks.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Arena {
+        #[command(subcommand)]
+        command: Option<ArenaCommand>,
         /// A model id (route name or `provider/model`); 2 to 8 of them.
         #[arg(short, long = "model", required = true)]
         models: Vec<String>,
@@ -271,6 +275,19 @@ pub(crate) enum ConfigCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub(crate) enum ArenaCommand {
+    /// Per-model wins over the project's arena picks (`GET /v1/arena/stats`).
+    Stats {
+        /// Only picks at or after this time (RFC 3339, or a date).
+        #[arg(long)]
+        since: Option<String>,
+        /// Print the JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub(crate) enum ConversationsCommand {
     /// Recent conversations.
     Ls {
@@ -355,6 +372,37 @@ pub(crate) enum ConversationsCommand {
         /// The next turn's operation (default `chat`).
         #[arg(long)]
         op: Option<String>,
+    },
+    /// Answer the next message with several models at once (the
+    /// conversation's arena): each answer is printed under `== model ==`
+    /// as it completes; the turn then waits for `conversations pick`.
+    Arena {
+        /// Conversation id.
+        id: String,
+        /// A model id (route name or `provider/model`); 2 to 8 of them.
+        #[arg(short, long = "model", required = true)]
+        models: Vec<String>,
+        /// Maximum tokens to generate per model.
+        #[arg(long)]
+        max_tokens: Option<u32>,
+        /// Sampling temperature.
+        #[arg(long)]
+        temperature: Option<f64>,
+        /// Print the non-streamed JSON answer instead.
+        #[arg(long)]
+        json: bool,
+        /// The message; read from stdin when omitted.
+        content: Vec<String>,
+    },
+    /// Pick one answer of a conversation arena run: it becomes the turn's
+    /// answer and the conversation goes on.
+    Pick {
+        /// Conversation id.
+        id: String,
+        /// The run id (`conversations arena` prints it).
+        run_id: String,
+        /// The chosen model.
+        model: String,
     },
     /// Summarize all but the last messages with the `compaction` model;
     /// later turns send the summary instead.

@@ -9,6 +9,7 @@ mod catalog;
 mod chat;
 mod cli;
 mod client;
+mod conv_arena;
 mod conversations;
 mod keys;
 mod llms;
@@ -23,8 +24,9 @@ use clap::Parser;
 use modelyard_server::Config;
 
 use cli::{
-    CallsCommand, Cli, Command, ConfigCommand, ConversationsCommand, FavoritesCommand, KeysCommand,
-    LlmsCommand, ModelCommand, ModelsCommand, ProjectsCommand, SessionsCommand,
+    ArenaCommand, CallsCommand, Cli, Command, ConfigCommand, ConversationsCommand,
+    FavoritesCommand, KeysCommand, LlmsCommand, ModelCommand, ModelsCommand, ProjectsCommand,
+    SessionsCommand,
 };
 use serve::serve;
 
@@ -163,6 +165,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             chat::run(&client, &options, &prompt).await
         }
         Command::Arena {
+            command: Some(ArenaCommand::Stats { since, json }),
+            ..
+        } => {
+            let client = client::Client::new(server_url(&cli)?)?;
+            conv_arena::stats(&client, since.as_deref(), *json)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Arena {
+            command: None,
             models,
             llm,
             max_tokens,
@@ -233,6 +245,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 ConversationsCommand::Warm { id, model, op } => {
                     operations::warm(&client, id, model.as_deref(), op.as_deref()).await
+                }
+                ConversationsCommand::Arena {
+                    id,
+                    models,
+                    max_tokens,
+                    temperature,
+                    json,
+                    content,
+                } => {
+                    let content = chat::read_prompt(content)?;
+                    let options = conv_arena::Options {
+                        models: models.clone(),
+                        max_tokens: *max_tokens,
+                        temperature: *temperature,
+                        json: *json,
+                    };
+                    return conv_arena::run(&client, id, &options, &content).await;
+                }
+                ConversationsCommand::Pick { id, run_id, model } => {
+                    conv_arena::pick(&client, id, run_id, model).await
                 }
                 ConversationsCommand::Compact {
                     id,

@@ -1691,3 +1691,91 @@ async fn the_arena_runs_the_real_model_under_two_ids_side_by_side() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_conversation_arena_on_the_real_model_waits_for_its_pick() {
+    let Some(llm) = llm_url() else { return };
+    let server = Server::start(&llm);
+    let client = ::reqwest::Client::new();
+    let base = &server.base_url;
+    const TWIN: &str = "twin/smollm2-135m-instruct";
+    let conv: Value = client
+        .post(format!("{base}/v1/conversations"))
+        .json(&json!({"title": "arena"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let conv = conv["id"].as_str().unwrap().to_owned();
+
+    // Both ids of the real model answer the message; the turn waits.
+    let response = client
+        .post(format!("{base}/v1/conversations/{conv}/arena"))
+        .json(&json!({"content": "Name a fruit.", "models": [MODEL, TWIN],
+                      "options": {"max_tokens": 16, "temperature": 0}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    let run = answer["runId"].as_str().unwrap().to_owned();
+    let turn = answer["turnId"].as_str().unwrap().to_owned();
+    let results = answer["results"].as_array().unwrap();
+    for (result, model) in results.iter().zip([MODEL, TWIN]) {
+        assert_eq!(result["model"], model, "{answer}");
+        assert_eq!(result["status"], "completed", "{answer}");
+        assert!(
+            !result["text"].as_str().unwrap().trim().is_empty(),
+            "{answer}"
+        );
+        assert!(result["usage"]["completionTokens"].as_u64().unwrap() > 0);
+    }
+    let turns: Value = client
+        .get(format!("{base}/v1/conversations/{conv}/turns"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(turns["data"][0]["status"], "awaiting_pick", "{turns}");
+
+    // The twin's answer is picked: it is the turn's answer, with its usage.
+    let response = client
+        .post(format!("{base}/v1/conversations/{conv}/arena/{run}/pick"))
+        .json(&json!({"model": TWIN}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let picked: Value = response.json().await.unwrap();
+    assert_eq!(picked["turnId"], turn.as_str());
+    assert_eq!(picked["message"]["modelId"], TWIN, "{picked}");
+    assert_eq!(picked["message"]["content"], results[1]["text"], "{picked}");
+    assert_eq!(
+        picked["message"]["usage"]["completionTokens"],
+        results[1]["usage"]["completionTokens"]
+    );
+    let c: Value = client
+        .get(format!("{base}/v1/conversations/{conv}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(c["latestModelId"], TWIN, "{c}");
+    assert_eq!(c["status"], "idle", "{c}");
+    let stats: Value = client
+        .get(format!("{base}/v1/arena/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["models"][0]["model"], TWIN, "{stats}");
+    assert_eq!(stats["models"][0]["wins"], 1, "{stats}");
+}

@@ -145,6 +145,46 @@ impl From<Usage> for TokenUsage {
     }
 }
 
+/// How one model of an arena run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArenaStatus {
+    /// It answered.
+    Completed,
+    /// It failed (see the result's `error`).
+    Failed,
+}
+
+/// One model's answer in `arena.completed` (what a pick chooses from; the
+/// unpicked ones stay readable here).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArenaOutcome {
+    /// The model id as the request named it (a route or a deployment id).
+    pub model: String,
+    /// Completed or failed.
+    pub status: ArenaStatus,
+    /// The answer's text (what arrived, also when it failed).
+    #[serde(default)]
+    pub text: String,
+    /// Token counts, with the cost when it is known.
+    #[serde(default)]
+    pub usage: TokenUsage,
+    /// Why it failed (failed only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The deployment that answered (a composite `provider/model` id), when
+    /// a call was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<String>,
+    /// Milliseconds from the first send to the first output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<i64>,
+    /// Milliseconds from the first send to the end.
+    #[serde(default)]
+    pub duration_ms: i64,
+}
+
 /// What happened. Serialized as `{"type": "<dotted name>", ...fields}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -367,6 +407,39 @@ pub enum EventPayload {
         /// The messages in order.
         messages: Vec<ImportedMessage>,
     },
+    /// A conversation arena run began for the turn: its user message is
+    /// answered by every model in `models`; the turn then waits for a pick.
+    #[serde(rename = "arena.started", rename_all = "camelCase")]
+    ArenaStarted {
+        /// Turn id.
+        turn_id: String,
+        /// The run's id (its `arena` LLM session's).
+        run_id: String,
+        /// The model ids, in request order.
+        models: Vec<String>,
+    },
+    /// Every model of the run ended; with at least one completed answer the
+    /// turn waits for a pick (`awaiting_pick`), else `turn.failed` follows.
+    #[serde(rename = "arena.completed", rename_all = "camelCase")]
+    ArenaCompleted {
+        /// Turn id.
+        turn_id: String,
+        /// The run's id.
+        run_id: String,
+        /// One outcome per model, in request order.
+        results: Vec<ArenaOutcome>,
+    },
+    /// The user chose one answer of the run; its `message.assistant` and
+    /// `turn.completed` follow.
+    #[serde(rename = "arena.picked", rename_all = "camelCase")]
+    ArenaPicked {
+        /// Turn id.
+        turn_id: String,
+        /// The run's id.
+        run_id: String,
+        /// The chosen model id (as the run named it).
+        model: String,
+    },
     /// The turn ended with an answer.
     #[serde(rename = "turn.completed", rename_all = "camelCase")]
     TurnCompleted {
@@ -437,6 +510,9 @@ impl EventPayload {
             EventPayload::TurnRequiresAction { .. } => "turn.requires_action",
             EventPayload::TurnResumed { .. } => "turn.resumed",
             EventPayload::MessagesImported { .. } => "messages.imported",
+            EventPayload::ArenaStarted { .. } => "arena.started",
+            EventPayload::ArenaCompleted { .. } => "arena.completed",
+            EventPayload::ArenaPicked { .. } => "arena.picked",
             EventPayload::TurnCompleted { .. } => "turn.completed",
             EventPayload::TurnFailed { .. } => "turn.failed",
             EventPayload::TurnCancelled { .. } => "turn.cancelled",
@@ -453,6 +529,9 @@ impl EventPayload {
             | EventPayload::ToolMessage { turn_id, .. }
             | EventPayload::TurnRequiresAction { turn_id, .. }
             | EventPayload::TurnResumed { turn_id }
+            | EventPayload::ArenaStarted { turn_id, .. }
+            | EventPayload::ArenaCompleted { turn_id, .. }
+            | EventPayload::ArenaPicked { turn_id, .. }
             | EventPayload::TurnCompleted { turn_id }
             | EventPayload::TurnFailed { turn_id, .. }
             | EventPayload::TurnCancelled { turn_id }

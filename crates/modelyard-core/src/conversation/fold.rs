@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::llm_config::ReasoningEffort;
 
-use super::event::{Event, EventPayload, Part, TokenUsage};
+use super::event::{ArenaStatus, Event, EventPayload, Part, TokenUsage};
 use super::record::{
     ConversationRecord, MessageRecord, MessageRole, PendingToolCall, TokenTotals, TurnRecord,
     TurnStatus,
@@ -13,6 +13,10 @@ use super::record::{
 /// The operation whose turns move a conversation's latest model and
 /// context size.
 pub const CHAT_OPERATION: &str = "chat";
+
+/// The operation of a conversation arena turn (`arena.started`): its picked
+/// answer moves the latest model and context size like a chat answer.
+pub const ARENA_OPERATION: &str = "arena";
 
 /// Why an event cannot be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +47,15 @@ pub enum ApplyError {
     /// `turn.resumed` for a turn that does not wait for tool results.
     #[error("turn {0} is not waiting for tool results")]
     TurnNotWaiting(String),
+    /// An arena event for a turn that is not that run's, or `arena.picked`
+    /// for a run that does not wait for a pick (not ended, or picked).
+    #[error("turn {turn} does not wait for a pick of arena run {run}")]
+    NotAwaitingPick {
+        /// The turn.
+        turn: String,
+        /// The run.
+        run: String,
+    },
 }
 
 /// What applying one event changes; the store writes exactly these rows.
@@ -211,6 +224,7 @@ pub fn apply(
                     _ => Vec::new(),
                 },
                 pending_tool_calls: Vec::new(),
+                arena_run_id: None,
             });
         }
         EventPayload::UserMessage {
@@ -244,7 +258,7 @@ pub fn apply(
             let mut turn = running(turn_id)?;
             turn.totals.add(usage);
             c.totals.add(usage);
-            if turn.operation == CHAT_OPERATION {
+            if turn.operation == CHAT_OPERATION || turn.operation == ARENA_OPERATION {
                 c.latest_model_id = Some(model_id.clone());
                 if let Some(prompt_tokens) = usage.prompt_tokens {
                     c.context_tokens = Some(prompt_tokens);
@@ -340,6 +354,64 @@ pub fn apply(
                 });
             }
         }
+        EventPayload::ArenaStarted {
+            turn_id, run_id, ..
+        } => {
+            let mut turn = running(turn_id)?;
+            if turn.arena_run_id.is_some() {
+                return Err(ApplyError::NotAwaitingPick {
+                    turn: turn_id.clone(),
+                    run: run_id.clone(),
+                });
+            }
+            turn.arena_run_id = Some(run_id.clone());
+            changes.turn = Some(turn);
+        }
+        EventPayload::ArenaCompleted {
+            turn_id,
+            run_id,
+            results,
+        } => {
+            let mut turn = running(turn_id)?;
+            if turn.arena_run_id.as_deref() != Some(run_id.as_str()) {
+                return Err(ApplyError::NotAwaitingPick {
+                    turn: turn_id.clone(),
+                    run: run_id.clone(),
+                });
+            }
+            // With no answer to pick, the turn stays running: `turn.failed`
+            // follows.
+            if results.iter().any(|r| r.status == ArenaStatus::Completed) {
+                turn.status = TurnStatus::AwaitingPick;
+            }
+            changes.turn = Some(turn);
+        }
+        EventPayload::ArenaPicked {
+            turn_id,
+            run_id,
+            model,
+        } => {
+            let mut turn = match running_turn {
+                Some(t)
+                    if &t.id == turn_id
+                        && t.status == TurnStatus::AwaitingPick
+                        && t.arena_run_id.as_deref() == Some(run_id.as_str()) =>
+                {
+                    t.clone()
+                }
+                _ => {
+                    return Err(ApplyError::NotAwaitingPick {
+                        turn: turn_id.clone(),
+                        run: run_id.clone(),
+                    })
+                }
+            };
+            // Running again for the picked answer (`message.assistant`)
+            // and `turn.completed`, which follow in the same append.
+            turn.status = TurnStatus::Running;
+            turn.model_id = model.clone();
+            changes.turn = Some(turn);
+        }
         EventPayload::TurnRequiresAction { turn_id, .. } => {
             let mut turn = running(turn_id)?;
             turn.status = TurnStatus::RequiresAction;
@@ -358,9 +430,14 @@ pub fn apply(
         | EventPayload::TurnCancelled { turn_id }
         | EventPayload::TurnInterrupted { turn_id, .. } => {
             let mut turn = match (&event.payload, running_turn) {
-                // A turn waiting for tool results can be cancelled too.
+                // A turn waiting for tool results or a pick can be
+                // cancelled too.
                 (EventPayload::TurnCancelled { .. }, Some(t))
-                    if &t.id == turn_id && t.status == TurnStatus::RequiresAction =>
+                    if &t.id == turn_id
+                        && matches!(
+                            t.status,
+                            TurnStatus::RequiresAction | TurnStatus::AwaitingPick
+                        ) =>
                 {
                     t.clone()
                 }

@@ -21,10 +21,10 @@ mod fold;
 mod record;
 
 pub use event::{
-    Event, EventPayload, ImportedMessage, Part, ResolvedFrom, SelectionSource, TokenUsage,
-    ToolCallRef, EVENT_PAYLOAD_VERSION,
+    ArenaOutcome, ArenaStatus, Event, EventPayload, ImportedMessage, Part, ResolvedFrom,
+    SelectionSource, TokenUsage, ToolCallRef, EVENT_PAYLOAD_VERSION,
 };
-pub use fold::{apply, fold, ApplyError, Changes, Folded, CHAT_OPERATION};
+pub use fold::{apply, fold, ApplyError, Changes, Folded, ARENA_OPERATION, CHAT_OPERATION};
 pub use record::{
     ConversationRecord, MessageRecord, MessageRole, PendingToolCall, TokenTotals, TurnRecord,
     TurnStatus,

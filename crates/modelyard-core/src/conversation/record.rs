@@ -61,10 +61,15 @@ pub enum TurnStatus {
     /// Waits for the results of client-side tool calls
     /// (`POST .../turns/{id}/tool-results` resumes it).
     RequiresAction,
+    /// A conversation arena run ended with answers: the turn waits for the
+    /// user to pick one (`POST .../arena/{runId}/pick`). The conversation
+    /// stays blocked for other turns meanwhile.
+    AwaitingPick,
 }
 
 impl TurnStatus {
-    /// `running`, `completed`, `failed`, `cancelled`, `interrupted`.
+    /// `running`, `completed`, `failed`, `cancelled`, `interrupted`,
+    /// `requires_action`, `awaiting_pick`.
     pub fn as_str(self) -> &'static str {
         match self {
             TurnStatus::Running => "running",
@@ -73,6 +78,7 @@ impl TurnStatus {
             TurnStatus::Cancelled => "cancelled",
             TurnStatus::Interrupted => "interrupted",
             TurnStatus::RequiresAction => "requires_action",
+            TurnStatus::AwaitingPick => "awaiting_pick",
         }
     }
 
@@ -85,6 +91,7 @@ impl TurnStatus {
             TurnStatus::Cancelled,
             TurnStatus::Interrupted,
             TurnStatus::RequiresAction,
+            TurnStatus::AwaitingPick,
         ]
         .into_iter()
         .find(|t| t.as_str() == s)
@@ -242,6 +249,10 @@ pub struct TurnRecord {
     /// `requires_action` turn waits for.
     #[serde(default)]
     pub pending_tool_calls: Vec<PendingToolCall>,
+    /// The conversation arena run that answers this turn (`arena.started`),
+    /// if it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arena_run_id: Option<String>,
 }
 
 /// A tool call waiting for its result (a fact of the fold: made by a

@@ -2,6 +2,8 @@ use serde_json::json;
 
 use super::*;
 
+mod arena;
+
 fn ev(seq: i64, payload: EventPayload) -> Event {
     Event {
         conversation_id: "c1".into(),

@@ -13,6 +13,18 @@
 //!   `{id}`. One model failing does not stop the others.
 //!
 //! Validation errors are 422 problem documents naming the field.
+//!
+//! Parts: `conversation.rs` (the arena inside a conversation, picks, a
+//! run's results, the per-model stats). Both kinds of run stream through
+//! one SSE adapter ([`feed`]).
+
+pub mod conversation;
+
+pub use conversation::{
+    conversation_arena, get_run, pick, pick_standalone, stats, ArenaStatsDto,
+    ConversationArenaBody, ConversationArenaDto, ModelStatsDto, PickBody, PickedDto, RunDto,
+    StandalonePickDto, StatsQuery,
+};
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -139,7 +151,7 @@ fn sse_event(event: ArenaEvent) -> SseEvent {
         ),
         ArenaEvent::Finished(result) => {
             let index = result.index;
-            let dto = ArenaResultDto::from(result);
+            let dto = ArenaResultDto::from(*result);
             match dto.error {
                 Some(error) => (
                     "arena.failed",
@@ -205,32 +217,49 @@ pub async fn arena(
         })
         .into_response());
     }
+    Ok(feed(slot, json!({"id": id}), move |tx| async move {
+        arena::run(&app, prepared, Some(tx)).await;
+    }))
+}
+
+/// The SSE answer of a run: `run` (spawned, so it goes on and is recorded
+/// when the client leaves) sends its events into the channel it is given;
+/// each becomes `arena.delta` / `arena.completed` / `arena.failed`, and
+/// once `run` has returned, `arena.done` with `done` as its data. `slot`
+/// (the stream slot) is held as long as the feed.
+pub(crate) fn feed<F, Fut>(slot: Option<crate::limits::StreamSlot>, done: Value, run: F) -> Response
+where
+    F: FnOnce(tokio::sync::mpsc::UnboundedSender<ArenaEvent>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<ArenaEvent>();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    // The run goes on (and is recorded) when the client leaves.
+    let running = run(tx);
     tokio::spawn(async move {
-        arena::run(&app, prepared, Some(tx)).await;
+        running.await;
         let _ = done_tx.send(());
     });
-    let stream =
-        futures_util::stream::unfold((rx, Some(done_rx), id), |(mut rx, done, id)| async move {
+    let stream = futures_util::stream::unfold(
+        (rx, Some(done_rx), done),
+        |(mut rx, done_rx, done)| async move {
             if let Some(event) = rx.recv().await {
-                return Some((Ok::<_, Infallible>(sse_event(event)), (rx, done, id)));
+                return Some((Ok::<_, Infallible>(sse_event(event)), (rx, done_rx, done)));
             }
             // Every sender is gone: the run ended (its session is queued).
-            let done = done?;
-            let _ = done.await;
+            let done_rx = done_rx?;
+            let _ = done_rx.await;
             let event = SseEvent::default()
                 .event("arena.done")
-                .data(json!({"id": id}).to_string());
-            Some((Ok(event), (rx, None, id)))
-        });
+                .data(done.to_string());
+            Some((Ok(event), (rx, None, done)))
+        },
+    );
     // The slot lives as long as the feed.
     let stream = stream.map(move |event| {
         let _held = &slot;
         event
     });
-    Ok(Sse::new(stream)
+    Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response())
+        .into_response()
 }

@@ -248,7 +248,7 @@ pub struct UsageDto {
 /// offset or no zone (UTC), `T` or a space between date and time, any
 /// fraction of seconds; or a plain date `YYYY-MM-DD` (midnight UTC). Returns
 /// unix milliseconds.
-fn parse_time(name: &str, text: &str) -> Result<i64, Problem> {
+pub(crate) fn parse_time(name: &str, text: &str) -> Result<i64, Problem> {
     let invalid = || {
         Problem::bad_request(format!(
             "{name}: {text:?} is not an RFC 3339 time \

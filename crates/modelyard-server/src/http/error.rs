@@ -18,6 +18,13 @@ impl From<ServiceError> for Problem {
         let problem = match err {
             ServiceError::NotFound { message, .. } => Problem::not_found(message),
             ServiceError::Conflict { message, .. } => Problem::conflict(message),
+            ServiceError::ArenaPickPending {
+                message,
+                turn_id,
+                run_id,
+            } => Problem::conflict(message)
+                .with("turnId", turn_id)
+                .with("runId", run_id),
             ServiceError::InUse {
                 message,
                 conversations,

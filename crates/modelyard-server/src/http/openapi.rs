@@ -103,6 +103,11 @@ pub const ALIASES: &[(&str, &str)] = &[
         api::operations::compact,
         api::operations::warm,
         api::arena::arena,
+        api::arena::conversation::pick_standalone,
+        api::arena::conversation::stats,
+        api::arena::conversation::conversation_arena,
+        api::arena::conversation::get_run,
+        api::arena::conversation::pick,
     ),
     components(schemas(
         crate::error::ProblemBody,

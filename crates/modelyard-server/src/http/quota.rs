@@ -32,7 +32,9 @@ use crate::auth::Caller;
 use crate::error::{is_anthropic_path, is_openai_path, AnthropicError, OpenAiError, Problem};
 use modelyard_core::usage::add_tokens;
 
-use crate::quota::{reserve_split, AdmissionSlot, Need, Refusal, Remaining, ReserveSplit};
+use crate::quota::{
+    arena_reserve_tokens, reserve_split, AdmissionSlot, Need, Refusal, Remaining, ReserveSplit,
+};
 use crate::routing::Destination;
 
 /// `x-ratelimit-limit-requests`.
@@ -78,10 +80,16 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
     } else {
         0
     };
-    let need = Need {
-        tokens: i64::try_from(add_tokens(split.prompt, split.output)).unwrap_or(i64::MAX),
-        cost_nusd,
+    let tokens = if is_arena(&path) {
+        arena_reserve_tokens(
+            &bytes,
+            app.quotas.default_reserve,
+            crate::service::arena::MAX_MODELS,
+        )
+    } else {
+        i64::try_from(add_tokens(split.prompt, split.output)).unwrap_or(i64::MAX)
     };
+    let need = Need { tokens, cost_nusd };
     match app
         .quotas
         .admit(&applicable, need, crate::clock::now_ms())
@@ -129,6 +137,12 @@ fn reserve_cost_nusd(app: &AppState, split: &ReserveSplit) -> i64 {
         }
         Err(_) => 0,
     }
+}
+
+/// Whether `path` runs an arena (several models answer one request: the
+/// reserve is one chat's times the models).
+fn is_arena(path: &str) -> bool {
+    matches!(path, "/v1/arena" | "/v1/conversations/{id}/arena")
 }
 
 /// Whether requests on `path` generate output (embeddings and rerank do

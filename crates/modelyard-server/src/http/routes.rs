@@ -76,6 +76,13 @@ pub fn table() -> Vec<Route> {
         ),
         // One prompt, several models, side by side.
         route(M::POST, "/v1/arena", member, api::arena::arena),
+        route(M::GET, "/v1/arena/stats", read, api::arena::stats),
+        route(
+            M::POST,
+            "/v1/arena/{run_id}/pick",
+            member,
+            api::arena::pick_standalone,
+        ),
         route(M::GET, "/v1/models", read, gateway::list_models),
         route(M::POST, "/v1/embeddings", member, gateway::embeddings),
         route(M::POST, "/v1/rerank", member, gateway::rerank),
@@ -229,6 +236,25 @@ pub fn table() -> Vec<Route> {
             conv::tool_results,
         ),
         route(M::GET, "/v1/conversations/{id}/events", read, conv::events),
+        // The arena inside a conversation, and its pick.
+        route(
+            M::POST,
+            "/v1/conversations/{id}/arena",
+            member,
+            api::arena::conversation_arena,
+        ),
+        route(
+            M::GET,
+            "/v1/conversations/{id}/arena/{run_id}",
+            read,
+            api::arena::get_run,
+        ),
+        route(
+            M::POST,
+            "/v1/conversations/{id}/arena/{run_id}/pick",
+            member,
+            api::arena::pick,
+        ),
         route(
             M::POST,
             "/v1/conversations/{id}/title",
@@ -252,8 +278,9 @@ pub fn table() -> Vec<Route> {
 
 /// The routes that call models, where a key's and its project's budgets
 /// and rate limits apply ([`crate::http::quota`]): the OpenAI, Anthropic
-/// and Responses fronts, the pass-throughs, and conversation turns (a
-/// start, or a resume with tool results).
+/// and Responses fronts, the pass-throughs, conversation turns (a start,
+/// or a resume with tool results) and arena runs (standalone or in a
+/// conversation).
 pub fn metered(method: &Method, path: &str) -> bool {
     *method == Method::POST
         && matches!(
@@ -271,6 +298,7 @@ pub fn metered(method: &Method, path: &str) -> bool {
                 | "/v1/conversations/{id}/compact"
                 | "/v1/conversations/{id}/warm"
                 | "/v1/arena"
+                | "/v1/conversations/{id}/arena"
         )
 }
 

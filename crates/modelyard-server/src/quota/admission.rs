@@ -84,6 +84,33 @@ pub fn reserve_split(body: &[u8], default_reserve: u64, generates: bool) -> Rese
     }
 }
 
+/// An arena request's head: its models and the options every model gets.
+#[derive(serde::Deserialize, Default)]
+struct ArenaHead {
+    #[serde(default)]
+    models: Vec<serde::de::IgnoredAny>,
+    #[serde(default)]
+    options: Option<Caps>,
+}
+
+/// The tokens to reserve for an arena request `body` (`POST /v1/arena`,
+/// `POST /v1/conversations/{id}/arena`): every model answers the same
+/// request, so the reserve of one chat — its prompt estimate plus the
+/// output cap in `options` (or `default_reserve`) — times the number of
+/// models (at least 1, at most `max_models`). A body that is not JSON
+/// counts as one model with the default.
+pub fn arena_reserve_tokens(body: &[u8], default_reserve: u64, max_models: usize) -> i64 {
+    let head: ArenaHead = serde_json::from_slice(body).unwrap_or_default();
+    let caps = head.options.unwrap_or_default();
+    let cap = caps
+        .max_completion_tokens
+        .or(caps.max_tokens)
+        .unwrap_or(default_reserve);
+    let one = add_tokens(body.len() as u64 / BYTES_PER_TOKEN, cap);
+    let models = head.models.len().clamp(1, max_models.max(1)) as u64;
+    i64::try_from(one.saturating_mul(models)).unwrap_or(i64::MAX)
+}
+
 /// The counts a response's rate-limit headers show: the tightest of the
 /// request's key and project, after this request was admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -62,7 +62,8 @@ use modelyard_core::limits::Limits;
 use modelyard_store::{CounterKey, LimitSubject, Store};
 
 pub use admission::{
-    reserve_split, reserve_tokens, Admission, AdmissionSlot, Need, Remaining, ReserveSplit,
+    arena_reserve_tokens, reserve_split, reserve_tokens, Admission, AdmissionSlot, Need, Remaining,
+    ReserveSplit,
 };
 pub use refusal::Refusal;
 pub use settlement::{call_tokens, settle, CallUsage, Spent};

@@ -393,6 +393,25 @@ fn a_reserve_is_the_output_cap_plus_the_prompt_estimate() {
 }
 
 #[test]
+fn an_arena_reserves_one_chat_per_model() {
+    let body = br#"{"prompt":"hi","models":["a","b","c"],"options":{"max_tokens":50}}"#;
+    let one = 50 + body.len() as i64 / 4;
+    assert_eq!(super::arena_reserve_tokens(body, 1000, 8), 3 * one);
+    let body = br#"{"content":"hi","models":["a","b"]}"#;
+    assert_eq!(
+        super::arena_reserve_tokens(body, 1000, 8),
+        2 * (1000 + body.len() as i64 / 4)
+    );
+    // More models than a run may have count as the most it may have.
+    let body = br#"{"models":["a","b","c"]}"#;
+    assert_eq!(
+        super::arena_reserve_tokens(body, 10, 2),
+        2 * (10 + body.len() as i64 / 4)
+    );
+    assert_eq!(super::arena_reserve_tokens(b"not json", 1000, 8), 1002);
+}
+
+#[test]
 fn settling_from_calls_counts_each_calls_tokens() {
     let usage = |p, c| Usage {
         prompt_tokens: Some(p),

@@ -14,6 +14,16 @@
 //! One model failing does not stop the others. The run is recorded as one
 //! LLM session of operation `arena` holding every call (attempts included)
 //! and charged to the caller's budgets ([`AppState::record_charged`]).
+//!
+//! Parts: `conversation.rs` (the arena inside a conversation: a turn whose
+//! user message several models answer, which then waits for a pick),
+//! `picks.rs` (picks, a run's results, per-model win counts).
+
+mod conversation;
+mod picks;
+
+pub use conversation::{begin, finish, pending_conflict, Begun, ConversationArena};
+pub use picks::{get_run, pick, pick_standalone, stats, Picked, RunView, StandalonePick};
 
 use futures_util::future::join_all;
 use modelyard_core::Usage;
@@ -68,6 +78,12 @@ pub struct Prepared {
     pub id: String,
     entrants: Vec<Entrant>,
     body: Value,
+    /// The conversation and turn the run answers (recorded on its
+    /// session), for a conversation arena.
+    link: Option<(String, String)>,
+    /// Stops every model still running (each then fails `cancelled`; its
+    /// call is recorded as such), for a conversation arena's turn.
+    cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl Prepared {
@@ -117,6 +133,12 @@ pub struct ArenaResult {
     pub usage: ArenaUsage,
     /// Cost in USD, when priced.
     pub cost_usd: Option<f64>,
+    /// The same cost in nano-USD.
+    pub cost_nusd: Option<i64>,
+    /// Every token count the upstream reported.
+    pub tokens: Usage,
+    /// The deployment that answered (composite id), when a call was made.
+    pub model_id: Option<String>,
     /// Milliseconds from the first attempt's send to the first output.
     pub ttft_ms: Option<i64>,
     /// Milliseconds from the first attempt's send to the end.
@@ -136,7 +158,7 @@ pub enum ArenaEvent {
         delta: String,
     },
     /// Model `index` finished (completed or failed: see its `error`).
-    Finished(ArenaResult),
+    Finished(Box<ArenaResult>),
 }
 
 /// Validates `request`: exactly one of `messages` (a non-empty array) and
@@ -187,21 +209,7 @@ pub async fn prepare(app: &AppState, request: ArenaRequest) -> Result<Prepared, 
         }
     };
     within_caps(&app.config.limits, messages.len(), &request.options)?;
-    let count = request.models.len();
-    if !(MIN_MODELS..=MAX_MODELS).contains(&count) {
-        return Err(ServiceError::invalid_field(
-            "models",
-            format!("an arena compares {MIN_MODELS} to {MAX_MODELS} models; {count} given"),
-        ));
-    }
-    for (i, model) in request.models.iter().enumerate() {
-        if request.models[..i].contains(model) {
-            return Err(ServiceError::invalid_field(
-                "models",
-                format!("model {model:?} is listed twice"),
-            ));
-        }
-    }
+    check_models(&request.models)?;
     let config = match request.llm_id.as_deref() {
         Some(id) => {
             let id = modelyard_core::ids::LlmConfigId::parse(id).map_err(|e| {
@@ -219,8 +227,49 @@ pub async fn prepare(app: &AppState, request: ArenaRequest) -> Result<Prepared, 
         }
         None => None,
     };
-    let mut entrants = Vec::with_capacity(count);
-    for model in request.models {
+    let body = body(config.as_ref(), request.options, messages);
+    prepare_body(app, request.models, config.as_ref(), body)
+}
+
+/// Checks the model list: 2–8 distinct ids.
+///
+/// # Errors
+/// [`ServiceError::invalid_field`] `models`.
+fn check_models(models: &[String]) -> Result<(), ServiceError> {
+    let count = models.len();
+    if !(MIN_MODELS..=MAX_MODELS).contains(&count) {
+        return Err(ServiceError::invalid_field(
+            "models",
+            format!("an arena compares {MIN_MODELS} to {MAX_MODELS} models; {count} given"),
+        ));
+    }
+    for (i, model) in models.iter().enumerate() {
+        if models[..i].contains(model) {
+            return Err(ServiceError::invalid_field(
+                "models",
+                format!("model {model:?} is listed twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A run of `body` (a complete streamed chat request, [`compose`]d) on
+/// `models`, each resolved as a gateway call of it would be, with
+/// `config`'s custom base URL.
+///
+/// # Errors
+/// 422 `models` (count, duplicates, or [`ServiceError::UnknownModel`] with
+/// suggestions); 422 `llmId` for a refused base URL.
+fn prepare_body(
+    app: &AppState,
+    models: Vec<String>,
+    config: Option<&LlmConfigRow>,
+    body: Value,
+) -> Result<Prepared, ServiceError> {
+    check_models(&models)?;
+    let mut entrants = Vec::with_capacity(models.len());
+    for model in models {
         let destination =
             app.destination(Some(&model))
                 .map_err(|err| ServiceError::UnknownModel {
@@ -229,14 +278,16 @@ pub async fn prepare(app: &AppState, request: ArenaRequest) -> Result<Prepared, 
                     suggestions: super::models::suggestions(app, &model),
                 })?;
         let destination = destination
-            .for_llm_config(&app.registry, config.as_ref())
+            .for_llm_config(&app.registry, config)
             .map_err(|err| ServiceError::invalid_field("llmId", err.to_string()))?;
         entrants.push(Entrant { model, destination });
     }
     Ok(Prepared {
         id: uuid::Uuid::now_v7().to_string(),
         entrants,
-        body: body(config.as_ref(), request.options, messages),
+        body,
+        link: None,
+        cancel: None,
     })
 }
 
@@ -334,6 +385,7 @@ async fn play(
     entrant: &Entrant,
     body: &Value,
     events: Option<&UnboundedSender<ArenaEvent>>,
+    cancel: Option<&tokio_util::sync::CancellationToken>,
 ) -> Played {
     let purpose = Purpose::new(OPERATION);
     let mut plan = Plan::new(app, entrant.destination.clone(), None);
@@ -375,7 +427,13 @@ async fn play(
         .await
         .map_err(|e| e.to_string())
     };
-    let outcome = read.await;
+    let outcome = match cancel {
+        Some(cancel) => tokio::select! {
+            outcome = read => outcome,
+            () = cancel.cancelled() => Err("cancelled".to_owned()),
+        },
+        None => read.await,
+    };
     let error = outcome.err();
     let sent_at_ms = records
         .first()
@@ -391,14 +449,11 @@ async fn play(
     if let Some(call) = current {
         records.push(call.record(summary, error.clone()));
     }
-    let cost_usd = match (&error, model_id) {
-        (None, Some(model_id)) => app
-            .pricing
-            .cost_of(&model_id, &usage)
-            .cost_nusd
-            .map(modelyard_core::cost::nusd_to_usd),
+    let cost_nusd = match (&error, &model_id) {
+        (None, Some(model_id)) => app.pricing.cost_of(model_id, &usage).cost_nusd,
         _ => None,
     };
+    let cost_usd = cost_nusd.map(modelyard_core::cost::nusd_to_usd);
     let result = ArenaResult {
         index,
         model: entrant.model.clone(),
@@ -406,11 +461,14 @@ async fn play(
         text: acc.text().to_owned(),
         usage: ArenaUsage::from(&usage),
         cost_usd,
+        cost_nusd,
+        tokens: usage,
+        model_id,
         ttft_ms: first_token_at_ms.map(|t| t - sent_at_ms),
         duration_ms: now_ms() - sent_at_ms,
     };
     if let Some(events) = events {
-        let _ = events.send(ArenaEvent::Finished(result.clone()));
+        let _ = events.send(ArenaEvent::Finished(Box::new(result.clone())));
     }
     Played { result, records }
 }
@@ -424,13 +482,16 @@ pub async fn run(
     prepared: Prepared,
     events: Option<UnboundedSender<ArenaEvent>>,
 ) -> Vec<ArenaResult> {
-    let Prepared { id, entrants, body } = prepared;
-    let played = join_all(
-        entrants
-            .iter()
-            .enumerate()
-            .map(|(index, entrant)| play(app, index, entrant, &body, events.as_ref())),
-    )
+    let Prepared {
+        id,
+        entrants,
+        body,
+        link,
+        cancel,
+    } = prepared;
+    let played = join_all(entrants.iter().enumerate().map(|(index, entrant)| {
+        play(app, index, entrant, &body, events.as_ref(), cancel.as_ref())
+    }))
     .await;
     let mut results = Vec::with_capacity(played.len());
     let mut records = Vec::new();
@@ -441,6 +502,10 @@ pub async fn run(
     if let Some(last) = records.pop() {
         let mut session = CallRecord::session_of(records, last);
         session.session.id.clone_from(&id);
+        if let Some((conversation_id, turn_id)) = link {
+            session.session.conversation_id = Some(conversation_id);
+            session.session.turn_id = Some(turn_id);
+        }
         for call in &mut session.calls {
             call.session_id.clone_from(&id);
         }

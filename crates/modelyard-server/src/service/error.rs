@@ -27,6 +27,18 @@ pub enum ServiceError {
         /// What to tell the client.
         message: String,
     },
+    /// The conversation's turn waits for a pick of an arena run (409, code
+    /// `arena_pick_pending`, with `turnId` and `runId`): pick an answer or
+    /// cancel the turn first.
+    #[error("{message}")]
+    ArenaPickPending {
+        /// What to tell the client.
+        message: String,
+        /// The waiting turn.
+        turn_id: String,
+        /// Its arena run.
+        run_id: String,
+    },
     /// A resource still named by conversations cannot go (409, code
     /// `in_use`, with `conversations`).
     #[error("{message}")]
@@ -211,6 +223,7 @@ impl ServiceError {
             | ServiceError::BadRequest { code, .. } => (*code).to_owned(),
             ServiceError::NoModel(_) => "no_model".into(),
             ServiceError::InUse { .. } => "in_use".into(),
+            ServiceError::ArenaPickPending { .. } => "arena_pick_pending".into(),
             ServiceError::UnknownModel { .. } => "model_not_found".into(),
             ServiceError::InvalidModelId { .. } => "invalid_model_id".into(),
             ServiceError::ContextLengthExceeded { .. } => "context_length_exceeded".into(),

@@ -488,7 +488,8 @@ pub async fn read(app: &AppState, id: &str) -> Result<StoredRun, ServiceError> {
         RunStatus::Completed(finish_reason)
     } else {
         match turn.status {
-            TurnStatus::Running => RunStatus::InProgress,
+            // An arena turn waiting for its pick has no answer yet.
+            TurnStatus::Running | TurnStatus::AwaitingPick => RunStatus::InProgress,
             TurnStatus::Completed | TurnStatus::RequiresAction => {
                 RunStatus::Completed(finish_reason)
             }

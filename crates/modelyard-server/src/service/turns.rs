@@ -133,10 +133,7 @@ pub async fn start(
     }
     let conversation = load_stored(app, id).await?;
     if let Some(running) = &conversation.running_turn_id {
-        return Err(ServiceError::conflict(
-            "turn_running",
-            format!("turn {running} is still running; cancel it or wait"),
-        ));
+        return Err(super::arena::pending_conflict(app, &conversation, running).await);
     }
     let client_tools = body.tools.unwrap_or_default();
     let max_tools = app.config.limits.max_tools as usize;
@@ -385,7 +382,8 @@ fn no_turn(id: &str, turn_id: &str) -> ServiceError {
 }
 
 /// Cancels turn `turn_id`: a running one is told to stop (it ends with
-/// `turn.cancelled`); one waiting for tool results is cancelled here.
+/// `turn.cancelled`); one waiting for tool results or an arena pick is
+/// cancelled here.
 ///
 /// # Errors
 /// `conversation_not_found`, `turn_not_found`; `turn_not_running` (409);
@@ -403,8 +401,15 @@ pub async fn cancel(
         return Ok(());
     }
     match app.store.get_turn(&app.project, turn_id).await? {
-        // Waiting for tool results: nothing runs, so cancel it here.
-        Some(turn) if turn.conversation_id == id && turn.status == TurnStatus::RequiresAction => {
+        // Waiting for tool results or an arena pick: nothing runs, so
+        // cancel it here.
+        Some(turn)
+            if turn.conversation_id == id
+                && matches!(
+                    turn.status,
+                    TurnStatus::RequiresAction | TurnStatus::AwaitingPick
+                ) =>
+        {
             let payload = EventPayload::TurnCancelled {
                 turn_id: turn_id.to_owned(),
             };

@@ -223,6 +223,8 @@ pub(super) struct TurnRow {
     pub(super) client_tools_json: Option<String>,
     /// NULL on rows written before migration 0017 (read as empty).
     pub(super) pending_tool_calls_json: Option<String>,
+    /// The turn's arena run (migration 0019).
+    pub(super) arena_run_id: Option<String>,
 }
 
 impl TurnRow {
@@ -245,6 +247,7 @@ impl TurnRow {
                 &t.pending_tool_calls,
                 "turn pending tool calls",
             )?),
+            arena_run_id: t.arena_run_id.clone(),
         })
     }
 
@@ -271,6 +274,7 @@ impl TurnRow {
                 Some(json) => serde_json::from_str(&json)?,
                 None => Vec::new(),
             },
+            arena_run_id: self.arena_run_id,
         })
     }
 }
@@ -300,6 +304,7 @@ macro_rules! bind_turn {
             .bind(&$row.client_tools_json)
             .bind(&$row.pending_tool_calls_json)
             .bind($row.totals.cost_nusd)
+            .bind(&$row.arena_run_id)
     };
 }
 pub(super) use bind_turn;

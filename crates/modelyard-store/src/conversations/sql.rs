@@ -15,7 +15,8 @@ macro_rules! turn_columns {
     () => {
         "id, conversation_id, operation, model_id, resolved_from, llm_config_id, status, error, \
          input_tokens, output_tokens, reasoning_tokens, cached_input_tokens, total_tokens, \
-         started_seq, started_at_ms, ended_at_ms, client_tools_json, pending_tool_calls_json, cost_nusd"
+         started_seq, started_at_ms, ended_at_ms, client_tools_json, pending_tool_calls_json, cost_nusd, \
+         arena_run_id"
     };
 }
 
@@ -91,7 +92,7 @@ pub(super) const SELECT_RUNNING_TURNS: &str = concat!(
 pub(super) const INSERT_TURN: &str = concat!(
     "INSERT INTO turns (project_id, ",
     turn_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
 );
 
 /// Updates the fold's columns of a turn; the checkpoint columns are left as
@@ -100,8 +101,8 @@ pub(super) const UPDATE_TURN: &str = "UPDATE turns SET conversation_id = $3, ope
      model_id = $5, resolved_from = $6, llm_config_id = $7, status = $8, error = $9, \
      input_tokens = $10, output_tokens = $11, reasoning_tokens = $12, \
      cached_input_tokens = $13, total_tokens = $14, started_seq = $15, started_at_ms = $16, \
-     ended_at_ms = $17, client_tools_json = $18, pending_tool_calls_json = $19, cost_nusd = $20 \
-     WHERE project_id = $1 AND id = $2";
+     ended_at_ms = $17, client_tools_json = $18, pending_tool_calls_json = $19, cost_nusd = $20, \
+     arena_run_id = $21 WHERE project_id = $1 AND id = $2";
 
 pub(super) const CHECKPOINT_TURN: &str = "UPDATE turns SET partial_text = $3, partial_at_ms = $4 \
      WHERE project_id = $1 AND id = $2 AND status = 'running'";

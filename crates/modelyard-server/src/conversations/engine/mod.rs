@@ -64,7 +64,7 @@ mod tests;
 pub use context::{check_at_start, StartCheck};
 pub use loading::LOADING_EVERY;
 pub use request::{compacted, openai_messages, request_body, RunOverrides, NO_TOOL_RESULT};
-pub use run::{run_turn, CLOSE_RETRY_FIRST, CLOSE_RETRY_MAX};
+pub use run::{close_run, run_turn, CLOSE_RETRY_FIRST, CLOSE_RETRY_MAX};
 pub(crate) use steps::{offered_advisor, step_tools};
 pub use sweep::{recover_interrupted, spawn_lease_renewal, spawn_sweeper, SWEEP_CONFIRM};
 

@@ -172,7 +172,7 @@ pub const CLOSE_RETRY_MAX: Duration = Duration::from_secs(5);
 /// halts (the shutdown deadline; start-up recovery then closes the turn as
 /// `interrupted`). Any other error is logged and the turn left to the
 /// sweeper. The committed events, or `None`.
-async fn close_run(
+pub async fn close_run(
     app: &AppState,
     conversation_id: &str,
     turn_id: &str,

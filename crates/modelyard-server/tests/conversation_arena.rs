@@ -1,0 +1,567 @@
+//! The arena inside a conversation (`POST /v1/conversations/{id}/arena`)
+//! and picks: the models answer the next user message with the history as
+//! context, the turn waits for a pick (no other turn meanwhile), the pick
+//! becomes the turn's assistant message with its model and usage, the
+//! unpicked answers stay readable, every pick counts in
+//! `GET /v1/arena/stats`; standalone runs are picked too.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::conv::{log, Ev, Sse};
+use common::TestServer;
+use modelyard_testkit::eventually;
+use serde_json::{json, Value};
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+async fn server() -> TestServer {
+    TestServer::builder()
+        .listed(&["echo", "mock-model", "status:400", "status:500"])
+        .start()
+        .await
+}
+
+/// `POST /v1/conversations/{conv}/arena` (JSON), asserting 200.
+async fn arena(server: &TestServer, conv: &str, content: &str, models: &[&str]) -> Value {
+    let (status, answer) = server
+        .post(
+            &format!("/v1/conversations/{conv}/arena"),
+            json!({"content": content, "models": models}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+/// The conversation's turn `turn_id`.
+async fn turn(server: &TestServer, conv: &str, turn_id: &str) -> Value {
+    let turns = server
+        .get_ok(&format!("/v1/conversations/{conv}/turns"))
+        .await;
+    turns["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == turn_id)
+        .cloned()
+        .unwrap_or_else(|| panic!("turn {turn_id} in {turns}"))
+}
+
+fn pick_path(conv: &str, run: &str) -> String {
+    format!("/v1/conversations/{conv}/arena/{run}/pick")
+}
+
+fn of_type<'a>(events: &'a [Ev], kind: &str) -> Vec<&'a Ev> {
+    events.iter().filter(|e| e.event == kind).collect()
+}
+
+#[tokio::test]
+async fn two_models_answer_with_the_history_and_the_pick_completes_the_turn() {
+    let server = server().await;
+    let conv = server.create_conversation(json!({})).await;
+    server
+        .run_turn(&conv, json!({"content": "first", "model": "mock/echo"}))
+        .await;
+    let before = server.get_ok(&format!("/v1/conversations/{conv}")).await;
+
+    let answer = arena(&server, &conv, "second", &["mock/echo", "mock/mock-model"]).await;
+    let run = answer["runId"].as_str().unwrap().to_owned();
+    let turn_id = answer["turnId"].as_str().unwrap().to_owned();
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{answer}");
+    for (result, model) in results.iter().zip(["mock/echo", "mock/mock-model"]) {
+        assert_eq!(result["model"], model, "{result}");
+        assert_eq!(result["status"], "completed", "{result}");
+        assert_eq!(result["text"], "echo: second", "{result}");
+    }
+    // Each model got the history, then the new message.
+    let chats = server.mock_chats();
+    for body in &chats[chats.len() - 2..] {
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": "first"},
+                {"role": "assistant", "content": "echo: first"},
+                {"role": "user", "content": "second"},
+            ]),
+            "{body}"
+        );
+    }
+    // The log: the turn, its message, the run's start and end.
+    let events = log(&server, &conv).await;
+    let started = of_type(&events, "arena.started");
+    assert_eq!(started.len(), 1, "{events:?}");
+    assert_eq!(started[0].data["runId"], run.as_str());
+    assert_eq!(started[0].data["turnId"], turn_id.as_str());
+    assert_eq!(
+        started[0].data["models"],
+        json!(["mock/echo", "mock/mock-model"])
+    );
+    let completed = of_type(&events, "arena.completed");
+    assert_eq!(completed.len(), 1, "{events:?}");
+    assert_eq!(completed[0].data["results"][1]["model"], "mock/mock-model");
+    assert_eq!(completed[0].data["results"][1]["status"], "completed");
+    assert_eq!(completed[0].data["results"][1]["text"], "echo: second");
+    assert!(
+        of_type(&events, "turn.completed").len() == 1,
+        "only the first turn ended"
+    );
+    // The turn waits for the pick; nothing else may start meanwhile.
+    assert_eq!(
+        turn(&server, &conv, &turn_id).await["status"],
+        "awaiting_pick"
+    );
+    let refused = server
+        .problem(
+            "POST",
+            &format!("/v1/conversations/{conv}/turns"),
+            Some(json!({"content": "third", "model": "mock/echo"})),
+            409,
+            "arena_pick_pending",
+        )
+        .await;
+    assert!(
+        refused["detail"].as_str().unwrap().contains(&run),
+        "names the run: {refused}"
+    );
+    assert_eq!(refused["runId"], run.as_str(), "{refused}");
+    assert_eq!(refused["turnId"], turn_id.as_str(), "{refused}");
+    server
+        .problem(
+            "POST",
+            &format!("/v1/conversations/{conv}/arena"),
+            Some(json!({"content": "third", "models": ["mock/echo", "mock/mock-model"]})),
+            409,
+            "arena_pick_pending",
+        )
+        .await;
+    let read = server
+        .get_ok(&format!("/v1/conversations/{conv}/arena/{run}"))
+        .await;
+    assert_eq!(read["picked"], Value::Null, "{read}");
+    assert_eq!(read["turnId"], turn_id.as_str());
+    assert_eq!(read["results"].as_array().unwrap().len(), 2, "{read}");
+
+    // The pick.
+    let (status, picked) = server
+        .post(&pick_path(&conv, &run), json!({"model": "mock/mock-model"}))
+        .await;
+    assert_eq!(status, 200, "{picked}");
+    assert_eq!(picked["model"], "mock/mock-model");
+    assert_eq!(picked["turnId"], turn_id.as_str());
+    let message = &picked["message"];
+    assert_eq!(message["role"], "assistant", "{picked}");
+    assert_eq!(message["content"], "echo: second");
+    assert_eq!(message["modelId"], "mock/mock-model");
+    let usage = &results[1]["usage"];
+    assert_eq!(message["usage"]["promptTokens"], usage["promptTokens"]);
+    assert_eq!(
+        message["usage"]["completionTokens"],
+        usage["completionTokens"]
+    );
+    assert_eq!(turn(&server, &conv, &turn_id).await["status"], "completed");
+    let after = server.get_ok(&format!("/v1/conversations/{conv}")).await;
+    assert_eq!(after["latestModelId"], "mock/mock-model", "{after}");
+    assert_eq!(after["status"], "idle", "{after}");
+    assert_eq!(
+        after["usage"]["totalTokens"].as_u64().unwrap(),
+        before["usage"]["totalTokens"].as_u64().unwrap() + usage["totalTokens"].as_u64().unwrap(),
+        "the picked answer counts, the other does not: {after}"
+    );
+    // Once only.
+    server
+        .problem(
+            "POST",
+            &pick_path(&conv, &run),
+            Some(json!({"model": "mock/echo"})),
+            409,
+            "arena_already_picked",
+        )
+        .await;
+    // The unpicked answer stays readable.
+    let read = server
+        .get_ok(&format!("/v1/conversations/{conv}/arena/{run}"))
+        .await;
+    assert_eq!(read["picked"], "mock/mock-model", "{read}");
+    assert_eq!(read["results"][0]["text"], "echo: second", "{read}");
+    // The conversation goes on with the picked answer in its history.
+    server
+        .run_turn(&conv, json!({"content": "third", "model": "mock/echo"}))
+        .await;
+    let last = server.mock_chats().pop().unwrap();
+    assert_eq!(
+        last["messages"][3],
+        json!({"role": "assistant", "content": "echo: second"})
+    );
+    // The pick counts in the stats.
+    let stats = server.get_ok("/v1/arena/stats").await;
+    assert_eq!(
+        stats["models"],
+        json!([
+            {"model": "mock/mock-model", "wins": 1, "appearances": 1, "winRate": 1.0},
+            {"model": "mock/echo", "wins": 0, "appearances": 1, "winRate": 0.0},
+        ]),
+        "{stats}"
+    );
+}
+
+#[tokio::test]
+async fn a_pick_names_a_completed_answer_of_a_known_run() {
+    let server = server().await;
+    let conv = server.create_conversation(json!({})).await;
+    let answer = arena(&server, &conv, "hi", &["mock/status:400", "mock/echo"]).await;
+    let run = answer["runId"].as_str().unwrap();
+    assert_eq!(answer["results"][0]["status"], "failed", "{answer}");
+    for model in ["mock/status:400", "mock/nope"] {
+        let problem = server
+            .problem(
+                "POST",
+                &pick_path(&conv, run),
+                Some(json!({"model": model})),
+                422,
+                "invalid_field",
+            )
+            .await;
+        assert_eq!(problem["field"], "model", "{problem}");
+    }
+    server
+        .problem(
+            "POST",
+            &pick_path(&conv, "0190b7a2-0000-7000-8000-000000000000"),
+            Some(json!({"model": "mock/echo"})),
+            404,
+            "arena_run_not_found",
+        )
+        .await;
+    let (status, picked) = server
+        .post(&pick_path(&conv, run), json!({"model": "mock/echo"}))
+        .await;
+    assert_eq!(status, 200, "{picked}");
+    // The failed model did not appear: only the compared answers count.
+    let stats = server.get_ok("/v1/arena/stats").await;
+    assert_eq!(
+        stats["models"],
+        json!([{"model": "mock/echo", "wins": 1, "appearances": 1, "winRate": 1.0}])
+    );
+}
+
+#[tokio::test]
+async fn when_every_model_fails_the_turn_fails_and_nothing_waits() {
+    let server = server().await;
+    let conv = server.create_conversation(json!({})).await;
+    let answer = arena(
+        &server,
+        &conv,
+        "hi",
+        &["mock/status:400", "mock/status:500"],
+    )
+    .await;
+    let run = answer["runId"].as_str().unwrap();
+    let turn_id = answer["turnId"].as_str().unwrap();
+    assert!(
+        answer["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "failed"),
+        "{answer}"
+    );
+    let failed = turn(&server, &conv, turn_id).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let events = log(&server, &conv).await;
+    assert_eq!(of_type(&events, "arena.completed").len(), 1);
+    assert_eq!(of_type(&events, "turn.failed").len(), 1);
+    server
+        .problem(
+            "POST",
+            &pick_path(&conv, run),
+            Some(json!({"model": "mock/status:400"})),
+            409,
+            "arena_not_awaiting_pick",
+        )
+        .await;
+    // No pick pending: the conversation goes on.
+    server
+        .run_turn(&conv, json!({"content": "again", "model": "mock/echo"}))
+        .await;
+}
+
+#[tokio::test]
+async fn a_streamed_conversation_arena_feeds_deltas_then_done_with_the_turn() {
+    let server = server().await;
+    let conv = server.create_conversation(json!({})).await;
+    let response = server
+        .http
+        .post(server.url(&format!("/v1/conversations/{conv}/arena")))
+        .json(
+            &json!({"content": "one two three", "models": ["mock/echo", "mock/mock-model"],
+                      "stream": true}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut sse = Sse::new(response);
+    let events = sse.until(|e| e.event == "arena.done").await;
+    assert!(sse.next().await.is_none(), "nothing after arena.done");
+    let done = events.last().unwrap();
+    let run = done.data["id"].as_str().unwrap();
+    let turn_id = done.data["turnId"].as_str().unwrap();
+    assert!(!of_type(&events, "arena.delta").is_empty(), "{events:?}");
+    let completed = of_type(&events, "arena.completed");
+    assert_eq!(completed.len(), 2, "{events:?}");
+    assert_eq!(completed[0].data["text"], "echo: one two three");
+    // The run is committed by the time `arena.done` arrives.
+    assert_eq!(
+        turn(&server, &conv, turn_id).await["status"],
+        "awaiting_pick"
+    );
+    let (status, picked) = server
+        .post(&pick_path(&conv, run), json!({"model": "mock/echo"}))
+        .await;
+    assert_eq!(status, 200, "{picked}");
+}
+
+#[tokio::test]
+async fn invalid_conversation_arenas_are_problems() {
+    let server = server().await;
+    let conv = server.create_conversation(json!({})).await;
+    let path = format!("/v1/conversations/{conv}/arena");
+    for (body, field) in [
+        (json!({"content": "x", "models": ["mock/echo"]}), "models"),
+        (
+            json!({"content": "x", "models": ["mock/echo", "mock/echo"]}),
+            "models",
+        ),
+        (
+            json!({"content": "x", "models": ["mock/echo", "mock/unknown-model"]}),
+            "models",
+        ),
+        (
+            json!({"content": " ", "models": ["mock/echo", "mock/mock-model"]}),
+            "content",
+        ),
+        (
+            json!({"content": "x", "models": ["mock/echo", "mock/mock-model"],
+                   "options": {"n": 2}}),
+            "options.n",
+        ),
+    ] {
+        let (status, problem) = server.post(&path, body.clone()).await;
+        assert_eq!(status, 422, "{body}: {problem}");
+        assert_eq!(problem["field"], field, "{body}: {problem}");
+    }
+    server
+        .problem(
+            "POST",
+            "/v1/conversations/0190b7a2-0000-7000-8000-000000000000/arena",
+            Some(json!({"content": "x", "models": ["mock/echo", "mock/mock-model"]})),
+            404,
+            "conversation_not_found",
+        )
+        .await;
+    // Nothing was appended or sent.
+    assert!(server.mock_chats().is_empty());
+    let events = log(&server, &conv).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+}
+
+#[tokio::test]
+async fn a_pending_pick_can_be_cancelled() {
+    let server = server().await;
+    let conv = server.create_conversation(json!({})).await;
+    let answer = arena(&server, &conv, "hi", &["mock/echo", "mock/mock-model"]).await;
+    let turn_id = answer["turnId"].as_str().unwrap();
+    let (status, body) = server
+        .post(
+            &format!("/v1/conversations/{conv}/turns/{turn_id}/cancel"),
+            json!({}),
+        )
+        .await;
+    assert!(status < 300, "{status}: {body}");
+    assert_eq!(turn(&server, &conv, turn_id).await["status"], "cancelled");
+    server
+        .run_turn(&conv, json!({"content": "again", "model": "mock/echo"}))
+        .await;
+}
+
+#[tokio::test]
+async fn a_standalone_run_is_picked_once_and_counts() {
+    let server = server().await;
+    let (status, answer) = server
+        .post(
+            "/v1/arena",
+            json!({"models": ["mock/echo", "mock/mock-model", "mock/status:400"],
+                   "prompt": "hi"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let run = answer["id"].as_str().unwrap();
+    let path = format!("/v1/arena/{run}/pick");
+    let problem = server
+        .problem(
+            "POST",
+            &path,
+            Some(json!({"model": "mock/status:400"})),
+            422,
+            "invalid_field",
+        )
+        .await;
+    assert_eq!(problem["field"], "model", "{problem}");
+    let (status, picked) = server.post(&path, json!({"model": "mock/echo"})).await;
+    assert_eq!(status, 200, "{picked}");
+    assert_eq!(picked["model"], "mock/echo");
+    assert_eq!(picked["others"], json!(["mock/mock-model"]));
+    server
+        .problem(
+            "POST",
+            &path,
+            Some(json!({"model": "mock/mock-model"})),
+            409,
+            "arena_already_picked",
+        )
+        .await;
+    server
+        .problem(
+            "POST",
+            "/v1/arena/0190b7a2-0000-7000-8000-000000000000/pick",
+            Some(json!({"model": "mock/echo"})),
+            404,
+            "arena_run_not_found",
+        )
+        .await;
+    let stats = eventually(LIMIT, "the pick in the stats", || async {
+        let stats = server.get_ok("/v1/arena/stats").await;
+        if stats["models"].as_array().unwrap().len() == 2 {
+            Ok(stats)
+        } else {
+            Err(stats)
+        }
+    })
+    .await;
+    assert_eq!(stats["models"][0]["model"], "mock/echo", "{stats}");
+    assert_eq!(stats["models"][0]["wins"], 1, "{stats}");
+    assert_eq!(stats["models"][1]["model"], "mock/mock-model", "{stats}");
+    assert_eq!(stats["models"][1]["appearances"], 1, "{stats}");
+    // `since` after the pick leaves it out; a bad time is a 400.
+    let later = server
+        .get_ok("/v1/arena/stats?since=2999-01-01T00:00:00Z")
+        .await;
+    assert_eq!(later["models"], json!([]));
+    let (status, _) = server
+        .send("GET", "/v1/arena/stats?since=yesterday", None)
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn cancelling_a_running_conversation_arena_stops_its_models() {
+    let server = TestServer::builder()
+        .listed(&["echo", "hang"])
+        .start()
+        .await;
+    let conv = server.create_conversation(json!({})).await;
+    let path = format!("/v1/conversations/{conv}/arena");
+    let request = server
+        .http
+        .post(server.url(&path))
+        .json(&json!({"content": "wait", "models": ["mock/hang", "mock/echo"]}))
+        .send();
+    let cancel = async {
+        let turn_id = eventually(LIMIT, "the arena turn running", || async {
+            let turns = server
+                .get_ok(&format!("/v1/conversations/{conv}/turns"))
+                .await;
+            match turns["data"].as_array().unwrap().first() {
+                Some(t) if t["status"] == "running" => Ok(t["id"].as_str().unwrap().to_owned()),
+                _ => Err(turns),
+            }
+        })
+        .await;
+        // The hanging model was called before the cancel.
+        eventually(LIMIT, "both models called", || async {
+            let n = server.mock_chats().len();
+            if n == 2 {
+                Ok(())
+            } else {
+                Err(n)
+            }
+        })
+        .await;
+        let (status, body) = server
+            .post(
+                &format!("/v1/conversations/{conv}/turns/{turn_id}/cancel"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        turn_id
+    };
+    let (response, turn_id) = tokio::join!(request, cancel);
+    let response = response.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["results"][0]["status"], "failed", "{answer}");
+    assert_eq!(answer["results"][0]["error"], "cancelled", "{answer}");
+    assert_eq!(turn(&server, &conv, &turn_id).await["status"], "cancelled");
+    eventually(LIMIT, "the hanging request dropped", || async {
+        let n = server.mock.cancelled_requests();
+        if n >= 1 {
+            Ok(())
+        } else {
+            Err(n)
+        }
+    })
+    .await;
+    // Nothing waits: the conversation goes on.
+    server
+        .run_turn(&conv, json!({"content": "again", "model": "mock/echo"}))
+        .await;
+}
+
+#[tokio::test]
+async fn with_the_error_context_strategy_a_message_too_long_for_a_model_is_refused() {
+    use common::named_mock_url;
+    use modelyard_testkit::{Flavour, MockModel, MockOptions};
+    let mock = MockOptions::new(
+        Flavour::LlamaCpp,
+        vec![
+            MockModel::new("echo", Some(400)),
+            MockModel::new("other", Some(4_000)),
+        ],
+    );
+    let server = TestServer::builder()
+        .mock("small", mock)
+        .providers(&format!(
+            "[[providers]]\nname = \"small\"\nkind = \"llama-cpp\"\nbase_url = \"{}\"\n",
+            named_mock_url("small")
+        ))
+        .extra("[turns]\noutput_reserve_tokens = 100\ncontext_strategy = \"error\"\n")
+        .start()
+        .await;
+    let conv = server.create_conversation(json!({})).await;
+    let path = format!("/v1/conversations/{conv}/arena");
+    let long: Vec<String> = (0..500).map(|i| format!("w{i}")).collect();
+    let problem = server
+        .problem(
+            "POST",
+            &path,
+            Some(json!({"content": long.join(" "), "models": ["small/other", "small/echo"]})),
+            422,
+            "context_length_exceeded",
+        )
+        .await;
+    assert_eq!(problem["contextWindow"], 400, "{problem}");
+    assert_eq!(log(&server, &conv).await.len(), 1, "nothing appended");
+    // A message that fits every model runs.
+    let (status, answer) = server
+        .post(
+            &path,
+            json!({"content": "short", "models": ["small/other", "small/echo"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+}
