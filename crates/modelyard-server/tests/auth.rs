@@ -21,6 +21,8 @@ use tokio::time::Instant;
 const MATRIX: &[(&str, &str, Role, bool)] = &[
     ("POST", "/v1/chat/completions", Role::Member, false),
     ("POST", "/v1/arena", Role::Member, false),
+    ("POST", "/v1/arena/{run_id}/pick", Role::Member, true),
+    ("GET", "/v1/arena/stats", Role::Read, false),
     ("GET", "/v1/models", Role::Read, false),
     ("POST", "/v1/embeddings", Role::Member, false),
     ("POST", "/v1/rerank", Role::Member, false),
@@ -120,6 +122,19 @@ const MATRIX: &[(&str, &str, Role, bool)] = &[
     ("POST", "/v1/conversations/{id}/title", Role::Member, true),
     ("POST", "/v1/conversations/{id}/compact", Role::Member, true),
     ("POST", "/v1/conversations/{id}/warm", Role::Member, true),
+    ("POST", "/v1/conversations/{id}/arena", Role::Member, true),
+    (
+        "GET",
+        "/v1/conversations/{id}/arena/{run_id}",
+        Role::Read,
+        true,
+    ),
+    (
+        "POST",
+        "/v1/conversations/{id}/arena/{run_id}/pick",
+        Role::Member,
+        true,
+    ),
 ];
 
 #[test]
@@ -295,6 +310,38 @@ async fn target_path(
         let k = json_ok(server, "POST", "/v1/keys", admin, json!({"role": "read"})).await;
         return format!("/v1/keys/{}", k["id"].as_str().unwrap());
     }
+    // Arena runs: a fresh one (and for a conversation's, a fresh
+    // conversation) per attempt, so a pending pick never holds the
+    // fixture's conversation and every pick has a run to pick from.
+    if template == "/v1/arena/{run_id}/pick" {
+        let run = json_ok(
+            server,
+            "POST",
+            "/v1/arena",
+            admin,
+            body_for("POST", "/v1/arena").unwrap(),
+        )
+        .await;
+        return format!("/v1/arena/{}/pick", run["id"].as_str().unwrap());
+    }
+    if template.starts_with("/v1/conversations/{id}/arena") {
+        let c = json_ok(server, "POST", "/v1/conversations", admin, json!({})).await;
+        let conv = c["id"].as_str().unwrap();
+        if template == "/v1/conversations/{id}/arena" {
+            return format!("/v1/conversations/{conv}/arena");
+        }
+        let run = json_ok(
+            server,
+            "POST",
+            &format!("/v1/conversations/{conv}/arena"),
+            admin,
+            body_for("POST", "/v1/conversations/{id}/arena").unwrap(),
+        )
+        .await;
+        return template
+            .replace("{id}", conv)
+            .replace("{run_id}", run["runId"].as_str().unwrap());
+    }
     if template == "/v1/projects/{id}/limits" {
         return "/v1/projects/default/limits".to_owned();
     }
@@ -342,6 +389,13 @@ fn body_for(method: &str, template: &str) -> Option<Value> {
         }
         ("POST", "/v1/arena") => {
             json!({"models": ["mock/echo", "mock/mock-model"], "prompt": "hi"})
+        }
+        ("POST", "/v1/conversations/{id}/arena") => {
+            json!({"models": ["mock/echo", "mock/mock-model"], "content": "hi"})
+        }
+        ("POST", "/v1/arena/{run_id}/pick")
+        | ("POST", "/v1/conversations/{id}/arena/{run_id}/pick") => {
+            json!({"model": "mock/echo"})
         }
         ("POST", "/v1/embeddings") => json!({"model": "mock/echo", "input": "hi"}),
         ("POST", "/v1/rerank") | ("POST", "/v1/reranking") => {
