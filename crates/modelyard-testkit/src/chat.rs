@@ -65,8 +65,7 @@ impl Behaviour {
                 };
                 let ms_of = |p: Option<&str>| {
                     Duration::from_millis(
-                        p.and_then(|p| p.trim().parse().ok())
-                            .unwrap_or(DEFAULT_MS),
+                        p.and_then(|p| p.trim().parse().ok()).unwrap_or(DEFAULT_MS),
                     )
                 };
                 Behaviour::SlowFirst(ms_of(first), gap.map(|g| ms_of(Some(g))))
