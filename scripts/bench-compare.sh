@@ -17,6 +17,10 @@
 #   --rounds N    interleaved rounds, medians reported (default 3; smoke 1)
 #   --out FILE    write the report to FILE
 #   --no-litellm  skip LiteLLM
+#   --debug       use debug binaries (target/debug) instead of release ones:
+#                 no release build, figures NOT representative (the report
+#                 says so); scripts/test.sh uses it with --smoke, after
+#                 `cargo test --workspace` has built those binaries
 #
 # Installs, cached under ~/.cache/modelyard (like scripts/test.sh's venvs):
 # oha $OHA_VERSION (cargo install --locked) and litellm[proxy]
@@ -39,6 +43,7 @@ SMOKE=0
 ROUNDS=""
 OUT=""
 LITELLM=1
+PROFILE=release
 ARGS=("$@")
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -46,6 +51,7 @@ while [ $# -gt 0 ]; do
         --rounds) ROUNDS="${2:?--rounds needs a number}"; shift ;;
         --out) OUT="${2:?--out needs a file}"; shift ;;
         --no-litellm) LITELLM=0 ;;
+        --debug) PROFILE=debug ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d;s/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -81,14 +87,15 @@ if [ "$LITELLM" = 1 ]; then
     fi
 fi
 
-say "building release binaries: modelyard, mock-upstream, floor-proxy"
-cargo build -q --release -p modelyard --bin modelyard \
+say "building $PROFILE binaries: modelyard, mock-upstream, floor-proxy"
+cargo build -q $([ "$PROFILE" = release ] && echo --release) -p modelyard --bin modelyard \
     -p modelyard-testkit --bin mock-upstream \
     -p modelyard-bench --bin floor-proxy || die "cargo build failed"
 
 say "uptime before: $(uptime)"
 set +e
-python3 "$ROOT/scripts/bench_compare.py" --bins "$ROOT/target/release" --oha "$OHA" \
+python3 "$ROOT/scripts/bench_compare.py" --bins "$ROOT/target/$PROFILE" --oha "$OHA" \
+    $([ "$PROFILE" = debug ] && echo --debug-build) \
     --rounds "$ROUNDS" ${OUT:+--out "$OUT"} $([ "$SMOKE" = 1 ] && echo --smoke) \
     ${LITELLM_BIN:+--litellm "$LITELLM_BIN" --litellm-version "$LITELLM_VERSION"} \
     --command "scripts/bench-compare.sh ${ARGS[*]}"

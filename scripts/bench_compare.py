@@ -26,6 +26,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -483,6 +484,9 @@ def report(ctx):
     w(f"- date: {ctx['date']} UTC; command: `{ctx['command']}`")
     w(f"- machine: {os.cpu_count()} CPUs, shared with other work; load average before: "
       f"{ctx['load_before']}, after: {ctx['load_after']}")
+    if ctx.get("debug"):
+        w("- **DEBUG binaries** (`--debug`): the figures below are NOT representative; this run"
+          " only shows that the harness works")
     w(f"- commit: {ctx['commit']}; oha {ctx['oha_version']}; LiteLLM {ctx['litellm_version']}")
     w(f"- rounds: {ctx['rounds']} (targets interleaved, order reversed every other round; every "
       f"figure is the median over rounds){' — SMOKE run: a few seconds per scenario' if ctx['smoke'] else ''}")
@@ -667,6 +671,7 @@ def main():
     ap.add_argument("--oha", required=True)
     ap.add_argument("--litellm", help="the litellm executable; none: LiteLLM is skipped")
     ap.add_argument("--litellm-version", default="–")
+    ap.add_argument("--debug-build", action="store_true", help="the binaries are debug builds")
     ap.add_argument("--command", default="scripts/bench-compare.sh")
     a = ap.parse_args()
     rounds = a.rounds or 1
@@ -678,7 +683,7 @@ def main():
     signal.signal(signal.SIGINT, on_signal)
 
     ctx = {
-        "smoke": a.smoke, "rounds": rounds, "command": a.command,
+        "smoke": a.smoke, "rounds": rounds, "command": a.command, "debug": a.debug_build,
         "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "load_before": loadavg(),
         "litellm_version": a.litellm_version if a.litellm else "not run",
         "results": {}, "steps": {}, "steps_tried": {}, "hwm": {}, "rss_after": {},
@@ -728,11 +733,12 @@ def main():
             ctx["hwm"][t.name] = status_kib(t.pids(), "VmHWM")
             if t.proc.poll() is not None:
                 raise Failure(f"{t.label} exited during the run ({t.proc.returncode})")
-    except Failure as e:
+    except (Failure, OSError, subprocess.TimeoutExpired, ValueError) as e:
         log(f"FAILED: {e} (logs in {tmp})")
         cleanup()
         return 1
     cleanup()
+    shutil.rmtree(tmp, ignore_errors=True)
     ctx["load_after"] = loadavg()
     text = report(ctx)
     if a.out:

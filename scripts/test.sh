@@ -114,10 +114,11 @@ say "Schemathesis against GET /openapi.json (every operation, 200 examples each)
 scripts/schemathesis.sh
 
 say "performance harness smoke (scripts/bench-compare.sh --smoke): reports numbers, fails only if the harness breaks"
-# Release binaries, oha installed once (cached); LiteLLM only if its venv is
-# already cached. Its figures never fail the suite: a target that does not
-# start or answer does.
-scripts/bench-compare.sh --smoke --out "$TMP/bench-smoke.md"
+# The debug binaries `cargo test --workspace` built (a release build would add
+# many minutes to CI), oha installed once (cached); LiteLLM only if its venv
+# is already cached. Its figures never fail the suite (and are not
+# representative in debug): a target that does not start or answer does.
+scripts/bench-compare.sh --smoke --debug --out "$TMP/bench-smoke.md"
 cat "$TMP/bench-smoke.md" >&2
 
 say "all tests passed"
