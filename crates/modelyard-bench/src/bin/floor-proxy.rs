@@ -345,3 +345,47 @@ impl Drop for Tap {
 fn memmem(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn floor() -> (Arc<Floor>, mpsc::Receiver<LogRecord>) {
+        let (tx, rx) = mpsc::channel(4);
+        let floor = Arc::new(Floor {
+            client: reqwest::Client::new(),
+            upstream: String::new(),
+            log: tx,
+            dropped: AtomicU64::new(0),
+        });
+        (floor, rx)
+    }
+
+    #[test]
+    fn a_usage_event_split_across_chunks_is_tapped_and_logged_once_when_the_stream_ends() {
+        let (floor, mut rx) = floor();
+        let mut tap = Tap {
+            floor,
+            model: "m".into(),
+            status: 200,
+            start: Instant::now(),
+            line: Vec::new(),
+            usage: None,
+        };
+        tap.feed(&Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"usage\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"us",
+        ));
+        tap.feed(&Bytes::from_static(
+            b"age\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n",
+        ));
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing is logged before the stream ends"
+        );
+        drop(tap);
+        let record = rx.try_recv().unwrap();
+        assert_eq!((record.model.as_str(), record.status), ("m", 200));
+        assert_eq!(record.usage, Some((3, 4)));
+        assert!(rx.try_recv().is_err(), "one record per request");
+    }
+}
