@@ -9,7 +9,7 @@
 # route with two targets, call log on SQLite, metrics); Modelyard with the
 # call log off; LiteLLM (PyPI, 2 workers, no database, local cost map).
 # Load generator: oha. Scenarios, figures and the report: see
-# scripts/bench_compare.py. The markdown report goes to stdout or --out.
+# scripts/bench_compare/. The markdown report goes to stdout or --out.
 #
 #   --smoke       a few seconds per scenario (< 2 minutes once built), LiteLLM
 #                 only if its venv is already installed; exits 0 whatever the
@@ -94,7 +94,7 @@ cargo build -q $([ "$PROFILE" = release ] && echo --release) -p modelyard --bin 
 
 say "uptime before: $(uptime)"
 set +e
-python3 "$ROOT/scripts/bench_compare.py" --bins "$ROOT/target/$PROFILE" --oha "$OHA" \
+python3 "$ROOT/scripts/bench_compare" --bins "$ROOT/target/$PROFILE" --oha "$OHA" \
     $([ "$PROFILE" = debug ] && echo --debug-build) \
     --rounds "$ROUNDS" ${OUT:+--out "$OUT"} $([ "$SMOKE" = 1 ] && echo --smoke) \
     ${LITELLM_BIN:+--litellm "$LITELLM_BIN" --litellm-version "$LITELLM_VERSION"} \
