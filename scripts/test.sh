@@ -4,7 +4,9 @@
 # against the real local model, and the official openai and anthropic Python
 # SDKs (chat, responses, messages, and embeddings / legacy completions against a second
 # llama-server started with --embeddings --pooling mean), and Schemathesis
-# against the server's own OpenAPI document (scripts/schemathesis.sh).
+# against the server's own OpenAPI document (scripts/schemathesis.sh), then a
+# smoke run of the side-by-side performance harness (scripts/bench-compare.sh
+# --smoke; it reports and only fails when the harness itself breaks).
 #
 #   scripts/test.sh
 #
@@ -110,5 +112,13 @@ say "Schemathesis against GET /openapi.json (every operation, 200 examples each)
 # Its own server and mock upstream on free ports; the venv is cached like the
 # SDKs' (~/.cache/modelyard/schemathesis-venv-VERSION).
 scripts/schemathesis.sh
+
+say "performance harness smoke (scripts/bench-compare.sh --smoke): reports numbers, fails only if the harness breaks"
+# The debug binaries `cargo test --workspace` built (a release build would add
+# many minutes to CI), oha installed once (cached); LiteLLM only if its venv
+# is already cached. Its figures never fail the suite (and are not
+# representative in debug): a target that does not start or answer does.
+scripts/bench-compare.sh --smoke --debug --out "$TMP/bench-smoke.md"
+cat "$TMP/bench-smoke.md" >&2
 
 say "all tests passed"

@@ -22,7 +22,9 @@ pub(crate) const TOOL_ARGUMENTS: &str = r#"{"city": "Paris"}"#;
 pub(crate) enum Behaviour {
     Normal,
     Slow(Duration),
-    SlowFirst(Duration),
+    /// `slow-first:<ms>[@<gap>]`: sleeps `<ms>` before anything, and (streamed) `<gap>` between
+    /// every two SSE events.
+    SlowFirst(Duration, Option<Duration>),
     Stall(Duration),
     Drop,
     Malformed,
@@ -56,7 +58,18 @@ impl Behaviour {
         };
         match name {
             "slow" => Behaviour::Slow(ms()),
-            "slow-first" => Behaviour::SlowFirst(ms()),
+            "slow-first" => {
+                let (first, gap) = match param.map(|p| p.split_once('@')) {
+                    Some(Some((first, gap))) => (Some(first), Some(gap)),
+                    _ => (param, None),
+                };
+                let ms_of = |p: Option<&str>| {
+                    Duration::from_millis(
+                        p.and_then(|p| p.trim().parse().ok()).unwrap_or(DEFAULT_MS),
+                    )
+                };
+                Behaviour::SlowFirst(ms_of(first), gap.map(|g| ms_of(Some(g))))
+            }
             "stall" => Behaviour::Stall(ms()),
             "drop" => Behaviour::Drop,
             "malformed" => Behaviour::Malformed,
@@ -205,7 +218,7 @@ pub(crate) async fn chat(body: Bytes, in_flight: InFlight, limited: bool) -> Res
 
     match &behaviour {
         Behaviour::Hang => tokio::time::sleep(Duration::from_secs(3600)).await,
-        Behaviour::SlowFirst(d) => tokio::time::sleep(*d).await,
+        Behaviour::SlowFirst(d, _) => tokio::time::sleep(*d).await,
         Behaviour::Slow(d) | Behaviour::Stall(d) if !stream => tokio::time::sleep(*d).await,
         Behaviour::Status(code, retry_after) => {
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

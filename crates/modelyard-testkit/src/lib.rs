@@ -89,6 +89,7 @@
 //! | anything else (`mock-model`, `echo`, …) | normal stream (below) | normal completion (below) |
 //! | `slow:<ms>`        | sleeps `<ms>` between every two SSE events | sleeps `<ms>` before the response headers |
 //! | `slow-first:<ms>`  | sleeps `<ms>` before sending anything (headers included), then normal | same |
+//! | `slow-first:<ms>@<gap>` | sleeps `<ms>` before sending anything, then sleeps `<gap>` ms between every two SSE events (the bench's "20 ms to first byte, 5 ms between chunks": `slow-first:20@5`) | sleeps `<ms>`, then normal |
 //! | `stall:<ms>`       | role chunk + first word chunk, sleeps `<ms>`, then the rest | sleeps `<ms>`, then normal |
 //! | `drop`             | role chunk + one content chunk, then the connection is aborted (no `[DONE]`) | headers + the first half of the JSON, then aborted |
 //! | `malformed`        | role chunk, `data: {this is not json`, `data: [DONE]` | `200` with body `{this is not json` |

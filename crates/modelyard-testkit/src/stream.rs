@@ -164,7 +164,11 @@ pub(crate) fn stream_response(
     let mut steps = Vec::with_capacity(events.len() * 2 + 2);
     for (i, ev) in events.into_iter().enumerate() {
         match behaviour {
-            Behaviour::Slow(d) | Behaviour::ToolCall { delay: Some(d), .. } if i > 0 => {
+            Behaviour::Slow(d)
+            | Behaviour::SlowFirst(_, Some(d))
+            | Behaviour::ToolCall { delay: Some(d), .. }
+                if i > 0 =>
+            {
                 steps.push(Step::Sleep(*d))
             }
             Behaviour::Stall(d) if i == 2 => steps.push(Step::Sleep(*d)),

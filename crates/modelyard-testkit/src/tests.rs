@@ -184,6 +184,14 @@ fn parse_tool_call() {
         Behaviour::Slow(Duration::from_millis(5))
     );
     assert_eq!(Behaviour::parse("tool"), Behaviour::Normal);
+    assert_eq!(
+        Behaviour::parse("slow-first:20@5"),
+        Behaviour::SlowFirst(Duration::from_millis(20), Some(Duration::from_millis(5)))
+    );
+    assert_eq!(
+        Behaviour::parse("slow-first:20"),
+        Behaviour::SlowFirst(Duration::from_millis(20), None)
+    );
 }
 
 #[tokio::test]
