@@ -227,37 +227,73 @@ pub(crate) async fn run(
     options: &ArenaOptions,
     prompt: &str,
 ) -> anyhow::Result<ExitCode> {
+    let printed = post_and_print(
+        client,
+        "/v1/arena",
+        &request_body(options, prompt),
+        &options.models,
+        options.json,
+        options.columns,
+    )
+    .await?;
+    Ok(printed.code)
+}
+
+/// What [`post_and_print`] saw.
+pub(crate) struct Printed {
+    /// 1 when any model failed (or the request was refused).
+    pub code: ExitCode,
+    /// `arena.done`'s data (`{id, …}`) of a streamed run.
+    pub done: Option<Value>,
+    /// Whether any model completed.
+    pub any_completed: bool,
+}
+
+/// Posts an arena request `body` (to `POST /v1/arena` or a conversation's
+/// `…/arena`, both answering the same feed) and prints it as the module
+/// docs say: with `json` (or a refusal) the JSON answer, else the streamed
+/// feed of `models`, side by side or one after another by `columns`.
+pub(crate) async fn post_and_print(
+    client: &Client,
+    path: &str,
+    body: &Value,
+    models: &[String],
+    json: bool,
+    columns: ColumnsFlag,
+) -> anyhow::Result<Printed> {
     let response = client
         .http()
-        .post(client.url("/v1/arena"))
-        .json(&request_body(options, prompt))
+        .post(client.url(path))
+        .json(body)
         .send()
         .await
         .context("cannot reach the Modelyard server (is `modelyard serve` running?)")?;
-    if options.json || !response.status().is_success() {
+    if json || !response.status().is_success() {
         let value = read_json(response).await?;
         println!("{}", serde_json::to_string_pretty(&value)?);
-        let failed = value
-            .get("results")
-            .and_then(Value::as_array)
-            .is_some_and(|r| r.iter().any(|r| r["status"] != "completed"));
-        return Ok(if failed {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
+        let results = value.get("results").and_then(Value::as_array);
+        let failed = results.is_some_and(|r| r.iter().any(|r| r["status"] != "completed"));
+        return Ok(Printed {
+            code: if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            },
+            done: None,
+            any_completed: results.is_some_and(|r| r.iter().any(|r| r["status"] == "completed")),
         });
     }
     let mut response = response;
     let terminal = std::io::stdout().is_terminal();
-    let width = match options.columns {
+    let width = match columns {
         ColumnsFlag::Never => None,
         ColumnsFlag::Always => terminal_width(),
         ColumnsFlag::Auto if terminal => terminal_width(),
         ColumnsFlag::Auto => None,
     };
-    let layout = columns::choose(options.columns, options.models.len(), terminal, width);
+    let layout = columns::choose(columns, models.len(), terminal, width);
     let mut progress = match layout {
-        Layout::Columns { width, live: true } => Some(Progress::new(&options.models, width)),
+        Layout::Columns { width, live: true } => Some(Progress::new(models, width)),
         _ => None,
     };
     let side_by_side = matches!(layout, Layout::Columns { .. });
@@ -329,7 +365,7 @@ pub(crate) async fn run(
                             Layout::Columns { width, .. } => width,
                             Layout::Sequential => 0,
                         };
-                        let table = result_columns(&options.models, &texts, &ends);
+                        let table = result_columns(models, &texts, &ends);
                         for line in columns::layout(&table, width) {
                             writeln!(stdout, "{line}")?;
                         }
@@ -340,10 +376,14 @@ pub(crate) async fn run(
                         }
                     }
                     let failed = ends.values().any(|(_, end)| end.get("error").is_some());
-                    return Ok(if failed {
-                        ExitCode::FAILURE
-                    } else {
-                        ExitCode::SUCCESS
+                    return Ok(Printed {
+                        code: if failed {
+                            ExitCode::FAILURE
+                        } else {
+                            ExitCode::SUCCESS
+                        },
+                        any_completed: ends.values().any(|(_, end)| end.get("error").is_none()),
+                        done: Some(value),
                     });
                 }
                 _ => {}

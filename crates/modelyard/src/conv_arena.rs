@@ -1,23 +1,21 @@
 //! The arena inside a conversation and what picks add up to:
 //! - `modelyard conversations arena <id> -m A -m B "message"`
-//!   (`POST /v1/conversations/{id}/arena`): streams the run, printing each
-//!   model's answer under a `== model ==` header when that model ends, then
-//!   a summary line per model and the run id with the command that picks
-//!   (stderr). `--json` prints the non-streamed answer. Exit code 1 when
+//!   (`POST /v1/conversations/{id}/arena`): streams and prints the run as
+//!   `modelyard arena` does (side by side on a wide terminal, else each
+//!   answer under a `== model ==` header with summary lines on stderr),
+//!   then the run id with the command that picks (stderr). `--json` prints the non-streamed answer. Exit code 1 when
 //!   any model failed.
 //! - `modelyard conversations pick <id> <runId> <model>`: the chosen answer
 //!   becomes the turn's; prints it.
 //! - `modelyard arena stats [--since T] [--json]` (`GET /v1/arena/stats`):
 //!   one line per model, most wins first.
 
-use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
-use modelyard_upstream::sse::SseDecoder;
 use serde_json::{json, Value};
 
-use crate::client::{read_json, send, urlencode, Client};
+use crate::arena::{self, ColumnsFlag};
+use crate::client::{send, urlencode, Client};
 
 /// What to send.
 pub(crate) struct Options {
@@ -50,26 +48,6 @@ fn request_body(options: &Options, content: &str) -> Value {
     body
 }
 
-/// One model's summary line: tokens and times, or its error.
-fn summary_line(end: &Value) -> String {
-    let model = end.get("model").and_then(Value::as_str).unwrap_or("?");
-    if let Some(error) = end.get("error").and_then(Value::as_str) {
-        return format!("{model}: failed: {error}");
-    }
-    let number = |v: Option<&Value>| match v.and_then(Value::as_i64) {
-        Some(n) => n.to_string(),
-        None => "?".to_owned(),
-    };
-    let usage = end.get("usage");
-    format!(
-        "{model}: {} prompt + {} completion tokens · ttft {} ms · total {} ms",
-        number(usage.and_then(|u| u.get("promptTokens"))),
-        number(usage.and_then(|u| u.get("completionTokens"))),
-        number(end.get("ttftMs")),
-        number(end.get("durationMs")),
-    )
-}
-
 /// The lines that close a run: how to pick (or that nothing can be picked).
 fn closing_lines(conversation: &str, run_id: &str, any_completed: bool) -> String {
     if any_completed {
@@ -81,7 +59,8 @@ fn closing_lines(conversation: &str, run_id: &str, any_completed: bool) -> Strin
     }
 }
 
-/// Runs the conversation's arena and prints it.
+/// Runs the conversation's arena and prints it ([`arena::post_and_print`],
+/// as `modelyard arena` does), then how to pick.
 pub(crate) async fn run(
     client: &Client,
     conversation: &str,
@@ -89,71 +68,23 @@ pub(crate) async fn run(
     content: &str,
 ) -> anyhow::Result<ExitCode> {
     let path = format!("/v1/conversations/{}/arena", urlencode(conversation));
-    let response = client
-        .http()
-        .post(client.url(&path))
-        .json(&request_body(options, content))
-        .send()
-        .await
-        .context("cannot reach the Modelyard server (is `modelyard serve` running?)")?;
-    if options.json || !response.status().is_success() {
-        let value = read_json(response).await?;
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        let failed = value
-            .get("results")
-            .and_then(Value::as_array)
-            .is_some_and(|r| r.iter().any(|r| r["status"] != "completed"));
-        return Ok(if failed {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        });
+    let printed = arena::post_and_print(
+        client,
+        &path,
+        &request_body(options, content),
+        &options.models,
+        options.json,
+        ColumnsFlag::Auto,
+    )
+    .await?;
+    if let Some(done) = &printed.done {
+        let run_id = done.get("id").and_then(Value::as_str).unwrap_or("?");
+        eprintln!(
+            "{}",
+            closing_lines(conversation, run_id, printed.any_completed)
+        );
     }
-    let mut response = response;
-    let mut decoder = SseDecoder::new();
-    let mut stdout = std::io::stdout();
-    let mut ends: Vec<(u64, Value)> = Vec::new();
-    while let Some(chunk) = response.chunk().await.context("the stream broke")? {
-        decoder.push(&chunk);
-        while let Some(event) = decoder.next_event() {
-            let name = event.event.unwrap_or_default();
-            let value: Value = serde_json::from_slice(&event.data)
-                .context("the server sent malformed stream data")?;
-            let index = value.get("index").and_then(Value::as_u64).unwrap_or(0);
-            let model = value.get("model").and_then(Value::as_str).unwrap_or("?");
-            match name.as_str() {
-                "arena.completed" => {
-                    let text = value.get("text").and_then(Value::as_str).unwrap_or("");
-                    writeln!(stdout, "== {model} ==\n{text}\n")?;
-                    stdout.flush()?;
-                    ends.push((index, value));
-                }
-                "arena.failed" => {
-                    let error = value.get("error").and_then(Value::as_str).unwrap_or("?");
-                    writeln!(stdout, "== {model} ==\n(failed: {error})\n")?;
-                    stdout.flush()?;
-                    ends.push((index, value));
-                }
-                "arena.done" => {
-                    ends.sort_by_key(|(index, _)| *index);
-                    for (_, end) in &ends {
-                        eprintln!("{}", summary_line(end));
-                    }
-                    let run_id = value.get("id").and_then(Value::as_str).unwrap_or("?");
-                    let failed = ends.iter().any(|(_, end)| end.get("error").is_some());
-                    let any_completed = ends.iter().any(|(_, end)| end.get("error").is_none());
-                    eprintln!("{}", closing_lines(conversation, run_id, any_completed));
-                    return Ok(if failed {
-                        ExitCode::FAILURE
-                    } else {
-                        ExitCode::SUCCESS
-                    });
-                }
-                _ => {}
-            }
-        }
-    }
-    bail!("the arena stream ended without arena.done")
+    Ok(printed.code)
 }
 
 /// Picks `model`'s answer of run `run_id`; prints the answer.
