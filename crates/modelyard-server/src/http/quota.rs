@@ -74,22 +74,28 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
         // Over the size limit the outer body-limit layer answers 413.
         Err(err) => return unreadable(&path, &err.to_string()),
     };
-    let split = reserve_split(&bytes, app.quotas.default_reserve, generates(&path));
-    let cost_nusd = if applicable.iter().any(|(_, l)| l.max_cost_nusd.is_some()) {
-        reserve_cost_nusd(&app, &split)
+    let need = if is_arena(&path) {
+        // An arena's body names `models`, not a `model`: no cost reserve.
+        Need {
+            tokens: arena_reserve_tokens(
+                &bytes,
+                app.quotas.default_reserve,
+                crate::service::arena::MAX_MODELS,
+            ),
+            cost_nusd: 0,
+        }
     } else {
-        0
+        let split = reserve_split(&bytes, app.quotas.default_reserve, generates(&path));
+        let cost_nusd = if applicable.iter().any(|(_, l)| l.max_cost_nusd.is_some()) {
+            reserve_cost_nusd(&app, &split)
+        } else {
+            0
+        };
+        Need {
+            tokens: i64::try_from(add_tokens(split.prompt, split.output)).unwrap_or(i64::MAX),
+            cost_nusd,
+        }
     };
-    let tokens = if is_arena(&path) {
-        arena_reserve_tokens(
-            &bytes,
-            app.quotas.default_reserve,
-            crate::service::arena::MAX_MODELS,
-        )
-    } else {
-        i64::try_from(add_tokens(split.prompt, split.output)).unwrap_or(i64::MAX)
-    };
-    let need = Need { tokens, cost_nusd };
     match app
         .quotas
         .admit(&applicable, need, crate::clock::now_ms())

@@ -35,6 +35,20 @@ struct Caps {
     n: Option<u64>,
 }
 
+impl Caps {
+    /// The output tokens these caps allow: the first of
+    /// `max_completion_tokens`, `max_tokens`, `max_output_tokens`, else
+    /// `default_reserve`, times `n` (1..=128).
+    fn output(&self, default_reserve: u64) -> u64 {
+        let cap = self
+            .max_completion_tokens
+            .or(self.max_tokens)
+            .or(self.max_output_tokens)
+            .unwrap_or(default_reserve);
+        cap.saturating_mul(self.n.unwrap_or(1).clamp(1, 128))
+    }
+}
+
 /// The tokens to reserve for a request `body`: its output cap
 /// (`max_completion_tokens`, `max_tokens` or `max_output_tokens`, times
 /// `n`) or `default_reserve` when it has none, if it `generates`
@@ -65,12 +79,7 @@ pub fn reserve_split(body: &[u8], default_reserve: u64, generates: bool) -> Rese
     let prompt = body.len() as u64 / BYTES_PER_TOKEN;
     let caps: Caps = serde_json::from_slice(body).unwrap_or_default();
     let output = if generates {
-        let cap = caps
-            .max_completion_tokens
-            .or(caps.max_tokens)
-            .or(caps.max_output_tokens)
-            .unwrap_or(default_reserve);
-        cap.saturating_mul(caps.n.unwrap_or(1).clamp(1, 128))
+        caps.output(default_reserve)
     } else {
         0
     };
@@ -101,11 +110,7 @@ struct ArenaHead {
 /// counts as one model with the default.
 pub fn arena_reserve_tokens(body: &[u8], default_reserve: u64, max_models: usize) -> i64 {
     let head: ArenaHead = serde_json::from_slice(body).unwrap_or_default();
-    let caps = head.options.unwrap_or_default();
-    let cap = caps
-        .max_completion_tokens
-        .or(caps.max_tokens)
-        .unwrap_or(default_reserve);
+    let cap = head.options.unwrap_or_default().output(default_reserve);
     let one = add_tokens(body.len() as u64 / BYTES_PER_TOKEN, cap);
     let models = head.models.len().clamp(1, max_models.max(1)) as u64;
     i64::try_from(one.saturating_mul(models)).unwrap_or(i64::MAX)

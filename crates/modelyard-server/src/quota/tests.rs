@@ -428,3 +428,47 @@ fn settling_from_calls_counts_each_calls_tokens() {
     );
     assert_eq!(call_tokens(&Usage::default()), 0);
 }
+
+mod reserve_props {
+    use proptest::prelude::*;
+
+    use super::super::{arena_reserve_tokens, reserve_split, BYTES_PER_TOKEN};
+
+    /// A body that is JSON with caps and a model of any shape, or not.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..512),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                proptest::option::of(any::<i64>()),
+                0usize..40
+            )
+                .prop_map(|(max, n, model, models)| {
+                    let model = model.map_or_else(|| "\"m/x\"".to_owned(), |m| m.to_string());
+                    let ids: Vec<String> = (0..models).map(|i| format!("\"m/{i}\"")).collect();
+                    format!(
+                        "{{\"model\":{model},\"max_tokens\":{max},\"n\":{n},\
+                         \"models\":[{}],\"options\":{{\"max_completion_tokens\":{max}}}}}",
+                        ids.join(",")
+                    )
+                    .into_bytes()
+                }),
+        ]
+    }
+
+    proptest! {
+        /// Client bytes never panic the reserve and never make it wrap:
+        /// the prompt estimate is the body's length, an arena's reserve
+        /// (saturating) never falls below one prompt's.
+        #[test]
+        fn reserves_of_any_body_are_bounded(body in body(), default in 0u64..10_000_000) {
+            let split = reserve_split(&body, default, true);
+            prop_assert_eq!(split.prompt, body.len() as u64 / BYTES_PER_TOKEN);
+            let arena = arena_reserve_tokens(&body, default, 8);
+            prop_assert!(arena >= 0);
+            let one = body.len() as i64 / BYTES_PER_TOKEN as i64;
+            prop_assert!(arena >= one.min(i64::MAX / 8));
+        }
+    }
+}
