@@ -224,6 +224,25 @@ impl Ui {
             .await;
         v.as_array().cloned().unwrap()
     }
+
+    /// Waits until `n` columns finished and the run ended: every completed
+    /// column offers `button` (the pick is offered at `arena.done`, which
+    /// may come after the last column's own `arena.completed`).
+    async fn wait_pickable(&self, n: usize, button: &str) -> Vec<Value> {
+        let v = self
+            .wait_js(&format!("{n} columns offering {button}"), COLUMNS, |v| {
+                v.as_array().is_some_and(|c| {
+                    c.len() == n
+                        && c.iter().all(|c| match c["state"].as_str() {
+                            Some("completed") => c["buttons"] == json!([button]),
+                            Some("failed") => true,
+                            _ => false,
+                        })
+                })
+            })
+            .await;
+        v.as_array().cloned().unwrap()
+    }
 }
 
 /// The columns: model, state, text, error, the token / TTFT / total badges,
@@ -453,7 +472,7 @@ async fn arena_pick_prefer_records_the_pick_and_counts_the_win() {
         "pick me",
     )
     .await;
-    let done = ui.wait_finished(3).await;
+    let done = ui.wait_pickable(3, "arena-prefer").await;
     for c in &done[..2] {
         assert_eq!(c["buttons"], json!(["arena-prefer"]), "{c}");
     }
@@ -533,7 +552,7 @@ async fn arena_pick_in_a_conversation_uses_the_chosen_answer() {
         "which is better",
     )
     .await;
-    let done = ui.wait_finished(2).await;
+    let done = ui.wait_pickable(2, "arena-use").await;
     for c in &done {
         assert_eq!(c["state"], "completed", "{c}");
         assert_eq!(c["text"], "echo: which is better", "{c}");
@@ -563,7 +582,7 @@ async fn arena_pick_in_a_conversation_uses_the_chosen_answer() {
 
     // A reload redraws the pending run; "Use this answer" appends it.
     ui.b.refresh().await.unwrap();
-    let redrawn = ui.wait_finished(2).await;
+    let redrawn = ui.wait_pickable(2, "arena-use").await;
     assert!(
         redrawn.iter().all(|c| c["buttons"] == json!(["arena-use"])),
         "{redrawn:?}"
