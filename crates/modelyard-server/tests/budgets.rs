@@ -984,3 +984,97 @@ async fn an_arena_reserves_one_chat_per_model() {
     assert_eq!(response.status(), 429);
     assert_eq!(chats(&server.mock), before, "nothing reached the upstream");
 }
+
+#[tokio::test]
+async fn a_turn_and_an_arena_reserve_their_models_price() {
+    // 0.1 USD per token: a turn's default reserve (4,096 output tokens)
+    // is worth about 410 USD; an arena model's with max_tokens 600, ~62.
+    let server = TestServer::builder()
+        .listed(&["echo", "slow:300"])
+        .extra(
+            "[[prices]]\nmodel = \"mock/*\"\ninput_per_mtok = 100000.0\n\
+             output_per_mtok = 100000.0\n",
+        )
+        .start()
+        .await;
+    let admin = admin_key(&server).await;
+    let budget = |usd: f64| json!({"maxCostUsd": usd, "period": "day"});
+    let (_, small) = limited_key(&server, &admin, budget(200.0)).await;
+    let (_, large) = limited_key(&server, &admin, budget(1000.0)).await;
+    let conversation = |key: String| {
+        let server = &server;
+        async move {
+            let conv: Value = post(
+                server,
+                &key,
+                "/v1/conversations",
+                &json!({"model": "mock/echo"}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+            conv["id"].as_str().unwrap().to_owned()
+        }
+    };
+
+    // The conversation's model is priced: a turn that names no model
+    // reserves its worth and is refused before anything is sent.
+    let conv = conversation(small.clone()).await;
+    let sent = chats(&server.mock);
+    let turns = format!("/v1/conversations/{conv}/turns");
+    let refused = post(&server, &small, &turns, &json!({"content": "hello"})).await;
+    assert_eq!(refused.status(), 429);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["code"], "budget_exceeded", "{problem}");
+    // So is one that overrides the model.
+    let refused = post(
+        &server,
+        &small,
+        &turns,
+        &json!({"content": "hello", "model": "mock/slow:300"}),
+    )
+    .await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(chats(&server.mock), sent, "nothing sent upstream");
+
+    // A budget that holds the reserve admits the turn, and shows the
+    // reserve held.
+    let conv = conversation(large.clone()).await;
+    let turns = format!("/v1/conversations/{conv}/turns");
+    let admitted = post(&server, &large, &turns, &json!({"content": "hello"})).await;
+    assert_eq!(admitted.status(), 202);
+    let left: f64 = header(&admitted, "x-modelyard-budget-remaining")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        left <= 1000.0 - 409.6,
+        "{left} USD left: the reserve is not held"
+    );
+    let turn: Value = admitted.json().await.unwrap();
+    let turn_id = turn["turnId"].as_str().unwrap();
+    assert_eq!(
+        turn_ended(&server, &large, &conv, turn_id).await,
+        "completed"
+    );
+
+    // An arena prices each model's share: two of ~62 USD pass 100.
+    let (_, hundred) = limited_key(&server, &admin, budget(100.0)).await;
+    let arena = json!({"models": ["mock/echo", "mock/slow:300"], "prompt": "hello",
+                       "options": {"max_tokens": 600}});
+    let sent = chats(&server.mock);
+    let refused = post(&server, &hundred, "/v1/arena", &arena).await;
+    assert_eq!(refused.status(), 429);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["code"], "budget_exceeded", "{problem}");
+    assert_eq!(chats(&server.mock), sent, "nothing sent upstream");
+    let (_, two_hundred) = limited_key(&server, &admin, budget(200.0)).await;
+    let admitted = post(&server, &two_hundred, "/v1/arena", &arena).await;
+    assert_eq!(admitted.status(), 200);
+    let left: f64 = header(&admitted, "x-modelyard-budget-remaining")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(left <= 200.0 - 120.0, "{left} USD left of 200");
+}

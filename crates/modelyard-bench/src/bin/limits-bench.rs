@@ -1,11 +1,14 @@
 //! `limits-bench`: what budgets and rate limits add to a request (issue
 //! 21's goal: ≤ 10 µs p50), measured by the client in one run.
 //!
-//! One Modelyard (call log off, SQLite in a temporary directory) in front
-//! of the zero-latency mock; keys of one project: an admin key without
+//! One Modelyard (call log off, SQLite in a temporary directory, the mock's
+//! models priced so a cost budget reserves a real price) in front of the
+//! zero-latency mock; keys of one project: an admin key without
 //! limits, and member keys with limits set high enough never to refuse —
 //! every limit (`requestsPerMinute`, `tokensPerMinute`, a `maxTokens` and a
-//! `maxCostUsd` budget per day, `maxConcurrent`), only `maxConcurrent` (the
+//! `maxCostUsd` budget per day, `maxConcurrent`), a rate limit and a budget
+//! (`requestsPerMinute` and `maxCostUsd` per day: the issue's case), only
+//! `maxConcurrent` (the
 //! body read and reserve without a counter), only `requestsPerMinute` — so
 //! their requests take the limited path: limits lookup (cached), body read
 //! and reserve, admission from the local lease (a store round trip once per
@@ -54,7 +57,8 @@ async fn main() -> Result<()> {
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\n[storage]\nurl = \"sqlite://{db}\"\n\
          data_dir = \"{data}\"\ncall_log = false\n\n[[providers]]\nname = \"mock\"\n\
-         kind = \"openai\"\nbase_url = \"{mock}\"\n",
+         kind = \"openai\"\nbase_url = \"{mock}\"\n\n[[prices]]\nmodel = \"mock/*\"\n\
+         input_per_mtok = 0.5\noutput_per_mtok = 1.5\n",
         db = dir.join("modelyard.db").display(),
         data = dir.display(),
         mock = mock.base_url(),
@@ -84,6 +88,10 @@ async fn main() -> Result<()> {
                 "maxTokens": 1_000_000_000_000i64, "maxCostUsd": 1_000_000, "period": "day",
                 "maxConcurrent": 1000,
             }),
+        ),
+        (
+            "a rate limit and a budget",
+            json!({"requestsPerMinute": 100_000_000, "maxCostUsd": 1_000_000, "period": "day"}),
         ),
         ("maxConcurrent only", json!({"maxConcurrent": 1000})),
         (

@@ -33,7 +33,7 @@ use crate::error::{is_anthropic_path, is_openai_path, AnthropicError, OpenAiErro
 use modelyard_core::usage::add_tokens;
 
 use crate::quota::{
-    arena_reserve_tokens, reserve_split, AdmissionSlot, Need, Refusal, Remaining, ReserveSplit,
+    arena_split, reserve_split, AdmissionSlot, ArenaSplit, Need, Refusal, Remaining, ReserveSplit,
 };
 use crate::routing::Destination;
 
@@ -74,25 +74,38 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
         // Over the size limit the outer body-limit layer answers 413.
         Err(err) => return unreadable(&path, &err.to_string()),
     };
+    let priced = applicable.iter().any(|(_, l)| l.max_cost_nusd.is_some());
     let need = if is_arena(&path) {
-        // An arena's body names `models`, not a `model`: no cost reserve.
+        let split = arena_split(
+            &bytes,
+            app.quotas.default_reserve,
+            crate::service::arena::MAX_MODELS,
+        );
         Need {
-            tokens: arena_reserve_tokens(
-                &bytes,
-                app.quotas.default_reserve,
-                crate::service::arena::MAX_MODELS,
-            ),
-            cost_nusd: 0,
+            tokens: split.tokens(),
+            cost_nusd: if priced {
+                arena_cost_nusd(&app, &split)
+            } else {
+                0
+            },
         }
     } else {
         let split = reserve_split(&bytes, app.quotas.default_reserve, generates(&path));
-        let cost_nusd = if applicable.iter().any(|(_, l)| l.max_cost_nusd.is_some()) {
-            reserve_cost_nusd(&app, &split)
-        } else {
-            0
-        };
+        let mut tokens = add_tokens(split.prompt, split.output);
+        let mut cost_nusd = 0;
+        if let Some(operation) = conversation_operation(&path, split.operation.as_deref()) {
+            // A conversation's call sends its history too.
+            if let Some(reserve) =
+                conversation_reserve(&app, &caller, &parts, operation, &split, priced).await
+            {
+                tokens = add_tokens(tokens, reserve.history);
+                cost_nusd = reserve.cost_nusd;
+            }
+        } else if priced {
+            cost_nusd = reserve_cost_nusd(&app, &split);
+        }
         Need {
-            tokens: i64::try_from(add_tokens(split.prompt, split.output)).unwrap_or(i64::MAX),
+            tokens: i64::try_from(tokens).unwrap_or(i64::MAX),
             cost_nusd,
         }
     };
@@ -116,21 +129,45 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
 }
 
 /// The cost reserve of a request: its reserved tokens at the dearest price
-/// among the deployments its `model` may reach (a deployment, or a route's
-/// targets and deployment fallbacks), nano-USD. 0 without a `model` in the
-/// body (a conversation turn), for an id that does not resolve, or when
-/// nothing is priced; admission then holds 1 nano-USD of a cost budget.
+/// among the deployments its `model` may reach ([`destination_cost_nusd`]).
+/// 0 without a `model` in the body, for an id that does not resolve, or
+/// when nothing is priced; admission then holds 1 nano-USD of a cost budget.
 fn reserve_cost_nusd(app: &AppState, split: &ReserveSplit) -> i64 {
     let Some(model) = split.model.as_deref() else {
         return 0;
     };
-    match app.destination(Some(model)) {
-        Ok(Destination::Deployment(target)) => {
+    app.destination(Some(model)).map_or(0, |d| {
+        destination_cost_nusd(app, &d, split.prompt, split.output)
+    })
+}
+
+/// An arena's cost reserve: each named model's share (one chat: the
+/// split's prompt and output tokens) at the dearest price it may reach,
+/// summed, nano-USD. Models that do not resolve count 0.
+fn arena_cost_nusd(app: &AppState, split: &ArenaSplit) -> i64 {
+    split
+        .models
+        .iter()
+        .filter_map(|model| app.destination(Some(model)).ok())
+        .map(|d| destination_cost_nusd(app, &d, split.prompt, split.output))
+        .fold(0i64, i64::saturating_add)
+}
+
+/// `prompt` and `output` tokens at the dearest price among the
+/// deployments `destination` may reach (a deployment, or a route's targets
+/// and deployment fallbacks), nano-USD; 0 when none is priced.
+fn destination_cost_nusd(
+    app: &AppState,
+    destination: &Destination,
+    prompt: u64,
+    output: u64,
+) -> i64 {
+    match destination {
+        Destination::Deployment(target) => {
             let id = target.resolution.model_id.to_string();
-            app.pricing
-                .worst_cost_nusd([id.as_str()], split.prompt, split.output)
+            app.pricing.worst_cost_nusd([id.as_str()], prompt, output)
         }
-        Ok(Destination::Route(route)) => {
+        Destination::Route(route) => {
             let targets = route.config.targets.iter().map(|t| t.model.as_str());
             let fallbacks = route
                 .config
@@ -139,10 +176,77 @@ fn reserve_cost_nusd(app: &AppState, split: &ReserveSplit) -> i64 {
                 .map(String::as_str)
                 .filter(|f| f.contains('/'));
             app.pricing
-                .worst_cost_nusd(targets.chain(fallbacks), split.prompt, split.output)
+                .worst_cost_nusd(targets.chain(fallbacks), prompt, output)
         }
-        Err(_) => 0,
     }
+}
+
+/// The operation a conversation path runs (a turn's or a warm's is its
+/// body's `operation`, default `chat`); `None` for other paths.
+fn conversation_operation<'a>(path: &str, named: Option<&'a str>) -> Option<&'a str> {
+    match path {
+        "/v1/conversations/{id}/turns" | "/v1/conversations/{id}/warm" => {
+            Some(named.unwrap_or("chat"))
+        }
+        "/v1/conversations/{id}/turns/{turn_id}/tool-results" => Some("chat"),
+        "/v1/conversations/{id}/title" => Some("title"),
+        "/v1/conversations/{id}/compact" => Some("compaction"),
+        _ => None,
+    }
+}
+
+/// What a conversation's call reserves beyond its body.
+struct ConversationReserve {
+    /// The conversation's last prompt size (`contextTokens`), tokens: the
+    /// history the call sends again.
+    history: u64,
+    /// The call's tokens (body, history, output) at the dearest price its
+    /// model may reach, nano-USD (0 unless `priced`).
+    cost_nusd: i64,
+}
+
+/// The reserve of a call on conversation `{id}` (from the request's path)
+/// for `operation`: its history, and with a cost budget (`priced`) its
+/// tokens at the price of the model it resolves to exactly as the call
+/// will ([`crate::service::turn_target::resolve`], the body's `model`
+/// overriding). `None` when the conversation is not found; the cost is 0
+/// when no model resolves (the call itself then fails).
+async fn conversation_reserve(
+    app: &AppState,
+    caller: &Caller,
+    parts: &axum::http::request::Parts,
+    operation: &str,
+    split: &ReserveSplit,
+    priced: bool,
+) -> Option<ConversationReserve> {
+    let id = conversation_id(parts.uri.path())?;
+    let scoped = app.scoped(caller.clone());
+    let conversation = crate::service::conversations::load_stored(&scoped, id)
+        .await
+        .ok()?;
+    let history = conversation.context_tokens.unwrap_or(0);
+    let prompt = add_tokens(split.prompt, history);
+    let cost_nusd = if priced {
+        crate::service::turn_target::resolve(
+            &scoped,
+            &conversation,
+            operation,
+            split.model.as_deref(),
+        )
+        .await
+        .map_or(0, |t| {
+            destination_cost_nusd(app, &t.destination, prompt, split.output)
+        })
+    } else {
+        0
+    };
+    Some(ConversationReserve { history, cost_nusd })
+}
+
+/// The `{id}` of a `/v1/conversations/{id}/…` request path.
+fn conversation_id(path: &str) -> Option<&str> {
+    let id = path.strip_prefix("/v1/conversations/")?.split('/').next()?;
+    (!id.is_empty()).then_some(id)
 }
 
 /// Whether `path` runs an arena (several models answer one request: the

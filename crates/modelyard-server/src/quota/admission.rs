@@ -33,6 +33,8 @@ struct Caps {
     max_completion_tokens: Option<u64>,
     max_output_tokens: Option<u64>,
     n: Option<u64>,
+    /// A conversation turn's operation (any JSON, like `model`).
+    operation: Option<serde_json::Value>,
 }
 
 impl Caps {
@@ -67,6 +69,8 @@ pub struct ReserveSplit {
     /// The body's `model`, when it names one (a route or deployment id;
     /// conversation turns take their model from the conversation).
     pub model: Option<String>,
+    /// The body's `operation`, when it names one (a conversation turn's).
+    pub operation: Option<String>,
     /// Prompt tokens: a token per [`BYTES_PER_TOKEN`] bytes of body.
     pub prompt: u64,
     /// Output tokens: the body's output cap times `n`, else the default
@@ -84,12 +88,17 @@ pub fn reserve_split(body: &[u8], default_reserve: u64, generates: bool) -> Rese
         0
     };
     ReserveSplit {
-        model: match caps.model {
-            Some(serde_json::Value::String(model)) => Some(model),
-            _ => None,
-        },
+        model: string(caps.model),
+        operation: string(caps.operation),
         prompt,
         output,
+    }
+}
+
+fn string(value: Option<serde_json::Value>) -> Option<String> {
+    match value {
+        Some(serde_json::Value::String(s)) => Some(s),
+        _ => None,
     }
 }
 
@@ -97,23 +106,62 @@ pub fn reserve_split(body: &[u8], default_reserve: u64, generates: bool) -> Rese
 #[derive(serde::Deserialize, Default)]
 struct ArenaHead {
     #[serde(default)]
-    models: Vec<serde::de::IgnoredAny>,
+    models: Vec<serde_json::Value>,
     #[serde(default)]
     options: Option<Caps>,
 }
 
-/// The tokens to reserve for an arena request `body` (`POST /v1/arena`,
+/// An arena request's reserve (`POST /v1/arena`,
 /// `POST /v1/conversations/{id}/arena`): every model answers the same
-/// request, so the reserve of one chat — its prompt estimate plus the
-/// output cap in `options` (or `default_reserve`) — times the number of
-/// models (at least 1, at most `max_models`). A body that is not JSON
-/// counts as one model with the default.
-pub fn arena_reserve_tokens(body: &[u8], default_reserve: u64, max_models: usize) -> i64 {
+/// request, so each reserves one chat — its prompt estimate plus the output
+/// cap in `options` (or the default reserve).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ArenaSplit {
+    /// The models the body names as strings (at most the maximum), to
+    /// price each one's share.
+    pub models: Vec<String>,
+    /// How many models reserve: the body's count, at least 1 (a body that
+    /// is not JSON counts as one model), at most the maximum.
+    pub count: u64,
+    /// Prompt tokens of one model's request: a token per
+    /// [`BYTES_PER_TOKEN`] bytes of body.
+    pub prompt: u64,
+    /// Output tokens of one model's request.
+    pub output: u64,
+}
+
+impl ArenaSplit {
+    /// Tokens the whole run reserves: one chat's times [`Self::count`].
+    pub fn tokens(&self) -> i64 {
+        let one = add_tokens(self.prompt, self.output);
+        i64::try_from(one.saturating_mul(self.count)).unwrap_or(i64::MAX)
+    }
+}
+
+/// The reserve of an arena request `body` ([`ArenaSplit`]); at most
+/// `max_models` models count.
+pub fn arena_split(body: &[u8], default_reserve: u64, max_models: usize) -> ArenaSplit {
     let head: ArenaHead = serde_json::from_slice(body).unwrap_or_default();
-    let cap = head.options.unwrap_or_default().output(default_reserve);
-    let one = add_tokens(body.len() as u64 / BYTES_PER_TOKEN, cap);
-    let models = head.models.len().clamp(1, max_models.max(1)) as u64;
-    i64::try_from(one.saturating_mul(models)).unwrap_or(i64::MAX)
+    let max_models = max_models.max(1);
+    let count = head.models.len().clamp(1, max_models) as u64;
+    let models = head
+        .models
+        .into_iter()
+        .take(max_models)
+        .filter_map(|m| string(Some(m)))
+        .collect();
+    ArenaSplit {
+        models,
+        count,
+        prompt: body.len() as u64 / BYTES_PER_TOKEN,
+        output: head.options.unwrap_or_default().output(default_reserve),
+    }
+}
+
+/// The tokens to reserve for an arena request `body`: [`arena_split`]'s
+/// [`ArenaSplit::tokens`].
+pub fn arena_reserve_tokens(body: &[u8], default_reserve: u64, max_models: usize) -> i64 {
+    arena_split(body, default_reserve, max_models).tokens()
 }
 
 /// The counts a response's rate-limit headers show: the tightest of the

@@ -38,10 +38,13 @@
 //! more than what they spend past their reserves. A cost budget reserves
 //! those tokens at the dearest price the request's `model` may reach
 //! ([`crate::pricing::Pricing::worst_cost_nusd`]; a route's targets count),
-//! so it holds the same way. A request whose body names no model (a
-//! conversation turn) or an unpriced one reserves 1 nano-USD: such requests
-//! are refused once the budget is spent and can pass it by at most what
-//! those in flight spend.
+//! so it holds the same way. A conversation's call (turn, title,
+//! compaction, warm) also reserves its history (the conversation's last
+//! prompt size) and prices its tokens at the model it resolves to exactly
+//! as the call will; an arena prices each model's share. A request whose
+//! model does not resolve or is unpriced reserves 1 nano-USD: such
+//! requests are refused once the budget is spent and can pass it by at
+//! most what those in flight spend.
 //!
 //! The parts: `lookup` reads and caches the limits, `admission` admits a
 //! request and holds its reserve, `counters` leases and flushes the shared
@@ -62,8 +65,8 @@ use modelyard_core::limits::Limits;
 use modelyard_store::{CounterKey, LimitSubject, Store};
 
 pub use admission::{
-    arena_reserve_tokens, reserve_split, reserve_tokens, Admission, AdmissionSlot, Need, Remaining,
-    ReserveSplit,
+    arena_reserve_tokens, arena_split, reserve_split, reserve_tokens, Admission, AdmissionSlot,
+    ArenaSplit, Need, Remaining, ReserveSplit,
 };
 pub use refusal::Refusal;
 pub use settlement::{call_tokens, settle, CallUsage, Spent};
