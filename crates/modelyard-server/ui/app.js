@@ -1304,9 +1304,12 @@ class ChatView {
 // ---------------------------------------------------------------------------
 // LLM configs page
 
-function pageLlms(main, ctx) {
+/** #/llms; #/llms/<id>/<version> also opens that config's versions at that
+ *  version (a session's snapshot links there). */
+function pageLlms(main, ctx, arg) {
   const rows = el("tbody");
   const formSlot = el("div");
+  const versionsSlot = el("div");
   main.append(
     el(
       "div",
@@ -1331,7 +1334,8 @@ function pageLlms(main, ctx) {
           rows
         )
       ),
-      formSlot
+      formSlot,
+      versionsSlot
     )
   );
 
@@ -1346,11 +1350,7 @@ function pageLlms(main, ctx) {
 
   function row(c) {
     const system = c.source === "system-default";
-    // The API names every option, unset ones as null: show the set ones.
-    const options = Object.entries(c.providerOptions || {})
-      .filter(([, v]) => v !== null && v !== undefined)
-      .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`)
-      .join(", ");
+    const options = optionsText(c.providerOptions);
     return el(
       "tr",
       { testid: "llm-row", dataset: { id: c.id, source: c.source } },
@@ -1378,9 +1378,28 @@ function pageLlms(main, ctx) {
           title: "Copy into a new user config",
           "aria-label": `Copy ${c.displayName || c.model}`,
           onclick: () => copy(c),
+        }),
+        el("button", {
+          testid: "llm-versions",
+          type: "button",
+          text: `Versions (${c.version})`,
+          title: "Earlier versions of this config",
+          "aria-label": `Versions of ${c.displayName || c.model}`,
+          onclick: () => openVersions(c.id, null),
         })
       )
     );
+  }
+
+  async function openVersions(id, version) {
+    try {
+      const page = await api(`/v1/llms/${encodeURIComponent(id)}/versions?limit=200`, { signal: ctx.signal });
+      if (!ctx.alive()) return;
+      versionsSlot.replaceChildren(llmVersions(page, version, () => versionsSlot.replaceChildren()));
+      versionsSlot.scrollIntoView({ block: "nearest" });
+    } catch (err) {
+      if (ctx.alive()) showError(err);
+    }
   }
 
   async function copy(c) {
@@ -1403,6 +1422,103 @@ function pageLlms(main, ctx) {
   }
 
   refresh();
+  if (arg) {
+    const [id, version] = arg.split("/");
+    openVersions(id, version ? Number(version) : null);
+  }
+}
+
+/** Provider options as "temperature=0.2, maxTokens=64": the API names every
+ *  option, unset ones as null; only the set ones are shown. */
+function optionsText(options) {
+  return Object.entries(options || {})
+    .filter(([, v]) => v !== null && v !== undefined)
+    .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`)
+    .join(", ");
+}
+
+/** A config's settings, read-only: model, options, system prompt, base URL
+ *  (of a config version or of a session's snapshot; both name them alike). */
+function configSettings(c) {
+  const row = (label, testid, value, attrs) => [
+    el("dt", { text: label }),
+    el("dd", Object.assign({ testid, text: value === null || value === undefined || value === "" ? "—" : value }, attrs || {})),
+  ];
+  return el(
+    "dl",
+    { class: "settings-list" },
+    row("Model", "config-model", c.model, { class: "mono" }),
+    row("Options", "config-options", optionsText(c.providerOptions), { class: "small" }),
+    row("System prompt", "config-system", c.systemPrompt, { class: "prompt" }),
+    row("Base URL", "config-base-url", c.baseUrl, { class: "mono small" })
+  );
+}
+
+/** What `config` changed from `previous` (the version before it). */
+function changesText(config, previous) {
+  if (!previous) return "created";
+  const same = (a, b) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+  const names = { displayName: "name", model: "model", systemPrompt: "system prompt", baseUrl: "base URL" };
+  const changed = Object.keys(names).filter((k) => !same(config[k], previous[k])).map((k) => names[k]);
+  const now = config.providerOptions || {};
+  const before = previous.providerOptions || {};
+  for (const k of new Set([...Object.keys(now), ...Object.keys(before)])) if (!same(now[k], before[k])) changed.push(k);
+  return changed.length ? changed.join(", ") : "no change";
+}
+
+/** The versions of one config (a page of GET /v1/llms/{id}/versions, newest
+ *  first) and the chosen one's settings, read-only. */
+function llmVersions(page, chosen, close) {
+  const versions = page.data || [];
+  const latest = versions.length ? versions[0].config : null;
+  const name = latest ? latest.displayName || latest.model : "";
+  const detail = el("div");
+  const show = (v) => {
+    for (const r of rows) r.classList.toggle("selected", r.dataset.version === String(v.version));
+    detail.replaceChildren(
+      el(
+        "div",
+        { testid: "llm-version-detail", dataset: { version: String(v.version) } },
+        el("h3", { text: `Version ${v.version} · ${v.config.displayName || v.config.model} · ${fmtTime(v.createdAt)}` }),
+        configSettings(v.config)
+      )
+    );
+  };
+  const rows = versions.map((v, i) =>
+    el(
+      "tr",
+      { testid: "llm-version-row", dataset: { version: String(v.version) } },
+      el("td", { text: "v" + v.version + (i === 0 ? (latest.deleted ? " (deleted)" : " (current)") : "") }),
+      el("td", { class: "small", text: fmtTime(v.createdAt) }),
+      el("td", { testid: "llm-version-changes", class: "small", text: changesText(v.config, versions[i + 1] && versions[i + 1].config) }),
+      el(
+        "td",
+        { class: "actions" },
+        el("button", { testid: "llm-version-show", type: "button", text: "Show", "aria-label": `Show version ${v.version}`, onclick: () => show(v) })
+      )
+    )
+  );
+  const panel = el(
+    "section",
+    { testid: "llm-versions-panel", class: "card", dataset: { id: latest ? latest.id : null } },
+    el(
+      "div",
+      { class: "page-head" },
+      el("h2", { text: `Versions of ${name}` }),
+      el("button", { type: "button", text: "Close", "aria-label": "Close the versions", onclick: close })
+    ),
+    el(
+      "div",
+      { class: "table-wrap" },
+      el("table", { class: "table" }, el("thead", null, el("tr", null, ["Version", "Written", "Changed", ""].map((h) => el("th", { text: h })))), el("tbody", null, rows))
+    ),
+    page.nextBefore ? el("p", { class: "muted small", text: "Only the newest 200 versions are shown." }) : null,
+    detail
+  );
+  const wanted = versions.find((v) => v.version === chosen);
+  if (wanted) show(wanted);
+  else if (chosen) detail.append(el("p", { class: "error-text", text: `Version ${chosen} is not listed.` }));
+  return panel;
 }
 
 /** The create / edit form of an LLM config. */
@@ -1628,7 +1744,7 @@ function sessionDetail(s, openSession) {
   const kids = s.children || [];
   return el(
     "section",
-    { testid: "session-detail", class: "card" },
+    { testid: "session-detail", class: "card", dataset: { id: s.id } },
     el("h2", { text: `Session ${s.operation} · ${s.id}` }),
     el(
       "p",
@@ -1647,7 +1763,53 @@ function sessionDetail(s, openSession) {
           )
         )
       : null,
+    sessionConfig(s.config),
     (s.calls || []).map(callRow)
+  );
+}
+
+/** The config snapshot a session ran with (its `config`; null without one):
+ *  the config's name (as it was at that version) and a link to that version. */
+function sessionConfig(c) {
+  if (!c) {
+    return el(
+      "section",
+      { testid: "session-config", class: "snapshot", dataset: { none: "true" } },
+      el("h3", { text: "Config" }),
+      el("p", { testid: "session-config-none", class: "muted", text: "No config: the session ran without one." })
+    );
+  }
+  const named = c.llmId && c.version !== null && c.version !== undefined;
+  const name = el("span", { testid: "session-config-name", class: "mono", text: c.llmId || "no LLM config" });
+  if (named) {
+    api(`/v1/llms/${encodeURIComponent(c.llmId)}?version=${encodeURIComponent(c.version)}`)
+      .then((v) => {
+        name.textContent = `${v.displayName || v.model} (${c.llmId})`;
+        name.classList.remove("mono");
+      })
+      .catch(() => {}); // the id alone still names it
+  }
+  const version = named
+    ? el("a", {
+        testid: "session-config-version",
+        href: `#/llms/${encodeURIComponent(c.llmId)}/${c.version}`,
+        title: "This version on the LLM configs page",
+        text: `version ${c.version}`,
+      })
+    : null;
+  return el(
+    "section",
+    { testid: "session-config", class: "snapshot", dataset: { llmId: c.llmId, version: c.version } },
+    el("h3", { text: "Config as it ran" }),
+    el(
+      "p",
+      { class: "small" },
+      name,
+      version ? [" · ", version] : null,
+      c.source ? [" · ", el("span", { testid: "session-config-source", text: c.source === "system-default" ? "system default" : c.source })] : null,
+      c.resolvedFrom ? el("span", { class: "muted", text: ` · model from ${c.resolvedFrom}` }) : null
+    ),
+    configSettings(c)
   );
 }
 
