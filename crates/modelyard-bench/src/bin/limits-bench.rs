@@ -3,19 +3,23 @@
 //!
 //! One Modelyard (call log off, SQLite in a temporary directory, the mock's
 //! models priced so a cost budget reserves a real price) in front of the
-//! zero-latency mock; keys of one project: an admin key without
-//! limits, and member keys with limits set high enough never to refuse —
-//! every limit (`requestsPerMinute`, `tokensPerMinute`, a `maxTokens` and a
-//! `maxCostUsd` budget per day, `maxConcurrent`), a rate limit and a budget
-//! (`requestsPerMinute` and `maxCostUsd` per day: the issue's case), only
-//! `maxConcurrent` (the
-//! body read and reserve without a counter), only `requestsPerMinute` — so
-//! their requests take the limited path: limits lookup (cached), body read
-//! and reserve, admission from the local lease (a store round trip once per
-//! block), headers, settlement. Serial non-streamed chat completions, in
-//! alternating batches of 200 per key so all see the same machine; each
-//! request timed with `Instant`. Usage: `limits-bench [--rounds N]`
-//! (default 50 rounds).
+//! zero-latency mock; keys of one project: the baseline, a member key
+//! without limits; member keys with limits set high enough never to
+//! refuse — every limit (`requestsPerMinute`, `tokensPerMinute`, a
+//! `maxTokens` and a `maxCostUsd` budget per day, `maxConcurrent`), a rate
+//! limit and a budget (`requestsPerMinute` and `maxCostUsd` per day: the
+//! issue's case), only `maxConcurrent` (the body read and reserve without a
+//! counter), only `requestsPerMinute`; and the admin key (no limits), for
+//! reference. The limited keys take the limited path: limits lookup
+//! (cached), body read and reserve, admission from the local lease (a store
+//! round trip once per block), headers, settlement. Serial non-streamed
+//! chat completions, in alternating batches of 200 per key so all see the
+//! same machine (each round starts one key later); each request timed with
+//! `Instant`. "Added" is against the baseline key: the difference of the
+//! p50s of all requests, and per round the difference of the two batches'
+//! p50s, whose median and quartiles over the rounds are robust to the
+//! machine's load changing during the run.
+//! Usage: `limits-bench [--rounds N]` (default 50 rounds).
 
 use std::time::{Duration, Instant};
 
@@ -81,6 +85,8 @@ async fn main() -> Result<()> {
     let admin = admin["key"].as_str().context("admin key")?.to_owned();
     let mut limited = Vec::new();
     for (label, limits) in [
+        // The baseline: a member key like the others, without limits.
+        ("no limits", json!(null)),
         (
             "all limits",
             json!({
@@ -99,10 +105,14 @@ async fn main() -> Result<()> {
             json!({"requestsPerMinute": 100_000_000}),
         ),
     ] {
+        let mut new_key = json!({"role": "member"});
+        if !limits.is_null() {
+            new_key["limits"] = limits;
+        }
         let key: Value = client
             .post(&keys)
             .bearer_auth(&admin)
-            .json(&json!({"role": "member", "limits": limits}))
+            .json(&new_key)
             .send()
             .await?
             .json()
@@ -116,48 +126,58 @@ async fn main() -> Result<()> {
         "messages": [{"role": "user", "content": "hello brave new world"}],
         "max_tokens": 64,
     });
+    limited.push(("admin (no limits)", admin.clone()));
     // Warm up every path (leases taken, connections open, caches filled).
     for _ in 0..300 {
         for (_, key) in &limited {
             timed(&client, &url, key, &body).await?;
         }
-        timed(&client, &url, &admin, &body).await?;
     }
-    let mut with: Vec<Vec<u64>> = vec![Vec::new(); limited.len()];
-    let mut without = Vec::new();
-    for _ in 0..rounds {
-        for (samples, (_, key)) in with.iter_mut().zip(&limited) {
+    // Each round runs a batch per key, starting one key later than the
+    // round before (no key always follows the same one).
+    let n = limited.len();
+    let mut samples: Vec<Vec<u64>> = vec![Vec::new(); n];
+    let mut batch_p50: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for round in 0..rounds {
+        for i in (0..n).map(|i| (i + round) % n) {
+            let mut batch = Vec::with_capacity(BATCH);
             for _ in 0..BATCH {
-                samples.push(timed(&client, &url, key, &body).await?);
+                batch.push(timed(&client, &url, &limited[i].1, &body).await?);
             }
-        }
-        for _ in 0..BATCH {
-            without.push(timed(&client, &url, &admin, &body).await?);
+            samples[i].extend_from_slice(&batch);
+            batch.sort_unstable();
+            batch_p50[i].push(percentile(&batch, 0.5));
         }
     }
-    without.sort_unstable();
     println!(
-        "| key | requests | p50 µs | p90 µs | p99 µs | added p50 µs |\n|---|---|---|---|---|---|"
+        "| key | requests | p50 µs | p90 µs | p99 µs | added p50 µs | added p50 per round µs: median [quartiles] |\n\
+         |---|---|---|---|---|---|---|"
     );
-    let base = percentile(&without, 0.5);
-    for ((label, _), samples) in limited.iter().zip(with.iter_mut()) {
-        samples.sort_unstable();
+    for s in &mut samples {
+        s.sort_unstable();
+    }
+    let base = percentile(&samples[0], 0.5);
+    for (i, (label, _)) in limited.iter().enumerate() {
+        // The batch's p50 minus the baseline's in the same round.
+        let mut paired: Vec<f64> = batch_p50[i]
+            .iter()
+            .zip(&batch_p50[0])
+            .map(|(a, b)| a - b)
+            .collect();
+        paired.sort_by(f64::total_cmp);
+        let at = |p: f64| paired[((paired.len() as f64 - 1.0) * p).round() as usize];
         println!(
-            "| {label} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
-            samples.len(),
-            percentile(samples, 0.5),
-            percentile(samples, 0.9),
-            percentile(samples, 0.99),
-            percentile(samples, 0.5) - base,
+            "| {label} | {} | {:.1} | {:.1} | {:.1} | {:+.1} | {:+.1} [{:+.1}, {:+.1}] |",
+            samples[i].len(),
+            percentile(&samples[i], 0.5),
+            percentile(&samples[i], 0.9),
+            percentile(&samples[i], 0.99),
+            percentile(&samples[i], 0.5) - base,
+            at(0.5),
+            at(0.25),
+            at(0.75),
         );
     }
-    println!(
-        "| unlimited | {} | {:.1} | {:.1} | {:.1} | |",
-        without.len(),
-        base,
-        percentile(&without, 0.9),
-        percentile(&without, 0.99)
-    );
     let _ = tokio::time::timeout(Duration::from_secs(5), server.shutdown()).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
