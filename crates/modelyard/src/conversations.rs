@@ -230,7 +230,11 @@ async fn follow(mut response: reqwest::Response, first_turn: bool) -> anyhow::Re
             }
             if matches!(
                 kind,
-                "reasoning.delta" | "tool_call.delta" | "caught-up" | "tool_call.started"
+                "reasoning.delta"
+                    | "tool_call.delta"
+                    | "caught-up"
+                    | "tool_call.started"
+                    | "arena.delta"
             ) {
                 continue;
             }

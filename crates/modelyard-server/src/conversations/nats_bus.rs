@@ -115,6 +115,9 @@ fn known_type(name: &str) -> Option<&'static str> {
         "advisor.phase",
         "advisor.output",
         "model.loading",
+        "arena.delta",
+        "arena.completed",
+        "arena.failed",
     ]
     .into_iter()
     .find(|t| *t == name)
