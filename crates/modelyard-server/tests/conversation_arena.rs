@@ -115,6 +115,25 @@ async fn two_models_answer_with_the_history_and_the_pick_completes_the_turn() {
         turn(&server, &conv, &turn_id).await["status"],
         "awaiting_pick"
     );
+    // The conversation says so, and names the run, read alone or listed.
+    let waiting = server.get_ok(&format!("/v1/conversations/{conv}")).await;
+    assert_eq!(waiting["status"], "awaiting_pick", "{waiting}");
+    assert_eq!(waiting["runningTurnId"], turn_id.as_str(), "{waiting}");
+    assert_eq!(
+        waiting["pendingArena"],
+        json!({"runId": run, "turnId": turn_id}),
+        "{waiting}"
+    );
+    let listed = server.get_ok("/v1/conversations").await;
+    let listed = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == conv.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(listed["status"], "awaiting_pick", "{listed}");
+    assert_eq!(listed["pendingArena"]["runId"], run.as_str(), "{listed}");
     let refused = server
         .problem(
             "POST",
@@ -167,6 +186,8 @@ async fn two_models_answer_with_the_history_and_the_pick_completes_the_turn() {
     let after = server.get_ok(&format!("/v1/conversations/{conv}")).await;
     assert_eq!(after["latestModelId"], "mock/mock-model", "{after}");
     assert_eq!(after["status"], "idle", "{after}");
+    assert_eq!(after["pendingArena"], Value::Null, "{after}");
+    assert_eq!(after["runningTurnId"], Value::Null, "{after}");
     assert_eq!(
         after["usage"]["totalTokens"].as_u64().unwrap(),
         before["usage"]["totalTokens"].as_u64().unwrap() + usage["totalTokens"].as_u64().unwrap(),
@@ -272,6 +293,9 @@ async fn when_every_model_fails_the_turn_fails_and_nothing_waits() {
     );
     let failed = turn(&server, &conv, turn_id).await;
     assert_eq!(failed["status"], "failed", "{failed}");
+    let c = server.get_ok(&format!("/v1/conversations/{conv}")).await;
+    assert_eq!(c["status"], "idle", "{c}");
+    assert_eq!(c["pendingArena"], Value::Null, "{c}");
     let events = log(&server, &conv).await;
     assert_eq!(of_type(&events, "arena.completed").len(), 1);
     assert_eq!(of_type(&events, "turn.failed").len(), 1);
@@ -383,6 +407,9 @@ async fn a_pending_pick_can_be_cancelled() {
         .await;
     assert!(status < 300, "{status}: {body}");
     assert_eq!(turn(&server, &conv, turn_id).await["status"], "cancelled");
+    let c = server.get_ok(&format!("/v1/conversations/{conv}")).await;
+    assert_eq!(c["status"], "idle", "{c}");
+    assert_eq!(c["pendingArena"], Value::Null, "{c}");
     server
         .run_turn(&conv, json!({"content": "again", "model": "mock/echo"}))
         .await;
@@ -564,4 +591,168 @@ async fn with_the_error_context_strategy_a_message_too_long_for_a_model_is_refus
         )
         .await;
     assert_eq!(status, 200, "{answer}");
+}
+
+/// Each model's text from the `arena.delta` events of `events`, by model.
+fn deltas_by_model(events: &[Ev]) -> std::collections::BTreeMap<String, String> {
+    let mut joined = std::collections::BTreeMap::<String, String>::new();
+    for e in of_type(events, "arena.delta") {
+        joined
+            .entry(e.data["model"].as_str().unwrap().to_owned())
+            .or_default()
+            .push_str(e.data["delta"].as_str().unwrap());
+    }
+    joined
+}
+
+/// The run's end in the log (not a model's end, which has no `seq`).
+fn run_end(e: &Ev) -> bool {
+    e.event == "arena.completed" && e.persisted()
+}
+
+#[tokio::test]
+async fn a_watcher_of_the_conversation_sees_every_models_deltas_as_they_come() {
+    let server = TestServer::builder()
+        .listed(&["echo", "slow:30", "slow:45"])
+        .start()
+        .await;
+    let conv = server.create_conversation(json!({})).await;
+    let models = ["mock/slow:30", "mock/slow:45"];
+    let mut watcher = Sse::open(&server, &conv, None).await;
+    watcher.replay().await;
+    let path = format!("/v1/conversations/{conv}/arena");
+    let post = server.post(
+        &path,
+        json!({"content": "one two three four five", "models": models}),
+    );
+    let ((status, answer), events) = tokio::join!(post, watcher.until(run_end));
+    assert_eq!(status, 200, "{answer}");
+    let (run, turn_id) = (&answer["runId"], &answer["turnId"]);
+    // The turn's start up to `arena.started` (stored), the models' live
+    // progress, the run's end.
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        kinds[..3],
+        ["turn.started", "message.user", "arena.started"],
+        "{events:?}"
+    );
+    assert!(events[..3].iter().all(Ev::persisted));
+    let live = &events[3..events.len() - 1];
+    assert!(
+        live.iter().all(Ev::transient),
+        "only live events before the run's end: {live:?}"
+    );
+    for e in live.iter().filter(|e| e.event.starts_with("arena.")) {
+        assert_eq!(&e.data["runId"], run, "{e:?}");
+        assert_eq!(&e.data["turnId"], turn_id, "{e:?}");
+        assert!(models.contains(&e.data["model"].as_str().unwrap()), "{e:?}");
+    }
+    // Both models streamed, each its own text, each ended before the run.
+    let text = "echo: one two three four five";
+    let joined = deltas_by_model(&events);
+    assert_eq!(joined.len(), 2, "{events:?}");
+    for model in models {
+        assert_eq!(joined[model], text, "{model}: {events:?}");
+        let end = live
+            .iter()
+            .position(|e| e.event == "arena.completed" && e.data["model"] == model)
+            .unwrap_or_else(|| panic!("{model} ended: {live:?}"));
+        assert_eq!(live[end].data["text"], text);
+        assert!(
+            live[end + 1..]
+                .iter()
+                .all(|e| e.event != "arena.delta" || e.data["model"] != model),
+            "no delta of {model} after its end"
+        );
+    }
+    let end = events.last().unwrap();
+    assert_eq!(&end.data["runId"], run);
+    assert_eq!(end.data["results"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_failed_model_is_on_the_feed_too() {
+    let server = TestServer::builder()
+        .listed(&["echo", "slow:30", "status:500"])
+        .start()
+        .await;
+    let conv = server.create_conversation(json!({})).await;
+    let mut watcher = Sse::open(&server, &conv, None).await;
+    watcher.replay().await;
+    let path = format!("/v1/conversations/{conv}/arena");
+    let post = server.post(
+        &path,
+        json!({"content": "hi there", "models": ["mock/slow:30", "mock/status:500"]}),
+    );
+    let ((status, answer), events) = tokio::join!(post, watcher.until(run_end));
+    assert_eq!(status, 200, "{answer}");
+    let failed = of_type(&events, "arena.failed");
+    assert_eq!(failed.len(), 1, "{events:?}");
+    assert!(failed[0].transient());
+    assert_eq!(failed[0].data["model"], "mock/status:500");
+    assert!(failed[0].data["error"].is_string(), "{:?}", failed[0]);
+    assert_eq!(deltas_by_model(&events)["mock/slow:30"], "echo: hi there");
+}
+
+#[tokio::test]
+async fn a_watcher_that_reconnects_mid_run_loses_and_repeats_nothing() {
+    let server = TestServer::builder()
+        .listed(&["echo", "slow:150", "slow:160"])
+        .start()
+        .await;
+    let conv = server.create_conversation(json!({})).await;
+    let models = ["mock/slow:150", "mock/slow:160"];
+    let mut first = Sse::open(&server, &conv, None).await;
+    let before = first.replay().await;
+    let path = format!("/v1/conversations/{conv}/arena");
+    let post = server.post(
+        &path,
+        json!({"content": "one two three four five", "models": models}),
+    );
+    let watch = async {
+        // A few deltas, then the connection drops.
+        let mut seen = Vec::new();
+        while of_type(&seen, "arena.delta").len() < 3 {
+            seen.push(first.next_some().await);
+        }
+        drop(first);
+        let last_id = seen.iter().rev().find_map(|e| e.id.clone()).unwrap();
+        let mut again = Sse::open(&server, &conv, Some(&last_id)).await;
+        let rest = again.until(run_end).await;
+        (seen, last_id, rest)
+    };
+    let ((status, answer), (seen, last_id, rest)) = tokio::join!(post, watch);
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        last_id.split('.').count() == 3,
+        "resumed inside the run: {last_id}"
+    );
+    // Every stored event once, in order.
+    let seqs: Vec<i64> = before
+        .iter()
+        .chain(&seen)
+        .chain(&rest)
+        .filter(|e| e.persisted())
+        .map(Ev::seq)
+        .collect();
+    let expected: Vec<i64> = (1..=seqs.len() as i64).collect();
+    assert_eq!(seqs, expected, "{seen:?} {rest:?}");
+    // No transient event twice.
+    let ids: Vec<&String> = seen
+        .iter()
+        .chain(&rest)
+        .filter(|e| e.transient())
+        .map(|e| e.id.as_ref().unwrap())
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), distinct.len(), "{ids:?}");
+    // Each model's text, joined over both connections, is whole.
+    let all: Vec<Ev> = seen.iter().chain(&rest).cloned().collect();
+    let joined = deltas_by_model(&all);
+    for model in models {
+        assert_eq!(
+            joined[model], "echo: one two three four five",
+            "{model}: {all:?}"
+        );
+    }
 }

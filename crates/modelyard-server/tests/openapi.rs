@@ -175,3 +175,22 @@ fn catalog_and_provider_answers_are_described_by_their_schemas() {
     assert!(schemas["RouteDto"]["properties"]["targets"].is_object());
     assert!(schemas["ProviderDto"]["properties"]["coolingDown"].is_object());
 }
+
+#[test]
+fn a_conversation_names_the_arena_run_that_waits_for_a_pick() {
+    let doc = serde_json::to_value(document()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let conversation = &schemas["ConversationDto"]["properties"];
+    let status = conversation["status"]["description"].as_str().unwrap();
+    assert!(status.contains("awaiting_pick"), "{status}");
+    let pending = serde_json::to_string(&conversation["pendingArena"]).unwrap();
+    assert!(
+        pending.contains("#/components/schemas/PendingArenaDto"),
+        "{pending}"
+    );
+    let run = &schemas["PendingArenaDto"]["properties"];
+    assert!(
+        run["runId"].is_object() && run["turnId"].is_object(),
+        "{run}"
+    );
+}

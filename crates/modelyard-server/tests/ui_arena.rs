@@ -622,3 +622,55 @@ async fn arena_pick_in_a_conversation_uses_the_chosen_answer() {
     .await;
     assert!(status < 300, "{status}: {body}");
 }
+
+#[tokio::test]
+async fn arena_pick_another_clients_run_streams_into_an_open_conversation() {
+    let Some(paths) = browser_paths() else { return };
+    let server = arena_server().await;
+    let conv = create(&server, json!({})).await;
+    let ui = Ui::launch(&paths, &server, "watched").await;
+    ui.open(&format!("/chat/{conv}")).await;
+    ui.wait_js(
+        "the composer",
+        "return !!document.querySelector('[data-testid=\"composer\"]')",
+        |v| v == true,
+    )
+    .await;
+    // Another client runs the arena in this conversation.
+    let content = words(30);
+    let path = format!("/v1/conversations/{conv}/arena");
+    let body = json!({"content": content, "models": ["mock/slow:40", "mock/slow:60"]});
+    let post = send(&server, "POST", &path, Some(body));
+    let watch = async {
+        // Its columns stream live here, with part of the text.
+        let streaming = ui
+            .wait_js("a column streaming", COLUMNS, |v| {
+                v.as_array().is_some_and(|c| {
+                    c.iter().any(|c| {
+                        c["state"] == "streaming"
+                            && c["text"].as_str().is_some_and(|t| !t.is_empty())
+                    })
+                })
+            })
+            .await;
+        ui.shot("streaming").await;
+        streaming
+    };
+    let ((status, answer), streaming) = tokio::join!(post, watch);
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        streaming
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["text"].as_str().unwrap_or("").len() < content.len() + 6),
+        "partial text while streaming: {streaming}"
+    );
+    let done = ui.wait_finished(2).await;
+    for c in &done {
+        assert_eq!(c["state"], "completed", "{c}");
+        assert_eq!(c["text"], format!("echo: {content}"), "{c}");
+        assert_eq!(c["buttons"], json!(["arena-use"]), "{c}");
+    }
+    ui.shot("finished").await;
+}

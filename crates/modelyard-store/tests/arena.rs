@@ -2,13 +2,15 @@
 //! add up to. Every test runs on SQLite and, when
 //! `MODELYARD_TEST_POSTGRES_URL` is set, on PostgreSQL (see `common`).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::test_dbs;
 use modelyard_core::conversation::{
-    ArenaOutcome, ArenaStatus, EventPayload, ResolvedFrom, TokenUsage, TurnStatus,
+    ArenaOutcome, ArenaStatus, EventPayload, PendingArena, ResolvedFrom, TokenUsage, TurnStatus,
 };
-use modelyard_store::{ArenaModelStats, NewArenaPick, ProjectId, StoreError};
+use modelyard_store::{ArenaModelStats, Backend, NewArenaPick, ProjectId, Store, StoreError};
 
 fn pick(run: &str, model: &str, others: &[&str], at: i64) -> NewArenaPick {
     NewArenaPick {
@@ -102,38 +104,44 @@ fn outcome(model: &str) -> ArenaOutcome {
     }
 }
 
+/// A conversation whose arena turn `t1` (run `r1`, models `a/x`, `b/y`)
+/// started: seq 1 to 3.
+fn arena_start() -> [EventPayload; 3] {
+    [
+        EventPayload::ConversationCreated {
+            title: None,
+            parent_id: None,
+            model: None,
+            cwd: None,
+            reasoning_effort: None,
+            advisor: false,
+            metadata: serde_json::Value::Null,
+            llm_id: None,
+            llm_overrides: Default::default(),
+        },
+        EventPayload::TurnStarted {
+            turn_id: "t1".into(),
+            operation: "arena".into(),
+            model_id: "a/x".into(),
+            resolved_from: ResolvedFrom::Request,
+            llm_config_id: None,
+            client_tools: None,
+        },
+        EventPayload::ArenaStarted {
+            turn_id: "t1".into(),
+            run_id: "r1".into(),
+            models: vec!["a/x".into(), "b/y".into()],
+        },
+    ]
+}
+
 #[tokio::test]
 async fn an_arena_turn_keeps_its_run_and_is_no_running_turn_while_it_waits() {
     for db in test_dbs().await {
         let store = &db.store;
         let project = ProjectId::default_project();
         let conv = uuid::Uuid::now_v7().to_string();
-        let start = [
-            EventPayload::ConversationCreated {
-                title: None,
-                parent_id: None,
-                model: None,
-                cwd: None,
-                reasoning_effort: None,
-                advisor: false,
-                metadata: serde_json::Value::Null,
-                llm_id: None,
-                llm_overrides: Default::default(),
-            },
-            EventPayload::TurnStarted {
-                turn_id: "t1".into(),
-                operation: "arena".into(),
-                model_id: "a/x".into(),
-                resolved_from: ResolvedFrom::Request,
-                llm_config_id: None,
-                client_tools: None,
-            },
-            EventPayload::ArenaStarted {
-                turn_id: "t1".into(),
-                run_id: "r1".into(),
-                models: vec!["a/x".into(), "b/y".into()],
-            },
-        ];
+        let start = arena_start();
         store
             .append_events(&project, &conv, &start, 1)
             .await
@@ -153,6 +161,19 @@ async fn an_arena_turn_keeps_its_run_and_is_no_running_turn_while_it_waits() {
         let turn = store.get_turn(&project, "t1").await.unwrap().unwrap();
         assert_eq!(turn.status, TurnStatus::AwaitingPick);
         assert_eq!(turn.arena_run_id.as_deref(), Some("r1"));
+        // The conversation names the run that waits, in the list too.
+        let pending = Some(PendingArena {
+            run_id: "r1".into(),
+            turn_id: "t1".into(),
+        });
+        let read = store.get_conversation(&project, &conv).await.unwrap();
+        assert_eq!(read.unwrap().pending_arena, pending);
+        let listed = store
+            .list_conversations(&project, &Default::default())
+            .await
+            .unwrap();
+        let listed = listed.iter().find(|c| c.id == conv).unwrap();
+        assert_eq!(listed.pending_arena, pending);
         // The sweeper looks at running turns only: a pick may wait forever.
         assert!(store.running_turns().await.unwrap().is_empty());
         // A second pick of the run is refused by the fold.
@@ -177,6 +198,87 @@ async fn an_arena_turn_keeps_its_run_and_is_no_running_turn_while_it_waits() {
         let turn = store.get_turn(&project, "t1").await.unwrap().unwrap();
         assert_eq!(turn.status, TurnStatus::Completed);
         assert_eq!(turn.model_id, "b/y");
+        let read = store.get_conversation(&project, &conv).await.unwrap();
+        assert_eq!(read.unwrap().pending_arena, None, "picked");
+        db.finish().await;
+    }
+}
+
+/// Runs `sql` on the database at `url`.
+async fn execute(backend: Backend, url: &str, sql: &str) {
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_pick_pending_before_migration_0020_is_named_after_it() {
+    for db in test_dbs().await {
+        let project = ProjectId::default_project();
+        let conv = uuid::Uuid::now_v7().to_string();
+        let waiting = uuid::Uuid::now_v7().to_string();
+        let (store, backend) = (&db.store, db.store.backend());
+        store
+            .append_events(&project, &conv, &arena_start(), 1)
+            .await
+            .unwrap();
+        let completed = [EventPayload::ArenaCompleted {
+            turn_id: "t1".into(),
+            run_id: "r1".into(),
+            results: vec![outcome("a/x"), outcome("b/y")],
+        }];
+        store
+            .append_events(&project, &conv, &completed, 4)
+            .await
+            .unwrap();
+        // Another conversation whose arena is still running: nothing waits.
+        let mut running = arena_start();
+        if let EventPayload::TurnStarted { turn_id, .. } = &mut running[1] {
+            *turn_id = "t2".into();
+        }
+        if let EventPayload::ArenaStarted {
+            turn_id, run_id, ..
+        } = &mut running[2]
+        {
+            (*turn_id, *run_id) = ("t2".into(), "r2".into());
+        }
+        store
+            .append_events(&project, &waiting, &running, 1)
+            .await
+            .unwrap();
+        store.close().await;
+        // The database as a server before migration 0020 left it.
+        for sql in [
+            "ALTER TABLE conversations DROP COLUMN pending_arena_run_id",
+            "ALTER TABLE conversations DROP COLUMN pending_arena_turn_id",
+            "DELETE FROM _sqlx_migrations WHERE version = 20",
+        ] {
+            execute(backend, &db.url, sql).await;
+        }
+        let store = Store::connect(&db.url)
+            .await
+            .expect("migrate to the newest");
+        let read = store.get_conversation(&project, &conv).await.unwrap();
+        assert_eq!(
+            read.unwrap().pending_arena,
+            Some(PendingArena {
+                run_id: "r1".into(),
+                turn_id: "t1".into(),
+            }),
+            "{backend}"
+        );
+        let read = store.get_conversation(&project, &waiting).await.unwrap();
+        assert_eq!(read.unwrap().pending_arena, None, "{backend}");
+        store.close().await;
         db.finish().await;
     }
 }

@@ -47,6 +47,12 @@ pub(crate) async fn list(client: &Client, limit: u32) -> anyhow::Result<()> {
 pub(crate) async fn show(client: &Client, id: &str) -> anyhow::Result<()> {
     let c = client.get_json(&format!("/v1/conversations/{id}")).await?;
     println!("conversation {}  ({})", s(&c, "id"), s(&c, "status"));
+    if let Some(run) = c["pendingArena"]["runId"].as_str() {
+        println!(
+            "arena run    {run} waits for a pick: modelyard conversations pick {} {run} <model>",
+            s(&c, "id")
+        );
+    }
     println!("title        {}", s(&c, "title"));
     println!(
         "model        {}  (latest answer: {})",
@@ -230,7 +236,11 @@ async fn follow(mut response: reqwest::Response, first_turn: bool) -> anyhow::Re
             }
             if matches!(
                 kind,
-                "reasoning.delta" | "tool_call.delta" | "caught-up" | "tool_call.started"
+                "reasoning.delta"
+                    | "tool_call.delta"
+                    | "caught-up"
+                    | "tool_call.started"
+                    | "arena.delta"
             ) {
                 continue;
             }

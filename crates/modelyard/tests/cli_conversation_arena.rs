@@ -114,6 +114,22 @@ async fn a_conversation_arena_is_run_picked_and_counted_from_the_cli() {
         "{hint}"
     );
 
+    // `show` says what the conversation waits for.
+    let shown = cli(&server, &["conversations", "show", &conv]).await;
+    assert!(shown.ok, "{shown:#?}");
+    assert!(
+        shown
+            .out
+            .starts_with(&format!("conversation {conv}  (awaiting_pick)\n")),
+        "{shown:#?}"
+    );
+    assert!(
+        shown.out.contains(&format!(
+            "arena run    {run_id} waits for a pick: modelyard conversations pick {conv} {run_id} <model>\n"
+        )),
+        "{shown:#?}"
+    );
+
     // While the pick is pending, a chat in the conversation is refused.
     let refused = cli(&server, &["chat", "-c", &conv, "next"]).await;
     assert!(!refused.ok, "{refused:#?}");
@@ -127,6 +143,11 @@ async fn a_conversation_arena_is_run_picked_and_counted_from_the_cli() {
     assert!(picked.ok, "{picked:#?}");
     assert_eq!(picked.out, "echo: which one\n", "{picked:#?}");
     assert!(picked.err.contains("picked mock/mock-model"), "{picked:#?}");
+    let shown = cli(&server, &["conversations", "show", &conv]).await;
+    assert!(
+        shown.out.contains("(idle)") && !shown.out.contains("arena run"),
+        "{shown:#?}"
+    );
     // Twice: the server's 409.
     let again = cli(
         &server,

@@ -6,8 +6,8 @@ use crate::llm_config::ReasoningEffort;
 
 use super::event::{ArenaStatus, Event, EventPayload, Part, TokenUsage};
 use super::record::{
-    ConversationRecord, MessageRecord, MessageRole, PendingToolCall, TokenTotals, TurnRecord,
-    TurnStatus,
+    ConversationRecord, MessageRecord, MessageRole, PendingArena, PendingToolCall, TokenTotals,
+    TurnRecord, TurnStatus,
 };
 
 /// The operation whose turns move a conversation's latest model and
@@ -117,6 +117,7 @@ pub fn apply(
             context_tokens: None,
             totals: TokenTotals::default(),
             running_turn_id: None,
+            pending_arena: None,
             deleted: false,
             compacted_through_seq: None,
             summary: None,
@@ -383,6 +384,10 @@ pub fn apply(
             // follows.
             if results.iter().any(|r| r.status == ArenaStatus::Completed) {
                 turn.status = TurnStatus::AwaitingPick;
+                c.pending_arena = Some(PendingArena {
+                    run_id: run_id.clone(),
+                    turn_id: turn_id.clone(),
+                });
             }
             changes.turn = Some(turn);
         }
@@ -410,6 +415,7 @@ pub fn apply(
             // and `turn.completed`, which follow in the same append.
             turn.status = TurnStatus::Running;
             turn.model_id = model.clone();
+            c.pending_arena = None;
             changes.turn = Some(turn);
         }
         EventPayload::TurnRequiresAction { turn_id, .. } => {
@@ -455,6 +461,7 @@ pub fn apply(
             };
             turn.ended_at_ms = Some(event.at_ms);
             c.running_turn_id = None;
+            c.pending_arena = None;
             changes.turn = Some(turn);
         }
     }

@@ -26,8 +26,8 @@ pub use event::{
 };
 pub use fold::{apply, fold, ApplyError, Changes, Folded, ARENA_OPERATION, CHAT_OPERATION};
 pub use record::{
-    ConversationRecord, MessageRecord, MessageRole, PendingToolCall, TokenTotals, TurnRecord,
-    TurnStatus,
+    ConversationRecord, MessageRecord, MessageRole, PendingArena, PendingToolCall, TokenTotals,
+    TurnRecord, TurnStatus,
 };
 
 #[cfg(test)]

@@ -193,6 +193,13 @@ pub struct ConversationRecord {
     pub totals: TokenTotals,
     /// The running turn, if any (one at a time).
     pub running_turn_id: Option<String>,
+    /// The conversation arena run whose turn waits for a pick, if any: set
+    /// by an `arena.completed` with an answer to pick (the turn is then
+    /// `awaiting_pick`, and still [`Self::running_turn_id`]); cleared by
+    /// `arena.picked` and by the turn's end (`turn.completed`, `.failed`,
+    /// `.cancelled`, `.interrupted`).
+    #[serde(default)]
+    pub pending_arena: Option<PendingArena>,
     /// Soft-deleted.
     pub deleted: bool,
     /// Seq of the last message covered by the compaction summary, if any.
@@ -208,6 +215,17 @@ pub struct ConversationRecord {
     pub created_at_ms: i64,
     /// Time of the last event, unix ms.
     pub updated_at_ms: i64,
+}
+
+/// A conversation arena run that waits for the user's pick
+/// ([`ConversationRecord::pending_arena`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingArena {
+    /// The run (`POST .../arena/{runId}/pick` picks in it).
+    pub run_id: String,
+    /// Its turn (`awaiting_pick`).
+    pub turn_id: String,
 }
 
 /// A materialized turn row.

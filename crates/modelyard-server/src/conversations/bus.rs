@@ -30,7 +30,9 @@ pub struct TransientEvent {
     /// event was pushed (its own appends): a replay sends the event before
     /// the persisted event `after_seq + 1`, as it went out live.
     pub after_seq: i64,
-    /// Event type: `text.delta`, `reasoning.delta`, `tool_call.delta`.
+    /// Event type: `text.delta`, `reasoning.delta`, `tool_call.delta`, …;
+    /// a conversation arena's `arena.delta`, `arena.completed`,
+    /// `arena.failed` (per model).
     pub event_type: &'static str,
     /// Event data (camelCase JSON; includes `turnId`).
     pub data: Value,

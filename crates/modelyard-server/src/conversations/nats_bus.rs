@@ -115,6 +115,9 @@ fn known_type(name: &str) -> Option<&'static str> {
         "advisor.phase",
         "advisor.output",
         "model.loading",
+        "arena.delta",
+        "arena.completed",
+        "arena.failed",
     ]
     .into_iter()
     .find(|t| *t == name)
@@ -346,7 +349,7 @@ fn relayed(wire: Wire) -> Option<BusMessage> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_subject, subject};
+    use super::{parse_subject, relayed, subject, BusMessage, Wire};
 
     #[test]
     fn a_subject_names_the_project_and_the_conversation() {
@@ -384,5 +387,36 @@ mod tests {
         ] {
             assert_eq!(parse_subject(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn an_arenas_progress_is_relayed_and_unknown_types_are_not() {
+        let wire = |event_type: &str| Wire {
+            origin: "r1".into(),
+            kind: "transient".into(),
+            seq: None,
+            ends_turn: None,
+            turn_id: Some("t".into()),
+            turn_seq: Some(2),
+            index: Some(7),
+            after_seq: Some(4),
+            event_type: Some(event_type.into()),
+            data: Some(serde_json::json!({"turnId": "t", "model": "a/x", "delta": "hi"})),
+        };
+        for event_type in [
+            "text.delta",
+            "arena.delta",
+            "arena.completed",
+            "arena.failed",
+        ] {
+            match relayed(wire(event_type)) {
+                Some(BusMessage::Transient(t)) => {
+                    assert_eq!((t.event_type, t.index), (event_type, 7));
+                    assert_eq!(t.data["model"], "a/x");
+                }
+                other => panic!("{event_type}: {other:?}"),
+            }
+        }
+        assert!(relayed(wire("arena.sneaky")).is_none());
     }
 }

@@ -2,8 +2,8 @@
 //! (row ↔ record), with the helpers that map decoding failures.
 
 use modelyard_core::conversation::{
-    ConversationRecord, Event, MessageRecord, MessageRole, Part, ResolvedFrom, TokenTotals,
-    TokenUsage, TurnRecord, TurnStatus,
+    ConversationRecord, Event, MessageRecord, MessageRole, Part, PendingArena, ResolvedFrom,
+    TokenTotals, TokenUsage, TurnRecord, TurnStatus,
 };
 use modelyard_core::llm_config::ReasoningEffort;
 use serde_json::Value;
@@ -110,6 +110,10 @@ pub(super) struct ConversationRow {
     pub(super) summary: Option<String>,
     pub(super) advisor: bool,
     pub(super) context_tokens: Option<i64>,
+    /// [`ConversationRecord::pending_arena`] (migration 0020): both set or
+    /// both NULL.
+    pub(super) pending_arena_run_id: Option<String>,
+    pub(super) pending_arena_turn_id: Option<String>,
 }
 
 impl ConversationRow {
@@ -135,6 +139,8 @@ impl ConversationRow {
             summary: c.summary.clone(),
             advisor: c.advisor,
             context_tokens: c.context_tokens.map(to_db_count).transpose()?,
+            pending_arena_run_id: c.pending_arena.as_ref().map(|p| p.run_id.clone()),
+            pending_arena_turn_id: c.pending_arena.as_ref().map(|p| p.turn_id.clone()),
         })
     }
 
@@ -163,6 +169,10 @@ impl ConversationRow {
             summary: self.summary,
             advisor: self.advisor,
             context_tokens: self.context_tokens.map(u64::try_from).transpose()?,
+            pending_arena: match (self.pending_arena_run_id, self.pending_arena_turn_id) {
+                (Some(run_id), Some(turn_id)) => Some(PendingArena { run_id, turn_id }),
+                _ => None,
+            },
         })
     }
 }
@@ -199,6 +209,8 @@ macro_rules! bind_conversation {
             .bind($row.advisor)
             .bind($row.context_tokens)
             .bind($row.totals.cost_nusd)
+            .bind(&$row.pending_arena_run_id)
+            .bind(&$row.pending_arena_turn_id)
     };
 }
 pub(super) use bind_conversation;

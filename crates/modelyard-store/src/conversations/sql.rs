@@ -6,7 +6,8 @@ macro_rules! conversation_columns {
         "id, parent_id, title, model, cwd, reasoning_effort, metadata_json, latest_model_id, \
          input_tokens, output_tokens, reasoning_tokens, cached_input_tokens, total_tokens, \
          running_turn_id, deleted, last_seq, created_at_ms, updated_at_ms, llm_id, \
-         llm_overrides_json, compacted_through_seq, summary, advisor, context_tokens, cost_nusd"
+         llm_overrides_json, compacted_through_seq, summary, advisor, context_tokens, cost_nusd, \
+         pending_arena_run_id, pending_arena_turn_id"
     };
 }
 
@@ -51,7 +52,7 @@ pub(super) const INSERT_CONVERSATION: &str = concat!(
     "INSERT INTO conversations (project_id, ",
     conversation_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-     $18, $19, $20, $21, $22, $23, $24, $25, $26)"
+     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)"
 );
 
 pub(super) const UPDATE_CONVERSATION: &str =
@@ -61,8 +62,8 @@ pub(super) const UPDATE_CONVERSATION: &str =
      cached_input_tokens = $13, total_tokens = $14, running_turn_id = $15, deleted = $16, \
      last_seq = $17, created_at_ms = $18, updated_at_ms = $19, llm_id = $20, \
      llm_overrides_json = $21, compacted_through_seq = $22, summary = $23, advisor = $24, \
-     context_tokens = $25, cost_nusd = $26 \
-     WHERE project_id = $1 AND id = $2";
+     context_tokens = $25, cost_nusd = $26, pending_arena_run_id = $27, \
+     pending_arena_turn_id = $28 WHERE project_id = $1 AND id = $2";
 
 pub(super) const INSERT_EVENT: &str = "INSERT INTO conversation_events \
      (project_id, conversation_id, seq, at_ms, event_type, version, payload) \

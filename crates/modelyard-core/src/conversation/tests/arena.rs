@@ -68,7 +68,17 @@ fn an_arena_turn_awaits_its_pick_and_the_pick_completes_it() {
     assert_eq!(turns[0].status, TurnStatus::AwaitingPick);
     assert_eq!(turns[0].arena_run_id.as_deref(), Some("r1"));
     assert_eq!(c.running_turn_id.as_deref(), Some("t1"));
+    assert_eq!(
+        c.pending_arena,
+        Some(PendingArena {
+            run_id: "r1".into(),
+            turn_id: "t1".into(),
+        })
+    );
     assert_eq!(c.totals, TokenTotals::default(), "no answer counted yet");
+    // Before the models end, nothing waits for a pick yet.
+    let (running, _, _) = fold(&log[..3]).unwrap();
+    assert_eq!(running.unwrap().pending_arena, None);
     // No other turn while the pick is pending.
     let mut refused = log.clone();
     refused.push(turn(5, "t2"));
@@ -100,7 +110,11 @@ fn an_arena_turn_awaits_its_pick_and_the_pick_completes_it() {
     assert_eq!(c.latest_model_id.as_deref(), Some("b/y"));
     assert_eq!(c.totals.prompt_tokens, 7);
     assert_eq!(c.running_turn_id, None);
+    assert_eq!(c.pending_arena, None);
     assert_eq!(messages.len(), 1);
+    // Already cleared by `arena.picked`, before the answer's append ends.
+    let (c, _, _) = fold(&picked[..5]).unwrap();
+    assert_eq!(c.unwrap().pending_arena, None);
     // A second pick of the same run is refused.
     let mut twice = picked.clone();
     twice.push(ev(
@@ -142,12 +156,16 @@ fn an_arena_turn_without_answers_does_not_await_a_pick() {
     ));
     let (c, turns, _) = fold(&failed).unwrap();
     assert_eq!(turns[0].status, TurnStatus::Failed);
-    assert_eq!(c.unwrap().running_turn_id, None);
+    let c = c.unwrap();
+    assert_eq!(c.running_turn_id, None);
+    assert_eq!(c.pending_arena, None, "nothing to pick");
 }
 
 #[test]
 fn an_arena_pick_can_be_cancelled() {
     let mut log = arena_log([true, false]);
+    let (c, _, _) = fold(&log).unwrap();
+    assert!(c.unwrap().pending_arena.is_some(), "one answer to pick");
     log.push(ev(
         5,
         EventPayload::TurnCancelled {
@@ -156,5 +174,7 @@ fn an_arena_pick_can_be_cancelled() {
     ));
     let (c, turns, _) = fold(&log).unwrap();
     assert_eq!(turns[0].status, TurnStatus::Cancelled);
-    assert_eq!(c.unwrap().running_turn_id, None);
+    let c = c.unwrap();
+    assert_eq!(c.running_turn_id, None);
+    assert_eq!(c.pending_arena, None);
 }

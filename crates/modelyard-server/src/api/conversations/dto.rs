@@ -6,7 +6,8 @@ use modelyard_core::llm_config::ReasoningEffort;
 use std::collections::BTreeMap;
 
 use modelyard_core::conversation::{
-    ConversationRecord, MessageRecord, Part, ResolvedFrom, TokenTotals, TokenUsage, TurnRecord,
+    ConversationRecord, MessageRecord, Part, PendingArena, ResolvedFrom, TokenTotals, TokenUsage,
+    TurnRecord,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -70,10 +71,15 @@ pub struct ConversationDto {
     pub llm_id: Option<String>,
     /// Operation → LLM config id.
     pub llm_overrides: BTreeMap<String, String>,
-    /// `idle` or `running`.
+    /// `idle`, `running`, or `awaiting_pick` (its turn is a conversation
+    /// arena whose answers wait for a pick: see `pendingArena`).
+    #[schema(example = "idle")]
     pub status: &'static str,
-    /// The running turn, if any.
+    /// The running turn, if any (also while it waits for a pick).
     pub running_turn_id: Option<String>,
+    /// The conversation arena run that waits for a pick
+    /// (`POST /v1/conversations/{id}/arena/{runId}/pick`); `null` otherwise.
+    pub pending_arena: Option<PendingArenaDto>,
     /// The model of the latest chat turn: its resolved id from the turn's
     /// start, then the deployment that answered.
     pub latest_model_id: Option<String>,
@@ -96,6 +102,25 @@ pub struct ConversationDto {
     pub created_at: String,
     /// Time of the last event.
     pub updated_at: String,
+}
+
+/// A conversation arena run that waits for a pick.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingArenaDto {
+    /// The run.
+    pub run_id: String,
+    /// Its turn (`awaiting_pick`).
+    pub turn_id: String,
+}
+
+impl From<&PendingArena> for PendingArenaDto {
+    fn from(p: &PendingArena) -> Self {
+        PendingArenaDto {
+            run_id: p.run_id.clone(),
+            turn_id: p.turn_id.clone(),
+        }
+    }
 }
 
 impl ConversationDto {
@@ -122,12 +147,13 @@ impl From<&ConversationRecord> for ConversationDto {
             metadata: c.metadata.clone(),
             llm_id: c.llm_id.clone(),
             llm_overrides: c.llm_overrides.clone(),
-            status: if c.running_turn_id.is_some() {
-                "running"
-            } else {
-                "idle"
+            status: match (&c.pending_arena, &c.running_turn_id) {
+                (Some(_), _) => "awaiting_pick",
+                (None, Some(_)) => "running",
+                (None, None) => "idle",
             },
             running_turn_id: c.running_turn_id.clone(),
+            pending_arena: c.pending_arena.as_ref().map(PendingArenaDto::from),
             latest_model_id: c.latest_model_id.clone(),
             context_tokens: c.context_tokens,
             context_window: None,

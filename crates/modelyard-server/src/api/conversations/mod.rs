@@ -5,8 +5,9 @@
 //!
 //! A conversation as JSON ([`dto::ConversationDto`]; camelCase; times RFC
 //! 3339; tokens): `{id, parentId, title, model, cwd, reasoningEffort,
-//! advisor, metadata, llmId, llmOverrides, status ("idle" | "running"),
-//! runningTurnId, latestModelId, contextTokens, contextWindow, usage
+//! advisor, metadata, llmId, llmOverrides, status ("idle" | "running" |
+//! "awaiting_pick"), runningTurnId, pendingArena ({runId, turnId} of the
+//! arena run that waits for a pick, or null), latestModelId, contextTokens, contextWindow, usage
 //! {promptTokens, completionTokens,
 //! reasoningTokens, cachedPromptTokens, totalTokens}, lastSeq, createdAt,
 //! updatedAt}`.

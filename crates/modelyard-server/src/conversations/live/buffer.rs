@@ -30,9 +30,9 @@ pub(super) enum Entry {
     Joined(Arc<Joined>),
 }
 
-/// Consecutive deltas of one stream (event type, tool call, `after_seq`)
-/// joined into one text that remembers where each part ends, so "everything
-/// after index k" stays exact inside it.
+/// Consecutive deltas of one stream (event type, tool call, model,
+/// `after_seq`) joined into one text that remembers where each part ends, so
+/// "everything after index k" stays exact inside it.
 #[derive(Debug, Clone)]
 pub(super) struct Joined {
     /// The first part: type, ids and fields of the joined event (its delta
@@ -74,7 +74,8 @@ impl Entry {
     }
 
     /// Whether `next` may be joined onto this entry: both deltas (not
-    /// omission markers) of the same stream, pushed after the same
+    /// omission markers) of the same stream (event type, tool call, and
+    /// `model` for an arena run's several models), pushed after the same
     /// persisted event.
     fn joins(&self, next: &Entry) -> bool {
         let (a, b) = (self.head(), next.head());
@@ -87,6 +88,7 @@ impl Entry {
             && a.event_type == b.event_type
             && a.after_seq == b.after_seq
             && a.data.get("toolCallId") == b.data.get("toolCallId")
+            && a.data.get("model") == b.data.get("model")
     }
 
     /// Appends `next` (which [`Self::joins`] this entry); costs the length
@@ -196,8 +198,8 @@ pub(super) fn omit_oldest(
 }
 
 /// Joins the older half of the buffer's deltas per stream (consecutive
-/// deltas of one type and tool call) into one entry each; linear in the
-/// entries moved and the text appended.
+/// deltas of one type, tool call and model) into one entry each; linear in
+/// the entries moved and the text appended.
 pub(super) fn coalesce(entries: &mut Vec<Entry>) {
     let half = entries.len() / 2;
     let mut merged: Vec<Entry> = Vec::with_capacity(half);

@@ -11,6 +11,10 @@
 //! the buffer's lock. The buffer is dropped when the turn ends (the log then
 //! holds the truth).
 //!
+//! A conversation arena turn streams several models at once into one
+//! buffer: its `arena.delta` events name their `model`, and only deltas of
+//! one model are joined, so each model's text stays its own.
+//!
 //! Deltas that belong to one tool call (`toolCallId`: argument deltas,
 //! advisor output) are also capped in bytes per call and event type: past
 //! the cap, the oldest of them are replaced by one marker event of the same

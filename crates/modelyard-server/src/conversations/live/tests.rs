@@ -133,6 +133,50 @@ fn interleaved_streams_that_cannot_join_stay_exact() {
     assert_eq!(text_of(&turn.since(10_000)), tail);
 }
 
+#[test]
+fn an_arenas_models_keep_their_own_text_when_coalesced() {
+    // Two models stream into one turn's buffer at once, in runs of a few
+    // deltas each: joining keeps each model's text apart and in order.
+    let turns = LiveTurns::new(16, 64);
+    let turn = turns.start("c", "t", 3, 5);
+    let mut sent = [String::new(), String::new()];
+    for i in 0..400 {
+        let model = (i / 3) % 2;
+        let name = ["a/x", "b/y"][model];
+        let delta = format!("{i},");
+        sent[model].push_str(&delta);
+        turn.push(
+            "arena.delta",
+            serde_json::json!({"turnId": "t", "runId": "r", "model": name,
+                               "delta": delta}),
+        );
+    }
+    let text_of_model = |events: &[Arc<TransientEvent>], model: &str| -> String {
+        events
+            .iter()
+            .filter(|e| e.data["model"] == model)
+            .map(|e| e.data["delta"].as_str().unwrap())
+            .collect()
+    };
+    let all = turn.since(0);
+    assert!(all.len() < 400, "coalesced: {} events", all.len());
+    assert_eq!(text_of_model(&all, "a/x"), sent[0]);
+    assert_eq!(text_of_model(&all, "b/y"), sent[1]);
+    assert!(all.iter().all(|e| e.data["runId"] == "r"));
+    // No byte cap: an arena's text is not a tool call's (nothing omitted).
+    assert!(all.iter().all(|e| e.data.get("omittedBytes").is_none()));
+    // Resuming inside a joined run gives only what came after.
+    let resumed = turn.since(200);
+    let expected = |model: usize| -> String {
+        (200..400)
+            .filter(|i| (i / 3) % 2 == model)
+            .map(|i| format!("{i},"))
+            .collect()
+    };
+    assert_eq!(text_of_model(&resumed, "a/x"), expected(0));
+    assert_eq!(text_of_model(&resumed, "b/y"), expected(1));
+}
+
 /// One pushed event of the property test: (type, tool call, text).
 fn pushed(choice: u8, text: &str) -> (&'static str, serde_json::Value) {
     match choice % 6 {

@@ -10,6 +10,10 @@
 //! and the new user message; the request's `options` over the config's.
 //!
 //! Events: `turn.started`, `message.user`, `arena.started` in one append;
+//! while the models run, every model's progress as transient events of the
+//! turn on the conversation's feed ([`feed_event`]: `arena.delta`, then
+//! that model's `arena.completed` / `arena.failed`), buffered like a chat
+//! turn's deltas so a watcher that joins or reconnects mid-run gets them;
 //! when every model has ended, `arena.completed` with every result, and
 //! `turn.failed` when none completed (`turn.cancelled` /
 //! `turn.interrupted` when the turn was cancelled or the server stops
@@ -27,14 +31,14 @@ use modelyard_core::conversation::{
 };
 use modelyard_core::ids::ConversationId;
 use modelyard_core::turn_model::resolve_turn_model;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{prepare_body, run, within_caps, ArenaEvent, ArenaResult};
 use crate::app::AppState;
 use crate::conversations::configs::TurnConfigs;
 use crate::conversations::engine::{
-    check_at_start, close_run, publish_events, request_body, RunOverrides, StartCheck,
+    check_at_start, close_run, publish, publish_events, request_body, RunOverrides, StartCheck,
 };
 use crate::conversations::live::LiveTurn;
 use crate::service::conversations::load_stored;
@@ -266,6 +270,44 @@ pub async fn begin(
     })
 }
 
+/// The transient event of the conversation's feed for `event` of run
+/// `run_id` (turn `turn_id`): `arena.delta` `{turnId, runId, model,
+/// delta}` as a model's text arrives, then that model's
+/// `arena.completed` `{turnId, runId, model, text, usage, costUsd, ttftMs,
+/// durationMs}` or `arena.failed` `{turnId, runId, model, error}` (the
+/// shapes of `POST /v1/arena`'s feed; the persisted `arena.completed` of
+/// the whole run carries `results` instead). Each names its `model`, so
+/// the live buffer joins only one model's deltas.
+fn feed_event(turn_id: &str, run_id: &str, event: &ArenaEvent) -> (&'static str, Value) {
+    match event {
+        ArenaEvent::Delta { model, delta, .. } => (
+            "arena.delta",
+            json!({"turnId": turn_id, "runId": run_id, "model": model, "delta": delta}),
+        ),
+        ArenaEvent::Finished(result) => match &result.error {
+            Some(error) => (
+                "arena.failed",
+                json!({"turnId": turn_id, "runId": run_id, "model": result.model,
+                       "error": error}),
+            ),
+            None => (
+                "arena.completed",
+                json!({
+                    "turnId": turn_id, "runId": run_id, "model": result.model,
+                    "text": result.text,
+                    "usage": {
+                        "promptTokens": result.usage.prompt_tokens,
+                        "completionTokens": result.usage.completion_tokens,
+                        "totalTokens": result.usage.total_tokens,
+                    },
+                    "costUsd": result.cost_usd, "ttftMs": result.ttft_ms,
+                    "durationMs": result.duration_ms,
+                }),
+            ),
+        },
+    }
+}
+
 /// The outcome `arena.completed` stores for `result`.
 pub(super) fn outcome(result: &ArenaResult) -> ArenaOutcome {
     let mut usage = TokenUsage::from(result.tokens);
@@ -303,7 +345,21 @@ pub async fn finish(
         prepared,
         live,
     } = begun;
-    let results = run(app, prepared, events).await;
+    // Every model's progress goes to the turn's buffer and the
+    // conversation's feed, and on to the client that posted the run.
+    let (progress, mut received) = tokio::sync::mpsc::unbounded_channel::<ArenaEvent>();
+    let relay = async {
+        while let Some(event) = received.recv().await {
+            let (event_type, data) = feed_event(&turn_id, &run_id, &event);
+            publish(app, &live.turn, event_type, data);
+            if let Some(events) = &events {
+                // A closed receiver (the client left) stops nothing.
+                let _ = events.send(event);
+            }
+        }
+    };
+    // The relay ends once `run` has returned (its sender is dropped).
+    let (results, ()) = tokio::join!(run(app, prepared, Some(progress)), relay);
     let outcomes: Vec<ArenaOutcome> = results.iter().map(outcome).collect();
     let answered = outcomes.iter().any(|o| o.status == ArenaStatus::Completed);
     let mut payloads = vec![EventPayload::ArenaCompleted {
