@@ -19,21 +19,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::conv::{create, get, history, messages, run_turn, send};
-use common::webdriver::{keys, Browser, Element};
+use common::ui_page::{required_browser_paths, tid, wait_for, BrowserPaths, UiPage, POLL, WAIT};
+use common::webdriver::keys;
 use common::TestServer;
 use modelyard_testkit::{Flavour, MockModel, MockOptions};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-/// Bound of every wait on the page.
-const WAIT: Duration = Duration::from_secs(15);
 /// Bound of the real model's answer (a 135M model on a busy 2-core machine).
 const REAL_WAIT: Duration = Duration::from_secs(90);
-const POLL: Duration = Duration::from_millis(50);
 
 /// The models the default `mock` provider lists.
 const LISTED: &[&str] = &[
@@ -47,39 +44,12 @@ const LISTED: &[&str] = &[
 
 const STREAMING: &str = r#"[data-testid="message"][data-role="assistant"][data-streaming="true"]"#;
 
-/// `[data-testid="<id>"]`.
-fn tid(id: &str) -> String {
-    format!("[data-testid=\"{id}\"]")
-}
-
 // ------------------------------------------------------------------ setup
 
-/// Where chromedriver and Chromium are.
-#[derive(Debug, Clone)]
-struct Paths {
-    driver: PathBuf,
-    chromium: Option<PathBuf>,
-}
-
-/// The browser to use, `None` when the browser tests are skipped on purpose.
-fn browser_paths() -> Option<Paths> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    match var("MODELYARD_TEST_CHROMEDRIVER") {
-        Some(driver) => Some(Paths {
-            driver: driver.into(),
-            chromium: var("MODELYARD_TEST_CHROMIUM").map(PathBuf::from),
-        }),
-        None if var("MODELYARD_SKIP_BROWSER").as_deref() == Some("1") => {
-            eprintln!("skipped: MODELYARD_SKIP_BROWSER=1");
-            None
-        }
-        None => panic!(
-            "MODELYARD_TEST_CHROMEDRIVER is not set: run scripts/browser-setup.sh, then \
-             MODELYARD_TEST_CHROMEDRIVER=/usr/bin/chromedriver MODELYARD_TEST_CHROMIUM=/usr/bin/chromium \
-             cargo test -p modelyard-server --test ui (scripts/test.sh does both), \
-             or set MODELYARD_SKIP_BROWSER=1 to skip the browser tests"
-        ),
-    }
+/// The browser to use: required here, `None` only when the browser tests
+/// are skipped on purpose (see [`required_browser_paths`]).
+fn browser_paths() -> Option<BrowserPaths> {
+    required_browser_paths()
 }
 
 /// The real model's URL, `None` when skipped on purpose (as in
@@ -96,14 +66,6 @@ fn llm_url() -> Option<String> {
              or set MODELYARD_SKIP_REAL_LLM=1 to skip the real-model tests"
         ),
     }
-}
-
-/// `target/ui-screenshots` (kept by CI as an artifact).
-fn screenshot_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target dir")
-        .join("ui-screenshots")
 }
 
 /// A server whose `mock` provider lists [`LISTED`].
@@ -156,248 +118,37 @@ fn words(n: usize) -> String {
 
 // ------------------------------------------------------------------ the page
 
-/// A browser on the server's UI, named after its test (screenshots).
-struct Ui {
-    b: Browser,
-    base: String,
-    name: &'static str,
-    /// At most [`BROWSERS`] browsers at once: on 2 cores more make every
-    /// wait slower than the streams they watch.
-    _permit: tokio::sync::SemaphorePermit<'static>,
-}
-
-/// Browsers running at once across this binary's tests.
-static BROWSERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-
-/// Polls `$body` (an expression giving `Option<T>`, may `.await`) until it is
-/// `Some`, for up to [`WAIT`] (or `$limit`); then diagnoses the page and panics.
-macro_rules! wait_for {
-    ($ui:expr, $what:expr, $body:expr) => {
-        wait_for!($ui, $what, WAIT, $body)
-    };
-    ($ui:expr, $what:expr, $limit:expr, $body:expr) => {{
-        let deadline = Instant::now() + $limit;
-        loop {
-            if let Some(v) = $body {
-                break v;
-            }
-            if Instant::now() >= deadline {
-                let what = $what;
-                let report = $ui.diagnose(&format!("{what} (waited {:?})", $limit)).await;
-                panic!("{report}");
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }};
-}
-
-impl Ui {
-    async fn launch(paths: &Paths, server: &TestServer, name: &'static str) -> Ui {
-        let permit = BROWSERS
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
-        Ui::start(paths, server, name, permit).await
-    }
-
-    /// Two browsers at once. Their permits are taken together: taken one
-    /// by one, two such tests could each hold one and wait for ever.
-    async fn launch_two(paths: &Paths, server: &TestServer, names: [&'static str; 2]) -> (Ui, Ui) {
-        let mut first = BROWSERS
-            .acquire_many(2)
-            .await
-            .expect("the semaphore is never closed");
-        let second = first.split(1).expect("two permits");
-        let a = Ui::start(paths, server, names[0], first).await;
-        let b = Ui::start(paths, server, names[1], second).await;
-        (a, b)
-    }
-
-    async fn start(
-        paths: &Paths,
-        server: &TestServer,
-        name: &'static str,
-        permit: tokio::sync::SemaphorePermit<'static>,
-    ) -> Ui {
-        let b = Browser::launch(&paths.driver, paths.chromium.as_deref())
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "start chromedriver {} / chromium {:?}: {e}",
-                    paths.driver.display(),
-                    paths.chromium
-                )
-            });
-        // A failure screenshot of an earlier run would mislead.
-        let _ = std::fs::remove_file(screenshot_dir().join(format!("{name}-failure.png")));
-        Ui {
-            b,
-            base: server.base_url.clone(),
-            name,
-            _permit: permit,
-        }
-    }
-
-    /// Opens `/ui#<route>` (`route` like `/chat/<id>`).
-    async fn open(&self, route: &str) {
-        let url = format!("{}/ui#{route}", self.base);
-        if let Err(e) = self.b.goto(&url).await {
-            panic!("{}", self.diagnose(&format!("open {url}: {e}")).await);
-        }
-    }
-
-    /// Runs a script; panics (with diagnostics) if it throws.
-    async fn js(&self, script: &str, args: Vec<Value>) -> Value {
-        match self.b.execute(script, args).await {
-            Ok(v) => v,
-            Err(e) => panic!(
-                "{}",
-                self.diagnose(&format!("script failed: {e}\n{script}"))
-                    .await
-            ),
-        }
-    }
-
-    /// Saves `target/ui-screenshots/<test>-<step>.png`.
-    async fn shot(&self, step: &str) {
-        let path = screenshot_dir().join(format!("{}-{step}.png", self.name));
-        if let Err(e) = self.b.screenshot(&path).await {
-            eprintln!("screenshot {}: {e}", path.display());
-        }
-    }
-
-    /// A failure report: what was awaited, the URL, the console and a DOM
-    /// excerpt; also saves `<test>-failure.png`.
-    async fn diagnose(&self, what: &str) -> String {
-        self.shot("failure").await;
-        let url = self.b.current_url().await.unwrap_or_default();
-        let console = self.b.console_log().await.unwrap_or_default().join("\n");
-        let dom = self
-            .b
-            .execute(
-                "return document.body ? document.body.outerHTML : '(no body)'",
-                vec![],
-            )
-            .await
-            .map(|v| v.as_str().unwrap_or_default().to_owned())
-            .unwrap_or_else(|e| format!("(DOM unavailable: {e})"));
-        let dom: String = dom.chars().take(6000).collect();
-        format!(
-            "[{}] {what}\nurl: {url}\nconsole:\n{console}\nDOM (first 6000 chars):\n{dom}\nscreenshot: {}",
-            self.name,
-            screenshot_dir()
-                .join(format!("{}-failure.png", self.name))
-                .display()
-        )
-    }
-
-    /// Polls a script until `pred` accepts its value; returns that value.
-    async fn wait_js(
-        &self,
-        what: &str,
-        script: &str,
-        args: Vec<Value>,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let mut last = Value::Null;
-        wait_for!(self, format!("{what}; last value: {last}"), {
-            match self.b.execute(script, args.clone()).await {
-                Ok(v) if pred(&v) => Some(v),
-                Ok(v) => {
-                    last = v;
-                    None
-                }
-                Err(e) => {
-                    last = Value::String(e.to_string());
-                    None
-                }
-            }
-        })
-    }
-
-    /// Waits for the first element matching `css`.
-    async fn el(&self, css: &str) -> Element {
-        wait_for!(
-            self,
-            format!("an element {css}"),
-            self.b.find(css).await.ok()
-        )
-    }
-
-    /// Clicks the first element matching `css`, retrying while it is missing,
-    /// stale or not yet interactable (the pages re-render).
-    async fn click(&self, css: &str) {
-        let mut last = String::new();
-        wait_for!(self, format!("click {css}: {last}"), {
-            match self.b.find(css).await {
-                Ok(e) => match e.click().await {
-                    Ok(()) => Some(()),
-                    Err(err) => {
-                        last = err.to_string();
-                        None
-                    }
-                },
-                Err(err) => {
-                    last = err.to_string();
-                    None
-                }
-            }
-        })
-    }
-
-    /// Types into the first element matching `css`.
-    async fn type_in(&self, css: &str, text: &str) {
-        let mut last = String::new();
-        wait_for!(self, format!("type into {css}: {last}"), {
-            match self.b.find(css).await {
-                Ok(e) => match e.send_keys(text).await {
-                    Ok(()) => Some(()),
-                    Err(err) => {
-                        last = err.to_string();
-                        None
-                    }
-                },
-                Err(err) => {
-                    last = err.to_string();
-                    None
-                }
-            }
-        })
-    }
-
-    /// Replaces the value of the first input matching `css` with `text`.
-    async fn fill(&self, css: &str, text: &str) {
-        let mut last = String::new();
-        wait_for!(self, format!("fill {css}: {last}"), {
-            match self.b.find(css).await {
-                Ok(e) => match e.clear().await {
-                    Ok(()) => match e.send_keys(text).await {
-                        Ok(()) => Some(()),
-                        Err(err) => {
-                            last = err.to_string();
-                            None
-                        }
-                    },
-                    Err(err) => {
-                        last = err.to_string();
-                        None
-                    }
-                },
-                Err(err) => {
-                    last = err.to_string();
-                    None
-                }
-            }
-        })
-    }
-
+/// The chat pages' own helpers on the page.
+trait ChatPage {
     /// The model picker: `value`, `text` of the selected option and the
     /// `group` (optgroup label) it is in; null before the picker exists.
+    async fn picker(&self) -> Value;
+    /// `data-model-id`s of the `favorite-item`s, in order.
+    async fn favorites(&self) -> Vec<String>;
+    /// The chat's state: `live` (text of the streaming assistant message or
+    /// null) and `done` (the other assistant messages: id, text, badge, tokens).
+    async fn chat_state(&self) -> Value;
+    /// Waits for `n` finished assistant messages; returns the last.
+    async fn wait_answer(&self, n: usize, limit: Duration) -> Value;
+    /// Waits until no message streams, the last finished assistant message
+    /// has a model badge and `pred` accepts the finished ones; returns the
+    /// last.
+    async fn wait_answer_where(
+        &self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Value;
+    /// Samples the streaming message's text until the turn ends; returns
+    /// the texts seen (in order, duplicates removed).
+    async fn sample_stream(&self) -> Vec<String>;
+}
+
+impl ChatPage for UiPage {
     async fn picker(&self) -> Value {
         self.js(PICKER, vec![]).await
     }
 
-    /// `data-model-id`s of the `favorite-item`s, in order.
     async fn favorites(&self) -> Vec<String> {
         let v = self
             .js(
@@ -408,8 +159,6 @@ impl Ui {
         serde_json::from_value(v).unwrap_or_default()
     }
 
-    /// The chat's state: `live` (text of the streaming assistant message or
-    /// null) and `done` (the other assistant messages: id, text, badge, tokens).
     async fn chat_state(&self) -> Value {
         self.js(
             r#"
@@ -431,7 +180,6 @@ impl Ui {
         .await
     }
 
-    /// Waits for `n` finished assistant messages; returns the last.
     async fn wait_answer(&self, n: usize, limit: Duration) -> Value {
         self.wait_answer_where(&format!("{n} finished answers"), limit, |done| {
             done.len() >= n
@@ -439,9 +187,6 @@ impl Ui {
         .await
     }
 
-    /// Waits until no message streams, the last finished assistant message
-    /// has a model badge and `pred` accepts the finished ones; returns the
-    /// last.
     async fn wait_answer_where(
         &self,
         what: &str,
@@ -460,8 +205,6 @@ impl Ui {
         })
     }
 
-    /// Samples the streaming message's text until the turn ends; returns
-    /// the texts seen (in order, duplicates removed).
     async fn sample_stream(&self) -> Vec<String> {
         wait_for!(self, "a streaming assistant message", {
             self.chat_state().await["live"].as_str().map(str::to_owned)
@@ -519,7 +262,7 @@ async fn the_picked_model_is_selected_again_in_a_fresh_profile() {
     .await;
     assert_eq!(status, 201, "{body}");
 
-    let ui = Ui::launch(&paths, &server, "model-picker").await;
+    let ui = UiPage::launch(&paths, &server, "model-picker").await;
     ui.open("/chat").await;
     ui.el(&tid("page-chat")).await;
     ui.click(&tid("new-conversation")).await;
@@ -585,7 +328,7 @@ async fn the_picked_model_is_selected_again_in_a_fresh_profile() {
     drop(ui);
 
     // A new session = a fresh profile: nothing local survives.
-    let ui = Ui::launch(&paths, &server, "model-picker").await;
+    let ui = UiPage::launch(&paths, &server, "model-picker").await;
     ui.open(&format!("/chat/{conv}")).await;
     ui.wait_js(
         "the persisted model selected after reopening",
@@ -605,7 +348,7 @@ async fn the_picked_model_is_selected_again_in_a_fresh_profile() {
     ui.shot("reopened").await;
 }
 
-/// The model picker's state (see [`Ui::picker`]).
+/// The model picker's state (see [`ChatPage::picker`]).
 const PICKER: &str = r#"
     const s = document.querySelector('[data-testid="model-picker"]');
     if (!s) return null;
@@ -615,7 +358,7 @@ const PICKER: &str = r#"
 "#;
 
 /// Polls both pickers until each shows `value`; the time since `since`.
-async fn both_pickers_show(a: &Ui, b: &Ui, value: &str, since: Instant) -> Duration {
+async fn both_pickers_show(a: &UiPage, b: &UiPage, value: &str, since: Instant) -> Duration {
     let mut last: (Value, Value);
     wait_for!(a, format!("both pickers on {value:?}; last {last:?}"), {
         let (pa, pb) = (a.picker().await, b.picker().await);
@@ -651,7 +394,7 @@ async fn a_model_changed_over_the_api_moves_every_open_picker_live() {
     let server = chat_server().await;
     let conv = create(&server, json!({"model": "mock/echo"})).await;
     let model_path = format!("/v1/conversations/{conv}/model");
-    let (a, b) = Ui::launch_two(&paths, &server, ["live-picker-a", "live-picker-b"]).await;
+    let (a, b) = UiPage::launch_two(&paths, &server, ["live-picker-a", "live-picker-b"]).await;
     for ui in [&a, &b] {
         ui.open(&format!("/chat/{conv}")).await;
         ui.wait_js(
@@ -804,7 +547,7 @@ async fn llm_configs_are_created_edited_and_copied_on_the_llms_page() {
     let system = all[0]["id"].as_str().unwrap().to_owned();
     assert_eq!(all[0]["source"], "system-default");
 
-    let ui = Ui::launch(&paths, &server, "llms").await;
+    let ui = UiPage::launch(&paths, &server, "llms").await;
     ui.open("/llms").await;
     ui.el(&tid("page-llms")).await;
     let rows = ui
@@ -988,7 +731,7 @@ async fn an_answer_streams_in_and_carries_its_model_badge() {
     let Some(paths) = browser_paths() else { return };
     let server = chat_server().await;
     let conv = create(&server, json!({"model": "mock/slow:40"})).await;
-    let ui = Ui::launch(&paths, &server, "streaming").await;
+    let ui = UiPage::launch(&paths, &server, "streaming").await;
     ui.open(&format!("/chat/{conv}")).await;
     let prompt = words(60);
     ui.type_in(&tid("composer"), &prompt).await;
@@ -1032,7 +775,7 @@ async fn the_context_meter_shows_the_last_prompt_against_the_window() {
     // The mock reports a 4,096-token window for every model it lists.
     assert_eq!(c["contextWindow"], 4096, "{c}");
     assert_eq!(c["contextTokens"], Value::Null, "{c}");
-    let ui = Ui::launch(&paths, &server, "context_meter").await;
+    let ui = UiPage::launch(&paths, &server, "context_meter").await;
     ui.open(&format!("/chat/{conv}")).await;
     let meter_state = r#"
         const m = document.querySelector('[data-testid="context-meter"]');
@@ -1087,7 +830,7 @@ async fn a_reload_mid_turn_shows_the_partial_answer_and_finishes_live() {
     let Some(paths) = browser_paths() else { return };
     let server = chat_server().await;
     let conv = create(&server, json!({"model": "mock/slow:40"})).await;
-    let ui = Ui::launch(&paths, &server, "reload-mid-turn").await;
+    let ui = UiPage::launch(&paths, &server, "reload-mid-turn").await;
     ui.open(&format!("/chat/{conv}")).await;
     let prompt = words(100);
     ui.type_in(&tid("composer"), &prompt).await;
@@ -1160,7 +903,7 @@ async fn a_conversation_made_through_the_responses_api_shows_its_turns() {
     let conv = first["conversation"]["id"].as_str().unwrap().to_owned();
     assert_eq!(second["conversation"]["id"], conv.as_str(), "{second}");
 
-    let ui = Ui::launch(&paths, &server, "responses-conversation").await;
+    let ui = UiPage::launch(&paths, &server, "responses-conversation").await;
     ui.open(&format!("/chat/{conv}")).await;
     let answer = ui.wait_answer(2, WAIT).await;
     ui.shot("responses").await;
@@ -1200,7 +943,7 @@ async fn a_model_is_loaded_and_unloaded_from_the_models_page() {
         .start()
         .await;
     wait_models(&server, "swap/sw").await;
-    let ui = Ui::launch(&paths, &server, "load-unload").await;
+    let ui = UiPage::launch(&paths, &server, "load-unload").await;
     ui.open("/models").await;
     let row = r#"[data-testid="model-row"][data-model-id="swap/sw"]"#;
     let state = format!(r#"{row} [data-testid="model-state"]"#);
@@ -1260,7 +1003,7 @@ probe_interval_ms = 1000
     wait_models(&server, "a/alpha").await;
     wait_models(&server, "b/gamma").await;
 
-    let ui = Ui::launch(&paths, &server, "favorites").await;
+    let ui = UiPage::launch(&paths, &server, "favorites").await;
     ui.open("/models").await;
     ui.el(&tid("page-models")).await;
     let row = |id: &str| format!(r#"[data-testid="model-row"][data-model-id="{id}"]"#);
@@ -1449,7 +1192,7 @@ async fn routes_show_their_targets_and_are_picked_and_served_in_the_chat() {
     let flaky_session = cool_down_flaky(&server).await;
 
     // The Models page: the Routes group after the providers.
-    let ui = Ui::launch(&paths, &server, "routes").await;
+    let ui = UiPage::launch(&paths, &server, "routes").await;
     ui.open("/models").await;
     ui.el(&tid("page-models")).await;
     let routes = ui
@@ -1694,7 +1437,7 @@ async fn the_advisor_card_streams_live_then_shows_the_advice() {
         json!({"advisor": true, "llmOverrides": {"advisor": advisor}, "model": "mock/tool-call:advisor@30"}),
     )
     .await;
-    let ui = Ui::launch(&paths, &server, "advisor").await;
+    let ui = UiPage::launch(&paths, &server, "advisor").await;
     ui.open(&format!("/chat/{conv}")).await;
     let question = format!("please advise me on {}", words(40));
     ui.type_in(&tid("composer"), &question).await;
@@ -1826,7 +1569,7 @@ async fn the_calls_page_shows_sessions_chart_and_usage() {
         .unwrap_or_else(|| panic!("the turn's session: {sessions:#?}"))
         .clone();
 
-    let ui = Ui::launch(&paths, &server, "calls").await;
+    let ui = UiPage::launch(&paths, &server, "calls").await;
     ui.open("/calls").await;
     ui.el(&tid("page-calls")).await;
     let rows = r#"return [...document.querySelectorAll('[data-testid="session-row"]')]
@@ -1946,7 +1689,7 @@ async fn the_chat_is_usable_at_390_px() {
     let server = chat_server().await;
     let conv = create(&server, json!({"model": "mock/echo"})).await;
     run_turn(&server, &conv, json!({"content": "first"})).await;
-    let ui = Ui::launch(&paths, &server, "narrow").await;
+    let ui = UiPage::launch(&paths, &server, "narrow").await;
     ui.b.set_window_size(390, 844).await.expect("window size");
     ui.open(&format!("/chat/{conv}")).await;
     let width = ui.js("return window.innerWidth;", vec![]).await;
@@ -2020,7 +1763,7 @@ async fn enter_sends_and_escape_stops_a_running_turn() {
     let Some(paths) = browser_paths() else { return };
     let server = chat_server().await;
     let conv = create(&server, json!({"model": "mock/slow:40"})).await;
-    let ui = Ui::launch(&paths, &server, "keyboard").await;
+    let ui = UiPage::launch(&paths, &server, "keyboard").await;
     ui.open(&format!("/chat/{conv}")).await;
     let composer = tid("composer");
     let label = ui.el(&composer).await.attr("aria-label").await.unwrap();
@@ -2145,7 +1888,7 @@ async fn a_priced_model_shows_the_cost_of_each_message_and_of_the_conversation()
         .as_f64()
         .expect("the conversation's cost");
 
-    let ui = Ui::launch(&paths, &server, "costs").await;
+    let ui = UiPage::launch(&paths, &server, "costs").await;
     ui.open(&format!("/chat/{conv}")).await;
     let shown = ui
         .wait_js(
@@ -2258,7 +2001,7 @@ async fn the_real_model_answers_in_the_ui() {
         .await;
     wait_models(&server, "local/smollm2-135m-instruct").await;
     let conv = create(&server, json!({})).await;
-    let ui = Ui::launch(&paths, &server, "real-model").await;
+    let ui = UiPage::launch(&paths, &server, "real-model").await;
     ui.open(&format!("/chat/{conv}")).await;
     ui.click(&format!(
         "{} option[value=\"local/smollm2-135m-instruct\"]",

@@ -16,46 +16,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::conv::{create, messages, send};
-use common::webdriver::Browser;
+use common::ui_page::{browser_paths, tid, UiPage, POLL, WAIT};
 use common::TestServer;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-/// Bound of every wait on the page.
-const WAIT: Duration = Duration::from_secs(20);
-const POLL: Duration = Duration::from_millis(40);
-
 /// The models the `mock` provider lists here.
 const LISTED: &[&str] = &["echo", "mock-model", "slow:40", "slow:60", "status:400"];
-
-/// `[data-testid="<id>"]`.
-fn tid(id: &str) -> String {
-    format!("[data-testid=\"{id}\"]")
-}
-
-/// chromedriver and Chromium, `None` (the test is skipped) when unset.
-fn browser_paths() -> Option<(PathBuf, Option<PathBuf>)> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let Some(driver) = var("MODELYARD_TEST_CHROMEDRIVER") else {
-        eprintln!("skipped: MODELYARD_TEST_CHROMEDRIVER is not set");
-        return None;
-    };
-    Some((
-        driver.into(),
-        var("MODELYARD_TEST_CHROMIUM").map(PathBuf::from),
-    ))
-}
-
-fn screenshot_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target dir")
-        .join("ui-screenshots")
-}
 
 /// A server whose `mock` provider lists [`LISTED`], once they are listed.
 async fn arena_server() -> TestServer {
@@ -78,125 +48,21 @@ async fn arena_server() -> TestServer {
     }
 }
 
-/// Browsers at once in this binary (2 cores).
-static BROWSERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-
-/// A browser on the server's UI, named after its test.
-struct Ui {
-    b: Browser,
-    base: String,
-    name: &'static str,
-    _permit: tokio::sync::SemaphorePermit<'static>,
+/// The arena's own helpers on the page.
+trait ArenaPage {
+    /// Checks the model `id` in the chooser `chooser` (a testid).
+    async fn choose(&self, chooser: &str, id: &str);
+    /// Every arena column on the page (see [`COLUMNS`]).
+    async fn columns(&self) -> Vec<Value>;
+    /// Waits until every column has left `waiting` / `streaming`.
+    async fn wait_finished(&self, n: usize) -> Vec<Value>;
+    /// Waits until `n` columns finished and the run ended: every completed
+    /// column offers `button` (the pick is offered at `arena.done`, which
+    /// may come after the last column's own `arena.completed`).
+    async fn wait_pickable(&self, n: usize, button: &str) -> Vec<Value>;
 }
 
-impl Ui {
-    async fn launch(
-        (driver, chromium): &(PathBuf, Option<PathBuf>),
-        server: &TestServer,
-        name: &'static str,
-    ) -> Ui {
-        let permit = BROWSERS.acquire().await.expect("never closed");
-        let b = Browser::launch(driver, chromium.as_deref())
-            .await
-            .unwrap_or_else(|e| panic!("start chromedriver {}: {e}", driver.display()));
-        Ui {
-            b,
-            base: server.base_url.clone(),
-            name,
-            _permit: permit,
-        }
-    }
-
-    async fn open(&self, route: &str) {
-        let url = format!("{}/ui#{route}", self.base);
-        if let Err(e) = self.b.goto(&url).await {
-            panic!("{}", self.diagnose(&format!("open {url}: {e}")).await);
-        }
-    }
-
-    async fn shot(&self, step: &str) {
-        let path = screenshot_dir().join(format!("arena-{}-{step}.png", self.name));
-        if let Err(e) = self.b.screenshot(&path).await {
-            eprintln!("screenshot {}: {e}", path.display());
-        }
-    }
-
-    /// What was awaited, the URL, the console and a DOM excerpt.
-    async fn diagnose(&self, what: &str) -> String {
-        self.shot("failure").await;
-        let url = self.b.current_url().await.unwrap_or_default();
-        let console = self.b.console_log().await.unwrap_or_default().join("\n");
-        let dom = self
-            .b
-            .execute(
-                "return document.body ? document.body.outerHTML : ''",
-                vec![],
-            )
-            .await
-            .map(|v| v.as_str().unwrap_or_default().chars().take(6000).collect())
-            .unwrap_or_else(|e| format!("(DOM unavailable: {e})"));
-        format!(
-            "[{}] {what}\nurl: {url}\nconsole:\n{console}\nDOM:\n{dom}",
-            self.name
-        )
-    }
-
-    /// Polls `script` until `pred` accepts its value; returns it.
-    async fn wait_js(&self, what: &str, script: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let last = match self.b.execute(script, vec![]).await {
-                Ok(v) if pred(&v) => return v,
-                Ok(v) => v,
-                Err(e) => Value::String(e.to_string()),
-            };
-            if Instant::now() >= deadline {
-                let report = self.diagnose(&format!("{what}; last value: {last}")).await;
-                panic!("{report}");
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// Clicks the first element matching `css`, retrying while it is
-    /// missing or not interactable.
-    async fn click(&self, css: &str) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let err = match self.b.find(css).await {
-                Ok(e) => match e.click().await {
-                    Ok(()) => return,
-                    Err(err) => err,
-                },
-                Err(err) => err,
-            };
-            if Instant::now() >= deadline {
-                let report = self.diagnose(&format!("click {css}: {err}")).await;
-                panic!("{report}");
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    async fn type_in(&self, css: &str, text: &str) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let err = match self.b.find(css).await {
-                Ok(e) => match e.send_keys(text).await {
-                    Ok(()) => return,
-                    Err(err) => err,
-                },
-                Err(err) => err,
-            };
-            if Instant::now() >= deadline {
-                let report = self.diagnose(&format!("type into {css}: {err}")).await;
-                panic!("{report}");
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// Checks the model `id` in the chooser `chooser` (a testid).
+impl ArenaPage for UiPage {
     async fn choose(&self, chooser: &str, id: &str) {
         self.click(&format!(
             "{} [data-testid=\"arena-model-option\"][data-model-id=\"{id}\"] input",
@@ -205,16 +71,14 @@ impl Ui {
         .await;
     }
 
-    /// Every arena column on the page (see [`COLUMNS`]).
     async fn columns(&self) -> Vec<Value> {
         let v = self.b.execute(COLUMNS, vec![]).await.unwrap_or(Value::Null);
         v.as_array().cloned().unwrap_or_default()
     }
 
-    /// Waits until every column has left `waiting` / `streaming`.
     async fn wait_finished(&self, n: usize) -> Vec<Value> {
         let v = self
-            .wait_js(&format!("{n} finished columns"), COLUMNS, |v| {
+            .wait_js(&format!("{n} finished columns"), COLUMNS, vec![], |v| {
                 v.as_array().is_some_and(|c| {
                     c.len() == n
                         && c.iter()
@@ -225,21 +89,23 @@ impl Ui {
         v.as_array().cloned().unwrap()
     }
 
-    /// Waits until `n` columns finished and the run ended: every completed
-    /// column offers `button` (the pick is offered at `arena.done`, which
-    /// may come after the last column's own `arena.completed`).
     async fn wait_pickable(&self, n: usize, button: &str) -> Vec<Value> {
         let v = self
-            .wait_js(&format!("{n} columns offering {button}"), COLUMNS, |v| {
-                v.as_array().is_some_and(|c| {
-                    c.len() == n
-                        && c.iter().all(|c| match c["state"].as_str() {
-                            Some("completed") => c["buttons"] == json!([button]),
-                            Some("failed") => true,
-                            _ => false,
-                        })
-                })
-            })
+            .wait_js(
+                &format!("{n} columns offering {button}"),
+                COLUMNS,
+                vec![],
+                |v| {
+                    v.as_array().is_some_and(|c| {
+                        c.len() == n
+                            && c.iter().all(|c| match c["state"].as_str() {
+                                Some("completed") => c["buttons"] == json!([button]),
+                                Some("failed") => true,
+                                _ => false,
+                            })
+                    })
+                },
+            )
             .await;
         v.as_array().cloned().unwrap()
     }
@@ -285,7 +151,7 @@ fn assert_completed(c: &Value, model: &str, text: &str, tokens: &str) {
 }
 
 /// Opens `#/arena`, checks `models`, types `prompt`, runs.
-async fn run_arena(ui: &Ui, models: &[&str], prompt: &str) {
+async fn run_arena(ui: &UiPage, models: &[&str], prompt: &str) {
     ui.open("/arena").await;
     for m in models {
         ui.choose("arena-models", m).await;
@@ -300,12 +166,13 @@ async fn run_arena(ui: &Ui, models: &[&str], prompt: &str) {
 async fn the_arena_page_streams_every_model_side_by_side() {
     let Some(paths) = browser_paths() else { return };
     let server = arena_server().await;
-    let ui = Ui::launch(&paths, &server, "columns").await;
+    let ui = UiPage::launch(&paths, &server, "arena-columns").await;
     ui.open("/models").await;
     ui.click(&tid("nav-arena")).await;
     ui.wait_js(
         "the arena page",
         "return !!document.querySelector('[data-testid=\"page-arena\"]') && location.hash",
+        vec![],
         |v| v == "#/arena",
     )
     .await;
@@ -318,6 +185,7 @@ async fn the_arena_page_streams_every_model_side_by_side() {
         .wait_js(
             "the form's error",
             "return document.querySelector('[data-testid=\"arena-form-error\"]').textContent",
+            vec![],
             |v| v.as_str().is_some_and(|s| !s.is_empty()),
         )
         .await;
@@ -336,14 +204,20 @@ async fn the_arena_page_streams_every_model_side_by_side() {
 
     // Live: both columns stream at once, each with part of its answer.
     let live = ui
-        .wait_js("both columns streaming with some text", COLUMNS, |v| {
-            v.as_array().is_some_and(|c| {
-                c.len() == 2
-                    && c.iter().all(|c| {
-                        c["state"] == "streaming" && c["text"].as_str().is_some_and(|t| t.len() > 4)
-                    })
-            })
-        })
+        .wait_js(
+            "both columns streaming with some text",
+            COLUMNS,
+            vec![],
+            |v| {
+                v.as_array().is_some_and(|c| {
+                    c.len() == 2
+                        && c.iter().all(|c| {
+                            c["state"] == "streaming"
+                                && c["text"].as_str().is_some_and(|t| t.len() > 4)
+                        })
+                })
+            },
+        )
         .await;
     ui.shot("streaming").await;
     let full = format!("echo: {prompt}");
@@ -392,7 +266,7 @@ async fn the_arena_page_streams_every_model_side_by_side() {
 async fn one_failing_model_shows_its_error_while_the_other_completes() {
     let Some(paths) = browser_paths() else { return };
     let server = arena_server().await;
-    let ui = Ui::launch(&paths, &server, "failure").await;
+    let ui = UiPage::launch(&paths, &server, "arena-failure").await;
     run_arena(&ui, &["mock/status:400", "mock/echo"], "still here").await;
     let done = ui.wait_finished(2).await;
     ui.shot("done").await;
@@ -416,9 +290,9 @@ async fn one_failing_model_shows_its_error_while_the_other_completes() {
 async fn stop_ends_the_feed_and_keeps_what_arrived() {
     let Some(paths) = browser_paths() else { return };
     let server = arena_server().await;
-    let ui = Ui::launch(&paths, &server, "stop").await;
+    let ui = UiPage::launch(&paths, &server, "arena-stop").await;
     run_arena(&ui, &["mock/slow:40", "mock/slow:60"], &words(200)).await;
-    ui.wait_js("some streamed text", COLUMNS, |v| {
+    ui.wait_js("some streamed text", COLUMNS, vec![], |v| {
         v.as_array().is_some_and(|c| {
             c.iter()
                 .any(|c| c["text"].as_str().is_some_and(|t| t.len() > 8))
@@ -427,7 +301,7 @@ async fn stop_ends_the_feed_and_keeps_what_arrived() {
     .await;
     ui.click(&tid("arena-stop")).await;
     let stopped = ui
-        .wait_js("both columns stopped", COLUMNS, |v| {
+        .wait_js("both columns stopped", COLUMNS, vec![], |v| {
             v.as_array()
                 .is_some_and(|c| c.len() == 2 && c.iter().all(|c| c["state"] == "stopped"))
         })
@@ -465,7 +339,7 @@ async fn stop_ends_the_feed_and_keeps_what_arrived() {
 async fn arena_pick_prefer_records_the_pick_and_counts_the_win() {
     let Some(paths) = browser_paths() else { return };
     let server = arena_server().await;
-    let ui = Ui::launch(&paths, &server, "prefer").await;
+    let ui = UiPage::launch(&paths, &server, "arena-prefer").await;
     run_arena(
         &ui,
         &["mock/echo", "mock/mock-model", "mock/status:400"],
@@ -487,7 +361,7 @@ async fn arena_pick_prefer_records_the_pick_and_counts_the_win() {
     ))
     .await;
     let picked = ui
-        .wait_js("the preferred column", COLUMNS, |v| {
+        .wait_js("the preferred column", COLUMNS, vec![], |v| {
             v.as_array()
                 .is_some_and(|c| c.iter().any(|c| c["picked"] == true))
         })
@@ -505,6 +379,7 @@ async fn arena_pick_prefer_records_the_pick_and_counts_the_win() {
             "a win row for mock/mock-model",
             r#"const r = document.querySelector('[data-testid="arena-wins"]:not([hidden]) [data-testid="arena-win-row"][data-model="mock/mock-model"]');
                return r ? [...r.querySelectorAll('td')].map(td => td.textContent) : null;"#,
+            vec![],
             |v| v.is_array(),
         )
         .await;
@@ -521,7 +396,7 @@ async fn arena_pick_prefer_records_the_pick_and_counts_the_win() {
 }
 
 /// Opens the conversation, opens "Compare models", checks `models`, sends.
-async fn compare(ui: &Ui, conv: &str, models: &[&str], content: &str) {
+async fn compare(ui: &UiPage, conv: &str, models: &[&str], content: &str) {
     ui.open(&format!("/chat/{conv}")).await;
     ui.click(&tid("compare-toggle")).await;
     for m in models {
@@ -531,6 +406,7 @@ async fn compare(ui: &Ui, conv: &str, models: &[&str], content: &str) {
         .wait_js(
             "the Compare label",
             "return document.querySelector('[data-testid=\"send\"]').textContent",
+            vec![],
             |v| v == "Compare",
         )
         .await;
@@ -544,7 +420,7 @@ async fn arena_pick_in_a_conversation_uses_the_chosen_answer() {
     let Some(paths) = browser_paths() else { return };
     let server = arena_server().await;
     let conv = create(&server, json!({})).await;
-    let ui = Ui::launch(&paths, &server, "conversation").await;
+    let ui = UiPage::launch(&paths, &server, "arena-conversation").await;
     compare(
         &ui,
         &conv,
@@ -571,6 +447,7 @@ async fn arena_pick_in_a_conversation_uses_the_chosen_answer() {
         .wait_js(
             "the 409 in the status line",
             "return document.getElementById('status').textContent",
+            vec![],
             |v| v.as_str().is_some_and(|s| s.starts_with("409")),
         )
         .await;
@@ -599,6 +476,7 @@ async fn arena_pick_in_a_conversation_uses_the_chosen_answer() {
                if (!m) return null;
                const b = m.querySelector('[data-testid="model-badge"]');
                return { text: m.querySelector('[data-testid="message-text"]').textContent, badge: b ? b.textContent : null };"#,
+            vec![],
             |v| v.is_object(),
         )
         .await;

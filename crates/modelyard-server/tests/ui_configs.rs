@@ -15,160 +15,27 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use common::webdriver::Browser;
+use common::ui_page::{browser_paths, tid, UiPage, WAIT};
 use common::TestServer;
 use modelyard_testkit::eventually;
 use serde_json::{json, Value};
-use tokio::time::Instant;
 
-/// Bound of every wait on the page.
-const WAIT: Duration = Duration::from_secs(20);
-const POLL: Duration = Duration::from_millis(50);
-
-/// `[data-testid="<id>"]`.
-fn tid(id: &str) -> String {
-    format!("[data-testid=\"{id}\"]")
-}
-
-/// chromedriver and Chromium, `None` (the test is skipped) when unset.
-fn browser_paths() -> Option<(PathBuf, Option<PathBuf>)> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let Some(driver) = var("MODELYARD_TEST_CHROMEDRIVER") else {
-        eprintln!("skipped: MODELYARD_TEST_CHROMEDRIVER is not set");
-        return None;
-    };
-    Some((
-        driver.into(),
-        var("MODELYARD_TEST_CHROMIUM").map(PathBuf::from),
-    ))
-}
-
-fn screenshot_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target dir")
-        .join("ui-screenshots")
-}
-
-/// Browsers at once in this binary (2 cores).
-static BROWSERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-
-/// A browser on the server's UI, named after its test.
-struct Ui {
-    b: Browser,
-    base: String,
-    name: &'static str,
-    _permit: tokio::sync::SemaphorePermit<'static>,
-}
-
-impl Ui {
-    async fn launch(
-        (driver, chromium): &(PathBuf, Option<PathBuf>),
-        server: &TestServer,
-        name: &'static str,
-    ) -> Ui {
-        let permit = BROWSERS.acquire().await.expect("never closed");
-        let b = Browser::launch(driver, chromium.as_deref())
-            .await
-            .unwrap_or_else(|e| panic!("start chromedriver {}: {e}", driver.display()));
-        Ui {
-            b,
-            base: server.base_url.clone(),
-            name,
-            _permit: permit,
-        }
-    }
-
-    async fn open(&self, route: &str) {
-        let url = format!("{}/ui#{route}", self.base);
-        if let Err(e) = self.b.goto(&url).await {
-            panic!("{}", self.diagnose(&format!("open {url}: {e}")).await);
-        }
-    }
-
-    async fn shot(&self, step: &str) {
-        let path = screenshot_dir().join(format!("configs-{}-{step}.png", self.name));
-        if let Err(e) = self.b.screenshot(&path).await {
-            eprintln!("screenshot {}: {e}", path.display());
-        }
-    }
-
-    /// What was awaited, the URL, the console and a DOM excerpt.
-    async fn diagnose(&self, what: &str) -> String {
-        self.shot("failure").await;
-        let url = self.b.current_url().await.unwrap_or_default();
-        let console = self.b.console_log().await.unwrap_or_default().join("\n");
-        let dom = self
-            .b
-            .execute(
-                "return document.body ? document.body.outerHTML : ''",
-                vec![],
-            )
-            .await
-            .map(|v| v.as_str().unwrap_or_default().chars().take(6000).collect())
-            .unwrap_or_else(|e| format!("(DOM unavailable: {e})"));
-        format!(
-            "[{}] {what}\nurl: {url}\nconsole:\n{console}\nDOM:\n{dom}",
-            self.name
-        )
-    }
-
-    /// Polls `script` (given `args`) until `pred` accepts its value;
-    /// returns it.
-    async fn wait_js(
-        &self,
-        what: &str,
-        script: &str,
-        args: Vec<Value>,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let last = match self.b.execute(script, args.clone()).await {
-                Ok(v) if pred(&v) => return v,
-                Ok(v) => v,
-                Err(e) => Value::String(e.to_string()),
-            };
-            if Instant::now() >= deadline {
-                let report = self.diagnose(&format!("{what}; last value: {last}")).await;
-                panic!("{report}");
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// Clicks the first element matching `css`, retrying while it is
-    /// missing or not interactable (the pages re-render).
-    async fn click(&self, css: &str) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let err = match self.b.find(css).await {
-                Ok(e) => match e.click().await {
-                    Ok(()) => return,
-                    Err(err) => err,
-                },
-                Err(err) => err,
-            };
-            if Instant::now() >= deadline {
-                let report = self.diagnose(&format!("click {css}: {err}")).await;
-                panic!("{report}");
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
+/// The configs pages' own helpers on the page.
+trait ConfigsPage {
     /// The versions panel: config id, the version rows (version, label,
     /// changes) and the shown version's settings; null without a panel.
+    async fn versions(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value;
+    /// The session detail of `id` and its config snapshot; null until it
+    /// is shown.
+    async fn session(&self, id: &str, pred: impl Fn(&Value) -> bool) -> Value;
+}
+
+impl ConfigsPage for UiPage {
     async fn versions(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         self.wait_js(what, &format!("{SETTINGS}{VERSIONS_BODY}"), vec![], pred)
             .await
     }
 
-    /// The session detail of `id` and its config snapshot; null until it
-    /// is shown.
     async fn session(&self, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
         self.wait_js(
             &format!("the detail of session {id}"),
@@ -283,7 +150,7 @@ async fn the_versions_of_a_config_list_every_edit_and_show_an_old_one() {
     )
     .await;
 
-    let ui = Ui::launch(&paths, &server, "versions").await;
+    let ui = UiPage::launch(&paths, &server, "configs-versions").await;
     ui.open("/llms").await;
     let row = format!("{}[data-id=\"{id}\"]", tid("llm-row"));
     let button = format!("{row} {}", tid("llm-versions"));
@@ -391,7 +258,7 @@ async fn a_sessions_detail_shows_the_config_it_ran_with_after_an_edit() {
     let gateway = recorded(&server, "/v1/llm-sessions?operation=gateway").await;
     let gateway = gateway["id"].as_str().unwrap().to_owned();
 
-    let ui = Ui::launch(&paths, &server, "session").await;
+    let ui = UiPage::launch(&paths, &server, "configs-session").await;
     ui.open("/calls").await;
     ui.click(&format!("{}[data-id=\"{turn}\"]", tid("session-row")))
         .await;

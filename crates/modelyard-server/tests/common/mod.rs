@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used, unreachable_pub)]
 
 pub mod conv;
+pub mod ui_page;
 pub mod webdriver;
 
 use std::path::{Path, PathBuf};
