@@ -506,11 +506,12 @@ async fn arena_pick_another_clients_run_streams_into_an_open_conversation() {
     let Some(paths) = browser_paths() else { return };
     let server = arena_server().await;
     let conv = create(&server, json!({})).await;
-    let ui = Ui::launch(&paths, &server, "watched").await;
+    let ui = UiPage::launch(&paths, &server, "arena-watched").await;
     ui.open(&format!("/chat/{conv}")).await;
     ui.wait_js(
         "the composer",
         "return !!document.querySelector('[data-testid=\"composer\"]')",
+        vec![],
         |v| v == true,
     )
     .await;
@@ -522,7 +523,7 @@ async fn arena_pick_another_clients_run_streams_into_an_open_conversation() {
     let watch = async {
         // Its columns stream live here, with part of the text.
         let streaming = ui
-            .wait_js("a column streaming", COLUMNS, |v| {
+            .wait_js("a column streaming", COLUMNS, vec![], |v| {
                 v.as_array().is_some_and(|c| {
                     c.iter().any(|c| {
                         c["state"] == "streaming"
@@ -544,7 +545,7 @@ async fn arena_pick_another_clients_run_streams_into_an_open_conversation() {
             .all(|c| c["text"].as_str().unwrap_or("").len() < content.len() + 6),
         "partial text while streaming: {streaming}"
     );
-    let done = ui.wait_finished(2).await;
+    let done = ui.wait_pickable(2, "arena-use").await;
     for c in &done {
         assert_eq!(c["state"], "completed", "{c}");
         assert_eq!(c["text"], format!("echo: {content}"), "{c}");
