@@ -65,28 +65,56 @@ pub struct Pricing {
     registry: Arc<ProviderRegistry>,
 }
 
+/// The most a call of `prompt` prompt tokens and `output` generated tokens
+/// may cost at any of `rates` (those of the deployments a request may
+/// reach, [`Pricing::rate_of`]), nano-USD: what a cost budget reserves
+/// before the call ([`crate::quota`]). Output is priced at the higher of
+/// the output and reasoning rates, no prompt token counts as cached. 0
+/// without rates (local models, or unpriced cloud models whose cost is
+/// unknown).
+pub fn worst_cost_nusd(rates: &[Price], prompt: u64, output: u64) -> i64 {
+    rates
+        .iter()
+        .map(|price| {
+            let reasoning_dearer = price
+                .reasoning_per_mtok
+                .is_some_and(|r| r > price.output_per_mtok);
+            let usage = Usage {
+                prompt_tokens: Some(prompt),
+                completion_tokens: Some(output),
+                reasoning_tokens: reasoning_dearer.then_some(output),
+                ..Usage::default()
+            };
+            call_cost_nusd(&usage, price)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Whether `pattern` (with `*` matching any text, possibly empty) matches
 /// all of `text`.
 pub fn glob_matches(pattern: &str, text: &str) -> bool {
     let mut parts = pattern.split('*');
-    let Some(first) = parts.next() else {
-        return text.is_empty();
-    };
-    let Some(mut rest) = text.strip_prefix(first) else {
+    // `split` yields at least one piece: the text before the first `*`.
+    let Some(mut rest) = text.strip_prefix(parts.next().unwrap_or_default()) else {
         return false;
     };
-    let pieces: Vec<&str> = parts.collect();
-    let Some((last, middle)) = pieces.split_last() else {
+    let mut parts = parts.peekable();
+    if parts.peek().is_none() {
         // No `*`: an exact match.
         return rest.is_empty();
-    };
-    for piece in middle {
+    }
+    while let Some(piece) = parts.next() {
+        if parts.peek().is_none() {
+            // The last piece ends the text.
+            return rest.len() >= piece.len() && rest.ends_with(piece);
+        }
         match rest.find(piece) {
             Some(at) => rest = &rest[at + piece.len()..],
             None => return false,
         }
     }
-    rest.len() >= last.len() && rest.ends_with(last)
+    true
 }
 
 /// The entry of `entries` that prices `model_id`: the exact one, else the
@@ -116,6 +144,27 @@ impl Pricing {
     /// docs for precedence).
     pub fn config_entry(&self, model_id: &str) -> Option<&PriceConfig> {
         best_entry(&self.entries, model_id)
+    }
+
+    /// The rates that apply to the deployment `model_id`, without the
+    /// version text [`Self::price_of`] adds (what a reserve needs).
+    pub fn rate_of(&self, model_id: &str) -> Option<Price> {
+        match self.config_entry(model_id) {
+            Some(entry) => Some(entry.price),
+            None => self.price_of(model_id).price,
+        }
+    }
+
+    /// The cost of a call to `model_id` with `usage`, nano-USD: what
+    /// [`Self::cost_of`] gives as `cost_nusd`, without the price's source
+    /// and version (what settling a budget needs).
+    pub fn cost_nusd_of(&self, model_id: &str, usage: &Usage) -> Option<i64> {
+        match self.config_entry(model_id) {
+            Some(entry) => usage
+                .is_reported()
+                .then(|| call_cost_nusd(usage, &entry.price)),
+            None => self.cost_of(model_id, usage).cost_nusd,
+        }
     }
 
     /// The price that applies to the deployment `model_id`
@@ -172,37 +221,6 @@ impl Pricing {
             version: None,
             free: provider.is_none_or(|p| is_local(p.config.kind, &p.config.base_url)),
         }
-    }
-
-    /// The most a call of `prompt` prompt tokens and `output` generated
-    /// tokens may cost on any of `deployments` (composite ids), in nano-USD:
-    /// what a cost budget reserves before the call ([`crate::quota`]).
-    /// Output is priced at the higher of the output and reasoning rates, no
-    /// prompt token counts as cached. 0 when none of them is priced (local
-    /// models, or an unpriced cloud model whose cost is unknown).
-    pub fn worst_cost_nusd<'a>(
-        &self,
-        deployments: impl IntoIterator<Item = &'a str>,
-        prompt: u64,
-        output: u64,
-    ) -> i64 {
-        deployments
-            .into_iter()
-            .filter_map(|id| self.price_of(id).price)
-            .map(|price| {
-                let reasoning_dearer = price
-                    .reasoning_per_mtok
-                    .is_some_and(|r| r > price.output_per_mtok);
-                let usage = Usage {
-                    prompt_tokens: Some(prompt),
-                    completion_tokens: Some(output),
-                    reasoning_tokens: reasoning_dearer.then_some(output),
-                    ..Usage::default()
-                };
-                call_cost_nusd(&usage, &price)
-            })
-            .max()
-            .unwrap_or(0)
     }
 
     /// The cost of a call to `model_id` with `usage`.

@@ -32,10 +32,13 @@ use crate::auth::Caller;
 use crate::error::{is_anthropic_path, is_openai_path, AnthropicError, OpenAiError, Problem};
 use modelyard_core::usage::add_tokens;
 
+use crate::pricing::worst_cost_nusd;
 use crate::quota::{
     arena_split, reserve_split, AdmissionSlot, ArenaSplit, Need, Refusal, Remaining, ReserveSplit,
 };
 use crate::routing::Destination;
+use modelyard_core::cost::Price;
+use std::sync::Arc;
 
 /// `x-ratelimit-limit-requests`.
 pub const LIMIT_REQUESTS: &str = "x-ratelimit-limit-requests";
@@ -50,32 +53,29 @@ pub const BUDGET_REMAINING: &str = "x-modelyard-budget-remaining";
 
 /// The middleware (a route layer inside auth).
 pub async fn middleware(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let path = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
-    if !super::routes::metered(request.method(), &path) {
-        return next.run(request).await;
-    }
-    let Some(caller) = request.extensions().get::<Caller>().cloned() else {
-        return next.run(request).await;
-    };
-    let applicable = app
-        .quotas
-        .limits_for(&caller.project, caller.key_id.as_deref())
-        .await;
-    if applicable.is_empty() {
-        return next.run(request).await;
-    }
+    // Nothing is copied for a request no limit applies to: the matched path
+    // is shared (`Arc<str>`), the caller borrowed.
     let (parts, body) = request.into_parts();
+    let path = parts.extensions.get::<MatchedPath>().cloned();
+    let path = path.as_ref().map_or("", MatchedPath::as_str);
+    let applicable = match parts.extensions.get::<Caller>() {
+        Some(caller) if super::routes::metered(&parts.method, path) => {
+            app.quotas
+                .limits_for(&caller.project, caller.key_id.as_deref())
+                .await
+        }
+        _ => Vec::new(),
+    };
+    if applicable.is_empty() {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
     let bytes = match axum::body::to_bytes(body, app.config.server.max_body_bytes).await {
         Ok(bytes) => bytes,
         // Over the size limit the outer body-limit layer answers 413.
-        Err(err) => return unreadable(&path, &err.to_string()),
+        Err(err) => return unreadable(path, &err.to_string()),
     };
     let priced = applicable.iter().any(|(_, l)| l.max_cost_nusd.is_some());
-    let need = if is_arena(&path) {
+    let need = if is_arena(path) {
         let split = arena_split(
             &bytes,
             app.quotas.default_reserve,
@@ -90,14 +90,19 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
             },
         }
     } else {
-        let split = reserve_split(&bytes, app.quotas.default_reserve, generates(&path));
+        let split = reserve_split(&bytes, app.quotas.default_reserve, generates(path));
         let mut tokens = add_tokens(split.prompt, split.output);
         let mut cost_nusd = 0;
-        if let Some(operation) = conversation_operation(&path, split.operation.as_deref()) {
+        if let Some(operation) = conversation_operation(path, split.operation.as_deref()) {
             // A conversation's call sends its history too.
-            if let Some(reserve) =
-                conversation_reserve(&app, &caller, &parts, operation, &split, priced).await
-            {
+            let caller = parts.extensions.get::<Caller>();
+            let reserve = match caller {
+                Some(caller) => {
+                    conversation_reserve(&app, caller, &parts, operation, &split, priced).await
+                }
+                None => None,
+            };
+            if let Some(reserve) = reserve {
                 tokens = add_tokens(tokens, reserve.history);
                 cost_nusd = reserve.cost_nusd;
             }
@@ -114,7 +119,7 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
         .admit(&applicable, need, crate::clock::now_ms())
         .await
     {
-        Err(refusal) => refused(&refusal, &path),
+        Err(refusal) => refused(&refusal, path),
         Ok(admission) => {
             let remaining = admission.remaining();
             let mut request = Request::from_parts(parts, Body::from(bytes));
@@ -129,15 +134,12 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
 }
 
 /// The cost reserve of a request: its reserved tokens at the dearest price
-/// among the deployments its `model` may reach ([`destination_cost_nusd`]).
-/// 0 without a `model` in the body, for an id that does not resolve, or
-/// when nothing is priced; admission then holds 1 nano-USD of a cost budget.
+/// among the deployments its `model` may reach ([`model_rates`]). 0
+/// without a `model` in the body, for an id that does not resolve, or when
+/// nothing is priced; admission then holds 1 nano-USD of a cost budget.
 fn reserve_cost_nusd(app: &AppState, split: &ReserveSplit) -> i64 {
-    let Some(model) = split.model.as_deref() else {
-        return 0;
-    };
-    app.destination(Some(model)).map_or(0, |d| {
-        destination_cost_nusd(app, &d, split.prompt, split.output)
+    split.model.as_deref().map_or(0, |model| {
+        worst_cost_nusd(&model_rates(app, model), split.prompt, split.output)
     })
 }
 
@@ -148,24 +150,27 @@ fn arena_cost_nusd(app: &AppState, split: &ArenaSplit) -> i64 {
     split
         .models
         .iter()
-        .filter_map(|model| app.destination(Some(model)).ok())
-        .map(|d| destination_cost_nusd(app, &d, split.prompt, split.output))
+        .map(|model| worst_cost_nusd(&model_rates(app, model), split.prompt, split.output))
         .fold(0i64, i64::saturating_add)
 }
 
-/// `prompt` and `output` tokens at the dearest price among the
-/// deployments `destination` may reach (a deployment, or a route's targets
-/// and deployment fallbacks), nano-USD; 0 when none is priced.
-fn destination_cost_nusd(
-    app: &AppState,
-    destination: &Destination,
-    prompt: u64,
-    output: u64,
-) -> i64 {
+/// The rates of the deployments a request naming `model` may reach
+/// ([`destination_rates`]; none when it does not resolve), cached briefly
+/// ([`crate::quota::Quotas::reserve_rates`]).
+fn model_rates(app: &AppState, model: &str) -> Arc<[Price]> {
+    app.quotas.reserve_rates(model, || {
+        app.destination(Some(model))
+            .map_or_else(|_| Vec::new(), |d| destination_rates(app, &d))
+    })
+}
+
+/// The rates of the priced deployments `destination` may reach: a
+/// deployment, or a route's targets and deployment fallbacks.
+fn destination_rates(app: &AppState, destination: &Destination) -> Vec<Price> {
     match destination {
         Destination::Deployment(target) => {
             let id = target.resolution.model_id.to_string();
-            app.pricing.worst_cost_nusd([id.as_str()], prompt, output)
+            app.pricing.rate_of(&id).into_iter().collect()
         }
         Destination::Route(route) => {
             let targets = route.config.targets.iter().map(|t| t.model.as_str());
@@ -175,8 +180,10 @@ fn destination_cost_nusd(
                 .iter()
                 .map(String::as_str)
                 .filter(|f| f.contains('/'));
-            app.pricing
-                .worst_cost_nusd(targets.chain(fallbacks), prompt, output)
+            targets
+                .chain(fallbacks)
+                .filter_map(|id| app.pricing.rate_of(id))
+                .collect()
         }
     }
 }
@@ -235,7 +242,11 @@ async fn conversation_reserve(
         )
         .await
         .map_or(0, |t| {
-            destination_cost_nusd(app, &t.destination, prompt, split.output)
+            worst_cost_nusd(
+                &destination_rates(app, &t.destination),
+                prompt,
+                split.output,
+            )
         })
     } else {
         0

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use modelyard_core::limits::{nusd_to_usd, Limits, Window};
+use modelyard_core::limits::{Limits, Window};
 use modelyard_core::usage::add_tokens;
 use modelyard_store::{CounterKey, LimitMetric, LimitSubject};
 
@@ -187,10 +187,13 @@ impl Remaining {
         *slot = Some(slot.map_or(value, |v| v.min(value)));
     }
 
-    /// The budget left in USD, as the header shows it (6 decimals).
+    /// The budget left in USD, as the header shows it (6 decimals, the
+    /// nano-USD rounded half up; integer arithmetic, no float formatting).
     pub fn budget_usd(&self) -> Option<String> {
-        self.budget_nusd
-            .map(|n| format!("{:.6}", nusd_to_usd(n.max(0))))
+        self.budget_nusd.map(|n| {
+            let micro = (i128::from(n.max(0)) + 500) / 1000;
+            format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000)
+        })
     }
 }
 
@@ -468,6 +471,14 @@ impl Admission {
     /// What was reserved.
     pub fn reserved(&self) -> Need {
         self.reserved
+    }
+
+    /// Whether the admission holds a share of a cost budget (settling it
+    /// needs the calls' cost).
+    pub fn holds_cost(&self) -> bool {
+        self.held
+            .iter()
+            .any(|h| h.metric == LimitMetric::BudgetCost)
     }
 
     /// Settles: the request spent `tokens` tokens and `cost_nusd` nano-USD.

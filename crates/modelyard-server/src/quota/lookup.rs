@@ -1,6 +1,7 @@
 //! The limits of a request's key and project, read from the store and
 //! cached for [`LIMITS_TTL`].
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use modelyard_core::limits::Limits;
@@ -15,43 +16,75 @@ pub(super) struct Cached {
     at: Instant,
 }
 
+/// The cached limits, by key id and by project id (two maps, so a lookup
+/// borrows the ids instead of building a key).
+#[derive(Debug, Default)]
+pub(super) struct LimitsCache {
+    keys: HashMap<String, Cached>,
+    projects: HashMap<String, Cached>,
+}
+
+impl LimitsCache {
+    fn get(&self, subject: &LimitSubject) -> Option<&Cached> {
+        match subject {
+            LimitSubject::Key(id) => self.keys.get(id),
+            LimitSubject::Project(id) => self.projects.get(id),
+        }
+    }
+
+    fn insert(&mut self, subject: &LimitSubject, cached: Cached) {
+        match subject {
+            LimitSubject::Key(id) => self.keys.insert(id.clone(), cached),
+            LimitSubject::Project(id) => self.projects.insert(id.clone(), cached),
+        };
+    }
+}
+
 impl Quotas {
     /// The limits of key `key_id` (if any) and of `project`, those that
     /// have any; read from the store at most every [`LIMITS_TTL`]. While the
     /// store cannot answer, the last known limits apply (none if never
-    /// read: requests are not refused for it).
+    /// read: requests are not refused for it). A cached lookup allocates
+    /// only for the subjects that have limits.
     pub async fn limits_for(&self, project: &ProjectId, key_id: Option<&str>) -> Applicable {
+        let now = Instant::now();
+        {
+            let cache = lock(&self.cache);
+            let fresh = |c: Option<&Cached>| {
+                c.filter(|c| now.duration_since(c.at) < LIMITS_TTL)
+                    .map(|c| c.limits)
+            };
+            let key = match key_id {
+                Some(id) => fresh(cache.keys.get(id)).map(|l| l.map(|l| (id, l))),
+                None => Some(None),
+            };
+            if let (Some(key), Some(project_limits)) =
+                (key, fresh(cache.projects.get(project.as_str())))
+            {
+                let mut found = Vec::new();
+                if let Some((id, limits)) = key {
+                    found.push((LimitSubject::Key(id.to_owned()), limits));
+                }
+                if let Some(limits) = project_limits {
+                    found.push((LimitSubject::Project(project.as_str().to_owned()), limits));
+                }
+                return found;
+            }
+        }
         let mut subjects = Vec::with_capacity(2);
         if let Some(key) = key_id {
             subjects.push(LimitSubject::Key(key.to_owned()));
         }
         subjects.push(LimitSubject::Project(project.as_str().to_owned()));
-        let now = Instant::now();
-        let cached: Option<Applicable> = {
-            let cache = lock(&self.cache);
-            subjects
-                .iter()
-                .map(|s| {
-                    cache
-                        .get(&s.key())
-                        .filter(|c| now.duration_since(c.at) < LIMITS_TTL)
-                        .map(|c| c.limits.map(|l| (s.clone(), l)))
-                })
-                .collect::<Option<Vec<_>>>()
-                .map(|found| found.into_iter().flatten().collect())
-        };
-        if let Some(found) = cached {
-            return found;
-        }
         match tokio::time::timeout(STORE_TIMEOUT, self.store.limits_of(project, &subjects)).await {
             Ok(Ok(rows)) => {
                 let mut cache = lock(&self.cache);
-                if cache.len() + subjects.len() > MAX_CACHED {
-                    cache.clear();
+                if cache.keys.len() + cache.projects.len() + subjects.len() > MAX_CACHED {
+                    *cache = LimitsCache::default();
                 }
                 for subject in &subjects {
                     let limits = rows.iter().find(|(s, _)| s == subject).map(|(_, l)| *l);
-                    cache.insert(subject.key(), Cached { limits, at: now });
+                    cache.insert(subject, Cached { limits, at: now });
                 }
                 rows
             }
@@ -65,18 +98,17 @@ impl Quotas {
         let cache = lock(&self.cache);
         subjects
             .iter()
-            .filter_map(|s| {
-                cache
-                    .get(&s.key())
-                    .and_then(|c| c.limits)
-                    .map(|l| (s.clone(), l))
-            })
+            .filter_map(|s| cache.get(s).and_then(|c| c.limits).map(|l| (s.clone(), l)))
             .collect()
     }
 
     /// Forgets the cached limits of `subject` (they were just changed
     /// through this server).
     pub fn forget(&self, subject: &LimitSubject) {
-        lock(&self.cache).remove(&subject.key());
+        let mut cache = lock(&self.cache);
+        match subject {
+            LimitSubject::Key(id) => cache.keys.remove(id),
+            LimitSubject::Project(id) => cache.projects.remove(id),
+        };
     }
 }

@@ -37,7 +37,7 @@
 //! body bytes) in hand, so concurrent requests never pass a token limit by
 //! more than what they spend past their reserves. A cost budget reserves
 //! those tokens at the dearest price the request's `model` may reach
-//! ([`crate::pricing::Pricing::worst_cost_nusd`]; a route's targets count),
+//! ([`crate::pricing::worst_cost_nusd`]; a route's targets count),
 //! so it holds the same way. A conversation's call (turn, title,
 //! compaction, warm) also reserves its history (the conversation's last
 //! prompt size) and prices its tokens at the model it resolves to exactly
@@ -59,8 +59,9 @@ mod settlement;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use modelyard_core::cost::Price;
 use modelyard_core::limits::Limits;
 use modelyard_store::{CounterKey, LimitSubject, Store};
 
@@ -72,7 +73,7 @@ pub use refusal::Refusal;
 pub use settlement::{call_tokens, settle, CallUsage, Spent};
 
 use counters::Cell;
-use lookup::Cached;
+use lookup::LimitsCache;
 
 /// How long a limits lookup is reused.
 pub const LIMITS_TTL: Duration = Duration::from_secs(2);
@@ -102,9 +103,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 pub struct Quotas {
     store: Store,
-    cache: Mutex<HashMap<String, Cached>>,
+    cache: Mutex<LimitsCache>,
     counters: Mutex<HashMap<CounterKey, Cell>>,
     in_flight: Mutex<HashMap<String, InFlight>>,
+    /// The rates a request naming a model (a route or deployment id) may be
+    /// charged at, as last resolved, and when ([`Quotas::reserve_rates`]).
+    rates: Mutex<HashMap<String, CachedRates>>,
     /// `limits.budget_reserve_tokens`.
     pub default_reserve: u64,
 }
@@ -118,6 +122,10 @@ struct InFlight {
     lease: Cell,
 }
 
+/// Rates of the deployments a model id may reach, and when they were
+/// resolved.
+type CachedRates = (Instant, Arc<[Price]>);
+
 /// The limits that apply to a request: its key's and its project's.
 pub type Applicable = Vec<(LimitSubject, Limits)>;
 
@@ -130,8 +138,31 @@ impl Quotas {
             cache: Mutex::default(),
             counters: Mutex::default(),
             in_flight: Mutex::default(),
+            rates: Mutex::default(),
             default_reserve,
         })
+    }
+}
+
+impl Quotas {
+    /// The rates a request naming `model` may be charged at (every priced
+    /// deployment it may reach), for a cost reserve: `resolve` computes
+    /// them, and they are reused for [`LIMITS_TTL`] (a resolution and price
+    /// lookups per request would cost more than the rest of admission).
+    pub fn reserve_rates(&self, model: &str, resolve: impl FnOnce() -> Vec<Price>) -> Arc<[Price]> {
+        let now = Instant::now();
+        if let Some((at, rates)) = lock(&self.rates).get(model) {
+            if now.duration_since(*at) < LIMITS_TTL {
+                return Arc::clone(rates);
+            }
+        }
+        let rates: Arc<[Price]> = resolve().into();
+        let mut cache = lock(&self.rates);
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(model.to_owned(), (now, Arc::clone(&rates)));
+        rates
     }
 }
 

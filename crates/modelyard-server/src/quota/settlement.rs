@@ -50,23 +50,32 @@ pub fn settle(admission: Option<Admission>, pricing: &crate::pricing::Pricing, s
     match spent {
         Spent::ClientGone => admission.settle_reserved(),
         Spent::Calls(calls) => {
-            let (tokens, cost_nusd) = spent_by(calls, pricing);
+            let (tokens, cost_nusd) = spent_by(calls, pricing, admission.holds_cost());
             admission.settle(tokens, cost_nusd);
         }
     }
 }
 
 /// The tokens and nano-USD `calls` spent, priced by `pricing` (a call
-/// whose cost cannot be told counts 0).
-fn spent_by(calls: &[CallUsage<'_>], pricing: &crate::pricing::Pricing) -> (i64, i64) {
+/// whose cost cannot be told counts 0) when `priced` (else the cost is 0:
+/// nothing needs it).
+fn spent_by(
+    calls: &[CallUsage<'_>],
+    pricing: &crate::pricing::Pricing,
+    priced: bool,
+) -> (i64, i64) {
     let tokens = calls
         .iter()
         .map(|c| call_tokens(&c.usage))
         .fold(0, add_tokens);
-    let cost_nusd = calls
-        .iter()
-        .filter_map(|c| pricing.cost_of(c.model_id, &c.usage).cost_nusd)
-        .fold(0_i64, i64::saturating_add);
+    let cost_nusd = if priced {
+        calls
+            .iter()
+            .filter_map(|c| pricing.cost_nusd_of(c.model_id, &c.usage))
+            .fold(0_i64, i64::saturating_add)
+    } else {
+        0
+    };
     (i64::try_from(tokens).unwrap_or(i64::MAX), cost_nusd)
 }
 
@@ -87,7 +96,7 @@ impl Quotas {
         pricing: &crate::pricing::Pricing,
         now_ms: i64,
     ) {
-        let (tokens, cost_nusd) = spent_by(calls, pricing);
+        let (tokens, cost_nusd) = spent_by(calls, pricing, true);
         if tokens == 0 && cost_nusd == 0 {
             return;
         }

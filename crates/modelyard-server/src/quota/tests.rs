@@ -378,6 +378,46 @@ async fn idle_leases_go_back_to_the_shared_counter() {
 }
 
 #[test]
+fn the_budget_header_rounds_nano_usd_to_six_decimals() {
+    let shown = |nusd: i64| {
+        Remaining {
+            budget_nusd: Some(nusd),
+            ..Remaining::default()
+        }
+        .budget_usd()
+        .unwrap()
+    };
+    assert_eq!(shown(1_234_567_890), "1.234568");
+    assert_eq!(shown(1_234_567_490), "1.234567");
+    assert_eq!(shown(999_999_999_999), "1000.000000");
+    assert_eq!(shown(7), "0.000000");
+    assert_eq!(shown(-5), "0.000000", "never negative");
+    assert_eq!(shown(i64::MAX), "9223372036.854776");
+}
+
+#[tokio::test]
+async fn reserve_rates_are_resolved_once_per_ttl() {
+    let quotas = Quotas::new(store().await, 100);
+    let price = modelyard_core::cost::Price {
+        input_per_mtok: 1.0,
+        cached_input_per_mtok: None,
+        output_per_mtok: 2.0,
+        reasoning_per_mtok: None,
+    };
+    let mut resolved = 0;
+    for _ in 0..3 {
+        let rates = quotas.reserve_rates("p/m", || {
+            resolved += 1;
+            vec![price]
+        });
+        assert_eq!(&*rates, &[price]);
+    }
+    assert_eq!(resolved, 1, "cached for {LIMITS_TTL:?}");
+    let other = quotas.reserve_rates("p/other", Vec::new);
+    assert!(other.is_empty());
+}
+
+#[test]
 fn a_reserve_is_the_output_cap_plus_the_prompt_estimate() {
     let body = br#"{"model":"m","max_tokens":50,"messages":[]}"#;
     assert_eq!(reserve_tokens(body, 1000, true), 50 + body.len() as i64 / 4);
