@@ -756,3 +756,270 @@ async fn a_watcher_that_reconnects_mid_run_loses_and_repeats_nothing() {
         );
     }
 }
+
+// ------------------------------------------------------- context windows
+
+/// The small window of `small/echo`, tokens (the mock counts words).
+const SMALL_WINDOW: u64 = 400;
+/// The larger window of `big/wide`, tokens.
+const WIDE_WINDOW: u64 = 1_200;
+/// `[turns] output_reserve_tokens` of the context tests.
+const RESERVE: u64 = 100;
+
+/// A server whose llama.cpp providers `small` and `big` serve `echo`
+/// (window [`SMALL_WINDOW`]) and `wide` (window [`WIDE_WINDOW`]), both
+/// refusing a prompt that reaches its window; `[turns]` gets `turns`.
+async fn small_windows(turns: &str) -> TestServer {
+    use common::named_mock_url;
+    use modelyard_testkit::{Flavour, MockModel, MockOptions};
+    let mock = |model: &str, window: u64| {
+        MockOptions::new(Flavour::LlamaCpp, vec![MockModel::new(model, Some(window))])
+    };
+    let server = TestServer::builder()
+        .mock("small", mock("echo", SMALL_WINDOW))
+        .mock("big", mock("wide", WIDE_WINDOW))
+        .providers(&format!(
+            "[[providers]]\nname = \"small\"\nkind = \"llama-cpp\"\nbase_url = \"{}\"\n\n\
+             [[providers]]\nname = \"big\"\nkind = \"llama-cpp\"\nbase_url = \"{}\"\n",
+            named_mock_url("small"),
+            named_mock_url("big")
+        ))
+        .extra(&format!(
+            "[turns]\noutput_reserve_tokens = {RESERVE}\n{turns}\n"
+        ))
+        .start()
+        .await;
+    server.named("small").set_enforce_context(true);
+    server.named("big").set_enforce_context(true);
+    server
+}
+
+/// A 40-word question, different for each `n`.
+fn question(n: usize) -> String {
+    (0..40)
+        .map(|i| format!("q{n}w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A conversation on `big/wide` with `turns` turns of a 40-word question
+/// (and its 41-word echo); its compactions answer at most 20 words.
+async fn long_conversation(server: &TestServer, turns: usize) -> String {
+    let (status, config) = server
+        .post(
+            "/v1/llms",
+            json!({"displayName": "short summaries", "model": "big/wide",
+                   "providerOptions": {"maxTokens": 20}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{config}");
+    let conv = server
+        .create_conversation(
+            json!({"model": "big/wide", "llmOverrides": {"compaction": config["id"]}}),
+        )
+        .await;
+    for n in 0..turns {
+        let (_, turn) = server
+            .run_turn(&conv, json!({"content": question(n)}))
+            .await;
+        assert_eq!(turn["status"], "completed", "turn {n}: {turn}");
+    }
+    conv
+}
+
+/// The streamed chat requests mock `provider` received.
+fn streamed_to(server: &TestServer, provider: &str) -> Vec<Value> {
+    server
+        .named(provider)
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .filter_map(|r| r.json())
+        .filter(|r| r["stream"] == json!(true))
+        .collect()
+}
+
+/// Words of a chat request's messages: the mock's prompt tokens.
+fn prompt_words(request: &Value) -> u64 {
+    request["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["content"]
+                .as_str()
+                .map_or(0, |s| s.split_whitespace().count()) as u64
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn with_truncate_each_model_gets_the_history_that_fits_its_own_window() {
+    let server = small_windows("context_strategy = \"truncate\"").await;
+    // 6 turns and the new question: about 530 words, more than `echo`'s
+    // 300-token budget, well within `wide`'s 1 100.
+    let conv = long_conversation(&server, 6).await;
+    let answer = arena(&server, &conv, &question(9), &["small/echo", "big/wide"]).await;
+    for result in answer["results"].as_array().unwrap() {
+        assert_eq!(result["status"], "completed", "{result}");
+    }
+    let small = streamed_to(&server, "small");
+    let wide = streamed_to(&server, "big");
+    let (small, wide) = (small.last().unwrap(), wide.last().unwrap());
+    // Both end with the new question; `echo`'s leaves the oldest out and
+    // fits its window minus the reserve, `wide`'s has the whole history.
+    for request in [small, wide] {
+        let messages = request["messages"].as_array().unwrap();
+        assert_eq!(
+            messages.last().unwrap()["content"],
+            question(9),
+            "{request}"
+        );
+        assert_eq!(messages.last().unwrap()["role"], "user");
+    }
+    assert!(
+        prompt_words(small) <= SMALL_WINDOW - RESERVE,
+        "{} words: {small}",
+        prompt_words(small)
+    );
+    assert_eq!(wide["messages"].as_array().unwrap().len(), 13, "{wide}");
+    assert_eq!(wide["messages"][0]["content"], question(0));
+    let kept = small["messages"].as_array().unwrap();
+    assert!(kept.len() < 13 && kept.len() > 1, "{small}");
+    assert_ne!(kept[0]["content"], question(0), "the oldest went first");
+    // Nothing was compacted or dropped from the conversation itself.
+    let events = log(&server, &conv).await;
+    assert!(of_type(&events, "conversation.compacted").is_empty());
+    assert_eq!(server.messages(&conv).await.len(), 13);
+}
+
+#[tokio::test]
+async fn with_compact_the_conversation_is_compacted_once_then_every_model_answers() {
+    let server = small_windows("").await;
+    // 3 turns and the new question: about 280 words, past 0.8 of `echo`'s
+    // 300-token budget (not of `wide`'s 1 100).
+    let conv = long_conversation(&server, 3).await;
+    assert!(of_type(&log(&server, &conv).await, "conversation.compacted").is_empty());
+    let answer = arena(&server, &conv, &question(9), &["small/echo", "big/wide"]).await;
+    for result in answer["results"].as_array().unwrap() {
+        assert_eq!(result["status"], "completed", "{result}");
+    }
+    // One compaction, recorded as a turn's, before the arena's turn.
+    let events = log(&server, &conv).await;
+    let compacted = of_type(&events, "conversation.compacted");
+    assert_eq!(compacted.len(), 1, "{events:?}");
+    assert_eq!(compacted[0].data["modelId"], "big/wide");
+    let started = of_type(&events, "arena.started");
+    assert!(compacted[0].seq() < started[0].seq(), "{events:?}");
+    // Both models got the summary in place of the history, then the
+    // question.
+    for provider in ["small", "big"] {
+        let request = streamed_to(&server, provider).last().cloned().unwrap();
+        let messages = request["messages"].as_array().unwrap();
+        assert!(
+            messages[0]["content"]
+                .as_str()
+                .unwrap()
+                .starts_with("Summary of the earlier conversation: "),
+            "{request}"
+        );
+        assert_eq!(messages.len(), 2, "{request}");
+        assert_eq!(messages[1]["content"], question(9));
+    }
+    let sessions = server
+        .get_ok(&format!("/v1/llm-sessions?conversationId={conv}&limit=100"))
+        .await;
+    let compactions = sessions["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["operation"] == "compaction")
+        .count();
+    assert_eq!(compactions, 1, "{sessions}");
+}
+
+/// `GET /v1/llm-sessions/{id}` once the session is recorded.
+async fn session(server: &TestServer, id: &str) -> Value {
+    eventually(LIMIT, &format!("session {id} recorded"), || async move {
+        let (status, body) = server
+            .send("GET", &format!("/v1/llm-sessions/{id}"), None)
+            .await;
+        if status == 200 {
+            Ok(body)
+        } else {
+            Err((status, body))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_arena_runs_session_records_the_config_it_ran_with() {
+    let server = server().await;
+    let (status, config) = server
+        .post(
+            "/v1/llms",
+            json!({"model": "mock/echo", "systemPrompt": "BE BRIEF",
+                   "providerOptions": {"temperature": 0.3}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{config}");
+    let cfg = config["id"].as_str().unwrap().to_owned();
+    let conv = server.create_conversation(json!({"llmId": cfg})).await;
+    let answer = arena(&server, &conv, "hi", &["mock/echo", "mock/mock-model"]).await;
+    let run = answer["runId"].as_str().unwrap();
+    let detail = session(&server, run).await;
+    assert_eq!(detail["operation"], "arena", "{detail}");
+    let snapshot = &detail["config"];
+    assert_eq!(snapshot["llmId"], cfg.as_str(), "{detail}");
+    assert_eq!(snapshot["version"], 1);
+    assert_eq!(snapshot["systemPrompt"], "BE BRIEF");
+    assert_eq!(snapshot["providerOptions"]["temperature"], 0.3);
+    assert_eq!(snapshot["resolvedFrom"], "request");
+    assert_eq!(snapshot["model"], "mock/echo, mock/mock-model");
+
+    // The standalone arena with `llmId` records it too (nothing resolved
+    // in a conversation); without one, no config.
+    let (status, standalone) = server
+        .post(
+            "/v1/arena",
+            json!({"prompt": "hi", "models": ["mock/echo", "mock/mock-model"], "llmId": cfg}),
+        )
+        .await;
+    assert_eq!(status, 200, "{standalone}");
+    let detail = session(&server, standalone["id"].as_str().unwrap()).await;
+    assert_eq!(detail["config"]["llmId"], cfg.as_str(), "{detail}");
+    assert_eq!(detail["config"]["version"], 1);
+    assert!(detail["config"]["resolvedFrom"].is_null(), "{detail}");
+    let (status, plain) = server
+        .post(
+            "/v1/arena",
+            json!({"prompt": "hi", "models": ["mock/echo", "mock/mock-model"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{plain}");
+    let detail = session(&server, plain["id"].as_str().unwrap()).await;
+    assert!(detail["config"].is_null(), "{detail}");
+}
+
+#[tokio::test]
+async fn a_model_whose_window_nothing_fits_fails_without_a_call_and_the_others_answer() {
+    let server = small_windows("context_strategy = \"truncate\"").await;
+    let conv = long_conversation(&server, 1).await;
+    let before = streamed_to(&server, "small").len();
+    // 500 words: more than `echo`'s budget on its own, within `wide`'s.
+    let long: Vec<String> = (0..500).map(|i| format!("w{i}")).collect();
+    let answer = arena(&server, &conv, &long.join(" "), &["small/echo", "big/wide"]).await;
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results[0]["status"], "failed", "{answer}");
+    let error = results[0]["error"].as_str().unwrap();
+    assert!(error.contains("context window of 400"), "{error}");
+    assert_eq!(results[1]["status"], "completed", "{answer}");
+    assert_eq!(
+        streamed_to(&server, "small").len(),
+        before,
+        "no call to echo"
+    );
+    let waiting = server.get_ok(&format!("/v1/conversations/{conv}")).await;
+    assert_eq!(waiting["status"], "awaiting_pick", "{waiting}");
+}

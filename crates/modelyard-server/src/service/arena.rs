@@ -13,7 +13,9 @@
 //! so its time to first token is known whether or not the client streams.
 //! One model failing does not stop the others. The run is recorded as one
 //! LLM session of operation `arena` holding every call (attempts included)
-//! and charged to the caller's budgets ([`AppState::record_charged`]).
+//! and charged to the caller's budgets ([`AppState::record_charged`]); the
+//! session records the config snapshot the run went with ([`snapshot`]:
+//! with `llmId`, or in a conversation).
 //!
 //! Parts: `conversation.rs` (the arena inside a conversation: a turn whose
 //! user message several models answer, which then waits for a pick),
@@ -26,6 +28,8 @@ pub use conversation::{begin, finish, pending_conflict, Begun, ConversationArena
 pub use picks::{get_run, pick, pick_standalone, stats, Picked, RunView, StandalonePick};
 
 use futures_util::future::join_all;
+use modelyard_core::conversation::ResolvedFrom;
+use modelyard_core::llm_config::ConfigSnapshot;
 use modelyard_core::Usage;
 use modelyard_store::LlmConfigRow;
 use modelyard_upstream::openai::StreamAccumulator;
@@ -35,6 +39,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::error::ServiceError;
 use super::llm_call::{compose, LlmCall, LlmCallError, Purpose};
 use super::routed::{self, Plan};
+use super::turn_target::config_snapshot;
 use crate::app::AppState;
 use crate::clock::now_ms;
 use crate::recorder::CallRecord;
@@ -69,6 +74,10 @@ struct Entrant {
     /// The id as the client asked for it.
     model: String,
     destination: Destination,
+    /// This model's own request, fitted into its context window (a
+    /// conversation arena), or why none can be sent (it then fails without
+    /// a call); `None`: the run's request.
+    fitted: Option<Result<Value, String>>,
 }
 
 /// A validated arena run, ready to [`run`].
@@ -84,6 +93,8 @@ pub struct Prepared {
     /// Stops every model still running (each then fails `cancelled`; its
     /// call is recorded as such), for a conversation arena's turn.
     cancel: Option<tokio_util::sync::CancellationToken>,
+    /// The config snapshot the run's session records.
+    config: Option<ConfigSnapshot>,
 }
 
 impl Prepared {
@@ -91,6 +102,46 @@ impl Prepared {
     pub fn models(&self) -> Vec<String> {
         self.entrants.iter().map(|e| e.model.clone()).collect()
     }
+
+    /// Where each model's call goes, in request order.
+    fn destinations(&self) -> Vec<&Destination> {
+        self.entrants.iter().map(|e| &e.destination).collect()
+    }
+
+    /// Gives each model its own request (`fitted`, in request order; see
+    /// [`Entrant`]).
+    fn fit(&mut self, fitted: Vec<Result<Value, String>>) {
+        for (entrant, fitted) in self.entrants.iter_mut().zip(fitted) {
+            entrant.fitted = Some(fitted);
+        }
+    }
+}
+
+/// The config snapshot of a run that `config` supplied (`resolved_from`:
+/// how a conversation's models were chosen, `None` outside one):
+/// [`config_snapshot`] with `model` listing every model's id in request
+/// order, comma-separated, and `baseUrl` only when every model goes to the
+/// same one.
+fn snapshot(
+    entrants: &[Entrant],
+    config: Option<&LlmConfigRow>,
+    resolved_from: Option<ResolvedFrom>,
+) -> Option<ConfigSnapshot> {
+    let first = entrants.first()?;
+    let mut snapshot = config_snapshot(resolved_from, &first.destination, config);
+    let each: Vec<ConfigSnapshot> = entrants
+        .iter()
+        .map(|e| config_snapshot(resolved_from, &e.destination, config))
+        .collect();
+    if each.iter().any(|e| e.base_url != snapshot.base_url) {
+        snapshot.base_url = None;
+    }
+    snapshot.model = each
+        .iter()
+        .map(|e| e.model.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(snapshot)
 }
 
 /// Token counts of one model's answer (`None`: not reported).
@@ -228,7 +279,11 @@ pub async fn prepare(app: &AppState, request: ArenaRequest) -> Result<Prepared, 
         None => None,
     };
     let body = body(config.as_ref(), request.options, messages);
-    prepare_body(app, request.models, config.as_ref(), body)
+    let mut prepared = prepare_body(app, request.models, config.as_ref(), body)?;
+    if config.is_some() {
+        prepared.config = snapshot(&prepared.entrants, config.as_ref(), None);
+    }
+    Ok(prepared)
 }
 
 /// Checks the model list: 2–8 distinct ids.
@@ -280,7 +335,11 @@ fn prepare_body(
         let destination = destination
             .for_llm_config(&app.registry, config)
             .map_err(|err| ServiceError::invalid_field("llmId", err.to_string()))?;
-        entrants.push(Entrant { model, destination });
+        entrants.push(Entrant {
+            model,
+            destination,
+            fitted: None,
+        });
     }
     Ok(Prepared {
         id: uuid::Uuid::now_v7().to_string(),
@@ -288,6 +347,7 @@ fn prepare_body(
         body,
         link: None,
         cancel: None,
+        config: None,
     })
 }
 
@@ -387,6 +447,11 @@ async fn play(
     events: Option<&UnboundedSender<ArenaEvent>>,
     cancel: Option<&tokio_util::sync::CancellationToken>,
 ) -> Played {
+    let body = match &entrant.fitted {
+        None => body,
+        Some(Ok(fitted)) => fitted,
+        Some(Err(why)) => return refused(index, entrant, why, events),
+    };
     let purpose = Purpose::new(OPERATION);
     let mut plan = Plan::new(app, entrant.destination.clone(), None);
     let mut current: Option<LlmCall> = None;
@@ -473,6 +538,36 @@ async fn play(
     Played { result, records }
 }
 
+/// Model `index`'s result when its request cannot be sent (`why`): failed,
+/// without a call.
+fn refused(
+    index: usize,
+    entrant: &Entrant,
+    why: &str,
+    events: Option<&UnboundedSender<ArenaEvent>>,
+) -> Played {
+    let result = ArenaResult {
+        index,
+        model: entrant.model.clone(),
+        error: Some(why.to_owned()),
+        text: String::new(),
+        usage: ArenaUsage::default(),
+        cost_usd: None,
+        cost_nusd: None,
+        tokens: Usage::default(),
+        model_id: None,
+        ttft_ms: None,
+        duration_ms: 0,
+    };
+    if let Some(events) = events {
+        let _ = events.send(ArenaEvent::Finished(Box::new(result.clone())));
+    }
+    Played {
+        result,
+        records: Vec::new(),
+    }
+}
+
 /// Runs `prepared` on every model concurrently; `events` (when streaming)
 /// gets each model's deltas and end as they happen. Records the run as one
 /// `arena` session (id `prepared.id`) holding every call, charged to the
@@ -488,6 +583,7 @@ pub async fn run(
         body,
         link,
         cancel,
+        config,
     } = prepared;
     let played = join_all(entrants.iter().enumerate().map(|(index, entrant)| {
         play(app, index, entrant, &body, events.as_ref(), cancel.as_ref())
@@ -502,6 +598,7 @@ pub async fn run(
     if let Some(last) = records.pop() {
         let mut session = CallRecord::session_of(records, last);
         session.session.id.clone_from(&id);
+        session.session.config = config;
         if let Some((conversation_id, turn_id)) = link {
             session.session.conversation_id = Some(conversation_id);
             session.session.turn_id = Some(turn_id);

@@ -158,8 +158,8 @@ pub async fn start(
     crate::conversations::engine::check_at_start(
         app,
         id,
+        &destination,
         crate::conversations::engine::StartCheck {
-            destination: &destination,
             llm_config: llm_config.as_ref(),
             reasoning_effort: conversation.reasoning_effort,
             overrides: &body.overrides,

@@ -61,7 +61,7 @@ mod sweep;
 #[cfg(test)]
 mod tests;
 
-pub use context::{check_at_start, StartCheck};
+pub use context::{check_at_start, fit_at_start, StartCheck};
 pub use loading::LOADING_EVERY;
 pub use request::{compacted, openai_messages, request_body, RunOverrides, NO_TOOL_RESULT};
 pub use run::{close_run, run_turn, CLOSE_RETRY_FIRST, CLOSE_RETRY_MAX};

@@ -4,10 +4,20 @@
 //! (`awaiting_pick`, see [`super::picks`]).
 //!
 //! The request every model gets is the one the conversation's next chat
-//! turn would send ([`request_body`]): the conversation's LLM config for
-//! `chat` (options, system prompt, base URL), its reasoning effort, the
-//! history (after a compaction, the summary in place of what it covers)
-//! and the new user message; the request's `options` over the config's.
+//! turn would send ([`crate::conversations::engine::request_body`]): the
+//! conversation's LLM config for `chat` (options, system prompt, base
+//! URL), its reasoning effort, the history (after a compaction, the summary
+//! in place of what it covers) and the new user message; the request's
+//! `options` over the config's. Before anything is appended, it is fitted
+//! into each model's context window as a turn's is (`[turns]
+//! context_strategy`, [`fit_at_start`]): refused (`error`), the
+//! conversation compacted once (`compact`, when any model's window is
+//! passed at `compact_at`), the oldest messages left out for each model
+//! whose window it still does not fit (`truncate`, and `compact`
+//! after the compaction); a model whose request cannot fit even so fails
+//! without a call, with the error a turn would fail with. The run's
+//! `arena` session records the conversation's config snapshot (models
+//! resolved from the request).
 //!
 //! Events: `turn.started`, `message.user`, `arena.started` in one append;
 //! while the models run, every model's progress as transient events of the
@@ -26,19 +36,19 @@
 use std::sync::Arc;
 
 use modelyard_core::conversation::{
-    ArenaOutcome, ArenaStatus, ConversationRecord, EventPayload, MessageRecord, MessageRole,
-    ResolvedFrom, TokenUsage, TurnStatus, ARENA_OPERATION, CHAT_OPERATION,
+    ArenaOutcome, ArenaStatus, ConversationRecord, EventPayload, ResolvedFrom, TokenUsage,
+    TurnStatus, ARENA_OPERATION, CHAT_OPERATION,
 };
 use modelyard_core::ids::ConversationId;
 use modelyard_core::turn_model::resolve_turn_model;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{prepare_body, run, within_caps, ArenaEvent, ArenaResult};
+use super::{prepare_body, run, snapshot, within_caps, ArenaEvent, ArenaResult};
 use crate::app::AppState;
 use crate::conversations::configs::TurnConfigs;
 use crate::conversations::engine::{
-    check_at_start, close_run, publish, publish_events, request_body, RunOverrides, StartCheck,
+    close_run, fit_at_start, publish, publish_events, RunOverrides, StartCheck,
 };
 use crate::conversations::live::LiveTurn;
 use crate::service::conversations::load_stored;
@@ -133,7 +143,8 @@ pub async fn pending_conflict(
 /// (409); 422 `content`, `models` (count, duplicates, unknown ids with
 /// suggestions), `options.<field>` (the gateway's `[limits]` caps),
 /// `context_length_exceeded` (`[turns] context_strategy = "error"`, for any
-/// of the models); the store's.
+/// of the models); the store's. With `compact`, the conversation's
+/// compaction may run (and be appended) first.
 pub async fn begin(
     app: &AppState,
     id: &ConversationId,
@@ -159,56 +170,35 @@ pub async fn begin(
     let llm_config = configs.supplying(llm_config_id.as_deref()).cloned();
     let turn_id = new_id();
     let content = Value::String(request.content);
-    let mut history = app.store.list_messages(&app.project, id).await?;
-    history.push(MessageRecord {
-        id: new_id(),
-        conversation_id: id.to_owned(),
-        turn_id: turn_id.clone(),
-        role: MessageRole::User,
-        content: content.clone(),
-        parts: Vec::new(),
-        model_id: None,
-        usage: TokenUsage::default(),
-        finish_reason: None,
-        seq: conversation.last_seq + 1,
-        created_at_ms: crate::clock::now_ms(),
-    });
-    within_caps(&app.config.limits, history.len(), &request.options)?;
-    let summary = conversation
-        .compacted_through_seq
-        .zip(conversation.summary.as_deref());
+    // The history and the new user message.
+    let messages = app.store.list_messages(&app.project, id).await?.len() + 1;
+    within_caps(&app.config.limits, messages, &request.options)?;
     let overrides = RunOverrides {
         options: request.options,
         ..RunOverrides::default()
     };
-    let body = request_body(
-        &history,
-        llm_config.as_ref(),
-        conversation.reasoning_effort,
-        summary,
-        &[],
-        &overrides,
-    );
+    let check = StartCheck {
+        llm_config: llm_config.as_ref(),
+        reasoning_effort: conversation.reasoning_effort,
+        overrides: &overrides,
+        tools: &[],
+        content: &content,
+    };
     let models = request.models;
     let first_model = models.first().cloned().unwrap_or_default();
-    let mut prepared = prepare_body(app, models.clone(), llm_config.as_ref(), body)?;
-    // `[turns] context_strategy = "error"`: refused before anything is
-    // appended when the request would not fit one of the models' windows.
-    for entrant in &prepared.entrants {
-        check_at_start(
-            app,
-            id,
-            StartCheck {
-                destination: &entrant.destination,
-                llm_config: llm_config.as_ref(),
-                reasoning_effort: conversation.reasoning_effort,
-                overrides: &overrides,
-                tools: &[],
-                content: &content,
-            },
-        )
-        .await?;
-    }
+    // No request shared by the models: each gets its own, fitted below.
+    let unfitted = Value::Null;
+    let mut prepared = prepare_body(app, models.clone(), llm_config.as_ref(), unfitted)?;
+    // Each model's request, fitted into its context window per
+    // `[turns] context_strategy` before anything is appended (refused,
+    // compacted once, truncated per model).
+    let fitted = fit_at_start(app, id, &turn_id, &prepared.destinations(), check).await?;
+    prepared.fit(fitted);
+    prepared.config = snapshot(
+        &prepared.entrants,
+        llm_config.as_ref(),
+        Some(ResolvedFrom::Request),
+    );
     prepared.link = Some((id.to_owned(), turn_id.clone()));
     let run_id = prepared.id.clone();
     let payloads = vec![
