@@ -90,6 +90,9 @@ const PRUNE_AFTER_MS: i64 = 3_600_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// Most cached limits lookups (the cache is cleared past it).
 const MAX_CACHED: usize = 10_000;
+/// Longest model id whose reserve rates are cached (the cache holds at
+/// most [`MAX_CACHED`] ids, so at most this times that many bytes).
+const MAX_CACHED_MODEL_BYTES: usize = 256;
 /// Bytes of request body counted as one prompt token in a reserve.
 pub const BYTES_PER_TOKEN: u64 = 4;
 
@@ -149,7 +152,12 @@ impl Quotas {
     /// deployment it may reach), for a cost reserve: `resolve` computes
     /// them, and they are reused for [`LIMITS_TTL`] (a resolution and price
     /// lookups per request would cost more than the rest of admission).
+    /// Ids longer than 256 bytes are resolved every time, never kept.
     pub fn reserve_rates(&self, model: &str, resolve: impl FnOnce() -> Vec<Price>) -> Arc<[Price]> {
+        if model.len() > MAX_CACHED_MODEL_BYTES {
+            // The id comes from the request body: never kept when long.
+            return resolve().into();
+        }
         let now = Instant::now();
         if let Some((at, rates)) = lock(&self.rates).get(model) {
             if now.duration_since(*at) < LIMITS_TTL {

@@ -415,6 +415,16 @@ async fn reserve_rates_are_resolved_once_per_ttl() {
     assert_eq!(resolved, 1, "cached for {LIMITS_TTL:?}");
     let other = quotas.reserve_rates("p/other", Vec::new);
     assert!(other.is_empty());
+    // A long id (from a request body) is never kept.
+    let long = "x".repeat(10_000);
+    let mut resolved = 0;
+    for _ in 0..2 {
+        quotas.reserve_rates(&long, || {
+            resolved += 1;
+            Vec::new()
+        });
+    }
+    assert_eq!(resolved, 2);
 }
 
 #[test]
