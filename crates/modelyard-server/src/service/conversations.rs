@@ -80,7 +80,9 @@ pub struct NewConversation {
     pub advisor: Option<bool>,
     /// A JSON object.
     pub metadata: Option<Value>,
-    /// Default LLM config.
+    /// Default LLM config. Absent: the server default's `system-default`
+    /// config on a server with a default (resolved as the server default,
+    /// docs/design.md#turn-model), else none.
     pub llm_id: Option<String>,
     /// LLM config per operation.
     pub llm_overrides: Option<BTreeMap<String, String>>,
