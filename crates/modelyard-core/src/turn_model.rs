@@ -6,7 +6,8 @@
 //!    `c.model` in the same transaction as the turn's start);
 //! 2. for `chat`: `c.model`, the persisted selection;
 //! 3. the model of `c.llm_overrides[op]`;
-//! 4. the model of `c.llm_id`, the conversation's default config;
+//! 4. the model of `c.llm_id`, the conversation's default config (the
+//!    server passes an `llm_id` naming a server default as step 5 instead);
 //! 5. the server's default for `op`, then the server default.
 //!
 //! Options and system prompt come from the first config found in steps 3–5,

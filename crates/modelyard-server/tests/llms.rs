@@ -446,10 +446,13 @@ async fn first_default_turn(server: &TestServer) -> (String, String, Value) {
 async fn simultaneous_first_turns_materialize_one_system_default_and_later_turns_reuse_it() {
     let server = preset_server().await;
 
-    // Two simultaneous first turns (nothing listed the configs yet, which
-    // would materialize the server default too): one system default.
-    let a = server.create_conversation(json!({})).await;
-    let b = server.create_conversation(json!({})).await;
+    // Two conversations created at once (creation materializes the server
+    // default each names), then their simultaneous first turns: one system
+    // default.
+    let (a, b) = tokio::join!(
+        server.create_conversation(json!({})),
+        server.create_conversation(json!({})),
+    );
     let (ta, tb) = tokio::join!(
         start_turn(&server, &a, json!({"content": "one"})),
         start_turn(&server, &b, json!({"content": "two"})),
@@ -992,4 +995,139 @@ async fn defaults_model_without_presets_is_a_system_default_config_too() {
     assert_eq!(turn["llmId"], listed[0]["id"]);
     assert_eq!(system_prompt(&request), None);
     assert!(request.get("temperature").is_none());
+}
+
+// ------------------------------------------------------------------ created without llmId
+
+const DEFAULTS_MODEL: &str = "[defaults]\nmodel = \"mock/mock-model\"\n";
+
+/// Creates a conversation without `llmId`; its id and the config it names.
+async fn created_without_llm_id(server: &TestServer) -> (String, Value) {
+    let conv = server.create_conversation(json!({})).await;
+    let c = server.get_ok(&format!("/v1/conversations/{conv}")).await;
+    let llm_id = c["llmId"].as_str().expect("llmId is set").to_owned();
+    let config = server.get_ok(&format!("/v1/llms/{llm_id}")).await;
+    (conv, config)
+}
+
+#[tokio::test]
+async fn a_conversation_created_without_llm_id_names_the_server_default_and_follows_it() {
+    let server = server_with(DEFAULTS_MODEL, None).await;
+
+    // Created without llmId: it names the server default, readable over the API.
+    let (conv, v1) = created_without_llm_id(&server).await;
+    assert_eq!(v1["source"], "system-default", "{v1}");
+    assert_eq!(v1["presetName"], "defaults.model", "{v1}");
+    assert_eq!(v1["presetVersion"], 1, "{v1}");
+    assert_eq!(v1["model"], "mock/mock-model", "{v1}");
+    let log = events(&server, &conv).await;
+    assert_eq!(log[0]["type"], "conversation.created");
+    assert_eq!(log[0]["llmId"], v1["id"]);
+
+    // A turn resolves from the server default and records its config.
+    let (turn, request) = run_turn(&server, &conv, json!({"content": "hi"})).await;
+    assert_eq!(turn["resolvedFrom"], "serverDefault");
+    assert_eq!(turn["llmId"], v1["id"]);
+    assert_eq!(request["model"], "mock-model");
+    assert_eq!(llms(&server).await.len(), 1, "one server default");
+
+    // A changed defaults.model: turns follow it (its next version), the
+    // conversation still names the default it was created under.
+    let dir = server.shutdown().await;
+    let server = server_with("[defaults]\nmodel = \"mock/echo\"\n", Some(dir)).await;
+    let (turn, request) = run_turn(&server, &conv, json!({"content": "again"})).await;
+    assert_eq!(turn["resolvedFrom"], "serverDefault");
+    assert_eq!(turn["modelId"], "mock/echo");
+    assert_eq!(request["model"], "echo");
+    let v2 = server
+        .get_ok(&format!("/v1/llms/{}", turn["llmId"].as_str().unwrap()))
+        .await;
+    assert_eq!(v2["presetName"], "defaults.model", "{v2}");
+    assert_eq!(v2["presetVersion"], 2, "{v2}");
+    let c = server.get_ok(&format!("/v1/conversations/{conv}")).await;
+    assert_eq!(c["llmId"], v1["id"]);
+    let (_, newer) = created_without_llm_id(&server).await;
+    assert_eq!(
+        newer["id"], v2["id"],
+        "a new conversation names the new default"
+    );
+
+    // With no default any more, the one it was created under still serves.
+    let dir = server.shutdown().await;
+    let server = server_with("", Some(dir)).await;
+    let (turn, request) = run_turn(&server, &conv, json!({"content": "still"})).await;
+    assert_eq!(turn["resolvedFrom"], "serverDefault");
+    assert_eq!(turn["llmId"], v1["id"]);
+    assert_eq!(request["model"], "mock-model");
+}
+
+#[tokio::test]
+async fn the_server_default_as_llm_id_leaves_operation_presets_in_force() {
+    let server = preset_server().await;
+    let (conv, default) = created_without_llm_id(&server).await;
+    assert_eq!(default["source"], "system-default", "{default}");
+    assert_eq!(default["presetName"], "default", "{default}");
+
+    // chat: the default preset, as the server default.
+    let (turn, request) = run_turn(&server, &conv, json!({"content": "hi"})).await;
+    assert_eq!(turn["resolvedFrom"], "serverDefault");
+    assert_eq!(turn["llmId"], default["id"]);
+    assert_eq!(system_prompt(&request), Some("DEFAULT PROMPT v1"));
+    let log = events(&server, &conv).await;
+    let started = log.iter().find(|e| e["type"] == "turn.started").unwrap();
+    assert_eq!(started["resolvedFrom"], "serverDefault", "{started}");
+    assert_eq!(started["llmId"], default["id"], "{started}");
+
+    // title: still the title preset, not the conversation's llmId.
+    let (status, titled) = server
+        .post(&format!("/v1/conversations/{conv}/title"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{titled}");
+    assert_eq!(titled["resolvedFrom"], "serverDefault", "{titled}");
+    assert_eq!(titled["modelId"], "mock/echo", "{titled}");
+    let title_cfg = server
+        .get_ok(&format!("/v1/llms/{}", titled["llmId"].as_str().unwrap()))
+        .await;
+    assert_eq!(title_cfg["presetName"], "title", "{title_cfg}");
+    let request = server.mock_chats().last().cloned().unwrap();
+    assert_eq!(system_prompt(&request), Some("TITLE PROMPT"));
+
+    // Another preset's config named as llmId is a choice (step 4).
+    let (status, _) = server
+        .patch(
+            &format!("/v1/conversations/{conv}"),
+            json!({"llmId": title_cfg["id"]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (turn, request) = run_turn(&server, &conv, json!({"content": "x"})).await;
+    assert_eq!(turn["resolvedFrom"], "conversationConfig");
+    assert_eq!(turn["llmId"], title_cfg["id"]);
+    assert_eq!(system_prompt(&request), Some("TITLE PROMPT"));
+
+    // Cleared: null, and turns resolve from the server default as before.
+    let (status, c) = server
+        .patch(&format!("/v1/conversations/{conv}"), json!({"llmId": null}))
+        .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["llmId"], Value::Null);
+    let (turn, _) = run_turn(&server, &conv, json!({"content": "y"})).await;
+    assert_eq!(turn["resolvedFrom"], "serverDefault");
+    assert_eq!(turn["llmId"], default["id"]);
+
+    // A user config as llmId is unchanged: step 4.
+    let (_, conv_cfg) = two_configs_with_prompts(&server).await;
+    let mine = server.create_conversation(json!({"llmId": conv_cfg})).await;
+    let (turn, _) = run_turn(&server, &mine, json!({"content": "z"})).await;
+    assert_eq!(turn["resolvedFrom"], "conversationConfig");
+    assert_eq!(turn["llmId"], conv_cfg);
+}
+
+#[tokio::test]
+async fn without_a_server_default_a_new_conversation_names_no_config() {
+    let server = server_with("", None).await;
+    let conv = server.create_conversation(json!({})).await;
+    let c = server.get_ok(&format!("/v1/conversations/{conv}")).await;
+    assert_eq!(c["llmId"], Value::Null, "{c}");
+    assert!(llms(&server).await.is_empty());
 }

@@ -726,6 +726,83 @@ async fn llm_configs_are_created_edited_and_copied_on_the_llms_page() {
     ui.shot("error").await;
 }
 
+/// The chat settings' default-config select: its value, the selected
+/// option's label and every option's `[value, label]`.
+const LLM_DEFAULT_SELECT: &str = r#"
+    const s = document.querySelector('[data-testid="llm-default"]');
+    if (!s) return null;
+    return {
+      value: s.value,
+      selected: s.selectedOptions.length ? s.selectedOptions[0].textContent : null,
+      options: [...s.options].map(o => [o.value, o.textContent]),
+    };
+"#;
+
+/// Polls the conversation until its `llmId` is `want`.
+async fn wait_llm_id(server: &TestServer, conv: &str, want: &Value) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let c = get(server, &format!("/v1/conversations/{conv}")).await;
+        if c["llmId"] == *want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "llmId never became {want}: {c}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[tokio::test]
+async fn a_conversation_on_the_server_default_llm_shows_it_as_the_server_default() {
+    let Some(paths) = browser_paths() else { return };
+    let server = chat_server().await;
+    let mine = llm(&server, "mock/echo").await;
+    // Created without llmId: it names the server default's config.
+    let conv = create(&server, json!({})).await;
+    let created_under = get(&server, &format!("/v1/conversations/{conv}")).await["llmId"]
+        .as_str()
+        .expect("llmId names the server default")
+        .to_owned();
+    let config = get(&server, &format!("/v1/llms/{created_under}")).await;
+    assert_eq!(config["source"], "system-default", "{config}");
+
+    let ui = UiPage::launch(&paths, &server, "llm-server-default").await;
+    ui.open(&format!("/chat/{conv}")).await;
+    let shown = ui
+        .wait_js(
+            "the default-config select",
+            LLM_DEFAULT_SELECT,
+            vec![],
+            |v| !v.is_null(),
+        )
+        .await;
+    // Shown as the server default, not as a config the user picked.
+    assert_eq!(shown["value"], "", "{shown}");
+    assert_eq!(
+        shown["selected"], "Server default (mock/mock-model)",
+        "{shown}"
+    );
+    let options = shown["options"].as_array().unwrap();
+    assert!(
+        options.iter().all(|o| o[0] != created_under.as_str()),
+        "the server default is not one of the configs to pick: {shown}"
+    );
+    assert!(options.iter().any(|o| o[0] == mine.as_str()), "{shown}");
+    ui.click(&format!("{} summary", tid("settings-panel")))
+        .await;
+    ui.shot("server-default").await;
+
+    // Picking a config names it; picking the server default clears llmId.
+    ui.click(&format!("{} option[value=\"{mine}\"]", tid("llm-default")))
+        .await;
+    wait_llm_id(&server, &conv, &json!(mine)).await;
+    ui.click(&format!("{} option[value=\"\"]", tid("llm-default")))
+        .await;
+    wait_llm_id(&server, &conv, &Value::Null).await;
+    let (_, turn) = run_turn(&server, &conv, json!({"content": "hi"})).await;
+    assert_eq!(turn["resolvedFrom"], "serverDefault", "{turn}");
+    assert_eq!(turn["llmId"], created_under.as_str(), "{turn}");
+}
+
 #[tokio::test]
 async fn an_answer_streams_in_and_carries_its_model_badge() {
     let Some(paths) = browser_paths() else { return };

@@ -840,11 +840,30 @@ function modelPicker(path, catalog, current) {
   return picker;
 }
 
-/** Conversation settings: default LLM config, per-operation overrides, advisor. */
+/**
+ * Whether LLM config `c` is a materialized server default (the `default`
+ * preset's or `defaults.model`'s system default, any version): as a
+ * conversation's llmId it means "the server default", not a choice.
+ */
+function isServerDefault(c) {
+  return c.source === "system-default" && (c.presetName === "default" || c.presetName === "defaults.model");
+}
+
+/**
+ * Conversation settings: default LLM config, per-operation overrides, advisor.
+ * A conversation created without a config names the server default; the
+ * default select shows that as "Server default" (choosing it clears llmId,
+ * which resolves the same), never as one of the configs to pick.
+ */
 function settingsPanel(path, conversation, configs, settings) {
-  const options = [{ value: "", label: "(none)" }].concat(
-    configs.map((c) => ({ value: c.id, label: `${c.displayName || c.model} · ${c.model} (${c.source})` }))
-  );
+  const choice = (c) => ({ value: c.id, label: `${c.displayName || c.model} · ${c.model} (${c.source})` });
+  const options = [{ value: "", label: "(none)" }].concat(configs.map(choice));
+  // Newest first: the first server default listed is the current one.
+  const serverDefault = configs.find(isServerDefault);
+  const defaultOptions = [
+    { value: "", label: serverDefault ? `Server default (${serverDefault.model})` : "(none)" },
+  ].concat(configs.filter((c) => !isServerDefault(c)).map(choice));
+  const namesServerDefault = configs.some((c) => c.id === conversation.llmId && isServerDefault(c));
   const patch = async (body, control, previous) => {
     try {
       await api(path, { method: "PATCH", json: body });
@@ -856,8 +875,8 @@ function settingsPanel(path, conversation, configs, settings) {
       return false;
     }
   };
-  const configSelect = (testid, label, current, body) => {
-    const node = select({ testid, "aria-label": label }, options, current || "");
+  const configSelect = (testid, label, current, body, choices = options) => {
+    const node = select({ testid, "aria-label": label }, choices, current || "");
     let previous = node.value;
     node.addEventListener("change", async () => {
       if (await patch(body(node.value || null), node, previous)) previous = node.value;
@@ -887,7 +906,13 @@ function settingsPanel(path, conversation, configs, settings) {
     el(
       "div",
       { class: "settings-grid" },
-      configSelect("llm-default", "Default LLM config", conversation.llmId, (v) => ({ llmId: v })),
+      configSelect(
+        "llm-default",
+        "Default LLM config",
+        namesServerDefault ? "" : conversation.llmId,
+        (v) => ({ llmId: v }),
+        defaultOptions
+      ),
       OPERATIONS.map((op) =>
         configSelect(`llm-override-${op}`, `LLM config for ${op}`, overrides[op], (v) => ({
           llmOverrides: { [op]: v },

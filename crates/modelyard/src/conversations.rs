@@ -43,6 +43,16 @@ pub(crate) async fn list(client: &Client, limit: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether an LLM config (`GET /v1/llms/{id}`) is a materialized server
+/// default: the `default` preset's or `defaults.model`'s system default.
+fn is_server_default(config: &Value) -> bool {
+    config["source"] == "system-default"
+        && matches!(
+            config["presetName"].as_str(),
+            Some("default" | "defaults.model")
+        )
+}
+
 /// `conversations show ID`: the conversation and its messages.
 pub(crate) async fn show(client: &Client, id: &str) -> anyhow::Result<()> {
     let c = client.get_json(&format!("/v1/conversations/{id}")).await?;
@@ -60,7 +70,16 @@ pub(crate) async fn show(client: &Client, id: &str) -> anyhow::Result<()> {
         s(&c, "latestModelId")
     );
     if let Some(llm) = c["llmId"].as_str() {
-        println!("llm config   {llm}");
+        // The server default (what a conversation created without a config
+        // names) is said as such: turns follow the server's current default.
+        let config = client.get_json(&format!("/v1/llms/{llm}")).await.ok();
+        match config.filter(is_server_default) {
+            Some(config) => println!(
+                "llm config   {llm}  (the server default: {} when created; turns use the current one)",
+                s(&config, "model")
+            ),
+            None => println!("llm config   {llm}"),
+        }
     }
     if let Some(overrides) = c["llmOverrides"].as_object() {
         for (op, id) in overrides {

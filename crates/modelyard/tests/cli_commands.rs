@@ -366,9 +366,28 @@ async fn conversations_set_llm_sets_and_clears_the_default_and_per_operation_con
     let (chat, titles) = (chat["id"].as_str().unwrap(), titles["id"].as_str().unwrap());
     let path = format!("/v1/conversations/{conv}");
 
+    // Created without a config: it names the server default, said as such.
+    let default = server.get(&path).await["llmId"]
+        .as_str()
+        .expect("the server default's config")
+        .to_owned();
+    let run = cli_ok(&server, &["conversations", "show", &conv]).await;
+    assert!(
+        run.out.contains(&format!(
+            "llm config   {default}  (the server default: mock/mock-model when created; \
+             turns use the current one)\n"
+        )),
+        "{run:#?}"
+    );
+
     let run = cli_ok(&server, &["conversations", "set-llm", &conv, chat]).await;
     assert_eq!(run.out, format!("llm config   {chat}\n"));
     assert_eq!(server.get(&path).await["llmId"], chat);
+    let run = cli_ok(&server, &["conversations", "show", &conv]).await;
+    assert!(
+        run.out.contains(&format!("llm config   {chat}\n")),
+        "a chosen config is only its id: {run:#?}"
+    );
 
     let run = cli_ok(
         &server,

@@ -9,6 +9,10 @@
 //! is only reached through a config too, so nothing after the first config
 //! can change the outcome. Presets are materialized as `system-default`
 //! configs (once per preset version) only when a turn reaches them.
+//!
+//! A conversation's `llmId` that names a materialized server default
+//! ([`llm_configs::is_server_default`]; what a conversation created without
+//! `llmId` gets) counts as step 5, not step 4.
 
 use modelyard_core::conversation::ConversationRecord;
 use modelyard_core::turn_model::{ConfigRef, TurnModelInput};
@@ -18,13 +22,14 @@ use crate::app::AppState;
 use crate::clock::now_ms;
 use crate::config::PresetConfig;
 use crate::service::error::{new_id, ServiceError};
+use crate::service::llm_configs;
 
 /// What resolution needs of LLM configs for one turn.
 #[derive(Debug, Default)]
 pub struct TurnConfigs {
     /// Step 3: `llm_overrides[operation]`.
     operation: Option<LlmConfigRow>,
-    /// Step 4: `llm_id`.
+    /// Step 4: `llm_id`, unless it names a server default (then step 5b).
     conversation: Option<LlmConfigRow>,
     /// Step 5a: the preset named after the operation.
     server_operation: Option<LlmConfigRow>,
@@ -57,16 +62,27 @@ impl TurnConfigs {
             );
             return Ok(configs);
         }
+        // A server default as `llmId` (what a conversation created without
+        // one names) is step 5, not step 4: the operation's preset still
+        // applies, and turns follow the server's current default; the
+        // stored version only serves when the server has no default now.
+        let mut created_under = None;
         if let Some(id) = &conversation.llm_id {
-            configs.conversation = Some(named(app, id, "llmId", &conversation.id).await?);
-            return Ok(configs);
+            let row = named(app, id, "llmId", &conversation.id).await?;
+            if !llm_configs::is_server_default(&row) {
+                configs.conversation = Some(row);
+                return Ok(configs);
+            }
+            created_under = Some(row);
         }
         let presets = &app.config.defaults.presets;
         if let Some(preset) = presets.get(operation) {
             configs.server_operation = Some(materialize(app, operation, preset).await?);
             return Ok(configs);
         }
-        configs.server_default = crate::service::llm_configs::ensure_server_default(app).await?;
+        configs.server_default = llm_configs::ensure_server_default(app)
+            .await?
+            .or(created_under);
         Ok(configs)
     }
 

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{new_id, ServiceError};
+use super::llm_configs;
 use super::models::{check_config_id, check_model, check_selection};
 use crate::app::AppState;
 use crate::conversations::advisor;
@@ -79,7 +80,9 @@ pub struct NewConversation {
     pub advisor: Option<bool>,
     /// A JSON object.
     pub metadata: Option<Value>,
-    /// Default LLM config.
+    /// Default LLM config. Absent: the server default's `system-default`
+    /// config on a server with a default (resolved as the server default,
+    /// docs/design.md#turn-model), else none.
     pub llm_id: Option<String>,
     /// LLM config per operation.
     pub llm_overrides: Option<BTreeMap<String, String>>,
@@ -124,6 +127,10 @@ async fn check_llm_ids(
 }
 
 /// Creates a conversation; a subtask starts with its parent's model.
+/// Without `llmId`, on a server with a default (a `default` preset or
+/// `defaults.model`), `llmId` names the server default's `system-default`
+/// config ([`llm_configs::ensure_server_default`], materialized if need be);
+/// without a default it stays `None`.
 ///
 /// # Errors
 /// 422s for invalid fields, models, parents and config ids; the store's.
@@ -157,6 +164,15 @@ pub async fn create(
         .map(|(op, id)| (op.as_str(), Some(id.as_str())))
         .collect();
     check_llm_ids(app, body.llm_id.as_deref(), &ids).await?;
+    // Without `llmId`, the conversation names the server default it was
+    // created under (resolved as the server default, not as a choice:
+    // docs/design.md#turn-model).
+    let llm_id = match body.llm_id {
+        Some(id) => Some(id),
+        None => llm_configs::ensure_server_default(app)
+            .await?
+            .map(|row| row.id),
+    };
     let id = new_id();
     let payload = EventPayload::ConversationCreated {
         title: body.title,
@@ -168,7 +184,7 @@ pub async fn create(
         metadata: body
             .metadata
             .unwrap_or_else(|| Value::Object(Default::default())),
-        llm_id: body.llm_id,
+        llm_id,
         llm_overrides,
     };
     append_then_record(app, &id, vec![payload]).await

@@ -170,6 +170,19 @@ fn no_config(id: &str) -> ServiceError {
 /// (a preset name can never have a dot, so it collides with none).
 pub const DEFAULTS_MODEL_PRESET: &str = "defaults.model";
 
+/// Whether `row` is a materialized server default: a `system-default`
+/// config of the `default` preset or of `defaults.model`
+/// ([`DEFAULTS_MODEL_PRESET`]), any version. A conversation whose `llmId`
+/// names one resolves as if it named none (docs/design.md#turn-model,
+/// step 5): operation presets apply and turns follow the current default.
+pub fn is_server_default(row: &LlmConfigRow) -> bool {
+    row.source == LlmSource::SystemDefault
+        && matches!(
+            row.preset_name.as_deref(),
+            Some(DEFAULT_PRESET | DEFAULTS_MODEL_PRESET)
+        )
+}
+
 /// The server default of `app`'s project as a `system-default` config: the
 /// `[defaults.presets.default]` preset's (materialized once per version),
 /// or, on a server with only `defaults.model`, one materialized from that

@@ -67,7 +67,9 @@ pub struct ConversationDto {
     pub advisor: bool,
     /// Free-form metadata object.
     pub metadata: Value,
-    /// The conversation's default LLM config.
+    /// The conversation's default LLM config; for a conversation created
+    /// without one, the server default it was created under (a
+    /// `system-default` config; turns use the server's current default).
     pub llm_id: Option<String>,
     /// Operation → LLM config id.
     pub llm_overrides: BTreeMap<String, String>,
