@@ -138,36 +138,9 @@ pub struct ArenaDto {
     pub results: Vec<ArenaResultDto>,
 }
 
-/// The SSE event of `event`.
+/// The SSE event of `event` ([`ArenaEvent::wire`]).
 fn sse_event(event: ArenaEvent) -> SseEvent {
-    let (name, data) = match event {
-        ArenaEvent::Delta {
-            index,
-            model,
-            delta,
-        } => (
-            "arena.delta",
-            json!({"model": model, "index": index, "delta": delta}),
-        ),
-        ArenaEvent::Finished(result) => {
-            let index = result.index;
-            let dto = ArenaResultDto::from(*result);
-            match dto.error {
-                Some(error) => (
-                    "arena.failed",
-                    json!({"model": dto.model, "index": index, "error": error}),
-                ),
-                None => (
-                    "arena.completed",
-                    json!({
-                        "model": dto.model, "index": index, "usage": dto.usage,
-                        "costUsd": dto.cost_usd, "ttftMs": dto.ttft_ms,
-                        "durationMs": dto.duration_ms, "text": dto.text,
-                    }),
-                ),
-            }
-        }
-    };
+    let (name, data) = event.wire();
     SseEvent::default().event(name).data(data.to_string())
 }
 

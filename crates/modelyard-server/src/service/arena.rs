@@ -127,12 +127,11 @@ fn snapshot(
     config: Option<&LlmConfigRow>,
     resolved_from: Option<ResolvedFrom>,
 ) -> Option<ConfigSnapshot> {
-    let first = entrants.first()?;
-    let mut snapshot = config_snapshot(resolved_from, &first.destination, config);
     let each: Vec<ConfigSnapshot> = entrants
         .iter()
         .map(|e| config_snapshot(resolved_from, &e.destination, config))
         .collect();
+    let mut snapshot = each.first()?.clone();
     if each.iter().any(|e| e.base_url != snapshot.base_url) {
         snapshot.base_url = None;
     }
@@ -210,6 +209,46 @@ pub enum ArenaEvent {
     },
     /// Model `index` finished (completed or failed: see its `error`).
     Finished(Box<ArenaResult>),
+}
+
+impl ArenaEvent {
+    /// The event's SSE name and data, as `POST /v1/arena`'s feed sends it
+    /// (and a conversation's feed, with its own fields added):
+    /// `arena.delta` `{model, index, delta}`, `arena.completed` `{model,
+    /// index, text, usage: {promptTokens, completionTokens, totalTokens},
+    /// costUsd, ttftMs, durationMs}` or `arena.failed` `{model, index,
+    /// error}`.
+    pub fn wire(&self) -> (&'static str, Value) {
+        match self {
+            ArenaEvent::Delta {
+                index,
+                model,
+                delta,
+            } => (
+                "arena.delta",
+                json!({"model": model, "index": index, "delta": delta}),
+            ),
+            ArenaEvent::Finished(result) => match &result.error {
+                Some(error) => (
+                    "arena.failed",
+                    json!({"model": result.model, "index": result.index, "error": error}),
+                ),
+                None => (
+                    "arena.completed",
+                    json!({
+                        "model": result.model, "index": result.index, "text": result.text,
+                        "usage": {
+                            "promptTokens": result.usage.prompt_tokens,
+                            "completionTokens": result.usage.completion_tokens,
+                            "totalTokens": result.usage.total_tokens,
+                        },
+                        "costUsd": result.cost_usd, "ttftMs": result.ttft_ms,
+                        "durationMs": result.duration_ms,
+                    }),
+                ),
+            },
+        }
+    }
 }
 
 /// Validates `request`: exactly one of `messages` (a non-empty array) and

@@ -41,7 +41,7 @@ use modelyard_core::conversation::{
 };
 use modelyard_core::ids::ConversationId;
 use modelyard_core::turn_model::resolve_turn_model;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{prepare_body, run, snapshot, within_caps, ArenaEvent, ArenaResult};
@@ -261,41 +261,20 @@ pub async fn begin(
 }
 
 /// The transient event of the conversation's feed for `event` of run
-/// `run_id` (turn `turn_id`): `arena.delta` `{turnId, runId, model,
-/// delta}` as a model's text arrives, then that model's
-/// `arena.completed` `{turnId, runId, model, text, usage, costUsd, ttftMs,
-/// durationMs}` or `arena.failed` `{turnId, runId, model, error}` (the
-/// shapes of `POST /v1/arena`'s feed; the persisted `arena.completed` of
-/// the whole run carries `results` instead). Each names its `model`, so
-/// the live buffer joins only one model's deltas.
+/// `run_id` (turn `turn_id`): [`ArenaEvent::wire`] (the shapes of
+/// `POST /v1/arena`'s feed) with `turnId` and `runId`, without `index`
+/// (a transient event's index on the feed is its position in the turn).
+/// Each names its `model`, so the live buffer joins only one model's
+/// deltas. The persisted `arena.completed` of the whole run carries
+/// `results` instead.
 fn feed_event(turn_id: &str, run_id: &str, event: &ArenaEvent) -> (&'static str, Value) {
-    match event {
-        ArenaEvent::Delta { model, delta, .. } => (
-            "arena.delta",
-            json!({"turnId": turn_id, "runId": run_id, "model": model, "delta": delta}),
-        ),
-        ArenaEvent::Finished(result) => match &result.error {
-            Some(error) => (
-                "arena.failed",
-                json!({"turnId": turn_id, "runId": run_id, "model": result.model,
-                       "error": error}),
-            ),
-            None => (
-                "arena.completed",
-                json!({
-                    "turnId": turn_id, "runId": run_id, "model": result.model,
-                    "text": result.text,
-                    "usage": {
-                        "promptTokens": result.usage.prompt_tokens,
-                        "completionTokens": result.usage.completion_tokens,
-                        "totalTokens": result.usage.total_tokens,
-                    },
-                    "costUsd": result.cost_usd, "ttftMs": result.ttft_ms,
-                    "durationMs": result.duration_ms,
-                }),
-            ),
-        },
+    let (name, mut data) = event.wire();
+    if let Value::Object(fields) = &mut data {
+        fields.remove("index");
+        fields.insert("turnId".to_owned(), Value::from(turn_id));
+        fields.insert("runId".to_owned(), Value::from(run_id));
     }
+    (name, data)
 }
 
 /// The outcome `arena.completed` stores for `result`.
