@@ -66,9 +66,14 @@ impl MockUpstream {
     /// # Panics
     /// If the socket cannot be bound.
     pub async fn start_with(options: MockOptions) -> MockUpstream {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
+        // An accept queue of 1024, not `TcpListener::bind`'s 128: the
+        // benchmarks open 200 connections at once, and an overflowed queue
+        // drops SYNs that the client retries only after 1 s.
+        let socket = tokio::net::TcpSocket::new_v4().expect("mock upstream: socket");
+        socket
+            .bind(([127, 0, 0, 1], 0).into())
             .expect("mock upstream: bind 127.0.0.1:0");
+        let listener = socket.listen(1024).expect("mock upstream: listen");
         let addr = listener.local_addr().expect("mock upstream: local address");
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);

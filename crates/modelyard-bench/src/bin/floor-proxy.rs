@@ -37,7 +37,6 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 /// Largest request body accepted, bytes.
@@ -135,7 +134,15 @@ async fn main() -> Result<()> {
         std::hint::black_box(tokens);
     });
 
-    let listener = TcpListener::bind(listen).await?;
+    // An accept queue of 1024 like modelyard's, not `TcpListener::bind`'s 128.
+    let socket = if listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(listen)?;
+    let listener = socket.listen(1024)?;
     println!("http://{}", listener.local_addr()?);
     let accept = async {
         loop {
