@@ -16,9 +16,25 @@ const INSERT_CALLS: &str = "INSERT INTO llm_calls \
       sent_at_ms, first_token_at_ms, completed_at_ms, http_status, error, attempt, route, \
       cache_creation_tokens, cost_nusd, price_source, price_version) ";
 
-/// Rows per multi-row INSERT: 28 columns × 200 rows stays far below the bind
+/// Rows per multi-row INSERT, largest first: a batch is cut into runs of
+/// these sizes (73 rows: 64 + 4 + 4 + 1), so only these few statement texts
+/// exist and each is prepared once and then reused from the connection's
+/// statement cache, where one statement per batch length would be parsed
+/// anew for most batches. 28 columns × 64 rows stays far below the bind
 /// limits of SQLite (32 766) and PostgreSQL (65 535).
-const ROWS_PER_INSERT: usize = 200;
+const ROWS_PER_INSERT: [usize; 4] = [64, 16, 4, 1];
+
+/// `rows` cut into consecutive runs of the [`ROWS_PER_INSERT`] sizes.
+fn insert_runs<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let size = ROWS_PER_INSERT
+            .into_iter()
+            .find(|size| *size <= rows.len())?;
+        let (run, rest) = rows.split_at(size);
+        rows = rest;
+        Some(run)
+    })
+}
 
 /// Columns of [`CallRecord`], from `llm_calls c` joined with `llm_sessions s`.
 const SELECT_CALLS: &str = "SELECT c.id, c.project_id, c.session_id, s.operation, \
@@ -74,11 +90,11 @@ impl Store {
             })?;
         on_pool!(self, writer, |pool| {
             let mut tx = pool.begin().await.map_err(&err)?;
-            // Multi-row INSERTs: one statement per ROWS_PER_INSERT rows
-            // instead of one per row (the call log's main write cost).
+            // Multi-row INSERTs: a few statements per batch instead of one
+            // per row (the call log's main write cost).
             let sessions: Vec<(&RecordedSession, &Option<String>)> =
                 batch.iter().zip(&configs).collect();
-            for chunk in sessions.chunks(ROWS_PER_INSERT) {
+            for chunk in insert_runs(&sessions) {
                 sqlx::QueryBuilder::new(INSERT_SESSIONS)
                     .push_values(chunk, |mut row, (recorded, config)| {
                         let s = &recorded.session;
@@ -99,7 +115,7 @@ impl Store {
                     .map_err(&err)?;
             }
             let calls: Vec<&NewLlmCall> = batch.iter().flat_map(|r| &r.calls).collect();
-            for chunk in calls.chunks(ROWS_PER_INSERT) {
+            for chunk in insert_runs(&calls) {
                 sqlx::QueryBuilder::new(INSERT_CALLS)
                     .push_values(chunk, |mut row, c| {
                         row.push_bind(&c.id)
@@ -395,5 +411,28 @@ impl Store {
             delete_sessions.build().execute(pool).await.map_err(&err)?;
             Ok::<u64, StoreError>(deleted)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::insert_runs;
+
+    #[test]
+    fn insert_runs_cover_every_row_in_order_with_few_statement_sizes() {
+        for n in 0..300usize {
+            let rows: Vec<usize> = (0..n).collect();
+            let runs: Vec<&[usize]> = insert_runs(&rows).collect();
+            let joined: Vec<usize> = runs.iter().flat_map(|r| r.iter().copied()).collect();
+            assert_eq!(joined, rows, "{n} rows");
+            assert!(runs.iter().all(|r| [64, 16, 4, 1].contains(&r.len())));
+            // Greedy: fewer than 4 runs of each size below 64.
+            for size in [16, 4, 1] {
+                assert!(runs.iter().filter(|r| r.len() == size).count() < 4, "{n}");
+            }
+        }
+        let rows = [0u8; 73];
+        let sizes: Vec<usize> = insert_runs(&rows).map(<[u8]>::len).collect();
+        assert_eq!(sizes, [64, 4, 4, 1]);
     }
 }

@@ -143,8 +143,12 @@ impl Store {
             });
         }
         create_parent_dir(&file)?;
+        // No `test_before_acquire` ping on the SQLite pools: a connection
+        // to a local file does not die like a network one, and the ping is
+        // a round trip to the connection's worker thread on every query.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(
                 options
@@ -159,6 +163,7 @@ impl Store {
         migrate_sqlite(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(SQLITE_READERS)
+            .test_before_acquire(false)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.pragma("query_only", "ON"))
             .await
