@@ -19,6 +19,13 @@ mod sessions;
 
 use std::process::ExitCode;
 
+/// The process's allocator: mimalloc, not the system's (glibc). A proxied
+/// request allocates and frees many small buffers across two worker threads;
+/// glibc's malloc, free and `malloc_consolidate` took about a tenth of the
+/// server's CPU under load (`perf`, BENCHMARKS.md, issue 20).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::Parser;
 use modelyard_server::Config;

@@ -103,7 +103,7 @@ pub struct ProviderClient {
     http: reqwest::Client,
     api_base: String,
     server_root: String,
-    chat_url: String,
+    chat_url: Url,
 }
 
 /// The chat-completions path under the API base (`{api_base}/chat/completions`).
@@ -237,7 +237,10 @@ impl ProviderClient {
             Some(root) => (base.clone(), root.to_owned()),
             None => (format!("{base}/v1"), base.clone()),
         };
-        let chat_url = format!("{api_base}/{CHAT_COMPLETIONS_PATH}");
+        // Parsed once: a request given a string parses it again (with IDNA
+        // host processing), a few percent of a proxied request's CPU.
+        let chat_url = Url::parse(&format!("{api_base}/{CHAT_COMPLETIONS_PATH}"))
+            .map_err(|e| config_err(format!("base URL: {e}")))?;
         Ok(Self {
             endpoint,
             http,
@@ -323,14 +326,15 @@ impl ProviderClient {
         stream: bool,
         headers: Option<reqwest::header::HeaderMap>,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let url: std::borrow::Cow<'_, str> = if path == CHAT_COMPLETIONS_PATH {
-            std::borrow::Cow::Borrowed(&self.chat_url)
+        let other;
+        let (url, request) = if path == CHAT_COMPLETIONS_PATH {
+            (
+                self.chat_url.as_str(),
+                self.http.post(self.chat_url.clone()),
+            )
         } else {
-            std::borrow::Cow::Owned(format!(
-                "{}/{}",
-                self.api_base,
-                path.trim_start_matches('/')
-            ))
+            other = format!("{}/{}", self.api_base, path.trim_start_matches('/'));
+            (other.as_str(), self.http.post(other.as_str()))
         };
         let t = self.endpoint.timeouts;
         let started = Instant::now();
@@ -344,17 +348,14 @@ impl ProviderClient {
         } else {
             (total_deadline, TimeoutPhase::Total, t.total_ms)
         };
-        let mut request = self
-            .http
-            .post(url.as_ref())
-            .header(CONTENT_TYPE, "application/json");
+        let mut request = request.header(CONTENT_TYPE, "application/json");
         if let Some(headers) = headers {
             request = request.headers(headers);
         }
         let request = request.body(body).send();
         let response = match timeout_at(first_deadline, request).await {
             Ok(Ok(response)) => response,
-            Ok(Err(err)) => return Err(self.send_error(&url, err)),
+            Ok(Err(err)) => return Err(self.send_error(url, err)),
             Err(_) => {
                 return Err(UpstreamError::Timeout {
                     provider: self.name(),
