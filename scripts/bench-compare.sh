@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench-compare.sh - the side-by-side performance harness (issue 20, items 1 and 3).
 #
-#   scripts/bench-compare.sh [--smoke] [--rounds N] [--out FILE] [--no-litellm]
+#   scripts/bench-compare.sh [--smoke] [--rounds N] [--out FILE] [--no-litellm] [--before DIR]
 #
 # One run, all on 127.0.0.1 and bounded in time, against one zero-latency Rust
 # mock upstream: direct to the mock; THE FLOOR (floor-proxy, the least work a
@@ -17,6 +17,11 @@
 #   --rounds N    interleaved rounds, medians reported (default 3; smoke 1)
 #   --out FILE    write the report to FILE
 #   --no-litellm  skip LiteLLM
+#   --before DIR  one more target, "Modelyard (all on), before": DIR/modelyard
+#                 (an earlier build, e.g. `git worktree add` of the base
+#                 commit and its release build), with every feature on like
+#                 the current one; a request-path change's before/after in
+#                 one run
 #   --debug       use debug binaries (target/debug) instead of release ones:
 #                 no release build, figures NOT representative (the report
 #                 says so); scripts/test.sh uses it with --smoke, after
@@ -43,6 +48,7 @@ SMOKE=0
 ROUNDS=""
 OUT=""
 LITELLM=1
+BEFORE=""
 PROFILE=release
 ARGS=("$@")
 while [ $# -gt 0 ]; do
@@ -51,6 +57,7 @@ while [ $# -gt 0 ]; do
         --rounds) ROUNDS="${2:?--rounds needs a number}"; shift ;;
         --out) OUT="${2:?--out needs a file}"; shift ;;
         --no-litellm) LITELLM=0 ;;
+        --before) BEFORE="${2:?--before needs a directory}"; shift ;;
         --debug) PROFILE=debug ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d;s/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -98,6 +105,7 @@ python3 "$ROOT/scripts/bench_compare" --bins "$ROOT/target/$PROFILE" --oha "$OHA
     $([ "$PROFILE" = debug ] && echo --debug-build) \
     --rounds "$ROUNDS" ${OUT:+--out "$OUT"} $([ "$SMOKE" = 1 ] && echo --smoke) \
     ${LITELLM_BIN:+--litellm "$LITELLM_BIN" --litellm-version "$LITELLM_VERSION"} \
+    ${BEFORE:+--before "$BEFORE"} \
     --command "scripts/bench-compare.sh ${ARGS[*]}"
 rc=$?
 set -e

@@ -50,6 +50,8 @@ def main():
     ap.add_argument("--litellm-version", default="–")
     ap.add_argument("--debug-build", action="store_true", help="the binaries are debug builds")
     ap.add_argument("--command", default="scripts/bench-compare.sh")
+    ap.add_argument("--before", help="a directory with an earlier modelyard binary: one more "
+                    "target, 'Modelyard (all on), before', for a change's before/after in one run")
     a = ap.parse_args()
     rounds = a.rounds or 1
     if rounds < 1:
@@ -64,6 +66,7 @@ def main():
         "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "load_before": loadavg(),
         "litellm_version": a.litellm_version if a.litellm else "not run",
         "results": {}, "steps": {}, "steps_tried": {}, "hwm": {}, "rss_after": {},
+        "before": a.before,
     }
     ctx["commit"] = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                                    capture_output=True, text=True).stdout.strip() or "?"
@@ -80,6 +83,10 @@ def main():
         log("starting Modelyard (every feature on) and Modelyard (call log off)")
         targets.append(start_modelyard(a.bins, tmp, mock_url, "modelyard", "Modelyard (all on)", True))
         targets.append(start_modelyard(a.bins, tmp, mock_url, "no-log", "Modelyard, call log off", False))
+        if a.before:
+            log(f"starting Modelyard (every feature on) from {a.before}")
+            targets.append(start_modelyard(a.before, tmp, mock_url, "before",
+                                           "Modelyard (all on), before", True))
         if a.litellm:
             log("starting LiteLLM (2 workers)")
             targets.append(start_litellm(a.litellm, tmp, mock_url))

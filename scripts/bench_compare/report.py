@@ -41,6 +41,9 @@ def report(ctx):
         w("- **DEBUG binaries** (`--debug`): the figures below are NOT representative; this run"
           " only shows that the harness works")
     w(f"- commit: {ctx['commit']}; oha {ctx['oha_version']}; LiteLLM {ctx['litellm_version']}")
+    if ctx.get("before"):
+        w(f"- \"before\": the modelyard binary in {ctx['before']} (an earlier build), "
+          "every feature on like \"all on\"")
     w(f"- rounds: {ctx['rounds']} (targets interleaved, order reversed every other round; every "
       f"figure is the median over rounds){' — SMOKE run: a few seconds per scenario' if ctx['smoke'] else ''}")
     w("- all targets sit in front of one zero-latency Rust mock upstream (`mock-upstream --no-record`);"

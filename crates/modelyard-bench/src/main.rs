@@ -18,6 +18,10 @@
 //! Usage: `modelyard-bench [--quick] [--out PATH]`. The markdown report ([`report`]) goes to
 //! stdout, or to `PATH` with `--out`.
 
+/// The modelyard binary's allocator, so the in-process server runs as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod load;
 mod report;
 mod sys;

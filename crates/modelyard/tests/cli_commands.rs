@@ -476,7 +476,9 @@ async fn conversations_compact_prints_the_summary_and_later_turns_send_it() {
     let session = status
         .strip_prefix(&prefix)
         .unwrap_or_else(|| panic!("stderr: {status:?}, expected {prefix:?}…"));
-    let recorded = server.get(&format!("/v1/llm-sessions/{session}")).await;
+    let recorded = server
+        .get_recorded(&format!("/v1/llm-sessions/{session}"))
+        .await;
     assert_eq!(recorded["operation"], "compaction", "{recorded}");
     assert_eq!(recorded["conversationId"], conv.as_str(), "{recorded}");
     // Not persisted: the conversation keeps its model.

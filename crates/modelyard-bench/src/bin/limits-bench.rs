@@ -21,6 +21,10 @@
 //! machine's load changing during the run.
 //! Usage: `limits-bench [--rounds N]` (default 50 rounds).
 
+/// The modelyard binary's allocator, so the in-process server runs as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};

@@ -118,8 +118,7 @@ pub fn generate_key() -> NewKey {
 
 /// Hex SHA-256 of a key.
 pub fn hash_key(secret: &str) -> String {
-    let digest = Sha256::digest(secret.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 impl Auth {

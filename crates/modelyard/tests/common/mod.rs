@@ -180,6 +180,18 @@ impl Server {
         body
     }
 
+    /// GET `path` until it answers 200: for what the call log holds,
+    /// which is written behind the answer (within the recorder's linger).
+    pub async fn get_recorded(&self, path: &str) -> Value {
+        eventually(Duration::from_secs(10), path, || async {
+            match self.send(reqwest::Method::GET, path, None).await {
+                (200, body) => Ok(body),
+                (status, body) => Err(format!("{status}: {body}")),
+            }
+        })
+        .await
+    }
+
     pub async fn events(&self, conv: &str) -> Sse {
         self.events_after(conv, None).await
     }
