@@ -81,47 +81,25 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BINS/mock-upstream" --no-record > "$TMP/mock.url" &
+"$BINS/mock-upstream" --no-record --model "slow-first:20@5" --model "slow-first:20" > "$TMP/mock.url" &
 PIDS+=($!)
 for _ in $(seq 50); do [ -s "$TMP/mock.url" ] && break; sleep 0.1; done
 MOCK_URL="$(head -1 "$TMP/mock.url")"
 [ -n "$MOCK_URL" ] || die "mock-upstream did not start"
 
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-cat > "$TMP/modelyard.toml" <<TOML
-[server]
-listen = "127.0.0.1:$PORT"
-
-[storage]
-url = "sqlite://$TMP/modelyard.db"
-data_dir = "$TMP/data"
-call_log = $LOG_TOML
-
-[telemetry]
-metrics = true
-
-[limits]
-max_streams_per_key = 1024
-max_streams_per_project = 1024
-
-[[providers]]
-name = "a"
-kind = "llama-cpp"
-base_url = "$MOCK_URL"
-
-[[providers]]
-name = "b"
-kind = "llama-cpp"
-base_url = "$MOCK_URL"
-
-[[routes]]
-name = "bench"
-targets = ["a/mock-model", "b/mock-model"]
-strategy = "least-busy"
-TOML
-KEY="$("$BINS/modelyard" --config "$TMP/modelyard.toml" keys create --role member --name profile | tail -1)"
+# The configuration bench-compare gives "Modelyard (all on)" / "call log off".
+CONFIG="$(python3 - "$TMP" "$PORT" "$MOCK_URL" "$LOG_TOML" <<'PY'
+import sys
+sys.path.insert(0, "scripts/bench_compare")
+from targets import modelyard_config
+tmp, port, mock_url, call_log = sys.argv[1:]
+print(modelyard_config(tmp, "profile", int(port), mock_url, call_log == "true"))
+PY
+)"
+KEY="$("$BINS/modelyard" --config "$CONFIG" keys create --role member --name profile | tail -1)"
 case "$KEY" in mk_*) ;; *) die "keys create failed" ;; esac
-"$BINS/modelyard" --config "$TMP/modelyard.toml" serve 2> "$TMP/server.log" &
+"$BINS/modelyard" --config "$CONFIG" serve 2> "$TMP/server.log" &
 SERVER=$!
 PIDS+=("$SERVER")
 for _ in $(seq 100); do
@@ -131,10 +109,10 @@ done
 
 if [ "$STREAM" = 1 ]; then
     WORDS="$(printf 'word %.0s' $(seq 19))"
-    BODY="{\"model\":\"bench\",\"messages\":[{\"role\":\"user\",\"content\":\"${WORDS% }\"}],\"stream\":true,\"stream_options\":{\"include_usage\":true}}"
+    BODY="{\"model\":\"bench-fast\",\"messages\":[{\"role\":\"user\",\"content\":\"${WORDS% }\"}],\"stream\":true,\"stream_options\":{\"include_usage\":true}}"
     NAME="streams-call-log-$CALL_LOG"
 else
-    BODY='{"model":"bench","messages":[{"role":"user","content":"hello there world"}],"max_tokens":32}'
+    BODY='{"model":"bench-fast","messages":[{"role":"user","content":"hello there world"}],"max_tokens":32}'
     NAME="saturation-call-log-$CALL_LOG"
 fi
 load() {
