@@ -16,9 +16,24 @@ pub const MAX_LIST_LIMIT: u32 = 500;
 /// Identifier of a project (the `projects.id` column). Every stored row belongs
 /// to exactly one project, and every store function that touches project-owned
 /// rows takes the project id as its first argument.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ProjectId(String);
+///
+/// Shared text (`Arc<str>`): the server clones the caller's project id into
+/// every middleware layer's state and into each call record, so a clone is
+/// a reference count, not an allocation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProjectId(std::sync::Arc<str>);
+
+impl Serialize for ProjectId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProjectId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self::new)
+    }
+}
 
 impl ProjectId {
     /// Id of the project every installation starts with (`"default"`, created by
@@ -27,14 +42,14 @@ impl ProjectId {
 
     /// The built-in project `"default"`.
     pub fn default_project() -> Self {
-        Self(Self::DEFAULT.to_owned())
+        Self(Self::DEFAULT.into())
     }
 
     /// Wraps an existing project id. No validation: an id that names no
     /// project simply matches no rows (and writes under it fail with
     /// [`StoreError::MissingReference`](crate::StoreError::MissingReference)).
     pub fn new(id: String) -> Self {
-        Self(id)
+        Self(id.into())
     }
 
     /// The id as a string slice.
@@ -44,7 +59,7 @@ impl ProjectId {
 
     /// Unwraps the id.
     pub fn into_string(self) -> String {
-        self.0
+        self.0.to_string()
     }
 }
 
