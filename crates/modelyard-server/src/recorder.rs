@@ -1,10 +1,11 @@
 //! The call recorder: gateway handlers hand finished call records to a
 //! bounded channel; one background task writes them to the store in batches
 //! (one transaction per batch; once a record arrives the task waits
-//! [`BATCH_LINGER`] for more, so that batches are large under load). A proxied token never waits for the
-//! database. The queue is bounded in records ([`QUEUE_CAPACITY`]) and in
-//! bytes of request / response text ([`QUEUE_BYTES`]); a record that does
-//! not fit is dropped and counted, never blocking the request.
+//! [`BATCH_LINGER`] for more, so that batches are large under load). A
+//! proxied token never waits for the database. The queue is bounded in
+//! records ([`QUEUE_CAPACITY`]) and in bytes of request / response text
+//! ([`QUEUE_BYTES`]); a record that does not fit is dropped and counted,
+//! never blocking the request.
 //!
 //! A batch that fails to write is tried again ([`WRITE_ATTEMPTS`] tries in
 //! all, [`RETRY_FIRST`] doubling between them) while the error may pass (the
