@@ -18,7 +18,12 @@
 //! `Instant`. "Added" is against the baseline key: the difference of the
 //! p50s of all requests, and per round the difference of the two batches'
 //! p50s, whose median and quartiles over the rounds are robust to the
-//! machine's load changing during the run.
+//! machine's load changing during the run. Each batch's CPU time (every
+//! thread of the process: client, server and mock, from
+//! `/proc/self/task/*/schedstat`, nanoseconds) over its requests gives CPU
+//! µs per request; the key's minus the baseline's in the same round is the
+//! limits' own CPU per request, which the machine's load moves far less
+//! than latency.
 //! Usage: `limits-bench [--rounds N]` (default 50 rounds).
 
 /// The modelyard binary's allocator, so the in-process server runs as it does there.
@@ -33,6 +38,27 @@ use modelyard_testkit::MockUpstream;
 use serde_json::{json, Value};
 
 const BATCH: usize = 200;
+
+/// CPU time of every live thread of this process so far, nanoseconds (the
+/// first field of each `/proc/self/task/<tid>/schedstat`).
+fn process_cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|task| {
+            let text = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            text.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// The median and quartiles of `values` (sorted here).
+fn quartiles(values: &mut [f64]) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let at = |p: f64| values[((values.len() as f64 - 1.0) * p).round() as usize];
+    (at(0.5), at(0.25), at(0.75))
+}
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
@@ -142,20 +168,26 @@ async fn main() -> Result<()> {
     let n = limited.len();
     let mut samples: Vec<Vec<u64>> = vec![Vec::new(); n];
     let mut batch_p50: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut batch_cpu: Vec<Vec<f64>> = vec![Vec::new(); n];
     for round in 0..rounds {
         for i in (0..n).map(|i| (i + round) % n) {
             let mut batch = Vec::with_capacity(BATCH);
+            let cpu_before = process_cpu_ns();
             for _ in 0..BATCH {
                 batch.push(timed(&client, &url, &limited[i].1, &body).await?);
             }
+            // A thread that ended during the batch takes its time along:
+            // such a batch reads low (the medians over rounds absorb it).
+            let cpu = process_cpu_ns().saturating_sub(cpu_before);
+            batch_cpu[i].push(cpu as f64 / BATCH as f64 / 1000.0);
             samples[i].extend_from_slice(&batch);
             batch.sort_unstable();
             batch_p50[i].push(percentile(&batch, 0.5));
         }
     }
     println!(
-        "| key | requests | p50 µs | p90 µs | p99 µs | added p50 µs | added p50 per round µs: median [quartiles] |\n\
-         |---|---|---|---|---|---|---|"
+        "| key | requests | p50 µs | p90 µs | p99 µs | added p50 µs | added p50 per round µs: median [quartiles] | CPU µs/request | added CPU µs/request per round: median [quartiles] |\n\
+         |---|---|---|---|---|---|---|---|---|"
     );
     for s in &mut samples {
         s.sort_unstable();
@@ -163,23 +195,20 @@ async fn main() -> Result<()> {
     let base = percentile(&samples[0], 0.5);
     for (i, (label, _)) in limited.iter().enumerate() {
         // The batch's p50 minus the baseline's in the same round.
-        let mut paired: Vec<f64> = batch_p50[i]
-            .iter()
-            .zip(&batch_p50[0])
-            .map(|(a, b)| a - b)
-            .collect();
-        paired.sort_by(f64::total_cmp);
-        let at = |p: f64| paired[((paired.len() as f64 - 1.0) * p).round() as usize];
+        let paired = |of: &[Vec<f64>]| -> Vec<f64> {
+            of[i].iter().zip(&of[0]).map(|(a, b)| a - b).collect()
+        };
+        let (p50, p25, p75) = quartiles(&mut paired(&batch_p50));
+        let (c50, c25, c75) = quartiles(&mut paired(&batch_cpu));
+        let (cpu, _, _) = quartiles(&mut batch_cpu[i].clone());
         println!(
-            "| {label} | {} | {:.1} | {:.1} | {:.1} | {:+.1} | {:+.1} [{:+.1}, {:+.1}] |",
+            "| {label} | {} | {:.1} | {:.1} | {:.1} | {:+.1} | {p50:+.1} [{p25:+.1}, {p75:+.1}] \
+             | {cpu:.1} | {c50:+.1} [{c25:+.1}, {c75:+.1}] |",
             samples[i].len(),
             percentile(&samples[i], 0.5),
             percentile(&samples[i], 0.9),
             percentile(&samples[i], 0.99),
             percentile(&samples[i], 0.5) - base,
-            at(0.5),
-            at(0.25),
-            at(0.75),
         );
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), server.shutdown()).await;
