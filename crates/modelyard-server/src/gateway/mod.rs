@@ -285,10 +285,11 @@ pub(crate) fn request_id_of(headers: &axum::http::HeaderMap) -> Option<String> {
 pub async fn chat_completions(
     Scoped(app): Scoped,
     identity: crate::limits::Identity,
+    preparsed: crate::http::quota::PreparsedChat,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match chat(app, identity, &headers, body).await {
+    match chat(app, identity, preparsed, &headers, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -297,6 +298,7 @@ pub async fn chat_completions(
 async fn chat(
     app: AppState,
     identity: crate::limits::Identity,
+    preparsed: crate::http::quota::PreparsedChat,
     headers: &axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OpenAiError> {
@@ -308,7 +310,10 @@ async fn chat(
             rejection.body_text(),
         )
     })?;
-    let head = ChatRequestHead::parse(&body).map_err(request_error)?;
+    let head = match preparsed.head_of(&body) {
+        Some(head) => head,
+        None => ChatRequestHead::parse(&body).map_err(request_error)?,
+    };
     // `x-modelyard-llm`: the request runs with what the config says and it
     // does not.
     let llm_config = config::named(&app, headers).await?;

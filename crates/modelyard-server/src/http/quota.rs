@@ -21,9 +21,12 @@
 //! `tokens_per_minute` or `max_tokens`: the smaller) and
 //! `x-modelyard-budget-remaining` (USD, with `max_cost_usd`).
 
-use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -34,10 +37,12 @@ use modelyard_core::usage::add_tokens;
 
 use crate::pricing::worst_cost_nusd;
 use crate::quota::{
-    arena_split, reserve_split, AdmissionSlot, ArenaSplit, Need, Refusal, Remaining, ReserveSplit,
+    arena_split, chat_split, reserve_split, AdmissionSlot, ArenaSplit, Need, Refusal, Remaining,
+    ReserveSplit,
 };
 use crate::routing::Destination;
 use modelyard_core::cost::Price;
+use modelyard_upstream::openai::ChatRequestHead;
 use std::sync::Arc;
 
 /// `x-ratelimit-limit-requests`.
@@ -75,6 +80,7 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
         Err(err) => return unreadable(path, &err.to_string()),
     };
     let priced = applicable.iter().any(|(_, l)| l.max_cost_nusd.is_some());
+    let mut parsed_chat = None;
     let need = if is_arena(path) {
         let split = arena_split(
             &bytes,
@@ -90,7 +96,15 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
             },
         }
     } else {
-        let split = reserve_split(&bytes, app.quotas.default_reserve, generates(path));
+        // A chat completion's head is read once, here, and handed to the
+        // handler with its body ([`PreparsedChat`]).
+        if path == CHAT_COMPLETIONS {
+            parsed_chat = ChatRequestHead::parse(&bytes).ok();
+        }
+        let split = match &parsed_chat {
+            Some(head) => chat_split(head, bytes.len(), app.quotas.default_reserve),
+            None => reserve_split(&bytes, app.quotas.default_reserve, generates(path)),
+        };
         let mut tokens = add_tokens(split.prompt, split.output);
         let mut cost_nusd = 0;
         if let Some(operation) = conversation_operation(path, split.operation.as_deref()) {
@@ -122,14 +136,51 @@ pub async fn middleware(State(app): State<AppState>, request: Request, next: Nex
         Err(refusal) => refused(&refusal, path),
         Ok(admission) => {
             let remaining = admission.remaining();
-            let mut request = Request::from_parts(parts, Body::from(bytes));
-            request
-                .extensions_mut()
-                .insert(AdmissionSlot::new(admission));
+            let mut request = Request::from_parts(parts, Body::from(bytes.clone()));
+            let extensions = request.extensions_mut();
+            extensions.insert(AdmissionSlot::new(admission));
+            if let Some(head) = parsed_chat {
+                extensions.insert(ParsedChat { body: bytes, head });
+            }
             let mut response = next.run(request).await;
             headers(response.headers_mut(), &remaining);
             response
         }
+    }
+}
+
+/// The path whose body head the middleware hands on ([`PreparsedChat`]).
+const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
+
+/// A chat-completion request's head as the middleware read it, kept with
+/// the body it was read from (the same bytes the handler receives).
+#[derive(Clone)]
+struct ParsedChat {
+    body: Bytes,
+    head: ChatRequestHead,
+}
+
+/// The chat-completion head the quota middleware already read, if it read
+/// one: a limited request's body is then parsed once, not twice. Taken out
+/// of the request's extensions; never fails.
+pub struct PreparsedChat(Option<ParsedChat>);
+
+impl PreparsedChat {
+    /// The head, if it was read from `body` itself (the same buffer: same
+    /// address and length, the middleware's copy keeping it alive), else
+    /// `None` and the caller parses.
+    pub fn head_of(self, body: &Bytes) -> Option<ChatRequestHead> {
+        self.0
+            .filter(|p| p.body.as_ptr() == body.as_ptr() && p.body.len() == body.len())
+            .map(|p| p.head)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PreparsedChat {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        Ok(Self(parts.extensions.remove::<ParsedChat>()))
     }
 }
 
@@ -274,19 +325,29 @@ fn generates(path: &str) -> bool {
 
 /// Sets the rate-limit headers `remaining` has values for.
 pub fn headers(headers: &mut HeaderMap, remaining: &Remaining) {
-    for (name, value) in [
-        (LIMIT_REQUESTS, remaining.limit_requests),
-        (REMAINING_REQUESTS, remaining.requests),
-        (LIMIT_TOKENS, remaining.limit_tokens),
-        (REMAINING_TOKENS, remaining.tokens),
-    ] {
+    // Names made at compile time: a `&str` name is validated per insert.
+    const NAMES: [HeaderName; 4] = [
+        HeaderName::from_static(LIMIT_REQUESTS),
+        HeaderName::from_static(REMAINING_REQUESTS),
+        HeaderName::from_static(LIMIT_TOKENS),
+        HeaderName::from_static(REMAINING_TOKENS),
+    ];
+    const BUDGET: HeaderName = HeaderName::from_static(BUDGET_REMAINING);
+    let values = [
+        remaining.limit_requests,
+        remaining.requests,
+        remaining.limit_tokens,
+        remaining.tokens,
+    ];
+    for (name, value) in NAMES.into_iter().zip(values) {
         if let Some(value) = value {
             headers.insert(name, HeaderValue::from(value.max(0)));
         }
     }
     if let Some(usd) = remaining.budget_usd() {
-        if let Ok(value) = HeaderValue::from_str(&usd) {
-            headers.insert(BUDGET_REMAINING, value);
+        // From the `String` itself: no copy.
+        if let Ok(value) = HeaderValue::try_from(usd) {
+            headers.insert(BUDGET, value);
         }
     }
 }
@@ -337,5 +398,31 @@ fn unreadable(path: &str, reason: &str) -> Response {
         OpenAiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message).into_response()
     } else {
         Problem::bad_request(message).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The handler takes the middleware's head only for the very buffer it
+    /// was read from; any other body (even with the same bytes) is parsed.
+    #[test]
+    fn a_preparsed_head_is_used_only_for_its_own_body() {
+        let body = Bytes::from_static(br#"{"model":"m/x","messages":[]}"#);
+        let parsed = || {
+            PreparsedChat(Some(ParsedChat {
+                body: body.clone(),
+                head: ChatRequestHead::parse(&body).unwrap(),
+            }))
+        };
+        let head = parsed().head_of(&body.clone()).unwrap();
+        assert_eq!(head.model.as_deref(), Some("m/x"));
+        let copy = Bytes::copy_from_slice(&body);
+        assert!(parsed().head_of(&copy).is_none());
+        assert!(parsed().head_of(&body.slice(1..)).is_none());
+        assert!(PreparsedChat(None).head_of(&body).is_none());
     }
 }

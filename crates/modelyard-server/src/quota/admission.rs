@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use modelyard_core::limits::{Limits, Window};
 use modelyard_core::usage::add_tokens;
 use modelyard_store::{CounterKey, LimitMetric, LimitSubject};
+use modelyard_upstream::openai::ChatRequestHead;
 
 use super::counters::{Cell, Taken};
 use super::refusal::format_usd;
@@ -47,8 +48,13 @@ impl Caps {
             .or(self.max_tokens)
             .or(self.max_output_tokens)
             .unwrap_or(default_reserve);
-        cap.saturating_mul(self.n.unwrap_or(1).clamp(1, 128))
+        times_n(cap, self.n)
     }
+}
+
+/// `cap` output tokens per choice times `n` choices (1..=128).
+fn times_n(cap: u64, n: Option<u64>) -> u64 {
+    cap.saturating_mul(n.unwrap_or(1).clamp(1, 128))
 }
 
 /// The tokens to reserve for a request `body`: its output cap
@@ -92,6 +98,24 @@ pub fn reserve_split(body: &[u8], default_reserve: u64, generates: bool) -> Rese
         operation: string(caps.operation),
         prompt,
         output,
+    }
+}
+
+/// [`reserve_split`] of a chat-completion body of `body_len` bytes that
+/// was already read as `head` (its `model`, `max_completion_tokens`,
+/// `max_tokens` and `n`), so the body is parsed once: the reserve is the
+/// same as [`reserve_split`]'s for that body (the chat head has no
+/// `max_output_tokens`, which chat completions do not take).
+pub fn chat_split(head: &ChatRequestHead, body_len: usize, default_reserve: u64) -> ReserveSplit {
+    let cap = head
+        .max_completion_tokens
+        .or(head.max_tokens)
+        .unwrap_or(default_reserve);
+    ReserveSplit {
+        model: head.model.clone(),
+        operation: None,
+        prompt: body_len as u64 / BYTES_PER_TOKEN,
+        output: times_n(cap, head.n),
     }
 }
 

@@ -66,8 +66,8 @@ use modelyard_core::limits::Limits;
 use modelyard_store::{CounterKey, LimitSubject, Store};
 
 pub use admission::{
-    arena_reserve_tokens, arena_split, reserve_split, reserve_tokens, Admission, AdmissionSlot,
-    ArenaSplit, Need, Remaining, ReserveSplit,
+    arena_reserve_tokens, arena_split, chat_split, reserve_split, reserve_tokens, Admission,
+    AdmissionSlot, ArenaSplit, Need, Remaining, ReserveSplit,
 };
 pub use refusal::Refusal;
 pub use settlement::{call_tokens, settle, CallUsage, Spent};

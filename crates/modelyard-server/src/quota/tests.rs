@@ -482,7 +482,39 @@ fn settling_from_calls_counts_each_calls_tokens() {
 mod reserve_props {
     use proptest::prelude::*;
 
-    use super::super::{arena_reserve_tokens, reserve_split, BYTES_PER_TOKEN};
+    use modelyard_upstream::openai::ChatRequestHead;
+
+    use super::super::{arena_reserve_tokens, chat_split, reserve_split, BYTES_PER_TOKEN};
+
+    /// A chat-completion body with or without each cap.
+    fn chat_body() -> impl Strategy<Value = Vec<u8>> {
+        (
+            proptest::option::of("[a-z/]{1,12}"),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(0u64..300),
+            0usize..4,
+        )
+            .prop_map(|(model, max, max_completion, n, messages)| {
+                let mut fields = vec![format!(
+                    "\"messages\":[{}]",
+                    vec!["{\"role\":\"user\",\"content\":\"hi\"}"; messages].join(",")
+                )];
+                if let Some(model) = model {
+                    fields.push(format!("\"model\":\"{model}\""));
+                }
+                if let Some(max) = max {
+                    fields.push(format!("\"max_tokens\":{max}"));
+                }
+                if let Some(max) = max_completion {
+                    fields.push(format!("\"max_completion_tokens\":{max}"));
+                }
+                if let Some(n) = n {
+                    fields.push(format!("\"n\":{n}"));
+                }
+                format!("{{{}}}", fields.join(",")).into_bytes()
+            })
+    }
 
     /// A body that is JSON with caps and a model of any shape, or not.
     fn body() -> impl Strategy<Value = Vec<u8>> {
@@ -519,6 +551,14 @@ mod reserve_props {
             prop_assert!(arena >= 0);
             let one = body.len() as i64 / BYTES_PER_TOKEN as i64;
             prop_assert!(arena >= one.min(i64::MAX / 8));
+        }
+
+        /// A chat completion's reserve from the head the handler reads is
+        /// the reserve of its body read alone (the middleware parses once).
+        #[test]
+        fn chat_split_is_the_body_reserve(body in chat_body(), default in 0u64..10_000_000) {
+            let head = ChatRequestHead::parse(&body).unwrap();
+            prop_assert_eq!(chat_split(&head, body.len(), default), reserve_split(&body, default, true));
         }
     }
 }
