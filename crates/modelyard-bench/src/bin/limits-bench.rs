@@ -13,17 +13,19 @@
 //! reference. The limited keys take the limited path: limits lookup
 //! (cached), body read and reserve, admission from the local lease (a store
 //! round trip once per block), headers, settlement. Serial non-streamed
-//! chat completions, in alternating batches of 200 per key so all see the
-//! same machine (each round starts one key later); each request timed with
-//! `Instant`. "Added" is against the baseline key: the difference of the
-//! p50s of all requests, and per round the difference of the two batches'
-//! p50s, whose median and quartiles over the rounds are robust to the
-//! machine's load changing during the run. Each batch's CPU time (every
-//! thread of the process: client, server and mock, from
-//! `/proc/self/task/*/schedstat`, nanoseconds) over its requests gives CPU
-//! µs per request; the key's minus the baseline's in the same round is the
-//! limits' own CPU per request, which the machine's load moves far less
-//! than latency.
+//! chat completions, each request timed with `Instant`, in two phases:
+//! - **latency**: the keys take turns request by request (one request per
+//!   key, in an order that rotates each time, so no key always follows the
+//!   same one), so every key sees the same machine at the same moment; a
+//!   round is 200 requests per key. "Added" is against the baseline key:
+//!   the difference of the p50s of all requests, and per round the
+//!   difference of the two keys' p50s, whose median and quartiles over the
+//!   rounds are robust to the machine's load changing during the run;
+//! - **CPU**: a batch of 200 requests per key in turn (half as many
+//!   rounds); each batch's CPU time (every thread of the process: client,
+//!   server and mock, from `/proc/self/task/*/schedstat`, nanoseconds) over
+//!   its requests is CPU µs per request, and the key's minus the
+//!   baseline's in the same round is the limits' own CPU per request.
 //! Usage: `limits-bench [--rounds N]` (default 50 rounds).
 
 /// The modelyard binary's allocator, so the in-process server runs as it does there.
@@ -163,26 +165,37 @@ async fn main() -> Result<()> {
             timed(&client, &url, key, &body).await?;
         }
     }
-    // Each round runs a batch per key, starting one key later than the
-    // round before (no key always follows the same one).
     let n = limited.len();
     let mut samples: Vec<Vec<u64>> = vec![Vec::new(); n];
-    let mut batch_p50: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut round_p50: Vec<Vec<f64>> = vec![Vec::new(); n];
+    // Latency: the keys take turns request by request.
+    let mut turn = 0usize;
+    for _ in 0..rounds {
+        let mut round: Vec<Vec<u64>> = vec![Vec::with_capacity(BATCH); n];
+        for _ in 0..BATCH {
+            for i in (0..n).map(|i| (i + turn) % n) {
+                round[i].push(timed(&client, &url, &limited[i].1, &body).await?);
+            }
+            turn += 1;
+        }
+        for (i, mut batch) in round.into_iter().enumerate() {
+            samples[i].extend_from_slice(&batch);
+            batch.sort_unstable();
+            round_p50[i].push(percentile(&batch, 0.5));
+        }
+    }
+    // CPU: a batch per key, starting one key later each round.
     let mut batch_cpu: Vec<Vec<f64>> = vec![Vec::new(); n];
-    for round in 0..rounds {
+    for round in 0..rounds.div_ceil(2) {
         for i in (0..n).map(|i| (i + round) % n) {
-            let mut batch = Vec::with_capacity(BATCH);
             let cpu_before = process_cpu_ns();
             for _ in 0..BATCH {
-                batch.push(timed(&client, &url, &limited[i].1, &body).await?);
+                timed(&client, &url, &limited[i].1, &body).await?;
             }
             // A thread that ended during the batch takes its time along:
             // such a batch reads low (the medians over rounds absorb it).
             let cpu = process_cpu_ns().saturating_sub(cpu_before);
             batch_cpu[i].push(cpu as f64 / BATCH as f64 / 1000.0);
-            samples[i].extend_from_slice(&batch);
-            batch.sort_unstable();
-            batch_p50[i].push(percentile(&batch, 0.5));
         }
     }
     println!(
@@ -198,7 +211,7 @@ async fn main() -> Result<()> {
         let paired = |of: &[Vec<f64>]| -> Vec<f64> {
             of[i].iter().zip(&of[0]).map(|(a, b)| a - b).collect()
         };
-        let (p50, p25, p75) = quartiles(&mut paired(&batch_p50));
+        let (p50, p25, p75) = quartiles(&mut paired(&round_p50));
         let (c50, c25, c75) = quartiles(&mut paired(&batch_cpu));
         let (cpu, _, _) = quartiles(&mut batch_cpu[i].clone());
         println!(
