@@ -15,7 +15,7 @@ use std::convert::Infallible;
 
 use axum::body::Bytes;
 use futures_util::Stream;
-use modelyard_upstream::openai::{ChunkKind, StreamAccumulator};
+use modelyard_upstream::openai::{model_json, Accepted, StreamAccumulator};
 use modelyard_upstream::sse::SseDecoder;
 use modelyard_upstream::UpstreamResponse;
 use serde_json::json;
@@ -28,7 +28,9 @@ struct StreamState {
     upstream: UpstreamResponse,
     decoder: SseDecoder,
     acc: StreamAccumulator,
-    client_model: String,
+    /// The model id the client sent, as a JSON string literal: every
+    /// chunk's `model` is set to it.
+    client_model_json: String,
     provider: String,
     forward_usage: bool,
     draft: Option<CallDraft>,
@@ -91,23 +93,31 @@ impl StreamState {
                 }
                 return Step::Done;
             }
-            match self.acc.accept(&event.data, &self.client_model) {
-                Ok(ChunkKind::Forward(body)) => {
+            // The event is written straight into `out`, and taken back
+            // when it is not forwarded.
+            let mark = out.len();
+            out.extend_from_slice(b"data: ");
+            let accepted = self
+                .acc
+                .accept_into(&event.data, &self.client_model_json, out);
+            let forwarded = match &accepted {
+                Ok(Accepted::Chunk) => true,
+                Ok(Accepted::UsageOnly) => self.forward_usage,
+                Ok(Accepted::Error(_)) | Err(_) => false,
+            };
+            if forwarded {
+                out.extend_from_slice(b"\n\n");
+            } else {
+                out.truncate(mark);
+            }
+            match accepted {
+                Ok(Accepted::Chunk) => {
                     if self.first_token_at_ms.is_none() && self.acc.has_output() {
                         self.first_token_at_ms = Some(now_ms());
                     }
-                    out.extend_from_slice(b"data: ");
-                    out.extend_from_slice(&body);
-                    out.extend_from_slice(b"\n\n");
                 }
-                Ok(ChunkKind::UsageOnly(body)) => {
-                    if self.forward_usage {
-                        out.extend_from_slice(b"data: ");
-                        out.extend_from_slice(&body);
-                        out.extend_from_slice(b"\n\n");
-                    }
-                }
-                Ok(ChunkKind::Error(error)) => {
+                Ok(Accepted::UsageOnly) => {}
+                Ok(Accepted::Error(error)) => {
                     let error = LlmCallError::mid_stream(&self.provider, &error);
                     self.error_event(out, error);
                     return Step::Done;
@@ -135,6 +145,8 @@ impl StreamState {
             match self.upstream.next_chunk().await {
                 Ok(Some(chunk)) => {
                     self.decoder.push(&chunk);
+                    // What this chunk forwards is about its own size.
+                    out.reserve(chunk.len() + 64);
                     // A chunk that completed no data event and left nothing
                     // pending was keep-alive comments (or blank / `id:`-only
                     // blocks): pass one keep-alive on, so idle timeouts
@@ -181,7 +193,7 @@ pub(crate) fn proxy(
         upstream,
         decoder: SseDecoder::with_max_event_bytes(max_event_bytes),
         acc: StreamAccumulator::default(),
-        client_model,
+        client_model_json: model_json(&client_model),
         provider,
         forward_usage: client_include_usage,
         draft: Some(draft),

@@ -27,7 +27,9 @@ pub use completion::{rewrite_completion, AnswerSummary, CompletionError, Rewritt
 pub use endpoints::{CompletionRequestHead, EmbeddingsRequestHead, RerankRequestHead, TextInput};
 pub use error::{truncate, upstream_error_message};
 pub use request::{apply_param_rules, apply_param_rules_to, splice, ChatRequestHead, RequestError};
-pub use stream::{ChunkKind, StreamAccumulator, MAX_ANSWER_BYTES, MAX_TOOL_CALL_INDEX};
+pub use stream::{
+    model_json, Accepted, ChunkKind, StreamAccumulator, MAX_ANSWER_BYTES, MAX_TOOL_CALL_INDEX,
+};
 
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,8 @@ use serde_json::value::RawValue;
 
 use modelyard_core::Usage;
 
-use super::completion::{rewrite_model_at, AnswerSummary, WireUsage};
+use super::completion::{AnswerSummary, WireUsage};
+use super::request::span_of;
 
 #[derive(Deserialize)]
 struct RawChunk<'a> {
@@ -74,6 +75,25 @@ pub enum ChunkKind {
     UsageOnly(Vec<u8>),
     /// An in-band error object (`{"error": ...}`); its JSON text.
     Error(String),
+}
+
+/// What [`StreamAccumulator::accept_into`] found a chunk to be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// A normal chunk: written, to be forwarded.
+    Chunk,
+    /// The usage-only chunk (`choices: []` with `usage`): written, to be
+    /// forwarded only if the client asked for usage.
+    UsageOnly,
+    /// An in-band error object (`{"error": ...}`); its JSON text. Nothing
+    /// was written.
+    Error(String),
+}
+
+/// `client_model` as the JSON string literal a rewritten chunk carries in
+/// its `model` (quoted and escaped).
+pub fn model_json(client_model: &str) -> String {
+    serde_json::Value::String(client_model.to_owned()).to_string()
 }
 
 /// Highest `tool_calls[].index` accepted in a streamed chunk (tool calls are
@@ -147,10 +167,33 @@ impl StreamAccumulator {
     /// a tool call's `index` is over [`MAX_TOOL_CALL_INDEX`], or the answer
     /// grows over its cap ([`MAX_ANSWER_BYTES`] by default).
     pub fn accept(&mut self, data: &[u8], client_model: &str) -> Result<ChunkKind, String> {
+        let model_json = model_json(client_model);
+        let mut body = Vec::with_capacity(data.len() + model_json.len());
+        Ok(match self.accept_into(data, &model_json, &mut body)? {
+            Accepted::Chunk => ChunkKind::Forward(body),
+            Accepted::UsageOnly => ChunkKind::UsageOnly(body),
+            Accepted::Error(error) => ChunkKind::Error(error),
+        })
+    }
+
+    /// [`Self::accept`] that writes the chunk's JSON, `model` set to
+    /// `client_model_json` (a JSON string literal: [`model_json`], made
+    /// once per stream), onto the end of `out` instead of a new buffer: no
+    /// allocation per chunk for the rewrite. Nothing is written for
+    /// [`Accepted::Error`] or an error.
+    ///
+    /// # Errors
+    /// As [`Self::accept`].
+    pub fn accept_into(
+        &mut self,
+        data: &[u8],
+        client_model_json: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<Accepted, String> {
         let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
         let raw: RawChunk<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
         if let Some(error) = raw.error.filter(|e| e.get() != "null") {
-            return Ok(ChunkKind::Error(error.get().to_owned()));
+            return Ok(Accepted::Error(error.get().to_owned()));
         }
         if let Some(usage) = raw.usage {
             self.usage = Usage::from(usage);
@@ -205,11 +248,20 @@ impl StreamAccumulator {
                 }
             }
         }
-        let body = rewrite_model_at(text, raw.model, client_model);
+        match raw.model {
+            // A `null` model has a span too: it is replaced.
+            Some(model) => {
+                let span = span_of(text, model);
+                out.extend_from_slice(&data[..span.start]);
+                out.extend_from_slice(client_model_json.as_bytes());
+                out.extend_from_slice(&data[span.end..]);
+            }
+            None => out.extend_from_slice(data),
+        }
         Ok(if usage_only {
-            ChunkKind::UsageOnly(body)
+            Accepted::UsageOnly
         } else {
-            ChunkKind::Forward(body)
+            Accepted::Chunk
         })
     }
 

@@ -136,6 +136,53 @@ fn stream_chunks_accumulate() {
     );
 }
 
+/// Writing onto a shared buffer appends exactly what `accept` returns,
+/// after what the buffer held; an error or garbage appends nothing.
+#[test]
+fn accept_into_appends_what_accept_returns() {
+    let chunks: [&[u8]; 5] = [
+        br#"{"model":"u","choices":[{"index":0,"delta":{"content":"Hi"}}]}"#,
+        br#"{"model" : null, "choices":[{"index":0,"delta":{"content":"x"}}]}"#,
+        br#"{"choices":[{"index":0,"delta":{"content":"no model"}}]}"#,
+        br#"{"model":"u","choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}}"#,
+        br#"{"choices":[{"index":0,"delta":{"content":"\"quoted\""}}],"model":"u"}"#,
+    ];
+    let client = "p/\"odd\" é";
+    let json = model_json(client);
+    let (mut one, mut other) = (StreamAccumulator::default(), StreamAccumulator::default());
+    let mut out = b"before ".to_vec();
+    for chunk in chunks {
+        let at = out.len();
+        let accepted = other.accept_into(chunk, &json, &mut out).unwrap();
+        let (kind, body) = match one.accept(chunk, client).unwrap() {
+            ChunkKind::Forward(body) => (Accepted::Chunk, body),
+            ChunkKind::UsageOnly(body) => (Accepted::UsageOnly, body),
+            ChunkKind::Error(e) => panic!("{e}"),
+        };
+        assert_eq!(accepted, kind);
+        assert_eq!(&out[at..], &body[..]);
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        // A chunk without a string `model` keeps what it had (none, or
+        // `null`), as `accept` does.
+        if chunk.windows(9).any(|w| w == b"\"model\":\"") {
+            assert_eq!(value["model"], client);
+        }
+    }
+    assert_eq!(one.summary().text, other.summary().text);
+    assert_eq!(
+        other.summary().text.as_deref(),
+        Some("Hixno model\"quoted\"")
+    );
+    assert_eq!(other.summary().usage.total_tokens, Some(6));
+    let at = out.len();
+    assert!(matches!(
+        other.accept_into(br#"{"error":{"message":"boom"}}"#, &json, &mut out),
+        Ok(Accepted::Error(_))
+    ));
+    assert!(other.accept_into(b"{not json", &json, &mut out).is_err());
+    assert_eq!(out.len(), at);
+}
+
 #[test]
 fn in_band_errors_and_garbage_are_detected() {
     let mut acc = StreamAccumulator::default();
