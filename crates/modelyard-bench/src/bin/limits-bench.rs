@@ -26,6 +26,7 @@
 //!   server and mock, from `/proc/self/task/*/schedstat`, nanoseconds) over
 //!   its requests is CPU µs per request, and the key's minus the
 //!   baseline's in the same round is the limits' own CPU per request.
+//!
 //! Usage: `limits-bench [--rounds N]` (default 50 rounds).
 
 /// The modelyard binary's allocator, so the in-process server runs as it does there.
