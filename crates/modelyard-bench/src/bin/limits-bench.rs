@@ -87,6 +87,7 @@ async fn main() -> Result<()> {
         Some(n) => n.parse().context("--rounds needs a number")?,
         None => 50,
     };
+    ensure!(rounds > 0, "--rounds needs at least 1");
     let mock = MockUpstream::start().await;
     mock.set_record_requests(false);
     let dir = std::env::temp_dir().join(format!("modelyard-limits-bench-{}", std::process::id()));
