@@ -20,20 +20,10 @@ pub const MAX_LIST_LIMIT: u32 = 500;
 /// Shared text (`Arc<str>`): the server clones the caller's project id into
 /// every middleware layer's state and into each call record, so a clone is
 /// a reference count, not an allocation.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Serialized as a plain JSON string (serde's `rc` feature).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct ProjectId(std::sync::Arc<str>);
-
-impl Serialize for ProjectId {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for ProjectId {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Self::new)
-    }
-}
 
 impl ProjectId {
     /// Id of the project every installation starts with (`"default"`, created by
@@ -418,5 +408,24 @@ impl From<CallRecord> for LlmCallRow {
                 price_version: r.price_version,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::ProjectId;
+
+    /// A project id is a plain JSON string on the wire, both ways.
+    #[test]
+    fn a_project_id_is_a_json_string() {
+        let id = ProjectId::new("team-a".to_owned());
+        assert_eq!(serde_json::to_string(&id).unwrap(), r#""team-a""#);
+        assert_eq!(
+            serde_json::from_str::<ProjectId>(r#""team-a""#).unwrap(),
+            id
+        );
+        assert!(serde_json::from_str::<ProjectId>("42").is_err());
     }
 }

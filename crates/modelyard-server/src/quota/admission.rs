@@ -48,13 +48,8 @@ impl Caps {
             .or(self.max_tokens)
             .or(self.max_output_tokens)
             .unwrap_or(default_reserve);
-        times_n(cap, self.n)
+        cap.saturating_mul(self.n.unwrap_or(1).clamp(1, 128))
     }
-}
-
-/// `cap` output tokens per choice times `n` choices (1..=128).
-fn times_n(cap: u64, n: Option<u64>) -> u64 {
-    cap.saturating_mul(n.unwrap_or(1).clamp(1, 128))
 }
 
 /// The tokens to reserve for a request `body`: its output cap
@@ -107,15 +102,17 @@ pub fn reserve_split(body: &[u8], default_reserve: u64, generates: bool) -> Rese
 /// same as [`reserve_split`]'s for that body (the chat head has no
 /// `max_output_tokens`, which chat completions do not take).
 pub fn chat_split(head: &ChatRequestHead, body_len: usize, default_reserve: u64) -> ReserveSplit {
-    let cap = head
-        .max_completion_tokens
-        .or(head.max_tokens)
-        .unwrap_or(default_reserve);
+    let caps = Caps {
+        max_tokens: head.max_tokens,
+        max_completion_tokens: head.max_completion_tokens,
+        n: head.n,
+        ..Caps::default()
+    };
     ReserveSplit {
         model: head.model.clone(),
         operation: None,
         prompt: body_len as u64 / BYTES_PER_TOKEN,
-        output: times_n(cap, head.n),
+        output: caps.output(default_reserve),
     }
 }
 

@@ -55,7 +55,7 @@ pub fn rewrite_message(
     }
     let body = match raw.model {
         Some(model) => {
-            let model_json = Value::String(client_model.to_owned()).to_string();
+            let model_json = crate::openai::model_json(client_model);
             splice(text.as_bytes(), vec![(span_of(text, model), model_json)])
         }
         None => text.as_bytes().to_vec(),

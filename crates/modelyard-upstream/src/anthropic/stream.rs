@@ -175,8 +175,7 @@ impl MessagesAccumulator {
                     if !self.started {
                         self.started = true;
                         if let Some(model) = message.model {
-                            let model_json =
-                                serde_json::Value::String(client_model.to_owned()).to_string();
+                            let model_json = crate::openai::model_json(client_model);
                             let spliced = splice(data, vec![(span_of(text, model), model_json)]);
                             return Ok(MessageEvent::Forward(Cow::Owned(spliced)));
                         }

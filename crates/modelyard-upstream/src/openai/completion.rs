@@ -178,7 +178,7 @@ pub(super) fn rewrite_model_at(
     model: Option<&RawValue>,
     client_model: &str,
 ) -> Vec<u8> {
-    let model_json = serde_json::Value::String(client_model.to_owned()).to_string();
+    let model_json = super::model_json(client_model);
     match model {
         Some(raw) => splice(text.as_bytes(), vec![(span_of(text, raw), model_json)]),
         None => text.as_bytes().to_vec(),

@@ -300,7 +300,7 @@ pub(crate) fn routed_body(
     upstream_model: &str,
     force_usage: Option<Option<&StreamOptions>>,
 ) -> Vec<u8> {
-    let model_json = serde_json::Value::String(upstream_model.to_owned()).to_string();
+    let model_json = super::model_json(upstream_model);
     let mut edits: Vec<(Range<usize>, String)> = Vec::with_capacity(2);
     let mut inserts = String::new();
     match model_span {

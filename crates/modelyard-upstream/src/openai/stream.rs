@@ -90,10 +90,10 @@ pub enum Accepted {
     Error(String),
 }
 
-/// `client_model` as the JSON string literal a rewritten chunk carries in
-/// its `model` (quoted and escaped).
-pub fn model_json(client_model: &str) -> String {
-    serde_json::Value::String(client_model.to_owned()).to_string()
+/// `model` as the JSON string literal (quoted and escaped) that a
+/// rewritten body or chunk carries in its `model`.
+pub fn model_json(model: &str) -> String {
+    serde_json::Value::String(model.to_owned()).to_string()
 }
 
 /// Highest `tool_calls[].index` accepted in a streamed chunk (tool calls are
