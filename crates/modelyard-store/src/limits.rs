@@ -25,10 +25,15 @@ pub enum LimitSubject {
 impl LimitSubject {
     /// The stored form: `project:<id>` or `key:<id>`.
     pub fn key(&self) -> String {
-        match self {
-            LimitSubject::Project(id) => format!("project:{id}"),
-            LimitSubject::Key(id) => format!("key:{id}"),
-        }
+        // Concatenated, not `format!`: this runs for every limited request.
+        let (prefix, id) = match self {
+            LimitSubject::Project(id) => ("project:", id),
+            LimitSubject::Key(id) => ("key:", id),
+        };
+        let mut key = String::with_capacity(prefix.len() + id.len());
+        key.push_str(prefix);
+        key.push_str(id);
+        key
     }
 
     /// `project` or `key`, as messages name it.
@@ -345,5 +350,17 @@ impl Store {
                 .map(|done| done.rows_affected())
                 .map_err(StoreError::op("prune_limit_counters"))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LimitSubject;
+
+    #[test]
+    fn a_subject_is_stored_as_its_kind_and_id() {
+        assert_eq!(LimitSubject::Key("k1".into()).key(), "key:k1");
+        assert_eq!(LimitSubject::Project("p/x".into()).key(), "project:p/x");
+        assert_eq!(LimitSubject::Key(String::new()).key(), "key:");
     }
 }

@@ -28,6 +28,13 @@
 //!   baseline's in the same round is the limits' own CPU per request.
 //!
 //! Usage: `limits-bench [--rounds N]` (default 50 rounds).
+//!
+//! `limits-bench --only K --requests N` instead sends, after the warm-up,
+//! N requests with key K alone (0 is the baseline, in the table's order)
+//! and exits: for counting instructions, which the machine's load does not
+//! move. Under `valgrind --tool=callgrind`, the difference of two keys'
+//! totals over N is what the limits add per request, in instructions (the
+//! commands are in BENCHMARKS.md).
 
 /// The modelyard binary's allocator, so the in-process server runs as it does there.
 #[global_allocator]
@@ -88,6 +95,15 @@ async fn main() -> Result<()> {
         None => 50,
     };
     ensure!(rounds > 0, "--rounds needs at least 1");
+    let flag = |name: &str| -> Result<Option<usize>> {
+        std::env::args()
+            .skip_while(|a| a != name)
+            .nth(1)
+            .map(|n| n.parse().with_context(|| format!("{name} needs a number")))
+            .transpose()
+    };
+    let only = flag("--only")?;
+    let requests = flag("--requests")?.unwrap_or(2_000);
     let mock = MockUpstream::start().await;
     mock.set_record_requests(false);
     let dir = std::env::temp_dir().join(format!("modelyard-limits-bench-{}", std::process::id()));
@@ -168,6 +184,15 @@ async fn main() -> Result<()> {
         }
     }
     let n = limited.len();
+    if let Some(only) = only {
+        let (_, key) = limited.get(only).context("--only: no such key")?;
+        for _ in 0..requests {
+            timed(&client, &url, key, &body).await?;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), server.shutdown()).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(());
+    }
     let mut samples: Vec<Vec<u64>> = vec![Vec::new(); n];
     let mut round_p50: Vec<Vec<f64>> = vec![Vec::new(); n];
     // Latency: the keys take turns request by request.

@@ -339,6 +339,9 @@ pub fn headers(headers: &mut HeaderMap, remaining: &Remaining) {
         remaining.limit_tokens,
         remaining.tokens,
     ];
+    // Room for them all at once: the map grows once, not per header.
+    let count = values.iter().flatten().count() + usize::from(remaining.budget_nusd.is_some());
+    headers.reserve(count);
     for (name, value) in NAMES.into_iter().zip(values) {
         if let Some(value) = value {
             headers.insert(name, HeaderValue::from(value.max(0)));

@@ -212,8 +212,22 @@ impl Remaining {
     /// nano-USD rounded half up; integer arithmetic, no float formatting).
     pub fn budget_usd(&self) -> Option<String> {
         self.budget_nusd.map(|n| {
-            let micro = (i128::from(n.max(0)) + 500) / 1000;
-            format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000)
+            // `i64::MAX + 500` fits a u64. Written digit by digit, not with
+            // `format!`: this runs for every request with a cost budget.
+            let micro = (n.max(0).unsigned_abs() + 500) / 1000;
+            let mut fraction = [b'0'; 6];
+            let mut rest = micro % 1_000_000;
+            for digit in fraction.iter_mut().rev() {
+                *digit = b'0' + (rest % 10) as u8;
+                rest /= 10;
+            }
+            let mut whole = itoa::Buffer::new();
+            let whole = whole.format(micro / 1_000_000);
+            let mut usd = String::with_capacity(whole.len() + 7);
+            usd.push_str(whole);
+            usd.push('.');
+            usd.extend(fraction.iter().map(|&d| char::from(d)));
+            usd
         })
     }
 }
@@ -288,49 +302,43 @@ impl Quotas {
             admission.concurrent.push(subject_key.clone());
         }
         let minute = Window::minute(now_ms);
-        // (metric, limit, amount, window, name); the limit's text is made
-        // only for a refusal.
-        let mut checks: Vec<(LimitMetric, i64, i64, Window, &'static str)> = Vec::with_capacity(4);
-        if let Some(rpm) = limits.requests_per_minute {
-            checks.push((LimitMetric::Requests, rpm, 1, minute, "requestsPerMinute"));
-        }
-        if let Some(tpm) = limits.tokens_per_minute {
-            checks.push((
-                LimitMetric::Tokens,
-                tpm,
-                need.tokens,
-                minute,
-                "tokensPerMinute",
-            ));
-        }
-        if let Some(period) = limits.period {
-            let window = period.window(now_ms);
-            if let Some(max) = limits.max_tokens {
-                checks.push((
+        // (metric, limit, amount, window, name), in this order, on the
+        // stack; the limit's text is made only for a refusal.
+        let period = limits.period.map(|p| p.window(now_ms));
+        let checks = [
+            limits
+                .requests_per_minute
+                .map(|rpm| (LimitMetric::Requests, rpm, 1, minute, "requestsPerMinute")),
+            limits.tokens_per_minute.map(|tpm| {
+                let name = "tokensPerMinute";
+                (LimitMetric::Tokens, tpm, need.tokens, minute, name)
+            }),
+            period.zip(limits.max_tokens).map(|(window, max)| {
+                (
                     LimitMetric::BudgetTokens,
                     max,
                     need.tokens,
                     window,
                     "maxTokens",
-                ));
-            }
-            if let Some(max) = limits.max_cost_nusd {
-                checks.push((
-                    LimitMetric::BudgetCost,
-                    max,
-                    need.cost_nusd.max(1),
-                    window,
-                    "maxCostUsd",
-                ));
-            }
-        }
-        for (metric, limit, amount, window, name) in checks {
-            let key = CounterKey {
-                subject: subject_key.clone(),
-                metric,
-                window_start_ms: window.start_ms,
-                window_end_ms: window.end_ms,
-            };
+                )
+            }),
+            period.zip(limits.max_cost_nusd).map(|(window, max)| {
+                let amount = need.cost_nusd.max(1);
+                (LimitMetric::BudgetCost, max, amount, window, "maxCostUsd")
+            }),
+        ];
+        // One key for every check of this subject, its subject string made
+        // once ([`Quotas::cell`] copies it only for a new counter).
+        let mut key = CounterKey {
+            subject: subject_key,
+            metric: LimitMetric::Requests,
+            window_start_ms: 0,
+            window_end_ms: None,
+        };
+        for (metric, limit, amount, window, name) in checks.into_iter().flatten() {
+            key.metric = metric;
+            key.window_start_ms = window.start_ms;
+            key.window_end_ms = window.end_ms;
             let budget = matches!(metric, LimitMetric::BudgetTokens | LimitMetric::BudgetCost);
             let cell =
                 self.take(&key, window, limit, amount)

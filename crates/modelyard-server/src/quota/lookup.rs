@@ -1,13 +1,12 @@
 //! The limits of a request's key and project, read from the store and
 //! cached for [`LIMITS_TTL`].
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use modelyard_core::limits::Limits;
 use modelyard_store::{LimitSubject, ProjectId};
 
-use super::{lock, Applicable, Quotas, LIMITS_TTL, MAX_CACHED, STORE_TIMEOUT};
+use super::{lock, Applicable, HashMap, Quotas, LIMITS_TTL, MAX_CACHED, STORE_TIMEOUT};
 
 /// The limits of a subject as last read, and when.
 #[derive(Debug, Clone)]

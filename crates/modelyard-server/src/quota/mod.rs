@@ -57,7 +57,6 @@ mod lookup;
 mod refusal;
 mod settlement;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -74,6 +73,12 @@ pub use settlement::{call_tokens, settle, CallUsage, Spent};
 
 use counters::Cell;
 use lookup::LimitsCache;
+
+/// The maps of this module: keyed by key, project and model ids, hashed
+/// with foldhash (seeded per process) rather than SipHash, which was a
+/// tenth of what the limits add to a request. The model-id map is the one
+/// a caller fills, and it holds at most [`MAX_CACHED`] ids.
+type HashMap<K, V> = foldhash::HashMap<K, V>;
 
 /// How long a limits lookup is reused.
 pub const LIMITS_TTL: Duration = Duration::from_secs(2);

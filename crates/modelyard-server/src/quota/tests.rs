@@ -395,6 +395,18 @@ fn the_budget_header_rounds_nano_usd_to_six_decimals() {
     assert_eq!(shown(i64::MAX), "9223372036.854776");
 }
 
+proptest::proptest! {
+    /// The header's digits are what `format!` gives for the same
+    /// arithmetic in i128 (the way it was written before), for any amount.
+    #[test]
+    fn the_budget_header_is_the_formatted_micro_usd(nusd in proptest::prelude::any::<i64>()) {
+        let micro = (i128::from(nusd.max(0)) + 500) / 1000;
+        let expected = format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000);
+        let remaining = Remaining { budget_nusd: Some(nusd), ..Remaining::default() };
+        proptest::prop_assert_eq!(remaining.budget_usd(), Some(expected));
+    }
+}
+
 #[tokio::test]
 async fn reserve_rates_are_resolved_once_per_ttl() {
     let quotas = Quotas::new(store().await, 100);
