@@ -284,27 +284,28 @@ pub enum ServerError {
 /// auth, the guard and the body limits, all inside the access layer
 /// (request id, access log, HTTP metrics: [`crate::http::access`]).
 pub fn router(state: AppState) -> Router {
+    use axum::middleware::from_fn_with_state;
     let max_body = state.config.server.max_body_bytes;
-    crate::http::routes::router()
-        // Budgets and rate limits: after auth (an inner route layer), so
-        // the caller is known.
-        .route_layer(axum::middleware::from_fn_with_state(
+    // Each `layer` / `route_layer` call boxes every route once more, and
+    // every request clones each box level of its route: the layers go on
+    // as two stacks (`ServiceBuilder`: the first layer is the outermost),
+    // not one call per layer.
+    //
+    // Budgets and rate limits run after auth (inside it), so the caller is
+    // known.
+    let per_route = tower::ServiceBuilder::new()
+        .layer(from_fn_with_state(state.clone(), crate::auth::middleware))
+        .layer(from_fn_with_state(
             state.clone(),
             crate::http::quota::middleware,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
+        ));
+    let every_request = tower::ServiceBuilder::new()
+        .layer(from_fn_with_state(
             state.clone(),
-            crate::auth::middleware,
+            crate::http::access::middleware,
         ))
-        // The web UI shell: public, so merged after the auth route layer.
-        .merge(crate::ui::routes())
-        // Host, Origin and Content-Type checks on every request (UI too),
-        // before routing and auth.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::guard::middleware,
-        ))
-        .layer(DefaultBodyLimit::max(max_body))
+        // Oversized bodies get 413 in each surface's error shape before any handler.
+        .layer(from_fn_with_state(max_body, crate::limits::body_limit))
         .layer(
             tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
                 axum::http::header::AUTHORIZATION,
@@ -312,15 +313,15 @@ pub fn router(state: AppState) -> Router {
                 axum::http::HeaderName::from_static("x-api-key"),
             ]),
         )
-        // Oversized bodies get 413 in each surface's error shape before any handler.
-        .layer(axum::middleware::from_fn_with_state(
-            max_body,
-            crate::limits::body_limit,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::http::access::middleware,
-        ))
+        .layer(DefaultBodyLimit::max(max_body))
+        // Host, Origin and Content-Type checks on every request (UI too),
+        // before auth.
+        .layer(from_fn_with_state(state.clone(), crate::guard::middleware));
+    crate::http::routes::router()
+        .route_layer(per_route)
+        // The web UI shell: public, so merged after the auth route layer.
+        .merge(crate::ui::routes())
+        .layer(every_request)
         .with_state(state)
 }
 
