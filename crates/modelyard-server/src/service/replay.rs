@@ -300,6 +300,8 @@ pub async fn feed(
     // before it are stale.
     let mut last_end_seq = 0;
     let mut caught_up_sent = false;
+    // Transient events wait for a persisted event not yet sent (see below).
+    let mut held_back;
     loop {
         // The running turn before the store is read: if it ends during the
         // replay, its buffer still holds the deltas up to its end.
@@ -368,12 +370,21 @@ pub async fn feed(
             .into_iter()
             .flatten()
             .find(|live| live.turn_seq <= seq && live.turn_seq >= last_end_seq);
+        // A transient event pushed after a persisted event this replay has
+        // not sent (the store was read just before that event was
+        // appended, the buffer just after) waits for it: live, it went out
+        // after that event, and the live tail sends it once that event is.
+        held_back = false;
         if let Some(live) = live {
             let after = match transient {
                 Some((turn_seq, index)) if turn_seq == live.turn_seq => index,
                 _ => 0,
             };
             for t in live.since(after) {
+                if t.after_seq > seq {
+                    held_back = true;
+                    break;
+                }
                 transient = Some((t.turn_seq, t.index));
                 if tx
                     .send(FeedItem::Transient { seq, event: t })
@@ -422,6 +433,9 @@ pub async fn feed(
                     let item = FeedItem::Persisted { event: e, running };
                     if tx.send(item).await.is_err() || ends {
                         return;
+                    }
+                    if held_back {
+                        break; // the turn buffer's events that waited for it
                     }
                 }
                 Ok(BusMessage::Announced(announced)) => {

@@ -449,3 +449,65 @@ async fn a_lagging_or_gapped_live_tail_is_filled_from_the_store() {
     // Then the missing event is read from the store, in order, once
     assert_eq!(ids(&out), ["1", "caught-up", "2", "3"]);
 }
+
+#[tokio::test]
+async fn a_delta_pushed_after_an_unread_step_waits_for_it() {
+    // Given a running turn, and a subscriber whose store read ends before
+    // the turn's next step (seq 5) is appended while the turn buffer
+    // already holds the delta pushed after that step: the step is on the
+    // bus, not in what the store returned (a second store with the same
+    // history makes the step's event)
+    let fixture = Fixture::running().await;
+    let other = Fixture::running().await;
+    let step = other
+        .append(vec![EventPayload::ConversationUpdated {
+            title: Some("next step".into()),
+            metadata: None,
+        }])
+        .await;
+    let (tx, mut items) = mpsc::channel(1024);
+    let feed = feed(
+        fixture.source(),
+        C,
+        Position::START,
+        fixture.bus.subscribe(C),
+        tx,
+        None,
+    );
+    tokio::pin!(feed);
+    let live = fixture.live.get(TURN).expect("running");
+    live.note_seq(step[0].seq);
+    fixture.bus.publish(
+        &fixture.project,
+        C,
+        BusMessage::Persisted(Arc::new(step[0].clone())),
+    );
+    fixture.delta("e");
+
+    // When the subscriber replays and goes live
+    let mut out = Vec::new();
+    while out.len() < 11 {
+        tokio::select! {
+            () = &mut feed => panic!("the feed ended: {out:?}"),
+            item = items.recv() => out.push(seen(&item.expect("an item"))),
+        }
+    }
+
+    // Then the delta comes after the step, as it went out live
+    assert_eq!(
+        ids(&out),
+        [
+            "1",
+            "2",
+            "3",
+            "3.2.1",
+            "3.2.2",
+            "4.2.2",
+            "4.2.3",
+            "4.2.4",
+            "caught-up",
+            "5.2.4",
+            "5.2.5"
+        ]
+    );
+}
