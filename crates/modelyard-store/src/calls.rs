@@ -1,6 +1,7 @@
 //! Recording and reading LLM sessions and calls.
 
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::types::CallRecord;
 use crate::{CallFilter, LlmCallRow, NewLlmCall, ProjectId, RecordedSession, Store, StoreError};
@@ -34,6 +35,48 @@ fn insert_runs<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
         rows = rest;
         Some(run)
     })
+}
+
+/// Values per row of [`INSERT_SESSIONS`] and of [`INSERT_CALLS`].
+const SESSION_COLUMNS: usize = 10;
+const CALL_COLUMNS: usize = 28;
+
+/// The text of an INSERT of `rows` rows of `columns` values: `head`, then
+/// `VALUES (…), (…)` with `$n` placeholders (`numbered`: PostgreSQL) or `?`
+/// (SQLite) — the text `sqlx::QueryBuilder::push_values` makes. Made once
+/// per statement and kept (2 heads × the 4 [`ROWS_PER_INSERT`] sizes × 2
+/// databases): building it per batch, a placeholder at a time, cost more
+/// than binding the values.
+fn insert_sql(head: &'static str, columns: usize, rows: usize, numbered: bool) -> Arc<str> {
+    type Made = Vec<((usize, usize, bool), Arc<str>)>;
+    static MADE: Mutex<Made> = Mutex::new(Vec::new());
+    let key = (head.as_ptr() as usize, rows, numbered);
+    let mut made = MADE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, sql)) = made.iter().find(|(k, _)| *k == key) {
+        return Arc::clone(sql);
+    }
+    let mut sql = String::with_capacity(head.len() + 8 + rows * columns * 6);
+    sql.push_str(head);
+    sql.push_str("VALUES ");
+    let mut n = 0;
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            n += 1;
+            if numbered {
+                let _ = write!(sql, "${n}");
+            } else {
+                sql.push('?');
+            }
+        }
+        sql.push(')');
+    }
+    let sql: Arc<str> = sql.into();
+    made.push((key, Arc::clone(&sql)));
+    sql
 }
 
 /// Columns of [`CallRecord`], from `llm_calls c` joined with `llm_sessions s`.
@@ -88,6 +131,7 @@ impl Store {
             .map_err(|e| StoreError::InvalidInput {
                 reason: format!("a session's config snapshot cannot be serialized as JSON: {e}"),
             })?;
+        let numbered = matches!(self.inner, crate::store::Inner::Postgres(_));
         on_pool!(self, writer, |pool| {
             let mut tx = pool.begin().await.map_err(&err)?;
             // Multi-row INSERTs: a few statements per batch instead of one
@@ -95,62 +139,60 @@ impl Store {
             let sessions: Vec<(&RecordedSession, &Option<String>)> =
                 batch.iter().zip(&configs).collect();
             for chunk in insert_runs(&sessions) {
-                sqlx::QueryBuilder::new(INSERT_SESSIONS)
-                    .push_values(chunk, |mut row, (recorded, config)| {
-                        let s = &recorded.session;
-                        row.push_bind(&s.id)
-                            .push_bind(project.as_str())
-                            .push_bind(&s.operation)
-                            .push_bind(&s.parent_session_id)
-                            .push_bind(&s.conversation_id)
-                            .push_bind(&s.turn_id)
-                            .push_bind(s.created_at_ms)
-                            .push_bind(&s.request_id)
-                            .push_bind(&s.key_id)
-                            .push_bind(*config);
-                    })
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(&err)?;
+                let sql = insert_sql(INSERT_SESSIONS, SESSION_COLUMNS, chunk.len(), numbered);
+                let mut query = sqlx::query(&sql);
+                for (recorded, config) in chunk {
+                    let s = &recorded.session;
+                    query = query
+                        .bind(&s.id)
+                        .bind(project.as_str())
+                        .bind(&s.operation)
+                        .bind(&s.parent_session_id)
+                        .bind(&s.conversation_id)
+                        .bind(&s.turn_id)
+                        .bind(s.created_at_ms)
+                        .bind(&s.request_id)
+                        .bind(&s.key_id)
+                        .bind(*config);
+                }
+                query.execute(&mut *tx).await.map_err(&err)?;
             }
             let calls: Vec<&NewLlmCall> = batch.iter().flat_map(|r| &r.calls).collect();
             for chunk in insert_runs(&calls) {
-                sqlx::QueryBuilder::new(INSERT_CALLS)
-                    .push_values(chunk, |mut row, c| {
-                        row.push_bind(&c.id)
-                            .push_bind(project.as_str())
-                            .push_bind(&c.session_id)
-                            .push_bind(&c.model_id)
-                            .push_bind(&c.provider)
-                            .push_bind(&c.upstream_model)
-                            .push_bind(c.stream)
-                            .push_bind(&c.request_json)
-                            .push_bind(&c.response_text)
-                            .push_bind(&c.reasoning_text)
-                            .push_bind(&c.tool_calls_json)
-                            .push_bind(&c.finish_reason)
-                            .push_bind(c.usage.prompt_tokens)
-                            .push_bind(c.usage.completion_tokens)
-                            .push_bind(c.usage.reasoning_tokens)
-                            .push_bind(c.usage.cached_prompt_tokens)
-                            .push_bind(c.usage.total_tokens)
-                            .push_bind(c.sent_at_ms)
-                            .push_bind(c.first_token_at_ms)
-                            .push_bind(c.completed_at_ms)
-                            .push_bind(c.http_status)
-                            .push_bind(&c.error)
-                            .push_bind(c.attempt)
-                            .push_bind(&c.route)
-                            .push_bind(c.usage.cache_creation_tokens)
-                            .push_bind(c.cost.cost_nusd)
-                            .push_bind(c.cost.price_source.map(|s| s.as_str()))
-                            .push_bind(&c.cost.price_version);
-                    })
-                    .build()
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(&err)?;
+                let sql = insert_sql(INSERT_CALLS, CALL_COLUMNS, chunk.len(), numbered);
+                let mut query = sqlx::query(&sql);
+                for c in chunk {
+                    query = query
+                        .bind(&c.id)
+                        .bind(project.as_str())
+                        .bind(&c.session_id)
+                        .bind(&c.model_id)
+                        .bind(&c.provider)
+                        .bind(&c.upstream_model)
+                        .bind(c.stream)
+                        .bind(&c.request_json)
+                        .bind(&c.response_text)
+                        .bind(&c.reasoning_text)
+                        .bind(&c.tool_calls_json)
+                        .bind(&c.finish_reason)
+                        .bind(c.usage.prompt_tokens)
+                        .bind(c.usage.completion_tokens)
+                        .bind(c.usage.reasoning_tokens)
+                        .bind(c.usage.cached_prompt_tokens)
+                        .bind(c.usage.total_tokens)
+                        .bind(c.sent_at_ms)
+                        .bind(c.first_token_at_ms)
+                        .bind(c.completed_at_ms)
+                        .bind(c.http_status)
+                        .bind(&c.error)
+                        .bind(c.attempt)
+                        .bind(&c.route)
+                        .bind(c.usage.cache_creation_tokens)
+                        .bind(c.cost.cost_nusd)
+                        .bind(c.cost.price_source.map(|s| s.as_str()))
+                        .bind(&c.cost.price_version);
+                }
+                query.execute(&mut *tx).await.map_err(&err)?;
             }
             tx.commit().await.map_err(&err)?;
             Ok::<(), StoreError>(())
@@ -416,7 +458,45 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::insert_runs;
+    use super::{
+        insert_runs, insert_sql, CALL_COLUMNS, INSERT_CALLS, INSERT_SESSIONS, ROWS_PER_INSERT,
+        SESSION_COLUMNS,
+    };
+
+    /// The kept statement texts are the ones `QueryBuilder::push_values`
+    /// makes, for both databases and every run size.
+    #[test]
+    fn insert_sql_is_what_the_query_builder_makes() {
+        fn built<DB: sqlx::Database>(head: &'static str, columns: usize, rows: usize) -> String
+        where
+            i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        {
+            let mut builder = sqlx::QueryBuilder::<DB>::new(head);
+            builder.push_values(0..rows, |mut row, _| {
+                for _ in 0..columns {
+                    row.push_bind(0_i64);
+                }
+            });
+            builder.sql().to_owned()
+        }
+        for (head, columns) in [
+            (INSERT_SESSIONS, SESSION_COLUMNS),
+            (INSERT_CALLS, CALL_COLUMNS),
+        ] {
+            for rows in ROWS_PER_INSERT {
+                for _ in 0..2 {
+                    assert_eq!(
+                        *insert_sql(head, columns, rows, false),
+                        built::<sqlx::Sqlite>(head, columns, rows)
+                    );
+                    assert_eq!(
+                        *insert_sql(head, columns, rows, true),
+                        built::<sqlx::Postgres>(head, columns, rows)
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn insert_runs_cover_every_row_in_order_with_few_statement_sizes() {
