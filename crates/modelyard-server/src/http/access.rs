@@ -6,8 +6,8 @@
 //!   goes on with the kept or new value in its header (handlers store it on
 //!   the call record) and every response carries it, errors included.
 //! - One `tracing` event per request, target `modelyard::access`, at INFO:
-//!   method, route pattern, status, duration (ms, to the response
-//!   headers), project, key prefix, model (when a handler named one) and
+//!   method, route pattern, status, duration (ms with three decimals, to
+//!   the response headers: `duration_ms=4.610`), project, key prefix, model (when a handler named one) and
 //!   request id. Off with `[telemetry] access_log = false`.
 //! - `modelyard_http_requests_total` / `modelyard_http_request_duration_seconds`
 //!   by route pattern, never the raw path ([`crate::telemetry`]).
@@ -138,7 +138,7 @@ pub async fn middleware(State(app): State<AppState>, mut request: Request, next:
             method,
             route,
             status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            duration_ms = %Millis(elapsed),
             project = project.unwrap_or(""),
             key_prefix = caller.and_then(|c| c.key_prefix.as_deref()).unwrap_or(""),
             model = model.map_or("", |m| m.0.as_str()),
@@ -147,4 +147,31 @@ pub async fn middleware(State(app): State<AppState>, mut request: Request, next:
         );
     }
     response
+}
+
+/// A duration in milliseconds with three decimals (to the microsecond),
+/// written from integers: `4.610`. The float it replaced printed every
+/// digit of its binary value (`0.30453199999999997`).
+struct Millis(std::time::Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let micros = self.0.as_micros();
+        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Millis;
+    use std::time::Duration;
+
+    #[test]
+    fn a_duration_is_milliseconds_with_three_decimals() {
+        let shown = |d: Duration| Millis(d).to_string();
+        assert_eq!(shown(Duration::from_nanos(304_532)), "0.304");
+        assert_eq!(shown(Duration::from_micros(4_610)), "4.610");
+        assert_eq!(shown(Duration::ZERO), "0.000");
+        assert_eq!(shown(Duration::from_secs(90)), "90000.000");
+    }
 }
