@@ -50,6 +50,9 @@ const CALL_COLUMNS: usize = 28;
 fn insert_sql(head: &'static str, columns: usize, rows: usize, numbered: bool) -> Arc<str> {
     type Made = Vec<((usize, usize, bool), Arc<str>)>;
     static MADE: Mutex<Made> = Mutex::new(Vec::new());
+    // By the head's address: the two heads differ in text, so never share
+    // one (were a constant's uses given two addresses, that would only add
+    // an entry, still at most a few).
     let key = (head.as_ptr() as usize, rows, numbered);
     let mut made = MADE.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((_, sql)) = made.iter().find(|(k, _)| *k == key) {

@@ -7,8 +7,9 @@
 //!   the call record) and every response carries it, errors included.
 //! - One `tracing` event per request, target `modelyard::access`, at INFO:
 //!   method, route pattern, status, duration (ms with three decimals, to
-//!   the response headers: `duration_ms=4.610`), project, key prefix, model (when a handler named one) and
-//!   request id. Off with `[telemetry] access_log = false`.
+//!   the response headers: `duration_ms=4.610`), project, key prefix,
+//!   model (when a handler named one) and request id. Off with
+//!   `[telemetry] access_log = false`.
 //! - `modelyard_http_requests_total` / `modelyard_http_request_duration_seconds`
 //!   by route pattern, never the raw path ([`crate::telemetry`]).
 //! - With `[telemetry] otlp_endpoint`, the request's server span, which
